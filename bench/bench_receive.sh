@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Receive benchmark (issue: receive side). Run on demand, never in CI:
+#
+#   bench/bench_receive.sh [BUILD_DIR] [COUNT] [SIZE_KB]
+#
+# 1. storescu -> stowbridge: COUNT instances of ~SIZE_KB on one association
+#    (stowbridge fsyncs every instance before answering 0000);
+# 2. the same files -> DCMTK storescp writing to the same disk (no fsync);
+# 3. 1000 associations in a row (one C-ECHO each) -> stowbridge, VmRSS
+#    sampled after 100 and after 1000, to show there is no per-association
+#    leak.
+# Both receivers run with TCP_NODELAY (Nagle off). Prints instances/s,
+# MB/s, the ratio and stowbridge's peak RSS (VmHWM).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+build=${1:-$here/../build}
+count=${2:-1000}
+size_kb=${3:-512}
+bin=$build/bridge/stowbridge
+[ -x "$bin" ] || { echo "build first: $bin not found" >&2; exit 2; }
+
+work=$(mktemp -d /var/tmp/stowbridge-bench.XXXXXX)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+    /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+wait_echo() {
+    for _ in $(seq 1 100); do
+        echoscu -to 2 -aec "$2" 127.0.0.1 "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "no answer on port $1" >&2
+    return 1
+}
+now() { date +%s.%N; }
+
+echo "generating $count instances of ~${size_kb} KB..."
+/usr/bin/python3 "$here/gen_instances.py" "$work/in" "$count" "$size_kb"
+total_bytes=$(du -sb "$work/in" | cut -f1)
+
+# --- stowbridge ------------------------------------------------------
+port=$(free_port)
+cat > "$work/sb.json" <<JSON
+{ "dicom": { "port": $port, "max_pdu": 131072 },
+  "spool": { "dir": "$work/spool", "min_free_mb": 0 },
+  "log": { "level": "notice" } }
+JSON
+"$bin" run --config "$work/sb.json" 2>"$work/sb.log" &
+sb_pid=$!
+pids+=("$sb_pid")
+wait_echo "$port" STOWBRIDGE
+t0=$(now)
+TCP_NODELAY=1 storescu -aec STOWBRIDGE --max-pdu 131072 +sd 127.0.0.1 "$port" "$work/in"
+t1=$(now)
+sb_hwm=$(awk '/VmHWM/ {print $2}' "/proc/$sb_pid/status")
+received=$(ls "$work/spool/incoming" | wc -l)
+
+# --- 1000 associations in a row ----------------------------------------
+for i in $(seq 1 1000); do
+    echoscu -aec STOWBRIDGE 127.0.0.1 "$port"
+    [ "$i" -eq 100 ] && rss100=$(awk '/VmRSS/ {print $2}' "/proc/$sb_pid/status")
+done
+rss1000=$(awk '/VmRSS/ {print $2}' "/proc/$sb_pid/status")
+kill -TERM "$sb_pid"; wait "$sb_pid" || true
+
+# --- DCMTK storescp -----------------------------------------------------
+port=$(free_port)
+mkdir -p "$work/storescp"
+TCP_NODELAY=1 storescp -aet STORESCP --max-pdu 131072 -od "$work/storescp" "$port" &
+pids+=("$!")
+wait_echo "$port" STORESCP
+t2=$(now)
+TCP_NODELAY=1 storescu -aec STORESCP --max-pdu 131072 +sd 127.0.0.1 "$port" "$work/in"
+t3=$(now)
+
+/usr/bin/python3 - "$count" "$total_bytes" "$t0" "$t1" "$t2" "$t3" "$received" \
+    "$sb_hwm" "$rss100" "$rss1000" <<'PY'
+import sys
+n, size = int(sys.argv[1]), int(sys.argv[2])
+t0, t1, t2, t3 = map(float, sys.argv[3:7])
+received, hwm, rss100, rss1000 = map(int, sys.argv[7:11])
+sb, ref = t1 - t0, t3 - t2
+mb = size / 1e6
+print(f"instances: {n}, {mb:.1f} MB in total; stowbridge spooled {received}")
+print(f"stowbridge (fsync each): {n/sb:8.1f} inst/s {mb/sb:8.1f} MB/s ({sb:.2f} s)")
+print(f"storescp   (no fsync)  : {n/ref:8.1f} inst/s {mb/ref:8.1f} MB/s ({ref:.2f} s)")
+print(f"ratio stowbridge/storescp: {ref/sb:.2f}")
+print(f"stowbridge peak RSS (VmHWM): {hwm/1024:.1f} MiB")
+print(f"VmRSS after 100 / 1000 associations: {rss100/1024:.1f} / {rss1000/1024:.1f} MiB")
+PY

@@ -1,0 +1,65 @@
+/*
+ * log - structured one-line events on stderr for journald.
+ *
+ * Every line starts with a syslog priority prefix "<N>" (sd-daemon(3)
+ * convention), so journald files it at the right level; time stamps come
+ * from journald. Each call writes its line with a single write(2), so lines
+ * from different threads never interleave. Lines longer than
+ * LOG_LINE_MAX are cut and end in "...".
+ *
+ * Only program code logs (main, scheduler, workers, the SCP adapter);
+ * library modules return error codes. Never pass patient data, secrets or
+ * tokens to these functions.
+ *
+ * Thread safety: all functions may be called from any thread.
+ */
+#ifndef STOWBRIDGE_LOG_H
+#define STOWBRIDGE_LOG_H
+
+#include <stdbool.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Syslog priorities, the same numbers as <syslog.h>. */
+enum log_level {
+    LOG_LEVEL_ERR = 3,
+    LOG_LEVEL_WARNING = 4,
+    LOG_LEVEL_NOTICE = 5,
+    LOG_LEVEL_INFO = 6,
+    LOG_LEVEL_DEBUG = 7,
+};
+
+#define LOG_LINE_MAX 2048
+
+/* Sets the most verbose level that is still written (default INFO). */
+void log_set_level(enum log_level level);
+
+/* True if a message at @level would be written. */
+bool log_enabled(enum log_level level);
+
+/*
+ * Parses a level name ("err", "error", "warning", "notice", "info",
+ * "debug") into @ret_level. Returns 0, or -EINVAL for an unknown name.
+ */
+int log_level_parse(const char *name, enum log_level *ret_level);
+
+/* The canonical name of @level ("err", "warning", ...). */
+const char *log_level_name(enum log_level level);
+
+/* Writes one line at @level; printf-style format, no trailing newline. */
+void log_msg(enum log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#define log_err(...) log_msg(LOG_LEVEL_ERR, __VA_ARGS__)
+#define log_warning(...) log_msg(LOG_LEVEL_WARNING, __VA_ARGS__)
+#define log_notice(...) log_msg(LOG_LEVEL_NOTICE, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_LEVEL_INFO, __VA_ARGS__)
+#define log_debug(...) log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__)
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,244 @@
+/*
+ * daemon - see daemon.h.
+ *
+ * Order of start-up (DESIGN.md section 5): lock the spool, recover it,
+ * and only then open the DIMSE port, so nothing is received into a spool
+ * that has not been checked. READY=1 goes to systemd once the port is
+ * bound. SIGTERM/SIGINT set a flag that the SCP polls; associations in
+ * flight finish their current C-STORE (answered as usual) before they are
+ * closed.
+ */
+#include "daemon.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "scp.h"
+#include "spool.h"
+#include "util.h"
+
+/* Extra seconds beyond dicom.timeout_s that a stop waits for
+ * associations still receiving a data set. */
+#define DAEMON_GRACE_EXTRA_S 5
+
+static atomic_bool daemon_stop_requested;
+static atomic_bool daemon_stopping_announced;
+static atomic_int daemon_stop_signal;
+static atomic_bool daemon_hup_seen;
+
+static void daemon_on_signal(int sig)
+{
+    if (sig == SIGHUP) {
+        atomic_store(&daemon_hup_seen, true);
+        return;
+    }
+    atomic_store(&daemon_stop_signal, sig);
+    atomic_store(&daemon_stop_requested, true);
+}
+
+/* The SCP's stop predicate; also the place that reports what signals
+ * arrived, since a signal handler must not log. */
+static bool daemon_should_stop(void *ctx)
+{
+    (void)ctx;
+    if (atomic_exchange(&daemon_hup_seen, false))
+        log_notice("event=sighup reason=\"configuration reload is not "
+                   "supported yet; restart the service to apply changes\", "
+                   "ignoring");
+    if (!atomic_load(&daemon_stop_requested))
+        return false;
+    if (!atomic_exchange(&daemon_stopping_announced, true)) {
+        log_notice("event=stopping signal=%s",
+                   atomic_load(&daemon_stop_signal) == SIGINT ? "SIGINT"
+                                                              : "SIGTERM");
+        (void)daemon_notify("STOPPING=1");
+    }
+    return true;
+}
+
+int daemon_notify(const char *state)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    struct sockaddr_un addr;
+    size_t path_len;
+    socklen_t addr_len;
+    int fd;
+    int r = 0;
+
+    if (path == NULL || path[0] == '\0')
+        return 0;
+    path_len = strlen(path);
+    if ((path[0] != '/' && path[0] != '@') || path_len >= sizeof(addr.sun_path))
+        return -EINVAL;
+
+    memset(&addr, 0, sizeof(addr));
+    addr.sun_family = AF_UNIX;
+    memcpy(addr.sun_path, path, path_len);
+    if (path[0] == '@')
+        addr.sun_path[0] = '\0';  /* abstract namespace */
+    addr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + path_len);
+
+    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (sendto(fd, state, strlen(state), MSG_NOSIGNAL,
+               (const struct sockaddr *)&addr, addr_len) < 0)
+        r = -errno;
+    (void)close(fd);
+    return r;
+}
+
+static int daemon_install_signals(void)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = daemon_on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0 ||
+        sigaction(SIGHUP, &sa, NULL) < 0)
+        return -errno;
+    /* A peer that closes its socket must not kill the process. */
+    sa.sa_handler = SIG_IGN;
+    if (sigaction(SIGPIPE, &sa, NULL) < 0)
+        return -errno;
+    return 0;
+}
+
+/* Copies the config's caller rules into the SCP's parameter shape. */
+static struct scp_caller_rule *daemon_caller_rules(const struct cfg *cfg)
+{
+    size_t n = cfg->dicom.allowed_caller_count;
+    struct scp_caller_rule *rules;
+
+    if (n == 0)
+        return NULL;
+    rules = calloc(n, sizeof(*rules));
+    if (rules == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        rules[i].ae_title = cfg->dicom.allowed_callers[i].ae_title;
+        rules[i].hosts = cfg->dicom.allowed_callers[i].hosts;
+        rules[i].host_count = cfg->dicom.allowed_callers[i].host_count;
+    }
+    return rules;
+}
+
+int daemon_run(const struct cfg *cfg)
+{
+    struct spool_recovery recovery;
+    struct scp_caller_rule *rules = NULL;
+    struct scp_params params;
+    struct spool *spool = NULL;
+    struct scp *scp = NULL;
+    char err[512];
+    int status = 1;
+    int r;
+
+    log_set_level((enum log_level)cfg->log.level);
+
+    r = daemon_install_signals();
+    if (r < 0) {
+        log_err("event=start-failed reason=\"sigaction() failed: %s\"",
+                util_strerror(r, err, sizeof(err)));
+        return 1;
+    }
+    r = scp_global_init(err, sizeof(err));
+    if (r < 0) {
+        log_err("event=start-failed reason=\"%s\"", err);
+        return 1;
+    }
+
+    r = spool_open(cfg->spool.dir, SPOOL_OPEN_OWNER, &spool, err, sizeof(err));
+    if (r < 0) {
+        log_err("event=start-failed reason=\"%s\"", err);
+        goto out;
+    }
+    r = spool_recover(spool, &recovery, err, sizeof(err));
+    if (r < 0) {
+        log_err("event=start-failed reason=\"spool recovery failed: %s\"",
+                err);
+        goto out;
+    }
+    log_notice("event=spool-recovered dir=%s tmp_removed=%u "
+               "active_requeued=%u set_aside=%u",
+               cfg->spool.dir, recovery.tmp_removed,
+               recovery.active_requeued, recovery.set_aside);
+    if (recovery.set_aside > 0)
+        log_warning("event=spool-foreign-files count=%u dir=%s/lost+found "
+                    "reason=\"files that are not spool entries were moved "
+                    "aside; inspect them\"",
+                    recovery.set_aside, cfg->spool.dir);
+
+    if (cfg->dicom.allowed_caller_count > 0) {
+        rules = daemon_caller_rules(cfg);
+        if (rules == NULL) {
+            log_err("event=start-failed reason=\"out of memory\"");
+            goto out;
+        }
+    }
+    memset(&params, 0, sizeof(params));
+    params.ae_title = cfg->dicom.ae_title;
+    params.port = (uint16_t)cfg->dicom.port;
+    params.max_associations = cfg->dicom.max_associations;
+    params.max_pdu = cfg->dicom.max_pdu;
+    params.timeout_s = cfg->dicom.timeout_s;
+    params.callers = rules;
+    params.caller_count = cfg->dicom.allowed_caller_count;
+    params.spool = spool;
+    params.min_free_mb = cfg->spool.min_free_mb;
+
+    r = scp_new(&params, &scp, err, sizeof(err));
+    if (r < 0) {
+        log_err("event=start-failed reason=\"%s\"", err);
+        goto out;
+    }
+
+    log_notice("event=started version=%s ae=%s port=%u spool=%s "
+               "max_associations=%u callers=%s mode=receive-only "
+               "reason=\"uploads are not built yet: instances stay in the "
+               "spool\"",
+               STOWBRIDGE_VERSION, cfg->dicom.ae_title, cfg->dicom.port,
+               cfg->spool.dir, cfg->dicom.max_associations,
+               cfg->dicom.allowed_caller_count > 0 ? "allow-list" : "any");
+    (void)daemon_notify("READY=1\nSTATUS=receiving");
+
+    r = scp_run(scp, daemon_should_stop, NULL,
+                cfg->dicom.timeout_s + DAEMON_GRACE_EXTRA_S);
+    if (r == -ETIMEDOUT) {
+        /* Unanswered stores are in tmp/ and never acknowledged. */
+        log_warning("event=stopped-with-associations reason=\"associations "
+                    "still open after the grace period; their unanswered "
+                    "instances were not acknowledged\"");
+        status = 0;
+    } else if (r < 0) {
+        log_err("event=scp-failed reason=\"%s\"",
+                util_strerror(r, err, sizeof(err)));
+    } else {
+        status = 0;
+    }
+    log_notice("event=stopped");
+
+out:
+    /* Association threads still running (grace expired) keep using the
+     * spool and SCP: leave them to process exit rather than free them. */
+    if (scp != NULL && scp_active_associations(scp) == 0) {
+        scp_free(scp);
+        spool_close(spool);
+    } else if (scp == NULL) {
+        spool_close(spool);
+    }
+    free(rules);
+    return status;
+}

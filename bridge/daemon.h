@@ -1,0 +1,23 @@
+/*
+ * daemon - the `stowbridge run` lifecycle: signals, spool recovery, the
+ * SCP, systemd notification, graceful stop.
+ *
+ * Program code: it logs. Returns the process exit status (0 on a clean
+ * stop, 1 when it cannot start or the network fails).
+ */
+#ifndef STOWBRIDGE_DAEMON_H
+#define STOWBRIDGE_DAEMON_H
+
+struct cfg;
+
+/* Runs the daemon in the foreground until SIGTERM or SIGINT. */
+int daemon_run(const struct cfg *cfg);
+
+/*
+ * Sends @state (e.g. "READY=1") to systemd when $NOTIFY_SOCKET is set
+ * (sd_notify(3) protocol). Async-signal-safe. Returns 0 when sent or not
+ * under systemd, a negative errno otherwise.
+ */
+int daemon_notify(const char *state);
+
+#endif

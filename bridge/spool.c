@@ -1,0 +1,642 @@
+/*
+ * spool - see spool.h for the contract.
+ *
+ * Every state is a directory opened once (O_DIRECTORY) at spool_open();
+ * all operations are relative to those fds (openat, renameat, unlinkat,
+ * fstatat, fsync of the directory fd). The write, fsync, renameat and close
+ * calls on the receive path go through spool__io so that tests can make
+ * them fail (spool_int.h).
+ */
+#include "spool.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "spool_int.h"
+#include "util.h"
+
+#define SPOOL_LOST_FOUND "lost+found"
+#define SPOOL_LOCK_NAME ".lock"
+#define SPOOL_SUFFIX ".dcm"
+#define SPOOL_NAME_MAX (SPOOL_ID_MAX + sizeof(SPOOL_SUFFIX))
+
+struct spool__io_ops spool__io = {
+    .write = write,
+    .fsync = fsync,
+    .renameat = renameat,
+    .close = close,
+};
+
+void spool__io_reset(void)
+{
+    spool__io.write = write;
+    spool__io.fsync = fsync;
+    spool__io.renameat = renameat;
+    spool__io.close = close;
+}
+
+struct spool {
+    char *dir;
+    int dir_fd;
+    int state_fd[SPOOL_STATE_COUNT];
+    int lost_found_fd;
+    int lock_fd;
+};
+
+static const char *const spool_state_names[SPOOL_STATE_COUNT] = {
+    [SPOOL_TMP] = "tmp",
+    [SPOOL_INCOMING] = "incoming",
+    [SPOOL_ACTIVE] = "active",
+    [SPOOL_DEFERRED] = "deferred",
+    [SPOOL_FAILED] = "failed",
+};
+
+static void spool_err(char *err, size_t err_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void spool_err(char *err, size_t err_len, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err == NULL || err_len == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
+}
+
+/* "<call>() '<what>' failed: <strerror>" and returns -errno. */
+static int spool_syserr(char *err, size_t err_len, int error, const char *call,
+                        const char *dir, const char *name)
+{
+    char buf[128];
+
+    spool_err(err, err_len, "%s() '%s%s%s' failed: %s", call, dir,
+              name != NULL ? "/" : "", name != NULL ? name : "",
+              util_strerror(-error, buf, sizeof(buf)));
+    return -error;
+}
+
+const char *spool_state_name(enum spool_state state)
+{
+    if ((unsigned)state >= SPOOL_STATE_COUNT)
+        return "?";
+    return spool_state_names[state];
+}
+
+int spool_state_parse(const char *name, enum spool_state *ret_state)
+{
+    for (int i = 0; i < SPOOL_STATE_COUNT; i++) {
+        if (strcmp(name, spool_state_names[i]) == 0) {
+            *ret_state = (enum spool_state)i;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+bool spool_id_valid(const char *id)
+{
+    const char *p = id;
+    size_t digits = 0;
+
+    while (*p >= '0' && *p <= '9') {
+        p++;
+        digits++;
+    }
+    if (digits == 0 || digits > 12 || *p++ != '.')
+        return false;
+    for (int i = 0; i < 6; i++, p++)
+        if (*p < '0' || *p > '9')
+            return false;
+    if (*p++ != '-')
+        return false;
+    for (int i = 0; i < 16; i++, p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+            return false;
+    return *p == '\0';
+}
+
+int spool_id_arrival_us(const char *id, uint64_t *ret_us)
+{
+    unsigned long long sec;
+    unsigned long usec;
+
+    if (!spool_id_valid(id))
+        return -EINVAL;
+    if (sscanf(id, "%llu.%6lu", &sec, &usec) != 2)
+        return -EINVAL;
+    *ret_us = (uint64_t)sec * 1000000u + usec;
+    return 0;
+}
+
+/* True if @name is "<valid id>.dcm"; the ID goes to @ret_id. */
+static bool spool_entry_name(const char *name, char ret_id[SPOOL_ID_MAX])
+{
+    size_t len = strlen(name);
+    size_t suffix = sizeof(SPOOL_SUFFIX) - 1;
+
+    if (len <= suffix || len - suffix >= SPOOL_ID_MAX ||
+        strcmp(name + len - suffix, SPOOL_SUFFIX) != 0)
+        return false;
+    memcpy(ret_id, name, len - suffix);
+    ret_id[len - suffix] = '\0';
+    return spool_id_valid(ret_id);
+}
+
+static void spool_file_name(const char *id, char buf[SPOOL_NAME_MAX])
+{
+    snprintf(buf, SPOOL_NAME_MAX, "%s" SPOOL_SUFFIX, id);
+}
+
+static int spool_fsync_dir(const struct spool *spool, int fd, const char *name,
+                           char *err, size_t err_len)
+{
+    if (spool__io.fsync(fd) < 0)
+        return spool_syserr(err, err_len, errno, "fsync", spool->dir, name);
+    return 0;
+}
+
+/*
+ * Opens (and in owner mode creates) subdirectory @name of the spool and
+ * checks it is a directory owned by us and not writable by others.
+ */
+static int spool_open_subdir(struct spool *spool, const char *name, bool owner,
+                             bool *created, int *ret_fd, char *err,
+                             size_t err_len)
+{
+    struct stat st;
+    int fd;
+
+    if (owner) {
+        if (mkdirat(spool->dir_fd, name, 0700) == 0)
+            *created = true;
+        else if (errno != EEXIST)
+            return spool_syserr(err, err_len, errno, "mkdir", spool->dir,
+                                name);
+    }
+    fd = openat(spool->dir_fd, name,
+                O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return spool_syserr(err, err_len, errno, "open", spool->dir, name);
+    if (fstat(fd, &st) < 0) {
+        int r = spool_syserr(err, err_len, errno, "fstat", spool->dir, name);
+        close(fd);
+        return r;
+    }
+    if (owner && (st.st_uid != geteuid() || (st.st_mode & 0022) != 0)) {
+        spool_err(err, err_len,
+                  "spool directory '%s/%s' must be owned by uid %u and not "
+                  "writable by group or others (it is uid %u, mode %04o)",
+                  spool->dir, name, (unsigned)geteuid(), (unsigned)st.st_uid,
+                  (unsigned)(st.st_mode & 07777));
+        close(fd);
+        return -EPERM;
+    }
+    *ret_fd = fd;
+    return 0;
+}
+
+int spool_open(const char *dir, unsigned flags, struct spool **ret_spool,
+               char *err, size_t err_len)
+{
+    bool owner = (flags & SPOOL_OPEN_OWNER) != 0;
+    bool created = false;
+    struct spool *spool;
+    struct stat st;
+    int r;
+
+    spool = calloc(1, sizeof(*spool));
+    if (spool == NULL)
+        return -ENOMEM;
+    spool->dir_fd = -1;
+    spool->lost_found_fd = -1;
+    spool->lock_fd = -1;
+    for (int i = 0; i < SPOOL_STATE_COUNT; i++)
+        spool->state_fd[i] = -1;
+    spool->dir = strdup(dir);
+    if (spool->dir == NULL) {
+        r = -ENOMEM;
+        goto out_fail;
+    }
+
+    if (owner && mkdir(dir, 0700) < 0 && errno != EEXIST) {
+        r = spool_syserr(err, err_len, errno, "mkdir", dir, NULL);
+        goto out_fail;
+    }
+    spool->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (spool->dir_fd < 0) {
+        r = -errno;
+        if (r == -ENOENT)
+            spool_err(err, err_len,
+                      "spool '%s' does not exist (the daemon creates it at "
+                      "its first start)", dir);
+        else
+            spool_syserr(err, err_len, -r, "open", dir, NULL);
+        goto out_fail;
+    }
+    if (owner) {
+        if (fstat(spool->dir_fd, &st) < 0) {
+            r = spool_syserr(err, err_len, errno, "fstat", dir, NULL);
+            goto out_fail;
+        }
+        if (st.st_uid != geteuid() || (st.st_mode & 0022) != 0) {
+            spool_err(err, err_len,
+                      "spool directory '%s' must be owned by uid %u and not "
+                      "writable by group or others (it is uid %u, mode %04o)",
+                      dir, (unsigned)geteuid(), (unsigned)st.st_uid,
+                      (unsigned)(st.st_mode & 07777));
+            r = -EPERM;
+            goto out_fail;
+        }
+        spool->lock_fd = openat(spool->dir_fd, SPOOL_LOCK_NAME,
+                                O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
+                                0600);
+        if (spool->lock_fd < 0) {
+            r = spool_syserr(err, err_len, errno, "open", dir,
+                             SPOOL_LOCK_NAME);
+            goto out_fail;
+        }
+        if (flock(spool->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+            r = -errno;
+            if (r == -EWOULDBLOCK)
+                spool_err(err, err_len,
+                          "spool '%s' is in use by another stowbridge process "
+                          "(lock '%s/" SPOOL_LOCK_NAME "')", dir, dir);
+            else
+                spool_syserr(err, err_len, -r, "flock", dir,
+                             SPOOL_LOCK_NAME);
+            goto out_fail;
+        }
+    }
+
+    for (int i = 0; i < SPOOL_STATE_COUNT; i++) {
+        r = spool_open_subdir(spool, spool_state_names[i], owner, &created,
+                              &spool->state_fd[i], err, err_len);
+        if (r < 0)
+            goto out_fail;
+    }
+    r = spool_open_subdir(spool, SPOOL_LOST_FOUND, owner, &created,
+                          &spool->lost_found_fd, err, err_len);
+    if (r < 0 && owner)
+        goto out_fail;
+    if (created) {
+        r = spool_fsync_dir(spool, spool->dir_fd, NULL, err, err_len);
+        if (r < 0)
+            goto out_fail;
+    }
+    *ret_spool = spool;
+    return 0;
+
+out_fail:
+    spool_close(spool);
+    return r;
+}
+
+void spool_close(struct spool *spool)
+{
+    if (spool == NULL)
+        return;
+    for (int i = 0; i < SPOOL_STATE_COUNT; i++)
+        if (spool->state_fd[i] >= 0)
+            (void)close(spool->state_fd[i]);
+    if (spool->lost_found_fd >= 0)
+        (void)close(spool->lost_found_fd);
+    if (spool->lock_fd >= 0)
+        (void)close(spool->lock_fd);  /* releases the flock */
+    if (spool->dir_fd >= 0)
+        (void)close(spool->dir_fd);
+    free(spool->dir);
+    free(spool);
+}
+
+const char *spool_dir(const struct spool *spool)
+{
+    return spool->dir;
+}
+
+int spool_entry_path(const struct spool *spool, enum spool_state state,
+                     const char *id, char *buf, size_t len)
+{
+    int n = snprintf(buf, len, "%s/%s/%s" SPOOL_SUFFIX, spool->dir,
+                     spool_state_name(state), id);
+    if (n < 0 || (size_t)n >= len)
+        return -ENAMETOOLONG;
+    return 0;
+}
+
+/* Moves @name from directory @from_fd to lost+found/, never overwriting. */
+static int spool_set_aside(struct spool *spool, int from_fd, const char *name)
+{
+    char target[NAME_MAX + 16];
+
+    if (spool->lost_found_fd < 0)
+        return -ENOENT;
+    for (int i = 0; i < 1000; i++) {
+        if (i == 0)
+            snprintf(target, sizeof(target), "%s", name);
+        else
+            snprintf(target, sizeof(target), "%.*s.%d", NAME_MAX - 6, name, i);
+        if (renameat2(from_fd, name, spool->lost_found_fd, target,
+                      RENAME_NOREPLACE) == 0)
+            return 0;
+        if (errno != EEXIST)
+            return -errno;
+    }
+    return -EEXIST;
+}
+
+int spool_recover(struct spool *spool, struct spool_recovery *ret_recovery,
+                  char *err, size_t err_len)
+{
+    struct spool_recovery rec = { 0, 0, 0 };
+    bool changed[SPOOL_STATE_COUNT] = { false };
+    int r = 0;
+
+    for (int state = 0; state < SPOOL_STATE_COUNT && r == 0; state++) {
+        int fd = spool->state_fd[state];
+        int scan_fd = dup(fd);
+        struct dirent *de;
+        DIR *d;
+
+        if (scan_fd < 0)
+            return spool_syserr(err, err_len, errno, "dup", spool->dir,
+                                spool_state_names[state]);
+        d = fdopendir(scan_fd);
+        if (d == NULL) {
+            r = spool_syserr(err, err_len, errno, "opendir", spool->dir,
+                             spool_state_names[state]);
+            close(scan_fd);
+            break;
+        }
+        rewinddir(d);
+        while ((de = readdir(d)) != NULL) {
+            char id[SPOOL_ID_MAX];
+            struct stat st;
+
+            if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+                continue;
+            if (state == SPOOL_TMP) {
+                /* Never acknowledged: a partial receive. */
+                if (unlinkat(fd, de->d_name, 0) == 0) {
+                    rec.tmp_removed++;
+                    changed[state] = true;
+                    continue;
+                }
+                /* A directory or so: set it aside below. */
+            }
+            if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                continue;   /* gone meanwhile */
+            if (!spool_entry_name(de->d_name, id) || !S_ISREG(st.st_mode) ||
+                st.st_size == 0 || state == SPOOL_TMP) {
+                if (spool_set_aside(spool, fd, de->d_name) == 0) {
+                    rec.set_aside++;
+                    changed[state] = true;
+                }
+                continue;
+            }
+            if (state == SPOOL_ACTIVE) {
+                if (spool__io.renameat(fd, de->d_name,
+                                       spool->state_fd[SPOOL_INCOMING],
+                                       de->d_name) == 0) {
+                    rec.active_requeued++;
+                    changed[SPOOL_ACTIVE] = true;
+                    changed[SPOOL_INCOMING] = true;
+                } else if (errno != ENOENT) {
+                    r = spool_syserr(err, err_len, errno, "rename",
+                                     spool->dir, de->d_name);
+                    break;
+                }
+            }
+        }
+        closedir(d);
+    }
+    if (rec.set_aside > 0 && spool->lost_found_fd >= 0)
+        (void)spool__io.fsync(spool->lost_found_fd);
+    for (int state = 0; state < SPOOL_STATE_COUNT && r == 0; state++)
+        if (changed[state])
+            r = spool_fsync_dir(spool, spool->state_fd[state],
+                                spool_state_names[state], err, err_len);
+    if (r < 0)
+        return r;
+    *ret_recovery = rec;
+    return 0;
+}
+
+static int spool_new_id(char ret_id[SPOOL_ID_MAX])
+{
+    uint64_t now = util_now_realtime_us();
+    unsigned char rnd[8];
+    int r = util_random_bytes(rnd, sizeof(rnd));
+
+    if (r < 0)
+        return r;
+    snprintf(ret_id, SPOOL_ID_MAX,
+             "%" PRIu64 ".%06" PRIu64 "-%02x%02x%02x%02x%02x%02x%02x%02x",
+             now / 1000000u, now % 1000000u, rnd[0], rnd[1], rnd[2], rnd[3],
+             rnd[4], rnd[5], rnd[6], rnd[7]);
+    return 0;
+}
+
+int spool_tmp_create(struct spool *spool, char ret_id[SPOOL_ID_MAX],
+                     int *ret_fd, char *err, size_t err_len)
+{
+    char id[SPOOL_ID_MAX];
+    char name[SPOOL_NAME_MAX];
+    int fd = -1;
+
+    for (int attempt = 0; attempt < 8; attempt++) {
+        int r = spool_new_id(id);
+        if (r < 0)
+            return spool_syserr(err, err_len, -r, "getrandom", spool->dir,
+                                NULL);
+        spool_file_name(id, name);
+        fd = openat(spool->state_fd[SPOOL_TMP], name,
+                    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                    0600);
+        if (fd >= 0)
+            break;
+        if (errno != EEXIST)
+            return spool_syserr(err, err_len, errno, "open", spool->dir, name);
+    }
+    if (fd < 0)
+        return spool_syserr(err, err_len, EEXIST, "open", spool->dir, "tmp");
+    memcpy(ret_id, id, strlen(id) + 1);
+    *ret_fd = fd;
+    return 0;
+}
+
+int spool_write_all(int fd, const void *buf, size_t len)
+{
+    const unsigned char *p = buf;
+
+    while (len > 0) {
+        ssize_t n = spool__io.write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            return -EIO;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+int spool_commit(struct spool *spool, const char *id, int fd, char *err,
+                 size_t err_len)
+{
+    int tmp_fd = spool->state_fd[SPOOL_TMP];
+    int incoming_fd = spool->state_fd[SPOOL_INCOMING];
+    char name[SPOOL_NAME_MAX];
+    char where[SPOOL_NAME_MAX + 16];
+    int r;
+
+    if (!spool_id_valid(id)) {
+        if (fd >= 0)
+            (void)spool__io.close(fd);
+        spool_err(err, err_len, "invalid spool entry ID");
+        return -EINVAL;
+    }
+    spool_file_name(id, name);
+    snprintf(where, sizeof(where), "tmp/%s", name);
+
+    if (spool__io.fsync(fd) < 0) {
+        r = spool_syserr(err, err_len, errno, "fsync", spool->dir, where);
+        (void)spool__io.close(fd);
+        goto out_unlink_tmp;
+    }
+    if (spool__io.close(fd) < 0) {
+        r = spool_syserr(err, err_len, errno, "close", spool->dir, where);
+        goto out_unlink_tmp;
+    }
+    if (spool__io.renameat(tmp_fd, name, incoming_fd, name) < 0) {
+        r = spool_syserr(err, err_len, errno, "rename", spool->dir, where);
+        goto out_unlink_tmp;
+    }
+    if (spool__io.fsync(incoming_fd) < 0) {
+        r = spool_syserr(err, err_len, errno, "fsync", spool->dir,
+                         "incoming");
+        goto out_unlink_incoming;
+    }
+    if (spool__io.fsync(tmp_fd) < 0) {
+        r = spool_syserr(err, err_len, errno, "fsync", spool->dir, "tmp");
+        goto out_unlink_incoming;
+    }
+    return 0;
+
+out_unlink_incoming:
+    /* Never acknowledged: it must not be uploaded as if it were. */
+    (void)unlinkat(incoming_fd, name, 0);
+    return r;
+out_unlink_tmp:
+    (void)unlinkat(tmp_fd, name, 0);
+    return r;
+}
+
+void spool_discard(struct spool *spool, const char *id, int fd)
+{
+    char name[SPOOL_NAME_MAX];
+
+    if (fd >= 0)
+        (void)close(fd);
+    if (!spool_id_valid(id))
+        return;
+    spool_file_name(id, name);
+    (void)unlinkat(spool->state_fd[SPOOL_TMP], name, 0);
+}
+
+int spool_move(struct spool *spool, const char *id, enum spool_state from,
+               enum spool_state to, char *err, size_t err_len)
+{
+    char name[SPOOL_NAME_MAX];
+
+    if (!spool_id_valid(id) || (unsigned)from >= SPOOL_STATE_COUNT ||
+        (unsigned)to >= SPOOL_STATE_COUNT) {
+        spool_err(err, err_len, "invalid spool entry or state");
+        return -EINVAL;
+    }
+    spool_file_name(id, name);
+    if (spool__io.renameat(spool->state_fd[from], name, spool->state_fd[to],
+                           name) < 0) {
+        if (errno == ENOENT)
+            return -ENOENT;
+        return spool_syserr(err, err_len, errno, "rename", spool->dir, name);
+    }
+    if (spool__io.fsync(spool->state_fd[to]) < 0)
+        return spool_syserr(err, err_len, errno, "fsync", spool->dir,
+                            spool_state_names[to]);
+    if (spool__io.fsync(spool->state_fd[from]) < 0)
+        return spool_syserr(err, err_len, errno, "fsync", spool->dir,
+                            spool_state_names[from]);
+    return 0;
+}
+
+int spool_stats(const struct spool *spool, uint64_t now_us,
+                struct spool_state_stats ret_stats[SPOOL_STATE_COUNT],
+                char *err, size_t err_len)
+{
+    struct spool_state_stats stats[SPOOL_STATE_COUNT];
+
+    memset(stats, 0, sizeof(stats));
+    for (int state = 0; state < SPOOL_STATE_COUNT; state++) {
+        int fd = spool->state_fd[state];
+        int scan_fd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        uint64_t oldest_us = UINT64_MAX;
+        struct dirent *de;
+        DIR *d;
+
+        if (scan_fd < 0)
+            return spool_syserr(err, err_len, errno, "open", spool->dir,
+                                spool_state_names[state]);
+        d = fdopendir(scan_fd);
+        if (d == NULL) {
+            int r = spool_syserr(err, err_len, errno, "opendir", spool->dir,
+                                 spool_state_names[state]);
+            close(scan_fd);
+            return r;
+        }
+        while ((de = readdir(d)) != NULL) {
+            char id[SPOOL_ID_MAX];
+            uint64_t arrival;
+            struct stat st;
+
+            if (!spool_entry_name(de->d_name, id))
+                continue;
+            if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+                !S_ISREG(st.st_mode))
+                continue;   /* moved away during the scan */
+            stats[state].count++;
+            stats[state].bytes += (uint64_t)st.st_size;
+            if (spool_id_arrival_us(id, &arrival) == 0 && arrival < oldest_us)
+                oldest_us = arrival;
+        }
+        closedir(d);
+        if (stats[state].count > 0 && oldest_us < now_us)
+            stats[state].oldest_s = (now_us - oldest_us) / 1000000u;
+    }
+    memcpy(ret_stats, stats, sizeof(stats));
+    return 0;
+}
+
+int spool_free_mb(const struct spool *spool, uint64_t *ret_mb)
+{
+    struct statvfs vfs;
+
+    if (fstatvfs(spool->dir_fd, &vfs) < 0)
+        return -errno;
+    *ret_mb = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize / (1024 * 1024);
+    return 0;
+}

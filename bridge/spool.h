@@ -1,0 +1,191 @@
+/*
+ * spool - the durable on-disk queue between the DIMSE receiver and the
+ * uploaders (DESIGN.md section 5).
+ *
+ * Layout under the spool directory (mode 0700, owned by the service user):
+ *   tmp/       being received; never acknowledged; emptied at start
+ *   incoming/  acknowledged, waiting for the first upload attempt
+ *   active/    claimed for an upload in progress; moved back at start
+ *   deferred/  last attempt failed transiently (mtime = not-before time)
+ *   failed/    dead letter, kept until an operator acts
+ *   lost+found/ files found in the spool that are not valid entries
+ *   .lock      flock(2)ed by the one daemon that owns the spool
+ *
+ * An entry is one Part 10 file, "<id>.dcm", exactly as received. The ID
+ * does not depend on any UID: "<seconds>.<microseconds>-<16 hex>", where
+ * the time is the arrival time (so the ID sorts by arrival and tells the
+ * entry's age in every state), e.g. "1763855999.123456-9f1c2b3a4d5e6f70".
+ *
+ * Durability contract: spool_commit() returns 0 only after the file's data
+ * and both directory entries are on stable storage (fsync of the file,
+ * rename, fsync of the target and source directories). A failing fsync is
+ * never retried and the entry is dropped: the caller must then refuse the
+ * instance (A700), never acknowledge it.
+ *
+ * All state changes are atomic renames within the spool. A rename that
+ * fails with ENOENT lost a race with another actor (daemon or operator
+ * tool) and is reported as -ENOENT so callers can ignore it.
+ *
+ * Thread safety: after spool_open(), every function may be called from any
+ * thread at the same time; the spool keeps no mutable in-memory state
+ * other than its directory fds (which are read-only after open).
+ * The spool parses no DICOM and does no HTTP.
+ *
+ * Errors: functions return 0 or a negative errno; when an @err buffer is
+ * given, a human-readable reason naming the failed call and path is
+ * written there (never patient data).
+ */
+#ifndef STOWBRIDGE_SPOOL_H
+#define STOWBRIDGE_SPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct spool;
+
+enum spool_state {
+    SPOOL_TMP = 0,
+    SPOOL_INCOMING,
+    SPOOL_ACTIVE,
+    SPOOL_DEFERRED,
+    SPOOL_FAILED,
+    SPOOL_STATE_COUNT,
+};
+
+/* Room for an ID plus its NUL ("<10>.<6>-<16>" is 34 characters). */
+#define SPOOL_ID_MAX 48
+
+/* Flags for spool_open(). */
+enum spool_open_flags {
+    /*
+     * Owner mode (the daemon): create missing directories, take the
+     * exclusive lock (-EWOULDBLOCK if another process holds it).
+     */
+    SPOOL_OPEN_OWNER = 1u << 0,
+};
+
+struct spool_state_stats {
+    uint64_t count;
+    uint64_t bytes;
+    /* Age in seconds of the oldest entry by arrival time (its ID); 0 if
+     * the state is empty. */
+    uint64_t oldest_s;
+};
+
+struct spool_recovery {
+    unsigned tmp_removed;       /* partial receives deleted from tmp/ */
+    unsigned active_requeued;   /* active/ entries moved back to incoming/ */
+    unsigned set_aside;         /* foreign files moved to lost+found/ */
+};
+
+/* The directory name of @state ("tmp", "incoming", ...). */
+const char *spool_state_name(enum spool_state state);
+
+/* Parses a state name; returns 0 or -EINVAL. */
+int spool_state_parse(const char *name, enum spool_state *ret_state);
+
+/* True if @id has the shape of an entry ID (safe to put in a path). */
+bool spool_id_valid(const char *id);
+
+/*
+ * Opens the spool at @dir. With SPOOL_OPEN_OWNER, creates @dir and its
+ * subdirectories (mode 0700) if missing, checks they are directories owned
+ * by the current user and not writable by others, and takes the exclusive
+ * lock; a second owner gets -EWOULDBLOCK with a message naming the lock.
+ * Without it (operator tools, status), nothing is created or locked.
+ */
+int spool_open(const char *dir, unsigned flags, struct spool **ret_spool,
+               char *err, size_t err_len);
+
+/* Releases the lock and fds. Accepts NULL. */
+void spool_close(struct spool *spool);
+
+/* The spool directory as given to spool_open(); borrowed. */
+const char *spool_dir(const struct spool *spool);
+
+/*
+ * Start-up recovery, owner only, before any receive or upload: empties
+ * tmp/, moves active/ back to incoming/, moves files that are not valid
+ * entries (bad name, not a regular file, empty) to lost+found/, and fsyncs
+ * the directories it changed.
+ */
+int spool_recover(struct spool *spool, struct spool_recovery *ret_recovery,
+                  char *err, size_t err_len);
+
+/*
+ * Receive path, step 1: creates a new empty entry file in tmp/
+ * (O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC, mode 0600) with a fresh ID.
+ * Returns its ID in @ret_id and an fd open for writing in @ret_fd.
+ */
+int spool_tmp_create(struct spool *spool, char ret_id[SPOOL_ID_MAX],
+                     int *ret_fd, char *err, size_t err_len);
+
+/*
+ * Writes all @len bytes of @buf to @fd (retrying short writes and EINTR).
+ * Returns 0 or a negative errno (e.g. -ENOSPC, -EIO).
+ */
+int spool_write_all(int fd, const void *buf, size_t len);
+
+/*
+ * Receive path, step 2: makes tmp/<id>.dcm durable in incoming/: fsync
+ * @fd, close it, rename into incoming/, fsync incoming/ and tmp/.
+ * Always consumes @fd. On any failure the temp file is removed and the
+ * entry does not exist; nothing is left in incoming/.
+ */
+int spool_commit(struct spool *spool, const char *id, int fd, char *err,
+                 size_t err_len);
+
+/*
+ * Receive path, abandon: closes @fd (if >= 0) and removes tmp/<id>.dcm.
+ * Never fails visibly: a leftover temp file is removed at next start.
+ */
+void spool_discard(struct spool *spool, const char *id, int fd);
+
+/*
+ * Writes the path of entry @id in @state into @buf (capacity @len).
+ * Returns 0 or -ENAMETOOLONG.
+ */
+int spool_entry_path(const struct spool *spool, enum spool_state state,
+                     const char *id, char *buf, size_t len);
+
+/*
+ * Moves entry @id from state @from to state @to with renameat() and
+ * fsyncs the target directory. Returns -ENOENT if the entry is not in
+ * @from (a lost race, not an error for the caller).
+ */
+int spool_move(struct spool *spool, const char *id, enum spool_state from,
+               enum spool_state to, char *err, size_t err_len);
+
+/*
+ * Arrival time of entry @id in microseconds since the epoch, read from
+ * the ID. Returns 0 or -EINVAL.
+ */
+int spool_id_arrival_us(const char *id, uint64_t *ret_us);
+
+/*
+ * Counts entries, bytes and the oldest age for every state in one pass
+ * over the directories. @now_us is the wall clock used for ages. Safe
+ * while the daemon runs (entries moving during the scan are counted once
+ * or not at all, never twice).
+ */
+int spool_stats(const struct spool *spool, uint64_t now_us,
+                struct spool_state_stats ret_stats[SPOOL_STATE_COUNT],
+                char *err, size_t err_len);
+
+/*
+ * Free space available to the service user on the spool's file system,
+ * in MiB (statvfs f_bavail * f_frsize).
+ */
+int spool_free_mb(const struct spool *spool, uint64_t *ret_mb);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

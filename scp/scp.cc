@@ -1,0 +1,1058 @@
+/*
+ * scp - the DIMSE service provider (see scp.h for the contract).
+ *
+ * Structure:
+ *   scp_run()            accept loop on the calling thread: receive an
+ *                        A-ASSOCIATE-RQ, check called AE, caller and the
+ *                        association limit, negotiate presentation
+ *                        contexts, then hand the association to a new
+ *                        detached thread.
+ *   serve_association()  one thread per association: C-ECHO, C-STORE,
+ *                        release, abort, idle timeout, shutdown.
+ *   handle_store()       admission, receive into spool tmp/ through
+ *                        SpoolConsumer, validate, commit, respond.
+ *
+ * Received data reaches the disk only through spool_write_all(), so every
+ * write, fsync and rename passes the spool's checks (and its fault hooks in
+ * tests). DCMTK's own file writer is not used: it neither fsyncs nor
+ * checks close().
+ *
+ * Every entry point catches all C++ exceptions; none crosses scp.h.
+ */
+#include "scp.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <new>
+
+#include "dcmtk/config/osconfig.h"
+#include "dcmtk/dcmdata/dcdict.h"
+#include "dcmtk/dcmdata/dcdeftag.h"
+#include "dcmtk/dcmdata/dcfilefo.h"
+#include "dcmtk/dcmdata/dcmetinf.h"
+#include "dcmtk/dcmdata/dcostrma.h"
+#include "dcmtk/dcmdata/dcuid.h"
+#include "dcmtk/dcmnet/assoc.h"
+#include "dcmtk/dcmnet/dcmtrans.h"
+#include "dcmtk/dcmnet/dimse.h"
+#include "dcmtk/dcmnet/diutil.h"
+#include "dcmtk/oflog/oflog.h"
+#include "dcmtk/ofstd/ofstd.h"
+
+#include "log.h"
+#include "spool.h"
+#include "util.h"
+
+/* Our Implementation Class UID (PS3.7 D.3.3.2), a UUID-derived UID. */
+#define SCP_IMPLEMENTATION_CLASS_UID \
+    "2.25.242422315187102122747475212045372960498"
+#define SCP_IMPLEMENTATION_VERSION_NAME "STOWBRIDGE_" STOWBRIDGE_VERSION
+
+/* How long the accept loop waits for a connection, and for a connected
+ * peer's A-ASSOCIATE-RQ, before it looks at the stop flag again. */
+#define SCP_ACCEPT_POLL_S 2
+/* How long an association thread waits for a command before it checks
+ * the stop flag and the idle limit. */
+#define SCP_COMMAND_POLL_S 1
+
+struct scp {
+    char ae_title[UTIL_AE_TITLE_MAX + 1];
+    uint16_t port;
+    unsigned max_associations;
+    uint32_t max_pdu;
+    unsigned timeout_s;
+    struct scp_caller_rule *callers;
+    size_t caller_count;
+    struct spool *spool;
+    uint64_t min_free_mb;
+
+    T_ASC_Network *network;
+    scp_stop_fn should_stop;
+    void *stop_ctx;
+
+    pthread_mutex_t lock;
+    pthread_cond_t idle_cond;   /* signalled when active drops */
+    unsigned active;            /* associations being served */
+    unsigned long next_assoc_no;
+};
+
+/* One association being served, owned by its thread. */
+struct scp_assoc {
+    struct scp *scp;
+    T_ASC_Association *assoc;
+    unsigned long number;
+    char calling_ae[UTIL_AE_TITLE_MAX + 1];
+    char peer[64];
+};
+
+static void set_err(char *err, size_t err_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t err_len, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err == NULL || err_len == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
+}
+
+/*
+ * A DcmConsumer that writes to a spool fd through spool_write_all().
+ * After the first failure it accepts nothing more and remembers the errno,
+ * so the caller can answer A700 whatever DCMTK made of the short write.
+ */
+class SpoolConsumer : public DcmConsumer {
+public:
+    explicit SpoolConsumer(int fd) : fd_(fd), error_(0), bytes_(0) {}
+
+    OFBool good() const override { return error_ == 0; }
+    OFCondition status() const override
+    {
+        return error_ == 0 ? EC_Normal : EC_InvalidStream;
+    }
+    OFBool isFlushed() const override { return OFTrue; }
+    offile_off_t avail() const override
+    {
+        return error_ == 0 ? (offile_off_t)(1 << 30) : 0;
+    }
+    offile_off_t write(const void *buf, offile_off_t buflen) override
+    {
+        if (error_ != 0 || buflen <= 0)
+            return 0;
+        int r = spool_write_all(fd_, buf, (size_t)buflen);
+        if (r < 0) {
+            error_ = -r;
+            return 0;
+        }
+        bytes_ += (uint64_t)buflen;
+        return buflen;
+    }
+    void flush() override {}
+
+    int error() const { return error_; }
+    uint64_t bytes() const { return bytes_; }
+
+private:
+    int fd_;
+    int error_;
+    uint64_t bytes_;
+};
+
+/* DcmOutputStream's constructor is protected: this is the usual shim. */
+class SpoolOutputStream : public DcmOutputStream {
+public:
+    explicit SpoolOutputStream(SpoolConsumer *consumer)
+        : DcmOutputStream(consumer) {}
+};
+
+/* Copies a DIMSE UID field without the trailing spaces or NULs some SCUs
+ * send; returns false if it does not fit. */
+static bool copy_trimmed_uid(char *dst, size_t dst_size, const char *src)
+{
+    size_t len = strnlen(src, dst_size);
+    if (len >= dst_size)
+        return false;
+    while (len > 0 && (src[len - 1] == ' ' || src[len - 1] == '\0'))
+        len--;
+    memcpy(dst, src, len);
+    dst[len] = '\0';
+    return true;
+}
+
+/* ------------------------------------------------------------------ */
+/* Association negotiation                                             */
+/* ------------------------------------------------------------------ */
+
+/* Transfer syntaxes for storage, in order of preference. For each
+ * proposed context, ASC_acceptContextsWithPreferredTransferSyntaxes()
+ * picks the first of these that the SCU offered:
+ *   1. lossless encapsulated syntaxes: the object arrives exactly as the
+ *      modality holds it, smaller, and nothing is lost whichever way it
+ *      was stored (DCMTK's storescu cannot even decode every one of them);
+ *   2. explicit VR little endian (implicit VR makes Azure answer 202 with
+ *      warning 45063);
+ *   3. lossy encapsulated syntaxes: taken when the SCU offers nothing
+ *      uncompressed, so lossy data is never recompressed at our request;
+ *   4. deflate, implicit VR little endian, and the retired big endian.
+ * We never transcode on receive: the data set is stored as sent. */
+static const char *storage_transfer_syntaxes[] = {
+    UID_RLELosslessTransferSyntax,
+    UID_JPEGProcess14SV1TransferSyntax,
+    UID_JPEGProcess14TransferSyntax,
+    UID_JPEGLSLosslessTransferSyntax,
+    UID_JPEG2000LosslessOnlyTransferSyntax,
+    UID_JPEG2000Part2MulticomponentImageCompressionLosslessOnlyTransferSyntax,
+    UID_JPEGProcess15TransferSyntax,
+    UID_JPEGProcess28TransferSyntax,
+    UID_JPEGProcess29TransferSyntax,
+    UID_LittleEndianExplicitTransferSyntax,
+    UID_JPEGProcess1TransferSyntax,
+    UID_JPEGProcess2_4TransferSyntax,
+    UID_JPEGProcess3_5TransferSyntax,
+    UID_JPEGProcess6_8TransferSyntax,
+    UID_JPEGProcess7_9TransferSyntax,
+    UID_JPEGProcess10_12TransferSyntax,
+    UID_JPEGProcess11_13TransferSyntax,
+    UID_JPEGProcess16_18TransferSyntax,
+    UID_JPEGProcess17_19TransferSyntax,
+    UID_JPEGProcess20_22TransferSyntax,
+    UID_JPEGProcess21_23TransferSyntax,
+    UID_JPEGProcess24_26TransferSyntax,
+    UID_JPEGProcess25_27TransferSyntax,
+    UID_JPEGLSLossyTransferSyntax,
+    UID_JPEG2000TransferSyntax,
+    UID_JPEG2000Part2MulticomponentImageCompressionTransferSyntax,
+    UID_MPEG2MainProfileAtMainLevelTransferSyntax,
+    UID_MPEG2MainProfileAtHighLevelTransferSyntax,
+    UID_MPEG4HighProfileLevel4_1TransferSyntax,
+    UID_MPEG4BDcompatibleHighProfileLevel4_1TransferSyntax,
+    UID_MPEG4HighProfileLevel4_2_For2DVideoTransferSyntax,
+    UID_MPEG4HighProfileLevel4_2_For3DVideoTransferSyntax,
+    UID_MPEG4StereoHighProfileLevel4_2TransferSyntax,
+    UID_HEVCMainProfileLevel5_1TransferSyntax,
+    UID_HEVCMain10ProfileLevel5_1TransferSyntax,
+    UID_DeflatedExplicitVRLittleEndianTransferSyntax,
+    UID_LittleEndianImplicitTransferSyntax,
+    UID_BigEndianExplicitTransferSyntax,
+};
+
+static const char *verification_transfer_syntaxes[] = {
+    UID_LittleEndianExplicitTransferSyntax,
+    UID_LittleEndianImplicitTransferSyntax,
+    UID_BigEndianExplicitTransferSyntax,
+};
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+static bool caller_allowed(const struct scp *scp, const char *calling_ae,
+                           const char *peer_ip)
+{
+    if (scp->caller_count == 0)
+        return true;
+    for (size_t i = 0; i < scp->caller_count; i++) {
+        const struct scp_caller_rule *rule = &scp->callers[i];
+        bool host_ok = rule->host_count == 0;
+
+        if (rule->ae_title != NULL && strcmp(rule->ae_title, calling_ae) != 0)
+            continue;
+        for (size_t h = 0; h < rule->host_count && !host_ok; h++)
+            host_ok = util_ipv4_net_contains(&rule->hosts[h], peer_ip);
+        if (host_ok)
+            return true;
+    }
+    return false;
+}
+
+static void reject_association(T_ASC_Association *assoc,
+                               T_ASC_RejectParametersResult result,
+                               T_ASC_RejectParametersSource source,
+                               T_ASC_RejectParametersReason reason)
+{
+    T_ASC_RejectParameters rej;
+
+    rej.result = result;
+    rej.source = source;
+    rej.reason = reason;
+    OFCondition cond = ASC_rejectAssociation(assoc, &rej);
+    if (cond.bad())
+        log_debug("event=reject-send-failed reason=\"%s\"", cond.text());
+}
+
+static void drop_association(T_ASC_Association **assoc)
+{
+    (void)ASC_dropSCPAssociation(*assoc);
+    (void)ASC_destroyAssociation(assoc);
+}
+
+/*
+ * Accepts Verification and every storage SOP class DCMTK knows.
+ * Returns the number of accepted presentation contexts, or -1.
+ */
+static int negotiate_contexts(T_ASC_Association *assoc)
+{
+    const char *verification = UID_VerificationSOPClass;
+    OFCondition cond;
+
+    cond = ASC_acceptContextsWithPreferredTransferSyntaxes(
+        assoc->params, &verification, 1, verification_transfer_syntaxes,
+        (int)ARRAY_LEN(verification_transfer_syntaxes));
+    if (cond.good())
+        cond = ASC_acceptContextsWithPreferredTransferSyntaxes(
+            assoc->params, dcmAllStorageSOPClassUIDs,
+            numberOfDcmAllStorageSOPClassUIDs, storage_transfer_syntaxes,
+            (int)ARRAY_LEN(storage_transfer_syntaxes));
+    if (cond.bad())
+        return -1;
+    return ASC_countAcceptedPresentationContexts(assoc->params);
+}
+
+/* ------------------------------------------------------------------ */
+/* C-STORE                                                             */
+/* ------------------------------------------------------------------ */
+
+struct store_result {
+    DIC_US status;
+    char comment[128];   /* Error Comment (0000,0902), at most 64 sent */
+};
+
+static void store_fail(struct store_result *res, DIC_US status,
+                       const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void store_fail(struct store_result *res, DIC_US status,
+                       const char *fmt, ...)
+{
+    va_list ap;
+
+    res->status = status;
+    va_start(ap, fmt);
+    vsnprintf(res->comment, sizeof(res->comment), fmt, ap);
+    va_end(ap);
+}
+
+/*
+ * Writes the Part 10 preamble and File Meta Information built from the
+ * command (PS3.10 7.1) through @stream.
+ */
+static bool write_meta_header(DcmOutputStream &stream,
+                              const T_DIMSE_C_StoreRQ *req,
+                              const char *sop_class, const char *sop_instance,
+                              const char *transfer_syntax,
+                              const char *calling_ae)
+{
+    DcmMetaInfo meta;
+    const Uint8 version[2] = { 0x00, 0x01 };
+    (void)req;
+
+    if (meta.putAndInsertUint8Array(DCM_FileMetaInformationVersion, version, 2)
+            .bad() ||
+        meta.putAndInsertString(DCM_MediaStorageSOPClassUID, sop_class).bad() ||
+        meta.putAndInsertString(DCM_MediaStorageSOPInstanceUID, sop_instance)
+            .bad() ||
+        meta.putAndInsertString(DCM_TransferSyntaxUID, transfer_syntax).bad() ||
+        meta.putAndInsertString(DCM_ImplementationClassUID,
+                                SCP_IMPLEMENTATION_CLASS_UID).bad() ||
+        meta.putAndInsertString(DCM_ImplementationVersionName,
+                                SCP_IMPLEMENTATION_VERSION_NAME).bad() ||
+        meta.putAndInsertString(DCM_SourceApplicationEntityTitle, calling_ae)
+            .bad())
+        return false;
+    if (meta.putAndInsertUint32(DCM_FileMetaInformationGroupLength, 0).bad())
+        return false;
+    if (meta.computeGroupLengthAndPadding(EGL_withGL, EPD_noChange,
+                                          EXS_LittleEndianExplicit,
+                                          EET_ExplicitLength).bad())
+        return false;
+    meta.transferInit();
+    OFCondition cond = meta.write(stream, EXS_LittleEndianExplicit,
+                                  EET_ExplicitLength, NULL);
+    meta.transferEnd();
+    return cond.good() && stream.good();
+}
+
+/*
+ * Checks the received file against the command (DESIGN.md section 4,
+ * step 3): it parses as Part 10; SOPClassUID (0008,0016) and
+ * SOPInstanceUID (0008,0018) equal the command's; StudyInstanceUID
+ * (0020,000D) is present and valid. Reads only up to the pixel data.
+ */
+static bool validate_received(const char *path, const char *sop_class,
+                              const char *sop_instance,
+                              char study_uid[UTIL_UID_MAX + 1],
+                              struct store_result *res)
+{
+    DcmFileFormat file;
+    OFString value;
+    char trimmed[UTIL_UID_MAX + 2];
+    OFCondition cond;
+
+    cond = file.loadFileUntilTag(path, EXS_Unknown, EGL_noChange,
+                                 DCM_MaxReadLength, ERM_fileOnly,
+                                 DCM_PixelData);
+    if (cond.bad()) {
+        store_fail(res, STATUS_STORE_Error_CannotUnderstand,
+                   "data set cannot be parsed: %s", cond.text());
+        return false;
+    }
+    DcmDataset *ds = file.getDataset();
+
+    if (ds->findAndGetOFStringArray(DCM_SOPClassUID, value).bad() ||
+        !copy_trimmed_uid(trimmed, sizeof(trimmed), value.c_str()) ||
+        strcmp(trimmed, sop_class) != 0) {
+        store_fail(res, STATUS_STORE_Error_DataSetDoesNotMatchSOPClass,
+                   "SOPClassUID (0008,0016) differs from the command's");
+        return false;
+    }
+    if (ds->findAndGetOFStringArray(DCM_SOPInstanceUID, value).bad() ||
+        !copy_trimmed_uid(trimmed, sizeof(trimmed), value.c_str()) ||
+        strcmp(trimmed, sop_instance) != 0) {
+        store_fail(res, STATUS_STORE_Error_DataSetDoesNotMatchSOPClass,
+                   "SOPInstanceUID (0008,0018) differs from the command's");
+        return false;
+    }
+    if (ds->findAndGetOFStringArray(DCM_StudyInstanceUID, value).bad() ||
+        !copy_trimmed_uid(trimmed, sizeof(trimmed), value.c_str()) ||
+        !util_uid_valid(trimmed)) {
+        store_fail(res, STATUS_STORE_Error_DataSetDoesNotMatchSOPClass,
+                   "StudyInstanceUID (0020,000D) missing or not a valid UID");
+        return false;
+    }
+    memcpy(study_uid, trimmed, strlen(trimmed) + 1);
+    return true;
+}
+
+/* Reads and drops the data set that follows a command we refuse early. */
+static OFCondition skip_data_set(struct scp_assoc *sa)
+{
+    DIC_UL bytes = 0;
+    DIC_UL pdvs = 0;
+
+    return DIMSE_ignoreDataSet(sa->assoc, DIMSE_NONBLOCKING,
+                               (int)sa->scp->timeout_s, &bytes, &pdvs);
+}
+
+/*
+ * Receives one C-STORE data set into the spool and fills @res. Returns
+ * a bad condition only when the association itself is broken (network
+ * failure, abort), in which case no response can be sent.
+ */
+static OFCondition receive_store(struct scp_assoc *sa,
+                                 T_ASC_PresentationContextID pres_id,
+                                 const T_DIMSE_C_StoreRQ *req,
+                                 const char *sop_class,
+                                 const char *sop_instance,
+                                 struct store_result *res)
+{
+    struct scp *scp = sa->scp;
+    T_ASC_PresentationContext pc;
+    char id[SPOOL_ID_MAX];
+    char path[4096];
+    char err[512];
+    char study_uid[UTIL_UID_MAX + 1];
+    uint64_t free_mb = 0;
+    int fd = -1;
+    int r;
+
+    /* 1. Admission. */
+    r = spool_free_mb(scp->spool, &free_mb);
+    if (r < 0 || free_mb < scp->min_free_mb) {
+        OFCondition cond = skip_data_set(sa);
+        if (r < 0)
+            store_fail(res, STATUS_STORE_Refused_OutOfResources,
+                       "cannot check free space on the spool");
+        else
+            store_fail(res, STATUS_STORE_Refused_OutOfResources,
+                       "spool has %llu MiB free, below %llu MiB",
+                       (unsigned long long)free_mb,
+                       (unsigned long long)scp->min_free_mb);
+        return cond;
+    }
+    if (ASC_findAcceptedPresentationContext(sa->assoc->params, pres_id, &pc)
+            .bad()) {
+        OFCondition cond = skip_data_set(sa);
+        store_fail(res, STATUS_STORE_Refused_OutOfResources,
+                   "no accepted presentation context %d", (int)pres_id);
+        return cond;
+    }
+
+    /* 2. Receive straight into a new file in tmp/. */
+    r = spool_tmp_create(scp->spool, id, &fd, err, sizeof(err));
+    if (r < 0) {
+        OFCondition cond = skip_data_set(sa);
+        log_err("event=spool-error assoc=%lu %s", sa->number, err);
+        store_fail(res, STATUS_STORE_Refused_OutOfResources,
+                   "cannot create spool file");
+        return cond;
+    }
+
+    SpoolConsumer consumer(fd);
+    SpoolOutputStream stream(&consumer);
+    T_ASC_PresentationContextID data_pres_id = pres_id;
+    OFCondition cond = EC_Normal;
+
+    if (!write_meta_header(stream, req, sop_class, sop_instance,
+                           pc.acceptedTransferSyntax, sa->calling_ae)) {
+        cond = skip_data_set(sa);
+    } else {
+        cond = DIMSE_receiveDataSetInFile(sa->assoc, DIMSE_NONBLOCKING,
+                                          (int)scp->timeout_s, &data_pres_id,
+                                          &stream, NULL, NULL);
+    }
+
+    if (consumer.error() != 0) {
+        char errbuf[128];
+        log_err("event=spool-error assoc=%lu id=%s write() failed: %s",
+                sa->number, id,
+                util_strerror(-consumer.error(), errbuf, sizeof(errbuf)));
+        spool_discard(scp->spool, id, fd);
+        store_fail(res, STATUS_STORE_Refused_OutOfResources,
+                   "cannot write spool file: %s",
+                   util_strerror(-consumer.error(), errbuf, sizeof(errbuf)));
+        /* DCMTK drained the rest unless the network failed as well. */
+        return cond == DIMSE_OUTOFRESOURCES ? EC_Normal : cond;
+    }
+    if (cond.bad()) {
+        /* The network failed mid data set: nothing can be answered. */
+        spool_discard(scp->spool, id, fd);
+        return cond;
+    }
+    if (data_pres_id != pres_id) {
+        spool_discard(scp->spool, id, fd);
+        store_fail(res, STATUS_STORE_Error_CannotUnderstand,
+                   "data set sent on another presentation context");
+        return EC_Normal;
+    }
+
+    /* 3. Validate against the command. */
+    r = spool_entry_path(scp->spool, SPOOL_TMP, id, path, sizeof(path));
+    if (r < 0 || !validate_received(path, sop_class, sop_instance, study_uid,
+                                    res)) {
+        if (r < 0)
+            store_fail(res, STATUS_STORE_Refused_OutOfResources,
+                       "spool path too long");
+        spool_discard(scp->spool, id, fd);
+        return EC_Normal;
+    }
+
+    /* 4. Commit: fsync, rename into incoming/, fsync directories. */
+    uint64_t bytes = consumer.bytes();
+    r = spool_commit(scp->spool, id, fd, err, sizeof(err));
+    if (r < 0) {
+        log_err("event=spool-error assoc=%lu id=%s %s", sa->number, id, err);
+        store_fail(res, STATUS_STORE_Refused_OutOfResources,
+                   "cannot commit spool file");
+        return EC_Normal;
+    }
+
+    /* 5. Only now is it safe to say success. */
+    res->status = STATUS_Success;
+    res->comment[0] = '\0';
+    log_info("id=%s event=received from=%s@%s sop=%s study=%s bytes=%llu",
+             id, sa->calling_ae, sa->peer, sop_instance, study_uid,
+             (unsigned long long)bytes);
+    return EC_Normal;
+}
+
+static OFCondition handle_store(struct scp_assoc *sa,
+                                T_ASC_PresentationContextID pres_id,
+                                T_DIMSE_C_StoreRQ *req)
+{
+    struct store_result res;
+    char sop_class[UTIL_UID_MAX + 1];
+    char sop_instance[UTIL_UID_MAX + 1];
+    OFCondition cond;
+
+    memset(&res, 0, sizeof(res));
+    res.status = STATUS_STORE_Refused_OutOfResources;
+
+    if (!copy_trimmed_uid(sop_class, sizeof(sop_class),
+                          req->AffectedSOPClassUID) ||
+        !copy_trimmed_uid(sop_instance, sizeof(sop_instance),
+                          req->AffectedSOPInstanceUID) ||
+        !util_uid_valid(sop_class) || !util_uid_valid(sop_instance)) {
+        cond = skip_data_set(sa);
+        store_fail(&res, STATUS_STORE_Error_DataSetDoesNotMatchSOPClass,
+                   "Affected SOP Class/Instance UID is not a valid UID");
+        strcpy(sop_instance, "-");
+    } else {
+        cond = receive_store(sa, pres_id, req, sop_class, sop_instance, &res);
+    }
+    if (cond.bad()) {
+        log_warning("event=store-aborted assoc=%lu from=%s@%s sop=%s "
+                    "reason=\"%s\"",
+                    sa->number, sa->calling_ae, sa->peer, sop_instance,
+                    cond.text());
+        return cond;
+    }
+
+    if (res.status != STATUS_Success)
+        log_warning("event=refused assoc=%lu from=%s@%s sop=%s "
+                    "status=%04X reason=\"%s\"",
+                    sa->number, sa->calling_ae, sa->peer, sop_instance,
+                    (unsigned)res.status, res.comment);
+
+    T_DIMSE_C_StoreRSP rsp;
+    memset(&rsp, 0, sizeof(rsp));
+    rsp.MessageIDBeingRespondedTo = req->MessageID;
+    rsp.DimseStatus = res.status;
+    rsp.DataSetType = DIMSE_DATASET_NULL;
+    OFStandard::strlcpy(rsp.AffectedSOPClassUID, req->AffectedSOPClassUID,
+                        sizeof(rsp.AffectedSOPClassUID));
+    OFStandard::strlcpy(rsp.AffectedSOPInstanceUID,
+                        req->AffectedSOPInstanceUID,
+                        sizeof(rsp.AffectedSOPInstanceUID));
+    rsp.opts = O_STORE_AFFECTEDSOPCLASSUID | O_STORE_AFFECTEDSOPINSTANCEUID;
+
+    DcmDataset detail;
+    DcmDataset *detail_ptr = NULL;
+    if (res.status != STATUS_Success && res.comment[0] != '\0') {
+        /* Error Comment is LO: at most 64 characters. */
+        char comment[65];
+        OFStandard::strlcpy(comment, res.comment, sizeof(comment));
+        if (detail.putAndInsertString(DCM_ErrorComment, comment).good())
+            detail_ptr = &detail;
+    }
+    cond = DIMSE_sendStoreResponse(sa->assoc, pres_id, req, &rsp, detail_ptr);
+    if (cond.bad())
+        log_warning("event=response-failed assoc=%lu from=%s@%s sop=%s "
+                    "reason=\"%s\"",
+                    sa->number, sa->calling_ae, sa->peer, sop_instance,
+                    cond.text());
+    return cond;
+}
+
+/* ------------------------------------------------------------------ */
+/* Association threads                                                 */
+/* ------------------------------------------------------------------ */
+
+static void association_done(struct scp *scp)
+{
+    pthread_mutex_lock(&scp->lock);
+    scp->active--;
+    pthread_cond_broadcast(&scp->idle_cond);
+    pthread_mutex_unlock(&scp->lock);
+}
+
+static void serve_commands(struct scp_assoc *sa)
+{
+    struct scp *scp = sa->scp;
+    uint64_t idle_since = util_now_monotonic_ms();
+    unsigned long stores = 0;
+
+    for (;;) {
+        T_ASC_PresentationContextID pres_id = 0;
+        T_DIMSE_Message msg;
+        DcmDataset *status_detail = NULL;
+        OFCondition cond;
+
+        if (scp->should_stop(scp->stop_ctx)) {
+            log_info("event=closing assoc=%lu from=%s@%s stores=%lu "
+                     "reason=shutdown",
+                     sa->number, sa->calling_ae, sa->peer, stores);
+            (void)ASC_abortAssociation(sa->assoc);
+            return;
+        }
+        memset(&msg, 0, sizeof(msg));
+        cond = DIMSE_receiveCommand(sa->assoc, DIMSE_NONBLOCKING,
+                                    SCP_COMMAND_POLL_S, &pres_id, &msg,
+                                    &status_detail);
+        delete status_detail;
+        if (cond == DIMSE_NODATAAVAILABLE) {
+            if (util_now_monotonic_ms() - idle_since >
+                (uint64_t)scp->timeout_s * 1000u) {
+                log_notice("event=closing assoc=%lu from=%s@%s stores=%lu "
+                           "reason=idle-timeout",
+                           sa->number, sa->calling_ae, sa->peer, stores);
+                (void)ASC_abortAssociation(sa->assoc);
+                return;
+            }
+            continue;
+        }
+        if (cond == DUL_PEERREQUESTEDRELEASE) {
+            (void)ASC_acknowledgeRelease(sa->assoc);
+            log_info("event=released assoc=%lu from=%s@%s stores=%lu",
+                     sa->number, sa->calling_ae, sa->peer, stores);
+            return;
+        }
+        if (cond == DUL_PEERABORTEDASSOCIATION) {
+            log_notice("event=aborted-by-peer assoc=%lu from=%s@%s "
+                       "stores=%lu",
+                       sa->number, sa->calling_ae, sa->peer, stores);
+            return;
+        }
+        if (cond.bad()) {
+            log_warning("event=dropped assoc=%lu from=%s@%s stores=%lu "
+                        "reason=\"%s\"",
+                        sa->number, sa->calling_ae, sa->peer, stores,
+                        cond.text());
+            (void)ASC_abortAssociation(sa->assoc);
+            return;
+        }
+
+        switch (msg.CommandField) {
+        case DIMSE_C_ECHO_RQ:
+            cond = DIMSE_sendEchoResponse(sa->assoc, pres_id,
+                                          &msg.msg.CEchoRQ, STATUS_Success,
+                                          NULL);
+            log_debug("event=echo assoc=%lu from=%s@%s", sa->number,
+                      sa->calling_ae, sa->peer);
+            break;
+        case DIMSE_C_STORE_RQ:
+            cond = handle_store(sa, pres_id, &msg.msg.CStoreRQ);
+            stores++;
+            break;
+        default:
+            log_warning("event=dropped assoc=%lu from=%s@%s "
+                        "reason=\"unsupported DIMSE command 0x%04x\"",
+                        sa->number, sa->calling_ae, sa->peer,
+                        (unsigned)msg.CommandField);
+            cond = DIMSE_BADCOMMANDTYPE;
+            break;
+        }
+        if (cond.bad()) {
+            (void)ASC_abortAssociation(sa->assoc);
+            return;
+        }
+        idle_since = util_now_monotonic_ms();
+    }
+}
+
+static void *association_thread(void *arg)
+{
+    struct scp_assoc *sa = (struct scp_assoc *)arg;
+    struct scp *scp = sa->scp;
+
+    try {
+        serve_commands(sa);
+    } catch (const std::exception &e) {
+        log_err("event=dropped assoc=%lu reason=\"exception: %s\"",
+                sa->number, e.what());
+        (void)ASC_abortAssociation(sa->assoc);
+    } catch (...) {
+        log_err("event=dropped assoc=%lu reason=\"unknown exception\"",
+                sa->number);
+        (void)ASC_abortAssociation(sa->assoc);
+    }
+    drop_association(&sa->assoc);
+    delete sa;
+    association_done(scp);
+    return NULL;
+}
+
+/*
+ * Decides on one received association request. On acceptance it takes a
+ * slot and starts the association's thread; otherwise it rejects and
+ * frees the association.
+ */
+static void dispatch_association(struct scp *scp, T_ASC_Association *assoc)
+{
+    char called[UTIL_AE_TITLE_MAX + 2];
+    char calling[UTIL_AE_TITLE_MAX + 2];
+    char raw_called[UTIL_AE_TITLE_MAX + 2] = "";
+    char raw_calling[UTIL_AE_TITLE_MAX + 2] = "";
+    char app_context[UTIL_UID_MAX + 2] = "";
+    char peer[64];
+    unsigned long number;
+    bool over_limit;
+
+    (void)ASC_getAPTitles(assoc->params, raw_calling, sizeof(raw_calling),
+                          raw_called, sizeof(raw_called), NULL, 0);
+    (void)ASC_getApplicationContextName(assoc->params, app_context,
+                                        sizeof(app_context));
+    if (util_trim_copy(called, sizeof(called), raw_called) < 0)
+        called[0] = '\0';
+    if (util_trim_copy(calling, sizeof(calling), raw_calling) < 0 ||
+        !util_ae_title_valid(calling))
+        strcpy(calling, "?");
+    OFStandard::strlcpy(peer, assoc->params->DULparams.callingPresentationAddress,
+                        sizeof(peer));
+
+    pthread_mutex_lock(&scp->lock);
+    number = ++scp->next_assoc_no;
+    over_limit = scp->active >= scp->max_associations;
+    if (!over_limit)
+        scp->active++;
+    pthread_mutex_unlock(&scp->lock);
+
+    const char *why = NULL;
+    if (over_limit) {
+        reject_association(assoc, ASC_RESULT_REJECTEDTRANSIENT,
+                           ASC_SOURCE_SERVICEPROVIDER_PRESENTATION_RELATED,
+                           ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED);
+        log_warning("event=rejected assoc=%lu from=%s@%s called=%s "
+                    "reason=\"local limit exceeded (%u associations)\"",
+                    number, calling, peer,
+                    util_ae_title_valid(called) ? called : "?",
+                    scp->max_associations);
+        drop_association(&assoc);
+        return;
+    }
+    if (strcmp(app_context, UID_StandardApplicationContext) != 0) {
+        reject_association(assoc, ASC_RESULT_REJECTEDPERMANENT,
+                           ASC_SOURCE_SERVICEUSER,
+                           ASC_REASON_SU_APPCONTEXTNAMENOTSUPPORTED);
+        why = "application context name not supported";
+    } else if (strcmp(called, scp->ae_title) != 0) {
+        reject_association(assoc, ASC_RESULT_REJECTEDPERMANENT,
+                           ASC_SOURCE_SERVICEUSER,
+                           ASC_REASON_SU_CALLEDAETITLENOTRECOGNIZED);
+        why = "called AE title not recognized";
+    } else if (!caller_allowed(scp, calling, peer)) {
+        reject_association(assoc, ASC_RESULT_REJECTEDPERMANENT,
+                           ASC_SOURCE_SERVICEUSER,
+                           ASC_REASON_SU_CALLINGAETITLENOTRECOGNIZED);
+        why = "caller not in dicom.allowed_callers";
+    }
+    if (why != NULL) {
+        log_warning("event=rejected assoc=%lu from=%s@%s called=%s "
+                    "reason=\"%s\"",
+                    number, calling, peer,
+                    util_ae_title_valid(called) ? called : "?", why);
+        drop_association(&assoc);
+        association_done(scp);
+        return;
+    }
+
+    int accepted = negotiate_contexts(assoc);
+    if (accepted < 0) {
+        reject_association(assoc, ASC_RESULT_REJECTEDPERMANENT,
+                           ASC_SOURCE_SERVICEUSER, ASC_REASON_SU_NOREASON);
+        log_warning("event=rejected assoc=%lu from=%s@%s "
+                    "reason=\"presentation context negotiation failed\"",
+                    number, calling, peer);
+        drop_association(&assoc);
+        association_done(scp);
+        return;
+    }
+    OFCondition cond = ASC_acknowledgeAssociation(assoc);
+    if (cond.bad()) {
+        log_warning("event=dropped assoc=%lu from=%s@%s reason=\"%s\"",
+                    number, calling, peer, cond.text());
+        drop_association(&assoc);
+        association_done(scp);
+        return;
+    }
+    if (accepted == 0)
+        log_warning("event=accepted assoc=%lu from=%s@%s contexts=0 "
+                    "reason=\"no proposed presentation context is "
+                    "supported\"",
+                    number, calling, peer);
+    else
+        log_info("event=accepted assoc=%lu from=%s@%s contexts=%d", number,
+                 calling, peer, accepted);
+
+    struct scp_assoc *sa = new (std::nothrow) scp_assoc();
+    pthread_attr_t attr;
+    pthread_t thread;
+    int r = sa == NULL ? ENOMEM : pthread_attr_init(&attr);
+    if (r == 0) {
+        (void)pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        sa->scp = scp;
+        sa->assoc = assoc;
+        sa->number = number;
+        OFStandard::strlcpy(sa->calling_ae, calling, sizeof(sa->calling_ae));
+        OFStandard::strlcpy(sa->peer, peer, sizeof(sa->peer));
+        r = pthread_create(&thread, &attr, association_thread, sa);
+        (void)pthread_attr_destroy(&attr);
+    }
+    if (r != 0) {
+        log_err("event=dropped assoc=%lu from=%s@%s "
+                "reason=\"cannot start thread: %s\"",
+                number, calling, peer, strerror(r));
+        delete sa;
+        (void)ASC_abortAssociation(assoc);
+        drop_association(&assoc);
+        association_done(scp);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Public API                                                          */
+/* ------------------------------------------------------------------ */
+
+extern "C" int scp_global_init(char *err, size_t err_len)
+{
+    try {
+        /* DCMTK reads TCP_NODELAY from the environment when it creates a
+         * socket; without it a C-STORE stream crawls (Nagle). */
+        if (setenv("TCP_NODELAY", "1", 1) != 0) {
+            set_err(err, err_len, "setenv() TCP_NODELAY failed: %s",
+                    strerror(errno));
+            return -errno;
+        }
+        /* DCMTK's own logger would print PHI at debug level and its own
+         * format otherwise: we log every outcome ourselves. */
+        OFLog::configure(OFLogger::FATAL_LOG_LEVEL);
+        dcmDisableGethostbyaddr.set(OFTrue);
+        if (!dcmDataDict.isDictionaryLoaded()) {
+            set_err(err, err_len,
+                    "DCMTK data dictionary not loaded (check DCMDICTPATH "
+                    "and the libdcmtk package)");
+            return -ENOENT;
+        }
+        return 0;
+    } catch (...) {
+        set_err(err, err_len, "DCMTK initialisation failed");
+        return -EIO;
+    }
+}
+
+extern "C" int scp_new(const struct scp_params *params, struct scp **ret_scp,
+                       char *err, size_t err_len)
+{
+    struct scp *scp = NULL;
+
+    try {
+        if (params->spool == NULL || params->max_associations == 0) {
+            set_err(err, err_len, "invalid SCP parameters");
+            return -EINVAL;
+        }
+        scp = new (std::nothrow) struct scp();
+        if (scp == NULL)
+            return -ENOMEM;
+        if (util_trim_copy(scp->ae_title, sizeof(scp->ae_title),
+                           params->ae_title) < 0 ||
+            !util_ae_title_valid(scp->ae_title)) {
+            set_err(err, err_len, "invalid AE title");
+            delete scp;
+            return -EINVAL;
+        }
+        scp->port = params->port;
+        scp->max_associations = params->max_associations;
+        scp->max_pdu = params->max_pdu;
+        scp->timeout_s = params->timeout_s;
+        scp->spool = params->spool;
+        scp->min_free_mb = params->min_free_mb;
+        pthread_mutex_init(&scp->lock, NULL);
+        pthread_cond_init(&scp->idle_cond, NULL);
+
+        scp->caller_count = params->caller_count;
+        if (params->caller_count > 0) {
+            scp->callers = new (std::nothrow)
+                scp_caller_rule[params->caller_count]();
+            if (scp->callers == NULL)
+                goto out_nomem;
+            for (size_t i = 0; i < params->caller_count; i++) {
+                const struct scp_caller_rule *in = &params->callers[i];
+                struct scp_caller_rule *out = &scp->callers[i];
+                if (in->ae_title != NULL) {
+                    out->ae_title = strdup(in->ae_title);
+                    if (out->ae_title == NULL)
+                        goto out_nomem;
+                }
+                out->host_count = in->host_count;
+                if (in->host_count > 0) {
+                    util_ipv4_net *hosts =
+                        new (std::nothrow) util_ipv4_net[in->host_count];
+                    if (hosts == NULL)
+                        goto out_nomem;
+                    memcpy(hosts, in->hosts,
+                           in->host_count * sizeof(*hosts));
+                    out->hosts = hosts;
+                }
+            }
+        }
+
+        /* Socket timeouts bound every read and write on an association. */
+        dcmSocketSendTimeout.set((Sint32)params->timeout_s);
+        dcmSocketReceiveTimeout.set((Sint32)params->timeout_s);
+
+        OFCondition cond = ASC_initializeNetwork(
+            NET_ACCEPTOR, (int)params->port, (int)params->timeout_s,
+            &scp->network);
+        if (cond.bad()) {
+            set_err(err, err_len, "cannot listen on port %u: %s",
+                    (unsigned)params->port, cond.text());
+            scp_free(scp);
+            return -EADDRINUSE;
+        }
+        *ret_scp = scp;
+        return 0;
+    } catch (...) {
+        set_err(err, err_len, "SCP initialisation failed");
+        scp_free(scp);
+        return -EIO;
+    }
+
+out_nomem:
+    scp_free(scp);
+    return -ENOMEM;
+}
+
+extern "C" int scp_run(struct scp *scp, scp_stop_fn should_stop, void *ctx,
+                       unsigned grace_s)
+{
+    int result = 0;
+
+    try {
+        scp->should_stop = should_stop;
+        scp->stop_ctx = ctx;
+        while (!should_stop(ctx)) {
+            T_ASC_Association *assoc = NULL;
+            OFCondition cond = ASC_receiveAssociation(
+                scp->network, &assoc, (int)scp->max_pdu, NULL, NULL, OFFalse,
+                DUL_NOBLOCK, SCP_ACCEPT_POLL_S);
+            if (cond == DUL_NOASSOCIATIONREQUEST) {
+                if (assoc != NULL)
+                    (void)ASC_destroyAssociation(&assoc);
+                continue;
+            }
+            if (cond.bad()) {
+                const char *peer = assoc != NULL && assoc->params != NULL
+                    ? assoc->params->DULparams.callingPresentationAddress
+                    : "?";
+                log_warning("event=dropped from=%s reason=\"bad association "
+                            "request: %s\"",
+                            peer[0] ? peer : "?", cond.text());
+                if (assoc != NULL)
+                    drop_association(&assoc);
+                continue;
+            }
+            dispatch_association(scp, assoc);
+        }
+
+        /* Stop: threads see the flag within SCP_COMMAND_POLL_S once their
+         * current command is answered. */
+        uint64_t deadline = util_now_monotonic_ms() + (uint64_t)grace_s * 1000u;
+        pthread_mutex_lock(&scp->lock);
+        while (scp->active > 0) {
+            uint64_t now = util_now_monotonic_ms();
+            if (now >= deadline) {
+                log_warning("event=shutdown-timeout associations=%u "
+                            "grace_s=%u",
+                            scp->active, grace_s);
+                result = -ETIMEDOUT;
+                break;
+            }
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1;
+            pthread_cond_timedwait(&scp->idle_cond, &scp->lock, &ts);
+        }
+        pthread_mutex_unlock(&scp->lock);
+    } catch (...) {
+        log_err("event=scp-failed reason=\"unexpected exception\"");
+        result = -EIO;
+    }
+    return result;
+}
+
+extern "C" unsigned scp_active_associations(const struct scp *scp)
+{
+    unsigned active;
+
+    pthread_mutex_lock(&((struct scp *)scp)->lock);
+    active = scp->active;
+    pthread_mutex_unlock(&((struct scp *)scp)->lock);
+    return active;
+}
+
+extern "C" void scp_free(struct scp *scp)
+{
+    if (scp == NULL)
+        return;
+    try {
+        if (scp->network != NULL)
+            (void)ASC_dropNetwork(&scp->network);
+    } catch (...) {
+    }
+    if (scp->callers != NULL) {
+        for (size_t i = 0; i < scp->caller_count; i++) {
+            free((void *)scp->callers[i].ae_title);
+            delete[] scp->callers[i].hosts;
+        }
+        delete[] scp->callers;
+    }
+    pthread_cond_destroy(&scp->idle_cond);
+    pthread_mutex_destroy(&scp->lock);
+    delete scp;
+}

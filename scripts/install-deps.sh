@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what stowbridge needs to build and test on Debian 12.
+# Idempotent: does nothing when every package is already installed.
+set -euo pipefail
+
+packages=(
+    build-essential cmake pkg-config
+    libdcmtk-dev libcurl4-openssl-dev libcjson-dev libssl-dev
+    dcmtk              # storescu, echoscu, dump2dcm: the test modality
+    python3 python3-pydicom   # test fixtures (real files, generated ones)
+    procps util-linux  # ps, mount for the disk-full test
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
+        || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+    sudo=sudo
+else
+    sudo=
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update
+$sudo apt-get install -y --no-install-recommends "${missing[@]}"

@@ -1,0 +1,430 @@
+/*
+ * test_scp_faults - the SCP and the spool together, in one process, with
+ * DCMTK's real storescu as the modality: the N-th write, fsync, rename or
+ * close of a C-STORE fails with EIO or ENOSPC, and the test checks that
+ * storescu is answered A700 (never 0000), that nothing is left in
+ * incoming/ or tmp/, and that the next C-STORE on a healthy disk succeeds.
+ * Also: the free-space admission check (A700) and a data set without
+ * StudyInstanceUID (A900).
+ *
+ * Needs dump2dcm and storescu (Debian package dcmtk) on PATH.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "scp.h"
+#include "spool.h"
+#include "spool_int.h"
+#include "tap.h"
+
+enum fault_op { FAULT_NONE, FAULT_WRITE, FAULT_FSYNC, FAULT_RENAME, FAULT_CLOSE };
+
+static struct {
+    enum fault_op op;
+    int nth;            /* fail the nth call of op (1-based) */
+    int error;
+    atomic_int calls;
+    atomic_int fired;
+} fault;
+
+static ssize_t (*real_write)(int, const void *, size_t);
+static int (*real_fsync)(int);
+static int (*real_renameat)(int, const char *, int, const char *);
+static int (*real_close)(int);
+
+static bool fault_hit(enum fault_op op)
+{
+    if (fault.op != op)
+        return false;
+    if (atomic_fetch_add(&fault.calls, 1) + 1 != fault.nth)
+        return false;
+    atomic_fetch_add(&fault.fired, 1);
+    return true;
+}
+
+static ssize_t fault_write(int fd, const void *buf, size_t len)
+{
+    if (fault_hit(FAULT_WRITE)) {
+        errno = fault.error;
+        return -1;
+    }
+    return real_write(fd, buf, len);
+}
+
+static int fault_fsync(int fd)
+{
+    if (fault_hit(FAULT_FSYNC)) {
+        errno = fault.error;
+        return -1;
+    }
+    return real_fsync(fd);
+}
+
+static int fault_renameat(int a, const char *b, int c, const char *d)
+{
+    if (fault_hit(FAULT_RENAME)) {
+        errno = fault.error;
+        return -1;
+    }
+    return real_renameat(a, b, c, d);
+}
+
+static int fault_close(int fd)
+{
+    if (fault_hit(FAULT_CLOSE)) {
+        /* A failed close still releases the descriptor (Linux). */
+        real_close(fd);
+        errno = fault.error;
+        return -1;
+    }
+    return real_close(fd);
+}
+
+static void fault_arm(enum fault_op op, int nth, int error)
+{
+    fault.op = op;
+    fault.nth = nth;
+    fault.error = error;
+    atomic_store(&fault.calls, 0);
+    atomic_store(&fault.fired, 0);
+}
+
+static atomic_bool stop_flag;
+
+static bool should_stop(void *ctx)
+{
+    (void)ctx;
+    return atomic_load(&stop_flag);
+}
+
+struct server {
+    struct scp *scp;
+    pthread_t thread;
+};
+
+static void *server_main(void *arg)
+{
+    struct server *srv = arg;
+    (void)scp_run(srv->scp, should_stop, NULL, 10);
+    return NULL;
+}
+
+static int free_port(void)
+{
+    struct sockaddr_in addr;
+    socklen_t len = sizeof(addr);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int port = -1;
+
+    memset(&addr, 0, sizeof(addr));
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&addr, &len) == 0)
+        port = ntohs(addr.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+static unsigned count_entries(const char *dir, const char *sub)
+{
+    char path[4096];
+    unsigned n = 0;
+    struct dirent *de;
+    DIR *d;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, sub);
+    d = opendir(path);
+    if (d == NULL)
+        return 9999;
+    while ((de = readdir(d)) != NULL)
+        if (de->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+static void empty_dir(const char *dir, const char *sub)
+{
+    char cmd[8600];
+    snprintf(cmd, sizeof(cmd), "rm -f '%s/%s'/*", dir, sub);
+    (void)!system(cmd);
+}
+
+/* Writes a small CT image with dump2dcm; @with_study false leaves out
+ * StudyInstanceUID. */
+static int make_dicom(const char *dir, const char *name, const char *sop_uid,
+                      bool with_study, char *ret_path, size_t len)
+{
+    char dump[4096];
+    char cmd[16384];
+    FILE *f;
+
+    snprintf(dump, sizeof(dump), "%s/%s.txt", dir, name);
+    snprintf(ret_path, len, "%s/%s.dcm", dir, name);
+    f = fopen(dump, "w");
+    if (f == NULL)
+        return -errno;
+    fprintf(f, "(0008,0016) UI =CTImageStorage\n"
+               "(0008,0018) UI [%s]\n"
+               "(0008,0060) CS [CT]\n"
+               "(0010,0010) PN [Test^Patient]\n"
+               "(0010,0020) LO [TEST0001]\n",
+            sop_uid);
+    if (with_study)
+        fprintf(f, "(0020,000d) UI [1.2.826.0.1.3680043.2.1125.1.1]\n");
+    fprintf(f, "(0020,000e) UI [1.2.826.0.1.3680043.2.1125.1.2]\n"
+               "(0028,0002) US 1\n"
+               "(0028,0004) CS [MONOCHROME2]\n"
+               "(0028,0010) US 64\n"
+               "(0028,0011) US 64\n"
+               "(0028,0100) US 16\n"
+               "(0028,0101) US 12\n"
+               "(0028,0102) US 11\n"
+               "(0028,0103) US 0\n");
+    fclose(f);
+    snprintf(cmd, sizeof(cmd),
+             "head -c 8192 /dev/urandom > '%s/%s.raw' && "
+             "echo '(7fe0,0010) OW =%s/%s.raw' >> '%s' && "
+             "dump2dcm -q +te '%s' '%s'",
+             dir, name, dir, name, dump, dump, ret_path);
+    return system(cmd) == 0 ? 0 : -EIO;
+}
+
+/* Runs @cmd; returns its combined output (caller frees). */
+static char *run_capture(const char *cmd)
+{
+    char *out = NULL;
+    size_t cap = 0;
+    size_t len = 0;
+    char buf[4096];
+    size_t n;
+    FILE *p;
+
+    p = popen(cmd, "r");
+    if (p == NULL)
+        return strdup("");
+    while ((n = fread(buf, 1, sizeof(buf), p)) > 0) {
+        if (len + n + 1 > cap) {
+            cap = (len + n + 1) * 2;
+            out = realloc(out, cap);
+            if (out == NULL) {
+                pclose(p);
+                return strdup("");
+            }
+        }
+        memcpy(out + len, buf, n);
+        len += n;
+    }
+    pclose(p);
+    if (out == NULL)
+        return strdup("");
+    out[len] = '\0';
+    return out;
+}
+
+/* Runs storescu on @file; returns its combined output (caller frees). */
+static char *run_storescu(int port, const char *file)
+{
+    char cmd[8600];
+
+    snprintf(cmd, sizeof(cmd),
+             "timeout 60 storescu -v -aet FAULTSCU -aec STOWBRIDGE "
+             "127.0.0.1 %d '%s' 2>&1", port, file);
+    return run_capture(cmd);
+}
+
+/* Runs craft_scu in @mode on @file; returns its output (caller frees). */
+static char *run_craft_scu(int port, const char *mode, const char *file)
+{
+    char cmd[8600];
+
+    snprintf(cmd, sizeof(cmd), "timeout 60 '%s' %d %s '%s' 2>&1", CRAFT_SCU,
+             port, mode, file);
+    return run_capture(cmd);
+}
+
+static bool refused_out_of_resources(const char *out)
+{
+    return strstr(out, "Refused: OutOfResources") != NULL ||
+           strstr(out, "0xa700") != NULL || strstr(out, "A700") != NULL;
+}
+
+static bool stored_ok(const char *out)
+{
+    return strstr(out, "Received Store Response (Success)") != NULL;
+}
+
+struct fault_case {
+    const char *name;
+    enum fault_op op;
+    int nth;
+    int error;
+};
+
+int main(void)
+{
+    static const struct fault_case cases[] = {
+        { "first write ENOSPC (meta header)", FAULT_WRITE, 1, ENOSPC },
+        { "third write EIO (data set)", FAULT_WRITE, 3, EIO },
+        { "file fsync EIO", FAULT_FSYNC, 1, EIO },
+        { "incoming/ fsync EIO", FAULT_FSYNC, 2, EIO },
+        { "tmp/ fsync EIO", FAULT_FSYNC, 3, EIO },
+        { "file fsync ENOSPC", FAULT_FSYNC, 1, ENOSPC },
+        { "rename EIO", FAULT_RENAME, 1, EIO },
+        { "close EIO", FAULT_CLOSE, 1, EIO },
+    };
+    char tmpl[] = "/tmp/stowbridge-scpfault-XXXXXX";
+    char spool_dir[4200];
+    char file[4200];
+    char nostudy[4200];
+    char err[512];
+    struct spool_recovery rec;
+    struct spool *spool = NULL;
+    struct server srv;
+    struct scp_params params;
+    char *dir;
+    char *out;
+    int port;
+
+    dir = mkdtemp(tmpl);
+    CHECK(dir != NULL);
+    if (dir == NULL)
+        return tap_done();
+    snprintf(spool_dir, sizeof(spool_dir), "%s/spool", dir);
+    log_set_level(LOG_LEVEL_DEBUG);
+
+    CHECK(make_dicom(dir, "ct", "1.2.826.0.1.3680043.2.1125.1.3", true, file,
+                     sizeof(file)) == 0);
+    CHECK(make_dicom(dir, "nostudy", "1.2.826.0.1.3680043.2.1125.1.4", false,
+                     nostudy, sizeof(nostudy)) == 0);
+
+    CHECK(spool_open(spool_dir, SPOOL_OPEN_OWNER, &spool, err,
+                     sizeof(err)) == 0);
+    CHECK(spool_recover(spool, &rec, err, sizeof(err)) == 0);
+    CHECK(scp_global_init(err, sizeof(err)) == 0);
+
+    port = free_port();
+    CHECK(port > 0);
+    memset(&params, 0, sizeof(params));
+    params.ae_title = "STOWBRIDGE";
+    params.port = (uint16_t)port;
+    params.max_associations = 4;
+    params.max_pdu = 16384;
+    params.timeout_s = 10;
+    params.spool = spool;
+    params.min_free_mb = 0;
+    CHECK_MSG(scp_new(&params, &srv.scp, err, sizeof(err)) == 0, "%s", err);
+    CHECK(pthread_create(&srv.thread, NULL, server_main, &srv) == 0);
+
+    real_write = spool__io.write;
+    real_fsync = spool__io.fsync;
+    real_renameat = spool__io.renameat;
+    real_close = spool__io.close;
+    spool__io.write = fault_write;
+    spool__io.fsync = fault_fsync;
+    spool__io.renameat = fault_renameat;
+    spool__io.close = fault_close;
+
+    /* A healthy store first: the fixture and the path work. */
+    fault_arm(FAULT_NONE, 0, 0);
+    out = run_storescu(port, file);
+    CHECK_MSG(stored_ok(out), "healthy store: %s", out);
+    CHECK(count_entries(spool_dir, "incoming") == 1);
+    free(out);
+    empty_dir(spool_dir, "incoming");
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct fault_case *fc = &cases[i];
+
+        fault_arm(fc->op, fc->nth, fc->error);
+        out = run_storescu(port, file);
+        CHECK_MSG(atomic_load(&fault.fired) == 1, "%s: fault did not fire",
+                  fc->name);
+        CHECK_MSG(refused_out_of_resources(out) && !stored_ok(out),
+                  "%s: expected A700, storescu said: %s", fc->name, out);
+        CHECK_MSG(count_entries(spool_dir, "incoming") == 0,
+                  "%s: incoming/ not empty", fc->name);
+        CHECK_MSG(count_entries(spool_dir, "tmp") == 0,
+                  "%s: tmp/ not empty", fc->name);
+        free(out);
+
+        /* The same SCP keeps serving once the disk is healthy again. */
+        fault_arm(FAULT_NONE, 0, 0);
+        out = run_storescu(port, file);
+        CHECK_MSG(stored_ok(out), "%s: store after the fault failed: %s",
+                  fc->name, out);
+        CHECK(count_entries(spool_dir, "incoming") == 1);
+        free(out);
+        empty_dir(spool_dir, "incoming");
+    }
+
+    /* A900: StudyInstanceUID missing. */
+    fault_arm(FAULT_NONE, 0, 0);
+    out = run_storescu(port, nostudy);
+    CHECK_MSG(strstr(out, "Error: DataSetDoesNotMatchSOPClass") != NULL ||
+                  strstr(out, "0xa900") != NULL,
+              "missing study UID: %s", out);
+    CHECK(count_entries(spool_dir, "incoming") == 0);
+    CHECK(count_entries(spool_dir, "tmp") == 0);
+    free(out);
+
+    /* A900: the command names another SOP Instance UID than the data. */
+    out = run_craft_scu(port, "mismatch", file);
+    CHECK_MSG(strstr(out, "status=0xA900") != NULL, "mismatch: %s", out);
+    CHECK(count_entries(spool_dir, "incoming") == 0);
+    CHECK(count_entries(spool_dir, "tmp") == 0);
+    free(out);
+
+    /* C000: the data set cannot be parsed. */
+    out = run_craft_scu(port, "garbage", file);
+    CHECK_MSG(strstr(out, "status=0xC000") != NULL, "garbage: %s", out);
+    CHECK(count_entries(spool_dir, "incoming") == 0);
+    CHECK(count_entries(spool_dir, "tmp") == 0);
+    free(out);
+
+    /* The association-level failures did not hurt the SCP. */
+    out = run_storescu(port, file);
+    CHECK_MSG(stored_ok(out), "store after crafted ones: %s", out);
+    free(out);
+    empty_dir(spool_dir, "incoming");
+
+    atomic_store(&stop_flag, true);
+    pthread_join(srv.thread, NULL);
+    scp_free(srv.scp);
+
+    /* Admission: more free space demanded than any disk has. */
+    atomic_store(&stop_flag, false);
+    port = free_port();
+    params.port = (uint16_t)port;
+    params.min_free_mb = UINT64_C(1) << 40;
+    CHECK_MSG(scp_new(&params, &srv.scp, err, sizeof(err)) == 0, "%s", err);
+    CHECK(pthread_create(&srv.thread, NULL, server_main, &srv) == 0);
+    out = run_storescu(port, file);
+    CHECK_MSG(refused_out_of_resources(out), "admission: %s", out);
+    CHECK(count_entries(spool_dir, "incoming") == 0);
+    CHECK(count_entries(spool_dir, "tmp") == 0);
+    free(out);
+    atomic_store(&stop_flag, true);
+    pthread_join(srv.thread, NULL);
+    scp_free(srv.scp);
+
+    spool__io_reset();
+    spool_close(spool);
+    {
+        char cmd[8600];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+        (void)!system(cmd);
+    }
+    return tap_done();
+}
