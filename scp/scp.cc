@@ -21,15 +21,21 @@
  */
 #include "scp.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <new>
+#include <vector>
 
 #include "dcmtk/config/osconfig.h"
 #include "dcmtk/dcmdata/dcdict.h"
@@ -41,6 +47,7 @@
 #include "dcmtk/dcmnet/assoc.h"
 #include "dcmtk/dcmnet/dcmtrans.h"
 #include "dcmtk/dcmnet/dimse.h"
+#include "dcmtk/dcmnet/dul.h"
 #include "dcmtk/dcmnet/diutil.h"
 #include "dcmtk/oflog/oflog.h"
 #include "dcmtk/ofstd/ofstd.h"
@@ -54,9 +61,15 @@
     "2.25.242422315187102122747475212045372960498"
 #define SCP_IMPLEMENTATION_VERSION_NAME "STOWBRIDGE_" STOWBRIDGE_VERSION
 
-/* How long the accept loop waits for a connection, and for a connected
- * peer's A-ASSOCIATE-RQ, before it looks at the stop flag again. */
-#define SCP_ACCEPT_POLL_S 2
+/* How long the accept loop waits for a connection before it looks at the
+ * stop flag again, in milliseconds. */
+#define SCP_ACCEPT_POLL_MS 1000
+/* Connections still sending their A-ASSOCIATE-RQ allowed beyond
+ * max_associations; more are turned away at once. */
+#define SCP_PENDING_EXTRA 8
+/* The largest A-ASSOCIATE-RQ we take (DCMTK's own limit is 1 MiB; a
+ * proposal of 128 contexts with many syntaxes each is ~130 KiB). */
+#define SCP_MAX_RQ_PDU (192u * 1024u)
 /* How long an association thread waits for a command before it checks
  * the stop flag and the idle limit. */
 #define SCP_COMMAND_POLL_S 1
@@ -72,15 +85,22 @@ struct scp {
     struct spool *spool;
     uint64_t min_free_mb;
 
-    T_ASC_Network *network;
+    int listen_fd;              /* ours: DCMTK never accepts itself */
+    T_ASC_Network *network;     /* DCMTK's, used only to parse RQs */
     scp_stop_fn should_stop;
     void *stop_ctx;
 
     pthread_mutex_t lock;
-    pthread_cond_t idle_cond;   /* signalled when active drops */
+    pthread_cond_t idle_cond;   /* signalled when a connection ends */
     unsigned active;            /* associations being served */
+    unsigned pending;           /* connections not yet associated */
     unsigned long next_assoc_no;
 };
+
+/* dcmExternalSocketHandle is one process-wide variable: the hand-over of
+ * a connection to DCMTK is serialised. It never waits on the network,
+ * since the whole A-ASSOCIATE-RQ is already buffered by then. */
+static pthread_mutex_t scp_handover_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* One association being served, owned by its thread. */
 struct scp_assoc {
@@ -614,6 +634,104 @@ static OFCondition handle_store(struct scp_assoc *sa,
 /* Association threads                                                 */
 /* ------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------ */
+/* Connections: accept, wait for the whole A-ASSOCIATE-RQ, hand over   */
+/* ------------------------------------------------------------------ */
+
+/* One accepted TCP connection, owned by its thread. */
+struct scp_conn {
+    struct scp *scp;
+    int fd;
+    char peer[64];
+};
+
+/* Answers a connection we will not even read with an A-ASSOCIATE-RJ PDU
+ * (PS3.8 9.3.4): rejected-transient, service provider (presentation),
+ * local limit exceeded. Best effort: the socket is closed anyway. */
+static void send_raw_reject_limit(int fd)
+{
+    static const unsigned char rj[10] = {
+        0x03, 0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x02, 0x03, 0x02,
+    };
+    (void)!send(fd, rj, sizeof(rj), MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+/*
+ * Waits, within dicom.timeout_s, until the peer has sent a complete
+ * A-ASSOCIATE-RQ PDU, leaving it unread in the socket (MSG_PEEK) for DCMTK.
+ * DCMTK reads the body of the first PDU with a three-minute timeout of
+ * its own, so without this a peer that sends half a PDU would stall it.
+ * Returns NULL when the PDU is complete, or why the connection is dropped.
+ */
+static const char *await_associate_rq(struct scp *scp, int fd, char *why,
+                                      size_t why_len)
+{
+    uint64_t deadline = util_now_monotonic_ms() +
+                        (uint64_t)scp->timeout_s * 1000u;
+    unsigned char head[6];
+    size_t want = sizeof(head);
+    bool have_head = false;
+    std::vector<unsigned char> peek;
+
+    for (;;) {
+        peek.resize(want);
+        ssize_t n = recv(fd, peek.data(), want, MSG_PEEK | MSG_DONTWAIT);
+        if (n == 0)
+            return "closed by the peer before an association request";
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
+            errno != EINTR) {
+            snprintf(why, why_len, "recv() failed: %s", strerror(errno));
+            return why;
+        }
+        if (n >= (ssize_t)sizeof(head) && !have_head) {
+            memcpy(head, peek.data(), sizeof(head));
+            uint32_t len = ((uint32_t)head[2] << 24) |
+                           ((uint32_t)head[3] << 16) |
+                           ((uint32_t)head[4] << 8) | (uint32_t)head[5];
+            if (head[0] != 0x01) {
+                snprintf(why, why_len,
+                         "not an A-ASSOCIATE-RQ (PDU type 0x%02x)", head[0]);
+                return why;
+            }
+            if (len > SCP_MAX_RQ_PDU) {
+                snprintf(why, why_len,
+                         "A-ASSOCIATE-RQ of %u bytes, more than %u", len,
+                         SCP_MAX_RQ_PDU);
+                return why;
+            }
+            have_head = true;
+            want = sizeof(head) + len;
+            continue;
+        }
+        if (have_head && n >= (ssize_t)want)
+            return NULL;
+
+        uint64_t now = util_now_monotonic_ms();
+        if (now >= deadline)
+            return have_head ? "incomplete A-ASSOCIATE-RQ (timeout)"
+                             : "no association request (timeout)";
+        if (scp->should_stop(scp->stop_ctx))
+            return "shutting down";
+        struct pollfd pfd = { fd, POLLIN, 0 };
+        uint64_t wait_ms = deadline - now < 1000 ? deadline - now : 1000;
+        /* More data may already be buffered than was asked for last
+         * time: only sleep when the buffer did not grow. */
+        if (n > 0 && (size_t)n < want)
+            (void)poll(&pfd, 1, 50);
+        else
+            (void)poll(&pfd, 1, (int)wait_ms);
+    }
+}
+
+static void connection_done(struct scp *scp, bool was_pending)
+{
+    pthread_mutex_lock(&scp->lock);
+    if (was_pending)
+        scp->pending--;
+    pthread_cond_broadcast(&scp->idle_cond);
+    pthread_mutex_unlock(&scp->lock);
+}
+
 static void association_done(struct scp *scp)
 {
     pthread_mutex_lock(&scp->lock);
@@ -706,75 +824,51 @@ static void serve_commands(struct scp_assoc *sa)
     }
 }
 
-static void *association_thread(void *arg)
-{
-    struct scp_assoc *sa = (struct scp_assoc *)arg;
-    struct scp *scp = sa->scp;
-
-    try {
-        serve_commands(sa);
-    } catch (const std::exception &e) {
-        log_err("event=dropped assoc=%lu reason=\"exception: %s\"",
-                sa->number, e.what());
-        (void)ASC_abortAssociation(sa->assoc);
-    } catch (...) {
-        log_err("event=dropped assoc=%lu reason=\"unknown exception\"",
-                sa->number);
-        (void)ASC_abortAssociation(sa->assoc);
-    }
-    drop_association(&sa->assoc);
-    delete sa;
-    association_done(scp);
-    return NULL;
-}
-
 /*
- * Decides on one received association request. On acceptance it takes a
- * slot and starts the association's thread; otherwise it rejects and
- * frees the association.
+ * Decides on one received association request: checks the limit, the
+ * application context, the called AE and the caller, then negotiates the
+ * presentation contexts and acknowledges. Returns true when the
+ * association was accepted (it then counts as active); otherwise it has
+ * been rejected or dropped and freed.
  */
-static void dispatch_association(struct scp *scp, T_ASC_Association *assoc)
+static bool accept_association(struct scp *scp, T_ASC_Association **passoc,
+                               unsigned long number, char *calling,
+                               size_t calling_len, const char *peer)
 {
+    T_ASC_Association *assoc = *passoc;
     char called[UTIL_AE_TITLE_MAX + 2];
-    char calling[UTIL_AE_TITLE_MAX + 2];
     char raw_called[UTIL_AE_TITLE_MAX + 2] = "";
     char raw_calling[UTIL_AE_TITLE_MAX + 2] = "";
     char app_context[UTIL_UID_MAX + 2] = "";
-    char peer[64];
-    unsigned long number;
     bool over_limit;
+    const char *why = NULL;
 
     (void)ASC_getAPTitles(assoc->params, raw_calling, sizeof(raw_calling),
                           raw_called, sizeof(raw_called), NULL, 0);
     (void)ASC_getApplicationContextName(assoc->params, app_context,
                                         sizeof(app_context));
-    if (util_trim_copy(called, sizeof(called), raw_called) < 0)
-        called[0] = '\0';
-    if (util_trim_copy(calling, sizeof(calling), raw_calling) < 0 ||
+    if (util_trim_copy(called, sizeof(called), raw_called) < 0 ||
+        !util_ae_title_valid(called))
+        strcpy(called, "?");
+    if (util_trim_copy(calling, calling_len, raw_calling) < 0 ||
         !util_ae_title_valid(calling))
-        strcpy(calling, "?");
-    OFStandard::strlcpy(peer, assoc->params->DULparams.callingPresentationAddress,
-                        sizeof(peer));
+        OFStandard::strlcpy(calling, "?", calling_len);
 
     pthread_mutex_lock(&scp->lock);
-    number = ++scp->next_assoc_no;
     over_limit = scp->active >= scp->max_associations;
     if (!over_limit)
         scp->active++;
     pthread_mutex_unlock(&scp->lock);
 
-    const char *why = NULL;
     if (over_limit) {
         reject_association(assoc, ASC_RESULT_REJECTEDTRANSIENT,
                            ASC_SOURCE_SERVICEPROVIDER_PRESENTATION_RELATED,
                            ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED);
         log_warning("event=rejected assoc=%lu from=%s@%s called=%s "
                     "reason=\"local limit exceeded (%u associations)\"",
-                    number, calling, peer,
-                    util_ae_title_valid(called) ? called : "?",
-                    scp->max_associations);
-        drop_association(&assoc);
-        return;
+                    number, calling, peer, called, scp->max_associations);
+        drop_association(passoc);
+        return false;
     }
     if (strcmp(app_context, UID_StandardApplicationContext) != 0) {
         reject_association(assoc, ASC_RESULT_REJECTEDPERMANENT,
@@ -791,35 +885,28 @@ static void dispatch_association(struct scp *scp, T_ASC_Association *assoc)
                            ASC_SOURCE_SERVICEUSER,
                            ASC_REASON_SU_CALLINGAETITLENOTRECOGNIZED);
         why = "caller not in dicom.allowed_callers";
+    } else if (negotiate_contexts(assoc) < 0) {
+        reject_association(assoc, ASC_RESULT_REJECTEDPERMANENT,
+                           ASC_SOURCE_SERVICEUSER, ASC_REASON_SU_NOREASON);
+        why = "presentation context negotiation failed";
     }
     if (why != NULL) {
         log_warning("event=rejected assoc=%lu from=%s@%s called=%s "
                     "reason=\"%s\"",
-                    number, calling, peer,
-                    util_ae_title_valid(called) ? called : "?", why);
-        drop_association(&assoc);
+                    number, calling, peer, called, why);
+        drop_association(passoc);
         association_done(scp);
-        return;
+        return false;
     }
 
-    int accepted = negotiate_contexts(assoc);
-    if (accepted < 0) {
-        reject_association(assoc, ASC_RESULT_REJECTEDPERMANENT,
-                           ASC_SOURCE_SERVICEUSER, ASC_REASON_SU_NOREASON);
-        log_warning("event=rejected assoc=%lu from=%s@%s "
-                    "reason=\"presentation context negotiation failed\"",
-                    number, calling, peer);
-        drop_association(&assoc);
-        association_done(scp);
-        return;
-    }
+    int accepted = ASC_countAcceptedPresentationContexts(assoc->params);
     OFCondition cond = ASC_acknowledgeAssociation(assoc);
     if (cond.bad()) {
         log_warning("event=dropped assoc=%lu from=%s@%s reason=\"%s\"",
                     number, calling, peer, cond.text());
-        drop_association(&assoc);
+        drop_association(passoc);
         association_done(scp);
-        return;
+        return false;
     }
     if (accepted == 0)
         log_warning("event=accepted assoc=%lu from=%s@%s contexts=0 "
@@ -829,30 +916,180 @@ static void dispatch_association(struct scp *scp, T_ASC_Association *assoc)
     else
         log_info("event=accepted assoc=%lu from=%s@%s contexts=%d", number,
                  calling, peer, accepted);
+    return true;
+}
 
-    struct scp_assoc *sa = new (std::nothrow) scp_assoc();
+/*
+ * One connection from accept to close: wait for the A-ASSOCIATE-RQ, let
+ * DCMTK parse it, accept or reject, then serve the association.
+ */
+static void serve_connection(struct scp_conn *conn)
+{
+    struct scp *scp = conn->scp;
+    T_ASC_Association *assoc = NULL;
+    struct scp_assoc sa;
+    char why[160];
+    const char *problem;
+    unsigned long number;
+    OFCondition cond;
+
+    problem = await_associate_rq(scp, conn->fd, why, sizeof(why));
+    if (problem != NULL) {
+        log_warning("event=dropped from=%s reason=\"%s\"", conn->peer,
+                    problem);
+        (void)close(conn->fd);
+        connection_done(scp, true);
+        return;
+    }
+
+    /* DCMTK takes the socket over: from here on it closes it. */
+    pthread_mutex_lock(&scp_handover_lock);
+    dcmExternalSocketHandle.set(conn->fd);
+    cond = ASC_receiveAssociation(scp->network, &assoc, (int)scp->max_pdu,
+                                  NULL, NULL, OFFalse, DUL_NOBLOCK,
+                                  (int)scp->timeout_s);
+    dcmExternalSocketHandle.set(-1);
+    pthread_mutex_unlock(&scp_handover_lock);
+
+    pthread_mutex_lock(&scp->lock);
+    number = ++scp->next_assoc_no;
+    pthread_mutex_unlock(&scp->lock);
+
+    if (cond.bad()) {
+        log_warning("event=dropped assoc=%lu from=%s reason=\"bad association "
+                    "request: %s\"",
+                    number, conn->peer, cond.text());
+        if (assoc != NULL)
+            drop_association(&assoc);
+        else
+            (void)close(conn->fd);
+        connection_done(scp, true);
+        return;
+    }
+    connection_done(scp, true);
+
+    memset(&sa, 0, sizeof(sa));
+    sa.scp = scp;
+    sa.number = number;
+    OFStandard::strlcpy(sa.peer, conn->peer, sizeof(sa.peer));
+    if (!accept_association(scp, &assoc, number, sa.calling_ae,
+                            sizeof(sa.calling_ae), sa.peer))
+        return;
+
+    sa.assoc = assoc;
+    serve_commands(&sa);
+    drop_association(&sa.assoc);
+    association_done(scp);
+}
+
+static void *connection_thread(void *arg)
+{
+    struct scp_conn *conn = (struct scp_conn *)arg;
+
+    try {
+        serve_connection(conn);
+    } catch (const std::exception &e) {
+        log_err("event=dropped from=%s reason=\"exception: %s\"", conn->peer,
+                e.what());
+    } catch (...) {
+        log_err("event=dropped from=%s reason=\"unknown exception\"",
+                conn->peer);
+    }
+    delete conn;
+    return NULL;
+}
+
+/*
+ * Accepts one pending TCP connection and starts its thread, unless too
+ * many connections are already waiting for their association request.
+ */
+static void accept_connection(struct scp *scp)
+{
+    struct sockaddr_in addr;
+    socklen_t addr_len = sizeof(addr);
+    char peer[64];
+    int one = 1;
+    int fd;
+
+    fd = accept4(scp->listen_fd, (struct sockaddr *)&addr, &addr_len,
+                 SOCK_CLOEXEC);
+    if (fd < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+            errno != ECONNABORTED)
+            log_warning("event=accept-failed reason=\"accept() failed: %s\"",
+                        strerror(errno));
+        return;
+    }
+    if (inet_ntop(AF_INET, &addr.sin_addr, peer, sizeof(peer)) == NULL)
+        strcpy(peer, "?");
+    /* Nagle off: without it a C-STORE stream crawls. */
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+    pthread_mutex_lock(&scp->lock);
+    bool too_many = scp->pending + scp->active >=
+                    scp->max_associations + SCP_PENDING_EXTRA;
+    if (!too_many)
+        scp->pending++;
+    pthread_mutex_unlock(&scp->lock);
+    if (too_many) {
+        send_raw_reject_limit(fd);
+        (void)close(fd);
+        log_warning("event=rejected from=%s reason=\"local limit exceeded "
+                    "(%u connections)\"",
+                    peer, scp->max_associations + SCP_PENDING_EXTRA);
+        return;
+    }
+
+    struct scp_conn *conn = new (std::nothrow) scp_conn();
     pthread_attr_t attr;
     pthread_t thread;
-    int r = sa == NULL ? ENOMEM : pthread_attr_init(&attr);
+    int r = conn == NULL ? ENOMEM : pthread_attr_init(&attr);
     if (r == 0) {
+        conn->scp = scp;
+        conn->fd = fd;
+        OFStandard::strlcpy(conn->peer, peer, sizeof(conn->peer));
         (void)pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        sa->scp = scp;
-        sa->assoc = assoc;
-        sa->number = number;
-        OFStandard::strlcpy(sa->calling_ae, calling, sizeof(sa->calling_ae));
-        OFStandard::strlcpy(sa->peer, peer, sizeof(sa->peer));
-        r = pthread_create(&thread, &attr, association_thread, sa);
+        r = pthread_create(&thread, &attr, connection_thread, conn);
         (void)pthread_attr_destroy(&attr);
     }
     if (r != 0) {
-        log_err("event=dropped assoc=%lu from=%s@%s "
-                "reason=\"cannot start thread: %s\"",
-                number, calling, peer, strerror(r));
-        delete sa;
-        (void)ASC_abortAssociation(assoc);
-        drop_association(&assoc);
-        association_done(scp);
+        log_err("event=dropped from=%s reason=\"cannot start thread: %s\"",
+                peer, strerror(r));
+        delete conn;
+        (void)close(fd);
+        connection_done(scp, true);
     }
+}
+
+/* Binds and listens on @port on every IPv4 interface (as DCMTK 3.6.7
+ * itself would), close-on-exec and non-blocking. */
+static int open_listener(uint16_t port, int *ret_fd, char *err,
+                         size_t err_len)
+{
+    struct sockaddr_in addr;
+    int one = 1;
+    int fd;
+
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        set_err(err, err_len, "socket() failed: %s", strerror(errno));
+        return -errno;
+    }
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    memset(&addr, 0, sizeof(addr));
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_ANY);
+    addr.sin_port = htons(port);
+    if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
+        listen(fd, 64) < 0) {
+        int e = errno;
+        set_err(err, err_len, "cannot listen on port %u: %s", (unsigned)port,
+                strerror(e));
+        (void)close(fd);
+        return -e;
+    }
+    *ret_fd = fd;
+    return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -906,6 +1143,7 @@ extern "C" int scp_new(const struct scp_params *params, struct scp **ret_scp,
             delete scp;
             return -EINVAL;
         }
+        scp->listen_fd = -1;
         scp->port = params->port;
         scp->max_associations = params->max_associations;
         scp->max_pdu = params->max_pdu;
@@ -946,14 +1184,25 @@ extern "C" int scp_new(const struct scp_params *params, struct scp **ret_scp,
         dcmSocketSendTimeout.set((Sint32)params->timeout_s);
         dcmSocketReceiveTimeout.set((Sint32)params->timeout_s);
 
-        OFCondition cond = ASC_initializeNetwork(
-            NET_ACCEPTOR, (int)params->port, (int)params->timeout_s,
-            &scp->network);
-        if (cond.bad()) {
-            set_err(err, err_len, "cannot listen on port %u: %s",
-                    (unsigned)params->port, cond.text());
+        int r = open_listener(params->port, &scp->listen_fd, err, err_len);
+        if (r < 0) {
             scp_free(scp);
-            return -EADDRINUSE;
+            return r;
+        }
+
+        /* DCMTK's network is only a parser of association requests: with
+         * an external socket set, it neither binds nor listens. */
+        pthread_mutex_lock(&scp_handover_lock);
+        dcmExternalSocketHandle.set(scp->listen_fd);
+        OFCondition cond = ASC_initializeNetwork(
+            NET_ACCEPTOR, 0, (int)params->timeout_s, &scp->network);
+        dcmExternalSocketHandle.set(-1);
+        pthread_mutex_unlock(&scp_handover_lock);
+        if (cond.bad()) {
+            set_err(err, err_len, "DCMTK network initialisation failed: %s",
+                    cond.text());
+            scp_free(scp);
+            return -EIO;
         }
         *ret_scp = scp;
         return 0;
@@ -977,40 +1226,30 @@ extern "C" int scp_run(struct scp *scp, scp_stop_fn should_stop, void *ctx,
         scp->should_stop = should_stop;
         scp->stop_ctx = ctx;
         while (!should_stop(ctx)) {
-            T_ASC_Association *assoc = NULL;
-            OFCondition cond = ASC_receiveAssociation(
-                scp->network, &assoc, (int)scp->max_pdu, NULL, NULL, OFFalse,
-                DUL_NOBLOCK, SCP_ACCEPT_POLL_S);
-            if (cond == DUL_NOASSOCIATIONREQUEST) {
-                if (assoc != NULL)
-                    (void)ASC_destroyAssociation(&assoc);
-                continue;
+            struct pollfd pfd = { scp->listen_fd, POLLIN, 0 };
+            int n = poll(&pfd, 1, SCP_ACCEPT_POLL_MS);
+            if (n < 0 && errno != EINTR) {
+                log_err("event=scp-failed reason=\"poll() failed: %s\"",
+                        strerror(errno));
+                result = -errno;
+                break;
             }
-            if (cond.bad()) {
-                const char *peer = assoc != NULL && assoc->params != NULL
-                    ? assoc->params->DULparams.callingPresentationAddress
-                    : "?";
-                log_warning("event=dropped from=%s reason=\"bad association "
-                            "request: %s\"",
-                            peer[0] ? peer : "?", cond.text());
-                if (assoc != NULL)
-                    drop_association(&assoc);
-                continue;
-            }
-            dispatch_association(scp, assoc);
+            if (n > 0)
+                accept_connection(scp);
         }
 
         /* Stop: threads see the flag within SCP_COMMAND_POLL_S once their
          * current command is answered. */
         uint64_t deadline = util_now_monotonic_ms() + (uint64_t)grace_s * 1000u;
         pthread_mutex_lock(&scp->lock);
-        while (scp->active > 0) {
+        while (scp->active + scp->pending > 0) {
             uint64_t now = util_now_monotonic_ms();
             if (now >= deadline) {
                 log_warning("event=shutdown-timeout associations=%u "
                             "grace_s=%u",
-                            scp->active, grace_s);
-                result = -ETIMEDOUT;
+                            scp->active + scp->pending, grace_s);
+                if (result == 0)
+                    result = -ETIMEDOUT;
                 break;
             }
             struct timespec ts;
@@ -1031,7 +1270,7 @@ extern "C" unsigned scp_active_associations(const struct scp *scp)
     unsigned active;
 
     pthread_mutex_lock(&((struct scp *)scp)->lock);
-    active = scp->active;
+    active = scp->active + scp->pending;
     pthread_mutex_unlock(&((struct scp *)scp)->lock);
     return active;
 }
@@ -1043,6 +1282,8 @@ extern "C" void scp_free(struct scp *scp)
     try {
         if (scp->network != NULL)
             (void)ASC_dropNetwork(&scp->network);
+        if (scp->listen_fd >= 0)
+            (void)close(scp->listen_fd);
     } catch (...) {
     }
     if (scp->callers != NULL) {
