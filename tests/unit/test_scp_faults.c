@@ -186,15 +186,15 @@ static int make_dicom(const char *dir, const char *name, const char *sop_uid,
     fprintf(f, "(0020,000e) UI [1.2.826.0.1.3680043.2.1125.1.2]\n"
                "(0028,0002) US 1\n"
                "(0028,0004) CS [MONOCHROME2]\n"
-               "(0028,0010) US 64\n"
-               "(0028,0011) US 64\n"
+               "(0028,0010) US 512\n"
+               "(0028,0011) US 640\n"
                "(0028,0100) US 16\n"
                "(0028,0101) US 12\n"
                "(0028,0102) US 11\n"
                "(0028,0103) US 0\n");
     fclose(f);
     snprintf(cmd, sizeof(cmd),
-             "head -c 8192 /dev/urandom > '%s/%s.raw' && "
+             "head -c 655360 /dev/urandom > '%s/%s.raw' && "
              "echo '(7fe0,0010) OW =%s/%s.raw' >> '%s' && "
              "dump2dcm -q +te '%s' '%s'",
              dir, name, dir, name, dump, dump, ret_path);
