@@ -1,0 +1,423 @@
+/*
+ * test_spool - the spool: layout and modes, the owner lock, the receive
+ * path (create, write, commit, discard), every state transition, start-up
+ * recovery, statistics, IDs, concurrent commits, and fault injection on
+ * every write, fsync, rename and close of a commit.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "spool.h"
+#include "spool_int.h"
+#include "tap.h"
+
+static char root[64];
+static char err[512];
+
+static unsigned count_files(const char *sub)
+{
+    char cmd[256];
+    unsigned n = 0;
+    FILE *p;
+
+    snprintf(cmd, sizeof(cmd), "ls -A '%s/%s' 2>/dev/null | wc -l", root, sub);
+    p = popen(cmd, "r");
+    if (p == NULL)
+        return 9999;
+    if (fscanf(p, "%u", &n) != 1)
+        n = 9999;
+    pclose(p);
+    return n;
+}
+
+static void write_file(const char *sub, const char *name, const char *data)
+{
+    char path[256];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s/%s", root, sub, name);
+    f = fopen(path, "w");
+    if (f != NULL) {
+        fputs(data, f);
+        fclose(f);
+    }
+}
+
+/* Creates, fills and commits one entry; returns 0 or the commit result. */
+static int commit_one(struct spool *spool, const char *data,
+                      char id[SPOOL_ID_MAX])
+{
+    int fd;
+    int r = spool_tmp_create(spool, id, &fd, err, sizeof(err));
+
+    if (r < 0)
+        return r;
+    r = spool_write_all(fd, data, strlen(data));
+    if (r < 0) {
+        spool_discard(spool, id, fd);
+        return r;
+    }
+    return spool_commit(spool, id, fd, err, sizeof(err));
+}
+
+static void test_layout_and_lock(void)
+{
+    static const char *const subdirs[] = {
+        "tmp", "incoming", "active", "deferred", "failed", "lost+found",
+    };
+    struct spool *owner = NULL;
+    struct spool *second = NULL;
+    struct spool *reader = NULL;
+    char path[256];
+    struct stat st;
+
+    snprintf(path, sizeof(path), "%s/spool", root);
+    CHECK(spool_open(path, 0, &reader, err, sizeof(err)) == -ENOENT);
+    CHECK_MSG(strstr(err, "does not exist") != NULL, "%s", err);
+
+    CHECK_MSG(spool_open(path, SPOOL_OPEN_OWNER, &owner, err,
+                         sizeof(err)) == 0, "%s", err);
+    strcat(root, "/spool");
+    for (size_t i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", root, subdirs[i]);
+        CHECK_MSG(stat(path, &st) == 0 && S_ISDIR(st.st_mode) &&
+                      (st.st_mode & 07777) == 0700,
+                  "%s", path);
+    }
+    CHECK(strcmp(spool_dir(owner), root) == 0);
+
+    /* A second owner (another daemon) is refused while the lock is held. */
+    CHECK(spool_open(root, SPOOL_OPEN_OWNER, &second, err, sizeof(err)) ==
+          -EWOULDBLOCK);
+    CHECK_MSG(strstr(err, "in use by another stowbridge process") != NULL,
+              "%s", err);
+    CHECK(second == NULL);
+    /* Tools open it without the lock. */
+    CHECK(spool_open(root, 0, &reader, err, sizeof(err)) == 0);
+    spool_close(reader);
+    spool_close(owner);
+    CHECK(spool_open(root, SPOOL_OPEN_OWNER, &second, err, sizeof(err)) == 0);
+    spool_close(second);
+    spool_close(NULL);
+
+    /* A spool directory others may write to is refused. */
+    snprintf(path, sizeof(path), "%s/failed", root);
+    chmod(path, 0777);
+    CHECK(spool_open(root, SPOOL_OPEN_OWNER, &second, err, sizeof(err)) ==
+          -EPERM);
+    CHECK_MSG(strstr(err, "failed") != NULL && strstr(err, "0777") != NULL,
+              "%s", err);
+    chmod(path, 0700);
+}
+
+static void test_receive_path(void)
+{
+    struct spool *spool = NULL;
+    char id[SPOOL_ID_MAX];
+    char path[256];
+    char buf[64];
+    struct stat st;
+    FILE *f;
+    int fd;
+
+    CHECK(spool_open(root, SPOOL_OPEN_OWNER, &spool, err, sizeof(err)) == 0);
+    CHECK(commit_one(spool, "DICM bytes", id) == 0);
+    CHECK(spool_id_valid(id));
+    CHECK(count_files("incoming") == 1);
+    CHECK(count_files("tmp") == 0);
+    CHECK(spool_entry_path(spool, SPOOL_INCOMING, id, path, sizeof(path)) ==
+          0);
+    CHECK(stat(path, &st) == 0 && (st.st_mode & 07777) == 0600);
+    f = fopen(path, "r");
+    CHECK(f != NULL && fgets(buf, sizeof(buf), f) != NULL &&
+          strcmp(buf, "DICM bytes") == 0);
+    if (f != NULL)
+        fclose(f);
+    CHECK(spool_entry_path(spool, SPOOL_INCOMING, id, path, 8) ==
+          -ENAMETOOLONG);
+
+    /* Discard removes the temp file. */
+    CHECK(spool_tmp_create(spool, id, &fd, err, sizeof(err)) == 0);
+    CHECK(count_files("tmp") == 1);
+    spool_discard(spool, id, fd);
+    CHECK(count_files("tmp") == 0);
+
+    /* Transitions between every pair of states; ENOENT is a lost race. */
+    CHECK(commit_one(spool, "x", id) == 0);
+    enum spool_state at = SPOOL_INCOMING;
+    for (int to = SPOOL_INCOMING; to < SPOOL_STATE_COUNT; to++) {
+        if (to == (int)at)
+            continue;
+        CHECK_MSG(spool_move(spool, id, at, (enum spool_state)to, err,
+                             sizeof(err)) == 0, "%s", err);
+        at = (enum spool_state)to;
+    }
+    CHECK(spool_move(spool, id, SPOOL_INCOMING, SPOOL_ACTIVE, err,
+                     sizeof(err)) == -ENOENT);
+    CHECK(spool_move(spool, "../../etc", SPOOL_INCOMING, SPOOL_ACTIVE, err,
+                     sizeof(err)) == -EINVAL);
+    CHECK(spool_move(spool, id, at, SPOOL_INCOMING, err, sizeof(err)) == 0);
+    spool_close(spool);
+}
+
+static void test_ids(void)
+{
+    uint64_t us;
+    enum spool_state state;
+
+    CHECK(spool_id_valid("1763855999.123456-9f1c2b3a4d5e6f70"));
+    CHECK(!spool_id_valid(""));
+    CHECK(!spool_id_valid("1763855999.123456-9f1c2b3a4d5e6f7"));
+    CHECK(!spool_id_valid("1763855999.123456-9f1c2b3a4d5e6f700"));
+    CHECK(!spool_id_valid("1763855999.12345-9f1c2b3a4d5e6f70"));
+    CHECK(!spool_id_valid("1763855999.123456-9F1C2B3A4D5E6F70"));
+    CHECK(!spool_id_valid("1763855999.123456_9f1c2b3a4d5e6f70"));
+    CHECK(!spool_id_valid("x1763855999.123456-9f1c2b3a4d5e6f70"));
+    CHECK(!spool_id_valid("1763855999.123456-9f1c2b3a4d5e6f70.dcm"));
+    CHECK(!spool_id_valid("../1763855999.123456-9f1c2b3a4d5e6f7"));
+    CHECK(spool_id_arrival_us("1763855999.123456-9f1c2b3a4d5e6f70", &us) ==
+          0);
+    CHECK(us == UINT64_C(1763855999123456));
+    CHECK(spool_id_arrival_us("junk", &us) == -EINVAL);
+    CHECK(spool_state_parse("deferred", &state) == 0 &&
+          state == SPOOL_DEFERRED);
+    CHECK(spool_state_parse("lost", &state) == -EINVAL);
+    CHECK(strcmp(spool_state_name(SPOOL_FAILED), "failed") == 0);
+}
+
+static void test_recovery_and_stats(void)
+{
+    struct spool_state_stats stats[SPOOL_STATE_COUNT];
+    struct spool_recovery rec;
+    struct spool *spool = NULL;
+    char path[256];
+
+    /* Leave a mess behind, as a crash or an operator would. */
+    write_file("tmp", "1700000000.000001-0000000000000001.dcm", "partial");
+    write_file("tmp", "junk.tmp", "?");
+    write_file("active", "1700000000.000002-0000000000000002.dcm", "claimed");
+    write_file("active", "1700000000.000003-0000000000000003.dcm", "claimed");
+    write_file("incoming", "notes.txt", "operator notes");
+    write_file("deferred", "1700000000.000004-0000000000000004.dcm", "");
+    write_file("failed", "1700000000.000005-0000000000000005.dcm", "dead");
+    snprintf(path, sizeof(path), "%s/deferred/subdir", root);
+    mkdir(path, 0700);
+
+    CHECK(spool_open(root, SPOOL_OPEN_OWNER, &spool, err, sizeof(err)) == 0);
+    CHECK_MSG(spool_recover(spool, &rec, err, sizeof(err)) == 0, "%s", err);
+    CHECK_MSG(rec.tmp_removed == 2, "tmp_removed %u", rec.tmp_removed);
+    CHECK_MSG(rec.active_requeued == 2, "requeued %u", rec.active_requeued);
+    /* notes.txt, the empty entry and the subdirectory. */
+    CHECK_MSG(rec.set_aside == 3, "set aside %u", rec.set_aside);
+    CHECK(count_files("tmp") == 0);
+    CHECK(count_files("active") == 0);
+    CHECK(count_files("lost+found") == 3);
+    /* The two entries from test_receive_path plus the two requeued. */
+    CHECK(count_files("incoming") == 4);
+
+    /* Setting aside never overwrites. */
+    write_file("incoming", "notes.txt", "more notes");
+    CHECK(spool_recover(spool, &rec, err, sizeof(err)) == 0);
+    CHECK(rec.set_aside == 1);
+    CHECK(count_files("lost+found") == 4);
+
+    /* Stats: ages come from the IDs (arrival), not from mtimes. */
+    uint64_t now = UINT64_C(1700000100) * 1000000u;
+    CHECK(spool_stats(spool, now, stats, err, sizeof(err)) == 0);
+    CHECK(stats[SPOOL_INCOMING].count == 4);
+    CHECK(stats[SPOOL_INCOMING].bytes ==
+          strlen("DICM bytes") + strlen("x") + 2 * strlen("claimed"));
+    CHECK(stats[SPOOL_FAILED].count == 1 && stats[SPOOL_FAILED].bytes == 4);
+    CHECK(stats[SPOOL_FAILED].oldest_s == 99);
+    CHECK(stats[SPOOL_ACTIVE].count == 0 && stats[SPOOL_ACTIVE].oldest_s == 0);
+    /* Entries from "the future" (today's IDs) count as age 0; the
+     * oldest is the requeued one from 1700000000.000002. */
+    CHECK(stats[SPOOL_INCOMING].oldest_s == 99);
+
+    uint64_t free_mb = 0;
+    CHECK(spool_free_mb(spool, &free_mb) == 0 && free_mb > 0);
+    spool_close(spool);
+
+    /* A reader sees the same numbers while the owner is away. */
+    CHECK(spool_open(root, 0, &spool, err, sizeof(err)) == 0);
+    CHECK(spool_stats(spool, now, stats, err, sizeof(err)) == 0);
+    CHECK(stats[SPOOL_INCOMING].count == 4);
+    spool_close(spool);
+}
+
+/* Fault injection: the N-th call of one operation fails with an errno. */
+enum fault_op { OP_NONE, OP_WRITE, OP_FSYNC, OP_RENAME, OP_CLOSE };
+static enum fault_op fault_op;
+static int fault_nth;
+static int fault_errno;
+static int fault_calls;
+
+static bool fault_now(enum fault_op op)
+{
+    return fault_op == op && ++fault_calls == fault_nth;
+}
+
+static ssize_t f_write(int fd, const void *b, size_t n)
+{
+    if (fault_now(OP_WRITE)) {
+        errno = fault_errno;
+        return -1;
+    }
+    /* A short write first, to prove the loop completes it. */
+    return write(fd, b, n > 3 ? n - 3 : n);
+}
+
+static int f_fsync(int fd)
+{
+    if (fault_now(OP_FSYNC)) {
+        errno = fault_errno;
+        return -1;
+    }
+    return fsync(fd);
+}
+
+static int f_renameat(int a, const char *b, int c, const char *d)
+{
+    if (fault_now(OP_RENAME)) {
+        errno = fault_errno;
+        return -1;
+    }
+    return renameat(a, b, c, d);
+}
+
+static int f_close(int fd)
+{
+    if (fault_now(OP_CLOSE)) {
+        close(fd);
+        errno = fault_errno;
+        return -1;
+    }
+    return close(fd);
+}
+
+static void test_faults(void)
+{
+    static const struct {
+        enum fault_op op;
+        int nth;
+        const char *what;
+    } cases[] = {
+        { OP_WRITE, 1, "first write" },
+        { OP_WRITE, 2, "second write" },
+        { OP_FSYNC, 1, "file fsync" },
+        { OP_FSYNC, 2, "incoming/ fsync" },
+        { OP_FSYNC, 3, "tmp/ fsync" },
+        { OP_RENAME, 1, "rename" },
+        { OP_CLOSE, 1, "close" },
+    };
+    static const int errnos[] = { EIO, ENOSPC };
+    struct spool *spool = NULL;
+    char id[SPOOL_ID_MAX];
+    unsigned before;
+
+    CHECK(spool_open(root, SPOOL_OPEN_OWNER, &spool, err, sizeof(err)) == 0);
+    before = count_files("incoming");
+    spool__io.write = f_write;
+    spool__io.fsync = f_fsync;
+    spool__io.renameat = f_renameat;
+    spool__io.close = f_close;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        for (size_t e = 0; e < 2; e++) {
+            fault_op = cases[i].op;
+            fault_nth = cases[i].nth;
+            fault_errno = errnos[e];
+            fault_calls = 0;
+            int r = commit_one(spool, "0123456789abcdef", id);
+            CHECK_MSG(r == -errnos[e], "%s/%d: got %d", cases[i].what,
+                      errnos[e], r);
+            CHECK_MSG(count_files("incoming") == before,
+                      "%s: incoming/ changed", cases[i].what);
+            CHECK_MSG(count_files("tmp") == 0, "%s: tmp/ not empty",
+                      cases[i].what);
+        }
+    }
+
+    /* Healthy again: the short-write loop still completes the data. */
+    fault_op = OP_NONE;
+    CHECK(commit_one(spool, "0123456789abcdef", id) == 0);
+    CHECK(count_files("incoming") == before + 1);
+    spool__io_reset();
+    CHECK(spool_move(spool, id, SPOOL_INCOMING, SPOOL_FAILED, err,
+                     sizeof(err)) == 0);
+    spool_close(spool);
+}
+
+struct committer {
+    struct spool *spool;
+    int failures;
+};
+
+static void *commit_many(void *arg)
+{
+    struct committer *c = arg;
+    char id[SPOOL_ID_MAX];
+    char my_err[256];
+
+    for (int i = 0; i < 200; i++) {
+        int fd;
+        if (spool_tmp_create(c->spool, id, &fd, my_err, sizeof(my_err)) < 0 ||
+            spool_write_all(fd, "data", 4) < 0 ||
+            spool_commit(c->spool, id, fd, my_err, sizeof(my_err)) < 0)
+            c->failures++;
+    }
+    return NULL;
+}
+
+static void test_concurrency(void)
+{
+    struct spool_state_stats stats[SPOOL_STATE_COUNT];
+    struct committer c[4];
+    pthread_t threads[4];
+    struct spool *spool = NULL;
+    char cmd[256];
+
+    snprintf(cmd, sizeof(cmd), "rm -f '%s'/incoming/*", root);
+    (void)!system(cmd);
+    CHECK(spool_open(root, SPOOL_OPEN_OWNER, &spool, err, sizeof(err)) == 0);
+    for (int i = 0; i < 4; i++) {
+        c[i].spool = spool;
+        c[i].failures = 0;
+        pthread_create(&threads[i], NULL, commit_many, &c[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(threads[i], NULL);
+        CHECK(c[i].failures == 0);
+    }
+    CHECK(count_files("incoming") == 800);
+    CHECK(spool_stats(spool, UINT64_MAX / 2, stats, err, sizeof(err)) == 0);
+    CHECK(stats[SPOOL_INCOMING].count == 800);
+    CHECK(stats[SPOOL_INCOMING].bytes == 3200);
+    spool_close(spool);
+}
+
+int main(void)
+{
+    char cmd[128];
+
+    strcpy(root, "/tmp/stowbridge-spool-XXXXXX");
+    if (mkdtemp(root) == NULL) {
+        perror("mkdtemp");
+        return 1;
+    }
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+    test_layout_and_lock();
+    test_receive_path();
+    test_ids();
+    test_recovery_and_stats();
+    test_faults();
+    test_concurrency();
+    (void)!system(cmd);
+    return tap_done();
+}
