@@ -114,7 +114,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "craft_scu: cannot encode the data set\n");
         return 1;
     }
-    OFString command_instance = garbage ? sop_instance : sop_instance + ".9";
+    /* A valid UID that is not the data set's. */
+    OFString command_instance =
+        garbage ? sop_instance : OFString("1.2.826.0.1.3680043.2.1125.99.1");
 
     T_ASC_Network *net = NULL;
     T_ASC_Parameters *params = NULL;

@@ -1,0 +1,725 @@
+#!/usr/bin/python3
+"""Integration tests: the real stowbridge binary against DCMTK's real
+echoscu and storescu, on loopback, random ports and temporary directories.
+
+usage: it.py BINARY CRAFT_SCU TEST
+
+Each TEST is one function below (test_<name>); CTest runs each as its own
+test with a timeout. A test prints what it checked and exits non-zero on
+the first failed check; 77 means skipped (with the reason printed).
+Needs: dcmtk (echoscu, storescu, dcmdump) and python3-pydicom.
+"""
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pydicom
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+TEST_FILES = "/usr/lib/python3/dist-packages/pydicom/data/test_files"
+CHARSET_FILES = "/usr/lib/python3/dist-packages/pydicom/data/charset_files"
+SKIP = 77
+
+# storescu option that proposes exactly a file's transfer syntax, so the
+# data set travels (and is spooled) byte for byte as it is in the file.
+PROPOSE = {
+    "1.2.840.10008.1.2": "-xi",
+    "1.2.840.10008.1.2.1": "-xe",
+    "1.2.840.10008.1.2.2": "-xb",
+    "1.2.840.10008.1.2.1.99": "-xd",
+    "1.2.840.10008.1.2.4.50": "-xy",
+    "1.2.840.10008.1.2.4.51": "-xx",
+    "1.2.840.10008.1.2.4.70": "-xs",
+    "1.2.840.10008.1.2.4.80": "-xt",
+    "1.2.840.10008.1.2.4.90": "-xv",
+    "1.2.840.10008.1.2.4.91": "-xw",
+    "1.2.840.10008.1.2.5": "-xr",
+}
+
+BINARY = None
+CRAFT_SCU = None
+
+
+class Failure(Exception):
+    pass
+
+
+def check(cond, what):
+    if not cond:
+        raise Failure(what)
+    print("ok:", what)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(cmd, timeout=120, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+class Daemon:
+    """One stowbridge run --config in a temp dir, stopped on exit."""
+
+    def __init__(self, work, **overrides):
+        self.work = work
+        self.port = free_port()
+        self.spool = overrides.pop("spool_dir", os.path.join(work, "spool"))
+        self.cfg = {
+            "dicom": {"ae_title": "STOWBRIDGE", "port": self.port,
+                      "timeout_s": 10},
+            "spool": {"dir": self.spool, "min_free_mb": 0},
+            "log": {"level": "debug"},
+        }
+        for section, values in overrides.items():
+            self.cfg.setdefault(section, {}).update(values)
+        self.config = os.path.join(work, "stowbridge-%d.json" % self.port)
+        with open(self.config, "w") as f:
+            json.dump(self.cfg, f)
+        self.log_path = os.path.join(work, "daemon-%d.log" % self.port)
+        self.proc = None
+
+    def start(self, wait=True):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([BINARY, "run", "--config", self.config],
+                                     stdout=self.log, stderr=self.log)
+        if wait:
+            deadline = time.time() + 20
+            while time.time() < deadline:
+                if self.proc.poll() is not None:
+                    raise Failure("daemon exited at start: " + self.log_text())
+                if echo(self.port).returncode == 0:
+                    return self
+                time.sleep(0.1)
+            raise Failure("daemon never answered C-ECHO")
+        return self
+
+    def log_text(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.log.close()
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def status(self):
+        r = run([BINARY, "status", "--config", self.config, "--json"])
+        check(r.returncode == 0, "status --json exits 0 (%s)" % r.stderr)
+        return json.loads(r.stdout)
+
+    def entries(self, state="incoming"):
+        d = os.path.join(self.spool, state)
+        return sorted(os.path.join(d, n) for n in os.listdir(d))
+
+
+def echo(port, called="STOWBRIDGE", calling="ECHOSCU", extra=()):
+    return run(["echoscu", "-to", "5", "-ta", "10", "-td", "10",
+                "-aet", calling, "-aec", called, *extra,
+                "127.0.0.1", str(port)], timeout=60)
+
+
+def storescu(port, files, extra=(), calling="STORESCU", timeout=300):
+    return run(["storescu", "-v", "-to", "5", "-ta", "30", "-td", "60",
+                "-aet", calling, "-aec", "STOWBRIDGE", *extra,
+                "127.0.0.1", str(port), *files], timeout=timeout)
+
+
+def acknowledged_files(output):
+    """Pairs storescu -v's 'Sending file' lines with their responses:
+    returns the files answered Success."""
+    ok, current = [], None
+    for line in output.splitlines():
+        m = re.match(r"I: Sending file: (.*)$", line)
+        if m:
+            current = m.group(1)
+        elif "Received Store Response (Success)" in line and current:
+            ok.append(current)
+            current = None
+    return ok
+
+
+def dataset_bytes(path):
+    """The bytes after the File Meta Information, and the meta header."""
+    with open(path, "rb") as f:
+        data = f.read()
+    check_magic = data[128:132] == b"DICM"
+    if not check_magic:
+        raise Failure("%s is not a Part 10 file" % path)
+    meta = pydicom.dcmread(path, stop_before_pixels=True).file_meta
+    # Group length (0002,0000) gives where the data set starts.
+    start = 132 + 12 + meta.FileMetaInformationGroupLength
+    return data[start:], meta
+
+
+def same_dataset(a, b):
+    """True if the files carry the same data set: every element equal,
+    compared by pydicom after decoding, group lengths (gggg,0000) and
+    trailing padding (FFFC,FFFC) aside: storescu re-encodes a data set even
+    in the same transfer syntax and drops both."""
+    def load(path):
+        ds = pydicom.dcmread(path)
+        def strip(d):
+            for elem in list(d):
+                if elem.tag.element == 0 or elem.tag == 0xFFFCFFFC:
+                    del d[elem.tag]
+                elif elem.VR == "SQ":
+                    for item in elem.value:
+                        strip(item)
+        strip(ds)
+        return ds
+
+    def equal(x, y):
+        if set(e.tag for e in x) != set(e.tag for e in y):
+            return False
+        for ex in x:
+            ey = y[ex.tag]
+            if ex.VR == "SQ":
+                if len(ex.value) != len(ey.value) or not all(
+                        equal(i, j) for i, j in zip(ex.value, ey.value)):
+                    return False
+            elif ex.value != ey.value:
+                # OB and OW hold the same bytes; VR is not compared.
+                return False
+        return True
+    return equal(load(a), load(b))
+
+
+def sop_uid(path):
+    return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+
+
+def make_instance(path, study=None, size=256, charset=None, name="Test^Pat",
+                  rows=None):
+    """Writes a generated CT instance with random pixels."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(path, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.is_little_endian = True
+    ds.is_implicit_VR = False
+    if charset:
+        ds.SpecificCharacterSet = charset
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = study or generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = "CT"
+    ds.PatientName = name
+    ds.PatientID = "IT0001"
+    side = rows or size
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = side
+    ds.Columns = size
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.PixelData = os.urandom(side * size * 2)
+    ds.save_as(path, write_like_original=False)
+    return str(ds.SOPInstanceUID)
+
+
+def make_big_instance(path, megabytes):
+    """A multi-frame instance of about MEGABYTES, written without holding
+    the pixel data in pydicom (header by pydicom, pixels streamed)."""
+    frames = megabytes * 2  # 512x512x16 bit = 0.5 MiB per frame
+    pixel_len = frames * 512 * 512 * 2
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"  # Enh. CT
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(path, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.is_little_endian = True
+    ds.is_implicit_VR = False
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = "CT"
+    ds.NumberOfFrames = frames
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = 512
+    ds.Columns = 512
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.save_as(path, write_like_original=False)
+    with open(path, "ab") as f:
+        # (7FE0,0010) OW, explicit VR little endian, 4-byte length.
+        f.write(b"\xe0\x7f\x10\x00OW\x00\x00" + pixel_len.to_bytes(4, "little"))
+        chunk = os.urandom(1 << 20)
+        for _ in range(pixel_len >> 20):
+            f.write(chunk)
+    return str(ds.SOPInstanceUID)
+
+
+def source_ae(meta):
+    return str(meta.get("SourceApplicationEntityTitle", "")).strip()
+
+
+# --------------------------------------------------------------------------
+
+
+def test_echo(work):
+    d = Daemon(work).start()
+    r = echo(d.port)
+    check(r.returncode == 0, "C-ECHO answered")
+    st = d.status()
+    for state in ("incoming", "active", "deferred", "failed"):
+        check(st[state] == {"count": 0, "bytes": 0, "oldest_s": 0},
+              "status --json: %s is empty" % state)
+    r = run([BINARY, "check", "--config", d.config])
+    check(r.returncode == 1 and "dicom: FAILED" in r.stdout,
+          "check says the port is taken while the daemon runs")
+    check("spool: " in r.stdout and "in use by the running daemon" in r.stdout,
+          "check reports the spool as owned by the daemon")
+    check(d.stop() == 0, "SIGTERM: exit status 0")
+    check("event=stopped" in d.log_text(), "stop is logged")
+    r = run([BINARY, "check", "--config", d.config])
+    check(r.returncode == 0 and "dicom: ok" in r.stdout, "check passes: "
+          + r.stdout)
+
+    bad = os.path.join(work, "bad.json")
+    with open(bad, "w") as f:
+        f.write('{"dicom": {"prot": 104}}')
+    r = run([BINARY, "run", "--config", bad])
+    check(r.returncode == 2, "unknown key: run exits 2")
+    check("dicom.prot" in r.stderr and "dicom.port" in r.stderr,
+          "the message names the key and suggests dicom.port: "
+          + r.stderr.strip())
+    r = run([BINARY, "run"])
+    check(r.returncode == 2 and "--config" in r.stderr, "missing --config")
+    r = run([BINARY, "frobnicate", "--config", bad])
+    check(r.returncode == 2, "unknown command exits 2")
+
+
+def varied_files(work):
+    """(path, calling-side storescu option) of real and generated files."""
+    names = [
+        "CT_small.dcm",                    # explicit VR little endian
+        "MR_small_implicit.dcm",           # implicit VR little endian
+        "MR_small_bigendian.dcm",          # explicit VR big endian
+        "image_dfl.dcm",                   # deflated
+        "SC_rgb_jpeg_dcmtk.dcm",           # JPEG baseline
+        "JPEG-lossy.dcm",                  # JPEG extended (12 bit)
+        "MR_small_jpeg_ls_lossless.dcm",   # JPEG-LS lossless
+        "MR_small_jp2klossless.dcm",       # JPEG 2000 lossless
+        "JPEG2000.dcm",                    # JPEG 2000
+        "MR_small_RLE.dcm",                # RLE
+        "SC_rgb_rle_2frame.dcm",           # RLE, multi-frame
+        "rtdose.dcm",                      # implicit, multi-frame
+        "waveform_ecg.dcm",                # waveform
+        "rtplan.dcm",                      # non-image
+    ]
+    files = [os.path.join(TEST_FILES, n) for n in names]
+    files += [os.path.join(CHARSET_FILES, n)
+              for n in ("chrH31.dcm", "chrGerm.dcm", "chrArab.dcm",
+                        "chrFren.dcm")]
+    gen = os.path.join(work, "gen")
+    os.makedirs(gen)
+    utf8 = os.path.join(gen, "utf8.dcm")
+    make_instance(utf8, charset="ISO_IR 192", name="Müller^Zoë=山田^太郎")
+    files.append(utf8)
+    for i in range(3):
+        p = os.path.join(gen, "gen%d.dcm" % i)
+        make_instance(p, size=128 + 64 * i)
+        files.append(p)
+    return files
+
+
+def test_store_varied(work):
+    d = Daemon(work).start()
+    files = varied_files(work)
+    big = os.path.join(work, "big.dcm")
+    make_big_instance(big, 105)
+    check(os.path.getsize(big) > 100 * 1024 * 1024, "a >100 MB object made")
+    files.append(big)
+
+    sent = []
+    for path in files:
+        ts = str(pydicom.dcmread(path, stop_before_pixels=True)
+                 .file_meta.TransferSyntaxUID)
+        option = PROPOSE.get(ts)
+        check(option is not None, "known transfer syntax %s" % ts)
+        r = storescu(d.port, [path], extra=["-R", option],
+                     calling="MODALITY1")
+        check(r.returncode == 0 and acknowledged_files(r.stdout + r.stderr)
+              == [path], "stored with 0000: %s (%s)" %
+              (os.path.basename(path), ts))
+        sent.append((path, ts))
+
+    spooled = {}
+    for entry in d.entries():
+        data, meta = dataset_bytes(entry)
+        key = (sop_uid(entry), str(meta.TransferSyntaxUID))
+        spooled.setdefault(key, []).append((entry, data, meta))
+    check(sum(len(v) for v in spooled.values()) == len(sent),
+          "exactly %d entries in incoming/" % len(sent))
+    for path, ts in sent:
+        key = (sop_uid(path), ts)
+        check(key in spooled, "spooled: %s" % os.path.basename(path))
+        entry, data, meta = spooled[key].pop()
+        check(source_ae(meta) == "MODALITY1",
+              "SourceApplicationEntityTitle is the calling AE")
+        check(same_dataset(path, entry),
+              "same data set: %s" % os.path.basename(path))
+    check(len(d.entries("tmp")) == 0, "tmp/ empty")
+    check(d.stop() == 0, "clean stop")
+
+
+def test_reject(work):
+    d = Daemon(work).start()
+    r = echo(d.port, called="WRONG")
+    check(r.returncode != 0 and "Called AE Title Not Recognized" in r.stderr,
+          "wrong called AE rejected: called AE not recognized")
+    d.stop()
+
+    d = Daemon(work, dicom={"allowed_callers": [
+        {"ae_title": "GOODSCU", "hosts": ["127.0.0.1"]}]}).start(wait=False)
+    time.sleep(1)
+    r = None
+    for _ in range(50):
+        r = echo(d.port, calling="GOODSCU")
+        if r.returncode == 0:
+            break
+        time.sleep(0.1)
+    check(r.returncode == 0, "allowed caller GOODSCU@127.0.0.1 accepted")
+    r = echo(d.port, calling="BADSCU")
+    check(r.returncode != 0 and "Calling AE Title Not Recognized" in r.stderr,
+          "BADSCU rejected: calling AE not recognized")
+    check("caller not in dicom.allowed_callers" in d.log_text(),
+          "the rejection says why in the log")
+    d.stop()
+
+    d = Daemon(work, dicom={"allowed_callers": [
+        {"ae_title": "GOODSCU", "hosts": ["10.1.2.0/24"]}]}).start(wait=False)
+    time.sleep(1.5)
+    r = echo(d.port, calling="GOODSCU")
+    check(r.returncode != 0 and "Calling AE Title Not Recognized" in r.stderr,
+          "GOODSCU from 127.0.0.1 rejected when only 10.1.2.0/24 may call")
+    d.stop()
+
+    # Association limit: hold two associations open with raw A-ASSOCIATE-RQs.
+    d = Daemon(work, dicom={"max_associations": 2}).start()
+    held = [associate(d.port) for _ in range(2)]
+    check(all(h is not None for h in held), "two associations held open")
+    r = echo(d.port)
+    check(r.returncode != 0 and "Rejected Transient" in r.stderr,
+          "third association rejected transient: " + r.stderr.strip())
+    check("local limit exceeded" in d.log_text(), "logged: local limit")
+    for s in held:
+        s.close()
+    ok = False
+    for _ in range(50):
+        if echo(d.port).returncode == 0:
+            ok = True
+            break
+        time.sleep(0.2)
+    check(ok, "served again once the held associations are gone")
+    check(d.stop() == 0, "clean stop")
+
+
+def associate(port, calling=b"HOLDER", called=b"STOWBRIDGE"):
+    """Opens an association (Verification, implicit VR LE) and returns
+    the socket once accepted, or None."""
+    def item(t, body):
+        return bytes([t, 0]) + len(body).to_bytes(2, "big") + body
+    app = item(0x10, b"1.2.840.10008.3.1.1.1")
+    pc = item(0x20, bytes([1, 0, 0, 0]) + item(0x30, b"1.2.840.10008.1.1")
+              + item(0x40, b"1.2.840.10008.1.2"))
+    user = item(0x50, item(0x51, (16384).to_bytes(4, "big")))
+    body = ((1).to_bytes(2, "big") + b"\0\0" + called.ljust(16)
+            + calling.ljust(16) + b"\0" * 32 + app + pc + user)
+    pdu = bytes([1, 0]) + len(body).to_bytes(4, "big") + body
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(pdu)
+    head = s.recv(6)
+    if len(head) < 6 or head[0] != 2:
+        s.close()
+        return None
+    return s
+
+
+def mount_small_fs(path, megabytes):
+    os.makedirs(path, exist_ok=True)
+    r = run(["mount", "-t", "tmpfs", "-o", "size=%dm,mode=0700" % megabytes,
+             "tmpfs", path])
+    if r.returncode == 0:
+        return "tmpfs"
+    img = path + ".img"
+    with open(img, "wb") as f:
+        f.truncate(megabytes << 20)
+    if run(["mkfs.ext4", "-q", "-F", img]).returncode == 0 and \
+            run(["mount", "-o", "loop", img, path]).returncode == 0:
+        os.chmod(path, 0o700)
+        return "ext4 loop"
+    return None
+
+
+def test_disk_full(work):
+    fs = os.path.join(work, "small")
+    kind = mount_small_fs(fs, 24)
+    if kind is None:
+        print("skip: cannot mount a small file system here (needs root)")
+        sys.exit(SKIP)
+    try:
+        spool = os.path.join(fs, "spool")
+        files = []
+        for i in range(10):
+            p = os.path.join(work, "f%d.dcm" % i)
+            make_instance(p, size=1400)  # ~3.9 MB each
+            files.append(p)
+
+        # A: the admission check refuses everything.
+        d = Daemon(work, spool_dir=spool,
+                   spool={"min_free_mb": 100}).start()
+        r = storescu(d.port, files[:2])
+        out = r.stdout + r.stderr
+        check("Refused: OutOfResources" in out and
+              not acknowledged_files(out), "below min_free_mb: A700")
+        check(not d.entries() and not d.entries("tmp"),
+              "nothing in incoming/ or tmp/")
+        check(echo(d.port).returncode == 0, "still answers C-ECHO")
+        check("below 100 MiB" in d.log_text(), "the log gives the reason")
+        d.stop()
+
+        # B: the disk fills up in the middle of a data set.
+        d = Daemon(work, spool_dir=spool).start()
+        r = storescu(d.port, files)
+        out = r.stdout + r.stderr
+        acked = acknowledged_files(out)
+        check(0 < len(acked) < len(files),
+              "%d of %d stored before the disk was full" %
+              (len(acked), len(files)))
+        check("Refused: OutOfResources" in out, "then A700")
+        check(not d.entries("tmp"), "tmp/ empty: nothing half-written kept")
+        entries = d.entries()
+        check(len(entries) == len(acked),
+              "incoming/ holds exactly the acknowledged instances")
+        by_uid = {sop_uid(e): e for e in entries}
+        for path in acked:
+            entry = by_uid.get(sop_uid(path))
+            check(entry is not None, "acknowledged %s is spooled"
+                  % os.path.basename(path))
+            check(same_dataset(path, entry),
+                  "complete data set for %s" % os.path.basename(path))
+        check(d.alive() and echo(d.port).returncode == 0,
+              "daemon alive and serving")
+        check("No space left on device" in d.log_text(),
+              "the log names ENOSPC")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        run(["umount", "-l", fs])
+
+
+def test_garbage(work):
+    d = Daemon(work, dicom={"timeout_s": 3}).start()
+    cases = [
+        ("random bytes", os.urandom(5000), True),
+        ("truncated A-ASSOCIATE-RQ, closed",
+         bytes([1, 0, 0, 0, 3, 0xe8]) + b"\0" * 40, True),
+        ("truncated A-ASSOCIATE-RQ, held open",
+         bytes([1, 0, 0, 0, 3, 0xe8]) + b"\0" * 40, False),
+        ("absurd PDU length", bytes([1, 0, 0xff, 0xff, 0xff, 0xf0]), False),
+        ("complete PDU, garbage body", bytes([1, 0, 0, 0, 0, 100])
+         + os.urandom(100), True),
+        ("nothing at all, held open", b"", False),
+    ]
+    held = []
+    for what, data, close in cases:
+        s = socket.create_connection(("127.0.0.1", d.port))
+        if data:
+            s.sendall(data)
+        if close:
+            time.sleep(0.1)
+            s.close()
+        else:
+            held.append(s)
+        t = time.time()
+        r = echo(d.port)
+        check(r.returncode == 0 and time.time() - t < 3,
+              "after %s: the next association is served at once" % what)
+    time.sleep(4)
+    for s in held:
+        s.close()
+    log = d.log_text()
+    check("incomplete A-ASSOCIATE-RQ (timeout)" in log,
+          "the held half PDU is dropped after dicom.timeout_s")
+    check("not an A-ASSOCIATE-RQ" in log, "garbage is named in the log")
+    check(d.alive() and echo(d.port).returncode == 0, "daemon alive")
+
+    # A crafted SCU: UID mismatch -> A900, unparseable data set -> C000.
+    f = os.path.join(work, "ct.dcm")
+    make_instance(f)
+    r = run([CRAFT_SCU, str(d.port), "mismatch", f])
+    check("status=0xA900" in r.stdout, "SOP Instance UID mismatch: A900")
+    r = run([CRAFT_SCU, str(d.port), "garbage", f])
+    check("status=0xC000" in r.stdout, "unparseable data set: C000")
+    check(not d.entries() and not d.entries("tmp"), "nothing spooled")
+    check(d.stop() == 0, "clean stop")
+
+
+def test_kill9(work):
+    src = os.path.join(work, "src")
+    os.makedirs(src)
+    study = generate_uid()
+    files = []
+    for i in range(300):
+        p = os.path.join(src, "i%03d.dcm" % i)
+        make_instance(p, study=study, size=96)
+        files.append(p)
+    d = Daemon(work).start()
+    out_path = os.path.join(work, "storescu.out")
+    with open(out_path, "w") as out:
+        scu = subprocess.Popen(
+            ["storescu", "-v", "-aec", "STOWBRIDGE", "127.0.0.1",
+             str(d.port), *files], stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if d.log_text().count("event=received") >= 100:
+                break
+            time.sleep(0.01)
+        d.proc.kill()  # SIGKILL in the middle of the run
+        d.proc.wait()
+        scu.wait(timeout=60)
+    with open(out_path) as f:
+        acked = acknowledged_files(f.read())
+    check(100 <= len(acked) < 300,
+          "killed mid-run: storescu saw %d acknowledged" % len(acked))
+
+    d2 = Daemon(work, spool_dir=d.spool)
+    d2.port = d.port
+    d2.config = d.config
+    d2.start()
+    check(not d2.entries("tmp"), "after restart tmp/ is empty")
+    check("event=spool-recovered" in d2.log_text(), "recovery is logged")
+    spooled = {}
+    for e in d2.entries():
+        spooled[sop_uid(e)] = e  # also proves every entry parses
+    missing = [p for p in acked if sop_uid(p) not in spooled]
+    check(not missing, "every acknowledged instance (%d) is in incoming/ "
+          "(%d entries)" % (len(acked), len(spooled)))
+    incomplete = [p for p in acked
+                  if not same_dataset(p, spooled[sop_uid(p)])]
+    check(not incomplete, "every acknowledged entry is complete")
+
+    r = run([BINARY, "run", "--config", d2.config], timeout=30)
+    check(r.returncode == 1 and "in use" in r.stderr,
+          "a second daemon on the same spool refuses to start")
+    check(d2.stop() == 0, "clean stop")
+
+
+def test_sigterm(work):
+    big = os.path.join(work, "big.dcm")
+    make_big_instance(big, 60)
+    d = Daemon(work).start()
+    scu = subprocess.Popen(["storescu", "-v", "-aec", "STOWBRIDGE",
+                            "127.0.0.1", str(d.port), big],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
+    tmp = os.path.join(d.spool, "tmp")
+    deadline = time.time() + 60
+    while time.time() < deadline and not os.listdir(tmp):
+        time.sleep(0.005)
+    check(bool(os.listdir(tmp)), "a C-STORE is in flight")
+    d.proc.send_signal(signal.SIGTERM)
+    out, _ = scu.communicate(timeout=120)
+    rc = d.proc.wait(60)
+    acked = acknowledged_files(out)
+    check(rc == 0, "daemon exits 0 after SIGTERM")
+    if acked:
+        check(len(d.entries()) == 1 and
+              sop_uid(d.entries()[0]) == sop_uid(big),
+              "the in-flight C-STORE finished, was answered 0000 and is "
+              "in incoming/")
+    else:
+        check(not d.entries(), "not acknowledged, and not in incoming/")
+    check("event=stopping signal=SIGTERM" in d.log_text(), "stop logged")
+    d.start()
+    check(not d.entries("tmp"), "restart: tmp/ empty")
+    d.stop()
+
+
+def test_status(work):
+    d = Daemon(work).start()
+    files = []
+    for i in range(5):
+        p = os.path.join(work, "s%d.dcm" % i)
+        make_instance(p, size=64 + i)
+        files.append(p)
+    r = storescu(d.port, files)
+    check(len(acknowledged_files(r.stdout + r.stderr)) == 5, "5 stored")
+    st = d.status()
+    total = sum(os.path.getsize(e) for e in d.entries())
+    check(st["incoming"]["count"] == 5, "incoming.count == 5")
+    check(st["incoming"]["bytes"] == total, "incoming.bytes == %d" % total)
+    check(0 <= st["incoming"]["oldest_s"] < 600, "incoming.oldest_s sane")
+    check(set(["incoming", "active", "deferred", "failed"]) <= set(st),
+          "every state is reported")
+    r = run([BINARY, "status", "--config", d.config])
+    lines = r.stdout.splitlines()
+    check(r.returncode == 0 and any(re.match(r"incoming\s+5\s+%d\s" % total,
+                                             l) for l in lines),
+          "the table shows incoming 5 %d" % total)
+    for state in ("active", "deferred", "failed", "tmp"):
+        check(any(l.startswith(state) for l in lines), "table row " + state)
+    d.stop()
+    r = run([BINARY, "status", "--config", d.config, "--json"])
+    check(r.returncode == 0 and json.loads(r.stdout)["incoming"]["count"]
+          == 5, "status works without the daemon too")
+
+
+def main():
+    global BINARY, CRAFT_SCU
+    BINARY, CRAFT_SCU, name = sys.argv[1], sys.argv[2], sys.argv[3]
+    test = globals().get("test_" + name)
+    if test is None:
+        print("no such test:", name)
+        return 2
+    work = tempfile.mkdtemp(prefix="stowbridge-it-")
+    try:
+        test(work)
+        print("PASS", name)
+        return 0
+    except Failure as e:
+        print("FAIL", name + ":", e)
+        for log in sorted(n for n in os.listdir(work) if n.endswith(".log")):
+            with open(os.path.join(work, log), "rb") as f:
+                tail = f.read()[-4000:].decode("utf-8", "replace")
+            print("--- %s (tail)\n%s" % (log, tail))
+        return 1
+    finally:
+        for line in run(["pgrep", "-f", work]).stdout.split():
+            try:
+                os.kill(int(line), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
