@@ -91,10 +91,11 @@ class Daemon:
         self.log_path = os.path.join(work, "daemon-%d.log" % self.port)
         self.proc = None
 
-    def start(self, wait=True):
+    def start(self, wait=True, env=None):
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([BINARY, "run", "--config", self.config],
-                                     stdout=self.log, stderr=self.log)
+                                     stdout=self.log, stderr=self.log,
+                                     env=env)
         if wait:
             deadline = time.time() + 20
             while time.time() < deadline:
@@ -285,7 +286,13 @@ def source_ae(meta):
 
 
 def test_echo(work):
-    d = Daemon(work).start()
+    notify_path = os.path.join(work, "notify.sock")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(notify_path)
+    notify.settimeout(10)
+    d = Daemon(work).start(env=dict(os.environ, NOTIFY_SOCKET=notify_path))
+    check(notify.recv(256).startswith(b"READY=1"),
+          "READY=1 sent to $NOTIFY_SOCKET")
     r = echo(d.port)
     check(r.returncode == 0, "C-ECHO answered")
     st = d.status()
@@ -298,6 +305,8 @@ def test_echo(work):
     check("spool: " in r.stdout and "in use by the running daemon" in r.stdout,
           "check reports the spool as owned by the daemon")
     check(d.stop() == 0, "SIGTERM: exit status 0")
+    check(notify.recv(256) == b"STOPPING=1", "STOPPING=1 sent on SIGTERM")
+    notify.close()
     check("event=stopped" in d.log_text(), "stop is logged")
     r = run([BINARY, "check", "--config", d.config])
     check(r.returncode == 0 and "dicom: ok" in r.stdout, "check passes: "
