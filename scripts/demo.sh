@@ -42,10 +42,21 @@ for _ in $(seq 1 50); do
 done
 echoscu -v -aec STOWBRIDGE 127.0.0.1 "$port"
 
+# Each sample goes with the storescu option that proposes its own transfer
+# syntax (storescu cannot convert RLE or JPEG 2000 to anything else).
 samples=/usr/lib/python3/dist-packages/pydicom/data/test_files
-storescu -v -aet DEMO_MODALITY -aec STOWBRIDGE 127.0.0.1 "$port" \
-    "$samples/CT_small.dcm" "$samples/MR_small.dcm" \
-    "$samples/MR_small_RLE.dcm" "$samples/JPEG2000.dcm"
+send() {
+    local files=() opts=()
+    for a in "$@"; do
+        case $a in -*) opts+=("$a") ;; *) files+=("$a") ;; esac
+    done
+    storescu -v -aet DEMO_MODALITY -aec STOWBRIDGE "${opts[@]}" \
+        127.0.0.1 "$port" "${files[@]}"
+}
+send "$samples/CT_small.dcm" "$samples/MR_small.dcm"
+send -R -xr "$samples/MR_small_RLE.dcm"
+send -R -xw "$samples/JPEG2000.dcm"
+send -R -xt "$samples/MR_small_jpeg_ls_lossless.dcm"
 
 echo
 echo "== spool status"
