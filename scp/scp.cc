@@ -379,14 +379,12 @@ static void store_fail(struct store_result *res, DIC_US status,
  * command (PS3.10 7.1) through @stream.
  */
 static bool write_meta_header(DcmOutputStream &stream,
-                              const T_DIMSE_C_StoreRQ *req,
                               const char *sop_class, const char *sop_instance,
                               const char *transfer_syntax,
                               const char *calling_ae)
 {
     DcmMetaInfo meta;
     const Uint8 version[2] = { 0x00, 0x01 };
-    (void)req;
 
     if (meta.putAndInsertUint8Array(DCM_FileMetaInformationVersion, version, 2)
             .bad() ||
@@ -482,7 +480,6 @@ static OFCondition skip_data_set(struct scp_assoc *sa)
  */
 static OFCondition receive_store(struct scp_assoc *sa,
                                  T_ASC_PresentationContextID pres_id,
-                                 const T_DIMSE_C_StoreRQ *req,
                                  const char *sop_class,
                                  const char *sop_instance,
                                  struct store_result *res)
@@ -534,9 +531,16 @@ static OFCondition receive_store(struct scp_assoc *sa,
     T_ASC_PresentationContextID data_pres_id = pres_id;
     OFCondition cond = EC_Normal;
 
-    if (!write_meta_header(stream, req, sop_class, sop_instance,
+    if (!write_meta_header(stream, sop_class, sop_instance,
                            pc.acceptedTransferSyntax, sa->calling_ae)) {
         cond = skip_data_set(sa);
+        if (consumer.error() == 0) {
+            /* DCMTK could not build the meta header: not a disk error. */
+            spool_discard(scp->spool, id, fd);
+            store_fail(res, STATUS_STORE_Refused_OutOfResources,
+                       "cannot build the file meta information");
+            return cond;
+        }
     } else {
         cond = DIMSE_receiveDataSetInFile(sa->assoc, DIMSE_NONBLOCKING,
                                           (int)scp->timeout_s, &data_pres_id,
@@ -623,7 +627,7 @@ static OFCondition handle_store(struct scp_assoc *sa,
                    "Affected SOP Class/Instance UID is not a valid UID");
         strcpy(sop_instance, "-");
     } else {
-        cond = receive_store(sa, pres_id, req, sop_class, sop_instance, &res);
+        cond = receive_store(sa, pres_id, sop_class, sop_instance, &res);
     }
     if (cond.bad()) {
         log_warning("event=store-aborted assoc=%lu from=%s@%s sop=%s "
