@@ -1,0 +1,166 @@
+/*
+ * test_oauth - token endpoint answers, JWT claims, and the 403 diagnosis
+ * (the "login works but the server says 403" case this product exists to
+ * explain).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "oauth.h"
+#include "tap.h"
+
+static char err[512];
+
+static int parse(long status, const char *body, struct oauth_token *token)
+{
+    err[0] = '\0';
+    return oauth_parse_token_response(status, body, strlen(body), token, err,
+                                      sizeof(err));
+}
+
+static void test_token_answers(void)
+{
+    struct oauth_token t = { NULL, NULL, 0 };
+
+    CHECK(parse(200, "{\"access_token\": \"abc.def.ghi\", \"token_type\": "
+                     "\"Bearer\", \"expires_in\": 3599}", &t) == 0);
+    CHECK(t.access_token != NULL && strcmp(t.access_token, "abc.def.ghi") ==
+                                        0);
+    CHECK(t.expires_in_s == 3599);
+    oauth_token_free(&t);
+    CHECK(t.access_token == NULL);
+
+    /* Entra v1 sends expires_in as a string; token_type in any case. */
+    CHECK(parse(200, "{\"access_token\": \"x\", \"token_type\": \"bearer\", "
+                     "\"expires_in\": \"3600\", \"ext_expires_in\": "
+                     "\"3600\"}", &t) == 0);
+    CHECK(t.expires_in_s == 3600);
+    oauth_token_free(&t);
+    /* No expires_in at all. */
+    CHECK(parse(200, "{\"access_token\": \"x\"}", &t) == 0);
+    CHECK(t.expires_in_s == -1 && strcmp(t.token_type, "Bearer") == 0);
+    oauth_token_free(&t);
+    CHECK(parse(200, "{\"access_token\": \"x\", \"expires_in\": \"soon\"}",
+                &t) == 0);
+    CHECK(t.expires_in_s == -1);
+    oauth_token_free(&t);
+
+    /* Configuration errors are permanent, with the server's words. */
+    CHECK(parse(401, "{\"error\": \"invalid_client\", \"error_description\": "
+                     "\"AADSTS7000215: Invalid client secret provided.\\r\\n"
+                     "Trace ID: 1234\"}", &t) == -EACCES);
+    CHECK_MSG(strstr(err, "invalid_client") != NULL &&
+                  strstr(err, "AADSTS7000215") != NULL &&
+                  strstr(err, "Trace ID") == NULL,
+              "%s", err);
+    CHECK(parse(400, "{\"error\": \"invalid_scope\"}", &t) == -EACCES);
+    /* Transient: retry later. */
+    CHECK(parse(503, "{\"error\": \"temporarily_unavailable\"}", &t) ==
+          -EAGAIN);
+    CHECK(parse(502, "<html>bad gateway</html>", &t) == -EAGAIN);
+    CHECK(parse(429, "", &t) == -EAGAIN);
+    CHECK(parse(404, "not here", &t) == -EACCES);
+    CHECK(parse(200, "<html>login page</html>", &t) == -EAGAIN);
+    CHECK(parse(200, "{\"token_type\": \"Bearer\"}", &t) == -EAGAIN &&
+          strstr(err, "access_token") != NULL);
+    CHECK(parse(200, "{\"access_token\": \"x\", \"token_type\": \"MAC\"}",
+                &t) == -EACCES);
+    CHECK(t.access_token == NULL);
+}
+
+/* A JWT with header {"alg":"none"} and the payload given, base64url. */
+static const char *jwt_app_no_roles =
+    /* {"aud":"https://dicom.healthcareapis.azure.com","tid":"tenant-1",
+     *  "oid":"sp-object-1","appid":"client-1","idtyp":"app","exp":1000} */
+    "eyJhbGciOiJub25lIn0."
+    "eyJhdWQiOiJodHRwczovL2RpY29tLmhlYWx0aGNhcmVhcGlzLmF6dXJlLmNvbSIsInRp"
+    "ZCI6InRlbmFudC0xIiwib2lkIjoic3Atb2JqZWN0LTEiLCJhcHBpZCI6ImNsaWVudC0x"
+    "IiwiaWR0eXAiOiJhcHAiLCJleHAiOjEwMDB9."
+    "sig";
+
+static const char *jwt_wrong_audience =
+    /* {"aud":"https://management.azure.com","oid":"sp-2",
+     *  "roles":["DICOM.Read","DICOM.Write"]} */
+    "eyJhbGciOiJub25lIn0."
+    "eyJhdWQiOiJodHRwczovL21hbmFnZW1lbnQuYXp1cmUuY29tIiwib2lkIjoic3AtMiIs"
+    "InJvbGVzIjpbIkRJQ09NLlJlYWQiLCJESUNPTS5Xcml0ZSJdfQ."
+    "sig";
+
+static void test_claims(void)
+{
+    struct oauth_claims c;
+
+    CHECK_MSG(oauth_decode_claims(jwt_app_no_roles, &c, err, sizeof(err)) ==
+                  0, "%s", err);
+    CHECK(c.aud != NULL &&
+          strcmp(c.aud, "https://dicom.healthcareapis.azure.com") == 0);
+    CHECK(c.oid != NULL && strcmp(c.oid, "sp-object-1") == 0);
+    CHECK(c.appid != NULL && strcmp(c.appid, "client-1") == 0);
+    CHECK(c.idtyp != NULL && strcmp(c.idtyp, "app") == 0);
+    CHECK(c.roles == NULL && c.scp == NULL);
+    CHECK(c.exp == 1000);
+    oauth_claims_free(&c);
+
+    CHECK(oauth_decode_claims(jwt_wrong_audience, &c, err, sizeof(err)) == 0);
+    CHECK(c.roles != NULL && strcmp(c.roles, "DICOM.Read DICOM.Write") == 0);
+    oauth_claims_free(&c);
+
+    CHECK(oauth_decode_claims("opaque-token", &c, err, sizeof(err)) ==
+          -EINVAL);
+    CHECK(strstr(err, "opaque") != NULL);
+    CHECK(oauth_decode_claims("a.%%%.c", &c, err, sizeof(err)) == -EINVAL);
+    CHECK(oauth_decode_claims("a.bm90IGpzb24.c", &c, err, sizeof(err)) ==
+          -EINVAL);
+}
+
+static void test_diagnosis(void)
+{
+    const char *azure_url =
+        "https://ws-dicom1.dicom.azurehealthcareapis.com/v2";
+    struct oauth_claims c;
+    char buf[2048];
+
+    CHECK(oauth_decode_claims(jwt_app_no_roles, &c, err, sizeof(err)) == 0);
+    oauth_diagnose_forbidden(&c, azure_url, 500, buf, sizeof(buf));
+    CHECK_MSG(strstr(buf, "403") != NULL && strstr(buf, "appid=client-1") &&
+                  strstr(buf, "oid=sp-object-1") &&
+                  strstr(buf, "idtyp=app") && strstr(buf, "roles=[none]") &&
+                  strstr(buf, "DICOM Data Owner") &&
+                  strstr(buf, "retried") != NULL,
+              "%s", buf);
+    CHECK(strstr(buf, "not the DICOM service") == NULL);
+    CHECK(strstr(buf, "expired") == NULL);
+    /* A token past its expiry says to check the clock. */
+    oauth_diagnose_forbidden(&c, azure_url, 1600, buf, sizeof(buf));
+    CHECK(strstr(buf, "expired 600 s ago") != NULL);
+    /* Generic OAuth2 server: no Azure advice. */
+    oauth_diagnose_forbidden(&c, "https://pacs.example.org/dicom-web", 500,
+                             buf, sizeof(buf));
+    CHECK(strstr(buf, "DICOM Data Owner") == NULL &&
+          strstr(buf, "grant this client") != NULL);
+    oauth_claims_free(&c);
+
+    CHECK(oauth_decode_claims(jwt_wrong_audience, &c, err, sizeof(err)) == 0);
+    oauth_diagnose_forbidden(&c, azure_url, 0, buf, sizeof(buf));
+    CHECK_MSG(strstr(buf, "https://management.azure.com") != NULL &&
+                  strstr(buf, "not the DICOM service") != NULL &&
+                  strstr(buf, "https://dicom.healthcareapis.azure.com/"
+                              ".default") != NULL,
+              "%s", buf);
+    oauth_claims_free(&c);
+
+    oauth_diagnose_forbidden(NULL, azure_url, 0, buf, sizeof(buf));
+    CHECK(strstr(buf, "opaque") != NULL);
+    /* Small buffers are cut, never overflowed. */
+    oauth_diagnose_forbidden(NULL, azure_url, 0, buf, 16);
+    CHECK(strlen(buf) == 15);
+}
+
+int main(void)
+{
+    test_token_answers();
+    test_claims();
+    test_diagnosis();
+    return tap_done();
+}

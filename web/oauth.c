@@ -1,0 +1,361 @@
+/*
+ * oauth - see oauth.h.
+ */
+#include "oauth.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <cjson/cJSON.h>
+
+/* The audience of tokens for the Azure Health Data Services DICOM service. */
+#define OAUTH_AZURE_DICOM_AUDIENCE "https://dicom.healthcareapis.azure.com"
+
+static void oauth_err(char *err, size_t err_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void oauth_err(char *err, size_t err_len, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err == NULL || err_len == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
+}
+
+void oauth_token_free(struct oauth_token *token)
+{
+    if (token == NULL)
+        return;
+    if (token->access_token != NULL) {
+        explicit_bzero(token->access_token, strlen(token->access_token));
+        free(token->access_token);
+    }
+    free(token->token_type);
+    token->access_token = NULL;
+    token->token_type = NULL;
+}
+
+/* Errors that no retry will cure: the configuration is wrong. */
+static bool oauth_error_is_permanent(const char *error)
+{
+    static const char *const permanent[] = {
+        "invalid_client", "unauthorized_client", "invalid_grant",
+        "invalid_scope", "invalid_request", "unsupported_grant_type",
+        "invalid_resource", "unauthorized",
+    };
+    for (size_t i = 0; i < sizeof(permanent) / sizeof(permanent[0]); i++)
+        if (strcmp(error, permanent[i]) == 0)
+            return true;
+    return false;
+}
+
+int oauth_parse_token_response(long http_status, const char *body,
+                               size_t body_len, struct oauth_token *ret_token,
+                               char *err, size_t err_len)
+{
+    struct oauth_token token = { NULL, NULL, -1 };
+    const cJSON *item;
+    cJSON *root = NULL;
+    int r;
+
+    if (body_len > OAUTH_MAX_RESPONSE) {
+        oauth_err(err, err_len, "token endpoint answered HTTP %ld with %zu "
+                                "bytes, more than %d", http_status, body_len,
+                  OAUTH_MAX_RESPONSE);
+        return -EAGAIN;
+    }
+    root = cJSON_ParseWithLength(body, body_len);
+    if (http_status != 200) {
+        const char *error = NULL;
+        const char *description = NULL;
+
+        item = cJSON_GetObjectItemCaseSensitive(root, "error");
+        if (cJSON_IsString(item))
+            error = item->valuestring;
+        item = cJSON_GetObjectItemCaseSensitive(root, "error_description");
+        if (cJSON_IsString(item))
+            description = item->valuestring;
+        if (error != NULL) {
+            /* Entra puts several lines in the description: keep the
+             * first, which carries the AADSTS code and its meaning. */
+            int dlen = 0;
+            if (description != NULL)
+                dlen = (int)strcspn(description, "\r\n");
+            oauth_err(err, err_len,
+                      "token endpoint refused: HTTP %ld, error=%s%s%.*s",
+                      http_status, error,
+                      description != NULL ? ": " : "", dlen,
+                      description != NULL ? description : "");
+            r = oauth_error_is_permanent(error) ? -EACCES : -EAGAIN;
+        } else {
+            oauth_err(err, err_len,
+                      "token endpoint answered HTTP %ld without an OAuth "
+                      "error", http_status);
+            r = http_status >= 400 && http_status < 500 && http_status != 408 &&
+                        http_status != 429
+                    ? -EACCES
+                    : -EAGAIN;
+        }
+        goto out;
+    }
+    if (!cJSON_IsObject(root)) {
+        oauth_err(err, err_len, "token endpoint answered 200 with a body "
+                                "that is not a JSON object");
+        r = -EAGAIN;
+        goto out;
+    }
+    item = cJSON_GetObjectItemCaseSensitive(root, "access_token");
+    if (!cJSON_IsString(item) || item->valuestring[0] == '\0') {
+        oauth_err(err, err_len, "token endpoint answer has no access_token");
+        r = -EAGAIN;
+        goto out;
+    }
+    token.access_token = strdup(item->valuestring);
+    item = cJSON_GetObjectItemCaseSensitive(root, "token_type");
+    token.token_type = strdup(cJSON_IsString(item) ? item->valuestring
+                                                   : "Bearer");
+    if (token.access_token == NULL || token.token_type == NULL) {
+        r = -ENOMEM;
+        goto out;
+    }
+    if (strcasecmp(token.token_type, "Bearer") != 0) {
+        oauth_err(err, err_len, "token endpoint issued a '%s' token, not "
+                                "a Bearer token", token.token_type);
+        r = -EACCES;
+        goto out;
+    }
+    item = cJSON_GetObjectItemCaseSensitive(root, "expires_in");
+    if (cJSON_IsNumber(item)) {
+        token.expires_in_s = (int64_t)item->valuedouble;
+    } else if (cJSON_IsString(item)) {
+        /* Entra v1 endpoints send "3599". */
+        char *end;
+        long long v = strtoll(item->valuestring, &end, 10);
+        if (end != item->valuestring && *end == '\0')
+            token.expires_in_s = v;
+    }
+    if (token.expires_in_s < -1)
+        token.expires_in_s = -1;
+    *ret_token = token;
+    token.access_token = NULL;
+    token.token_type = NULL;
+    r = 0;
+out:
+    oauth_token_free(&token);
+    cJSON_Delete(root);
+    return r;
+}
+
+void oauth_claims_free(struct oauth_claims *claims)
+{
+    if (claims == NULL)
+        return;
+    free(claims->aud);
+    free(claims->iss);
+    free(claims->tid);
+    free(claims->oid);
+    free(claims->appid);
+    free(claims->azp);
+    free(claims->idtyp);
+    free(claims->roles);
+    free(claims->scp);
+    memset(claims, 0, sizeof(*claims));
+}
+
+/* Decodes unpadded base64url @in (length @len) into a new NUL-terminated
+ * buffer; NULL on bad input or out of memory. */
+static char *oauth_base64url_decode(const char *in, size_t len)
+{
+    char *out = malloc(len * 3 / 4 + 4);
+    uint32_t acc = 0;
+    int bits = 0;
+    size_t n = 0;
+
+    if (out == NULL)
+        return NULL;
+    for (size_t i = 0; i < len; i++) {
+        char c = in[i];
+        int v;
+        if (c >= 'A' && c <= 'Z')
+            v = c - 'A';
+        else if (c >= 'a' && c <= 'z')
+            v = c - 'a' + 26;
+        else if (c >= '0' && c <= '9')
+            v = c - '0' + 52;
+        else if (c == '-' || c == '+')
+            v = 62;
+        else if (c == '_' || c == '/')
+            v = 63;
+        else if (c == '=')
+            break;
+        else {
+            free(out);
+            return NULL;
+        }
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[n++] = (char)((acc >> bits) & 0xff);
+        }
+    }
+    out[n] = '\0';
+    return out;
+}
+
+/* A string claim, or a list of strings joined with ' '; NULL if absent. */
+static char *oauth_claim_text(const cJSON *root, const char *name)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, name);
+    const cJSON *elem;
+    size_t len = 1;
+    char *out;
+
+    if (cJSON_IsString(item))
+        return strdup(item->valuestring);
+    if (!cJSON_IsArray(item))
+        return NULL;
+    cJSON_ArrayForEach(elem, item)
+        if (cJSON_IsString(elem))
+            len += strlen(elem->valuestring) + 1;
+    out = calloc(1, len);
+    if (out == NULL)
+        return NULL;
+    cJSON_ArrayForEach(elem, item) {
+        if (!cJSON_IsString(elem))
+            continue;
+        if (out[0] != '\0')
+            strcat(out, " ");
+        strcat(out, elem->valuestring);
+    }
+    return out;
+}
+
+int oauth_decode_claims(const char *jwt, struct oauth_claims *ret_claims,
+                        char *err, size_t err_len)
+{
+    struct oauth_claims claims;
+    const char *dot1 = strchr(jwt, '.');
+    const char *dot2 = dot1 != NULL ? strchr(dot1 + 1, '.') : NULL;
+    const cJSON *item;
+    cJSON *root;
+    char *payload;
+
+    memset(&claims, 0, sizeof(claims));
+    if (dot1 == NULL || dot2 == NULL || strlen(jwt) > OAUTH_MAX_RESPONSE) {
+        oauth_err(err, err_len, "the access token is not a JWT (opaque "
+                                "token): its claims cannot be shown");
+        return -EINVAL;
+    }
+    payload = oauth_base64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1));
+    root = payload != NULL ? cJSON_Parse(payload) : NULL;
+    free(payload);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        oauth_err(err, err_len, "the access token's payload is not a JSON "
+                                "object");
+        return -EINVAL;
+    }
+    claims.aud = oauth_claim_text(root, "aud");
+    claims.iss = oauth_claim_text(root, "iss");
+    claims.tid = oauth_claim_text(root, "tid");
+    claims.oid = oauth_claim_text(root, "oid");
+    claims.appid = oauth_claim_text(root, "appid");
+    claims.azp = oauth_claim_text(root, "azp");
+    claims.idtyp = oauth_claim_text(root, "idtyp");
+    claims.roles = oauth_claim_text(root, "roles");
+    claims.scp = oauth_claim_text(root, "scp");
+    item = cJSON_GetObjectItemCaseSensitive(root, "exp");
+    if (cJSON_IsNumber(item))
+        claims.exp = (int64_t)item->valuedouble;
+    item = cJSON_GetObjectItemCaseSensitive(root, "iat");
+    if (cJSON_IsNumber(item))
+        claims.iat = (int64_t)item->valuedouble;
+    cJSON_Delete(root);
+    *ret_claims = claims;
+    return 0;
+}
+
+static const char *oauth_or(const char *s, const char *fallback)
+{
+    return s != NULL && s[0] != '\0' ? s : fallback;
+}
+
+/* Appends to @buf, keeping it NUL-terminated and never overflowing. */
+static void oauth_append(char *buf, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void oauth_append(char *buf, size_t len, const char *fmt, ...)
+{
+    size_t used = strnlen(buf, len);
+    va_list ap;
+
+    if (used + 1 >= len)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(buf + used, len - used, fmt, ap);
+    va_end(ap);
+}
+
+void oauth_diagnose_forbidden(const struct oauth_claims *claims,
+                              const char *url, int64_t now_s, char *buf,
+                              size_t len)
+{
+    bool azure = url != NULL && strstr(url, ".azurehealthcareapis.com") != NULL;
+
+    if (len == 0)
+        return;
+    buf[0] = '\0';
+    oauth_append(buf, len,
+                 "the DICOMweb server refused the token (HTTP 403): the "
+                 "login worked but this identity is not allowed to store");
+    if (claims == NULL) {
+        oauth_append(buf, len, "; the token is opaque, its identity cannot "
+                               "be shown");
+    } else {
+        oauth_append(buf, len,
+                     "; token identity: appid=%s oid=%s idtyp=%s tid=%s "
+                     "aud=%s roles=[%s] scp=[%s]",
+                     oauth_or(claims->appid, oauth_or(claims->azp, "-")),
+                     oauth_or(claims->oid, "-"), oauth_or(claims->idtyp, "-"),
+                     oauth_or(claims->tid, "-"), oauth_or(claims->aud, "-"),
+                     oauth_or(claims->roles, "none"),
+                     oauth_or(claims->scp, "none"));
+        if (claims->exp != 0 && claims->exp <= now_s)
+            oauth_append(buf, len, "; the token expired %lld s ago (check "
+                                   "this machine's clock)",
+                         (long long)(now_s - claims->exp));
+    }
+    if (azure) {
+        if (claims != NULL && claims->aud != NULL &&
+            strncmp(claims->aud, OAUTH_AZURE_DICOM_AUDIENCE,
+                    strlen(OAUTH_AZURE_DICOM_AUDIENCE)) != 0)
+            oauth_append(buf, len,
+                         "; the token is for '%s', not the DICOM service: "
+                         "set auth.scope to " OAUTH_AZURE_DICOM_AUDIENCE
+                         "/.default (or use auth.type \"azure\")",
+                         claims->aud);
+        oauth_append(buf, len,
+                     "; fix: in the Azure portal, open the DICOM service, "
+                     "Access control (IAM), and assign the role \"DICOM Data "
+                     "Owner\" to the app's service principal (object ID "
+                     "%s); role assignments can take several minutes to "
+                     "apply",
+                     claims != NULL ? oauth_or(claims->oid, "see appid")
+                                    : "of the app");
+    } else {
+        oauth_append(buf, len,
+                     "; fix: grant this client permission to store on the "
+                     "server (for a standard OAuth2 server, a role or scope "
+                     "that allows STOW-RS)");
+    }
+    oauth_append(buf, len, "; instances stay queued and are retried");
+}
