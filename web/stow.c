@@ -16,6 +16,11 @@
 #include <string.h>
 
 #include <cjson/cJSON.h>
+#include <curl/curl.h>
+#include <fcntl.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
 
 #define STOW_TAG_FAILED_SOP_SEQUENCE "00081198"
 #define STOW_TAG_REFERENCED_SOP_SEQUENCE "00081199"
@@ -284,5 +289,255 @@ int stow_parse_response(long http_status, const char *body, size_t body_len,
 out:
     cJSON_Delete(root);
     free(results);
+    return r;
+}
+
+/* ------------------------------------------------------------------ */
+/* The request                                                         */
+/* ------------------------------------------------------------------ */
+
+struct stow_client {
+    CURL *curl;
+    char *base_url;
+    char *ca_file;
+    unsigned timeout_s;
+};
+
+struct stow_client *stow_client_new(const struct stow_params *params)
+{
+    struct stow_client *client = calloc(1, sizeof(*client));
+
+    if (client == NULL)
+        return NULL;
+    client->curl = curl_easy_init();
+    client->base_url = strdup(params->base_url);
+    client->ca_file = params->ca_file != NULL ? strdup(params->ca_file) : NULL;
+    client->timeout_s = params->timeout_s;
+    if (client->curl == NULL || client->base_url == NULL ||
+        (params->ca_file != NULL && client->ca_file == NULL)) {
+        stow_client_free(client);
+        return NULL;
+    }
+    /* Trailing slashes would make "//studies". */
+    size_t n = strlen(client->base_url);
+    while (n > 0 && client->base_url[n - 1] == '/')
+        client->base_url[--n] = '\0';
+    return client;
+}
+
+void stow_client_free(struct stow_client *client)
+{
+    if (client == NULL)
+        return;
+    if (client->curl != NULL)
+        curl_easy_cleanup(client->curl);
+    free(client->base_url);
+    free(client->ca_file);
+    free(client);
+}
+
+void stow_reply_free(struct stow_reply *reply)
+{
+    if (reply == NULL)
+        return;
+    free(reply->body);
+    reply->body = NULL;
+    reply->body_len = 0;
+}
+
+struct stow_sink {
+    struct stow_reply *reply;
+    size_t cap;
+    bool overflow;
+};
+
+static size_t stow_on_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct stow_sink *sink = arg;
+    struct stow_reply *reply = sink->reply;
+    size_t n = size * nmemb;
+
+    if (reply->body_len + n > STOW_MAX_RESPONSE) {
+        sink->overflow = true;
+        return n;   /* keep reading, stop storing: the status still counts */
+    }
+    if (reply->body_len + n + 1 > sink->cap) {
+        size_t cap = (reply->body_len + n + 1) * 2;
+        char *grown = realloc(reply->body, cap);
+        if (grown == NULL)
+            return 0;   /* aborts the transfer: CURLE_WRITE_ERROR */
+        reply->body = grown;
+        sink->cap = cap;
+    }
+    memcpy(reply->body + reply->body_len, data, n);
+    reply->body_len += n;
+    reply->body[reply->body_len] = '\0';
+    return n;
+}
+
+static size_t stow_on_header(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct stow_reply *reply = arg;
+    size_t n = size * nmemb;
+    static const char name[] = "retry-after:";
+
+    if (n > sizeof(name) - 1 && strncasecmp(data, name, sizeof(name) - 1) == 0) {
+        char value[128];
+        size_t len = n - (sizeof(name) - 1);
+        if (len >= sizeof(value))
+            len = sizeof(value) - 1;
+        memcpy(value, data + sizeof(name) - 1, len);
+        value[len] = '\0';
+        value[strcspn(value, "\r\n")] = '\0';
+        reply->retry_after_s = stow_parse_retry_after(value, (int64_t)time(NULL));
+    }
+    return n;
+}
+
+int64_t stow_parse_retry_after(const char *value, int64_t now_s)
+{
+    struct tm tm;
+    const char *p = value;
+    char *end;
+
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (*p >= '0' && *p <= '9') {
+        long long v = strtoll(p, &end, 10);
+        while (*end == ' ' || *end == '\t')
+            end++;
+        if (*end != '\0' || v < 0)
+            return -1;
+        return v > 86400 ? 86400 : v;
+    }
+    /* IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT". */
+    memset(&tm, 0, sizeof(tm));
+    end = strptime(p, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    if (end == NULL)
+        return -1;
+    int64_t when = (int64_t)timegm(&tm);
+    if (when <= now_s)
+        return 0;
+    return when - now_s > 86400 ? 86400 : when - now_s;
+}
+
+int stow_post(struct stow_client *client, const char *study_uid,
+              const char *const *paths, size_t count,
+              const char *bearer_token, struct stow_reply *ret_reply)
+{
+    struct stow_sink sink = { ret_reply, 0, false };
+    struct curl_slist *headers = NULL;
+    curl_mime *mime = NULL;
+    char *url = NULL;
+    char *auth = NULL;
+    CURLcode rc;
+    int r = 0;
+
+    memset(ret_reply, 0, sizeof(*ret_reply));
+    ret_reply->retry_after_s = -1;
+
+    /* Every file must be readable before anything is sent. */
+    for (size_t i = 0; i < count; i++) {
+        int fd = open(paths[i], O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            r = -errno;
+            snprintf(ret_reply->error, sizeof(ret_reply->error),
+                     "open() '%s' failed: %s", paths[i], strerror(errno));
+            return r;
+        }
+        (void)close(fd);
+    }
+
+    if (asprintf(&url, "%s/studies/%s", client->base_url, study_uid) < 0) {
+        url = NULL;
+        r = -ENOMEM;
+        goto out;
+    }
+    mime = curl_mime_init(client->curl);
+    if (mime == NULL) {
+        r = -ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < count; i++) {
+        curl_mimepart *part = curl_mime_addpart(mime);
+        /* filedata streams the file at send time; it also sets a file
+         * name, which would add a Content-Disposition: drop it. The type
+         * must be exactly application/dicom (Azure answers 415 to any
+         * parameter). */
+        if (part == NULL || curl_mime_filedata(part, paths[i]) != CURLE_OK ||
+            curl_mime_filename(part, NULL) != CURLE_OK ||
+            curl_mime_type(part, "application/dicom") != CURLE_OK) {
+            r = -ENOMEM;
+            goto out;
+        }
+    }
+    /* libcurl keeps this type and appends "; boundary=..." (random). */
+    headers = curl_slist_append(headers, "Content-Type: multipart/related; "
+                                         "type=\"application/dicom\"");
+    headers = curl_slist_append(headers, "Accept: application/dicom+json");
+    /* Some servers never answer 100-continue: each request would stall. */
+    headers = curl_slist_append(headers, "Expect:");
+    if (bearer_token != NULL) {
+        if (asprintf(&auth, "Authorization: Bearer %s", bearer_token) < 0) {
+            auth = NULL;
+            r = -ENOMEM;
+            goto out;
+        }
+        headers = curl_slist_append(headers, auth);
+    }
+    if (headers == NULL) {
+        r = -ENOMEM;
+        goto out;
+    }
+
+    CURL *c = client->curl;
+    curl_easy_reset(c);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_MIMEPOST, mime);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, stow_on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, stow_on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, ret_reply);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, (long)client->timeout_s);
+    /* No whole-transfer timeout (a 2 GB study takes long): a stall of
+     * timeout_s below 1 byte/s aborts instead. */
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (long)client->timeout_s);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+    if (client->ca_file != NULL)
+        curl_easy_setopt(c, CURLOPT_CAINFO, client->ca_file);
+
+    rc = curl_easy_perform(c);
+    if (rc != CURLE_OK) {
+        snprintf(ret_reply->error, sizeof(ret_reply->error), "%s",
+                 curl_easy_strerror(rc));
+        ret_reply->http_status = 0;
+        r = rc == CURLE_OUT_OF_MEMORY ? -ENOMEM
+            : rc == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT
+            : rc == CURLE_COULDNT_CONNECT ? -ECONNREFUSED
+            : rc == CURLE_READ_ERROR ? -EIO
+            : -ECONNABORTED;
+        goto out;
+    }
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &ret_reply->http_status);
+    if (sink.overflow)
+        snprintf(ret_reply->error, sizeof(ret_reply->error),
+                 "response body over %d bytes, cut", STOW_MAX_RESPONSE);
+    if (ret_reply->body == NULL) {
+        ret_reply->body = strdup("");
+        if (ret_reply->body == NULL)
+            r = -ENOMEM;
+    }
+out:
+    if (auth != NULL) {
+        explicit_bzero(auth, strlen(auth));
+        free(auth);
+    }
+    curl_slist_free_all(headers);
+    curl_mime_free(mime);
+    free(url);
     return r;
 }

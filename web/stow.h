@@ -1,14 +1,23 @@
 /*
- * stow - STOW-RS response handling (PS3.18 10.5, DESIGN.md section 6): what
+ * stow - STOW-RS (PS3.18 10.5, DESIGN.md section 6): the request and what
  * the server's answer means for each instance of a batch.
  *
- * This part is pure: it turns an HTTP status and a DICOM JSON body (the
- * Store Instances Response Module, PS3.18 Annex I) into one outcome per
- * instance sent, following the outcome table of DESIGN.md section 6. The
- * request side (multipart framing, libcurl) arrives with the uploader.
+ * Request: stow_post() sends one batch of Part 10 files as one
+ * multipart/related; type="application/dicom" body to
+ * {base}/studies/{StudyInstanceUID}, streamed from the files (libcurl
+ * MIME API: never loaded into memory), each part exactly
+ * "Content-Type: application/dicom", a random boundary, Accept:
+ * application/dicom+json, no Expect: 100-continue.
  *
- * Thread safety: every function is reentrant. No allocation survives a
- * call; the JSON tree dies in the function that parsed it.
+ * Answer: stow_parse_response() turns an HTTP status and a DICOM JSON body
+ * (the Store Instances Response Module, PS3.18 Annex I) into one outcome
+ * per instance sent, following the outcome table of DESIGN.md section 6.
+ *
+ * Thread safety: a struct stow_client is used by one thread at a time
+ * (one per upload worker: its connection is reused between batches);
+ * curl_global_init() must have run before the first stow_client_new().
+ * The other functions are reentrant; JSON trees die in the function that
+ * parsed them.
  * Errors: 0 or a negative errno; -EBADMSG for a body that is not the JSON
  * a STOW-RS server must send, with the reason in @err.
  */
@@ -80,6 +89,54 @@ int stow_parse_response(long http_status, const char *body, size_t body_len,
                         const char *const *sop_uids, size_t count,
                         struct stow_instance_result *ret_results, char *err,
                         size_t err_len);
+
+struct stow_client;
+
+/* What a client needs; strings are copied. */
+struct stow_params {
+    const char *base_url;     /* DICOMweb root, e.g. https://.../v2 */
+    const char *ca_file;      /* NULL: the system's CA store */
+    unsigned timeout_s;       /* connect timeout, and the longest stall */
+};
+
+/* One answer. The body is kept up to STOW_MAX_RESPONSE bytes. */
+#define STOW_MAX_RESPONSE (16 * 1024 * 1024)
+
+struct stow_reply {
+    long http_status;         /* 0 when no HTTP answer arrived */
+    char *body;               /* NUL-terminated; owned */
+    size_t body_len;
+    int64_t retry_after_s;    /* from Retry-After; -1 when absent */
+    char error[256];          /* transport error when http_status is 0 */
+};
+
+/* Creates a client (one libcurl easy handle). NULL on out-of-memory. */
+struct stow_client *stow_client_new(const struct stow_params *params);
+
+/* Accepts NULL. */
+void stow_client_free(struct stow_client *client);
+
+/*
+ * POSTs the @count files at @paths as one STOW-RS request for study
+ * @study_uid, with "Authorization: Bearer @bearer_token" unless it is NULL.
+ * Returns 0 when the exchange completed (whatever the HTTP status: see
+ * @ret_reply), or a negative errno for a transport failure (connection
+ * refused, reset, TLS, DNS, timeout) with the reason in ret_reply->error.
+ * A file that cannot be opened gives -ENOENT/-EACCES before anything is
+ * sent. @ret_reply must be released with stow_reply_free() in every case.
+ */
+int stow_post(struct stow_client *client, const char *study_uid,
+              const char *const *paths, size_t count,
+              const char *bearer_token, struct stow_reply *ret_reply);
+
+void stow_reply_free(struct stow_reply *reply);
+
+/*
+ * Parses a Retry-After value (RFC 9110 10.2.3): delay-seconds or an
+ * HTTP-date, relative to @now_s. Returns seconds (0 for a date in the
+ * past), or -1 if unparsable.
+ */
+int64_t stow_parse_retry_after(const char *value, int64_t now_s);
 
 #ifdef __cplusplus
 }
