@@ -43,7 +43,7 @@ static void *serve_once(void *arg)
     if (fd < 0 || cap->request == NULL)
         return NULL;
     for (;;) {
-        if (cap->request_len + 4096 > cap_bytes) {
+        if (cap->request_len + 4096 + 1 > cap_bytes) {
             cap_bytes *= 2;
             cap->request = realloc(cap->request, cap_bytes);
         }
