@@ -68,7 +68,7 @@ wait_echo "$ref_port" STORESCP
 
 sb_times=()
 ref_times=()
-for round in 1 2 3; do
+for round in 1 2 3 4 5; do
     find "$work/spool/incoming" -type f -delete
     sync
     t0=$(now)
