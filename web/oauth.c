@@ -12,6 +12,8 @@
 #include <strings.h>
 
 #include <cjson/cJSON.h>
+#include <curl/curl.h>
+#include <pthread.h>
 
 /* The audience of tokens for the Azure Health Data Services DICOM service. */
 #define OAUTH_AZURE_DICOM_AUDIENCE "https://dicom.healthcareapis.azure.com"
@@ -358,4 +360,338 @@ void oauth_diagnose_forbidden(const struct oauth_claims *claims,
                      "that allows STOW-RS)");
     }
     oauth_append(buf, len, "; instances stay queued and are retried");
+}
+
+/* ------------------------------------------------------------------ */
+/* The token source                                                    */
+/* ------------------------------------------------------------------ */
+
+struct oauth_source {
+    enum oauth_kind kind;
+    char *token_url;
+    char *client_id;
+    char *client_secret;
+    char *scope;
+    char *resource;
+    enum oauth_client_auth client_auth;
+    char *static_token;
+    char *ca_file;
+    unsigned timeout_s;
+
+    pthread_mutex_t lock;
+    pthread_cond_t fetched;
+    bool fetching;
+    char *token;                 /* current token, or NULL */
+    uint64_t generation;
+    uint64_t expires_at_ms;
+    uint64_t refresh_at_ms;
+    uint64_t failed_at_ms;       /* 0: the last fetch did not fail */
+    int failure;                 /* its error code */
+    char failure_text[256];
+    unsigned fetches;
+};
+
+static void oauth_free_secret(char *s)
+{
+    if (s == NULL)
+        return;
+    explicit_bzero(s, strlen(s));
+    free(s);
+}
+
+static bool oauth_dup(char **dst, const char *src)
+{
+    if (src == NULL) {
+        *dst = NULL;
+        return true;
+    }
+    *dst = strdup(src);
+    return *dst != NULL;
+}
+
+struct oauth_source *oauth_source_new(const struct oauth_params *params)
+{
+    struct oauth_source *source = calloc(1, sizeof(*source));
+
+    if (source == NULL)
+        return NULL;
+    pthread_mutex_init(&source->lock, NULL);
+    pthread_cond_init(&source->fetched, NULL);
+    source->kind = params->kind;
+    source->client_auth = params->client_auth;
+    source->timeout_s = params->timeout_s > 0 ? params->timeout_s : 30;
+    if (!oauth_dup(&source->token_url, params->token_url) ||
+        !oauth_dup(&source->client_id, params->client_id) ||
+        !oauth_dup(&source->client_secret, params->client_secret) ||
+        !oauth_dup(&source->scope, params->scope) ||
+        !oauth_dup(&source->resource, params->resource) ||
+        !oauth_dup(&source->static_token, params->static_token) ||
+        !oauth_dup(&source->ca_file, params->ca_file)) {
+        oauth_source_free(source);
+        return NULL;
+    }
+    return source;
+}
+
+void oauth_source_free(struct oauth_source *source)
+{
+    if (source == NULL)
+        return;
+    free(source->token_url);
+    free(source->client_id);
+    oauth_free_secret(source->client_secret);
+    free(source->scope);
+    free(source->resource);
+    oauth_free_secret(source->static_token);
+    free(source->ca_file);
+    oauth_free_secret(source->token);
+    pthread_cond_destroy(&source->fetched);
+    pthread_mutex_destroy(&source->lock);
+    free(source);
+}
+
+struct oauth_buffer {
+    char *data;
+    size_t len;
+    bool overflow;
+};
+
+static size_t oauth_on_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct oauth_buffer *buf = arg;
+    size_t n = size * nmemb;
+
+    if (buf->len + n > OAUTH_MAX_RESPONSE) {
+        buf->overflow = true;
+        return n;
+    }
+    char *grown = realloc(buf->data, buf->len + n + 1);
+    if (grown == NULL)
+        return 0;
+    buf->data = grown;
+    memcpy(buf->data + buf->len, data, n);
+    buf->len += n;
+    buf->data[buf->len] = '\0';
+    return n;
+}
+
+/* Appends "&name=value" (URL-encoded) to the form in @form. */
+static bool oauth_form_add(CURL *curl, char **form, const char *name,
+                           const char *value)
+{
+    char *encoded;
+    char *grown;
+    size_t old;
+
+    if (value == NULL)
+        return true;
+    encoded = curl_easy_escape(curl, value, 0);
+    if (encoded == NULL)
+        return false;
+    old = *form != NULL ? strlen(*form) : 0;
+    grown = realloc(*form, old + strlen(name) + strlen(encoded) + 3);
+    if (grown == NULL) {
+        explicit_bzero(encoded, strlen(encoded));
+        curl_free(encoded);
+        return false;
+    }
+    sprintf(grown + old, "%s%s=%s", old > 0 ? "&" : "", name, encoded);
+    *form = grown;
+    explicit_bzero(encoded, strlen(encoded));
+    curl_free(encoded);
+    return true;
+}
+
+/* One token request (no lock held). Fills @ret_token or @err. */
+static int oauth_fetch(struct oauth_source *source,
+                       struct oauth_token *ret_token, char *err,
+                       size_t err_len)
+{
+    struct oauth_buffer body = { NULL, 0, false };
+    CURL *curl = curl_easy_init();
+    char *form = NULL;
+    char *user = NULL;
+    char *password = NULL;
+    long status = 0;
+    CURLcode rc;
+    int r;
+
+    if (curl == NULL)
+        return -ENOMEM;
+    bool ok = oauth_form_add(curl, &form, "grant_type", "client_credentials");
+    if (source->client_auth == OAUTH_AUTH_BODY) {
+        ok = ok && oauth_form_add(curl, &form, "client_id", source->client_id);
+        ok = ok && oauth_form_add(curl, &form, "client_secret",
+                                  source->client_secret);
+    } else {
+        /* RFC 6749 2.3.1: both URL-encoded before Basic encoding. */
+        user = curl_easy_escape(curl, source->client_id, 0);
+        password = curl_easy_escape(curl, source->client_secret, 0);
+        ok = ok && user != NULL && password != NULL;
+    }
+    ok = ok && oauth_form_add(curl, &form, "scope", source->scope);
+    ok = ok && oauth_form_add(curl, &form, "resource", source->resource);
+    if (!ok) {
+        r = -ENOMEM;
+        goto out;
+    }
+
+    curl_easy_setopt(curl, CURLOPT_URL, source->token_url);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, form);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, oauth_on_body);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, (long)source->timeout_s);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT, (long)source->timeout_s);
+    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (source->ca_file != NULL)
+        curl_easy_setopt(curl, CURLOPT_CAINFO, source->ca_file);
+    if (user != NULL) {
+        curl_easy_setopt(curl, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+        curl_easy_setopt(curl, CURLOPT_USERNAME, user);
+        curl_easy_setopt(curl, CURLOPT_PASSWORD, password);
+    }
+
+    rc = curl_easy_perform(curl);
+    if (rc != CURLE_OK) {
+        oauth_err(err, err_len, "token endpoint unreachable: %s",
+                  curl_easy_strerror(rc));
+        r = -EAGAIN;
+        goto out;
+    }
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+    if (body.overflow) {
+        oauth_err(err, err_len, "token endpoint answer over %d bytes",
+                  OAUTH_MAX_RESPONSE);
+        r = -EAGAIN;
+        goto out;
+    }
+    r = oauth_parse_token_response(status, body.data != NULL ? body.data : "",
+                                   body.len, ret_token, err, err_len);
+out:
+    if (form != NULL) {
+        explicit_bzero(form, strlen(form));
+        free(form);
+    }
+    if (password != NULL) {
+        explicit_bzero(password, strlen(password));
+        curl_free(password);
+    }
+    curl_free(user);
+    if (body.data != NULL) {
+        explicit_bzero(body.data, body.len);
+        free(body.data);
+    }
+    curl_easy_cleanup(curl);
+    return r;
+}
+
+int oauth_source_token(struct oauth_source *source, uint64_t now_ms,
+                       char **ret_token, uint64_t *ret_generation, char *err,
+                       size_t err_len)
+{
+    struct oauth_token fetched;
+    int r;
+
+    if (source->kind == OAUTH_NONE) {
+        *ret_token = NULL;
+        *ret_generation = 0;
+        return 0;
+    }
+    if (source->kind == OAUTH_STATIC) {
+        *ret_token = strdup(source->static_token);
+        *ret_generation = 0;
+        return *ret_token != NULL ? 0 : -ENOMEM;
+    }
+
+    pthread_mutex_lock(&source->lock);
+    for (;;) {
+        bool have = source->token != NULL && now_ms < source->expires_at_ms;
+        bool due = !have || now_ms >= source->refresh_at_ms;
+        bool held = source->failed_at_ms != 0 &&
+                    now_ms < source->failed_at_ms + OAUTH_FAILURE_HOLD_MS;
+
+        /* Fresh; or due, but a refresh is under way or just failed, and
+         * this one still works. */
+        if (have && (!due || source->fetching || held)) {
+            *ret_token = strdup(source->token);
+            *ret_generation = source->generation;
+            pthread_mutex_unlock(&source->lock);
+            return *ret_token != NULL ? 0 : -ENOMEM;
+        }
+        if (source->fetching) {
+            pthread_cond_wait(&source->fetched, &source->lock);
+            continue;
+        }
+        if (held) {
+            r = source->failure;
+            oauth_err(err, err_len, "%s", source->failure_text);
+            pthread_mutex_unlock(&source->lock);
+            return r;
+        }
+        break;
+    }
+    source->fetching = true;
+    source->fetches++;
+    pthread_mutex_unlock(&source->lock);
+
+    char why[256] = "";
+    r = oauth_fetch(source, &fetched, why, sizeof(why));
+
+    pthread_mutex_lock(&source->lock);
+    source->fetching = false;
+    if (r == 0) {
+        int64_t lifetime_s = fetched.expires_in_s > 0 ? fetched.expires_in_s
+                                                      : 300;
+        uint64_t lifetime_ms = (uint64_t)lifetime_s * 1000u;
+        uint64_t margin_ms = lifetime_ms / 10;
+        if (margin_ms > 300000)
+            margin_ms = 300000;
+        oauth_free_secret(source->token);
+        source->token = fetched.access_token;
+        fetched.access_token = NULL;
+        source->generation++;
+        source->expires_at_ms = now_ms + lifetime_ms;
+        source->refresh_at_ms = now_ms + lifetime_ms - margin_ms;
+        source->failed_at_ms = 0;
+        oauth_token_free(&fetched);
+    } else {
+        source->failed_at_ms = now_ms > 0 ? now_ms : 1;
+        source->failure = r;
+        oauth_err(source->failure_text, sizeof(source->failure_text), "%s",
+                  why);
+        oauth_err(err, err_len, "%s", why);
+    }
+    pthread_cond_broadcast(&source->fetched);
+
+    if (source->token != NULL && now_ms < source->expires_at_ms) {
+        /* New, or the old one still valid after a failed refresh. */
+        *ret_token = strdup(source->token);
+        *ret_generation = source->generation;
+        r = *ret_token != NULL ? 0 : -ENOMEM;
+    }
+    pthread_mutex_unlock(&source->lock);
+    return r;
+}
+
+void oauth_source_invalidate(struct oauth_source *source, uint64_t generation)
+{
+    if (source->kind != OAUTH_CLIENT_CREDENTIALS)
+        return;
+    pthread_mutex_lock(&source->lock);
+    if (source->token != NULL && source->generation == generation) {
+        oauth_free_secret(source->token);
+        source->token = NULL;
+    }
+    pthread_mutex_unlock(&source->lock);
+}
+
+unsigned oauth_source_fetches(struct oauth_source *source)
+{
+    unsigned n;
+
+    pthread_mutex_lock(&source->lock);
+    n = source->fetches;
+    pthread_mutex_unlock(&source->lock);
+    return n;
 }

@@ -2,19 +2,26 @@
  * oauth - OAuth2 token responses and access-token claims (RFC 6749 5.1 and
  * 5.2, RFC 7519), DESIGN.md section 7.
  *
- * This part is pure: it parses what a token endpoint answers, decodes the
+ * A token source (struct oauth_source) hands out Bearer tokens to every
+ * upload worker: one cached token, refreshed ahead of expiry (5 minutes
+ * or 10% of its lifetime, whichever is less), with one fetch in flight
+ * while the other callers wait for it; a token a server refused (401) is
+ * invalidated only if it is still the current one. A failed fetch is
+ * remembered for OAUTH_FAILURE_HOLD_MS so that waiting callers do not
+ * stampede a token endpoint that is down.
+ *
+ * The rest is pure: parsing what a token endpoint answers, decoding the
  * claims of a JWT access token (without verifying its signature: only the
- * resource server can, and we only need to explain its answers), and
- * builds the plain-language diagnosis logged when a DICOMweb server
- * answers 403. The token cache and the HTTP fetch arrive with the
- * uploader.
+ * resource server can, and we only need to explain its answers), and the
+ * plain-language diagnosis logged when a DICOMweb server answers 403.
  *
  * Never log or print an access token or a client secret; the claims are
  * identities and permissions, safe to show.
  *
  * Ownership: structs filled here own their strings; release them with the
  * matching _free function, which accepts zeroed or half-filled structs.
- * Thread safety: reentrant. Errors: 0 or a negative errno with a reason
+ * Thread safety: an oauth_source may be used from any number of threads;
+ * curl_global_init() must have run first. The rest is reentrant. Errors: 0 or a negative errno with a reason
  * in @err; -EBADMSG for answers that are not what the RFCs say.
  */
 #ifndef STOWBRIDGE_OAUTH_H
@@ -29,6 +36,61 @@ extern "C" {
 
 /* The largest token endpoint answer or token we accept. */
 #define OAUTH_MAX_RESPONSE (64 * 1024)
+/* How long a failed fetch answers for the source before the next try. */
+#define OAUTH_FAILURE_HOLD_MS 2000
+
+enum oauth_kind {
+    OAUTH_NONE = 0,           /* no Authorization header */
+    OAUTH_STATIC,             /* a fixed Bearer token (testing) */
+    OAUTH_CLIENT_CREDENTIALS, /* RFC 6749 4.4 with a client secret */
+};
+
+enum oauth_client_auth {
+    OAUTH_AUTH_BODY = 0,      /* client_id and client_secret in the form */
+    OAUTH_AUTH_BASIC,         /* HTTP Basic, ID and secret URL-encoded */
+};
+
+/* What a token source needs; strings are copied (secrets wiped on free). */
+struct oauth_params {
+    enum oauth_kind kind;
+    const char *token_url;
+    const char *client_id;
+    const char *client_secret;    /* secret */
+    const char *scope;            /* NULL: none sent */
+    const char *resource;         /* NULL: none sent (v1-style servers) */
+    enum oauth_client_auth client_auth;
+    const char *static_token;     /* secret; OAUTH_STATIC only */
+    const char *ca_file;          /* NULL: the system's CA store */
+    unsigned timeout_s;
+};
+
+struct oauth_source;
+
+/* NULL on out-of-memory. */
+struct oauth_source *oauth_source_new(const struct oauth_params *params);
+
+/* Wipes the secrets and frees. Accepts NULL. */
+void oauth_source_free(struct oauth_source *source);
+
+/*
+ * Hands out the token to use at monotonic time @now_ms: a new string in
+ * @ret_token (NULL for OAUTH_NONE; the caller wipes and frees it) and the
+ * token's generation in @ret_generation (for oauth_source_invalidate()).
+ * Fetches when there is no token or it is due for refresh; if a refresh
+ * fails while the old token is still valid, the old one is handed out.
+ * -EACCES: the endpoint refused the client (configuration); -EAGAIN: the
+ * endpoint is down or answered nonsense (retry later); reason in @err.
+ */
+int oauth_source_token(struct oauth_source *source, uint64_t now_ms,
+                       char **ret_token, uint64_t *ret_generation, char *err,
+                       size_t err_len);
+
+/* After a 401: forgets the token of @generation if it is still current. */
+void oauth_source_invalidate(struct oauth_source *source,
+                             uint64_t generation);
+
+/* Number of token requests sent so far (for logs and tests). */
+unsigned oauth_source_fetches(struct oauth_source *source);
 
 struct oauth_token {
     char *access_token;     /* secret: never log */
