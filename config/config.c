@@ -1,10 +1,28 @@
 /*
  * config - see config.h.
  *
- * One table row per key (cfg_keys[]) drives parsing, defaults, the dump
- * and the sample file. Comments are blanked out (newlines kept) before
- * cJSON parses the text, so cJSON's error position maps to the right line
- * and column of the original file.
+ * One row of cfg_keys[] per key ("dicom.port": type, offset into struct
+ * cfg, default, range, check, secret flag, doc) drives everything: the
+ * parser looks keys up in it, cfg_defaults() fills from it, cfg_dump() and
+ * cfg_write_sample() walk it. Sections are the path prefixes in table
+ * order, so a key in a new section ("upload.workers") is one new row and
+ * one new struct member.
+ *
+ * Comments are blanked out (replaced with spaces, newlines kept) before
+ * cJSON parses the text, so the position cJSON reports for a syntax error
+ * is the line and column of the original file. Columns count characters
+ * (UTF-8 sequences count once), from 1.
+ *
+ * cJSON keeps duplicate members; every object is checked for them, and
+ * unknown names are refused before the duplicate check, so that check only
+ * ever scans known, distinct names.
+ *
+ * cfg_dump() writes each caller network in its effective form "a.b.c.d/len"
+ * with the host bits cleared: "192.0.2.7" comes back as "192.0.2.7/32" and
+ * "10.1.2.3/24" as "10.1.2.0/24". Secret strings are written as "********"
+ * when set and as "" when empty.
+ *
+ * Nothing here logs: every failure is a return code and a message in @err.
  */
 #include "config.h"
 
@@ -20,84 +38,161 @@
 
 #include "log.h"
 
+/* Largest file cfg_load() reads. */
 #define CFG_FILE_MAX (1024 * 1024)
+/* First read buffer of cfg_load() when the size is not known. */
+#define CFG_READ_CHUNK 4096
+/* At most this many bytes of the text are quoted in a message. */
+#define CFG_QUOTE_MAX 20
+/* At most this many bytes of an unknown key's name. */
+#define CFG_NAME_MAX 40
+/* Suggest a known key at most this many edits away from an unknown one. */
+#define CFG_SUGGEST_DISTANCE 2
+/* Width of the text of a // comment in the sample file. */
+#define CFG_COMMENT_WIDTH 68
+/* What a secret looks like in the dump. */
+#define CFG_SECRET_MASK "\"********\""
+
+#define CFG_LEVEL_NAMES "\"err\", \"warning\", \"notice\", \"info\", \"debug\""
+#define CFG_NET_EXAMPLE "such as \"192.0.2.7\" or \"10.0.0.0/8\""
+#define CFG_IPV4_ONLY                                                          \
+    "DCMTK 3.6.7 listens on IPv4 only, so only IPv4 addresses and CIDR "       \
+    "networks are accepted"
 
 enum cfg_type {
-    CFG_STRING,     /* char * */
-    CFG_UINT,       /* unsigned */
-    CFG_LEVEL,      /* int, enum log_level */
-    CFG_CALLERS,    /* struct cfg_caller *, with a count after it */
+    CFG_STRING,  /* char *, never NULL once loaded */
+    CFG_UINT,    /* unsigned, min..max */
+    CFG_LEVEL,   /* int holding an enum log_level */
+    CFG_CALLERS, /* struct cfg_caller *, count at count_offset */
 };
 
+/* Extra validation of a CFG_STRING value. */
 enum cfg_check {
     CFG_CHECK_NONE,
-    CFG_CHECK_AE_TITLE,
-    CFG_CHECK_ABS_PATH,
+    CFG_CHECK_AE_TITLE, /* util_ae_title_valid(), stored trimmed */
+    CFG_CHECK_ABS_PATH, /* non-empty, starts with '/' */
 };
 
 struct cfg_key {
-    const char *section;
-    const char *name;
-    enum cfg_type type;
-    size_t offset;
-    const char *def_string;
-    unsigned def_uint;
-    unsigned min;
-    unsigned max;
-    enum cfg_check check;
-    bool secret;
-    const char *doc;
+    const char *path;       /* "section.name" */
+    enum cfg_type type;     /* how the value is read, stored and written */
+    size_t offset;          /* of the value in struct cfg */
+    size_t count_offset;    /* CFG_CALLERS: of its size_t count */
+    const char *def_string; /* CFG_STRING and CFG_LEVEL */
+    unsigned def_uint;      /* CFG_UINT */
+    unsigned min;           /* CFG_UINT */
+    unsigned max;           /* CFG_UINT */
+    enum cfg_check check;   /* CFG_STRING */
+    bool secret;            /* masked by cfg_dump() */
+    const char *doc;        /* what it means, for the sample file */
+    const char *example;    /* sample file: a commented-out value */
 };
 
 #define CFG_OFF(field) offsetof(struct cfg, field)
 
 static const struct cfg_key cfg_keys[] = {
-    { "dicom", "ae_title", CFG_STRING, CFG_OFF(dicom.ae_title), "STOWBRIDGE",
-      0, 0, 0, CFG_CHECK_AE_TITLE, false,
-      "Our AE title (1-16 characters, no backslash). Associations that call "
-      "another title are rejected." },
-    { "dicom", "port", CFG_UINT, CFG_OFF(dicom.port), NULL, 11112, 1, 65535,
-      CFG_CHECK_NONE, false,
-      "TCP port of the DIMSE service. DCMTK 3.6.7 listens on IPv4 only, on "
-      "every interface." },
-    { "dicom", "max_associations", CFG_UINT, CFG_OFF(dicom.max_associations),
-      NULL, 16, 1, 1024, CFG_CHECK_NONE, false,
-      "Associations served at once; one more is rejected as transient "
-      "(local limit exceeded)." },
-    { "dicom", "max_pdu", CFG_UINT, CFG_OFF(dicom.max_pdu), NULL, 116794,
-      4096, 131072, CFG_CHECK_NONE, false,
-      "Maximum PDU length we receive." },
-    { "dicom", "timeout_s", CFG_UINT, CFG_OFF(dicom.timeout_s), NULL, 30, 1,
-      3600, CFG_CHECK_NONE, false,
-      "ACSE, DIMSE and socket timeout, and the idle limit of an "
-      "association, in seconds." },
-    { "dicom", "allowed_callers", CFG_CALLERS,
-      CFG_OFF(dicom.allowed_callers), NULL, 0, 0, 0, CFG_CHECK_NONE, false,
-      "Who may associate: a list of {\"ae_title\": \"CT1\", \"hosts\": "
-      "[\"10.0.0.0/8\", \"192.0.2.7\"]}. A caller is accepted when one entry "
-      "matches its calling AE title (if the entry names one) and its IPv4 "
-      "address (if the entry lists hosts). Empty: anyone." },
-    { "spool", "dir", CFG_STRING, CFG_OFF(spool.dir), "/var/spool/stowbridge",
-      0, 0, 0, CFG_CHECK_ABS_PATH, false,
-      "The spool directory (absolute path; created 0700 if missing)." },
-    { "spool", "min_free_mb", CFG_UINT, CFG_OFF(spool.min_free_mb), NULL, 512,
-      0, 1048576, CFG_CHECK_NONE, false,
-      "Below this much free space (MiB) on the spool's file system, every "
-      "C-STORE is refused with A700 (out of resources)." },
-    { "log", "level", CFG_LEVEL, CFG_OFF(log.level), "info", 0, 0, 0,
-      CFG_CHECK_NONE, false,
-      "Most verbose level logged: err, warning, notice, info or debug." },
+    {
+        .path = "dicom.ae_title",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(dicom.ae_title),
+        .def_string = "STOWBRIDGE",
+        .check = CFG_CHECK_AE_TITLE,
+        .doc = "Our AE title. Associations that call another title are "
+               "rejected.",
+    },
+    {
+        .path = "dicom.port",
+        .type = CFG_UINT,
+        .offset = CFG_OFF(dicom.port),
+        .def_uint = 11112,
+        .min = 1,
+        .max = 65535,
+        .doc = "TCP port of the DIMSE service. DCMTK 3.6.7 listens on IPv4 "
+               "only, on every interface.",
+    },
+    {
+        .path = "dicom.max_associations",
+        .type = CFG_UINT,
+        .offset = CFG_OFF(dicom.max_associations),
+        .def_uint = 16,
+        .min = 1,
+        .max = 1024,
+        .doc = "Associations served at once; one more is rejected as "
+               "transient (local limit exceeded).",
+    },
+    {
+        .path = "dicom.max_pdu",
+        .type = CFG_UINT,
+        .offset = CFG_OFF(dicom.max_pdu),
+        .def_uint = 116794,
+        .min = 4096,
+        .max = 131072,
+        .doc = "Maximum PDU length we receive, in bytes.",
+    },
+    {
+        .path = "dicom.timeout_s",
+        .type = CFG_UINT,
+        .offset = CFG_OFF(dicom.timeout_s),
+        .def_uint = 30,
+        .min = 1,
+        .max = 3600,
+        .doc = "ACSE, DIMSE and socket timeout, and the idle limit of an "
+               "association, in seconds.",
+    },
+    {
+        .path = "dicom.allowed_callers",
+        .type = CFG_CALLERS,
+        .offset = CFG_OFF(dicom.allowed_callers),
+        .count_offset = CFG_OFF(dicom.allowed_caller_count),
+        .doc = "Who may associate. Each entry has an \"ae_title\", a list "
+               "of \"hosts\" (IPv4 addresses or CIDR networks), or both. A "
+               "caller is accepted when one entry matches its calling AE "
+               "title (if the entry names one) and its IPv4 address (if the "
+               "entry lists hosts). Host names and IPv6 are not accepted: "
+               "DCMTK 3.6.7 listens on IPv4 only. An empty list accepts "
+               "any caller.",
+        .example = "[\n"
+                   "    {\"ae_title\": \"CT1\", \"hosts\": [\"10.1.2.0/24\", "
+                   "\"192.0.2.7\"]},\n"
+                   "    {\"ae_title\": \"PACS\"},\n"
+                   "    {\"hosts\": [\"127.0.0.1\"]}\n"
+                   "]",
+    },
+    {
+        .path = "spool.dir",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(spool.dir),
+        .def_string = "/var/spool/stowbridge",
+        .check = CFG_CHECK_ABS_PATH,
+        .doc = "The spool directory (created 0700 if missing).",
+    },
+    {
+        .path = "spool.min_free_mb",
+        .type = CFG_UINT,
+        .offset = CFG_OFF(spool.min_free_mb),
+        .def_uint = 512,
+        .min = 0,
+        .max = 1048576,
+        .doc = "Below this much free space (MiB) on the spool's file "
+               "system, every C-STORE is refused with A700 (out of "
+               "resources).",
+    },
+    {
+        .path = "log.level",
+        .type = CFG_LEVEL,
+        .offset = CFG_OFF(log.level),
+        .def_string = "info",
+        .doc = "Most verbose level logged (\"error\" is accepted for "
+               "\"err\").",
+    },
 };
 
 #define CFG_KEY_COUNT (sizeof(cfg_keys) / sizeof(cfg_keys[0]))
 
-static const char *const cfg_sections[] = { "dicom", "spool", "log" };
-
-#define CFG_SECTION_COUNT (sizeof(cfg_sections) / sizeof(cfg_sections[0]))
-
 static void cfg_err(char *err, size_t err_len, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Formats a message into @err, if the caller asked for one. */
 static void cfg_err(char *err, size_t err_len, const char *fmt, ...)
 {
     va_list ap;
@@ -105,27 +200,102 @@ static void cfg_err(char *err, size_t err_len, const char *fmt, ...)
     if (err == NULL || err_len == 0)
         return;
     va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
+    (void)vsnprintf(err, err_len, fmt, ap);
     va_end(ap);
 }
 
-static void *cfg_field(struct cfg *cfg, const struct cfg_key *key)
+/*
+ * Copies at most @max bytes of @text (@len bytes long) into @buf for a
+ * message: control characters become '?', and "..." marks a cut. @buf
+ * holds at least @max + 4 bytes.
+ */
+static const char *cfg_quote(char *buf, size_t buf_size, const char *text,
+                             size_t len, size_t max)
 {
-    return (char *)cfg + key->offset;
+    size_t n = 0;
+
+    while (n < len && n < max && n + 4 < buf_size) {
+        unsigned char c = (unsigned char)text[n];
+
+        buf[n++] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+    }
+    if (n < len && n + 3 < buf_size) {
+        memcpy(buf + n, "...", 3);
+        n += 3;
+    }
+    buf[n] = '\0';
+    return buf;
 }
 
-static const void *cfg_cfield(const struct cfg *cfg, const struct cfg_key *key)
+/* cfg_quote() for a NUL-terminated string. */
+static const char *cfg_quote_str(char *buf, size_t buf_size, const char *s)
 {
-    return (const char *)cfg + key->offset;
+    return cfg_quote(buf, buf_size, s, strlen(s), buf_size - 4);
 }
 
-static size_t *cfg_caller_count(struct cfg *cfg)
+/* Length of the section part of @key's path. */
+static size_t cfg_section_len(const struct cfg_key *key)
 {
-    return &cfg->dicom.allowed_caller_count;
+    return (size_t)(strchr(key->path, '.') - key->path);
+}
+
+/* The name of @key inside its section. */
+static const char *cfg_key_name(const struct cfg_key *key)
+{
+    return key->path + cfg_section_len(key) + 1;
+}
+
+/* True if @key belongs to the section named @section. */
+static bool cfg_in_section(const struct cfg_key *key, const char *section)
+{
+    size_t len = cfg_section_len(key);
+
+    return strncmp(key->path, section, len) == 0 && section[len] == '\0';
+}
+
+/* True if cfg_keys[@i] is the first row of its section. */
+static bool cfg_section_first(size_t i)
+{
+    size_t len = cfg_section_len(&cfg_keys[i]);
+
+    for (size_t j = 0; j < i; j++)
+        if (cfg_section_len(&cfg_keys[j]) == len &&
+            strncmp(cfg_keys[j].path, cfg_keys[i].path, len) == 0)
+            return false;
+    return true;
+}
+
+static bool cfg_section_known(const char *section)
+{
+    for (size_t i = 0; i < CFG_KEY_COUNT; i++)
+        if (cfg_in_section(&cfg_keys[i], section))
+            return true;
+    return false;
+}
+
+static const struct cfg_key *cfg_key_find(const char *section, const char *name)
+{
+    for (size_t i = 0; i < CFG_KEY_COUNT; i++)
+        if (cfg_in_section(&cfg_keys[i], section) &&
+            strcmp(cfg_key_name(&cfg_keys[i]), name) == 0)
+            return &cfg_keys[i];
+    return NULL;
+}
+
+static void *cfg_field(struct cfg *cfg, size_t offset)
+{
+    return (char *)cfg + offset;
+}
+
+static const void *cfg_cfield(const struct cfg *cfg, size_t offset)
+{
+    return (const char *)cfg + offset;
 }
 
 static void cfg_free_callers(struct cfg_caller *callers, size_t count)
 {
+    if (callers == NULL)
+        return;
     for (size_t i = 0; i < count; i++) {
         free(callers[i].ae_title);
         free(callers[i].hosts);
@@ -139,11 +309,20 @@ void cfg_free(struct cfg *cfg)
         return;
     for (size_t i = 0; i < CFG_KEY_COUNT; i++) {
         const struct cfg_key *key = &cfg_keys[i];
-        if (key->type == CFG_STRING)
-            free(*(char **)cfg_field(cfg, key));
+
+        switch (key->type) {
+        case CFG_STRING:
+            free(*(char **)cfg_field(cfg, key->offset));
+            break;
+        case CFG_CALLERS:
+            cfg_free_callers(*(struct cfg_caller **)cfg_field(cfg, key->offset),
+                             *(size_t *)cfg_field(cfg, key->count_offset));
+            break;
+        case CFG_UINT:
+        case CFG_LEVEL:
+            break;
+        }
     }
-    cfg_free_callers(cfg->dicom.allowed_callers,
-                     cfg->dicom.allowed_caller_count);
     free(cfg);
 }
 
@@ -155,24 +334,27 @@ int cfg_defaults(struct cfg **ret_cfg)
         return -ENOMEM;
     for (size_t i = 0; i < CFG_KEY_COUNT; i++) {
         const struct cfg_key *key = &cfg_keys[i];
-        enum log_level level;
+        enum log_level level = LOG_LEVEL_INFO;
+        char **str;
 
         switch (key->type) {
         case CFG_STRING:
-            *(char **)cfg_field(cfg, key) = strdup(key->def_string);
-            if (*(char **)cfg_field(cfg, key) == NULL) {
+            str = cfg_field(cfg, key->offset);
+            *str = strdup(key->def_string);
+            if (*str == NULL) {
                 cfg_free(cfg);
                 return -ENOMEM;
             }
             break;
         case CFG_UINT:
-            *(unsigned *)cfg_field(cfg, key) = key->def_uint;
+            *(unsigned *)cfg_field(cfg, key->offset) = key->def_uint;
             break;
         case CFG_LEVEL:
             (void)log_level_parse(key->def_string, &level);
-            *(int *)cfg_field(cfg, key) = (int)level;
+            *(int *)cfg_field(cfg, key->offset) = (int)level;
             break;
         case CFG_CALLERS:
+            /* calloc: an empty list. */
             break;
         }
     }
@@ -180,66 +362,82 @@ int cfg_defaults(struct cfg **ret_cfg)
     return 0;
 }
 
-/* Levenshtein distance of two short strings, capped at 9. */
+/* Levenshtein distance of @a and @b, or a large number if either is long. */
 static unsigned cfg_distance(const char *a, const char *b)
 {
+    enum { CFG_DISTANCE_LEN = 64, CFG_DISTANCE_FAR = 99 };
+    unsigned row[CFG_DISTANCE_LEN + 1];
     size_t la = strlen(a);
     size_t lb = strlen(b);
-    unsigned row[64];
 
-    if (la >= 63 || lb >= 63)
-        return 9;
+    if (la > CFG_DISTANCE_LEN || lb > CFG_DISTANCE_LEN)
+        return CFG_DISTANCE_FAR;
     for (size_t j = 0; j <= lb; j++)
         row[j] = (unsigned)j;
     for (size_t i = 1; i <= la; i++) {
-        unsigned prev = row[0];
+        unsigned diag = row[0];
+
         row[0] = (unsigned)i;
         for (size_t j = 1; j <= lb; j++) {
-            unsigned cur = row[j];
-            unsigned best = prev + (a[i - 1] == b[j - 1] ? 0 : 1);
-            if (row[j] + 1 < best)
-                best = row[j] + 1;
+            unsigned up = row[j];
+            unsigned best = diag + (a[i - 1] == b[j - 1] ? 0 : 1);
+
+            if (up + 1 < best)
+                best = up + 1;
             if (row[j - 1] + 1 < best)
                 best = row[j - 1] + 1;
             row[j] = best;
-            prev = cur;
+            diag = up;
         }
     }
-    return row[lb] > 9 ? 9 : row[lb];
+    return row[lb];
 }
 
-static void cfg_unknown_key(const char *path, char *err, size_t err_len)
+/*
+ * Reports the unknown key @name, in @section (NULL: at the top level),
+ * suggesting the closest known key or section within
+ * CFG_SUGGEST_DISTANCE edits.
+ */
+static void cfg_unknown_key(const char *section, const char *name, char *err,
+                            size_t err_len)
 {
-    const char *best = NULL;
-    char best_path[96];
-    unsigned best_d = 3;
+    char quoted[CFG_NAME_MAX + 4];
+    char path[160];
+    char best[96];
+    unsigned best_d = CFG_SUGGEST_DISTANCE + 1;
 
-    for (size_t i = 0; i < CFG_KEY_COUNT; i++) {
-        char candidate[96];
-        snprintf(candidate, sizeof(candidate), "%s.%s", cfg_keys[i].section,
-                 cfg_keys[i].name);
-        unsigned d = cfg_distance(path, candidate);
-        if (d < best_d) {
-            best_d = d;
-            snprintf(best_path, sizeof(best_path), "%s", candidate);
-            best = best_path;
-        }
-    }
-    for (size_t i = 0; i < CFG_SECTION_COUNT; i++) {
-        unsigned d = cfg_distance(path, cfg_sections[i]);
-        if (d < best_d) {
-            best_d = d;
-            snprintf(best_path, sizeof(best_path), "%s", cfg_sections[i]);
-            best = best_path;
-        }
-    }
-    if (best != NULL)
-        cfg_err(err, err_len, "config: unknown key '%s' (did you mean '%s'?)",
-                path, best);
+    if (section != NULL)
+        (void)snprintf(path, sizeof(path), "%s.%s", section, name);
     else
-        cfg_err(err, err_len, "config: unknown key '%s'", path);
+        (void)snprintf(path, sizeof(path), "%s", name);
+    for (size_t i = 0; i < CFG_KEY_COUNT; i++) {
+        const struct cfg_key *key = &cfg_keys[i];
+        char candidate[96];
+        unsigned d;
+
+        if (section != NULL) {
+            (void)snprintf(candidate, sizeof(candidate), "%s", key->path);
+        } else {
+            if (!cfg_section_first(i))
+                continue;
+            (void)snprintf(candidate, sizeof(candidate), "%.*s",
+                           (int)cfg_section_len(key), key->path);
+        }
+        d = cfg_distance(path, candidate);
+        if (d < best_d) {
+            best_d = d;
+            memcpy(best, candidate, sizeof(best));
+        }
+    }
+    (void)cfg_quote_str(quoted, sizeof(quoted), path);
+    if (best_d <= CFG_SUGGEST_DISTANCE)
+        cfg_err(err, err_len, "config: unknown key '%s' (did you mean '%s'?)",
+                quoted, best);
+    else
+        cfg_err(err, err_len, "config: unknown key '%s'", quoted);
 }
 
+/* "a string", "a number", ... for "got ..." in messages. */
 static const char *cfg_json_type(const cJSON *item)
 {
     if (cJSON_IsString(item))
@@ -254,259 +452,506 @@ static const char *cfg_json_type(const cJSON *item)
         return "a list";
     if (cJSON_IsObject(item))
         return "an object";
-    return "something else";
+    return "an unknown value";
 }
 
-/* True if the object @obj has two members named like @item. */
+/* Writes @v as it would be written in JSON: integers in full. */
+static const char *cfg_number_text(char *buf, size_t buf_size, double v)
+{
+    /* The range check first: only then is the cast defined. */
+    if (v > -1e17 && v < 1e17 && v == (double)(long long)v) {
+        (void)snprintf(buf, buf_size, "%lld", (long long)v);
+        return buf;
+    }
+    for (int precision = 1; precision <= 17; precision++) {
+        (void)snprintf(buf, buf_size, "%.*g", precision, v);
+        if (strtod(buf, NULL) == v)
+            break;
+    }
+    return buf;
+}
+
+/* True if the object @obj has a member named like @item before it. */
 static bool cfg_duplicate(const cJSON *obj, const cJSON *item)
 {
-    for (const cJSON *c = obj->child; c != item; c = c->next)
+    for (const cJSON *c = obj->child; c != NULL && c != item; c = c->next)
         if (strcmp(c->string, item->string) == 0)
             return true;
     return false;
 }
 
-/* Reads an exact non-negative integer from a JSON number. */
-static bool cfg_json_uint(const cJSON *item, unsigned long long *ret)
+/* Reads an AE title into a new trimmed string. @path names it. */
+static int cfg_parse_ae_title(const cJSON *item, const char *path,
+                              char **ret_ae, char *err, size_t err_len)
 {
-    double v;
+    char trimmed[UTIL_AE_TITLE_MAX + 1];
+    char quoted[CFG_QUOTE_MAX + 4];
+    char *ae;
 
-    if (!cJSON_IsNumber(item))
-        return false;
-    v = item->valuedouble;
-    if (v < 0 || v > 1e15 || v != (double)(unsigned long long)v)
-        return false;
-    *ret = (unsigned long long)v;
-    return true;
+    if (!cJSON_IsString(item)) {
+        cfg_err(err, err_len,
+                "config: %s: expected an AE title (a string of 1-16 "
+                "characters), got %s",
+                path, cfg_json_type(item));
+        return -EINVAL;
+    }
+    if (!util_ae_title_valid(item->valuestring)) {
+        cfg_err(err, err_len,
+                "config: %s: expected an AE title (1-16 characters, not "
+                "all spaces, no backslash or control characters), got "
+                "\"%s\"",
+                path, cfg_quote_str(quoted, sizeof(quoted), item->valuestring));
+        return -EINVAL;
+    }
+    (void)util_trim_copy(trimmed, sizeof(trimmed), item->valuestring);
+    ae = strdup(trimmed);
+    if (ae == NULL)
+        return -ENOMEM;
+    *ret_ae = ae;
+    return 0;
 }
 
-static int cfg_parse_callers(struct cfg *cfg, const cJSON *list,
-                             char *err, size_t err_len)
+/* Says why @text is not an IPv4 address or network, for a message. */
+static const char *cfg_net_why(const char *text)
+{
+    const char *slash = strchr(text, '/');
+    struct util_ipv4_net net;
+
+    if (strchr(text, ':') != NULL)
+        return " (IPv6 is not accepted: " CFG_IPV4_ONLY ")";
+    if (slash != NULL) {
+        char *addr = strndup(text, (size_t)(slash - text));
+        bool addr_ok = addr != NULL && util_ipv4_net_parse(addr, &net) == 0;
+
+        free(addr);
+        if (addr_ok)
+            return " (the prefix length after '/' must be 0 to 32)";
+    }
+    for (const char *p = text; *p; p++)
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z'))
+            return " (host names are not accepted: " CFG_IPV4_ONLY ")";
+    return "";
+}
+
+/* Parses the "hosts" list of entry @index of list @lpath into @caller. */
+static int cfg_parse_hosts(struct cfg_caller *caller, const cJSON *list,
+                           const char *lpath, size_t index, char *err,
+                           size_t err_len)
 {
     size_t n = (size_t)cJSON_GetArraySize(list);
-    struct cfg_caller *callers;
-    size_t index = 0;
+    const cJSON *host;
+
+    if (!cJSON_IsArray(list) || n == 0) {
+        cfg_err(err, err_len,
+                "config: %s[%zu].hosts: expected a non-empty list of IPv4 "
+                "addresses or networks " CFG_NET_EXAMPLE " (leave \"hosts\" "
+                "out to accept any address), got %s",
+                lpath, index, cJSON_IsArray(list) ? "[]" : cfg_json_type(list));
+        return -EINVAL;
+    }
+    caller->hosts = calloc(n, sizeof(*caller->hosts));
+    if (caller->hosts == NULL)
+        return -ENOMEM;
+    cJSON_ArrayForEach(host, list) {
+        size_t h = caller->host_count;
+        char quoted[CFG_QUOTE_MAX + 4];
+
+        if (!cJSON_IsString(host)) {
+            cfg_err(err, err_len,
+                    "config: %s[%zu].hosts[%zu]: expected an IPv4 address or "
+                    "network " CFG_NET_EXAMPLE " as a string, got %s",
+                    lpath, index, h, cfg_json_type(host));
+            return -EINVAL;
+        }
+        if (util_ipv4_net_parse(host->valuestring, &caller->hosts[h]) < 0) {
+            cfg_err(err, err_len,
+                    "config: %s[%zu].hosts[%zu]: expected an IPv4 address or "
+                    "network " CFG_NET_EXAMPLE ", got \"%s\"%s",
+                    lpath, index, h,
+                    cfg_quote_str(quoted, sizeof(quoted), host->valuestring),
+                    cfg_net_why(host->valuestring));
+            return -EINVAL;
+        }
+        caller->host_count++;
+    }
+    return 0;
+}
+
+/* Parses entry @index of the caller list @lpath into @caller. */
+static int cfg_parse_caller(struct cfg_caller *caller, const cJSON *item,
+                            const char *lpath, size_t index, char *err,
+                            size_t err_len)
+{
+    const cJSON *member;
+    int r;
+
+    if (!cJSON_IsObject(item)) {
+        cfg_err(err, err_len,
+                "config: %s[%zu]: expected an object with \"ae_title\" "
+                "and/or \"hosts\", got %s",
+                lpath, index, cfg_json_type(item));
+        return -EINVAL;
+    }
+    cJSON_ArrayForEach(member, item) {
+        bool is_ae = strcmp(member->string, "ae_title") == 0;
+        bool is_hosts = strcmp(member->string, "hosts") == 0;
+
+        if (!is_ae && !is_hosts) {
+            char quoted[CFG_NAME_MAX + 4];
+
+            cfg_err(err, err_len,
+                    "config: unknown key '%s[%zu].%s' (an entry takes "
+                    "\"ae_title\" and \"hosts\")",
+                    lpath, index,
+                    cfg_quote_str(quoted, sizeof(quoted), member->string));
+            return -EINVAL;
+        }
+        if (cfg_duplicate(item, member)) {
+            cfg_err(err, err_len, "config: duplicate key '%s[%zu].%s'", lpath,
+                    index, member->string);
+            return -EINVAL;
+        }
+        if (is_ae) {
+            char path[128];
+
+            (void)snprintf(path, sizeof(path), "%s[%zu].ae_title", lpath,
+                           index);
+            r = cfg_parse_ae_title(member, path, &caller->ae_title, err,
+                                   err_len);
+        } else {
+            r = cfg_parse_hosts(caller, member, lpath, index, err, err_len);
+        }
+        if (r < 0)
+            return r;
+    }
+    if (caller->ae_title == NULL && caller->host_count == 0) {
+        cfg_err(err, err_len,
+                "config: %s[%zu]: an entry needs \"ae_title\", \"hosts\" "
+                "or both, got an empty object",
+                lpath, index);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/*
+ * Parses the CFG_CALLERS value @list into @cfg. The list and its count are
+ * set before each entry is parsed, so cfg_free() releases a half-built
+ * list.
+ */
+static int cfg_parse_callers(struct cfg *cfg, const struct cfg_key *key,
+                             const cJSON *list, char *err, size_t err_len)
+{
+    struct cfg_caller **callers = cfg_field(cfg, key->offset);
+    size_t *count = cfg_field(cfg, key->count_offset);
+    size_t n = (size_t)cJSON_GetArraySize(list);
     const cJSON *item;
+    int r;
 
     if (!cJSON_IsArray(list)) {
         cfg_err(err, err_len,
-                "config: dicom.allowed_callers: expected a list of "
-                "{\"ae_title\": ..., \"hosts\": [...]} objects, got %s",
-                cfg_json_type(list));
+                "config: %s: expected a list of {\"ae_title\": ..., "
+                "\"hosts\": [...]} objects, got %s",
+                key->path, cfg_json_type(list));
         return -EINVAL;
     }
     if (n == 0)
         return 0;
-    callers = calloc(n, sizeof(*callers));
-    if (callers == NULL)
+    *callers = calloc(n, sizeof(**callers));
+    if (*callers == NULL)
         return -ENOMEM;
-    cfg->dicom.allowed_callers = callers;
-
     cJSON_ArrayForEach(item, list) {
-        struct cfg_caller *caller = &callers[index];
-        const cJSON *member;
-        bool has_ae = false;
-        bool has_hosts = false;
+        size_t index = *count;
 
-        *cfg_caller_count(cfg) = ++index;
-        if (!cJSON_IsObject(item)) {
-            cfg_err(err, err_len,
-                    "config: dicom.allowed_callers[%zu]: expected an object "
-                    "with \"ae_title\" and/or \"hosts\", got %s",
-                    index - 1, cfg_json_type(item));
-            return -EINVAL;
-        }
-        cJSON_ArrayForEach(member, item) {
-            if (cfg_duplicate(item, member)) {
-                cfg_err(err, err_len,
-                        "config: duplicate key 'dicom.allowed_callers[%zu].%s'",
-                        index - 1, member->string);
-                return -EINVAL;
-            }
-            if (strcmp(member->string, "ae_title") == 0) {
-                char trimmed[UTIL_AE_TITLE_MAX + 1];
-                if (!cJSON_IsString(member) ||
-                    !util_ae_title_valid(member->valuestring)) {
-                    cfg_err(err, err_len,
-                            "config: dicom.allowed_callers[%zu].ae_title: "
-                            "expected an AE title (1-16 characters, no "
-                            "backslash or control characters)",
-                            index - 1);
-                    return -EINVAL;
-                }
-                (void)util_trim_copy(trimmed, sizeof(trimmed),
-                                     member->valuestring);
-                caller->ae_title = strdup(trimmed);
-                if (caller->ae_title == NULL)
-                    return -ENOMEM;
-                has_ae = true;
-            } else if (strcmp(member->string, "hosts") == 0) {
-                size_t hn = (size_t)cJSON_GetArraySize(member);
-                const cJSON *host;
-                if (!cJSON_IsArray(member)) {
-                    cfg_err(err, err_len,
-                            "config: dicom.allowed_callers[%zu].hosts: "
-                            "expected a list of IPv4 addresses or networks, "
-                            "got %s",
-                            index - 1, cfg_json_type(member));
-                    return -EINVAL;
-                }
-                if (hn > 0) {
-                    caller->hosts = calloc(hn, sizeof(*caller->hosts));
-                    if (caller->hosts == NULL)
-                        return -ENOMEM;
-                }
-                cJSON_ArrayForEach(host, member) {
-                    size_t h = caller->host_count;
-                    if (!cJSON_IsString(host) ||
-                        util_ipv4_net_parse(host->valuestring,
-                                            &caller->hosts[h]) < 0) {
-                        cfg_err(err, err_len,
-                                "config: dicom.allowed_callers[%zu].hosts[%zu]: "
-                                "expected an IPv4 address or network such as "
-                                "\"192.0.2.7\" or \"10.0.0.0/8\" (DCMTK 3.6.7 "
-                                "listens on IPv4 only; host names are not "
-                                "accepted)",
-                                index - 1, h);
-                        return -EINVAL;
-                    }
-                    caller->host_count++;
-                }
-                has_hosts = hn > 0;
-            } else {
-                cfg_err(err, err_len,
-                        "config: unknown key 'dicom.allowed_callers[%zu].%s' "
-                        "(an entry takes \"ae_title\" and \"hosts\")",
-                        index - 1, member->string);
-                return -EINVAL;
-            }
-        }
-        if (!has_ae && !has_hosts) {
-            cfg_err(err, err_len,
-                    "config: dicom.allowed_callers[%zu]: an entry needs "
-                    "\"ae_title\" or a non-empty \"hosts\" list",
-                    index - 1);
-            return -EINVAL;
-        }
+        *count = index + 1;
+        r = cfg_parse_caller(&(*callers)[index], item, key->path, index, err,
+                             err_len);
+        if (r < 0)
+            return r;
     }
+    return 0;
+}
+
+static int cfg_parse_string(struct cfg *cfg, const struct cfg_key *key,
+                            const cJSON *item, char *err, size_t err_len)
+{
+    char **str = cfg_field(cfg, key->offset);
+    char quoted[CFG_QUOTE_MAX + 4];
+    char *value = NULL;
+    int r;
+
+    switch (key->check) {
+    case CFG_CHECK_AE_TITLE:
+        r = cfg_parse_ae_title(item, key->path, &value, err, err_len);
+        if (r < 0)
+            return r;
+        break;
+    case CFG_CHECK_ABS_PATH:
+    case CFG_CHECK_NONE:
+        if (!cJSON_IsString(item)) {
+            cfg_err(err, err_len, "config: %s: expected %s, got %s", key->path,
+                    key->check == CFG_CHECK_ABS_PATH ? "an absolute path"
+                                                     : "a string",
+                    cfg_json_type(item));
+            return -EINVAL;
+        }
+        if (key->check == CFG_CHECK_ABS_PATH && item->valuestring[0] != '/') {
+            cfg_err(err, err_len,
+                    "config: %s: expected an absolute path, got \"%s\"",
+                    key->path,
+                    cfg_quote_str(quoted, sizeof(quoted), item->valuestring));
+            return -EINVAL;
+        }
+        value = strdup(item->valuestring);
+        if (value == NULL)
+            return -ENOMEM;
+        break;
+    }
+    free(*str);
+    *str = value;
+    return 0;
+}
+
+static int cfg_parse_uint(struct cfg *cfg, const struct cfg_key *key,
+                          const cJSON *item, char *err, size_t err_len)
+{
+    char number[40];
+    double v;
+
+    if (!cJSON_IsNumber(item)) {
+        cfg_err(err, err_len,
+                "config: %s: expected an integer from %u to %u, got %s",
+                key->path, key->min, key->max, cfg_json_type(item));
+        return -EINVAL;
+    }
+    v = item->valuedouble;
+    /* The range check first: only then is the cast defined. */
+    if (!(v >= key->min && v <= key->max) || v != (double)(unsigned)v) {
+        cfg_err(err, err_len,
+                "config: %s: expected an integer from %u to %u, got %s",
+                key->path, key->min, key->max,
+                cfg_number_text(number, sizeof(number), v));
+        return -EINVAL;
+    }
+    *(unsigned *)cfg_field(cfg, key->offset) = (unsigned)v;
+    return 0;
+}
+
+static int cfg_parse_level(struct cfg *cfg, const struct cfg_key *key,
+                           const cJSON *item, char *err, size_t err_len)
+{
+    char quoted[CFG_QUOTE_MAX + 4];
+    enum log_level level;
+
+    if (!cJSON_IsString(item)) {
+        cfg_err(err, err_len,
+                "config: %s: expected one of " CFG_LEVEL_NAMES ", got %s",
+                key->path, cfg_json_type(item));
+        return -EINVAL;
+    }
+    if (log_level_parse(item->valuestring, &level) < 0) {
+        cfg_err(err, err_len,
+                "config: %s: expected one of " CFG_LEVEL_NAMES ", got \"%s\"",
+                key->path,
+                cfg_quote_str(quoted, sizeof(quoted), item->valuestring));
+        return -EINVAL;
+    }
+    *(int *)cfg_field(cfg, key->offset) = (int)level;
     return 0;
 }
 
 static int cfg_parse_value(struct cfg *cfg, const struct cfg_key *key,
                            const cJSON *item, char *err, size_t err_len)
 {
-    unsigned long long v;
-    enum log_level level;
-    char trimmed[UTIL_AE_TITLE_MAX + 1];
-    char **str;
-
     switch (key->type) {
     case CFG_STRING:
-        if (!cJSON_IsString(item)) {
-            cfg_err(err, err_len, "config: %s.%s: expected a string, got %s",
-                    key->section, key->name, cfg_json_type(item));
-            return -EINVAL;
-        }
-        str = (char **)cfg_field(cfg, key);
-        if (key->check == CFG_CHECK_AE_TITLE) {
-            if (!util_ae_title_valid(item->valuestring)) {
-                cfg_err(err, err_len,
-                        "config: %s.%s: expected an AE title (1-16 "
-                        "characters, no backslash or control characters)",
-                        key->section, key->name);
-                return -EINVAL;
-            }
-            (void)util_trim_copy(trimmed, sizeof(trimmed), item->valuestring);
-            free(*str);
-            *str = strdup(trimmed);
-        } else {
-            if (key->check == CFG_CHECK_ABS_PATH &&
-                item->valuestring[0] != '/') {
-                cfg_err(err, err_len,
-                        "config: %s.%s: expected an absolute path, got '%s'",
-                        key->section, key->name, item->valuestring);
-                return -EINVAL;
-            }
-            free(*str);
-            *str = strdup(item->valuestring);
-        }
-        return *str == NULL ? -ENOMEM : 0;
+        return cfg_parse_string(cfg, key, item, err, err_len);
     case CFG_UINT:
-        if (!cJSON_IsNumber(item)) {
-            cfg_err(err, err_len,
-                    "config: %s.%s: expected an integer from %u to %u, got %s",
-                    key->section, key->name, key->min, key->max,
-                    cfg_json_type(item));
-            return -EINVAL;
-        }
-        if (!cfg_json_uint(item, &v) || v < key->min || v > key->max) {
-            cfg_err(err, err_len,
-                    "config: %s.%s: expected an integer from %u to %u, got %g",
-                    key->section, key->name, key->min, key->max,
-                    item->valuedouble);
-            return -EINVAL;
-        }
-        *(unsigned *)cfg_field(cfg, key) = (unsigned)v;
-        return 0;
+        return cfg_parse_uint(cfg, key, item, err, err_len);
     case CFG_LEVEL:
-        if (!cJSON_IsString(item) ||
-            log_level_parse(item->valuestring, &level) < 0) {
-            cfg_err(err, err_len,
-                    "config: %s.%s: expected one of \"err\", \"warning\", "
-                    "\"notice\", \"info\", \"debug\"",
-                    key->section, key->name);
-            return -EINVAL;
-        }
-        *(int *)cfg_field(cfg, key) = (int)level;
-        return 0;
+        return cfg_parse_level(cfg, key, item, err, err_len);
     case CFG_CALLERS:
-        return cfg_parse_callers(cfg, item, err, err_len);
+        return cfg_parse_callers(cfg, key, item, err, err_len);
     }
     return -EINVAL;
 }
 
-/* Replaces comments outside strings with spaces, keeping newlines.
- * Returns 0, or -EINVAL for an unterminated block comment. */
+/*
+ * Replaces comments outside strings in @text with spaces, keeping
+ * newlines. Returns 0, or -EINVAL for an unterminated block comment, with
+ * the line it starts on in @ret_line.
+ */
 static int cfg_blank_comments(char *text, size_t len, size_t *ret_line)
 {
     bool in_string = false;
     size_t line = 1;
+    size_t i = 0;
 
-    for (size_t i = 0; i < len; i++) {
+    while (i < len) {
         char c = text[i];
-        if (c == '\n')
-            line++;
+
         if (in_string) {
-            if (c == '\\' && i + 1 < len)
+            /* A raw newline ends a (bad) string: cJSON reports it. */
+            if (c == '\\' && i + 1 < len && text[i + 1] != '\n')
                 i++;
-            else if (c == '"')
+            else if (c == '"' || c == '\n')
                 in_string = false;
-            continue;
-        }
-        if (c == '"') {
-            in_string = true;
+            if (c == '\n')
+                line++;
+            i++;
         } else if (c == '/' && i + 1 < len && text[i + 1] == '/') {
             while (i < len && text[i] != '\n')
                 text[i++] = ' ';
-            i--;
         } else if (c == '/' && i + 1 < len && text[i + 1] == '*') {
             size_t start_line = line;
-            text[i] = text[i + 1] = ' ';
+
+            text[i] = ' ';
+            text[i + 1] = ' ';
             i += 2;
-            while (i + 1 < len && !(text[i] == '*' && text[i + 1] == '/')) {
+            while (i < len &&
+                   !(text[i] == '*' && i + 1 < len && text[i + 1] == '/')) {
                 if (text[i] == '\n')
                     line++;
                 else
                     text[i] = ' ';
                 i++;
             }
-            if (i + 1 >= len) {
+            if (i >= len) {
                 *ret_line = start_line;
                 return -EINVAL;
             }
-            text[i] = text[i + 1] = ' ';
+            text[i] = ' ';
+            text[i + 1] = ' ';
+            i += 2;
+        } else {
+            if (c == '"')
+                in_string = true;
+            else if (c == '\n')
+                line++;
             i++;
         }
+    }
+    return 0;
+}
+
+/* True if @text holds nothing but JSON whitespace. */
+static bool cfg_blank(const char *text, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (text[i] != ' ' && text[i] != '\n' && text[i] != '\t' &&
+            text[i] != '\r')
+            return false;
+    return true;
+}
+
+/*
+ * True if byte @pos of the comment-free JSON @text is where an object
+ * expects a member name: after its '{' or a ','. Scans from the start,
+ * tracking strings and the open brackets (up to CJSON_NESTING_LIMIT,
+ * beyond which cJSON gives up anyway).
+ */
+static bool cfg_at_member_name(const char *text, size_t pos)
+{
+    bool is_object[CJSON_NESTING_LIMIT + 1];
+    bool in_string = false;
+    size_t depth = 0;
+    char last = '\0';
+
+    for (size_t i = 0; i < pos; i++) {
+        char c = text[i];
+
+        if (in_string) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_string = false;
+            continue;
+        }
+        if (c == ' ' || c == '\t' || c == '\n' || c == '\r')
+            continue;
+        if (c == '"') {
+            in_string = true;
+        } else if (c == '{' || c == '[') {
+            if (depth > CJSON_NESTING_LIMIT)
+                return false;
+            is_object[depth++] = c == '{';
+        } else if ((c == '}' || c == ']') && depth > 0) {
+            depth--;
+        }
+        last = c;
+    }
+    return !in_string && depth > 0 && is_object[depth - 1] &&
+           (last == '{' || last == ',');
+}
+
+/*
+ * Reports a syntax error at byte @pos of @text with its line and column.
+ * cJSON points one byte past a member name that does not start with '"'
+ * ("{ x }", a trailing comma before '}'); that case is moved back.
+ */
+static void cfg_syntax_error(const char *text, size_t len, size_t pos,
+                             char *err, size_t err_len)
+{
+    char quoted[CFG_QUOTE_MAX + 4];
+    size_t line = 1;
+    size_t col = 1;
+    size_t eol;
+
+    if (pos > len)
+        pos = len;
+    if (pos > 0 && !cfg_blank(text + pos - 1, 1) &&
+        cfg_at_member_name(text, pos - 1))
+        pos--;
+    for (size_t i = 0; i < pos; i++) {
+        if (text[i] == '\n') {
+            line++;
+            col = 1;
+        } else if (((unsigned char)text[i] & 0xc0) != 0x80) {
+            col++;
+        }
+    }
+    eol = pos;
+    while (eol < len && text[eol] != '\n' && text[eol] != '\r')
+        eol++;
+    if (pos == len)
+        cfg_err(err, err_len,
+                "config: line %zu, column %zu: syntax error at the end of "
+                "the file",
+                line, col);
+    else if (eol == pos)
+        cfg_err(err, err_len,
+                "config: line %zu, column %zu: syntax error at the end of "
+                "the line",
+                line, col);
+    else
+        cfg_err(err, err_len,
+                "config: line %zu, column %zu: syntax error near '%s'", line,
+                col,
+                cfg_quote(quoted, sizeof(quoted), text + pos, eol - pos,
+                          CFG_QUOTE_MAX));
+}
+
+/* Parses the members of section object @section into @cfg. */
+static int cfg_parse_section(struct cfg *cfg, const cJSON *section, char *err,
+                             size_t err_len)
+{
+    const cJSON *item;
+    int r;
+
+    cJSON_ArrayForEach(item, section) {
+        const struct cfg_key *key = cfg_key_find(section->string, item->string);
+
+        if (key == NULL) {
+            cfg_unknown_key(section->string, item->string, err, err_len);
+            return -EINVAL;
+        }
+        if (cfg_duplicate(section, item)) {
+            cfg_err(err, err_len, "config: duplicate key '%s'", key->path);
+            return -EINVAL;
+        }
+        r = cfg_parse_value(cfg, key, item, err, err_len);
+        if (r < 0)
+            return r;
     }
     return 0;
 }
@@ -525,209 +970,238 @@ int cfg_parse(const char *text, size_t len, struct cfg **ret_cfg, char *err,
     copy = malloc(len + 1);
     if (copy == NULL)
         return -ENOMEM;
-    memcpy(copy, text, len);
+    if (len > 0)
+        memcpy(copy, text, len);
     copy[len] = '\0';
-    if (strlen(copy) != len) {
+    if (memchr(copy, '\0', len) != NULL) {
         cfg_err(err, err_len, "config: the file contains a NUL byte");
         r = -EINVAL;
-        goto out;
+        goto out_free;
     }
     if (cfg_blank_comments(copy, len, &bad_line) < 0) {
         cfg_err(err, err_len, "config: line %zu: unterminated /* comment",
                 bad_line);
         r = -EINVAL;
-        goto out;
+        goto out_free;
+    }
+    if (cfg_blank(copy, len)) {
+        cfg_err(err, err_len,
+                "config: the file is empty (expected a JSON object, at "
+                "least {})");
+        r = -EINVAL;
+        goto out_free;
     }
     root = cJSON_ParseWithOpts(copy, &end, true);
     if (root == NULL) {
         size_t pos = end != NULL && end >= copy ? (size_t)(end - copy) : 0;
-        size_t line = 1;
-        size_t col = 1;
-        bool blank = true;
 
-        for (size_t i = 0; i < len; i++)
-            if (copy[i] != ' ' && copy[i] != '\n' && copy[i] != '\t' &&
-                copy[i] != '\r')
-                blank = false;
-        if (blank) {
-            cfg_err(err, err_len, "config: the file is empty (expected a "
-                                  "JSON object, at least {})");
-            r = -EINVAL;
-            goto out;
-        }
-        if (pos > len)
-            pos = len;
-        for (size_t i = 0; i < pos; i++) {
-            if (copy[i] == '\n') {
-                line++;
-                col = 1;
-            } else {
-                col++;
-            }
-        }
-        cfg_err(err, err_len, "config: line %zu, column %zu: syntax error "
-                              "near '%.20s'",
-                line, col, copy + pos);
+        cfg_syntax_error(copy, len, pos, err, err_len);
         r = -EINVAL;
-        goto out;
+        goto out_free;
     }
     if (!cJSON_IsObject(root)) {
-        cfg_err(err, err_len, "config: expected a JSON object at the top "
-                              "level, got %s", cfg_json_type(root));
+        cfg_err(err, err_len,
+                "config: expected a JSON object at the top level, got %s",
+                cfg_json_type(root));
         r = -EINVAL;
-        goto out;
+        goto out_free;
     }
     r = cfg_defaults(&cfg);
     if (r < 0)
-        goto out;
+        goto out_free;
 
     cJSON_ArrayForEach(section, root) {
-        const cJSON *item;
-        bool known = false;
-
-        for (size_t s = 0; s < CFG_SECTION_COUNT; s++)
-            known = known || strcmp(section->string, cfg_sections[s]) == 0;
-        if (!known) {
-            cfg_unknown_key(section->string, err, err_len);
+        if (!cfg_section_known(section->string)) {
+            cfg_unknown_key(NULL, section->string, err, err_len);
             r = -EINVAL;
-            goto out;
+            goto out_free;
         }
         if (cfg_duplicate(root, section)) {
             cfg_err(err, err_len, "config: duplicate key '%s'",
                     section->string);
             r = -EINVAL;
-            goto out;
+            goto out_free;
         }
         if (!cJSON_IsObject(section)) {
             cfg_err(err, err_len, "config: %s: expected an object, got %s",
                     section->string, cfg_json_type(section));
             r = -EINVAL;
-            goto out;
+            goto out_free;
         }
-        cJSON_ArrayForEach(item, section) {
-            const struct cfg_key *key = NULL;
-            char path[160];
-
-            snprintf(path, sizeof(path), "%s.%s", section->string,
-                     item->string);
-            for (size_t k = 0; k < CFG_KEY_COUNT && key == NULL; k++)
-                if (strcmp(cfg_keys[k].section, section->string) == 0 &&
-                    strcmp(cfg_keys[k].name, item->string) == 0)
-                    key = &cfg_keys[k];
-            if (key == NULL) {
-                cfg_unknown_key(path, err, err_len);
-                r = -EINVAL;
-                goto out;
-            }
-            if (cfg_duplicate(section, item)) {
-                cfg_err(err, err_len, "config: duplicate key '%s'", path);
-                r = -EINVAL;
-                goto out;
-            }
-            r = cfg_parse_value(cfg, key, item, err, err_len);
-            if (r < 0)
-                goto out;
-        }
+        r = cfg_parse_section(cfg, section, err, err_len);
+        if (r < 0)
+            goto out_free;
     }
     *ret_cfg = cfg;
     cfg = NULL;
     r = 0;
 
-out:
+out_free:
     cfg_free(cfg);
     cJSON_Delete(root);
     free(copy);
     return r;
 }
 
-int cfg_load(const char *path, struct cfg **ret_cfg, char *err,
-             size_t err_len)
+/*
+ * Reads all of @path into a new buffer (NUL-terminated), at most
+ * CFG_FILE_MAX bytes. Works for pipes too; refuses directories.
+ */
+static int cfg_read_file(const char *path, char **ret_text, size_t *ret_len,
+                         char *err, size_t err_len)
 {
-    char inner[768];
+    char ebuf[128];
     struct stat st;
-    char *text = NULL;
+    size_t cap = CFG_READ_CHUNK;
     size_t len = 0;
+    char *text = NULL;
     int fd;
     int r;
 
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) {
         r = -errno;
-        cfg_err(err, err_len, "%s: cannot open: %s", path, strerror(-r));
+        cfg_err(err, err_len, "%s: cannot open: %s", path,
+                util_strerror(r, ebuf, sizeof(ebuf)));
         return r;
     }
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        cfg_err(err, err_len, "%s: not a regular file", path);
-        close(fd);
-        return -EINVAL;
+    if (fstat(fd, &st) < 0) {
+        r = -errno;
+        cfg_err(err, err_len, "%s: cannot stat: %s", path,
+                util_strerror(r, ebuf, sizeof(ebuf)));
+        goto out_close;
     }
-    if (st.st_size > CFG_FILE_MAX) {
-        cfg_err(err, err_len, "%s: file too large (over %d bytes)", path,
-                CFG_FILE_MAX);
-        close(fd);
-        return -EFBIG;
+    if (S_ISDIR(st.st_mode)) {
+        r = -EISDIR;
+        cfg_err(err, err_len, "%s: cannot read: %s", path,
+                util_strerror(r, ebuf, sizeof(ebuf)));
+        goto out_close;
     }
-    text = malloc((size_t)st.st_size + 1);
+    if (S_ISREG(st.st_mode) && st.st_size > CFG_FILE_MAX)
+        goto out_too_large;
+    /* Room for the NUL and for the read that sees the end of the file. */
+    if (S_ISREG(st.st_mode))
+        cap = (size_t)st.st_size + 2;
+
+    text = malloc(cap);
     if (text == NULL) {
-        close(fd);
-        return -ENOMEM;
+        r = -ENOMEM;
+        goto out_close;
     }
-    while (len < (size_t)st.st_size) {
-        ssize_t n = read(fd, text + len, (size_t)st.st_size - len);
+    for (;;) {
+        ssize_t n;
+
+        if (len + 1 >= cap) {
+            size_t new_cap =
+                cap * 2 > CFG_FILE_MAX + 2 ? CFG_FILE_MAX + 2 : cap * 2;
+            char *bigger = realloc(text, new_cap);
+
+            if (bigger == NULL) {
+                r = -ENOMEM;
+                goto out_free;
+            }
+            text = bigger;
+            cap = new_cap;
+        }
+        n = read(fd, text + len, cap - 1 - len);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0) {
-            r = n < 0 ? -errno : -EIO;
-            cfg_err(err, err_len, "%s: cannot read: %s", path, strerror(-r));
-            free(text);
-            close(fd);
-            return r;
+        if (n < 0) {
+            r = -errno;
+            cfg_err(err, err_len, "%s: cannot read: %s", path,
+                    util_strerror(r, ebuf, sizeof(ebuf)));
+            goto out_free;
         }
+        if (n == 0)
+            break;
         len += (size_t)n;
+        if (len > CFG_FILE_MAX)
+            goto out_too_large;
     }
-    close(fd);
+    text[len] = '\0';
+    (void)close(fd);
+    *ret_text = text;
+    *ret_len = len;
+    return 0;
 
+out_too_large:
+    r = -EFBIG;
+    cfg_err(err, err_len, "%s: file too large (the limit is %d bytes)", path,
+            CFG_FILE_MAX);
+out_free:
+    free(text);
+out_close:
+    (void)close(fd);
+    return r;
+}
+
+int cfg_load(const char *path, struct cfg **ret_cfg, char *err, size_t err_len)
+{
+    static const char prefix[] = "config: ";
+    char inner[1024];
+    char *text = NULL;
+    size_t len = 0;
+    int r;
+
+    r = cfg_read_file(path, &text, &len, err, err_len);
+    if (r < 0)
+        return r;
     inner[0] = '\0';
     r = cfg_parse(text, len, ret_cfg, inner, sizeof(inner));
     free(text);
     if (r < 0) {
-        const char *msg = strncmp(inner, "config: ", 8) == 0 ? inner + 8
-                                                             : inner;
-        cfg_err(err, err_len, "%s: %s", path, msg);
+        const char *msg = inner;
+
+        if (strncmp(msg, prefix, sizeof(prefix) - 1) == 0)
+            msg += sizeof(prefix) - 1;
+        cfg_err(err, err_len, "%s: %s", path,
+                r == -ENOMEM ? "out of memory" : msg);
     }
     return r;
 }
 
+/* Writes @s as a JSON string. */
 static void cfg_put_string(FILE *out, const char *s)
 {
     fputc('"', out);
     for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            fprintf(out, "\\%c", *s);
-        else if ((unsigned char)*s < 0x20)
-            fprintf(out, "\\u%04x", (unsigned char)*s);
+        unsigned char c = (unsigned char)*s;
+
+        if (c == '"' || c == '\\')
+            fprintf(out, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(out, "\\u%04x", c);
         else
-            fputc(*s, out);
+            fputc(c, out);
     }
     fputc('"', out);
 }
 
+/* Writes @net as "a.b.c.d/len". */
 static void cfg_put_net(FILE *out, const struct util_ipv4_net *net)
 {
     unsigned prefix = 0;
 
     for (uint32_t m = net->mask; m & 0x80000000u; m <<= 1)
         prefix++;
-    fprintf(out, "\"%u.%u.%u.%u/%u\"", net->addr >> 24, (net->addr >> 16) & 255,
-            (net->addr >> 8) & 255, net->addr & 255, prefix);
+    fprintf(out, "\"%u.%u.%u.%u/%u\"", net->addr >> 24,
+            (net->addr >> 16) & 255u, (net->addr >> 8) & 255u, net->addr & 255u,
+            prefix);
 }
 
-static void cfg_put_callers(FILE *out, const struct cfg *cfg)
+/* Writes a caller list, one entry a line, indented by @indent. */
+static void cfg_put_callers(FILE *out, const struct cfg_caller *callers,
+                            size_t count, const char *indent)
 {
-    fputc('[', out);
-    for (size_t i = 0; i < cfg->dicom.allowed_caller_count; i++) {
-        const struct cfg_caller *c = &cfg->dicom.allowed_callers[i];
-        fprintf(out, "%s{", i == 0 ? "" : ", ");
+    if (count == 0) {
+        fputs("[]", out);
+        return;
+    }
+    fputs("[\n", out);
+    for (size_t i = 0; i < count; i++) {
+        const struct cfg_caller *c = &callers[i];
+
+        fprintf(out, "%s    {", indent);
         if (c->ae_title != NULL) {
             fputs("\"ae_title\": ", out);
             cfg_put_string(out, c->ae_title);
@@ -741,67 +1215,55 @@ static void cfg_put_callers(FILE *out, const struct cfg *cfg)
             }
             fputc(']', out);
         }
-        fputc('}', out);
+        fprintf(out, "}%s\n", i + 1 < count ? "," : "");
     }
-    fputc(']', out);
+    fprintf(out, "%s]", indent);
 }
 
+/* Writes the value of @key in @cfg; secrets masked if @mask. */
 static void cfg_put_value(FILE *out, const struct cfg *cfg,
-                          const struct cfg_key *key)
+                          const struct cfg_key *key, bool mask,
+                          const char *indent)
 {
+    const char *s;
+    int level;
+
     switch (key->type) {
     case CFG_STRING:
-        if (key->secret)
-            fputs("\"********\"", out);
+        s = *(char *const *)cfg_cfield(cfg, key->offset);
+        if (mask && key->secret && s[0] != '\0')
+            fputs(CFG_SECRET_MASK, out);
         else
-            cfg_put_string(out, *(char *const *)cfg_cfield(cfg, key));
+            cfg_put_string(out, s);
         break;
     case CFG_UINT:
-        fprintf(out, "%u", *(const unsigned *)cfg_cfield(cfg, key));
+        fprintf(out, "%u", *(const unsigned *)cfg_cfield(cfg, key->offset));
         break;
     case CFG_LEVEL:
-        cfg_put_string(out, log_level_name(
-                                (enum log_level)*(const int *)cfg_cfield(
-                                    cfg, key)));
+        level = *(const int *)cfg_cfield(cfg, key->offset);
+        cfg_put_string(out, log_level_name((enum log_level)level));
         break;
     case CFG_CALLERS:
-        cfg_put_callers(out, cfg);
+        cfg_put_callers(
+            out, *(struct cfg_caller *const *)cfg_cfield(cfg, key->offset),
+            *(const size_t *)cfg_cfield(cfg, key->count_offset), indent);
         break;
     }
 }
 
-int cfg_dump(const struct cfg *cfg, FILE *out)
-{
-    fputs("{\n", out);
-    for (size_t s = 0; s < CFG_SECTION_COUNT; s++) {
-        bool first = true;
-        fprintf(out, "    \"%s\": {\n", cfg_sections[s]);
-        for (size_t k = 0; k < CFG_KEY_COUNT; k++) {
-            const struct cfg_key *key = &cfg_keys[k];
-            if (strcmp(key->section, cfg_sections[s]) != 0)
-                continue;
-            fprintf(out, "%s        \"%s\": ", first ? "" : ",\n", key->name);
-            cfg_put_value(out, cfg, key);
-            first = false;
-        }
-        fprintf(out, "\n    }%s\n", s + 1 < CFG_SECTION_COUNT ? "," : "");
-    }
-    fputs("}\n", out);
-    return ferror(out) ? -EIO : 0;
-}
-
-/* Writes @text as // comment lines of at most ~76 columns, indented. */
+/* Writes @text as // comment lines of at most CFG_COMMENT_WIDTH. */
 static void cfg_put_comment(FILE *out, const char *indent, const char *text)
 {
     while (*text) {
         size_t len = strlen(text);
         size_t cut = len;
-        if (len > 68) {
-            cut = 68;
+
+        if (len > CFG_COMMENT_WIDTH) {
+            cut = CFG_COMMENT_WIDTH;
             while (cut > 0 && text[cut] != ' ')
                 cut--;
             if (cut == 0)
-                cut = 68;
+                cut = CFG_COMMENT_WIDTH;
         }
         fprintf(out, "%s// %.*s\n", indent, (int)cut, text);
         text += cut;
@@ -810,46 +1272,128 @@ static void cfg_put_comment(FILE *out, const char *indent, const char *text)
     }
 }
 
-int cfg_write_sample(FILE *out)
+/* Describes the type, range and default of @key in one sentence. */
+static void cfg_describe(const struct cfg_key *key, char *buf, size_t len)
 {
-    struct cfg *defaults = NULL;
-    int r = cfg_defaults(&defaults);
+    const char *what = "String";
 
-    if (r < 0)
-        return r;
-    fputs("// stowbridge configuration. JSON with // and /* */ comments.\n"
-          "// Every key is shown with its default; delete what you do not\n"
-          "// change. Unknown keys are errors. Generated by\n"
-          "// 'stowbridge sample-config'.\n"
-          "{\n", out);
-    for (size_t s = 0; s < CFG_SECTION_COUNT; s++) {
+    switch (key->type) {
+    case CFG_STRING:
+        if (key->check == CFG_CHECK_AE_TITLE)
+            what = "AE title, 1-16 characters";
+        else if (key->check == CFG_CHECK_ABS_PATH)
+            what = "Absolute path";
+        (void)snprintf(buf, len, "%s%s; default \"%s\".", what,
+                       key->secret ? ", secret" : "", key->def_string);
+        break;
+    case CFG_UINT:
+        (void)snprintf(buf, len, "Integer from %u to %u; default %u.", key->min,
+                       key->max, key->def_uint);
+        break;
+    case CFG_LEVEL:
+        (void)snprintf(buf, len, "One of " CFG_LEVEL_NAMES "; default \"%s\".",
+                       key->def_string);
+        break;
+    case CFG_CALLERS:
+        (void)snprintf(buf, len,
+                       "List of {\"ae_title\", \"hosts\"} entries; default "
+                       "[] (any caller).");
+        break;
+    }
+}
+
+/* Writes @key's example as commented-out lines. */
+static void cfg_put_example(FILE *out, const char *indent,
+                            const struct cfg_key *key)
+{
+    const char *line = key->example;
+
+    fprintf(out, "%s// Example:\n", indent);
+    fprintf(out, "%s// \"%s\": ", indent, cfg_key_name(key));
+    while (*line) {
+        const char *nl = strchr(line, '\n');
+        size_t n = nl != NULL ? (size_t)(nl - line) : strlen(line);
+
+        fprintf(out, "%.*s\n", (int)n, line);
+        line += n;
+        if (*line == '\n')
+            line++;
+        if (*line)
+            fprintf(out, "%s// ", indent);
+    }
+}
+
+/*
+ * Writes every section and key of @cfg as JSON. With @sample, each key is
+ * preceded by its documentation and secrets are not masked (@cfg then
+ * holds the defaults).
+ */
+static int cfg_write(const struct cfg *cfg, FILE *out, bool sample)
+{
+    const char *indent = "        ";
+    bool first_section = true;
+
+    fputs("{\n", out);
+    for (size_t s = 0; s < CFG_KEY_COUNT; s++) {
+        const struct cfg_key *skey = &cfg_keys[s];
+        size_t section_len = cfg_section_len(skey);
         bool first = true;
-        fprintf(out, "    \"%s\": {\n", cfg_sections[s]);
-        for (size_t k = 0; k < CFG_KEY_COUNT; k++) {
+
+        if (!cfg_section_first(s))
+            continue;
+        fprintf(out, "%s    \"%.*s\": {\n", first_section ? "" : ",\n",
+                (int)section_len, skey->path);
+        first_section = false;
+        for (size_t k = s; k < CFG_KEY_COUNT; k++) {
             const struct cfg_key *key = &cfg_keys[k];
-            char range[96];
-            if (strcmp(key->section, cfg_sections[s]) != 0)
+            char about[160];
+
+            if (cfg_section_len(key) != section_len ||
+                strncmp(key->path, skey->path, section_len) != 0)
                 continue;
             if (!first)
                 fputs(",\n", out);
-            cfg_put_comment(out, "        ", key->doc);
-            if (key->type == CFG_UINT) {
-                snprintf(range, sizeof(range), "Integer %u-%u, default %u.",
-                         key->min, key->max, key->def_uint);
-                cfg_put_comment(out, "        ", range);
-            } else if (key->type == CFG_CALLERS) {
-                cfg_put_comment(out, "        ",
-                                "Example: [{\"ae_title\": \"CT1\", \"hosts\": "
-                                "[\"10.1.2.0/24\"]}, {\"ae_title\": "
-                                "\"PACS\"}]");
-            }
-            fprintf(out, "        \"%s\": ", key->name);
-            cfg_put_value(out, defaults, key);
             first = false;
+            if (sample) {
+                cfg_put_comment(out, indent, key->doc);
+                cfg_describe(key, about, sizeof(about));
+                cfg_put_comment(out, indent, about);
+                if (key->example != NULL)
+                    cfg_put_example(out, indent, key);
+            }
+            fprintf(out, "%s\"%s\": ", indent, cfg_key_name(key));
+            cfg_put_value(out, cfg, key, !sample, indent);
         }
-        fprintf(out, "\n    }%s\n", s + 1 < CFG_SECTION_COUNT ? "," : "");
+        fputs("\n    }", out);
     }
-    fputs("}\n", out);
+    fputs("\n}\n", out);
+    if (fflush(out) != 0 || ferror(out))
+        return -EIO;
+    return 0;
+}
+
+int cfg_dump(const struct cfg *cfg, FILE *out)
+{
+    return cfg_write(cfg, out, false);
+}
+
+int cfg_write_sample(FILE *out)
+{
+    struct cfg *defaults = NULL;
+    int r;
+
+    r = cfg_defaults(&defaults);
+    if (r < 0)
+        return r;
+    fputs("// stowbridge configuration file (JSON; // and /* */ comments are\n"
+          "// allowed). Every key is shown with its meaning and its "
+          "default;\n"
+          "// a key left out takes its default. Unknown keys are errors.\n"
+          "// Check a file with 'stowbridge check --config FILE'; this "
+          "sample\n"
+          "// is the output of 'stowbridge sample-config'.\n",
+          out);
+    r = cfg_write(defaults, out, true);
     cfg_free(defaults);
-    return ferror(out) ? -EIO : 0;
+    return r;
 }
