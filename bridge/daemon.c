@@ -206,12 +206,17 @@ int daemon_run(const struct cfg *cfg)
     }
 
     log_notice("event=started version=%s ae=%s port=%u spool=%s "
-               "max_associations=%u callers=%s mode=receive-only "
-               "reason=\"uploads are not built yet: instances stay in the "
-               "spool\"",
+               "max_associations=%u callers=%s mode=receive-only",
                STOWBRIDGE_VERSION, cfg->dicom.ae_title, cfg->dicom.port,
                cfg->spool.dir, cfg->dicom.max_associations,
                cfg->dicom.allowed_caller_count > 0 ? "allow-list" : "any");
+    if (cfg->upload.url[0] != '\0')
+        log_warning("event=receive-only reason=\"upload.url is set, but this "
+                    "version does not upload yet: instances stay in the "
+                    "spool's incoming/\"");
+    else
+        log_notice("event=receive-only reason=\"no upload.url: instances "
+                   "stay in the spool's incoming/\"");
     (void)daemon_notify("READY=1\nSTATUS=receiving");
 
     r = scp_run(scp, daemon_should_stop, NULL,

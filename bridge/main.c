@@ -4,6 +4,7 @@
  *   stowbridge run --config FILE            the daemon, in the foreground
  *   stowbridge status --config FILE [--json]
  *   stowbridge check --config FILE [--dump]
+ *   stowbridge token --config FILE [--raw]
  *   stowbridge sample-config
  *
  * Exit status: 0 success, 1 runtime failure, 2 usage or configuration
@@ -15,14 +16,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include <curl/curl.h>
 
 #include "config.h"
 #include "daemon.h"
 #include "log.h"
+#include "oauth.h"
 #include "scp.h"
 #include "spool.h"
 #include "status.h"
+#include "stow.h"
 #include "util.h"
+#include "webcfg.h"
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
@@ -42,9 +49,14 @@ static const struct main_cmd main_cmds[] = {
       "Print count, bytes and oldest age (seconds) of each spool state.\n"
       "  Safe while the daemon runs." },
     { "check", "check --config FILE [--dump]",
-      "Validate the configuration, open the spool and check that it is\n"
-      "  writable, and that the DICOM port can be bound. --dump prints\n"
-      "  the effective configuration (secrets masked)." },
+      "Validate the configuration, then try each dependency and say which\n"
+      "  one fails and why: the spool (writable, free space), the DICOM\n"
+      "  port, the token endpoint, the DICOMweb server. --dump prints the\n"
+      "  effective configuration (secrets masked)." },
+    { "token", "token --config FILE [--raw]",
+      "Fetch a token as the uploader would and print its decoded header\n"
+      "  and claims, its expiry and a diagnosis of common mistakes (wrong\n"
+      "  audience, tenant, clock). The token itself only with --raw." },
     { "sample-config", "sample-config",
       "Print the documented sample configuration with every key and\n"
       "  its default." },
@@ -68,6 +80,7 @@ struct main_opts {
     const char *config_path;
     bool json;
     bool dump;
+    bool raw;
 };
 
 /* Parses the options after the subcommand. Returns 0, 1 for --help, or
@@ -79,6 +92,7 @@ static int main_parse_opts(const char *cmd, int argc, char **argv,
         { "config", required_argument, NULL, 'c' },
         { "json", no_argument, NULL, 'j' },
         { "dump", no_argument, NULL, 'd' },
+        { "raw", no_argument, NULL, 'r' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -101,6 +115,11 @@ static int main_parse_opts(const char *cmd, int argc, char **argv,
             if (strcmp(cmd, "check") != 0)
                 goto bad_option;
             opts->dump = true;
+            break;
+        case 'r':
+            if (strcmp(cmd, "token") != 0)
+                goto bad_option;
+            opts->raw = true;
             break;
         case 'h':
             return 1;
@@ -135,6 +154,149 @@ static int main_load_config(const struct main_opts *opts, const char *cmd,
         return -EINVAL;
     }
     return 0;
+}
+
+/* Fetches a token as the uploader would. Prints why on failure. */
+static int main_fetch_token(const struct cfg *cfg, const char *what,
+                            char **ret_token)
+{
+    struct oauth_params params;
+    struct oauth_source *source;
+    uint64_t generation;
+    char err[512];
+    int r;
+
+    webcfg_oauth_params(cfg, &params);
+    source = oauth_source_new(&params);
+    if (source == NULL)
+        return -ENOMEM;
+    r = oauth_source_token(source, util_now_monotonic_ms(), ret_token,
+                           &generation, err, sizeof(err));
+    oauth_source_free(source);
+    if (r < 0)
+        printf("%s: FAILED: %s (%s)\n", what, err, cfg->auth.token_url);
+    return r;
+}
+
+static void main_free_token(char *token)
+{
+    if (token != NULL) {
+        explicit_bzero(token, strlen(token));
+        free(token);
+    }
+}
+
+/* `check`, the send side: the token endpoint, then the DICOMweb server. */
+static int main_check_upload(const struct cfg *cfg)
+{
+    struct stow_params params;
+    struct stow_client *client;
+    struct stow_reply reply;
+    char *token = NULL;
+    int failures = 0;
+    int r;
+
+    if (cfg->upload.url[0] == '\0') {
+        printf("upload: not configured (no upload.url): receive-only, "
+               "instances stay in the spool\n");
+        return 0;
+    }
+    printf("upload: %s (note: this version does not upload yet; these "
+           "checks prepare it)\n", cfg->upload.url);
+    if (strcmp(cfg->auth.type, "none") == 0) {
+        printf("auth: none (no Authorization header)\n");
+    } else {
+        r = main_fetch_token(cfg, "auth", &token);
+        if (r < 0)
+            return 1;
+        printf("auth: ok (%s token obtained from %s)\n", cfg->auth.type,
+               strcmp(cfg->auth.type, "static") == 0 ? "the configuration"
+                                                     : cfg->auth.token_url);
+    }
+
+    webcfg_stow_params(cfg, &params);
+    client = stow_client_new(&params);
+    if (client == NULL) {
+        main_free_token(token);
+        return 1;
+    }
+    r = stow_probe(client, token, &reply);
+    if (r < 0) {
+        printf("dicomweb: FAILED: %s unreachable: %s\n", cfg->upload.url,
+               reply.error);
+        failures++;
+    } else if (reply.http_status == 401) {
+        printf("dicomweb: FAILED: HTTP 401: the server does not accept the "
+               "token (wrong audience or issuer? see 'stowbridge token')\n");
+        failures++;
+    } else if (reply.http_status == 403) {
+        struct oauth_claims claims;
+        char diagnosis[2048];
+        char err[256];
+        bool decoded = token != NULL &&
+                       oauth_decode_claims(token, &claims, err,
+                                           sizeof(err)) == 0;
+        oauth_diagnose_forbidden(decoded ? &claims : NULL, cfg->upload.url,
+                                 (int64_t)time(NULL), diagnosis,
+                                 sizeof(diagnosis));
+        if (decoded)
+            oauth_claims_free(&claims);
+        printf("dicomweb: FAILED: %s\n", diagnosis);
+        failures++;
+    } else if (reply.http_status >= 200 && reply.http_status < 300) {
+        printf("dicomweb: ok (HTTP %ld from %s/studies)\n",
+               reply.http_status, cfg->upload.url);
+    } else {
+        printf("dicomweb: FAILED: HTTP %ld from %s/studies\n",
+               reply.http_status, cfg->upload.url);
+        failures++;
+    }
+    stow_reply_free(&reply);
+    stow_client_free(client);
+    main_free_token(token);
+    return failures;
+}
+
+/* `token`: fetch, decode, diagnose. */
+static int main_token(const struct cfg *cfg, bool raw)
+{
+    struct oauth_claims claims;
+    char diagnosis[2048];
+    char err[256];
+    char *token = NULL;
+    char *json = NULL;
+    int errors;
+
+    if (strcmp(cfg->auth.type, "none") == 0) {
+        printf("auth.type is \"none\": no token is used\n");
+        return 0;
+    }
+    if (main_fetch_token(cfg, "token", &token) < 0)
+        return EXIT_RUNTIME;
+    printf("token: obtained (%s%s%s)\n", cfg->auth.type,
+           cfg->auth.token_url[0] ? " from " : "", cfg->auth.token_url);
+    if (oauth_jwt_segment_json(token, 0, &json) == 0) {
+        printf("header:\n%s\n", json);
+        free(json);
+    }
+    if (oauth_jwt_segment_json(token, 1, &json) == 0) {
+        printf("claims:\n%s\n", json);
+        free(json);
+    }
+    if (oauth_decode_claims(token, &claims, err, sizeof(err)) < 0) {
+        printf("diagnosis:\nwarning: %s\n", err);
+        errors = 0;
+    } else {
+        errors = oauth_diagnose_token(&claims, cfg->upload.url,
+                                      cfg->auth.tenant, (int64_t)time(NULL),
+                                      diagnosis, sizeof(diagnosis));
+        printf("diagnosis:\n%s", diagnosis);
+        oauth_claims_free(&claims);
+    }
+    if (raw)
+        printf("access_token: %s\n", token);
+    main_free_token(token);
+    return errors == 0 ? 0 : EXIT_RUNTIME;
 }
 
 /* `check`: each dependency in turn, saying which one fails and why. */
@@ -205,8 +367,7 @@ static int main_check(const struct cfg *cfg, bool dump)
     scp_free(scp);
     spool_close(spool);
 
-    printf("upload: not configured: receive-only (uploads are not built "
-           "yet)\n");
+    failures += main_check_upload(cfg);
     return failures == 0 ? 0 : EXIT_RUNTIME;
 }
 
@@ -245,7 +406,7 @@ int main(int argc, char **argv)
         return cfg_write_sample(stdout) == 0 ? 0 : EXIT_RUNTIME;
 
     if (strcmp(cmd, "run") != 0 && strcmp(cmd, "status") != 0 &&
-        strcmp(cmd, "check") != 0) {
+        strcmp(cmd, "check") != 0 && strcmp(cmd, "token") != 0) {
         fprintf(stderr, "stowbridge: unknown command '%s' (see "
                         "'stowbridge --help')\n", cmd);
         return EXIT_USAGE;
@@ -253,12 +414,21 @@ int main(int argc, char **argv)
     if (main_load_config(&opts, cmd, &cfg) < 0)
         return EXIT_USAGE;
 
+    /* Once, before any thread: the uploader's and token's HTTP client. */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "stowbridge: libcurl initialisation failed\n");
+        cfg_free(cfg);
+        return EXIT_RUNTIME;
+    }
     if (strcmp(cmd, "run") == 0)
         status = daemon_run(cfg);
     else if (strcmp(cmd, "status") == 0)
         status = status_main(cfg, opts.json);
+    else if (strcmp(cmd, "token") == 0)
+        status = main_token(cfg, opts.raw);
     else
         status = main_check(cfg, opts.dump);
     cfg_free(cfg);
+    curl_global_cleanup();
     return status;
 }

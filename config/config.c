@@ -71,6 +71,9 @@ enum cfg_check {
     CFG_CHECK_NONE,
     CFG_CHECK_AE_TITLE, /* util_ae_title_valid(), stored trimmed */
     CFG_CHECK_ABS_PATH, /* non-empty, starts with '/' */
+    CFG_CHECK_URL,      /* "" or http:// or https://, no spaces */
+    CFG_CHECK_CHOICE,   /* one of the '|'-separated .choices */
+    CFG_CHECK_OPT_PATH, /* "" or starts with '/' */
 };
 
 struct cfg_key {
@@ -86,6 +89,7 @@ struct cfg_key {
     bool secret;            /* masked by cfg_dump() */
     const char *doc;        /* what it means, for the sample file */
     const char *example;    /* sample file: a commented-out value */
+    const char *choices;    /* CFG_CHECK_CHOICE: "a|b|c" */
 };
 
 #define CFG_OFF(field) offsetof(struct cfg, field)
@@ -184,6 +188,179 @@ static const struct cfg_key cfg_keys[] = {
         .def_string = "info",
         .doc = "Most verbose level logged (\"error\" is accepted for "
                "\"err\").",
+    },
+    {
+        .path = "upload.url",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(upload.url),
+        .def_string = "",
+        .check = CFG_CHECK_URL,
+        .doc = "The DICOMweb base URL; instances are sent to "
+               "{url}/studies/{StudyInstanceUID}. Empty: receive-only (the "
+               "spool fills, nothing is sent).",
+        .example = "\"https://myws-mydicom.dicom.azurehealthcareapis.com/v2\"",
+    },
+    {
+        .path = "upload.workers",
+        .type = CFG_UINT,
+        .offset = CFG_OFF(upload.workers),
+        .def_uint = 4,
+        .min = 1,
+        .max = 64,
+        .doc = "Upload workers, each with its own connection.",
+    },
+    {
+        .path = "upload.batch_max_instances",
+        .type = CFG_UINT,
+        .offset = CFG_OFF(upload.batch_max_instances),
+        .def_uint = 50,
+        .min = 1,
+        .max = 1000,
+        .doc = "Most instances of one study sent in one STOW-RS request.",
+    },
+    {
+        .path = "upload.batch_max_mb",
+        .type = CFG_UINT,
+        .offset = CFG_OFF(upload.batch_max_mb),
+        .def_uint = 100,
+        .min = 1,
+        .max = 4096,
+        .doc = "Most MiB in one STOW-RS request (a single larger instance "
+               "is still sent, alone).",
+    },
+    {
+        .path = "upload.timeout_s",
+        .type = CFG_UINT,
+        .offset = CFG_OFF(upload.timeout_s),
+        .def_uint = 60,
+        .min = 1,
+        .max = 3600,
+        .doc = "Connect timeout, and the longest a transfer may stall, in "
+               "seconds (a large study may take longer in all).",
+    },
+    {
+        .path = "upload.ca_file",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(upload.ca_file),
+        .def_string = "",
+        .check = CFG_CHECK_OPT_PATH,
+        .doc = "PEM file of the CAs to trust for the DICOMweb and token "
+               "servers. Empty: the system's CA store.",
+    },
+    {
+        .path = "auth.type",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(auth.type),
+        .def_string = "none",
+        .check = CFG_CHECK_CHOICE,
+        .choices = "none|client_credentials|azure|static",
+        .doc = "How to get a Bearer token: none; client_credentials (OAuth2 "
+               "with a client secret: token_url, client_id, a secret, "
+               "usually scope); azure (Microsoft Entra ID: tenant, "
+               "client_id, a secret; fills the token URL and the DICOM "
+               "service scope); static (a fixed token, for testing).",
+    },
+    {
+        .path = "auth.token_url",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(auth.token_url),
+        .def_string = "",
+        .check = CFG_CHECK_URL,
+        .doc = "OAuth2 token endpoint (client_credentials).",
+    },
+    {
+        .path = "auth.client_id",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(auth.client_id),
+        .def_string = "",
+        .doc = "OAuth2 client ID (the Entra application ID for azure).",
+    },
+    {
+        .path = "auth.client_secret",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(auth.client_secret),
+        .def_string = "",
+        .secret = true,
+        .doc = "The client secret, inline. Prefer client_secret_file or "
+               "the systemd credential client_secret (LoadCredential=).",
+    },
+    {
+        .path = "auth.client_secret_file",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(auth.client_secret_file),
+        .def_string = "",
+        .check = CFG_CHECK_OPT_PATH,
+        .doc = "A file holding the client secret (not readable by others).",
+    },
+    {
+        .path = "auth.scope",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(auth.scope),
+        .def_string = "",
+        .doc = "Scope requested (azure: "
+               "https://dicom.healthcareapis.azure.com/.default when empty).",
+    },
+    {
+        .path = "auth.resource",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(auth.resource),
+        .def_string = "",
+        .doc = "Resource requested, for v1-style token servers.",
+    },
+    {
+        .path = "auth.client_auth",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(auth.client_auth),
+        .def_string = "body",
+        .check = CFG_CHECK_CHOICE,
+        .choices = "body|basic",
+        .doc = "How the client authenticates to the token endpoint: ID and "
+               "secret in the form body, or HTTP Basic.",
+    },
+    {
+        .path = "auth.tenant",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(auth.tenant),
+        .def_string = "",
+        .doc = "azure: the directory (tenant) ID or domain.",
+    },
+    {
+        .path = "auth.token",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(auth.token),
+        .def_string = "",
+        .secret = true,
+        .doc = "static: the Bearer token.",
+    },
+    {
+        .path = "retry.min_s",
+        .type = CFG_UINT,
+        .offset = CFG_OFF(retry.min_s),
+        .def_uint = 5,
+        .min = 1,
+        .max = 3600,
+        .doc = "First wait after a transient failure, in seconds; it "
+               "doubles (with jitter) after each one.",
+    },
+    {
+        .path = "retry.max_s",
+        .type = CFG_UINT,
+        .offset = CFG_OFF(retry.max_s),
+        .def_uint = 600,
+        .min = 1,
+        .max = 86400,
+        .doc = "Longest wait between attempts, in seconds (at least "
+               "retry.min_s).",
+    },
+    {
+        .path = "retry.max_age_h",
+        .type = CFG_UINT,
+        .offset = CFG_OFF(retry.max_age_h),
+        .def_uint = 168,
+        .min = 1,
+        .max = 8760,
+        .doc = "An entry still not delivered this many hours after arrival "
+               "goes to failed/ as expired.",
     },
 };
 
@@ -311,9 +488,13 @@ void cfg_free(struct cfg *cfg)
         const struct cfg_key *key = &cfg_keys[i];
 
         switch (key->type) {
-        case CFG_STRING:
-            free(*(char **)cfg_field(cfg, key->offset));
+        case CFG_STRING: {
+            char *str = *(char **)cfg_field(cfg, key->offset);
+            if (key->secret && str != NULL)
+                explicit_bzero(str, strlen(str));
+            free(str);
             break;
+        }
         case CFG_CALLERS:
             cfg_free_callers(*(struct cfg_caller **)cfg_field(cfg, key->offset),
                              *(size_t *)cfg_field(cfg, key->count_offset));
@@ -672,11 +853,105 @@ static int cfg_parse_callers(struct cfg *cfg, const struct cfg_key *key,
     return 0;
 }
 
+/* True if @value is one of the '|'-separated @choices. */
+static bool cfg_is_choice(const char *choices, const char *value)
+{
+    size_t len = strlen(value);
+
+    for (const char *p = choices; *p != '\0';) {
+        size_t n = strcspn(p, "|");
+        if (n == len && strncmp(p, value, n) == 0)
+            return true;
+        p += n;
+        if (*p == '|')
+            p++;
+    }
+    return false;
+}
+
+/* True if @url is http:// or https:// with a host and no white space. */
+static bool cfg_url_valid(const char *url)
+{
+    const char *rest;
+
+    if (strncmp(url, "https://", 8) == 0)
+        rest = url + 8;
+    else if (strncmp(url, "http://", 7) == 0)
+        rest = url + 7;
+    else
+        return false;
+    if (*rest == '\0' || *rest == '/')
+        return false;
+    for (const char *p = url; *p; p++)
+        if ((unsigned char)*p <= ' ' || (unsigned char)*p == 0x7f)
+            return false;
+    return true;
+}
+
+/* The per-key checks of a string value (not AE titles). */
+static int cfg_check_string(const struct cfg_key *key, const char *value,
+                            char *err, size_t err_len)
+{
+    char quoted[CFG_QUOTE_MAX + 4];
+
+    switch (key->check) {
+    case CFG_CHECK_ABS_PATH:
+        if (value[0] != '/') {
+            cfg_err(err, err_len,
+                    "config: %s: expected an absolute path, got \"%s\"",
+                    key->path, cfg_quote_str(quoted, sizeof(quoted), value));
+            return -EINVAL;
+        }
+        break;
+    case CFG_CHECK_OPT_PATH:
+        if (value[0] != '\0' && value[0] != '/') {
+            cfg_err(err, err_len,
+                    "config: %s: expected an absolute path (or \"\"), got "
+                    "\"%s\"",
+                    key->path, cfg_quote_str(quoted, sizeof(quoted), value));
+            return -EINVAL;
+        }
+        break;
+    case CFG_CHECK_URL:
+        if (value[0] != '\0' && !cfg_url_valid(value)) {
+            cfg_err(err, err_len,
+                    "config: %s: expected an http:// or https:// URL (or "
+                    "\"\"), got \"%s\"",
+                    key->path, cfg_quote_str(quoted, sizeof(quoted), value));
+            return -EINVAL;
+        }
+        break;
+    case CFG_CHECK_CHOICE:
+        if (!cfg_is_choice(key->choices, value)) {
+            char choices[128];
+            size_t j = 0;
+            for (const char *p = key->choices; *p && j + 4 < sizeof(choices);
+                 p++) {
+                if (*p == '|') {
+                    choices[j++] = ',';
+                    choices[j++] = ' ';
+                } else {
+                    choices[j++] = *p;
+                }
+            }
+            choices[j] = '\0';
+            cfg_err(err, err_len,
+                    "config: %s: expected one of %s, got \"%s\"", key->path,
+                    choices, cfg_quote_str(quoted, sizeof(quoted), value));
+            return -EINVAL;
+        }
+        break;
+    case CFG_CHECK_AE_TITLE:
+    case CFG_CHECK_NONE:
+        break;
+    }
+    return 0;
+}
+
 static int cfg_parse_string(struct cfg *cfg, const struct cfg_key *key,
                             const cJSON *item, char *err, size_t err_len)
 {
     char **str = cfg_field(cfg, key->offset);
-    char quoted[CFG_QUOTE_MAX + 4];
     char *value = NULL;
     int r;
 
@@ -687,21 +962,21 @@ static int cfg_parse_string(struct cfg *cfg, const struct cfg_key *key,
             return r;
         break;
     case CFG_CHECK_ABS_PATH:
+    case CFG_CHECK_OPT_PATH:
+    case CFG_CHECK_URL:
+    case CFG_CHECK_CHOICE:
     case CFG_CHECK_NONE:
         if (!cJSON_IsString(item)) {
             cfg_err(err, err_len, "config: %s: expected %s, got %s", key->path,
                     key->check == CFG_CHECK_ABS_PATH ? "an absolute path"
+                    : key->check == CFG_CHECK_URL    ? "an http(s) URL"
                                                      : "a string",
                     cfg_json_type(item));
             return -EINVAL;
         }
-        if (key->check == CFG_CHECK_ABS_PATH && item->valuestring[0] != '/') {
-            cfg_err(err, err_len,
-                    "config: %s: expected an absolute path, got \"%s\"",
-                    key->path,
-                    cfg_quote_str(quoted, sizeof(quoted), item->valuestring));
-            return -EINVAL;
-        }
+        r = cfg_check_string(key, item->valuestring, err, err_len);
+        if (r < 0)
+            return r;
         value = strdup(item->valuestring);
         if (value == NULL)
             return -ENOMEM;
@@ -956,6 +1231,101 @@ static int cfg_parse_section(struct cfg *cfg, const cJSON *section, char *err,
     return 0;
 }
 
+/* The error for a key that @type needs but that is empty. */
+static int cfg_needs(const char *value, const char *type, const char *path,
+                     const char *why, char *err, size_t err_len)
+{
+    if (value[0] != '\0')
+        return 0;
+    cfg_err(err, err_len, "config: auth.type \"%s\" needs %s%s", type, path,
+            why);
+    return -EINVAL;
+}
+
+static int cfg_set_string(char **field, const char *value)
+{
+    char *copy = strdup(value);
+
+    if (copy == NULL)
+        return -ENOMEM;
+    free(*field);
+    *field = copy;
+    return 0;
+}
+
+/* True if @tenant looks like an Entra tenant ID or domain. */
+static bool cfg_tenant_valid(const char *tenant)
+{
+    size_t len = strlen(tenant);
+
+    if (len == 0 || len > 128)
+        return false;
+    for (const char *p = tenant; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+              (*p >= '0' && *p <= '9') || *p == '-' || *p == '.'))
+            return false;
+    return true;
+}
+
+/*
+ * Checks across keys, after every key was read: what each auth.type needs
+ * and the retry range. For "azure", fills in the Entra v2 token URL and
+ * the DICOM service scope.
+ */
+static int cfg_validate(struct cfg *cfg, char *err, size_t err_len)
+{
+    struct cfg_auth *auth = &cfg->auth;
+    const char *type = auth->type;
+    char quoted[CFG_QUOTE_MAX + 4];
+    char url[256];
+    int r = 0;
+
+    if (cfg->retry.min_s > cfg->retry.max_s) {
+        cfg_err(err, err_len,
+                "config: retry.min_s (%u) must not exceed retry.max_s (%u)",
+                cfg->retry.min_s, cfg->retry.max_s);
+        return -EINVAL;
+    }
+    if (strcmp(type, "client_credentials") == 0 ||
+        strcmp(type, "azure") == 0) {
+        if (auth->client_secret[0] != '\0' &&
+            auth->client_secret_file[0] != '\0') {
+            cfg_err(err, err_len,
+                    "config: set auth.client_secret or "
+                    "auth.client_secret_file, not both");
+            return -EINVAL;
+        }
+        r = cfg_needs(auth->client_id, type, "auth.client_id", "", err,
+                      err_len);
+    }
+    if (r == 0 && strcmp(type, "client_credentials") == 0)
+        r = cfg_needs(auth->token_url, type, "auth.token_url",
+                      " (the OAuth2 token endpoint)", err, err_len);
+    if (r == 0 && strcmp(type, "azure") == 0) {
+        r = cfg_needs(auth->tenant, type, "auth.tenant",
+                      " (the directory (tenant) ID)", err, err_len);
+        if (r == 0 && !cfg_tenant_valid(auth->tenant)) {
+            cfg_err(err, err_len,
+                    "config: auth.tenant: expected a directory (tenant) ID "
+                    "or domain, got \"%s\"",
+                    cfg_quote_str(quoted, sizeof(quoted), auth->tenant));
+            r = -EINVAL;
+        }
+        if (r == 0 && auth->token_url[0] == '\0') {
+            snprintf(url, sizeof(url),
+                     "https://login.microsoftonline.com/%s/oauth2/v2.0/token",
+                     auth->tenant);
+            r = cfg_set_string(&auth->token_url, url);
+        }
+        if (r == 0 && auth->scope[0] == '\0')
+            r = cfg_set_string(&auth->scope, "https://dicom.healthcareapis."
+                                              "azure.com/.default");
+    }
+    if (r == 0 && strcmp(type, "static") == 0)
+        r = cfg_needs(auth->token, type, "auth.token", "", err, err_len);
+    return r;
+}
+
 int cfg_parse(const char *text, size_t len, struct cfg **ret_cfg, char *err,
               size_t err_len)
 {
@@ -1032,6 +1402,9 @@ int cfg_parse(const char *text, size_t len, struct cfg **ret_cfg, char *err,
         if (r < 0)
             goto out_free;
     }
+    r = cfg_validate(cfg, err, err_len);
+    if (r < 0)
+        goto out_free;
     *ret_cfg = cfg;
     cfg = NULL;
     r = 0;
@@ -1135,6 +1508,98 @@ out_close:
     return r;
 }
 
+/* Reads a secret from @path: trailing white space (a final newline) is
+ * not part of it. @check_mode refuses files readable by others. */
+static int cfg_read_secret(const char *path, bool check_mode, char **ret,
+                           char *err, size_t err_len)
+{
+    struct stat st;
+    char *text = NULL;
+    size_t len = 0;
+    int r;
+
+    if (stat(path, &st) < 0) {
+        r = -errno;
+        cfg_err(err, err_len, "config: auth.client_secret_file: cannot "
+                              "read '%s': %s", path, strerror(-r));
+        return r;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        cfg_err(err, err_len, "config: auth.client_secret_file: '%s' is not "
+                              "a regular file", path);
+        return -EINVAL;
+    }
+    if (check_mode && (st.st_mode & 0007) != 0) {
+        cfg_err(err, err_len,
+                "config: auth.client_secret_file: '%s' is readable by others "
+                "(mode %04o); chmod 0600 or 0640 it",
+                path, (unsigned)(st.st_mode & 07777));
+        return -EPERM;
+    }
+    r = cfg_read_file(path, &text, &len, err, err_len);
+    if (r < 0)
+        return r;
+    while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r' ||
+                       text[len - 1] == ' ' || text[len - 1] == '\t'))
+        text[--len] = '\0';
+    if (len == 0 || memchr(text, '\0', len) != NULL ||
+        memchr(text, '\n', len) != NULL) {
+        explicit_bzero(text, len);
+        free(text);
+        cfg_err(err, err_len, "config: the client secret in '%s' is empty "
+                              "or not one line", path);
+        return -EINVAL;
+    }
+    *ret = text;
+    return 0;
+}
+
+/*
+ * Fills auth.client_secret from auth.client_secret_file, or when no
+ * secret is configured, from the systemd credential "client_secret";
+ * then checks that a type that needs a secret has one.
+ */
+static int cfg_resolve_secret(struct cfg *cfg, char *err, size_t err_len)
+{
+    struct cfg_auth *auth = &cfg->auth;
+    const char *creds = getenv("CREDENTIALS_DIRECTORY");
+    char path[4096];
+    char *secret = NULL;
+    int r;
+
+    if (strcmp(auth->type, "client_credentials") != 0 &&
+        strcmp(auth->type, "azure") != 0)
+        return 0;
+    if (auth->client_secret_file[0] != '\0') {
+        r = cfg_read_secret(auth->client_secret_file, true, &secret, err,
+                            err_len);
+        if (r < 0)
+            return r;
+    } else if (auth->client_secret[0] == '\0' && creds != NULL &&
+               creds[0] == '/') {
+        snprintf(path, sizeof(path), "%s/client_secret", creds);
+        if (access(path, F_OK) == 0) {
+            r = cfg_read_secret(path, false, &secret, err, err_len);
+            if (r < 0)
+                return r;
+        }
+    }
+    if (secret != NULL) {
+        explicit_bzero(auth->client_secret, strlen(auth->client_secret));
+        free(auth->client_secret);
+        auth->client_secret = secret;
+    }
+    if (auth->client_secret[0] == '\0') {
+        cfg_err(err, err_len,
+                "config: auth.type \"%s\" needs a client secret: "
+                "auth.client_secret_file (preferred), auth.client_secret, or "
+                "the systemd credential client_secret",
+                auth->type);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 int cfg_load(const char *path, struct cfg **ret_cfg, char *err, size_t err_len)
 {
     static const char prefix[] = "config: ";
@@ -1149,6 +1614,13 @@ int cfg_load(const char *path, struct cfg **ret_cfg, char *err, size_t err_len)
     inner[0] = '\0';
     r = cfg_parse(text, len, ret_cfg, inner, sizeof(inner));
     free(text);
+    if (r == 0) {
+        r = cfg_resolve_secret(*ret_cfg, inner, sizeof(inner));
+        if (r < 0) {
+            cfg_free(*ret_cfg);
+            *ret_cfg = NULL;
+        }
+    }
     if (r < 0) {
         const char *msg = inner;
 

@@ -9,7 +9,8 @@
  *
  * Every problem is an error that names the key path ("dicom.port"), says
  * what was expected, and for syntax errors gives the line and column:
- *   unknown key, wrong type, value out of range, bad AE title, bad network.
+ *   unknown key, wrong type, value out of range, bad AE title, bad network,
+ *   bad URL, a value not among the choices, a key an auth.type requires.
  *
  * Ownership: cfg_load()/cfg_parse() hand the caller a struct cfg that only
  * cfg_free() releases. All strings inside belong to it.
@@ -56,20 +57,65 @@ struct cfg_log {
     int level;                    /* enum log_level; "info" */
 };
 
+/* Where to send (DESIGN.md 6). An empty url means receive-only. */
+struct cfg_upload {
+    char *url;                    /* "": receive-only; http(s)://... */
+    unsigned workers;             /* 4, 1..64 */
+    unsigned batch_max_instances; /* 50, 1..1000 */
+    unsigned batch_max_mb;        /* 100, 1..4096 */
+    unsigned timeout_s;           /* 60, 1..3600: connect, and longest stall */
+    char *ca_file;                /* "": the system's CA store */
+};
+
+/* How to authenticate (DESIGN.md 7). Strings are "" when unset. After
+ * cfg_load(), client_secret holds the secret from wherever it came
+ * (inline, client_secret_file, or $CREDENTIALS_DIRECTORY/client_secret)
+ * and, for "azure", token_url and scope are filled in. */
+struct cfg_auth {
+    char *type;                /* "none" | "client_credentials" | "azure" |
+                                  "static" */
+    char *token_url;
+    char *client_id;
+    char *client_secret;       /* secret */
+    char *client_secret_file;
+    char *scope;
+    char *resource;
+    char *client_auth;         /* "body" | "basic" */
+    char *tenant;              /* "azure": directory (tenant) ID or domain */
+    char *token;               /* secret; "static" */
+};
+
+struct cfg_retry {
+    unsigned min_s;            /* 5: first backoff */
+    unsigned max_s;            /* 600: longest backoff */
+    unsigned max_age_h;        /* 168: older entries go to failed/ */
+};
+
 struct cfg {
     struct cfg_dicom dicom;
     struct cfg_spool spool;
     struct cfg_log log;
+    struct cfg_upload upload;
+    struct cfg_auth auth;
+    struct cfg_retry retry;
 };
 
 /*
- * Reads and parses the file at @path. Errors name the file, and for
- * syntax errors the line. -ENOENT/-EACCES etc. when it cannot be read.
+ * Reads and parses the file at @path, then resolves the auth secrets:
+ * auth.client_secret_file is read (it must be a regular file not readable
+ * by others), or, when no secret is configured, the systemd credential
+ * $CREDENTIALS_DIRECTORY/client_secret (LoadCredential=). Errors name the
+ * file, and for syntax errors the line. -ENOENT/-EACCES etc. when it
+ * cannot be read.
  */
 int cfg_load(const char *path, struct cfg **ret_cfg, char *err,
              size_t err_len);
 
-/* Parses @len bytes of @text (need not be NUL-terminated). */
+/*
+ * Parses @len bytes of @text (need not be NUL-terminated), including the
+ * checks across keys (what each auth.type requires, retry.min_s <=
+ * retry.max_s). Reads no file: secrets from files are cfg_load()'s job.
+ */
 int cfg_parse(const char *text, size_t len, struct cfg **ret_cfg, char *err,
               size_t err_len);
 

@@ -286,6 +286,39 @@ int oauth_decode_claims(const char *jwt, struct oauth_claims *ret_claims,
     return 0;
 }
 
+int oauth_jwt_segment_json(const char *jwt, int index, char **ret_json)
+{
+    const char *start = jwt;
+    const char *end;
+    cJSON *root;
+    char *decoded;
+    char *json;
+
+    for (int i = 0; i < index && start != NULL; i++) {
+        start = strchr(start, '.');
+        if (start != NULL)
+            start++;
+    }
+    if (start == NULL || strchr(jwt, '.') == NULL)
+        return -EINVAL;
+    end = strchr(start, '.');
+    if (end == NULL)
+        return -EINVAL;
+    decoded = oauth_base64url_decode(start, (size_t)(end - start));
+    root = decoded != NULL ? cJSON_Parse(decoded) : NULL;
+    free(decoded);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return -EINVAL;
+    }
+    json = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (json == NULL)
+        return -ENOMEM;
+    *ret_json = json;
+    return 0;
+}
+
 static const char *oauth_or(const char *s, const char *fallback)
 {
     return s != NULL && s[0] != '\0' ? s : fallback;
@@ -305,6 +338,72 @@ static void oauth_append(char *buf, size_t len, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(buf + used, len - used, fmt, ap);
     va_end(ap);
+}
+
+int oauth_diagnose_token(const struct oauth_claims *claims, const char *url,
+                         const char *tenant, int64_t now_s, char *buf,
+                         size_t len)
+{
+    bool azure = url != NULL && strstr(url, ".azurehealthcareapis.com") != NULL;
+    int errors = 0;
+
+    if (len == 0)
+        return 0;
+    buf[0] = '\0';
+    if (claims->exp != 0 && claims->exp <= now_s) {
+        oauth_append(buf, len, "error: the token expired %lld s ago: check "
+                               "this machine's clock (NTP)\n",
+                     (long long)(now_s - claims->exp));
+        errors++;
+    } else if (claims->exp != 0) {
+        oauth_append(buf, len, "ok: valid for %lld s more\n",
+                     (long long)(claims->exp - now_s));
+    }
+    if (claims->iat > now_s + 300) {
+        oauth_append(buf, len, "error: the token was issued %lld s in the "
+                               "future: this machine's clock is behind\n",
+                     (long long)(claims->iat - now_s));
+        errors++;
+    }
+    if (azure) {
+        if (claims->aud == NULL ||
+            strncmp(claims->aud, OAUTH_AZURE_DICOM_AUDIENCE,
+                    strlen(OAUTH_AZURE_DICOM_AUDIENCE)) != 0) {
+            oauth_append(buf, len,
+                         "error: the audience is '%s', not the DICOM service "
+                         "(" OAUTH_AZURE_DICOM_AUDIENCE "): set auth.scope to "
+                         OAUTH_AZURE_DICOM_AUDIENCE "/.default or use "
+                         "auth.type \"azure\"\n",
+                         oauth_or(claims->aud, "-"));
+            errors++;
+        } else {
+            oauth_append(buf, len, "ok: the audience is the Azure DICOM "
+                                   "service\n");
+        }
+    } else if (claims->aud != NULL) {
+        oauth_append(buf, len, "ok: audience '%s' (check it is the DICOMweb "
+                               "server's)\n", claims->aud);
+    }
+    if (tenant != NULL && tenant[0] != '\0' && claims->tid != NULL &&
+        strchr(tenant, '.') == NULL && strcasecmp(tenant, claims->tid) != 0) {
+        oauth_append(buf, len, "error: the token is from tenant %s, not the "
+                               "configured %s\n", claims->tid, tenant);
+        errors++;
+    }
+    if (claims->roles == NULL && claims->scp == NULL)
+        oauth_append(buf, len,
+                     "warning: the token carries no roles and no scopes%s\n",
+                     azure ? ": normal for Azure, whose DICOM data roles are "
+                             "role assignments checked by the service; if "
+                             "stores get 403, assign \"DICOM Data Owner\" "
+                             "to the service principal"
+                           : ": if stores get 403, grant this client a role "
+                             "or scope that allows STOW-RS");
+    else
+        oauth_append(buf, len, "ok: roles=[%s] scp=[%s]\n",
+                     oauth_or(claims->roles, "none"),
+                     oauth_or(claims->scp, "none"));
+    return errors;
 }
 
 void oauth_diagnose_forbidden(const struct oauth_claims *claims,

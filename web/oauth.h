@@ -140,6 +140,24 @@ int oauth_decode_claims(const char *jwt, struct oauth_claims *ret_claims,
 void oauth_claims_free(struct oauth_claims *claims);
 
 /*
+ * Decodes segment @index (0 header, 1 payload) of a JWT into indented JSON
+ * text in a new string (caller frees). -EINVAL for a non-JWT.
+ */
+int oauth_jwt_segment_json(const char *jwt, int index, char **ret_json);
+
+/*
+ * Writes into @buf one line per finding about a token about to be used
+ * for @url (may be NULL) at @now_s, for `stowbridge token`: expired or
+ * issued in the future (clock), the audience against the Azure DICOM
+ * service, the tenant against @tenant (may be NULL or ""), and whether
+ * roles or scopes are present. Lines start with "ok: ", "warning: " or
+ * "error: ". Returns the number of "error: " lines.
+ */
+int oauth_diagnose_token(const struct oauth_claims *claims, const char *url,
+                         const char *tenant, int64_t now_s, char *buf,
+                         size_t len);
+
+/*
  * Writes into @buf (capacity @len) what a PACS administrator needs after
  * a 403 from @url: which identity the token carries and what to change.
  * For an Azure Health Data Services URL, that the service principal needs

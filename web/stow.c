@@ -541,3 +541,61 @@ out:
     free(url);
     return r;
 }
+
+int stow_probe(struct stow_client *client, const char *bearer_token,
+               struct stow_reply *ret_reply)
+{
+    struct stow_sink sink = { ret_reply, 0, false };
+    struct curl_slist *headers = NULL;
+    char *url = NULL;
+    char *auth = NULL;
+    CURLcode rc;
+    int r = 0;
+
+    memset(ret_reply, 0, sizeof(*ret_reply));
+    ret_reply->retry_after_s = -1;
+    if (asprintf(&url, "%s/studies?limit=1", client->base_url) < 0)
+        return -ENOMEM;
+    headers = curl_slist_append(headers, "Accept: application/dicom+json");
+    if (bearer_token != NULL) {
+        if (asprintf(&auth, "Authorization: Bearer %s", bearer_token) < 0) {
+            auth = NULL;
+            r = -ENOMEM;
+            goto out;
+        }
+        headers = curl_slist_append(headers, auth);
+    }
+    CURL *c = client->curl;
+    curl_easy_reset(c);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, stow_on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, stow_on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, ret_reply);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, (long)client->timeout_s);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, (long)client->timeout_s);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (client->ca_file != NULL)
+        curl_easy_setopt(c, CURLOPT_CAINFO, client->ca_file);
+    rc = curl_easy_perform(c);
+    if (rc != CURLE_OK) {
+        snprintf(ret_reply->error, sizeof(ret_reply->error), "%s",
+                 curl_easy_strerror(rc));
+        r = rc == CURLE_COULDNT_CONNECT ? -ECONNREFUSED : -ECONNABORTED;
+        goto out;
+    }
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &ret_reply->http_status);
+out:
+    free(ret_reply->body);
+    ret_reply->body = NULL;
+    ret_reply->body_len = 0;
+    if (auth != NULL) {
+        explicit_bzero(auth, strlen(auth));
+        free(auth);
+    }
+    curl_slist_free_all(headers);
+    free(url);
+    return r;
+}

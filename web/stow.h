@@ -132,6 +132,14 @@ int stow_post(struct stow_client *client, const char *study_uid,
 void stow_reply_free(struct stow_reply *reply);
 
 /*
+ * Checks that the DICOMweb server answers: GET {base}/studies?limit=1 with
+ * the token. Fills @ret_reply like stow_post() (the body is dropped).
+ * Returns 0 when an HTTP answer came, or a negative errno.
+ */
+int stow_probe(struct stow_client *client, const char *bearer_token,
+               struct stow_reply *ret_reply);
+
+/*
  * Parses a Retry-After value (RFC 9110 10.2.3): delay-seconds or an
  * HTTP-date, relative to @now_s. Returns seconds (0 for a date in the
  * past), or -1 if unparsable.

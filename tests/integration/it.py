@@ -9,7 +9,9 @@ test with a timeout. A test prints what it checked and exits non-zero on
 the first failed check; 77 means skipped (with the reason printed).
 Needs: dcmtk (echoscu, storescu, dcmdump) and python3-pydicom.
 """
+import base64
 import hashlib
+import http.server
 import json
 import os
 import re
@@ -19,6 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import pydicom
@@ -700,6 +703,171 @@ def test_status(work):
     r = run([BINARY, "status", "--config", d.config, "--json"])
     check(r.returncode == 0 and json.loads(r.stdout)["incoming"]["count"]
           == 5, "status works without the daemon too")
+
+
+class MockWeb:
+    """A token endpoint (POST /token) and a DICOMweb root (GET
+    /dicom-web/studies) on loopback, switched by attributes."""
+
+    def __init__(self):
+        self.token_mode = "ok"       # ok | refuse
+        self.studies_status = 200
+        self.claims = {"aud": "https://dicom.example.org", "oid": "sp-42",
+                       "appid": "client-7", "idtyp": "app", "tid": "t-1"}
+        self.token_requests = []
+        self.auth_headers = []
+        mock = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def reply(self, status, body, ctype="application/json"):
+                data = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", 0))
+                mock.token_requests.append(self.rfile.read(n).decode())
+                if mock.token_mode == "refuse":
+                    self.reply(401, json.dumps({
+                        "error": "invalid_client",
+                        "error_description": "AADSTS7000215: Invalid client "
+                                             "secret provided."}))
+                    return
+                claims = dict(mock.claims, exp=int(time.time()) + 3600,
+                              iat=int(time.time()))
+                self.reply(200, json.dumps({
+                    "access_token": jwt(claims), "token_type": "Bearer",
+                    "expires_in": 3599}))
+
+            def do_GET(self):
+                mock.auth_headers.append(self.headers.get("Authorization"))
+                if mock.studies_status == 200:
+                    self.reply(200, "[]", "application/dicom+json")
+                else:
+                    self.reply(mock.studies_status, "{}")
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                                      Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def jwt(claims):
+    def b64(obj):
+        raw = json.dumps(obj).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return b64({"alg": "none", "typ": "JWT"}) + "." + b64(claims) + ".sig"
+
+
+def upload_config(work, mock, url=None, **auth):
+    cfg = {
+        "spool": {"dir": os.path.join(work, "spool"), "min_free_mb": 0},
+        "dicom": {"port": free_port()},
+        "upload": {"url": url or "http://127.0.0.1:%d/dicom-web" % mock.port,
+                   "timeout_s": 5},
+        "auth": dict({"type": "client_credentials",
+                      "token_url": "http://127.0.0.1:%d/token" % mock.port,
+                      "client_id": "client-7",
+                      "client_secret_file": os.path.join(work, "secret")},
+                     **auth),
+    }
+    with open(os.path.join(work, "secret"), "w") as f:
+        f.write("pa55+word\n")
+    os.chmod(os.path.join(work, "secret"), 0o600)
+    path = os.path.join(work, "upload.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    return path
+
+
+def test_token(work):
+    mock = MockWeb()
+    try:
+        conf = upload_config(work, mock, scope="https://dicom.example.org/.default")
+        r = run([BINARY, "token", "--config", conf])
+        check(r.returncode == 0, "token: exit 0 (%s)" % r.stdout[-300:])
+        check(re.search(r'"oid":\s*"sp-42"', r.stdout) and
+              re.search(r'"alg":\s*"none"', r.stdout),
+              "header and claims printed")
+        check("ok: valid for" in r.stdout, "expiry shown")
+        check("eyJ" not in r.stdout, "the token itself is not printed")
+        check("pa55" not in r.stdout + r.stderr, "the secret is not printed")
+        body = mock.token_requests[-1]
+        check("grant_type=client_credentials" in body and
+              "client_secret=pa55%2Bword" in body and
+              "scope=https%3A%2F%2Fdicom.example.org%2F.default" in body,
+              "client_credentials form with the secret from the file")
+        r = run([BINARY, "token", "--config", conf, "--raw"])
+        check(r.returncode == 0 and "access_token: eyJ" in r.stdout,
+              "--raw prints the token")
+
+        # Azure DICOM URL with a token for another audience.
+        conf = upload_config(work, mock, url="https://ws-d.dicom."
+                             "azurehealthcareapis.com/v2")
+        r = run([BINARY, "token", "--config", conf])
+        check(r.returncode == 1 and "error: the audience is "
+              "'https://dicom.example.org'" in r.stdout and
+              "/.default" in r.stdout, "wrong audience diagnosed")
+
+        mock.token_mode = "refuse"
+        conf = upload_config(work, mock)
+        r = run([BINARY, "token", "--config", conf])
+        check(r.returncode == 1 and "invalid_client" in r.stdout and
+              "AADSTS7000215" in r.stdout,
+              "refused client: the server's reason is shown")
+    finally:
+        mock.close()
+    r = run([BINARY, "token", "--config", conf])
+    check(r.returncode == 1 and "unreachable" in r.stdout,
+          "token endpoint down: said so")
+
+
+def test_check_upload(work):
+    mock = MockWeb()
+    try:
+        conf = upload_config(work, mock)
+        r = run([BINARY, "check", "--config", conf])
+        check(r.returncode == 0 and "auth: ok" in r.stdout and
+              "dicomweb: ok (HTTP 200" in r.stdout, "check: all ok\n" +
+              r.stdout)
+        check(mock.auth_headers[-1].startswith("Bearer eyJ"),
+              "the probe carries the token")
+        mock.studies_status = 403
+        r = run([BINARY, "check", "--config", conf])
+        check(r.returncode == 1 and "dicomweb: FAILED" in r.stdout and
+              "HTTP 403" in r.stdout and "appid=client-7" in r.stdout and
+              "oid=sp-42" in r.stdout and "roles=[none]" in r.stdout,
+              "403: the identity is named\n" + r.stdout)
+        mock.studies_status = 401
+        r = run([BINARY, "check", "--config", conf])
+        check(r.returncode == 1 and "HTTP 401" in r.stdout, "401 reported")
+        mock.token_mode = "refuse"
+        r = run([BINARY, "check", "--config", conf])
+        check(r.returncode == 1 and "auth: FAILED" in r.stdout and
+              "invalid_client" in r.stdout, "token refused reported")
+        r = run([BINARY, "check", "--config", conf, "--dump"])
+        check("pa55" not in r.stdout and '"client_secret": "********"' in
+              r.stdout, "--dump masks the secret")
+    finally:
+        mock.close()
+    mock_port = mock.port
+    conf = upload_config(work, mock, type="none")
+    r = run([BINARY, "check", "--config", conf])
+    check(r.returncode == 1 and "dicomweb: FAILED" in r.stdout and
+          ("127.0.0.1:%d" % mock_port) in r.stdout,
+          "DICOMweb server down: said so")
 
 
 def main():

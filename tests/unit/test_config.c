@@ -315,7 +315,7 @@ static void test_errors(void)
                  "unknown key 'spool.ae_title'", NULL);
     expect_error("{\"dicon\": {}}", "unknown key 'dicon'",
                  "did you mean 'dicom'");
-    expect_error("{\"upload\": {}}", "unknown key 'upload'", NULL);
+    expect_error("{\"uploads\": {}}", "unknown key 'uploads'", "'upload'");
     expect_error("{\"port\": 104}", "unknown key 'port'", NULL);
     /* Names are quoted safely: control characters hidden, long ones cut. */
     expect_error("{\"dicom\": {\"po\\nrt\": 1}}", "unknown key 'dicom.po?rt'",
@@ -858,6 +858,167 @@ static void test_sample_file(void)
     free(committed);
 }
 
+/* The send side: upload, auth and retry keys, and the checks across keys. */
+static void test_send_side(void)
+{
+    struct cfg *cfg = NULL;
+
+    CHECK(parse("{}", &cfg) == 0);
+    CHECK(strcmp(cfg->upload.url, "") == 0);
+    CHECK(cfg->upload.workers == 4);
+    CHECK(cfg->upload.batch_max_instances == 50);
+    CHECK(cfg->upload.batch_max_mb == 100);
+    CHECK(cfg->upload.timeout_s == 60);
+    CHECK(strcmp(cfg->auth.type, "none") == 0);
+    CHECK(strcmp(cfg->auth.client_auth, "body") == 0);
+    CHECK(cfg->retry.min_s == 5 && cfg->retry.max_s == 600);
+    CHECK(cfg->retry.max_age_h == 168);
+    cfg_free(cfg);
+
+    /* Azure: the token URL and the scope are filled in. */
+    CHECK_MSG(parse("{\"upload\": {\"url\": \"https://ws-svc.dicom."
+                    "azurehealthcareapis.com/v2\", \"workers\": 8},"
+                    " \"auth\": {\"type\": \"azure\", \"tenant\": "
+                    "\"72f988bf-86f1-41af-91ab-2d7cd011db47\", \"client_id\": "
+                    "\"app-1\", \"client_secret\": \"s3cr3t\"}}",
+                    &cfg) == 0, "%s", err);
+    if (cfg != NULL) {
+        CHECK(strcmp(cfg->auth.token_url,
+                     "https://login.microsoftonline.com/72f988bf-86f1-41af-"
+                     "91ab-2d7cd011db47/oauth2/v2.0/token") == 0);
+        CHECK(strcmp(cfg->auth.scope,
+                     "https://dicom.healthcareapis.azure.com/.default") == 0);
+        CHECK(cfg->upload.workers == 8);
+        /* The dump masks the secret. */
+        char *dump = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&dump, &len);
+        CHECK(cfg_dump(cfg, f) == 0);
+        fclose(f);
+        CHECK(dump != NULL && strstr(dump, "s3cr3t") == NULL &&
+              strstr(dump, "\"client_secret\": \"********\"") != NULL);
+        free(dump);
+        cfg_free(cfg);
+    }
+
+    CHECK(parse("{\"auth\": {\"type\": \"client_credentials\", \"token_url\": "
+                "\"http://127.0.0.1:8080/token\", \"client_id\": \"c\", "
+                "\"client_secret_file\": \"/run/secret\", \"client_auth\": "
+                "\"basic\", \"resource\": \"https://x\"}}", &cfg) == 0);
+    CHECK(cfg != NULL && strcmp(cfg->auth.client_auth, "basic") == 0);
+    cfg_free(cfg);
+    CHECK(parse("{\"auth\": {\"type\": \"static\", \"token\": \"t\"}}", &cfg) ==
+          0);
+    cfg_free(cfg);
+
+    expect_error("{\"upload\": {\"url\": \"ftp://x\"}}", "upload.url",
+                 "http:// or https:// URL");
+    expect_error("{\"upload\": {\"url\": \"https://\"}}", "upload.url", NULL);
+    expect_error("{\"upload\": {\"url\": \"https://a b\"}}", "upload.url",
+                 NULL);
+    expect_error("{\"upload\": {\"workers\": 0}}", "upload.workers", "1 to 64");
+    expect_error("{\"upload\": {\"ca_file\": \"certs.pem\"}}", "upload.ca_file",
+                 "absolute path");
+    expect_error("{\"auth\": {\"type\": \"kerberos\"}}", "auth.type",
+                 "none, client_credentials, azure, static");
+    expect_error("{\"auth\": {\"client_auth\": \"header\"}}",
+                 "auth.client_auth", "body, basic");
+    expect_error("{\"auth\": {\"type\": \"client_credentials\", \"client_id\": "
+                 "\"c\", \"client_secret\": \"s\"}}",
+                 "needs auth.token_url", NULL);
+    expect_error("{\"auth\": {\"type\": \"azure\", \"tenant\": \"t\", "
+                 "\"client_secret\": \"s\"}}",
+                 "needs auth.client_id", NULL);
+    expect_error("{\"auth\": {\"type\": \"azure\", \"client_id\": \"c\"}}",
+                 "needs auth.tenant", NULL);
+    expect_error("{\"auth\": {\"type\": \"azure\", \"client_id\": \"c\", "
+                 "\"tenant\": \"a/b\"}}",
+                 "auth.tenant", "tenant) ID");
+    expect_error("{\"auth\": {\"type\": \"azure\", \"client_id\": \"c\", "
+                 "\"tenant\": \"t\", \"client_secret\": \"s\", "
+                 "\"client_secret_file\": \"/f\"}}",
+                 "not both", NULL);
+    expect_error("{\"auth\": {\"type\": \"static\"}}", "needs auth.token",
+                 NULL);
+    expect_error("{\"retry\": {\"min_s\": 100, \"max_s\": 10}}",
+                 "retry.min_s (100) must not exceed retry.max_s (10)", NULL);
+    expect_error("{\"retry\": {\"max_age_h\": 0}}", "retry.max_age_h", NULL);
+}
+
+/* Secrets from a file, from the systemd credentials directory, or missing. */
+static void test_secret_files(void)
+{
+    char dir_tmpl[] = "/tmp/stowbridge-secret-XXXXXX";
+    char *dir = mkdtemp(dir_tmpl);
+    char conf[512];
+    char secret[512];
+    char text[1024];
+    struct cfg *cfg = NULL;
+    FILE *f;
+
+    CHECK(dir != NULL);
+    if (dir == NULL)
+        return;
+    snprintf(secret, sizeof(secret), "%s/secret", dir);
+    snprintf(conf, sizeof(conf), "%s/c.json", dir);
+    f = fopen(secret, "w");
+    fputs("from-the-file\n", f);
+    fclose(f);
+    chmod(secret, 0600);
+
+    f = fopen(conf, "w");
+    fprintf(f, "{\"auth\": {\"type\": \"client_credentials\", \"token_url\": "
+               "\"https://idp/token\", \"client_id\": \"c\", "
+               "\"client_secret_file\": \"%s\"}}", secret);
+    fclose(f);
+    CHECK_MSG(cfg_load(conf, &cfg, err, sizeof(err)) == 0, "%s", err);
+    CHECK(cfg != NULL && strcmp(cfg->auth.client_secret, "from-the-file") ==
+                             0);
+    cfg_free(cfg);
+
+    chmod(secret, 0644);
+    CHECK(cfg_load(conf, &cfg, err, sizeof(err)) == -EPERM);
+    CHECK_MSG(strstr(err, "readable by others") != NULL &&
+                  strstr(err, "0644") != NULL,
+              "%s", err);
+    chmod(secret, 0600);
+
+    /* systemd LoadCredential=: used when no secret is configured. */
+    f = fopen(conf, "w");
+    fputs("{\"auth\": {\"type\": \"azure\", \"tenant\": \"contoso.com\", "
+          "\"client_id\": \"c\"}}", f);
+    fclose(f);
+    unsetenv("CREDENTIALS_DIRECTORY");
+    CHECK(cfg_load(conf, &cfg, err, sizeof(err)) == -EINVAL);
+    CHECK_MSG(strstr(err, "needs a client secret") != NULL &&
+                  strstr(err, "client_secret_file") != NULL,
+              "%s", err);
+    snprintf(text, sizeof(text), "%s/client_secret", dir);
+    f = fopen(text, "w");
+    fputs("from-systemd", f);
+    fclose(f);
+    setenv("CREDENTIALS_DIRECTORY", dir, 1);
+    CHECK_MSG(cfg_load(conf, &cfg, err, sizeof(err)) == 0, "%s", err);
+    CHECK(cfg != NULL && strcmp(cfg->auth.client_secret, "from-systemd") == 0);
+    cfg_free(cfg);
+    unsetenv("CREDENTIALS_DIRECTORY");
+
+    /* An empty secret file. */
+    f = fopen(secret, "w");
+    fputs("\n", f);
+    fclose(f);
+    f = fopen(conf, "w");
+    fprintf(f, "{\"auth\": {\"type\": \"client_credentials\", \"token_url\": "
+               "\"https://idp/token\", \"client_id\": \"c\", "
+               "\"client_secret_file\": \"%s\"}}", secret);
+    fclose(f);
+    CHECK(cfg_load(conf, &cfg, err, sizeof(err)) == -EINVAL);
+    CHECK(strstr(err, "empty") != NULL);
+
+    snprintf(text, sizeof(text), "rm -rf '%s'", dir);
+    (void)!system(text);
+}
+
 int main(void)
 {
     test_defaults();
@@ -869,5 +1030,7 @@ int main(void)
     test_load();
     test_dump_round_trip();
     test_sample_file();
+    test_send_side();
+    test_secret_files();
     return tap_done();
 }

@@ -1,0 +1,48 @@
+/*
+ * webcfg - see webcfg.h.
+ */
+#include "webcfg.h"
+
+#include <string.h>
+
+#include "config.h"
+#include "oauth.h"
+#include "stow.h"
+
+static const char *webcfg_or_null(const char *s)
+{
+    return s != NULL && s[0] != '\0' ? s : NULL;
+}
+
+void webcfg_oauth_params(const struct cfg *cfg, struct oauth_params *ret)
+{
+    const struct cfg_auth *auth = &cfg->auth;
+
+    memset(ret, 0, sizeof(*ret));
+    if (strcmp(auth->type, "static") == 0)
+        ret->kind = OAUTH_STATIC;
+    else if (strcmp(auth->type, "client_credentials") == 0 ||
+             strcmp(auth->type, "azure") == 0)
+        ret->kind = OAUTH_CLIENT_CREDENTIALS;
+    else
+        ret->kind = OAUTH_NONE;
+    ret->token_url = auth->token_url;
+    ret->client_id = auth->client_id;
+    ret->client_secret = auth->client_secret;
+    ret->scope = webcfg_or_null(auth->scope);
+    ret->resource = webcfg_or_null(auth->resource);
+    ret->client_auth = strcmp(auth->client_auth, "basic") == 0
+                           ? OAUTH_AUTH_BASIC
+                           : OAUTH_AUTH_BODY;
+    ret->static_token = auth->token;
+    ret->ca_file = webcfg_or_null(cfg->upload.ca_file);
+    ret->timeout_s = cfg->upload.timeout_s;
+}
+
+void webcfg_stow_params(const struct cfg *cfg, struct stow_params *ret)
+{
+    memset(ret, 0, sizeof(*ret));
+    ret->base_url = cfg->upload.url;
+    ret->ca_file = webcfg_or_null(cfg->upload.ca_file);
+    ret->timeout_s = cfg->upload.timeout_s;
+}

@@ -1,0 +1,19 @@
+/*
+ * webcfg - the configuration turned into web/'s parameter structs, so that
+ * web/ never sees struct cfg (DESIGN.md section 3). The pointers borrow
+ * strings from @cfg, which must outlive the params.
+ */
+#ifndef STOWBRIDGE_WEBCFG_H
+#define STOWBRIDGE_WEBCFG_H
+
+struct cfg;
+struct oauth_params;
+struct stow_params;
+
+/* auth.* (and upload.ca_file, upload.timeout_s) as token source params. */
+void webcfg_oauth_params(const struct cfg *cfg, struct oauth_params *ret);
+
+/* upload.* as STOW-RS client params. */
+void webcfg_stow_params(const struct cfg *cfg, struct stow_params *ret);
+
+#endif
