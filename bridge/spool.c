@@ -20,12 +20,14 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "spool_int.h"
 #include "util.h"
 
 #define SPOOL_LOST_FOUND "lost+found"
+#define SPOOL_META "meta"
 #define SPOOL_LOCK_NAME ".lock"
 #define SPOOL_SUFFIX ".dcm"
 #define SPOOL_NAME_MAX (SPOOL_ID_MAX + sizeof(SPOOL_SUFFIX))
@@ -50,6 +52,7 @@ struct spool {
     int dir_fd;
     int state_fd[SPOOL_STATE_COUNT];
     int lost_found_fd;
+    int meta_fd;
     int lock_fd;
 };
 
@@ -221,6 +224,7 @@ int spool_open(const char *dir, unsigned flags, struct spool **ret_spool,
         return -ENOMEM;
     spool->dir_fd = -1;
     spool->lost_found_fd = -1;
+    spool->meta_fd = -1;
     spool->lock_fd = -1;
     for (int i = 0; i < SPOOL_STATE_COUNT; i++)
         spool->state_fd[i] = -1;
@@ -286,6 +290,10 @@ int spool_open(const char *dir, unsigned flags, struct spool **ret_spool,
         if (r < 0)
             goto out_fail;
     }
+    r = spool_open_subdir(spool, SPOOL_META, owner, &created,
+                          &spool->meta_fd, err, err_len);
+    if (r < 0 && owner)
+        goto out_fail;
     r = spool_open_subdir(spool, SPOOL_LOST_FOUND, owner, &created,
                           &spool->lost_found_fd, err, err_len);
     if (r < 0 && owner)
@@ -312,6 +320,8 @@ void spool_close(struct spool *spool)
             (void)close(spool->state_fd[i]);
     if (spool->lost_found_fd >= 0)
         (void)close(spool->lost_found_fd);
+    if (spool->meta_fd >= 0)
+        (void)close(spool->meta_fd);
     if (spool->lock_fd >= 0)
         (void)close(spool->lock_fd);  /* releases the flock */
     if (spool->dir_fd >= 0)
@@ -356,10 +366,53 @@ static int spool_set_aside(struct spool *spool, int from_fd, const char *name)
     return -EEXIST;
 }
 
+/* Removes meta/ files whose entry is in no state; returns how many. */
+static unsigned spool_remove_orphan_meta(struct spool *spool)
+{
+    unsigned removed = 0;
+    struct dirent *de;
+    DIR *d;
+    int fd;
+
+    if (spool->meta_fd < 0)
+        return 0;
+    fd = openat(spool->meta_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    d = fdopendir(fd);
+    if (d == NULL) {
+        close(fd);
+        return 0;
+    }
+    while ((de = readdir(d)) != NULL) {
+        char name[SPOOL_NAME_MAX];
+        bool found = false;
+
+        if (de->d_name[0] == '.')
+            continue;
+        if (!spool_id_valid(de->d_name)) {
+            /* A temporary name left by a crash in spool_meta_write(). */
+            if (unlinkat(spool->meta_fd, de->d_name, 0) == 0)
+                removed++;
+            continue;
+        }
+        snprintf(name, sizeof(name), "%.*s" SPOOL_SUFFIX, SPOOL_ID_MAX - 1,
+                 de->d_name);
+        for (int state = SPOOL_INCOMING; state < SPOOL_STATE_COUNT && !found;
+             state++)
+            found = faccessat(spool->state_fd[state], name, F_OK,
+                              AT_SYMLINK_NOFOLLOW) == 0;
+        if (!found && unlinkat(spool->meta_fd, de->d_name, 0) == 0)
+            removed++;
+    }
+    closedir(d);
+    return removed;
+}
+
 int spool_recover(struct spool *spool, struct spool_recovery *ret_recovery,
                   char *err, size_t err_len)
 {
-    struct spool_recovery rec = { 0, 0, 0 };
+    struct spool_recovery rec = { 0, 0, 0, 0 };
     bool changed[SPOOL_STATE_COUNT] = { false };
     int r = 0;
 
@@ -429,6 +482,7 @@ int spool_recover(struct spool *spool, struct spool_recovery *ret_recovery,
                                 spool_state_names[state], err, err_len);
     if (r < 0)
         return r;
+    rec.meta_removed = spool_remove_orphan_meta(spool);
     *ret_recovery = rec;
     return 0;
 }
@@ -638,5 +692,227 @@ int spool_free_mb(const struct spool *spool, uint64_t *ret_mb)
     if (fstatvfs(spool->dir_fd, &vfs) < 0)
         return -errno;
     *ret_mb = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize / (1024 * 1024);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Upload support: meta/ files, listing, deferral, removal             */
+/* ------------------------------------------------------------------ */
+
+/* Copies @src into @dst (capacity @len), replacing control characters so
+ * that a value can never break the line format. */
+static void spool_clean_copy(char *dst, size_t len, const char *src)
+{
+    size_t i = 0;
+
+    for (; src[i] != '\0' && i + 1 < len; i++)
+        dst[i] = (unsigned char)src[i] < 0x20 ? ' ' : src[i];
+    dst[i] = '\0';
+}
+
+int spool_meta_write(struct spool *spool, const char *id,
+                     const struct spool_meta *meta, char *err, size_t err_len)
+{
+    char text[1024];
+    char study[65];
+    char sop[65];
+    char ae[17];
+    char error[256];
+    char tmp_name[SPOOL_ID_MAX + 8];
+    int fd;
+    int n;
+    int r;
+
+    if (!spool_id_valid(id) || spool->meta_fd < 0)
+        return -EINVAL;
+    spool_clean_copy(study, sizeof(study), meta->study_uid);
+    spool_clean_copy(sop, sizeof(sop), meta->sop_uid);
+    spool_clean_copy(ae, sizeof(ae), meta->calling_ae);
+    spool_clean_copy(error, sizeof(error), meta->last_error);
+    n = snprintf(text, sizeof(text),
+                 "study=%s\nsop=%s\nfrom=%s\nattempts=%u\n"
+                 "last_attempt_us=%lld\nlast_http_status=%ld\n"
+                 "last_reason=%u\nlast_error=%s\n",
+                 study, sop, ae, (unsigned)meta->attempts,
+                 (long long)meta->last_attempt_us, meta->last_http_status,
+                 (unsigned)meta->last_reason, error);
+    if (n < 0 || (size_t)n >= sizeof(text))
+        return -EINVAL;
+    snprintf(tmp_name, sizeof(tmp_name), ".%s", id);
+    fd = openat(spool->meta_fd, tmp_name,
+                O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return spool_syserr(err, err_len, errno, "open", spool->dir, "meta");
+    r = spool_write_all(fd, text, (size_t)n);
+    if (close(fd) < 0 && r == 0)
+        r = -errno;
+    if (r == 0 && renameat(spool->meta_fd, tmp_name, spool->meta_fd, id) < 0)
+        r = -errno;
+    if (r < 0) {
+        (void)unlinkat(spool->meta_fd, tmp_name, 0);
+        return spool_syserr(err, err_len, -r, "write", spool->dir, "meta");
+    }
+    return 0;
+}
+
+int spool_meta_read(const struct spool *spool, const char *id,
+                    struct spool_meta *ret_meta)
+{
+    struct spool_meta meta;
+    char text[1100];
+    ssize_t n;
+    int fd;
+
+    if (!spool_id_valid(id) || spool->meta_fd < 0)
+        return -EINVAL;
+    fd = openat(spool->meta_fd, id, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    n = read(fd, text, sizeof(text) - 1);
+    (void)close(fd);
+    if (n < 0)
+        return -EIO;
+    text[n] = '\0';
+    memset(&meta, 0, sizeof(meta));
+    for (char *line = text; line != NULL && *line != '\0';) {
+        char *next = strchr(line, '\n');
+        if (next != NULL)
+            *next++ = '\0';
+        char *eq = strchr(line, '=');
+        if (eq != NULL) {
+            *eq = '\0';
+            const char *v = eq + 1;
+            if (strcmp(line, "study") == 0)
+                spool_clean_copy(meta.study_uid, sizeof(meta.study_uid), v);
+            else if (strcmp(line, "sop") == 0)
+                spool_clean_copy(meta.sop_uid, sizeof(meta.sop_uid), v);
+            else if (strcmp(line, "from") == 0)
+                spool_clean_copy(meta.calling_ae, sizeof(meta.calling_ae), v);
+            else if (strcmp(line, "attempts") == 0)
+                meta.attempts = (uint32_t)strtoul(v, NULL, 10);
+            else if (strcmp(line, "last_attempt_us") == 0)
+                meta.last_attempt_us = strtoll(v, NULL, 10);
+            else if (strcmp(line, "last_http_status") == 0)
+                meta.last_http_status = strtol(v, NULL, 10);
+            else if (strcmp(line, "last_reason") == 0)
+                meta.last_reason = (uint16_t)strtoul(v, NULL, 10);
+            else if (strcmp(line, "last_error") == 0)
+                spool_clean_copy(meta.last_error, sizeof(meta.last_error), v);
+        }
+        line = next;
+    }
+    *ret_meta = meta;
+    return 0;
+}
+
+static int spool_entry_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct spool_entry *)a)->id,
+                  ((const struct spool_entry *)b)->id);
+}
+
+int spool_list(const struct spool *spool, enum spool_state state,
+               struct spool_entry **ret_entries, size_t *ret_count, char *err,
+               size_t err_len)
+{
+    struct spool_entry *entries = NULL;
+    size_t count = 0;
+    size_t cap = 0;
+    struct dirent *de;
+    DIR *d;
+    int fd;
+
+    if ((unsigned)state >= SPOOL_STATE_COUNT)
+        return -EINVAL;
+    fd = openat(spool->state_fd[state], ".", O_RDONLY | O_DIRECTORY |
+                                                 O_CLOEXEC);
+    if (fd < 0)
+        return spool_syserr(err, err_len, errno, "open", spool->dir,
+                            spool_state_names[state]);
+    d = fdopendir(fd);
+    if (d == NULL) {
+        int r = spool_syserr(err, err_len, errno, "opendir", spool->dir,
+                             spool_state_names[state]);
+        close(fd);
+        return r;
+    }
+    while ((de = readdir(d)) != NULL) {
+        char id[SPOOL_ID_MAX];
+        struct stat st;
+
+        if (!spool_entry_name(de->d_name, id))
+            continue;
+        if (fstatat(spool->state_fd[state], de->d_name, &st,
+                    AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+            continue;
+        if (count == cap) {
+            size_t new_cap = cap == 0 ? 64 : cap * 2;
+            struct spool_entry *grown =
+                realloc(entries, new_cap * sizeof(*entries));
+            if (grown == NULL) {
+                free(entries);
+                closedir(d);
+                return -ENOMEM;
+            }
+            entries = grown;
+            cap = new_cap;
+        }
+        memcpy(entries[count].id, id, strlen(id) + 1);
+        entries[count].size = (uint64_t)st.st_size;
+        entries[count].mtime_us = (int64_t)st.st_mtim.tv_sec * 1000000 +
+                                  st.st_mtim.tv_nsec / 1000;
+        count++;
+    }
+    closedir(d);
+    if (count > 1)
+        qsort(entries, count, sizeof(*entries), spool_entry_cmp);
+    *ret_entries = entries;
+    *ret_count = count;
+    return 0;
+}
+
+int spool_defer(struct spool *spool, const char *id, enum spool_state from,
+                int64_t not_before_us, char *err, size_t err_len)
+{
+    char name[SPOOL_NAME_MAX];
+    struct timespec times[2];
+
+    if (!spool_id_valid(id) || (unsigned)from >= SPOOL_STATE_COUNT)
+        return -EINVAL;
+    spool_file_name(id, name);
+    times[0].tv_sec = 0;
+    times[0].tv_nsec = UTIME_OMIT;
+    times[1].tv_sec = (time_t)(not_before_us / 1000000);
+    times[1].tv_nsec = (long)(not_before_us % 1000000) * 1000;
+    if (utimensat(spool->state_fd[from], name, times, AT_SYMLINK_NOFOLLOW) <
+        0) {
+        if (errno == ENOENT)
+            return -ENOENT;
+        return spool_syserr(err, err_len, errno, "utimensat", spool->dir,
+                            name);
+    }
+    if (from == SPOOL_DEFERRED)
+        return 0;
+    return spool_move(spool, id, from, SPOOL_DEFERRED, err, err_len);
+}
+
+int spool_remove(struct spool *spool, const char *id, enum spool_state from,
+                 char *err, size_t err_len)
+{
+    char name[SPOOL_NAME_MAX];
+
+    if (!spool_id_valid(id) || (unsigned)from >= SPOOL_STATE_COUNT)
+        return -EINVAL;
+    spool_file_name(id, name);
+    if (unlinkat(spool->state_fd[from], name, 0) < 0) {
+        if (errno == ENOENT)
+            return -ENOENT;
+        return spool_syserr(err, err_len, errno, "unlink", spool->dir, name);
+    }
+    if (spool->meta_fd >= 0)
+        (void)unlinkat(spool->meta_fd, id, 0);
+    if (spool__io.fsync(spool->state_fd[from]) < 0)
+        return spool_syserr(err, err_len, errno, "fsync", spool->dir,
+                            spool_state_names[from]);
     return 0;
 }

@@ -9,6 +9,9 @@
  *   deferred/  last attempt failed transiently (mtime = not-before time)
  *   failed/    dead letter, kept until an operator acts
  *   lost+found/ files found in the spool that are not valid entries
+ *   meta/      one small text file per entry (UIDs, attempts, last error),
+ *              named by the ID; its loss does no harm (the UIDs can be read
+ *              again from the entry, the counters restart)
  *   .lock      flock(2)ed by the one daemon that owns the spool
  *
  * An entry is one Part 10 file, "<id>.dcm", exactly as received. The ID
@@ -82,6 +85,7 @@ struct spool_recovery {
     unsigned tmp_removed;       /* partial receives deleted from tmp/ */
     unsigned active_requeued;   /* active/ entries moved back to incoming/ */
     unsigned set_aside;         /* foreign files moved to lost+found/ */
+    unsigned meta_removed;      /* meta/ files whose entry is gone */
 };
 
 /* The directory name of @state ("tmp", "incoming", ...). */
@@ -183,6 +187,60 @@ int spool_stats(const struct spool *spool, uint64_t now_us,
  * in MiB (statvfs f_bavail * f_frsize).
  */
 int spool_free_mb(const struct spool *spool, uint64_t *ret_mb);
+
+/* What the uploader keeps about an entry in meta/<id>. */
+struct spool_meta {
+    char study_uid[65];       /* "" if unknown */
+    char sop_uid[65];
+    char calling_ae[17];
+    uint32_t attempts;        /* upload attempts so far */
+    int64_t last_attempt_us;  /* wall clock; 0 if never */
+    long last_http_status;    /* 0 if none */
+    uint16_t last_reason;     /* STOW Failure Reason, 0 if none */
+    char last_error[256];     /* why the last attempt failed; "" if none */
+};
+
+/* One entry as spool_list() sees it. */
+struct spool_entry {
+    char id[SPOOL_ID_MAX];
+    uint64_t size;
+    int64_t mtime_us;         /* deferred/: the not-before time */
+};
+
+/*
+ * Writes meta/<id> (write to a temporary name, then rename: a reader sees
+ * the old or the new, never half). Not fsynced: its loss does no harm.
+ * Values are sanitised: no newlines reach the file.
+ */
+int spool_meta_write(struct spool *spool, const char *id,
+                     const struct spool_meta *meta, char *err, size_t err_len);
+
+/* Reads meta/<id> into @ret_meta; -ENOENT when there is none. */
+int spool_meta_read(const struct spool *spool, const char *id,
+                    struct spool_meta *ret_meta);
+
+/*
+ * Lists the entries of @state sorted by ID (arrival order) into a new
+ * array (caller frees) of @ret_count entries. Entries that move away
+ * during the scan are left out.
+ */
+int spool_list(const struct spool *spool, enum spool_state state,
+               struct spool_entry **ret_entries, size_t *ret_count, char *err,
+               size_t err_len);
+
+/*
+ * Moves entry @id from @from to deferred/ with not-before time
+ * @not_before_us (kept as the file's mtime). -ENOENT: lost race.
+ */
+int spool_defer(struct spool *spool, const char *id, enum spool_state from,
+                int64_t not_before_us, char *err, size_t err_len);
+
+/*
+ * The entry was delivered: removes it from @from and its meta/ file, and
+ * fsyncs the directory. -ENOENT: lost race.
+ */
+int spool_remove(struct spool *spool, const char *id, enum spool_state from,
+                 char *err, size_t err_len);
 
 #ifdef __cplusplus
 }

@@ -596,6 +596,18 @@ static OFCondition receive_store(struct scp_assoc *sa,
         return EC_Normal;
     }
 
+    /* What the uploader will need, kept beside the entry; losing it does
+     * no harm (the UIDs can be read from the file again). */
+    struct spool_meta meta;
+    memset(&meta, 0, sizeof(meta));
+    OFStandard::strlcpy(meta.study_uid, study_uid, sizeof(meta.study_uid));
+    OFStandard::strlcpy(meta.sop_uid, sop_instance, sizeof(meta.sop_uid));
+    OFStandard::strlcpy(meta.calling_ae, sa->calling_ae,
+                        sizeof(meta.calling_ae));
+    if (spool_meta_write(scp->spool, id, &meta, err, sizeof(err)) < 0)
+        log_warning("event=meta-failed id=%s reason=\"%s\", ignoring", id,
+                    err);
+
     /* 5. Only now is it safe to say success. */
     res->status = STATUS_Success;
     res->comment[0] = '\0';

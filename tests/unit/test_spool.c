@@ -402,6 +402,90 @@ static void test_concurrency(void)
     spool_close(spool);
 }
 
+static void test_upload_support(void)
+{
+    struct spool_recovery rec;
+    struct spool_entry *entries = NULL;
+    struct spool_meta meta;
+    struct spool_meta back;
+    struct spool *spool = NULL;
+    char ids[3][SPOOL_ID_MAX];
+    char path[512];
+    size_t count = 0;
+    struct stat st;
+    char cmd[256];
+
+    snprintf(cmd, sizeof(cmd), "rm -f '%s'/incoming/* '%s'/deferred/* "
+                               "'%s'/failed/*", root, root, root);
+    (void)!system(cmd);
+    CHECK(spool_open(root, SPOOL_OPEN_OWNER, &spool, err, sizeof(err)) == 0);
+    for (int i = 0; i < 3; i++)
+        CHECK(commit_one(spool, "entry", ids[i]) == 0);
+
+    /* meta/: written whole, read back, control characters neutralised. */
+    memset(&meta, 0, sizeof(meta));
+    strcpy(meta.study_uid, "1.2.3");
+    strcpy(meta.sop_uid, "1.2.3.4");
+    strcpy(meta.calling_ae, "CT1");
+    meta.attempts = 3;
+    meta.last_attempt_us = 1700000000000000;
+    meta.last_http_status = 409;
+    meta.last_reason = 0xA900;
+    strcpy(meta.last_error, "line one\nline=two");
+    CHECK(spool_meta_write(spool, ids[0], &meta, err, sizeof(err)) == 0);
+    CHECK(spool_meta_read(spool, ids[0], &back) == 0);
+    CHECK(strcmp(back.study_uid, "1.2.3") == 0 &&
+          strcmp(back.sop_uid, "1.2.3.4") == 0 &&
+          strcmp(back.calling_ae, "CT1") == 0 && back.attempts == 3 &&
+          back.last_attempt_us == 1700000000000000 &&
+          back.last_http_status == 409 && back.last_reason == 0xA900);
+    CHECK_MSG(strcmp(back.last_error, "line one line=two") == 0, "%s",
+              back.last_error);
+    CHECK(spool_meta_read(spool, ids[1], &back) == -ENOENT);
+    CHECK(spool_meta_write(spool, "../x", &meta, err, sizeof(err)) ==
+          -EINVAL);
+
+    /* Listing: arrival order, sizes. */
+    CHECK(spool_list(spool, SPOOL_INCOMING, &entries, &count, err,
+                     sizeof(err)) == 0);
+    CHECK(count == 3);
+    for (size_t i = 0; i < count && i < 3; i++)
+        CHECK(strcmp(entries[i].id, ids[i]) == 0 && entries[i].size == 5);
+    free(entries);
+
+    /* Deferral keeps the not-before time as the mtime. */
+    CHECK(spool_defer(spool, ids[1], SPOOL_INCOMING, 1900000000123456, err,
+                      sizeof(err)) == 0);
+    CHECK(spool_entry_path(spool, SPOOL_DEFERRED, ids[1], path,
+                           sizeof(path)) == 0);
+    CHECK(stat(path, &st) == 0 && st.st_mtim.tv_sec == 1900000000 &&
+          st.st_mtim.tv_nsec == 123456000);
+    CHECK(spool_list(spool, SPOOL_DEFERRED, &entries, &count, err,
+                     sizeof(err)) == 0);
+    CHECK(count == 1 && entries[0].mtime_us == 1900000000123456);
+    free(entries);
+    /* Deferring again, in place. */
+    CHECK(spool_defer(spool, ids[1], SPOOL_DEFERRED, 1900000001000000, err,
+                      sizeof(err)) == 0);
+    CHECK(spool_defer(spool, ids[1], SPOOL_INCOMING, 1, err, sizeof(err)) ==
+          -ENOENT);
+
+    /* Delivered: the entry and its meta/ file go. */
+    CHECK(spool_remove(spool, ids[0], SPOOL_INCOMING, err, sizeof(err)) == 0);
+    CHECK(spool_meta_read(spool, ids[0], &back) == -ENOENT);
+    CHECK(spool_remove(spool, ids[0], SPOOL_INCOMING, err, sizeof(err)) ==
+          -ENOENT);
+
+    /* Orphan meta/ files (entry gone) are removed at start-up. */
+    CHECK(spool_meta_write(spool, ids[2], &meta, err, sizeof(err)) == 0);
+    CHECK(spool_meta_write(spool, "1700000000.000009-0000000000000009", &meta,
+                           err, sizeof(err)) == 0);
+    CHECK(spool_recover(spool, &rec, err, sizeof(err)) == 0);
+    CHECK_MSG(rec.meta_removed == 1, "meta_removed %u", rec.meta_removed);
+    CHECK(spool_meta_read(spool, ids[2], &back) == 0);
+    spool_close(spool);
+}
+
 int main(void)
 {
     char cmd[128];
@@ -418,6 +502,7 @@ int main(void)
     test_recovery_and_stats();
     test_faults();
     test_concurrency();
+    test_upload_support();
     (void)!system(cmd);
     return tap_done();
 }
