@@ -23,9 +23,12 @@
 
 #include "config.h"
 #include "log.h"
+#include "oauth.h"
 #include "scp.h"
 #include "spool.h"
+#include "uploader.h"
 #include "util.h"
+#include "webcfg.h"
 
 /* Extra seconds beyond dicom.timeout_s that a stop waits for
  * associations still receiving a data set. */
@@ -142,6 +145,8 @@ int daemon_run(const struct cfg *cfg)
     struct scp_params params;
     struct spool *spool = NULL;
     struct scp *scp = NULL;
+    struct oauth_source *tokens = NULL;
+    struct uploader *uploader = NULL;
     char err[512];
     int status = 1;
     int r;
@@ -205,19 +210,43 @@ int daemon_run(const struct cfg *cfg)
         goto out;
     }
 
+    if (cfg->upload.url[0] != '\0') {
+        struct oauth_params oauth;
+        struct uploader_params up;
+
+        webcfg_oauth_params(cfg, &oauth);
+        tokens = oauth_source_new(&oauth);
+        memset(&up, 0, sizeof(up));
+        up.spool = spool;
+        up.tokens = tokens;
+        up.url = cfg->upload.url;
+        up.ca_file = cfg->upload.ca_file[0] ? cfg->upload.ca_file : NULL;
+        up.timeout_s = cfg->upload.timeout_s;
+        up.workers = cfg->upload.workers;
+        up.batch_max_instances = cfg->upload.batch_max_instances;
+        up.batch_max_bytes = (uint64_t)cfg->upload.batch_max_mb << 20;
+        up.retry_min_s = cfg->retry.min_s;
+        up.retry_max_s = cfg->retry.max_s;
+        up.max_age_h = cfg->retry.max_age_h;
+        uploader = tokens != NULL ? uploader_start(&up) : NULL;
+        if (uploader == NULL) {
+            log_err("event=start-failed reason=\"cannot start the "
+                    "uploader\"");
+            goto out;
+        }
+    }
     log_notice("event=started version=%s ae=%s port=%u spool=%s "
-               "max_associations=%u callers=%s mode=receive-only",
+               "max_associations=%u callers=%s mode=%s",
                STOWBRIDGE_VERSION, cfg->dicom.ae_title, cfg->dicom.port,
                cfg->spool.dir, cfg->dicom.max_associations,
-               cfg->dicom.allowed_caller_count > 0 ? "allow-list" : "any");
-    if (cfg->upload.url[0] != '\0')
-        log_warning("event=receive-only reason=\"upload.url is set, but this "
-                    "version does not upload yet: instances stay in the "
-                    "spool's incoming/\"");
-    else
+               cfg->dicom.allowed_caller_count > 0 ? "allow-list" : "any",
+               uploader != NULL ? "upload" : "receive-only");
+    if (uploader == NULL)
         log_notice("event=receive-only reason=\"no upload.url: instances "
                    "stay in the spool's incoming/\"");
-    (void)daemon_notify("READY=1\nSTATUS=receiving");
+    (void)daemon_notify(uploader != NULL ? "READY=1\nSTATUS=receiving and "
+                                           "uploading"
+                                         : "READY=1\nSTATUS=receiving");
 
     r = scp_run(scp, daemon_should_stop, NULL,
                 cfg->dicom.timeout_s + DAEMON_GRACE_EXTRA_S);
@@ -233,9 +262,14 @@ int daemon_run(const struct cfg *cfg)
     } else {
         status = 0;
     }
-    log_notice("event=stopped");
 
 out:
+    /* After the SCP: nothing new arrives; transfers in flight are cut and
+     * their entries go back to incoming/. */
+    uploader_stop(uploader);
+    oauth_source_free(tokens);
+    if (status == 0)
+        log_notice("event=stopped");
     /* Association threads still running (grace expired) keep using the
      * spool and SCP: leave them to process exit rather than free them. */
     if (scp != NULL && scp_active_associations(scp) == 0) {

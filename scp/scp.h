@@ -86,6 +86,15 @@ int scp_run(struct scp *scp, scp_stop_fn should_stop, void *ctx,
 /* Number of associations being served right now. */
 unsigned scp_active_associations(const struct scp *scp);
 
+/*
+ * Reads StudyInstanceUID (0020,000D) and SOPInstanceUID (0008,0018) of
+ * the Part 10 file at @path (parsing stops before the pixel data), for an
+ * entry whose meta/ file was lost. Returns 0, or -EINVAL when the file
+ * cannot be parsed or a UID is missing or invalid.
+ */
+int scp_read_entry_uids(const char *path, char ret_study[UTIL_UID_MAX + 1],
+                        char ret_sop[UTIL_UID_MAX + 1]);
+
 /* Closes the listening socket and frees @scp. Accepts NULL. */
 void scp_free(struct scp *scp);
 

@@ -301,7 +301,23 @@ struct stow_client {
     char *base_url;
     char *ca_file;
     unsigned timeout_s;
+    bool (*cancelled)(void *ctx);
+    void *cancel_ctx;
 };
+
+static int stow_on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
+                            curl_off_t ultotal, curl_off_t ulnow)
+{
+    struct stow_client *client = arg;
+
+    (void)dltotal;
+    (void)dlnow;
+    (void)ultotal;
+    (void)ulnow;
+    return client->cancelled != NULL && client->cancelled(client->cancel_ctx)
+               ? 1
+               : 0;
+}
 
 struct stow_client *stow_client_new(const struct stow_params *params)
 {
@@ -313,6 +329,8 @@ struct stow_client *stow_client_new(const struct stow_params *params)
     client->base_url = strdup(params->base_url);
     client->ca_file = params->ca_file != NULL ? strdup(params->ca_file) : NULL;
     client->timeout_s = params->timeout_s;
+    client->cancelled = params->cancelled;
+    client->cancel_ctx = params->cancel_ctx;
     if (client->curl == NULL || client->base_url == NULL ||
         (params->ca_file != NULL && client->ca_file == NULL)) {
         stow_client_free(client);
@@ -509,13 +527,17 @@ int stow_post(struct stow_client *client, const char *study_uid,
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
     if (client->ca_file != NULL)
         curl_easy_setopt(c, CURLOPT_CAINFO, client->ca_file);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, stow_on_progress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, client);
 
     rc = curl_easy_perform(c);
     if (rc != CURLE_OK) {
         snprintf(ret_reply->error, sizeof(ret_reply->error), "%s",
                  curl_easy_strerror(rc));
         ret_reply->http_status = 0;
-        r = rc == CURLE_OUT_OF_MEMORY ? -ENOMEM
+        r = rc == CURLE_ABORTED_BY_CALLBACK ? -ECANCELED
+            : rc == CURLE_OUT_OF_MEMORY ? -ENOMEM
             : rc == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT
             : rc == CURLE_COULDNT_CONNECT ? -ECONNREFUSED
             : rc == CURLE_READ_ERROR ? -EIO

@@ -24,6 +24,7 @@
 #ifndef STOWBRIDGE_STOW_H
 #define STOWBRIDGE_STOW_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -97,6 +98,10 @@ struct stow_params {
     const char *base_url;     /* DICOMweb root, e.g. https://.../v2 */
     const char *ca_file;      /* NULL: the system's CA store */
     unsigned timeout_s;       /* connect timeout, and the longest stall */
+    /* Polled during a transfer (about once a second when idle); a true
+     * answer aborts it with -ECANCELED. NULL: never. */
+    bool (*cancelled)(void *ctx);
+    void *cancel_ctx;
 };
 
 /* One answer. The body is kept up to STOW_MAX_RESPONSE bytes. */

@@ -716,6 +716,11 @@ class MockWeb:
                        "appid": "client-7", "idtyp": "app", "tid": "t-1"}
         self.token_requests = []
         self.auth_headers = []
+        self.stow_mode = "ok"        # ok | mixed | 403 | 401once | 500once
+        #                              | 429once | slow
+        self.stow_requests = []      # (study, [sop uids], [part types])
+        self.stored = {}             # sop uid -> part bytes
+        self.lock = threading.Lock()
         mock = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -732,7 +737,11 @@ class MockWeb:
 
             def do_POST(self):
                 n = int(self.headers.get("Content-Length", 0))
-                mock.token_requests.append(self.rfile.read(n).decode())
+                body = self.rfile.read(n)
+                if self.path.startswith("/dicom-web/studies/"):
+                    self.stow(body)
+                    return
+                mock.token_requests.append(body.decode())
                 if mock.token_mode == "refuse":
                     self.reply(401, json.dumps({
                         "error": "invalid_client",
@@ -744,6 +753,65 @@ class MockWeb:
                 self.reply(200, json.dumps({
                     "access_token": jwt(claims), "token_type": "Bearer",
                     "expires_in": 3599}))
+
+            def stow(self, body):
+                mock.auth_headers.append(self.headers.get("Authorization"))
+                ctype = self.headers.get("Content-Type", "")
+                boundary = re.search(r'boundary=([^;]+)', ctype).group(1)
+                parts, types, uids = [], [], []
+                for chunk in body.split(b"--" + boundary.encode())[1:]:
+                    if chunk.startswith(b"--"):
+                        break
+                    head, _, data = chunk.partition(b"\r\n\r\n")
+                    data = data[:-2]  # the CRLF before the next boundary
+                    types.append(head.decode().strip())
+                    ds = pydicom.dcmread(__import__("io").BytesIO(data),
+                                         stop_before_pixels=True)
+                    uids.append(str(ds.SOPInstanceUID))
+                    parts.append(data)
+                study = self.path.rsplit("/", 1)[1]
+                with mock.lock:
+                    mock.stow_requests.append((study, uids, types))
+                    mode = mock.stow_mode
+                    if mode.endswith("once"):
+                        mock.stow_mode = "ok"
+                if mode == "slow":
+                    time.sleep(3)
+                if mode == "403":
+                    self.reply(403, "{}")
+                    return
+                if mode == "401once":
+                    self.reply(401, "{}")
+                    return
+                if mode == "500once":
+                    self.reply(500, "oops")
+                    return
+                if mode == "429once":
+                    self.send_response(429)
+                    self.send_header("Retry-After", "2")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                ref, failed = [], []
+                for i, (uid, data) in enumerate(zip(uids, parts)):
+                    item = {"00081155": {"vr": "UI", "Value": [uid]}}
+                    if mode == "mixed" and i == 0:
+                        item["00081197"] = {"vr": "US", "Value": [43264]}
+                        failed.append(item)
+                    elif mode == "mixed" and i == 1:
+                        item["00081197"] = {"vr": "US", "Value": [45070]}
+                        failed.append(item)
+                        with mock.lock:
+                            mock.stored[uid] = data
+                    else:
+                        ref.append(item)
+                        with mock.lock:
+                            mock.stored[uid] = data
+                answer = {"00081199": {"vr": "SQ", "Value": ref}}
+                if failed:
+                    answer["00081198"] = {"vr": "SQ", "Value": failed}
+                self.reply(202 if failed else 200, json.dumps(answer),
+                           "application/dicom+json")
 
             def do_GET(self):
                 mock.auth_headers.append(self.headers.get("Authorization"))
@@ -868,6 +936,171 @@ def test_check_upload(work):
     check(r.returncode == 1 and "dicomweb: FAILED" in r.stdout and
           ("127.0.0.1:%d" % mock_port) in r.stdout,
           "DICOMweb server down: said so")
+
+
+def upload_daemon(work, mock, **extra):
+    conf = upload_config(work, mock)
+    with open(conf) as f:
+        cfg = json.load(f)
+    cfg["retry"] = {"min_s": 1, "max_s": 4}
+    cfg["log"] = {"level": "debug"}
+    for section, values in extra.items():
+        cfg.setdefault(section, {}).update(values)
+    d = Daemon(work, **{k: v for k, v in cfg.items()
+                        if k in ("upload", "auth", "retry", "log")})
+    return d
+
+
+def wait_for(predicate, seconds, what):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    raise Failure("timed out waiting: " + what)
+
+
+def spool_empty(d):
+    return not any(d.entries(s) for s in ("incoming", "active", "deferred"))
+
+
+def test_upload(work):
+    mock = MockWeb()
+    try:
+        d = upload_daemon(work, mock).start()
+        files, uids = [], set()
+        for study in (generate_uid(), generate_uid()):
+            for i in range(3):
+                p = os.path.join(work, "u%d.dcm" % len(files))
+                uids.add(make_instance(p, study=study, size=64))
+                files.append(p)
+        r = storescu(d.port, files)
+        check(len(acknowledged_files(r.stdout + r.stderr)) == 6, "6 stored")
+        wait_for(lambda: spool_empty(d), 30, "uploads")
+        check(set(mock.stored) == uids, "every instance reached the server")
+        by_study = {}
+        for study, sent, types in mock.stow_requests:
+            by_study.setdefault(study, set()).update(sent)
+            check(all(t == "Content-Type: application/dicom" for t in types),
+                  "every part is exactly application/dicom")
+        check(len(by_study) == 2 and all(len(v) == 3 for v in
+                                         by_study.values()),
+              "batched per study: %s" % [len(v) for v in by_study.values()])
+        for p in files:
+            u = sop_uid(p)
+            out = os.path.join(work, "got-" + u + ".dcm")
+            with open(out, "wb") as f:
+                f.write(mock.stored[u])
+            check(same_dataset(p, out), "the server got the same data set")
+        check(len(mock.token_requests) == 1, "one token for all of it")
+        check(all(h.startswith("Bearer ") for h in mock.auth_headers),
+              "every request carries the token")
+        log = d.log_text()
+        check(log.count("event=delivered") == 6, "6 delivered events")
+        check("pa55" not in log and "eyJ" not in log,
+              "no secret and no token in the log")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        mock.close()
+
+
+def test_upload_outcomes(work):
+    mock = MockWeb()
+    try:
+        d = upload_daemon(work, mock).start()
+        study = generate_uid()
+
+        def send(n, tag):
+            files = []
+            for i in range(n):
+                p = os.path.join(work, "%s%d.dcm" % (tag, i))
+                make_instance(p, study=study, size=32)
+                files.append(p)
+            r = storescu(d.port, files)
+            check(len(acknowledged_files(r.stdout + r.stderr)) == n,
+                  "%d stored (%s)" % (n, tag))
+            return files
+
+        # 202: one rejected (A900), one already there (45070), one stored.
+        mock.stow_mode = "mixed"
+        files = send(3, "mixed")
+        wait_for(lambda: spool_empty(d), 30, "mixed outcomes")
+        failed = d.entries("failed")
+        check(len(failed) == 1 and sop_uid(failed[0]) == sop_uid(files[0]),
+              "the A900 instance is in failed/")
+        meta = open(os.path.join(d.spool, "meta",
+                                 os.path.basename(failed[0])[:-4])).read()
+        check("last_reason=43264" in meta and "A900" in meta,
+              "failed/ keeps the Failure Reason and its meaning")
+        check(d.status()["failed"]["count"] == 1, "status counts it")
+        check(sop_uid(files[1]) in mock.stored and sop_uid(files[2]) in
+              mock.stored, "already-stored and stored count as delivered")
+
+        # 401 once: the token is refreshed and the batch replayed once.
+        tokens = len(mock.token_requests)
+        mock.stow_mode = "401once"
+        send(1, "auth")
+        wait_for(lambda: spool_empty(d), 30, "401 replay")
+        check(len(mock.token_requests) == tokens + 1, "one new token")
+        check("event=token-refused status=401" in d.log_text(),
+              "the replay is logged")
+
+        # 500 once, then delivered after a retry with backoff.
+        mock.stow_mode = "500once"
+        files = send(1, "err")
+        wait_for(lambda: sop_uid(files[0]) in mock.stored, 30, "500 retry")
+        check("reason=\"HTTP 500\"" in d.log_text(), "the 500 is logged")
+
+        # 429 with Retry-After pauses every worker.
+        mock.stow_mode = "429once"
+        files = send(1, "busy")
+        wait_for(lambda: sop_uid(files[0]) in mock.stored, 30, "429 retry")
+        check("event=paused" in d.log_text() and "seconds=2" in d.log_text(),
+              "Retry-After honoured for the whole service")
+
+        # 403: deferred, never failed, with the identity in the log.
+        mock.stow_mode = "403"
+        files = send(1, "deny")
+        wait_for(lambda: "event=forbidden" in d.log_text(), 30, "403")
+        check(len(d.entries("failed")) == 1, "403 does not dead-letter")
+        check("appid=client-7" in d.log_text() and "oid=sp-42" in
+              d.log_text(), "the 403 diagnosis names the identity")
+        check(len(d.entries("deferred")) + len(d.entries("active")) == 1,
+              "the 403 instance waits in deferred/")
+        mock.stow_mode = "ok"
+        check(d.stop() == 0, "clean stop")
+    finally:
+        mock.close()
+
+
+def test_upload_kill9(work):
+    mock = MockWeb()
+    try:
+        d = upload_daemon(work, mock, upload={"workers": 2,
+                                              "batch_max_instances": 5})
+        d.start()
+        files, uids = [], set()
+        for i in range(20):
+            p = os.path.join(work, "k%d.dcm" % i)
+            uids.add(make_instance(p, size=32))
+            files.append(p)
+        mock.stow_mode = "slow"
+        r = storescu(d.port, files)
+        check(len(acknowledged_files(r.stdout + r.stderr)) == 20,
+              "20 acknowledged")
+        wait_for(lambda: len(mock.stow_requests) >= 1, 30, "an upload")
+        d.proc.kill()
+        d.proc.wait()
+        check(d.entries("active"), "killed with uploads in flight")
+        mock.stow_mode = "ok"
+        d.start()
+        wait_for(lambda: spool_empty(d), 60, "delivery after restart")
+        check(uids <= set(mock.stored),
+              "every acknowledged instance delivered after kill -9 "
+              "(at least once)")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        mock.close()
 
 
 def main():

@@ -47,7 +47,7 @@ static void test_golden_framing(void)
         "HTTP/1.1 202 Accepted\r\nContent-Type: application/dicom+json\r\n"
         "Retry-After: 7\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
     struct http_stub cap;
-    struct stow_params params = { NULL, NULL, 10 };
+    struct stow_params params = { .timeout_s = 10 };
     struct stow_reply rep;
     char base[128];
     char a[256];
@@ -129,7 +129,7 @@ static void test_golden_framing(void)
 static void test_large_body(void)
 {
     struct http_stub cap;
-    struct stow_params params = { NULL, NULL, 10 };
+    struct stow_params params = { .timeout_s = 10 };
     size_t big = 2 * 1024 * 1024 + 3;
     char *data = malloc(big);
     char path[256];
@@ -160,7 +160,7 @@ static void test_large_body(void)
 
 static void test_failures(void)
 {
-    struct stow_params params = { NULL, NULL, 5 };
+    struct stow_params params = { .timeout_s = 5 };
     struct stow_reply rep;
     struct http_stub cap;
     char base[128];
