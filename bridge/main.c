@@ -5,6 +5,8 @@
  *   stowbridge status --config FILE [--json]
  *   stowbridge check --config FILE [--dump]
  *   stowbridge token --config FILE [--raw]
+ *   stowbridge queue list [STATE] | show ID | retry ID|--all-failed |
+ *                    delete ID  --config FILE
  *   stowbridge sample-config
  *
  * Exit status: 0 success, 1 runtime failure, 2 usage or configuration
@@ -24,6 +26,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "oauth.h"
+#include "queue_cmd.h"
 #include "scp.h"
 #include "spool.h"
 #include "status.h"
@@ -57,6 +60,12 @@ static const struct main_cmd main_cmds[] = {
       "Fetch a token as the uploader would and print its decoded header\n"
       "  and claims, its expiry and a diagnosis of common mistakes (wrong\n"
       "  audience, tenant, clock). The token itself only with --raw." },
+    { "queue", "queue list [STATE] | show ID | retry ID|--all-failed | "
+               "delete ID  --config FILE",
+      "Inspect and act on spool entries (STATE: incoming, active,\n"
+      "  deferred, failed): list them with their last error, show one,\n"
+      "  send a deferred or failed one again, or delete one. Safe while\n"
+      "  the daemon runs." },
     { "sample-config", "sample-config",
       "Print the documented sample configuration with every key and\n"
       "  its default." },
@@ -371,6 +380,35 @@ static int main_check(const struct cfg *cfg, bool dump)
     return failures == 0 ? 0 : EXIT_RUNTIME;
 }
 
+/* `queue`: words and --config FILE in any order. */
+static int main_queue(int argc, char **argv)
+{
+    struct main_opts opts;
+    struct cfg *cfg = NULL;
+    char *words[3];
+    int nwords = 0;
+    int status;
+
+    memset(&opts, 0, sizeof(opts));
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            opts.config_path = argv[++i];
+        } else if (strncmp(argv[i], "--config=", 9) == 0) {
+            opts.config_path = argv[i] + 9;
+        } else if (nwords < 3) {
+            words[nwords++] = argv[i];
+        } else {
+            fprintf(stderr, "stowbridge queue: too many arguments\n");
+            return EXIT_USAGE;
+        }
+    }
+    if (main_load_config(&opts, "queue", &cfg) < 0)
+        return EXIT_USAGE;
+    status = queue_main(cfg, nwords, words);
+    cfg_free(cfg);
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     struct main_opts opts;
@@ -393,6 +431,9 @@ int main(int argc, char **argv)
         printf("stowbridge %s\n", STOWBRIDGE_VERSION);
         return 0;
     }
+
+    if (strcmp(cmd, "queue") == 0)
+        return main_queue(argc - 2, argv + 2);
 
     r = main_parse_opts(cmd, argc - 1, argv + 1, &opts);
     if (r == 1) {

@@ -1036,6 +1036,25 @@ def test_upload_outcomes(work):
         check(sop_uid(files[1]) in mock.stored and sop_uid(files[2]) in
               mock.stored, "already-stored and stored count as delivered")
 
+        # The operator sees why, and sends it again once the cause is fixed.
+        fid = os.path.basename(failed[0])[:-4]
+        r = run([BINARY, "queue", "list", "failed", "--config", d.config])
+        check(r.returncode == 0 and fid in r.stdout and "A900" in r.stdout,
+              "queue list failed shows the entry and its error")
+        r = run([BINARY, "queue", "show", fid, "--config", d.config])
+        check(r.returncode == 0 and "state:        failed" in r.stdout and
+              "last reason:  A900 (data set does not match SOP Class)" in
+              r.stdout and "attempts:     1" in r.stdout,
+              "queue show gives state, reason and attempts")
+        mock.stow_mode = "ok"
+        r = run([BINARY, "queue", "retry", fid, "--config", d.config])
+        check(r.returncode == 0 and "failed -> incoming" in r.stdout,
+              "queue retry moves it back")
+        wait_for(lambda: sop_uid(files[0]) in mock.stored, 30,
+                 "the retried entry is delivered")
+        r = run([BINARY, "queue", "show", "1.2.3", "--config", d.config])
+        check(r.returncode == 2, "a bad ID is a usage error")
+
         # 401 once: the token is refreshed and the batch replayed once.
         tokens = len(mock.token_requests)
         mock.stow_mode = "401once"
@@ -1062,11 +1081,22 @@ def test_upload_outcomes(work):
         mock.stow_mode = "403"
         files = send(1, "deny")
         wait_for(lambda: "event=forbidden" in d.log_text(), 30, "403")
-        check(len(d.entries("failed")) == 1, "403 does not dead-letter")
+        check(not d.entries("failed"), "403 does not dead-letter")
         check("appid=client-7" in d.log_text() and "oid=sp-42" in
               d.log_text(), "the 403 diagnosis names the identity")
-        check(len(d.entries("deferred")) + len(d.entries("active")) == 1,
+        wait_for(lambda: len(d.entries("deferred")) == 1, 30, "deferred")
+        check(len(d.entries("deferred")) == 1,
               "the 403 instance waits in deferred/")
+        did = os.path.basename(d.entries("deferred")[0])[:-4]
+        r = run([BINARY, "queue", "show", did, "--config", d.config])
+        check("last status:  HTTP 403" in r.stdout, "queue show: HTTP 403")
+        r = run([BINARY, "queue", "delete", did, "--config", d.config])
+        check(r.returncode == 0 and not d.entries("deferred"),
+              "queue delete removes it")
+        r = run([BINARY, "queue", "retry", "--all-failed", "--config",
+                 d.config])
+        check(r.returncode == 0 and "0 failed entries retried" in r.stdout,
+              "retry --all-failed with nothing failed")
         mock.stow_mode = "ok"
         check(d.stop() == 0, "clean stop")
     finally:
