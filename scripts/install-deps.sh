@@ -8,6 +8,7 @@ packages=(
     libdcmtk-dev libcurl4-openssl-dev libcjson-dev libssl-dev
     dcmtk              # storescu, echoscu, dump2dcm: the test modality
     python3 python3-pydicom   # test fixtures (real files, generated ones)
+    orthanc orthanc-dicomweb  # a real third-party STOW-RS server for the tests
     procps util-linux  # ps, mount for the disk-full test
 )
 

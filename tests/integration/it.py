@@ -1133,6 +1133,111 @@ def test_upload_kill9(work):
         mock.close()
 
 
+class Orthanc:
+    """A real Orthanc with its DICOMweb plugin (Debian packages orthanc,
+    orthanc-dicomweb) on loopback, in a temp dir."""
+
+    PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+
+    def __init__(self, work):
+        if not os.path.exists("/usr/sbin/Orthanc") or \
+                not os.path.exists(self.PLUGIN):
+            print("skip: Orthanc or its DICOMweb plugin is not installed")
+            sys.exit(SKIP)
+        self.dir = os.path.join(work, "orthanc")
+        os.makedirs(self.dir)
+        self.port = free_port()
+        cfg = {
+            "Name": "it", "HttpPort": self.port, "DicomPort": free_port(),
+            "StorageDirectory": os.path.join(self.dir, "db"),
+            "IndexDirectory": os.path.join(self.dir, "db"),
+            "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+            "Plugins": [self.PLUGIN],
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+            "HttpTimeout": 60, "StableAge": 1,
+        }
+        conf = os.path.join(self.dir, "orthanc.json")
+        with open(conf, "w") as f:
+            json.dump(cfg, f)
+        self.log = open(os.path.join(work, "orthanc.log"), "wb")
+        self.proc = subprocess.Popen(["/usr/sbin/Orthanc", conf],
+                                     stdout=self.log, stderr=self.log)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                self.get("/system")
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise Failure("Orthanc did not start")
+
+    def get(self, path):
+        import urllib.request
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (self.port, path),
+                                    timeout=30) as r:
+            return r.read()
+
+    def post(self, path, body):
+        import urllib.request
+        req = urllib.request.Request(
+            "http://127.0.0.1:%d%s" % (self.port, path),
+            data=body.encode(), method="POST")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())
+
+    def instance_file(self, sop):
+        found = self.post("/tools/lookup", sop)
+        ids = [x["ID"] for x in found if x["Type"] == "Instance"]
+        return self.get("/instances/%s/file" % ids[0]) if ids else None
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def test_orthanc(work):
+    orthanc = Orthanc(work)
+    try:
+        d = Daemon(work, upload={
+            "url": "http://127.0.0.1:%d/dicom-web" % orthanc.port,
+            "timeout_s": 30}, retry={"min_s": 1, "max_s": 4}).start()
+        files = varied_files(work)
+        sent = []
+        for path in files:
+            ts = str(pydicom.dcmread(path, stop_before_pixels=True)
+                     .file_meta.TransferSyntaxUID)
+            r = storescu(d.port, [path], extra=["-R", PROPOSE[ts]])
+            if acknowledged_files(r.stdout + r.stderr) == [path]:
+                sent.append(path)
+        check(len(sent) == len(files), "all %d files stored" % len(files))
+        wait_for(lambda: spool_empty(d), 120, "uploads to Orthanc")
+        failed = d.entries("failed")
+        check(not failed, "nothing dead-lettered: %s" % [
+            run([BINARY, "queue", "show", os.path.basename(f)[:-4],
+                 "--config", d.config]).stdout for f in failed])
+        # pydicom's sample files reuse SOP Instance UIDs across files: the
+        # server keeps one instance per UID; compare against one of them.
+        by_uid = {}
+        for path in sent:
+            by_uid.setdefault(sop_uid(path), []).append(path)
+        for uid, paths in by_uid.items():
+            data = orthanc.instance_file(uid)
+            check(data is not None, "in Orthanc: %s" %
+                  os.path.basename(paths[0]))
+            got = os.path.join(work, "orthanc-" + uid + ".dcm")
+            with open(got, "wb") as f:
+                f.write(data)
+            check(any(same_dataset(p, got) for p in paths),
+                  "same data set in Orthanc: %s" % os.path.basename(paths[0]))
+        check(d.stop() == 0, "clean stop")
+    finally:
+        orthanc.close()
+
+
 def main():
     global BINARY, CRAFT_SCU
     BINARY, CRAFT_SCU, name = sys.argv[1], sys.argv[2], sys.argv[3]
