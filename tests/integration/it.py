@@ -709,17 +709,21 @@ class MockWeb:
     """A token endpoint (POST /token) and a DICOMweb root (GET
     /dicom-web/studies) on loopback, switched by attributes."""
 
-    def __init__(self):
+    def __init__(self, port=0):
         self.token_mode = "ok"       # ok | refuse
         self.studies_status = 200
         self.claims = {"aud": "https://dicom.example.org", "oid": "sp-42",
                        "appid": "client-7", "idtyp": "app", "tid": "t-1"}
         self.token_requests = []
         self.auth_headers = []
+        self.token_lifetime = 3599
         self.stow_mode = "ok"        # ok | mixed | 403 | 401once | 500once
+        #                              | split415 | reject415 | garbage
+        #                              | reset
         #                              | 429once | slow
         self.stow_requests = []      # (study, [sop uids], [part types])
         self.stored = {}             # sop uid -> part bytes
+        self.resets = 0
         self.lock = threading.Lock()
         mock = self
 
@@ -737,6 +741,15 @@ class MockWeb:
 
             def do_POST(self):
                 n = int(self.headers.get("Content-Length", 0))
+                if mock.stow_mode == "reset" and \
+                        self.path.startswith("/dicom-web/studies/"):
+                    # Read a little of the body, then cut the connection.
+                    self.rfile.read(min(n, 100))
+                    mock.stow_mode = "ok"
+                    mock.resets += 1
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
                 body = self.rfile.read(n)
                 if self.path.startswith("/dicom-web/studies/"):
                     self.stow(body)
@@ -752,7 +765,7 @@ class MockWeb:
                               iat=int(time.time()))
                 self.reply(200, json.dumps({
                     "access_token": jwt(claims), "token_type": "Bearer",
-                    "expires_in": 3599}))
+                    "expires_in": str(mock.token_lifetime)}))
 
             def stow(self, body):
                 mock.auth_headers.append(self.headers.get("Authorization"))
@@ -777,6 +790,16 @@ class MockWeb:
                         mock.stow_mode = "ok"
                 if mode == "slow":
                     time.sleep(3)
+                if mode == "split415" and len(uids) > 1 or \
+                        mode == "reject415":
+                    self.reply(415, "unsupported media type")
+                    return
+                if mode == "garbage":
+                    with mock.lock:
+                        mock.stow_mode = "ok"
+                    self.reply(200, "{\"00081199\": [garbage",
+                               "application/dicom+json")
+                    return
                 if mode == "403":
                     self.reply(403, "{}")
                     return
@@ -820,7 +843,7 @@ class MockWeb:
                 else:
                     self.reply(mock.studies_status, "{}")
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port),
                                                       Handler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever,
@@ -1197,6 +1220,112 @@ class Orthanc:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+
+
+def test_upload_faults(work):
+    mock = MockWeb()
+    port = mock.port
+    try:
+        d = upload_daemon(work, mock, upload={"batch_max_instances": 10})
+        d.start()
+        study = generate_uid()
+        n = [0]
+
+        def send(count):
+            files = []
+            for i in range(count):
+                p = os.path.join(work, "f%d.dcm" % n[0])
+                n[0] += 1
+                make_instance(p, study=study, size=32)
+                files.append(p)
+            r = storescu(d.port, files)
+            check(len(acknowledged_files(r.stdout + r.stderr)) == count,
+                  "%d stored" % count)
+            return [sop_uid(f) for f in files]
+
+        # 415 for the batch: split, each alone is accepted.
+        mock.stow_mode = "split415"
+        uids = send(3)
+        wait_for(lambda: set(uids) <= set(mock.stored), 30, "split")
+        check("event=split" in d.log_text(), "the batch was split")
+        check(not d.entries("failed"), "nothing dead-lettered by a split")
+        # 415 for the instance alone: dead-lettered with the reason.
+        mock.stow_mode = "reject415"
+        send(1)
+        wait_for(lambda: d.entries("failed"), 30, "reject")
+        check("HTTP 415 for this instance alone" in
+              open(os.path.join(d.spool, "meta", os.path.basename(
+                  d.entries("failed")[0])[:-4])).read(),
+              "the 415 is the recorded reason")
+        # Garbage JSON in a 200: deferred, then delivered.
+        mock.stow_mode = "garbage"
+        uids = send(1)
+        wait_for(lambda: uids[0] in mock.stored, 30, "after garbage")
+        check("cannot be read" in d.log_text(), "garbage answer logged")
+        # A connection reset in the middle of the body.
+        mock.stow_mode = "reset"
+        uids = send(2)
+        wait_for(lambda: set(uids) <= set(mock.stored), 30, "after reset")
+        check(mock.resets == 1, "one connection was reset mid-body")
+        # The server is down: everything waits in deferred/, then goes.
+        mock.close()
+        uids = send(4)
+        wait_for(lambda: len(d.entries("deferred")) == 4, 30, "deferred")
+        check(len(d.entries("failed")) == 1 and not d.entries("incoming"),
+              "a dead server defers, never dead-letters")
+        check("no answer from" in d.log_text(), "the outage is logged")
+        # The server comes back on the same port (the uploader's URL).
+        mock = restart_mock_on(port)
+        wait_for(lambda: set(uids) <= set(mock.stored), 60,
+                 "delivery once the server is back")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        mock.close()
+
+
+def restart_mock_on(port):
+    """A new MockWeb bound to @port (the server comes back)."""
+    deadline = time.time() + 10
+    while True:
+        mock = MockWeb.__new__(MockWeb)
+        try:
+            MockWeb.__init__(mock, port=port)
+            return mock
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_token_refresh(work):
+    """A 3-second token lifetime and uploads spread over 20 s: no upload
+    fails, and the token requests stay near 20/3."""
+    mock = MockWeb()
+    mock.token_lifetime = 3
+    try:
+        d = upload_daemon(work, mock).start()
+        uids = set()
+        start = time.time()
+        i = 0
+        while time.time() - start < 20:
+            p = os.path.join(work, "t%d.dcm" % i)
+            i += 1
+            uids.add(make_instance(p, size=32))
+            r = storescu(d.port, [p])
+            check(len(acknowledged_files(r.stdout + r.stderr)) == 1,
+                  "stored %d" % i)
+            time.sleep(0.5)
+        wait_for(lambda: spool_empty(d), 30, "uploads")
+        check(uids <= set(mock.stored), "all %d delivered" % len(uids))
+        log = d.log_text()
+        check("event=deferred" not in log and "event=failed" not in log and
+              "status=401" not in log, "no upload failed, no 401")
+        tokens = len(mock.token_requests)
+        check(5 <= tokens <= 12, "%d token requests for 20 s of 3 s tokens"
+              % tokens)
+        check(d.stop() == 0, "clean stop")
+    finally:
+        mock.close()
 
 
 def test_orthanc(work):
