@@ -10,6 +10,7 @@ packages=(
     python3 python3-pydicom   # test fixtures (real files, generated ones)
     orthanc orthanc-dicomweb  # a real third-party STOW-RS server for the tests
     procps util-linux  # ps, mount for the disk-full test
+    curl               # the demo looks at Orthanc with it
 )
 
 missing=()

@@ -160,14 +160,20 @@ static bool stow_first_code(const cJSON *item, const char *tag,
     return true;
 }
 
-/* Index of @uid in @sop_uids, or -1. */
-static long stow_find(const char *const *sop_uids, size_t count,
-                      const char *uid)
+/* Index of @uid in @sop_uids at or after @from, or -1. */
+static long stow_find_from(const char *const *sop_uids, size_t count,
+                           const char *uid, size_t from)
 {
-    for (size_t i = 0; i < count; i++)
+    for (size_t i = from; i < count; i++)
         if (strcmp(sop_uids[i], uid) == 0)
             return (long)i;
     return -1;
+}
+
+static long stow_find(const char *const *sop_uids, size_t count,
+                      const char *uid)
+{
+    return stow_find_from(sop_uids, count, uid, 0);
 }
 
 /*
@@ -208,21 +214,24 @@ static int stow_apply_sequence(const cJSON *root, const char *tag,
                      "(0008,1155)", tag);
             return -EBADMSG;
         }
-        i = stow_find(sop_uids, count, uid);
-        if (i < 0)
-            continue;   /* not ours: the server's business */
-        if (failed) {
-            if (!stow_first_code(item, STOW_TAG_FAILURE_REASON, &code))
-                code = 0x0110;  /* failed, reason not given: processing */
-            results[i].outcome = stow_failure_outcome(code);
-            results[i].reason = code;
-        } else {
-            /* The Failed SOP Sequence is applied after this one, so a UID
-             * listed in both counts as failed. */
-            results[i].outcome = STOW_DELIVERED;
-            results[i].reason =
-                stow_first_code(item, STOW_TAG_WARNING_REASON, &code) ? code
-                                                                      : 0;
+        /* The same instance may be in a batch twice (sent twice by the
+         * modality): the answer speaks for every copy. */
+        for (i = stow_find(sop_uids, count, uid); i >= 0;
+             i = stow_find_from(sop_uids, count, uid, (size_t)i + 1)) {
+            if (failed) {
+                if (!stow_first_code(item, STOW_TAG_FAILURE_REASON, &code))
+                    code = 0x0110;  /* failed, reason not given */
+                results[i].outcome = stow_failure_outcome(code);
+                results[i].reason = code;
+            } else {
+                /* The Failed SOP Sequence is applied after this one, so a
+                 * UID listed in both counts as failed. */
+                results[i].outcome = STOW_DELIVERED;
+                results[i].reason =
+                    stow_first_code(item, STOW_TAG_WARNING_REASON, &code)
+                        ? code
+                        : 0;
+            }
         }
     }
     return 0;

@@ -101,6 +101,18 @@ static void test_bodies(void)
     CHECK(res[0].outcome == STOW_DELIVERED);
     CHECK(res[1].outcome == STOW_RETRY && res[2].outcome == STOW_RETRY);
 
+    /* The same instance twice in one batch: the answer covers both. */
+    {
+        const char *const dup[] = { "1.2.3.1", "1.2.3.1" };
+        const char *body = "{\"00081199\": {\"vr\": \"SQ\", \"Value\": ["
+                           REF("1.2.3.1") "]}}";
+        struct stow_instance_result two[2];
+        CHECK(stow_parse_response(200, body, strlen(body), dup, 2, two, err,
+                                  sizeof(err)) == 0);
+        CHECK(two[0].outcome == STOW_DELIVERED &&
+              two[1].outcome == STOW_DELIVERED);
+    }
+
     /* Listed as referenced and failed: failed wins. */
     CHECK(parse(202, "{\"00081199\": {\"vr\": \"SQ\", \"Value\": ["
                      REF("1.2.3.1") "]}, \"00081198\": {\"vr\": \"SQ\", "
