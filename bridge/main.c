@@ -210,8 +210,7 @@ static int main_check_upload(const struct cfg *cfg)
                "instances stay in the spool\n");
         return 0;
     }
-    printf("upload: %s (note: this version does not upload yet; these "
-           "checks prepare it)\n", cfg->upload.url);
+    printf("upload: %s\n", cfg->upload.url);
     if (strcmp(cfg->auth.type, "none") == 0) {
         printf("auth: none (no Authorization header)\n");
     } else {
