@@ -136,7 +136,12 @@ static void outcome_delivered(struct uploader *up, const char *id,
                  meta.sop_uid, meta.study_uid, status);
 }
 
-/* Defers @id for @delay_s (0: the backoff for its attempts). */
+static void outcome_failed(struct uploader *up, const char *id, long status,
+                           uint16_t reason, const char *why);
+
+/* Defers @id for @delay_s (0: the backoff for its attempts); an entry
+ * older than retry.max_age_h is failed as expired instead: we stop
+ * trying, we never stop trying silently. */
 static void outcome_deferred(struct uploader *up, const char *id,
                              long status, uint16_t reason, unsigned delay_s,
                              const char *why)
@@ -145,6 +150,17 @@ static void outcome_deferred(struct uploader *up, const char *id,
     char err[256];
     int r;
 
+    uint64_t arrival = 0;
+    if (spool_id_arrival_us(id, &arrival) == 0 &&
+        now_us() - (int64_t)arrival >
+            (int64_t)up->params.max_age_h * 3600 * 1000000) {
+        char expired[320];
+        snprintf(expired, sizeof(expired), "expired: not delivered within "
+                                           "%u h; last error: %s",
+                 up->params.max_age_h, why);
+        outcome_failed(up, id, status, reason, expired);
+        return;
+    }
     load_meta(up, id, &meta);
     meta.last_http_status = status;
     meta.last_reason = reason;
@@ -527,9 +543,7 @@ static unsigned schedule_pass(struct uploader *up)
     size_t n_cand = 0;
     unsigned queued = 0;
     int64_t now = now_us();
-    int64_t max_age_us = (int64_t)up->params.max_age_h * 3600 * 1000000;
     char err[256];
-    char why[160];
 
     if (spool_list(up->params.spool, SPOOL_INCOMING, &incoming, &n_in, err,
                    sizeof(err)) < 0 ||
@@ -554,15 +568,6 @@ static unsigned schedule_pass(struct uploader *up)
             } else if (turn == 1) {
                 while (i_def < n_def && e == NULL) {
                     const struct spool_entry *d = &deferred[i_def++];
-                    uint64_t arrival = 0;
-                    if (spool_id_arrival_us(d->id, &arrival) == 0 &&
-                        now - (int64_t)arrival > max_age_us) {
-                        snprintf(why, sizeof(why), "expired: not delivered "
-                                                   "within %u h",
-                                 up->params.max_age_h);
-                        fail_from(up, SPOOL_DEFERRED, d->id, why);
-                        continue;
-                    }
                     if (d->mtime_us <= now)
                         e = d;
                 }
@@ -636,16 +641,6 @@ static unsigned schedule_pass(struct uploader *up)
         queued++;
     }
 
-    /* Incoming entries too old (the destination was down for days). */
-    for (size_t k = 0; k < n_in; k++) {
-        uint64_t arrival = 0;
-        if (spool_id_arrival_us(incoming[k].id, &arrival) == 0 &&
-            now - (int64_t)arrival > max_age_us) {
-            snprintf(why, sizeof(why), "expired: not delivered within %u h",
-                     up->params.max_age_h);
-            fail_from(up, SPOOL_INCOMING, incoming[k].id, why);
-        }
-    }
 out:
     free(cand);
     free(incoming);

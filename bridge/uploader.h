@@ -17,8 +17,10 @@
  * gets it is rejected. 401: the token is invalidated and the batch
  * replayed once. 403: deferred for retry.max_s, never failed, with a
  * diagnosis of the token's identity logged. 429/503 with Retry-After
- * pause every worker. Entries older than retry.max_age_h go to failed/ as
- * expired. Nothing is ever removed without the server saying it has it.
+ * pause every worker. An entry whose attempt fails when it is older than
+ * retry.max_age_h goes to failed/ as expired (one that can still be
+ * delivered is delivered, however old). Nothing is ever removed without
+ * the server saying it has it.
  *
  * Program code: it logs (one line per instance outcome, no patient data).
  * Thread safety: uploader_start/stop from one thread; the rest is internal.

@@ -1328,6 +1328,51 @@ def test_token_refresh(work):
         mock.close()
 
 
+def test_upload_expiry(work):
+    """An entry older than retry.max_age_h whose attempt fails is
+    dead-lettered as expired; a token endpoint that refuses or is down is
+    an outage: entries wait."""
+    mock = MockWeb()
+    mock.token_lifetime = 1
+    try:
+        d = upload_daemon(work, mock, retry={"max_age_h": 1})
+        os.makedirs(os.path.join(d.spool, "incoming"), exist_ok=True)
+        os.chmod(d.spool, 0o700)
+        old = os.path.join(d.spool, "incoming",
+                           "1700000000.000001-00000000000000ab.dcm")
+        make_instance(old, size=16)
+        os.chmod(old, 0o600)
+        mock.stow_mode = "500once"
+        d.start()
+        wait_for(lambda: d.entries("failed"), 30, "expiry")
+        meta = open(os.path.join(d.spool, "meta", "1700000000.000001-"
+                                 "00000000000000ab")).read()
+        check("expired: not delivered within 1 h; last error: HTTP 500" in
+              meta, "an old entry whose attempt fails is failed as expired")
+
+        # Tokens live 1 s here, so the next upload needs a new one.
+        mock.token_lifetime = 1
+        time.sleep(1.2)
+        mock.token_mode = "refuse"
+        p = os.path.join(work, "t.dcm")
+        uid = make_instance(p, size=16)
+        r = storescu(d.port, [p])
+        check(len(acknowledged_files(r.stdout + r.stderr)) == 1, "stored")
+        wait_for(lambda: d.entries("deferred"), 30, "deferred without token")
+        check("no token: token endpoint refused" in d.log_text() and
+              len(d.entries("failed")) == 1,
+              "a refused token defers, never dead-letters")
+        mock.token_mode = "ok"
+        subprocess.run([BINARY, "queue", "retry",
+                        os.path.basename(d.entries("deferred")[0])[:-4],
+                        "--config", d.config], capture_output=True)
+        wait_for(lambda: uid in mock.stored, 30, "delivered once the token "
+                 "endpoint accepts the client again")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        mock.close()
+
+
 def test_orthanc(work):
     orthanc = Orthanc(work)
     try:
