@@ -424,12 +424,12 @@ void oauth_diagnose_forbidden(const struct oauth_claims *claims,
     } else {
         oauth_append(buf, len,
                      "; token identity: appid=%s oid=%s idtyp=%s tid=%s "
-                     "aud=%s roles=[%s] scp=[%s]",
+                     "aud=%s roles=[%s] scp=[%s] exp=%lld",
                      oauth_or(claims->appid, oauth_or(claims->azp, "-")),
                      oauth_or(claims->oid, "-"), oauth_or(claims->idtyp, "-"),
                      oauth_or(claims->tid, "-"), oauth_or(claims->aud, "-"),
                      oauth_or(claims->roles, "none"),
-                     oauth_or(claims->scp, "none"));
+                     oauth_or(claims->scp, "none"), (long long)claims->exp);
         if (claims->exp != 0 && claims->exp <= now_s)
             oauth_append(buf, len, "; the token expired %lld s ago (check "
                                    "this machine's clock)",

@@ -794,6 +794,18 @@ class MockWeb:
                         mode == "reject415":
                     self.reply(415, "unsupported media type")
                     return
+                if mode == "exists409":
+                    failed = [{"00081155": {"vr": "UI", "Value": [u]},
+                               "00081197": {"vr": "US", "Value": [45070]}}
+                              for u in uids]
+                    with mock.lock:
+                        mock.stow_mode = "ok"
+                        for u, data in zip(uids, parts):
+                            mock.stored.setdefault(u, data)
+                    self.reply(409, json.dumps({"00081198": {
+                        "vr": "SQ", "Value": failed}}),
+                        "application/dicom+json")
+                    return
                 if mode == "garbage":
                     with mock.lock:
                         mock.stow_mode = "ok"
@@ -1080,10 +1092,13 @@ def test_upload_outcomes(work):
 
         # 401 once: the token is refreshed and the batch replayed once.
         tokens = len(mock.token_requests)
+        requests = len(mock.stow_requests)
         mock.stow_mode = "401once"
         send(1, "auth")
         wait_for(lambda: spool_empty(d), 30, "401 replay")
         check(len(mock.token_requests) == tokens + 1, "one new token")
+        check(len(mock.stow_requests) == requests + 2,
+              "the 401 batch is replayed exactly once")
         check("event=token-refused status=401" in d.log_text(),
               "the replay is logged")
 
@@ -1098,7 +1113,11 @@ def test_upload_outcomes(work):
         files = send(1, "busy")
         wait_for(lambda: sop_uid(files[0]) in mock.stored, 30, "429 retry")
         check("event=paused" in d.log_text() and "seconds=2" in d.log_text(),
-              "Retry-After honoured for the whole service")
+              "Retry-After pauses the whole service")
+        nexts = [int(m) for m in re.findall(
+            r'event=deferred .*next=(\d+)s reason="HTTP 429"', d.log_text())]
+        check(nexts and min(nexts) >= 2,
+              "the 429 instance waits at least Retry-After (%s s)" % nexts)
 
         # 403: deferred, never failed, with the identity in the log.
         mock.stow_mode = "403"
@@ -1257,6 +1276,13 @@ def test_upload_faults(work):
               open(os.path.join(d.spool, "meta", os.path.basename(
                   d.entries("failed")[0])[:-4])).read(),
               "the 415 is the recorded reason")
+        # 409, every instance already there (45070): delivered, not failed.
+        mock.stow_mode = "exists409"
+        uids = send(2)
+        wait_for(lambda: spool_empty(d), 30, "409 already stored")
+        check(len(d.entries("failed")) == 1 and
+              d.log_text().count("status=409") == 2,
+              "409 with 45070 counts as delivered")
         # Garbage JSON in a 200: deferred, then delivered.
         mock.stow_mode = "garbage"
         uids = send(1)
