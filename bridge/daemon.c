@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "find.h"
 #include "log.h"
 #include "oauth.h"
 #include "scp.h"
@@ -134,6 +135,7 @@ static struct scp_caller_rule *daemon_caller_rules(const struct cfg *cfg)
         rules[i].ae_title = cfg->dicom.allowed_callers[i].ae_title;
         rules[i].hosts = cfg->dicom.allowed_callers[i].hosts;
         rules[i].host_count = cfg->dicom.allowed_callers[i].host_count;
+        rules[i].find = cfg->dicom.allowed_callers[i].find;
     }
     return rules;
 }
@@ -147,6 +149,9 @@ int daemon_run(const struct cfg *cfg)
     struct scp *scp = NULL;
     struct oauth_source *tokens = NULL;
     struct uploader *uploader = NULL;
+    struct find_service *finder = NULL;
+    struct find_web *find_web = NULL;
+    struct scp_find_handler find_handler;
     char err[512];
     int status = 1;
     int r;
@@ -204,18 +209,51 @@ int daemon_run(const struct cfg *cfg)
     params.spool = spool;
     params.min_free_mb = cfg->spool.min_free_mb;
 
+    if (cfg->upload.url[0] != '\0') {
+        struct oauth_params oauth;
+
+        webcfg_oauth_params(cfg, &oauth);
+        tokens = oauth_source_new(&oauth);
+        if (tokens == NULL) {
+            log_err("event=start-failed reason=\"out of memory\"");
+            goto out;
+        }
+    }
+    if (tokens != NULL && cfg->query.enabled) {
+        struct find_params fp;
+
+        find_web = find_web_new(cfg->upload.url,
+                                cfg->upload.ca_file[0] ? cfg->upload.ca_file
+                                                       : NULL,
+                                cfg->upload.timeout_s, tokens);
+        memset(&fp, 0, sizeof(fp));
+        fp.profile = strcmp(cfg->query.profile, "azure") == 0
+                         ? FIND_PROFILE_AZURE
+                     : strcmp(cfg->query.profile, "orthanc") == 0
+                         ? FIND_PROFILE_ORTHANC
+                         : FIND_PROFILE_STANDARD;
+        fp.page_size = cfg->query.page_size;
+        fp.max_results = cfg->query.max_results;
+        fp.fetch = find_web_fetch;
+        fp.fetch_ctx = find_web;
+        finder = find_web != NULL ? find_service_new(&fp) : NULL;
+        if (finder == NULL) {
+            log_err("event=start-failed reason=\"out of memory\"");
+            goto out;
+        }
+        find_handler_init(finder, &find_handler);
+        params.find = &find_handler;
+    }
+
     r = scp_new(&params, &scp, err, sizeof(err));
     if (r < 0) {
         log_err("event=start-failed reason=\"%s\"", err);
         goto out;
     }
 
-    if (cfg->upload.url[0] != '\0') {
-        struct oauth_params oauth;
+    if (tokens != NULL) {
         struct uploader_params up;
 
-        webcfg_oauth_params(cfg, &oauth);
-        tokens = oauth_source_new(&oauth);
         memset(&up, 0, sizeof(up));
         up.spool = spool;
         up.tokens = tokens;
@@ -228,7 +266,7 @@ int daemon_run(const struct cfg *cfg)
         up.retry_min_s = cfg->retry.min_s;
         up.retry_max_s = cfg->retry.max_s;
         up.max_age_h = cfg->retry.max_age_h;
-        uploader = tokens != NULL ? uploader_start(&up) : NULL;
+        uploader = uploader_start(&up);
         if (uploader == NULL) {
             log_err("event=start-failed reason=\"cannot start the "
                     "uploader\"");
@@ -236,11 +274,15 @@ int daemon_run(const struct cfg *cfg)
         }
     }
     log_notice("event=started version=%s ae=%s port=%u spool=%s "
-               "max_associations=%u callers=%s mode=%s",
+               "max_associations=%u callers=%s mode=%s find=%s",
                STOWBRIDGE_VERSION, cfg->dicom.ae_title, cfg->dicom.port,
                cfg->spool.dir, cfg->dicom.max_associations,
                cfg->dicom.allowed_caller_count > 0 ? "allow-list" : "any",
-               uploader != NULL ? "upload" : "receive-only");
+               uploader != NULL ? "upload" : "receive-only",
+               finder == NULL ? "off" : cfg->query.profile);
+    if (finder == NULL && cfg->query.enabled)
+        log_notice("event=find-off reason=\"C-FIND needs upload.url (the "
+                   "QIDO-RS server)\"");
     if (uploader == NULL)
         log_notice("event=receive-only reason=\"no upload.url: instances "
                    "stay in the spool's incoming/\"");
@@ -267,16 +309,16 @@ out:
     /* After the SCP: nothing new arrives; transfers in flight are cut and
      * their entries go back to incoming/. */
     uploader_stop(uploader);
-    oauth_source_free(tokens);
     if (status == 0)
         log_notice("event=stopped");
     /* Association threads still running (grace expired) keep using the
      * spool and SCP: leave them to process exit rather than free them. */
-    if (scp != NULL && scp_active_associations(scp) == 0) {
+    if (scp == NULL || scp_active_associations(scp) == 0) {
         scp_free(scp);
         spool_close(spool);
-    } else if (scp == NULL) {
-        spool_close(spool);
+        find_service_free(finder);
+        find_web_free(find_web);
+        oauth_source_free(tokens);
     }
     free(rules);
     return status;

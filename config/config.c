@@ -64,6 +64,7 @@ enum cfg_type {
     CFG_UINT,    /* unsigned, min..max */
     CFG_LEVEL,   /* int holding an enum log_level */
     CFG_CALLERS, /* struct cfg_caller *, count at count_offset */
+    CFG_BOOL,    /* bool */
 };
 
 /* Extra validation of a CFG_STRING value. */
@@ -82,7 +83,7 @@ struct cfg_key {
     size_t offset;          /* of the value in struct cfg */
     size_t count_offset;    /* CFG_CALLERS: of its size_t count */
     const char *def_string; /* CFG_STRING and CFG_LEVEL */
-    unsigned def_uint;      /* CFG_UINT */
+    unsigned def_uint;      /* CFG_UINT; CFG_BOOL: 0 or 1 */
     unsigned min;           /* CFG_UINT */
     unsigned max;           /* CFG_UINT */
     enum cfg_check check;   /* CFG_STRING */
@@ -154,11 +155,12 @@ static const struct cfg_key cfg_keys[] = {
                "title (if the entry names one) and its IPv4 address (if the "
                "entry lists hosts). Host names and IPv6 are not accepted: "
                "DCMTK 3.6.7 listens on IPv4 only. An empty list accepts "
-               "any caller.",
+               "any caller. \"find\": false lets that caller store but "
+               "not query (C-FIND); the default is true.",
         .example = "[\n"
                    "    {\"ae_title\": \"CT1\", \"hosts\": [\"10.1.2.0/24\", "
                    "\"192.0.2.7\"]},\n"
-                   "    {\"ae_title\": \"PACS\"},\n"
+                   "    {\"ae_title\": \"PACS\", \"find\": false},\n"
                    "    {\"hosts\": [\"127.0.0.1\"]}\n"
                    "]",
     },
@@ -362,6 +364,54 @@ static const struct cfg_key cfg_keys[] = {
         .doc = "An entry still not delivered this many hours after arrival "
                "goes to failed/ as expired.",
     },
+    {
+        .path = "query.enabled",
+        .type = CFG_BOOL,
+        .offset = CFG_OFF(query.enabled),
+        .def_uint = 1,
+        .doc = "Answer C-FIND (Patient Root and Study Root) by translating "
+               "it to QIDO-RS against upload.url, with the same token. "
+               "Needs upload.url; a caller's \"find\": false in "
+               "dicom.allowed_callers refuses it for that caller.",
+    },
+    {
+        .path = "query.profile",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(query.profile),
+        .def_string = "standard",
+        .check = CFG_CHECK_CHOICE,
+        .choices = "standard|azure|orthanc",
+        .doc = "What the QIDO-RS server can match. standard: every key is "
+               "sent as a QIDO-RS parameter. azure: only what the Azure "
+               "DICOM service accepts is sent (no wildcards, UID lists, time "
+               "ranges or unsupported attributes); the rest is matched "
+               "here on the results. orthanc: like standard, but a value "
+               "that needs percent-encoding (non-ASCII, space, + & = # %% "
+               ",) is matched here, since Orthanc (1.10 with DICOMweb 1.7) "
+               "does not decode it. Every way, the answers follow DIMSE "
+               "matching rules.",
+    },
+    {
+        .path = "query.page_size",
+        .type = CFG_UINT,
+        .offset = CFG_OFF(query.page_size),
+        .def_uint = 100,
+        .min = 1,
+        .max = 1000,
+        .doc = "Results asked per QIDO-RS request (limit); further pages "
+               "follow with offset. At most 200 with query.profile azure.",
+    },
+    {
+        .path = "query.max_results",
+        .type = CFG_UINT,
+        .offset = CFG_OFF(query.max_results),
+        .def_uint = 5000,
+        .min = 1,
+        .max = 1000000,
+        .doc = "Most results read from the server for one C-FIND. When more "
+               "exist, the answers sent end with status A700 and an error "
+               "comment saying the list is incomplete, and the log says so.",
+    },
 };
 
 #define CFG_KEY_COUNT (sizeof(cfg_keys) / sizeof(cfg_keys[0]))
@@ -501,6 +551,7 @@ void cfg_free(struct cfg *cfg)
             break;
         case CFG_UINT:
         case CFG_LEVEL:
+        case CFG_BOOL:
             break;
         }
     }
@@ -536,6 +587,9 @@ int cfg_defaults(struct cfg **ret_cfg)
             break;
         case CFG_CALLERS:
             /* calloc: an empty list. */
+            break;
+        case CFG_BOOL:
+            *(bool *)cfg_field(cfg, key->offset) = key->def_uint != 0;
             break;
         }
     }
@@ -766,6 +820,7 @@ static int cfg_parse_caller(struct cfg_caller *caller, const cJSON *item,
     const cJSON *member;
     int r;
 
+    caller->find = true;
     if (!cJSON_IsObject(item)) {
         cfg_err(err, err_len,
                 "config: %s[%zu]: expected an object with \"ae_title\" "
@@ -776,13 +831,14 @@ static int cfg_parse_caller(struct cfg_caller *caller, const cJSON *item,
     cJSON_ArrayForEach(member, item) {
         bool is_ae = strcmp(member->string, "ae_title") == 0;
         bool is_hosts = strcmp(member->string, "hosts") == 0;
+        bool is_find = strcmp(member->string, "find") == 0;
 
-        if (!is_ae && !is_hosts) {
+        if (!is_ae && !is_hosts && !is_find) {
             char quoted[CFG_NAME_MAX + 4];
 
             cfg_err(err, err_len,
                     "config: unknown key '%s[%zu].%s' (an entry takes "
-                    "\"ae_title\" and \"hosts\")",
+                    "\"ae_title\", \"hosts\" and \"find\")",
                     lpath, index,
                     cfg_quote_str(quoted, sizeof(quoted), member->string));
             return -EINVAL;
@@ -791,6 +847,16 @@ static int cfg_parse_caller(struct cfg_caller *caller, const cJSON *item,
             cfg_err(err, err_len, "config: duplicate key '%s[%zu].%s'", lpath,
                     index, member->string);
             return -EINVAL;
+        }
+        if (is_find) {
+            if (!cJSON_IsBool(member)) {
+                cfg_err(err, err_len,
+                        "config: %s[%zu].find: expected true or false, got %s",
+                        lpath, index, cfg_json_type(member));
+                return -EINVAL;
+            }
+            caller->find = cJSON_IsTrue(member);
+            continue;
         }
         if (is_ae) {
             char path[128];
@@ -1035,10 +1101,24 @@ static int cfg_parse_level(struct cfg *cfg, const struct cfg_key *key,
     return 0;
 }
 
+static int cfg_parse_bool(struct cfg *cfg, const struct cfg_key *key,
+                          const cJSON *item, char *err, size_t err_len)
+{
+    if (!cJSON_IsBool(item)) {
+        cfg_err(err, err_len, "config: %s: expected true or false, got %s",
+                key->path, cfg_json_type(item));
+        return -EINVAL;
+    }
+    *(bool *)cfg_field(cfg, key->offset) = cJSON_IsTrue(item);
+    return 0;
+}
+
 static int cfg_parse_value(struct cfg *cfg, const struct cfg_key *key,
                            const cJSON *item, char *err, size_t err_len)
 {
     switch (key->type) {
+    case CFG_BOOL:
+        return cfg_parse_bool(cfg, key, item, err, err_len);
     case CFG_STRING:
         return cfg_parse_string(cfg, key, item, err, err_len);
     case CFG_UINT:
@@ -1280,6 +1360,14 @@ static int cfg_validate(struct cfg *cfg, char *err, size_t err_len)
     char url[256];
     int r = 0;
 
+    if (strcmp(cfg->query.profile, "azure") == 0 &&
+        cfg->query.page_size > 200) {
+        cfg_err(err, err_len,
+                "config: query.page_size: the Azure DICOM service takes at "
+                "most 200 results a page (limit), got %u",
+                cfg->query.page_size);
+        return -EINVAL;
+    }
     if (cfg->retry.min_s > cfg->retry.max_s) {
         cfg_err(err, err_len,
                 "config: retry.min_s (%u) must not exceed retry.max_s (%u)",
@@ -1687,6 +1775,8 @@ static void cfg_put_callers(FILE *out, const struct cfg_caller *callers,
             }
             fputc(']', out);
         }
+        if (!c->find)
+            fputs(", \"find\": false", out);
         fprintf(out, "}%s\n", i + 1 < count ? "," : "");
     }
     fprintf(out, "%s]", indent);
@@ -1719,6 +1809,10 @@ static void cfg_put_value(FILE *out, const struct cfg *cfg,
         cfg_put_callers(
             out, *(struct cfg_caller *const *)cfg_cfield(cfg, key->offset),
             *(const size_t *)cfg_cfield(cfg, key->count_offset), indent);
+        break;
+    case CFG_BOOL:
+        fputs(*(const bool *)cfg_cfield(cfg, key->offset) ? "true" : "false",
+              out);
         break;
     }
 }
@@ -1768,8 +1862,12 @@ static void cfg_describe(const struct cfg_key *key, char *buf, size_t len)
         break;
     case CFG_CALLERS:
         (void)snprintf(buf, len,
-                       "List of {\"ae_title\", \"hosts\"} entries; default "
-                       "[] (any caller).");
+                       "List of {\"ae_title\", \"hosts\", \"find\"} "
+                       "entries; default [] (any caller).");
+        break;
+    case CFG_BOOL:
+        (void)snprintf(buf, len, "true or false; default %s.",
+                       key->def_uint ? "true" : "false");
         break;
     }
 }

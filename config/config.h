@@ -1,8 +1,8 @@
 /*
  * config - the stowbridge configuration file (DESIGN.md section 9).
  *
- * The file is one JSON object with sections "dicom", "spool", "log" (later
- * "upload", "auth", "retry", "query"). Comments (// to end of line and
+ * The file is one JSON object with sections "dicom", "spool", "log",
+ * "upload", "auth", "retry" and "query". Comments (// to end of line and
  * C-style blocks) are allowed outside strings. One table row per key
  * (path, type, default, range, doc) drives the parser, the defaults, the
  * dump and the sample file, so they can never disagree.
@@ -36,6 +36,8 @@ struct cfg_caller {
     /* Networks from "hosts"; host_count 0 means any address. */
     struct util_ipv4_net *hosts;
     size_t host_count;
+    /* "find": may this caller query (C-FIND)? Default true. */
+    bool find;
 };
 
 struct cfg_dicom {
@@ -91,6 +93,14 @@ struct cfg_retry {
     unsigned max_age_h;        /* 168: older entries go to failed/ */
 };
 
+/* C-FIND through QIDO-RS (DESIGN.md 8). */
+struct cfg_query {
+    bool enabled;              /* true; needs upload.url */
+    char *profile;             /* "standard" | "azure" | "orthanc" */
+    unsigned page_size;        /* 100, 1..1000 (azure: ..200) */
+    unsigned max_results;      /* 5000 */
+};
+
 struct cfg {
     struct cfg_dicom dicom;
     struct cfg_spool spool;
@@ -98,6 +108,7 @@ struct cfg {
     struct cfg_upload upload;
     struct cfg_auth auth;
     struct cfg_retry retry;
+    struct cfg_query query;
 };
 
 /*

@@ -53,6 +53,7 @@
 #include "dcmtk/oflog/oflog.h"
 #include "dcmtk/ofstd/ofstd.h"
 
+#include "dataset.h"
 #include "log.h"
 #include "spool.h"
 #include "util.h"
@@ -85,6 +86,7 @@ struct scp {
     size_t caller_count;
     struct spool *spool;
     uint64_t min_free_mb;
+    const struct scp_find_handler *find;   /* NULL: no C-FIND */
 
     int listen_fd;              /* ours: DCMTK never accepts itself */
     T_ASC_Network *network;     /* DCMTK's, used only to parse RQs */
@@ -111,6 +113,7 @@ struct scp_assoc {
     unsigned long number;
     char calling_ae[UTIL_AE_TITLE_MAX + 1];
     char peer[64];
+    unsigned long finds;
 };
 
 static void set_err(char *err, size_t err_len, const char *fmt, ...)
@@ -288,9 +291,14 @@ static const char *verification_transfer_syntaxes[] = {
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
+/*
+ * True if the caller may associate; @ret_find tells whether it may also
+ * query (C-FIND offered and its matching rule allows it).
+ */
 static bool caller_allowed(const struct scp *scp, const char *calling_ae,
-                           const char *peer_ip)
+                           const char *peer_ip, bool *ret_find)
 {
+    *ret_find = scp->find != NULL;
     if (scp->caller_count == 0)
         return true;
     for (size_t i = 0; i < scp->caller_count; i++) {
@@ -301,8 +309,10 @@ static bool caller_allowed(const struct scp *scp, const char *calling_ae,
             continue;
         for (size_t h = 0; h < rule->host_count && !host_ok; h++)
             host_ok = util_ipv4_net_contains(&rule->hosts[h], peer_ip);
-        if (host_ok)
+        if (host_ok) {
+            *ret_find = scp->find != NULL && rule->find;
             return true;
+        }
     }
     return false;
 }
@@ -328,14 +338,46 @@ static void drop_association(T_ASC_Association **assoc)
     (void)ASC_destroyAssociation(assoc);
 }
 
+static const char *find_sop_classes[] = {
+    UID_FINDPatientRootQueryRetrieveInformationModel,
+    UID_FINDStudyRootQueryRetrieveInformationModel,
+};
+
+/* True if the association request proposes a C-FIND SOP class. */
+static bool proposes_find(T_ASC_Association *assoc)
+{
+    int n = ASC_countPresentationContexts(assoc->params);
+
+    for (int i = 0; i < n; i++) {
+        T_ASC_PresentationContext pc;
+        if (ASC_getPresentationContext(assoc->params, i, &pc).bad())
+            continue;
+        for (size_t j = 0; j < ARRAY_LEN(find_sop_classes); j++)
+            if (strcmp(pc.abstractSyntax, find_sop_classes[j]) == 0)
+                return true;
+    }
+    return false;
+}
+
 /*
- * Accepts Verification and every storage SOP class DCMTK knows.
- * Returns the number of accepted presentation contexts, or -1.
+ * Accepts Verification, every storage SOP class DCMTK knows and, when
+ * @find, the Patient Root and Study Root C-FIND models (other contexts
+ * are refused as abstract syntax not supported). Returns the number of
+ * accepted presentation contexts, or -1.
  */
-static int negotiate_contexts(T_ASC_Association *assoc)
+static int negotiate_contexts(T_ASC_Association *assoc, bool find)
 {
     const char *verification = UID_VerificationSOPClass;
     OFCondition cond;
+
+    if (find) {
+        cond = ASC_acceptContextsWithPreferredTransferSyntaxes(
+            assoc->params, find_sop_classes, (int)ARRAY_LEN(find_sop_classes),
+            verification_transfer_syntaxes,
+            (int)ARRAY_LEN(verification_transfer_syntaxes));
+        if (cond.bad())
+            return -1;
+    }
 
     cond = ASC_acceptContextsWithPreferredTransferSyntaxes(
         assoc->params, &verification, 1, verification_transfer_syntaxes,
@@ -686,6 +728,325 @@ static OFCondition handle_store(struct scp_assoc *sa,
 }
 
 /* ------------------------------------------------------------------ */
+/* C-FIND                                                              */
+/* ------------------------------------------------------------------ */
+
+/* VRs DCMTK can build an element of from a two-letter name. */
+static bool vr_name_usable(const char *vr)
+{
+    DcmVR dvr(vr);
+
+    return vr[0] != '\0' && dvr.isStandard() && dvr.getEVR() != EVR_UNKNOWN &&
+           dvr.getEVR() != EVR_UNKNOWN2B && dvr.getEVR() != EVR_SQ;
+}
+
+/* Copies the DCMTK item @item into @out (values as text). Returns false
+ * on out-of-memory. */
+static bool item_to_ds(DcmItem *item, struct ds *out)
+{
+    for (unsigned long i = 0; i < item->card(); i++) {
+        DcmElement *el = item->getElement(i);
+        const DcmTag &tag = el->getTag();
+        uint32_t key = DS_TAG(tag.getGTag(), tag.getETag());
+        char vr[3] = { 'U', 'N', '\0' };
+        const char *name = tag.getVR().getValidVRName();
+
+        if (name != NULL && strlen(name) == 2)
+            memcpy(vr, name, 3);
+        if (el->ident() == EVR_SQ) {
+            DcmSequenceOfItems *seq = OFstatic_cast(DcmSequenceOfItems *, el);
+            struct ds_attr *attr = ds_put(out, key, "SQ", NULL);
+            if (attr == NULL)
+                return false;
+            for (unsigned long j = 0; j < seq->card(); j++) {
+                struct ds *sub = ds_add_item(attr);
+                if (sub == NULL || !item_to_ds(seq->getItem(j), sub))
+                    return false;
+            }
+            continue;
+        }
+        OFString value;
+        bool has_value = el->getLength() > 0 &&
+                         el->getOFStringArray(value).good();
+        if (ds_put(out, key, vr, has_value ? value.c_str() : NULL) == NULL)
+            return false;
+    }
+    return true;
+}
+
+/* Builds DCMTK elements from @in into @item. */
+static bool ds_to_item(const struct ds *in, DcmItem *item)
+{
+    for (size_t i = 0; i < in->count; i++) {
+        const struct ds_attr *attr = &in->attrs[i];
+        DcmTag tag((Uint16)(attr->tag >> 16), (Uint16)(attr->tag & 0xFFFF));
+
+        if (attr->vr[0] == 'S' && attr->vr[1] == 'Q') {
+            DcmSequenceOfItems *seq = new DcmSequenceOfItems(tag);
+            for (size_t j = 0; j < attr->item_count; j++) {
+                DcmItem *sub = new DcmItem();
+                if (!ds_to_item(attr->items[j], sub) ||
+                    seq->append(sub).bad()) {
+                    delete sub;
+                    delete seq;
+                    return false;
+                }
+            }
+            if (item->insert(seq, OFTrue).bad()) {
+                delete seq;
+                return false;
+            }
+            continue;
+        }
+        if (vr_name_usable(attr->vr))
+            tag.setVR(DcmVR(attr->vr));
+        if (item->putAndInsertString(tag, attr->value != NULL ? attr->value
+                                                              : "")
+                .bad())
+            return false;
+    }
+    return true;
+}
+
+static bool ds_has_non_ascii(const struct ds *ds)
+{
+    for (size_t i = 0; i < ds->count; i++) {
+        const struct ds_attr *attr = &ds->attrs[i];
+        for (const char *p = attr->value; p != NULL && *p; p++)
+            if ((unsigned char)*p >= 0x80)
+                return true;
+        for (size_t j = 0; j < attr->item_count; j++)
+            if (ds_has_non_ascii(attr->items[j]))
+                return true;
+    }
+    return false;
+}
+
+/*
+ * The DCMTK identifier for @answer (UTF-8): converted to the SCU's
+ * @charset when it asked for one and every character can be represented
+ * there; otherwise UTF-8 with (0008,0005) "ISO_IR 192" (never a silently
+ * garbled name). Pure ASCII answers to an SCU that named no character set
+ * carry none. NULL on failure.
+ */
+static DcmDataset *make_answer(struct scp_assoc *sa, const struct ds *answer,
+                               const OFString &charset)
+{
+    DcmDataset *dset = new DcmDataset();
+    bool non_ascii = ds_has_non_ascii(answer);
+
+    if (!ds_to_item(answer, dset)) {
+        delete dset;
+        return NULL;
+    }
+    if (!non_ascii) {
+        if (!charset.empty())
+            (void)dset->putAndInsertString(DCM_SpecificCharacterSet,
+                                           charset.c_str());
+        return dset;
+    }
+    (void)dset->putAndInsertString(DCM_SpecificCharacterSet, "ISO_IR 192");
+    if (charset.empty() || charset == "ISO_IR 192")
+        return dset;
+    DcmDataset *converted = new DcmDataset(*dset);
+    OFCondition cond = converted->convertCharacterSet(charset, 0);
+    if (cond.good()) {
+        delete dset;
+        return converted;
+    }
+    delete converted;
+    log_notice("event=find-charset assoc=%lu from=%s@%s asked=\"%s\" "
+               "reason=\"an answer cannot be represented in the requested "
+               "character set; sent as ISO_IR 192 (UTF-8)\"",
+               sa->number, sa->calling_ae, sa->peer, charset.c_str());
+    return dset;
+}
+
+/* Keeps printable ASCII only: an Error Comment is LO in the default
+ * repertoire. */
+static void ascii_comment(char *dst, size_t dst_size, const char *src)
+{
+    size_t n = 0;
+
+    for (; *src != '\0' && n + 1 < dst_size; src++)
+        dst[n++] = (*src >= 0x20 && *src < 0x7F) ? *src : '?';
+    dst[n] = '\0';
+}
+
+static OFCondition send_find_response(struct scp_assoc *sa,
+                                      T_ASC_PresentationContextID pres_id,
+                                      T_DIMSE_C_FindRQ *req, uint16_t status,
+                                      const char *comment,
+                                      DcmDataset *identifier)
+{
+    T_DIMSE_C_FindRSP rsp;
+    DcmDataset detail;
+    DcmDataset *detail_ptr = NULL;
+
+    memset(&rsp, 0, sizeof(rsp));
+    rsp.MessageIDBeingRespondedTo = req->MessageID;
+    rsp.DimseStatus = status;
+    rsp.DataSetType = identifier != NULL ? DIMSE_DATASET_PRESENT
+                                         : DIMSE_DATASET_NULL;
+    OFStandard::strlcpy(rsp.AffectedSOPClassUID, req->AffectedSOPClassUID,
+                        sizeof(rsp.AffectedSOPClassUID));
+    rsp.opts = O_FIND_AFFECTEDSOPCLASSUID;
+    if (comment != NULL && comment[0] != '\0') {
+        char text[65];
+        ascii_comment(text, sizeof(text), comment);
+        if (detail.putAndInsertString(DCM_ErrorComment, text).good())
+            detail_ptr = &detail;
+    }
+    return DIMSE_sendFindResponse(sa->assoc, pres_id, req, &rsp, identifier,
+                                  detail_ptr);
+}
+
+/*
+ * One C-FIND: receive the identifier, convert it to UTF-8, then hand out
+ * the handler's matches one pending response at a time, looking for a
+ * C-CANCEL before each, and end with the handler's final status.
+ */
+static OFCondition handle_find(struct scp_assoc *sa,
+                               T_ASC_PresentationContextID pres_id,
+                               T_DIMSE_C_FindRQ *req)
+{
+    struct scp *scp = sa->scp;
+    const struct scp_find_handler *find = scp->find;
+    T_ASC_PresentationContextID data_pres_id = 0;
+    T_ASC_PresentationContext pc;
+    DcmDataset *identifier = NULL;
+    struct scp_find_status st;
+    enum scp_find_model model;
+    struct ds *request = NULL;
+    void *session = NULL;
+    OFString charset;
+    OFCondition cond;
+    bool cancelled = false;
+
+    memset(&st, 0, sizeof(st));
+    cond = DIMSE_receiveDataSetInMemory(sa->assoc, DIMSE_BLOCKING,
+                                        (int)scp->timeout_s, &data_pres_id,
+                                        &identifier, NULL, NULL);
+    if (cond.bad()) {
+        log_warning("event=find-aborted assoc=%lu from=%s@%s reason=\"%s\"",
+                    sa->number, sa->calling_ae, sa->peer, cond.text());
+        delete identifier;
+        return cond;
+    }
+
+    char sop_class[UTIL_UID_MAX + 1] = "";
+    (void)copy_trimmed_uid(sop_class, sizeof(sop_class),
+                           req->AffectedSOPClassUID);
+    bool context_ok =
+        ASC_findAcceptedPresentationContext(sa->assoc->params, pres_id, &pc)
+            .good() &&
+        strcmp(pc.abstractSyntax, sop_class) == 0;
+    if (find == NULL || !context_ok ||
+        (strcmp(sop_class, UID_FINDPatientRootQueryRetrieveInformationModel) !=
+             0 &&
+         strcmp(sop_class, UID_FINDStudyRootQueryRetrieveInformationModel) !=
+             0)) {
+        delete identifier;
+        log_warning("event=find-refused assoc=%lu from=%s@%s "
+                    "reason=\"SOP class %s not supported on this context\"",
+                    sa->number, sa->calling_ae, sa->peer,
+                    sop_class[0] ? sop_class : "-");
+        return send_find_response(sa, pres_id, req,
+                                  STATUS_FIND_Refused_SOPClassNotSupported,
+                                  "SOP class not supported", NULL);
+    }
+    model = strcmp(sop_class,
+                   UID_FINDPatientRootQueryRetrieveInformationModel) == 0
+                ? SCP_FIND_PATIENT_ROOT
+                : SCP_FIND_STUDY_ROOT;
+
+    (void)identifier->findAndGetOFStringArray(DCM_SpecificCharacterSet,
+                                              charset);
+    {
+        size_t first = charset.find_first_not_of(' ');
+        size_t last = charset.find_last_not_of(' ');
+        charset = first == OFString_npos
+                      ? OFString()
+                      : charset.substr(first, last - first + 1);
+    }
+    if (!charset.empty() && charset != "ISO_IR 192" &&
+        identifier->convertToUTF8().bad()) {
+        delete identifier;
+        log_warning("event=find-refused assoc=%lu from=%s@%s charset=\"%s\" "
+                    "reason=\"cannot read the identifier's character set\"",
+                    sa->number, sa->calling_ae, sa->peer, charset.c_str());
+        return send_find_response(sa, pres_id, req,
+                                  STATUS_FIND_Failed_UnableToProcess,
+                                  "unsupported Specific Character Set", NULL);
+    }
+    request = ds_new();
+    if (request == NULL || !item_to_ds(identifier, request)) {
+        delete identifier;
+        ds_free(request);
+        return send_find_response(sa, pres_id, req,
+                                  STATUS_FIND_Refused_OutOfResources,
+                                  "out of memory", NULL);
+    }
+    delete identifier;
+
+    session = find->begin(find->ctx, model, request, sa->calling_ae, &st);
+    if (session == NULL) {
+        ds_free(request);
+        return send_find_response(sa, pres_id, req, st.status, st.comment,
+                                  NULL);
+    }
+    for (;;) {
+        struct ds *answer = NULL;
+
+        if (!cancelled) {
+            cond = DIMSE_checkForCancelRQ(sa->assoc, pres_id, req->MessageID);
+            if (cond.good()) {
+                cancelled = true;
+            } else if (cond != DIMSE_NODATAAVAILABLE) {
+                log_warning("event=find-aborted assoc=%lu from=%s@%s "
+                            "reason=\"%s\"",
+                            sa->number, sa->calling_ae, sa->peer,
+                            cond.text());
+                break;
+            }
+        }
+        if (scp->should_stop(scp->stop_ctx)) {
+            cond = send_find_response(sa, pres_id, req,
+                                      STATUS_FIND_Refused_OutOfResources,
+                                      "stowbridge is shutting down", NULL);
+            break;
+        }
+        int more = find->next(session, cancelled, &answer, &st);
+        if (more <= 0) {
+            cond = send_find_response(sa, pres_id, req, st.status, st.comment,
+                                      NULL);
+            break;
+        }
+        DcmDataset *dset = make_answer(sa, answer, charset);
+        ds_free(answer);
+        if (dset == NULL) {
+            cond = send_find_response(sa, pres_id, req,
+                                      STATUS_FIND_Failed_UnableToProcess,
+                                      "cannot encode an answer", NULL);
+            break;
+        }
+        cond = send_find_response(sa, pres_id, req,
+                                  STATUS_FIND_Pending_MatchesAreContinuing,
+                                  NULL, dset);
+        delete dset;
+        if (cond.bad())
+            break;
+    }
+    find->end(session);
+    ds_free(request);
+    if (cond.bad())
+        log_warning("event=response-failed assoc=%lu from=%s@%s "
+                    "reason=\"%s\"",
+                    sa->number, sa->calling_ae, sa->peer, cond.text());
+    return cond;
+}
+
+/* ------------------------------------------------------------------ */
 /* Association threads                                                 */
 /* ------------------------------------------------------------------ */
 
@@ -863,6 +1224,10 @@ static void serve_commands(struct scp_assoc *sa)
             cond = handle_store(sa, pres_id, &msg.msg.CStoreRQ);
             stores++;
             break;
+        case DIMSE_C_FIND_RQ:
+            cond = handle_find(sa, pres_id, &msg.msg.CFindRQ);
+            sa->finds++;
+            break;
         default:
             log_warning("event=dropped assoc=%lu from=%s@%s "
                         "reason=\"unsupported DIMSE command 0x%04x\"",
@@ -890,6 +1255,7 @@ static bool accept_association(struct scp *scp, T_ASC_Association **passoc,
                                unsigned long number, char *calling,
                                size_t calling_len, const char *peer)
 {
+    bool find_allowed = false;
     T_ASC_Association *assoc = *passoc;
     char called[UTIL_AE_TITLE_MAX + 2];
     char raw_called[UTIL_AE_TITLE_MAX + 2] = "";
@@ -935,12 +1301,12 @@ static bool accept_association(struct scp *scp, T_ASC_Association **passoc,
                            ASC_SOURCE_SERVICEUSER,
                            ASC_REASON_SU_CALLEDAETITLENOTRECOGNIZED);
         why = "called AE title not recognized";
-    } else if (!caller_allowed(scp, calling, peer)) {
+    } else if (!caller_allowed(scp, calling, peer, &find_allowed)) {
         reject_association(assoc, ASC_RESULT_REJECTEDPERMANENT,
                            ASC_SOURCE_SERVICEUSER,
                            ASC_REASON_SU_CALLINGAETITLENOTRECOGNIZED);
         why = "caller not in dicom.allowed_callers";
-    } else if (negotiate_contexts(assoc) < 0) {
+    } else if (negotiate_contexts(assoc, find_allowed) < 0) {
         reject_association(assoc, ASC_RESULT_REJECTEDPERMANENT,
                            ASC_SOURCE_SERVICEUSER, ASC_REASON_SU_NOREASON);
         why = "presentation context negotiation failed";
@@ -954,6 +1320,14 @@ static bool accept_association(struct scp *scp, T_ASC_Association **passoc,
         return false;
     }
 
+    if (!find_allowed && proposes_find(assoc))
+        log_notice("event=find-refused assoc=%lu from=%s@%s reason=\"%s\"",
+                   number, calling, peer,
+                   scp->find == NULL
+                       ? "C-FIND is not offered (query.enabled false or "
+                         "no upload.url)"
+                       : "this caller may not query (\"find\": false in "
+                         "dicom.allowed_callers)");
     int accepted = ASC_countAcceptedPresentationContexts(assoc->params);
     OFCondition cond = ASC_acknowledgeAssociation(assoc);
     if (cond.bad()) {
@@ -1213,6 +1587,7 @@ extern "C" int scp_new(const struct scp_params *params, struct scp **ret_scp,
         scp->timeout_s = params->timeout_s;
         scp->spool = params->spool;
         scp->min_free_mb = params->min_free_mb;
+        scp->find = params->find;
         pthread_mutex_init(&scp->lock, NULL);
         pthread_cond_init(&scp->idle_cond, NULL);
 
@@ -1231,6 +1606,7 @@ extern "C" int scp_new(const struct scp_params *params, struct scp **ret_scp,
                         goto out_nomem;
                 }
                 out->host_count = in->host_count;
+                out->find = in->find;
                 if (in->host_count > 0) {
                     util_ipv4_net *hosts =
                         new (std::nothrow) util_ipv4_net[in->host_count];

@@ -1,6 +1,6 @@
 /*
- * scp - the DIMSE service provider: C-ECHO and C-STORE into the spool
- * (DESIGN.md section 4). The only C++ module; this header is plain C and
+ * scp - the DIMSE service provider: C-ECHO, C-STORE into the spool and
+ * C-FIND handed to a C callback (DESIGN.md section 4). The only C++ module; this header is plain C and
  * no C++ type or exception crosses it.
  *
  * Built on DCMTK's ASC_/DIMSE_ API with our own accept loop (DcmSCPPool
@@ -36,6 +36,7 @@ extern "C" {
 
 struct scp;
 struct spool;
+struct ds;
 
 /* Returns true once the provider should stop; called from many threads. */
 typedef bool (*scp_stop_fn)(void *ctx);
@@ -45,6 +46,43 @@ struct scp_caller_rule {
     const char *ae_title;               /* NULL: any calling AE title */
     const struct util_ipv4_net *hosts;  /* host_count 0: any address */
     size_t host_count;
+    bool find;                          /* may query with C-FIND */
+};
+
+/* The Query/Retrieve information model of a C-FIND. */
+enum scp_find_model {
+    SCP_FIND_PATIENT_ROOT = 0,
+    SCP_FIND_STUDY_ROOT,
+};
+
+/* A C-FIND response status (PS3.4 C.4.1.1.4) with its Error Comment
+ * (0000,0902; at most 64 characters are sent). */
+struct scp_find_status {
+    uint16_t status;
+    char comment[65];
+};
+
+/*
+ * Who answers C-FIND: scp/ calls these from the association's thread,
+ * with data sets in UTF-8 (dataset.h); it converts character sets on the
+ * way in and out.
+ *   begin: one C-FIND starts with @identifier (owned by the caller, valid
+ *          until end). Returns a session, or NULL with a failure status in
+ *          @ret_status.
+ *   next:  the next match as a new data set in *@ret_answer (the keys to
+ *          send, without (0008,0005)) and returns 1; or returns 0 with the
+ *          final status (0000, FE00 after @cancelled, A700, Cxxx) in
+ *          @ret_status. @cancelled is true once the SCU sent C-CANCEL.
+ *   end:   releases the session.
+ */
+struct scp_find_handler {
+    void *ctx;
+    void *(*begin)(void *ctx, enum scp_find_model model,
+                   const struct ds *identifier, const char *caller,
+                   struct scp_find_status *ret_status);
+    int (*next)(void *session, bool cancelled, struct ds **ret_answer,
+                struct scp_find_status *ret_status);
+    void (*end)(void *session);
 };
 
 struct scp_params {
@@ -57,6 +95,9 @@ struct scp_params {
     size_t caller_count;
     struct spool *spool;         /* borrowed; must outlive the scp */
     uint64_t min_free_mb;        /* below this, C-STORE answers A700 */
+    /* NULL: C-FIND is not offered (its presentation contexts are
+     * refused). Borrowed; must outlive the scp. */
+    const struct scp_find_handler *find;
 };
 
 /*

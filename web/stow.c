@@ -407,6 +407,14 @@ static size_t stow_on_header(char *data, size_t size, size_t nmemb, void *arg)
     struct stow_reply *reply = arg;
     size_t n = size * nmemb;
     static const char name[] = "retry-after:";
+    static const char warning[] = "warning:";
+
+    /* PS3.18 8.3.4.4: "Warning: 299 <service>: There are <n> additional
+     * results that can be requested". */
+    if (n > sizeof(warning) - 1 &&
+        strncasecmp(data, warning, sizeof(warning) - 1) == 0 &&
+        memmem(data, n, "additional results", 18) != NULL)
+        reply->more_results = true;
 
     if (n > sizeof(name) - 1 && strncasecmp(data, name, sizeof(name) - 1) == 0) {
         char value[128];
@@ -573,8 +581,8 @@ out:
     return r;
 }
 
-int stow_probe(struct stow_client *client, const char *bearer_token,
-               struct stow_reply *ret_reply)
+int stow_get(struct stow_client *client, const char *path_and_query,
+             const char *bearer_token, struct stow_reply *ret_reply)
 {
     struct stow_sink sink = { ret_reply, 0, false };
     struct curl_slist *headers = NULL;
@@ -585,7 +593,7 @@ int stow_probe(struct stow_client *client, const char *bearer_token,
 
     memset(ret_reply, 0, sizeof(*ret_reply));
     ret_reply->retry_after_s = -1;
-    if (asprintf(&url, "%s/studies?limit=1", client->base_url) < 0)
+    if (asprintf(&url, "%s%s", client->base_url, path_and_query) < 0)
         return -ENOMEM;
     headers = curl_slist_append(headers, "Accept: application/dicom+json");
     if (bearer_token != NULL) {
@@ -595,6 +603,10 @@ int stow_probe(struct stow_client *client, const char *bearer_token,
             goto out;
         }
         headers = curl_slist_append(headers, auth);
+    }
+    if (headers == NULL) {
+        r = -ENOMEM;
+        goto out;
     }
     CURL *c = client->curl;
     curl_easy_reset(c);
@@ -608,25 +620,49 @@ int stow_probe(struct stow_client *client, const char *bearer_token,
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, (long)client->timeout_s);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, (long)client->timeout_s);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
     if (client->ca_file != NULL)
         curl_easy_setopt(c, CURLOPT_CAINFO, client->ca_file);
     rc = curl_easy_perform(c);
     if (rc != CURLE_OK) {
         snprintf(ret_reply->error, sizeof(ret_reply->error), "%s",
                  curl_easy_strerror(rc));
-        r = rc == CURLE_COULDNT_CONNECT ? -ECONNREFUSED : -ECONNABORTED;
+        r = rc == CURLE_COULDNT_CONNECT ? -ECONNREFUSED
+            : rc == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT
+            : rc == CURLE_OUT_OF_MEMORY ? -ENOMEM
+            : -ECONNABORTED;
         goto out;
     }
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &ret_reply->http_status);
+    if (sink.overflow) {
+        snprintf(ret_reply->error, sizeof(ret_reply->error),
+                 "response body over %d bytes", STOW_MAX_RESPONSE);
+        r = -EMSGSIZE;
+        goto out;
+    }
+    if (ret_reply->body == NULL) {
+        ret_reply->body = strdup("");
+        if (ret_reply->body == NULL)
+            r = -ENOMEM;
+    }
 out:
-    free(ret_reply->body);
-    ret_reply->body = NULL;
-    ret_reply->body_len = 0;
     if (auth != NULL) {
         explicit_bzero(auth, strlen(auth));
         free(auth);
     }
     curl_slist_free_all(headers);
     free(url);
+    return r;
+}
+
+int stow_probe(struct stow_client *client, const char *bearer_token,
+               struct stow_reply *ret_reply)
+{
+    int r = stow_get(client, "/studies?limit=1", bearer_token, ret_reply);
+
+    /* Only the status matters here. */
+    free(ret_reply->body);
+    ret_reply->body = NULL;
+    ret_reply->body_len = 0;
     return r;
 }

@@ -112,6 +112,8 @@ struct stow_reply {
     char *body;               /* NUL-terminated; owned */
     size_t body_len;
     int64_t retry_after_s;    /* from Retry-After; -1 when absent */
+    bool more_results;        /* a Warning header says "additional
+                                 results" can be requested (QIDO-RS) */
     char error[256];          /* transport error when http_status is 0 */
 };
 
@@ -135,6 +137,18 @@ int stow_post(struct stow_client *client, const char *study_uid,
               const char *bearer_token, struct stow_reply *ret_reply);
 
 void stow_reply_free(struct stow_reply *reply);
+
+/*
+ * GETs {base}@path_and_query (which starts with '/', already
+ * percent-encoded) with Accept: application/dicom+json and the token; a
+ * whole-request timeout of timeout_s. The client serves QIDO-RS this way.
+ * Returns 0 when an HTTP answer came (body in @ret_reply, up to
+ * STOW_MAX_RESPONSE; a longer one gives -EMSGSIZE), or a negative errno
+ * for a transport failure with the reason in ret_reply->error.
+ * @ret_reply must be released with stow_reply_free() in every case.
+ */
+int stow_get(struct stow_client *client, const char *path_and_query,
+             const char *bearer_token, struct stow_reply *ret_reply);
 
 /*
  * Checks that the DICOMweb server answers: GET {base}/studies?limit=1 with

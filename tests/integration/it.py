@@ -724,6 +724,9 @@ class MockWeb:
         self.stow_requests = []      # (study, [sop uids], [part types])
         self.stored = {}             # sop uid -> part bytes
         self.resets = 0
+        # QIDO-RS: a callable (path, headers) -> (status, body, headers);
+        # status None drops the connection. None: GET /studies answers [].
+        self.qido = None
         self.lock = threading.Lock()
         mock = self
 
@@ -850,6 +853,25 @@ class MockWeb:
 
             def do_GET(self):
                 mock.auth_headers.append(self.headers.get("Authorization"))
+                if mock.qido is not None:
+                    status, body, headers = mock.qido(self.path,
+                                                      self.headers)
+                    if status is None:      # drop the connection
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        self.close_connection = True
+                        return
+                    data = body.encode()
+                    self.send_response(status)
+                    for name, value in headers:
+                        self.send_header(name, value)
+                    if status != 204:
+                        self.send_header("Content-Type",
+                                         "application/dicom+json")
+                        self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    if status != 204:
+                        self.wfile.write(data)
+                    return
                 if mock.studies_status == 200:
                     self.reply(200, "[]", "application/dicom+json")
                 else:
@@ -1445,6 +1467,12 @@ def main():
     if test is None:
         print("no such test:", name)
         return 2
+    return run_test(test, name)
+
+
+def run_test(test, name):
+    """Runs TEST in a fresh work dir; prints the logs' tails on failure and
+    kills anything left running from that dir."""
     work = tempfile.mkdtemp(prefix="stowbridge-it-")
     try:
         test(work)

@@ -1,0 +1,110 @@
+/*
+ * find - the C-FIND provider: answers a C-FIND identifier by QIDO-RS
+ * against the DICOMweb server (DESIGN.md section 8), with DIMSE matching
+ * (PS3.4 C.2.2.2) guaranteed by matching every key again on the results.
+ *
+ *   level    STUDY/SERIES/IMAGE from /studies, /series, /instances or the
+ *            nested resources when the unique keys above are single
+ *            values; PATIENT (Patient Root) from /studies grouped by
+ *            Patient ID + Issuer of Patient ID.
+ *   keys     a key with a value is a match parameter (percent-encoded);
+ *            an empty key is an includefield, never "key=". With the
+ *            azure profile only what Azure accepts is sent, with the
+ *            orthanc profile only values that need no percent-encoding;
+ *            everything else is matched here.
+ *   paging   limit/offset until the server has no more or max_results
+ *            were read (then the last status is A700 with a comment);
+ *            duplicates across pages dropped by unique key; a C-CANCEL
+ *            stops before the next page.
+ *   errors   a failed QIDO-RS request (network, HTTP status, bad JSON,
+ *            token) ends the C-FIND with a Cxxx status and an error
+ *            comment, never an empty success:
+ *              C001 server unreachable   C002 HTTP error status
+ *              C003 answer not DICOM JSON  C004 no token
+ *              A900 identifier invalid for the information model
+ *
+ * The HTTP request is a function pointer (find_fetch_fn) so tests can
+ * play the server; find_web_fetch() is the real one (token source, 401
+ * replay once, a pool of reused connections).
+ *
+ * Thread safety: a find_service may serve any number of associations at
+ * once; a session belongs to one association thread.
+ */
+#ifndef STOWBRIDGE_FIND_H
+#define STOWBRIDGE_FIND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "scp.h"
+
+struct ds;
+struct oauth_source;
+
+/* One QIDO-RS answer. */
+struct find_reply {
+    long http_status;      /* 0: no HTTP answer (see error) */
+    char *body;            /* owned; may be NULL */
+    size_t body_len;
+    char error[256];       /* transport or token failure, or the 403
+                              diagnosis */
+    bool token_failed;     /* no token could be had */
+    bool more_results;     /* Warning: "... additional results ..." */
+};
+
+/* GETs {base}@path_and_query; fills @ret_reply. Returns 0 or a negative
+ * errno (the reply then says why). */
+typedef int (*find_fetch_fn)(void *ctx, const char *path_and_query,
+                             struct find_reply *ret_reply);
+
+/* query.profile: what the QIDO-RS server can match. */
+enum find_profile {
+    FIND_PROFILE_STANDARD = 0,  /* PS3.18: every key, percent-encoded */
+    FIND_PROFILE_AZURE,         /* Azure's subset (protocol-facts 3.4) */
+    FIND_PROFILE_ORTHANC,       /* no percent-decoding on the server */
+};
+
+struct find_params {
+    enum find_profile profile;
+    unsigned page_size;      /* query.page_size */
+    unsigned max_results;    /* query.max_results */
+    find_fetch_fn fetch;
+    void *fetch_ctx;
+};
+
+struct find_service;
+
+/* NULL on out-of-memory. */
+struct find_service *find_service_new(const struct find_params *params);
+void find_service_free(struct find_service *service);
+
+/* The scp_find_handler that answers C-FIND with @service. */
+void find_handler_init(struct find_service *service,
+                       struct scp_find_handler *ret_handler);
+
+/* Number of QIDO-RS requests made so far (for tests and logs). */
+unsigned long find_service_requests(struct find_service *service);
+
+/* Frees what a fetch put in @reply. */
+void find_reply_free(struct find_reply *reply);
+
+/*
+ * True if the entity value @value (NULL: absent or empty) of VR @vr
+ * matches the C-FIND key value @key (non-empty) under PS3.4 C.2.2.2:
+ * single value (case-sensitive except PN), wildcards * and ? (not for
+ * DA, TM, DT, UI and numbers), ranges for DA/TM/DT, UID lists, and any of
+ * several entity values. Exported for the unit tests.
+ */
+bool find_value_matches(const char *vr, const char *key, const char *value);
+
+/* The real fetch: QIDO-RS over libcurl with the token source. */
+struct find_web;
+struct find_web *find_web_new(const char *base_url, const char *ca_file,
+                              unsigned timeout_s,
+                              struct oauth_source *tokens);
+void find_web_free(struct find_web *web);
+int find_web_fetch(void *find_web, const char *path_and_query,
+                   struct find_reply *ret_reply);
+
+#endif
