@@ -1,0 +1,435 @@
+/*
+ * test_find - the C-FIND provider with a scripted QIDO-RS fetch: DIMSE
+ * matching (PS3.4 C.2.2.2), the URLs it asks per level and profile,
+ * paging, the cap, de-duplication, C-CANCEL, PATIENT-level grouping, and
+ * every failure mapped to its status.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dataset.h"
+#include "find.h"
+#include "tap.h"
+
+#define T_LEVEL DS_TAG(0x0008, 0x0052)
+#define T_NAME DS_TAG(0x0010, 0x0010)
+#define T_PID DS_TAG(0x0010, 0x0020)
+#define T_STUDY DS_TAG(0x0020, 0x000D)
+#define T_SERIES DS_TAG(0x0020, 0x000E)
+#define T_SOP DS_TAG(0x0008, 0x0018)
+#define T_DATE DS_TAG(0x0008, 0x0020)
+#define T_TIME DS_TAG(0x0008, 0x0030)
+#define T_ACC DS_TAG(0x0008, 0x0050)
+#define T_PAT_STUDIES DS_TAG(0x0020, 0x1200)
+
+/* ------------------------------------------------------------------ */
+
+static void test_matching(void)
+{
+    /* PN: case-insensitive, wildcards, trailing '^', component groups. */
+    CHECK(find_value_matches("PN", "DOE*", "Doe^John"));
+    CHECK(find_value_matches("PN", "d?e^j*", "DOE^JOHN"));
+    CHECK(find_value_matches("PN", "DOE^JOHN", "Doe^John^^^"));
+    CHECK(!find_value_matches("PN", "DOE", "DOE^JOHN"));
+    CHECK(find_value_matches("PN", "Yamada*", "Yamada^Tarou=\xe5\xb1\xb1"));
+    CHECK(find_value_matches("PN", "?\xc3\xbc*", "M\xc3\xbcller"));
+    CHECK(!find_value_matches("PN", "M?ller", "M\xc3\xbc\xc3\xbcller"));
+    /* Other strings: case-sensitive. */
+    CHECK(find_value_matches("LO", "CT*", "CT CHEST"));
+    CHECK(!find_value_matches("LO", "CT*", "ct abdomen"));
+    CHECK(find_value_matches("SH", "ACC-1 ", "ACC-1"));
+    /* Universal. */
+    CHECK(find_value_matches("LO", "", NULL));
+    CHECK(find_value_matches("LO", "*", "x"));
+    CHECK(!find_value_matches("LO", "x", NULL));
+    /* Dates, times, date-times: single values and ranges. */
+    CHECK(find_value_matches("DA", "20200101-20201231", "20200601"));
+    CHECK(!find_value_matches("DA", "20200101-20201231", "20210101"));
+    CHECK(find_value_matches("DA", "-20200101", "20200101"));
+    CHECK(find_value_matches("DA", "20200101-", "20991231"));
+    CHECK(find_value_matches("DA", "20200101", "20200101"));
+    CHECK(!find_value_matches("DA", "2020*", "20200101"));   /* no wildcards */
+    CHECK(find_value_matches("TM", "0800-1200", "115959.999"));
+    CHECK(find_value_matches("TM", "0800-1200", "120030"));  /* whole minute */
+    CHECK(!find_value_matches("TM", "0800-1200", "1201"));
+    CHECK(find_value_matches("TM", "10", "101010"));
+    CHECK(find_value_matches("TM", "08:00:00-09:00:00", "083000"));
+    CHECK(find_value_matches("DT", "20200101-20200102", "20200101235959"));
+    CHECK(!find_value_matches("DT", "20200101-20200102", "20200103"));
+    /* UID lists and several entity values. */
+    CHECK(find_value_matches("UI", "1.2.3\\1.2.4", "1.2.4"));
+    CHECK(!find_value_matches("UI", "1.2.3\\1.2.4", "1.2.5"));
+    CHECK(!find_value_matches("UI", "1.2.*", "1.2.3"));
+    CHECK(find_value_matches("CS", "MR", "CT\\MR"));
+    CHECK(find_value_matches("CS", "US\\MR", "CT\\MR"));
+    /* Numbers compare as numbers. */
+    CHECK(find_value_matches("IS", "7", "007"));
+    CHECK(!find_value_matches("IS", "7", "8"));
+}
+
+/* ------------------------------------------------------------------ */
+/* A scripted server                                                   */
+/* ------------------------------------------------------------------ */
+
+enum fake_mode { FAKE_OK, FAKE_DOWN, FAKE_500, FAKE_GARBAGE, FAKE_NO_TOKEN,
+                 FAKE_204 };
+
+struct fake {
+    enum fake_mode mode;
+    unsigned total;          /* studies 0..total-1 */
+    unsigned duplicate_at;   /* offset shift after the first page, or 0 */
+    unsigned requests;
+    char last_url[2048];
+    char first_url[2048];
+    bool patients;           /* 3 studies per patient */
+};
+
+static void fake_study(char *buf, size_t len, unsigned i, bool patients)
+{
+    unsigned patient = patients ? i / 3 : i;
+
+    snprintf(buf, len,
+             "{\"0020000D\": {\"vr\": \"UI\", \"Value\": [\"1.2.3.%u\"]},"
+             "\"00100010\": {\"vr\": \"PN\", \"Value\": [{\"Alphabetic\": "
+             "\"NAME^%04u\"}]},"
+             "\"00100020\": {\"vr\": \"LO\", \"Value\": [\"ID%04u\"]},"
+             "\"00080020\": {\"vr\": \"DA\", \"Value\": [\"2020%02u%02u\"]},"
+             "\"00201206\": {\"vr\": \"IS\", \"Value\": [2]},"
+             "\"00201208\": {\"vr\": \"IS\", \"Value\": [5]}}",
+             i, patient, patient, 1 + i % 12, 1 + i % 28);
+}
+
+static unsigned long url_number(const char *url, const char *name)
+{
+    const char *p = strstr(url, name);
+
+    return p != NULL ? strtoul(p + strlen(name), NULL, 10) : 0;
+}
+
+static int fake_fetch(void *ctx, const char *path, struct find_reply *reply)
+{
+    struct fake *f = ctx;
+    unsigned long limit = url_number(path, "limit=");
+    unsigned long offset = url_number(path, "offset=");
+    size_t cap = 1024 + limit * 400;
+    size_t n = 0;
+
+    if (f->requests == 0)
+        snprintf(f->first_url, sizeof(f->first_url), "%s", path);
+    f->requests++;
+    snprintf(f->last_url, sizeof(f->last_url), "%s", path);
+    memset(reply, 0, sizeof(*reply));
+    switch (f->mode) {
+    case FAKE_DOWN:
+        snprintf(reply->error, sizeof(reply->error), "Couldn't connect");
+        return -ECONNREFUSED;
+    case FAKE_NO_TOKEN:
+        reply->token_failed = true;
+        snprintf(reply->error, sizeof(reply->error), "endpoint down");
+        return -EAGAIN;
+    case FAKE_500:
+        reply->http_status = 500;
+        return 0;
+    case FAKE_GARBAGE:
+        reply->http_status = 200;
+        reply->body = strdup("[{\"0020000D\": ");
+        reply->body_len = strlen(reply->body);
+        return 0;
+    case FAKE_204:
+        reply->http_status = 204;
+        return 0;
+    case FAKE_OK:
+        break;
+    }
+    if (f->duplicate_at != 0 && offset > 0)
+        offset -= f->duplicate_at;   /* a new study shifted everything */
+    reply->http_status = 200;
+    reply->body = malloc(cap);
+    n += (size_t)snprintf(reply->body + n, cap - n, "[");
+    for (unsigned long i = offset; i < offset + limit && i < f->total; i++) {
+        char one[400];
+        fake_study(one, sizeof(one), (unsigned)i, f->patients);
+        n += (size_t)snprintf(reply->body + n, cap - n, "%s%s",
+                              i > offset ? "," : "", one);
+    }
+    n += (size_t)snprintf(reply->body + n, cap - n, "]");
+    reply->body_len = n;
+    return 0;
+}
+
+struct run_result {
+    unsigned answers;
+    uint16_t status;
+    char comment[65];
+    struct ds *first;
+};
+
+/* Runs one C-FIND to the end (or cancels after @cancel_after answers). */
+static void run_find(struct find_service *svc, enum scp_find_model model,
+                     const struct ds *identifier, unsigned cancel_after,
+                     struct run_result *ret)
+{
+    struct scp_find_handler h;
+    struct scp_find_status st;
+    void *session;
+
+    memset(ret, 0, sizeof(*ret));
+    find_handler_init(svc, &h);
+    session = h.begin(h.ctx, model, identifier, "TESTSCU", &st);
+    if (session == NULL) {
+        ret->status = st.status;
+        snprintf(ret->comment, sizeof(ret->comment), "%s", st.comment);
+        return;
+    }
+    for (;;) {
+        struct ds *answer = NULL;
+        bool cancel = cancel_after > 0 && ret->answers >= cancel_after;
+        if (h.next(session, cancel, &answer, &st) <= 0)
+            break;
+        ret->answers++;
+        if (ret->first == NULL)
+            ret->first = answer;
+        else
+            ds_free(answer);
+    }
+    ret->status = st.status;
+    snprintf(ret->comment, sizeof(ret->comment), "%s", st.comment);
+    h.end(session);
+}
+
+static struct find_service *service(struct fake *f, enum find_profile p,
+                                    unsigned page, unsigned max)
+{
+    struct find_params params = { p, page, max, fake_fetch, f };
+
+    return find_service_new(&params);
+}
+
+static struct ds *study_query(const char *name)
+{
+    struct ds *q = ds_new();
+
+    ds_put(q, T_LEVEL, "CS", "STUDY");
+    ds_put(q, T_STUDY, "UI", NULL);
+    ds_put(q, T_NAME, "PN", name);
+    ds_put(q, T_PID, "LO", NULL);
+    ds_put(q, DS_TAG(0x0008, 0x0005), "CS", "ISO_IR 192");
+    return q;
+}
+
+static void test_paging(void)
+{
+    struct fake f = { .mode = FAKE_OK, .total = 250 };
+    struct find_service *svc = service(&f, FIND_PROFILE_STANDARD, 100, 5000);
+    struct ds *q = study_query("NAME*");
+    struct run_result r;
+
+    run_find(svc, SCP_FIND_STUDY_ROOT, q, 0, &r);
+    CHECK_MSG(r.answers == 250 && r.status == 0x0000, "%u %04x", r.answers,
+              r.status);
+    CHECK(f.requests == 3);
+    /* Exactly the requested keys and the level; no charset (scp/ adds). */
+    CHECK(r.first != NULL && r.first->count == 4 &&
+          strcmp(ds_value(r.first, T_LEVEL), "STUDY") == 0 &&
+          strcmp(ds_value(r.first, T_PID), "ID0000") == 0 &&
+          ds_get(r.first, DS_TAG(0x0008, 0x0005)) == NULL);
+    ds_free(r.first);
+    CHECK_MSG(strstr(f.first_url, "/studies?00100010=NAME*&includefield=") ==
+                  f.first_url,
+              "%s", f.first_url);
+    CHECK(strstr(f.first_url, "=&") == NULL);   /* never "key=" */
+
+    /* De-duplication when offsets shift between pages. */
+    f = (struct fake){ .mode = FAKE_OK, .total = 250, .duplicate_at = 1 };
+    run_find(svc, SCP_FIND_STUDY_ROOT, q, 0, &r);
+    CHECK_MSG(r.answers == 250 && r.status == 0, "%u", r.answers);
+    ds_free(r.first);
+
+    /* The local filter narrows what the server returned. */
+    ds_put(q, T_NAME, "PN", "NAME^00?5");
+    f = (struct fake){ .mode = FAKE_OK, .total = 250 };
+    run_find(svc, SCP_FIND_STUDY_ROOT, q, 0, &r);
+    CHECK_MSG(r.answers == 10, "%u", r.answers);
+    ds_free(r.first);
+
+    /* C-CANCEL after 5 answers: FE00, no second page. */
+    ds_put(q, T_NAME, "PN", NULL);
+    f = (struct fake){ .mode = FAKE_OK, .total = 250 };
+    run_find(svc, SCP_FIND_STUDY_ROOT, q, 5, &r);
+    CHECK(r.answers == 5 && r.status == 0xFE00 && f.requests == 1);
+    ds_free(r.first);
+    find_service_free(svc);
+
+    /* A cap: 120 of 250, then A700 with a comment. */
+    svc = service(&f, FIND_PROFILE_STANDARD, 100, 120);
+    f = (struct fake){ .mode = FAKE_OK, .total = 250 };
+    run_find(svc, SCP_FIND_STUDY_ROOT, q, 0, &r);
+    CHECK_MSG(r.answers == 120 && r.status == 0xA700 &&
+                  strstr(r.comment, "incomplete") != NULL,
+              "%u %04x %s", r.answers, r.status, r.comment);
+    CHECK(strstr(f.last_url, "limit=1&offset=120") != NULL);
+    ds_free(r.first);
+    /* Exactly at the cap: complete. */
+    f = (struct fake){ .mode = FAKE_OK, .total = 120 };
+    run_find(svc, SCP_FIND_STUDY_ROOT, q, 0, &r);
+    CHECK(r.answers == 120 && r.status == 0x0000);
+    ds_free(r.first);
+    find_service_free(svc);
+    ds_free(q);
+}
+
+static void test_failures(void)
+{
+    static const struct {
+        enum fake_mode mode;
+        uint16_t status;
+    } cases[] = {
+        { FAKE_DOWN, 0xC001 },    { FAKE_500, 0xC002 },
+        { FAKE_GARBAGE, 0xC003 }, { FAKE_NO_TOKEN, 0xC004 },
+        { FAKE_204, 0x0000 },
+    };
+    struct ds *q = study_query("X*");
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct fake f = { .mode = cases[i].mode, .total = 5 };
+        struct find_service *svc =
+            service(&f, FIND_PROFILE_STANDARD, 100, 5000);
+        struct run_result r;
+
+        run_find(svc, SCP_FIND_STUDY_ROOT, q, 0, &r);
+        CHECK_MSG(r.answers == 0 && r.status == cases[i].status &&
+                      (cases[i].status == 0 || r.comment[0] != '\0'),
+                  "case %zu: %04x '%s'", i, r.status, r.comment);
+        ds_free(r.first);
+        find_service_free(svc);
+    }
+    ds_free(q);
+
+    /* Identifiers that do not fit the model. */
+    struct fake f = { .mode = FAKE_OK, .total = 5 };
+    struct find_service *svc = service(&f, FIND_PROFILE_STANDARD, 100, 5000);
+    struct run_result r;
+    struct ds *bad = ds_new();
+    ds_put(bad, T_NAME, "PN", "X");
+    run_find(svc, SCP_FIND_STUDY_ROOT, bad, 0, &r);
+    CHECK(r.status == 0xA900);
+    ds_put(bad, T_LEVEL, "CS", "PATIENT");
+    run_find(svc, SCP_FIND_STUDY_ROOT, bad, 0, &r);
+    CHECK(r.status == 0xA900);
+    ds_put(bad, T_LEVEL, "CS", "FRAME");
+    run_find(svc, SCP_FIND_PATIENT_ROOT, bad, 0, &r);
+    CHECK(r.status == 0xA900 && f.requests == 0);
+    ds_free(bad);
+    find_service_free(svc);
+}
+
+static void test_urls(void)
+{
+    struct fake f = { .mode = FAKE_OK, .total = 0 };
+    struct find_service *std = service(&f, FIND_PROFILE_STANDARD, 50, 5000);
+    struct find_service *az = service(&f, FIND_PROFILE_AZURE, 200, 5000);
+    struct find_service *orth = service(&f, FIND_PROFILE_ORTHANC, 50, 5000);
+    struct run_result r;
+    struct ds *q = ds_new();
+
+    ds_put(q, T_LEVEL, "CS", "STUDY");
+    ds_put(q, T_NAME, "PN", "M\xc3\xbcller*");
+    ds_put(q, T_DATE, "DA", "20200101-20201231");
+    ds_put(q, T_TIME, "TM", "0800-1200");
+    ds_put(q, T_ACC, "SH", "A+1");
+    ds_put(q, T_STUDY, "UI", "1.2.3\\1.2.4");
+    ds_put(q, DS_TAG(0x0008, 0x1032), "SQ", NULL);
+
+    run_find(std, SCP_FIND_STUDY_ROOT, q, 0, &r);
+    CHECK_MSG(strcmp(f.last_url,
+                     "/studies?00100010=M%C3%BCller*&00080020=20200101-"
+                     "20201231&00080030=0800-1200&00080050=A%2B1"
+                     "&0020000D=1.2.3,1.2.4&includefield=00100010,00080020,"
+                     "00080030,00080050,0020000D,00081032&limit=50&offset=0") ==
+                  0,
+              "%s", f.last_url);
+    /* Azure: no wildcard, no time, no UID list; includefield=all. */
+    run_find(az, SCP_FIND_STUDY_ROOT, q, 0, &r);
+    CHECK_MSG(strcmp(f.last_url,
+                     "/studies?00080020=20200101-20201231&00080050=A%2B1"
+                     "&includefield=all&limit=200&offset=0") == 0,
+              "%s", f.last_url);
+    /* Orthanc: only values that need no percent-encoding. */
+    run_find(orth, SCP_FIND_STUDY_ROOT, q, 0, &r);
+    CHECK_MSG(strncmp(f.last_url,
+                      "/studies?00080020=20200101-20201231&00080030=0800-1200"
+                      "&0020000D=1.2.3,1.2.4&includefield=",
+                      86) == 0,
+              "%s", f.last_url);
+
+    /* SERIES under one study: the nested resource. */
+    ds_free(q);
+    q = ds_new();
+    ds_put(q, T_LEVEL, "CS", "SERIES");
+    ds_put(q, T_STUDY, "UI", "1.2.3");
+    ds_put(q, T_SERIES, "UI", NULL);
+    ds_put(q, DS_TAG(0x0008, 0x0060), "CS", "CT");
+    run_find(std, SCP_FIND_STUDY_ROOT, q, 0, &r);
+    CHECK_MSG(strncmp(f.last_url, "/studies/1.2.3/series?00080060=CT&", 34) ==
+                  0,
+              "%s", f.last_url);
+    /* IMAGE under study and series. */
+    ds_put(q, T_LEVEL, "CS", "IMAGE");
+    ds_put(q, T_SERIES, "UI", "1.2.3.4");
+    ds_put(q, T_SOP, "UI", NULL);
+    ds_remove(q, DS_TAG(0x0008, 0x0060));
+    run_find(az, SCP_FIND_STUDY_ROOT, q, 0, &r);
+    CHECK_MSG(strcmp(f.last_url, "/studies/1.2.3/series/1.2.3.4/instances?"
+                                 "includefield=all&limit=200&offset=0") == 0,
+              "%s", f.last_url);
+    /* IMAGE without a single study UID: /instances. */
+    ds_put(q, T_STUDY, "UI", NULL);
+    run_find(std, SCP_FIND_STUDY_ROOT, q, 0, &r);
+    CHECK_MSG(strncmp(f.last_url, "/instances?0020000E=1.2.3.4&", 28) == 0,
+              "%s", f.last_url);
+    ds_free(q);
+    find_service_free(std);
+    find_service_free(az);
+    find_service_free(orth);
+}
+
+static void test_patient_level(void)
+{
+    struct fake f = { .mode = FAKE_OK, .total = 30, .patients = true };
+    struct find_service *svc = service(&f, FIND_PROFILE_STANDARD, 7, 5000);
+    struct ds *q = ds_new();
+    struct run_result r;
+
+    ds_put(q, T_LEVEL, "CS", "PATIENT");
+    ds_put(q, T_NAME, "PN", "*");
+    ds_put(q, T_PID, "LO", NULL);
+    ds_put(q, T_PAT_STUDIES, "IS", NULL);
+    ds_put(q, DS_TAG(0x0020, 0x1204), "IS", NULL);
+    run_find(svc, SCP_FIND_PATIENT_ROOT, q, 0, &r);
+    CHECK_MSG(r.answers == 10 && r.status == 0, "%u", r.answers);
+    CHECK(r.first != NULL &&
+          strcmp(ds_value(r.first, T_PAT_STUDIES), "3") == 0 &&
+          strcmp(ds_value(r.first, DS_TAG(0x0020, 0x1204)), "15") == 0 &&
+          strcmp(ds_value(r.first, T_LEVEL), "PATIENT") == 0 &&
+          ds_get(r.first, T_STUDY) == NULL);
+    CHECK(f.requests == 5);   /* every page before the first answer */
+    ds_free(r.first);
+    /* A count key with a value selects on the computed count. */
+    ds_put(q, T_PAT_STUDIES, "IS", "4");
+    run_find(svc, SCP_FIND_PATIENT_ROOT, q, 0, &r);
+    CHECK(r.answers == 0 && r.status == 0);
+    ds_free(q);
+    find_service_free(svc);
+}
+
+int main(void)
+{
+    test_matching();
+    test_paging();
+    test_failures();
+    test_urls();
+    test_patient_level();
+    return tap_done();
+}
