@@ -1,0 +1,11 @@
+# stowbridge %postun (RPM): what %systemd_postun_with_restart does. On an
+# upgrade ($1 >= 1) the service restarts with the new binary if it was
+# running. On erase ($1 = 0) the spool /var/spool/stowbridge and the user
+# are kept; a modified configuration is kept as stowbridge.json.rpmsave.
+if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload >/dev/null 2>&1 || :
+    if [ "$1" -ge 1 ]; then
+        systemctl try-restart stowbridge.service >/dev/null 2>&1 || :
+    fi
+fi
+exit 0
