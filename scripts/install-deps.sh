@@ -11,6 +11,13 @@ packages=(
     orthanc orthanc-dicomweb  # a real third-party STOW-RS server for the tests
     procps util-linux  # ps, mount for the disk-full test
     curl               # the demo looks at Orthanc with it
+    # The packages and their test (tests/packaging): CPack's RPM needs
+    # rpmbuild (from rpm), the DEB dpkg-shlibdeps (dpkg-dev) and file;
+    # lintian; a Debian 12 root made with debootstrap; systemd-analyze
+    # (systemd) and systemd-nspawn (systemd-container) to rate and boot
+    # the unit.
+    dpkg-dev file rpm lintian debootstrap systemd systemd-container
+    openssl            # a TLS certificate for the packaging test's DICOMweb stub
 )
 
 missing=()

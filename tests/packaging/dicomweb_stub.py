@@ -4,10 +4,10 @@ just enough for `stowbridge check` to go all the way (token, then
 QIDO-RS /studies?limit=1 with that token) and for the daemon to deliver
 (STOW-RS: every instance is stored), and a log of what it was asked.
 
-usage: dicomweb_stub.py PORT_FILE LOG_FILE CLIENT_ID CLIENT_SECRET
+usage: dicomweb_stub.py PORT_FILE LOG_FILE CLIENT_ID CLIENT_SECRET [CERT KEY]
 
 Listens on 127.0.0.1, on a port the kernel picks, written to PORT_FILE once
-it is listening. Each request is appended to LOG_FILE as one JSON line:
+it is listening; with CERT and KEY (PEM files), over TLS. Each request is appended to LOG_FILE as one JSON line:
 {"method", "path", "authorization", then "grant_type", "client_id",
 "secret_ok" for a token, or "known_token", "stored" (the SOP Instance UIDs)
 for STOW-RS}. Stops by itself after 15 minutes.
@@ -19,6 +19,7 @@ import json
 import os
 import re
 import secrets
+import ssl
 import sys
 import threading
 import time
@@ -148,6 +149,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+if len(sys.argv) > 6:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(sys.argv[5], sys.argv[6])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
 threading.Timer(900, server.shutdown).start()
 with open(PORT_FILE + ".tmp", "w", encoding="utf-8") as f:
     f.write(str(server.server_address[1]))
