@@ -149,8 +149,10 @@ bad_option:
     return -EINVAL;
 }
 
+/* Loads the configuration; @with_secrets for the commands that fetch
+ * tokens (run, check, token). */
 static int main_load_config(const struct main_opts *opts, const char *cmd,
-                            struct cfg **ret_cfg)
+                            bool with_secrets, struct cfg **ret_cfg)
 {
     char err[1024];
 
@@ -158,7 +160,10 @@ static int main_load_config(const struct main_opts *opts, const char *cmd,
         fprintf(stderr, "stowbridge %s: --config FILE is required\n", cmd);
         return -EINVAL;
     }
-    if (cfg_load(opts->config_path, ret_cfg, err, sizeof(err)) < 0) {
+    if ((with_secrets
+             ? cfg_load(opts->config_path, ret_cfg, err, sizeof(err))
+             : cfg_load_without_secrets(opts->config_path, ret_cfg, err,
+                                        sizeof(err))) < 0) {
         fprintf(stderr, "stowbridge: %s\n", err);
         return -EINVAL;
     }
@@ -401,7 +406,7 @@ static int main_queue(int argc, char **argv)
             return EXIT_USAGE;
         }
     }
-    if (main_load_config(&opts, "queue", &cfg) < 0)
+    if (main_load_config(&opts, "queue", false, &cfg) < 0)
         return EXIT_USAGE;
     status = queue_main(cfg, nwords, words);
     cfg_free(cfg);
@@ -451,7 +456,7 @@ int main(int argc, char **argv)
                         "'stowbridge --help')\n", cmd);
         return EXIT_USAGE;
     }
-    if (main_load_config(&opts, cmd, &cfg) < 0)
+    if (main_load_config(&opts, cmd, strcmp(cmd, "status") != 0, &cfg) < 0)
         return EXIT_USAGE;
 
     /* Once, before any thread: the uploader's and token's HTTP client. */

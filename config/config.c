@@ -1688,7 +1688,8 @@ static int cfg_resolve_secret(struct cfg *cfg, char *err, size_t err_len)
     return 0;
 }
 
-int cfg_load(const char *path, struct cfg **ret_cfg, char *err, size_t err_len)
+static int cfg_load_file(const char *path, bool with_secrets,
+                         struct cfg **ret_cfg, char *err, size_t err_len)
 {
     static const char prefix[] = "config: ";
     char inner[1024];
@@ -1702,7 +1703,7 @@ int cfg_load(const char *path, struct cfg **ret_cfg, char *err, size_t err_len)
     inner[0] = '\0';
     r = cfg_parse(text, len, ret_cfg, inner, sizeof(inner));
     free(text);
-    if (r == 0) {
+    if (r == 0 && with_secrets) {
         r = cfg_resolve_secret(*ret_cfg, inner, sizeof(inner));
         if (r < 0) {
             cfg_free(*ret_cfg);
@@ -1718,6 +1719,17 @@ int cfg_load(const char *path, struct cfg **ret_cfg, char *err, size_t err_len)
                 r == -ENOMEM ? "out of memory" : msg);
     }
     return r;
+}
+
+int cfg_load(const char *path, struct cfg **ret_cfg, char *err, size_t err_len)
+{
+    return cfg_load_file(path, true, ret_cfg, err, err_len);
+}
+
+int cfg_load_without_secrets(const char *path, struct cfg **ret_cfg,
+                             char *err, size_t err_len)
+{
+    return cfg_load_file(path, false, ret_cfg, err, err_len);
 }
 
 /* Writes @s as a JSON string. */

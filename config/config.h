@@ -123,6 +123,16 @@ int cfg_load(const char *path, struct cfg **ret_cfg, char *err,
              size_t err_len);
 
 /*
+ * Like cfg_load(), without reading or requiring the auth secret: for the
+ * commands that never authenticate (status, queue), so an operator can run
+ * them without access to a secret that only the service can read
+ * (LoadCredential=). auth.client_secret is then whatever the file holds
+ * inline, possibly "".
+ */
+int cfg_load_without_secrets(const char *path, struct cfg **ret_cfg,
+                             char *err, size_t err_len);
+
+/*
  * Parses @len bytes of @text (need not be NUL-terminated), including the
  * checks across keys (what each auth.type requires, retry.min_s <=
  * retry.max_s). Reads no file: secrets from files are cfg_load()'s job.

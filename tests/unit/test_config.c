@@ -993,6 +993,11 @@ static void test_secret_files(void)
     CHECK_MSG(strstr(err, "needs a client secret") != NULL &&
                   strstr(err, "client_secret_file") != NULL,
               "%s", err);
+    /* status and queue never authenticate: they load without it. */
+    CHECK_MSG(cfg_load_without_secrets(conf, &cfg, err, sizeof(err)) == 0,
+              "%s", err);
+    CHECK(cfg != NULL && cfg->auth.client_secret[0] == '\0');
+    cfg_free(cfg);
     snprintf(text, sizeof(text), "%s/client_secret", dir);
     f = fopen(text, "w");
     fputs("from-systemd", f);
