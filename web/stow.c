@@ -456,6 +456,67 @@ int64_t stow_parse_retry_after(const char *value, int64_t now_s)
     return when - now_s > 86400 ? 86400 : when - now_s;
 }
 
+/* Appends "Authorization: Bearer ..." to @headers unless @bearer_token is
+ * NULL; the header text is kept in *@ret_auth (wiped by stow_free_auth()).
+ * Returns 0 or -ENOMEM. */
+static int stow_add_auth(struct curl_slist **headers, const char *bearer_token,
+                         char **ret_auth)
+{
+    *ret_auth = NULL;
+    if (bearer_token == NULL)
+        return 0;
+    if (asprintf(ret_auth, "Authorization: Bearer %s", bearer_token) < 0) {
+        *ret_auth = NULL;
+        return -ENOMEM;
+    }
+    *headers = curl_slist_append(*headers, *ret_auth);
+    return 0;
+}
+
+static void stow_free_auth(char *auth)
+{
+    if (auth != NULL) {
+        explicit_bzero(auth, strlen(auth));
+        free(auth);
+    }
+}
+
+/* Resets the client's handle and sets what every request shares: URL,
+ * headers, the body and header sinks, connect timeout, protocols, no
+ * redirects, the CA file. */
+static CURL *stow_prepare(struct stow_client *client, const char *url,
+                          struct curl_slist *headers, struct stow_sink *sink,
+                          struct stow_reply *reply)
+{
+    CURL *c = client->curl;
+
+    curl_easy_reset(c);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, stow_on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, sink);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, stow_on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, reply);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, (long)client->timeout_s);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+    if (client->ca_file != NULL)
+        curl_easy_setopt(c, CURLOPT_CAINFO, client->ca_file);
+    return c;
+}
+
+/* A failed transfer as a negative errno. */
+static int stow_curl_errno(CURLcode rc)
+{
+    return rc == CURLE_ABORTED_BY_CALLBACK ? -ECANCELED
+           : rc == CURLE_OUT_OF_MEMORY    ? -ENOMEM
+           : rc == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT
+           : rc == CURLE_COULDNT_CONNECT  ? -ECONNREFUSED
+           : rc == CURLE_READ_ERROR       ? -EIO
+                                          : -ECONNABORTED;
+}
+
 int stow_post(struct stow_client *client, const char *study_uid,
               const char *const *paths, size_t count,
               const char *bearer_token, struct stow_reply *ret_reply)
@@ -512,38 +573,17 @@ int stow_post(struct stow_client *client, const char *study_uid,
     headers = curl_slist_append(headers, "Accept: application/dicom+json");
     /* Some servers never answer 100-continue: each request would stall. */
     headers = curl_slist_append(headers, "Expect:");
-    if (bearer_token != NULL) {
-        if (asprintf(&auth, "Authorization: Bearer %s", bearer_token) < 0) {
-            auth = NULL;
-            r = -ENOMEM;
-            goto out;
-        }
-        headers = curl_slist_append(headers, auth);
-    }
-    if (headers == NULL) {
+    if (stow_add_auth(&headers, bearer_token, &auth) < 0 || headers == NULL) {
         r = -ENOMEM;
         goto out;
     }
 
-    CURL *c = client->curl;
-    curl_easy_reset(c);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    CURL *c = stow_prepare(client, url, headers, &sink, ret_reply);
     curl_easy_setopt(c, CURLOPT_MIMEPOST, mime);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, stow_on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, stow_on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, ret_reply);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, (long)client->timeout_s);
     /* No whole-transfer timeout (a 2 GB study takes long): a stall of
      * timeout_s below 1 byte/s aborts instead. */
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (long)client->timeout_s);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-    if (client->ca_file != NULL)
-        curl_easy_setopt(c, CURLOPT_CAINFO, client->ca_file);
     curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, stow_on_progress);
     curl_easy_setopt(c, CURLOPT_XFERINFODATA, client);
@@ -553,12 +593,7 @@ int stow_post(struct stow_client *client, const char *study_uid,
         snprintf(ret_reply->error, sizeof(ret_reply->error), "%s",
                  curl_easy_strerror(rc));
         ret_reply->http_status = 0;
-        r = rc == CURLE_ABORTED_BY_CALLBACK ? -ECANCELED
-            : rc == CURLE_OUT_OF_MEMORY ? -ENOMEM
-            : rc == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT
-            : rc == CURLE_COULDNT_CONNECT ? -ECONNREFUSED
-            : rc == CURLE_READ_ERROR ? -EIO
-            : -ECONNABORTED;
+        r = stow_curl_errno(rc);
         goto out;
     }
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &ret_reply->http_status);
@@ -571,10 +606,7 @@ int stow_post(struct stow_client *client, const char *study_uid,
             r = -ENOMEM;
     }
 out:
-    if (auth != NULL) {
-        explicit_bzero(auth, strlen(auth));
-        free(auth);
-    }
+    stow_free_auth(auth);
     curl_slist_free_all(headers);
     curl_mime_free(mime);
     free(url);
@@ -596,41 +628,17 @@ int stow_get(struct stow_client *client, const char *path_and_query,
     if (asprintf(&url, "%s%s", client->base_url, path_and_query) < 0)
         return -ENOMEM;
     headers = curl_slist_append(headers, "Accept: application/dicom+json");
-    if (bearer_token != NULL) {
-        if (asprintf(&auth, "Authorization: Bearer %s", bearer_token) < 0) {
-            auth = NULL;
-            r = -ENOMEM;
-            goto out;
-        }
-        headers = curl_slist_append(headers, auth);
-    }
-    if (headers == NULL) {
+    if (stow_add_auth(&headers, bearer_token, &auth) < 0 || headers == NULL) {
         r = -ENOMEM;
         goto out;
     }
-    CURL *c = client->curl;
-    curl_easy_reset(c);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, stow_on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, stow_on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, ret_reply);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, (long)client->timeout_s);
+    CURL *c = stow_prepare(client, url, headers, &sink, ret_reply);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, (long)client->timeout_s);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-    if (client->ca_file != NULL)
-        curl_easy_setopt(c, CURLOPT_CAINFO, client->ca_file);
     rc = curl_easy_perform(c);
     if (rc != CURLE_OK) {
         snprintf(ret_reply->error, sizeof(ret_reply->error), "%s",
                  curl_easy_strerror(rc));
-        r = rc == CURLE_COULDNT_CONNECT ? -ECONNREFUSED
-            : rc == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT
-            : rc == CURLE_OUT_OF_MEMORY ? -ENOMEM
-            : -ECONNABORTED;
+        r = stow_curl_errno(rc);
         goto out;
     }
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &ret_reply->http_status);
@@ -646,10 +654,7 @@ int stow_get(struct stow_client *client, const char *path_and_query,
             r = -ENOMEM;
     }
 out:
-    if (auth != NULL) {
-        explicit_bzero(auth, strlen(auth));
-        free(auth);
-    }
+    stow_free_auth(auth);
     curl_slist_free_all(headers);
     free(url);
     return r;
