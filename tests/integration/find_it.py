@@ -852,6 +852,11 @@ def test_find_faults(work):
                                              "PatientID": ""}, work=work)
         check(final == "A900", "PATIENT level in Study Root: A900 (%s)"
               % final)
+        answers, final, out = findscu(d.port, keys, work=work,
+                                      charset="ISO_IR 999")
+        check(final == "C000" and answers == [],
+              "an identifier in an unknown character set: C000 (%s)" % final)
+        check(it.echo(d.port).returncode == 0, "and the daemon keeps serving")
         check(d.stop() == 0, "clean stop")
     finally:
         mock.close()
