@@ -1051,12 +1051,17 @@ static int fetch_page(struct find_session *s, unsigned long limit,
         else
             set_status(st, STATUS_HTTP_ERROR, "QIDO-RS answered HTTP %ld",
                        reply.http_status);
-        log_warning("event=find-failed from=%s resource=%s status=%ld "
-                    "reason=\"QIDO-RS answered HTTP %ld\"%s%s%s",
-                    s->caller, resource, reply.http_status,
-                    reply.http_status,
-                    reply.error[0] != '\0' ? " diagnosis=\"" : "",
-                    reply.error, reply.error[0] != '\0' ? "\"" : "");
+        if (reply.error[0] != '\0')
+            log_warning("event=find-failed from=%s resource=%s status=%ld "
+                        "reason=\"QIDO-RS answered HTTP %ld\" "
+                        "diagnosis=\"%s\"",
+                        s->caller, resource, reply.http_status,
+                        reply.http_status, reply.error);
+        else
+            log_warning("event=find-failed from=%s resource=%s status=%ld "
+                        "reason=\"QIDO-RS answered HTTP %ld\"",
+                        s->caller, resource, reply.http_status,
+                        reply.http_status);
         find_reply_free(&reply);
         return -EIO;
     }

@@ -128,7 +128,7 @@ static void outcome_delivered(struct uploader *up, const char *id,
         log_err("id=%s event=remove-failed reason=\"%s\"", id, err);
     if (warning != 0)
         log_info("id=%s event=delivered sop=%s study=%s status=%ld "
-                 "warning=%04X (%s)",
+                 "warning=%04X meaning=\"%s\"",
                  id, meta.sop_uid, meta.study_uid, status, warning,
                  stow_reason_text(warning));
     else

@@ -562,7 +562,7 @@ static OFCondition receive_store(struct scp_assoc *sa,
     r = spool_tmp_create(scp->spool, id, &fd, err, sizeof(err));
     if (r < 0) {
         OFCondition cond = skip_data_set(sa);
-        log_err("event=spool-error assoc=%lu %s", sa->number, err);
+        log_err("event=spool-error assoc=%lu reason=\"%s\"", sa->number, err);
         store_fail(res, STATUS_STORE_Refused_OutOfResources,
                    "cannot create spool file");
         return cond;
@@ -595,7 +595,7 @@ static OFCondition receive_store(struct scp_assoc *sa,
 
     if (consumer.error() != 0) {
         char errbuf[128];
-        log_err("event=spool-error assoc=%lu id=%s write() failed: %s",
+        log_err("event=spool-error assoc=%lu id=%s reason=\"write() failed: %s\"",
                 sa->number, id,
                 util_strerror(-consumer.error(), errbuf, sizeof(errbuf)));
         spool_discard(scp->spool, id, fd);
@@ -632,7 +632,8 @@ static OFCondition receive_store(struct scp_assoc *sa,
     uint64_t bytes = consumer.bytes();
     r = spool_commit(scp->spool, id, fd, err, sizeof(err));
     if (r < 0) {
-        log_err("event=spool-error assoc=%lu id=%s %s", sa->number, id, err);
+        log_err("event=spool-error assoc=%lu id=%s reason=\"%s\"", sa->number,
+                id, err);
         store_fail(res, STATUS_STORE_Refused_OutOfResources,
                    "cannot commit spool file");
         return EC_Normal;

@@ -4,10 +4,14 @@
 #include "log.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 static atomic_int log_max_level = LOG_LEVEL_INFO;
@@ -56,12 +60,389 @@ const char *log_level_name(enum log_level level)
     return "info";
 }
 
+/* ------------------------------------------------------------------ */
+/* The escaping formatter                                              */
+/* ------------------------------------------------------------------ */
+
+/* A bounded output: @cap bytes for content, 3 more kept for "...". */
+struct log_out {
+    char *buf;
+    size_t cap;
+    size_t pos;
+    bool truncated;
+};
+
+/* Appends @n bytes as one unit: all of them, or none and truncated. */
+static void out_unit(struct log_out *o, const char *p, size_t n)
+{
+    if (o->truncated)
+        return;
+    if (n > o->cap - o->pos) {
+        o->truncated = true;
+        return;
+    }
+    memcpy(o->buf + o->pos, p, n);
+    o->pos += n;
+}
+
+static void out_hex(struct log_out *o, unsigned char c)
+{
+    static const char digits[] = "0123456789abcdef";
+    char esc[4] = { '\\', 'x', digits[c >> 4], digits[c & 0xF] };
+
+    out_unit(o, esc, sizeof(esc));
+}
+
+/*
+ * Length of the well-formed UTF-8 sequence (RFC 3629: no overlong forms,
+ * no surrogates, nothing above U+10FFFF) at @p, which has @avail bytes;
+ * 0 if there is none.
+ */
+static size_t utf8_sequence(const unsigned char *p, size_t avail)
+{
+    unsigned char c = p[0];
+    unsigned char lo = 0x80;
+    unsigned char hi = 0xBF;
+    size_t need;
+
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        need = 2;
+    else if (c >= 0xE0 && c <= 0xEF)
+        need = 3;
+    else if (c >= 0xF0 && c <= 0xF4)
+        need = 4;
+    else
+        return 0;
+    if (c == 0xE0)
+        lo = 0xA0;
+    else if (c == 0xED)
+        hi = 0x9F;
+    else if (c == 0xF0)
+        lo = 0x90;
+    else if (c == 0xF4)
+        hi = 0x8F;
+    if (avail < need || p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < need; i++)
+        if (p[i] < 0x80 || p[i] > 0xBF)
+            return 0;
+    return need;
+}
+
+/* Appends at most @max bytes of @s, escaped as log.h describes. */
+static void out_escaped(struct log_out *o, const char *s, size_t max,
+                        bool quoted)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+
+    while (i < max && p[i] != '\0' && !o->truncated) {
+        unsigned char c = p[i];
+        size_t avail = strnlen((const char *)p + i, max - i);
+        size_t n;
+
+        switch (c) {
+        case '\\':
+            out_unit(o, "\\\\", 2);
+            i++;
+            continue;
+        case '"':
+            out_unit(o, "\\\"", 2);
+            i++;
+            continue;
+        case '\n':
+            out_unit(o, "\\n", 2);
+            i++;
+            continue;
+        case '\r':
+            out_unit(o, "\\r", 2);
+            i++;
+            continue;
+        case '\t':
+            out_unit(o, "\\t", 2);
+            i++;
+            continue;
+        default:
+            break;
+        }
+        if (c < 0x20 || c == 0x7F || (!quoted && (c == ' ' || c == '='))) {
+            out_hex(o, c);
+            i++;
+            continue;
+        }
+        n = utf8_sequence(p + i, avail);
+        if (n == 0) {
+            out_hex(o, c);
+            i++;
+            continue;
+        }
+        out_unit(o, (const char *)p + i, n);
+        i += n;
+    }
+}
+
+/* A conversion specification, parsed. */
+struct log_spec {
+    char flags[8];
+    int width;          /* -1: none */
+    int precision;      /* -1: none */
+    char length[3];     /* "", "hh", "h", "l", "ll", "z", "j", "t", "L" */
+    char conversion;
+};
+
+/* Parses the specification after '%' at @p into @spec; returns the
+ * character after it. Widths and precisions given as '*' are left as -2
+ * for the caller to take from the arguments. */
+static const char *parse_spec(const char *p, struct log_spec *spec)
+{
+    size_t nf = 0;
+
+    memset(spec, 0, sizeof(*spec));
+    spec->width = -1;
+    spec->precision = -1;
+    while (*p != '\0' && strchr("-+ #0", *p) != NULL) {
+        if (nf + 1 < sizeof(spec->flags))
+            spec->flags[nf++] = *p;
+        p++;
+    }
+    if (*p == '*') {
+        spec->width = -2;
+        p++;
+    } else if (*p >= '0' && *p <= '9') {
+        spec->width = 0;
+        while (*p >= '0' && *p <= '9') {
+            if (spec->width < 10000)
+                spec->width = spec->width * 10 + (*p - '0');
+            p++;
+        }
+    }
+    if (*p == '.') {
+        p++;
+        if (*p == '*') {
+            spec->precision = -2;
+            p++;
+        } else {
+            spec->precision = 0;
+            while (*p >= '0' && *p <= '9') {
+                if (spec->precision < 10000)
+                    spec->precision = spec->precision * 10 + (*p - '0');
+                p++;
+            }
+        }
+    }
+    if ((p[0] == 'h' && p[1] == 'h') || (p[0] == 'l' && p[1] == 'l')) {
+        memcpy(spec->length, p, 2);
+        p += 2;
+    } else if (*p != '\0' && strchr("hlzjtL", *p) != NULL) {
+        spec->length[0] = *p++;
+    }
+    spec->conversion = *p;
+    return *p != '\0' ? p + 1 : p;
+}
+
+/* The printf format for @spec with width and precision resolved. */
+static void spec_format(const struct log_spec *spec, char *fmt, size_t len)
+{
+    char width[16] = "";
+    char precision[16] = "";
+
+    if (spec->width >= 0)
+        snprintf(width, sizeof(width), "%d", spec->width);
+    if (spec->precision >= 0)
+        snprintf(precision, sizeof(precision), ".%d", spec->precision);
+    snprintf(fmt, len, "%%%s%s%s%s%c", spec->flags, width, precision,
+             spec->length, spec->conversion);
+}
+
+/* Appends @n bytes of plain ASCII produced by our own conversion. */
+static void out_plain(struct log_out *o, const char *p, int n)
+{
+    for (int i = 0; i < n && !o->truncated; i++)
+        out_unit(o, p + i, 1);
+}
+
+/* The numeric conversions are handed to snprintf() with a specification
+ * rebuilt by spec_format() from what parse_spec() accepted (flags, width,
+ * precision, a length modifier and one known conversion), never with text
+ * from outside: a non-literal format is safe here. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+size_t log_vformat(char *buf, size_t len, const char *fmt, va_list ap)
+{
+    struct log_out o = { buf, 0, 0, false };
+    int saved_errno = errno;
+    bool quoted = false;
+    char tmp[512];
+
+    if (len == 0)
+        return 0;
+    if (len < 4) {
+        buf[0] = '\0';
+        return 0;
+    }
+    o.cap = len - 1 - 3;
+
+    for (const char *p = fmt; *p != '\0' && !o.truncated;) {
+        struct log_spec spec;
+        char spec_fmt[48];
+        int n = 0;
+
+        if (*p != '%') {
+            if (*p == '"')
+                quoted = !quoted;
+            out_unit(&o, p, 1);
+            p++;
+            continue;
+        }
+        if (p[1] == '%') {
+            out_unit(&o, "%", 1);
+            p += 2;
+            continue;
+        }
+        p = parse_spec(p + 1, &spec);
+        if (spec.width == -2) {
+            spec.width = va_arg(ap, int);
+            if (spec.width < 0) {
+                /* printf: a negative width is the '-' flag. */
+                size_t nf = strlen(spec.flags);
+                if (nf + 1 < sizeof(spec.flags))
+                    spec.flags[nf] = '-';
+                spec.width = spec.width == INT_MIN ? INT_MAX : -spec.width;
+            }
+            if (spec.width > 10000)
+                spec.width = 10000;
+        }
+        if (spec.precision == -2) {
+            spec.precision = va_arg(ap, int);
+            if (spec.precision < 0)
+                spec.precision = -1;
+        }
+        spec_format(&spec, spec_fmt, sizeof(spec_fmt));
+
+        switch (spec.conversion) {
+        case 's': {
+            const char *s = va_arg(ap, const char *);
+            size_t max = spec.precision >= 0 ? (size_t)spec.precision
+                                             : (size_t)-1;
+            size_t start = o.pos;
+            if (s == NULL)
+                s = "(null)";
+            if (spec.width > 0 && strchr(spec.flags, '-') == NULL) {
+                /* Right-aligned: pad by the unescaped length. */
+                size_t raw = strnlen(s, max);
+                for (size_t k = raw; k < (size_t)spec.width; k++)
+                    out_unit(&o, " ", 1);
+            }
+            out_escaped(&o, s, max, quoted);
+            for (size_t k = o.pos - start; spec.width > 0 &&
+                                           k < (size_t)spec.width;
+                 k++)
+                out_unit(&o, " ", 1);
+            continue;
+        }
+        case 'd':
+        case 'i':
+            if (strcmp(spec.length, "l") == 0)
+                n = snprintf(tmp, sizeof(tmp), spec_fmt, va_arg(ap, long));
+            else if (strcmp(spec.length, "ll") == 0)
+                n = snprintf(tmp, sizeof(tmp), spec_fmt,
+                             va_arg(ap, long long));
+            else if (strcmp(spec.length, "z") == 0)
+                n = snprintf(tmp, sizeof(tmp), spec_fmt,
+                             va_arg(ap, ssize_t));
+            else if (strcmp(spec.length, "j") == 0)
+                n = snprintf(tmp, sizeof(tmp), spec_fmt,
+                             va_arg(ap, intmax_t));
+            else if (strcmp(spec.length, "t") == 0)
+                n = snprintf(tmp, sizeof(tmp), spec_fmt,
+                             va_arg(ap, ptrdiff_t));
+            else
+                n = snprintf(tmp, sizeof(tmp), spec_fmt, va_arg(ap, int));
+            break;
+        case 'u':
+        case 'o':
+        case 'x':
+        case 'X':
+            if (strcmp(spec.length, "l") == 0)
+                n = snprintf(tmp, sizeof(tmp), spec_fmt,
+                             va_arg(ap, unsigned long));
+            else if (strcmp(spec.length, "ll") == 0)
+                n = snprintf(tmp, sizeof(tmp), spec_fmt,
+                             va_arg(ap, unsigned long long));
+            else if (strcmp(spec.length, "z") == 0)
+                n = snprintf(tmp, sizeof(tmp), spec_fmt, va_arg(ap, size_t));
+            else if (strcmp(spec.length, "j") == 0)
+                n = snprintf(tmp, sizeof(tmp), spec_fmt,
+                             va_arg(ap, uintmax_t));
+            else if (strcmp(spec.length, "t") == 0)
+                n = snprintf(tmp, sizeof(tmp), spec_fmt,
+                             va_arg(ap, ptrdiff_t));
+            else
+                n = snprintf(tmp, sizeof(tmp), spec_fmt,
+                             va_arg(ap, unsigned int));
+            break;
+        case 'c':
+            n = snprintf(tmp, sizeof(tmp), spec_fmt, va_arg(ap, int));
+            if (n == 1 && ((unsigned char)tmp[0] < 0x20 ||
+                           (unsigned char)tmp[0] >= 0x7F)) {
+                out_hex(&o, (unsigned char)tmp[0]);
+                continue;
+            }
+            break;
+        case 'e':
+        case 'E':
+        case 'f':
+        case 'F':
+        case 'g':
+        case 'G':
+        case 'a':
+        case 'A':
+            if (strcmp(spec.length, "L") == 0)
+                n = snprintf(tmp, sizeof(tmp), spec_fmt,
+                             va_arg(ap, long double));
+            else
+                n = snprintf(tmp, sizeof(tmp), spec_fmt, va_arg(ap, double));
+            break;
+        case 'p':
+            n = snprintf(tmp, sizeof(tmp), spec_fmt, va_arg(ap, void *));
+            break;
+        case 'm': {
+            char ebuf[128];
+            out_escaped(&o, strerror_r(saved_errno, ebuf, sizeof(ebuf)),
+                        (size_t)-1, quoted);
+            continue;
+        }
+        default:
+            /* %n or something unknown: the argument types after it are
+             * unknown too, so the rest of the format is left out. */
+            out_unit(&o, "<bad format>", 12);
+            o.truncated = true;
+            continue;
+        }
+        if (n < 0)
+            n = 0;
+        if ((size_t)n >= sizeof(tmp))
+            n = (int)sizeof(tmp) - 1;
+        out_plain(&o, tmp, n);
+    }
+    if (o.truncated) {
+        memcpy(o.buf + o.pos, "...", 3);
+        o.pos += 3;
+    }
+    o.buf[o.pos] = '\0';
+    errno = saved_errno;
+    return o.pos;
+}
+#pragma GCC diagnostic pop
+
 void log_msg(enum log_level level, const char *fmt, ...)
 {
     char line[LOG_LINE_MAX + 8];
     int saved_errno = errno;
     int prefix;
-    int n;
+    size_t n;
     va_list ap;
 
     if (!log_enabled(level))
@@ -69,18 +450,12 @@ void log_msg(enum log_level level, const char *fmt, ...)
 
     prefix = snprintf(line, sizeof(line), "<%d>", (int)level);
     va_start(ap, fmt);
-    n = vsnprintf(line + prefix, LOG_LINE_MAX - (size_t)prefix, fmt, ap);
+    n = log_vformat(line + prefix, LOG_LINE_MAX - (size_t)prefix, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        n = 0;
-    if ((size_t)n >= LOG_LINE_MAX - (size_t)prefix) {
-        n = LOG_LINE_MAX - prefix - 1;
-        memcpy(line + prefix + n - 3, "...", 3);
-    }
-    n += prefix;
+    n += (size_t)prefix;
     line[n++] = '\n';
 
     /* One write per line; a short write to stderr is not worth retrying. */
-    (void)!write(STDERR_FILENO, line, (size_t)n);
+    (void)!write(STDERR_FILENO, line, n);
     errno = saved_errno;
 }

@@ -11,12 +11,29 @@
  * library modules return error codes. Never pass patient data, secrets or
  * tokens to these functions.
  *
+ * One event, one line, no forged events: every "%s" argument is escaped
+ * here, whatever its source (DCMTK texts, AE titles and other values a
+ * peer chose, server bodies, our own messages alike):
+ *   backslash -> \\, double quote -> \", newline -> \n, carriage
+ *   return -> \r, tab -> \t, other control characters, DEL and bytes
+ *   that are not well-formed UTF-8 -> \xNN;
+ * and where the "%s" stands outside double quotes in the format string
+ * (an unquoted value such as from=%s), also space -> \x20 and
+ * "=" -> \x3d. So a key=value pair outside quotes is always one that
+ * our own format wrote, and a quoted value always ends at our own closing
+ * quote: `grep 'event=failed'` over the part before the first quote only
+ * ever finds our own events. Free text belongs inside quotes
+ * (reason="%s"). Other conversions (%d, %u, %x, %zu, %c, ...) are ours
+ * and written as printf would; "%n" is not supported.
+ *
  * Thread safety: all functions may be called from any thread.
  */
 #ifndef STOWBRIDGE_LOG_H
 #define STOWBRIDGE_LOG_H
 
+#include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -51,6 +68,16 @@ const char *log_level_name(enum log_level level);
 /* Writes one line at @level; printf-style format, no trailing newline. */
 void log_msg(enum log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/*
+ * The formatter behind log_msg(), for tests and for messages built the
+ * same way: formats @fmt with @ap into @buf (capacity @len, always
+ * NUL-terminated when @len > 0), escaping "%s" arguments as described
+ * above. A result that does not fit is cut and ends in "...". Returns the
+ * length written (excluding the NUL).
+ */
+size_t log_vformat(char *buf, size_t len, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 
 #define log_err(...) log_msg(LOG_LEVEL_ERR, __VA_ARGS__)
 #define log_warning(...) log_msg(LOG_LEVEL_WARNING, __VA_ARGS__)
