@@ -57,36 +57,30 @@ static const char *http_tls_cause(long verify)
 {
     switch (verify) {
     case HTTP_X509_DEPTH_ZERO_SELF_SIGNED_CERT:
-        return "the server's certificate is self-signed, and not trusted "
-               "here; fix: put that certificate, or better the CA that "
-               "should issue it, as a PEM file in upload.ca_file";
+        return "the server's certificate is self-signed; fix: put it, or "
+               "the CA that should issue it, as PEM in upload.ca_file";
     case HTTP_X509_SELF_SIGNED_CERT_IN_CHAIN:
-        return "the server's certificate chain ends in a CA that is not "
-               "trusted here; fix: put that CA's certificate as a PEM file "
-               "in upload.ca_file";
+        return "the server's chain ends in a CA not trusted here; fix: put "
+               "that CA's certificate as PEM in upload.ca_file";
     case HTTP_X509_UNABLE_TO_GET_ISSUER_CERT:
     case HTTP_X509_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
     case HTTP_X509_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
         return "the server's certificate is issued by an unknown CA; fix: "
-               "put that CA's certificate as a PEM file in upload.ca_file";
+               "put that CA's certificate as PEM in upload.ca_file";
     case HTTP_X509_CERT_HAS_EXPIRED:
         return "the server's certificate has expired; fix: the server needs "
-               "a renewed certificate (upload.ca_file cannot help), or this "
-               "machine's clock is wrong";
+               "a renewed one (upload.ca_file cannot help), or this clock "
+               "is wrong";
     case HTTP_X509_CERT_NOT_YET_VALID:
         return "the server's certificate is not valid yet; fix: check this "
-               "machine's clock, or the server's certificate";
+               "machine's clock";
     case HTTP_X509_HOSTNAME_MISMATCH:
-    case HTTP_X509_OK:
-        /* libcurl checks the name itself: the chain was fine. */
         return "the server's certificate is not for the host name in the "
-               "URL; fix: use a host name the certificate names in "
-               "upload.url or auth.token_url, or give the server a "
-               "certificate for this name";
+               "URL; fix: use a name it names in upload.url or "
+               "auth.token_url, or a certificate for this name";
     default:
-        return "the server's certificate failed verification; fix: if it "
-               "is issued by a private CA, put that CA's certificate as a "
-               "PEM file in upload.ca_file";
+        return "the server's certificate failed verification; fix: for a "
+               "private CA, put its certificate as PEM in upload.ca_file";
     }
 }
 
@@ -97,13 +91,20 @@ void http_describe(CURL *curl, CURLcode rc, const char *errbuf, char *out,
                              ? errbuf
                              : curl_easy_strerror(rc);
     long verify = HTTP_X509_OK;
+    long cause;
 
     if (len == 0)
         return;
     if (rc == CURLE_PEER_FAILED_VERIFICATION) {
         (void)curl_easy_getinfo(curl, CURLINFO_SSL_VERIFYRESULT, &verify);
+        /* libcurl checks the host name itself, after OpenSSL accepted
+         * the chain, and then reports X509_V_ERR_UNSPECIFIED (1) or OK:
+         * its message says which ("... target host name '...'"). */
+        cause = strstr(detail, "target host name") != NULL
+                    ? HTTP_X509_HOSTNAME_MISMATCH
+                    : verify;
         snprintf(out, len, "TLS: %s (%s; X509 verify result %ld)",
-                 http_tls_cause(verify), detail, verify);
+                 http_tls_cause(cause), detail, verify);
     } else if (rc == CURLE_SSL_CACERT_BADFILE) {
         snprintf(out, len, "TLS: the CA file in upload.ca_file cannot be "
                            "read as PEM certificates (%s)", detail);

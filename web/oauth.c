@@ -668,9 +668,9 @@ static int oauth_add_fixed_secrets(const struct oauth_source *source,
 
     if (ret == 0)
         ret = redact_add_literal(r, source->static_token);
-    if (ret == 0 && source->client_secret != NULL &&
-        source->client_auth == OAUTH_AUTH_BASIC) {
-        /* RFC 6749 2.3.1: both URL-encoded before Basic encoding. */
+    if (ret == 0 && source->client_secret != NULL) {
+        /* As HTTP Basic carries them (RFC 6749 2.3.1: both URL-encoded
+         * first), whichever way they are sent: equal to the secret. */
         CURL *curl = curl_easy_init();
         char *user = curl != NULL ? curl_easy_escape(curl, source->client_id
                                                            ? source->client_id
