@@ -237,8 +237,10 @@ static const struct cfg_key cfg_keys[] = {
         .def_uint = 60,
         .min = 1,
         .max = 3600,
-        .doc = "Connect timeout, and the longest a transfer may stall, in "
-               "seconds (a large study may take longer in all).",
+        .doc = "Connect timeout, and the longest a transfer may stall "
+               "(move less than 1 KiB/s), in seconds. A QIDO-RS or token "
+               "request ends after this long in all, a STOW-RS request "
+               "after 2 x this + its body size / 16 KiB/s.",
     },
     {
         .path = "upload.ca_file",
@@ -247,7 +249,8 @@ static const struct cfg_key cfg_keys[] = {
         .def_string = "",
         .check = CFG_CHECK_OPT_PATH,
         .doc = "PEM file of the CAs to trust for the DICOMweb and token "
-               "servers. Empty: the system's CA store.",
+               "servers (a self-signed server: its certificate). Empty: "
+               "the system's CA store.",
     },
     {
         .path = "auth.type",

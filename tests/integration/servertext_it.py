@@ -103,7 +103,8 @@ class Server:
     """A scripted HTTP/1.1 server (TLS with CERT/KEY) on loopback. HANDLE
     (method, path, headers, body) returns (status, [(name, value)], body
     bytes), or ("trickle", bytes/s, raw answer bytes) to send the raw answer
-    that slowly. Every request is kept in .requests."""
+    that slowly after its head (up to the blank line), which goes at once.
+    Every request is kept in .requests."""
 
     def __init__(self, handle, cert=None, key=None):
         self.handle = handle
@@ -126,8 +127,11 @@ class Server:
                 if answer[0] == "trickle":
                     _, rate, raw = answer
                     start = time.time()
+                    head = raw.index(b"\r\n\r\n") + 4
                     try:
-                        for i in range(0, len(raw), rate):
+                        self.wfile.write(raw[:head])
+                        self.wfile.flush()
+                        for i in range(head, len(raw), rate):
                             self.wfile.write(raw[i:i + rate])
                             self.wfile.flush()
                             time.sleep(1)
