@@ -1,10 +1,12 @@
 /*
  * redact - see redact.h.
  *
- * The values are kept longest first, so that at each position of a text
- * the longest value that matches there wins ("DOE^JOHN" before "DOE").
- * A text is scanned once, left to right, and only as far as the output
- * needs: the cost is bounded by the cut, not by the size of the body.
+ * The values are kept in buckets by their first byte (case-folded), each
+ * bucket longest first, so that at each position of a text only the
+ * values that can start there are tried, and the longest that matches
+ * wins ("DOE^JOHN" before "DOE"). A text is scanned once, left to right,
+ * only as far as the output needs and at most REDACT_SCAN_MAX bytes (a
+ * body of 16 MiB of blanks costs no more than that).
  */
 #include "redact.h"
 
@@ -22,10 +24,15 @@ struct redact_value {
     size_t len;
 };
 
+/* Where matches may start: the first REDACT_SCAN_MAX bytes of a text. */
+#define REDACT_SCAN_MAX (64 * 1024)
+
 struct redact {
-    struct redact_value *values;   /* longest first */
+    struct redact_value *values;   /* by bucket, each longest first */
     size_t count;
     size_t cap;
+    size_t bucket[257];            /* values of first byte b (folded):
+                                      bucket[b] .. bucket[b + 1] - 1 */
     bool failed;                   /* out of memory or full: withhold */
 };
 
@@ -115,6 +122,7 @@ static bool redact_worth(const char *s, size_t n)
 /* Adds @n bytes at @s as one value, unless already held. */
 static int redact_put(struct redact *r, const char *s, size_t n)
 {
+    unsigned b;
     size_t pos;
     char *copy;
 
@@ -122,7 +130,8 @@ static int redact_put(struct redact *r, const char *s, size_t n)
         return -EINVAL;
     if (n == 0 || !redact_worth(s, n))
         return 0;
-    for (size_t i = 0; i < r->count; i++)
+    b = redact_fold_ascii((unsigned char)s[0]);
+    for (size_t i = r->bucket[b]; i < r->bucket[b + 1]; i++)
         if (r->values[i].len == n &&
             redact_equal((const unsigned char *)r->values[i].text,
                          (const unsigned char *)s, n))
@@ -148,13 +157,16 @@ static int redact_put(struct redact *r, const char *s, size_t n)
     }
     memcpy(copy, s, n);
     copy[n] = '\0';
-    for (pos = 0; pos < r->count && r->values[pos].len >= n; pos++)
+    for (pos = r->bucket[b];
+         pos < r->bucket[b + 1] && r->values[pos].len >= n; pos++)
         ;
     memmove(r->values + pos + 1, r->values + pos,
             (r->count - pos) * sizeof(*r->values));
     r->values[pos].text = copy;
     r->values[pos].len = n;
     r->count++;
+    for (unsigned k = b + 1; k <= 256; k++)
+        r->bucket[k]++;
     return 0;
 }
 
@@ -661,7 +673,9 @@ static bool redact_escape_before(const unsigned char *t, size_t i)
 static size_t redact_match(const struct redact *r, const unsigned char *t,
                            size_t len, size_t i)
 {
-    for (size_t k = 0; k < r->count; k++) {
+    unsigned b = redact_fold_ascii(t[i]);
+
+    for (size_t k = r->bucket[b]; k < r->bucket[b + 1]; k++) {
         const struct redact_value *v = &r->values[k];
         const unsigned char *vt = (const unsigned char *)v->text;
 
@@ -708,10 +722,16 @@ static size_t redact_copy(const struct redact *r, const char *text,
     if (cap + 4 > out_size)
         cap = out_size > 4 ? out_size - 4 : 0;
     while (i < len && !cut) {
-        size_t m = r != NULL ? redact_match(r, t, len, i) : 0;
         unsigned char c = t[i];
         uint32_t cp;
+        size_t m;
         size_t n;
+
+        if (i >= REDACT_SCAN_MAX) {
+            cut = true;
+            break;
+        }
+        m = r != NULL ? redact_match(r, t, len, i) : 0;
 
         if (m > 0) {
             cut = !redact_emit(out, out_size, &o, cap, REDACT_MARK,

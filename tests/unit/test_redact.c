@@ -212,6 +212,24 @@ static void test_cleaning_and_cut(void)
     redact_clean("x\ny", 3, 200, small, sizeof(small));
     CHECK(strcmp(small, "x y") == 0);
     redact_free(r);
+
+    /* A huge blank body costs no more than the first 64 KiB, with many
+     * values: nothing after them is shown. */
+    size_t n = 16u * 1024 * 1024;
+    char *blank = malloc(n);
+    CHECK(blank != NULL);
+    memset(blank, ' ', n);
+    memcpy(blank + n - 8, "DOE JOHN", 8);
+    r = redact_new();
+    for (int i = 0; i < 1000; i++) {
+        char value[16];
+        snprintf(value, sizeof(value), " v%d", i);
+        (void)redact_add_literal(r, value);
+    }
+    redact_text(r, blank, n, 200, small, sizeof(small));
+    CHECK_MSG(strcmp(small, "...") == 0, "%s", small);
+    redact_free(r);
+    free(blank);
 }
 
 static void test_fail_safe(void)
