@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -915,7 +916,7 @@ int oauth_source_token(struct oauth_source *source, uint64_t now_ms,
         bool soon = oauth_too_soon(source, now_ms);
 
         /* Fresh; or due, but a refresh is under way, just failed or would
-         * come too soon, and this one still works. */
+         * come too soon (and this one still works). */
         if (have && (!due || source->fetching || held || soon)) {
             *ret_token = strdup(source->token);
             *ret_generation = source->generation;
@@ -932,20 +933,23 @@ int oauth_source_token(struct oauth_source *source, uint64_t now_ms,
             pthread_mutex_unlock(&source->lock);
             return r;
         }
-        if (soon) {
-            /* A token refused or expired right after it came: the
-             * endpoint is not asked again at once. */
-            oauth_err(err, err_len, "the token obtained %llu ms ago is "
-                                    "already unusable; the token endpoint "
-                                    "is asked at most once every %d ms",
-                      (unsigned long long)(now_ms - source->last_fetch_ms),
-                      OAUTH_MIN_FETCH_INTERVAL_MS);
-            pthread_mutex_unlock(&source->lock);
-            return -EAGAIN;
-        }
         break;
     }
     source->fetching = true;
+    if (oauth_too_soon(source, now_ms)) {
+        /* A token refused (401) or expired right after it came: the
+         * endpoint is asked again only once the interval has passed.
+         * Others wait for this fetch meanwhile (fetching is set). */
+        uint64_t wait_ms = source->last_fetch_ms +
+                           OAUTH_MIN_FETCH_INTERVAL_MS - now_ms;
+        struct timespec ts = { (time_t)(wait_ms / 1000),
+                               (long)(wait_ms % 1000) * 1000000L };
+        pthread_mutex_unlock(&source->lock);
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+            ;
+        pthread_mutex_lock(&source->lock);
+        now_ms += wait_ms;
+    }
     source->fetches++;
     source->last_fetch_ms = now_ms;
     pthread_mutex_unlock(&source->lock);

@@ -9,7 +9,9 @@
  * invalidated only if it is still the current one. A failed fetch is
  * remembered for OAUTH_FAILURE_HOLD_MS so that waiting callers do not
  * stampede a token endpoint that is down, and whatever the answers say,
- * token requests are at least OAUTH_MIN_FETCH_INTERVAL_MS apart.
+ * token requests are at least OAUTH_MIN_FETCH_INTERVAL_MS apart: a caller
+ * that needs a new token sooner (a token refused right after it came)
+ * waits for the rest of the interval, the others wait for its fetch.
  *
  * Lifetimes: expires_in (a number or a numeric string) is used when it is
  * a whole number of seconds from 1 to OAUTH_MAX_LIFETIME_S (a fraction is
@@ -106,8 +108,10 @@ void oauth_source_free(struct oauth_source *source);
  * Hands out the token to use at monotonic time @now_ms: a new string in
  * @ret_token (NULL for OAUTH_NONE; the caller wipes and frees it) and the
  * token's generation in @ret_generation (for oauth_source_invalidate()).
- * Fetches when there is no token or it is due for refresh; if a refresh
- * fails while the old token is still valid, the old one is handed out.
+ * Fetches when there is no token or it is due for refresh (waiting, in
+ * real time, for what remains of OAUTH_MIN_FETCH_INTERVAL_MS after the
+ * last request); if a refresh fails while the old token is still valid,
+ * the old one is handed out.
  * -EACCES: the endpoint refused the client (configuration); -EAGAIN: the
  * endpoint is down or answered nonsense (retry later); reason in @err.
  */
