@@ -31,6 +31,7 @@
 #include "log.h"
 #include "oauth.h"
 #include "qido.h"
+#include "redact.h"
 #include "stow.h"
 #include "util.h"
 
@@ -655,6 +656,26 @@ void find_reply_free(struct find_reply *reply)
     free(reply->body);
     reply->body = NULL;
     reply->body_len = 0;
+    redact_free(reply->secrets);
+    reply->secrets = NULL;
+}
+
+/* What a server's text about a page of @s may echo and must not show:
+ * the identifier's values and the exchange's secrets. NULL (out of
+ * memory, or secrets not gathered): redact_text() withholds the text. */
+static struct redact *page_redact(const struct find_session *s,
+                                  const struct find_reply *reply)
+{
+    struct redact *hide;
+
+    if (reply->unchecked)
+        return NULL;
+    hide = redact_new();
+    if (hide != NULL) {
+        (void)redact_add_dataset(hide, s->request);
+        (void)redact_merge(hide, reply->secrets);
+    }
+    return hide;
 }
 
 static bool level_from_text(const char *text, enum find_level *ret)
@@ -1000,8 +1021,10 @@ static int fetch_page(struct find_session *s, unsigned long limit,
 {
     struct find_service *svc = s->svc;
     struct find_reply reply;
+    struct redact *hide = NULL;
     char resource[160];
     char err[256];
+    char text[REDACT_TEXT_MAX + 8];
     char *url = NULL;
     int r;
 
@@ -1022,18 +1045,25 @@ static int fetch_page(struct find_session *s, unsigned long limit,
     session_resource(s, resource, sizeof(resource));
 
     if (r < 0 || reply.http_status == 0) {
+        /* Our words, libcurl's, or the token endpoint's (its secrets
+         * already hidden): checked for the identifier's values too. */
+        char why[sizeof(reply.error) + 8];
+        hide = page_redact(s, &reply);
+        redact_text(hide, reply.error, strlen(reply.error),
+                    sizeof(reply.error), why, sizeof(why));
         if (reply.token_failed) {
-            set_status(st, STATUS_NO_TOKEN, "no token: %s", reply.error);
+            set_status(st, STATUS_NO_TOKEN, "no token: %s", why);
             log_warning("event=find-failed from=%s resource=%s "
                         "reason=\"no token: %s\"",
-                        s->caller, resource, reply.error);
+                        s->caller, resource, why);
         } else {
             set_status(st, STATUS_UNREACHABLE, "QIDO-RS unreachable: %s",
-                       reply.error);
+                       why);
             log_warning("event=find-failed from=%s resource=%s "
                         "reason=\"QIDO-RS server unreachable: %s\"",
-                        s->caller, resource, reply.error);
+                        s->caller, resource, why);
         }
+        redact_free(hide);
         find_reply_free(&reply);
         return -EIO;
     }
@@ -1042,6 +1072,7 @@ static int fetch_page(struct find_session *s, unsigned long limit,
         return 0;
     }
     if (reply.http_status != 200) {
+        hide = page_redact(s, &reply);
         if (reply.http_status == 403)
             set_status(st, STATUS_HTTP_ERROR,
                        "QIDO-RS 403 Forbidden: identity lacks a role");
@@ -1051,17 +1082,29 @@ static int fetch_page(struct find_session *s, unsigned long limit,
         else
             set_status(st, STATUS_HTTP_ERROR, "QIDO-RS answered HTTP %ld",
                        reply.http_status);
-        if (reply.error[0] != '\0')
+        if (stow_request_action(reply.http_status) == STOW_REDIRECTED) {
+            /* Never followed: the token stays with the configured
+             * server, and the operator is told where it points. */
+            redact_text(hide, reply.location, strlen(reply.location),
+                        REDACT_TEXT_MAX, text, sizeof(text));
+            log_warning("event=find-failed from=%s resource=%s status=%ld "
+                        "reason=\"QIDO-RS answered HTTP %ld, a redirect to "
+                        "'%s': upload.url should change (redirects are not "
+                        "followed)\"",
+                        s->caller, resource, reply.http_status,
+                        reply.http_status, text);
+        } else {
+            /* What the server says about it (Azure explains its 400s),
+             * without what it may echo of the query. */
+            redact_text(hide, reply.body, reply.body_len, REDACT_TEXT_MAX,
+                        text, sizeof(text));
             log_warning("event=find-failed from=%s resource=%s status=%ld "
                         "reason=\"QIDO-RS answered HTTP %ld\" "
-                        "diagnosis=\"%s\"",
+                        "diagnosis=\"%s\" body=\"%s\"",
                         s->caller, resource, reply.http_status,
-                        reply.http_status, reply.error);
-        else
-            log_warning("event=find-failed from=%s resource=%s status=%ld "
-                        "reason=\"QIDO-RS answered HTTP %ld\"",
-                        s->caller, resource, reply.http_status,
-                        reply.http_status);
+                        reply.http_status, reply.error, text);
+        }
+        redact_free(hide);
         find_reply_free(&reply);
         return -EIO;
     }
@@ -1069,6 +1112,12 @@ static int fetch_page(struct find_session *s, unsigned long limit,
                            reply.body_len, ret_results, ret_count, err,
                            sizeof(err));
     *ret_more = reply.more_results;
+    if (r < 0 && r != -ENOMEM) {
+        hide = page_redact(s, &reply);
+        redact_text(hide, err, strlen(err), REDACT_TEXT_MAX, text,
+                    sizeof(text));
+        redact_free(hide);
+    }
     find_reply_free(&reply);
     if (r == -ENOMEM) {
         set_status(st, STATUS_OUT_OF_RESOURCES, "out of memory");
@@ -1079,7 +1128,7 @@ static int fetch_page(struct find_session *s, unsigned long limit,
                    "JSON");
         log_warning("event=find-failed from=%s resource=%s status=200 "
                     "reason=\"QIDO-RS answer is not DICOM JSON: %s\"",
-                    s->caller, resource, err);
+                    s->caller, resource, text);
         return -EIO;
     }
     return 0;
@@ -1617,6 +1666,19 @@ static void web_diagnose_forbidden(struct find_web *web, const char *token,
     }
 }
 
+/* Puts the secrets of an exchange that failed into @reply, for whoever
+ * shows what the server said. */
+static void web_gather_secrets(struct find_web *web, const char *token,
+                               struct find_reply *reply)
+{
+    reply->secrets = redact_new();
+    if (reply->secrets == NULL ||
+        redact_add_literal(reply->secrets, token) < 0 ||
+        (web->tokens != NULL &&
+         oauth_source_add_secrets(web->tokens, reply->secrets) < 0))
+        reply->unchecked = true;
+}
+
 int find_web_fetch(void *ctx, const char *path_and_query,
                    struct find_reply *ret_reply)
 {
@@ -1659,6 +1721,9 @@ int find_web_fetch(void *ctx, const char *path_and_query,
         }
         ret_reply->http_status = reply.http_status;
         ret_reply->more_results = reply.more_results;
+        memcpy(ret_reply->location, reply.location, sizeof(reply.location));
+        if (r < 0 || (reply.http_status != 200 && reply.http_status != 204))
+            web_gather_secrets(web, token, ret_reply);
         if (r < 0) {
             snprintf(ret_reply->error, sizeof(ret_reply->error), "%s",
                      reply.error);

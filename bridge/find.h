@@ -22,6 +22,11 @@
  *              C001 server unreachable   C002 HTTP error status
  *              C003 answer not DICOM JSON  C004 no token
  *              A900 identifier invalid for the information model
+ *            What the server said (an error body, a redirect's Location,
+ *            a JSON error) is logged cut to REDACT_TEXT_MAX bytes with
+ *            the identifier's own values and the exchange's secrets
+ *            hidden (redact.h); a 3xx is never followed and is logged as
+ *            "upload.url should change".
  *
  * The HTTP request is a function pointer (find_fetch_fn) so tests can
  * play the server; find_web_fetch() is the real one (token source, 401
@@ -41,16 +46,23 @@
 
 struct ds;
 struct oauth_source;
+struct redact;
 
 /* One QIDO-RS answer. */
 struct find_reply {
     long http_status;      /* 0: no HTTP answer (see error) */
     char *body;            /* owned; may be NULL */
     size_t body_len;
-    char error[256];       /* transport or token failure, or the 403
+    char error[512];       /* transport or token failure, or the 403
                               diagnosis */
+    char location[512];    /* a 3xx's Location, as the server sent it */
     bool token_failed;     /* no token could be had */
     bool more_results;     /* Warning: "... additional results ..." */
+    /* The secrets of the exchange (the token sent, the source's), to hide
+     * in what the server said; owned, may be NULL. */
+    struct redact *secrets;
+    bool unchecked;        /* the secrets could not be gathered: the
+                              server's texts are withheld */
 };
 
 /* GETs {base}@path_and_query; fills @ret_reply. Returns 0 or a negative
@@ -86,7 +98,7 @@ void find_handler_init(struct find_service *service,
 /* Number of QIDO-RS requests made so far (for tests and logs). */
 unsigned long find_service_requests(struct find_service *service);
 
-/* Frees what a fetch put in @reply. */
+/* Frees what a fetch put in @reply (body and secrets). */
 void find_reply_free(struct find_reply *reply);
 
 /*

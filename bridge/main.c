@@ -27,7 +27,9 @@
 #include "log.h"
 #include "oauth.h"
 #include "queue_cmd.h"
+#include "redact.h"
 #include "scp.h"
+#include "servertext.h"
 #include "spool.h"
 #include "status.h"
 #include "stow.h"
@@ -170,9 +172,18 @@ static int main_load_config(const struct main_opts *opts, const char *cmd,
     return 0;
 }
 
-/* Fetches a token as the uploader would. Prints why on failure. */
+/* A token source's notice (an expires_in that is no lifetime), for the
+ * operator running `token` or `check`. */
+static void main_token_notice(void *ctx, const char *message)
+{
+    printf("%s: warning: %s\n", (const char *)ctx, message);
+}
+
+/* Fetches a token as the uploader would. Prints why on failure. With
+ * @ret_secrets, also hands out what a server must not be seen echoing
+ * (the source's secrets and the token). */
 static int main_fetch_token(const struct cfg *cfg, const char *what,
-                            char **ret_token)
+                            char **ret_token, struct redact **ret_secrets)
 {
     struct oauth_params params;
     struct oauth_source *source;
@@ -181,11 +192,21 @@ static int main_fetch_token(const struct cfg *cfg, const char *what,
     int r;
 
     webcfg_oauth_params(cfg, &params);
+    params.notice = main_token_notice;
+    params.notice_ctx = (void *)what;
     source = oauth_source_new(&params);
     if (source == NULL)
         return -ENOMEM;
     r = oauth_source_token(source, util_now_monotonic_ms(), ret_token,
                            &generation, err, sizeof(err));
+    if (r == 0 && ret_secrets != NULL) {
+        *ret_secrets = redact_new();
+        if (*ret_secrets != NULL &&
+            oauth_source_add_secrets(source, *ret_secrets) < 0) {
+            redact_free(*ret_secrets);
+            *ret_secrets = NULL;
+        }
+    }
     oauth_source_free(source);
     if (r < 0)
         printf("%s: FAILED: %s (%s)\n", what, err, cfg->auth.token_url);
@@ -206,6 +227,7 @@ static int main_check_upload(const struct cfg *cfg)
     struct stow_params params;
     struct stow_client *client;
     struct stow_reply reply;
+    struct redact *secrets = NULL;
     char *token = NULL;
     int failures = 0;
     int r;
@@ -218,8 +240,9 @@ static int main_check_upload(const struct cfg *cfg)
     printf("upload: %s\n", cfg->upload.url);
     if (strcmp(cfg->auth.type, "none") == 0) {
         printf("auth: none (no Authorization header)\n");
+        secrets = redact_new();
     } else {
-        r = main_fetch_token(cfg, "auth", &token);
+        r = main_fetch_token(cfg, "auth", &token, &secrets);
         if (r < 0)
             return 1;
         printf("auth: ok (%s token obtained from %s)\n", cfg->auth.type,
@@ -230,6 +253,7 @@ static int main_check_upload(const struct cfg *cfg)
     webcfg_stow_params(cfg, &params);
     client = stow_client_new(&params);
     if (client == NULL) {
+        redact_free(secrets);
         main_free_token(token);
         return 1;
     }
@@ -259,6 +283,13 @@ static int main_check_upload(const struct cfg *cfg)
     } else if (reply.http_status >= 200 && reply.http_status < 300) {
         printf("dicomweb: ok (HTTP %ld from %s/studies)\n",
                reply.http_status, cfg->upload.url);
+    } else if (stow_request_action(reply.http_status) == STOW_REDIRECTED) {
+        char why[768];
+        servertext_redirect(secrets, reply.http_status, reply.location, why,
+                            sizeof(why));
+        printf("dicomweb: FAILED: %s/studies answered %s\n", cfg->upload.url,
+               why);
+        failures++;
     } else {
         printf("dicomweb: FAILED: HTTP %ld from %s/studies\n",
                reply.http_status, cfg->upload.url);
@@ -266,6 +297,7 @@ static int main_check_upload(const struct cfg *cfg)
     }
     stow_reply_free(&reply);
     stow_client_free(client);
+    redact_free(secrets);
     main_free_token(token);
     return failures;
 }
@@ -284,7 +316,7 @@ static int main_token(const struct cfg *cfg, bool raw)
         printf("auth.type is \"none\": no token is used\n");
         return 0;
     }
-    if (main_fetch_token(cfg, "token", &token) < 0)
+    if (main_fetch_token(cfg, "token", &token, NULL) < 0)
         return EXIT_RUNTIME;
     printf("token: obtained (%s%s%s)\n", cfg->auth.type,
            cfg->auth.token_url[0] ? " from " : "", cfg->auth.token_url);

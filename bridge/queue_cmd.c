@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "redact.h"
+#include "servertext.h"
 #include "spool.h"
 #include "stow.h"
 #include "util.h"
@@ -56,6 +58,32 @@ static int queue_find(struct spool *spool, const char *id,
     return -ENOENT;
 }
 
+/*
+ * The last error of entry @id in @state as it may be shown: the server's
+ * words in it were redacted when the daemon wrote them, and are checked
+ * again against the entry's own identifying values here (a meta/ file
+ * written by an older version may hold them).
+ */
+static const char *queue_last_error(struct spool *spool,
+                                    enum spool_state state, const char *id,
+                                    const struct spool_meta *meta, char *buf,
+                                    size_t len)
+{
+    char ids[1][SPOOL_ID_MAX];
+    struct redact *hide;
+
+    if (meta->last_error[0] == '\0')
+        return "-";
+    snprintf(ids[0], sizeof(ids[0]), "%s", id);
+    hide = servertext_for_entries(spool, state,
+                                  (const char (*)[SPOOL_ID_MAX])ids, 1, NULL,
+                                  NULL);
+    redact_text(hide, meta->last_error, strlen(meta->last_error),
+                sizeof(meta->last_error), buf, len);
+    redact_free(hide);
+    return buf;
+}
+
 static int queue_list(struct spool *spool, const char *state_name)
 {
     int64_t now = (int64_t)util_now_realtime_us();
@@ -79,6 +107,7 @@ static int queue_list(struct spool *spool, const char *state_name)
         for (size_t i = 0; i < count; i++) {
             struct spool_meta meta;
             uint64_t arrival = 0;
+            char last_error[sizeof(meta.last_error) + 8];
 
             if (spool_meta_read(spool, entries[i].id, &meta) < 0)
                 memset(&meta, 0, sizeof(meta));
@@ -88,7 +117,8 @@ static int queue_list(struct spool *spool, const char *state_name)
                    (unsigned long long)entries[i].size,
                    (long long)((now - (int64_t)arrival) / 1000000),
                    meta.sop_uid[0] ? meta.sop_uid : "-",
-                   meta.last_error[0] ? meta.last_error : "-");
+                   queue_last_error(spool, queue_states[s], entries[i].id,
+                                    &meta, last_error, sizeof(last_error)));
             shown++;
         }
         free(entries);
@@ -104,6 +134,7 @@ static int queue_show(struct spool *spool, const char *id)
     uint64_t arrival = 0;
     char path[4096];
     char when[64];
+    char last_error[sizeof(meta.last_error) + 8];
     struct stat st;
     time_t t;
 
@@ -142,7 +173,9 @@ static int queue_show(struct spool *spool, const char *id)
     if (meta.last_reason != 0)
         printf("last reason:  %04X (%s)\n", meta.last_reason,
                stow_reason_text(meta.last_reason));
-    printf("last error:   %s\n", meta.last_error[0] ? meta.last_error : "-");
+    printf("last error:   %s\n",
+           queue_last_error(spool, state, id, &meta, last_error,
+                            sizeof(last_error)));
     return 0;
 }
 

@@ -14,7 +14,9 @@
 
 #include "log.h"
 #include "oauth.h"
+#include "redact.h"
 #include "scp.h"
+#include "servertext.h"
 #include "spool.h"
 #include "stow.h"
 #include "util.h"
@@ -308,24 +310,13 @@ out:
     free(results);
 }
 
-/* The first 120 printable characters of a body, for a failure reason. */
-static void body_excerpt(const struct stow_reply *rep, char *buf, size_t len)
-{
-    size_t j = 0;
-
-    for (size_t i = 0; i < rep->body_len && j + 1 < len && j < 120; i++) {
-        unsigned char c = (unsigned char)rep->body[i];
-        buf[j++] = c < 0x20 || c == '"' || c == '\\' ? ' ' : (char)c;
-    }
-    buf[j] = '\0';
-}
-
 static void send_batch(struct worker *w, struct batch *b, bool may_split)
 {
     struct uploader *up = w->up;
     const char **paths = calloc(b->count, sizeof(*paths));
     char (*path_buf)[4096] = calloc(b->count, sizeof(*path_buf));
     struct stow_reply rep;
+    struct redact *hide = NULL;
     char why[768];
     char err[512];
     char *token = NULL;
@@ -417,11 +408,25 @@ again:
             }
             break;
         }
-        body_excerpt(&rep, err, sizeof(err));
+        /* The server's words, without what it echoes of the instance. */
+        hide = servertext_for_entries(up->params.spool, SPOOL_ACTIVE, b->ids,
+                                      b->count, up->params.tokens, token);
+        redact_text(hide, rep.body, rep.body_len, REDACT_TEXT_MAX, err,
+                    sizeof(err));
         snprintf(why, sizeof(why), "HTTP %ld for this instance alone: %s",
                  rep.http_status, err);
         for (size_t i = 0; i < b->count; i++)
             outcome_failed(up, b->ids[i], rep.http_status, 0, why);
+        break;
+    case STOW_REDIRECTED:
+        /* A configuration problem: never followed, retried slowly. */
+        hide = servertext_for_entries(up->params.spool, SPOOL_ACTIVE, b->ids,
+                                      b->count, up->params.tokens, token);
+        servertext_redirect(hide, rep.http_status, rep.location, why,
+                            sizeof(why));
+        log_err("event=redirected url=%s status=%ld reason=\"%s\"", up->url,
+                rep.http_status, why);
+        defer_all(up, b, rep.http_status, up->params.retry_max_s, why);
         break;
     case STOW_RETRY_LATER: {
         unsigned delay = 0;
@@ -448,6 +453,7 @@ again:
     }
     }
 out:
+    redact_free(hide);
     stow_reply_free(&rep);
     free_token(token);
     free(paths);

@@ -6,12 +6,20 @@
 #include <string.h>
 
 #include "config.h"
+#include "log.h"
 #include "oauth.h"
 #include "stow.h"
 
 static const char *webcfg_or_null(const char *s)
 {
     return s != NULL && s[0] != '\0' ? s : NULL;
+}
+
+/* The token source's notices, in the daemon's log. */
+static void webcfg_token_notice(void *ctx, const char *message)
+{
+    (void)ctx;
+    log_warning("event=token-lifetime reason=\"%s\"", message);
 }
 
 void webcfg_oauth_params(const struct cfg *cfg, struct oauth_params *ret)
@@ -37,6 +45,7 @@ void webcfg_oauth_params(const struct cfg *cfg, struct oauth_params *ret)
     ret->static_token = auth->token;
     ret->ca_file = webcfg_or_null(cfg->upload.ca_file);
     ret->timeout_s = cfg->upload.timeout_s;
+    ret->notice = webcfg_token_notice;
 }
 
 void webcfg_stow_params(const struct cfg *cfg, struct stow_params *ret)

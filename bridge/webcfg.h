@@ -10,7 +10,8 @@ struct cfg;
 struct oauth_params;
 struct stow_params;
 
-/* auth.* (and upload.ca_file, upload.timeout_s) as token source params. */
+/* auth.* (and upload.ca_file, upload.timeout_s) as token source params;
+ * the source's notices go to the log (event=token-lifetime). */
 void webcfg_oauth_params(const struct cfg *cfg, struct oauth_params *ret);
 
 /* upload.* as STOW-RS client params. */

@@ -237,8 +237,10 @@ static const struct cfg_key cfg_keys[] = {
         .def_uint = 60,
         .min = 1,
         .max = 3600,
-        .doc = "Connect timeout, and the longest a transfer may stall, in "
-               "seconds (a large study may take longer in all).",
+        .doc = "Connect timeout, and the longest a transfer may stall "
+               "(move less than 1 KiB/s), in seconds. A QIDO-RS or token "
+               "request ends after this long in all, a STOW-RS request "
+               "after 2 x this + its body size / 16 KiB/s.",
     },
     {
         .path = "upload.ca_file",
@@ -247,7 +249,8 @@ static const struct cfg_key cfg_keys[] = {
         .def_string = "",
         .check = CFG_CHECK_OPT_PATH,
         .doc = "PEM file of the CAs to trust for the DICOMweb and token "
-               "servers. Empty: the system's CA store.",
+               "servers (a self-signed server: its certificate). Empty: "
+               "the system's CA store.",
     },
     {
         .path = "auth.type",
@@ -1286,6 +1289,109 @@ static void cfg_syntax_error(const char *text, size_t len, size_t pos,
                           CFG_QUOTE_MAX));
 }
 
+/* Length of the JSON number (RFC 8259 6) at @s, or 0 if @s (@n bytes)
+ * does not start with one. */
+static size_t cfg_json_number_len(const char *s, size_t n)
+{
+    size_t i = 0;
+    size_t digits;
+
+    if (i < n && s[i] == '-')
+        i++;
+    if (i < n && s[i] == '0') {
+        i++;
+    } else {
+        for (digits = 0; i < n && s[i] >= '0' && s[i] <= '9'; digits++)
+            i++;
+        if (digits == 0)
+            return 0;
+    }
+    if (i < n && s[i] == '.') {
+        i++;
+        for (digits = 0; i < n && s[i] >= '0' && s[i] <= '9'; digits++)
+            i++;
+        if (digits == 0)
+            return 0;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < n && (s[i] == '+' || s[i] == '-'))
+            i++;
+        for (digits = 0; i < n && s[i] >= '0' && s[i] <= '9'; digits++)
+            i++;
+        if (digits == 0)
+            return 0;
+    }
+    return i;
+}
+
+/*
+ * cJSON reads numbers with strtod() and so takes what JSON does not:
+ * leading zeros ("port": 018510), "1.", "-.5", "1.e5". Every number of
+ * the comment-free @text (outside strings) that cJSON parsed is checked
+ * against the JSON grammar; the first that fails is an error with its
+ * line and column. Returns 0 or -EINVAL.
+ */
+static int cfg_check_numbers(const char *text, size_t len, char *err,
+                             size_t err_len)
+{
+    bool in_string = false;
+    size_t line = 1;
+    size_t col = 1;
+
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        size_t run;
+        size_t ok;
+
+        if (in_string) {
+            if (c == '\\' && i + 1 < len && text[i + 1] != '\n') {
+                i++;
+                col++;
+            } else if (c == '"' || c == '\n') {
+                in_string = false;
+            }
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '-' || c == '.' || (c >= '0' && c <= '9')) {
+            /* The token as strtod() would see it. */
+            for (run = 0; i + run < len &&
+                          strchr("0123456789+-.eE", text[i + run]) != NULL &&
+                          text[i + run] != '\0';
+                 run++)
+                ;
+            ok = cfg_json_number_len(text + i, run);
+            if (ok != run) {
+                char quoted[CFG_QUOTE_MAX + 4];
+                bool zero = run > 1 && text[i + (c == '-')] == '0' &&
+                            i + (c == '-') + 1 < len &&
+                            text[i + (c == '-') + 1] >= '0' &&
+                            text[i + (c == '-') + 1] <= '9';
+                cfg_err(err, err_len,
+                        "config: line %zu, column %zu: '%s' is not a JSON "
+                        "number (%s)",
+                        line, col,
+                        cfg_quote(quoted, sizeof(quoted), text + i, run,
+                                  CFG_QUOTE_MAX),
+                        zero ? "no leading zeros: write it without them"
+                             : "digits, then an optional fraction '.5' and "
+                               "exponent 'e3'");
+                return -EINVAL;
+            }
+            i += run - 1;
+            col += run;
+            continue;
+        }
+        if (c == '\n') {
+            line++;
+            col = 1;
+        } else if (((unsigned char)c & 0xc0) != 0x80) {
+            col++;
+        }
+    }
+    return 0;
+}
+
 /* Parses the members of section object @section into @cfg. */
 static int cfg_parse_section(struct cfg *cfg, const cJSON *section, char *err,
                              size_t err_len)
@@ -1457,6 +1563,10 @@ int cfg_parse(const char *text, size_t len, struct cfg **ret_cfg, char *err,
         r = -EINVAL;
         goto out_free;
     }
+    /* What cJSON took may still hold numbers JSON does not allow. */
+    r = cfg_check_numbers(copy, len, err, err_len);
+    if (r < 0)
+        goto out_free;
     if (!cJSON_IsObject(root)) {
         cfg_err(err, err_len,
                 "config: expected a JSON object at the top level, got %s",

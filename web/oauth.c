@@ -10,10 +10,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 #include <pthread.h>
+
+#include "http.h"
+#include "json.h"
+#include "redact.h"
 
 /* The audience of tokens for the Azure Health Data Services DICOM service. */
 #define OAUTH_AZURE_DICOM_AUDIENCE "https://dicom.healthcareapis.azure.com"
@@ -59,25 +64,90 @@ static bool oauth_error_is_permanent(const char *error)
     return false;
 }
 
-int oauth_parse_token_response(long http_status, const char *body,
-                               size_t body_len, struct oauth_token *ret_token,
-                               char *err, size_t err_len)
+/* Cleans @text (server text) into @out, hiding the values of @hide (NULL:
+ * the set could not be made, the text is withheld): first line only, at
+ * most @max bytes. */
+static void oauth_server_text(const struct redact *hide, const char *text,
+                              size_t max, char *out, size_t out_len)
 {
-    struct oauth_token token = { NULL, NULL, -1 };
+    redact_text(hide, text, strcspn(text, "\r\n"), max, out, out_len);
+}
+
+/* Reads expires_in @item into @token: a lifetime, absent, or no lifetime
+ * (then what was received goes into expires_in_bad). */
+static void oauth_read_expires_in(const cJSON *item,
+                                  const struct redact *hide,
+                                  struct oauth_token *token)
+{
+    char text[32];
+    double v = 0;
+    bool number = false;
+
+    token->expires_in_s = -1;
+    token->expires_in_bad[0] = '\0';
+    if (item == NULL || cJSON_IsNull(item))
+        return;
+    if (cJSON_IsNumber(item)) {
+        v = item->valuedouble;
+        number = true;
+        snprintf(token->expires_in_bad, sizeof(token->expires_in_bad),
+                 "%.15g", v);
+    } else if (cJSON_IsString(item)) {
+        /* Entra v1 endpoints send "3599": decimal digits only (strtod
+         * alone would take "inf", "nan" and hex). */
+        const char *p = item->valuestring;
+        char *end = NULL;
+        if (p[0] != '\0' && strspn(p, " 0123456789.eE+-") == strlen(p)) {
+            v = strtod(p, &end);
+            while (end != NULL && *end == ' ')
+                end++;
+            number = end != NULL && end != p && *end == '\0';
+        }
+        oauth_server_text(hide, p, 24, text, sizeof(text));
+        snprintf(token->expires_in_bad, sizeof(token->expires_in_bad),
+                 "'%s'", text);
+    } else {
+        snprintf(token->expires_in_bad, sizeof(token->expires_in_bad),
+                 "a JSON %s", cJSON_IsBool(item)     ? "boolean"
+                              : cJSON_IsArray(item)  ? "array"
+                              : cJSON_IsObject(item) ? "object"
+                                                     : "value");
+    }
+    /* NaN fails both comparisons; the range keeps the conversion to an
+     * integer defined and the milliseconds from wrapping. */
+    if (number && v >= 1 && v <= (double)OAUTH_MAX_LIFETIME_S) {
+        token->expires_in_s = (int64_t)v;
+        token->expires_in_bad[0] = '\0';
+    }
+}
+
+/* oauth_parse_token_response() with the values of @hide hidden in the
+ * server's texts (NULL: they are withheld). */
+static int oauth_parse_answer(long http_status, const char *body,
+                              size_t body_len, const struct redact *hide,
+                              struct oauth_token *ret_token, char *err,
+                              size_t err_len)
+{
+    struct oauth_token token;
     const cJSON *item;
     cJSON *root = NULL;
+    char why[128] = "";
     int r;
 
+    memset(&token, 0, sizeof(token));
+    token.expires_in_s = -1;
     if (body_len > OAUTH_MAX_RESPONSE) {
         oauth_err(err, err_len, "token endpoint answered HTTP %ld with %zu "
                                 "bytes, more than %d", http_status, body_len,
                   OAUTH_MAX_RESPONSE);
         return -EAGAIN;
     }
-    root = cJSON_ParseWithLength(body, body_len);
+    (void)json_parse(body, body_len, &root, why, sizeof(why));
     if (http_status != 200) {
         const char *error = NULL;
         const char *description = NULL;
+        char error_text[80];
+        char text[REDACT_TEXT_MAX + 8];
 
         item = cJSON_GetObjectItemCaseSensitive(root, "error");
         if (cJSON_IsString(item))
@@ -88,19 +158,23 @@ int oauth_parse_token_response(long http_status, const char *body,
         if (error != NULL) {
             /* Entra puts several lines in the description: keep the
              * first, which carries the AADSTS code and its meaning. */
-            int dlen = 0;
+            oauth_server_text(hide, error, 64, error_text,
+                              sizeof(error_text));
             if (description != NULL)
-                dlen = (int)strcspn(description, "\r\n");
+                oauth_server_text(hide, description, REDACT_TEXT_MAX, text,
+                                  sizeof(text));
             oauth_err(err, err_len,
-                      "token endpoint refused: HTTP %ld, error=%s%s%.*s",
-                      http_status, error,
-                      description != NULL ? ": " : "", dlen,
-                      description != NULL ? description : "");
+                      "token endpoint refused: HTTP %ld, error=%s%s%s",
+                      http_status, error_text,
+                      description != NULL ? ": " : "",
+                      description != NULL ? text : "");
             r = oauth_error_is_permanent(error) ? -EACCES : -EAGAIN;
         } else {
+            redact_text(hide, body, body_len, 120, text, sizeof(text));
             oauth_err(err, err_len,
                       "token endpoint answered HTTP %ld without an OAuth "
-                      "error", http_status);
+                      "error%s%s", http_status, text[0] != '\0' ? ": " : "",
+                      text);
             r = http_status >= 400 && http_status < 500 && http_status != 408 &&
                         http_status != 429
                     ? -EACCES
@@ -110,7 +184,8 @@ int oauth_parse_token_response(long http_status, const char *body,
     }
     if (!cJSON_IsObject(root)) {
         oauth_err(err, err_len, "token endpoint answered 200 with a body "
-                                "that is not a JSON object");
+                                "that is not a JSON object%s%s",
+                  why[0] != '\0' ? ": " : "", why);
         r = -EAGAIN;
         goto out;
     }
@@ -129,23 +204,16 @@ int oauth_parse_token_response(long http_status, const char *body,
         goto out;
     }
     if (strcasecmp(token.token_type, "Bearer") != 0) {
+        char type[40];
+        oauth_server_text(hide, token.token_type, 24, type, sizeof(type));
         oauth_err(err, err_len, "token endpoint issued a '%s' token, not "
-                                "a Bearer token", token.token_type);
+                                "a Bearer token", type);
         r = -EACCES;
         goto out;
     }
-    item = cJSON_GetObjectItemCaseSensitive(root, "expires_in");
-    if (cJSON_IsNumber(item)) {
-        token.expires_in_s = (int64_t)item->valuedouble;
-    } else if (cJSON_IsString(item)) {
-        /* Entra v1 endpoints send "3599". */
-        char *end;
-        long long v = strtoll(item->valuestring, &end, 10);
-        if (end != item->valuestring && *end == '\0')
-            token.expires_in_s = v;
-    }
-    if (token.expires_in_s < -1)
-        token.expires_in_s = -1;
+    oauth_read_expires_in(cJSON_GetObjectItemCaseSensitive(root,
+                                                           "expires_in"),
+                          hide, &token);
     *ret_token = token;
     token.access_token = NULL;
     token.token_type = NULL;
@@ -153,6 +221,18 @@ int oauth_parse_token_response(long http_status, const char *body,
 out:
     oauth_token_free(&token);
     cJSON_Delete(root);
+    return r;
+}
+
+int oauth_parse_token_response(long http_status, const char *body,
+                               size_t body_len, struct oauth_token *ret_token,
+                               char *err, size_t err_len)
+{
+    struct redact *nothing = redact_new();
+    int r = oauth_parse_answer(http_status, body, body_len, nothing,
+                               ret_token, err, err_len);
+
+    redact_free(nothing);
     return r;
 }
 
@@ -476,6 +556,8 @@ struct oauth_source {
     char *static_token;
     char *ca_file;
     unsigned timeout_s;
+    void (*notice)(void *ctx, const char *message);
+    void *notice_ctx;
 
     pthread_mutex_t lock;
     pthread_cond_t fetched;
@@ -486,8 +568,9 @@ struct oauth_source {
     uint64_t refresh_at_ms;
     uint64_t failed_at_ms;       /* 0: the last fetch did not fail */
     int failure;                 /* its error code */
-    char failure_text[256];
+    char failure_text[512];
     unsigned fetches;
+    uint64_t last_fetch_ms;      /* when the last request started */
 };
 
 static void oauth_free_secret(char *s)
@@ -519,6 +602,8 @@ struct oauth_source *oauth_source_new(const struct oauth_params *params)
     source->kind = params->kind;
     source->client_auth = params->client_auth;
     source->timeout_s = params->timeout_s > 0 ? params->timeout_s : 30;
+    source->notice = params->notice;
+    source->notice_ctx = params->notice_ctx;
     if (!oauth_dup(&source->token_url, params->token_url) ||
         !oauth_dup(&source->client_id, params->client_id) ||
         !oauth_dup(&source->client_secret, params->client_secret) ||
@@ -549,10 +634,89 @@ void oauth_source_free(struct oauth_source *source)
     free(source);
 }
 
+/* base64 (RFC 4648 4, padded) of @n bytes at @in, in a new string. */
+static char *oauth_base64(const char *in, size_t n)
+{
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                              "0123456789+/";
+    const unsigned char *p = (const unsigned char *)in;
+    char *out = malloc((n + 2) / 3 * 4 + 1);
+    size_t o = 0;
+
+    if (out == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        if (i + 1 < n)
+            v |= (uint32_t)p[i + 1] << 8;
+        if (i + 2 < n)
+            v |= p[i + 2];
+        out[o++] = abc[v >> 18 & 63];
+        out[o++] = abc[v >> 12 & 63];
+        out[o++] = i + 1 < n ? abc[v >> 6 & 63] : '=';
+        out[o++] = i + 2 < n ? abc[v & 63] : '=';
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* Adds the secrets that never change (the client secret, the static
+ * token, the HTTP Basic credentials) to @r. */
+static int oauth_add_fixed_secrets(const struct oauth_source *source,
+                                   struct redact *r)
+{
+    int ret = redact_add_literal(r, source->client_secret);
+
+    if (ret == 0)
+        ret = redact_add_literal(r, source->static_token);
+    if (ret == 0 && source->client_secret != NULL) {
+        /* As HTTP Basic carries them (RFC 6749 2.3.1: both URL-encoded
+         * first), whichever way they are sent: equal to the secret. */
+        CURL *curl = curl_easy_init();
+        char *user = curl != NULL ? curl_easy_escape(curl, source->client_id
+                                                           ? source->client_id
+                                                           : "", 0)
+                                  : NULL;
+        char *password = curl != NULL
+                             ? curl_easy_escape(curl, source->client_secret, 0)
+                             : NULL;
+        char *pair = NULL;
+        char *b64 = NULL;
+
+        if (user != NULL && password != NULL &&
+            asprintf(&pair, "%s:%s", user, password) >= 0)
+            b64 = oauth_base64(pair, strlen(pair));
+        ret = b64 != NULL ? redact_add_literal(r, b64) : -ENOMEM;
+        if (pair != NULL)
+            oauth_free_secret(pair);
+        oauth_free_secret(b64);
+        if (password != NULL) {
+            explicit_bzero(password, strlen(password));
+            curl_free(password);
+        }
+        curl_free(user);
+        if (curl != NULL)
+            curl_easy_cleanup(curl);
+    }
+    return ret;
+}
+
+int oauth_source_add_secrets(struct oauth_source *source, struct redact *r)
+{
+    int ret = oauth_add_fixed_secrets(source, r);
+
+    pthread_mutex_lock(&source->lock);
+    if (ret == 0)
+        ret = redact_add_literal(r, source->token);
+    pthread_mutex_unlock(&source->lock);
+    return ret;
+}
+
 struct oauth_buffer {
     char *data;
     size_t len;
     bool overflow;
+    char location[512];
 };
 
 static size_t oauth_on_body(char *data, size_t size, size_t nmemb, void *arg)
@@ -571,6 +735,17 @@ static size_t oauth_on_body(char *data, size_t size, size_t nmemb, void *arg)
     memcpy(buf->data + buf->len, data, n);
     buf->len += n;
     buf->data[buf->len] = '\0';
+    return n;
+}
+
+static size_t oauth_on_header(char *data, size_t size, size_t nmemb,
+                              void *arg)
+{
+    struct oauth_buffer *buf = arg;
+    size_t n = size * nmemb;
+
+    (void)http_header_value(data, n, "location", buf->location,
+                            sizeof(buf->location));
     return n;
 }
 
@@ -601,13 +776,16 @@ static bool oauth_form_add(CURL *curl, char **form, const char *name,
     return true;
 }
 
-/* One token request (no lock held). Fills @ret_token or @err. */
+/* One token request (no lock held). Fills @ret_token or @err, in which
+ * the server's texts carry none of the source's secrets. */
 static int oauth_fetch(struct oauth_source *source,
                        struct oauth_token *ret_token, char *err,
                        size_t err_len)
 {
-    struct oauth_buffer body = { NULL, 0, false };
+    struct oauth_buffer body;
     CURL *curl = curl_easy_init();
+    struct redact *hide = redact_new();
+    char errbuf[CURL_ERROR_SIZE];
     char *form = NULL;
     char *user = NULL;
     char *password = NULL;
@@ -615,8 +793,13 @@ static int oauth_fetch(struct oauth_source *source,
     CURLcode rc;
     int r;
 
-    if (curl == NULL)
+    memset(&body, 0, sizeof(body));
+    if (curl == NULL) {
+        redact_free(hide);
         return -ENOMEM;
+    }
+    if (hide != NULL)
+        (void)oauth_add_fixed_secrets(source, hide);
     bool ok = oauth_form_add(curl, &form, "grant_type", "client_credentials");
     if (source->client_auth == OAUTH_AUTH_BODY) {
         ok = ok && oauth_form_add(curl, &form, "client_id", source->client_id);
@@ -635,16 +818,14 @@ static int oauth_fetch(struct oauth_source *source,
         goto out;
     }
 
+    http_setup(curl, source->timeout_s, (long)source->timeout_s,
+               source->ca_file, errbuf);
     curl_easy_setopt(curl, CURLOPT_URL, source->token_url);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(curl, CURLOPT_POSTFIELDS, form);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, oauth_on_body);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, (long)source->timeout_s);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT, (long)source->timeout_s);
-    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-    if (source->ca_file != NULL)
-        curl_easy_setopt(curl, CURLOPT_CAINFO, source->ca_file);
+    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, oauth_on_header);
+    curl_easy_setopt(curl, CURLOPT_HEADERDATA, &body);
     if (user != NULL) {
         curl_easy_setopt(curl, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
         curl_easy_setopt(curl, CURLOPT_USERNAME, user);
@@ -653,20 +834,33 @@ static int oauth_fetch(struct oauth_source *source,
 
     rc = curl_easy_perform(curl);
     if (rc != CURLE_OK) {
-        oauth_err(err, err_len, "token endpoint unreachable: %s",
-                  curl_easy_strerror(rc));
+        char why[512];
+        http_describe(curl, rc, errbuf, why, sizeof(why));
+        oauth_err(err, err_len, "token endpoint unreachable: %s", why);
         r = -EAGAIN;
         goto out;
     }
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+    if (http_is_redirect(status)) {
+        char where[REDACT_TEXT_MAX + 8];
+        redact_text(hide, body.location, strlen(body.location),
+                    REDACT_TEXT_MAX, where, sizeof(where));
+        oauth_err(err, err_len, "token endpoint answered HTTP %ld, a "
+                                "redirect to '%s': auth.token_url should "
+                                "change (redirects are not followed)",
+                  status, where);
+        r = -EACCES;
+        goto out;
+    }
     if (body.overflow) {
         oauth_err(err, err_len, "token endpoint answer over %d bytes",
                   OAUTH_MAX_RESPONSE);
         r = -EAGAIN;
         goto out;
     }
-    r = oauth_parse_token_response(status, body.data != NULL ? body.data : "",
-                                   body.len, ret_token, err, err_len);
+    /* hide NULL (out of memory): the server's texts are withheld. */
+    r = oauth_parse_answer(status, body.data != NULL ? body.data : "",
+                           body.len, hide, ret_token, err, err_len);
 out:
     if (form != NULL) {
         explicit_bzero(form, strlen(form));
@@ -681,8 +875,17 @@ out:
         explicit_bzero(body.data, body.len);
         free(body.data);
     }
+    redact_free(hide);
     curl_easy_cleanup(curl);
     return r;
+}
+
+/* True while a new request would come sooner than
+ * OAUTH_MIN_FETCH_INTERVAL_MS after the last one. */
+static bool oauth_too_soon(const struct oauth_source *source, uint64_t now_ms)
+{
+    return source->fetches > 0 &&
+           now_ms < source->last_fetch_ms + OAUTH_MIN_FETCH_INTERVAL_MS;
 }
 
 int oauth_source_token(struct oauth_source *source, uint64_t now_ms,
@@ -690,6 +893,7 @@ int oauth_source_token(struct oauth_source *source, uint64_t now_ms,
                        size_t err_len)
 {
     struct oauth_token fetched;
+    char notice[160] = "";
     int r;
 
     if (source->kind == OAUTH_NONE) {
@@ -709,10 +913,11 @@ int oauth_source_token(struct oauth_source *source, uint64_t now_ms,
         bool due = !have || now_ms >= source->refresh_at_ms;
         bool held = source->failed_at_ms != 0 &&
                     now_ms < source->failed_at_ms + OAUTH_FAILURE_HOLD_MS;
+        bool soon = oauth_too_soon(source, now_ms);
 
-        /* Fresh; or due, but a refresh is under way or just failed, and
-         * this one still works. */
-        if (have && (!due || source->fetching || held)) {
+        /* Fresh; or due, but a refresh is under way, just failed or would
+         * come too soon (and this one still works). */
+        if (have && (!due || source->fetching || held || soon)) {
             *ret_token = strdup(source->token);
             *ret_generation = source->generation;
             pthread_mutex_unlock(&source->lock);
@@ -731,17 +936,41 @@ int oauth_source_token(struct oauth_source *source, uint64_t now_ms,
         break;
     }
     source->fetching = true;
+    if (oauth_too_soon(source, now_ms)) {
+        /* A token refused (401) or expired right after it came: the
+         * endpoint is asked again only once the interval has passed.
+         * Others wait for this fetch meanwhile (fetching is set). */
+        uint64_t wait_ms = source->last_fetch_ms +
+                           OAUTH_MIN_FETCH_INTERVAL_MS - now_ms;
+        struct timespec ts = { (time_t)(wait_ms / 1000),
+                               (long)(wait_ms % 1000) * 1000000L };
+        pthread_mutex_unlock(&source->lock);
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+            ;
+        pthread_mutex_lock(&source->lock);
+        now_ms += wait_ms;
+    }
     source->fetches++;
+    source->last_fetch_ms = now_ms;
     pthread_mutex_unlock(&source->lock);
 
-    char why[256] = "";
+    char why[512] = "";
     r = oauth_fetch(source, &fetched, why, sizeof(why));
 
     pthread_mutex_lock(&source->lock);
     source->fetching = false;
     if (r == 0) {
-        int64_t lifetime_s = fetched.expires_in_s > 0 ? fetched.expires_in_s
-                                                      : 300;
+        int64_t lifetime_s = fetched.expires_in_s;
+        if (lifetime_s <= 0 && fetched.expires_in_bad[0] != '\0') {
+            lifetime_s = OAUTH_FALLBACK_LIFETIME_S;
+            snprintf(notice, sizeof(notice),
+                     "token endpoint sent expires_in %s, not a lifetime of "
+                     "1 s to %d days: the token is used for %d s",
+                     fetched.expires_in_bad, OAUTH_MAX_LIFETIME_S / 86400,
+                     OAUTH_FALLBACK_LIFETIME_S);
+        } else if (lifetime_s <= 0) {
+            lifetime_s = OAUTH_DEFAULT_LIFETIME_S;
+        }
         uint64_t lifetime_ms = (uint64_t)lifetime_s * 1000u;
         uint64_t margin_ms = lifetime_ms / 10;
         if (margin_ms > 300000)
@@ -770,6 +999,8 @@ int oauth_source_token(struct oauth_source *source, uint64_t now_ms,
         r = *ret_token != NULL ? 0 : -ENOMEM;
     }
     pthread_mutex_unlock(&source->lock);
+    if (notice[0] != '\0' && source->notice != NULL)
+        source->notice(source->notice_ctx, notice);
     return r;
 }
 

@@ -8,7 +8,23 @@
  * while the other callers wait for it; a token a server refused (401) is
  * invalidated only if it is still the current one. A failed fetch is
  * remembered for OAUTH_FAILURE_HOLD_MS so that waiting callers do not
- * stampede a token endpoint that is down.
+ * stampede a token endpoint that is down, and whatever the answers say,
+ * token requests are at least OAUTH_MIN_FETCH_INTERVAL_MS apart: a caller
+ * that needs a new token sooner (a token refused right after it came)
+ * waits for the rest of the interval, the others wait for its fetch.
+ *
+ * Lifetimes: expires_in (a number or a numeric string) is used when it is
+ * a whole number of seconds from 1 to OAUTH_MAX_LIFETIME_S (a fraction is
+ * dropped). Absent, the token is used for OAUTH_DEFAULT_LIFETIME_S.
+ * Anything else - negative, zero, not a number, 1e30, a value that would
+ * wrap - is no lifetime: the token is used for OAUTH_FALLBACK_LIFETIME_S
+ * and the params' notice callback is told what was received.
+ *
+ * Server texts: what a token endpoint says (error, error_description, a
+ * body, a Location) is cut to its first line and REDACT_TEXT_MAX bytes,
+ * and the source's secrets (client secret, static token, the HTTP Basic
+ * credentials) are hidden in it (redact.h) before it reaches @err; the
+ * AADSTS code and the OAuth error code stay readable.
  *
  * The rest is pure: parsing what a token endpoint answers, decoding the
  * claims of a JWT access token (without verifying its signature: only the
@@ -38,6 +54,15 @@ extern "C" {
 #define OAUTH_MAX_RESPONSE (64 * 1024)
 /* How long a failed fetch answers for the source before the next try. */
 #define OAUTH_FAILURE_HOLD_MS 2000
+/* The least time between two token requests of one source. */
+#define OAUTH_MIN_FETCH_INTERVAL_MS 1000
+/* The lifetime of a token whose answer had no expires_in (RFC 6749 5.1
+ * only recommends it). */
+#define OAUTH_DEFAULT_LIFETIME_S 300
+/* The lifetime of a token whose expires_in was no lifetime. */
+#define OAUTH_FALLBACK_LIFETIME_S 60
+/* The longest expires_in taken as it is (366 days). */
+#define OAUTH_MAX_LIFETIME_S (366 * 86400)
 
 enum oauth_kind {
     OAUTH_NONE = 0,           /* no Authorization header */
@@ -61,10 +86,17 @@ struct oauth_params {
     enum oauth_client_auth client_auth;
     const char *static_token;     /* secret; OAUTH_STATIC only */
     const char *ca_file;          /* NULL: the system's CA store */
-    unsigned timeout_s;
+    unsigned timeout_s;           /* connect, stall and whole-request
+                                     limit of a token request (http.h) */
+    /* Told (one line, no lock held, from the fetching thread) when a
+     * token answer needs an operator's eye: an expires_in that is no
+     * lifetime. NULL: nobody is told. */
+    void (*notice)(void *ctx, const char *message);
+    void *notice_ctx;
 };
 
 struct oauth_source;
+struct redact;
 
 /* NULL on out-of-memory. */
 struct oauth_source *oauth_source_new(const struct oauth_params *params);
@@ -76,8 +108,10 @@ void oauth_source_free(struct oauth_source *source);
  * Hands out the token to use at monotonic time @now_ms: a new string in
  * @ret_token (NULL for OAUTH_NONE; the caller wipes and frees it) and the
  * token's generation in @ret_generation (for oauth_source_invalidate()).
- * Fetches when there is no token or it is due for refresh; if a refresh
- * fails while the old token is still valid, the old one is handed out.
+ * Fetches when there is no token or it is due for refresh (waiting, in
+ * real time, for what remains of OAUTH_MIN_FETCH_INTERVAL_MS after the
+ * last request); if a refresh fails while the old token is still valid,
+ * the old one is handed out.
  * -EACCES: the endpoint refused the client (configuration); -EAGAIN: the
  * endpoint is down or answered nonsense (retry later); reason in @err.
  */
@@ -92,10 +126,22 @@ void oauth_source_invalidate(struct oauth_source *source,
 /* Number of token requests sent so far (for logs and tests). */
 unsigned oauth_source_fetches(struct oauth_source *source);
 
+/*
+ * Adds every secret @source knows to @r, so that a server's text can be
+ * shown without them: the client secret, the static token, the current
+ * token, and the forms they travel in (URL-encoded, the HTTP Basic
+ * credentials). Returns 0 or -ENOMEM (then @r withholds every text).
+ */
+int oauth_source_add_secrets(struct oauth_source *source, struct redact *r);
+
 struct oauth_token {
     char *access_token;     /* secret: never log */
     char *token_type;       /* "Bearer" (case-insensitive) */
-    int64_t expires_in_s;   /* -1 when the endpoint did not say */
+    /* 1..OAUTH_MAX_LIFETIME_S; -1 when absent or no lifetime. */
+    int64_t expires_in_s;
+    /* What was received when it was no lifetime (cleaned, cut: "-5",
+     * "1e+30", "'soon'"); "" otherwise. */
+    char expires_in_bad[48];
 };
 
 /* Claims of a JWT access token that explain an authorization answer;
@@ -116,12 +162,13 @@ struct oauth_claims {
 
 /*
  * Parses a token endpoint answer. 200 with {"access_token", "token_type",
- * "expires_in"} (a number or a numeric string) fills @ret_token. An error
- * answer ({"error", "error_description"}) gives -EACCES for
- * invalid_client/unauthorized_client/invalid_grant/invalid_scope/
- * unauthorized (configuration problems) and -EAGAIN for anything else
- * (temporarily_unavailable, 5xx, garbage: retry later), with the server's
- * error and description in @err.
+ * "expires_in"} (a number or a numeric string, checked as above) fills
+ * @ret_token. An error answer ({"error", "error_description"}) gives
+ * -EACCES for invalid_client/unauthorized_client/invalid_grant/
+ * invalid_scope/unauthorized (configuration problems) and -EAGAIN for
+ * anything else (temporarily_unavailable, 5xx, garbage: retry later),
+ * with the server's error and the first line of its description in @err,
+ * cleaned and cut (no secrets are known here: the source hides its own).
  */
 int oauth_parse_token_response(long http_status, const char *body,
                                size_t body_len, struct oauth_token *ret_token,

@@ -18,6 +18,7 @@
 #include <cjson/cJSON.h>
 
 #include "dataset.h"
+#include "json.h"
 
 /* Deeper sequence nesting than this is refused (a hostile body). */
 #define QIDO_MAX_DEPTH 8
@@ -191,8 +192,11 @@ static void qido_number_text(double v, const char *vr, char *buf, size_t len)
     }
 }
 
-/* Appends one PN value: its component groups joined by '=', trailing
- * empty groups dropped. */
+/* Appends one PN value: its component groups joined by '=', exactly as
+ * the server sent them: up to the last group present, even an empty one
+ * ({"Alphabetic": "Wang^XiaoDong", "Ideographic": "...", "Phonetic": ""}
+ * is "Wang^XiaoDong=...=", as Orthanc stores and answers it); a group
+ * that is absent or null is not there. */
 static int qido_pn_text(const cJSON *value, struct qido_text *t,
                         char *err, size_t err_len)
 {
@@ -217,8 +221,7 @@ static int qido_pn_text(const cJSON *value, struct qido_text *t,
             return -EBADMSG;
         }
         parts[g] = part->valuestring;
-        if (part->valuestring[0] != '\0')
-            last = g + 1;
+        last = g + 1;
     }
     for (size_t g = 0; g < last; g++) {
         if (g > 0)
@@ -246,7 +249,15 @@ static int qido_parse_attribute(const cJSON *elem, struct ds *ds, int depth,
     int r = 0;
 
     if (!qido_parse_tag(elem->string, &tag)) {
-        qido_err(err, err_len, "'%s' is not a DICOM JSON tag", elem->string);
+        /* The name is the server's text: quoted only when it is short
+         * and plain (a keyword, say), never a value it echoed. */
+        bool plain = strlen(elem->string) <= 16 &&
+                     strspn(elem->string, "0123456789ABCDEFGHIJKLMNOPQRSTUV"
+                                          "WXYZabcdefghijklmnopqrstuvwxyz") ==
+                         strlen(elem->string);
+        qido_err(err, err_len, "member %s%s%sis not a DICOM JSON tag (8 hex "
+                 "digits)", plain ? "'" : "", plain ? elem->string : "",
+                 plain ? "' " : "");
         return -EBADMSG;
     }
     if (!cJSON_IsObject(elem) || !cJSON_IsString(vr_json) ||
@@ -267,7 +278,8 @@ static int qido_parse_attribute(const cJSON *elem, struct ds *ds, int depth,
         if (attr == NULL)
             return -ENOMEM;
         if (depth >= QIDO_MAX_DEPTH) {
-            qido_err(err, err_len, "sequences nested too deep");
+            qido_err(err, err_len, "sequences nested deeper than %d",
+                     QIDO_MAX_DEPTH);
             return -EBADMSG;
         }
         cJSON_ArrayForEach(value, values) {
@@ -359,13 +371,9 @@ int qido_parse_results(const char *body, size_t body_len,
     if (n == body_len)
         return 0;   /* 204, or 200 with no body: no results */
 
-    /* The _Opts form reports where parsing stopped without cJSON's
-     * global error pointer, which is not thread-safe. */
-    const char *parse_end = NULL;
-    root = cJSON_ParseWithLengthOpts(body, body_len, &parse_end, false);
-    if (root == NULL) {
-        qido_err(err, err_len, "the answer is not JSON (near byte %zu)",
-                 parse_end != NULL ? (size_t)(parse_end - body) : (size_t)0);
+    char why[128];
+    if (json_parse(body, body_len, &root, why, sizeof(why)) < 0) {
+        qido_err(err, err_len, "the answer is %s", why);
         return -EBADMSG;
     }
     if (!cJSON_IsArray(root)) {

@@ -20,7 +20,11 @@
 #include <fcntl.h>
 #include <strings.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include "http.h"
+#include "json.h"
 
 #define STOW_TAG_FAILED_SOP_SEQUENCE "00081198"
 #define STOW_TAG_REFERENCED_SOP_SEQUENCE "00081199"
@@ -58,7 +62,7 @@ enum stow_request_action stow_request_action(long status)
     case 403:
         return STOW_FORBIDDEN;
     default:
-        return STOW_RETRY_LATER;
+        return http_is_redirect(status) ? STOW_REDIRECTED : STOW_RETRY_LATER;
     }
 }
 
@@ -244,8 +248,8 @@ int stow_parse_response(long http_status, const char *body, size_t body_len,
 {
     struct stow_instance_result *results;
     const cJSON *obj;
-    const char *end = NULL;
     cJSON *root = NULL;
+    char why[128];
     bool blank = true;
     int r = 0;
 
@@ -272,11 +276,9 @@ int stow_parse_response(long http_status, const char *body, size_t body_len,
         goto out;
     }
 
-    root = cJSON_ParseWithLengthOpts(body, body_len, &end, false);
-    if (root == NULL) {
-        stow_err(err, err_len, "the body is not JSON (at byte %ld)",
-                 end != NULL && end >= body ? (long)(end - body) : -1L);
-        r = -EBADMSG;
+    r = json_parse(body, body_len, &root, why, sizeof(why));
+    if (r < 0) {
+        stow_err(err, err_len, "the body is %s", why);
         goto out;
     }
     /* Servers answer an object; some wrap it in a one-element array. */
@@ -310,6 +312,7 @@ struct stow_client {
     char *base_url;
     char *ca_file;
     unsigned timeout_s;
+    char errbuf[CURL_ERROR_SIZE];
     bool (*cancelled)(void *ctx);
     void *cancel_ctx;
 };
@@ -416,6 +419,8 @@ static size_t stow_on_header(char *data, size_t size, size_t nmemb, void *arg)
         memmem(data, n, "additional results", 18) != NULL)
         reply->more_results = true;
 
+    (void)http_header_value(data, n, "location", reply->location,
+                            sizeof(reply->location));
     if (n > sizeof(name) - 1 && strncasecmp(data, name, sizeof(name) - 1) == 0) {
         char value[128];
         size_t len = n - (sizeof(name) - 1);
@@ -482,27 +487,23 @@ static void stow_free_auth(char *auth)
 }
 
 /* Resets the client's handle and sets what every request shares: URL,
- * headers, the body and header sinks, connect timeout, protocols, no
- * redirects, the CA file. */
+ * headers, the body and header sinks, and the limits of http.h with the
+ * whole-request @deadline_s. */
 static CURL *stow_prepare(struct stow_client *client, const char *url,
                           struct curl_slist *headers, struct stow_sink *sink,
-                          struct stow_reply *reply)
+                          struct stow_reply *reply, long deadline_s)
 {
     CURL *c = client->curl;
 
     curl_easy_reset(c);
+    http_setup(c, client->timeout_s, deadline_s, client->ca_file,
+               client->errbuf);
     curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, stow_on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, sink);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, stow_on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, reply);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, (long)client->timeout_s);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-    if (client->ca_file != NULL)
-        curl_easy_setopt(c, CURLOPT_CAINFO, client->ca_file);
     return c;
 }
 
@@ -526,14 +527,17 @@ int stow_post(struct stow_client *client, const char *study_uid,
     curl_mime *mime = NULL;
     char *url = NULL;
     char *auth = NULL;
+    uint64_t body_bytes = 0;
     CURLcode rc;
     int r = 0;
 
     memset(ret_reply, 0, sizeof(*ret_reply));
     ret_reply->retry_after_s = -1;
 
-    /* Every file must be readable before anything is sent. */
+    /* Every file must be readable before anything is sent; their sizes
+     * give the deadline. */
     for (size_t i = 0; i < count; i++) {
+        struct stat st;
         int fd = open(paths[i], O_RDONLY | O_CLOEXEC);
         if (fd < 0) {
             r = -errno;
@@ -541,6 +545,8 @@ int stow_post(struct stow_client *client, const char *study_uid,
                      "open() '%s' failed: %s", paths[i], strerror(errno));
             return r;
         }
+        if (fstat(fd, &st) == 0)
+            body_bytes += (uint64_t)st.st_size;
         (void)close(fd);
     }
 
@@ -578,20 +584,20 @@ int stow_post(struct stow_client *client, const char *study_uid,
         goto out;
     }
 
-    CURL *c = stow_prepare(client, url, headers, &sink, ret_reply);
+    /* A deadline that grows with the body (a 2 GB study takes long), and
+     * the low-speed limit against stalls and trickled answers (http.h). */
+    CURL *c = stow_prepare(client, url, headers, &sink, ret_reply,
+                           http_stow_deadline_s(client->timeout_s,
+                                                body_bytes));
     curl_easy_setopt(c, CURLOPT_MIMEPOST, mime);
-    /* No whole-transfer timeout (a 2 GB study takes long): a stall of
-     * timeout_s below 1 byte/s aborts instead. */
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (long)client->timeout_s);
     curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, stow_on_progress);
     curl_easy_setopt(c, CURLOPT_XFERINFODATA, client);
 
     rc = curl_easy_perform(c);
     if (rc != CURLE_OK) {
-        snprintf(ret_reply->error, sizeof(ret_reply->error), "%s",
-                 curl_easy_strerror(rc));
+        http_describe(c, rc, client->errbuf, ret_reply->error,
+                      sizeof(ret_reply->error));
         ret_reply->http_status = 0;
         r = stow_curl_errno(rc);
         goto out;
@@ -632,12 +638,12 @@ int stow_get(struct stow_client *client, const char *path_and_query,
         r = -ENOMEM;
         goto out;
     }
-    CURL *c = stow_prepare(client, url, headers, &sink, ret_reply);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, (long)client->timeout_s);
+    CURL *c = stow_prepare(client, url, headers, &sink, ret_reply,
+                           (long)client->timeout_s);
     rc = curl_easy_perform(c);
     if (rc != CURLE_OK) {
-        snprintf(ret_reply->error, sizeof(ret_reply->error), "%s",
-                 curl_easy_strerror(rc));
+        http_describe(c, rc, client->errbuf, ret_reply->error,
+                      sizeof(ret_reply->error));
         r = stow_curl_errno(rc);
         goto out;
     }

@@ -7,7 +7,10 @@
  * {base}/studies/{StudyInstanceUID}, streamed from the files (libcurl
  * MIME API: never loaded into memory), each part exactly
  * "Content-Type: application/dicom", a random boundary, Accept:
- * application/dicom+json, no Expect: 100-continue.
+ * application/dicom+json, no Expect: 100-continue. Every request has the
+ * limits of http.h: a low-speed limit over timeout_s, and a whole-request
+ * deadline of 2 timeout_s + body bytes / 16 KiB/s for STOW-RS (timeout_s
+ * for GETs). Redirects are never followed.
  *
  * Answer: stow_parse_response() turns an HTTP status and a DICOM JSON body
  * (the Store Instances Response Module, PS3.18 Annex I) into one outcome
@@ -45,6 +48,8 @@ enum stow_request_action {
     STOW_SPLIT_BATCH,     /* 400, 413, 415: retry singly, then reject */
     STOW_REFRESH_TOKEN,   /* 401: new token, replay once */
     STOW_FORBIDDEN,       /* 403: long backoff, diagnose, never reject */
+    STOW_REDIRECTED,      /* 301, 302, 303, 307, 308: never followed; the
+                             URL should change (long backoff, say so) */
     STOW_RETRY_LATER,     /* 408, 429, 5xx, anything else */
 };
 
@@ -97,7 +102,8 @@ struct stow_client;
 struct stow_params {
     const char *base_url;     /* DICOMweb root, e.g. https://.../v2 */
     const char *ca_file;      /* NULL: the system's CA store */
-    unsigned timeout_s;       /* connect timeout, and the longest stall */
+    unsigned timeout_s;       /* connect timeout, stall limit, deadlines:
+                                 see "Limits" in http.h */
     /* Polled during a transfer (about once a second when idle); a true
      * answer aborts it with -ECANCELED. NULL: never. */
     bool (*cancelled)(void *ctx);
@@ -114,7 +120,11 @@ struct stow_reply {
     int64_t retry_after_s;    /* from Retry-After; -1 when absent */
     bool more_results;        /* a Warning header says "additional
                                  results" can be requested (QIDO-RS) */
-    char error[256];          /* transport error when http_status is 0 */
+    char location[512];       /* the Location header, "" if none; the
+                                 server's text, as it came (cut to fit):
+                                 redact before showing it */
+    char error[512];          /* transport error when http_status is 0:
+                                 for TLS the cause and the fix (http.h) */
 };
 
 /* Creates a client (one libcurl easy handle). NULL on out-of-memory. */
@@ -128,7 +138,8 @@ void stow_client_free(struct stow_client *client);
  * @study_uid, with "Authorization: Bearer @bearer_token" unless it is NULL.
  * Returns 0 when the exchange completed (whatever the HTTP status: see
  * @ret_reply), or a negative errno for a transport failure (connection
- * refused, reset, TLS, DNS, timeout) with the reason in ret_reply->error.
+ * refused, reset, TLS, DNS, the low-speed limit or the deadline: -ETIMEDOUT)
+ * with the reason in ret_reply->error.
  * A file that cannot be opened gives -ENOENT/-EACCES before anything is
  * sent. @ret_reply must be released with stow_reply_free() in every case.
  */
@@ -141,7 +152,7 @@ void stow_reply_free(struct stow_reply *reply);
 /*
  * GETs {base}@path_and_query (which starts with '/', already
  * percent-encoded) with Accept: application/dicom+json and the token; a
- * whole-request timeout of timeout_s. The client serves QIDO-RS this way.
+ * whole-request deadline of timeout_s. The client serves QIDO-RS this way.
  * Returns 0 when an HTTP answer came (body in @ret_reply, up to
  * STOW_MAX_RESPONSE; a longer one gives -EMSGSIZE), or a negative errno
  * for a transport failure with the reason in ret_reply->error.

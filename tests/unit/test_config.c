@@ -258,6 +258,37 @@ static void test_comments(void)
     expect_error("/* only */ \n\t", "empty", NULL);
 }
 
+/* Numbers cJSON takes (strtod) but JSON does not: refused with the line. */
+static void test_non_json_numbers(void)
+{
+    struct cfg *cfg;
+
+    expect_error("{\n  \"dicom\": {\n    \"port\": 018510\n  }\n}",
+                 "config: line 3, column 13: '018510' is not a JSON number",
+                 "leading zeros");
+    expect_error("{\"dicom\": {\"port\": 00}}", "column 20: '00'",
+                 "leading zeros");
+    expect_error("{\"dicom\": {\"port\": -0104}}", "'-0104'",
+                 "leading zeros");
+    expect_error("{\"dicom\": {\"port\": 104.}}", "'104.' is not a JSON",
+                 "fraction");
+    expect_error("{\"upload\": {\"timeout_s\": 1.e1}}", "'1.e1'", NULL);
+    expect_error("{\"upload\": {\"timeout_s\": -.5}}", "'-.5'", NULL);
+    expect_error("{\"upload\": {\"workers\": 1E+}}", "line 1", NULL);
+    /* After comments and strings that look like numbers, the right place;
+     * columns count characters. */
+    expect_error("{ // 0123 \n \"spool\": {\"dir\": \"/tmp/01\\\"x\"},\n"
+                 " \"d\xc3\xa9\": 1, \"dicom\": {\"port\": 0104}}",
+                 "line 3, column 29: '0104'", NULL);
+    /* Valid JSON numbers are still taken. */
+    cfg = expect_ok("{\"dicom\": {\"port\": 104, \"max_pdu\": 16384}, "
+                    "\"upload\": {\"timeout_s\": 1e1}}");
+    if (cfg != NULL) {
+        CHECK(cfg->upload.timeout_s == 10);
+        cfg_free(cfg);
+    }
+}
+
 static void test_syntax_errors(void)
 {
     /* A trailing comma: the '}' after it, line 4 column 3. */
@@ -1030,6 +1061,7 @@ int main(void)
     test_every_key();
     test_comments();
     test_syntax_errors();
+    test_non_json_numbers();
     test_errors();
     test_callers();
     test_load();

@@ -44,6 +44,13 @@ static void test_matching(void)
     CHECK(find_value_matches("LO", "", NULL));
     CHECK(find_value_matches("LO", "*", "x"));
     CHECK(!find_value_matches("LO", "x", NULL));
+    /* A lone '*' is universal (PS3.4 C.2.2.2): empty values match too;
+     * a '*' with more is a wildcard, which an empty value does not. */
+    CHECK(find_value_matches("LO", "*", NULL));
+    CHECK(find_value_matches("PN", "*", NULL));
+    CHECK(find_value_matches("PN", "*", ""));
+    CHECK(!find_value_matches("PN", "**", NULL));
+    CHECK(!find_value_matches("LO", "A*", NULL));
     /* Dates, times, date-times: single values and ranges. */
     CHECK(find_value_matches("DA", "20200101-20201231", "20200601"));
     CHECK(!find_value_matches("DA", "20200101-20201231", "20210101"));

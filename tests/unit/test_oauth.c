@@ -21,7 +21,9 @@ static int parse(long status, const char *body, struct oauth_token *token)
 
 static void test_token_answers(void)
 {
-    struct oauth_token t = { NULL, NULL, 0 };
+    struct oauth_token t;
+
+    memset(&t, 0, sizeof(t));
 
     CHECK(parse(200, "{\"access_token\": \"abc.def.ghi\", \"token_type\": "
                      "\"Bearer\", \"expires_in\": 3599}", &t) == 0);
@@ -43,7 +45,7 @@ static void test_token_answers(void)
     oauth_token_free(&t);
     CHECK(parse(200, "{\"access_token\": \"x\", \"expires_in\": \"soon\"}",
                 &t) == 0);
-    CHECK(t.expires_in_s == -1);
+    CHECK(t.expires_in_s == -1 && strcmp(t.expires_in_bad, "'soon'") == 0);
     oauth_token_free(&t);
 
     /* Configuration errors are permanent, with the server's words. */
@@ -67,6 +69,80 @@ static void test_token_answers(void)
     CHECK(parse(200, "{\"access_token\": \"x\", \"token_type\": \"MAC\"}",
                 &t) == -EACCES);
     CHECK(t.access_token == NULL);
+}
+
+/* expires_in that is no lifetime: refused with what was received, never
+ * converted (1e30 to int64_t is undefined behaviour; UBSan checks it). */
+static void test_lifetimes(void)
+{
+    static const struct {
+        const char *value;
+        int64_t want;
+        const char *bad;
+    } cases[] = {
+        { "3599", 3599, "" },
+        { "\"3599\"", 3599, "" },
+        { "3599.9", 3599, "" },
+        { "1", 1, "" },
+        { "31622400", 31622400, "" },              /* 366 days */
+        { "31622401", -1, "31622401" },
+        { "-5", -1, "-5" },
+        { "0", -1, "0" },
+        { "\"0\"", -1, "'0'" },
+        { "1e30", -1, "1e+30" },
+        { "-1e30", -1, "-1e+30" },
+        { "18446744073709551616", -1, "1.84467440737096e+19" },
+        { "\"99999999999999999999\"", -1, "'99999999999999999999'" },
+        { "9223372036854775807", -1, "9.22337203685478e+18" },
+        { "\"NaN\"", -1, "'NaN'" },
+        { "\"inf\"", -1, "'inf'" },
+        { "\"0x100\"", -1, "'0x100'" },
+        { "\"\"", -1, "''" },
+        { "true", -1, "a JSON boolean" },
+        { "[60]", -1, "a JSON array" },
+        { "null", -1, "" },
+    };
+    struct oauth_token t;
+    char body[256];
+
+    memset(&t, 0, sizeof(t));
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(body, sizeof(body),
+                 "{\"access_token\": \"x\", \"expires_in\": %s}",
+                 cases[i].value);
+        CHECK_MSG(parse(200, body, &t) == 0, "%s", cases[i].value);
+        CHECK_MSG(t.expires_in_s == cases[i].want &&
+                      strcmp(t.expires_in_bad, cases[i].bad) == 0,
+                  "%s: %lld '%s'", cases[i].value, (long long)t.expires_in_s,
+                  t.expires_in_bad);
+        oauth_token_free(&t);
+    }
+}
+
+/* Server texts: cut, one line; a body nested 30 000 deep says so. */
+static void test_server_texts(void)
+{
+    struct oauth_token t;
+    static char deep[60010];
+    char body[1200];
+
+    memset(&t, 0, sizeof(t));
+    char filler[1001];
+    memset(filler, 'x', sizeof(filler) - 1);
+    filler[sizeof(filler) - 1] = '\0';
+    snprintf(body, sizeof(body), "{\"error\": \"invalid_client\", "
+             "\"error_description\": \"AADSTS7000215: %s\"}", filler);
+    CHECK(parse(401, body, &t) == -EACCES);
+    CHECK_MSG(strstr(err, "AADSTS7000215") != NULL && strlen(err) < 320 &&
+                  strstr(err, "...") != NULL, "%s", err);
+
+    /* 30 000 deep: as deep as fits in OAUTH_MAX_RESPONSE. */
+    for (size_t i = 0; i < 30000; i++)
+        deep[i] = '[';
+    for (size_t i = 0; i < 30000; i++)
+        deep[30000 + i] = ']';
+    CHECK(parse(200, deep, &t) == -EAGAIN);
+    CHECK_MSG(strstr(err, "nested deeper than 64 levels") != NULL, "%s", err);
 }
 
 /* A JWT with header {"alg":"none"} and the payload given, base64url. */
@@ -160,6 +236,8 @@ static void test_diagnosis(void)
 int main(void)
 {
     test_token_answers();
+    test_lifetimes();
+    test_server_texts();
     test_claims();
     test_diagnosis();
     return tap_done();

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -21,12 +22,14 @@
 #include "tap.h"
 
 /* The endpoint's behaviour, switched by the tests. */
-static atomic_int endpoint_mode;     /* 0 ok, 1 refuse, 2 error 500 */
+static atomic_int endpoint_mode;     /* enum below */
 static atomic_int endpoint_delay_ms;
 static atomic_int token_counter;
-static char answer[512];
+static char answer[1024];
+/* MODE_LIFETIME: the expires_in member's JSON value. */
+static char lifetime_json[64];
 
-enum { MODE_OK, MODE_REFUSE, MODE_ERROR };
+enum { MODE_OK, MODE_REFUSE, MODE_ERROR, MODE_LIFETIME, MODE_ECHO };
 
 static const char *token_endpoint(void *ctx, const char *request,
                                   size_t header_len, size_t request_len)
@@ -46,6 +49,33 @@ static const char *token_endpoint(void *ctx, const char *request,
     case MODE_ERROR:
         return "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 5"
                "\r\n\r\noops!";
+    case MODE_ECHO: {
+        /* An endpoint that echoes what it got: the secret as sent in the
+         * form, as it is, and the request's Basic credentials. */
+        const char *body = "{\"error\": \"invalid_client\", "
+                           "\"error_description\": \"AADSTS7000215: Invalid "
+                           "client secret provided: 'se+cret&x' (form "
+                           "se%2Bcret%26x, Basic "
+                           "Y2xpZW50JTNBMTpzZSUyQmNyZXQlMjZ4).\"}";
+        snprintf(answer, sizeof(answer),
+                 "HTTP/1.1 401 Unauthorized\r\nContent-Type: "
+                 "application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                 strlen(body), body);
+        return answer;
+    }
+    case MODE_LIFETIME: {
+        char body[160];
+        int n = snprintf(body, sizeof(body),
+                         "{\"access_token\": \"tok-%d\", \"token_type\": "
+                         "\"Bearer\", \"expires_in\": %s}",
+                         atomic_fetch_add(&token_counter, 1) + 1,
+                         lifetime_json);
+        snprintf(answer, sizeof(answer),
+                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                 "Content-Length: %d\r\n\r\n%s",
+                 n, body);
+        return answer;
+    }
     default: {
         char body[128];
         int n = snprintf(body, sizeof(body),
@@ -59,6 +89,14 @@ static const char *token_endpoint(void *ctx, const char *request,
         return answer;
     }
     }
+}
+
+static uint64_t monotonic_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 static struct http_stub stub;
@@ -119,9 +157,14 @@ static void test_form_and_cache(void)
     CHECK(strcmp(tok, "tok-2") == 0);
     free(tok);
     oauth_source_invalidate(src, gen);
+    /* Not at once: requests are OAUTH_MIN_FETCH_INTERVAL_MS apart, so
+     * this one waits the 499 ms left (in real time). */
+    uint64_t t0 = monotonic_ms();
     CHECK(oauth_source_token(src, 92001, &tok, &gen, err, sizeof(err)) == 0);
-    CHECK(strcmp(tok, "tok-3") == 0);
+    CHECK(tok != NULL && strcmp(tok, "tok-3") == 0);
     free(tok);
+    CHECK_MSG(monotonic_ms() - t0 >= 450, "waited %llu ms",
+              (unsigned long long)(monotonic_ms() - t0));
     CHECK(oauth_source_fetches(src) == 3);
     oauth_source_free(src);
 
@@ -244,6 +287,116 @@ static void test_failures(void)
     oauth_source_free(src);
 }
 
+/* The notices a source gives, for the tests. */
+static char notices[2048];
+
+static void on_notice(void *ctx, const char *message)
+{
+    (void)ctx;
+    snprintf(notices + strlen(notices), sizeof(notices) - strlen(notices),
+             "%s\n", message);
+}
+
+/*
+ * Lifetimes that are no lifetime: each form is answered by the endpoint
+ * while callers ask every 100 ms for 20 s. One request each (the 60 s
+ * fallback), and the notice says what was received; before the fix a
+ * wrapping value expired at once and every call fetched.
+ */
+static void test_nonsense_lifetimes(void)
+{
+    static const struct {
+        const char *json;
+        const char *shown;
+    } forms[] = {
+        { "-5", "expires_in -5," },
+        { "0", "expires_in 0," },
+        { "\"NaN\"", "expires_in 'NaN'," },
+        { "1e30", "expires_in 1e+30," },
+        { "18446744073709551616", "expires_in 1.84467440737096e+19," },
+        { "\"99999999999999999999\"", "expires_in '99999999999999999999'," },
+        { "9223372036854775", "expires_in 9.22337203685478e+15," },
+        { "\"soon\"", "expires_in 'soon'," },
+    };
+    struct oauth_params p = {
+        .kind = OAUTH_CLIENT_CREDENTIALS,
+        .token_url = url,
+        .client_id = "client:1",
+        .client_secret = "se+cret&x",
+        .timeout_s = 5,
+        .notice = on_notice,
+    };
+
+    atomic_store(&endpoint_mode, MODE_LIFETIME);
+    for (size_t f = 0; f < sizeof(forms) / sizeof(forms[0]); f++) {
+        struct oauth_source *src = oauth_source_new(&p);
+        unsigned failures = 0;
+
+        snprintf(lifetime_json, sizeof(lifetime_json), "%s", forms[f].json);
+        notices[0] = '\0';
+        for (uint64_t now = 1000; now < 21000; now += 100) {
+            uint64_t gen;
+            char *tok = NULL;
+            if (oauth_source_token(src, now, &tok, &gen, err, sizeof(err)) <
+                0)
+                failures++;
+            free(tok);
+        }
+        CHECK_MSG(oauth_source_fetches(src) == 1 && failures == 0,
+                  "%s: %u requests in 20 s, %u failures", forms[f].json,
+                  oauth_source_fetches(src), failures);
+        CHECK_MSG(strstr(notices, forms[f].shown) != NULL &&
+                      strstr(notices, "used for 60 s") != NULL,
+                  "%s: %s", forms[f].json, notices);
+        /* The fallback lifetime ends: one more request, not a stampede. */
+        for (uint64_t now = 21000; now < 61000; now += 100) {
+            uint64_t gen;
+            char *tok = NULL;
+            (void)oauth_source_token(src, now, &tok, &gen, err, sizeof(err));
+            free(tok);
+        }
+        CHECK_MSG(oauth_source_fetches(src) == 2, "%s: %u requests in 60 s",
+                  forms[f].json, oauth_source_fetches(src));
+        oauth_source_free(src);
+    }
+    /* A sound lifetime gives no notice. */
+    snprintf(lifetime_json, sizeof(lifetime_json), "3599");
+    notices[0] = '\0';
+    struct oauth_source *src = oauth_source_new(&p);
+    uint64_t gen;
+    char *tok = NULL;
+    CHECK(oauth_source_token(src, 1, &tok, &gen, err, sizeof(err)) == 0);
+    free(tok);
+    CHECK(notices[0] == '\0');
+    oauth_source_free(src);
+    atomic_store(&endpoint_mode, MODE_OK);
+}
+
+/* An endpoint echoing the client secret: never in the error, in any of
+ * its forms; the OAuth error and the AADSTS code stay. */
+static void test_secret_echo(void)
+{
+    struct oauth_source *src = new_source(OAUTH_AUTH_BASIC);
+    uint64_t gen;
+    char *tok = NULL;
+
+    atomic_store(&endpoint_mode, MODE_ECHO);
+    CHECK(oauth_source_token(src, 1000, &tok, &gen, err, sizeof(err)) ==
+          -EACCES);
+    CHECK_MSG(strstr(err, "se+cret") == NULL && strstr(err, "se%2B") == NULL &&
+                  strstr(err, "Y2xpZW50JTNBMTpzZSUyQmNyZXQlMjZ4") == NULL &&
+                  strstr(err, "invalid_client") != NULL &&
+                  strstr(err, "AADSTS7000215") != NULL &&
+                  strstr(err, "[redacted]") != NULL,
+              "%s", err);
+    /* The held failure repeats the redacted text. */
+    CHECK(oauth_source_token(src, 1500, &tok, &gen, err, sizeof(err)) ==
+          -EACCES);
+    CHECK_MSG(strstr(err, "se+cret") == NULL, "%s", err);
+    oauth_source_free(src);
+    atomic_store(&endpoint_mode, MODE_OK);
+}
+
 static void test_static_and_none(void)
 {
     struct oauth_params p = { .kind = OAUTH_STATIC, .static_token = "fixed" };
@@ -276,6 +429,8 @@ int main(void)
     test_single_flight();
     test_failures();
     test_static_and_none();
+    test_nonsense_lifetimes();
+    test_secret_echo();
     http_stub_stop(&stub);
     http_stub_free(&stub);
     curl_global_cleanup();

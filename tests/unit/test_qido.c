@@ -139,6 +139,77 @@ static void test_parse_refused(void)
         char err[128];
         CHECK(qido_parse_results(deep, n, &results, &count, err,
                                  sizeof(err)) == -EBADMSG);
+        CHECK_MSG(strstr(err, "sequences nested deeper than 8") != NULL, "%s",
+                  err);
+    }
+    /* 100 000 levels of JSON: the depth is named. */
+    {
+        static char deeper[200001];
+        struct ds **results = NULL;
+        size_t count = 0;
+        char err[128];
+        memset(deeper, '[', 100000);
+        memset(deeper + 100000, ']', 100000);
+        CHECK(qido_parse_results(deeper, 200000, &results, &count, err,
+                                 sizeof(err)) == -EBADMSG);
+        CHECK_MSG(strstr(err, "nested deeper than 64 levels") != NULL, "%s",
+                  err);
+    }
+    /* A member name that is no tag is quoted only when plain. */
+    {
+        static const char echo[] = "[{\"DOE^JOHN\": {\"vr\": \"PN\"}}]";
+        struct ds **results = NULL;
+        size_t count = 0;
+        char err[128];
+        CHECK(qido_parse_results(echo, strlen(echo), &results, &count, err,
+                                 sizeof(err)) == -EBADMSG);
+        CHECK_MSG(strstr(err, "DOE") == NULL && strstr(err, "member is not") !=
+                                                    NULL, "%s", err);
+    }
+}
+
+/* PN component groups exactly as the server sent them: a trailing empty
+ * group that is present stays (Orthanc answers "Wang^XiaoDong=王^小東="),
+ * an absent or null one is not there. */
+static void test_parse_person_names(void)
+{
+    static const struct {
+        const char *json;
+        const char *want;
+    } cases[] = {
+        { "{\"Alphabetic\": \"Wang^XiaoDong\", \"Ideographic\": "
+          "\"\xe7\x8e\x8b^\xe5\xb0\x8f\xe6\x9d\xb1\", \"Phonetic\": \"\"}",
+          "Wang^XiaoDong=\xe7\x8e\x8b^\xe5\xb0\x8f\xe6\x9d\xb1=" },
+        { "{\"Alphabetic\": \"Wang^XiaoDong\", \"Ideographic\": "
+          "\"\xe7\x8e\x8b^\xe5\xb0\x8f\xe6\x9d\xb1\"}",
+          "Wang^XiaoDong=\xe7\x8e\x8b^\xe5\xb0\x8f\xe6\x9d\xb1" },
+        { "{\"Alphabetic\": \"Wang^XiaoDong\", \"Ideographic\": \"\"}",
+          "Wang^XiaoDong=" },
+        { "{\"Alphabetic\": \"Wang^XiaoDong\", \"Ideographic\": null}",
+          "Wang^XiaoDong" },
+        { "{\"Alphabetic\": \"A\", \"Phonetic\": \"a\"}", "A==a" },
+        { "{\"Ideographic\": \"\xe7\x8e\x8b\"}", "=\xe7\x8e\x8b" },
+        { "{\"Alphabetic\": \"Doe^John^^^\"}", "Doe^John^^^" },
+    };
+    char body[512];
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct ds **results = NULL;
+        size_t count = 0;
+        char err[128];
+        snprintf(body, sizeof(body),
+                 "[{\"00100010\": {\"vr\": \"PN\", \"Value\": [%s]}}]",
+                 cases[i].json);
+        CHECK(qido_parse_results(body, strlen(body), &results, &count, err,
+                                 sizeof(err)) == 0 &&
+              count == 1);
+        if (count == 1) {
+            const char *v = ds_value(results[0], DS_TAG(0x0010, 0x0010));
+            CHECK_MSG(v != NULL && strcmp(v, cases[i].want) == 0,
+                      "%s: got '%s', want '%s'", cases[i].json,
+                      v != NULL ? v : "(null)", cases[i].want);
+        }
+        qido_results_free(results, count);
     }
 }
 
@@ -148,5 +219,6 @@ int main(void)
     test_parse_values();
     test_parse_empty();
     test_parse_refused();
+    test_parse_person_names();
     return tap_done();
 }

@@ -44,6 +44,13 @@ static void test_request_actions(void)
     CHECK(stow_request_action(500) == STOW_RETRY_LATER);
     CHECK(stow_request_action(503) == STOW_RETRY_LATER);
     CHECK(stow_request_action(0) == STOW_RETRY_LATER);
+    /* Redirects are an answer of their own, never a retry as usual. */
+    CHECK(stow_request_action(301) == STOW_REDIRECTED);
+    CHECK(stow_request_action(302) == STOW_REDIRECTED);
+    CHECK(stow_request_action(303) == STOW_REDIRECTED);
+    CHECK(stow_request_action(307) == STOW_REDIRECTED);
+    CHECK(stow_request_action(308) == STOW_REDIRECTED);
+    CHECK(stow_request_action(304) == STOW_RETRY_LATER);
 }
 
 static void test_reasons(void)
@@ -150,6 +157,13 @@ static void test_broken_bodies(void)
           -EBADMSG && strstr(err, "(0008,1155)") != NULL);
     /* Results are written only on success. */
     CHECK(res[0].outcome == (enum stow_outcome)0xffffffff);
+
+    /* 100 000 levels deep: said so, not "not JSON at byte 1000". */
+    static char deep[200001];
+    memset(deep, '[', 100000);
+    memset(deep + 100000, ']', 100000);
+    CHECK(parse(200, deep) == -EBADMSG);
+    CHECK_MSG(strstr(err, "nested deeper than 64 levels") != NULL, "%s", err);
 }
 
 int main(void)

@@ -204,6 +204,43 @@ static void test_failures(void)
     stow_client_free(client);
 }
 
+/* A redirect is an answer, not followed, its Location kept for the
+ * message; the token is sent only to the configured server. */
+static void test_redirect_not_followed(void)
+{
+    struct stow_params params = { .timeout_s = 5 };
+    struct stow_reply rep;
+    struct http_stub cap;
+    char base[128];
+    char path[256];
+    char hdr[256];
+
+    write_file("r.dcm", "RRRR", 4, path, sizeof(path));
+    CHECK(http_stub_start(&cap, fixed_reply,
+                          "HTTP/1.1 308 Permanent Redirect\r\n"
+                          "Location: http://127.0.0.1:9/moved/studies/1.2.3\r\n"
+                          "Content-Length: 0\r\n\r\n") == 0);
+    snprintf(base, sizeof(base), "http://127.0.0.1:%d/dicom-web", cap.port);
+    params.base_url = base;
+    struct stow_client *client = stow_client_new(&params);
+    const char *paths[] = { path };
+    CHECK(stow_post(client, "1.2.3", paths, 1, "tok", &rep) == 0);
+    CHECK(rep.http_status == 308 &&
+          stow_request_action(rep.http_status) == STOW_REDIRECTED);
+    CHECK_MSG(strcmp(rep.location, "http://127.0.0.1:9/moved/studies/1.2.3") ==
+                  0, "%s", rep.location);
+    CHECK(atomic_load(&cap.requests) == 1);
+    CHECK(http_stub_header(&cap, "Authorization", hdr, sizeof(hdr)) != NULL &&
+          strcmp(hdr, "Bearer tok") == 0);
+    stow_reply_free(&rep);
+    CHECK(stow_get(client, "/studies?limit=1", "tok", &rep) == 0 &&
+          rep.http_status == 308 && rep.location[0] != '\0');
+    stow_reply_free(&rep);
+    stow_client_free(client);
+    http_stub_stop(&cap);
+    http_stub_free(&cap);
+}
+
 static void test_retry_after(void)
 {
     CHECK(stow_parse_retry_after("120", 0) == 120);
@@ -229,6 +266,7 @@ int main(void)
     test_golden_framing();
     test_large_body();
     test_failures();
+    test_redirect_not_followed();
     test_retry_after();
     curl_global_cleanup();
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
