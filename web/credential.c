@@ -406,9 +406,14 @@ void cred_redact_line(const char *text, size_t len, char *buf,
         end++;
     for (size_t i = start; i < end && !cut;) {
         unsigned char c = (unsigned char)text[i];
-        if (cred_token_char(c)) {
+        if (cred_token_char(c) && c != '=') {
             size_t j = i;
-            while (j < end && cred_token_char((unsigned char)text[j]))
+            /* '=' belongs to a run only as trailing base64 padding, so
+             * "name=value" is judged as "name=" and "value". */
+            while (j < end && cred_token_char((unsigned char)text[j]) &&
+                   text[j] != '=')
+                j++;
+            while (j < end && text[j] == '=')
                 j++;
             bool secret = cred_looks_secret(text + i, j - i);
             const char *piece = secret ? redacted : text + i;

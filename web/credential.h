@@ -67,7 +67,8 @@ int cred_assertion_form_build(const struct cred_assertion_form *form,
  * NUL-terminated) into @buf (capacity @buf_len, always NUL-terminated,
  * truncated with "..." when longer), for a log line or an error: bytes
  * outside printable ASCII become '?', and every run of token characters
- * (A-Z a-z 0-9 + / = _ ~ . -) that looks like a credential becomes
+ * (A-Z a-z 0-9 + / _ ~ . -, and '=' as trailing padding: "name=value"
+ * is two runs) that looks like a credential becomes
  * "[redacted]": one of 16 or more characters containing "eyJ" (the start
  * of a base64url JSON object: a JWT), one with 32 or more hex digits in a
  * row, or one of 24 or more characters mixing at least 3 upper-case
