@@ -504,8 +504,10 @@ static void test_validity(struct jwt_credential *cred)
                                         sizeof(buf)) == JWT_NOT_YET_VALID);
     CHECK(strstr(buf, "clock") != NULL);
 
-    CHECK(openssl_thumbprint(path("cert.pem"), "sha1", hex, sizeof(hex)) !=
-          NULL);
+    char *x5t = openssl_thumbprint(path("cert.pem"), "sha1", hex,
+                                   sizeof(hex));
+    CHECK(x5t != NULL);
+    free(x5t);
     jwt_credential_describe(cred, buf, sizeof(buf));
     CHECK_MSG(strstr(buf, "CN=stowbridge-test") != NULL &&
                   strstr(buf, hex) != NULL, "%s vs %s", buf, hex);
