@@ -102,6 +102,11 @@ int federated_token_read(const char *path, int64_t now_s, char **ret_token,
                         err_len);
     if (r < 0)
         return r;
+    if (strlen(data) != len) {
+        cred__err(err, err_len, "'%s' holds a NUL byte: not a token", path);
+        r = -EBADMSG;
+        goto out_wipe;
+    }
     cred__trim(data);
     if (data[0] == '\0') {
         cred__err(err, err_len, "'%s' holds only white space", path);

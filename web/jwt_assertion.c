@@ -30,6 +30,8 @@ struct jwt_credential {
     int64_t not_after;
 };
 
+static const char *jwt_openssl_reason(const char *fallback);
+
 void jwt_credential_free(struct jwt_credential *cred)
 {
     if (cred == NULL)
@@ -103,9 +105,8 @@ static int jwt_not_pem(const char *text, size_t len, const char *name,
         cred__err(err, err_len, "%s holds no %s (no PEM block '%s')", name,
                   what, label);
     } else {
-        unsigned long e = ERR_peek_last_error();
         cred__err(err, err_len, "%s: its %s cannot be read: %s", name, what,
-                  e != 0 ? ERR_reason_error_string(e) : "damaged PEM");
+                  jwt_openssl_reason("damaged PEM"));
     }
     ERR_clear_error();
     return -EBADMSG;
@@ -125,6 +126,15 @@ static int jwt_no_password(char *buf, int size, int rwflag, void *arg)
     (void)rwflag;
     state->asked = true;
     return -1;
+}
+
+/* OpenSSL's reason for its last error, never NULL. */
+static const char *jwt_openssl_reason(const char *fallback)
+{
+    unsigned long e = ERR_peek_last_error();
+    const char *why = e != 0 ? ERR_reason_error_string(e) : NULL;
+
+    return why != NULL ? why : fallback;
 }
 
 static int jwt_load_key(const char *key_pem, size_t key_len,
@@ -553,9 +563,8 @@ int jwt_assertion_sign(const struct jwt_credential *cred,
     sprintf(input, "%s.%s", header, claims);
     r = jwt_sign_bytes(cred->key, params->alg, input, &sig, &sig_len);
     if (r < 0) {
-        unsigned long e = ERR_peek_last_error();
         cred__err(err, err_len, "signing the client assertion failed: %s",
-                  e != 0 ? ERR_reason_error_string(e) : "OpenSSL error");
+                  jwt_openssl_reason("OpenSSL error"));
         ERR_clear_error();
         goto out;
     }

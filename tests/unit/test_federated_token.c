@@ -254,6 +254,15 @@ static void test_form_and_checks(void)
     CHECK(ctu_write(file, "eyJhIjoxfQ.eyJiIjoyfQ.c2ln\nextra", 0600) == 0);
     CHECK(federated_token_read(file, 0, &read, err, sizeof(err)) ==
           -EBADMSG);
+    FILE *nul = fopen(file, "w");
+    CHECK(nul != NULL);
+    if (nul != NULL) {
+        fwrite("eyJhIjoxfQ.eyJiIjoyfQ.c2ln\0junk", 1, 31, nul);
+        fclose(nul);
+    }
+    CHECK(federated_token_read(file, 0, &read, err, sizeof(err)) ==
+          -EBADMSG);
+    CHECK(strstr(err, "NUL") != NULL);
     /* No exp claim: accepted (Entra decides). */
     CHECK(ctu_write(file, "eyJhIjoxfQ.eyJiIjoyfQ.c2ln\r\n", 0600) == 0);
     CHECK(federated_token_read(file, 0, &read, err, sizeof(err)) == 0);
