@@ -1,0 +1,62 @@
+/*
+ * cred_int - helpers shared only by the credential modules of web/
+ * (credential.h). Not a public interface: names carry "cred__".
+ *
+ * Errors: 0 or a negative errno with a reason in @err (when non-NULL).
+ */
+#ifndef STOWBRIDGE_CRED_INT_H
+#define STOWBRIDGE_CRED_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct cJSON;
+
+/* snprintf into @err (if non-NULL and @err_len > 0). */
+void cred__err(char *err, size_t err_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Wipes the NUL-terminated @s and frees it. Accepts NULL. */
+void cred__free_secret(char *s);
+
+/* Wipes @len bytes of @p and frees it. Accepts NULL. */
+void cred__free_secret_n(void *p, size_t len);
+
+/*
+ * Reads the regular file at @path (at most @max bytes, else -EFBIG) into
+ * a new NUL-terminated buffer (@ret_data, @ret_len). The reason names the
+ * path. -ENOENT, -EACCES...: cannot open; -EINVAL: not a regular file;
+ * -ENODATA: empty. On failure nothing is returned and what was read is
+ * wiped. The caller wipes and frees the data if it is a secret.
+ */
+int cred__read_file(const char *path, size_t max, char **ret_data,
+                    size_t *ret_len, char *err, size_t err_len);
+
+/* Fills @buf with @len bytes from getrandom(2). */
+int cred__random(void *buf, size_t len);
+
+/* A new NUL-terminated string: unpadded base64url (RFC 4648 5) of @data.
+ * NULL on out-of-memory. */
+char *cred__base64url(const unsigned char *data, size_t len);
+
+/* Decodes unpadded base64url @in (@len bytes) into a new NUL-terminated
+ * buffer (@ret_len bytes without the NUL). NULL on bad input or OOM. */
+char *cred__base64url_decode(const char *in, size_t len, size_t *ret_len);
+
+/*
+ * Appends "name=value" to the growing form @*form ("&" first when not
+ * empty), both percent-encoded (all but A-Z a-z 0-9 - . _ ~). An old
+ * buffer is wiped when it moves. false on out-of-memory (@*form is then
+ * wiped and freed, and NULL).
+ */
+bool cred__form_add(char **form, const char *name, const char *value);
+
+/* A JSON number, or a string holding only a decimal integer ("3599"),
+ * in @ret. false otherwise. */
+bool cred__json_int(const struct cJSON *item, int64_t *ret);
+
+/* Trims ASCII white space at both ends of @s in place; returns @s. */
+char *cred__trim(char *s);
+
+#endif
