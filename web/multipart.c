@@ -47,6 +47,7 @@ struct multipart_parser {
     size_t delim_len;
     size_t match;               /* bytes of delim matched so far */
     uint64_t preamble;          /* preamble bytes skipped */
+    uint64_t fed;               /* body bytes fed so far */
     char *headers;              /* MULTIPART_HEADER_MAX + 1 bytes */
     size_t header_len;
     size_t line_start;          /* where the current header line starts */
@@ -820,6 +821,7 @@ int multipart_feed(struct multipart_parser *p, const void *data, size_t len,
 
     if (p->state == MP_FAILED)
         return mp_fail(p, p->error, err, err_len);
+    p->fed += len;
     while (in < end && r == 0) {
         switch (p->state) {
         case MP_PREAMBLE:
@@ -864,6 +866,13 @@ int multipart_finish(struct multipart_parser *p, char *err, size_t err_len)
     case MP_FAILED:
         return mp_fail(p, p->error, err, err_len);
     case MP_PREAMBLE:
+        if (p->fed > 0) {
+            /* Not a short body: one that is not multipart at all. */
+            mp_err(p->reason, sizeof(p->reason),
+                   "no boundary in the %llu bytes of the body",
+                   (unsigned long long)p->fed);
+            return mp_fail(p, -EBADMSG, err, err_len);
+        }
         mp_err(p->reason, sizeof(p->reason),
                "truncated: the body ended before the first boundary");
         break;

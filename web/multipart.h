@@ -26,7 +26,8 @@
  * 8bit or 7bit (PS3.18 sends binary parts), a part whose Content-Length
  * bytes are not followed by the delimiter. A body that ends before the
  * close delimiter is -ENODATA from multipart_finish() (truncated), with
- * the place named in @err: never a silently short part.
+ * the place named in @err: never a silently short part; a body with bytes
+ * but no boundary at all is -EBADMSG there (not multipart).
  *
  * Memory is bounded by the boundary length and MULTIPART_HEADER_MAX, not
  * by part sizes: data is handed out as it arrives, never gathered.
@@ -140,9 +141,10 @@ int multipart_feed(struct multipart_parser *parser, const void *data,
 
 /*
  * Tells the parser the body is complete. Returns 0 when the close
- * delimiter was seen, the parser's earlier failure if any, or -ENODATA
- * for a truncated body, with where it ended in @err ("inside part 3
- * after 1024 data bytes", "before the first boundary", ...).
+ * delimiter was seen, the parser's earlier failure if any, -EBADMSG when
+ * bytes came but no boundary among them, or -ENODATA for a truncated
+ * body, with where it ended in @err ("inside part 3 after 1024 data
+ * bytes", "before the first boundary" for an empty body, ...).
  */
 int multipart_finish(struct multipart_parser *parser, char *err,
                      size_t err_len);
