@@ -25,34 +25,34 @@
 #include <strings.h>
 
 enum mp_state {
-    MP_PREAMBLE = 0,   /* before the first boundary: skipped */
-    MP_BOUNDARY_LINE,  /* a delimiter matched: "--", padding or CRLF next */
-    MP_CLOSE_DASH,     /* one '-' after the delimiter: the second next */
-    MP_PADDING,        /* spaces or tabs after the delimiter */
-    MP_PADDING_LF,     /* CR after the delimiter line: LF next */
-    MP_HEADERS,        /* collecting a part's header block */
-    MP_DATA_SCAN,      /* part data up to the next delimiter */
-    MP_DATA_COUNTED,   /* part data of a known Content-Length */
-    MP_COUNTED_DELIM,  /* the delimiter must follow the counted data */
-    MP_EPILOGUE,       /* after the close delimiter: ignored */
+    MP_PREAMBLE = 0,  /* before the first boundary: skipped */
+    MP_BOUNDARY_LINE, /* a delimiter matched: "--", padding or CRLF next */
+    MP_CLOSE_DASH,    /* one '-' after the delimiter: the second next */
+    MP_PADDING,       /* spaces or tabs after the delimiter */
+    MP_PADDING_LF,    /* CR after the delimiter line: LF next */
+    MP_HEADERS,       /* collecting a part's header block */
+    MP_DATA_SCAN,     /* part data up to the next delimiter */
+    MP_DATA_COUNTED,  /* part data of a known Content-Length */
+    MP_COUNTED_DELIM, /* the delimiter must follow the counted data */
+    MP_EPILOGUE,      /* after the close delimiter: ignored */
     MP_FAILED,
 };
 
 struct multipart_parser {
     struct multipart_callbacks cb;
     enum mp_state state;
-    int error;                  /* the sticky failure of MP_FAILED */
-    char reason[256];           /* its text */
+    int error;        /* the sticky failure of MP_FAILED */
+    char reason[256]; /* its text */
     char delim[4 + MULTIPART_BOUNDARY_MAX];
     size_t delim_len;
-    size_t match;               /* bytes of delim matched so far */
-    uint64_t preamble;          /* preamble bytes skipped */
-    uint64_t fed;               /* body bytes fed so far */
-    char *headers;              /* MULTIPART_HEADER_MAX + 1 bytes */
+    size_t match;      /* bytes of delim matched so far */
+    uint64_t preamble; /* preamble bytes skipped */
+    uint64_t fed;      /* body bytes fed so far */
+    char *headers;     /* MULTIPART_HEADER_MAX + 1 bytes */
     size_t header_len;
-    size_t line_start;          /* where the current header line starts */
-    bool in_part;               /* begun and not yet ended */
-    uint64_t remaining;         /* MP_DATA_COUNTED: data bytes to come */
+    size_t line_start;  /* where the current header line starts */
+    bool in_part;       /* begun and not yet ended */
+    uint64_t remaining; /* MP_DATA_COUNTED: data bytes to come */
     struct multipart_part part;
     unsigned next_index;
     unsigned parts_done;
@@ -137,8 +137,8 @@ static bool mp_uid_shaped(const char *s)
 /* Reads a parameter value (token or quoted string) at *@ps into @out
  * (capacity @cap). Sets *@too_long when it did not fit. Returns 0 or
  * -EBADMSG for an unterminated quoted string. */
-static int mp_read_value(const char **ps, char *out, size_t cap,
-                         bool *too_long, char *err, size_t err_len)
+static int mp_read_value(const char **ps, char *out, size_t cap, bool *too_long,
+                         char *err, size_t err_len)
 {
     const char *s = *ps;
     size_t n = 0;
@@ -220,7 +220,7 @@ static int mp_set_param(struct multipart_media_type *t, const char *name,
                 : strcasecmp(name, "transfer-syntax") == 0 ? 2
                                                            : -1;
     if (which < 0)
-        return 0;   /* start, start-info, charset, q...: not ours */
+        return 0; /* start, start-info, charset, q...: not ours */
     if (seen[which]) {
         mp_err(err, err_len, "duplicate %s parameter", name);
         return -EBADMSG;
@@ -246,11 +246,11 @@ static int mp_set_param(struct multipart_media_type *t, const char *name,
 }
 
 int multipart_media_type_parse(const char *value,
-                               struct multipart_media_type *ret_type,
-                               char *err, size_t err_len)
+                               struct multipart_media_type *ret_type, char *err,
+                               size_t err_len)
 {
     struct multipart_media_type t;
-    bool seen[3] = { false, false, false };
+    bool seen[3] = {false, false, false};
     char show[48];
     const char *s = mp_skip_space(value);
     const char *start = s;
@@ -309,7 +309,7 @@ int multipart_media_type_parse(const char *value,
         if (mp_read_value(&s, val, sizeof(val), &too_long, err, err_len) < 0)
             return -EBADMSG;
         if (n >= sizeof(name))
-            continue;   /* longer than any name we know */
+            continue; /* longer than any name we know */
         memcpy(name, start, n);
         name[n] = '\0';
         if (mp_set_param(&t, name, val, too_long, seen, err, err_len) < 0)
@@ -332,8 +332,8 @@ int multipart_new(const char *content_type,
     struct multipart_parser *p;
     char reason[160];
 
-    if (multipart_media_type_parse(content_type, &t, reason,
-                                   sizeof(reason)) < 0) {
+    if (multipart_media_type_parse(content_type, &t, reason, sizeof(reason)) <
+        0) {
         mp_err(err, err_len, "Content-Type: %s", reason);
         return -EBADMSG;
     }
@@ -474,8 +474,7 @@ static int mp_scan(struct multipart_parser *p, const unsigned char **pin,
     }
     *pin = end;
     /* A partial match at the end is held (it is a prefix of delim). */
-    return mp_data(p, run, (size_t)((p->match > 0 ? mstart : end) - run),
-                   emit);
+    return mp_data(p, run, (size_t)((p->match > 0 ? mstart : end) - run), emit);
 }
 
 /* Where we are, for messages: "after part 2" or "at the first boundary". */
@@ -510,8 +509,8 @@ static int mp_boundary_garbage(struct multipart_parser *p, unsigned char c)
 
     mp_where(p, where, sizeof(where));
     mp_err(p->reason, sizeof(p->reason),
-           "boundary %s is followed by byte 0x%02x, not CRLF or \"--\"",
-           where, c);
+           "boundary %s is followed by byte 0x%02x, not CRLF or \"--\"", where,
+           c);
     return -EBADMSG;
 }
 
@@ -524,7 +523,7 @@ static int mp_boundary_byte(struct multipart_parser *p, unsigned char c)
             p->state = MP_CLOSE_DASH;
             return 0;
         }
-        __attribute__((fallthrough));   /* padding or the line end */
+        __attribute__((fallthrough)); /* padding or the line end */
     case MP_PADDING:
         if (c == ' ' || c == '\t') {
             p->state = MP_PADDING;
@@ -581,8 +580,7 @@ out_bad:
 }
 
 /* One "Name: value" header line (NUL-terminated, unfolded). */
-static int mp_header_line(struct multipart_parser *p, char *line,
-                          bool seen[3])
+static int mp_header_line(struct multipart_parser *p, char *line, bool seen[3])
 {
     char show[48];
     char reason[160];
@@ -661,7 +659,7 @@ static int mp_begin_part(struct multipart_parser *p)
     char *h = p->headers;
     size_t len = p->header_len;
     size_t w = 0;
-    bool seen[3] = { false, false, false };
+    bool seen[3] = {false, false, false};
     bool have_line = false;
     int r;
 
@@ -677,16 +675,17 @@ static int mp_begin_part(struct multipart_parser *p)
         if (line_end > i && h[line_end - 1] == '\r')
             line_end--;
         if (line_end == i) {
-            break;   /* the empty line that ends the block */
+            break; /* the empty line that ends the block */
         }
         if (mp_is_space(h[i])) {
             if (!have_line) {
                 mp_err(p->reason, sizeof(p->reason),
                        "part %u: header block starts with a continuation "
-                       "line", mp_number(p));
+                       "line",
+                       mp_number(p));
                 return -EBADMSG;
             }
-            h[w - 1] = ' ';   /* the previous line's NUL becomes a space */
+            h[w - 1] = ' '; /* the previous line's NUL becomes a space */
             while (i < line_end && mp_is_space(h[i]))
                 i++;
         }
@@ -705,8 +704,7 @@ static int mp_begin_part(struct multipart_parser *p)
     }
     p->in_part = true;
     if (p->cb.part_begin != NULL) {
-        r = p->cb.part_begin(p->cb.ctx, &p->part, p->reason,
-                             sizeof(p->reason));
+        r = p->cb.part_begin(p->cb.ctx, &p->part, p->reason, sizeof(p->reason));
         if (r < 0)
             return r;
     }
@@ -738,8 +736,7 @@ static int mp_headers(struct multipart_parser *p, const unsigned char **pin,
         }
         if (memchr(in, '\0', n) != NULL) {
             mp_err(p->reason, sizeof(p->reason),
-                   "part %u: NUL byte in the header block",
-                   p->next_index + 1);
+                   "part %u: NUL byte in the header block", p->next_index + 1);
             return -EBADMSG;
         }
         memcpy(p->headers + p->header_len, in, n);
@@ -779,8 +776,7 @@ static int mp_counted(struct multipart_parser *p, const unsigned char **pin,
 
 /* The delimiter that must follow counted data, byte by byte. */
 static int mp_counted_delim(struct multipart_parser *p,
-                            const unsigned char **pin,
-                            const unsigned char *end)
+                            const unsigned char **pin, const unsigned char *end)
 {
     const unsigned char *in = *pin;
 
@@ -803,8 +799,7 @@ static int mp_counted_delim(struct multipart_parser *p,
     return 0;
 }
 
-static int mp_fail(struct multipart_parser *p, int r, char *err,
-                   size_t err_len)
+static int mp_fail(struct multipart_parser *p, int r, char *err, size_t err_len)
 {
     p->state = MP_FAILED;
     p->error = r;

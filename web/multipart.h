@@ -69,9 +69,9 @@ extern "C" {
 /* A parsed Content-Type value (RFC 2045 5.1). Names are matched in any
  * case; the type, subtype and type= value are lower-cased. */
 struct multipart_media_type {
-    char type[MULTIPART_TYPE_MAX + 1];          /* "application/dicom" */
-    char boundary[MULTIPART_BOUNDARY_MAX + 1];  /* "" when absent */
-    char related_type[MULTIPART_TYPE_MAX + 1];  /* type=; "" when absent */
+    char type[MULTIPART_TYPE_MAX + 1];         /* "application/dicom" */
+    char boundary[MULTIPART_BOUNDARY_MAX + 1]; /* "" when absent */
+    char related_type[MULTIPART_TYPE_MAX + 1]; /* type=; "" when absent */
     /* transfer-syntax= (PS3.18 8.7.3.5.2) when it is UID-shaped (digits
      * and dots, at most 64); "" when absent or not a UID: the part's
      * (0002,0010) is what counts anyway (PS3.18 8.7.9). */
@@ -80,19 +80,19 @@ struct multipart_media_type {
 
 /* One part, as part_begin() and part_end() see it. */
 struct multipart_part {
-    unsigned index;                  /* 0 for the first part of the body */
-    bool has_content_type;           /* false: no Content-Type header */
+    unsigned index;        /* 0 for the first part of the body */
+    bool has_content_type; /* false: no Content-Type header */
     struct multipart_media_type content_type;
-    int64_t content_length;          /* -1 when absent */
+    int64_t content_length; /* -1 when absent */
     /* The Content-Location value, or NULL; borrowed until part_end()
      * (or the failure) of this part. */
     const char *content_location;
-    uint64_t received;               /* data bytes handed out so far */
+    uint64_t received; /* data bytes handed out so far */
 };
 
 struct multipart_callbacks {
-    int (*part_begin)(void *ctx, const struct multipart_part *part,
-                      char *err, size_t err_len);
+    int (*part_begin)(void *ctx, const struct multipart_part *part, char *err,
+                      size_t err_len);
     int (*part_data)(void *ctx, const void *data, size_t len, char *err,
                      size_t err_len);
     int (*part_end)(void *ctx, const struct multipart_part *part, char *err,
@@ -112,8 +112,8 @@ struct multipart_parser;
  * ends in a space or holds a character outside printable ASCII).
  */
 int multipart_media_type_parse(const char *value,
-                               struct multipart_media_type *ret_type,
-                               char *err, size_t err_len);
+                               struct multipart_media_type *ret_type, char *err,
+                               size_t err_len);
 
 /*
  * Creates a parser for a body whose Content-Type header value is

@@ -28,9 +28,9 @@ struct partfile_sink {
     void *ctx;
 
     /* The open part (producer thread only). */
-    int fd;                     /* -1 when no part is open */
+    int fd; /* -1 when no part is open */
     char name[PARTFILE_NAME_MAX];
-    char *path;                 /* dir/name */
+    char *path; /* dir/name */
     uint64_t written;
     unsigned index;
     char content_type[MULTIPART_TYPE_MAX + 1];
@@ -40,8 +40,8 @@ struct partfile_sink {
     /* The budget, under lock. */
     pthread_mutex_t lock;
     pthread_cond_t released;
-    uint64_t handed;            /* handed out, not yet released */
-    uint64_t current;           /* bytes of the open part */
+    uint64_t handed;  /* handed out, not yet released */
+    uint64_t current; /* bytes of the open part */
     uint64_t files;
     uint64_t bytes;
     uint64_t peak;
@@ -91,8 +91,10 @@ int partfile_new(const struct partfile_params *params,
     pthread_condattr_t attr;
 
     if (!pf_prefix_valid(prefix)) {
-        pf_err(err, err_len, "file name prefix must be 1..%d letters, digits, "
-               "'-' or '_'", PARTFILE_PREFIX_MAX);
+        pf_err(err, err_len,
+               "file name prefix must be 1..%d letters, digits, "
+               "'-' or '_'",
+               PARTFILE_PREFIX_MAX);
         return -EINVAL;
     }
     if (params->on_file == NULL || params->dir == NULL) {
@@ -189,8 +191,7 @@ int partfile_begin(struct partfile_sink *s, const struct multipart_part *part,
         }
         memcpy(p, ".dcm", 5);
         fd = openat(s->dir_fd, s->name,
-                    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                    0600);
+                    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0 && errno != EEXIST)
             break;
     }
@@ -214,8 +215,7 @@ int partfile_begin(struct partfile_sink *s, const struct multipart_part *part,
     s->fd = fd;
     s->written = 0;
     s->index = part->index;
-    memcpy(s->content_type, part->content_type.type,
-           sizeof(s->content_type));
+    memcpy(s->content_type, part->content_type.type, sizeof(s->content_type));
     memcpy(s->transfer_syntax, part->content_type.transfer_syntax,
            sizeof(s->transfer_syntax));
     if (!part->has_content_type)
@@ -245,8 +245,8 @@ int partfile_write(struct partfile_sink *s, const void *data, size_t len,
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
-            int r = pf_syserr(err, err_len, n < 0 ? errno : EIO, "write",
-                              s->path);
+            int r =
+                pf_syserr(err, err_len, n < 0 ? errno : EIO, "write", s->path);
             pf_drop(s);
             return r;
         }

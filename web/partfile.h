@@ -55,17 +55,19 @@ struct partfile_sink;
 
 /* A finished part, as on_file() sees it; strings borrowed for the call. */
 struct partfile_file {
-    const char *path;              /* "<dir>/<prefix>-<hex>.dcm" */
+    const char *path; /* "<dir>/<prefix>-<hex>.dcm" */
     uint64_t size;
-    unsigned index;                /* the part's place in the body, from 0 */
-    const char *content_type;      /* lower case; "" when the part had none */
-    const char *transfer_syntax;   /* its transfer-syntax= UID, or "" */
-    const char *content_location;  /* NULL when absent */
+    unsigned index;               /* the part's place in the body, from 0 */
+    const char *content_type;     /* lower case; "" when the part had none */
+    const char *transfer_syntax;  /* its transfer-syntax= UID, or "" */
+    const char *content_location; /* NULL when absent */
 };
 
 /* Takes a finished file: returns 0 (the file is now the consumer's), or a
  * negative errno with a reason in @err (the sink removes the file and the
- * producer stops). Runs on the producer thread. */
+ * producer stops). Runs on the producer thread, inside the transfer: hand
+ * the file over (a queue) and return; sending it here would hold the
+ * transfer and count toward its stall timeout. */
 typedef int (*partfile_file_fn)(void *ctx, const struct partfile_file *file,
                                 char *err, size_t err_len);
 
@@ -83,10 +85,10 @@ struct partfile_params {
 
 /* Counters, for logs and tests. */
 struct partfile_stats {
-    uint64_t files;             /* handed out so far */
-    uint64_t bytes;             /* their total size */
-    uint64_t outstanding;       /* unreleased + the part being written */
-    uint64_t peak_outstanding;  /* the most outstanding ever was */
+    uint64_t files;            /* handed out so far */
+    uint64_t bytes;            /* their total size */
+    uint64_t outstanding;      /* unreleased + the part being written */
+    uint64_t peak_outstanding; /* the most outstanding ever was */
 };
 
 /*

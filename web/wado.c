@@ -43,11 +43,11 @@ struct wado_client {
 
 /* What the body of the answer is being read as. */
 enum wado_body {
-    WADO_BODY_UNKNOWN = 0,  /* no body byte yet */
-    WADO_BODY_ERROR,        /* a non-2xx answer: kept for the message */
+    WADO_BODY_UNKNOWN = 0, /* no body byte yet */
+    WADO_BODY_ERROR,       /* a non-2xx answer: kept for the message */
     WADO_BODY_MULTIPART,
-    WADO_BODY_SINGLE,       /* one application/dicom part */
-    WADO_BODY_FAILED,       /* stop: the failure is recorded */
+    WADO_BODY_SINGLE, /* one application/dicom part */
+    WADO_BODY_FAILED, /* stop: the failure is recorded */
 };
 
 struct wado_fetch {
@@ -143,15 +143,16 @@ static void wado_encode_segment(const char *text, char *out)
 int wado_url(const char *base_url, const char *study, const char *series,
              const char *instance, char **ret_url, char *err, size_t err_len)
 {
-    const char *names[3] = { "StudyInstanceUID", "SeriesInstanceUID",
-                             "SOPInstanceUID" };
-    const char *uids[3] = { study, series, instance };
+    const char *names[3] = {"StudyInstanceUID", "SeriesInstanceUID",
+                            "SOPInstanceUID"};
+    const char *uids[3] = {study, series, instance};
     char enc[3][3 * UTIL_UID_MAX + 1];
     size_t base_len = strlen(base_url);
     int r;
 
     if (study == NULL || (instance != NULL && series == NULL)) {
-        wado_err(err, err_len, "a retrieve needs a study, and a series for "
+        wado_err(err, err_len,
+                 "a retrieve needs a study, and a series for "
                  "an instance");
         return -EINVAL;
     }
@@ -286,8 +287,8 @@ static int wado_on_part_begin(void *ctx, const struct multipart_part *part,
     return r < 0 ? wado_part_failed(f, r) : 0;
 }
 
-static int wado_on_part_data(void *ctx, const void *data, size_t len,
-                             char *err, size_t err_len)
+static int wado_on_part_data(void *ctx, const void *data, size_t len, char *err,
+                             size_t err_len)
 {
     struct wado_fetch *f = ctx;
     int r = partfile_write(f->sink, data, len, err, err_len);
@@ -315,8 +316,8 @@ static int wado_on_part_end(void *ctx, const struct multipart_part *part,
  */
 static int wado_start_body(struct wado_fetch *f)
 {
-    struct multipart_callbacks cb = { wado_on_part_begin, wado_on_part_data,
-                                      wado_on_part_end, f };
+    struct multipart_callbacks cb = {wado_on_part_begin, wado_on_part_data,
+                                     wado_on_part_end, f};
     struct multipart_media_type type;
     char reason[256];
     char *ct = NULL;
@@ -326,8 +327,7 @@ static int wado_start_body(struct wado_fetch *f)
     curl_easy_getinfo(f->curl, CURLINFO_CONTENT_TYPE, &ct);
     f->res->http_status = status;
     if (ct != NULL)
-        snprintf(f->res->content_type, sizeof(f->res->content_type), "%s",
-                 ct);
+        snprintf(f->res->content_type, sizeof(f->res->content_type), "%s", ct);
     if (status != 200 && status != 206) {
         f->body = WADO_BODY_ERROR;
         return 0;
@@ -585,10 +585,10 @@ static void wado_conclude(struct wado_fetch *f, CURLcode rc)
     int r;
 
     if (f->failure != WADO_OK)
-        return;   /* a callback failed first: that is the cause */
+        return; /* a callback failed first: that is the cause */
     if (rc == CURLE_ABORTED_BY_CALLBACK && f->cancel_seen) {
-        wado_fail(f, WADO_CANCELLED, -ECANCELED,
-                  "cancelled after %u parts", f->res->parts);
+        wado_fail(f, WADO_CANCELLED, -ECANCELED, "cancelled after %u parts",
+                  f->res->parts);
         return;
     }
     if (rc != CURLE_OK && f->body == WADO_BODY_UNKNOWN) {
@@ -632,8 +632,8 @@ static void wado_conclude(struct wado_fetch *f, CURLcode rc)
         }
         r = partfile_end(f->sink, reason, sizeof(reason));
         if (r < 0) {
-            wado_fail(f, r == -ECANCELED ? WADO_CANCELLED : WADO_LOCAL, r,
-                      "%s", reason);
+            wado_fail(f, r == -ECANCELED ? WADO_CANCELLED : WADO_LOCAL, r, "%s",
+                      reason);
             return;
         }
         f->res->parts = 1;
@@ -665,7 +665,8 @@ static void wado_prepare(struct wado_client *client, struct wado_fetch *f,
     curl_easy_setopt(c, CURLOPT_XFERINFODATA, f);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, f->curl_error);
     curl_easy_setopt(c, CURLOPT_BUFFERSIZE, (long)WADO_BUFFER_SIZE);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, (long)client->connect_timeout_s);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT,
+                     (long)client->connect_timeout_s);
     /* No whole-transfer timeout (a study can take long): a stall does. */
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (long)client->stall_timeout_s);

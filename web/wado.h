@@ -22,6 +22,12 @@
  * logic and any replay belong to the caller, which passes the bearer
  * token in.
  *
+ * Typical use (C-MOVE/C-GET): wado_fetch() runs on a fetch thread; its
+ * sink's on_file() queues each file for the association thread, which
+ * sends it (C-STORE), removes it and calls partfile_release(); a budget of
+ * retrieve.max_temp_mb bounds what is fetched ahead, so fetching and
+ * sending overlap.
+ *
  * What was handed to the sink before a failure is complete (each file a
  * whole part ending at its delimiter): the consumer may keep it and count
  * the rest as not received.
@@ -46,33 +52,33 @@ struct partfile_sink;
 struct wado_client;
 
 /* The Accept header value sent when no transfer syntax is asked for. */
-#define WADO_ACCEPT_ANY \
+#define WADO_ACCEPT_ANY                                                        \
     "multipart/related; type=\"application/dicom\"; transfer-syntax=*"
 
 /* What kind of failure a fetch met; the caller decides what to do. */
 enum wado_failure {
     WADO_OK = 0,
-    WADO_TRANSPORT,       /* no HTTP answer, or it stalled: connect, DNS,
-                             TLS, reset, low-speed timeout; retry later */
-    WADO_UNAUTHORIZED,    /* 401: refresh the token and replay once */
-    WADO_FORBIDDEN,       /* 403: the identity may not read */
-    WADO_NOT_FOUND,       /* 404: no such study, series or instance */
-    WADO_NOT_ACCEPTABLE,  /* 406: the server will not send this form */
-    WADO_SERVER_ERROR,    /* 5xx: retry later (see retry_after_s) */
-    WADO_HTTP_ERROR,      /* any other status than 200 and 206 */
-    WADO_BAD_BODY,        /* a 200 body that is not what was asked for */
-    WADO_TRUNCATED,       /* the body ended before the close delimiter */
-    WADO_CANCELLED,       /* the cancel callback said so */
-    WADO_LOCAL,           /* our side: disk, memory, the consumer */
+    WADO_TRANSPORT,      /* no HTTP answer, or it stalled: connect, DNS,
+                            TLS, reset, low-speed timeout; retry later */
+    WADO_UNAUTHORIZED,   /* 401: refresh the token and replay once */
+    WADO_FORBIDDEN,      /* 403: the identity may not read */
+    WADO_NOT_FOUND,      /* 404: no such study, series or instance */
+    WADO_NOT_ACCEPTABLE, /* 406: the server will not send this form */
+    WADO_SERVER_ERROR,   /* 5xx: retry later (see retry_after_s) */
+    WADO_HTTP_ERROR,     /* any other status than 200 and 206 */
+    WADO_BAD_BODY,       /* a 200 body that is not what was asked for */
+    WADO_TRUNCATED,      /* the body ended before the close delimiter */
+    WADO_CANCELLED,      /* the cancel callback said so */
+    WADO_LOCAL,          /* our side: disk, memory, the consumer */
 };
 
 /* A short name for @failure ("truncated", "not-acceptable", ...). */
 const char *wado_failure_name(enum wado_failure failure);
 
 struct wado_params {
-    const char *base_url;        /* DICOMweb root, e.g. https://.../v2 */
-    const char *ca_file;         /* NULL: the system's CA store */
-    unsigned connect_timeout_s;  /* 0: 30 */
+    const char *base_url;       /* DICOMweb root, e.g. https://.../v2 */
+    const char *ca_file;        /* NULL: the system's CA store */
+    unsigned connect_timeout_s; /* 0: 30 */
     /* Abort when less than 1 byte/s arrived for this long (time spent
      * paused for the budget does not count; libcurl averages the speed
      * over about 5 s, so a stall is seen up to that much later). 0: 60. */
@@ -80,11 +86,11 @@ struct wado_params {
 };
 
 struct wado_request {
-    const char *study_uid;        /* required */
-    const char *series_uid;       /* NULL: the whole study */
-    const char *instance_uid;     /* NULL: the whole series */
-    const char *transfer_syntax;  /* NULL: "*" (as stored) */
-    const char *bearer;           /* NULL: no Authorization header */
+    const char *study_uid;       /* required */
+    const char *series_uid;      /* NULL: the whole study */
+    const char *instance_uid;    /* NULL: the whole series */
+    const char *transfer_syntax; /* NULL: "*" (as stored) */
+    const char *bearer;          /* NULL: no Authorization header */
     /* Polled during the transfer (at least once a second, paused or
      * not); true aborts it with WADO_CANCELLED. NULL: never. */
     bool (*cancelled)(void *ctx);
@@ -93,13 +99,13 @@ struct wado_request {
 
 struct wado_result {
     enum wado_failure failure;
-    long http_status;          /* 0 when no HTTP answer arrived */
-    char content_type[256];    /* of the answer; "" when none */
-    unsigned parts;            /* files handed to the sink */
-    uint64_t part_bytes;       /* their total size */
-    unsigned pauses;           /* times the transfer waited for the budget */
-    int64_t retry_after_s;     /* Retry-After of the answer; -1: none */
-    char error[512];           /* why it failed; "" on success */
+    long http_status;       /* 0 when no HTTP answer arrived */
+    char content_type[256]; /* of the answer; "" when none */
+    unsigned parts;         /* files handed to the sink */
+    uint64_t part_bytes;    /* their total size */
+    unsigned pauses;        /* times the transfer waited for the budget */
+    int64_t retry_after_s;  /* Retry-After of the answer; -1: none */
+    char error[512];        /* why it failed; "" on success */
 };
 
 /*

@@ -18,12 +18,12 @@
 
 #include "multipart.h"
 
-#define CHECK(cond)                                                        \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            fprintf(stderr, "broken: %s (line %d)\n", #cond, __LINE__);    \
-            __builtin_trap();                                              \
-        }                                                                  \
+#define CHECK(cond)                                                            \
+    do {                                                                       \
+        if (!(cond)) {                                                         \
+            fprintf(stderr, "broken: %s (line %d)\n", #cond, __LINE__);        \
+            __builtin_trap();                                                  \
+        }                                                                      \
     } while (0)
 
 struct rec {
@@ -89,8 +89,7 @@ static int on_end(void *ctx, const struct multipart_part *p, char *err,
     (void)err;
     (void)err_len;
     CHECK(r->in_part);
-    CHECK(p->content_length < 0 ||
-          (uint64_t)p->content_length == p->received);
+    CHECK(p->content_length < 0 || (uint64_t)p->content_length == p->received);
     r->in_part = false;
     r->ends++;
     int n = snprintf(line, sizeof(line), "[E%u %llu]", p->index,
@@ -112,7 +111,7 @@ struct outcome {
 static void parse(const char *ct, const uint8_t *body, size_t len, int split,
                   uint32_t seed, struct outcome *out)
 {
-    struct multipart_callbacks cb = { on_begin, on_data, on_end, NULL };
+    struct multipart_callbacks cb = {on_begin, on_data, on_end, NULL};
     struct multipart_parser *p = NULL;
     char err[256];
 

@@ -12,8 +12,8 @@
  *   --bearer TOKEN   send it as the Authorization
  *   --stall S        the low-speed timeout (default: 20)
  * Prints one "file ..." line per part, then "content_type=...",
- * "result ..." and "rss_peak_kb=N" (VmHWM of this process); exits 0 on success, 1 if the
- * retrieve failed, 2 on bad usage.
+ * "result ..." and "rss_peak_kb=N" (VmHWM of this process); exits 0 on success,
+ * 1 if the retrieve failed, 2 on bad usage.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -130,13 +130,13 @@ static long vm_hwm_kb(void)
 
 int main(int argc, char **argv)
 {
-    struct wado_request req = { NULL, NULL, NULL, NULL, NULL, NULL, NULL };
-    struct wado_params wp = { NULL, NULL, 10, 20 };
-    struct partfile_params pp = { NULL, "wado", 0, on_file, NULL };
+    struct wado_request req = {NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    struct wado_params wp = {NULL, NULL, 10, 20};
+    struct partfile_params pp = {NULL, "wado", 0, on_file, NULL};
     struct consumer c;
     struct wado_result res;
     struct partfile_stats stats;
-    const char *uids[3] = { NULL, NULL, NULL };
+    const char *uids[3] = {NULL, NULL, NULL};
     unsigned nuids = 0;
     char tmp_dir[4096];
     char got_dir[4096];

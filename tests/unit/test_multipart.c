@@ -29,10 +29,10 @@ struct rec {
     size_t len;
     size_t cap;
     bool in_part;
-    bool bad_call;            /* data outside a part, or of length 0 */
-    int fail_begin_at;        /* part index whose begin fails; -1 none */
+    bool bad_call;     /* data outside a part, or of length 0 */
+    int fail_begin_at; /* part index whose begin fails; -1 none */
     int fail_errno;
-    size_t max_alloc_growth;  /* heap growth seen inside data callbacks */
+    size_t max_alloc_growth; /* heap growth seen inside data callbacks */
     size_t heap_base;
 };
 
@@ -99,12 +99,11 @@ static int on_data(void *ctx, const void *data, size_t len, char *err,
         r->bad_call = true;
     if (r->heap_base != 0) {
         struct mallinfo2 mi = mallinfo2();
-        size_t growth = mi.uordblks > r->heap_base
-                            ? mi.uordblks - r->heap_base
-                            : 0;
+        size_t growth =
+            mi.uordblks > r->heap_base ? mi.uordblks - r->heap_base : 0;
         if (growth > r->max_alloc_growth)
             r->max_alloc_growth = growth;
-        return 0;   /* the big-part test keeps no log */
+        return 0; /* the big-part test keeps no log */
     }
     rec_add(r, data, len);
     return 0;
@@ -129,7 +128,7 @@ static int on_end(void *ctx, const struct multipart_part *p, char *err,
 
 /* The outcome of one parse. */
 struct outcome {
-    int feed;           /* first failing feed, or 0 */
+    int feed; /* first failing feed, or 0 */
     int finish;
     unsigned parts;
     char err[256];
@@ -140,7 +139,7 @@ struct outcome {
 static void parse_cuts(const char *ct, const char *body, size_t len,
                        const size_t *cuts, size_t ncuts, struct outcome *out)
 {
-    struct multipart_callbacks cb = { on_begin, on_data, on_end, NULL };
+    struct multipart_callbacks cb = {on_begin, on_data, on_end, NULL};
     struct multipart_parser *p = NULL;
     size_t at = 0;
 
@@ -153,8 +152,8 @@ static void parse_cuts(const char *ct, const char *body, size_t len,
     }
     for (size_t i = 0; i <= ncuts; i++) {
         size_t to = i < ncuts ? cuts[i] : len;
-        int r = multipart_feed(p, body + at, to - at, out->err,
-                               sizeof(out->err));
+        int r =
+            multipart_feed(p, body + at, to - at, out->err, sizeof(out->err));
         if (r < 0 && out->feed == 0)
             out->feed = r;
         at = to;
@@ -185,9 +184,9 @@ static void outcome_free(struct outcome *o)
 
 /* How thoroughly check_splits() cuts a body. */
 enum splits {
-    SPLITS_RANDOM,   /* byte by byte and random cuts */
-    SPLITS_SINGLE,   /* ...and every single cut */
-    SPLITS_PAIRS,    /* ...and every pair of cuts */
+    SPLITS_RANDOM, /* byte by byte and random cuts */
+    SPLITS_SINGLE, /* ...and every single cut */
+    SPLITS_PAIRS,  /* ...and every pair of cuts */
 };
 
 /* Checks that splits of @body give the outcome of the whole parse. */
@@ -206,7 +205,7 @@ static void check_splits(const char *what, const char *ct, const char *body,
             mismatches++;
         outcome_free(&got);
         for (size_t j = i; pairs && j <= len; j++) {
-            size_t cuts[2] = { i, j };
+            size_t cuts[2] = {i, j};
             parse_cuts(ct, body, len, cuts, 2, &got);
             if (!same_outcome(&whole, &got))
                 mismatches++;
@@ -285,8 +284,8 @@ static void test_media_types(void)
 
     /* A part's type with its transfer syntax, quoted or not. */
     CHECK(multipart_media_type_parse(
-              "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.80",
-              &t, err, sizeof(err)) == 0);
+              "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.80", &t,
+              err, sizeof(err)) == 0);
     CHECK(strcmp(t.type, "application/dicom") == 0);
     CHECK(strcmp(t.transfer_syntax, "1.2.840.10008.1.2.4.80") == 0);
     CHECK(multipart_media_type_parse(
@@ -294,8 +293,8 @@ static void test_media_types(void)
               err, sizeof(err)) == 0);
     CHECK(strcmp(t.transfer_syntax, "1.2.840.10008.1.2.1") == 0);
     /* Not a UID: ignored (the data set's (0002,0010) counts). */
-    CHECK(multipart_media_type_parse("application/dicom; transfer-syntax=*",
-                                     &t, err, sizeof(err)) == 0);
+    CHECK(multipart_media_type_parse("application/dicom; transfer-syntax=*", &t,
+                                     err, sizeof(err)) == 0);
     CHECK(t.transfer_syntax[0] == '\0');
     CHECK(multipart_media_type_parse("application/dicom", &t, err,
                                      sizeof(err)) == 0);
@@ -327,17 +326,16 @@ static void test_media_types(void)
     memset(longb, 0, sizeof(longb));
     strcpy(longb, "multipart/related; boundary=");
     memset(longb + strlen(longb), 'x', MULTIPART_BOUNDARY_MAX + 1);
-    CHECK(multipart_media_type_parse(longb, &t, err, sizeof(err)) ==
-          -EBADMSG);
+    CHECK(multipart_media_type_parse(longb, &t, err, sizeof(err)) == -EBADMSG);
     CHECK(strstr(err, "longer") != NULL);
-    longb[strlen(longb) - 1] = '\0';   /* exactly the maximum */
+    longb[strlen(longb) - 1] = '\0'; /* exactly the maximum */
     CHECK(multipart_media_type_parse(longb, &t, err, sizeof(err)) == 0);
     CHECK(strlen(t.boundary) == MULTIPART_BOUNDARY_MAX);
 }
 
 static void test_new(void)
 {
-    struct multipart_callbacks cb = { NULL, NULL, NULL, NULL };
+    struct multipart_callbacks cb = {NULL, NULL, NULL, NULL};
     struct multipart_parser *p = NULL;
     char err[256];
 
@@ -392,19 +390,19 @@ static void test_crlf_edges(void)
 {
     static const char body[] =
         "preamble text --XyZ mid-line\r\n" /* in the preamble */
-        "--XyZ  \t\r\n"                     /* padding after the boundary */
+        "--XyZ  \t\r\n"                    /* padding after the boundary */
         "Content-Type: application/dicom\r\n\r\n"
-        "--XyZ at the start of data\r\n"    /* no CRLF before it */
-        "a line\r\n-XyZ\r\n--XyQ\r\n--Xy"   /* partial delimiters */
+        "--XyZ at the start of data\r\n"  /* no CRLF before it */
+        "a line\r\n-XyZ\r\n--XyQ\r\n--Xy" /* partial delimiters */
         "\r\r\n--X\n--XyZZ not a CRLF-- boundary: it has more after"
-        "--XyZ--"                           /* no CRLF before: data */
-        "\r"                                /* the data ends in CR */
+        "--XyZ--" /* no CRLF before: data */
+        "\r"      /* the data ends in CR */
         "\r\n--XyZ\r\n"
-        "\r\n"                              /* a part without headers */
-        "\r\n--XyZ\r\n"                     /* ...and without data */
+        "\r\n"          /* a part without headers */
+        "\r\n--XyZ\r\n" /* ...and without data */
         "Content-Type: application/dicom\r\n"
         "Content-Length: 16\r\n\r\n"
-        "\r\n--XyZ\r\n--XyZ--"              /* counted: all data */
+        "\r\n--XyZ\r\n--XyZ--" /* counted: all data */
         "\r\n--XyZ--   \r\nepilogue\r\n--XyZ\r\nignored";
     struct outcome o;
 
@@ -445,7 +443,7 @@ static void test_first_boundary(void)
         "\r\n--XyZ\r\n\r\nA\r\n--XyZ--",
         "junk\r\n\r\n--XyZ\r\n\r\nA\r\n--XyZ--\r\n",
         "-\r\r\n--XyZ\r\n\r\nA\r\n--XyZ--",
-        "--XyZ\n\nA\r\n--XyZ--",   /* bare LF line ends */
+        "--XyZ\n\nA\r\n--XyZ--", /* bare LF line ends */
     };
     for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
         struct outcome o;
@@ -472,8 +470,7 @@ static void test_no_parts(void)
 
     parse_whole(CT, "", 0, &o);
     CHECK(o.finish == -ENODATA);
-    CHECK_MSG(strstr(o.err, "before the first boundary") != NULL, "%s",
-              o.err);
+    CHECK_MSG(strstr(o.err, "before the first boundary") != NULL, "%s", o.err);
     outcome_free(&o);
 
     /* Garbage: no boundary at all. */
@@ -500,19 +497,18 @@ static void test_truncated(void)
         const char *body;
         const char *where;
     } cases[] = {
-        { "--XyZ", "boundary line at the first boundary" },
-        { "--XyZ\r", "boundary line at the first boundary" },
-        { "--XyZ\r\nContent-Type: application/dicom\r\n",
-          "headers of part 1" },
-        { "--XyZ\r\n\r\nabc", "inside part 1 after 3 data bytes" },
-        { "--XyZ\r\n\r\nabc\r\n--Xy", "inside part 1 after 3 data bytes" },
-        { "--XyZ\r\n\r\nabc\r\n--XyZ", "boundary line after part 1" },
-        { "--XyZ\r\n\r\nabc\r\n--XyZ-", "boundary line after part 1" },
-        { "--XyZ\r\n\r\nabc\r\n--XyZ\r\n", "headers of part 2" },
-        { "--XyZ\r\nContent-Length: 10\r\n\r\nabc",
-          "inside part 1 after 3 of its 10 bytes" },
-        { "--XyZ\r\nContent-Length: 3\r\n\r\nabc\r\n-",
-          "after the data of part 1" },
+        {"--XyZ", "boundary line at the first boundary"},
+        {"--XyZ\r", "boundary line at the first boundary"},
+        {"--XyZ\r\nContent-Type: application/dicom\r\n", "headers of part 1"},
+        {"--XyZ\r\n\r\nabc", "inside part 1 after 3 data bytes"},
+        {"--XyZ\r\n\r\nabc\r\n--Xy", "inside part 1 after 3 data bytes"},
+        {"--XyZ\r\n\r\nabc\r\n--XyZ", "boundary line after part 1"},
+        {"--XyZ\r\n\r\nabc\r\n--XyZ-", "boundary line after part 1"},
+        {"--XyZ\r\n\r\nabc\r\n--XyZ\r\n", "headers of part 2"},
+        {"--XyZ\r\nContent-Length: 10\r\n\r\nabc",
+         "inside part 1 after 3 of its 10 bytes"},
+        {"--XyZ\r\nContent-Length: 3\r\n\r\nabc\r\n-",
+         "after the data of part 1"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct outcome o;
@@ -522,8 +518,7 @@ static void test_truncated(void)
                       strncmp(o.err, "truncated", 9) == 0,
                   "case %zu: %d %d %s", i, o.feed, o.finish, o.err);
         /* Nothing of the cut part was ended. */
-        CHECK_MSG(o.parts == (i == 7 ? 1u : 0u), "case %zu: %u", i,
-                  o.parts);
+        CHECK_MSG(o.parts == (i == 7 ? 1u : 0u), "case %zu: %u", i, o.parts);
         outcome_free(&o);
         check_splits("truncated", CT, cases[i].body, strlen(cases[i].body),
                      SPLITS_PAIRS);
@@ -569,34 +564,34 @@ static void test_headers(void)
 {
     static const struct {
         const char *headers;
-        const char *error;   /* NULL: accepted */
+        const char *error; /* NULL: accepted */
         const char *log;
     } cases[] = {
-        { "Content-Type: application/dicom\r\nContent-Type: text/plain\r\n",
-          "duplicate Content-Type", NULL },
-        { "Content-Length: 1\r\ncontent-length: 1\r\n",
-          "duplicate content-length", NULL },
-        { "Content-Location: a\r\nContent-Location: b\r\n",
-          "duplicate Content-Location", NULL },
-        { "Content-Length: 1a\r\n", "is not a byte count", NULL },
-        { "Content-Length: -1\r\n", "is not a byte count", NULL },
-        { "Content-Length:\r\n", "is not a byte count", NULL },
-        { "Content-Length: 99999999999999999999\r\n", "is not a byte count",
-          NULL },
-        { "Content-Type application/dicom\r\n", "has no ':'", NULL },
-        { ": x\r\n", "empty name", NULL },
-        { " folded: at start\r\n", "continuation", NULL },
-        { "Content-Type: application/\r\n", "Content-Type", NULL },
-        { "Content-Transfer-Encoding: base64\r\n", "base64", NULL },
+        {"Content-Type: application/dicom\r\nContent-Type: text/plain\r\n",
+         "duplicate Content-Type", NULL},
+        {"Content-Length: 1\r\ncontent-length: 1\r\n",
+         "duplicate content-length", NULL},
+        {"Content-Location: a\r\nContent-Location: b\r\n",
+         "duplicate Content-Location", NULL},
+        {"Content-Length: 1a\r\n", "is not a byte count", NULL},
+        {"Content-Length: -1\r\n", "is not a byte count", NULL},
+        {"Content-Length:\r\n", "is not a byte count", NULL},
+        {"Content-Length: 99999999999999999999\r\n", "is not a byte count",
+         NULL},
+        {"Content-Type application/dicom\r\n", "has no ':'", NULL},
+        {": x\r\n", "empty name", NULL},
+        {" folded: at start\r\n", "continuation", NULL},
+        {"Content-Type: application/\r\n", "Content-Type", NULL},
+        {"Content-Transfer-Encoding: base64\r\n", "base64", NULL},
         /* Accepted. */
-        { "Content-Transfer-Encoding: binary\r\nX-Other: 1\r\n", NULL,
-          "[B 0 - - -1 -]DATA[E 0 4]" },
-        { "Content-Type: application/dicom;\r\n transfer-syntax=1.2.3\r\n",
-          NULL, "[B 0 application/dicom 1.2.3 -1 -]DATA[E 0 4]" },
-        { "Content-Type : application/dicom\t \r\n"
-          "Content-Length:4\r\n",
-          NULL, "[B 0 application/dicom - 4 -]DATA[E 0 4]" },
-        { "Content-Location:   /x y  \n", NULL, "[B 0 - - -1 /x y]DATA[E 0 4]" },
+        {"Content-Transfer-Encoding: binary\r\nX-Other: 1\r\n", NULL,
+         "[B 0 - - -1 -]DATA[E 0 4]"},
+        {"Content-Type: application/dicom;\r\n transfer-syntax=1.2.3\r\n", NULL,
+         "[B 0 application/dicom 1.2.3 -1 -]DATA[E 0 4]"},
+        {"Content-Type : application/dicom\t \r\n"
+         "Content-Length:4\r\n",
+         NULL, "[B 0 application/dicom - 4 -]DATA[E 0 4]"},
+        {"Content-Location:   /x y  \n", NULL, "[B 0 - - -1 /x y]DATA[E 0 4]"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char body[1024];
@@ -676,7 +671,7 @@ static void test_boundary_line(void)
 /* A callback's error stops everything and sticks. */
 static void test_callback_failure(void)
 {
-    struct multipart_callbacks cb = { on_begin, on_data, on_end, NULL };
+    struct multipart_callbacks cb = {on_begin, on_data, on_end, NULL};
     struct multipart_parser *p = NULL;
     struct rec r;
     char err[256];
@@ -705,7 +700,7 @@ static void test_callback_failure(void)
 /* A 64 MiB part goes through without the parser allocating anything. */
 static void test_big_part(void)
 {
-    struct multipart_callbacks cb = { on_begin, on_data, on_end, NULL };
+    struct multipart_callbacks cb = {on_begin, on_data, on_end, NULL};
     struct multipart_parser *p = NULL;
     struct rec r;
     char err[256];
@@ -758,8 +753,9 @@ static void test_many_parts(void)
         len += (size_t)sprintf(body + len, "--XyZ\r\n");
         if (i % 2 == 0)
             len += (size_t)sprintf(body + len, "Content-Length: %zu\r\n", n);
-        len += (size_t)sprintf(body + len, "Content-Type: application/dicom; "
-                                           "transfer-syntax=1.2.%d\r\n\r\n",
+        len += (size_t)sprintf(body + len,
+                               "Content-Type: application/dicom; "
+                               "transfer-syntax=1.2.%d\r\n\r\n",
                                i);
         memcpy(body + len, data, n);
         len += n;

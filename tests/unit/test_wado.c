@@ -126,13 +126,13 @@ struct consumer {
     pthread_cond_t cond;
     struct got_file files[MAX_FILES];
     unsigned count;
-    unsigned taken;           /* drained by the thread */
-    bool threaded;            /* drain on the thread, else keep */
+    unsigned taken; /* drained by the thread */
+    bool threaded;  /* drain on the thread, else keep */
     bool stop;
-    int refuse_with;          /* on_file returns this when non-zero */
-    bool cancel_when_held;    /* cancel once held back for 300 ms */
-    uint64_t held_since_ms;   /* when the sink was first seen over budget */
-    uint64_t cancel_ms;       /* when the cancel was answered */
+    int refuse_with;        /* on_file returns this when non-zero */
+    bool cancel_when_held;  /* cancel once held back for 300 ms */
+    uint64_t held_since_ms; /* when the sink was first seen over budget */
+    uint64_t cancel_ms;     /* when the cancel was answered */
 };
 
 static uint64_t now_ms(void)
@@ -162,8 +162,7 @@ static int on_file(void *ctx, const struct partfile_file *file, char *err,
         snprintf(g->type, sizeof(g->type), "%s", file->content_type);
         snprintf(g->ts, sizeof(g->ts), "%s", file->transfer_syntax);
         snprintf(g->location, sizeof(g->location), "%s",
-                 file->content_location != NULL ? file->content_location
-                                                : "-");
+                 file->content_location != NULL ? file->content_location : "-");
         g->mode = stat(file->path, &st) == 0 ? st.st_mode & 0777 : 0;
         if (!c->threaded)
             g->data = read_file(file->path, &g->len);
@@ -248,8 +247,8 @@ static void fetch(const char *reply, const struct wado_request *req,
                   struct consumer *c, uint64_t budget, struct run *out)
 {
     struct http_stub stub;
-    struct partfile_params pp = { dir, "wado", budget, on_file, c };
-    struct wado_params wp = { NULL, NULL, 5, 10 };
+    struct partfile_params pp = {dir, "wado", budget, on_file, c};
+    struct wado_params wp = {NULL, NULL, 5, 10};
     struct partfile_sink *sink = NULL;
     pthread_t thread;
     char base[128];
@@ -289,8 +288,8 @@ static void fetch(const char *reply, const struct wado_request *req,
     http_stub_free(&stub);
 }
 
-static const struct wado_request study_req = { "1.2.840.99.1", NULL, NULL,
-                                               NULL, NULL, NULL, NULL };
+static const struct wado_request study_req = {"1.2.840.99.1", NULL, NULL, NULL,
+                                              NULL,           NULL, NULL};
 
 /* ------------------------------------------------------------------ */
 /* Tests                                                               */
@@ -318,14 +317,21 @@ static void test_url(void)
 
     /* UIDs are checked before they reach a URL. */
     static const char *const bad[] = {
-        "", "1..2", "1.2.", "1.02", "1.2.3/../4", "1.2 3", "1.2?x=1",
+        "",
+        "1..2",
+        "1.2.",
+        "1.02",
+        "1.2.3/../4",
+        "1.2 3",
+        "1.2?x=1",
         "1.2%2f3",
         "1.2.3.4.5.6.7.8.9.10.11.12.13.14.15.16.17.18.19.20.21.22.23.24.25.26",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         url = NULL;
         CHECK_MSG(wado_url("http://h", bad[i], NULL, NULL, &url, err,
-                           sizeof(err)) == -EINVAL && url == NULL,
+                           sizeof(err)) == -EINVAL &&
+                      url == NULL,
                   "'%s' accepted", bad[i]);
         CHECK(strstr(err, "StudyInstanceUID is not a valid UID") != NULL);
         CHECK(wado_url("http://h", "1.2", bad[i], NULL, &url, err,
@@ -350,15 +356,15 @@ static void test_url(void)
     CHECK(wado_accept(NULL, accept, 10) == -ENAMETOOLONG);
 }
 
-#define MP_HEAD                                                            \
-    "HTTP/1.1 200 OK\r\nConnection: close\r\n"                           \
-    "Content-Type: multipart/related; type=\"application/dicom\"; "      \
+#define MP_HEAD                                                                \
+    "HTTP/1.1 200 OK\r\nConnection: close\r\n"                                 \
+    "Content-Type: multipart/related; type=\"application/dicom\"; "            \
     "boundary=\"b0-b1\"\r\n"
 
 static void test_parts_to_files(void)
 {
-    static const char reply[] =
-        MP_HEAD "Content-Length: 272\r\n\r\n"
+    static const char reply[] = MP_HEAD
+        "Content-Length: 272\r\n\r\n"
         "--b0-b1\r\n"
         "Content-Type: application/dicom; transfer-syntax=1.2.840.10008.1.2.1"
         "\r\nContent-Length: 10\r\n"
@@ -390,11 +396,14 @@ static void test_parts_to_files(void)
     CHECK(r.res.error[0] == '\0');
     CHECK_MSG(strncmp(r.request,
                       "GET /dicom-web/studies/1.2.840.99.1/series/1.2.840.99.2"
-                      " HTTP/1.1\r\n", 66) == 0, "%.80s", r.request);
+                      " HTTP/1.1\r\n",
+                      66) == 0,
+              "%.80s", r.request);
     CHECK_MSG(strcmp(r.accept, WADO_ACCEPT_ANY) == 0, "%s", r.accept);
     CHECK(strcmp(r.auth, "Bearer secret-token") == 0);
 
-    CHECK(c.files[0].len == 10 && memcmp(c.files[0].data, "0123456789", 10) == 0);
+    CHECK(c.files[0].len == 10 &&
+          memcmp(c.files[0].data, "0123456789", 10) == 0);
     CHECK(strcmp(c.files[0].type, "application/dicom") == 0);
     CHECK(strcmp(c.files[0].ts, "1.2.840.10008.1.2.1") == 0);
     CHECK(strcmp(c.files[0].location,
@@ -458,25 +467,25 @@ static void test_statuses(void)
         long status;
         const char *text;
     } cases[] = {
-        { "HTTP/1.1 406 Not Acceptable\r\nContent-Length: 43\r\n\r\n"
-          "{\"message\":\"multi instance transcoding\"}\r\n",
-          -EPROTO, WADO_NOT_ACCEPTABLE, 406, "transfer-syntax=*" },
-        { "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", -ENOENT,
-          WADO_NOT_FOUND, 404, "no such study" },
-        { "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n", -EACCES,
-          WADO_UNAUTHORIZED, 401, "token was refused" },
-        { "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n", -EACCES,
-          WADO_FORBIDDEN, 403, "may not read" },
-        { "HTTP/1.1 503 Busy\r\nRetry-After: 7\r\nContent-Length: 4\r\n\r\n"
-          "busy",
-          -EPROTO, WADO_SERVER_ERROR, 503, "Retry-After 7 s" },
-        { "HTTP/1.1 500 Internal\r\nContent-Length: 0\r\n\r\n", -EPROTO,
-          WADO_SERVER_ERROR, 500, "server error" },
-        { "HTTP/1.1 302 Found\r\nLocation: http://e/\r\nContent-Length: 0"
-          "\r\n\r\n",
-          -EPROTO, WADO_HTTP_ERROR, 302, "HTTP 302" },
-        { "HTTP/1.1 204 No Content\r\n\r\n", -EPROTO, WADO_HTTP_ERROR, 204,
-          "expected 200" },
+        {"HTTP/1.1 406 Not Acceptable\r\nContent-Length: 43\r\n\r\n"
+         "{\"message\":\"multi instance transcoding\"}\r\n",
+         -EPROTO, WADO_NOT_ACCEPTABLE, 406, "transfer-syntax=*"},
+        {"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", -ENOENT,
+         WADO_NOT_FOUND, 404, "no such study"},
+        {"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n", -EACCES,
+         WADO_UNAUTHORIZED, 401, "token was refused"},
+        {"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n", -EACCES,
+         WADO_FORBIDDEN, 403, "may not read"},
+        {"HTTP/1.1 503 Busy\r\nRetry-After: 7\r\nContent-Length: 4\r\n\r\n"
+         "busy",
+         -EPROTO, WADO_SERVER_ERROR, 503, "Retry-After 7 s"},
+        {"HTTP/1.1 500 Internal\r\nContent-Length: 0\r\n\r\n", -EPROTO,
+         WADO_SERVER_ERROR, 500, "server error"},
+        {"HTTP/1.1 302 Found\r\nLocation: http://e/\r\nContent-Length: 0"
+         "\r\n\r\n",
+         -EPROTO, WADO_HTTP_ERROR, 302, "HTTP 302"},
+        {"HTTP/1.1 204 No Content\r\n\r\n", -EPROTO, WADO_HTTP_ERROR, 204,
+         "expected 200"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct consumer c;
@@ -519,22 +528,22 @@ static void test_garbage(void)
         const char *reply;
         const char *text;
     } cases[] = {
-        { "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 13"
-          "\r\n\r\n<html></html>",
-          "text/html, not multipart/related" },
-        { "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
-          "without a Content-Type" },
-        { "HTTP/1.1 200 OK\r\nContent-Type: multipart/related\r\n"
-          "Content-Length: 3\r\n\r\nabc",
-          "no boundary parameter" },
-        { MP_HEAD "Content-Length: 21\r\n\r\n<html>oops</html>\r\n\r\n",
-          "no boundary in the 21 bytes" },
-        { MP_HEAD "Content-Length: 62\r\n\r\n--b0-b1\r\n"
-                  "Content-Type: application/dicom+json\r\n\r\n[]\r\n--b0-b1--",
-          "part 1 is application/dicom+json, not application/dicom" },
-        { MP_HEAD "Content-Length: 41\r\n\r\n--b0-b1\r\n"
-                  "Content-Length: x\r\n\r\n\r\n--b0-b1--",
-          "Content-Length 'x' is not a byte count" },
+        {"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 13"
+         "\r\n\r\n<html></html>",
+         "text/html, not multipart/related"},
+        {"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
+         "without a Content-Type"},
+        {"HTTP/1.1 200 OK\r\nContent-Type: multipart/related\r\n"
+         "Content-Length: 3\r\n\r\nabc",
+         "no boundary parameter"},
+        {MP_HEAD "Content-Length: 21\r\n\r\n<html>oops</html>\r\n\r\n",
+         "no boundary in the 21 bytes"},
+        {MP_HEAD "Content-Length: 62\r\n\r\n--b0-b1\r\n"
+                 "Content-Type: application/dicom+json\r\n\r\n[]\r\n--b0-b1--",
+         "part 1 is application/dicom+json, not application/dicom"},
+        {MP_HEAD "Content-Length: 41\r\n\r\n--b0-b1\r\n"
+                 "Content-Length: x\r\n\r\n\r\n--b0-b1--",
+         "Content-Length 'x' is not a byte count"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct consumer c;
@@ -556,25 +565,25 @@ static void test_truncated(void)
     static const struct {
         const char *reply;
         const char *text;
-        unsigned whole;   /* parts complete before the cut */
+        unsigned whole; /* parts complete before the cut */
     } cases[] = {
         /* The connection closes before the HTTP Content-Length. */
-        { MP_HEAD "Content-Length: 500\r\n\r\n--b0-b1\r\n\r\nfirst\r\n"
-                  "--b0-b1\r\n\r\nsecond, cut",
-          "inside part 2 after 11 data bytes", 1 },
+        {MP_HEAD "Content-Length: 500\r\n\r\n--b0-b1\r\n\r\nfirst\r\n"
+                 "--b0-b1\r\n\r\nsecond, cut",
+         "inside part 2 after 11 data bytes", 1},
         /* Chunked, without the last chunk. */
-        { "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
-          "Content-Type: multipart/related; boundary=b0-b1\r\n\r\n"
-          "15\r\n--b0-b1\r\n\r\nfirst\r\n--b\r\n"
-          "D\r\n0-b1\r\n\r\nsecon\r\n",
-          "inside part 2 after 5 data bytes", 1 },
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+         "Content-Type: multipart/related; boundary=b0-b1\r\n\r\n"
+         "15\r\n--b0-b1\r\n\r\nfirst\r\n--b\r\n"
+         "D\r\n0-b1\r\n\r\nsecon\r\n",
+         "inside part 2 after 5 data bytes", 1},
         /* HTTP-complete, but no close delimiter. */
-        { MP_HEAD "Content-Length: 32\r\n\r\n--b0-b1\r\n\r\nfirst\r\n"
-                  "--b0-b1\r\n\r\nsec",
-          "inside part 2 after 3 data bytes", 1 },
-        { MP_HEAD "Content-Length: 25\r\n\r\n--b0-b1\r\n\r\nfirst\r\n"
-                  "--b0-b1",
-          "boundary line after part 1", 0 },   /* its line is not whole */
+        {MP_HEAD "Content-Length: 32\r\n\r\n--b0-b1\r\n\r\nfirst\r\n"
+                 "--b0-b1\r\n\r\nsec",
+         "inside part 2 after 3 data bytes", 1},
+        {MP_HEAD "Content-Length: 25\r\n\r\n--b0-b1\r\n\r\nfirst\r\n"
+                 "--b0-b1",
+         "boundary line after part 1", 0}, /* its line is not whole */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct consumer c;
@@ -587,8 +596,8 @@ static void test_truncated(void)
                   "case %zu: %d %s %s", i, r.rc,
                   wado_failure_name(r.res.failure), r.res.error);
         CHECK(r.res.parts == cases[i].whole && c.count == cases[i].whole);
-        CHECK(c.count == 0 ||
-              (c.files[0].len == 5 && memcmp(c.files[0].data, "first", 5) == 0));
+        CHECK(c.count == 0 || (c.files[0].len == 5 &&
+                               memcmp(c.files[0].data, "first", 5) == 0));
         /* Only the whole part's file is left. */
         CHECK(count_files() == cases[i].whole);
         consumer_free(&c);
@@ -628,8 +637,8 @@ static void test_transport(void)
 
     /* Nobody listening. */
     struct http_stub stub;
-    struct wado_params wp = { NULL, NULL, 5, 10 };
-    struct partfile_params pp = { dir, NULL, 0, on_file, &c };
+    struct wado_params wp = {NULL, NULL, 5, 10};
+    struct partfile_params pp = {dir, NULL, 0, on_file, &c};
     struct partfile_sink *sink = NULL;
     struct wado_result res;
     char base[128];
@@ -714,8 +723,8 @@ static void test_budget(void)
     consumer_init(&c);
     c.threaded = true;
     fetch(reply, &study_req, &c, budget, &r);
-    CHECK_MSG(r.rc == 0 && r.res.parts == parts && c.count == parts,
-              "%d %u %s", r.rc, r.res.parts, r.res.error);
+    CHECK_MSG(r.rc == 0 && r.res.parts == parts && c.count == parts, "%d %u %s",
+              r.rc, r.res.parts, r.res.error);
     for (unsigned i = 0; i < c.count; i++) {
         const struct got_file *g = &c.files[i];
         right = right && g->len == size && g->data != NULL &&
@@ -725,8 +734,8 @@ static void test_budget(void)
     CHECK(right);
     CHECK_MSG(r.res.pauses > 0, "never paused");
     /* At most the budget plus one libcurl write (64 KiB). */
-    CHECK_MSG(r.stats.peak_outstanding <= budget + 64 * 1024,
-              "peak %llu", (unsigned long long)r.stats.peak_outstanding);
+    CHECK_MSG(r.stats.peak_outstanding <= budget + 64 * 1024, "peak %llu",
+              (unsigned long long)r.stats.peak_outstanding);
     CHECK(r.stats.peak_outstanding >= budget);
     CHECK(r.stats.files == parts && r.stats.outstanding == 0);
     CHECK(count_files() == 0);
@@ -772,8 +781,8 @@ static void test_cancel(void)
     /* The files handed out stay, the one being written is gone. */
     CHECK(count_files() == c.count && c.count >= 1 && c.count < 20);
     /* Polled at least once a second while paused (generous here). */
-    CHECK_MSG(c.held_since_ms != 0 && now_ms() - start < 10000,
-              "took %llu ms", (unsigned long long)(now_ms() - start));
+    CHECK_MSG(c.held_since_ms != 0 && now_ms() - start < 10000, "took %llu ms",
+              (unsigned long long)(now_ms() - start));
     consumer_free(&c);
     free(reply);
 }
@@ -859,7 +868,7 @@ static void test_sink(void)
     struct partfile_sink *s = NULL;
     struct multipart_part part;
     uint64_t kept = 0;
-    struct partfile_params pp = { dir, "x", 1000, keep_file, &kept };
+    struct partfile_params pp = {dir, "x", 1000, keep_file, &kept};
     char err[256];
     char data[600];
     atomic_int wakes = 0;
@@ -890,7 +899,7 @@ static void test_sink(void)
     CHECK(partfile_over_budget(s));
     CHECK(partfile_wait_budget(s, 50) == -ETIMEDOUT);
     partfile_set_waker(s, count_wake, &wakes);
-    struct releaser rl = { s, 1200 };
+    struct releaser rl = {s, 1200};
     pthread_t t;
     pthread_create(&t, NULL, release_later, &rl);
     CHECK(partfile_wait_budget(s, 10000) == 0);
@@ -898,7 +907,7 @@ static void test_sink(void)
     CHECK(!partfile_over_budget(s));
     CHECK(atomic_load(&wakes) == 1);
     partfile_set_waker(s, NULL, NULL);
-    partfile_release(s, 5);   /* more than handed out: clamped */
+    partfile_release(s, 5); /* more than handed out: clamped */
     CHECK(atomic_load(&wakes) == 1);
 
     /* Handed 600 + current 400 reaches the budget. */
