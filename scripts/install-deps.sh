@@ -18,6 +18,7 @@ packages=(
     # the unit.
     dpkg-dev file rpm lintian debootstrap systemd systemd-container
     openssl            # a TLS certificate for the packaging test's DICOMweb stub
+    prometheus         # promtool checks the metrics text (tests/unit)
 )
 
 missing=()
