@@ -36,7 +36,7 @@
  * time once metrics_new() returned, except metrics_free(), which must be
  * the last call. Callbacks (metrics_gauge_set_fn, metrics_add_collector)
  * run on the rendering thread; they must be quick and must not register
- * families or render.
+ * families, set callbacks or render (updates are fine).
  *
  * Ownership: the registry owns families and series; pointers to them are
  * valid until metrics_free(). Strings passed in are copied.

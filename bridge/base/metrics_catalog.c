@@ -173,6 +173,9 @@ int metrics_catalog_register(struct metrics *m,
         (void)METRICS_SERIES(cat.spool_bytes, spool_states[i]);
         (void)METRICS_SERIES(cat.spool_oldest_age, spool_states[i]);
     }
+    /* Both results exist from the start, so a rule can compare them. */
+    (void)METRICS_SERIES(cat.token_refreshes, METRICS_RESULT_OK);
+    (void)METRICS_SERIES(cat.token_refreshes, METRICS_RESULT_FAILED);
     metrics_gauge_set(METRICS_SERIES(cat.build_info,
                                      params->version ? params->version
                                                      : "unknown"),

@@ -121,8 +121,9 @@ struct metrics_catalog {
 };
 
 /*
- * Registers every family above in @m, declares the callers' and the
- * spool states' series, sets build_info to 1 and start_time, and fills
+ * Registers every family above in @m, declares the callers', the spool
+ * states' and both token refresh results' series (so they read 0 before
+ * the first event), sets build_info to 1 and start_time, and fills
  * @ret_catalog. Returns 0, or the first metrics_family_add() error with
  * the reason in @err (a caller list longer than
  * METRICS_CATALOG_CALLERS_MAX is -EINVAL).

@@ -501,6 +501,8 @@ static void test_catalog(void)
     CHECK(text && strstr(text, "stowbridge_received_instances_total"
                                "{calling_ae=\"CT01\"} 0\n"));
     CHECK(text && strstr(text, "stowbridge_spool_entries{state=\"failed\"} 0"));
+    CHECK(text && strstr(text, "stowbridge_token_refreshes_total"
+                               "{result=\"failed\"} 0\n"));
     CHECK(text && strstr(text, "# TYPE stowbridge_delivery_latency_seconds "
                                "histogram\n"));
     free(text);
