@@ -19,6 +19,7 @@ packages=(
     dpkg-dev file rpm lintian debootstrap systemd systemd-container
     openssl            # a TLS certificate for the packaging test's DICOMweb stub
     prometheus         # promtool checks the metrics text (tests/unit)
+    libmicrohttpd-dev  # the admin endpoint's HTTP server (admin/)
 )
 
 missing=()
