@@ -105,7 +105,7 @@ static int64_t now_realtime_s(void)
     return (int64_t)ts.tv_sec;
 }
 
-/* ---- responses ------------------------------------------------------------ */
+/* ---- responses -------------------------------------------------------- */
 
 enum body_kind { BODY_TEXT, BODY_JSON, BODY_HTML, BODY_METRICS };
 
@@ -185,7 +185,7 @@ static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status,
     return send_buf(c, status, BODY_JSON, &b, extra_name, extra_value);
 }
 
-/* ---- endpoints ------------------------------------------------------------ */
+/* ---- endpoints -------------------------------------------------------- */
 
 static enum MHD_Result serve_metrics(struct admin *a, struct MHD_Connection *c)
 {
@@ -518,7 +518,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
     }
 }
 
-/* ---- connections and their deadline -------------------------------------- */
+/* ---- connections and their deadline ----------------------------------- */
 
 static void on_connection(void *cls, struct MHD_Connection *c,
                           void **socket_context,
@@ -624,7 +624,7 @@ static void *server_thread(void *arg)
     return NULL;
 }
 
-/* ---- life cycle ------------------------------------------------------------ */
+/* ---- life cycle ------------------------------------------------------- */
 
 static int open_listener(const struct admin_listen *l, int *ret_fd,
                          uint16_t *ret_port, char *err, size_t err_len,

@@ -136,6 +136,24 @@ size_t admin__utf8_sequence(const unsigned char *p)
     return n;
 }
 
+/* The replacement of one ASCII byte in HTML, or NULL to keep it. */
+static const char *html_entity(unsigned char c)
+{
+    if (c == '&')
+        return "&amp;";
+    if (c == '<')
+        return "&lt;";
+    if (c == '>')
+        return "&gt;";
+    if (c == '"')
+        return "&quot;";
+    if (c == '\'')
+        return "&#39;";
+    if ((c < 0x20 && c != '\t' && c != '\n') || c == 0x7f)
+        return REPLACEMENT;
+    return NULL;
+}
+
 void admin__buf_html(struct admin__buf *b, const char *s)
 {
     const unsigned char *p = (const unsigned char *)s;
@@ -147,18 +165,8 @@ void admin__buf_html(struct admin__buf *b, const char *s)
 
         if (n == 0)
             rep = REPLACEMENT;
-        else if (n == 1) {
-            switch (*p) {
-            case '&': rep = "&amp;"; break;
-            case '<': rep = "&lt;"; break;
-            case '>': rep = "&gt;"; break;
-            case '"': rep = "&quot;"; break;
-            case '\'': rep = "&#39;"; break;
-            default:
-                if ((*p < 0x20 && *p != '\t' && *p != '\n') || *p == 0x7f)
-                    rep = REPLACEMENT;
-            }
-        }
+        else if (n == 1)
+            rep = html_entity(*p);
         if (rep == NULL) {
             p += n;
             continue;

@@ -530,6 +530,8 @@ struct metrics_series *metrics_series(struct metrics_family *f,
 
     if (f->label_count == 0)
         return f->slots[0];
+    if (values == NULL)
+        return give_other(f);
     for (size_t i = 0; i < f->label_count; i++)
         if (values[i] == NULL)
             return give_other(f);

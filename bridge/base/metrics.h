@@ -12,8 +12,8 @@
  * titles are bounded to the configured callers plus "other": declare the
  * callers' series first with max_series = their number). Label values
  * that are empty, longer than METRICS_LABEL_VALUE_MAX bytes, not UTF-8
- * or holding control characters other than newline go to "other" too. A series, once
- * created, lives as long as the registry.
+ * or holding control characters other than newline go to "other" too.
+ * A series, once created, lives as long as the registry.
  *
  * Hot paths. metrics_series() finds a series without a lock (an atomic
  * load and a scan of at most max_series entries, comparing a hash first);
@@ -120,7 +120,8 @@ struct metrics_family *metrics_family_find(struct metrics *m,
 
 /*
  * The series of @family for the label values @values (label_count
- * strings; NULL for a family without labels). Never NULL: a combination
+ * strings; ignored for a family without labels, "other" when NULL for
+ * one with labels). Never NULL: a combination
  * beyond max_series, an invalid value, or running out of memory gives the
  * "other" series. Lock-free when the series exists.
  */
@@ -128,7 +129,8 @@ struct metrics_series *metrics_series(struct metrics_family *family,
                                       const char *const *values);
 
 /* metrics_series() with the label values listed inline:
- * METRICS_SERIES(fam, "CT01", "A700"). */
+ * METRICS_SERIES(fam, "CT01", "A700"). C only (a compound literal); C++
+ * passes an array. */
 #define METRICS_SERIES(family, ...)                                        \
     metrics_series((family), (const char *const[]){__VA_ARGS__})
 

@@ -215,10 +215,16 @@ static char *read_token(const char *path)
 static void seed(struct demo *d)
 {
     static const char *const lines[] = {
-        "<6>started: DICOM port 11112, admin 127.0.0.1:9475, spool /var/spool/stowbridge",
-        "<6>1763999000.000001-00000000000000aa: from=CT01@10.20.30.40, sop=1.2.826.0.1.3680043.8.498.9000.1, size=524288, status=sent",
-        "<4>1763999100.000001-00000000000000ab: from=MR02@10.20.30.41, sop=1.2.826.0.1.3680043.8.498.9001.1, size=524288, status=deferred (HTTP 503 Service Unavailable, will retry)",
-        "<3>" FAILED_ID ": from=CT01@10.20.30.40, sop=1.2.826.0.1.3680043.8.498.4242.7, size=524288, status=failed (" FAILED_REASON ")",
+        "<6>started: DICOM port 11112, admin 127.0.0.1:9475, "
+        "spool /var/spool/stowbridge",
+        "<6>1763999000.000001-00000000000000aa: from=CT01@10.20.30.40, "
+        "sop=1.2.826.0.1.3680043.8.498.9000.1, size=524288, status=sent",
+        "<4>1763999100.000001-00000000000000ab: from=MR02@10.20.30.41, "
+        "sop=1.2.826.0.1.3680043.8.498.9001.1, size=524288, "
+        "status=deferred (HTTP 503 Service Unavailable, will retry)",
+        "<3>" FAILED_ID ": from=CT01@10.20.30.40, "
+        "sop=1.2.826.0.1.3680043.8.498.4242.7, size=524288, "
+        "status=failed (" FAILED_REASON ")",
         "<5>token refreshed: expires in 3600 s",
     };
     int64_t now = (int64_t)time(NULL);

@@ -187,6 +187,7 @@ static void test_bounded_labels(void)
     CHECK(METRICS_SERIES(f, "tab\there") == c);
     CHECK(METRICS_SERIES(f, METRICS_OTHER) == c);
     CHECK(metrics_series(f, (const char *const[]){NULL}) == c);
+    CHECK(metrics_series(f, NULL) == c);
     metrics_counter_add(a, 3);
     metrics_counter_add(c, 5);
     text = render(m);
@@ -208,7 +209,8 @@ static void test_bounded_labels(void)
     /* A partly "other" combination is a series of its own kind. */
     CHECK(!metrics_series_is_other(METRICS_SERIES(h, "stow", "200")));
     text = render(m);
-    CHECK(text && strstr(text, "t_http_total{service=\"stow\",code=\"200\"} 1\n"));
+    CHECK(text &&
+          strstr(text, "t_http_total{service=\"stow\",code=\"200\"} 1\n"));
     CHECK(text &&
           strstr(text, "t_http_total{service=\"other\",code=\"other\"} 1\n"));
     free(text);
