@@ -19,6 +19,10 @@ packages=(
     # the unit.
     dpkg-dev file rpm lintian debootstrap systemd systemd-container
     openssl            # a TLS certificate for the packaging test's DICOMweb stub
+    libmicrohttpd-dev  # the admin endpoint's HTTP server (admin/)
+    # The admin endpoint's tests: promtool and a real Prometheus server
+    # (prometheus), a headless browser for the status page (chromium).
+    prometheus chromium
 )
 
 missing=()

@@ -1,0 +1,237 @@
+/*
+ * buf - the capped text buffer of the admin module and its escapes (see
+ * admin_int.h), and admin_copy_text() (admin.h).
+ */
+#include "admin_int.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define REPLACEMENT "\xef\xbf\xbd" /* U+FFFD */
+
+void admin__buf_init(struct admin__buf *b, size_t max)
+{
+    memset(b, 0, sizeof(*b));
+    b->max = max;
+}
+
+void admin__buf_free(struct admin__buf *b)
+{
+    free(b->p);
+    memset(b, 0, sizeof(*b));
+}
+
+static void reserve(struct admin__buf *b, size_t more)
+{
+    size_t cap;
+    char *p;
+
+    if (b->error)
+        return;
+    if (more > b->max || b->len + more + 1 > b->max) {
+        b->error = -E2BIG;
+        return;
+    }
+    if (b->len + more + 1 <= b->cap)
+        return;
+    cap = b->cap ? b->cap : 1024;
+    while (cap < b->len + more + 1)
+        cap *= 2;
+    if (cap > b->max)
+        cap = b->max;
+    p = realloc(b->p, cap);
+    if (p == NULL) {
+        b->error = -ENOMEM;
+        return;
+    }
+    b->p = p;
+    b->cap = cap;
+}
+
+char *admin__buf_steal(struct admin__buf *b, size_t *ret_len)
+{
+    char *p;
+
+    reserve(b, 0);
+    if (b->error) {
+        admin__buf_free(b);
+        return NULL;
+    }
+    p = b->p;
+    b->p[b->len] = '\0';
+    *ret_len = b->len;
+    memset(b, 0, sizeof(*b));
+    return p;
+}
+
+void admin__buf_put(struct admin__buf *b, const char *s, size_t n)
+{
+    reserve(b, n);
+    if (b->error)
+        return;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+void admin__buf_str(struct admin__buf *b, const char *s)
+{
+    admin__buf_put(b, s, strlen(s));
+}
+
+void admin__buf_printf(struct admin__buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (b->error)
+        return;
+    va_start(ap, fmt);
+    n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        b->error = -EINVAL;
+        return;
+    }
+    reserve(b, (size_t)n);
+    if (b->error)
+        return;
+    va_start(ap, fmt);
+    (void)vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+size_t admin__utf8_sequence(const unsigned char *p)
+{
+    unsigned char c = p[0];
+    size_t n;
+    uint32_t cp;
+
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf) {
+        n = 2;
+        cp = c & 0x1fu;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        cp = c & 0x0fu;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        cp = c & 0x07u;
+    } else {
+        return 0;
+    }
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xc0u) != 0x80u)
+            return 0;
+        cp = (cp << 6) | (p[i] & 0x3fu);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
+/* The replacement of one ASCII byte in HTML, or NULL to keep it. */
+static const char *html_entity(unsigned char c)
+{
+    if (c == '&')
+        return "&amp;";
+    if (c == '<')
+        return "&lt;";
+    if (c == '>')
+        return "&gt;";
+    if (c == '"')
+        return "&quot;";
+    if (c == '\'')
+        return "&#39;";
+    if ((c < 0x20 && c != '\t' && c != '\n') || c == 0x7f)
+        return REPLACEMENT;
+    return NULL;
+}
+
+void admin__buf_html(struct admin__buf *b, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    const unsigned char *run = p;
+
+    while (*p) {
+        const char *rep = NULL;
+        size_t n = admin__utf8_sequence(p);
+
+        if (n == 0)
+            rep = REPLACEMENT;
+        else if (n == 1)
+            rep = html_entity(*p);
+        if (rep == NULL) {
+            p += n;
+            continue;
+        }
+        admin__buf_put(b, (const char *)run, (size_t)(p - run));
+        admin__buf_str(b, rep);
+        p += n ? n : 1;
+        run = p;
+    }
+    admin__buf_put(b, (const char *)run, (size_t)(p - run));
+}
+
+void admin__buf_json(struct admin__buf *b, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    const unsigned char *run = p;
+    char esc[8];
+
+    admin__buf_put(b, "\"", 1);
+    while (*p) {
+        const char *rep = NULL;
+        size_t n = admin__utf8_sequence(p);
+
+        if (n == 0) {
+            rep = REPLACEMENT;
+        } else if (n == 1) {
+            if (*p == '"')
+                rep = "\\\"";
+            else if (*p == '\\')
+                rep = "\\\\";
+            else if (*p == '\n')
+                rep = "\\n";
+            else if (*p < 0x20 || *p == 0x7f) {
+                (void)snprintf(esc, sizeof(esc), "\\u%04x", *p);
+                rep = esc;
+            }
+        }
+        if (rep == NULL) {
+            p += n;
+            continue;
+        }
+        admin__buf_put(b, (const char *)run, (size_t)(p - run));
+        admin__buf_str(b, rep);
+        p += n ? n : 1;
+        run = p;
+    }
+    admin__buf_put(b, (const char *)run, (size_t)(p - run));
+    admin__buf_put(b, "\"", 1);
+}
+
+void admin_copy_text(char *dst, size_t cap, const char *src)
+{
+    const unsigned char *p = (const unsigned char *)(src ? src : "");
+    size_t len = 0;
+
+    if (cap == 0)
+        return;
+    while (p[len]) {
+        size_t n = admin__utf8_sequence(p + len);
+        if (n == 0)
+            n = 1;          /* broken byte: kept, the renderers replace it */
+        if (len + n >= cap)
+            break;
+        len += n;
+    }
+    memcpy(dst, p, len);
+    dst[len] = '\0';
+}
