@@ -218,16 +218,38 @@ static int64_t current_pause(struct uploader *up)
     return 0;
 }
 
-/* At start: a pause recorded before is obeyed, within today's limits. */
+/*
+ * At start: deferred entries and a pause recorded before (by an earlier
+ * run, perhaps with a longer retry.max_pause_s, or a version that knew no
+ * cap) are obeyed within today's limits: the longer of retry.max_pause_s
+ * and retry.max_s.
+ */
 static void adopt_pause(struct uploader *up)
 {
     unsigned longest = up->params.max_pause_s > up->params.retry_max_s
                            ? up->params.max_pause_s
                            : up->params.retry_max_s;
+    struct spool_entry *deferred = NULL;
+    size_t n_def = 0;
+    unsigned capped = 0;
     struct spool_pause p;
     int64_t now = now_us();
+    int64_t latest = now + (int64_t)longest * 1000000;
     char err[256];
 
+    if (spool_list(up->params.spool, SPOOL_DEFERRED, &deferred, &n_def, err,
+                   sizeof(err)) == 0) {
+        for (size_t i = 0; i < n_def; i++)
+            if (deferred[i].mtime_us > latest &&
+                spool_defer(up->params.spool, deferred[i].id, SPOOL_DEFERRED,
+                            latest, err, sizeof(err)) == 0)
+                capped++;
+        free(deferred);
+    }
+    if (capped > 0)
+        log_notice("event=deferred-capped count=%u seconds=%u "
+                   "reason=\"deferred for longer than retry.max_pause_s "
+                   "and retry.max_s allow\"", capped, longest);
     if (spool_pause_read(up->params.spool, &p) < 0 || p.until_us <= now)
         return;
     if (p.until_us > now + (int64_t)longest * 1000000) {
