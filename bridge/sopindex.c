@@ -1,11 +1,13 @@
 /*
  * sopindex - see sopindex.h.
  *
- * Two chained hash tables (FNV-1a, doubled when the load passes 1): one of
- * entries by ID, one of lines by SOP Instance UID. A line is a doubly
- * linked list of its entries in ID order; it is freed with its last entry.
- * Lines are short (one entry, almost always), so inserting in order walks
- * the list.
+ * Chained hash tables (FNV-1a, doubled when the load passes 1): entries by
+ * ID, lines by SOP Instance UID, and Study Instance UIDs (kept once, with
+ * a count of the entries that name them). A line is a doubly linked list
+ * of its entries in ID order; it is freed with its last entry. Lines are
+ * short (one entry, almost always), so inserting in order walks the list.
+ * What only copies with twins need (digest, last comparison) is allocated
+ * at their first judgement, so an entry costs about 250 bytes.
  */
 #include "sopindex.h"
 
@@ -26,17 +28,30 @@
 
 struct sopindex_line;
 
+/* A Study Instance UID, shared by the entries that name it. */
+struct sopindex_study {
+    struct sopindex_study *next;  /* chain in the study table */
+    size_t refs;
+    char uid[UTIL_UID_MAX + 1];
+};
+
+/* What an entry keeps once it is compared with another copy. */
+struct sopindex_twin {
+    struct sopindex_digest digest;
+    bool have_digest;
+    bool error_reported;          /* a digest failure was reported */
+    char against[SPOOL_ID_MAX];   /* last compared with ("" none) */
+    bool against_same;            /* ... and found the same */
+};
+
 struct sopindex_entry {
     char id[SPOOL_ID_MAX];
-    char study[UTIL_UID_MAX + 1];
+    struct sopindex_study *study;
     uint64_t size;
     enum spool_state state;
     bool in_flight;
     bool seen;
-    bool error_reported;          /* a digest failure was reported */
-    struct sopindex_digest *digest; /* NULL until needed */
-    char against[SPOOL_ID_MAX];   /* last compared with ("" none) */
-    bool against_same;            /* ... and found the same */
+    struct sopindex_twin *twin;   /* NULL until compared */
     struct sopindex_entry *id_next;
     struct sopindex_line *line;
     struct sopindex_entry *prev;  /* same SOP Instance UID, earlier */
@@ -56,6 +71,9 @@ struct sopindex {
     struct sopindex_line **lines;
     size_t line_buckets;
     size_t line_count;
+    struct sopindex_study **studies;
+    size_t study_buckets;
+    size_t study_count;
 };
 
 static uint64_t sopindex_hash(const char *s)
@@ -77,9 +95,11 @@ struct sopindex *sopindex_new(void)
         return NULL;
     ix->id_buckets = SOPINDEX_MIN_BUCKETS;
     ix->line_buckets = SOPINDEX_MIN_BUCKETS;
+    ix->study_buckets = SOPINDEX_MIN_BUCKETS;
     ix->ids = calloc(ix->id_buckets, sizeof(*ix->ids));
     ix->lines = calloc(ix->line_buckets, sizeof(*ix->lines));
-    if (ix->ids == NULL || ix->lines == NULL) {
+    ix->studies = calloc(ix->study_buckets, sizeof(*ix->studies));
+    if (ix->ids == NULL || ix->lines == NULL || ix->studies == NULL) {
         sopindex_free(ix);
         return NULL;
     }
@@ -94,9 +114,17 @@ void sopindex_free(struct sopindex *ix)
         struct sopindex_entry *e = ix->ids[b];
         while (e != NULL) {
             struct sopindex_entry *next = e->id_next;
-            free(e->digest);
+            free(e->twin);
             free(e);
             e = next;
+        }
+    }
+    for (size_t b = 0; ix->studies != NULL && b < ix->study_buckets; b++) {
+        struct sopindex_study *st = ix->studies[b];
+        while (st != NULL) {
+            struct sopindex_study *next = st->next;
+            free(st);
+            st = next;
         }
     }
     for (size_t b = 0; ix->lines != NULL && b < ix->line_buckets; b++) {
@@ -109,6 +137,7 @@ void sopindex_free(struct sopindex *ix)
     }
     free(ix->ids);
     free(ix->lines);
+    free(ix->studies);
     free(ix);
 }
 
@@ -188,6 +217,78 @@ static void sopindex_grow_lines(struct sopindex *ix)
     ix->line_buckets = n;
 }
 
+static void sopindex_grow_studies(struct sopindex *ix)
+{
+    size_t n = ix->study_buckets * 2;
+    struct sopindex_study **t;
+
+    if (ix->study_count < ix->study_buckets)
+        return;
+    t = calloc(n, sizeof(*t));
+    if (t == NULL)
+        return;
+    for (size_t b = 0; b < ix->study_buckets; b++) {
+        struct sopindex_study *st = ix->studies[b];
+        while (st != NULL) {
+            struct sopindex_study *next = st->next;
+            size_t k = sopindex_hash(st->uid) % n;
+            st->next = t[k];
+            t[k] = st;
+            st = next;
+        }
+    }
+    free(ix->studies);
+    ix->studies = t;
+    ix->study_buckets = n;
+}
+
+/* The shared copy of @uid, one more reference; NULL on out-of-memory. */
+static struct sopindex_study *sopindex_study_get(struct sopindex *ix,
+                                                 const char *uid)
+{
+    struct sopindex_study *st =
+        ix->studies[sopindex_hash(uid) % ix->study_buckets];
+    size_t k;
+
+    while (st != NULL && strcmp(st->uid, uid) != 0)
+        st = st->next;
+    if (st == NULL) {
+        st = calloc(1, sizeof(*st));
+        if (st == NULL)
+            return NULL;
+        memcpy(st->uid, uid, strlen(uid) + 1);
+        sopindex_grow_studies(ix);
+        k = sopindex_hash(uid) % ix->study_buckets;
+        st->next = ix->studies[k];
+        ix->studies[k] = st;
+        ix->study_count++;
+    }
+    st->refs++;
+    return st;
+}
+
+static void sopindex_study_put(struct sopindex *ix, struct sopindex_study *st)
+{
+    if (--st->refs > 0)
+        return;
+    struct sopindex_study **ps =
+        &ix->studies[sopindex_hash(st->uid) % ix->study_buckets];
+    while (*ps != st)
+        ps = &(*ps)->next;
+    *ps = st->next;
+    ix->study_count--;
+    free(st);
+}
+
+/* Frees @e, already out of the ID table and its line. */
+static void sopindex_free_entry(struct sopindex *ix, struct sopindex_entry *e)
+{
+    sopindex_study_put(ix, e->study);
+    free(e->twin);
+    free(e);
+    ix->count--;
+}
+
 int sopindex_add(struct sopindex *ix, const char *id, const char *study_uid,
                  const char *sop_uid, uint64_t size, enum spool_state state)
 {
@@ -203,10 +304,16 @@ int sopindex_add(struct sopindex *ix, const char *id, const char *study_uid,
     e = calloc(1, sizeof(*e));
     if (e == NULL)
         return -ENOMEM;
+    e->study = sopindex_study_get(ix, study_uid);
+    if (e->study == NULL) {
+        free(e);
+        return -ENOMEM;
+    }
     line = sopindex_find_line(ix, sop_uid);
     if (line == NULL) {
         line = calloc(1, sizeof(*line));
         if (line == NULL) {
+            sopindex_study_put(ix, e->study);
             free(e);
             return -ENOMEM;
         }
@@ -218,7 +325,6 @@ int sopindex_add(struct sopindex *ix, const char *id, const char *study_uid,
         ix->line_count++;
     }
     memcpy(e->id, id, strlen(id) + 1);
-    memcpy(e->study, study_uid, strlen(study_uid) + 1);
     e->size = size;
     e->state = state;
     e->in_flight = state == SPOOL_ACTIVE;
@@ -281,9 +387,7 @@ void sopindex_remove(struct sopindex *ix, const char *id)
     struct sopindex_entry *e = *pe;
     *pe = e->id_next;
     sopindex_unlink_line(ix, e);
-    ix->count--;
-    free(e->digest);
-    free(e);
+    sopindex_free_entry(ix, e);
 }
 
 bool sopindex_contains(const struct sopindex *ix, const char *id)
@@ -295,7 +399,7 @@ const char *sopindex_study(const struct sopindex *ix, const char *id)
 {
     const struct sopindex_entry *e = sopindex_find(ix, id);
 
-    return e != NULL ? e->study : NULL;
+    return e != NULL ? e->study->uid : NULL;
 }
 
 const char *sopindex_sop(const struct sopindex *ix, const char *id)
@@ -352,32 +456,34 @@ size_t sopindex_scan_end(struct sopindex *ix, const char *limit_id,
             }
             *pe = e->id_next;
             sopindex_unlink_line(ix, e);
-            ix->count--;
-            free(e->digest);
-            free(e);
+            sopindex_free_entry(ix, e);
             removed++;
         }
     }
     return removed;
 }
 
-/* Fills @e->digest through @fn unless it is known. */
+/* Gives @e its twin record (-ENOMEM) and its digest through @fn, unless
+ * it has them. */
 static int sopindex_need_digest(struct sopindex_entry *e,
                                 sopindex_digest_fn fn, void *ctx)
 {
     struct sopindex_digest d;
     int r;
 
-    if (e->digest != NULL)
+    if (e->twin == NULL) {
+        e->twin = calloc(1, sizeof(*e->twin));
+        if (e->twin == NULL)
+            return -ENOMEM;
+    }
+    if (e->twin->have_digest)
         return 0;
     memset(&d, 0, sizeof(d));
     r = fn(ctx, e->id, e->state, &d);
     if (r < 0)
         return r;
-    e->digest = malloc(sizeof(*e->digest));
-    if (e->digest == NULL)
-        return -ENOMEM;
-    *e->digest = d;
+    e->twin->digest = d;
+    e->twin->have_digest = true;
     return 0;
 }
 
@@ -422,22 +528,24 @@ int sopindex_judge(struct sopindex *ix, const char *id,
     if (r < 0) {
         ret->verdict = SOPINDEX_WAIT;
         ret->error = r;
-        ret->first = !e->error_reported;
-        e->error_reported = true;
+        ret->first = e->twin == NULL || !e->twin->error_reported;
+        if (e->twin != NULL)
+            e->twin->error_reported = true;
         return 0;
     }
-    e->error_reported = false;
+    struct sopindex_twin *t = e->twin;
+    t->error_reported = false;
 
-    bool same = sopindex_same(e->digest, prev->digest);
+    bool same = sopindex_same(&t->digest, &prev->twin->digest);
     ret->verdict = same ? SOPINDEX_DUPLICATE : SOPINDEX_CONFLICT;
-    ret->first = strcmp(e->against, prev->id) != 0 || e->against_same != same;
-    memcpy(e->against, prev->id, sizeof(e->against));
-    e->against_same = same;
+    ret->first = strcmp(t->against, prev->id) != 0 || t->against_same != same;
+    memcpy(t->against, prev->id, sizeof(t->against));
+    t->against_same = same;
     memcpy(ret->other_id, prev->id, sizeof(ret->other_id));
     ret->other_state = prev->state;
     ret->other_size = prev->size;
-    ret->digest = *e->digest;
-    ret->other_digest = *prev->digest;
+    ret->digest = t->digest;
+    ret->other_digest = prev->twin->digest;
     return 0;
 }
 
@@ -454,10 +562,10 @@ int sopindex_take_run(struct sopindex *ix, const char *id,
     if (e == NULL)
         return -ENOENT;
     for (struct sopindex_entry *f = e->next;
-         f != NULL && e->digest != NULL && f->digest != NULL &&
-         !f->in_flight && f->against_same &&
-         strcmp(f->against, f->prev->id) == 0 &&
-         sopindex_same(f->digest, e->digest);
+         f != NULL && e->twin != NULL && e->twin->have_digest &&
+         f->twin != NULL && f->twin->have_digest && !f->in_flight &&
+         f->twin->against_same && strcmp(f->twin->against, f->prev->id) == 0 &&
+         sopindex_same(&f->twin->digest, &e->twin->digest);
          f = f->next)
         count++;
     if (count > 0) {

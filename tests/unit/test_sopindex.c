@@ -91,6 +91,18 @@ static void test_basics(void)
     size_t n = 7;
     CHECK(sopindex_take_run(ix, ID_A, &run, &n) == -ENOENT && run == NULL &&
           n == 0);
+
+    /* Study UIDs are shared between entries and outlive each of them. */
+    CHECK(sopindex_add(ix, ID_A, STUDY, SOP, 1, SPOOL_INCOMING) == 0);
+    CHECK(sopindex_add(ix, ID_B, STUDY, OTHER_SOP, 1, SPOOL_INCOMING) == 0);
+    CHECK(sopindex_add(ix, ID_C, "1.2.3.99", "1.5", 1, SPOOL_INCOMING) == 0);
+    sopindex_remove(ix, ID_A);
+    CHECK(sopindex_study(ix, ID_B) != NULL &&
+          strcmp(sopindex_study(ix, ID_B), STUDY) == 0);
+    CHECK(strcmp(sopindex_study(ix, ID_C), "1.2.3.99") == 0);
+    sopindex_remove(ix, ID_B);
+    CHECK(sopindex_add(ix, ID_A, STUDY, SOP, 1, SPOOL_INCOMING) == 0);
+    CHECK(strcmp(sopindex_study(ix, ID_A), STUDY) == 0);
     sopindex_free(ix);
     sopindex_free(NULL);
 }
@@ -299,7 +311,9 @@ static void test_many(void)
     for (unsigned i = 0; i < N; i++) {
         snprintf(id, sizeof(id), "1700000000.%06u-%016x", i % 1000000, i);
         snprintf(sop, sizeof(sop), "1.2.3.%u", i / 2);
-        ok += sopindex_add(ix, id, STUDY, sop, i, SPOOL_INCOMING) == 0;
+        char study[UTIL_UID_MAX + 1];
+        snprintf(study, sizeof(study), "1.2.9.%u", i / 50);
+        ok += sopindex_add(ix, id, study, sop, i, SPOOL_INCOMING) == 0;
     }
     CHECK(ok == N && sopindex_count(ix) == N);
     size_t send = 0;
@@ -322,6 +336,9 @@ static void test_many(void)
     CHECK(sopindex_count(ix) == N / 2);
     snprintf(id, sizeof(id), "1700000000.%06u-%016x", 1u, 1u);
     CHECK(verdict(ix, id, &f, NULL) == SOPINDEX_SEND);
+    snprintf(id, sizeof(id), "1700000000.%06u-%016x", 12345u, 12345u);
+    CHECK(sopindex_study(ix, id) != NULL &&
+          strcmp(sopindex_study(ix, id), "1.2.9.246") == 0);
     sopindex_scan_begin(ix);
     CHECK(sopindex_scan_end(ix, NULL, false) == N / 2);
     CHECK(sopindex_count(ix) == 0);
@@ -339,6 +356,8 @@ struct buf {
 
 static void put(struct buf *b, const void *data, size_t len)
 {
+    if (len == 0)
+        return;
     b->p = realloc(b->p, b->len + len);
     memcpy(b->p + b->len, data, len);
     b->len += len;
