@@ -356,10 +356,14 @@ def test_duplicate(work):
         check(len(log_event(d, "duplicate", id_b)) == 1,
               "event=duplicate once")
         r = queue(d, "show", id_b)
-        check("copy of:      %s (same SOP Instance UID, in deferred/)" % id_a
-              in r.stdout, "queue show: B is a copy of A, in deferred/")
+        check(re.search(r"copy of: +%s \(same SOP Instance UID, in "
+                        r"(deferred|active)/\)" % id_a, r.stdout),
+              "queue show: B is a copy of A, queued")
         server.mode = "ok"
         wait_for(lambda: it.spool_empty(d), 60, "delivery")
+        # Each line follows its spool change.
+        wait_for(lambda: log_event(d, "duplicate-removed", id_b), 10,
+                 "the duplicate's removal logged")
         posts = server.posts_of(sop)
         check(all(p[2] == "CT1" for p in posts) and posts[-1][3] == 200,
               "only A was sent (%d posts)" % len(posts))
@@ -624,6 +628,8 @@ def test_orthanc(work):
                 check(os.path.exists(entry_path(d, "failed", id_b)),
                       "keep-first: B in failed/")
             else:
+                wait_for(lambda: log_event(d, "delivered", id_b), 10,
+                         "B's delivery logged")
                 delivered = re.search(r"id=%s event=delivered .*status=200" %
                                       id_b, d.log_text())
                 check(delivered and not d.entries("failed"),
