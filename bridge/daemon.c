@@ -266,6 +266,8 @@ int daemon_run(const struct cfg *cfg)
         up.retry_min_s = cfg->retry.min_s;
         up.retry_max_s = cfg->retry.max_s;
         up.max_age_h = cfg->retry.max_age_h;
+        up.max_pause_s = cfg->retry.max_pause_s;
+        up.on_conflict_send = strcmp(cfg->upload.on_conflict, "send") == 0;
         uploader = uploader_start(&up);
         if (uploader == NULL) {
             log_err("event=start-failed reason=\"cannot start the "

@@ -6,7 +6,7 @@
  *   stowbridge check --config FILE [--dump]
  *   stowbridge token --config FILE [--raw]
  *   stowbridge queue list [STATE] | show ID | retry ID|--all-failed |
- *                    delete ID  --config FILE
+ *                    delete ID | resume  --config FILE
  *   stowbridge sample-config
  *
  * Exit status: 0 success, 1 runtime failure, 2 usage or configuration
@@ -63,11 +63,12 @@ static const struct main_cmd main_cmds[] = {
       "  and claims, its expiry and a diagnosis of common mistakes (wrong\n"
       "  audience, tenant, clock). The token itself only with --raw." },
     { "queue", "queue list [STATE] | show ID | retry ID|--all-failed | "
-               "delete ID  --config FILE",
+               "delete ID | resume  --config FILE",
       "Inspect and act on spool entries (STATE: incoming, active,\n"
       "  deferred, failed): list them with their last error, show one,\n"
-      "  send a deferred or failed one again, or delete one. Safe while\n"
-      "  the daemon runs." },
+      "  send a deferred or failed one again, or delete one; resume ends\n"
+      "  a pause of uploads and makes deferred entries due now. Safe\n"
+      "  while the daemon runs." },
     { "sample-config", "sample-config",
       "Print the documented sample configuration with every key and\n"
       "  its default." },

@@ -1,8 +1,10 @@
 /*
- * queue_cmd - `stowbridge queue list|show|retry|delete`: what an operator
- * sees and does with spool entries. Every action is one atomic rename or
- * unlink through the spool, so it is safe while the daemon runs (a lost
- * race with the uploader is reported, never harmful).
+ * queue_cmd - `stowbridge queue list|show|retry|delete|resume`: what an
+ * operator sees and does with spool entries. Every action is one atomic
+ * rename or unlink through the spool, so it is safe while the daemon runs
+ * (a lost race with the uploader is reported, never harmful). `resume`
+ * and `retry` also remove the spool's pause file, which the daemon reads
+ * before each scheduling pass, so a pause ends at once.
  *
  * Program code: prints to stdout, problems to stderr; returns the process
  * exit status.
@@ -37,6 +39,7 @@ static void queue_usage(void)
             "       stowbridge queue show ID --config FILE\n"
             "       stowbridge queue retry ID|--all-failed --config FILE\n"
             "       stowbridge queue delete ID --config FILE\n"
+            "       stowbridge queue resume --config FILE\n"
             "STATE is incoming, active, deferred or failed.\n");
 }
 
@@ -112,13 +115,19 @@ static int queue_list(struct spool *spool, const char *state_name)
             if (spool_meta_read(spool, entries[i].id, &meta) < 0)
                 memset(&meta, 0, sizeof(meta));
             (void)spool_id_arrival_us(entries[i].id, &arrival);
+            char held[SPOOL_ID_MAX + 32];
+            snprintf(held, sizeof(held), "(copy of %s)", meta.copy_of);
             printf("%-35s %-9s %10llu %8lld  %-40s %s\n", entries[i].id,
                    spool_state_name(queue_states[s]),
                    (unsigned long long)entries[i].size,
                    (long long)((now - (int64_t)arrival) / 1000000),
                    meta.sop_uid[0] ? meta.sop_uid : "-",
-                   queue_last_error(spool, queue_states[s], entries[i].id,
-                                    &meta, last_error, sizeof(last_error)));
+                   meta.last_error[0]
+                       ? queue_last_error(spool, queue_states[s],
+                                          entries[i].id, &meta, last_error,
+                                          sizeof(last_error))
+                   : meta.copy_of[0] ? held
+                                     : "-");
             shown++;
         }
         free(entries);
@@ -176,7 +185,72 @@ static int queue_show(struct spool *spool, const char *id)
     printf("last error:   %s\n",
            queue_last_error(spool, state, id, &meta, last_error,
                             sizeof(last_error)));
+    if (meta.copy_of[0] != '\0') {
+        enum spool_state other;
+        if (queue_find(spool, meta.copy_of, &other) == 0)
+            printf("copy of:      %s (same SOP Instance UID, in %s/)\n",
+                   meta.copy_of, spool_state_name(other));
+        else
+            printf("copy of:      %s (same SOP Instance UID; no longer in "
+                   "the spool: delivered or deleted)\n", meta.copy_of);
+    }
     return 0;
+}
+
+/* Removes the pause file, if a pause is in effect; says so. */
+static void queue_lift_pause(struct spool *spool)
+{
+    int64_t now = (int64_t)util_now_realtime_us();
+    struct spool_pause pause;
+    char err[256];
+    bool active = spool_pause_read(spool, &pause) == 0 &&
+                  pause.until_us > now;
+    int r = spool_pause_clear(spool, err, sizeof(err));
+
+    if (r < 0 && r != -ENOENT) {
+        fprintf(stderr, "stowbridge: cannot lift the pause: %s\n", err);
+        return;
+    }
+    if (active)
+        printf("pause lifted (%lld s were left: %s)\n",
+               (long long)((pause.until_us - now + 999999) / 1000000),
+               pause.reason);
+}
+
+/* Ends a pause and makes every deferred entry due now. */
+static int queue_resume(struct spool *spool)
+{
+    int64_t now = (int64_t)util_now_realtime_us();
+    struct spool_entry *entries = NULL;
+    size_t count = 0;
+    size_t due = 0;
+    char err[256];
+    int status = 0;
+    struct spool_pause pause;
+
+    if (spool_pause_read(spool, &pause) < 0 || pause.until_us <= now)
+        printf("no pause in effect\n");
+    queue_lift_pause(spool);
+    if (spool_list(spool, SPOOL_DEFERRED, &entries, &count, err,
+                   sizeof(err)) < 0) {
+        fprintf(stderr, "stowbridge: %s\n", err);
+        return 1;
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (entries[i].mtime_us <= now)
+            continue;
+        int r = spool_defer(spool, entries[i].id, SPOOL_DEFERRED, now, err,
+                            sizeof(err));
+        if (r == 0) {
+            due++;
+        } else if (r != -ENOENT) {   /* ENOENT: taken by the daemon */
+            fprintf(stderr, "stowbridge: %s: %s\n", entries[i].id, err);
+            status = 1;
+        }
+    }
+    free(entries);
+    printf("%zu deferred entries are due now\n", due);
+    return status;
 }
 
 /* Moves one entry from deferred/ or failed/ back to incoming/. */
@@ -209,6 +283,7 @@ static int queue_retry_one(struct spool *spool, const char *id)
         return 1;
     }
     printf("%s: %s -> incoming\n", id, spool_state_name(state));
+    queue_lift_pause(spool);
     return 0;
 }
 
@@ -228,6 +303,7 @@ static int queue_retry_all_failed(struct spool *spool)
         failures += queue_retry_one(spool, entries[i].id);
     free(entries);
     printf("%zu failed entries retried\n", count - (size_t)failures);
+    queue_lift_pause(spool);
     return failures == 0 ? 0 : 1;
 }
 
@@ -282,6 +358,11 @@ int queue_main(const struct cfg *cfg, int argc, char **argv)
             fprintf(stderr, "stowbridge: unknown state '%s'\n", arg);
             return 2;
         }
+    } else if (strcmp(action, "resume") == 0) {
+        if (arg != NULL) {
+            queue_usage();
+            return 2;
+        }
     } else if (strcmp(action, "show") == 0 || strcmp(action, "delete") == 0 ||
                strcmp(action, "retry") == 0) {
         if (arg == NULL ||
@@ -306,6 +387,8 @@ int queue_main(const struct cfg *cfg, int argc, char **argv)
         status = queue_show(spool, arg);
     else if (strcmp(action, "delete") == 0)
         status = queue_delete(spool, arg);
+    else if (strcmp(action, "resume") == 0)
+        status = queue_resume(spool);
     else if (strcmp(arg, "--all-failed") == 0)
         status = queue_retry_all_failed(spool);
     else

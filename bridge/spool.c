@@ -29,6 +29,8 @@
 #define SPOOL_LOST_FOUND "lost+found"
 #define SPOOL_META "meta"
 #define SPOOL_LOCK_NAME ".lock"
+#define SPOOL_PAUSE_NAME "pause"
+#define SPOOL_PAUSE_TMP ".pause.tmp"
 #define SPOOL_SUFFIX ".dcm"
 #define SPOOL_NAME_MAX (SPOOL_ID_MAX + sizeof(SPOOL_SUFFIX))
 
@@ -718,6 +720,7 @@ int spool_meta_write(struct spool *spool, const char *id,
     char sop[65];
     char ae[17];
     char error[256];
+    char copy_of[SPOOL_ID_MAX];
     char tmp_name[SPOOL_ID_MAX + 8];
     int fd;
     int n;
@@ -729,13 +732,14 @@ int spool_meta_write(struct spool *spool, const char *id,
     spool_clean_copy(sop, sizeof(sop), meta->sop_uid);
     spool_clean_copy(ae, sizeof(ae), meta->calling_ae);
     spool_clean_copy(error, sizeof(error), meta->last_error);
+    spool_clean_copy(copy_of, sizeof(copy_of), meta->copy_of);
     n = snprintf(text, sizeof(text),
                  "study=%s\nsop=%s\nfrom=%s\nattempts=%u\n"
                  "last_attempt_us=%lld\nlast_http_status=%ld\n"
-                 "last_reason=%u\nlast_error=%s\n",
+                 "last_reason=%u\nlast_error=%s\ncopy_of=%s\n",
                  study, sop, ae, (unsigned)meta->attempts,
                  (long long)meta->last_attempt_us, meta->last_http_status,
-                 (unsigned)meta->last_reason, error);
+                 (unsigned)meta->last_reason, error, copy_of);
     if (n < 0 || (size_t)n >= sizeof(text))
         return -EINVAL;
     snprintf(tmp_name, sizeof(tmp_name), ".%s", id);
@@ -798,6 +802,8 @@ int spool_meta_read(const struct spool *spool, const char *id,
                 meta.last_reason = (uint16_t)strtoul(v, NULL, 10);
             else if (strcmp(line, "last_error") == 0)
                 spool_clean_copy(meta.last_error, sizeof(meta.last_error), v);
+            else if (strcmp(line, "copy_of") == 0 && spool_id_valid(v))
+                spool_clean_copy(meta.copy_of, sizeof(meta.copy_of), v);
         }
         line = next;
     }
@@ -914,5 +920,100 @@ int spool_remove(struct spool *spool, const char *id, enum spool_state from,
     if (spool__io.fsync(spool->state_fd[from]) < 0)
         return spool_syserr(err, err_len, errno, "fsync", spool->dir,
                             spool_state_names[from]);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* The pause control file                                              */
+/* ------------------------------------------------------------------ */
+
+int spool_pause_write(struct spool *spool, const struct spool_pause *pause,
+                      char *err, size_t err_len)
+{
+    char reason[sizeof(pause->reason)];
+    char text[320];
+    int fd;
+    int n;
+    int r;
+
+    spool_clean_copy(reason, sizeof(reason), pause->reason);
+    n = snprintf(text, sizeof(text), "until_us=%lld\nsince_us=%lld\n"
+                                     "reason=%s\n",
+                 (long long)pause->until_us, (long long)pause->since_us,
+                 reason);
+    if (n < 0 || (size_t)n >= sizeof(text))
+        return -EINVAL;
+    fd = openat(spool->dir_fd, SPOOL_PAUSE_TMP,
+                O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return spool_syserr(err, err_len, errno, "open", spool->dir,
+                            SPOOL_PAUSE_TMP);
+    r = spool_write_all(fd, text, (size_t)n);
+    if (close(fd) < 0 && r == 0)
+        r = -errno;
+    if (r == 0 && renameat(spool->dir_fd, SPOOL_PAUSE_TMP, spool->dir_fd,
+                           SPOOL_PAUSE_NAME) < 0)
+        r = -errno;
+    if (r < 0) {
+        (void)unlinkat(spool->dir_fd, SPOOL_PAUSE_TMP, 0);
+        return spool_syserr(err, err_len, -r, "write", spool->dir,
+                            SPOOL_PAUSE_NAME);
+    }
+    return 0;
+}
+
+int spool_pause_read(const struct spool *spool, struct spool_pause *ret_pause)
+{
+    struct spool_pause pause;
+    bool have_until = false;
+    char text[512];
+    ssize_t n;
+    int fd;
+
+    fd = openat(spool->dir_fd, SPOOL_PAUSE_NAME,
+                O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    n = read(fd, text, sizeof(text) - 1);
+    (void)close(fd);
+    if (n < 0)
+        return -EIO;
+    text[n] = '\0';
+    memset(&pause, 0, sizeof(pause));
+    for (char *line = text; line != NULL && *line != '\0';) {
+        char *next = strchr(line, '\n');
+        if (next != NULL)
+            *next++ = '\0';
+        char *eq = strchr(line, '=');
+        if (eq != NULL) {
+            *eq = '\0';
+            const char *v = eq + 1;
+            char *end;
+            if (strcmp(line, "until_us") == 0) {
+                errno = 0;
+                pause.until_us = strtoll(v, &end, 10);
+                have_until = errno == 0 && end != v && *end == '\0';
+            } else if (strcmp(line, "since_us") == 0) {
+                pause.since_us = strtoll(v, NULL, 10);
+            } else if (strcmp(line, "reason") == 0) {
+                spool_clean_copy(pause.reason, sizeof(pause.reason), v);
+            }
+        }
+        line = next;
+    }
+    if (!have_until)
+        return -EINVAL;
+    *ret_pause = pause;
+    return 0;
+}
+
+int spool_pause_clear(struct spool *spool, char *err, size_t err_len)
+{
+    if (unlinkat(spool->dir_fd, SPOOL_PAUSE_NAME, 0) < 0) {
+        if (errno == ENOENT)
+            return -ENOENT;
+        return spool_syserr(err, err_len, errno, "unlink", spool->dir,
+                            SPOOL_PAUSE_NAME);
+    }
     return 0;
 }

@@ -13,6 +13,11 @@
  *              named by the ID; its loss does no harm (the UIDs can be read
  *              again from the entry, the counters restart)
  *   .lock      flock(2)ed by the one daemon that owns the spool
+ *   pause      present while the daemon pauses every upload (a 429/503
+ *              with Retry-After, or the destination down): the not-before
+ *              time and why (spool_pause_*); operator tools remove it to
+ *              resume at once, and the daemon reads it before each
+ *              scheduling pass. Its loss does no harm (sending resumes).
  *
  * An entry is one Part 10 file, "<id>.dcm", exactly as received. The ID
  * does not depend on any UID: "<seconds>.<microseconds>-<16 hex>", where
@@ -198,6 +203,9 @@ struct spool_meta {
     long last_http_status;    /* 0 if none */
     uint16_t last_reason;     /* STOW Failure Reason, 0 if none */
     char last_error[256];     /* why the last attempt failed; "" if none */
+    /* Another entry with the same SOP Instance UID that this one waits
+     * for, duplicates or conflicts with; "" if none. */
+    char copy_of[SPOOL_ID_MAX];
 };
 
 /* One entry as spool_list() sees it. */
@@ -241,6 +249,28 @@ int spool_defer(struct spool *spool, const char *id, enum spool_state from,
  */
 int spool_remove(struct spool *spool, const char *id, enum spool_state from,
                  char *err, size_t err_len);
+
+/* A pause of every upload, as kept in the spool's "pause" file. */
+struct spool_pause {
+    int64_t until_us;         /* wall clock: no upload starts before it */
+    int64_t since_us;         /* when it was set */
+    char reason[160];         /* our own words, never a server's text */
+};
+
+/*
+ * Records @pause (write to a temporary name, then rename: a reader sees
+ * the old or the new, never half). Not fsynced: a lost pause only means
+ * sending resumes. The owner (daemon) calls it, from one thread at a time.
+ */
+int spool_pause_write(struct spool *spool, const struct spool_pause *pause,
+                      char *err, size_t err_len);
+
+/* Reads the pause into @ret_pause; -ENOENT when there is none (its time
+ * may have passed: compare until_us with the clock). */
+int spool_pause_read(const struct spool *spool, struct spool_pause *ret_pause);
+
+/* Removes the pause (operator tools: resume now). -ENOENT if none. */
+int spool_pause_clear(struct spool *spool, char *err, size_t err_len);
 
 #ifdef __cplusplus
 }

@@ -15,7 +15,11 @@ struct cfg;
 /*
  * Prints the spool's state: a table, or with @json exactly
  * {"incoming": {"count": N, "bytes": B, "oldest_s": S}, "active": ...,
- *  "deferred": ..., "failed": ..., "tmp": ...}.
+ *  "deferred": ..., "failed": ..., "tmp": ...,
+ *  "paused": null | {"remaining_s": N, "until": "ISO 8601 UTC",
+ *                    "reason": "..."}}
+ * where "paused" is the pause of every upload in effect (the spool's pause
+ * file), if any.
  */
 int status_main(const struct cfg *cfg, bool json);
 

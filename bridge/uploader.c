@@ -11,12 +11,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "oauth.h"
 #include "redact.h"
 #include "scp.h"
 #include "servertext.h"
+#include "sopindex.h"
 #include "spool.h"
 #include "stow.h"
 #include "util.h"
@@ -29,12 +31,30 @@
 #define UPLOADER_DOWN_AFTER 5
 /* The same 403 diagnosis is logged at most this often. */
 #define UPLOADER_403_LOG_MS 60000
+/* Entry files one scheduling pass may parse for UIDs missing in meta/. */
+#define UPLOADER_PARSE_BUDGET 256
+/* Retry-After values the STOW client reads are at most this (stow.c). */
+#define UPLOADER_RETRY_AFTER_READ_MAX 86400
 
 struct batch {
     char study[UTIL_UID_MAX + 1];
     size_t count;
     char (*ids)[SPOOL_ID_MAX];
     uint64_t bytes;
+};
+
+/* What a worker reports when an entry it had in flight leaves active/. */
+enum landing {
+    LANDED_DELIVERED,
+    LANDED_FAILED,
+    LANDED_DEFERRED,
+    LANDED_REQUEUED,
+};
+
+struct landing_record {
+    char id[SPOOL_ID_MAX];
+    enum landing kind;
+    char why[256];            /* LANDED_FAILED: the reason */
 };
 
 struct uploader {
@@ -52,6 +72,20 @@ struct uploader {
     size_t queued;
     atomic_bool stop;
 
+    /* Under lock: outcomes reported since the last scheduling pass. */
+    struct landing_record *landings;
+    size_t landing_count;
+    size_t landing_cap;
+    bool landings_lost;           /* one could not be kept (no memory) */
+
+    /* The scheduler thread's own: the copies index, the pause it obeys
+     * (to log its end), the reason of the last failed digest. */
+    struct sopindex *index;
+    int64_t pause_seen_us;
+    char digest_err[256];
+
+    pthread_mutex_t pause_lock;   /* one writer of the pause file */
+    /* A pause that could not be written to the spool (0: none). */
     _Atomic int64_t paused_until_us;
     atomic_uint connection_failures;
     _Atomic uint64_t last_403_log_ms;
@@ -96,6 +130,143 @@ static unsigned backoff_s(const struct uploader *up, uint32_t attempts)
     return delay > 0 ? (unsigned)delay : 1;
 }
 
+/*
+ * A worker's entry left active/: tells the scheduler, which resolves the
+ * held duplicates of a delivered or failed entry. Losing a report (no
+ * memory) is safe: the duplicates are then sent themselves.
+ */
+static void report_landing(struct uploader *up, const char *id,
+                           enum landing kind, const char *why)
+{
+    struct landing_record *rec;
+
+    pthread_mutex_lock(&up->lock);
+    if (up->landing_count == up->landing_cap) {
+        size_t cap = up->landing_cap == 0 ? 64 : up->landing_cap * 2;
+        struct landing_record *grown =
+            realloc(up->landings, cap * sizeof(*grown));
+        if (grown == NULL) {
+            up->landings_lost = true;
+            pthread_mutex_unlock(&up->lock);
+            return;
+        }
+        up->landings = grown;
+        up->landing_cap = cap;
+    }
+    rec = &up->landings[up->landing_count++];
+    snprintf(rec->id, sizeof(rec->id), "%s", id);
+    rec->kind = kind;
+    snprintf(rec->why, sizeof(rec->why), "%s", why != NULL ? why : "");
+    pthread_mutex_unlock(&up->lock);
+}
+
+/*
+ * Pauses every upload for @seconds, unless a longer pause is in effect.
+ * The pause lives in the spool's pause file, so that `stowbridge queue
+ * resume` (another process) can end it; if it cannot be written it is
+ * kept here and only time ends it.
+ */
+static void pause_uploads(struct uploader *up, unsigned seconds,
+                          const char *reason)
+{
+    struct spool_pause cur;
+    struct spool_pause p;
+    char err[256];
+
+    memset(&p, 0, sizeof(p));
+    p.since_us = now_us();
+    p.until_us = p.since_us + (int64_t)seconds * 1000000;
+    snprintf(p.reason, sizeof(p.reason), "%s", reason);
+    pthread_mutex_lock(&up->pause_lock);
+    if (spool_pause_read(up->params.spool, &cur) == 0 &&
+        cur.until_us >= p.until_us) {
+        pthread_mutex_unlock(&up->pause_lock);
+        return;
+    }
+    if (spool_pause_write(up->params.spool, &p, err, sizeof(err)) < 0) {
+        log_warning("event=pause-not-recorded reason=\"%s\", pausing "
+                    "anyway ('queue resume' cannot end this one)", err);
+        if (atomic_load(&up->paused_until_us) < p.until_us)
+            atomic_store(&up->paused_until_us, p.until_us);
+    }
+    pthread_mutex_unlock(&up->pause_lock);
+}
+
+/* The end of the pause in effect (0: none), read from the spool before
+ * each scheduling pass; logs when a pause ends, early or not. */
+static int64_t current_pause(struct uploader *up)
+{
+    struct spool_pause p;
+    int64_t now = now_us();
+    int64_t until = 0;
+    int64_t kept = atomic_load(&up->paused_until_us);
+
+    if (spool_pause_read(up->params.spool, &p) == 0)
+        until = p.until_us;
+    if (kept > until)
+        until = kept;
+    if (until > now) {
+        up->pause_seen_us = until;
+        return until;
+    }
+    if (up->pause_seen_us > now)
+        log_notice("event=resumed url=%s reason=\"the pause was ended "
+                   "early (stowbridge queue resume or queue retry)\"",
+                   up->url);
+    else if (up->pause_seen_us != 0)
+        log_info("event=resumed url=%s reason=\"the pause is over\"",
+                 up->url);
+    up->pause_seen_us = 0;
+    return 0;
+}
+
+/*
+ * At start: deferred entries and a pause recorded before (by an earlier
+ * run, perhaps with a longer retry.max_pause_s, or a version that knew no
+ * cap) are obeyed within today's limits: the longer of retry.max_pause_s
+ * and retry.max_s.
+ */
+static void adopt_pause(struct uploader *up)
+{
+    unsigned longest = up->params.max_pause_s > up->params.retry_max_s
+                           ? up->params.max_pause_s
+                           : up->params.retry_max_s;
+    struct spool_entry *deferred = NULL;
+    size_t n_def = 0;
+    unsigned capped = 0;
+    struct spool_pause p;
+    int64_t now = now_us();
+    int64_t latest = now + (int64_t)longest * 1000000;
+    char err[256];
+
+    if (spool_list(up->params.spool, SPOOL_DEFERRED, &deferred, &n_def, err,
+                   sizeof(err)) == 0) {
+        for (size_t i = 0; i < n_def; i++)
+            if (deferred[i].mtime_us > latest &&
+                spool_defer(up->params.spool, deferred[i].id, SPOOL_DEFERRED,
+                            latest, err, sizeof(err)) == 0)
+                capped++;
+        free(deferred);
+    }
+    if (capped > 0)
+        log_notice("event=deferred-capped count=%u seconds=%u "
+                   "reason=\"deferred for longer than retry.max_pause_s "
+                   "and retry.max_s allow\"", capped, longest);
+    if (spool_pause_read(up->params.spool, &p) < 0 || p.until_us <= now)
+        return;
+    if (p.until_us > now + (int64_t)longest * 1000000) {
+        p.until_us = now + (int64_t)longest * 1000000;
+        if (spool_pause_write(up->params.spool, &p, err, sizeof(err)) < 0)
+            log_warning("event=pause-not-recorded reason=\"%s\", "
+                        "ignoring", err);
+    }
+    up->pause_seen_us = p.until_us;
+    log_notice("event=paused url=%s seconds=%lld reason=\"%s (recorded "
+               "before this start; 'stowbridge queue resume' ends it)\"",
+               up->url, (long long)((p.until_us - now + 999999) / 1000000),
+               p.reason);
+}
+
 /* ------------------------------------------------------------------ */
 /* Per-instance outcomes                                               */
 /* ------------------------------------------------------------------ */
@@ -136,6 +307,7 @@ static void outcome_delivered(struct uploader *up, const char *id,
     else
         log_info("id=%s event=delivered sop=%s study=%s status=%ld", id,
                  meta.sop_uid, meta.study_uid, status);
+    report_landing(up, id, LANDED_DELIVERED, NULL);
 }
 
 static void outcome_failed(struct uploader *up, const char *id, long status,
@@ -177,6 +349,7 @@ static void outcome_deferred(struct uploader *up, const char *id,
     log_notice("id=%s event=deferred sop=%s attempts=%u next=%us "
                "reason=\"%s\"",
                id, meta.sop_uid, meta.attempts, delay_s, why);
+    report_landing(up, id, LANDED_DEFERRED, NULL);
 }
 
 static void outcome_failed(struct uploader *up, const char *id, long status,
@@ -197,6 +370,7 @@ static void outcome_failed(struct uploader *up, const char *id, long status,
         log_err("id=%s event=fail-move-failed reason=\"%s\"", id, err);
     log_warning("id=%s event=failed sop=%s study=%s reason=\"%s\"", id,
                 meta.sop_uid, meta.study_uid, why);
+    report_landing(up, id, LANDED_FAILED, why);
 }
 
 static void defer_all(struct uploader *up, const struct batch *b, long status,
@@ -211,9 +385,11 @@ static void requeue_all(struct uploader *up, const struct batch *b)
 {
     char err[256];
 
-    for (size_t i = 0; i < b->count; i++)
+    for (size_t i = 0; i < b->count; i++) {
         (void)spool_move(up->params.spool, b->ids[i], SPOOL_ACTIVE,
                          SPOOL_INCOMING, err, sizeof(err));
+        report_landing(up, b->ids[i], LANDED_REQUEUED, NULL);
+    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -361,8 +537,11 @@ again:
         defer_all(up, b, 0, 0, why);
         if (failures >= UPLOADER_DOWN_AFTER) {
             unsigned pause = backoff_s(up, failures - UPLOADER_DOWN_AFTER + 1);
-            atomic_store(&up->paused_until_us,
-                         now_us() + (int64_t)pause * 1000000);
+            char reason[sizeof(((struct spool_pause *)0)->reason)];
+            snprintf(reason, sizeof(reason), "the destination is down: %u "
+                                             "connection failures in a row",
+                     failures);
+            pause_uploads(up, pause, reason);
             log_warning("event=destination-down url=%s failures=%u "
                         "pause=%us",
                         up->url, failures, pause);
@@ -431,14 +610,28 @@ again:
     case STOW_RETRY_LATER: {
         unsigned delay = 0;
         if (rep.retry_after_s > 0) {
-            delay = (unsigned)rep.retry_after_s;
+            /* Never longer than retry.max_pause_s, whatever was asked. */
+            delay = rep.retry_after_s > (int64_t)up->params.max_pause_s
+                        ? up->params.max_pause_s
+                        : (unsigned)rep.retry_after_s;
             if (rep.http_status == 429 || rep.http_status == 503) {
                 /* The whole service asked for a pause, not this batch. */
-                atomic_store(&up->paused_until_us,
-                             now_us() + rep.retry_after_s * 1000000);
-                log_notice("event=paused url=%s status=%ld seconds=%lld",
-                           up->url, rep.http_status,
-                           (long long)rep.retry_after_s);
+                char asked[64];
+                char reason[sizeof(((struct spool_pause *)0)->reason)];
+                if (rep.retry_after_s >= UPLOADER_RETRY_AFTER_READ_MAX)
+                    snprintf(asked, sizeof(asked), "at least %lld s",
+                             (long long)rep.retry_after_s);
+                else
+                    snprintf(asked, sizeof(asked), "%lld s",
+                             (long long)rep.retry_after_s);
+                snprintf(reason, sizeof(reason), "HTTP %ld with "
+                                                 "Retry-After %s",
+                         rep.http_status, asked);
+                pause_uploads(up, delay, reason);
+                log_notice("event=paused url=%s status=%ld retry_after=\"%s\" "
+                           "seconds=%u max_pause_s=%u",
+                           up->url, rep.http_status, asked, delay,
+                           up->params.max_pause_s);
             }
         }
         snprintf(why, sizeof(why), "HTTP %ld", rep.http_status);
@@ -496,25 +689,44 @@ static void *worker_main(void *arg)
 /* The scheduler                                                       */
 /* ------------------------------------------------------------------ */
 
-/* Study UID of entry @id in @state: from meta/, else from the file. */
-static int entry_study(struct uploader *up, enum spool_state state,
-                       const char *id, char study[UTIL_UID_MAX + 1])
+/*
+ * The UIDs of entry @id (listed in @state) for the index: from meta/,
+ * else parsed from the file, which costs one of *@budget (the UIDs are
+ * then kept in meta/). Returns 0, -EAGAIN when the budget is spent,
+ * -ENOENT when the file is gone, -EINVAL when it cannot be read as DICOM.
+ */
+static int entry_uids(struct uploader *up, enum spool_state state,
+                      const char *id, unsigned *budget,
+                      struct spool_meta *ret_meta)
 {
     struct spool_meta meta;
     char path[4096];
+    bool have = spool_meta_read(up->params.spool, id, &meta) == 0;
 
-    if (spool_meta_read(up->params.spool, id, &meta) == 0 &&
-        util_uid_valid(meta.study_uid)) {
-        memcpy(study, meta.study_uid, strlen(meta.study_uid) + 1);
+    if (have && util_uid_valid(meta.study_uid) &&
+        util_uid_valid(meta.sop_uid)) {
+        *ret_meta = meta;
         return 0;
     }
+    if (*budget == 0)
+        return -EAGAIN;
+    (*budget)--;
+    if (!have)
+        memset(&meta, 0, sizeof(meta));
     if (spool_entry_path(up->params.spool, state, id, path, sizeof(path)) < 0)
         return -EINVAL;
-    memset(&meta, 0, sizeof(meta));
     if (scp_read_entry_uids(path, meta.study_uid, meta.sop_uid) < 0)
-        return -EINVAL;
+        return access(path, F_OK) == 0 ? -EINVAL : -ENOENT;
+    /* The receiver writes meta/ just after the commit: if it did so
+     * meanwhile, keep its version (with the calling AE). */
+    struct spool_meta again;
+    if (!have && spool_meta_read(up->params.spool, id, &again) == 0 &&
+        util_uid_valid(again.study_uid) && util_uid_valid(again.sop_uid)) {
+        *ret_meta = again;
+        return 0;
+    }
     save_meta(up, id, &meta);
-    memcpy(study, meta.study_uid, strlen(meta.study_uid) + 1);
+    *ret_meta = meta;
     return 0;
 }
 
@@ -535,34 +747,287 @@ static void fail_from(struct uploader *up, enum spool_state state,
         outcome_failed(up, id, 0, 0, why);
 }
 
+/* One state's listing in a scheduling pass. */
+struct listing {
+    enum spool_state state;
+    struct spool_entry *entries;
+    size_t count;
+    size_t next;
+};
+
 /*
- * One pass: expire old entries, then build and queue batches while there
- * is room. Returns the number of batches queued.
+ * Brings the index up to date with this pass's listings of active/,
+ * deferred/ and incoming/ (listed in that order, so an entry moving
+ * forward meanwhile is seen at least once), walked together in ID order.
+ * Only entries the index has not seen are read (meta/, or the file within
+ * UPLOADER_PARSE_BUDGET); when the budget runs out, the walk stops and
+ * @frontier gets the first ID not looked at: no entry from there on may
+ * be sent in this pass, since an earlier copy might be among them.
+ * @frontier is "" when every entry was looked at.
+ */
+static void index_refresh(struct uploader *up, struct listing lists[3],
+                          bool drop_in_flight, char frontier[SPOOL_ID_MAX])
+{
+    unsigned budget = UPLOADER_PARSE_BUDGET;
+
+    frontier[0] = '\0';
+    sopindex_scan_begin(up->index);
+    for (;;) {
+        const struct spool_entry *e = NULL;
+        enum spool_state state = SPOOL_INCOMING;
+        struct spool_meta meta;
+        const char *min = NULL;
+        int r;
+
+        for (int i = 0; i < 3; i++)
+            if (lists[i].next < lists[i].count &&
+                (min == NULL ||
+                 strcmp(lists[i].entries[lists[i].next].id, min) < 0))
+                min = lists[i].entries[lists[i].next].id;
+        if (min == NULL)
+            break;
+        /* Listed twice (it moved between two listings): the later wins. */
+        for (int i = 0; i < 3; i++)
+            if (lists[i].next < lists[i].count &&
+                strcmp(lists[i].entries[lists[i].next].id, min) == 0) {
+                e = &lists[i].entries[lists[i].next++];
+                state = lists[i].state;
+            }
+        if (sopindex_scan_seen(up->index, e->id, state) ||
+            state == SPOOL_ACTIVE)
+            continue;   /* known; active/ holds only what we moved there */
+        r = entry_uids(up, state, e->id, &budget, &meta);
+        if (r == 0)
+            r = sopindex_add(up->index, e->id, meta.study_uid, meta.sop_uid,
+                             e->size, state);
+        if (r == -EAGAIN || r == -ENOMEM) {
+            memcpy(frontier, e->id, strlen(e->id) + 1);
+            break;
+        }
+        if (r == -EINVAL)
+            fail_from(up, state, e->id,
+                      "the entry cannot be read as DICOM (no valid "
+                      "StudyInstanceUID or SOPInstanceUID)");
+    }
+    (void)sopindex_scan_end(up->index, frontier[0] ? frontier : NULL,
+                            drop_in_flight);
+}
+
+/* A held identical copy shares the fate of the copy it waited for. */
+static void resolve_duplicate(struct uploader *up,
+                              const struct sopindex_member *m,
+                              const struct landing_record *rec,
+                              const char *sop)
+{
+    char why[320];
+    char err[256];
+    int r;
+
+    if (rec->kind == LANDED_DELIVERED) {
+        r = spool_remove(up->params.spool, m->id, m->state, err, sizeof(err));
+        if (r == -ENOENT)
+            return;   /* moved meanwhile: the next pass sees it again */
+        if (r < 0) {
+            log_err("id=%s event=remove-failed reason=\"%s\"", m->id, err);
+            return;
+        }
+        log_info("id=%s event=duplicate-removed sop=%s of=%s "
+                 "reason=\"identical copy of %s, which was delivered\"",
+                 m->id, sop, rec->id, rec->id);
+        return;
+    }
+    snprintf(why, sizeof(why), "identical copy of %s, which failed: %s",
+             rec->id, rec->why);
+    fail_from(up, m->state, m->id, why);
+}
+
+/* Applies the outcomes the workers reported since the last pass. */
+static void apply_landings(struct uploader *up,
+                           const struct landing_record *recs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct landing_record *rec = &recs[i];
+        struct sopindex_member *run = NULL;
+        char sop[UTIL_UID_MAX + 1];
+        size_t count = 0;
+
+        if (!sopindex_contains(up->index, rec->id))
+            continue;
+        if (rec->kind == LANDED_DEFERRED || rec->kind == LANDED_REQUEUED) {
+            sopindex_set_in_flight(up->index, rec->id, false);
+            continue;
+        }
+        snprintf(sop, sizeof(sop), "%s", sopindex_sop(up->index, rec->id));
+        (void)sopindex_take_run(up->index, rec->id, &run, &count);
+        for (size_t k = 0; k < count; k++)
+            resolve_duplicate(up, &run[k], rec, sop);
+        free(run);
+    }
+}
+
+/* The index's digest function: the entry's file in @state. */
+static int digest_entry(void *ctx, const char *id, enum spool_state state,
+                        struct sopindex_digest *ret_digest)
+{
+    struct uploader *up = ctx;
+    char path[4096];
+
+    if (spool_entry_path(up->params.spool, state, id, path, sizeof(path)) <
+        0)
+        return -ENAMETOOLONG;
+    return sopindex_digest_file(path, ret_digest, up->digest_err,
+                                sizeof(up->digest_err));
+}
+
+/* Records in meta/ which copy @id waits for or conflicts with. */
+static void note_copy_of(struct uploader *up, const char *id,
+                         const char *other)
+{
+    struct spool_meta meta;
+
+    load_meta(up, id, &meta);
+    if (strcmp(meta.copy_of, other) == 0)
+        return;
+    snprintf(meta.copy_of, sizeof(meta.copy_of), "%s", other);
+    save_meta(up, id, &meta);
+}
+
+/*
+ * May candidate @id (listed in @state) be sent now? The copy rules of
+ * sopindex.h: a duplicate or conflict is logged once; with keep-first a
+ * conflicting copy goes to failed/ at once.
+ */
+static bool admit(struct uploader *up, const char *id, enum spool_state state)
+{
+    struct sopindex_judgement j;
+    char mine[SOPINDEX_HEX_SHOWN + 1];
+    char theirs[SOPINDEX_HEX_SHOWN + 1];
+    char sop[UTIL_UID_MAX + 1];
+    char why[320];
+    const char *s = sopindex_sop(up->index, id);
+
+    if (s == NULL || sopindex_judge(up->index, id, digest_entry, up, &j) < 0)
+        return false;
+    snprintf(sop, sizeof(sop), "%s", s);
+    sopindex_digest_hex(&j.digest, mine);
+    sopindex_digest_hex(&j.other_digest, theirs);
+    switch (j.verdict) {
+    case SOPINDEX_SEND:
+        return true;
+    case SOPINDEX_WAIT:
+        if (j.error != 0 && j.error != -ENOENT && j.first)
+            log_warning("id=%s event=compare-failed sop=%s reason=\"%s\", "
+                        "will retry", id, sop, up->digest_err);
+        return false;
+    case SOPINDEX_DUPLICATE:
+        if (j.first) {
+            note_copy_of(up, id, j.other_id);
+            log_notice("id=%s event=duplicate sop=%s of=%s bytes=%llu "
+                       "sha256=%s action=\"held: removed once %s is "
+                       "delivered, failed with it if it fails\"",
+                       id, sop, j.other_id, (unsigned long long)j.size, mine,
+                       j.other_id);
+        }
+        return false;
+    case SOPINDEX_CONFLICT:
+        if (j.first) {
+            note_copy_of(up, id, j.other_id);
+            log_warning("id=%s event=conflict sop=%s earlier=%s bytes=%llu "
+                        "earlier_bytes=%llu sha256=%s earlier_sha256=%s "
+                        "transfer_syntax=%s earlier_transfer_syntax=%s "
+                        "action=\"%s\"",
+                        id, sop, j.other_id, (unsigned long long)j.size,
+                        (unsigned long long)j.other_size, mine, theirs,
+                        j.digest.transfer_syntax[0]
+                            ? j.digest.transfer_syntax : "-",
+                        j.other_digest.transfer_syntax[0]
+                            ? j.other_digest.transfer_syntax : "-",
+                        up->params.on_conflict_send
+                            ? "sent once the earlier copy is resolved "
+                              "(upload.on_conflict send)"
+                            : "to failed/, the earlier copy is kept "
+                              "(upload.on_conflict keep-first)");
+        }
+        if (up->params.on_conflict_send)
+            return false;
+        snprintf(why, sizeof(why), "conflicting duplicate of %s: another "
+                                   "data set under the same SOP Instance "
+                                   "UID (sha256 %s, the earlier one %s); "
+                                   "upload.on_conflict keep-first keeps "
+                                   "the earlier copy",
+                 j.other_id, mine, theirs);
+        fail_from(up, state, id, why);
+        sopindex_remove(up->index, id);
+        return false;
+    }
+    return false;
+}
+
+/* Takes the outcomes reported since the last pass (caller frees). */
+static struct landing_record *take_landings(struct uploader *up,
+                                            size_t *ret_count, bool *ret_lost)
+{
+    struct landing_record *recs;
+
+    pthread_mutex_lock(&up->lock);
+    recs = up->landings;
+    *ret_count = up->landing_count;
+    *ret_lost = up->landings_lost;
+    up->landings = NULL;
+    up->landing_count = 0;
+    up->landing_cap = 0;
+    up->landings_lost = false;
+    pthread_mutex_unlock(&up->lock);
+    return recs;
+}
+
+/*
+ * One pass: list the spool, bring the copies index up to date, resolve
+ * the duplicates of what the workers finished, then build and queue
+ * batches while there is room. Returns the number of batches queued.
  */
 static unsigned schedule_pass(struct uploader *up)
 {
-    struct spool_entry *incoming = NULL;
-    struct spool_entry *deferred = NULL;
-    size_t n_in = 0;
-    size_t n_def = 0;
+    struct listing lists[3] = {
+        { .state = SPOOL_ACTIVE },
+        { .state = SPOOL_DEFERRED },
+        { .state = SPOOL_INCOMING },
+    };
+    struct spool_entry *incoming;
+    struct spool_entry *deferred;
+    size_t n_in;
+    size_t n_def;
     struct candidate *cand = NULL;
     size_t n_cand = 0;
     unsigned queued = 0;
     int64_t now = now_us();
+    struct landing_record *landings;
+    size_t n_landings = 0;
+    bool lost = false;
+    char frontier[SPOOL_ID_MAX];
     char err[256];
 
-    if (spool_list(up->params.spool, SPOOL_INCOMING, &incoming, &n_in, err,
-                   sizeof(err)) < 0 ||
-        spool_list(up->params.spool, SPOOL_DEFERRED, &deferred, &n_def, err,
-                   sizeof(err)) < 0) {
-        log_err("event=scheduler-error reason=\"%s\", will retry", err);
-        goto out;
+    landings = take_landings(up, &n_landings, &lost);
+    for (int i = 0; i < 3; i++) {
+        if (spool_list(up->params.spool, lists[i].state, &lists[i].entries,
+                       &lists[i].count, err, sizeof(err)) < 0) {
+            log_err("event=scheduler-error reason=\"%s\", will retry", err);
+            apply_landings(up, landings, n_landings);
+            goto out;
+        }
     }
+    index_refresh(up, lists, lost, frontier);
+    apply_landings(up, landings, n_landings);
+    incoming = lists[2].entries;
+    n_in = lists[2].count;
+    deferred = lists[1].entries;
+    n_def = lists[1].count;
     cand = calloc(2 * UPLOADER_WINDOW, sizeof(*cand));
     if (cand == NULL)
         goto out;
 
-    /* Fair: alternate new and retried entries. */
+    /* Fair: alternate new and retried entries. Beyond the frontier the
+     * index is incomplete: nothing there is a candidate yet. */
     size_t i_in = 0;
     size_t i_def = 0;
     while (n_cand < 2 * UPLOADER_WINDOW && (i_in < n_in || i_def < n_def)) {
@@ -579,6 +1044,9 @@ static unsigned schedule_pass(struct uploader *up)
                 }
                 state = SPOOL_DEFERRED;
             }
+            if (e != NULL && frontier[0] != '\0' &&
+                strcmp(e->id, frontier) >= 0)
+                e = NULL;
             if (e != NULL && n_cand < 2 * UPLOADER_WINDOW) {
                 cand[n_cand].entry = e;
                 cand[n_cand].state = state;
@@ -588,9 +1056,8 @@ static unsigned schedule_pass(struct uploader *up)
     }
 
     for (size_t c = 0; c < n_cand && !atomic_load(&up->stop); c++) {
-        char study[UTIL_UID_MAX + 1];
+        const char *study;
         struct batch *b;
-        char other[UTIL_UID_MAX + 1];
 
         if (cand[c].taken)
             continue;
@@ -600,13 +1067,12 @@ static unsigned schedule_pass(struct uploader *up)
         if (full)
             break;
 
-        if (entry_study(up, cand[c].state, cand[c].entry->id, study) < 0) {
-            fail_from(up, cand[c].state, cand[c].entry->id,
-                      "the entry cannot be read as DICOM (no valid "
-                      "StudyInstanceUID)");
+        study = sopindex_study(up->index, cand[c].entry->id);
+        if (study == NULL || !admit(up, cand[c].entry->id, cand[c].state)) {
             cand[c].taken = true;
             continue;
         }
+        study = sopindex_study(up->index, cand[c].entry->id);
         b = calloc(1, sizeof(*b));
         if (b != NULL)
             b->ids = calloc(up->params.batch_max_instances, sizeof(*b->ids));
@@ -614,7 +1080,7 @@ static unsigned schedule_pass(struct uploader *up)
             batch_free(b);
             break;
         }
-        memcpy(b->study, study, sizeof(study));
+        memcpy(b->study, study, strlen(study) + 1);
         for (size_t k = c; k < n_cand && b->count <
                                              up->params.batch_max_instances;
              k++) {
@@ -622,16 +1088,23 @@ static unsigned schedule_pass(struct uploader *up)
             char move_err[256];
             if (cand[k].taken)
                 continue;
-            if (k != c && (entry_study(up, cand[k].state, e->id, other) < 0 ||
-                           strcmp(other, study) != 0))
-                continue;
+            if (k != c) {
+                const char *other = sopindex_study(up->index, e->id);
+                if (other == NULL || strcmp(other, b->study) != 0)
+                    continue;
+            }
             if (b->count > 0 &&
                 b->bytes + e->size > up->params.batch_max_bytes)
                 continue;
+            if (k != c && !admit(up, e->id, cand[k].state)) {
+                cand[k].taken = true;
+                continue;
+            }
             cand[k].taken = true;
             if (spool_move(up->params.spool, e->id, cand[k].state,
                            SPOOL_ACTIVE, move_err, sizeof(move_err)) < 0)
                 continue;   /* lost race, or logged by the next pass */
+            sopindex_set_in_flight(up->index, e->id, true);
             memcpy(b->ids[b->count], e->id, strlen(e->id) + 1);
             b->count++;
             b->bytes += e->size;
@@ -649,8 +1122,9 @@ static unsigned schedule_pass(struct uploader *up)
 
 out:
     free(cand);
-    free(incoming);
-    free(deferred);
+    free(landings);
+    for (int i = 0; i < 3; i++)
+        free(lists[i].entries);
     return queued;
 }
 
@@ -659,7 +1133,7 @@ static void *scheduler_main(void *arg)
     struct uploader *up = arg;
 
     while (!atomic_load(&up->stop)) {
-        int64_t paused = atomic_load(&up->paused_until_us);
+        int64_t paused = current_pause(up);
         int64_t wait_ms = UPLOADER_IDLE_MS;
 
         if (paused <= now_us()) {
@@ -700,15 +1174,21 @@ struct uploader *uploader_start(const struct uploader_params *params)
     up->worker_count = params->workers > 0 ? params->workers : 1;
     up->workers = calloc(up->worker_count, sizeof(*up->workers));
     up->queue = calloc(up->worker_count, sizeof(*up->queue));
+    up->index = sopindex_new();
+    if (up->params.max_pause_s == 0)
+        up->params.max_pause_s = 1;
     pthread_mutex_init(&up->lock, NULL);
+    pthread_mutex_init(&up->pause_lock, NULL);
     pthread_cond_init(&up->changed, NULL);
     if (up->url == NULL || up->workers == NULL || up->queue == NULL ||
+        up->index == NULL ||
         (params->ca_file != NULL && up->ca_file == NULL)) {
         log_err("event=uploader-failed reason=\"out of memory\"");
         goto fail;
     }
     up->params.url = up->url;
     up->params.ca_file = up->ca_file;
+    adopt_pause(up);
 
     for (unsigned i = 0; i < up->worker_count; i++) {
         struct stow_params sp = {
@@ -744,14 +1224,19 @@ struct uploader *uploader_start(const struct uploader_params *params)
             pthread_join(up->workers[i], NULL);
         goto fail;
     }
-    log_notice("event=uploader-started url=%s workers=%u batch=%u/%llu MiB",
+    log_notice("event=uploader-started url=%s workers=%u batch=%u/%llu MiB "
+               "on_conflict=%s max_pause_s=%u",
                up->url, up->worker_count, params->batch_max_instances,
-               (unsigned long long)(params->batch_max_bytes >> 20));
+               (unsigned long long)(params->batch_max_bytes >> 20),
+               params->on_conflict_send ? "send" : "keep-first",
+               up->params.max_pause_s);
     return up;
 
 fail:
     pthread_cond_destroy(&up->changed);
+    pthread_mutex_destroy(&up->pause_lock);
     pthread_mutex_destroy(&up->lock);
+    sopindex_free(up->index);
     free(up->queue);
     free(up->workers);
     free(up->url);
@@ -778,7 +1263,10 @@ void uploader_stop(struct uploader *up)
         batch_free(up->queue[i]);
     }
     pthread_cond_destroy(&up->changed);
+    pthread_mutex_destroy(&up->pause_lock);
     pthread_mutex_destroy(&up->lock);
+    sopindex_free(up->index);
+    free(up->landings);
     free(up->queue);
     free(up->workers);
     free(up->url);

@@ -17,10 +17,25 @@
  * gets it is rejected. 401: the token is invalidated and the batch
  * replayed once. 403: deferred for retry.max_s, never failed, with a
  * diagnosis of the token's identity logged. 429/503 with Retry-After
- * pause every worker. An entry whose attempt fails when it is older than
- * retry.max_age_h goes to failed/ as expired (one that can still be
- * delivered is delivered, however old). Nothing is ever removed without
- * the server saying it has it.
+ * pause every worker, for at most max_pause_s; the pause (and the one
+ * after many connection failures in a row) is kept in the spool's pause
+ * file, read before each scheduling pass, so an operator ends it with
+ * `stowbridge queue resume` while the daemon runs. An entry whose attempt
+ * fails when it is older than retry.max_age_h goes to failed/ as expired
+ * (one that can still be delivered is delivered, however old). Nothing is
+ * ever removed without the server saying it has it, or (a held identical
+ * copy) it has an identical copy.
+ *
+ * Copies of one SOP Instance UID (sopindex.h): sent one at a time in
+ * arrival order, a later one only when every earlier one is resolved. An
+ * identical later copy (same data set bytes and transfer syntax) is
+ * logged event=duplicate once and held: removed when the copy before it
+ * is delivered, failed with it (naming it) when it fails, sent if it
+ * disappears otherwise (queue delete). A different later copy is logged
+ * event=conflict once; with on_conflict_send it waits its turn and is
+ * sent, else it goes to failed/ as a "conflicting duplicate" at once.
+ * The scheduler keeps the index in memory, built from the spool (meta/
+ * read once per entry) and rebuilt after a restart.
  *
  * Program code: it logs (one line per instance outcome, no patient data).
  * Thread safety: uploader_start/stop from one thread; the rest is internal.
@@ -28,6 +43,7 @@
 #ifndef STOWBRIDGE_UPLOADER_H
 #define STOWBRIDGE_UPLOADER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct oauth_source;
@@ -47,6 +63,8 @@ struct uploader_params {
     unsigned retry_min_s;
     unsigned retry_max_s;
     unsigned max_age_h;
+    unsigned max_pause_s;             /* cap on Retry-After, >= 1 */
+    bool on_conflict_send;            /* false: keep-first */
 };
 
 /* Starts the scheduler and the workers. NULL on failure (logged). */

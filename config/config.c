@@ -231,6 +231,21 @@ static const struct cfg_key cfg_keys[] = {
                "is still sent, alone).",
     },
     {
+        .path = "upload.on_conflict",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(upload.on_conflict),
+        .def_string = "keep-first",
+        .check = CFG_CHECK_CHOICE,
+        .choices = "keep-first|send",
+        .doc = "A later copy of a SOP Instance UID whose data set differs "
+               "from the copy before it, while that one is still queued. "
+               "keep-first: the later copy goes to failed/ as a "
+               "\"conflicting duplicate\" (queue list/show), the first is "
+               "sent. send: it is sent too, after the earlier one is "
+               "resolved, and the server decides. Copies are always sent "
+               "in arrival order; an identical copy is sent once.",
+    },
+    {
         .path = "upload.timeout_s",
         .type = CFG_UINT,
         .offset = CFG_OFF(upload.timeout_s),
@@ -356,6 +371,18 @@ static const struct cfg_key cfg_keys[] = {
         .max = 86400,
         .doc = "Longest wait between attempts, in seconds (at least "
                "retry.min_s).",
+    },
+    {
+        .path = "retry.max_pause_s",
+        .type = CFG_UINT,
+        .offset = CFG_OFF(retry.max_pause_s),
+        .def_uint = 600,
+        .min = 1,
+        .max = 86400,
+        .doc = "Longest pause of every upload that a 429 or 503 with "
+               "Retry-After can ask for, in seconds; a longer Retry-After "
+               "is cut to this (both are logged). 'stowbridge queue "
+               "resume' ends a pause at once.",
     },
     {
         .path = "retry.max_age_h",

@@ -67,6 +67,8 @@ struct cfg_upload {
     unsigned batch_max_mb;        /* 100, 1..4096 */
     unsigned timeout_s;           /* 60, 1..3600: connect, and longest stall */
     char *ca_file;                /* "": the system's CA store */
+    char *on_conflict;            /* "keep-first" | "send": a later copy of
+                                     a SOP Instance UID that differs */
 };
 
 /* How to authenticate (DESIGN.md 7). Strings are "" when unset. After
@@ -90,6 +92,7 @@ struct cfg_auth {
 struct cfg_retry {
     unsigned min_s;            /* 5: first backoff */
     unsigned max_s;            /* 600: longest backoff */
+    unsigned max_pause_s;      /* 600: longest pause a Retry-After gets */
     unsigned max_age_h;        /* 168: older entries go to failed/ */
 };
 

@@ -1055,6 +1055,36 @@ static void test_secret_files(void)
     (void)!system(text);
 }
 
+/* upload.on_conflict and retry.max_pause_s (issue 9, items 1 and 10). */
+static void test_copies_and_pauses(void)
+{
+    struct cfg *cfg = expect_ok("{}");
+
+    if (cfg != NULL) {
+        CHECK(strcmp(cfg->upload.on_conflict, "keep-first") == 0);
+        CHECK(cfg->retry.max_pause_s == 600);
+    }
+    cfg_free(cfg);
+    cfg = expect_ok("{\"upload\": {\"on_conflict\": \"send\"}, "
+                    "\"retry\": {\"max_pause_s\": 86400}}");
+    if (cfg != NULL) {
+        CHECK(strcmp(cfg->upload.on_conflict, "send") == 0);
+        CHECK(cfg->retry.max_pause_s == 86400);
+    }
+    cfg_free(cfg);
+    cfg = expect_ok("{\"retry\": {\"max_pause_s\": 1}}");
+    CHECK(cfg != NULL && cfg->retry.max_pause_s == 1);
+    cfg_free(cfg);
+    expect_error("{\"upload\": {\"on_conflict\": \"newest\"}}",
+                 "upload.on_conflict", "one of keep-first, send");
+    expect_error("{\"upload\": {\"on_conflict\": 1}}", "upload.on_conflict",
+                 NULL);
+    expect_error("{\"retry\": {\"max_pause_s\": 0}}", "retry.max_pause_s",
+                 "1");
+    expect_error("{\"retry\": {\"max_pause_s\": 1000000000000}}",
+                 "retry.max_pause_s", "86400");
+}
+
 int main(void)
 {
     test_defaults();
@@ -1069,5 +1099,6 @@ int main(void)
     test_sample_file();
     test_send_side();
     test_secret_files();
+    test_copies_and_pauses();
     return tap_done();
 }
