@@ -16,9 +16,10 @@
  *    writer, each timed from the first enqueue to the end of its flush,
  *    with the caller's cost per enqueue and the process CPU per row;
  * 3. look-up: LOOKUPS (default 100 000) random SOP Instance UIDs, half
- *    present, half absent, each timed: p50, p99, max; again for 10 000
- *    after dropping the file from the page cache (cold);
+ *    present, half absent, each timed: p50, p99, max;
  * 4. study listing: 1000 studies of the fill, listing and counts, timed;
+ *    then 10 000 look-ups and 100 listings again after dropping the
+ *    file from the page cache (posix_fadvise, this file only: cold);
  * 5. prune: the oldest day (1 million rows) while uploads of 1000
  *    instances go on: how long the prune takes and the slowest upload;
  *    (skipped with BENCH_NO_PRUNE=1, which keeps PATH reusable);
@@ -45,11 +46,13 @@
 #define SPACING_MS 86 /* ~1 million deliveries a day */
 
 static const char *const CLASSES[] = {
-    "1.2.840.10008.5.1.4.1.1.2",   "1.2.840.10008.5.1.4.1.1.4",
-    "1.2.840.10008.5.1.4.1.1.1.1", "1.2.840.10008.5.1.4.1.1.6.1",
+    "1.2.840.10008.5.1.4.1.1.2",
+    "1.2.840.10008.5.1.4.1.1.4",
+    "1.2.840.10008.5.1.4.1.1.1.1",
+    "1.2.840.10008.5.1.4.1.1.6.1",
 };
-static const char *const AES[] = {"CT_SCANNER_1", "MR_SCANNER_2",
-                                  "DX_ROOM_3", "US_CART_4", "PACS"};
+static const char *const AES[] = {"CT_SCANNER_1", "MR_SCANNER_2", "DX_ROOM_3",
+                                  "US_CART_4", "PACS"};
 static const char *const DEST =
     "https://ws-dicom.dicom.azurehealthcareapis.com/v2";
 
@@ -121,16 +124,15 @@ static void random_uid(char *buf, size_t len, uint64_t seed)
                    (unsigned long long)(mix(~seed) % 10000000000000000000ull));
 }
 
-static void study_uid(char *buf, size_t len, uint64_t s,
-                      const struct layout *l)
+static void study_uid(char *buf, size_t len, uint64_t s, const struct layout *l)
 {
     if (l->random_uids)
         random_uid(buf, len, s * 3);
     else
-        (void)snprintf(buf, len, "1.2.826.0.1.3680043.8.498.1.%014llu.%llu",
-                       (unsigned long long)(mix(s ^ 0xabcdefull) %
-                                            100000000000000ull),
-                       (unsigned long long)s);
+        (void)snprintf(
+            buf, len, "1.2.826.0.1.3680043.8.498.1.%014llu.%llu",
+            (unsigned long long)(mix(s ^ 0xabcdefull) % 100000000000000ull),
+            (unsigned long long)s);
 }
 
 static void series_uid(char *buf, size_t len, uint64_t s, unsigned k,
@@ -147,8 +149,8 @@ static void series_uid(char *buf, size_t len, uint64_t s, unsigned k,
         abort();
 }
 
-static void sop_uid(char *buf, size_t len, uint64_t s, unsigned k,
-                    unsigned j, const struct layout *l)
+static void sop_uid(char *buf, size_t len, uint64_t s, unsigned k, unsigned j,
+                    const struct layout *l)
 {
     char series[80];
 
@@ -251,6 +253,25 @@ static long proc_kib(const char *key)
     return v;
 }
 
+/* Bytes this process has caused to be written to storage (or -1). */
+static long long io_written(void)
+{
+    char line[256];
+    long long v = -1;
+    FILE *f = fopen("/proc/self/io", "r");
+
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, "write_bytes:", 12) == 0) {
+            v = strtoll(line + 12, NULL, 10);
+            break;
+        }
+    }
+    fclose(f);
+    return v;
+}
+
 static void rss(const char *phase)
 {
     printf("rss %-22s VmRSS %6.1f MB  VmHWM %6.1f MB\n", phase,
@@ -270,8 +291,7 @@ static void report(const char *what, double *v, size_t n, double scale,
 {
     qsort(v, n, sizeof(*v), cmp_double);
     printf("%-28s n=%-6zu p50 %8.3f  p99 %8.3f  max %8.3f %s\n", what, n,
-           v[n / 2] * scale, v[(n * 99) / 100] * scale, v[n - 1] * scale,
-           unit);
+           v[n / 2] * scale, v[(n * 99) / 100] * scale, v[n - 1] * scale, unit);
 }
 
 /* Queues instance @j of series @k of study @s; retries a full queue. */
@@ -409,15 +429,17 @@ static void phase_insert(struct ledger *lg, uint64_t *next_study)
     double enqueue = 0;
     double cpu0 = cpu_s();
     double wall0 = now_s();
+    long long io0 = io_written();
 
     for (int k = 0; k < UPLOADS; k++)
         times[k] = upload(lg, (*next_study)++, &enqueue);
     printf("insert                       %d x %d rows: %.0f rows/s, "
-           "CPU %.1f us/row, enqueue %.2f us/row (caller)\n",
-           UPLOADS, UPLOAD_SIZE,
-           UPLOADS * UPLOAD_SIZE / (now_s() - wall0),
+           "CPU %.1f us/row, enqueue %.2f us/row (caller), "
+           "%.0f KB written per upload\n",
+           UPLOADS, UPLOAD_SIZE, UPLOADS * UPLOAD_SIZE / (now_s() - wall0),
            (cpu_s() - cpu0) / (UPLOADS * UPLOAD_SIZE) * 1e6,
-           enqueue / (UPLOADS * UPLOAD_SIZE) * 1e6);
+           enqueue / (UPLOADS * UPLOAD_SIZE) * 1e6,
+           (double)(io_written() - io0) / 1024.0 / UPLOADS);
     report("insert 1000-row upload", times, UPLOADS, 1e3, "ms");
 }
 
@@ -471,7 +493,7 @@ static int count_row(void *ctx, const struct ledger_instance *i)
     return 0;
 }
 
-static void phase_studies(struct ledger *lg)
+static void phase_studies(struct ledger *lg, size_t want, const char *label)
 {
     double list[STUDY_SAMPLES];
     double counts[STUDY_SAMPLES];
@@ -482,8 +504,9 @@ static void phase_studies(struct ledger *lg)
     size_t n = 0;
 
     /* Studies spread over the whole fill (not the last, maybe cut). */
-    for (size_t k = 0; k < STUDY_SAMPLES && n_studies > 1; k++) {
-        uint64_t s = k * (n_studies - 1) / STUDY_SAMPLES;
+    for (size_t k = 0; k < want && n_studies > 1; k++) {
+        uint64_t s =
+            (k * (n_studies - 1) + n_studies / 3) / want % (n_studies - 1);
         unsigned got = 0;
         struct layout l;
         double t;
@@ -502,8 +525,8 @@ static void phase_studies(struct ledger *lg)
     }
     if (n == 0)
         return;
-    printf("studies: %zu, %.0f instances each on average, %u wrong\n", n,
-           (double)rows / (double)n, wrong);
+    printf("%s: %zu studies, %.0f instances each on average, %u wrong\n", label,
+           n, (double)rows / (double)n, wrong);
     report("  study listing", list, n, 1e3, "ms");
     report("  study counts", counts, n, 1e3, "ms");
 }
@@ -607,11 +630,14 @@ int main(int argc, char **argv)
     rss("after insert");
     phase_lookup(lg, rows, lookups, "look-up (warm)");
     rss("after look-ups");
-    drop_cache(argv[1]);
-    phase_lookup(lg, rows, COLD_LOOKUPS, "look-up (cold: file dropped "
-                                         "from the page cache)");
-    phase_studies(lg);
+    phase_studies(lg, STUDY_SAMPLES, "study listing (warm)");
     rss("after study listing");
+    drop_cache(argv[1]);
+    phase_lookup(lg, rows, COLD_LOOKUPS,
+                 "look-up (cold: file dropped "
+                 "from the page cache)");
+    drop_cache(argv[1]);
+    phase_studies(lg, STUDY_SAMPLES / 10, "study listing (cold)");
     if (getenv("BENCH_NO_PRUNE") == NULL) {
         /* The file no longer holds what PATH.bench describes. */
         char meta[4200];

@@ -36,12 +36,12 @@ static const char ledger__schema_sql[] =
     "CREATE TABLE series(id INTEGER PRIMARY KEY,"
     " study_id INTEGER NOT NULL, uid NOT NULL, UNIQUE(study_id, uid));"
     "CREATE TABLE delivery(id INTEGER PRIMARY KEY,"
-    " sop_hash INTEGER NOT NULL, sop_uid NOT NULL,"
+    " sop_key INTEGER NOT NULL, sop_uid NOT NULL,"
     " series_id INTEGER NOT NULL, class_id INTEGER NOT NULL,"
     " ae_id INTEGER NOT NULL, dest_id INTEGER NOT NULL,"
     " wait_ms INTEGER NOT NULL, bytes INTEGER NOT NULL,"
     " outcome INTEGER NOT NULL);"
-    "CREATE INDEX delivery_sop ON delivery(sop_hash);"
+    "CREATE INDEX delivery_sop ON delivery(sop_key);"
     "CREATE INDEX delivery_series ON delivery(series_id);"
     "CREATE TABLE commit_tx(id INTEGER PRIMARY KEY, uid NOT NULL,"
     " ae_id INTEGER NOT NULL, received_ms INTEGER NOT NULL,"
@@ -49,11 +49,11 @@ static const char ledger__schema_sql[] =
     "CREATE INDEX commit_tx_uid ON commit_tx(uid);"
     "CREATE INDEX commit_tx_received ON commit_tx(received_ms);"
     "CREATE TABLE commit_item(tx_id INTEGER NOT NULL,"
-    " sop_hash INTEGER NOT NULL, pos INTEGER NOT NULL, sop_uid NOT NULL,"
+    " sop_key INTEGER NOT NULL, pos INTEGER NOT NULL, sop_uid NOT NULL,"
     " class_id INTEGER NOT NULL, study_id INTEGER,"
     " result INTEGER NOT NULL DEFAULT 0, reason INTEGER NOT NULL DEFAULT 0,"
     " basis INTEGER NOT NULL DEFAULT 0, resolved_ms INTEGER,"
-    " PRIMARY KEY(tx_id, sop_hash, pos)) WITHOUT ROWID;"
+    " PRIMARY KEY(tx_id, sop_key, pos)) WITHOUT ROWID;"
     "CREATE INDEX commit_item_study ON commit_item(study_id)"
     " WHERE study_id IS NOT NULL;";
 
@@ -239,8 +239,8 @@ static int ledger__quick_check(sqlite3 *db, const char *path, char *err,
                                size_t err_len)
 {
     char res[200];
-    int r = ledger__query_text(db, path, "PRAGMA quick_check", res,
-                               sizeof(res), err, err_len);
+    int r = ledger__query_text(db, path, "PRAGMA quick_check", res, sizeof(res),
+                               err, err_len);
 
     if (r < 0)
         return r;
@@ -292,6 +292,42 @@ static int ledger__configure(sqlite3 *db, const char *path, bool writer,
 }
 
 /*
+ * Checks that this process may create files in the directory of @path:
+ * SQLite puts the -wal and -shm files there, and without them a writer
+ * gets only SQLite's "attempt to write a readonly database".
+ */
+static int ledger__check_dir(const char *path, char *err, size_t err_len)
+{
+    char dir[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    size_t len = slash == NULL ? 0 : (size_t)(slash - path);
+
+    if (slash == path)
+        len = 1;
+    if (len >= sizeof(dir)) {
+        ledger__err(err, err_len, "ledger path '%s' too long", path);
+        return -ENAMETOOLONG;
+    }
+    if (len == 0) {
+        dir[0] = '.';
+        len = 1;
+    } else {
+        memcpy(dir, path, len);
+    }
+    dir[len] = '\0';
+    if (faccessat(AT_FDCWD, dir, W_OK | X_OK, AT_EACCESS) < 0) {
+        int e = errno;
+
+        ledger__err(err, err_len,
+                    "cannot use ledger '%s': cannot write in its "
+                    "directory '%s' (the -wal and -shm files go there): %s",
+                    path, dir, strerror(e));
+        return -e;
+    }
+    return 0;
+}
+
+/*
  * Makes sure @path exists as a regular file of ours: creates it with
  * O_EXCL|O_NOFOLLOW and mode 0600 if missing (so SQLite's -wal and -shm
  * files get that mode too), refuses symlinks and other file types.
@@ -299,8 +335,8 @@ static int ledger__configure(sqlite3 *db, const char *path, bool writer,
 static int ledger__ensure_file(const char *path, char *err, size_t err_len)
 {
     struct stat stt;
-    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                  0600);
+    int fd =
+        open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 
     if (fd >= 0) {
         if (close(fd) < 0) {
@@ -322,8 +358,7 @@ static int ledger__ensure_file(const char *path, char *err, size_t err_len)
     if (lstat(path, &stt) < 0) {
         int e = errno;
 
-        ledger__err(err, err_len, "lstat() '%s' failed: %s", path,
-                    strerror(e));
+        ledger__err(err, err_len, "lstat() '%s' failed: %s", path, strerror(e));
         return -e;
     }
     if (S_ISLNK(stt.st_mode)) {
@@ -354,8 +389,8 @@ static int ledger__connect(const char *path, bool readonly, sqlite3 **ret_db,
     }
     r = ledger__errno(db, rc);
     if (readonly && access(path, F_OK) < 0 && errno == ENOENT) {
-        ledger__err(err, err_len,
-                    "no ledger at '%s' (the daemon creates it)", path);
+        ledger__err(err, err_len, "no ledger at '%s' (the daemon creates it)",
+                    path);
         r = -ENOENT;
     } else {
         ledger__err(err, err_len, "cannot open ledger '%s': %s", path,
@@ -377,7 +412,9 @@ static int ledger__open_main(struct ledger *lg, sqlite3 **ret_db, char *err,
     int r;
 
     if (!lg->readonly) {
-        r = ledger__ensure_file(lg->path, err, err_len);
+        r = ledger__check_dir(lg->path, err, err_len);
+        if (r == 0)
+            r = ledger__ensure_file(lg->path, err, err_len);
         if (r < 0)
             return r;
     }
@@ -394,6 +431,12 @@ static int ledger__open_main(struct ledger *lg, sqlite3 **ret_db, char *err,
         r = ledger__quick_check(db, lg->path, err, err_len);
     if (r == 0 && lg->readonly)
         r = ledger__exec(db, lg->path, "PRAGMA query_only=1", err, err_len);
+    if (r == -EROFS && lg->readonly)
+        ledger__err(err, err_len,
+                    "cannot read ledger '%s': its -shm file is missing and "
+                    "cannot be created here (run as the service's user, or "
+                    "while the daemon runs)",
+                    lg->path);
     if (r < 0) {
         (void)sqlite3_close(db);
         return r;
@@ -445,8 +488,8 @@ int ledger_move_aside(const char *path, char *ret_path, size_t path_len,
     }
     ledger__stamp(stamp, sizeof(stamp));
     for (unsigned n = 0; n < 100 && r == -EEXIST; n++) {
-        int len = n == 0 ? snprintf(aside, sizeof(aside), "%s.corrupt-%s",
-                                    path, stamp)
+        int len = n == 0 ? snprintf(aside, sizeof(aside), "%s.corrupt-%s", path,
+                                    stamp)
                          : snprintf(aside, sizeof(aside), "%s.corrupt-%s-%u",
                                     path, stamp, n);
 
@@ -467,8 +510,8 @@ int ledger_move_aside(const char *path, char *ret_path, size_t path_len,
     (void)snprintf(to, sizeof(to), "%s-wal", aside);
     if (rename(from, to) < 0 && errno != ENOENT) {
         r = -errno;
-        ledger__err(err, err_len, "rename() '%s' to '%s' failed: %s", from,
-                    to, strerror(-r));
+        ledger__err(err, err_len, "rename() '%s' to '%s' failed: %s", from, to,
+                    strerror(-r));
         return r;
     }
     (void)snprintf(from, sizeof(from), "%s-shm", path);
@@ -556,8 +599,7 @@ static int ledger__open_writer(struct ledger *lg, char *err, size_t err_len)
  * Opens the writer; with LEDGER_OPEN_RECOVER, moves a file that is not a
  * ledger or is found corrupt aside once and tries again.
  */
-static int ledger__open_recovering(struct ledger *lg, char *err,
-                                   size_t err_len)
+static int ledger__open_recovering(struct ledger *lg, char *err, size_t err_len)
 {
     char aside[PATH_MAX + 64];
     char why[sizeof(lg->moved_reason)] = "";
@@ -588,6 +630,12 @@ int ledger_open(const struct ledger_params *params, struct ledger **ret_ledger,
     if (params == NULL || params->path == NULL || params->path[0] == '\0' ||
         ret_ledger == NULL) {
         ledger__err(err, err_len, "no ledger path given");
+        return -EINVAL;
+    }
+    if (params->group_max > LEDGER_CHUNK_MAX ||
+        params->prune_chunk > LEDGER_CHUNK_MAX) {
+        ledger__err(err, err_len, "group_max and prune_chunk are at most %d",
+                    LEDGER_CHUNK_MAX);
         return -EINVAL;
     }
     if (sqlite3_threadsafe() == 0) {

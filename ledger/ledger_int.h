@@ -6,7 +6,7 @@
  * Files: ledger.c (open, schema, move aside, close, stats), queue.c (the
  * record calls, the queue and the writer thread), write.c (the writer's
  * SQL: group transactions and prune chunks), read.c (the read API),
- * uid.c (packing and hashing of UIDs).
+ * uid.c (packing UIDs and their look-up key).
  *
  * Locking: lg->qlock guards the queue, the counters in lg->stats and the
  * flush/prune/stop state. lg->w is touched only by the writer thread once
@@ -162,7 +162,7 @@ struct ledger__name_slot {
 struct ledger__writer {
     sqlite3 *db;
     sqlite3_stmt *st[LEDGER__W_COUNT];
-    int64_t last_key;          /* greatest delivery key written (a bound) */
+    int64_t last_key; /* greatest delivery key written (a bound) */
     struct ledger__name_slot names[LEDGER__NAME_KINDS][LEDGER__NAME_CACHE];
     unsigned name_next[LEDGER__NAME_KINDS];
     bool series_cached;
@@ -171,15 +171,15 @@ struct ledger__writer {
     int64_t study_id;
     int64_t series_id;
     struct ledger__entry **batch; /* the group being written */
-    int64_t *scratch;          /* prune: series/study IDs of one chunk */
+    int64_t *scratch;             /* prune: series/study IDs of one chunk */
     size_t scratch_len;
-    char errtext[160];         /* sqlite3_errmsg() of the last failure */
+    char errtext[160]; /* sqlite3_errmsg() of the last failure */
 };
 
 struct ledger {
-    struct ledger_params p;    /* defaults applied; p.path is lg->path */
+    struct ledger_params p; /* defaults applied; p.path is lg->path */
     char *path;
-    char *moved_aside;         /* NULL or where a bad file went */
+    char *moved_aside; /* NULL or where a bad file went */
     char moved_reason[256];
     bool readonly;
 
@@ -190,14 +190,14 @@ struct ledger {
 
     /* The queue and the writer's shared state, under qlock. */
     pthread_mutex_t qlock;
-    pthread_cond_t work;       /* the writer waits for entries or requests */
-    pthread_cond_t done;       /* flushers and prune waiters wait */
+    pthread_cond_t work; /* the writer waits for entries or requests */
+    pthread_cond_t done; /* flushers and prune waiters wait */
     struct ledger__entry **ring;
     size_t head;
     size_t count;
-    uint64_t first_queued_ms;  /* monotonic time the oldest waiting entry came */
-    uint64_t seq_queued;       /* entries accepted so far */
-    uint64_t seq_done;         /* entries the writer has finished */
+    uint64_t first_queued_ms; /* monotonic time the oldest waiting entry came */
+    uint64_t seq_queued;      /* entries accepted so far */
+    uint64_t seq_done;        /* entries the writer has finished */
     /*
      * Entries lost with a failed group and not yet reported by a
      * ledger_flush(): sequence numbers lost_lo..lost_hi (0: none), and the
@@ -231,8 +231,11 @@ size_t ledger__uid_pack(const char *uid, unsigned char out[LEDGER__PACKED_MAX]);
 int ledger__uid_unpack(const unsigned char *in, size_t len, char *out,
                        size_t out_size);
 
-/* The 32-bit FNV-1a hash of @uid, as stored (a signed 32-bit value). */
-int32_t ledger__uid_hash(const char *uid);
+/*
+ * The look-up key of SOP Instance UID @uid: FNV-1a of @uid without its
+ * last component (high 32 bits, signed) and of all of @uid (low 32 bits).
+ */
+int64_t ledger__uid_key(const char *uid);
 
 /* Binds @uid packed (a BLOB) or, if it cannot be packed, as TEXT. */
 int ledger__bind_uid(sqlite3_stmt *st, int idx, const char *uid);

@@ -134,7 +134,8 @@ int ledger_record_delivery(struct ledger *lg, const struct ledger_delivery *d)
 
     if (r < 0)
         return r;
-    if (d == NULL || !ledger__str_ok(d->sop_instance_uid, LEDGER_UID_MAX, true) ||
+    if (d == NULL ||
+        !ledger__str_ok(d->sop_instance_uid, LEDGER_UID_MAX, true) ||
         !ledger__str_ok(d->sop_class_uid, LEDGER_UID_MAX, false) ||
         !ledger__str_ok(d->study_uid, LEDGER_UID_MAX, false) ||
         !ledger__str_ok(d->series_uid, LEDGER_UID_MAX, false) ||
@@ -297,7 +298,8 @@ static bool ledger__wait_done(struct ledger *lg, int timeout_ms,
 
 int ledger_flush(struct ledger *lg, int timeout_ms)
 {
-    uint64_t until = ledger__mono_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+    uint64_t until =
+        ledger__mono_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
     uint64_t target;
     int r = 0;
 
@@ -349,7 +351,8 @@ int ledger_prune(struct ledger *lg, int64_t cutoff_ms)
 
 int ledger_prune_wait(struct ledger *lg, int timeout_ms)
 {
-    uint64_t until = ledger__mono_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+    uint64_t until =
+        ledger__mono_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
     int r = 0;
 
     if (lg == NULL)
@@ -412,8 +415,8 @@ static size_t ledger__take(struct ledger *lg)
 static void ledger__note_error(struct ledger *lg, int r)
 {
     lg->stats.last_error = r;
-    (void)snprintf(lg->stats.last_error_text,
-                   sizeof(lg->stats.last_error_text), "%s", lg->w.errtext);
+    (void)snprintf(lg->stats.last_error_text, sizeof(lg->stats.last_error_text),
+                   "%s", lg->w.errtext);
     if (r == -EUCLEAN)
         atomic_store(&lg->broken, true);
 }
@@ -456,8 +459,7 @@ static void ledger__run_prune(struct ledger *lg)
     int r;
 
     (void)pthread_mutex_unlock(&lg->qlock);
-    r = ledger__prune_chunk(lg, cutoff, &more, &deliveries, &commits,
-                            &deleted);
+    r = ledger__prune_chunk(lg, cutoff, &more, &deliveries, &commits, &deleted);
     (void)pthread_mutex_lock(&lg->qlock);
     lg->stats.pruned_deliveries += deliveries;
     lg->stats.pruned_commits += commits;

@@ -13,26 +13,26 @@
 #include "ledger_int.h"
 
 /* Columns 0-9 of a delivery row, as ledger__row_instance() reads them. */
-#define LEDGER__ROW_COLS                                                     \
-    "d.id, d.sop_uid, d.wait_ms, d.bytes, d.outcome, st.uid, se.uid,"       \
+#define LEDGER__ROW_COLS                                                       \
+    "d.id, d.sop_uid, d.wait_ms, d.bytes, d.outcome, st.uid, se.uid,"          \
     " c.value, a.value, ds.value"
-#define LEDGER__ROW_NAMES                                                    \
-    " LEFT JOIN name c ON c.id = d.class_id"                                \
-    " LEFT JOIN name a ON a.id = d.ae_id"                                   \
+#define LEDGER__ROW_NAMES                                                      \
+    " LEFT JOIN name c ON c.id = d.class_id"                                   \
+    " LEFT JOIN name a ON a.id = d.ae_id"                                      \
     " LEFT JOIN name ds ON ds.id = d.dest_id"
-#define LEDGER__STUDY_JOIN                                                   \
-    " FROM study st JOIN series se ON se.study_id = st.id"                  \
+#define LEDGER__STUDY_JOIN                                                     \
+    " FROM study st JOIN series se ON se.study_id = st.id"                     \
     " JOIN delivery d ON d.series_id = se.id"
 /* Arrival time of row d. */
 #define LEDGER__ARRIVED "((d.id >> 12) - d.wait_ms)"
 /* Columns 0-8 of a transaction row, as ledger__row_commit() reads them. */
-#define LEDGER__TX_COLS                                                      \
-    "SELECT t.id, t.uid, a.value, t.received_ms, t.reported_ms,"            \
-    " t.event_type, t.n_items,"                                             \
-    " (SELECT count(*) FROM commit_item i WHERE i.tx_id = t.id"             \
-    "  AND i.result = 1),"                                                  \
-    " (SELECT count(*) FROM commit_item i WHERE i.tx_id = t.id"             \
-    "  AND i.result = 2)"                                                   \
+#define LEDGER__TX_COLS                                                        \
+    "SELECT t.id, t.uid, a.value, t.received_ms, t.reported_ms,"               \
+    " t.event_type, t.n_items,"                                                \
+    " (SELECT count(*) FROM commit_item i WHERE i.tx_id = t.id"                \
+    "  AND i.result = 1),"                                                     \
+    " (SELECT count(*) FROM commit_item i WHERE i.tx_id = t.id"                \
+    "  AND i.result = 2)"                                                      \
     " FROM commit_tx t LEFT JOIN name a ON a.id = t.ae_id"
 
 static const char *const ledger__rsql[LEDGER__R_COUNT] = {
@@ -42,10 +42,11 @@ static const char *const ledger__rsql[LEDGER__R_COUNT] = {
         "SELECT " LEDGER__ROW_COLS " FROM delivery d"
         " LEFT JOIN series se ON se.id = d.series_id"
         " LEFT JOIN study st ON st.id = se.study_id" LEDGER__ROW_NAMES
-        " WHERE d.sop_hash = ?1 AND d.sop_uid = ?2"
+        " WHERE d.sop_key = ?1 AND d.sop_uid = ?2"
         " ORDER BY d.id DESC LIMIT 1",
-    [LEDGER__R_STUDY_ROWS] = "SELECT " LEDGER__ROW_COLS LEDGER__STUDY_JOIN
-        LEDGER__ROW_NAMES " WHERE st.uid = ?1 ORDER BY se.uid, d.id",
+    [LEDGER__R_STUDY_ROWS] =
+        "SELECT " LEDGER__ROW_COLS LEDGER__STUDY_JOIN LEDGER__ROW_NAMES
+        " WHERE st.uid = ?1 ORDER BY se.uid, d.id",
     [LEDGER__R_STUDY_COUNTS] =
         "SELECT count(*), count(DISTINCT d.sop_uid), count(DISTINCT se.id),"
         " sum(d.outcome = 1), sum(d.outcome = 2), sum(d.bytes),"
@@ -54,15 +55,15 @@ static const char *const ledger__rsql[LEDGER__R_COUNT] = {
         " WHERE st.uid = ?1",
     [LEDGER__R_STUDY_SOURCES] =
         "SELECT a.value, count(DISTINCT d.sop_uid), count(*),"
-        " min(" LEDGER__ARRIVED "), max(" LEDGER__ARRIVED ")"
-        LEDGER__STUDY_JOIN " LEFT JOIN name a ON a.id = d.ae_id"
+        " min(" LEDGER__ARRIVED "), max(" LEDGER__ARRIVED ")" LEDGER__STUDY_JOIN
+        " LEFT JOIN name a ON a.id = d.ae_id"
         " WHERE st.uid = ?1 GROUP BY d.ae_id ORDER BY a.value",
-    [LEDGER__R_TX_FIND] = LEDGER__TX_COLS
-        " WHERE t.uid = ?1 ORDER BY t.id DESC LIMIT 1",
+    [LEDGER__R_TX_FIND] =
+        LEDGER__TX_COLS " WHERE t.uid = ?1 ORDER BY t.id DESC LIMIT 1",
     [LEDGER__R_TX_BY_ID] = LEDGER__TX_COLS " WHERE t.id = ?1",
-    [LEDGER__R_TX_LIST] = LEDGER__TX_COLS
-        " WHERE t.received_ms >= ?1"
-        " ORDER BY t.received_ms DESC, t.id DESC LIMIT ?2",
+    [LEDGER__R_TX_LIST] =
+        LEDGER__TX_COLS " WHERE t.received_ms >= ?1"
+                        " ORDER BY t.received_ms DESC, t.id DESC LIMIT ?2",
     [LEDGER__R_ITEMS] =
         "SELECT i.pos, c.value, i.sop_uid, st.uid, i.result, i.reason,"
         " i.basis, i.resolved_ms FROM commit_item i"
@@ -156,8 +157,7 @@ static int ledger__row_instance(struct ledger *lg, sqlite3_stmt *st,
     if (r == 0)
         r = ledger__column_uid(st, 5, out->study_uid, sizeof(out->study_uid));
     if (r == 0)
-        r = ledger__column_uid(st, 6, out->series_uid,
-                               sizeof(out->series_uid));
+        r = ledger__column_uid(st, 6, out->series_uid, sizeof(out->series_uid));
     ledger__column_text(st, 7, out->sop_class_uid, sizeof(out->sop_class_uid));
     ledger__column_text(st, 8, out->calling_ae, sizeof(out->calling_ae));
     ledger__column_text(st, 9, out->destination, sizeof(out->destination));
@@ -205,7 +205,7 @@ int ledger_find_instance(struct ledger *lg, const char *sop_uid,
         return -EINVAL;
     }
     st = lg->rst[LEDGER__R_FIND];
-    (void)sqlite3_bind_int(st, 1, ledger__uid_hash(sop_uid));
+    (void)sqlite3_bind_int64(st, 1, ledger__uid_key(sop_uid));
     (void)ledger__bind_uid(st, 2, sop_uid);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
@@ -513,9 +513,9 @@ int ledger_study_commits(struct ledger *lg, const char *study_uid,
 int ledger__reader_prepare(struct ledger *lg, char *err, size_t err_len)
 {
     for (int i = 0; i < LEDGER__R_COUNT; i++) {
-        int rc = sqlite3_prepare_v3(lg->rdb, ledger__rsql[i], -1,
-                                    SQLITE_PREPARE_PERSISTENT, &lg->rst[i],
-                                    NULL);
+        int rc =
+            sqlite3_prepare_v3(lg->rdb, ledger__rsql[i], -1,
+                               SQLITE_PREPARE_PERSISTENT, &lg->rst[i], NULL);
 
         if (rc != SQLITE_OK) {
             ledger__err(err, err_len, "ledger '%s': preparing \"%s\": %s",

@@ -1,10 +1,16 @@
 /*
  * uid - how the ledger stores UIDs: packed two characters per byte ('0'-'9'
  * as 0-9, '.' as 10, a final odd character padded with 15), which halves
- * the largest column and its index entries, and a 32-bit FNV-1a hash that
- * the SOP Instance UID look-up goes through. A value that is not a plain
- * UID (other characters, empty) is stored as TEXT; SQLite never finds a
- * TEXT value equal to a BLOB, so both kinds are looked up the same way.
+ * the largest column, and a 64-bit look-up key for SOP Instance UIDs:
+ * high 32 bits a hash of the UID without its last component, low 32 bits
+ * a hash of the whole UID. The instances of one series (which share all
+ * but their last component with hierarchical UIDs) so sit side by side in
+ * the key index, and one upload touches a few index pages instead of one
+ * per instance; the low half keeps keys of any UID shape (2.25.<UUID>,
+ * one counter under one root) as distinct as a plain 32-bit hash would.
+ * A value that is not a plain UID (other characters, empty) is stored as
+ * TEXT; SQLite never finds a TEXT value equal to a BLOB, so both kinds
+ * are looked up the same way.
  */
 #include "ledger_int.h"
 
@@ -83,18 +89,28 @@ out_bad:
     return -EUCLEAN;
 }
 
-int32_t ledger__uid_hash(const char *uid)
+/* 32-bit FNV-1a of the @len bytes at @p. */
+static uint32_t ledger__fnv32(const char *p, size_t len)
 {
     uint32_t h = 0x811c9dc5u;
 
-    for (const unsigned char *p = (const unsigned char *)uid; *p; p++) {
-        h ^= *p;
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)p[i];
         h *= 0x01000193u;
     }
-    /* As a signed 32-bit value, which SQLite stores in 4 bytes. */
-    if (h <= (uint32_t)INT32_MAX)
-        return (int32_t)h;
-    return (int32_t)(h - 0x80000000u) - INT32_MAX - 1;
+    return h;
+}
+
+int64_t ledger__uid_key(const char *uid)
+{
+    const char *dot = strrchr(uid, '.');
+    uint32_t hi = ledger__fnv32(uid, dot != NULL ? (size_t)(dot - uid) : 0);
+    uint32_t lo = ledger__fnv32(uid, strlen(uid));
+    /* hi as a signed value, so the key spans the int64_t range exactly. */
+    int64_t top = hi <= (uint32_t)INT32_MAX ? (int64_t)hi
+                                            : (int64_t)hi - INT64_C(4294967296);
+
+    return top * INT64_C(4294967296) + (int64_t)lo;
 }
 
 int ledger__bind_uid(sqlite3_stmt *st, int idx, const char *uid)

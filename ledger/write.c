@@ -26,33 +26,32 @@ static const char *const ledger__wsql[LEDGER__W_COUNT] = {
     [LEDGER__W_KEY_MAX] = "SELECT id FROM delivery WHERE id BETWEEN ?1 AND ?2"
                           " ORDER BY id DESC LIMIT 1",
     [LEDGER__W_DELIVERY_ADD] =
-        "INSERT INTO delivery(id, sop_hash, sop_uid, series_id, class_id,"
+        "INSERT INTO delivery(id, sop_key, sop_uid, series_id, class_id,"
         " ae_id, dest_id, wait_ms, bytes, outcome)"
         " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     [LEDGER__W_SOP_STUDY] =
         "SELECT se.study_id FROM delivery d JOIN series se"
-        " ON se.id = d.series_id WHERE d.sop_hash = ?1 AND d.sop_uid = ?2"
+        " ON se.id = d.series_id WHERE d.sop_key = ?1 AND d.sop_uid = ?2"
         " ORDER BY d.id DESC LIMIT 1",
     [LEDGER__W_TX_ADD] = "INSERT INTO commit_tx(uid, ae_id, received_ms,"
                          " n_items) VALUES(?1, ?2, ?3, ?4)",
     [LEDGER__W_ITEM_ADD] =
-        "INSERT INTO commit_item(tx_id, sop_hash, pos, sop_uid, class_id,"
+        "INSERT INTO commit_item(tx_id, sop_key, pos, sop_uid, class_id,"
         " study_id) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
     [LEDGER__W_TX_GET] =
         "SELECT id FROM commit_tx WHERE uid = ?1 ORDER BY id DESC LIMIT 1",
     [LEDGER__W_ITEM_RESOLVE] =
         "UPDATE commit_item SET result = ?4, reason = ?5, basis = ?6,"
         " resolved_ms = ?7, study_id = coalesce(?8, study_id)"
-        " WHERE tx_id = ?1 AND sop_hash = ?2 AND sop_uid = ?3",
+        " WHERE tx_id = ?1 AND sop_key = ?2 AND sop_uid = ?3",
     [LEDGER__W_TX_REPORT] =
         "UPDATE commit_tx SET reported_ms = ?2, event_type = ?3 WHERE id = ?1",
     [LEDGER__P_DEL_SCAN] = "SELECT id, series_id FROM delivery WHERE id < ?1"
                            " ORDER BY id LIMIT ?2",
     [LEDGER__P_DEL_RANGE] = "DELETE FROM delivery WHERE id <= ?1",
     [LEDGER__P_SERIES_STUDY] = "SELECT study_id FROM series WHERE id = ?1",
-    [LEDGER__P_SERIES_DEL] =
-        "DELETE FROM series WHERE id = ?1 AND NOT EXISTS"
-        " (SELECT 1 FROM delivery WHERE series_id = ?1)",
+    [LEDGER__P_SERIES_DEL] = "DELETE FROM series WHERE id = ?1 AND NOT EXISTS"
+                             " (SELECT 1 FROM delivery WHERE series_id = ?1)",
     [LEDGER__P_STUDY_DEL] =
         "DELETE FROM study WHERE id = ?1"
         " AND NOT EXISTS (SELECT 1 FROM series WHERE study_id = ?1)"
@@ -60,20 +59,18 @@ static const char *const ledger__wsql[LEDGER__W_COUNT] = {
     [LEDGER__P_TX_OLDEST] = "SELECT id FROM commit_tx WHERE received_ms < ?1"
                             " ORDER BY received_ms, id LIMIT 1",
     [LEDGER__P_ITEM_SCAN] =
-        "SELECT sop_hash, pos, study_id FROM commit_item WHERE tx_id = ?1"
-        " ORDER BY sop_hash, pos LIMIT ?2",
+        "SELECT sop_key, pos, study_id FROM commit_item WHERE tx_id = ?1"
+        " ORDER BY sop_key, pos LIMIT ?2",
     [LEDGER__P_ITEM_DEL] = "DELETE FROM commit_item WHERE tx_id = ?1"
-                           " AND (sop_hash, pos) <= (?2, ?3)",
-    [LEDGER__P_TX_DEL] =
-        "DELETE FROM commit_tx WHERE id = ?1 AND NOT EXISTS"
-        " (SELECT 1 FROM commit_item WHERE tx_id = ?1)",
+                           " AND (sop_key, pos) <= (?2, ?3)",
+    [LEDGER__P_TX_DEL] = "DELETE FROM commit_tx WHERE id = ?1 AND NOT EXISTS"
+                         " (SELECT 1 FROM commit_item WHERE tx_id = ?1)",
 };
 
 /* Remembers why @rc failed and maps it to a negative errno. */
 static int ledger__fail(struct ledger__writer *w, int rc)
 {
-    (void)snprintf(w->errtext, sizeof(w->errtext), "%s",
-                   sqlite3_errmsg(w->db));
+    (void)snprintf(w->errtext, sizeof(w->errtext), "%s", sqlite3_errmsg(w->db));
     return ledger__errno(w->db, rc);
 }
 
@@ -287,7 +284,7 @@ static int ledger__put_delivery(struct ledger__writer *w,
     if (r < 0)
         return r;
     (void)sqlite3_bind_int64(st, 1, key);
-    (void)sqlite3_bind_int(st, 2, ledger__uid_hash(e->u.d.sop_uid));
+    (void)sqlite3_bind_int64(st, 2, ledger__uid_key(e->u.d.sop_uid));
     (void)ledger__bind_uid(st, 3, e->u.d.sop_uid);
     (void)sqlite3_bind_int64(st, 4, series);
     (void)sqlite3_bind_int64(st, 5, cls);
@@ -308,7 +305,7 @@ static int ledger__sop_study(struct ledger__writer *w, const char *sop_uid,
 {
     sqlite3_stmt *st = w->st[LEDGER__W_SOP_STUDY];
 
-    (void)sqlite3_bind_int(st, 1, ledger__uid_hash(sop_uid));
+    (void)sqlite3_bind_int64(st, 1, ledger__uid_key(sop_uid));
     (void)ledger__bind_uid(st, 2, sop_uid);
     return ledger__run_id(w, st, ret_id, ret_found);
 }
@@ -344,7 +341,7 @@ static int ledger__put_received(struct ledger__writer *w,
             return r;
         st = w->st[LEDGER__W_ITEM_ADD];
         (void)sqlite3_bind_int64(st, 1, tx);
-        (void)sqlite3_bind_int(st, 2, ledger__uid_hash(it->sop_uid));
+        (void)sqlite3_bind_int64(st, 2, ledger__uid_key(it->sop_uid));
         (void)sqlite3_bind_int64(st, 3, (int64_t)i);
         (void)ledger__bind_uid(st, 4, it->sop_uid);
         (void)sqlite3_bind_int64(st, 5, cls);
@@ -391,7 +388,7 @@ static int ledger__put_resolved(struct ledger__writer *w,
     if (r < 0)
         return r;
     (void)sqlite3_bind_int64(st, 1, tx);
-    (void)sqlite3_bind_int(st, 2, ledger__uid_hash(e->u.res.sop_uid));
+    (void)sqlite3_bind_int64(st, 2, ledger__uid_key(e->u.res.sop_uid));
     (void)ledger__bind_uid(st, 3, e->u.res.sop_uid);
     (void)sqlite3_bind_int(st, 4, e->u.res.result);
     (void)sqlite3_bind_int(st, 5, e->u.res.reason);
@@ -596,7 +593,7 @@ static int ledger__prune_commits(struct ledger *lg, int64_t cutoff_ms,
     int64_t *studies = w->scratch;
     size_t n_studies = 0;
     int64_t tx = 0;
-    int64_t hash = 0;
+    int64_t key = 0;
     int64_t pos = 0;
     uint64_t n = 0;
     bool found;
@@ -613,7 +610,7 @@ static int ledger__prune_commits(struct ledger *lg, int64_t cutoff_ms,
     (void)sqlite3_bind_int64(st, 1, tx);
     (void)sqlite3_bind_int64(st, 2, lg->p.prune_chunk);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        hash = sqlite3_column_int64(st, 0);
+        key = sqlite3_column_int64(st, 0);
         pos = sqlite3_column_int64(st, 1);
         if (sqlite3_column_type(st, 2) != SQLITE_NULL)
             studies[n_studies++] = sqlite3_column_int64(st, 2);
@@ -626,7 +623,7 @@ static int ledger__prune_commits(struct ledger *lg, int64_t cutoff_ms,
     if (r == 0 && n > 0) {
         st = w->st[LEDGER__P_ITEM_DEL];
         (void)sqlite3_bind_int64(st, 1, tx);
-        (void)sqlite3_bind_int64(st, 2, hash);
+        (void)sqlite3_bind_int64(st, 2, key);
         (void)sqlite3_bind_int64(st, 3, pos);
         r = ledger__run(w, st);
     }

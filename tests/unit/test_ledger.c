@@ -121,7 +121,11 @@ static long long table_rows(const char *name, const char *table)
 static void test_uid_packing(void)
 {
     static const char *const good[] = {
-        "1", "12", "1.2", "1.2.840.10008.5.1.4.1.1.2", "0.0.0",
+        "1",
+        "12",
+        "1.2",
+        "1.2.840.10008.5.1.4.1.1.2",
+        "0.0.0",
         "1.2.3.4.5.6.7.8.9.10.11.12.13.14.15.16.17.18.19.20.21.22.23.24.25",
         "2.25.329800735698586629295641978511506172918",
     };
@@ -164,11 +168,16 @@ static void test_uid_packing(void)
     CHECK(ledger__uid_unpack(buf, 1, out, sizeof(out)) == 0 &&
           strcmp(out, "1") == 0);
     CHECK(ledger__uid_unpack(buf, 1, out, 1) == -EUCLEAN);
-    /* Same hash for the same text, as a signed 32-bit value. */
-    CHECK(ledger__uid_hash("1.2.3") == ledger__uid_hash("1.2.3"));
-    CHECK(ledger__uid_hash("1.2.3") != ledger__uid_hash("1.2.4"));
-    CHECK(ledger__uid_hash("") == (int32_t)(0x811c9dc5u - 0x80000000u) -
-                                      INT32_MAX - 1);
+    /* The key: the same UID, the same key; one series, one high half. */
+    CHECK(ledger__uid_key("1.2.3.7") == ledger__uid_key("1.2.3.7"));
+    CHECK(ledger__uid_key("1.2.3.7") != ledger__uid_key("1.2.3.8"));
+    CHECK(ledger__uid_key("1.2.3.7") >> 32 == ledger__uid_key("1.2.3.8") >> 32);
+    CHECK(ledger__uid_key("1.2.3.7") >> 32 != ledger__uid_key("1.2.4.7") >> 32);
+    /* FNV-1a of "" is 0x811c9dc5; of "7" 0x320ca3f6 (no dot: no prefix). */
+    CHECK(ledger__uid_key("7") ==
+          ((int64_t)0x811c9dc5u - INT64_C(4294967296)) * INT64_C(4294967296) +
+              0x320ca3f6);
+    CHECK(ledger__uid_key("") < 0);
 }
 
 static void test_insert_lookup(void)
@@ -320,14 +329,15 @@ static void test_duplicates_and_study(void)
     CHECK(ledger_record_delivery(lg, &d) == 0);
     CHECK(record(lg, "1.5.1.1.1", "1.5", "1.5.1", T0 + 1000,
                  LEDGER_ALREADY_EXISTED) == 0);
-    CHECK(record(lg, "1.5.1.1.2", "1.5", "1.5.1", T0 + 2000,
-                 LEDGER_STORED) == 0);
+    CHECK(record(lg, "1.5.1.1.2", "1.5", "1.5.1", T0 + 2000, LEDGER_STORED) ==
+          0);
     CHECK(record(lg, "1.5.2.1.1", "1.5", "1.5.2", T0 + 500, LEDGER_STORED) ==
           0);
     CHECK(ledger_flush(lg, 10000) == 0);
 
     CHECK(ledger_find_instance(lg, "1.5.1.1.1", &in) == 0);
-    CHECK(in.delivered_ms == T0 + 3000 && strcmp(in.calling_ae, "US_CART") == 0);
+    CHECK(in.delivered_ms == T0 + 3000 &&
+          strcmp(in.calling_ae, "US_CART") == 0);
     CHECK(strcmp(in.sop_class_uid, "") == 0); /* NULL is stored as "" */
     CHECK(ledger_study_counts(lg, "1.5", &c) == 0);
     CHECK(c.deliveries == 4 && c.instances == 3 && c.series == 2);
@@ -388,10 +398,10 @@ static void test_same_millisecond(void)
         bad += record(lg, sop, "1.7", "1.7.1", T0 + 50, LEDGER_STORED) != 0;
     }
     /* Earlier and later times after the burst. */
-    bad += record(lg, "1.7.1.99999", "1.7", "1.7.1", T0 + 10,
-                  LEDGER_STORED) != 0;
-    bad += record(lg, "1.7.1.99998", "1.7", "1.7.1", T0 + 50,
-                  LEDGER_STORED) != 0;
+    bad +=
+        record(lg, "1.7.1.99999", "1.7", "1.7.1", T0 + 10, LEDGER_STORED) != 0;
+    bad +=
+        record(lg, "1.7.1.99998", "1.7", "1.7.1", T0 + 50, LEDGER_STORED) != 0;
     CHECK(bad == 0);
     CHECK(ledger_flush(lg, 30000) == 0);
     CHECK(ledger_study_counts(lg, "1.7", &c) == 0);
@@ -492,6 +502,10 @@ static void test_invalid_input(void)
     ledger_close(NULL);
     CHECK(ledger_open(NULL, &none, err, sizeof(err)) == -EINVAL);
     CHECK(ledger_open(&p, &none, err, sizeof(err)) == -EINVAL && none == NULL);
+    p.path = "/tmp/never-opened.db";
+    p.prune_chunk = LEDGER_CHUNK_MAX + 1;
+    CHECK(ledger_open(&p, &none, err, sizeof(err)) == -EINVAL && none == NULL);
+    CHECK(access(p.path, F_OK) < 0);
     if (lg == NULL)
         return;
 
@@ -529,8 +543,7 @@ static void test_invalid_input(void)
     d.arrived_ms = T0;
     CHECK(ledger_record_delivery(lg, &d) == 0); /* the 16-char AE is fine */
 
-    CHECK(ledger_record_commit_received(lg, "", "AE", T0, &ref, 1) ==
-          -EINVAL);
+    CHECK(ledger_record_commit_received(lg, "", "AE", T0, &ref, 1) == -EINVAL);
     CHECK(ledger_record_commit_received(lg, "1.9", "AE", T0, &ref, 0) ==
           -EINVAL);
     CHECK(ledger_record_commit_received(lg, "1.9", "AE", T0, NULL, 1) ==
@@ -621,8 +634,7 @@ static int collect_study_commit(void *ctx, const struct ledger_commit *c,
 
 static void resolve(struct ledger *lg, const char *tx, const char *sop,
                     const char *study, enum ledger_item_result result,
-                    uint16_t reason, enum ledger_commit_basis basis,
-                    int64_t ms)
+                    uint16_t reason, enum ledger_commit_basis basis, int64_t ms)
 {
     struct ledger_commit_resolution r = {
         .tx_uid = tx,
@@ -641,10 +653,10 @@ static void test_commit_history(void)
 {
     static const char *const tx = "1.2.826.0.1.3680043.8.498.77.1";
     struct ledger_commit_ref refs[4] = {
-        {CT, "1.8.1.1"},        /* delivered: linked to study 1.8 */
-        {CT, "1.8.1.2"},        /* named twice */
+        {CT, "1.8.1.1"}, /* delivered: linked to study 1.8 */
+        {CT, "1.8.1.2"}, /* named twice */
         {CT, "1.8.1.2"},
-        {CT, "4.4.4.4"},        /* never received */
+        {CT, "4.4.4.4"}, /* never received */
     };
     struct ledger_commit c;
     struct items items = {0};
@@ -660,13 +672,11 @@ static void test_commit_history(void)
     CHECK(ledger_flush(lg, 10000) == 0);
     CHECK(ledger_commit_find(lg, tx, &c) == 0);
     CHECK(strcmp(c.tx_uid, tx) == 0 && strcmp(c.calling_ae, "CT_ROOM_1") == 0);
-    CHECK(c.received_ms == T0 + 100 && c.reported_ms == 0 &&
-          c.event_type == 0);
+    CHECK(c.received_ms == T0 + 100 && c.reported_ms == 0 && c.event_type == 0);
     CHECK(c.items == 4 && c.pending == 4 && c.committed == 0 && c.failed == 0);
 
     /* 1.8.1.2 is delivered after the request came. */
-    CHECK(record(lg, "1.8.1.2", "1.8", "1.8.1", T0 + 200, LEDGER_STORED) ==
-          0);
+    CHECK(record(lg, "1.8.1.2", "1.8", "1.8.1", T0 + 200, LEDGER_STORED) == 0);
     resolve(lg, tx, "1.8.1.1", NULL, LEDGER_ITEM_COMMITTED, 0,
             LEDGER_BASIS_DELIVERED, T0 + 300);
     resolve(lg, tx, "1.8.1.2", NULL, LEDGER_ITEM_COMMITTED, 0,
@@ -715,8 +725,8 @@ static void test_commit_history(void)
     /* The same transaction UID used again later: the latest is shown. */
     CHECK(ledger_record_commit_received(lg, tx, "CT_ROOM_2", T0 + 1000, refs,
                                         1) == 0);
-    CHECK(ledger_record_commit_received(lg, "1.99", "MR_2", T0 + 2000,
-                                        refs + 3, 1) == 0);
+    CHECK(ledger_record_commit_received(lg, "1.99", "MR_2", T0 + 2000, refs + 3,
+                                        1) == 0);
     CHECK(ledger_flush(lg, 10000) == 0);
     CHECK(ledger_commit_find(lg, tx, &c) == 0);
     CHECK(c.items == 1 && c.pending == 1 && c.received_ms == T0 + 1000);
@@ -831,8 +841,8 @@ static void test_prune(void)
             many[i].sop_instance_uid = uids[i];
         }
         /* 30 items in chunks of 7; their study exists only through them. */
-        CHECK(ledger_record_commit_received(lg, "1.21", "CT",
-                                            T0 - 39 * DAY_MS, many, 30) == 0);
+        CHECK(ledger_record_commit_received(lg, "1.21", "CT", T0 - 39 * DAY_MS,
+                                            many, 30) == 0);
         for (unsigned i = 0; i < 30; i++)
             resolve(lg, "1.21", uids[i], "3.3", LEDGER_ITEM_FAILED, 0x0112,
                     LEDGER_BASIS_SERVER, T0 - 39 * DAY_MS);
@@ -1185,8 +1195,8 @@ static void test_concurrency(void)
         return;
     path_in(path, sizeof(path), "conc.db");
     /* The row every reader looks for, committed before they start. */
-    CHECK(record(lg, "1.30.0.0.0", "1.30.0", "1.30.1", T0 - 1,
-                 LEDGER_STORED) == 0);
+    CHECK(record(lg, "1.30.0.0.0", "1.30.0", "1.30.1", T0 - 1, LEDGER_STORED) ==
+          0);
     CHECK(ledger_flush(lg, 10000) == 0);
     child = spawn_child("--child-reader", path, -1);
     CHECK(child > 0);
@@ -1237,8 +1247,7 @@ static int child_writer(const char *path)
         for (unsigned i = 0; i < CRASH_BATCH; i++) {
             uid(sop, sizeof(sop), "crash", b * CRASH_BATCH + i);
             if (record(lg, sop, "1.40", "1.40.1",
-                       T0 + (int64_t)(b * CRASH_BATCH + i), LEDGER_STORED) !=
-                0)
+                       T0 + (int64_t)(b * CRASH_BATCH + i), LEDGER_STORED) != 0)
                 return 3;
         }
         if (ledger_flush(lg, 60000) != 0)
@@ -1349,8 +1358,7 @@ static void test_garbage_file(void)
     write_bytes(walpath, wal, sizeof(wal), 0);
     (void)snprintf(moved, sizeof(moved), "%s-shm", path);
     write_bytes(moved, wal, 16, 0);
-    CHECK(ledger_move_aside(path, moved, sizeof(moved), err, sizeof(err)) ==
-          0);
+    CHECK(ledger_move_aside(path, moved, sizeof(moved), err, sizeof(err)) == 0);
     CHECK(file_equals(moved, junk, sizeof(junk)));
     CHECK(strlen(moved) < sizeof(moved) - 5);
     (void)strncat(moved, "-wal", sizeof(moved) - strlen(moved) - 1);
@@ -1497,8 +1505,7 @@ static void test_corrupt_pages(void)
         CHECK_MSG(corrupt > 0, "no look-up saw the corruption");
         CHECK(ledger_stats(lg, &st) == 0 && st.broken);
         /* A broken ledger writes nothing more, and says so. */
-        CHECK(record(lg, "1.60.2.1", "1.60", "1.60.2", T0, LEDGER_STORED) ==
-              0);
+        CHECK(record(lg, "1.60.2.1", "1.60", "1.60.2", T0, LEDGER_STORED) == 0);
         CHECK(ledger_flush(lg, 10000) == -EUCLEAN);
         CHECK(ledger_stats(lg, &st) == 0 && st.failed == 1 &&
               st.last_error == -EUCLEAN);
@@ -1517,12 +1524,12 @@ static void test_corrupt_pages(void)
     {
         char aside[4200];
 
-        CHECK(ledger_move_aside(path, aside, sizeof(aside), err,
-                                sizeof(err)) == 0);
+        CHECK(ledger_move_aside(path, aside, sizeof(aside), err, sizeof(err)) ==
+              0);
         CHECK(stat(path, &stt) < 0 && errno == ENOENT);
         CHECK(stat(aside, &stt) == 0);
-        CHECK(ledger_move_aside(path, aside, sizeof(aside), err,
-                                sizeof(err)) == -ENOENT);
+        CHECK(ledger_move_aside(path, aside, sizeof(aside), err, sizeof(err)) ==
+              -ENOENT);
     }
 }
 
@@ -1536,14 +1543,19 @@ static int child_unwritable(const char *dir)
 
     if (geteuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0))
         return 2;
-    (void)snprintf(path, sizeof(path), "%s/ledger.db", dir);
-    p.path = path;
-    r = ledger_open(&p, &lg, err, sizeof(err));
-    fprintf(stderr, "child: %d %s\n", r, err);
-    return r == -EACCES && strstr(err, path) != NULL &&
-                   strstr(err, strerror(EACCES)) != NULL
-               ? 0
-               : 1;
+    /* A new ledger there, then an existing one (the file is ours). */
+    for (int k = 0; k < 2; k++) {
+        (void)snprintf(path, sizeof(path), "%s/%s", dir,
+                       k == 0 ? "ledger.db" : "existing.db");
+        p.path = path;
+        r = ledger_open(&p, &lg, err, sizeof(err));
+        fprintf(stderr, "child: %d %s\n", r, err);
+        if (r != -EACCES || strstr(err, path) == NULL ||
+            strstr(err, "cannot write in its directory") == NULL ||
+            strstr(err, strerror(EACCES)) == NULL)
+            return 1;
+    }
+    return 0;
 }
 
 static void test_unwritable(void)
@@ -1556,13 +1568,21 @@ static void test_unwritable(void)
 
     path_in(dir, sizeof(dir), "readonly-dir");
     CHECK(mkdir(dir, 0755) == 0);
-    if (geteuid() != 0)
+    (void)snprintf(path, sizeof(path), "%s/existing.db", dir);
+    p.path = path;
+    CHECK(ledger_open(&p, &lg, err, sizeof(err)) == 0);
+    ledger_close(lg);
+    lg = NULL;
+    if (geteuid() == 0)
+        CHECK(chown(path, 65534, 65534) == 0);
+    else
         CHECK(chmod(dir, 0555) == 0);
     code = wait_child(spawn_child("--child-unwritable", dir, -1));
     CHECK_MSG(code == 0, "unwritable directory: child exit %d", code);
     (void)chmod(dir, 0755);
 
     /* No such directory; a read-only open of a missing file. */
+    p.flags = 0;
     (void)snprintf(path, sizeof(path), "%s/missing/ledger.db", root);
     p.path = path;
     CHECK(ledger_open(&p, &lg, err, sizeof(err)) == -ENOENT && lg == NULL);
@@ -1576,6 +1596,63 @@ static void test_unwritable(void)
     CHECK(symlink("basic.db", path) == 0);
     p.flags = 0;
     CHECK(ledger_open(&p, &lg, err, sizeof(err)) == -ELOOP);
+}
+
+/* A full disk: the rows are lost and counted, reads go on, and writing
+ * resumes once there is room again (root only: a small tmpfs). */
+static void test_disk_full(void)
+{
+    struct ledger_params p = {.group_wait_ms = LEDGER_GROUP_WAIT_NONE};
+    struct ledger_instance in;
+    struct ledger_stats st;
+    struct ledger *lg = NULL;
+    char dir[256];
+    char path[300];
+    char cmd[400];
+    char sop[80];
+    int r = 0;
+    unsigned b;
+
+    if (geteuid() != 0) {
+        fprintf(stderr, "skip disk full: needs root for a small tmpfs\n");
+        return;
+    }
+    path_in(dir, sizeof(dir), "small-fs");
+    CHECK(mkdir(dir, 0700) == 0);
+    (void)snprintf(cmd, sizeof(cmd),
+                   "mount -t tmpfs -o size=1m,mode=0700 tmpfs '%s'", dir);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "skip disk full: cannot mount a tmpfs here\n");
+        return;
+    }
+    (void)snprintf(path, sizeof(path), "%s/ledger.db", dir);
+    p.path = path;
+    CHECK(ledger_open(&p, &lg, err, sizeof(err)) == 0);
+    for (b = 0; lg != NULL && b < 200; b++) {
+        for (unsigned i = 0; i < 100; i++) {
+            uid(sop, sizeof(sop), "full-disk", b * 100 + i);
+            CHECK(record(lg, sop, "1.70", "1.70.1", T0 + b * 100 + i,
+                         LEDGER_STORED) == 0);
+        }
+        r = ledger_flush(lg, 60000);
+        if (r < 0)
+            break;
+    }
+    CHECK_MSG(r == -ENOSPC, "flush %d after %u batches", r, b);
+    if (lg != NULL) {
+        CHECK(ledger_stats(lg, &st) == 0 && st.failed > 0 &&
+              st.last_error == -ENOSPC && !st.broken);
+        uid(sop, sizeof(sop), "full-disk", 0);
+        CHECK(ledger_find_instance(lg, sop, &in) == 0);
+        (void)snprintf(cmd, sizeof(cmd), "mount -o remount,size=16m '%s'", dir);
+        CHECK(system(cmd) == 0);
+        CHECK(record(lg, "1.70.2.1", "1.70", "1.70.2", T0, LEDGER_STORED) == 0);
+        CHECK(ledger_flush(lg, 60000) == 0);
+        CHECK(ledger_find_instance(lg, "1.70.2.1", &in) == 0);
+        ledger_close(lg);
+    }
+    (void)snprintf(cmd, sizeof(cmd), "umount '%s'", dir);
+    CHECK(system(cmd) == 0);
 }
 
 int main(int argc, char **argv)
@@ -1609,6 +1686,7 @@ int main(int argc, char **argv)
     test_foreign_and_newer();
     test_corrupt_pages();
     test_unwritable();
+    test_disk_full();
     {
         char cmd[128];
 
