@@ -7,6 +7,7 @@ packages=(
     build-essential cmake pkg-config
     libdcmtk-dev libcurl4-openssl-dev libcjson-dev libssl-dev
     zlib1g-dev         # the Part 10 reader inflates deflated data sets
+    libsqlite3-dev     # the delivery ledger (ledger/)
     dcmtk              # storescu, echoscu, dump2dcm: the test modality
     python3 python3-pydicom   # test fixtures (real files, generated ones)
     orthanc orthanc-dicomweb  # a real third-party STOW-RS server for the tests
