@@ -377,11 +377,11 @@ static const char *refusal_text(enum refusal why)
         return "not supported: a non-patient object, no study to send it "
                "to";
     case REFUSE_FIND_OFF:
-        return "not supported: C-FIND is off (query.enabled false or no "
-               "upload.url)";
+        return "not supported: C-FIND is off, query.enabled false or no "
+               "upload.url";
     case REFUSE_FIND_CALLER:
-        return "not allowed for this caller (find false in "
-               "dicom.allowed_callers)";
+        return "not allowed for this caller: find false in "
+               "dicom.allowed_callers";
     case REFUSE_TRANSFER_SYNTAX:
         return "no proposed transfer syntax is accepted";
     case REFUSE_NONE:
@@ -1425,6 +1425,13 @@ static bool accept_association(struct scp *scp, T_ASC_Association *assoc,
                            ASC_SOURCE_SERVICEUSER,
                            ASC_REASON_SU_CALLEDAETITLENOTRECOGNIZED);
         why = "called AE title not recognized";
+    } else if (strcmp(calling, "?") == 0) {
+        /* Empty or not an AE title: DCMTK could not even acknowledge it
+         * ("Illegal service parameter: Calling AP Title"). */
+        reject_association(assoc, ASC_RESULT_REJECTEDPERMANENT,
+                           ASC_SOURCE_SERVICEUSER,
+                           ASC_REASON_SU_CALLINGAETITLENOTRECOGNIZED);
+        why = "calling AE title empty or invalid";
     } else if (!caller_allowed(scp, calling, peer, &find_allowed)) {
         reject_association(assoc, ASC_RESULT_REJECTEDPERMANENT,
                            ASC_SOURCE_SERVICEUSER,
