@@ -1713,6 +1713,18 @@ extern "C" int scp_new(const struct scp_params *params, struct scp **ret_scp,
             scp_free(scp);
             return -EIO;
         }
+        scp->layer = scp__split_layer_new(scp->max_pdu);
+        if (scp->layer == NULL) {
+            scp_free(scp);
+            return -ENOMEM;
+        }
+        cond = ASC_setTransportLayer(scp->network, scp->layer, 0);
+        if (cond.bad()) {
+            set_err(err, err_len, "DCMTK transport layer failed: %s",
+                    cond.text());
+            scp_free(scp);
+            return -EIO;
+        }
         *ret_scp = scp;
         return 0;
     } catch (...) {
@@ -1765,6 +1777,7 @@ extern "C" void scp_free(struct scp *scp)
     try {
         if (scp->network != NULL)
             (void)ASC_dropNetwork(&scp->network);
+        scp__split_layer_free(scp->layer);
     } catch (...) {
     }
     if (scp->listen_fd >= 0)

@@ -6,7 +6,9 @@
  *   scp_net.cc  the connection loop on the scp_run() thread: accept,
  *               the wait for a whole A-ASSOCIATE-RQ, its structural check
  *               (scp_rq.h), the association limit, and the closing of
- *               every socket whose association has ended.
+ *               every socket whose association has ended;
+ *   scp_pdu.cc  the transport layer DCMTK reads through: it splits a
+ *               P-DATA-TF PDU of several PDVs into one PDU per PDV.
  *
  * Ownership of a connection's socket: the loop owns it until
  * scp__start_association() succeeds; then the association thread (and
@@ -30,6 +32,7 @@
 #include "util.h"
 
 struct T_ASC_Network;
+class DcmTransportLayer;
 
 /* The largest A-ASSOCIATE-RQ we take (DCMTK's own limit is 1 MiB; a
  * proposal of 128 contexts with many syntaxes each is ~130 KiB). */
@@ -71,6 +74,7 @@ struct scp {
     int listen_fd;              /* ours: DCMTK never accepts itself */
     int wake_fd;                /* eventfd: wakes the loop */
     T_ASC_Network *network;     /* DCMTK's, used only to parse RQs */
+    DcmTransportLayer *layer;   /* scp_pdu.cc's, set on the network */
     scp_stop_fn should_stop;
     void *stop_ctx;
 
@@ -108,6 +112,15 @@ void scp__association_done(struct scp *scp);
 /* Sends an A-ABORT PDU (PS3.8 9.3.8) on @fd without blocking: @source 0
  * (service user) or 2 (service provider), with @reason. Best effort. */
 void scp__send_abort(int fd, unsigned char source, unsigned char reason);
+
+/* scp_pdu.cc */
+
+/* The transport layer whose connections split P-DATA-TF PDUs of several
+ * PDVs (up to @max_pdu bytes, the most we receive) into one PDU per PDV,
+ * which works around DCMTK 3.6.7's DUL_NextPDV() (see scp_pdu.cc). NULL on
+ * out-of-memory. */
+DcmTransportLayer *scp__split_layer_new(uint32_t max_pdu);
+void scp__split_layer_free(DcmTransportLayer *layer);
 
 /* scp.cc */
 

@@ -6,7 +6,7 @@ peer (dimse_peer.py) that sends what no toolkit would.
 usage: scp_it.py BINARY CRAFT_SCU TEST
 
 TEST is one of: cancel, storage_classes, refused_log, max_pdu,
-flood_malformed, flood_release, flood_rejected, flood_trickle, leaks,
+packed_pdvs, flood_malformed, flood_release, flood_rejected, flood_trickle, leaks,
 soak, fd_limit, config. Each prints what it measured (times, RSS, log
 lines) and exits non-zero on the first failed check.
 """
@@ -568,6 +568,76 @@ def find_identifier_all():
     ds = find_identifier()
     ds.PatientName = ""
     return ds
+
+
+# ---------------------------------------------------------------------------
+# Found by the fuzzer: several PDVs in one P-DATA-TF PDU
+# ---------------------------------------------------------------------------
+
+def packed(pc_id, parts):
+    """One P-DATA-TF PDU holding every (payload, is_command) fragment of
+    @parts, in order, each marked last when it ends its message."""
+    body = b""
+    for payload, is_command, last in parts:
+        body += dp.pdv(pc_id, payload, is_command, last)
+    return dp.pdu(dp.P_DATA, body)
+
+
+def fragments(payload, is_command, size):
+    chunks = [payload[i:i + size] for i in range(0, len(payload), size)]
+    return [(c, is_command, i == len(chunks) - 1)
+            for i, c in enumerate(chunks)]
+
+
+def test_packed_pdvs(work):
+    """PS3.8 9.3.5 lets a P-DATA-TF carry several PDVs. DCMTK 3.6.7's
+    DUL_NextPDV() misreads the third one on (SEGV with two C-STOREs in
+    one PDU): stowbridge splits such PDUs before DCMTK reads them."""
+    d = Daemon(work).start()
+    study = "1.2.826.0.1.3680043.9.7156.7.1"
+    p = dp.Peer(d.port)
+    kind, _ = p.associate(contexts=[(1, dp.VERIFICATION, [dp.IMPLICIT]),
+                                    (3, dp.CT_IMAGE, [dp.EXPLICIT])])
+    check(kind == dp.ASSOCIATE_AC, "accepted")
+    sent = {}
+    parts = []
+    for i, size in enumerate((1000, 700, 334)):
+        sop = "1.2.826.0.1.3680043.9.7156.7.2.%d" % i
+        data = dp.dataset_bytes(dp.ct_dataset(sop, study=study, pixels=2000))
+        sent[sop] = data
+        parts += fragments(dp.store_rq(i + 1, dp.CT_IMAGE, sop), True, 60)
+        parts += fragments(data, False, size)
+    check(len(parts) > 10, "%d PDVs of different sizes" % len(parts))
+    p.send(packed(3, parts))
+    statuses = []
+    for _ in range(3):
+        cmd, _, _ = p.read_message()
+        statuses.append(dp.field_us(cmd, 0x0900))
+    check(statuses == [0, 0, 0], "three C-STOREs in one PDU: 0000 each "
+          "(%s)" % statuses)
+    # And an echo command packed behind a data set fragment's end.
+    p.send(packed(1, [(dp.echo_rq(9), True, True)]))
+    cmd, _, _ = p.read_message()
+    check(dp.field_us(cmd, 0x0900) == 0, "C-ECHO after them")
+    check(p.release(), "released")
+    p.close()
+    for sop, data in sent.items():
+        body, _ = spooled_dataset(d, sop)
+        check(body == data, "%s spooled byte for byte" % sop)
+    check(d.alive() and it.echo(d.port).returncode == 0, "still serving")
+    # PDVs that do not add up are still refused, not split.
+    p = dp.Peer(d.port)
+    p.associate(contexts=[(1, dp.VERIFICATION, [dp.IMPLICIT])])
+    bad = packed(1, [(dp.echo_rq(1), True, True)])
+    bad = bad[:6] + (len(bad) + 10).to_bytes(4, "big") + bad[10:]
+    p.send(bad)
+    check(p.wait_closed(10) is not None, "a PDV length past its PDU: the "
+          "association is dropped")
+    p.close()
+    check(logged(d, r"PDV lengths don't add up|invalid length"),
+          "and DCMTK's reason logged")
+    check(d.stop() == 0, "clean stop")
+    no_sanitizer_report(d, "packed PDVs")
 
 
 # ---------------------------------------------------------------------------
