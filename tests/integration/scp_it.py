@@ -88,29 +88,70 @@ def probe(d, what, count=5, pause=0.5, alive=None):
     return times
 
 
+def server_closed(sock):
+    """True once the SCP has closed its socket: it shuts its write side
+    at once (so EOF tells nothing) and closes once the peer closed or its
+    deadline passed; after that, a byte we send is answered by a reset,
+    which the next send reports. Reads and drops what the SCP sent."""
+    sock.setblocking(False)
+    try:
+        while sock.recv(65536):
+            pass
+    except BlockingIOError:
+        pass
+    except OSError:
+        return True
+    try:
+        sock.send(b"\0")
+    except OSError:
+        return True
+    return False
+
+
 def wait_closed_by_server(socks, seconds):
-    """How many of @socks the SCP closed within @seconds (EOF or reset
-    seen), reading and dropping whatever it sent first."""
+    """How many of @socks the SCP closed within @seconds."""
     deadline = time.monotonic() + seconds
     open_socks = list(socks)
     closed = 0
     while open_socks and time.monotonic() < deadline:
         still = []
         for s in open_socks:
-            s.setblocking(False)
-            try:
-                while True:
-                    data = s.recv(65536)
-                    if not data:
-                        closed += 1
-                        break
-            except BlockingIOError:
-                still.append(s)
-            except OSError:
+            if server_closed(s):
                 closed += 1
+            else:
+                still.append(s)
         open_socks = still
-        time.sleep(0.05)
+        time.sleep(0.1)
     return closed
+
+
+def check_close_times(d, timeout_s):
+    """A malformed request, a wrong called AE and a release, each held
+    open by the peer: the SCP closes each socket within dicom.timeout_s
+    (a 1.5 s margin for a loaded machine)."""
+    bad = [c for c in dp.malformed_requests() if c[2] == "abort"][0][1]
+    socks = {"released": release_and_hold(d.port),
+             "malformed request": hold(d.port, bad),
+             "wrong called AE": hold(d.port, dp.associate_rq(called="X"))}
+    check(all(s is not None for s in socks.values()), "three peers hold "
+          "their sockets")
+    times = dict.fromkeys(socks)
+    start = time.monotonic()
+    while None in times.values() and \
+            time.monotonic() - start < timeout_s + 5:
+        for what, s in socks.items():
+            if times[what] is None and server_closed(s):
+                times[what] = time.monotonic() - start
+        time.sleep(0.1)
+    close_all(socks.values())
+    print("measured: socket closed by the SCP after %s" % ", ".join(
+        "%s %s s" % (w, "%.1f" % t if t is not None else "never")
+        for w, t in times.items()))
+    for what, t in times.items():
+        check(t is not None and t <= timeout_s + 1.5,
+              "%s, peer keeps its socket: closed by the SCP within "
+              "dicom.timeout_s %d (%s s)" % (what, timeout_s,
+                                             "%.1f" % t if t else "never"))
 
 
 def hold(port, data, source=None):
@@ -755,6 +796,7 @@ def test_flood_rejected(work):
           "%d after" % (fds_before, fds_flood, fds_after))
     check(fds_after <= fds_before + 2, "descriptors back to %d (%d)"
           % (fds_before, fds_after))
+    check_close_times(d, 5)
     check(d.stop() == 0, "clean stop")
     no_sanitizer_report(d, "rejected flood")
 
