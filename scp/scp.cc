@@ -31,7 +31,6 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <new>
@@ -1258,36 +1257,23 @@ enum assoc_end {
     END_ABORT,         /* we abort: send A-ABORT */
 };
 
-/* True if descriptors @a and @b are the same socket. */
-static bool same_socket(int a, int b)
-{
-    struct stat sa;
-    struct stat sb;
-
-    return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && S_ISSOCK(sa.st_mode) &&
-           sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
-
 /*
- * Ends a connection DCMTK holds: sends our A-ABORT if @send_abort (our
+ * Ends a connection DCMTK holds: asks for our A-ABORT if @send_abort (our
  * own 10 bytes: DCMTK's ASC_abortAssociation() would then wait for the
- * peer to close, holding this thread and its slot), lets DCMTK free the
- * association without ASC_dropSCPAssociation()'s wait of up to 180 s for
- * the peer, hands @guard (our duplicate of the socket, taken before DCMTK
- * got it) to the connection loop, which closes it once the peer has
- * closed or within dicom.timeout_s, and frees the slot at once. Without a
- * guard (no descriptor was left to duplicate) DCMTK closes the socket at
- * once, with no A-ABORT and no wait for the peer.
+ * peer to close, holding this thread and its slot), and lets DCMTK free
+ * the association without ASC_dropSCPAssociation()'s wait of up to 180 s
+ * for the peer. DCMTK's close of the connection hands the socket to the
+ * connection loop (scp_pdu.cc), which closes it once the peer has closed
+ * or within dicom.timeout_s. Then frees the slot, at once.
  */
 static void end_association(struct scp *scp, T_ASC_Association **passoc,
-                            int guard, bool send_abort)
+                            bool send_abort)
 {
-    if (guard >= 0 && send_abort)
-        scp__send_abort(guard, 0, 0);
+    if (send_abort && *passoc != NULL && (*passoc)->DULassociation != NULL)
+        scp__abort_on_close(
+            DUL_getTransportConnection((*passoc)->DULassociation));
     (void)ASC_dropAssociation(*passoc);
     (void)ASC_destroyAssociation(passoc);
-    if (guard >= 0)
-        scp__hand_back(scp, guard);
     scp__association_done(scp);
 }
 
@@ -1497,16 +1483,16 @@ static void serve_connection(struct scp_conn *conn)
     T_ASC_Association *assoc = NULL;
     struct scp_assoc sa;
     OFCondition cond;
-    /* Ours whatever DCMTK does with conn->fd (it closes it when it drops
-     * the association, and on some of its errors). */
-    int guard = fcntl(conn->fd, F_DUPFD_CLOEXEC, 0);
 
-    /* DCMTK takes the socket over. */
+    /* DCMTK takes the socket over through a connection of our transport
+     * layer (scp_pdu.cc), which hands it back to the loop when closed. */
     pthread_mutex_lock(&scp_handover_lock);
     dcmExternalSocketHandle.set(conn->fd);
+    (void)scp__split_taken();
     cond = ASC_receiveAssociation(scp->network, &assoc, (int)scp->max_pdu,
                                   NULL, NULL, OFFalse, DUL_NOBLOCK,
                                   (int)scp->timeout_s);
+    int taken = scp__split_taken();
     dcmExternalSocketHandle.set(-1);
     pthread_mutex_unlock(&scp_handover_lock);
 
@@ -1514,13 +1500,13 @@ static void serve_connection(struct scp_conn *conn)
         log_warning("event=dropped assoc=%lu from=%s reason=\"bad association "
                     "request: %s\"",
                     conn->number, conn->peer, cond.text());
-        /* Without an association DCMTK may or may not have closed
-         * conn->fd (getpeername() failing leaves it open): close it only
-         * if it is still our socket, never a descriptor reused since. */
-        if ((assoc == NULL || assoc->DULassociation == NULL) && guard >= 0 &&
-            same_socket(conn->fd, guard))
-            (void)close(conn->fd);
-        end_association(scp, &assoc, guard, true);
+        /* DCMTK failed before making a connection of the socket (a peer
+         * gone before getpeername()): it is still ours to close. */
+        if (taken != conn->fd) {
+            scp__send_abort(conn->fd, 0, 0);
+            scp__hand_back(scp, conn->fd);
+        }
+        end_association(scp, &assoc, true);
         return;
     }
 
@@ -1530,7 +1516,7 @@ static void serve_connection(struct scp_conn *conn)
     OFStandard::strlcpy(sa.peer, conn->peer, sizeof(sa.peer));
     if (!accept_association(scp, assoc, conn->number, sa.calling_ae,
                             sizeof(sa.calling_ae), sa.peer)) {
-        end_association(scp, &assoc, guard, false);
+        end_association(scp, &assoc, false);
         return;
     }
 
@@ -1543,7 +1529,7 @@ static void serve_connection(struct scp_conn *conn)
     else
         how = serve_commands(&sa);
     free(sa.write_buffer);
-    end_association(scp, &sa.assoc, guard, how == END_ABORT);
+    end_association(scp, &sa.assoc, how == END_ABORT);
 }
 
 static void *connection_thread(void *arg)
@@ -1713,7 +1699,7 @@ extern "C" int scp_new(const struct scp_params *params, struct scp **ret_scp,
             scp_free(scp);
             return -EIO;
         }
-        scp->layer = scp__split_layer_new(scp->max_pdu);
+        scp->layer = scp__split_layer_new(scp, scp->max_pdu);
         if (scp->layer == NULL) {
             scp_free(scp);
             return -ENOMEM;
@@ -1762,11 +1748,10 @@ extern "C" unsigned scp_fds_needed(const struct scp_params *params)
     unsigned pending = params->max_pending > 0 ? params->max_pending
                                                : SCP_DEFAULT_MAX_PENDING;
 
-    /* An association: its socket, the spool file it writes, and the
-     * duplicate handed back when it ends; a pending connection: its
-     * socket; the closing set of scp_net.cc; and the listener, epoll,
-     * eventfd and the reserve descriptor. */
-    return 3 * params->max_associations + pending +
+    /* An association: its socket and the spool file it writes; a
+     * pending connection: its socket; the closing set of scp_net.cc; and
+     * the listener, epoll, eventfd and the reserve descriptor. */
+    return 2 * params->max_associations + pending +
            (unsigned)scp__closing_max(params->max_associations, pending) + 4;
 }
 

@@ -11,10 +11,11 @@
  *               P-DATA-TF PDU of several PDVs into one PDU per PDV.
  *
  * Ownership of a connection's socket: the loop owns it until
- * scp__start_association() succeeds; then the association thread (and
- * DCMTK inside it) owns it; when the association ends, the thread hands a
- * duplicate back with scp__hand_back(), and the loop closes it once the
- * peer has closed its side or the closing deadline passed.
+ * scp__start_association() succeeds; then the association thread, and
+ * DCMTK inside it through a scp_pdu.cc connection, owns it; when DCMTK
+ * closes that connection, it hands the socket back with scp__hand_back(),
+ * and the loop closes it once the peer has closed its side or the closing
+ * deadline passed.
  *
  * Locking: scp->lock guards active, pending and handoff. Everything else
  * in struct scp is set before scp_run() starts and read-only afterwards.
@@ -32,6 +33,7 @@
 #include "util.h"
 
 struct T_ASC_Network;
+class DcmTransportConnection;
 class DcmTransportLayer;
 
 /* The largest A-ASSOCIATE-RQ we take (DCMTK's own limit is 1 MiB; a
@@ -117,10 +119,20 @@ void scp__send_abort(int fd, unsigned char source, unsigned char reason);
 
 /* The transport layer whose connections split P-DATA-TF PDUs of several
  * PDVs (up to @max_pdu bytes, the most we receive) into one PDU per PDV,
- * which works around DCMTK 3.6.7's DUL_NextPDV() (see scp_pdu.cc). NULL on
+ * which works around DCMTK 3.6.7's DUL_NextPDV() (see scp_pdu.cc), and
+ * hand their socket back to @scp's loop when DCMTK closes them. NULL on
  * out-of-memory. */
-DcmTransportLayer *scp__split_layer_new(uint32_t max_pdu);
+DcmTransportLayer *scp__split_layer_new(struct scp *scp, uint32_t max_pdu);
 void scp__split_layer_free(DcmTransportLayer *layer);
+
+/* The descriptor a connection of this thread last took over (then
+ * forgotten), or -1: after a failed ASC_receiveAssociation(), -1 means
+ * DCMTK never owned the socket and the caller must close it. */
+int scp__split_taken(void);
+
+/* Makes @conn (a connection of the split layer) send our A-ABORT when
+ * DCMTK closes it. Accepts NULL. */
+void scp__abort_on_close(DcmTransportConnection *conn);
 
 /* scp.cc */
 

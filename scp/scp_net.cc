@@ -537,8 +537,6 @@ static void net_accept(struct net_loop *loop, uint64_t now)
             return;
         }
         net_fds_back(loop);
-        if (loop->reserve_fd < 0)
-            loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
         /* Nagle off: without it a C-STORE stream crawls. */
         (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 
@@ -793,6 +791,9 @@ int scp__serve(struct scp *scp, unsigned grace_s)
                 break;
             }
         }
+        /* Spent or taken by another thread: get it back when we can. */
+        if (loop.reserve_fd < 0)
+            loop.reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
         int wait_ms = net_deadlines(&loop, now);
         if (loop.stopping && (uint64_t)wait_ms > stop_deadline - now)
             wait_ms = (int)(stop_deadline - now);

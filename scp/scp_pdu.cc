@@ -21,6 +21,13 @@
  * so no byte beyond the current PDU is ever taken from the socket, and
  * networkDataAvailable() needs to know only about the PDUs split and not
  * yet handed over.
+ *
+ * The connection also owns the end of the socket: when DCMTK closes it
+ * (ASC_dropAssociation(), or its state machine on a peer abort or a
+ * timeout), it sends our A-ABORT if scp__abort_on_close() asked for one
+ * and hands the descriptor to the connection loop (scp__hand_back()),
+ * which waits for the peer and closes it. So no duplicate descriptor is
+ * needed and DCMTK never closes a socket under the loop's feet.
  */
 #include "scp_int.h"
 
@@ -39,10 +46,23 @@ namespace {
 
 const unsigned char PDU_P_DATA = 0x04;
 
+/* The descriptor the last createConnection() of this thread took over
+ * (ASC_receiveAssociation() runs on the association's own thread). */
+thread_local int split_taken = -1;
+
 class SplitConnection : public DcmTCPConnection {
 public:
-    SplitConnection(DcmNativeSocketType sock, uint32_t max_pdu)
-        : DcmTCPConnection(sock), max_pdu_(max_pdu), pos_(0), pass_(0) {}
+    SplitConnection(DcmNativeSocketType sock, struct scp *scp,
+                    uint32_t max_pdu)
+        : DcmTCPConnection(sock), scp_(scp), max_pdu_(max_pdu), pos_(0),
+          pass_(0), abort_(false) {}
+
+    ~SplitConnection() override { release(); }
+
+    void close() override { release(); }
+    void closeTransportConnection() override { release(); }
+
+    void abort_on_close() { abort_ = true; }
 
     ssize_t read(void *buf, size_t nbyte) override
     {
@@ -91,6 +111,19 @@ public:
     OFBool isTransparentConnection() override { return OFFalse; }
 
 private:
+    /* Our A-ABORT if one was asked for, then the socket to the loop. */
+    void release()
+    {
+        int sock = (int)getSocket();
+
+        if (sock < 0)
+            return;
+        setSocket((DcmNativeSocketType)-1);
+        if (abort_)
+            scp__send_abort(sock, 0, 0);
+        scp__hand_back(scp_, sock);
+    }
+
     /* Reads exactly @len bytes; returns @len, 0 when the peer closed, or
      * -1 (errno set) as recv() does. */
     ssize_t recv_all(unsigned char *p, size_t len)
@@ -161,33 +194,55 @@ private:
         return (ssize_t)n;
     }
 
+    struct scp *scp_;
     uint32_t max_pdu_;
     std::vector<unsigned char> out_;  /* bytes for DCMTK, from pos_ */
     size_t pos_;
     size_t pass_;                     /* body bytes to pass through */
+    bool abort_;
 };
 
 class SplitLayer : public DcmTransportLayer {
 public:
-    explicit SplitLayer(uint32_t max_pdu) : max_pdu_(max_pdu) {}
+    SplitLayer(struct scp *scp, uint32_t max_pdu)
+        : scp_(scp), max_pdu_(max_pdu) {}
 
     DcmTransportConnection *createConnection(DcmNativeSocketType sock,
                                              OFBool secure) override
     {
         if (secure)
             return NULL;
-        return new (std::nothrow) SplitConnection(sock, max_pdu_);
+        /* Taken over even when out of memory: DCMTK then closes it. */
+        split_taken = (int)sock;
+        return new (std::nothrow) SplitConnection(sock, scp_, max_pdu_);
     }
 
 private:
+    struct scp *scp_;
     uint32_t max_pdu_;
 };
 
 } // namespace
 
-DcmTransportLayer *scp__split_layer_new(uint32_t max_pdu)
+DcmTransportLayer *scp__split_layer_new(struct scp *scp, uint32_t max_pdu)
 {
-    return new (std::nothrow) SplitLayer(max_pdu);
+    return new (std::nothrow) SplitLayer(scp, max_pdu);
+}
+
+int scp__split_taken(void)
+{
+    int fd = split_taken;
+
+    split_taken = -1;
+    return fd;
+}
+
+void scp__abort_on_close(DcmTransportConnection *conn)
+{
+    SplitConnection *split = dynamic_cast<SplitConnection *>(conn);
+
+    if (split != NULL)
+        split->abort_on_close();
 }
 
 void scp__split_layer_free(DcmTransportLayer *layer)
