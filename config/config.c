@@ -145,7 +145,10 @@ static const struct cfg_key cfg_keys[] = {
         .min = 1,
         .max = 3600,
         .doc = "ACSE, DIMSE and socket timeout, and the idle limit of an "
-               "association, in seconds.",
+               "association, in seconds; also the deadline for a whole "
+               "association request, and the longest an ended "
+               "association's socket waits for the peer to close (10 at "
+               "most).",
     },
     {
         .path = "dicom.allowed_callers",

@@ -155,8 +155,8 @@ unsigned scp_active_associations(const struct scp *scp);
 
 /*
  * The file descriptors an SCP with @params may hold at once at most:
- * associations (socket, spool file, the socket handed back at the end),
- * pending connections, sockets waiting to be closed and its own few. For
+ * associations (socket, spool file), pending connections, sockets waiting
+ * to be closed and its own few. For
  * sizing RLIMIT_NOFILE; the SCP survives running out (it pauses accepting
  * and refuses callers cleanly) but serves fewer.
  */
