@@ -11,7 +11,7 @@ A-RELEASE-RQ - then mutated: bit flips, truncation at a PDU boundary or
 inside a PDU, wrong PDU, PDV and element lengths, 200 presentation
 contexts, duplicated context IDs, a data set on another context, command
 and data flags swapped, A-RELEASE or A-ABORT in the middle of a data set,
-and more (MUTATIONS below), one to three of them stacked.
+and more (STRUCTURAL and BYTES below), one to three of them stacked.
 
 After every case it checks that
   - the daemon is alive;
@@ -245,6 +245,30 @@ def m_tiny_pdu(rng, s):
     return "maximum PDU length %d" % size
 
 
+def m_command_field(rng, s):
+    """Another Command Field (0000,0100) in a command: C-MOVE, C-GET,
+    N-ACTION, C-CANCEL, a response, nonsense."""
+    field = rng.choice([0x0021, 0x0010, 0x0130, 0x0FFF, 0x8001, 0x8030,
+                        0x0020, 0xFFFF, 0x0000])
+    idx = pdv_indexes(s.units, data=False)
+    i = rng.choice(idx)
+    u = s.units[i]
+    payload = bytearray(u[4])
+    off = 0
+    while off + 8 <= len(payload):
+        group, elem, length = (int.from_bytes(payload[off:off + 2], "little"),
+                               int.from_bytes(payload[off + 2:off + 4],
+                                              "little"),
+                               int.from_bytes(payload[off + 4:off + 8],
+                                              "little"))
+        if group == 0 and elem == 0x0100 and length == 2:
+            payload[off + 8:off + 10] = field.to_bytes(2, "little")
+            break
+        off += 8 + length
+    s.units[i] = (u[0], u[1], u[2], u[3], bytes(payload))
+    return "command field 0x%04x in PDV %d" % (field, i)
+
+
 def m_pack(rng, s):
     s.pack = True
     return "PDVs packed into one P-DATA-TF"
@@ -254,7 +278,7 @@ STRUCTURAL = [m_contexts_200, m_duplicate_context, m_other_context,
               m_flags_swapped, m_last_flag, m_release_mid, m_abort_mid,
               m_second_rq, m_odd_pdu, m_empty_pdata, m_command_twice,
               m_drop_units, m_pdata_first, m_uid_mismatch, m_tiny_pdu,
-              m_pack]
+              m_command_field, m_pack]
 
 
 def b_bitflip(rng, pdus):
