@@ -261,12 +261,8 @@ static const char *verification_transfer_syntaxes[] = {
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
-/*
- * True if the caller may associate; @ret_find tells whether it may also
- * query (C-FIND offered and its matching rule allows it).
- */
-static bool caller_allowed(const struct scp *scp, const char *calling_ae,
-                           const char *peer_ip, bool *ret_find)
+bool scp__caller_allowed(const struct scp *scp, const char *calling_ae,
+                         const char *peer_ip, bool *ret_find)
 {
     *ret_find = scp->find != NULL;
     if (scp->caller_count == 0)
@@ -1418,7 +1414,7 @@ static bool accept_association(struct scp *scp, T_ASC_Association *assoc,
                            ASC_SOURCE_SERVICEUSER,
                            ASC_REASON_SU_CALLINGAETITLENOTRECOGNIZED);
         why = "calling AE title empty or invalid";
-    } else if (!caller_allowed(scp, calling, peer, &find_allowed)) {
+    } else if (!scp__caller_allowed(scp, calling, peer, &find_allowed)) {
         reject_association(assoc, ASC_RESULT_REJECTEDPERMANENT,
                            ASC_SOURCE_SERVICEUSER,
                            ASC_REASON_SU_CALLINGAETITLENOTRECOGNIZED);

@@ -10,7 +10,9 @@
  * association ended; one detached thread serves each association, at most
  * max_associations at once; beyond that a request is rejected as
  * transient "local limit exceeded". Connections still sending their
- * request count against max_pending, not max_associations.
+ * request count against max_pending, not max_associations; requests
+ * refused for their called AE, caller, application context or PDU size
+ * never take a slot.
  *
  * Negotiation: Verification; storage for DCMTK 3.6.7's storage SOP
  * classes, every UID under 1.2.840.10008.5.1.4.1.1. (unless

@@ -136,6 +136,12 @@ void scp__abort_on_close(DcmTransportConnection *conn);
 
 /* scp.cc */
 
+/* True if the caller may associate (dicom.allowed_callers); @ret_find
+ * tells whether it may also query (C-FIND offered and its matching rule
+ * allows it). */
+bool scp__caller_allowed(const struct scp *scp, const char *calling_ae,
+                         const char *peer_ip, bool *ret_find);
+
 /* Starts the thread that serves @conn (which it then owns). Returns 0, or
  * a positive errno when no thread could be started (@conn is still the
  * caller's). */

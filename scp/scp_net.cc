@@ -22,9 +22,12 @@
  *
  * A complete request is checked here (scp_rq_check): a malformed one is
  * answered A-ABORT and never reaches DCMTK (whose parse errors leak, see
- * scp_rq.h); over the association limit it gets A-ASSOCIATE-RJ transient
- * "local limit exceeded" from here; otherwise a slot is taken and an
- * association thread started.
+ * scp_rq.h); one calling another AE title, from a caller not allowed,
+ * with another application context or a maximum PDU length too small for
+ * our responses gets its A-ASSOCIATE-RJ (permanent) from here too, so no
+ * refusal ever takes a slot or a thread; over the association limit it
+ * gets A-ASSOCIATE-RJ transient "local limit exceeded"; otherwise a slot
+ * is taken and an association thread started.
  *
  * Out of descriptors (EMFILE, ENFILE): the loop stops watching the
  * listener for a growing pause (SCP_FD_PAUSE_MIN_MS .. _MAX_MS) instead of
@@ -51,6 +54,9 @@
 #include <new>
 #include <vector>
 
+#include "dcmtk/config/osconfig.h"
+#include "dcmtk/dcmdata/dcuid.h"
+
 #include "log.h"
 #include "scp_rq.h"
 #include "util.h"
@@ -75,6 +81,11 @@
 #define RJ_TRANSIENT 2
 #define RJ_SOURCE_ACSE 2
 #define RJ_SOURCE_PRESENTATION 3
+#define RJ_SOURCE_USER 1
+#define RJ_REASON_NONE 1
+#define RJ_REASON_APP_CONTEXT 2
+#define RJ_REASON_CALLING_AE 3
+#define RJ_REASON_CALLED_AE 7
 #define RJ_REASON_PROTOCOL_VERSION 2
 #define RJ_REASON_CONGESTION 1
 #define RJ_REASON_LOCAL_LIMIT 2
@@ -351,8 +362,52 @@ static void net_titles(const struct scp_rq *rq, char calling[17],
         strcpy(called, "?");
 }
 
+/*
+ * What a well-formed request is refused for before it may take a slot
+ * (the association thread checks the same on DCMTK's parse): another
+ * application context, a called AE title not ours, a calling AE title
+ * that is invalid or not allowed, a maximum PDU length too small to carry
+ * our responses. Returns NULL, or the reason with the A-ASSOCIATE-RJ
+ * reason in @ret_reason (permanent, service user).
+ */
+static const char *net_refusal(struct net_loop *loop, const struct scp_rq *rq,
+                               const char *calling, const char *called,
+                               const char *peer, unsigned char *ret_reason,
+                               char *buf, size_t buf_len)
+{
+    struct scp *scp = loop->scp;
+    bool find = false;
+
+    if (strcmp(rq->app_context, UID_StandardApplicationContext) != 0) {
+        *ret_reason = RJ_REASON_APP_CONTEXT;
+        return "application context name not supported";
+    }
+    if (strcmp(called, scp->ae_title) != 0) {
+        *ret_reason = RJ_REASON_CALLED_AE;
+        return "called AE title not recognized";
+    }
+    if (strcmp(calling, "?") == 0) {
+        *ret_reason = RJ_REASON_CALLING_AE;
+        return "calling AE title empty or invalid";
+    }
+    if (!scp__caller_allowed(scp, calling, peer, &find)) {
+        *ret_reason = RJ_REASON_CALLING_AE;
+        return "caller not in dicom.allowed_callers";
+    }
+    if (rq->max_pdu > 0 && rq->max_pdu < SCP_MIN_PEER_PDU) {
+        *ret_reason = RJ_REASON_NONE;
+        snprintf(buf, buf_len,
+                 "the caller's maximum PDU length of %u bytes cannot carry "
+                 "our responses (at least %u, or 0 for no limit)",
+                 (unsigned)rq->max_pdu, SCP_MIN_PEER_PDU);
+        return buf;
+    }
+    return NULL;
+}
+
 /* A whole A-ASSOCIATE-RQ is in loop->buf: refuse it here, or take a slot
- * and start its association thread. */
+ * and start its association thread. Refusals never take a slot or a
+ * thread, so a flood of them cannot crowd out a real caller. */
 static void net_request(struct net_loop *loop, const net_pending *p)
 {
     struct scp *scp = loop->scp;
@@ -376,6 +431,19 @@ static void net_request(struct net_loop *loop, const net_pending *p)
         else
             scp__send_abort(p->fd, AB_SOURCE_PROVIDER,
                             AB_REASON_INVALID_PARAMETER);
+        net_close_later(loop, p->fd);
+        return;
+    }
+
+    unsigned char reason = 0;
+    const char *refusal = net_refusal(loop, &rq, calling, called, p->peer,
+                                      &reason, why, sizeof(why));
+    if (refusal != NULL) {
+        log_warning("event=rejected assoc=%lu from=%s@%s called=%s "
+                    "reason=\"%s\"",
+                    number, calling, p->peer, called, refusal);
+        net_consume(loop, p->fd, p->want);
+        net_send_reject(p->fd, RJ_PERMANENT, RJ_SOURCE_USER, reason);
         net_close_later(loop, p->fd);
         return;
     }

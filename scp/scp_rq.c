@@ -392,6 +392,14 @@ enum scp_rq_verdict scp_rq_check(const unsigned char *pdu, size_t len,
                                rq_offset(&w, p));
             v = rq_text(&w, p, item_len, RQ_UID_MAX,
                         "Application Context Name");
+            if (v == SCP_RQ_OK) {
+                size_t n = item_len;
+                memcpy(ret_rq->app_context, p + 4, n);
+                while (n > 0 && (ret_rq->app_context[n - 1] == '\0' ||
+                                 ret_rq->app_context[n - 1] == ' '))
+                    n--;
+                ret_rq->app_context[n] = '\0';
+            }
             break;
         case RQ_PC_RQ:
             v = rq_context(&w, p, item_len, ret_rq);

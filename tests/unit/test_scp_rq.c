@@ -161,6 +161,7 @@ static void test_good(void)
     CHECK(strcmp(rq.calling_ae, "CT1") == 0);
     CHECK(rq.contexts == 2);
     CHECK(rq.max_pdu == 16384);
+    CHECK(strcmp(rq.app_context, APP) == 0);
 
     /* Every optional sub-item, well formed, and an undefined item type at
      * the top level and in the user information: all accepted. */
@@ -199,6 +200,15 @@ static void test_good(void)
     finish(&b);
     CHECK(scp_rq_check(b.data, b.len, &rq, why, sizeof(why)) == SCP_RQ_OK);
     CHECK(rq.max_pdu == 0);
+
+    /* A UID padded with NUL (PS3.5 9.1) and trailing spaces: cut. */
+    start(&b, "STOWBRIDGE", "CT1");
+    put_item(&b, 0x10, APP "\0", strlen(APP) + 1);
+    put_pc(&b, 1, VERIFICATION, IMPLICIT);
+    put_user(&b, 16384, NULL);
+    finish(&b);
+    CHECK(scp_rq_check(b.data, b.len, &rq, why, sizeof(why)) == SCP_RQ_OK);
+    CHECK(strcmp(rq.app_context, APP) == 0);
 
     /* 128 contexts, IDs 1, 3, ... 255: the most PS3.8 allows. */
     start(&b, "STOWBRIDGE", "CT1");
