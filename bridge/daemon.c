@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -34,6 +35,12 @@
 /* Extra seconds beyond dicom.timeout_s that a stop waits for
  * associations still receiving a data set. */
 #define DAEMON_GRACE_EXTRA_S 5
+/* Descriptors the daemon holds besides the SCP's and the uploader's:
+ * standard streams, the spool's lock and directories, the notify socket,
+ * DNS and token requests. */
+#define DAEMON_BASE_FDS 32
+/* Per upload worker, besides its batch's files: its connections. */
+#define DAEMON_WORKER_FDS 4
 
 static atomic_bool daemon_stop_requested;
 static atomic_bool daemon_stopping_announced;
@@ -140,6 +147,57 @@ static struct scp_caller_rule *daemon_caller_rules(const struct cfg *cfg)
     return rules;
 }
 
+/*
+ * Raises the soft RLIMIT_NOFILE to the hard limit (systemd's LimitNOFILE=
+ * sets both; a shell may have a lower soft one) and says whether what the
+ * configuration may hold at once fits: associations, pending connections
+ * and closing sockets (scp_fds_needed()), each upload worker's batch of
+ * files and connections, and the daemon's own. When it does not fit the
+ * daemon still runs: out of descriptors, the SCP pauses accepting and
+ * refuses callers cleanly (event=accept-failed).
+ */
+static void daemon_size_fds(const struct cfg *cfg,
+                            const struct scp_params *params, bool uploading)
+{
+    unsigned long long need = DAEMON_BASE_FDS + scp_fds_needed(params);
+    struct rlimit rl;
+    char err[128];
+
+    if (uploading)
+        need += (unsigned long long)cfg->upload.workers *
+                (cfg->upload.batch_max_instances + DAEMON_WORKER_FDS);
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        log_warning("event=fd-limit reason=\"getrlimit() failed: %s\", "
+                    "ignoring",
+                    util_strerror(-errno, err, sizeof(err)));
+        return;
+    }
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit raised = rl;
+
+        raised.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
+            rl = raised;
+        else
+            log_warning("event=fd-limit reason=\"setrlimit() failed: %s\", "
+                        "ignoring",
+                        util_strerror(-errno, err, sizeof(err)));
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
+        log_warning("event=fd-limit limit=%llu needed=%llu reason=\"the "
+                    "open file limit is below what dicom.max_associations, "
+                    "dicom.max_pending and the upload workers may hold at "
+                    "once; raise LimitNOFILE= of the unit (or lower them): "
+                    "out of descriptors, callers are refused\"",
+                    (unsigned long long)rl.rlim_cur, need);
+    else
+        log_info("event=fd-limit limit=%llu needed=%llu",
+                 rl.rlim_cur == RLIM_INFINITY
+                     ? 0ull
+                     : (unsigned long long)rl.rlim_cur,
+                 need);
+}
+
 int daemon_run(const struct cfg *cfg)
 {
     struct spool_recovery recovery;
@@ -208,6 +266,13 @@ int daemon_run(const struct cfg *cfg)
     params.caller_count = cfg->dicom.allowed_caller_count;
     params.spool = spool;
     params.min_free_mb = cfg->spool.min_free_mb;
+    params.max_pending = cfg->dicom.max_pending;
+    params.accept_unknown_storage_classes =
+        cfg->dicom.accept_unknown_storage_classes;
+    params.extra_storage =
+        (const char *const *)cfg->dicom.extra_storage_classes;
+    params.extra_storage_count = cfg->dicom.extra_storage_class_count;
+    daemon_size_fds(cfg, &params, cfg->upload.url[0] != '\0');
 
     if (cfg->upload.url[0] != '\0') {
         struct oauth_params oauth;

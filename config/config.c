@@ -50,6 +50,8 @@
 #define CFG_SUGGEST_DISTANCE 2
 /* Width of the text of a // comment in the sample file. */
 #define CFG_COMMENT_WIDTH 68
+/* Most UIDs in one CFG_UIDS list. */
+#define CFG_UIDS_MAX 256
 /* What a secret looks like in the dump. */
 #define CFG_SECRET_MASK "\"********\""
 
@@ -65,6 +67,7 @@ enum cfg_type {
     CFG_LEVEL,   /* int holding an enum log_level */
     CFG_CALLERS, /* struct cfg_caller *, count at count_offset */
     CFG_BOOL,    /* bool */
+    CFG_UIDS,    /* char ** of valid UIDs, count at count_offset */
 };
 
 /* Extra validation of a CFG_STRING value. */
@@ -81,7 +84,7 @@ struct cfg_key {
     const char *path;       /* "section.name" */
     enum cfg_type type;     /* how the value is read, stored and written */
     size_t offset;          /* of the value in struct cfg */
-    size_t count_offset;    /* CFG_CALLERS: of its size_t count */
+    size_t count_offset;    /* CFG_CALLERS, CFG_UIDS: of its size_t count */
     const char *def_string; /* CFG_STRING and CFG_LEVEL */
     unsigned def_uint;      /* CFG_UINT; CFG_BOOL: 0 or 1 */
     unsigned min;           /* CFG_UINT */
@@ -142,7 +145,10 @@ static const struct cfg_key cfg_keys[] = {
         .min = 1,
         .max = 3600,
         .doc = "ACSE, DIMSE and socket timeout, and the idle limit of an "
-               "association, in seconds.",
+               "association, in seconds; also the deadline for a whole "
+               "association request, and the longest an ended "
+               "association's socket waits for the peer to close (10 at "
+               "most).",
     },
     {
         .path = "dicom.allowed_callers",
@@ -163,6 +169,39 @@ static const struct cfg_key cfg_keys[] = {
                    "    {\"ae_title\": \"PACS\", \"find\": false},\n"
                    "    {\"hosts\": [\"127.0.0.1\"]}\n"
                    "]",
+    },
+    {
+        .path = "dicom.max_pending",
+        .type = CFG_UINT,
+        .offset = CFG_OFF(dicom.max_pending),
+        .def_uint = 32,
+        .min = 1,
+        .max = 1024,
+        .doc = "Connections still sending their association request, each "
+               "within dicom.timeout_s; they do not count against "
+               "max_associations. When full, a new connection drops the "
+               "oldest of the address holding the most (one address may "
+               "hold a quarter).",
+    },
+    {
+        .path = "dicom.accept_unknown_storage_classes",
+        .type = CFG_BOOL,
+        .offset = CFG_OFF(dicom.accept_unknown_storage_classes),
+        .def_uint = 1,
+        .doc = "Accept as storage every proposed abstract syntax under the "
+               "storage root 1.2.840.10008.5.1.4.1.1., not only the storage "
+               "SOP classes DCMTK 3.6.7 knows (instances are stored bit for "
+               "bit, so a newer class needs nothing more).",
+    },
+    {
+        .path = "dicom.extra_storage_classes",
+        .type = CFG_UIDS,
+        .offset = CFG_OFF(dicom.extra_storage_classes),
+        .count_offset = CFG_OFF(dicom.extra_storage_class_count),
+        .doc = "More storage SOP classes to accept, such as a vendor's "
+               "private ones (their instances still need a Study Instance "
+               "UID).",
+        .example = "[\"1.2.826.0.1.3680043.9.7156.1.1\"]",
     },
     {
         .path = "spool.dir",
@@ -560,6 +599,15 @@ static void cfg_free_callers(struct cfg_caller *callers, size_t count)
     free(callers);
 }
 
+static void cfg_free_uids(char **uids, size_t count)
+{
+    if (uids == NULL)
+        return;
+    for (size_t i = 0; i < count; i++)
+        free(uids[i]);
+    free(uids);
+}
+
 void cfg_free(struct cfg *cfg)
 {
     if (cfg == NULL)
@@ -578,6 +626,10 @@ void cfg_free(struct cfg *cfg)
         case CFG_CALLERS:
             cfg_free_callers(*(struct cfg_caller **)cfg_field(cfg, key->offset),
                              *(size_t *)cfg_field(cfg, key->count_offset));
+            break;
+        case CFG_UIDS:
+            cfg_free_uids(*(char ***)cfg_field(cfg, key->offset),
+                          *(size_t *)cfg_field(cfg, key->count_offset));
             break;
         case CFG_UINT:
         case CFG_LEVEL:
@@ -616,6 +668,7 @@ int cfg_defaults(struct cfg **ret_cfg)
             *(int *)cfg_field(cfg, key->offset) = (int)level;
             break;
         case CFG_CALLERS:
+        case CFG_UIDS:
             /* calloc: an empty list. */
             break;
         case CFG_BOOL:
@@ -949,6 +1002,55 @@ static int cfg_parse_callers(struct cfg *cfg, const struct cfg_key *key,
     return 0;
 }
 
+/*
+ * Parses the CFG_UIDS value @list (a list of valid UIDs, at most
+ * CFG_UIDS_MAX) into @cfg. The list and its count are set as entries are
+ * added, so cfg_free() releases a half-built list.
+ */
+static int cfg_parse_uids(struct cfg *cfg, const struct cfg_key *key,
+                          const cJSON *list, char *err, size_t err_len)
+{
+    char ***uids = cfg_field(cfg, key->offset);
+    size_t *count = cfg_field(cfg, key->count_offset);
+    size_t n = (size_t)cJSON_GetArraySize(list);
+    const cJSON *item;
+
+    if (!cJSON_IsArray(list) || n > CFG_UIDS_MAX) {
+        cfg_err(err, err_len,
+                "config: %s: expected a list of at most %d UIDs, got %s",
+                key->path, CFG_UIDS_MAX,
+                cJSON_IsArray(list) ? "a longer list" : cfg_json_type(list));
+        return -EINVAL;
+    }
+    if (n == 0)
+        return 0;
+    *uids = calloc(n, sizeof(**uids));
+    if (*uids == NULL)
+        return -ENOMEM;
+    cJSON_ArrayForEach(item, list) {
+        char quoted[CFG_QUOTE_MAX + 4];
+
+        if (!cJSON_IsString(item) || !util_uid_valid(item->valuestring)) {
+            cfg_err(err, err_len,
+                    "config: %s[%zu]: expected a UID (digits and dots, at "
+                    "most 64 characters), got %s%s%s",
+                    key->path, *count,
+                    cJSON_IsString(item) ? "\"" : cfg_json_type(item),
+                    cJSON_IsString(item)
+                        ? cfg_quote_str(quoted, sizeof(quoted),
+                                        item->valuestring)
+                        : "",
+                    cJSON_IsString(item) ? "\"" : "");
+            return -EINVAL;
+        }
+        (*uids)[*count] = strdup(item->valuestring);
+        if ((*uids)[*count] == NULL)
+            return -ENOMEM;
+        (*count)++;
+    }
+    return 0;
+}
+
 /* True if @value is one of the '|'-separated @choices. */
 static bool cfg_is_choice(const char *choices, const char *value)
 {
@@ -1157,6 +1259,8 @@ static int cfg_parse_value(struct cfg *cfg, const struct cfg_key *key,
         return cfg_parse_level(cfg, key, item, err, err_len);
     case CFG_CALLERS:
         return cfg_parse_callers(cfg, key, item, err, err_len);
+    case CFG_UIDS:
+        return cfg_parse_uids(cfg, key, item, err, err_len);
     }
     return -EINVAL;
 }
@@ -1931,6 +2035,18 @@ static void cfg_put_callers(FILE *out, const struct cfg_caller *callers,
     fprintf(out, "%s]", indent);
 }
 
+/* Writes a UID list on one line. */
+static void cfg_put_uids(FILE *out, char *const *uids, size_t count)
+{
+    fputc('[', out);
+    for (size_t i = 0; i < count; i++) {
+        if (i > 0)
+            fputs(", ", out);
+        cfg_put_string(out, uids[i]);
+    }
+    fputc(']', out);
+}
+
 /* Writes the value of @key in @cfg; secrets masked if @mask. */
 static void cfg_put_value(FILE *out, const struct cfg *cfg,
                           const struct cfg_key *key, bool mask,
@@ -1962,6 +2078,10 @@ static void cfg_put_value(FILE *out, const struct cfg *cfg,
     case CFG_BOOL:
         fputs(*(const bool *)cfg_cfield(cfg, key->offset) ? "true" : "false",
               out);
+        break;
+    case CFG_UIDS:
+        cfg_put_uids(out, *(char **const *)cfg_cfield(cfg, key->offset),
+                     *(const size_t *)cfg_cfield(cfg, key->count_offset));
         break;
     }
 }
@@ -2017,6 +2137,10 @@ static void cfg_describe(const struct cfg_key *key, char *buf, size_t len)
     case CFG_BOOL:
         (void)snprintf(buf, len, "true or false; default %s.",
                        key->def_uint ? "true" : "false");
+        break;
+    case CFG_UIDS:
+        (void)snprintf(buf, len, "List of at most %d UIDs; default [].",
+                       CFG_UIDS_MAX);
         break;
     }
 }

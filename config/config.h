@@ -48,6 +48,10 @@ struct cfg_dicom {
     unsigned timeout_s;           /* 30, 1..3600: ACSE, DIMSE, idle */
     struct cfg_caller *allowed_callers; /* none = accept any caller */
     size_t allowed_caller_count;
+    unsigned max_pending;         /* 32, 1..1024: RQs still arriving */
+    bool accept_unknown_storage_classes; /* true: the storage root */
+    char **extra_storage_classes; /* valid UIDs; none by default */
+    size_t extra_storage_class_count;
 };
 
 struct cfg_spool {

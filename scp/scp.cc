@@ -1,14 +1,15 @@
 /*
  * scp - the DIMSE service provider (see scp.h for the contract).
  *
- * Structure:
- *   scp_run()            accept loop on the calling thread: receive an
- *                        A-ASSOCIATE-RQ, check called AE, caller and the
- *                        association limit, negotiate presentation
- *                        contexts, then hand the association to a new
- *                        detached thread.
- *   serve_association()  one thread per association: C-ECHO, C-STORE,
- *                        release, abort, idle timeout, shutdown.
+ * Structure (the connection loop is in scp_net.cc, see scp_int.h):
+ *   serve_connection()   one thread per association: DCMTK parses the
+ *                        A-ASSOCIATE-RQ the loop checked; called AE,
+ *                        caller, peer PDU size, negotiation; then
+ *   serve_commands()     C-ECHO, C-STORE, C-FIND, C-CANCEL, release,
+ *                        abort, idle timeout, shutdown; and
+ *   end_association()    frees the DCMTK association without waiting for
+ *                        the peer, hands the socket back to the loop and
+ *                        frees the slot at once.
  *   handle_store()       admission, receive into spool tmp/ through
  *                        SpoolConsumer, validate, commit, respond.
  *
@@ -21,21 +22,19 @@
  */
 #include "scp.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <new>
+#include <string>
 #include <vector>
 
 #include "dcmtk/config/osconfig.h"
@@ -55,6 +54,7 @@
 
 #include "dataset.h"
 #include "log.h"
+#include "scp_int.h"
 #include "spool.h"
 #include "util.h"
 
@@ -63,42 +63,12 @@
     "2.25.242422315187102122747475212045372960498"
 #define SCP_IMPLEMENTATION_VERSION_NAME "STOWBRIDGE_" STOWBRIDGE_VERSION
 
-/* How long the accept loop waits for a connection before it looks at the
- * stop flag again, in milliseconds. */
-#define SCP_ACCEPT_POLL_MS 1000
-/* Connections still sending their A-ASSOCIATE-RQ allowed beyond
- * max_associations; more are turned away at once. */
-#define SCP_PENDING_EXTRA 8
-/* The largest A-ASSOCIATE-RQ we take (DCMTK's own limit is 1 MiB; a
- * proposal of 128 contexts with many syntaxes each is ~130 KiB). */
-#define SCP_MAX_RQ_PDU (192u * 1024u)
 /* How long an association thread waits for a command before it checks
  * the stop flag and the idle limit. */
 #define SCP_COMMAND_POLL_S 1
-
-struct scp {
-    char ae_title[UTIL_AE_TITLE_MAX + 1];
-    uint16_t port;
-    unsigned max_associations;
-    uint32_t max_pdu;
-    unsigned timeout_s;
-    struct scp_caller_rule *callers;
-    size_t caller_count;
-    struct spool *spool;
-    uint64_t min_free_mb;
-    const struct scp_find_handler *find;   /* NULL: no C-FIND */
-
-    int listen_fd;              /* ours: DCMTK never accepts itself */
-    T_ASC_Network *network;     /* DCMTK's, used only to parse RQs */
-    scp_stop_fn should_stop;
-    void *stop_ctx;
-
-    pthread_mutex_t lock;
-    pthread_cond_t idle_cond;   /* signalled when a connection ends */
-    unsigned active;            /* associations being served */
-    unsigned pending;           /* connections not yet associated */
-    unsigned long next_assoc_no;
-};
+/* The refused abstract syntaxes of one association are logged in one
+ * line of at most this many characters of names (then "and N more"). */
+#define SCP_REFUSED_TEXT_MAX 480
 
 /* dcmExternalSocketHandle is one process-wide variable: the hand-over of
  * a connection to DCMTK is serialised. It never waits on the network,
@@ -291,12 +261,8 @@ static const char *verification_transfer_syntaxes[] = {
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
-/*
- * True if the caller may associate; @ret_find tells whether it may also
- * query (C-FIND offered and its matching rule allows it).
- */
-static bool caller_allowed(const struct scp *scp, const char *calling_ae,
-                           const char *peer_ip, bool *ret_find)
+bool scp__caller_allowed(const struct scp *scp, const char *calling_ae,
+                         const char *peer_ip, bool *ret_find)
 {
     *ret_find = scp->find != NULL;
     if (scp->caller_count == 0)
@@ -332,12 +298,6 @@ static void reject_association(T_ASC_Association *assoc,
         log_debug("event=reject-send-failed reason=\"%s\"", cond.text());
 }
 
-static void drop_association(T_ASC_Association **assoc)
-{
-    (void)ASC_dropSCPAssociation(*assoc);
-    (void)ASC_destroyAssociation(assoc);
-}
-
 static const char *find_sop_classes[] = {
     UID_FINDPatientRootQueryRetrieveInformationModel,
     UID_FINDStudyRootQueryRetrieveInformationModel,
@@ -359,37 +319,237 @@ static bool proposes_find(T_ASC_Association *assoc)
     return false;
 }
 
-/*
- * Accepts Verification, every storage SOP class DCMTK knows and, when
- * @find, the Patient Root and Study Root C-FIND models (other contexts
- * are refused as abstract syntax not supported). Returns the number of
- * accepted presentation contexts, or -1.
- */
-static int negotiate_contexts(T_ASC_Association *assoc, bool find)
-{
-    const char *verification = UID_VerificationSOPClass;
-    OFCondition cond;
+/* Everything under this root is a storage SOP class (PS3.6 Annex A),
+ * except a few Inventory classes of 2022 (...201.2 to ...201.6, a query,
+ * retrieve and creation service): accepted by this rule too, they take
+ * C-STORE only here. */
+#define SCP_STORAGE_ROOT "1.2.840.10008.5.1.4.1.1."
 
-    if (find) {
-        cond = ASC_acceptContextsWithPreferredTransferSyntaxes(
-            assoc->params, find_sop_classes, (int)ARRAY_LEN(find_sop_classes),
-            verification_transfer_syntaxes,
-            (int)ARRAY_LEN(verification_transfer_syntaxes));
+static bool uid_in(const char *uid, const char *const *list, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        if (strcmp(uid, list[i]) == 0)
+            return true;
+    return false;
+}
+
+/* The storage SOP classes of non-patient objects (PS3.3 Annex A: Color
+ * Palette, Hanging Protocol, implant templates, defined procedure
+ * protocols; DCMTK's dcmNonPatientStorageSOPClassUIDs, not exported by
+ * 3.6.7): they have no Study Instance UID, so STOW-RS to a study cannot
+ * take them. */
+static const char *non_patient_classes[] = {
+    UID_ColorPaletteStorage,
+    UID_CTDefinedProcedureProtocolStorage,
+    UID_GenericImplantTemplateStorage,
+    UID_HangingProtocolStorage,
+    UID_ImplantAssemblyTemplateStorage,
+    UID_ImplantTemplateGroupStorage,
+    UID_ProtocolApprovalStorage,
+    UID_XADefinedProcedureProtocolStorage,
+};
+
+/* Why a proposed abstract syntax is refused (logged per association). */
+enum refusal {
+    REFUSE_NONE = 0,
+    REFUSE_UNSUPPORTED,
+    REFUSE_UNKNOWN_STORAGE,
+    REFUSE_NON_PATIENT,
+    REFUSE_FIND_OFF,
+    REFUSE_FIND_CALLER,
+    REFUSE_TRANSFER_SYNTAX,
+};
+
+static const char *refusal_text(enum refusal why)
+{
+    switch (why) {
+    case REFUSE_UNSUPPORTED:
+        return "not supported";
+    case REFUSE_UNKNOWN_STORAGE:
+        return "unknown storage class, not in dicom.extra_storage_classes "
+               "and dicom.accept_unknown_storage_classes false";
+    case REFUSE_NON_PATIENT:
+        return "not supported: a non-patient object, no study to send it "
+               "to";
+    case REFUSE_FIND_OFF:
+        return "not supported: C-FIND is off, query.enabled false or no "
+               "upload.url";
+    case REFUSE_FIND_CALLER:
+        return "not allowed for this caller: find false in "
+               "dicom.allowed_callers";
+    case REFUSE_TRANSFER_SYNTAX:
+        return "no proposed transfer syntax is accepted";
+    case REFUSE_NONE:
+        break;
+    }
+    return "refused";
+}
+
+/*
+ * What we do with the proposed abstract syntax @uid: REFUSE_NONE and
+ * *@ret_group (0 Verification, 1 C-FIND, 2 storage) when we accept it.
+ * Storage: DCMTK 3.6.7's list, every UID under SCP_STORAGE_ROOT unless
+ * dicom.accept_unknown_storage_classes is false, and the UIDs of
+ * dicom.extra_storage_classes.
+ */
+static enum refusal classify_syntax(const struct scp *scp, const char *uid,
+                                    bool find_allowed, int *ret_group)
+{
+    size_t root_len = strlen(SCP_STORAGE_ROOT);
+
+    if (strcmp(uid, UID_VerificationSOPClass) == 0) {
+        *ret_group = 0;
+        return REFUSE_NONE;
+    }
+    if (uid_in(uid, find_sop_classes, ARRAY_LEN(find_sop_classes))) {
+        *ret_group = 1;
+        if (scp->find == NULL)
+            return REFUSE_FIND_OFF;
+        return find_allowed ? REFUSE_NONE : REFUSE_FIND_CALLER;
+    }
+    *ret_group = 2;
+    for (const std::string &extra : scp->extra_storage)
+        if (extra == uid)
+            return REFUSE_NONE;
+    if (uid_in(uid, non_patient_classes, ARRAY_LEN(non_patient_classes)))
+        return REFUSE_NON_PATIENT;
+    if (uid_in(uid, dcmAllStorageSOPClassUIDs,
+               (size_t)numberOfDcmAllStorageSOPClassUIDs))
+        return REFUSE_NONE;
+    if (strncmp(uid, SCP_STORAGE_ROOT, root_len) == 0 &&
+        uid[root_len] != '\0' && util_uid_valid(uid))
+        return scp->accept_unknown_storage ? REFUSE_NONE
+                                           : REFUSE_UNKNOWN_STORAGE;
+    return REFUSE_UNSUPPORTED;
+}
+
+/* One refused abstract syntax, once per association. */
+struct refused_syntax {
+    std::string uid;
+    enum refusal why;
+};
+
+static void note_refusal(std::vector<refused_syntax> &refused,
+                         const char *uid, enum refusal why)
+{
+    for (const refused_syntax &r : refused)
+        if (r.uid == uid)
+            return;
+    refused.push_back(refused_syntax{ uid, why });
+}
+
+/*
+ * Accepts Verification, the storage SOP classes of classify_syntax() and,
+ * when @find_allowed, the Patient Root and Study Root C-FIND models; every
+ * other context is refused (abstract syntax not supported, or transfer
+ * syntaxes not supported). The refused abstract syntaxes go to @refused
+ * with the reason. Returns the number of accepted presentation contexts,
+ * or -1.
+ */
+static int negotiate_contexts(const struct scp *scp, T_ASC_Association *assoc,
+                              bool find_allowed,
+                              std::vector<refused_syntax> &refused)
+{
+    std::vector<std::string> groups[3];
+    std::vector<const char *> uids;
+    int n = ASC_countPresentationContexts(assoc->params);
+    static const char **transfer[3] = {
+        verification_transfer_syntaxes, verification_transfer_syntaxes,
+        storage_transfer_syntaxes,
+    };
+    static const int transfer_count[3] = {
+        (int)ARRAY_LEN(verification_transfer_syntaxes),
+        (int)ARRAY_LEN(verification_transfer_syntaxes),
+        (int)ARRAY_LEN(storage_transfer_syntaxes),
+    };
+
+    for (int i = 0; i < n; i++) {
+        T_ASC_PresentationContext pc;
+        int group = -1;
+        if (ASC_getPresentationContext(assoc->params, i, &pc).bad())
+            return -1;
+        enum refusal why =
+            classify_syntax(scp, pc.abstractSyntax, find_allowed, &group);
+        if (why != REFUSE_NONE) {
+            note_refusal(refused, pc.abstractSyntax, why);
+            continue;
+        }
+        bool seen = false;
+        for (const std::string &g : groups[group])
+            seen = seen || g == pc.abstractSyntax;
+        if (!seen)
+            groups[group].push_back(pc.abstractSyntax);
+    }
+    for (int g = 0; g < 3; g++) {
+        if (groups[g].empty())
+            continue;
+        uids.clear();
+        for (const std::string &uid : groups[g])
+            uids.push_back(uid.c_str());
+        OFCondition cond = ASC_acceptContextsWithPreferredTransferSyntaxes(
+            assoc->params, uids.data(), (int)uids.size(), transfer[g],
+            transfer_count[g]);
         if (cond.bad())
             return -1;
     }
+    /* Contexts none of the calls above accepted: refused with the right
+     * result by DCMTK (abstract or transfer syntax not supported). */
+    int accepted = 0;
+    for (int i = 0; i < n; i++) {
+        T_ASC_PresentationContext pc;
+        if (ASC_getPresentationContext(assoc->params, i, &pc).bad())
+            return -1;
+        if (pc.resultReason == ASC_P_ACCEPTANCE) {
+            accepted++;
+        } else if (pc.resultReason == ASC_P_NOTYETNEGOTIATED) {
+            if (ASC_refusePresentationContext(
+                    assoc->params, pc.presentationContextID,
+                    ASC_P_ABSTRACTSYNTAXNOTSUPPORTED)
+                    .bad())
+                return -1;
+        } else if (pc.resultReason == ASC_P_TRANSFERSYNTAXESNOTSUPPORTED) {
+            note_refusal(refused, pc.abstractSyntax, REFUSE_TRANSFER_SYNTAX);
+        }
+    }
+    return accepted;
+}
 
-    cond = ASC_acceptContextsWithPreferredTransferSyntaxes(
-        assoc->params, &verification, 1, verification_transfer_syntaxes,
-        (int)ARRAY_LEN(verification_transfer_syntaxes));
-    if (cond.good())
-        cond = ASC_acceptContextsWithPreferredTransferSyntaxes(
-            assoc->params, dcmAllStorageSOPClassUIDs,
-            numberOfDcmAllStorageSOPClassUIDs, storage_transfer_syntaxes,
-            (int)ARRAY_LEN(storage_transfer_syntaxes));
-    if (cond.bad())
-        return -1;
-    return ASC_countAcceptedPresentationContexts(assoc->params);
+/*
+ * Logs, once per association, the abstract syntaxes refused at
+ * negotiation: by DCMTK's name when it has one, else the UID, each with
+ * its reason; at most SCP_REFUSED_TEXT_MAX characters, then how many more.
+ */
+static void log_refused(unsigned long number, const char *calling,
+                        const char *peer,
+                        const std::vector<refused_syntax> &refused)
+{
+    std::string text;
+    size_t shown = 0;
+
+    if (refused.empty())
+        return;
+    for (const refused_syntax &r : refused) {
+        const char *name = util_uid_valid(r.uid.c_str())
+                               ? dcmFindNameOfUID(r.uid.c_str(), NULL)
+                               : NULL;
+        std::string entry = name != NULL ? name
+                            : util_uid_valid(r.uid.c_str()) ? r.uid
+                                                             : "(not a UID)";
+        entry += " (";
+        entry += refusal_text(r.why);
+        entry += ")";
+        if (shown > 0 && text.size() + entry.size() + 2 > SCP_REFUSED_TEXT_MAX)
+            break;
+        if (shown > 0)
+            text += "; ";
+        text += entry;
+        shown++;
+    }
+    if (shown < refused.size())
+        text += "; and " + std::to_string(refused.size() - shown) + " more";
+    log_notice("event=contexts-refused assoc=%lu from=%s@%s count=%zu "
+               "syntaxes=\"%s\"",
+               number, calling, peer, refused.size(), text.c_str());
 }
 
 /* ------------------------------------------------------------------ */
@@ -903,6 +1063,44 @@ static OFCondition send_find_response(struct scp_assoc *sa,
 }
 
 /*
+ * Looks, without waiting, for a C-CANCEL-RQ of the C-FIND @msg_id; sets
+ * *@cancelled when one came. A C-CANCEL for another message ID (one we
+ * answered already) is dropped, as PS3.7 9.3.2.3 lets a cancel cross the
+ * final response; on any context, since the message ID says what it
+ * means. Any other command is a protocol error here (no asynchronous
+ * operations are negotiated): the association is aborted.
+ */
+static OFCondition check_for_cancel(struct scp_assoc *sa, DIC_US msg_id,
+                                    bool *cancelled)
+{
+    for (;;) {
+        T_ASC_PresentationContextID pres_id = 0;
+        T_DIMSE_Message msg;
+
+        memset(&msg, 0, sizeof(msg));
+        OFCondition cond = DIMSE_receiveCommand(sa->assoc, DIMSE_NONBLOCKING,
+                                                0, &pres_id, &msg, NULL);
+        if (cond == DIMSE_NODATAAVAILABLE)
+            return EC_Normal;
+        if (cond.bad())
+            return cond;
+        if (msg.CommandField != DIMSE_C_CANCEL_RQ)
+            return makeDcmnetCondition(
+                DIMSEC_UNEXPECTEDREQUEST, OF_error,
+                "DIMSE: another command during C-FIND (no asynchronous "
+                "operations negotiated)");
+        if (msg.msg.CCancelRQ.MessageIDBeingRespondedTo == msg_id) {
+            *cancelled = true;
+            return EC_Normal;
+        }
+        log_debug("event=cancel-ignored assoc=%lu from=%s@%s msg_id=%u "
+                  "reason=\"not the C-FIND in progress\"",
+                  sa->number, sa->calling_ae, sa->peer,
+                  (unsigned)msg.msg.CCancelRQ.MessageIDBeingRespondedTo);
+    }
+}
+
+/*
  * One C-FIND: receive the identifier, convert it to UTF-8, then hand out
  * the handler's matches one pending response at a time, looking for a
  * C-CANCEL before each, and end with the handler's final status.
@@ -1000,10 +1198,8 @@ static OFCondition handle_find(struct scp_assoc *sa,
         struct ds *answer = NULL;
 
         if (!cancelled) {
-            cond = DIMSE_checkForCancelRQ(sa->assoc, pres_id, req->MessageID);
-            if (cond.good()) {
-                cancelled = true;
-            } else if (cond != DIMSE_NODATAAVAILABLE) {
+            cond = check_for_cancel(sa, req->MessageID, &cancelled);
+            if (cond.bad()) {
                 log_warning("event=find-aborted assoc=%lu from=%s@%s "
                             "reason=\"%s\"",
                             sa->number, sa->calling_ae, sa->peer,
@@ -1051,113 +1247,34 @@ static OFCondition handle_find(struct scp_assoc *sa,
 /* Association threads                                                 */
 /* ------------------------------------------------------------------ */
 
-/* ------------------------------------------------------------------ */
-/* Connections: accept, wait for the whole A-ASSOCIATE-RQ, hand over   */
-/* ------------------------------------------------------------------ */
-
-/* One accepted TCP connection, owned by its thread. */
-struct scp_conn {
-    struct scp *scp;
-    int fd;
-    char peer[64];
+/* How serve_commands() ended, and so what the socket still needs. */
+enum assoc_end {
+    END_RELEASED,      /* A-RELEASE-RP sent */
+    END_PEER_ABORT,    /* the peer aborted or closed: nothing to send */
+    END_ABORT,         /* we abort: send A-ABORT */
 };
 
-/* Answers a connection we will not even read with an A-ASSOCIATE-RJ PDU
- * (PS3.8 9.3.4): rejected-transient, service provider (presentation),
- * local limit exceeded. Best effort: the socket is closed anyway. */
-static void send_raw_reject_limit(int fd)
-{
-    static const unsigned char rj[10] = {
-        0x03, 0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x02, 0x03, 0x02,
-    };
-    (void)!send(fd, rj, sizeof(rj), MSG_NOSIGNAL | MSG_DONTWAIT);
-}
-
 /*
- * Waits, within dicom.timeout_s, until the peer has sent a complete
- * A-ASSOCIATE-RQ PDU, leaving it unread in the socket (MSG_PEEK) for DCMTK.
- * DCMTK reads the body of the first PDU with a three-minute timeout of
- * its own, so without this a peer that sends half a PDU would stall it.
- * Returns NULL when the PDU is complete, or why the connection is dropped.
+ * Ends a connection DCMTK holds: asks for our A-ABORT if @send_abort (our
+ * own 10 bytes: DCMTK's ASC_abortAssociation() would then wait for the
+ * peer to close, holding this thread and its slot), and lets DCMTK free
+ * the association without ASC_dropSCPAssociation()'s wait of up to 180 s
+ * for the peer. DCMTK's close of the connection hands the socket to the
+ * connection loop (scp_pdu.cc), which closes it once the peer has closed
+ * or within dicom.timeout_s. Then frees the slot, at once.
  */
-static const char *await_associate_rq(struct scp *scp, int fd, char *why,
-                                      size_t why_len)
+static void end_association(struct scp *scp, T_ASC_Association **passoc,
+                            bool send_abort)
 {
-    uint64_t deadline = util_now_monotonic_ms() +
-                        (uint64_t)scp->timeout_s * 1000u;
-    unsigned char head[6];
-    size_t want = sizeof(head);
-    bool have_head = false;
-    std::vector<unsigned char> peek;
-
-    for (;;) {
-        peek.resize(want);
-        ssize_t n = recv(fd, peek.data(), want, MSG_PEEK | MSG_DONTWAIT);
-        if (n == 0)
-            return "closed by the peer before an association request";
-        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
-            errno != EINTR) {
-            snprintf(why, why_len, "recv() failed: %s", strerror(errno));
-            return why;
-        }
-        if (n >= (ssize_t)sizeof(head) && !have_head) {
-            memcpy(head, peek.data(), sizeof(head));
-            uint32_t len = ((uint32_t)head[2] << 24) |
-                           ((uint32_t)head[3] << 16) |
-                           ((uint32_t)head[4] << 8) | (uint32_t)head[5];
-            if (head[0] != 0x01) {
-                snprintf(why, why_len,
-                         "not an A-ASSOCIATE-RQ (PDU type 0x%02x)", head[0]);
-                return why;
-            }
-            if (len > SCP_MAX_RQ_PDU) {
-                snprintf(why, why_len,
-                         "A-ASSOCIATE-RQ of %u bytes, more than %u", len,
-                         SCP_MAX_RQ_PDU);
-                return why;
-            }
-            have_head = true;
-            want = sizeof(head) + len;
-            continue;
-        }
-        if (have_head && n >= (ssize_t)want)
-            return NULL;
-
-        uint64_t now = util_now_monotonic_ms();
-        if (now >= deadline)
-            return have_head ? "incomplete A-ASSOCIATE-RQ (timeout)"
-                             : "no association request (timeout)";
-        if (scp->should_stop(scp->stop_ctx))
-            return "shutting down";
-        struct pollfd pfd = { fd, POLLIN, 0 };
-        uint64_t wait_ms = deadline - now < 1000 ? deadline - now : 1000;
-        /* More data may already be buffered than was asked for last
-         * time: only sleep when the buffer did not grow. */
-        if (n > 0 && (size_t)n < want)
-            (void)poll(&pfd, 1, 50);
-        else
-            (void)poll(&pfd, 1, (int)wait_ms);
-    }
+    if (send_abort && *passoc != NULL && (*passoc)->DULassociation != NULL)
+        scp__abort_on_close(
+            DUL_getTransportConnection((*passoc)->DULassociation));
+    (void)ASC_dropAssociation(*passoc);
+    (void)ASC_destroyAssociation(passoc);
+    scp__association_done(scp);
 }
 
-static void connection_done(struct scp *scp, bool was_pending)
-{
-    pthread_mutex_lock(&scp->lock);
-    if (was_pending)
-        scp->pending--;
-    pthread_cond_broadcast(&scp->idle_cond);
-    pthread_mutex_unlock(&scp->lock);
-}
-
-static void association_done(struct scp *scp)
-{
-    pthread_mutex_lock(&scp->lock);
-    scp->active--;
-    pthread_cond_broadcast(&scp->idle_cond);
-    pthread_mutex_unlock(&scp->lock);
-}
-
-static void serve_commands(struct scp_assoc *sa)
+static enum assoc_end serve_commands(struct scp_assoc *sa)
 {
     struct scp *scp = sa->scp;
     uint64_t idle_since = util_now_monotonic_ms();
@@ -1173,8 +1290,7 @@ static void serve_commands(struct scp_assoc *sa)
             log_info("event=closing assoc=%lu from=%s@%s stores=%lu "
                      "reason=shutdown",
                      sa->number, sa->calling_ae, sa->peer, stores);
-            (void)ASC_abortAssociation(sa->assoc);
-            return;
+            return END_ABORT;
         }
         memset(&msg, 0, sizeof(msg));
         cond = DIMSE_receiveCommand(sa->assoc, DIMSE_NONBLOCKING,
@@ -1187,8 +1303,7 @@ static void serve_commands(struct scp_assoc *sa)
                 log_notice("event=closing assoc=%lu from=%s@%s stores=%lu "
                            "reason=idle-timeout",
                            sa->number, sa->calling_ae, sa->peer, stores);
-                (void)ASC_abortAssociation(sa->assoc);
-                return;
+                return END_ABORT;
             }
             continue;
         }
@@ -1196,21 +1311,20 @@ static void serve_commands(struct scp_assoc *sa)
             (void)ASC_acknowledgeRelease(sa->assoc);
             log_info("event=released assoc=%lu from=%s@%s stores=%lu",
                      sa->number, sa->calling_ae, sa->peer, stores);
-            return;
+            return END_RELEASED;
         }
         if (cond == DUL_PEERABORTEDASSOCIATION) {
             log_notice("event=aborted-by-peer assoc=%lu from=%s@%s "
                        "stores=%lu",
                        sa->number, sa->calling_ae, sa->peer, stores);
-            return;
+            return END_PEER_ABORT;
         }
         if (cond.bad()) {
             log_warning("event=dropped assoc=%lu from=%s@%s stores=%lu "
                         "reason=\"%s\"",
                         sa->number, sa->calling_ae, sa->peer, stores,
                         cond.text());
-            (void)ASC_abortAssociation(sa->assoc);
-            return;
+            return END_ABORT;
         }
 
         switch (msg.CommandField) {
@@ -1229,6 +1343,15 @@ static void serve_commands(struct scp_assoc *sa)
             cond = handle_find(sa, pres_id, &msg.msg.CFindRQ);
             sa->finds++;
             break;
+        case DIMSE_C_CANCEL_RQ:
+            /* Nothing is in progress: a C-CANCEL that crossed our final
+             * response (PS3.7 9.3.2.3 lets it arrive late), or one for a
+             * message ID long answered. There is nothing to cancel. */
+            log_debug("event=cancel-ignored assoc=%lu from=%s@%s msg_id=%u "
+                      "reason=\"no operation in progress\"",
+                      sa->number, sa->calling_ae, sa->peer,
+                      (unsigned)msg.msg.CCancelRQ.MessageIDBeingRespondedTo);
+            break;
         default:
             log_warning("event=dropped assoc=%lu from=%s@%s "
                         "reason=\"unsupported DIMSE command 0x%04x\"",
@@ -1237,33 +1360,32 @@ static void serve_commands(struct scp_assoc *sa)
             cond = DIMSE_BADCOMMANDTYPE;
             break;
         }
-        if (cond.bad()) {
-            (void)ASC_abortAssociation(sa->assoc);
-            return;
-        }
+        if (cond.bad())
+            return END_ABORT;
         idle_since = util_now_monotonic_ms();
     }
 }
 
 /*
- * Decides on one received association request: checks the limit, the
- * application context, the called AE and the caller, then negotiates the
- * presentation contexts and acknowledges. Returns true when the
- * association was accepted (it then counts as active); otherwise it has
- * been rejected or dropped and freed.
+ * Decides on one received association request: the application context,
+ * the called AE, the caller and the peer's maximum PDU length, then
+ * negotiates the presentation contexts and acknowledges. Returns true
+ * when the association was accepted; otherwise it has been rejected (or
+ * could not be acknowledged) and the caller ends it.
  */
-static bool accept_association(struct scp *scp, T_ASC_Association **passoc,
+static bool accept_association(struct scp *scp, T_ASC_Association *assoc,
                                unsigned long number, char *calling,
                                size_t calling_len, const char *peer)
 {
     bool find_allowed = false;
-    T_ASC_Association *assoc = *passoc;
     char called[UTIL_AE_TITLE_MAX + 2];
     char raw_called[UTIL_AE_TITLE_MAX + 2] = "";
     char raw_calling[UTIL_AE_TITLE_MAX + 2] = "";
     char app_context[UTIL_UID_MAX + 2] = "";
-    bool over_limit;
+    char why_buf[160];
     const char *why = NULL;
+    std::vector<refused_syntax> refused;
+    long peer_pdu = assoc->params->theirMaxPDUReceiveSize;
 
     (void)ASC_getAPTitles(assoc->params, raw_calling, sizeof(raw_calling),
                           raw_called, sizeof(raw_called), NULL, 0);
@@ -1276,22 +1398,6 @@ static bool accept_association(struct scp *scp, T_ASC_Association **passoc,
         !util_ae_title_valid(calling))
         OFStandard::strlcpy(calling, "?", calling_len);
 
-    pthread_mutex_lock(&scp->lock);
-    over_limit = scp->active >= scp->max_associations;
-    if (!over_limit)
-        scp->active++;
-    pthread_mutex_unlock(&scp->lock);
-
-    if (over_limit) {
-        reject_association(assoc, ASC_RESULT_REJECTEDTRANSIENT,
-                           ASC_SOURCE_SERVICEPROVIDER_PRESENTATION_RELATED,
-                           ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED);
-        log_warning("event=rejected assoc=%lu from=%s@%s called=%s "
-                    "reason=\"local limit exceeded (%u associations)\"",
-                    number, calling, peer, called, scp->max_associations);
-        drop_association(passoc);
-        return false;
-    }
     if (strcmp(app_context, UID_StandardApplicationContext) != 0) {
         reject_association(assoc, ASC_RESULT_REJECTEDPERMANENT,
                            ASC_SOURCE_SERVICEUSER,
@@ -1302,12 +1408,29 @@ static bool accept_association(struct scp *scp, T_ASC_Association **passoc,
                            ASC_SOURCE_SERVICEUSER,
                            ASC_REASON_SU_CALLEDAETITLENOTRECOGNIZED);
         why = "called AE title not recognized";
-    } else if (!caller_allowed(scp, calling, peer, &find_allowed)) {
+    } else if (strcmp(calling, "?") == 0) {
+        /* Empty or not an AE title: DCMTK could not even acknowledge it
+         * ("Illegal service parameter: Calling AP Title"). */
+        reject_association(assoc, ASC_RESULT_REJECTEDPERMANENT,
+                           ASC_SOURCE_SERVICEUSER,
+                           ASC_REASON_SU_CALLINGAETITLENOTRECOGNIZED);
+        why = "calling AE title empty or invalid";
+    } else if (!scp__caller_allowed(scp, calling, peer, &find_allowed)) {
         reject_association(assoc, ASC_RESULT_REJECTEDPERMANENT,
                            ASC_SOURCE_SERVICEUSER,
                            ASC_REASON_SU_CALLINGAETITLENOTRECOGNIZED);
         why = "caller not in dicom.allowed_callers";
-    } else if (negotiate_contexts(assoc, find_allowed) < 0) {
+    } else if (peer_pdu > 0 && (unsigned long)peer_pdu < SCP_MIN_PEER_PDU) {
+        /* Its instances could be stored, but not one response sent: the
+         * SCU would send them all again. */
+        reject_association(assoc, ASC_RESULT_REJECTEDPERMANENT,
+                           ASC_SOURCE_SERVICEUSER, ASC_REASON_SU_NOREASON);
+        snprintf(why_buf, sizeof(why_buf),
+                 "the caller's maximum PDU length of %ld bytes cannot carry "
+                 "our responses (at least %u, or 0 for no limit)",
+                 peer_pdu, SCP_MIN_PEER_PDU);
+        why = why_buf;
+    } else if (negotiate_contexts(scp, assoc, find_allowed, refused) < 0) {
         reject_association(assoc, ASC_RESULT_REJECTEDPERMANENT,
                            ASC_SOURCE_SERVICEUSER, ASC_REASON_SU_NOREASON);
         why = "presentation context negotiation failed";
@@ -1316,8 +1439,6 @@ static bool accept_association(struct scp *scp, T_ASC_Association **passoc,
         log_warning("event=rejected assoc=%lu from=%s@%s called=%s "
                     "reason=\"%s\"",
                     number, calling, peer, called, why);
-        drop_association(passoc);
-        association_done(scp);
         return false;
     }
 
@@ -1329,13 +1450,12 @@ static bool accept_association(struct scp *scp, T_ASC_Association **passoc,
                          "no upload.url)"
                        : "this caller may not query (\"find\": false in "
                          "dicom.allowed_callers)");
+    log_refused(number, calling, peer, refused);
     int accepted = ASC_countAcceptedPresentationContexts(assoc->params);
     OFCondition cond = ASC_acknowledgeAssociation(assoc);
     if (cond.bad()) {
         log_warning("event=dropped assoc=%lu from=%s@%s reason=\"%s\"",
                     number, calling, peer, cond.text());
-        drop_association(passoc);
-        association_done(scp);
         return false;
     }
     if (accepted == 0)
@@ -1350,74 +1470,63 @@ static bool accept_association(struct scp *scp, T_ASC_Association **passoc,
 }
 
 /*
- * One connection from accept to close: wait for the A-ASSOCIATE-RQ, let
- * DCMTK parse it, accept or reject, then serve the association.
+ * One association, from the whole A-ASSOCIATE-RQ the loop checked to the
+ * end: DCMTK parses it, we accept or reject, serve, and hand the socket
+ * back. The loop took the association slot; end_association() frees it.
  */
 static void serve_connection(struct scp_conn *conn)
 {
     struct scp *scp = conn->scp;
     T_ASC_Association *assoc = NULL;
     struct scp_assoc sa;
-    char why[160];
-    const char *problem;
-    unsigned long number;
     OFCondition cond;
 
-    problem = await_associate_rq(scp, conn->fd, why, sizeof(why));
-    if (problem != NULL) {
-        log_warning("event=dropped from=%s reason=\"%s\"", conn->peer,
-                    problem);
-        (void)close(conn->fd);
-        connection_done(scp, true);
-        return;
-    }
-
-    /* DCMTK takes the socket over: from here on it closes it. */
+    /* DCMTK takes the socket over through a connection of our transport
+     * layer (scp_pdu.cc), which hands it back to the loop when closed. */
     pthread_mutex_lock(&scp_handover_lock);
     dcmExternalSocketHandle.set(conn->fd);
+    (void)scp__split_taken();
     cond = ASC_receiveAssociation(scp->network, &assoc, (int)scp->max_pdu,
                                   NULL, NULL, OFFalse, DUL_NOBLOCK,
                                   (int)scp->timeout_s);
+    int taken = scp__split_taken();
     dcmExternalSocketHandle.set(-1);
     pthread_mutex_unlock(&scp_handover_lock);
-
-    pthread_mutex_lock(&scp->lock);
-    number = ++scp->next_assoc_no;
-    pthread_mutex_unlock(&scp->lock);
 
     if (cond.bad()) {
         log_warning("event=dropped assoc=%lu from=%s reason=\"bad association "
                     "request: %s\"",
-                    number, conn->peer, cond.text());
-        if (assoc != NULL)
-            drop_association(&assoc);
-        else
-            (void)close(conn->fd);
-        connection_done(scp, true);
+                    conn->number, conn->peer, cond.text());
+        /* DCMTK failed before making a connection of the socket (a peer
+         * gone before getpeername()): it is still ours to close. */
+        if (taken != conn->fd) {
+            scp__send_abort(conn->fd, 0, 0);
+            scp__hand_back(scp, conn->fd);
+        }
+        end_association(scp, &assoc, true);
         return;
     }
-    connection_done(scp, true);
 
     memset(&sa, 0, sizeof(sa));
     sa.scp = scp;
-    sa.number = number;
+    sa.number = conn->number;
     OFStandard::strlcpy(sa.peer, conn->peer, sizeof(sa.peer));
-    if (!accept_association(scp, &assoc, number, sa.calling_ae,
-                            sizeof(sa.calling_ae), sa.peer))
+    if (!accept_association(scp, assoc, conn->number, sa.calling_ae,
+                            sizeof(sa.calling_ae), sa.peer)) {
+        end_association(scp, &assoc, false);
         return;
+    }
 
+    enum assoc_end how = END_ABORT;
     sa.assoc = assoc;
     sa.write_buffer = (unsigned char *)malloc(SCP_WRITE_BUFFER);
-    if (sa.write_buffer == NULL) {
+    if (sa.write_buffer == NULL)
         log_err("event=dropped assoc=%lu from=%s@%s reason=\"out of memory\"",
-                number, sa.calling_ae, sa.peer);
-        (void)ASC_abortAssociation(sa.assoc);
-    } else {
-        serve_commands(&sa);
-    }
+                sa.number, sa.calling_ae, sa.peer);
+    else
+        how = serve_commands(&sa);
     free(sa.write_buffer);
-    drop_association(&sa.assoc);
-    association_done(scp);
+    end_association(scp, &sa.assoc, how == END_ABORT);
 }
 
 static void *connection_thread(void *arg)
@@ -1437,97 +1546,18 @@ static void *connection_thread(void *arg)
     return NULL;
 }
 
-/*
- * Accepts one pending TCP connection and starts its thread, unless too
- * many connections are already waiting for their association request.
- */
-static void accept_connection(struct scp *scp)
+int scp__start_association(struct scp_conn *conn)
 {
-    struct sockaddr_in addr;
-    socklen_t addr_len = sizeof(addr);
-    char peer[64];
-    int one = 1;
-    int fd;
-
-    fd = accept4(scp->listen_fd, (struct sockaddr *)&addr, &addr_len,
-                 SOCK_CLOEXEC);
-    if (fd < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-            errno != ECONNABORTED)
-            log_warning("event=accept-failed reason=\"accept() failed: %s\"",
-                        strerror(errno));
-        return;
-    }
-    if (inet_ntop(AF_INET, &addr.sin_addr, peer, sizeof(peer)) == NULL)
-        strcpy(peer, "?");
-    /* Nagle off: without it a C-STORE stream crawls. */
-    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-
-    pthread_mutex_lock(&scp->lock);
-    bool too_many = scp->pending + scp->active >=
-                    scp->max_associations + SCP_PENDING_EXTRA;
-    if (!too_many)
-        scp->pending++;
-    pthread_mutex_unlock(&scp->lock);
-    if (too_many) {
-        send_raw_reject_limit(fd);
-        (void)close(fd);
-        log_warning("event=rejected from=%s reason=\"local limit exceeded "
-                    "(%u connections)\"",
-                    peer, scp->max_associations + SCP_PENDING_EXTRA);
-        return;
-    }
-
-    struct scp_conn *conn = new (std::nothrow) scp_conn();
     pthread_attr_t attr;
     pthread_t thread;
-    int r = conn == NULL ? ENOMEM : pthread_attr_init(&attr);
-    if (r == 0) {
-        conn->scp = scp;
-        conn->fd = fd;
-        OFStandard::strlcpy(conn->peer, peer, sizeof(conn->peer));
-        (void)pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        r = pthread_create(&thread, &attr, connection_thread, conn);
-        (void)pthread_attr_destroy(&attr);
-    }
-    if (r != 0) {
-        log_err("event=dropped from=%s reason=\"cannot start thread: %s\"",
-                peer, strerror(r));
-        delete conn;
-        (void)close(fd);
-        connection_done(scp, true);
-    }
-}
+    int r = pthread_attr_init(&attr);
 
-/* Binds and listens on @port on every IPv4 interface (as DCMTK 3.6.7
- * itself would), close-on-exec and non-blocking. */
-static int open_listener(uint16_t port, int *ret_fd, char *err,
-                         size_t err_len)
-{
-    struct sockaddr_in addr;
-    int one = 1;
-    int fd;
-
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) {
-        set_err(err, err_len, "socket() failed: %s", strerror(errno));
-        return -errno;
-    }
-    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    memset(&addr, 0, sizeof(addr));
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_ANY);
-    addr.sin_port = htons(port);
-    if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
-        listen(fd, 64) < 0) {
-        int e = errno;
-        set_err(err, err_len, "cannot listen on port %u: %s", (unsigned)port,
-                strerror(e));
-        (void)close(fd);
-        return -e;
-    }
-    *ret_fd = fd;
-    return 0;
+    if (r != 0)
+        return r;
+    (void)pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    r = pthread_create(&thread, &attr, connection_thread, conn);
+    (void)pthread_attr_destroy(&attr);
+    return r;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1561,6 +1591,40 @@ extern "C" int scp_global_init(char *err, size_t err_len)
     }
 }
 
+/* Copies the caller rules and the extra storage classes of @params. */
+static int copy_lists(struct scp *scp, const struct scp_params *params)
+{
+    scp->caller_count = params->caller_count;
+    if (params->caller_count > 0) {
+        scp->callers =
+            new (std::nothrow) scp_caller_rule[params->caller_count]();
+        if (scp->callers == NULL)
+            return -ENOMEM;
+        for (size_t i = 0; i < params->caller_count; i++) {
+            const struct scp_caller_rule *in = &params->callers[i];
+            struct scp_caller_rule *out = &scp->callers[i];
+            if (in->ae_title != NULL) {
+                out->ae_title = strdup(in->ae_title);
+                if (out->ae_title == NULL)
+                    return -ENOMEM;
+            }
+            out->host_count = in->host_count;
+            out->find = in->find;
+            if (in->host_count > 0) {
+                util_ipv4_net *hosts =
+                    new (std::nothrow) util_ipv4_net[in->host_count];
+                if (hosts == NULL)
+                    return -ENOMEM;
+                memcpy(hosts, in->hosts, in->host_count * sizeof(*hosts));
+                out->hosts = hosts;
+            }
+        }
+    }
+    for (size_t i = 0; i < params->extra_storage_count; i++)
+        scp->extra_storage.push_back(params->extra_storage[i]);
+    return 0;
+}
+
 extern "C" int scp_new(const struct scp_params *params, struct scp **ret_scp,
                        char *err, size_t err_len)
 {
@@ -1574,57 +1638,45 @@ extern "C" int scp_new(const struct scp_params *params, struct scp **ret_scp,
         scp = new (std::nothrow) struct scp();
         if (scp == NULL)
             return -ENOMEM;
+        scp->listen_fd = -1;
+        scp->wake_fd = -1;
+        pthread_mutex_init(&scp->lock, NULL);
         if (util_trim_copy(scp->ae_title, sizeof(scp->ae_title),
                            params->ae_title) < 0 ||
             !util_ae_title_valid(scp->ae_title)) {
             set_err(err, err_len, "invalid AE title");
-            delete scp;
+            scp_free(scp);
             return -EINVAL;
         }
-        scp->listen_fd = -1;
         scp->port = params->port;
         scp->max_associations = params->max_associations;
+        scp->max_pending = params->max_pending > 0 ? params->max_pending
+                                                   : SCP_DEFAULT_MAX_PENDING;
         scp->max_pdu = params->max_pdu;
         scp->timeout_s = params->timeout_s;
         scp->spool = params->spool;
         scp->min_free_mb = params->min_free_mb;
         scp->find = params->find;
-        pthread_mutex_init(&scp->lock, NULL);
-        pthread_cond_init(&scp->idle_cond, NULL);
+        scp->accept_unknown_storage = params->accept_unknown_storage_classes;
 
-        scp->caller_count = params->caller_count;
-        if (params->caller_count > 0) {
-            scp->callers = new (std::nothrow)
-                scp_caller_rule[params->caller_count]();
-            if (scp->callers == NULL)
-                goto out_nomem;
-            for (size_t i = 0; i < params->caller_count; i++) {
-                const struct scp_caller_rule *in = &params->callers[i];
-                struct scp_caller_rule *out = &scp->callers[i];
-                if (in->ae_title != NULL) {
-                    out->ae_title = strdup(in->ae_title);
-                    if (out->ae_title == NULL)
-                        goto out_nomem;
-                }
-                out->host_count = in->host_count;
-                out->find = in->find;
-                if (in->host_count > 0) {
-                    util_ipv4_net *hosts =
-                        new (std::nothrow) util_ipv4_net[in->host_count];
-                    if (hosts == NULL)
-                        goto out_nomem;
-                    memcpy(hosts, in->hosts,
-                           in->host_count * sizeof(*hosts));
-                    out->hosts = hosts;
-                }
-            }
+        int r = copy_lists(scp, params);
+        if (r < 0) {
+            scp_free(scp);
+            return r;
+        }
+        scp->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (scp->wake_fd < 0) {
+            r = -errno;
+            set_err(err, err_len, "eventfd() failed: %s", strerror(errno));
+            scp_free(scp);
+            return r;
         }
 
         /* Socket timeouts bound every read and write on an association. */
         dcmSocketSendTimeout.set((Sint32)params->timeout_s);
         dcmSocketReceiveTimeout.set((Sint32)params->timeout_s);
 
-        int r = open_listener(params->port, &scp->listen_fd, err, err_len);
+        r = scp__open_listener(params->port, &scp->listen_fd, err, err_len);
         if (r < 0) {
             scp_free(scp);
             return r;
@@ -1644,6 +1696,18 @@ extern "C" int scp_new(const struct scp_params *params, struct scp **ret_scp,
             scp_free(scp);
             return -EIO;
         }
+        scp->layer = scp__split_layer_new(scp, scp->max_pdu);
+        if (scp->layer == NULL) {
+            scp_free(scp);
+            return -ENOMEM;
+        }
+        cond = ASC_setTransportLayer(scp->network, scp->layer, 0);
+        if (cond.bad()) {
+            set_err(err, err_len, "DCMTK transport layer failed: %s",
+                    cond.text());
+            scp_free(scp);
+            return -EIO;
+        }
         *ret_scp = scp;
         return 0;
     } catch (...) {
@@ -1651,58 +1715,19 @@ extern "C" int scp_new(const struct scp_params *params, struct scp **ret_scp,
         scp_free(scp);
         return -EIO;
     }
-
-out_nomem:
-    scp_free(scp);
-    return -ENOMEM;
 }
 
 extern "C" int scp_run(struct scp *scp, scp_stop_fn should_stop, void *ctx,
                        unsigned grace_s)
 {
-    int result = 0;
-
     try {
         scp->should_stop = should_stop;
         scp->stop_ctx = ctx;
-        while (!should_stop(ctx)) {
-            struct pollfd pfd = { scp->listen_fd, POLLIN, 0 };
-            int n = poll(&pfd, 1, SCP_ACCEPT_POLL_MS);
-            if (n < 0 && errno != EINTR) {
-                log_err("event=scp-failed reason=\"poll() failed: %s\"",
-                        strerror(errno));
-                result = -errno;
-                break;
-            }
-            if (n > 0)
-                accept_connection(scp);
-        }
-
-        /* Stop: threads see the flag within SCP_COMMAND_POLL_S once their
-         * current command is answered. */
-        uint64_t deadline = util_now_monotonic_ms() + (uint64_t)grace_s * 1000u;
-        pthread_mutex_lock(&scp->lock);
-        while (scp->active + scp->pending > 0) {
-            uint64_t now = util_now_monotonic_ms();
-            if (now >= deadline) {
-                log_warning("event=shutdown-timeout associations=%u "
-                            "grace_s=%u",
-                            scp->active + scp->pending, grace_s);
-                if (result == 0)
-                    result = -ETIMEDOUT;
-                break;
-            }
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += 1;
-            pthread_cond_timedwait(&scp->idle_cond, &scp->lock, &ts);
-        }
-        pthread_mutex_unlock(&scp->lock);
+        return scp__serve(scp, grace_s);
     } catch (...) {
         log_err("event=scp-failed reason=\"unexpected exception\"");
-        result = -EIO;
+        return -EIO;
     }
-    return result;
 }
 
 extern "C" unsigned scp_active_associations(const struct scp *scp)
@@ -1715,6 +1740,18 @@ extern "C" unsigned scp_active_associations(const struct scp *scp)
     return active;
 }
 
+extern "C" unsigned scp_fds_needed(const struct scp_params *params)
+{
+    unsigned pending = params->max_pending > 0 ? params->max_pending
+                                               : SCP_DEFAULT_MAX_PENDING;
+
+    /* An association: its socket and the spool file it writes; a
+     * pending connection: its socket; the closing set of scp_net.cc; and
+     * the listener, epoll, eventfd and the reserve descriptor. */
+    return 2 * params->max_associations + pending +
+           (unsigned)scp__closing_max(params->max_associations, pending) + 4;
+}
+
 extern "C" void scp_free(struct scp *scp)
 {
     if (scp == NULL)
@@ -1722,10 +1759,15 @@ extern "C" void scp_free(struct scp *scp)
     try {
         if (scp->network != NULL)
             (void)ASC_dropNetwork(&scp->network);
-        if (scp->listen_fd >= 0)
-            (void)close(scp->listen_fd);
+        scp__split_layer_free(scp->layer);
     } catch (...) {
     }
+    if (scp->listen_fd >= 0)
+        (void)close(scp->listen_fd);
+    if (scp->wake_fd >= 0)
+        (void)close(scp->wake_fd);
+    for (int fd : scp->handoff)
+        (void)close(fd);
     if (scp->callers != NULL) {
         for (size_t i = 0; i < scp->caller_count; i++) {
             free((void *)scp->callers[i].ae_title);
@@ -1733,7 +1775,6 @@ extern "C" void scp_free(struct scp *scp)
         }
         delete[] scp->callers;
     }
-    pthread_cond_destroy(&scp->idle_cond);
     pthread_mutex_destroy(&scp->lock);
     delete scp;
 }

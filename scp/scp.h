@@ -5,13 +5,27 @@
  *
  * Built on DCMTK's ASC_/DIMSE_ API with our own accept loop (DcmSCPPool
  * leaks a thread stack per association and DcmSCPConfig cannot take all
- * 186 storage SOP classes in 3.6.7). One detached thread per association,
- * at most max_associations at once; beyond that an association is rejected
- * as transient "local limit exceeded".
+ * 186 storage SOP classes in 3.6.7). The loop owns every socket until its
+ * A-ASSOCIATE-RQ is complete and well-formed (scp_rq.h) and again once its
+ * association ended; one detached thread serves each association, at most
+ * max_associations at once; beyond that a request is rejected as
+ * transient "local limit exceeded". Connections still sending their
+ * request count against max_pending, not max_associations; requests
+ * refused for their called AE, caller, application context or PDU size
+ * never take a slot.
+ *
+ * Negotiation: Verification; storage for DCMTK 3.6.7's storage SOP
+ * classes, every UID under 1.2.840.10008.5.1.4.1.1. (unless
+ * accept_unknown_storage_classes is false) and extra_storage; C-FIND
+ * when offered and allowed for the caller. The refused abstract syntaxes
+ * are logged once per association, with the reason. A peer announcing a
+ * maximum PDU length below 14 bytes (0 aside) is rejected: DCMTK could not
+ * send it one response.
  *
  * C-STORE: admission (free space) -> receive into spool tmp/ -> validate
  * the file against the command -> spool_commit() -> only then 0000.
- * Failure statuses (A700, A900, C000) never abort the association.
+ * Failure statuses (A700, A900, C000) never abort the association. A
+ * C-CANCEL-RQ with nothing in progress is ignored.
  *
  * DCMTK 3.6.7 listens on IPv4 only, on every interface.
  *
@@ -85,10 +99,17 @@ struct scp_find_handler {
     void (*end)(void *session);
 };
 
+/* max_pending when scp_params leaves it 0. */
+#define SCP_DEFAULT_MAX_PENDING 32
+
 struct scp_params {
     const char *ae_title;        /* our AE title; other called AEs rejected */
     uint16_t port;
     unsigned max_associations;
+    /* Connections still sending their A-ASSOCIATE-RQ (0: the default);
+     * when full, the oldest of the address holding the most is dropped,
+     * and one address may hold at most a quarter of them. */
+    unsigned max_pending;
     uint32_t max_pdu;            /* our maximum receive PDU length */
     unsigned timeout_s;          /* ACSE and DIMSE timeout, idle limit */
     const struct scp_caller_rule *callers; /* caller_count 0: anyone */
@@ -98,6 +119,12 @@ struct scp_params {
     /* NULL: C-FIND is not offered (its presentation contexts are
      * refused). Borrowed; must outlive the scp. */
     const struct scp_find_handler *find;
+    /* Accept every abstract syntax under the storage root
+     * 1.2.840.10008.5.1.4.1.1. as storage, not only DCMTK 3.6.7's list. */
+    bool accept_unknown_storage_classes;
+    /* More storage SOP classes to accept (valid UIDs), copied. */
+    const char *const *extra_storage;
+    size_t extra_storage_count;
 };
 
 /*
@@ -124,8 +151,18 @@ int scp_new(const struct scp_params *params, struct scp **ret_scp, char *err,
 int scp_run(struct scp *scp, scp_stop_fn should_stop, void *ctx,
             unsigned grace_s);
 
-/* Number of associations being served right now. */
+/* Number of associations being served right now, plus connections still
+ * sending their association request. */
 unsigned scp_active_associations(const struct scp *scp);
+
+/*
+ * The file descriptors an SCP with @params may hold at once at most:
+ * associations (socket, spool file), pending connections, sockets waiting
+ * to be closed and its own few. For
+ * sizing RLIMIT_NOFILE; the SCP survives running out (it pauses accepting
+ * and refuses callers cleanly) but serves fewer.
+ */
+unsigned scp_fds_needed(const struct scp_params *params);
 
 /*
  * Reads StudyInstanceUID (0020,000D) and SOPInstanceUID (0008,0018) of

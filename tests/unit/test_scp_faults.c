@@ -4,8 +4,11 @@
  * close of a C-STORE fails with EIO or ENOSPC, and the test checks that
  * storescu is answered A700 (never 0000), that nothing is left in
  * incoming/ or tmp/, and that the next C-STORE on a healthy disk succeeds.
- * Also: the free-space admission check (A700) and a data set without
- * StudyInstanceUID (A900).
+ * Also: the free-space admission check (A700), a data set without
+ * StudyInstanceUID (A900), and an association whose peer keeps its socket
+ * after A-RELEASE-RP: its slot is free at once (DCMTK's
+ * ASC_dropSCPAssociation() held it for 180 s), the socket closed within
+ * dicom.timeout_s.
  *
  * Needs dump2dcm and storescu (Debian package dcmtk) on PATH.
  */
@@ -18,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -265,6 +269,118 @@ static bool stored_ok(const char *out)
     return strstr(out, "Received Store Response (Success)") != NULL;
 }
 
+/* Appends an item (type, reserved, 2-byte length, value) to @p. */
+static size_t put_item(unsigned char *p, unsigned type, const char *value,
+                       size_t len)
+{
+    p[0] = (unsigned char)type;
+    p[1] = 0;
+    p[2] = (unsigned char)(len >> 8);
+    p[3] = (unsigned char)len;
+    memcpy(p + 4, value, len);
+    return 4 + len;
+}
+
+/* Connects and sends an A-ASSOCIATE-RQ for Verification; returns the
+ * socket once an A-ASSOCIATE-AC came, or -1. */
+static int raw_associate(int port)
+{
+    unsigned char pdu[512];
+    unsigned char pc[128];
+    unsigned char ui[64];
+    size_t n = 6;
+    size_t pcl = 4;
+    size_t uil = 0;
+    struct sockaddr_in addr;
+    struct timeval tv = { 10, 0 };
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    memset(pdu, 0, sizeof(pdu));
+    pdu[0] = 0x01;
+    pdu[n + 1] = 1;                               /* protocol version */
+    memcpy(pdu + n + 4, "STOWBRIDGE      ", 16);
+    memcpy(pdu + n + 20, "RELEASEHOLD     ", 16);
+    n += 68;
+    n += put_item(pdu + n, 0x10, "1.2.840.10008.3.1.1.1", 21);
+    memset(pc, 0, 4);
+    pc[0] = 1;
+    pcl += put_item(pc + pcl, 0x30, "1.2.840.10008.1.1", 17);
+    pcl += put_item(pc + pcl, 0x40, "1.2.840.10008.1.2", 17);
+    n += put_item(pdu + n, 0x20, (const char *)pc, pcl);
+    uil += put_item(ui + uil, 0x51, "\0\0\x40\0", 4);
+    n += put_item(pdu + n, 0x50, (const char *)ui, uil);
+    pdu[2] = (unsigned char)((n - 6) >> 24);
+    pdu[3] = (unsigned char)((n - 6) >> 16);
+    pdu[4] = (unsigned char)((n - 6) >> 8);
+    pdu[5] = (unsigned char)(n - 6);
+
+    memset(&addr, 0, sizeof(addr));
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons((uint16_t)port);
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
+        send(fd, pdu, n, 0) != (ssize_t)n ||
+        recv(fd, pdu, sizeof(pdu), 0) < 1 || pdu[0] != 0x02) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/*
+ * With max_associations 1: a peer releases and keeps its socket open.
+ * The slot must be free at once (the next storescu served) and the
+ * socket closed by the SCP within dicom.timeout_s.
+ */
+static void test_release_hold(struct server *srv, int port,
+                              unsigned timeout_s, const char *file)
+{
+    static const unsigned char rq[10] = { 0x05, 0, 0, 0, 0, 4, 0, 0, 0, 0 };
+    unsigned char buf[64];
+    int fd = raw_associate(port);
+    double start;
+    double closed_after = -1;
+    char *out;
+
+    CHECK_MSG(fd >= 0, "raw association accepted");
+    if (fd < 0)
+        return;
+    CHECK(send(fd, rq, sizeof(rq), 0) == (ssize_t)sizeof(rq));
+    CHECK_MSG(recv(fd, buf, sizeof(buf), 0) >= 1 && buf[0] == 0x06,
+              "A-RELEASE-RP received");
+    start = now_s();
+    while (scp_active_associations(srv->scp) > 0 && now_s() - start < 5)
+        usleep(20000);
+    CHECK_MSG(scp_active_associations(srv->scp) == 0,
+              "slot free %.2f s after A-RELEASE-RP, peer still connected",
+              now_s() - start);
+    out = run_storescu(port, file);
+    CHECK_MSG(stored_ok(out), "the next caller is served at once: %s", out);
+    free(out);
+    /* The SCP closes its end: a byte we send is then answered by a reset,
+     * which the next send reports. */
+    while (now_s() - start < timeout_s + 5) {
+        if (send(fd, "x", 1, MSG_NOSIGNAL) < 0) {
+            closed_after = now_s() - start;
+            break;
+        }
+        usleep(100000);
+    }
+    CHECK_MSG(closed_after >= 0 && closed_after <= timeout_s + 1.5,
+              "socket closed by the SCP after %.1f s (dicom.timeout_s %u)",
+              closed_after, timeout_s);
+    close(fd);
+}
+
 struct fault_case {
     const char *name;
     enum fault_op op;
@@ -415,6 +531,20 @@ int main(void)
     CHECK(count_entries(spool_dir, "incoming") == 0);
     CHECK(count_entries(spool_dir, "tmp") == 0);
     free(out);
+    atomic_store(&stop_flag, true);
+    pthread_join(srv.thread, NULL);
+    scp_free(srv.scp);
+
+    /* An association released by a peer that keeps its socket. */
+    atomic_store(&stop_flag, false);
+    port = free_port();
+    params.port = (uint16_t)port;
+    params.min_free_mb = 0;
+    params.max_associations = 1;
+    params.timeout_s = 3;
+    CHECK_MSG(scp_new(&params, &srv.scp, err, sizeof(err)) == 0, "%s", err);
+    CHECK(pthread_create(&srv.thread, NULL, server_main, &srv) == 0);
+    test_release_hold(&srv, port, params.timeout_s, file);
     atomic_store(&stop_flag, true);
     pthread_join(srv.thread, NULL);
     scp_free(srv.scp);

@@ -1,0 +1,150 @@
+/*
+ * scp_int - declarations shared by the two halves of the scp module (C++
+ * only, never included outside scp/):
+ *   scp.cc      the DCMTK side: one thread per association, negotiation,
+ *               C-ECHO, C-STORE, C-FIND, the public API;
+ *   scp_net.cc  the connection loop on the scp_run() thread: accept,
+ *               the wait for a whole A-ASSOCIATE-RQ, its structural check
+ *               (scp_rq.h), the association limit, and the closing of
+ *               every socket whose association has ended;
+ *   scp_pdu.cc  the transport layer DCMTK reads through: it splits a
+ *               P-DATA-TF PDU of several PDVs into one PDU per PDV.
+ *
+ * Ownership of a connection's socket: the loop owns it until
+ * scp__start_association() succeeds; then the association thread, and
+ * DCMTK inside it through a scp_pdu.cc connection, owns it; when DCMTK
+ * closes that connection, it hands the socket back with scp__hand_back(),
+ * and the loop closes it once the peer has closed its side or the closing
+ * deadline passed.
+ *
+ * Locking: scp->lock guards active, pending and handoff. Everything else
+ * in struct scp is set before scp_run() starts and read-only afterwards.
+ */
+#ifndef STOWBRIDGE_SCP_INT_H
+#define STOWBRIDGE_SCP_INT_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include <string>
+#include <vector>
+
+#include "scp.h"
+#include "util.h"
+
+struct T_ASC_Network;
+class DcmTransportConnection;
+class DcmTransportLayer;
+
+/* The largest A-ASSOCIATE-RQ we take (DCMTK's own limit is 1 MiB; a
+ * proposal of 128 contexts with many syntaxes each is ~130 KiB). */
+#define SCP_MAX_RQ_PDU (192u * 1024u)
+/* How long a socket whose association ended may wait for the peer to
+ * close it: dicom.timeout_s, and never more than this (seconds). */
+#define SCP_CLOSE_WAIT_MAX_S 10
+/* The smallest maximum PDU length a peer may announce (0 aside: no
+ * limit). DCMTK 3.6.7 cannot send a P-DATA-TF PDU to a peer announcing
+ * less than 14 bytes ("receiver's max PDU size ... is illegal (must be >
+ * 12)", dulfsm.cc sendPDataTCP(): it reserves 12 bytes for the PDU and PDV
+ * headers); with 14 every response still goes out, two bytes a PDU
+ * (measured in tests/integration/scp_it.py, max_pdu). */
+#define SCP_MIN_PEER_PDU 14u
+
+/* How many sockets may wait in the closing set at once; beyond, the
+ * oldest is closed at once. */
+static inline size_t scp__closing_max(unsigned max_associations,
+                                      unsigned max_pending)
+{
+    return 2 * ((size_t)max_associations + max_pending) + 16;
+}
+
+struct scp {
+    char ae_title[UTIL_AE_TITLE_MAX + 1];
+    uint16_t port;
+    unsigned max_associations;
+    unsigned max_pending;
+    uint32_t max_pdu;
+    unsigned timeout_s;
+    struct scp_caller_rule *callers;
+    size_t caller_count;
+    struct spool *spool;
+    uint64_t min_free_mb;
+    const struct scp_find_handler *find;   /* NULL: no C-FIND */
+    bool accept_unknown_storage;
+    std::vector<std::string> extra_storage;
+
+    int listen_fd;              /* ours: DCMTK never accepts itself */
+    int wake_fd;                /* eventfd: wakes the loop */
+    T_ASC_Network *network;     /* DCMTK's, used only to parse RQs */
+    DcmTransportLayer *layer;   /* scp_pdu.cc's, set on the network */
+    scp_stop_fn should_stop;
+    void *stop_ctx;
+
+    pthread_mutex_t lock;
+    unsigned active;            /* associations holding a slot */
+    unsigned pending;           /* connections still sending their RQ */
+    std::vector<int> handoff;   /* sockets handed back, to be closed */
+};
+
+/* One connection the loop hands to a new association thread. */
+struct scp_conn {
+    struct scp *scp;
+    int fd;
+    unsigned long number;       /* the association number in the log */
+    char peer[64];              /* dotted IPv4 */
+};
+
+/* scp_net.cc */
+
+/* Binds and listens on @port on every IPv4 interface, close-on-exec and
+ * non-blocking. */
+int scp__open_listener(uint16_t port, int *ret_fd, char *err,
+                       size_t err_len);
+
+/* The connection loop of scp_run(): returns as scp_run() does. */
+int scp__serve(struct scp *scp, unsigned grace_s);
+
+/* Gives the loop a socket whose association has ended (a descriptor of
+ * its own: the caller keeps none). Thread-safe; never blocks. */
+void scp__hand_back(struct scp *scp, int fd);
+
+/* Releases one association slot taken by the loop. Thread-safe. */
+void scp__association_done(struct scp *scp);
+
+/* Sends an A-ABORT PDU (PS3.8 9.3.8) on @fd without blocking: @source 0
+ * (service user) or 2 (service provider), with @reason. Best effort. */
+void scp__send_abort(int fd, unsigned char source, unsigned char reason);
+
+/* scp_pdu.cc */
+
+/* The transport layer whose connections split P-DATA-TF PDUs of several
+ * PDVs (up to @max_pdu bytes, the most we receive) into one PDU per PDV,
+ * which works around DCMTK 3.6.7's DUL_NextPDV() (see scp_pdu.cc), and
+ * hand their socket back to @scp's loop when DCMTK closes them. NULL on
+ * out-of-memory. */
+DcmTransportLayer *scp__split_layer_new(struct scp *scp, uint32_t max_pdu);
+void scp__split_layer_free(DcmTransportLayer *layer);
+
+/* The descriptor a connection of this thread last took over (then
+ * forgotten), or -1: after a failed ASC_receiveAssociation(), -1 means
+ * DCMTK never owned the socket and the caller must close it. */
+int scp__split_taken(void);
+
+/* Makes @conn (a connection of the split layer) send our A-ABORT when
+ * DCMTK closes it. Accepts NULL. */
+void scp__abort_on_close(DcmTransportConnection *conn);
+
+/* scp.cc */
+
+/* True if the caller may associate (dicom.allowed_callers); @ret_find
+ * tells whether it may also query (C-FIND offered and its matching rule
+ * allows it). */
+bool scp__caller_allowed(const struct scp *scp, const char *calling_ae,
+                         const char *peer_ip, bool *ret_find);
+
+/* Starts the thread that serves @conn (which it then owns). Returns 0, or
+ * a positive errno when no thread could be started (@conn is still the
+ * caller's). */
+int scp__start_association(struct scp_conn *conn);
+
+#endif
