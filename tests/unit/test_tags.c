@@ -30,7 +30,8 @@ int main(void)
         CHECK_MSG(strlen(all[i].vr) == 2 && strstr(vrs, all[i].vr) != NULL,
                   "%s: VR %s", all[i].keyword, all[i].vr);
         CHECK(dicom_tag_lookup(all[i].tag) != NULL &&
-              dicom_tag_lookup(all[i].tag)->keyword == all[i].keyword);
+              strcmp(dicom_tag_lookup(all[i].tag)->keyword,
+                     all[i].keyword) == 0);
         CHECK(dicom_tag_by_keyword(all[i].keyword) == all[i].tag);
     }
     CHECK(DCM_TAG_PatientName == 0x00100010u);
