@@ -37,7 +37,7 @@
 #include <unistd.h>
 
 #include "admin_int.h"
-#include "metrics.h"
+#include "base/metrics.h"
 
 #define ADMIN_HEADER_MEMORY (16u * 1024u)
 #define ADMIN_POLL_MAX_MS 1000

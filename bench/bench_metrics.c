@@ -22,9 +22,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "admin_int.h"
-#include "metrics.h"
-#include "metrics_catalog.h"
+#include "admin/admin_int.h"
+#include "base/metrics.h"
+#include "base/metrics_catalog.h"
 
 #define THREADS 4
 

@@ -22,14 +22,14 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "config/config.h"
 #include "find.h"
-#include "log.h"
-#include "oauth.h"
-#include "scp.h"
-#include "spool.h"
+#include "base/log.h"
+#include "web/oauth.h"
+#include "scp/scp.h"
+#include "spool/spool.h"
 #include "uploader.h"
-#include "util.h"
+#include "base/util.h"
 #include "webcfg.h"
 
 /* Extra seconds beyond dicom.timeout_s that a stop waits for

@@ -27,13 +27,13 @@
 #include <string.h>
 #include <time.h>
 
-#include "dataset.h"
-#include "log.h"
-#include "oauth.h"
-#include "qido.h"
-#include "redact.h"
-#include "stow.h"
-#include "util.h"
+#include "dicom/dataset.h"
+#include "base/log.h"
+#include "web/oauth.h"
+#include "web/qido.h"
+#include "dicom/redact.h"
+#include "web/stow.h"
+#include "base/util.h"
 
 #define TAG_SPECIFIC_CHARSET DS_TAG(0x0008, 0x0005)
 #define TAG_SOP_CLASS_UID DS_TAG(0x0008, 0x0016)

@@ -42,7 +42,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "scp.h"
+#include "scp/scp.h"
 
 struct ds;
 struct oauth_source;

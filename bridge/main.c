@@ -22,18 +22,18 @@
 
 #include <curl/curl.h>
 
-#include "config.h"
+#include "config/config.h"
 #include "daemon.h"
-#include "log.h"
-#include "oauth.h"
+#include "base/log.h"
+#include "web/oauth.h"
 #include "queue_cmd.h"
-#include "redact.h"
-#include "scp.h"
+#include "dicom/redact.h"
+#include "scp/scp.h"
 #include "servertext.h"
-#include "spool.h"
+#include "spool/spool.h"
 #include "status.h"
-#include "stow.h"
-#include "util.h"
+#include "web/stow.h"
+#include "base/util.h"
 #include "webcfg.h"
 
 #define EXIT_RUNTIME 1

@@ -19,12 +19,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "redact.h"
+#include "config/config.h"
+#include "dicom/redact.h"
 #include "servertext.h"
-#include "spool.h"
-#include "stow.h"
-#include "util.h"
+#include "spool/spool.h"
+#include "web/stow.h"
+#include "base/util.h"
 
 static const enum spool_state queue_states[] = {
     SPOOL_INCOMING, SPOOL_ACTIVE, SPOOL_DEFERRED, SPOOL_FAILED,

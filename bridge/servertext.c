@@ -8,10 +8,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "dataset.h"
-#include "oauth.h"
-#include "redact.h"
-#include "scp.h"
+#include "dicom/dataset.h"
+#include "web/oauth.h"
+#include "dicom/redact.h"
+#include "scp/scp.h"
 
 /* The most of a Location header that is shown. */
 #define SERVERTEXT_LOCATION_MAX 160

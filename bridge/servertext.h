@@ -18,7 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "spool.h"
+#include "spool/spool.h"
 
 struct oauth_source;
 struct redact;

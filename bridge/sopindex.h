@@ -38,8 +38,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "spool.h"
-#include "util.h"
+#include "spool/spool.h"
+#include "base/util.h"
 
 #define SOPINDEX_SHA256_LEN 32
 /* Hex characters of a digest shown in logs and reasons. */

@@ -6,9 +6,9 @@
 #include <stdio.h>
 #include <time.h>
 
-#include "config.h"
-#include "spool.h"
-#include "util.h"
+#include "config/config.h"
+#include "spool/spool.h"
+#include "base/util.h"
 
 /* The order of the JSON keys: the four queue states, then tmp. */
 static const enum spool_state status_order[] = {

@@ -13,15 +13,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "log.h"
-#include "oauth.h"
-#include "redact.h"
-#include "scp.h"
+#include "base/log.h"
+#include "web/oauth.h"
+#include "dicom/redact.h"
+#include "scp/scp.h"
 #include "servertext.h"
 #include "sopindex.h"
-#include "spool.h"
-#include "stow.h"
-#include "util.h"
+#include "spool/spool.h"
+#include "web/stow.h"
+#include "base/util.h"
 
 /* How many entries of each state one scheduling pass looks at. */
 #define UPLOADER_WINDOW 512

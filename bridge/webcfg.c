@@ -5,10 +5,10 @@
 
 #include <string.h>
 
-#include "config.h"
-#include "log.h"
-#include "oauth.h"
-#include "stow.h"
+#include "config/config.h"
+#include "base/log.h"
+#include "web/oauth.h"
+#include "web/stow.h"
 
 static const char *webcfg_or_null(const char *s)
 {

@@ -36,7 +36,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "log.h"
+#include "base/log.h"
 
 /* Largest file cfg_load() reads. */
 #define CFG_FILE_MAX (1024 * 1024)

@@ -27,7 +27,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "util.h"
+#include "base/util.h"
 
 /* One entry of dicom.allowed_callers. */
 struct cfg_caller {

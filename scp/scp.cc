@@ -52,11 +52,11 @@
 #include "dcmtk/oflog/oflog.h"
 #include "dcmtk/ofstd/ofstd.h"
 
-#include "dataset.h"
-#include "log.h"
+#include "dicom/dataset.h"
+#include "base/log.h"
 #include "scp_int.h"
-#include "spool.h"
-#include "util.h"
+#include "spool/spool.h"
+#include "base/util.h"
 
 /* Our Implementation Class UID (PS3.7 D.3.3.2), a UUID-derived UID. */
 #define SCP_IMPLEMENTATION_CLASS_UID \

@@ -30,7 +30,7 @@
 #include <vector>
 
 #include "scp.h"
-#include "util.h"
+#include "base/util.h"
 
 struct T_ASC_Network;
 class DcmTransportConnection;

@@ -57,9 +57,9 @@
 #include "dcmtk/config/osconfig.h"
 #include "dcmtk/dcmdata/dcuid.h"
 
-#include "log.h"
+#include "base/log.h"
 #include "scp_rq.h"
-#include "util.h"
+#include "base/util.h"
 
 /* Longest wait in epoll_wait() before the stop flag is looked at again. */
 #define SCP_POLL_MS 1000

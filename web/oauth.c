@@ -18,7 +18,7 @@
 
 #include "http.h"
 #include "json.h"
-#include "redact.h"
+#include "dicom/redact.h"
 
 /* The audience of tokens for the Azure Health Data Services DICOM service. */
 #define OAUTH_AZURE_DICOM_AUDIENCE "https://dicom.healthcareapis.azure.com"

@@ -17,7 +17,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "dataset.h"
+#include "dicom/dataset.h"
 #include "json.h"
 
 /* Deeper sequence nesting than this is refused (a hostile body). */

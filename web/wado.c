@@ -24,7 +24,7 @@
 #include "multipart.h"
 #include "partfile.h"
 #include "stow.h"
-#include "util.h"
+#include "base/util.h"
 
 /* libcurl's receive buffer: the most one write callback hands over, so
  * also how far past its budget the sink can get. */

@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "multipart.h"
+#include "web/multipart.h"
 
 #define CHECK(cond)                                                            \
     do {                                                                       \

@@ -27,8 +27,8 @@
 
 #include <curl/curl.h>
 
-#include "partfile.h"
-#include "wado.h"
+#include "web/partfile.h"
+#include "web/wado.h"
 
 #define QUEUE_MAX 4096
 

@@ -24,9 +24,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "admin.h"
-#include "metrics.h"
-#include "metrics_catalog.h"
+#include "admin/admin.h"
+#include "base/metrics.h"
+#include "base/metrics_catalog.h"
 
 #define FAILED_ID "1764000000.123456-9f1c2b3a4d5e6f70"
 #define FAILED_REASON                                                      \

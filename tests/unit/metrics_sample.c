@@ -8,8 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "metrics.h"
-#include "metrics_catalog.h"
+#include "base/metrics.h"
+#include "base/metrics_catalog.h"
 
 static double free_bytes(void *ctx)
 {

@@ -14,8 +14,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "admin.h"
-#include "admin_int.h"
+#include "admin/admin.h"
+#include "admin/admin_int.h"
 #include "tap.h"
 
 static char *html_of(const char *s)

@@ -10,7 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "entra_errors.h"
+#include "web/entra_errors.h"
 #include "tap.h"
 
 /* An answer as Entra's v2 token endpoint writes it. */

@@ -17,11 +17,11 @@
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 
-#include "cred_http.h"
+#include "web/cred_http.h"
 #include "cred_test_util.h"
-#include "credential.h"
-#include "entra_errors.h"
-#include "federated_token.h"
+#include "web/credential.h"
+#include "web/entra_errors.h"
+#include "web/federated_token.h"
 #include "tap.h"
 
 static char dir[512];

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dataset.h"
-#include "find.h"
+#include "dicom/dataset.h"
+#include "bridge/find.h"
 #include "tap.h"
 
 #define T_LEVEL DS_TAG(0x0008, 0x0052)

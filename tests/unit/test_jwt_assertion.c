@@ -22,8 +22,8 @@
 #include <openssl/x509.h>
 
 #include "cred_test_util.h"
-#include "credential.h"
-#include "jwt_assertion.h"
+#include "web/credential.h"
+#include "web/jwt_assertion.h"
 #include "tap.h"
 
 static char dir[512];

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "log.h"
+#include "base/log.h"
 #include "tap.h"
 
 static char formatted[LOG_LINE_MAX + 64];

@@ -23,8 +23,8 @@
 #include <curl/curl.h>
 
 #include "cred_test_util.h"
-#include "credential.h"
-#include "managed_identity.h"
+#include "web/credential.h"
+#include "web/managed_identity.h"
 #include "tap.h"
 
 static char dir[512];

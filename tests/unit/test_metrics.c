@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "metrics.h"
-#include "metrics_catalog.h"
+#include "base/metrics.h"
+#include "base/metrics_catalog.h"
 #include "tap.h"
 
 static char *render(struct metrics *m)

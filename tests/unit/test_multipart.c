@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "multipart.h"
+#include "web/multipart.h"
 #include "tap.h"
 
 /* ------------------------------------------------------------------ */

@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "oauth.h"
+#include "web/oauth.h"
 #include "tap.h"
 
 static char err[512];

@@ -18,7 +18,7 @@
 #include <curl/curl.h>
 
 #include "http_stub.h"
-#include "oauth.h"
+#include "web/oauth.h"
 #include "tap.h"
 
 /* The endpoint's behaviour, switched by the tests. */

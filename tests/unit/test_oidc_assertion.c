@@ -25,11 +25,11 @@
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
 
-#include "cred_http.h"
+#include "web/cred_http.h"
 #include "cred_test_util.h"
-#include "credential.h"
-#include "entra_errors.h"
-#include "jwt_assertion.h"
+#include "web/credential.h"
+#include "web/entra_errors.h"
+#include "web/jwt_assertion.h"
 #include "tap.h"
 
 static char dir[512];

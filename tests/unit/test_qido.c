@@ -5,8 +5,8 @@
 #include <errno.h>
 #include <string.h>
 
-#include "dataset.h"
-#include "qido.h"
+#include "dicom/dataset.h"
+#include "web/qido.h"
 #include "tap.h"
 
 static void test_url_encoding(void)

@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dataset.h"
-#include "redact.h"
+#include "dicom/dataset.h"
+#include "dicom/redact.h"
 #include "tap.h"
 
 static char out[1024];

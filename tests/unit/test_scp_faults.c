@@ -24,10 +24,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "log.h"
-#include "scp.h"
-#include "spool.h"
-#include "spool_int.h"
+#include "base/log.h"
+#include "scp/scp.h"
+#include "spool/spool.h"
+#include "spool/spool_int.h"
 #include "tap.h"
 
 enum fault_op { FAULT_NONE, FAULT_WRITE, FAULT_FSYNC, FAULT_RENAME, FAULT_CLOSE };

@@ -10,7 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "scp_rq.h"
+#include "scp/scp_rq.h"
 #include "tap.h"
 
 /* A PDU being built. */

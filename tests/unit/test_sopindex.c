@@ -5,7 +5,7 @@
  * what left the spool, and the digest of real Part 10 files (the File Meta
  * Information left out).
  */
-#include "sopindex.h"
+#include "bridge/sopindex.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -13,8 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "spool.h"
-#include "spool_int.h"
+#include "spool/spool.h"
+#include "spool/spool_int.h"
 #include "tap.h"
 
 static char root[64];

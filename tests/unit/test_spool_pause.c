@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "spool.h"
+#include "spool/spool.h"
 #include "tap.h"
 
 static char root[64];

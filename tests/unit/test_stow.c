@@ -5,7 +5,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "stow.h"
+#include "web/stow.h"
 #include "tap.h"
 
 static const char *const uids[] = { "1.2.3.1", "1.2.3.2", "1.2.3.3" };

@@ -15,7 +15,7 @@
 #include <curl/curl.h>
 
 #include "http_stub.h"
-#include "stow.h"
+#include "web/stow.h"
 #include "tap.h"
 
 /* Answers every request with the raw HTTP text in @ctx (NULL: drop). */

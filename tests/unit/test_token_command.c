@@ -20,9 +20,9 @@
 #include <unistd.h>
 
 #include "cred_test_util.h"
-#include "credential.h"
+#include "web/credential.h"
 #include "tap.h"
-#include "token_command.h"
+#include "web/token_command.h"
 
 static char dir[512];
 static char pidfile[600];

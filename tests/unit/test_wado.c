@@ -28,10 +28,10 @@
 #include <curl/curl.h>
 
 #include "http_stub.h"
-#include "multipart.h"
-#include "partfile.h"
+#include "web/multipart.h"
+#include "web/partfile.h"
 #include "tap.h"
-#include "wado.h"
+#include "web/wado.h"
 
 static char dir[] = "/tmp/stowbridge-wado-XXXXXX";
 

@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 #include "spool_int.h"
-#include "util.h"
+#include "base/util.h"
 
 #define SPOOL_LOST_FOUND "lost+found"
 #define SPOOL_META "meta"
