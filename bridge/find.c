@@ -19,7 +19,6 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -29,7 +28,7 @@
 
 #include "dicom/dataset.h"
 #include "base/log.h"
-#include "web/oauth.h"
+#include "web/dicomweb.h"
 #include "web/qido.h"
 #include "dicom/redact.h"
 #include "web/stow.h"
@@ -62,8 +61,6 @@
 
 /* Idle connections kept for the next C-FIND. */
 #define FIND_WEB_POOL 8
-/* A 403 diagnosis is logged at most this often. */
-#define FIND_403_LOG_MS 60000
 
 enum find_level {
     LEVEL_PATIENT = 0,
@@ -1565,41 +1562,32 @@ void find_handler_init(struct find_service *service,
 }
 
 /* ------------------------------------------------------------------ */
-/* The real fetch: libcurl, tokens, a pool of connections              */
+/* The real fetch: the DICOMweb client (tokens, 401, 403, pool)        */
 /* ------------------------------------------------------------------ */
 
 struct find_web {
-    struct stow_params client_params;
-    char *base_url;
-    char *ca_file;
-    struct oauth_source *tokens;   /* borrowed; NULL: no auth */
-    pthread_mutex_t lock;
-    struct stow_client *idle[FIND_WEB_POOL];
-    size_t idle_count;
-    atomic_ullong last_403_log_ms;
+    struct dicomweb *client;
 };
 
 struct find_web *find_web_new(const char *base_url, const char *ca_file,
                               unsigned timeout_s, struct oauth_source *tokens)
 {
+    struct dicomweb_params params = {
+        .base_url = base_url,
+        .ca_file = ca_file,
+        .timeout_s = timeout_s,
+        .tokens = tokens,
+        .pool_size = FIND_WEB_POOL,
+    };
     struct find_web *web = calloc(1, sizeof(*web));
 
     if (web == NULL)
         return NULL;
-    web->base_url = strdup(base_url);
-    web->ca_file = ca_file != NULL ? strdup(ca_file) : NULL;
-    if (web->base_url == NULL || (ca_file != NULL && web->ca_file == NULL)) {
-        free(web->base_url);
-        free(web->ca_file);
+    web->client = dicomweb_new(&params);
+    if (web->client == NULL) {
         free(web);
         return NULL;
     }
-    web->client_params.base_url = web->base_url;
-    web->client_params.ca_file = web->ca_file;
-    web->client_params.timeout_s = timeout_s;
-    web->tokens = tokens;
-    pthread_mutex_init(&web->lock, NULL);
-    atomic_init(&web->last_403_log_ms, 0);
     return web;
 }
 
@@ -1607,140 +1595,43 @@ void find_web_free(struct find_web *web)
 {
     if (web == NULL)
         return;
-    for (size_t i = 0; i < web->idle_count; i++)
-        stow_client_free(web->idle[i]);
-    pthread_mutex_destroy(&web->lock);
-    free(web->base_url);
-    free(web->ca_file);
+    dicomweb_free(web->client);
     free(web);
-}
-
-static struct stow_client *web_take_client(struct find_web *web)
-{
-    struct stow_client *client = NULL;
-
-    pthread_mutex_lock(&web->lock);
-    if (web->idle_count > 0)
-        client = web->idle[--web->idle_count];
-    pthread_mutex_unlock(&web->lock);
-    return client != NULL ? client : stow_client_new(&web->client_params);
-}
-
-static void web_return_client(struct find_web *web, struct stow_client *c)
-{
-    pthread_mutex_lock(&web->lock);
-    if (web->idle_count < FIND_WEB_POOL) {
-        web->idle[web->idle_count++] = c;
-        c = NULL;
-    }
-    pthread_mutex_unlock(&web->lock);
-    stow_client_free(c);
-}
-
-/* After a 403: what the token says, for the log and the operator. */
-static void web_diagnose_forbidden(struct find_web *web, const char *token,
-                                   struct find_reply *reply)
-{
-    struct oauth_claims claims;
-    char diagnosis[2048];
-    char err[128];
-    uint64_t now = util_now_monotonic_ms();
-    uint64_t last = atomic_load(&web->last_403_log_ms);
-    bool decoded;
-
-    decoded = token != NULL &&
-              oauth_decode_claims(token, &claims, err, sizeof(err)) == 0;
-    oauth_diagnose_forbidden(decoded ? &claims : NULL, web->base_url,
-                             (int64_t)time(NULL), diagnosis,
-                             sizeof(diagnosis));
-    if (decoded)
-        oauth_claims_free(&claims);
-    /* The reply keeps the start of it; the log has it whole. */
-    size_t n = strnlen(diagnosis, sizeof(reply->error) - 1);
-    memcpy(reply->error, diagnosis, n);
-    reply->error[n] = '\0';
-    if (last == 0 || now - last >= FIND_403_LOG_MS) {
-        atomic_store(&web->last_403_log_ms, now);
-        log_err("event=forbidden url=%s service=qido diagnosis=\"%s\"",
-                web->base_url, diagnosis);
-    }
-}
-
-/* Puts the secrets of an exchange that failed into @reply, for whoever
- * shows what the server said. */
-static void web_gather_secrets(struct find_web *web, const char *token,
-                               struct find_reply *reply)
-{
-    reply->secrets = redact_new();
-    if (reply->secrets == NULL ||
-        redact_add_literal(reply->secrets, token) < 0 ||
-        (web->tokens != NULL &&
-         oauth_source_add_secrets(web->tokens, reply->secrets) < 0))
-        reply->unchecked = true;
 }
 
 int find_web_fetch(void *ctx, const char *path_and_query,
                    struct find_reply *ret_reply)
 {
     struct find_web *web = ctx;
-    struct stow_client *client = web_take_client(web);
-    int r = -ENOMEM;
+    struct dicomweb_reply reply;
+    size_t n;
+    int r;
 
     memset(ret_reply, 0, sizeof(*ret_reply));
-    if (client == NULL) {
-        snprintf(ret_reply->error, sizeof(ret_reply->error), "out of memory");
-        return -ENOMEM;
+    r = dicomweb_search(web->client, path_and_query, &reply);
+    ret_reply->http_status = reply.http_status;
+    ret_reply->more_results = reply.more_results;
+    ret_reply->token_failed = reply.token_failed;
+    ret_reply->unchecked = reply.secrets_missing;
+    memcpy(ret_reply->location, reply.location, sizeof(reply.location));
+    ret_reply->secrets = reply.secrets;
+    reply.secrets = NULL;
+    if (r < 0) {
+        snprintf(ret_reply->error, sizeof(ret_reply->error), "%s",
+                 reply.error);
+    } else if (reply.http_status == 403) {
+        /* The reply keeps the start of it; the log has it whole. */
+        n = strnlen(reply.diagnosis, sizeof(ret_reply->error) - 1);
+        memcpy(ret_reply->error, reply.diagnosis, n);
+        ret_reply->error[n] = '\0';
+        if (reply.diagnosis_due)
+            log_err("event=forbidden url=%s service=qido diagnosis=\"%s\"",
+                    dicomweb_base_url(web->client), reply.diagnosis);
+    } else {
+        ret_reply->body = reply.body;
+        ret_reply->body_len = reply.body_len;
+        reply.body = NULL;
     }
-    /* A 401 invalidates the token used and replays once. */
-    for (int attempt = 0; attempt < 2; attempt++) {
-        struct stow_reply reply;
-        uint64_t generation = 0;
-        char *token = NULL;
-        char err[256];
-
-        if (web->tokens != NULL) {
-            r = oauth_source_token(web->tokens, util_now_monotonic_ms(),
-                                   &token, &generation, err, sizeof(err));
-            if (r < 0) {
-                ret_reply->token_failed = true;
-                snprintf(ret_reply->error, sizeof(ret_reply->error), "%s",
-                         err);
-                break;
-            }
-        }
-        r = stow_get(client, path_and_query, token, &reply);
-        if (r == 0 && reply.http_status == 401 && attempt == 0 &&
-            web->tokens != NULL) {
-            oauth_source_invalidate(web->tokens, generation);
-            stow_reply_free(&reply);
-            if (token != NULL) {
-                explicit_bzero(token, strlen(token));
-                free(token);
-            }
-            continue;
-        }
-        ret_reply->http_status = reply.http_status;
-        ret_reply->more_results = reply.more_results;
-        memcpy(ret_reply->location, reply.location, sizeof(reply.location));
-        if (r < 0 || (reply.http_status != 200 && reply.http_status != 204))
-            web_gather_secrets(web, token, ret_reply);
-        if (r < 0) {
-            snprintf(ret_reply->error, sizeof(ret_reply->error), "%s",
-                     reply.error);
-        } else if (reply.http_status == 403) {
-            web_diagnose_forbidden(web, token, ret_reply);
-        } else {
-            ret_reply->body = reply.body;
-            ret_reply->body_len = reply.body_len;
-            reply.body = NULL;
-        }
-        stow_reply_free(&reply);
-        if (token != NULL) {
-            explicit_bzero(token, strlen(token));
-            free(token);
-        }
-        break;
-    }
-    web_return_client(web, client);
+    dicomweb_reply_free(&reply);
     return r;
 }

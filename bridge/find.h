@@ -29,8 +29,9 @@
  *            "upload.url should change".
  *
  * The HTTP request is a function pointer (find_fetch_fn) so tests can
- * play the server; find_web_fetch() is the real one (token source, 401
- * replay once, a pool of reused connections).
+ * play the server; find_web_fetch() is the real one: web/dicomweb.h's
+ * client (token source, 401 replay once, 403 diagnosis, a pool of reused
+ * connections), logging the 403 diagnosis when it is due.
  *
  * Thread safety: a find_service may serve any number of associations at
  * once; a session belongs to one association thread.

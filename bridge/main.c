@@ -32,6 +32,7 @@
 #include "servertext.h"
 #include "spool/spool.h"
 #include "status.h"
+#include "web/dicomweb.h"
 #include "web/stow.h"
 #include "base/util.h"
 #include "webcfg.h"
@@ -225,9 +226,11 @@ static void main_free_token(char *token)
 /* `check`, the send side: the token endpoint, then the DICOMweb server. */
 static int main_check_upload(const struct cfg *cfg)
 {
-    struct stow_params params;
-    struct stow_client *client;
-    struct stow_reply reply;
+    struct dicomweb_params params;
+    struct oauth_params fetched = { .kind = OAUTH_NONE };
+    struct oauth_source *source;
+    struct dicomweb *client;
+    struct dicomweb_reply reply;
     struct redact *secrets = NULL;
     char *token = NULL;
     int failures = 0;
@@ -251,14 +254,22 @@ static int main_check_upload(const struct cfg *cfg)
                                                      : cfg->auth.token_url);
     }
 
-    webcfg_stow_params(cfg, &params);
-    client = stow_client_new(&params);
+    /* The probe sends the token just fetched (a source holding it). */
+    if (token != NULL) {
+        fetched.kind = OAUTH_STATIC;
+        fetched.static_token = token;
+    }
+    source = oauth_source_new(&fetched);
+    webcfg_dicomweb_params(cfg, &params);
+    params.tokens = source;
+    client = source != NULL ? dicomweb_new(&params) : NULL;
     if (client == NULL) {
+        oauth_source_free(source);
         redact_free(secrets);
         main_free_token(token);
         return 1;
     }
-    r = stow_probe(client, token, &reply);
+    r = dicomweb_probe(client, &reply);
     if (r < 0) {
         printf("dicomweb: FAILED: %s unreachable: %s\n", cfg->upload.url,
                reply.error);
@@ -268,18 +279,7 @@ static int main_check_upload(const struct cfg *cfg)
                "token (wrong audience or issuer? see 'stowbridge token')\n");
         failures++;
     } else if (reply.http_status == 403) {
-        struct oauth_claims claims;
-        char diagnosis[2048];
-        char err[256];
-        bool decoded = token != NULL &&
-                       oauth_decode_claims(token, &claims, err,
-                                           sizeof(err)) == 0;
-        oauth_diagnose_forbidden(decoded ? &claims : NULL, cfg->upload.url,
-                                 (int64_t)time(NULL), diagnosis,
-                                 sizeof(diagnosis));
-        if (decoded)
-            oauth_claims_free(&claims);
-        printf("dicomweb: FAILED: %s\n", diagnosis);
+        printf("dicomweb: FAILED: %s\n", reply.diagnosis);
         failures++;
     } else if (reply.http_status >= 200 && reply.http_status < 300) {
         printf("dicomweb: ok (HTTP %ld from %s/studies)\n",
@@ -296,8 +296,9 @@ static int main_check_upload(const struct cfg *cfg)
                reply.http_status, cfg->upload.url);
         failures++;
     }
-    stow_reply_free(&reply);
-    stow_client_free(client);
+    dicomweb_reply_free(&reply);
+    dicomweb_free(client);
+    oauth_source_free(source);
     redact_free(secrets);
     main_free_token(token);
     return failures;

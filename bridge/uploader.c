@@ -20,6 +20,7 @@
 #include "servertext.h"
 #include "sopindex.h"
 #include "spool/spool.h"
+#include "web/dicomweb.h"
 #include "web/stow.h"
 #include "base/util.h"
 
@@ -29,12 +30,10 @@
 #define UPLOADER_IDLE_MS 500
 /* Connection failures in a row after which every worker pauses. */
 #define UPLOADER_DOWN_AFTER 5
-/* The same 403 diagnosis is logged at most this often. */
-#define UPLOADER_403_LOG_MS 60000
 /* Entry files one scheduling pass may parse for UIDs missing in meta/. */
 #define UPLOADER_PARSE_BUDGET 256
-/* Retry-After values the STOW client reads are at most this (stow.c). */
-#define UPLOADER_RETRY_AFTER_READ_MAX 86400
+/* Retry-After values the DICOMweb client reads are at most this. */
+#define UPLOADER_RETRY_AFTER_READ_MAX DICOMWEB_RETRY_AFTER_MAX
 
 struct batch {
     char study[UTIL_UID_MAX + 1];
@@ -88,12 +87,12 @@ struct uploader {
     /* A pause that could not be written to the spool (0: none). */
     _Atomic int64_t paused_until_us;
     atomic_uint connection_failures;
-    _Atomic uint64_t last_403_log_ms;
+    /* The DICOMweb client every worker sends with (one handle each). */
+    struct dicomweb *web;
 };
 
 struct worker {
     struct uploader *up;
-    struct stow_client *client;
 };
 
 static int64_t now_us(void)
@@ -396,41 +395,38 @@ static void requeue_all(struct uploader *up, const struct batch *b)
 /* Workers                                                             */
 /* ------------------------------------------------------------------ */
 
-static void log_forbidden(struct uploader *up, const char *token)
+/* A 403's diagnosis, when the DICOMweb client says it is due. */
+static void log_forbidden(struct uploader *up,
+                          const struct dicomweb_reply *rep)
 {
-    uint64_t now = util_now_monotonic_ms();
-    uint64_t last = atomic_load(&up->last_403_log_ms);
-    struct oauth_claims claims;
-    char diagnosis[2048];
-    char err[256];
-    bool decoded;
-
-    if (last != 0 && now - last < UPLOADER_403_LOG_MS)
-        return;
-    atomic_store(&up->last_403_log_ms, now);
-    decoded = token != NULL &&
-              oauth_decode_claims(token, &claims, err, sizeof(err)) == 0;
-    oauth_diagnose_forbidden(decoded ? &claims : NULL, up->url,
-                             (int64_t)time(NULL), diagnosis,
-                             sizeof(diagnosis));
-    if (decoded)
-        oauth_claims_free(&claims);
-    log_err("event=forbidden url=%s diagnosis=\"%s\"", up->url, diagnosis);
+    if (rep->diagnosis_due)
+        log_err("event=forbidden url=%s diagnosis=\"%s\"", up->url,
+                rep->diagnosis);
 }
 
-static void free_token(char *token)
+/* What a server's text about @b must not show: the entries' values and
+ * the exchange's secrets. NULL (withhold) when either is unknown. */
+static struct redact *hide_for(struct uploader *up, const struct batch *b,
+                               const struct dicomweb_reply *rep)
 {
-    if (token != NULL) {
-        explicit_bzero(token, strlen(token));
-        free(token);
+    struct redact *hide;
+
+    if (rep->secrets_missing)
+        return NULL;
+    hide = servertext_for_entries(up->params.spool, SPOOL_ACTIVE, b->ids,
+                                  b->count, NULL, NULL);
+    if (hide != NULL && redact_merge(hide, rep->secrets) < 0) {
+        redact_free(hide);
+        hide = NULL;
     }
+    return hide;
 }
 
 static void send_batch(struct worker *w, struct batch *b, bool may_split);
 
 /* Applies the per-instance results of a 200/202/409 answer. */
 static void apply_results(struct uploader *up, const struct batch *b,
-                          const struct stow_reply *rep)
+                          const struct dicomweb_reply *rep)
 {
     const char **uids = calloc(b->count, sizeof(*uids));
     struct spool_meta *metas = calloc(b->count, sizeof(*metas));
@@ -491,13 +487,10 @@ static void send_batch(struct worker *w, struct batch *b, bool may_split)
     struct uploader *up = w->up;
     const char **paths = calloc(b->count, sizeof(*paths));
     char (*path_buf)[4096] = calloc(b->count, sizeof(*path_buf));
-    struct stow_reply rep;
+    struct dicomweb_reply rep;
     struct redact *hide = NULL;
     char why[768];
     char err[512];
-    char *token = NULL;
-    uint64_t generation = 0;
-    bool replayed = false;
     int r;
 
     memset(&rep, 0, sizeof(rep));
@@ -516,16 +509,16 @@ static void send_batch(struct worker *w, struct batch *b, bool may_split)
         paths[i] = path_buf[i];
     }
 
-again:
-    r = oauth_source_token(up->params.tokens, util_now_monotonic_ms(), &token,
-                           &generation, err, sizeof(err));
-    if (r < 0) {
-        snprintf(why, sizeof(why), "no token: %s", err);
+    r = dicomweb_stow(up->web, b->study, paths, b->count, &rep);
+    if (rep.replayed)
+        log_notice("event=token-refused status=401 action=\"refresh and "
+                   "replay once\"");
+    if (rep.token_failed) {
+        snprintf(why, sizeof(why), "no token: %s", rep.error);
         /* A refused client is a configuration problem: retry slowly. */
         defer_all(up, b, 0, r == -EACCES ? up->params.retry_max_s : 0, why);
         goto out;
     }
-    r = stow_post(w->client, b->study, paths, b->count, token, &rep);
     if (r == -ECANCELED) {
         requeue_all(up, b);
         goto out;
@@ -555,23 +548,14 @@ again:
         apply_results(up, b, &rep);
         break;
     case STOW_REFRESH_TOKEN:
-        if (!replayed) {
-            replayed = true;
-            oauth_source_invalidate(up->params.tokens, generation);
-            free_token(token);
-            token = NULL;
-            stow_reply_free(&rep);
-            log_notice("event=token-refused status=401 action=\"refresh and "
-                       "replay once\"");
-            goto again;
-        }
+        /* The DICOMweb client already replayed once with a new token. */
         defer_all(up, b, 401, 0,
                   "HTTP 401 even with a fresh token: the server does not "
                   "accept tokens from this issuer or for this audience "
                   "(see 'stowbridge token')");
         break;
     case STOW_FORBIDDEN:
-        log_forbidden(up, token);
+        log_forbidden(up, &rep);
         defer_all(up, b, 403, up->params.retry_max_s,
                   "HTTP 403: the token's identity may not store here (see "
                   "the event=forbidden log line)");
@@ -588,8 +572,7 @@ again:
             break;
         }
         /* The server's words, without what it echoes of the instance. */
-        hide = servertext_for_entries(up->params.spool, SPOOL_ACTIVE, b->ids,
-                                      b->count, up->params.tokens, token);
+        hide = hide_for(up, b, &rep);
         redact_text(hide, rep.body, rep.body_len, REDACT_TEXT_MAX, err,
                     sizeof(err));
         snprintf(why, sizeof(why), "HTTP %ld for this instance alone: %s",
@@ -599,8 +582,7 @@ again:
         break;
     case STOW_REDIRECTED:
         /* A configuration problem: never followed, retried slowly. */
-        hide = servertext_for_entries(up->params.spool, SPOOL_ACTIVE, b->ids,
-                                      b->count, up->params.tokens, token);
+        hide = hide_for(up, b, &rep);
         servertext_redirect(hide, rep.http_status, rep.location, why,
                             sizeof(why));
         log_err("event=redirected url=%s status=%ld reason=\"%s\"", up->url,
@@ -647,8 +629,7 @@ again:
     }
 out:
     redact_free(hide);
-    stow_reply_free(&rep);
-    free_token(token);
+    dicomweb_reply_free(&rep);
     free(paths);
     free(path_buf);
 }
@@ -680,7 +661,6 @@ static void *worker_main(void *arg)
             send_batch(w, b, true);
         batch_free(b);
     }
-    stow_client_free(w->client);
     free(w);
     return NULL;
 }
@@ -1189,24 +1169,29 @@ struct uploader *uploader_start(const struct uploader_params *params)
     up->params.url = up->url;
     up->params.ca_file = up->ca_file;
     adopt_pause(up);
-
-    for (unsigned i = 0; i < up->worker_count; i++) {
-        struct stow_params sp = {
+    {
+        struct dicomweb_params wp = {
             .base_url = up->url,
             .ca_file = up->ca_file,
             .timeout_s = params->timeout_s,
+            .tokens = params->tokens,
+            .pool_size = up->worker_count,
             .cancelled = uploader_cancelled,
             .cancel_ctx = up,
         };
-        struct worker *w = calloc(1, sizeof(*w));
-        if (w != NULL) {
-            w->up = up;
-            w->client = stow_client_new(&sp);
+        up->web = dicomweb_new(&wp);
+        if (up->web == NULL) {
+            log_err("event=uploader-failed reason=\"out of memory\"");
+            goto fail;
         }
-        if (w == NULL || w->client == NULL ||
+    }
+
+    for (unsigned i = 0; i < up->worker_count; i++) {
+        struct worker *w = calloc(1, sizeof(*w));
+        if (w != NULL)
+            w->up = up;
+        if (w == NULL ||
             pthread_create(&up->workers[i], NULL, worker_main, w) != 0) {
-            if (w != NULL)
-                stow_client_free(w->client);
             free(w);
             log_err("event=uploader-failed reason=\"cannot start worker "
                     "%u\"", i);
@@ -1233,6 +1218,7 @@ struct uploader *uploader_start(const struct uploader_params *params)
     return up;
 
 fail:
+    dicomweb_free(up->web);
     pthread_cond_destroy(&up->changed);
     pthread_mutex_destroy(&up->pause_lock);
     pthread_mutex_destroy(&up->lock);
@@ -1266,6 +1252,7 @@ void uploader_stop(struct uploader *up)
     pthread_mutex_destroy(&up->pause_lock);
     pthread_mutex_destroy(&up->lock);
     sopindex_free(up->index);
+    dicomweb_free(up->web);
     free(up->landings);
     free(up->queue);
     free(up->workers);

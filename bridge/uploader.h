@@ -48,7 +48,6 @@
 
 struct oauth_source;
 struct spool;
-struct stow_params;
 struct uploader;
 
 struct uploader_params {

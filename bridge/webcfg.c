@@ -7,8 +7,8 @@
 
 #include "config/config.h"
 #include "base/log.h"
+#include "web/dicomweb.h"
 #include "web/oauth.h"
-#include "web/stow.h"
 
 static const char *webcfg_or_null(const char *s)
 {
@@ -48,7 +48,8 @@ void webcfg_oauth_params(const struct cfg *cfg, struct oauth_params *ret)
     ret->notice = webcfg_token_notice;
 }
 
-void webcfg_stow_params(const struct cfg *cfg, struct stow_params *ret)
+void webcfg_dicomweb_params(const struct cfg *cfg,
+                            struct dicomweb_params *ret)
 {
     memset(ret, 0, sizeof(*ret));
     ret->base_url = cfg->upload.url;

@@ -8,13 +8,14 @@
 
 struct cfg;
 struct oauth_params;
-struct stow_params;
+struct dicomweb_params;
 
 /* auth.* (and upload.ca_file, upload.timeout_s) as token source params;
  * the source's notices go to the log (event=token-lifetime). */
 void webcfg_oauth_params(const struct cfg *cfg, struct oauth_params *ret);
 
-/* upload.* as STOW-RS client params. */
-void webcfg_stow_params(const struct cfg *cfg, struct stow_params *ret);
+/* upload.* as DICOMweb client params (no token source: the caller's). */
+void webcfg_dicomweb_params(const struct cfg *cfg,
+                            struct dicomweb_params *ret);
 
 #endif

@@ -2,8 +2,8 @@
  * http - what every HTTP request of web/ shares (DESIGN.md section 6):
  * limits that keep a slow, stalled or hostile server from holding a
  * worker, no redirects, and failures described so that an operator can
- * act on them. Used by stow.c (STOW-RS, QIDO-RS, the probe) and oauth.c
- * (token requests); internal to web/.
+ * act on them. Used by dicomweb.c (STOW-RS, QIDO-RS, the probe) and
+ * oauth.c (token requests); internal to web/.
  *
  * Limits, with T the timeout the caller was given (upload.timeout_s):
  *   connect    T;

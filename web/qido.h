@@ -2,7 +2,7 @@
  * qido - QIDO-RS (PS3.18 10.6) pieces that know nothing of C-FIND:
  * building a correctly percent-encoded search URL and turning a DICOM
  * JSON answer (PS3.18 Annex F.2) into plain data sets (dataset.h). The
- * request itself goes through stow_get() (stow.h), the DICOMweb client.
+ * request itself is dicomweb_search() (dicomweb.h), the DICOMweb client.
  *
  * Thread safety: reentrant; a struct qido_url belongs to one thread.
  * Errors: 0 or a negative errno; -EBADMSG for a body that is not a DICOM

@@ -21,9 +21,9 @@
 
 #include <curl/curl.h>
 
+#include "dicomweb.h"
 #include "multipart.h"
 #include "partfile.h"
-#include "stow.h"
 #include "base/util.h"
 
 /* libcurl's receive buffer: the most one write callback hands over, so
@@ -455,7 +455,7 @@ static size_t wado_on_header(char *data, size_t size, size_t nmemb, void *arg)
         value[len] = '\0';
         value[strcspn(value, "\r\n")] = '\0';
         f->res->retry_after_s =
-            stow_parse_retry_after(value, (int64_t)time(NULL));
+            dicomweb_parse_retry_after(value, (int64_t)time(NULL));
     }
     return n;
 }

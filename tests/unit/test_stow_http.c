@@ -1,6 +1,6 @@
 /*
- * test_stow_http - the STOW-RS request on the wire, against a capturing
- * HTTP server in this process: golden multipart framing, headers (type,
+ * test_stow_http - the STOW-RS request (dicomweb_stow()) on the wire,
+ * against a capturing HTTP server in this process: golden multipart framing, headers (type,
  * boundary, Accept, Authorization, no Expect, no Content-Disposition),
  * a body over 1 MiB, the reply (status, body, Retry-After), and failures
  * (missing file, connection refused, connection dropped).
@@ -15,6 +15,8 @@
 #include <curl/curl.h>
 
 #include "http_stub.h"
+#include "web/dicomweb.h"
+#include "web/oauth.h"
 #include "web/stow.h"
 #include "tap.h"
 
@@ -29,6 +31,26 @@ static const char *fixed_reply(void *ctx, const char *request,
 }
 
 static char dir[] = "/tmp/stowbridge-stow-XXXXXX";
+
+/* The token sources of the clients made by new_client(). */
+static struct oauth_source *sources[16];
+static size_t source_count;
+
+/* A DICOMweb client sending "Bearer @token" (NULL: no Authorization). */
+static struct dicomweb *new_client(struct dicomweb_params *params,
+                                   const char *token)
+{
+    struct oauth_params op = { .kind = OAUTH_NONE };
+
+    if (token != NULL) {
+        op.kind = OAUTH_STATIC;
+        op.static_token = token;
+    }
+    params->tokens = oauth_source_new(&op);
+    if (source_count < sizeof(sources) / sizeof(sources[0]))
+        sources[source_count++] = params->tokens;
+    return dicomweb_new(params);
+}
 
 static void write_file(const char *name, const char *data, size_t len,
                        char *path, size_t path_len)
@@ -47,8 +69,8 @@ static void test_golden_framing(void)
         "HTTP/1.1 202 Accepted\r\nContent-Type: application/dicom+json\r\n"
         "Retry-After: 7\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
     struct http_stub cap;
-    struct stow_params params = { .timeout_s = 10 };
-    struct stow_reply rep;
+    struct dicomweb_params params = { .timeout_s = 10 };
+    struct dicomweb_reply rep;
     char base[128];
     char a[256];
     char b[256];
@@ -59,17 +81,17 @@ static void test_golden_framing(void)
     CHECK(http_stub_start(&cap, fixed_reply, (void *)reply) == 0);
     snprintf(base, sizeof(base), "http://127.0.0.1:%d/dicom-web/", cap.port);
     params.base_url = base;
-    struct stow_client *client = stow_client_new(&params);
+    struct dicomweb *client = new_client(&params, "tok-123");
     const char *paths[] = { a, b };
 
     CHECK(client != NULL);
-    CHECK(stow_post(client, "1.2.840.99.1", paths, 2, "tok-123", &rep) == 0);
+    CHECK(dicomweb_stow(client, "1.2.840.99.1", paths, 2, &rep) == 0);
     http_stub_stop(&cap);
 
     CHECK(rep.http_status == 202);
     CHECK(rep.body != NULL && strcmp(rep.body, "{}") == 0);
     CHECK(rep.retry_after_s == 7);
-    stow_reply_free(&rep);
+    dicomweb_reply_free(&rep);
 
     CHECK_MSG(strncmp(cap.last_request,
                       "POST /dicom-web/studies/1.2.840.99.1 HTTP/1.1\r\n",
@@ -108,10 +130,10 @@ static void test_golden_framing(void)
                           "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n") ==
           0);
     snprintf(base, sizeof(base), "http://127.0.0.1:%d", cap2.port);
-    stow_client_free(client);
+    dicomweb_free(client);
     params.base_url = base;
-    client = stow_client_new(&params);
-    CHECK(stow_post(client, "1.2.3", paths, 1, NULL, &rep) == 0);
+    client = new_client(&params, NULL);
+    CHECK(dicomweb_stow(client, "1.2.3", paths, 1, &rep) == 0);
     http_stub_stop(&cap2);
     CHECK(rep.http_status == 200 && rep.retry_after_s == -1);
     CHECK(rep.body != NULL && rep.body_len == 0);
@@ -120,22 +142,22 @@ static void test_golden_framing(void)
     CHECK(http_stub_header(&cap2, "Authorization", tmp, sizeof(tmp)) == NULL);
     CHECK(http_stub_header(&cap2, "Content-Type", ct2, sizeof(ct2)) != NULL &&
           strcmp(ct2, ct) != 0);
-    stow_reply_free(&rep);
+    dicomweb_reply_free(&rep);
     http_stub_free(&cap);
     http_stub_free(&cap2);
-    stow_client_free(client);
+    dicomweb_free(client);
 }
 
 static void test_large_body(void)
 {
     struct http_stub cap;
-    struct stow_params params = { .timeout_s = 10 };
+    struct dicomweb_params params = { .timeout_s = 10 };
     size_t big = 2 * 1024 * 1024 + 3;
     char *data = malloc(big);
     char path[256];
     char base[128];
     char tmp[64];
-    struct stow_reply rep;
+    struct dicomweb_reply rep;
 
     memset(data, 'x', big);
     write_file("big.dcm", data, big, path, sizeof(path));
@@ -145,23 +167,23 @@ static void test_large_body(void)
           0);
     snprintf(base, sizeof(base), "http://127.0.0.1:%d", cap.port);
     params.base_url = base;
-    struct stow_client *client = stow_client_new(&params);
+    struct dicomweb *client = new_client(&params, "t");
     const char *paths[] = { path };
-    CHECK(stow_post(client, "1.2.3", paths, 1, "t", &rep) == 0);
+    CHECK(dicomweb_stow(client, "1.2.3", paths, 1, &rep) == 0);
     http_stub_stop(&cap);
     CHECK(rep.http_status == 200);
     /* Over 1 MiB libcurl would add Expect: 100-continue by itself. */
     CHECK(http_stub_header(&cap, "Expect", tmp, sizeof(tmp)) == NULL);
     CHECK(cap.last_len - cap.last_header_len > big);
-    stow_reply_free(&rep);
+    dicomweb_reply_free(&rep);
     http_stub_free(&cap);
-    stow_client_free(client);
+    dicomweb_free(client);
 }
 
 static void test_failures(void)
 {
-    struct stow_params params = { .timeout_s = 5 };
-    struct stow_reply rep;
+    struct dicomweb_params params = { .timeout_s = 5 };
+    struct dicomweb_reply rep;
     struct http_stub cap;
     char base[128];
     char path[256];
@@ -171,45 +193,45 @@ static void test_failures(void)
 
     /* A missing file: nothing is sent. */
     params.base_url = "http://127.0.0.1:9";
-    struct stow_client *client = stow_client_new(&params);
+    struct dicomweb *client = new_client(&params, NULL);
     const char *missing[] = { "/nonexistent/x.dcm" };
-    CHECK(stow_post(client, "1.2.3", missing, 1, NULL, &rep) == -ENOENT);
+    CHECK(dicomweb_stow(client, "1.2.3", missing, 1, &rep) == -ENOENT);
     CHECK(strstr(rep.error, "/nonexistent/x.dcm") != NULL);
-    stow_reply_free(&rep);
-    stow_client_free(client);
+    dicomweb_reply_free(&rep);
+    dicomweb_free(client);
 
     /* The server drops the connection in the middle of the request. */
     CHECK(http_stub_start(&cap, fixed_reply, NULL) == 0);
     port = cap.port;
     snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
     params.base_url = base;
-    client = stow_client_new(&params);
+    client = new_client(&params, NULL);
     {
         const char *paths[] = { path };
-        int r = stow_post(client, "1.2.3", paths, 1, NULL, &rep);
+        int r = dicomweb_stow(client, "1.2.3", paths, 1, &rep);
         CHECK_MSG(r < 0 && rep.http_status == 0 && rep.error[0] != '\0',
                   "dropped: r=%d status=%ld", r, rep.http_status);
     }
-    stow_reply_free(&rep);
-    stow_client_free(client);
+    dicomweb_reply_free(&rep);
+    dicomweb_free(client);
     http_stub_stop(&cap);
     http_stub_free(&cap);
 
     /* Connection refused: the same port, now that nobody listens. */
-    client = stow_client_new(&params);
+    client = new_client(&params, NULL);
     const char *paths[] = { path };
-    CHECK(stow_post(client, "1.2.3", paths, 1, NULL, &rep) == -ECONNREFUSED);
+    CHECK(dicomweb_stow(client, "1.2.3", paths, 1, &rep) == -ECONNREFUSED);
     CHECK(rep.http_status == 0 && rep.error[0] != '\0');
-    stow_reply_free(&rep);
-    stow_client_free(client);
+    dicomweb_reply_free(&rep);
+    dicomweb_free(client);
 }
 
 /* A redirect is an answer, not followed, its Location kept for the
  * message; the token is sent only to the configured server. */
 static void test_redirect_not_followed(void)
 {
-    struct stow_params params = { .timeout_s = 5 };
-    struct stow_reply rep;
+    struct dicomweb_params params = { .timeout_s = 5 };
+    struct dicomweb_reply rep;
     struct http_stub cap;
     char base[128];
     char path[256];
@@ -222,9 +244,9 @@ static void test_redirect_not_followed(void)
                           "Content-Length: 0\r\n\r\n") == 0);
     snprintf(base, sizeof(base), "http://127.0.0.1:%d/dicom-web", cap.port);
     params.base_url = base;
-    struct stow_client *client = stow_client_new(&params);
+    struct dicomweb *client = new_client(&params, "tok");
     const char *paths[] = { path };
-    CHECK(stow_post(client, "1.2.3", paths, 1, "tok", &rep) == 0);
+    CHECK(dicomweb_stow(client, "1.2.3", paths, 1, &rep) == 0);
     CHECK(rep.http_status == 308 &&
           stow_request_action(rep.http_status) == STOW_REDIRECTED);
     CHECK_MSG(strcmp(rep.location, "http://127.0.0.1:9/moved/studies/1.2.3") ==
@@ -232,27 +254,27 @@ static void test_redirect_not_followed(void)
     CHECK(atomic_load(&cap.requests) == 1);
     CHECK(http_stub_header(&cap, "Authorization", hdr, sizeof(hdr)) != NULL &&
           strcmp(hdr, "Bearer tok") == 0);
-    stow_reply_free(&rep);
-    CHECK(stow_get(client, "/studies?limit=1", "tok", &rep) == 0 &&
+    dicomweb_reply_free(&rep);
+    CHECK(dicomweb_search(client, "/studies?limit=1", &rep) == 0 &&
           rep.http_status == 308 && rep.location[0] != '\0');
-    stow_reply_free(&rep);
-    stow_client_free(client);
+    dicomweb_reply_free(&rep);
+    dicomweb_free(client);
     http_stub_stop(&cap);
     http_stub_free(&cap);
 }
 
 static void test_retry_after(void)
 {
-    CHECK(stow_parse_retry_after("120", 0) == 120);
-    CHECK(stow_parse_retry_after(" 0 ", 0) == 0);
-    CHECK(stow_parse_retry_after("999999", 0) == 86400);
-    CHECK(stow_parse_retry_after("-5", 0) == -1);
-    CHECK(stow_parse_retry_after("soon", 0) == -1);
-    CHECK(stow_parse_retry_after("12abc", 0) == -1);
+    CHECK(dicomweb_parse_retry_after("120", 0) == 120);
+    CHECK(dicomweb_parse_retry_after(" 0 ", 0) == 0);
+    CHECK(dicomweb_parse_retry_after("999999", 0) == 86400);
+    CHECK(dicomweb_parse_retry_after("-5", 0) == -1);
+    CHECK(dicomweb_parse_retry_after("soon", 0) == -1);
+    CHECK(dicomweb_parse_retry_after("12abc", 0) == -1);
     /* Sun, 06 Nov 1994 08:49:37 GMT = 784111777 */
-    CHECK(stow_parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT",
+    CHECK(dicomweb_parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT",
                                  784111777 - 30) == 30);
-    CHECK(stow_parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT",
+    CHECK(dicomweb_parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT",
                                  784111777 + 30) == 0);
 }
 
@@ -268,6 +290,8 @@ int main(void)
     test_failures();
     test_redirect_not_followed();
     test_retry_after();
+    for (size_t i = 0; i < source_count; i++)
+        oauth_source_free(sources[i]);
     curl_global_cleanup();
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     (void)!system(cmd);
