@@ -24,11 +24,11 @@ extern "C" {
 #endif
 
 struct buf {
-    char *p;          /* NUL-terminated when not NULL; owned */
-    size_t len;       /* bytes held, without the NUL */
-    size_t cap;       /* bytes allocated */
-    size_t max;       /* ceiling of cap (text + NUL) */
-    int error;        /* 0, or the first error (sticks) */
+    char *p;    /* NUL-terminated when not NULL; owned */
+    size_t len; /* bytes held, without the NUL */
+    size_t cap; /* bytes allocated */
+    size_t max; /* ceiling of cap (text + NUL) */
+    int error;  /* 0, or the first error (sticks) */
 };
 
 /* Starts an empty buffer that will never hold more than @max bytes

@@ -1,14 +1,16 @@
 /*
  * find - the C-FIND provider: answers a C-FIND identifier by QIDO-RS
  * against the DICOMweb server (DESIGN.md section 8), with DIMSE matching
- * (PS3.4 C.2.2.2) guaranteed by matching every key again on the results.
+ * (PS3.4 C.2.2.2, match.h) guaranteed by matching every key again on the
+ * results.
  *
  *   level    STUDY/SERIES/IMAGE from /studies, /series, /instances or the
  *            nested resources when the unique keys above are single
  *            values; PATIENT (Patient Root) from /studies grouped by
  *            Patient ID + Issuer of Patient ID.
- *   keys     a key with a value is a match parameter (percent-encoded);
- *            an empty key is an includefield, never "key=". With the
+ *   keys     (find_plan.c) a key with a value is a match parameter
+ *            (percent-encoded); an empty key is an includefield, never
+ *            "key=". With the
  *            azure profile only what Azure accepts is sent, with the
  *            orthanc profile only values that need no percent-encoding;
  *            everything else is matched here.
@@ -101,15 +103,6 @@ unsigned long find_service_requests(struct find_service *service);
 
 /* Frees what a fetch put in @reply (body and secrets). */
 void find_reply_free(struct find_reply *reply);
-
-/*
- * True if the entity value @value (NULL: absent or empty) of VR @vr
- * matches the C-FIND key value @key (non-empty) under PS3.4 C.2.2.2:
- * single value (case-sensitive except PN), wildcards * and ? (not for
- * DA, TM, DT, UI and numbers), ranges for DA/TM/DT, UID lists, and any of
- * several entity values. Exported for the unit tests.
- */
-bool find_value_matches(const char *vr, const char *key, const char *value);
 
 /* The real fetch: QIDO-RS over libcurl with the token source. */
 struct find_web;

@@ -34,7 +34,7 @@ struct dicomweb {
     bool (*cancelled)(void *ctx);
     void *cancel_ctx;
 
-    pthread_mutex_t lock;          /* guards idle and idle_count */
+    pthread_mutex_t lock; /* guards idle and idle_count */
     struct dicomweb_conn **idle;
     size_t idle_cap;
     size_t idle_count;
@@ -49,8 +49,8 @@ struct dicomweb *dicomweb_new(const struct dicomweb_params *params)
 
     if (dw == NULL)
         return NULL;
-    dw->idle_cap = params->pool_size > 0 ? params->pool_size
-                                         : DICOMWEB_POOL_DEFAULT;
+    dw->idle_cap =
+        params->pool_size > 0 ? params->pool_size : DICOMWEB_POOL_DEFAULT;
     dw->idle = calloc(dw->idle_cap, sizeof(*dw->idle));
     dw->base_url = strdup(params->base_url);
     dw->ca_file = params->ca_file != NULL ? strdup(params->ca_file) : NULL;
@@ -210,8 +210,7 @@ struct dicomweb_sink {
     bool hook_refused;
 };
 
-static size_t dicomweb_on_body(char *data, size_t size, size_t nmemb,
-                               void *arg)
+static size_t dicomweb_on_body(char *data, size_t size, size_t nmemb, void *arg)
 {
     struct dicomweb_sink *sink = arg;
     struct dicomweb_reply *reply = sink->reply;
@@ -225,13 +224,13 @@ static size_t dicomweb_on_body(char *data, size_t size, size_t nmemb,
     }
     if (reply->body_len + n > DICOMWEB_MAX_RESPONSE) {
         sink->overflow = true;
-        return n;   /* keep reading, stop storing: the status still counts */
+        return n; /* keep reading, stop storing: the status still counts */
     }
     if (reply->body_len + n + 1 > sink->cap) {
         size_t cap = (reply->body_len + n + 1) * 2;
         char *grown = realloc(reply->body, cap);
         if (grown == NULL)
-            return 0;   /* aborts the transfer: CURLE_WRITE_ERROR */
+            return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
         reply->body = grown;
         sink->cap = cap;
     }
@@ -263,9 +262,8 @@ static size_t dicomweb_on_header(char *data, size_t size, size_t nmemb,
     return n;
 }
 
-static int dicomweb_on_progress(void *arg, curl_off_t dltotal,
-                                curl_off_t dlnow, curl_off_t ultotal,
-                                curl_off_t ulnow)
+static int dicomweb_on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
+                                curl_off_t ultotal, curl_off_t ulnow)
 {
     struct dicomweb *dw = arg;
 
@@ -295,7 +293,7 @@ static int dicomweb_attempt(struct dicomweb *dw, struct dicomweb_conn *conn,
                             const struct dicomweb_request *req,
                             const char *token, struct dicomweb_reply *reply)
 {
-    struct dicomweb_sink sink = { req, reply, 0, false, false };
+    struct dicomweb_sink sink = {req, reply, 0, false, false};
     struct curl_slist *headers = NULL;
     struct curl_slist *grown;
     CURL *c = conn->curl;
@@ -362,8 +360,7 @@ static int dicomweb_attempt(struct dicomweb *dw, struct dicomweb_conn *conn,
 
     rc = curl_easy_perform(c);
     if (rc != CURLE_OK) {
-        http_describe(c, rc, conn->errbuf, reply->error,
-                      sizeof(reply->error));
+        http_describe(c, rc, conn->errbuf, reply->error, sizeof(reply->error));
         reply->http_status = 0;
         r = sink.hook_refused ? -EIO : dicomweb_curl_errno(rc);
         goto out;
@@ -455,13 +452,12 @@ int dicomweb_request(struct dicomweb *dw, const struct dicomweb_request *req,
         char err[256];
 
         if (dw->tokens != NULL) {
-            r = oauth_source_token(dw->tokens, util_now_monotonic_ms(),
-                                   &token, &generation, err, sizeof(err));
+            r = oauth_source_token(dw->tokens, util_now_monotonic_ms(), &token,
+                                   &generation, err, sizeof(err));
             if (r < 0) {
                 ret_reply->token_failed = true;
                 ret_reply->replayed = replayed;
-                snprintf(ret_reply->error, sizeof(ret_reply->error), "%s",
-                         err);
+                snprintf(ret_reply->error, sizeof(ret_reply->error), "%s", err);
                 break;
             }
         }
@@ -479,9 +475,8 @@ int dicomweb_request(struct dicomweb *dw, const struct dicomweb_request *req,
         ret_reply->replayed = replayed;
         if (r == 0 && ret_reply->http_status == 403)
             dicomweb_diagnose(dw, token, ret_reply);
-        if (r != -ECANCELED &&
-            (r < 0 || ret_reply->http_status < 200 ||
-             ret_reply->http_status > 299))
+        if (r != -ECANCELED && (r < 0 || ret_reply->http_status < 200 ||
+                                ret_reply->http_status > 299))
             dicomweb_gather_secrets(dw, token, ret_reply);
         dicomweb_token_free(token);
         break;
@@ -551,7 +546,7 @@ int dicomweb_stow(struct dicomweb *dw, const char *study_uid,
                   const char *const *paths, size_t count,
                   struct dicomweb_reply *ret_reply)
 {
-    struct dicomweb_stow_body body = { paths, count, NULL };
+    struct dicomweb_stow_body body = {paths, count, NULL};
     struct dicomweb_request req = {
         .accept = "application/dicom+json",
         .prepare = dicomweb_stow_prepare,

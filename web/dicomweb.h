@@ -67,11 +67,11 @@ struct dicomweb;
 /* What a client needs; strings are copied, @tokens is borrowed and must
  * outlive the client. */
 struct dicomweb_params {
-    const char *base_url;       /* DICOMweb root, e.g. https://.../v2 */
-    const char *ca_file;        /* NULL: the system's CA store */
-    unsigned timeout_s;         /* connect, stall and deadlines (http.h) */
+    const char *base_url;        /* DICOMweb root, e.g. https://.../v2 */
+    const char *ca_file;         /* NULL: the system's CA store */
+    unsigned timeout_s;          /* connect, stall and deadlines (http.h) */
     struct oauth_source *tokens; /* NULL: no Authorization, no replay */
-    unsigned pool_size;         /* idle handles kept; 0: the default */
+    unsigned pool_size;          /* idle handles kept; 0: the default */
     /* Polled during a transfer (about once a second when idle); a true
      * answer aborts it with -ECANCELED. NULL: never. */
     bool (*cancelled)(void *ctx);
@@ -80,27 +80,27 @@ struct dicomweb_params {
 
 /* One answer. Release with dicomweb_reply_free() in every case. */
 struct dicomweb_reply {
-    long http_status;         /* 0 when no HTTP answer arrived */
-    char *body;               /* NUL-terminated; owned; NULL with on_body */
+    long http_status; /* 0 when no HTTP answer arrived */
+    char *body;       /* NUL-terminated; owned; NULL with on_body */
     size_t body_len;
-    int64_t retry_after_s;    /* from Retry-After; -1 when absent */
-    bool more_results;        /* a Warning says "additional results" can
-                                 be requested (QIDO-RS, PS3.18 8.3.4.4) */
-    bool replayed;            /* a 401 was followed by a new token and one
-                                 replay (this is the replay's answer) */
-    bool token_failed;        /* no token could be had: see error */
-    bool diagnosis_due;       /* 403: log the diagnosis now */
-    bool secrets_missing;     /* the secrets could not be gathered: the
-                                 server's texts must be withheld */
-    struct redact *secrets;   /* for a non-2xx answer or none: the token
-                                 sent and the source's secrets; owned */
-    char location[512];       /* the Location header, "" if none; the
-                                 server's text as it came (cut to fit):
-                                 redact before showing it */
-    char error[512];          /* transport error, the token failure, or a
-                                 note (a body over the cap, cut) */
-    char diagnosis[2048];     /* 403: what the token is and what to
-                                 change; never the token itself */
+    int64_t retry_after_s;  /* from Retry-After; -1 when absent */
+    bool more_results;      /* a Warning says "additional results" can
+                               be requested (QIDO-RS, PS3.18 8.3.4.4) */
+    bool replayed;          /* a 401 was followed by a new token and one
+                               replay (this is the replay's answer) */
+    bool token_failed;      /* no token could be had: see error */
+    bool diagnosis_due;     /* 403: log the diagnosis now */
+    bool secrets_missing;   /* the secrets could not be gathered: the
+                               server's texts must be withheld */
+    struct redact *secrets; /* for a non-2xx answer or none: the token
+                               sent and the source's secrets; owned */
+    char location[512];     /* the Location header, "" if none; the
+                               server's text as it came (cut to fit):
+                               redact before showing it */
+    char error[512];        /* transport error, the token failure, or a
+                               note (a body over the cap, cut) */
+    char diagnosis[2048];   /* 403: what the token is and what to
+                               change; never the token itself */
 };
 
 /*
@@ -109,11 +109,11 @@ struct dicomweb_reply {
  */
 struct dicomweb_request {
     const char *path;
-    const char *accept;         /* the Accept header value */
-    long deadline_s;            /* whole request; 0: timeout_s */
-    bool cap_is_error;          /* a body over DICOMWEB_MAX_RESPONSE gives
-                                   -EMSGSIZE (else it is cut, with a note
-                                   in error) */
+    const char *accept; /* the Accept header value */
+    long deadline_s;    /* whole request; 0: timeout_s */
+    bool cap_is_error;  /* a body over DICOMWEB_MAX_RESPONSE gives
+                           -EMSGSIZE (else it is cut, with a note
+                           in error) */
     /* Before each attempt, after the shared options: puts the body and
      * its headers on @curl. Returns 0 or a negative errno (reason in
      * @err). NULL: a GET. */

@@ -43,21 +43,7 @@ static void qido_err(char *err, size_t err_len, const char *fmt, ...)
 
 static void qido_url_append(struct qido_url *url, const char *text, size_t n)
 {
-    if (url->failed)
-        return;
-    if (url->len + n + 1 > url->cap) {
-        size_t cap = (url->len + n + 1) * 2;
-        char *grown = realloc(url->text, cap);
-        if (grown == NULL) {
-            url->failed = true;
-            return;
-        }
-        url->text = grown;
-        url->cap = cap;
-    }
-    memcpy(url->text + url->len, text, n);
-    url->len += n;
-    url->text[url->len] = '\0';
+    (void)buf_append(&url->text, text, n);
 }
 
 static void qido_url_append_encoded(struct qido_url *url, const char *text,
@@ -89,6 +75,7 @@ static void qido_url_append_encoded(struct qido_url *url, const char *text,
 void qido_url_init(struct qido_url *url, const char *path)
 {
     memset(url, 0, sizeof(*url));
+    buf_init(&url->text, QIDO_URL_MAX);
     qido_url_append(url, path, strlen(path));
 }
 
@@ -111,10 +98,30 @@ void qido_url_add_uint(struct qido_url *url, const char *key,
     qido_url_add(url, key, text, 0);
 }
 
+const char *qido_url_text(const struct qido_url *url)
+{
+    return url->text.error != 0 ? "" : buf_text(&url->text);
+}
+
+int qido_url_error(const struct qido_url *url)
+{
+    return buf_error(&url->text);
+}
+
+char *qido_url_take(struct qido_url *url, int *ret_err)
+{
+    int r = buf_error(&url->text);
+    char *text = buf_take(&url->text, NULL);
+
+    if (text == NULL && ret_err != NULL)
+        *ret_err = r < 0 ? r : -ENOMEM;
+    return text;
+}
+
 void qido_url_free(struct qido_url *url)
 {
-    free(url->text);
-    memset(url, 0, sizeof(*url));
+    buf_free(&url->text);
+    url->has_query = false;
 }
 
 void qido_tag_text(uint32_t tag, char ret_text[9])
@@ -126,31 +133,10 @@ void qido_tag_text(uint32_t tag, char ret_text[9])
 /* DICOM JSON                                                          */
 /* ------------------------------------------------------------------ */
 
-/* A growing string for joining values. */
-struct qido_text {
-    char *text;
-    size_t len;
-    size_t cap;
-    bool failed;
-};
-
-static void qido_text_add(struct qido_text *t, const char *s, size_t n)
+/* Values are joined in a struct buf of at most QIDO_VALUE_MAX bytes. */
+static void qido_text_add(struct buf *t, const char *s, size_t n)
 {
-    if (t->failed)
-        return;
-    if (t->len + n + 1 > t->cap) {
-        size_t cap = (t->len + n + 1) * 2;
-        char *grown = realloc(t->text, cap);
-        if (grown == NULL) {
-            t->failed = true;
-            return;
-        }
-        t->text = grown;
-        t->cap = cap;
-    }
-    memcpy(t->text + t->len, s, n);
-    t->len += n;
-    t->text[t->len] = '\0';
+    (void)buf_append(t, s, n);
 }
 
 static bool qido_parse_tag(const char *key, uint32_t *ret_tag)
@@ -197,7 +183,7 @@ static void qido_number_text(double v, const char *vr, char *buf, size_t len)
  * ({"Alphabetic": "Wang^XiaoDong", "Ideographic": "...", "Phonetic": ""}
  * is "Wang^XiaoDong=...=", as Orthanc stores and answers it); a group
  * that is absent or null is not there. */
-static int qido_pn_text(const cJSON *value, struct qido_text *t,
+static int qido_pn_text(const cJSON *value, struct buf *t,
                         char *err, size_t err_len)
 {
     static const char *groups[] = { "Alphabetic", "Ideographic", "Phonetic" };
@@ -240,7 +226,7 @@ static int qido_parse_attribute(const cJSON *elem, struct ds *ds, int depth,
 {
     const cJSON *vr_json = cJSON_GetObjectItemCaseSensitive(elem, "vr");
     const cJSON *values = cJSON_GetObjectItemCaseSensitive(elem, "Value");
-    struct qido_text text = { NULL, 0, 0, false };
+    struct buf text;
     struct ds_attr *attr;
     const cJSON *value;
     char vr[3];
@@ -267,6 +253,7 @@ static int qido_parse_attribute(const cJSON *elem, struct ds *ds, int depth,
         return -EBADMSG;
     }
     memcpy(vr, vr_json->valuestring, 3);
+    buf_init(&text, QIDO_VALUE_MAX);
     if (values != NULL && !cJSON_IsArray(values)) {
         qido_err(err, err_len, "attribute %s: \"Value\" is not an array",
                  elem->string);
@@ -321,11 +308,16 @@ static int qido_parse_attribute(const cJSON *elem, struct ds *ds, int depth,
         if (r < 0)
             break;
     }
-    if (r == 0 && text.failed)
+    if (r == 0 && buf_error(&text) == -E2BIG) {
+        qido_err(err, err_len, "attribute %s: values over %d bytes",
+                 elem->string, QIDO_VALUE_MAX);
+        r = -EBADMSG;
+    } else if (r == 0 && buf_error(&text) < 0) {
         r = -ENOMEM;
-    if (r == 0 && ds_put(ds, tag, vr, text.text) == NULL)
+    }
+    if (r == 0 && ds_put(ds, tag, vr, text.p) == NULL)
         r = -ENOMEM;
-    free(text.text);
+    buf_free(&text);
     return r;
 }
 

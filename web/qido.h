@@ -15,19 +15,24 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/buf.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 struct ds;
 
-/* A growing "/resource?key=value&..." string. */
+/* The longest search URL (path and query) built. */
+#define QIDO_URL_MAX (256 * 1024)
+/* The longest value text one attribute of an answer becomes. */
+#define QIDO_VALUE_MAX (16 * 1024 * 1024)
+
+/* A growing "/resource?key=value&..." string, at most QIDO_URL_MAX bytes;
+ * the first failure sticks (qido_url_error()). */
 struct qido_url {
-    char *text;     /* NUL-terminated; owned */
-    size_t len;
-    size_t cap;
+    struct buf text;
     bool has_query;
-    bool failed;    /* out of memory at some point: text is unusable */
 };
 
 /* Starts @url with @path (e.g. "/studies/1.2.3/series"), taken as is. */
@@ -49,6 +54,16 @@ void qido_url_add(struct qido_url *url, const char *key, const char *value,
 /* Appends "key=NNN". */
 void qido_url_add_uint(struct qido_url *url, const char *key,
                        unsigned long value);
+
+/* The URL so far ("" after a failure: check qido_url_error()). */
+const char *qido_url_text(const struct qido_url *url);
+
+/* 0, or the first failure: -E2BIG (over QIDO_URL_MAX), -ENOMEM. */
+int qido_url_error(const struct qido_url *url);
+
+/* Hands out the text (caller frees) and empties @url; NULL after a
+ * failure, which is then in @ret_err (may be NULL). */
+char *qido_url_take(struct qido_url *url, int *ret_err);
 
 /* Frees the text. */
 void qido_url_free(struct qido_url *url);

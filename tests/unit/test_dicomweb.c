@@ -59,8 +59,9 @@ static const char *token_endpoint(void *ctx, const char *request,
     (void)header_len;
     (void)request_len;
     if (atomic_load(&refuse_client)) {
-        n = snprintf(body, sizeof(body), "{\"error\": \"invalid_client\", "
-                                         "\"error_description\": \"no\"}");
+        n = snprintf(body, sizeof(body),
+                     "{\"error\": \"invalid_client\", "
+                     "\"error_description\": \"no\"}");
         snprintf(answer, sizeof(answer),
                  "HTTP/1.1 401 Unauthorized\r\nContent-Type: "
                  "application/json\r\nContent-Length: %d\r\n\r\n%s",
@@ -95,7 +96,7 @@ static struct oauth_source *client_credentials_source(void)
 
 static struct oauth_source *static_source(const char *token)
 {
-    struct oauth_params p = { .kind = OAUTH_STATIC, .static_token = token };
+    struct oauth_params p = {.kind = OAUTH_STATIC, .static_token = token};
 
     return oauth_source_new(&p);
 }
@@ -112,20 +113,18 @@ static struct dicomweb *client_for(struct http_stub *stub,
         .pool_size = 2,
     };
 
-    snprintf(base, sizeof(base), "http://127.0.0.1:%d/dicom-web/",
-             stub->port);
+    snprintf(base, sizeof(base), "http://127.0.0.1:%d/dicom-web/", stub->port);
     return dicomweb_new(&p);
 }
 
-#define OK_EMPTY                                                           \
-    "HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\n"          \
+#define OK_EMPTY                                                               \
+    "HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\n"              \
     "Content-Length: 2\r\n\r\n[]"
-#define UNAUTHORIZED                                                       \
-    "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n"
+#define UNAUTHORIZED "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n"
 
 static void test_401_replays_once_with_a_new_token(void)
 {
-    struct script sc = { { UNAUTHORIZED, OK_EMPTY }, 2, 0 };
+    struct script sc = {{UNAUTHORIZED, OK_EMPTY}, 2, 0};
     struct oauth_source *src = client_credentials_source();
     struct http_stub stub;
     struct dicomweb *dw;
@@ -138,15 +137,15 @@ static void test_401_replays_once_with_a_new_token(void)
     CHECK(dicomweb_search(dw, "/studies?limit=1", &rep) == 0);
     CHECK(rep.http_status == 200 && rep.replayed && !rep.token_failed);
     CHECK(rep.body != NULL && strcmp(rep.body, "[]") == 0);
-    CHECK(rep.secrets == NULL);   /* a 2xx: nothing to hide */
+    CHECK(rep.secrets == NULL); /* a 2xx: nothing to hide */
     CHECK(atomic_load(&stub.requests) == 2);
     CHECK(oauth_source_fetches(src) == 2);
     CHECK_MSG(http_stub_header(&stub, "Authorization", hdr, sizeof(hdr)) !=
                       NULL &&
                   strcmp(hdr, "Bearer tok-2") == 0,
               "%s", hdr);
-    CHECK(strncmp(stub.last_request,
-                  "GET /dicom-web/studies?limit=1 HTTP/1.1", 39) == 0);
+    CHECK(strncmp(stub.last_request, "GET /dicom-web/studies?limit=1 HTTP/1.1",
+                  39) == 0);
     dicomweb_reply_free(&rep);
     http_stub_stop(&stub);
     http_stub_free(&stub);
@@ -156,7 +155,7 @@ static void test_401_replays_once_with_a_new_token(void)
 
 static void test_second_401_is_the_answer(void)
 {
-    struct script sc = { { UNAUTHORIZED }, 1, 0 };
+    struct script sc = {{UNAUTHORIZED}, 1, 0};
     struct oauth_source *src = static_source("static-tok-abc");
     struct http_stub stub;
     struct dicomweb *dw;
@@ -168,7 +167,7 @@ static void test_second_401_is_the_answer(void)
     dw = client_for(&stub, src);
     CHECK(dicomweb_search(dw, "/studies", &rep) == 0);
     CHECK(rep.http_status == 401 && rep.replayed);
-    CHECK(atomic_load(&stub.requests) == 2);   /* never a third */
+    CHECK(atomic_load(&stub.requests) == 2); /* never a third */
     /* The exchange's secrets come with a refusal, for showing its text. */
     CHECK(rep.secrets != NULL && !rep.secrets_missing);
     redact_text(rep.secrets, echo, strlen(echo), REDACT_TEXT_MAX, shown,
@@ -220,7 +219,7 @@ static void b64url(const char *in, char *out, size_t out_len)
 static void test_403_diagnosis(void)
 {
     struct script sc = {
-        { "HTTP/1.1 403 Forbidden\r\nContent-Length: 9\r\n\r\nforbidden" },
+        {"HTTP/1.1 403 Forbidden\r\nContent-Length: 9\r\n\r\nforbidden"},
         1,
         0,
     };
@@ -242,7 +241,7 @@ static void test_403_diagnosis(void)
     dw = client_for(&stub, src);
     CHECK(dicomweb_search(dw, "/studies", &rep) == 0);
     CHECK(rep.http_status == 403 && !rep.replayed);
-    CHECK(atomic_load(&stub.requests) == 1);   /* a 403 is not replayed */
+    CHECK(atomic_load(&stub.requests) == 1); /* a 403 is not replayed */
     CHECK_MSG(strstr(rep.diagnosis, "HTTP 403") != NULL &&
                   strstr(rep.diagnosis, "appid=app-7") != NULL &&
                   strstr(rep.diagnosis, "oid=oid-9") != NULL,
@@ -285,11 +284,11 @@ static void test_retry_after(void)
     time_t when = time(NULL) + 100;
     struct tm tm;
     struct script sc = {
-        { "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 120\r\n"
-          "Content-Length: 0\r\n\r\n",
-          date_answer,
-          "HTTP/1.1 429 Too Many Requests\r\nRetry-After: soon\r\n"
-          "Content-Length: 0\r\n\r\n" },
+        {"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 120\r\n"
+         "Content-Length: 0\r\n\r\n",
+         date_answer,
+         "HTTP/1.1 429 Too Many Requests\r\nRetry-After: soon\r\n"
+         "Content-Length: 0\r\n\r\n"},
         3,
         0,
     };
@@ -337,7 +336,7 @@ static void test_retry_after(void)
 
 static void test_pool_reuse(void)
 {
-    struct script sc = { { OK_EMPTY }, 1, 0 };
+    struct script sc = {{OK_EMPTY}, 1, 0};
     struct http_stub stub;
     struct dicomweb *dw;
     struct dicomweb_reply rep;
@@ -350,8 +349,7 @@ static void test_pool_reuse(void)
         dicomweb_reply_free(&rep);
     }
     CHECK(atomic_load(&stub.requests) == 5);
-    CHECK_MSG(dicomweb_handles_made(dw) == 1, "%u",
-              dicomweb_handles_made(dw));
+    CHECK_MSG(dicomweb_handles_made(dw) == 1, "%u", dicomweb_handles_made(dw));
     http_stub_stop(&stub);
     http_stub_free(&stub);
     dicomweb_free(dw);
@@ -359,7 +357,7 @@ static void test_pool_reuse(void)
 
 static void test_token_failure_sends_nothing(void)
 {
-    struct script sc = { { OK_EMPTY }, 1, 0 };
+    struct script sc = {{OK_EMPTY}, 1, 0};
     struct oauth_source *src;
     struct http_stub stub;
     struct dicomweb *dw;
@@ -393,7 +391,7 @@ static bool always_cancelled(void *ctx)
 struct collector {
     char data[64];
     size_t len;
-    size_t limit;    /* refuses what would go past it */
+    size_t limit; /* refuses what would go past it */
     int prepared;
     int released;
 };
@@ -429,11 +427,11 @@ static void count_release(void *ctx)
 
 static void test_failures_and_hooks(void)
 {
-    struct script sc = { { "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"
-                           "0123456789" },
-                         1,
-                         0 };
-    struct collector col = { .limit = sizeof(col.data) };
+    struct script sc = {{"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"
+                         "0123456789"},
+                        1,
+                        0};
+    struct collector col = {.limit = sizeof(col.data)};
     struct dicomweb_request req = {
         .path = "/studies/1.2.3",
         .accept = "multipart/related; type=\"application/dicom\"",
@@ -442,7 +440,7 @@ static void test_failures_and_hooks(void)
         .on_body = collect,
         .ctx = &col,
     };
-    struct dicomweb_params p = { .timeout_s = 5 };
+    struct dicomweb_params p = {.timeout_s = 5};
     struct http_stub stub;
     struct dicomweb *dw;
     struct dicomweb_reply rep;
@@ -495,7 +493,7 @@ static void test_failures_and_hooks(void)
     dicomweb_reply_free(&rep);
     /* A missing file is refused before anything is sent. */
     {
-        const char *missing[] = { "/nonexistent/x.dcm" };
+        const char *missing[] = {"/nonexistent/x.dcm"};
         CHECK(dicomweb_stow(dw, "1.2.3", missing, 1, &rep) == -ENOENT);
         CHECK(strstr(rep.error, "/nonexistent/x.dcm") != NULL);
         dicomweb_reply_free(&rep);

@@ -1,6 +1,6 @@
 /*
- * test_find - the C-FIND provider with a scripted QIDO-RS fetch: DIMSE
- * matching (PS3.4 C.2.2.2), the URLs it asks per level and profile,
+ * test_find - the C-FIND provider with a scripted QIDO-RS fetch (DIMSE
+ * matching itself: test_match.c): the URLs it asks per level and profile,
  * paging, the cap, de-duplication, C-CANCEL, PATIENT-level grouping, and
  * every failure mapped to its status.
  */
@@ -9,72 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dicom/dataset.h"
 #include "bridge/find.h"
+#include "dicom/dataset.h"
+#include "dicom/tags.h"
 #include "tap.h"
-
-#define T_LEVEL DS_TAG(0x0008, 0x0052)
-#define T_NAME DS_TAG(0x0010, 0x0010)
-#define T_PID DS_TAG(0x0010, 0x0020)
-#define T_STUDY DS_TAG(0x0020, 0x000D)
-#define T_SERIES DS_TAG(0x0020, 0x000E)
-#define T_SOP DS_TAG(0x0008, 0x0018)
-#define T_DATE DS_TAG(0x0008, 0x0020)
-#define T_TIME DS_TAG(0x0008, 0x0030)
-#define T_ACC DS_TAG(0x0008, 0x0050)
-#define T_PAT_STUDIES DS_TAG(0x0020, 0x1200)
-
-/* ------------------------------------------------------------------ */
-
-static void test_matching(void)
-{
-    /* PN: case-insensitive, wildcards, trailing '^', component groups. */
-    CHECK(find_value_matches("PN", "DOE*", "Doe^John"));
-    CHECK(find_value_matches("PN", "d?e^j*", "DOE^JOHN"));
-    CHECK(find_value_matches("PN", "DOE^JOHN", "Doe^John^^^"));
-    CHECK(!find_value_matches("PN", "DOE", "DOE^JOHN"));
-    CHECK(find_value_matches("PN", "Yamada*", "Yamada^Tarou=\xe5\xb1\xb1"));
-    CHECK(find_value_matches("PN", "?\xc3\xbc*", "M\xc3\xbcller"));
-    CHECK(!find_value_matches("PN", "M?ller", "M\xc3\xbc\xc3\xbcller"));
-    /* Other strings: case-sensitive. */
-    CHECK(find_value_matches("LO", "CT*", "CT CHEST"));
-    CHECK(!find_value_matches("LO", "CT*", "ct abdomen"));
-    CHECK(find_value_matches("SH", "ACC-1 ", "ACC-1"));
-    /* Universal. */
-    CHECK(find_value_matches("LO", "", NULL));
-    CHECK(find_value_matches("LO", "*", "x"));
-    CHECK(!find_value_matches("LO", "x", NULL));
-    /* A lone '*' is universal (PS3.4 C.2.2.2): empty values match too;
-     * a '*' with more is a wildcard, which an empty value does not. */
-    CHECK(find_value_matches("LO", "*", NULL));
-    CHECK(find_value_matches("PN", "*", NULL));
-    CHECK(find_value_matches("PN", "*", ""));
-    CHECK(!find_value_matches("PN", "**", NULL));
-    CHECK(!find_value_matches("LO", "A*", NULL));
-    /* Dates, times, date-times: single values and ranges. */
-    CHECK(find_value_matches("DA", "20200101-20201231", "20200601"));
-    CHECK(!find_value_matches("DA", "20200101-20201231", "20210101"));
-    CHECK(find_value_matches("DA", "-20200101", "20200101"));
-    CHECK(find_value_matches("DA", "20200101-", "20991231"));
-    CHECK(find_value_matches("DA", "20200101", "20200101"));
-    CHECK(!find_value_matches("DA", "2020*", "20200101"));   /* no wildcards */
-    CHECK(find_value_matches("TM", "0800-1200", "115959.999"));
-    CHECK(find_value_matches("TM", "0800-1200", "120030"));  /* whole minute */
-    CHECK(!find_value_matches("TM", "0800-1200", "1201"));
-    CHECK(find_value_matches("TM", "10", "101010"));
-    CHECK(find_value_matches("TM", "08:00:00-09:00:00", "083000"));
-    CHECK(find_value_matches("DT", "20200101-20200102", "20200101235959"));
-    CHECK(!find_value_matches("DT", "20200101-20200102", "20200103"));
-    /* UID lists and several entity values. */
-    CHECK(find_value_matches("UI", "1.2.3\\1.2.4", "1.2.4"));
-    CHECK(!find_value_matches("UI", "1.2.3\\1.2.4", "1.2.5"));
-    CHECK(!find_value_matches("UI", "1.2.*", "1.2.3"));
-    CHECK(find_value_matches("CS", "MR", "CT\\MR"));
-    CHECK(find_value_matches("CS", "US\\MR", "CT\\MR"));
-    /* Numbers compare as numbers. */
-    CHECK(find_value_matches("IS", "7", "007"));
-    CHECK(!find_value_matches("IS", "7", "8"));
-}
 
 /* ------------------------------------------------------------------ */
 /* A scripted server                                                   */
@@ -218,10 +156,10 @@ static struct ds *study_query(const char *name)
 {
     struct ds *q = ds_new();
 
-    ds_put(q, T_LEVEL, "CS", "STUDY");
-    ds_put(q, T_STUDY, "UI", NULL);
-    ds_put(q, T_NAME, "PN", name);
-    ds_put(q, T_PID, "LO", NULL);
+    ds_put(q, DCM_TAG_QueryRetrieveLevel, "CS", "STUDY");
+    ds_put(q, DCM_TAG_StudyInstanceUID, "UI", NULL);
+    ds_put(q, DCM_TAG_PatientName, "PN", name);
+    ds_put(q, DCM_TAG_PatientID, "LO", NULL);
     ds_put(q, DS_TAG(0x0008, 0x0005), "CS", "ISO_IR 192");
     return q;
 }
@@ -239,8 +177,8 @@ static void test_paging(void)
     CHECK(f.requests == 3);
     /* Exactly the requested keys and the level; no charset (scp/ adds). */
     CHECK(r.first != NULL && r.first->count == 4 &&
-          strcmp(ds_value(r.first, T_LEVEL), "STUDY") == 0 &&
-          strcmp(ds_value(r.first, T_PID), "ID0000") == 0 &&
+          strcmp(ds_value(r.first, DCM_TAG_QueryRetrieveLevel), "STUDY") == 0 &&
+          strcmp(ds_value(r.first, DCM_TAG_PatientID), "ID0000") == 0 &&
           ds_get(r.first, DS_TAG(0x0008, 0x0005)) == NULL);
     ds_free(r.first);
     CHECK_MSG(strstr(f.first_url, "/studies?00100010=NAME*&includefield=") ==
@@ -255,14 +193,14 @@ static void test_paging(void)
     ds_free(r.first);
 
     /* The local filter narrows what the server returned. */
-    ds_put(q, T_NAME, "PN", "NAME^00?5");
+    ds_put(q, DCM_TAG_PatientName, "PN", "NAME^00?5");
     f = (struct fake){ .mode = FAKE_OK, .total = 250 };
     run_find(svc, SCP_FIND_STUDY_ROOT, q, 0, &r);
     CHECK_MSG(r.answers == 10, "%u", r.answers);
     ds_free(r.first);
 
     /* C-CANCEL after 5 answers: FE00, no second page. */
-    ds_put(q, T_NAME, "PN", NULL);
+    ds_put(q, DCM_TAG_PatientName, "PN", NULL);
     f = (struct fake){ .mode = FAKE_OK, .total = 250 };
     run_find(svc, SCP_FIND_STUDY_ROOT, q, 5, &r);
     CHECK(r.answers == 5 && r.status == 0xFE00 && f.requests == 1);
@@ -319,13 +257,13 @@ static void test_failures(void)
     struct find_service *svc = service(&f, FIND_PROFILE_STANDARD, 100, 5000);
     struct run_result r;
     struct ds *bad = ds_new();
-    ds_put(bad, T_NAME, "PN", "X");
+    ds_put(bad, DCM_TAG_PatientName, "PN", "X");
     run_find(svc, SCP_FIND_STUDY_ROOT, bad, 0, &r);
     CHECK(r.status == 0xA900);
-    ds_put(bad, T_LEVEL, "CS", "PATIENT");
+    ds_put(bad, DCM_TAG_QueryRetrieveLevel, "CS", "PATIENT");
     run_find(svc, SCP_FIND_STUDY_ROOT, bad, 0, &r);
     CHECK(r.status == 0xA900);
-    ds_put(bad, T_LEVEL, "CS", "FRAME");
+    ds_put(bad, DCM_TAG_QueryRetrieveLevel, "CS", "FRAME");
     run_find(svc, SCP_FIND_PATIENT_ROOT, bad, 0, &r);
     CHECK(r.status == 0xA900 && f.requests == 0);
     ds_free(bad);
@@ -341,12 +279,12 @@ static void test_urls(void)
     struct run_result r;
     struct ds *q = ds_new();
 
-    ds_put(q, T_LEVEL, "CS", "STUDY");
-    ds_put(q, T_NAME, "PN", "M\xc3\xbcller*");
-    ds_put(q, T_DATE, "DA", "20200101-20201231");
-    ds_put(q, T_TIME, "TM", "0800-1200");
-    ds_put(q, T_ACC, "SH", "A+1");
-    ds_put(q, T_STUDY, "UI", "1.2.3\\1.2.4");
+    ds_put(q, DCM_TAG_QueryRetrieveLevel, "CS", "STUDY");
+    ds_put(q, DCM_TAG_PatientName, "PN", "M\xc3\xbcller*");
+    ds_put(q, DCM_TAG_StudyDate, "DA", "20200101-20201231");
+    ds_put(q, DCM_TAG_StudyTime, "TM", "0800-1200");
+    ds_put(q, DCM_TAG_AccessionNumber, "SH", "A+1");
+    ds_put(q, DCM_TAG_StudyInstanceUID, "UI", "1.2.3\\1.2.4");
     ds_put(q, DS_TAG(0x0008, 0x1032), "SQ", NULL);
 
     run_find(std, SCP_FIND_STUDY_ROOT, q, 0, &r);
@@ -374,25 +312,25 @@ static void test_urls(void)
     /* SERIES under one study: the nested resource. */
     ds_free(q);
     q = ds_new();
-    ds_put(q, T_LEVEL, "CS", "SERIES");
-    ds_put(q, T_STUDY, "UI", "1.2.3");
-    ds_put(q, T_SERIES, "UI", NULL);
+    ds_put(q, DCM_TAG_QueryRetrieveLevel, "CS", "SERIES");
+    ds_put(q, DCM_TAG_StudyInstanceUID, "UI", "1.2.3");
+    ds_put(q, DCM_TAG_SeriesInstanceUID, "UI", NULL);
     ds_put(q, DS_TAG(0x0008, 0x0060), "CS", "CT");
     run_find(std, SCP_FIND_STUDY_ROOT, q, 0, &r);
     CHECK_MSG(strncmp(f.last_url, "/studies/1.2.3/series?00080060=CT&", 34) ==
                   0,
               "%s", f.last_url);
     /* IMAGE under study and series. */
-    ds_put(q, T_LEVEL, "CS", "IMAGE");
-    ds_put(q, T_SERIES, "UI", "1.2.3.4");
-    ds_put(q, T_SOP, "UI", NULL);
+    ds_put(q, DCM_TAG_QueryRetrieveLevel, "CS", "IMAGE");
+    ds_put(q, DCM_TAG_SeriesInstanceUID, "UI", "1.2.3.4");
+    ds_put(q, DCM_TAG_SOPInstanceUID, "UI", NULL);
     ds_remove(q, DS_TAG(0x0008, 0x0060));
     run_find(az, SCP_FIND_STUDY_ROOT, q, 0, &r);
     CHECK_MSG(strcmp(f.last_url, "/studies/1.2.3/series/1.2.3.4/instances?"
                                  "includefield=all&limit=200&offset=0") == 0,
               "%s", f.last_url);
     /* IMAGE without a single study UID: /instances. */
-    ds_put(q, T_STUDY, "UI", NULL);
+    ds_put(q, DCM_TAG_StudyInstanceUID, "UI", NULL);
     run_find(std, SCP_FIND_STUDY_ROOT, q, 0, &r);
     CHECK_MSG(strncmp(f.last_url, "/instances?0020000E=1.2.3.4&", 28) == 0,
               "%s", f.last_url);
@@ -409,22 +347,24 @@ static void test_patient_level(void)
     struct ds *q = ds_new();
     struct run_result r;
 
-    ds_put(q, T_LEVEL, "CS", "PATIENT");
-    ds_put(q, T_NAME, "PN", "*");
-    ds_put(q, T_PID, "LO", NULL);
-    ds_put(q, T_PAT_STUDIES, "IS", NULL);
+    ds_put(q, DCM_TAG_QueryRetrieveLevel, "CS", "PATIENT");
+    ds_put(q, DCM_TAG_PatientName, "PN", "*");
+    ds_put(q, DCM_TAG_PatientID, "LO", NULL);
+    ds_put(q, DCM_TAG_NumberOfPatientRelatedStudies, "IS", NULL);
     ds_put(q, DS_TAG(0x0020, 0x1204), "IS", NULL);
     run_find(svc, SCP_FIND_PATIENT_ROOT, q, 0, &r);
     CHECK_MSG(r.answers == 10 && r.status == 0, "%u", r.answers);
-    CHECK(r.first != NULL &&
-          strcmp(ds_value(r.first, T_PAT_STUDIES), "3") == 0 &&
-          strcmp(ds_value(r.first, DS_TAG(0x0020, 0x1204)), "15") == 0 &&
-          strcmp(ds_value(r.first, T_LEVEL), "PATIENT") == 0 &&
-          ds_get(r.first, T_STUDY) == NULL);
+    CHECK(
+        r.first != NULL &&
+        strcmp(ds_value(r.first, DCM_TAG_NumberOfPatientRelatedStudies), "3") ==
+            0 &&
+        strcmp(ds_value(r.first, DS_TAG(0x0020, 0x1204)), "15") == 0 &&
+        strcmp(ds_value(r.first, DCM_TAG_QueryRetrieveLevel), "PATIENT") == 0 &&
+        ds_get(r.first, DCM_TAG_StudyInstanceUID) == NULL);
     CHECK(f.requests == 5);   /* every page before the first answer */
     ds_free(r.first);
     /* A count key with a value selects on the computed count. */
-    ds_put(q, T_PAT_STUDIES, "IS", "4");
+    ds_put(q, DCM_TAG_NumberOfPatientRelatedStudies, "IS", "4");
     run_find(svc, SCP_FIND_PATIENT_ROOT, q, 0, &r);
     CHECK(r.answers == 0 && r.status == 0);
     ds_free(q);
@@ -433,7 +373,6 @@ static void test_patient_level(void)
 
 int main(void)
 {
-    test_matching();
     test_paging();
     test_failures();
     test_urls();

@@ -3,6 +3,7 @@
  * turned into data sets, including every malformed shape we refuse.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "dicom/dataset.h"
@@ -20,14 +21,42 @@ static void test_url_encoding(void)
     qido_url_add(&url, "0020000D", "1.2.3,1.2.4", QIDO_RAW_COMMAS);
     qido_url_add(&url, "00100010", "DOE^J*", QIDO_RAW_CARET);
     qido_url_add_uint(&url, "limit", 100);
-    CHECK(!url.failed);
-    CHECK_MSG(strcmp(url.text,
+    CHECK(qido_url_error(&url) == 0);
+    CHECK_MSG(strcmp(qido_url_text(&url),
                      "/studies?00100010=SMITH%5EANNA%2BB*"
                      "&00080050=A%2F6%267%3D8%239%2Cx%20y%25"
                      "&00100010=M%C3%BCller?"
                      "&0020000D=1.2.3,1.2.4"
                      "&00100010=DOE^J*&limit=100") == 0,
-              "%s", url.text);
+              "%s", qido_url_text(&url));
+    qido_url_free(&url);
+
+    /* The ceiling: a URL longer than QIDO_URL_MAX fails, and stays
+     * failed. */
+    {
+        char *big = malloc(QIDO_URL_MAX / 2);
+        int err = 0;
+        CHECK(big != NULL);
+        memset(big, '%', QIDO_URL_MAX / 2 - 1);   /* each becomes %25 */
+        big[QIDO_URL_MAX / 2 - 1] = '\0';
+        qido_url_init(&url, "/studies");
+        qido_url_add(&url, "00100010", big, 0);
+        CHECK(qido_url_error(&url) == -E2BIG);
+        qido_url_add_uint(&url, "limit", 1);
+        CHECK(qido_url_error(&url) == -E2BIG &&
+              strcmp(qido_url_text(&url), "") == 0);
+        CHECK(qido_url_take(&url, &err) == NULL && err == -E2BIG);
+        qido_url_free(&url);
+        free(big);
+    }
+    qido_url_init(&url, "/series");
+    qido_url_add(&url, "includefield", "all", 0);
+    {
+        int err = 0;
+        char *text = qido_url_take(&url, &err);
+        CHECK(text != NULL && strcmp(text, "/series?includefield=all") == 0);
+        free(text);
+    }
     qido_url_free(&url);
 
     char tag[9];
