@@ -1,7 +1,7 @@
 /*
  * scp - the DIMSE service provider: C-ECHO, C-STORE into the spool and
- * C-FIND handed to a C callback (DESIGN.md section 4). The only C++ module; this header is plain C and
- * no C++ type or exception crosses it.
+ * C-FIND handed to a C callback (docs/architecture.md). The only C++
+ * module; this header is plain C and no C++ type or exception crosses it.
  *
  * Built on DCMTK's ASC_/DIMSE_ API with our own accept loop (DcmSCPPool
  * leaks a thread stack per association and DcmSCPConfig cannot take all
