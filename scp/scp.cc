@@ -1,7 +1,7 @@
 /*
  * scp - the public API of the DIMSE service provider (see scp.h for the
  * contract and scp_int.h for the files of the module): initialisation,
- * scp_new(), scp_run(), scp_free(), and the Part 10 entry readers.
+ * scp_new(), scp_run(), scp_free(), and scp_read_entry_identity().
  *
  * Every entry point catches all C++ exceptions; none crosses scp.h.
  */
@@ -278,37 +278,6 @@ extern "C" void scp_free(struct scp *scp)
     }
     pthread_mutex_destroy(&scp->lock);
     delete scp;
-}
-
-extern "C" int scp_read_entry_uids(const char *path,
-                                   char ret_study[UTIL_UID_MAX + 1],
-                                   char ret_sop[UTIL_UID_MAX + 1])
-{
-    try {
-        DcmFileFormat file;
-        OFString study;
-        OFString sop;
-        char s1[UTIL_UID_MAX + 2];
-        char s2[UTIL_UID_MAX + 2];
-
-        if (file.loadFileUntilTag(path, EXS_Unknown, EGL_noChange,
-                                  DCM_MaxReadLength, ERM_fileOnly,
-                                  DCM_PixelData)
-                .bad())
-            return -EINVAL;
-        DcmDataset *ds = file.getDataset();
-        if (ds->findAndGetOFStringArray(DCM_StudyInstanceUID, study).bad() ||
-            ds->findAndGetOFStringArray(DCM_SOPInstanceUID, sop).bad() ||
-            !scp__copy_trimmed_uid(s1, sizeof(s1), study.c_str()) ||
-            !scp__copy_trimmed_uid(s2, sizeof(s2), sop.c_str()) ||
-            !util_uid_valid(s1) || !util_uid_valid(s2))
-            return -EINVAL;
-        memcpy(ret_study, s1, strlen(s1) + 1);
-        memcpy(ret_sop, s2, strlen(s2) + 1);
-        return 0;
-    } catch (...) {
-        return -EINVAL;
-    }
 }
 
 /* The attributes scp_read_entry_identity() reads, with the VR that says

@@ -165,15 +165,6 @@ unsigned scp_active_associations(const struct scp *scp);
 unsigned scp_fds_needed(const struct scp_params *params);
 
 /*
- * Reads StudyInstanceUID (0020,000D) and SOPInstanceUID (0008,0018) of
- * the Part 10 file at @path (parsing stops before the pixel data), for an
- * entry whose meta/ file was lost. Returns 0, or -EINVAL when the file
- * cannot be parsed or a UID is missing or invalid.
- */
-int scp_read_entry_uids(const char *path, char ret_study[UTIL_UID_MAX + 1],
-                        char ret_sop[UTIL_UID_MAX + 1]);
-
-/*
  * Reads what identifies the patient in the Part 10 file at @path (parsing
  * stops before the pixel data), in UTF-8, into a new data set (dataset.h;
  * the caller frees it with ds_free()), for redact_add_dataset(): the
