@@ -151,7 +151,7 @@ static enum MHD_Result send_owned(struct MHD_Connection *c, unsigned status,
 }
 
 static enum MHD_Result send_buf(struct MHD_Connection *c, unsigned status,
-                                enum body_kind kind, struct admin__buf *b,
+                                enum body_kind kind, struct buf *b,
                                 const char *extra_name,
                                 const char *extra_value)
 {
@@ -159,13 +159,13 @@ static enum MHD_Result send_buf(struct MHD_Connection *c, unsigned status,
     char *body;
 
     if (b->error) {
-        admin__buf_free(b);
-        admin__buf_init(b, ADMIN__JSON_MAX);
-        admin__buf_str(b, "the response would be too large\n");
+        buf_free(b);
+        buf_init(b, ADMIN__JSON_MAX);
+        buf_append_str(b, "the response would be too large\n");
         status = MHD_HTTP_INTERNAL_SERVER_ERROR;
         kind = BODY_TEXT;
     }
-    body = admin__buf_steal(b, &len);
+    body = buf_take(b, &len);
     if (body == NULL)
         return MHD_NO;
     return send_owned(c, status, kind, body, len, extra_name, extra_value);
@@ -176,12 +176,12 @@ static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status,
                                   const char *text, const char *extra_name,
                                   const char *extra_value)
 {
-    struct admin__buf b;
+    struct buf b;
 
-    admin__buf_init(&b, ADMIN__JSON_MAX);
-    admin__buf_str(&b, "{\"error\":");
-    admin__buf_json(&b, text);
-    admin__buf_str(&b, "}\n");
+    buf_init(&b, ADMIN__JSON_MAX);
+    buf_append_str(&b, "{\"error\":");
+    admin__append_json(&b, text);
+    buf_append_str(&b, "}\n");
     return send_buf(c, status, BODY_JSON, &b, extra_name, extra_value);
 }
 
@@ -210,10 +210,10 @@ static enum MHD_Result serve_healthz(struct admin *a, struct MHD_Connection *c)
     uint64_t beat = atomic_load_explicit(&a->heartbeat_ms,
                                          memory_order_relaxed);
     uint64_t now = now_monotonic_ms();
-    struct admin__buf b;
+    struct buf b;
     unsigned status;
 
-    admin__buf_init(&b, ADMIN__JSON_MAX);
+    buf_init(&b, ADMIN__JSON_MAX);
     status = admin__render_healthz(&b, now > beat ? now - beat : 0,
                                    a->stale_ms);
     return send_buf(c, status, BODY_JSON, &b, NULL, NULL);
@@ -222,7 +222,7 @@ static enum MHD_Result serve_healthz(struct admin *a, struct MHD_Connection *c)
 static enum MHD_Result serve_readyz(struct admin *a, struct MHD_Connection *c)
 {
     struct admin_ready ready;
-    struct admin__buf b;
+    struct buf b;
     unsigned status;
 
     if (a->provider.ready == NULL)
@@ -234,7 +234,7 @@ static enum MHD_Result serve_readyz(struct admin *a, struct MHD_Connection *c)
                           "the daemon could not take a readiness snapshot",
                           NULL, NULL);
     ready.spool_error[sizeof(ready.spool_error) - 1] = '\0';
-    admin__buf_init(&b, ADMIN__JSON_MAX);
+    buf_init(&b, ADMIN__JSON_MAX);
     status = admin__render_readyz(&b, &ready, now_realtime_s());
     return send_buf(c, status, BODY_JSON, &b, NULL, NULL);
 }
@@ -276,7 +276,7 @@ static enum MHD_Result serve_page(struct admin *a, struct MHD_Connection *c)
         .base_url = a->base_url,
     };
     struct admin_status *st;
-    struct admin__buf b;
+    struct buf b;
     int r;
 
     if (a->provider.status == NULL)
@@ -293,7 +293,7 @@ static enum MHD_Result serve_page(struct admin *a, struct MHD_Connection *c)
                           NULL, NULL);
     }
     terminate_strings(st);
-    admin__buf_init(&b, ADMIN__PAGE_MAX);
+    buf_init(&b, ADMIN__PAGE_MAX);
     admin__render_page(&b, st, now_realtime_s(), &opts);
     free(st);
     return send_buf(c, MHD_HTTP_OK, BODY_HTML, &b, NULL, NULL);
@@ -310,7 +310,7 @@ static enum MHD_Result serve_action(struct admin *a, struct MHD_Connection *c,
                                                      "Origin");
     const char *fetch_site = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
                                                          "Sec-Fetch-Site");
-    struct admin__buf b;
+    struct buf b;
     char why[ADMIN_TEXT_MAX] = "";
     int r;
 
@@ -335,7 +335,7 @@ static enum MHD_Result serve_action(struct admin *a, struct MHD_Connection *c,
     if (admin__cross_site(origin, fetch_site, host))
         return send_error(c, MHD_HTTP_FORBIDDEN,
                           "cross-site request refused", NULL, NULL);
-    admin__buf_init(&b, ADMIN__JSON_MAX);
+    buf_init(&b, ADMIN__JSON_MAX);
     if (strcmp(url, "/actions/retry") == 0) {
         const char *id = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND,
                                                      "id");
@@ -352,9 +352,9 @@ static enum MHD_Result serve_action(struct admin *a, struct MHD_Connection *c,
         if (r < 0)
             return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
                               why[0] ? why : "the retry failed", NULL, NULL);
-        admin__buf_str(&b, "{\"retried\":1,\"id\":");
-        admin__buf_json(&b, id);
-        admin__buf_str(&b, "}\n");
+        buf_append_str(&b, "{\"retried\":1,\"id\":");
+        admin__append_json(&b, id);
+        buf_append_str(&b, "}\n");
     } else {
         uint64_t count = 0;
         if (a->provider.retry_all_failed == NULL)
@@ -365,7 +365,7 @@ static enum MHD_Result serve_action(struct admin *a, struct MHD_Connection *c,
         if (r < 0)
             return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
                               why[0] ? why : "the retry failed", NULL, NULL);
-        admin__buf_printf(&b, "{\"retried\":%" PRIu64 "}\n", count);
+        buf_appendf(&b, "{\"retried\":%" PRIu64 "}\n", count);
     }
     return send_buf(c, MHD_HTTP_OK, BODY_JSON, &b, NULL, NULL);
 }

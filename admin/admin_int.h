@@ -1,7 +1,7 @@
 /*
  * admin_int - declarations shared only inside the admin module (and its
- * unit test): a capped text buffer with HTML and JSON escaping, the page
- * and JSON renderers, and the access rules. All functions are reentrant;
+ * unit test): HTML and JSON escaping into a capped buffer (base/buf.h),
+ * the page and JSON renderers, and the access rules. All functions are reentrant;
  * none does I/O.
  */
 #ifndef STOWBRIDGE_ADMIN_INT_H
@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "admin.h"
+#include "base/buf.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -22,33 +23,15 @@ extern "C" {
 #define ADMIN__JSON_MAX (16u * 1024u)
 #define ADMIN__METRICS_MAX (4u * 1024u * 1024u)
 
-/* A growable text buffer with a ceiling; the first error sticks
- * (-E2BIG past the ceiling, -ENOMEM). */
-struct admin__buf {
-    char *p;
-    size_t len;
-    size_t cap;
-    size_t max;
-    int error;
-};
-
-void admin__buf_init(struct admin__buf *b, size_t max);
-void admin__buf_free(struct admin__buf *b);
-/* Hands the text to the caller (free() it); NULL after an error. */
-char *admin__buf_steal(struct admin__buf *b, size_t *ret_len);
-void admin__buf_put(struct admin__buf *b, const char *s, size_t n);
-void admin__buf_str(struct admin__buf *b, const char *s);
-void admin__buf_printf(struct admin__buf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
 /*
  * Appends @s HTML-escaped for text and quoted attributes alike:
  * & < > " ' as entities; control characters other than tab and newline
  * and bytes that are not well-formed UTF-8 as U+FFFD.
  */
-void admin__buf_html(struct admin__buf *b, const char *s);
+void admin__append_html(struct buf *b, const char *s);
 /* Appends @s as a JSON string with its quotes (RFC 8259 escapes; broken
  * UTF-8 as U+FFFD). */
-void admin__buf_json(struct admin__buf *b, const char *s);
+void admin__append_json(struct buf *b, const char *s);
 
 /* Length of the well-formed UTF-8 sequence at @p (1..4), or 0. */
 size_t admin__utf8_sequence(const unsigned char *p);
@@ -62,11 +45,11 @@ struct admin__page_opts {
 };
 
 /* Renders the status page of @st at Unix time @now_s into @b. */
-void admin__render_page(struct admin__buf *b, const struct admin_status *st,
+void admin__render_page(struct buf *b, const struct admin_status *st,
                         int64_t now_s, const struct admin__page_opts *opts);
 
 /* /healthz: writes the JSON body, returns the HTTP status (200/503). */
-unsigned admin__render_healthz(struct admin__buf *b, uint64_t age_ms,
+unsigned admin__render_healthz(struct buf *b, uint64_t age_ms,
                                uint64_t limit_ms);
 
 /* The readiness checks, in the order of admin__ready_check_names:
@@ -85,7 +68,7 @@ bool admin__ready_verdict(const struct admin_ready *r, int64_t now_s,
 
 /* /readyz: writes the JSON body, returns 200 when every check passes,
  * else 503. */
-unsigned admin__render_readyz(struct admin__buf *b,
+unsigned admin__render_readyz(struct buf *b,
                               const struct admin_ready *r, int64_t now_s);
 
 /* The verdict of an Authorization header against the configured token. */

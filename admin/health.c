@@ -7,12 +7,12 @@
 #include <inttypes.h>
 #include <stdio.h>
 
-unsigned admin__render_healthz(struct admin__buf *b, uint64_t age_ms,
+unsigned admin__render_healthz(struct buf *b, uint64_t age_ms,
                                uint64_t limit_ms)
 {
     bool ok = age_ms <= limit_ms;
 
-    admin__buf_printf(b, "{\"status\":\"%s\",\"heartbeat_age_s\":%.3f,"
+    buf_appendf(b, "{\"status\":\"%s\",\"heartbeat_age_s\":%.3f,"
                       "\"limit_s\":%.3f", ok ? "ok" : "stale",
                       (double)age_ms / 1000.0, (double)limit_ms / 1000.0);
     if (!ok) {
@@ -20,10 +20,10 @@ unsigned admin__render_healthz(struct admin__buf *b, uint64_t age_ms,
         (void)snprintf(why, sizeof(why), "the daemon loop has not run for "
                        "%.1f s (limit %.1f s)", (double)age_ms / 1000.0,
                        (double)limit_ms / 1000.0);
-        admin__buf_str(b, ",\"error\":");
-        admin__buf_json(b, why);
+        buf_append_str(b, ",\"error\":");
+        admin__append_json(b, why);
     }
-    admin__buf_str(b, "}\n");
+    buf_append_str(b, "}\n");
     return ok ? 200 : 503;
 }
 
@@ -67,21 +67,21 @@ bool admin__ready_verdict(const struct admin_ready *r, int64_t now_s,
     return ready;
 }
 
-unsigned admin__render_readyz(struct admin__buf *b,
+unsigned admin__render_readyz(struct buf *b,
                               const struct admin_ready *r, int64_t now_s)
 {
     struct admin__ready_verdict v;
     bool ready = admin__ready_verdict(r, now_s, &v);
 
-    admin__buf_printf(b, "{\"ready\":%s,\"checks\":{",
+    buf_appendf(b, "{\"ready\":%s,\"checks\":{",
                       ready ? "true" : "false");
     for (int i = 0; i < ADMIN__READY_CHECKS; i++) {
         if (i > 0)
-            admin__buf_str(b, ",");
-        admin__buf_json(b, admin__ready_check_names[i]);
-        admin__buf_str(b, ":");
-        admin__buf_json(b, v.problem[i][0] ? v.problem[i] : "ok");
+            buf_append_str(b, ",");
+        admin__append_json(b, admin__ready_check_names[i]);
+        buf_append_str(b, ":");
+        admin__append_json(b, v.problem[i][0] ? v.problem[i] : "ok");
     }
-    admin__buf_str(b, "}}\n");
+    buf_append_str(b, "}}\n");
     return ready ? 200 : 503;
 }

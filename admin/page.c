@@ -2,7 +2,7 @@
  * page - the status page (see admin_int.h): one self-contained HTML
  * document rendered from a snapshot. Inline CSS only, no script, no
  * external asset; it refreshes itself with <meta http-equiv="refresh">.
- * Every value from the snapshot goes through admin__buf_html(); numbers
+ * Every value from the snapshot goes through admin__append_html(); numbers
  * and times are formatted here. The element ids (backlog-incoming,
  * failed, events, ...) are part of the contract with the browser test.
  */
@@ -60,7 +60,7 @@ static const char *const backlog_doc[ADMIN_BACKLOG_COUNT] = {
 
 /* ---- formats ------------------------------------------------------------ */
 
-static void put_bytes(struct admin__buf *b, double v)
+static void put_bytes(struct buf *b, double v)
 {
     static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB",
                                         "PiB"};
@@ -71,29 +71,29 @@ static void put_bytes(struct admin__buf *b, double v)
         u++;
     }
     if (u == 0)
-        admin__buf_printf(b, "%.0f B", v);
+        buf_appendf(b, "%.0f B", v);
     else
-        admin__buf_printf(b, "%.*f %s", v < 10 ? 2 : v < 100 ? 1 : 0, v,
+        buf_appendf(b, "%.*f %s", v < 10 ? 2 : v < 100 ? 1 : 0, v,
                           units[u]);
 }
 
 /* "45 s", "3 min 20 s", "2 h 5 min", "4 d 3 h". */
-static void put_duration(struct admin__buf *b, uint64_t s)
+static void put_duration(struct buf *b, uint64_t s)
 {
     if (s < 60)
-        admin__buf_printf(b, "%" PRIu64 " s", s);
+        buf_appendf(b, "%" PRIu64 " s", s);
     else if (s < 3600)
-        admin__buf_printf(b, "%" PRIu64 " min %" PRIu64 " s", s / 60, s % 60);
+        buf_appendf(b, "%" PRIu64 " min %" PRIu64 " s", s / 60, s % 60);
     else if (s < 86400)
-        admin__buf_printf(b, "%" PRIu64 " h %" PRIu64 " min", s / 3600,
+        buf_appendf(b, "%" PRIu64 " h %" PRIu64 " min", s / 3600,
                           s % 3600 / 60);
     else
-        admin__buf_printf(b, "%" PRIu64 " d %" PRIu64 " h", s / 86400,
+        buf_appendf(b, "%" PRIu64 " d %" PRIu64 " h", s / 86400,
                           s % 86400 / 3600);
 }
 
 /* "2026-12-02 10:15:03 UTC". */
-static void put_time(struct admin__buf *b, int64_t t)
+static void put_time(struct buf *b, int64_t t)
 {
     time_t tt = (time_t)t;
     struct tm tm;
@@ -101,138 +101,138 @@ static void put_time(struct admin__buf *b, int64_t t)
 
     if (gmtime_r(&tt, &tm) == NULL ||
         strftime(text, sizeof(text), "%Y-%m-%d %H:%M:%S UTC", &tm) == 0) {
-        admin__buf_printf(b, "%" PRId64, t);
+        buf_appendf(b, "%" PRId64, t);
         return;
     }
-    admin__buf_str(b, text);
+    buf_append_str(b, text);
 }
 
 /* The time, then "(3 min ago)" or "(in 5 min)"; "never" for 0. */
-static void put_when(struct admin__buf *b, int64_t t, int64_t now)
+static void put_when(struct buf *b, int64_t t, int64_t now)
 {
     if (t <= 0) {
-        admin__buf_str(b, "never");
+        buf_append_str(b, "never");
         return;
     }
     put_time(b, t);
-    admin__buf_str(b, t <= now ? " (" : " (in ");
+    buf_append_str(b, t <= now ? " (" : " (in ");
     put_duration(b, (uint64_t)(t <= now ? now - t : t - now));
-    admin__buf_str(b, t <= now ? " ago)" : ")");
+    buf_append_str(b, t <= now ? " ago)" : ")");
 }
 
 /* For table cells: "3 min ago" (or "in 5 min"), the full time as the
  * element's title; "never" for 0. */
-static void put_ago(struct admin__buf *b, int64_t t, int64_t now)
+static void put_ago(struct buf *b, int64_t t, int64_t now)
 {
     if (t <= 0) {
-        admin__buf_str(b, "never");
+        buf_append_str(b, "never");
         return;
     }
-    admin__buf_str(b, "<span title=\"");
+    buf_append_str(b, "<span title=\"");
     put_time(b, t);
-    admin__buf_str(b, t <= now ? "\">" : "\">in ");
+    buf_append_str(b, t <= now ? "\">" : "\">in ");
     put_duration(b, (uint64_t)(t <= now ? now - t : t - now));
-    admin__buf_str(b, t <= now ? " ago</span>" : "</span>");
+    buf_append_str(b, t <= now ? " ago</span>" : "</span>");
 }
 
-static void put_rate(struct admin__buf *b, struct admin_rate_value count,
+static void put_rate(struct buf *b, struct admin_rate_value count,
                      struct admin_rate_value bytes, uint32_t window_s)
 {
     if (count.span_s == 0) {
-        admin__buf_str(b, "<span class=\"empty\">no data yet</span>");
+        buf_append_str(b, "<span class=\"empty\">no data yet</span>");
         return;
     }
-    admin__buf_printf(b, "%.1f /min", count.per_s * 60.0);
+    buf_appendf(b, "%.1f /min", count.per_s * 60.0);
     if (bytes.span_s != 0) {
-        admin__buf_str(b, " &middot; ");
+        buf_append_str(b, " &middot; ");
         put_bytes(b, bytes.per_s);
-        admin__buf_str(b, "/s");
+        buf_append_str(b, "/s");
     }
     if (count.span_s + 30 < window_s) {
-        admin__buf_str(b, " <span class=\"sub\">(over ");
+        buf_append_str(b, " <span class=\"sub\">(over ");
         put_duration(b, count.span_s);
-        admin__buf_str(b, ")</span>");
+        buf_append_str(b, ")</span>");
     }
 }
 
-static void put_text_or(struct admin__buf *b, const char *text,
+static void put_text_or(struct buf *b, const char *text,
                         const char *none)
 {
     if (text[0] == '\0')
-        admin__buf_printf(b, "<span class=\"empty\">%s</span>", none);
+        buf_appendf(b, "<span class=\"empty\">%s</span>", none);
     else
-        admin__buf_html(b, text);
+        admin__append_html(b, text);
 }
 
 /* ---- sections ------------------------------------------------------------ */
 
-static void render_head(struct admin__buf *b, const struct admin_status *st,
+static void render_head(struct buf *b, const struct admin_status *st,
                         const struct admin__page_opts *o)
 {
-    admin__buf_str(b, "<!DOCTYPE html>\n<html lang=\"en\"><head>"
+    buf_append_str(b, "<!DOCTYPE html>\n<html lang=\"en\"><head>"
                       "<meta charset=\"utf-8\">"
                       "<meta name=\"viewport\" content=\"width=device-width,"
                       "initial-scale=1\">");
-    admin__buf_printf(b, "<meta http-equiv=\"refresh\" content=\"%u\">",
+    buf_appendf(b, "<meta http-equiv=\"refresh\" content=\"%u\">",
                       (unsigned)o->refresh_s);
-    admin__buf_str(b, "<title>stowbridge");
+    buf_append_str(b, "<title>stowbridge");
     if (st->node[0]) {
-        admin__buf_str(b, " &middot; ");
-        admin__buf_html(b, st->node);
+        buf_append_str(b, " &middot; ");
+        admin__append_html(b, st->node);
     }
-    admin__buf_str(b, "</title><style>");
-    admin__buf_str(b, page_css);
-    admin__buf_str(b, "</style></head><body><main>\n");
+    buf_append_str(b, "</title><style>");
+    buf_append_str(b, page_css);
+    buf_append_str(b, "</style></head><body><main>\n");
 }
 
-static void render_title(struct admin__buf *b, const struct admin_status *st,
+static void render_title(struct buf *b, const struct admin_status *st,
                          int64_t now, const struct admin__page_opts *o)
 {
     struct admin__ready_verdict v;
     bool ready = admin__ready_verdict(&st->ready, now, &v);
 
-    admin__buf_str(b, "<header><h1>stowbridge");
+    buf_append_str(b, "<header><h1>stowbridge");
     if (st->node[0]) {
-        admin__buf_str(b, " &middot; ");
-        admin__buf_html(b, st->node);
+        buf_append_str(b, " &middot; ");
+        admin__append_html(b, st->node);
     }
-    admin__buf_str(b, "</h1><p class=\"sub\">");
+    buf_append_str(b, "</h1><p class=\"sub\">");
     if (st->version[0]) {
-        admin__buf_str(b, "version ");
-        admin__buf_html(b, st->version);
-        admin__buf_str(b, " &middot; ");
+        buf_append_str(b, "version ");
+        admin__append_html(b, st->version);
+        buf_append_str(b, " &middot; ");
     }
     if (st->started_s > 0 && st->started_s <= now) {
-        admin__buf_str(b, "up ");
+        buf_append_str(b, "up ");
         put_duration(b, (uint64_t)(now - st->started_s));
-        admin__buf_str(b, " &middot; ");
+        buf_append_str(b, " &middot; ");
     }
-    admin__buf_str(b, "as of ");
+    buf_append_str(b, "as of ");
     put_time(b, now);
-    admin__buf_printf(b, " &middot; refreshes every %u s</p>",
+    buf_appendf(b, " &middot; refreshes every %u s</p>",
                       (unsigned)o->refresh_s);
-    admin__buf_str(b, "<div id=\"readiness\" class=\"banner\">");
+    buf_append_str(b, "<div id=\"readiness\" class=\"banner\">");
     if (ready) {
-        admin__buf_str(b, "<b class=\"ok\">Ready</b>: the DICOM port "
+        buf_append_str(b, "<b class=\"ok\">Ready</b>: the DICOM port "
                           "listens, the spool has room, the destination "
                           "answers.");
     } else {
-        admin__buf_str(b, "<b class=\"bad\">Not ready</b><ul>");
+        buf_append_str(b, "<b class=\"bad\">Not ready</b><ul>");
         for (int i = 0; i < ADMIN__READY_CHECKS; i++) {
             if (v.problem[i][0] == '\0')
                 continue;
-            admin__buf_str(b, "<li>");
-            admin__buf_html(b, v.problem[i]);
-            admin__buf_str(b, "</li>");
+            buf_append_str(b, "<li>");
+            admin__append_html(b, v.problem[i]);
+            buf_append_str(b, "</li>");
         }
-        admin__buf_str(b, "</ul>");
+        buf_append_str(b, "</ul>");
     }
-    admin__buf_str(b, "</div></header>\n");
+    buf_append_str(b, "</div></header>\n");
 }
 
-static void render_backlog(struct admin__buf *b, const struct admin_status *st)
+static void render_backlog(struct buf *b, const struct admin_status *st)
 {
-    admin__buf_str(b, "<section id=\"backlog\"><h2>Backlog</h2>"
+    buf_append_str(b, "<section id=\"backlog\"><h2>Backlog</h2>"
                       "<div class=\"scroll\"><table><thead><tr>"
                       "<th>State</th><th class=\"n\">Entries</th>"
                       "<th class=\"n\">Size</th><th class=\"n\">Oldest</th>"
@@ -242,169 +242,169 @@ static void render_backlog(struct admin__buf *b, const struct admin_status *st)
         const char *cls = "";
         if (i == ADMIN_BACKLOG_FAILED && q->count > 0)
             cls = " class=\"bad\"";
-        admin__buf_printf(b, "<tr id=\"backlog-%s\"><td%s>%s</td>"
+        buf_appendf(b, "<tr id=\"backlog-%s\"><td%s>%s</td>"
                           "<td class=\"n\">%" PRIu64 "</td><td class=\"n\">",
                           backlog_names[i], cls, backlog_names[i], q->count);
         put_bytes(b, (double)q->bytes);
-        admin__buf_str(b, "</td><td class=\"n\">");
+        buf_append_str(b, "</td><td class=\"n\">");
         if (q->count == 0)
-            admin__buf_str(b, "&ndash;");
+            buf_append_str(b, "&ndash;");
         else
             put_duration(b, q->oldest_age_s);
-        admin__buf_printf(b, "</td><td class=\"wide\">%s</td></tr>",
+        buf_appendf(b, "</td><td class=\"wide\">%s</td></tr>",
                           backlog_doc[i]);
     }
-    admin__buf_str(b, "</tbody></table></div></section>\n");
+    buf_append_str(b, "</tbody></table></div></section>\n");
 }
 
-static void render_rates(struct admin__buf *b, const struct admin_status *st)
+static void render_rates(struct buf *b, const struct admin_status *st)
 {
     const struct admin_throughput *t = &st->throughput;
 
-    admin__buf_str(b, "<section id=\"rates\"><h2>Throughput</h2>"
+    buf_append_str(b, "<section id=\"rates\"><h2>Throughput</h2>"
                       "<div class=\"scroll\"><table><thead><tr><th></th>"
                       "<th>Last 5 minutes</th><th>Last hour</th>"
                       "<th class=\"n\">Since start</th></tr></thead><tbody>"
                       "<tr id=\"rate-received\"><td>Received</td><td>");
     put_rate(b, t->received_5m, t->received_bytes_5m, 300);
-    admin__buf_str(b, "</td><td>");
+    buf_append_str(b, "</td><td>");
     put_rate(b, t->received_1h, t->received_bytes_1h, 3600);
-    admin__buf_printf(b, "</td><td class=\"n\">%" PRIu64 "</td></tr>"
+    buf_appendf(b, "</td><td class=\"n\">%" PRIu64 "</td></tr>"
                       "<tr id=\"rate-delivered\"><td>Delivered</td><td>",
                       t->received_total);
     put_rate(b, t->delivered_5m, t->delivered_bytes_5m, 300);
-    admin__buf_str(b, "</td><td>");
+    buf_append_str(b, "</td><td>");
     put_rate(b, t->delivered_1h, t->delivered_bytes_1h, 3600);
-    admin__buf_printf(b, "</td><td class=\"n\">%" PRIu64 "</td></tr>"
+    buf_appendf(b, "</td><td class=\"n\">%" PRIu64 "</td></tr>"
                       "</tbody></table></div></section>\n",
                       t->delivered_total);
 }
 
-static void render_destination(struct admin__buf *b,
+static void render_destination(struct buf *b,
                                const struct admin_status *st, int64_t now)
 {
     const struct admin_destination *d = &st->destination;
     const struct admin_token_state *k = &st->token;
 
-    admin__buf_str(b, "<div class=\"grid\"><section id=\"destination\">"
+    buf_append_str(b, "<div class=\"grid\"><section id=\"destination\">"
                       "<h2>Destination</h2><dl><dt>Server</dt>"
                       "<dd class=\"mono\">");
     put_text_or(b, d->url, "not configured");
-    admin__buf_printf(b, "</dd><dt>State</dt><dd>%s</dd>",
+    buf_appendf(b, "</dd><dt>State</dt><dd>%s</dd>",
                       d->up ? "<b class=\"ok\">up</b>"
                             : "<b class=\"bad\">down</b>");
-    admin__buf_str(b, "<dt>Last success</dt><dd>");
+    buf_append_str(b, "<dt>Last success</dt><dd>");
     put_when(b, d->last_success_s, now);
-    admin__buf_str(b, "</dd><dt>Last failure</dt><dd>");
+    buf_append_str(b, "</dd><dt>Last failure</dt><dd>");
     put_when(b, d->last_failure_s, now);
     if (d->last_failure_s > 0 && d->last_error[0]) {
-        admin__buf_str(b, ": ");
-        admin__buf_html(b, d->last_error);
+        buf_append_str(b, ": ");
+        admin__append_html(b, d->last_error);
     }
-    admin__buf_str(b, "</dd></dl></section>\n<section id=\"token\">"
+    buf_append_str(b, "</dd></dl></section>\n<section id=\"token\">"
                       "<h2>Access token</h2><dl><dt>Source</dt><dd>");
     put_text_or(b, k->source, "none");
-    admin__buf_str(b, "</dd><dt>Token</dt><dd>");
+    buf_append_str(b, "</dd><dt>Token</dt><dd>");
     if (!k->have_token) {
-        admin__buf_str(b, "<b class=\"bad\">none</b>");
+        buf_append_str(b, "<b class=\"bad\">none</b>");
     } else if (k->expires_s > 0) {
         bool expired = k->expires_s <= now;
-        admin__buf_str(b, expired ? "<b class=\"bad\">expired</b> "
+        buf_append_str(b, expired ? "<b class=\"bad\">expired</b> "
                                   : "<b class=\"ok\">valid</b>, expires ");
         put_when(b, k->expires_s, now);
     } else {
-        admin__buf_str(b, "<b class=\"ok\">present</b>, no expiry known");
+        buf_append_str(b, "<b class=\"ok\">present</b>, no expiry known");
     }
-    admin__buf_str(b, "</dd><dt>Last refresh</dt><dd>");
+    buf_append_str(b, "</dd><dt>Last refresh</dt><dd>");
     put_when(b, k->last_refresh_s, now);
     if (k->last_refresh_s > 0) {
-        admin__buf_str(b, k->last_refresh_ok ? " <b class=\"ok\">ok</b>"
+        buf_append_str(b, k->last_refresh_ok ? " <b class=\"ok\">ok</b>"
                                              : " <b class=\"bad\">failed</b>");
         if (!k->last_refresh_ok && k->last_refresh_error[0]) {
-            admin__buf_str(b, ": ");
-            admin__buf_html(b, k->last_refresh_error);
+            buf_append_str(b, ": ");
+            admin__append_html(b, k->last_refresh_error);
         }
     }
-    admin__buf_str(b, "</dd><dt>Last 401/403</dt><dd id=\"last-denied\">");
+    buf_append_str(b, "</dd><dt>Last 401/403</dt><dd id=\"last-denied\">");
     if (k->last_denied_s <= 0) {
-        admin__buf_str(b, "never");
+        buf_append_str(b, "never");
     } else {
-        admin__buf_printf(b, "<b class=\"bad\">%d</b> ",
+        buf_appendf(b, "<b class=\"bad\">%d</b> ",
                           k->last_denied_status);
         put_when(b, k->last_denied_s, now);
         if (k->last_denied_diagnosis[0]) {
-            admin__buf_str(b, ": ");
-            admin__buf_html(b, k->last_denied_diagnosis);
+            buf_append_str(b, ": ");
+            admin__append_html(b, k->last_denied_diagnosis);
         }
     }
-    admin__buf_str(b, "</dd></dl></section></div>\n");
+    buf_append_str(b, "</dd></dl></section></div>\n");
 }
 
-static void render_failed(struct admin__buf *b, const struct admin_status *st,
+static void render_failed(struct buf *b, const struct admin_status *st,
                           int64_t now)
 {
     uint64_t total = st->backlog[ADMIN_BACKLOG_FAILED].count;
     size_t n = st->failed_count < ADMIN_FAILED_MAX ? st->failed_count
                                                    : ADMIN_FAILED_MAX;
 
-    admin__buf_str(b, "<section id=\"failed\"><h2>Failed entries");
+    buf_append_str(b, "<section id=\"failed\"><h2>Failed entries");
     if (total > n)
-        admin__buf_printf(b, " (newest %zu of %" PRIu64 ")", n, total);
+        buf_appendf(b, " (newest %zu of %" PRIu64 ")", n, total);
     else if (n > 0)
-        admin__buf_printf(b, " (%zu)", n);
-    admin__buf_str(b, "</h2>");
+        buf_appendf(b, " (%zu)", n);
+    buf_append_str(b, "</h2>");
     if (n == 0) {
-        admin__buf_str(b, "<p class=\"empty\">No failed entries.</p>"
+        buf_append_str(b, "<p class=\"empty\">No failed entries.</p>"
                           "</section>\n");
         return;
     }
-    admin__buf_str(b, "<div class=\"scroll\"><table><thead><tr>"
+    buf_append_str(b, "<div class=\"scroll\"><table><thead><tr>"
                       "<th>Entry</th><th>Caller</th><th>Reason</th>"
                       "<th class=\"wide\">Study / SOP Instance UID</th>"
                       "<th class=\"n wide\">Size</th><th class=\"wide\">"
                       "Failed</th></tr></thead><tbody>");
     for (size_t i = 0; i < n; i++) {
         const struct admin_failed_entry *f = &st->failed[i];
-        admin__buf_str(b, "<tr class=\"failed-entry\"><td class=\"mono\">");
-        admin__buf_html(b, f->id);
-        admin__buf_str(b, "</td><td>");
-        admin__buf_html(b, f->calling_ae);
-        admin__buf_str(b, "</td><td class=\"reason\">");
+        buf_append_str(b, "<tr class=\"failed-entry\"><td class=\"mono\">");
+        admin__append_html(b, f->id);
+        buf_append_str(b, "</td><td>");
+        admin__append_html(b, f->calling_ae);
+        buf_append_str(b, "</td><td class=\"reason\">");
         put_text_or(b, f->reason, "no reason recorded");
-        admin__buf_str(b, "</td><td class=\"mono wide\">");
-        admin__buf_html(b, f->study_uid);
+        buf_append_str(b, "</td><td class=\"mono wide\">");
+        admin__append_html(b, f->study_uid);
         if (f->sop_uid[0]) {
-            admin__buf_str(b, "<br>");
-            admin__buf_html(b, f->sop_uid);
+            buf_append_str(b, "<br>");
+            admin__append_html(b, f->sop_uid);
         }
-        admin__buf_str(b, "</td><td class=\"n wide\">");
+        buf_append_str(b, "</td><td class=\"n wide\">");
         put_bytes(b, (double)f->bytes);
-        admin__buf_str(b, "</td><td class=\"t wide\">");
+        buf_append_str(b, "</td><td class=\"t wide\">");
         put_ago(b, f->failed_s, now);
-        admin__buf_str(b, "</td></tr>");
+        buf_append_str(b, "</td></tr>");
     }
-    admin__buf_str(b, "</tbody></table></div></section>\n");
+    buf_append_str(b, "</tbody></table></div></section>\n");
 }
 
-static void render_studies(struct admin__buf *b,
+static void render_studies(struct buf *b,
                            const struct admin_status *st, int64_t now)
 {
     size_t n = st->study_count < ADMIN_STUDIES_MAX ? st->study_count
                                                    : ADMIN_STUDIES_MAX;
     uint64_t total = st->studies_total > n ? st->studies_total : n;
 
-    admin__buf_str(b, "<section id=\"studies\"><h2>Studies in flight");
+    buf_append_str(b, "<section id=\"studies\"><h2>Studies in flight");
     if (total > n)
-        admin__buf_printf(b, " (most recent %zu of %" PRIu64 ")", n, total);
+        buf_appendf(b, " (most recent %zu of %" PRIu64 ")", n, total);
     else if (n > 0)
-        admin__buf_printf(b, " (%zu)", n);
-    admin__buf_str(b, "</h2>");
+        buf_appendf(b, " (%zu)", n);
+    buf_append_str(b, "</h2>");
     if (n == 0) {
-        admin__buf_str(b, "<p class=\"empty\">No study is waiting to be "
+        buf_append_str(b, "<p class=\"empty\">No study is waiting to be "
                           "delivered.</p></section>\n");
         return;
     }
-    admin__buf_str(b, "<div class=\"scroll\"><table><thead><tr>"
+    buf_append_str(b, "<div class=\"scroll\"><table><thead><tr>"
                       "<th>Study Instance UID</th><th>Caller</th>"
                       "<th class=\"n\">Received</th>"
                       "<th class=\"n\">Delivered</th>"
@@ -413,23 +413,23 @@ static void render_studies(struct admin__buf *b,
                       "<tbody>");
     for (size_t i = 0; i < n; i++) {
         const struct admin_study *s = &st->studies[i];
-        admin__buf_str(b, "<tr><td class=\"mono\">");
-        admin__buf_html(b, s->study_uid);
-        admin__buf_str(b, "</td><td>");
-        admin__buf_html(b, s->calling_ae);
-        admin__buf_printf(b, "</td><td class=\"n\">%" PRIu64 "</td>"
+        buf_append_str(b, "<tr><td class=\"mono\">");
+        admin__append_html(b, s->study_uid);
+        buf_append_str(b, "</td><td>");
+        admin__append_html(b, s->calling_ae);
+        buf_appendf(b, "</td><td class=\"n\">%" PRIu64 "</td>"
                           "<td class=\"n\">%" PRIu64 "</td>"
                           "<td class=\"n%s\">%" PRIu64 "</td>"
                           "<td class=\"t wide\">",
                           s->received, s->delivered,
                           s->failed ? " bad" : "", s->failed);
         put_ago(b, s->last_s, now);
-        admin__buf_str(b, "</td></tr>");
+        buf_append_str(b, "</td></tr>");
     }
-    admin__buf_str(b, "</tbody></table></div></section>\n");
+    buf_append_str(b, "</tbody></table></div></section>\n");
 }
 
-static void render_events(struct admin__buf *b, const struct admin_status *st)
+static void render_events(struct buf *b, const struct admin_status *st)
 {
     static const char *const levels[8] = {
         "emerg", "alert", "crit", "error", "warning", "notice", "info",
@@ -437,13 +437,13 @@ static void render_events(struct admin__buf *b, const struct admin_status *st)
     size_t n = st->event_count < ADMIN_EVENTS_MAX ? st->event_count
                                                   : ADMIN_EVENTS_MAX;
 
-    admin__buf_str(b, "<section id=\"events\"><h2>Recent events</h2>");
+    buf_append_str(b, "<section id=\"events\"><h2>Recent events</h2>");
     if (n == 0) {
-        admin__buf_str(b, "<p class=\"empty\">No events yet.</p>"
+        buf_append_str(b, "<p class=\"empty\">No events yet.</p>"
                           "</section>\n");
         return;
     }
-    admin__buf_str(b, "<div class=\"scroll\"><table><thead><tr>"
+    buf_append_str(b, "<div class=\"scroll\"><table><thead><tr>"
                       "<th>Time (UTC)</th><th>Level</th><th>Event</th>"
                       "</tr></thead><tbody>");
     for (size_t i = 0; i < n; i++) {
@@ -454,43 +454,43 @@ static void render_events(struct admin__buf *b, const struct admin_status *st)
         char when[32] = "";
         if (gmtime_r(&tt, &tm) != NULL)
             (void)strftime(when, sizeof(when), "%m-%d %H:%M:%S", &tm);
-        admin__buf_printf(b, "<tr><td class=\"t\">%s</td><td%s>%s</td>"
+        buf_appendf(b, "<tr><td class=\"t\">%s</td><td%s>%s</td>"
                           "<td class=\"mono\">", when,
                           lvl <= 3 ? " class=\"bad\""
                                    : lvl == 4 ? " class=\"warn\"" : "",
                           levels[lvl]);
-        admin__buf_html(b, e->text);
-        admin__buf_str(b, "</td></tr>");
+        admin__append_html(b, e->text);
+        buf_append_str(b, "</td></tr>");
     }
-    admin__buf_str(b, "</tbody></table></div></section>\n");
+    buf_append_str(b, "</tbody></table></div></section>\n");
 }
 
-static void render_footer(struct admin__buf *b,
+static void render_footer(struct buf *b,
                           const struct admin__page_opts *o)
 {
-    admin__buf_str(b, "<footer id=\"actions\"><p>");
+    buf_append_str(b, "<footer id=\"actions\"><p>");
     if (o->actions) {
-        admin__buf_str(b, "Actions (POST with the bearer token; a browser "
+        buf_append_str(b, "Actions (POST with the bearer token; a browser "
                           "form cannot send it):<br><code>curl -X POST -H "
                           "\"Authorization: Bearer $(cat TOKEN_FILE)\" ");
-        admin__buf_html(b, o->base_url);
-        admin__buf_str(b, "/actions/retry?id=ENTRY</code> retries one failed "
+        admin__append_html(b, o->base_url);
+        buf_append_str(b, "/actions/retry?id=ENTRY</code> retries one failed "
                           "entry;<br><code>curl -X POST -H \"Authorization: "
                           "Bearer $(cat TOKEN_FILE)\" ");
-        admin__buf_html(b, o->base_url);
-        admin__buf_str(b, "/actions/retry-all</code> retries them all.");
+        admin__append_html(b, o->base_url);
+        buf_append_str(b, "/actions/retry-all</code> retries them all.");
     } else {
-        admin__buf_str(b, "Actions are off (admin.allow_actions). "
+        buf_append_str(b, "Actions are off (admin.allow_actions). "
                           "<code>stowbridge queue retry</code> works on the "
                           "host.");
     }
-    admin__buf_str(b, "</p><p>Machine-readable: <a href=\"/metrics\">"
+    buf_append_str(b, "</p><p>Machine-readable: <a href=\"/metrics\">"
                       "/metrics</a> &middot; <a href=\"/healthz\">/healthz"
                       "</a> &middot; <a href=\"/readyz\">/readyz</a></p>"
                       "</footer>\n");
 }
 
-void admin__render_page(struct admin__buf *b, const struct admin_status *st,
+void admin__render_page(struct buf *b, const struct admin_status *st,
                         int64_t now_s, const struct admin__page_opts *opts)
 {
     render_head(b, st, opts);
@@ -502,5 +502,5 @@ void admin__render_page(struct admin__buf *b, const struct admin_status *st,
     render_studies(b, st, now_s);
     render_events(b, st);
     render_footer(b, opts);
-    admin__buf_str(b, "</main></body></html>\n");
+    buf_append_str(b, "</main></body></html>\n");
 }

@@ -310,14 +310,14 @@ int main(int argc, char **argv)
     rounds = 500;
     times = calloc((size_t)rounds, sizeof(*times));
     for (int i = 0; i < rounds; i++) {
-        struct admin__buf b;
+        struct buf b;
         uint64_t one = now_ns();
-        admin__buf_init(&b, ADMIN__PAGE_MAX);
+        buf_init(&b, ADMIN__PAGE_MAX);
         admin__render_page(&b, st, now, &opts);
         len = b.len;
         if (b.error)
             failures++;
-        admin__buf_free(&b);
+        buf_free(&b);
         times[i] = now_ns() - one;
     }
     qsort(times, (size_t)rounds, sizeof(*times), cmp_u64);

@@ -20,22 +20,22 @@
 
 static char *html_of(const char *s)
 {
-    struct admin__buf b;
+    struct buf b;
     size_t len;
 
-    admin__buf_init(&b, 4096);
-    admin__buf_html(&b, s);
-    return admin__buf_steal(&b, &len);
+    buf_init(&b, 4096);
+    admin__append_html(&b, s);
+    return buf_take(&b, &len);
 }
 
 static char *json_of(const char *s)
 {
-    struct admin__buf b;
+    struct buf b;
     size_t len;
 
-    admin__buf_init(&b, 4096);
-    admin__buf_json(&b, s);
-    return admin__buf_steal(&b, &len);
+    buf_init(&b, 4096);
+    admin__append_json(&b, s);
+    return buf_take(&b, &len);
 }
 
 #define CHECK_STR(got, want)                                               \
@@ -67,15 +67,15 @@ static void test_escaping(void)
 
 static void test_buf_ceiling(void)
 {
-    struct admin__buf b;
+    struct buf b;
     size_t len;
 
-    admin__buf_init(&b, 16);
-    admin__buf_str(&b, "0123456789");
+    buf_init(&b, 16);
+    buf_append_str(&b, "0123456789");
     CHECK(b.error == 0);
-    admin__buf_printf(&b, "%s", "0123456789");
+    buf_appendf(&b, "%s", "0123456789");
     CHECK(b.error == -E2BIG);
-    CHECK(admin__buf_steal(&b, &len) == NULL);
+    CHECK(buf_take(&b, &len) == NULL);
 
     char dst[6];
     admin_copy_text(dst, sizeof(dst), "ab\xe2\x82\xac" "cd");
@@ -167,12 +167,12 @@ static char *page_of(const struct admin_status *st, int64_t now, bool actions)
     struct admin__page_opts o = {.refresh_s = 15, .actions = actions,
                                  .token = actions,
                                  .base_url = "http://127.0.0.1:9475"};
-    struct admin__buf b;
+    struct buf b;
     size_t len;
 
-    admin__buf_init(&b, ADMIN__PAGE_MAX);
+    buf_init(&b, ADMIN__PAGE_MAX);
     admin__render_page(&b, st, now, &o);
-    return admin__buf_steal(&b, &len);
+    return buf_take(&b, &len);
 }
 
 static void test_page(void)
@@ -323,7 +323,7 @@ static void test_page_time(void)
 
 static void test_health_bodies(void)
 {
-    struct admin__buf b;
+    struct buf b;
     struct admin_ready r = {.dicom_listening = true,
                             .dicom_port = 104,
                             .spool_writable = true,
@@ -334,30 +334,30 @@ static void test_health_bodies(void)
     size_t len;
     char *t;
 
-    admin__buf_init(&b, 4096);
+    buf_init(&b, 4096);
     CHECK(admin__render_healthz(&b, 1500, 30000) == 200);
-    t = admin__buf_steal(&b, &len);
+    t = buf_take(&b, &len);
     CHECK_STR(t, "{\"status\":\"ok\",\"heartbeat_age_s\":1.500,"
                  "\"limit_s\":30.000}\n");
-    admin__buf_init(&b, 4096);
+    buf_init(&b, 4096);
     CHECK(admin__render_healthz(&b, 45000, 30000) == 503);
-    t = admin__buf_steal(&b, &len);
+    t = buf_take(&b, &len);
     CHECK_STR(t, "{\"status\":\"stale\",\"heartbeat_age_s\":45.000,"
                  "\"limit_s\":30.000,\"error\":\"the daemon loop has not "
                  "run for 45.0 s (limit 30.0 s)\"}\n");
 
-    admin__buf_init(&b, 4096);
+    buf_init(&b, 4096);
     CHECK(admin__render_readyz(&b, &r, 1100) == 200);
-    t = admin__buf_steal(&b, &len);
+    t = buf_take(&b, &len);
     CHECK_STR(t, "{\"ready\":true,\"checks\":{\"dicom_port\":\"ok\","
                  "\"spool\":\"ok\",\"destination\":\"ok\"}}\n");
     /* Exactly at the window: still ready; one second later: not. */
-    admin__buf_init(&b, 4096);
+    buf_init(&b, 4096);
     CHECK(admin__render_readyz(&b, &r, 1300) == 200);
-    admin__buf_free(&b);
-    admin__buf_init(&b, 4096);
+    buf_free(&b);
+    buf_init(&b, 4096);
     CHECK(admin__render_readyz(&b, &r, 1301) == 503);
-    t = admin__buf_steal(&b, &len);
+    t = buf_take(&b, &len);
     CHECK(t && strstr(t, "\"destination\":\"the DICOMweb server last "
                          "answered a request with a valid token 301 s ago "
                          "(admin.ready_window_s is 300)\""));
@@ -369,9 +369,9 @@ static void test_health_bodies(void)
                     "openat() 'tmp/x' failed: \"Read-only file system\"");
     r.dicom_listening = false;
     r.destination_ok_s = 0;
-    admin__buf_init(&b, 4096);
+    buf_init(&b, 4096);
     CHECK(admin__render_readyz(&b, &r, 1100) == 503);
-    t = admin__buf_steal(&b, &len);
+    t = buf_take(&b, &len);
     CHECK_STR(t, "{\"ready\":false,\"checks\":{\"dicom_port\":\"the DICOM "
                  "port 104 is not listening\",\"spool\":\"the spool is not "
                  "writable: openat() 'tmp/x' failed: \\\"Read-only file "
@@ -379,9 +379,9 @@ static void test_health_bodies(void)
                  "DICOMweb server with a valid token yet\"}}\n");
     r.spool_writable = true;
     r.spool_free_bytes = 0;
-    admin__buf_init(&b, 4096);
+    buf_init(&b, 4096);
     CHECK(admin__render_readyz(&b, &r, 1100) == 503);
-    t = admin__buf_steal(&b, &len);
+    t = buf_take(&b, &len);
     CHECK(t && strstr(t, "\"spool\":\"0 MiB free on the spool, below "
                          "spool.min_free_mb (1024 MiB)\""));
     free(t);

@@ -1,109 +1,13 @@
 /*
- * buf - the capped text buffer of the admin module and its escapes (see
- * admin_int.h), and admin_copy_text() (admin.h).
+ * escape - the admin module's HTML and JSON escapes, appended to a
+ * base/buf buffer (see admin_int.h), and admin_copy_text() (admin.h).
  */
 #include "admin_int.h"
 
-#include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #define REPLACEMENT "\xef\xbf\xbd" /* U+FFFD */
-
-void admin__buf_init(struct admin__buf *b, size_t max)
-{
-    memset(b, 0, sizeof(*b));
-    b->max = max;
-}
-
-void admin__buf_free(struct admin__buf *b)
-{
-    free(b->p);
-    memset(b, 0, sizeof(*b));
-}
-
-static void reserve(struct admin__buf *b, size_t more)
-{
-    size_t cap;
-    char *p;
-
-    if (b->error)
-        return;
-    if (more > b->max || b->len + more + 1 > b->max) {
-        b->error = -E2BIG;
-        return;
-    }
-    if (b->len + more + 1 <= b->cap)
-        return;
-    cap = b->cap ? b->cap : 1024;
-    while (cap < b->len + more + 1)
-        cap *= 2;
-    if (cap > b->max)
-        cap = b->max;
-    p = realloc(b->p, cap);
-    if (p == NULL) {
-        b->error = -ENOMEM;
-        return;
-    }
-    b->p = p;
-    b->cap = cap;
-}
-
-char *admin__buf_steal(struct admin__buf *b, size_t *ret_len)
-{
-    char *p;
-
-    reserve(b, 0);
-    if (b->error) {
-        admin__buf_free(b);
-        return NULL;
-    }
-    p = b->p;
-    b->p[b->len] = '\0';
-    *ret_len = b->len;
-    memset(b, 0, sizeof(*b));
-    return p;
-}
-
-void admin__buf_put(struct admin__buf *b, const char *s, size_t n)
-{
-    reserve(b, n);
-    if (b->error)
-        return;
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-void admin__buf_str(struct admin__buf *b, const char *s)
-{
-    admin__buf_put(b, s, strlen(s));
-}
-
-void admin__buf_printf(struct admin__buf *b, const char *fmt, ...)
-{
-    va_list ap;
-    int n;
-
-    if (b->error)
-        return;
-    va_start(ap, fmt);
-    n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        b->error = -EINVAL;
-        return;
-    }
-    reserve(b, (size_t)n);
-    if (b->error)
-        return;
-    va_start(ap, fmt);
-    (void)vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
 
 size_t admin__utf8_sequence(const unsigned char *p)
 {
@@ -154,7 +58,7 @@ static const char *html_entity(unsigned char c)
     return NULL;
 }
 
-void admin__buf_html(struct admin__buf *b, const char *s)
+void admin__append_html(struct buf *b, const char *s)
 {
     const unsigned char *p = (const unsigned char *)s;
     const unsigned char *run = p;
@@ -171,21 +75,21 @@ void admin__buf_html(struct admin__buf *b, const char *s)
             p += n;
             continue;
         }
-        admin__buf_put(b, (const char *)run, (size_t)(p - run));
-        admin__buf_str(b, rep);
+        buf_append(b, (const char *)run, (size_t)(p - run));
+        buf_append_str(b, rep);
         p += n ? n : 1;
         run = p;
     }
-    admin__buf_put(b, (const char *)run, (size_t)(p - run));
+    buf_append(b, (const char *)run, (size_t)(p - run));
 }
 
-void admin__buf_json(struct admin__buf *b, const char *s)
+void admin__append_json(struct buf *b, const char *s)
 {
     const unsigned char *p = (const unsigned char *)s;
     const unsigned char *run = p;
     char esc[8];
 
-    admin__buf_put(b, "\"", 1);
+    buf_append(b, "\"", 1);
     while (*p) {
         const char *rep = NULL;
         size_t n = admin__utf8_sequence(p);
@@ -208,13 +112,13 @@ void admin__buf_json(struct admin__buf *b, const char *s)
             p += n;
             continue;
         }
-        admin__buf_put(b, (const char *)run, (size_t)(p - run));
-        admin__buf_str(b, rep);
+        buf_append(b, (const char *)run, (size_t)(p - run));
+        buf_append_str(b, rep);
         p += n ? n : 1;
         run = p;
     }
-    admin__buf_put(b, (const char *)run, (size_t)(p - run));
-    admin__buf_put(b, "\"", 1);
+    buf_append(b, (const char *)run, (size_t)(p - run));
+    buf_append(b, "\"", 1);
 }
 
 void admin_copy_text(char *dst, size_t cap, const char *src)
