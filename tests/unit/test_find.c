@@ -13,6 +13,7 @@
 #include "dicom/dataset.h"
 #include "dicom/tags.h"
 #include "tap.h"
+#include "web/qido.h"
 
 /* ------------------------------------------------------------------ */
 /* A scripted server                                                   */
@@ -160,7 +161,7 @@ static struct ds *study_query(const char *name)
     ds_put(q, DCM_TAG_StudyInstanceUID, "UI", NULL);
     ds_put(q, DCM_TAG_PatientName, "PN", name);
     ds_put(q, DCM_TAG_PatientID, "LO", NULL);
-    ds_put(q, DS_TAG(0x0008, 0x0005), "CS", "ISO_IR 192");
+    ds_put(q, DCM_TAG_SpecificCharacterSet, "CS", "ISO_IR 192");
     return q;
 }
 
@@ -179,7 +180,7 @@ static void test_paging(void)
     CHECK(r.first != NULL && r.first->count == 4 &&
           strcmp(ds_value(r.first, DCM_TAG_QueryRetrieveLevel), "STUDY") == 0 &&
           strcmp(ds_value(r.first, DCM_TAG_PatientID), "ID0000") == 0 &&
-          ds_get(r.first, DS_TAG(0x0008, 0x0005)) == NULL);
+          ds_get(r.first, DCM_TAG_SpecificCharacterSet) == NULL);
     ds_free(r.first);
     CHECK_MSG(strstr(f.first_url, "/studies?00100010=NAME*&includefield=") ==
                   f.first_url,
@@ -267,6 +268,30 @@ static void test_failures(void)
     run_find(svc, SCP_FIND_PATIENT_ROOT, bad, 0, &r);
     CHECK(r.status == 0xA900 && f.requests == 0);
     ds_free(bad);
+
+    /* A key too long for a QIDO-RS URL: refused, nothing asked. */
+    {
+        size_t n = 100 * 1024;   /* 300 KiB once percent-encoded */
+        char *big = malloc(n + 1);
+        CHECK(big != NULL);
+        memset(big, '&', n);
+        big[n] = '\0';
+        bad = study_query(big);
+        run_find(svc, SCP_FIND_STUDY_ROOT, bad, 0, &r);
+        CHECK_MSG(r.status == 0xA700 && strstr(r.comment, "too long") != NULL &&
+                      f.requests == 0,
+                  "%04x '%s'", r.status, r.comment);
+        ds_free(bad);
+        /* Just under the ceiling it is asked. */
+        big[QIDO_URL_MAX / 3 - 1024] = '\0';
+        bad = study_query(big);
+        run_find(svc, SCP_FIND_STUDY_ROOT, bad, 0, &r);
+        CHECK_MSG(r.status == 0x0000 && f.requests == 1, "%04x '%s'",
+                  r.status, r.comment);
+        ds_free(r.first);
+        ds_free(bad);
+        free(big);
+    }
     find_service_free(svc);
 }
 
@@ -285,7 +310,7 @@ static void test_urls(void)
     ds_put(q, DCM_TAG_StudyTime, "TM", "0800-1200");
     ds_put(q, DCM_TAG_AccessionNumber, "SH", "A+1");
     ds_put(q, DCM_TAG_StudyInstanceUID, "UI", "1.2.3\\1.2.4");
-    ds_put(q, DS_TAG(0x0008, 0x1032), "SQ", NULL);
+    ds_put(q, DCM_TAG_ProcedureCodeSequence, "SQ", NULL);
 
     run_find(std, SCP_FIND_STUDY_ROOT, q, 0, &r);
     CHECK_MSG(strcmp(f.last_url,
@@ -315,7 +340,7 @@ static void test_urls(void)
     ds_put(q, DCM_TAG_QueryRetrieveLevel, "CS", "SERIES");
     ds_put(q, DCM_TAG_StudyInstanceUID, "UI", "1.2.3");
     ds_put(q, DCM_TAG_SeriesInstanceUID, "UI", NULL);
-    ds_put(q, DS_TAG(0x0008, 0x0060), "CS", "CT");
+    ds_put(q, DCM_TAG_Modality, "CS", "CT");
     run_find(std, SCP_FIND_STUDY_ROOT, q, 0, &r);
     CHECK_MSG(strncmp(f.last_url, "/studies/1.2.3/series?00080060=CT&", 34) ==
                   0,
@@ -324,7 +349,7 @@ static void test_urls(void)
     ds_put(q, DCM_TAG_QueryRetrieveLevel, "CS", "IMAGE");
     ds_put(q, DCM_TAG_SeriesInstanceUID, "UI", "1.2.3.4");
     ds_put(q, DCM_TAG_SOPInstanceUID, "UI", NULL);
-    ds_remove(q, DS_TAG(0x0008, 0x0060));
+    ds_remove(q, DCM_TAG_Modality);
     run_find(az, SCP_FIND_STUDY_ROOT, q, 0, &r);
     CHECK_MSG(strcmp(f.last_url, "/studies/1.2.3/series/1.2.3.4/instances?"
                                  "includefield=all&limit=200&offset=0") == 0,
@@ -351,14 +376,14 @@ static void test_patient_level(void)
     ds_put(q, DCM_TAG_PatientName, "PN", "*");
     ds_put(q, DCM_TAG_PatientID, "LO", NULL);
     ds_put(q, DCM_TAG_NumberOfPatientRelatedStudies, "IS", NULL);
-    ds_put(q, DS_TAG(0x0020, 0x1204), "IS", NULL);
+    ds_put(q, DCM_TAG_NumberOfPatientRelatedInstances, "IS", NULL);
     run_find(svc, SCP_FIND_PATIENT_ROOT, q, 0, &r);
     CHECK_MSG(r.answers == 10 && r.status == 0, "%u", r.answers);
     CHECK(
         r.first != NULL &&
         strcmp(ds_value(r.first, DCM_TAG_NumberOfPatientRelatedStudies), "3") ==
             0 &&
-        strcmp(ds_value(r.first, DS_TAG(0x0020, 0x1204)), "15") == 0 &&
+        strcmp(ds_value(r.first, DCM_TAG_NumberOfPatientRelatedInstances), "15") == 0 &&
         strcmp(ds_value(r.first, DCM_TAG_QueryRetrieveLevel), "PATIENT") == 0 &&
         ds_get(r.first, DCM_TAG_StudyInstanceUID) == NULL);
     CHECK(f.requests == 5);   /* every page before the first answer */
