@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/buf.h"
 #include "base/util.h"
 #include "dicom/redact.h"
 #include "http.h"
@@ -204,8 +205,7 @@ int64_t dicomweb_parse_retry_after(const char *value, int64_t now_s)
 
 struct dicomweb_sink {
     const struct dicomweb_request *req;
-    struct dicomweb_reply *reply;
-    size_t cap;
+    struct buf body; /* up to DICOMWEB_MAX_RESPONSE bytes and the NUL */
     bool overflow;
     bool hook_refused;
 };
@@ -213,7 +213,6 @@ struct dicomweb_sink {
 static size_t dicomweb_on_body(char *data, size_t size, size_t nmemb, void *arg)
 {
     struct dicomweb_sink *sink = arg;
-    struct dicomweb_reply *reply = sink->reply;
     size_t n = size * nmemb;
 
     if (sink->req->on_body != NULL) {
@@ -222,21 +221,12 @@ static size_t dicomweb_on_body(char *data, size_t size, size_t nmemb, void *arg)
             sink->hook_refused = true;
         return taken;
     }
-    if (reply->body_len + n > DICOMWEB_MAX_RESPONSE) {
+    if (sink->overflow || sink->body.len + n >= sink->body.max) {
         sink->overflow = true;
         return n; /* keep reading, stop storing: the status still counts */
     }
-    if (reply->body_len + n + 1 > sink->cap) {
-        size_t cap = (reply->body_len + n + 1) * 2;
-        char *grown = realloc(reply->body, cap);
-        if (grown == NULL)
-            return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
-        reply->body = grown;
-        sink->cap = cap;
-    }
-    memcpy(reply->body + reply->body_len, data, n);
-    reply->body_len += n;
-    reply->body[reply->body_len] = '\0';
+    if (buf_append(&sink->body, data, n) < 0)
+        return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
     return n;
 }
 
@@ -293,7 +283,7 @@ static int dicomweb_attempt(struct dicomweb *dw, struct dicomweb_conn *conn,
                             const struct dicomweb_request *req,
                             const char *token, struct dicomweb_reply *reply)
 {
-    struct dicomweb_sink sink = {req, reply, 0, false, false};
+    struct dicomweb_sink sink = {.req = req};
     struct curl_slist *headers = NULL;
     struct curl_slist *grown;
     CURL *c = conn->curl;
@@ -303,6 +293,7 @@ static int dicomweb_attempt(struct dicomweb *dw, struct dicomweb_conn *conn,
     CURLcode rc;
     int r = 0;
 
+    buf_init(&sink.body, DICOMWEB_MAX_RESPONSE + 1);
     curl_easy_reset(c);
     http_setup(c, dw->timeout_s,
                req->deadline_s > 0 ? req->deadline_s : (long)dw->timeout_s,
@@ -375,12 +366,13 @@ static int dicomweb_attempt(struct dicomweb *dw, struct dicomweb_conn *conn,
             goto out;
         }
     }
-    if (reply->body == NULL && req->on_body == NULL) {
-        reply->body = strdup("");
+    if (req->on_body == NULL) {
+        reply->body = buf_take(&sink.body, &reply->body_len);
         if (reply->body == NULL)
             r = -ENOMEM;
     }
 out:
+    buf_free(&sink.body);
     if (req->release != NULL)
         req->release(req->ctx);
     /* The header list holds copies: the Authorization one is wiped. */

@@ -504,6 +504,42 @@ static void test_failures_and_hooks(void)
     dicomweb_free(dw);
 }
 
+/* An answer over DICOMWEB_MAX_RESPONSE: an error for a search, cut (with
+ * a note) for STOW-RS, whose status is what counts. */
+static void test_answer_cap(void)
+{
+    size_t body_len = DICOMWEB_MAX_RESPONSE + 10;
+    char *answer = malloc(body_len + 128);
+    struct script sc = {{answer}, 1, 0};
+    struct http_stub stub;
+    struct dicomweb *dw;
+    struct dicomweb_reply rep;
+    int n;
+
+    CHECK(answer != NULL);
+    if (answer == NULL)
+        return;
+    n = snprintf(answer, 128, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n",
+                 body_len);
+    memset(answer + n, 'j', body_len);
+    answer[n + (int)body_len] = '\0';
+    CHECK(http_stub_start(&stub, scripted_reply, &sc) == 0);
+    dw = client_for(&stub, NULL);
+    CHECK(dicomweb_search(dw, "/studies", &rep) == -EMSGSIZE);
+    CHECK(rep.http_status == 200 && strstr(rep.error, "over") != NULL);
+    dicomweb_reply_free(&rep);
+    CHECK(dicomweb_stow(dw, "1.2.3", NULL, 0, &rep) == 0);
+    CHECK_MSG(rep.http_status == 200 && rep.body != NULL &&
+                  rep.body_len < DICOMWEB_MAX_RESPONSE &&
+                  strstr(rep.error, "cut") != NULL,
+              "%ld %zu '%s'", rep.http_status, rep.body_len, rep.error);
+    dicomweb_reply_free(&rep);
+    http_stub_stop(&stub);
+    http_stub_free(&stub);
+    dicomweb_free(dw);
+    free(answer);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -518,6 +554,7 @@ int main(void)
     test_pool_reuse();
     test_token_failure_sends_nothing();
     test_failures_and_hooks();
+    test_answer_cap();
     http_stub_stop(&token_stub);
     http_stub_free(&token_stub);
     curl_global_cleanup();
