@@ -238,6 +238,12 @@ static size_t dicomweb_on_header(char *data, size_t size, size_t nmemb,
     static const char warning[] = "warning:";
     char value[128];
 
+    /* A new status line (after a 100 Continue, say) starts afresh. */
+    if (n >= 5 && strncmp(data, "HTTP/", 5) == 0) {
+        reply->retry_after_s = -1;
+        reply->more_results = false;
+        reply->location[0] = '\0';
+    }
     /* PS3.18 8.3.4.4: "Warning: 299 <service>: There are <n> additional
      * results that can be requested". */
     if (n > sizeof(warning) - 1 &&

@@ -16,12 +16,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include <curl/curl.h>
 
 #include "dicomweb.h"
+#include "http.h"
 #include "multipart.h"
 #include "partfile.h"
 #include "base/util.h"
@@ -440,23 +440,14 @@ static size_t wado_on_header(char *data, size_t size, size_t nmemb, void *arg)
 {
     struct wado_fetch *f = arg;
     size_t n = size * nmemb;
-    static const char name[] = "retry-after:";
+    char value[128];
 
     /* A new status line (after a 100 Continue, say) starts afresh. */
     if (n >= 5 && strncmp(data, "HTTP/", 5) == 0)
         f->res->retry_after_s = -1;
-    if (n > sizeof(name) - 1 &&
-        strncasecmp(data, name, sizeof(name) - 1) == 0) {
-        char value[128];
-        size_t len = n - (sizeof(name) - 1);
-        if (len >= sizeof(value))
-            len = sizeof(value) - 1;
-        memcpy(value, data + sizeof(name) - 1, len);
-        value[len] = '\0';
-        value[strcspn(value, "\r\n")] = '\0';
+    if (http_header_value(data, n, "retry-after", value, sizeof(value)))
         f->res->retry_after_s =
             dicomweb_parse_retry_after(value, (int64_t)time(NULL));
-    }
     return n;
 }
 

@@ -5,10 +5,12 @@
  * endpoint); a second 401 is the answer; a 403 gives the diagnosis from
  * the token's claims, due in the log once per rate-limit period; the
  * secrets of a failed exchange are gathered; Retry-After in seconds and as
- * an HTTP-date; the pool reuses one handle; a token failure sends nothing;
+ * an HTTP-date; the pool reuses one handle, and threads sharing a client
+ * never need more handles than run at once; a token failure sends nothing;
  * transport failure, cancel, and the request hooks.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -355,6 +357,53 @@ static void test_pool_reuse(void)
     dicomweb_free(dw);
 }
 
+#define THREADS 4
+#define PER_THREAD 5
+
+static atomic_int concurrent_ok;
+
+static void *search_many(void *arg)
+{
+    struct dicomweb *dw = arg;
+
+    for (int i = 0; i < PER_THREAD; i++) {
+        struct dicomweb_reply rep;
+        if (dicomweb_search(dw, "/studies", &rep) == 0 &&
+            rep.http_status == 200)
+            atomic_fetch_add(&concurrent_ok, 1);
+        dicomweb_reply_free(&rep);
+    }
+    return NULL;
+}
+
+/* Threads share one client: each request has a handle of its own, the
+ * pool never makes more than run at once. */
+static void test_pool_threads(void)
+{
+    struct script sc = {{OK_EMPTY}, 1, 0};
+    struct oauth_source *src = static_source("shared-tok");
+    struct http_stub stub;
+    struct dicomweb *dw;
+    pthread_t threads[THREADS];
+
+    CHECK(http_stub_start(&stub, scripted_reply, &sc) == 0);
+    dw = client_for(&stub, src);
+    atomic_store(&concurrent_ok, 0);
+    for (int i = 0; i < THREADS; i++)
+        CHECK(pthread_create(&threads[i], NULL, search_many, dw) == 0);
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(threads[i], NULL);
+    CHECK(atomic_load(&concurrent_ok) == THREADS * PER_THREAD);
+    CHECK(atomic_load(&stub.requests) == THREADS * PER_THREAD);
+    CHECK_MSG(dicomweb_handles_made(dw) >= 1 &&
+                  dicomweb_handles_made(dw) <= THREADS,
+              "%u", dicomweb_handles_made(dw));
+    http_stub_stop(&stub);
+    http_stub_free(&stub);
+    dicomweb_free(dw);
+    oauth_source_free(src);
+}
+
 static void test_token_failure_sends_nothing(void)
 {
     struct script sc = {{OK_EMPTY}, 1, 0};
@@ -552,6 +601,7 @@ int main(void)
     test_403_diagnosis();
     test_retry_after();
     test_pool_reuse();
+    test_pool_threads();
     test_token_failure_sends_nothing();
     test_failures_and_hooks();
     test_answer_cap();
