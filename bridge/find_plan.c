@@ -261,135 +261,175 @@ static void includefield_list(const struct ds *request,
     }
 }
 
-int find__plan(const struct ds *request, enum find_level query_level,
-               enum find_profile profile, struct find_plan *ret_plan)
+/* Where a C-FIND is asked: the resource, the levels its path implies
+ * (their keys are matched by the path), the levels Azure filters there,
+ * and the unique key of the level. */
+struct plan_resource {
+    char path[256];
+    int nested;
+    int azure_levels;
+    uint32_t unique_tag;
+};
+
+static void plan_resource(const struct ds *request, enum find_level query_level,
+                          struct plan_resource *ret)
 {
-    struct find_plan plan = {NULL, NULL, 0};
-    bool azure = profile == FIND_PROFILE_AZURE;
     const char *study = single_uid(request, DCM_TAG_StudyInstanceUID);
     const char *series = single_uid(request, DCM_TAG_SeriesInstanceUID);
-    struct qido_url url;
-    char path[256];
-    char tag_text[9];
-    int nested = 0;   /* levels implied by the path */
-    int azure_levels; /* levels Azure filters there */
-    int r;
 
+    ret->nested = 0;
     switch (query_level) {
     case FIND_LEVEL_PATIENT:
     case FIND_LEVEL_STUDY:
-        snprintf(path, sizeof(path), "/studies");
-        azure_levels = 1 << FIND_LEVEL_STUDY;
-        plan.unique_tag = DCM_TAG_StudyInstanceUID;
+        snprintf(ret->path, sizeof(ret->path), "/studies");
+        ret->azure_levels = 1 << FIND_LEVEL_STUDY;
+        ret->unique_tag = DCM_TAG_StudyInstanceUID;
         break;
     case FIND_LEVEL_SERIES:
         if (study != NULL) {
-            snprintf(path, sizeof(path), "/studies/%s/series", study);
-            nested = 1 << FIND_LEVEL_STUDY;
-            azure_levels = 1 << FIND_LEVEL_SERIES;
+            snprintf(ret->path, sizeof(ret->path), "/studies/%s/series", study);
+            ret->nested = 1 << FIND_LEVEL_STUDY;
+            ret->azure_levels = 1 << FIND_LEVEL_SERIES;
         } else {
-            snprintf(path, sizeof(path), "/series");
-            azure_levels = 1 << FIND_LEVEL_STUDY | 1 << FIND_LEVEL_SERIES;
+            snprintf(ret->path, sizeof(ret->path), "/series");
+            ret->azure_levels = 1 << FIND_LEVEL_STUDY | 1 << FIND_LEVEL_SERIES;
         }
-        plan.unique_tag = DCM_TAG_SeriesInstanceUID;
+        ret->unique_tag = DCM_TAG_SeriesInstanceUID;
         break;
     case FIND_LEVEL_IMAGE:
     default:
         if (study != NULL && series != NULL) {
-            snprintf(path, sizeof(path), "/studies/%s/series/%s/instances",
-                     study, series);
-            nested = 1 << FIND_LEVEL_STUDY | 1 << FIND_LEVEL_SERIES;
-            azure_levels = 1 << FIND_LEVEL_IMAGE;
+            snprintf(ret->path, sizeof(ret->path),
+                     "/studies/%s/series/%s/instances", study, series);
+            ret->nested = 1 << FIND_LEVEL_STUDY | 1 << FIND_LEVEL_SERIES;
+            ret->azure_levels = 1 << FIND_LEVEL_IMAGE;
         } else if (study != NULL) {
-            snprintf(path, sizeof(path), "/studies/%s/instances", study);
-            nested = 1 << FIND_LEVEL_STUDY;
-            azure_levels = 1 << FIND_LEVEL_SERIES | 1 << FIND_LEVEL_IMAGE;
+            snprintf(ret->path, sizeof(ret->path), "/studies/%s/instances",
+                     study);
+            ret->nested = 1 << FIND_LEVEL_STUDY;
+            ret->azure_levels = 1 << FIND_LEVEL_SERIES | 1 << FIND_LEVEL_IMAGE;
         } else {
-            snprintf(path, sizeof(path), "/instances");
-            azure_levels = 1 << FIND_LEVEL_STUDY | 1 << FIND_LEVEL_SERIES |
-                           1 << FIND_LEVEL_IMAGE;
+            snprintf(ret->path, sizeof(ret->path), "/instances");
+            ret->azure_levels = 1 << FIND_LEVEL_STUDY | 1 << FIND_LEVEL_SERIES |
+                                1 << FIND_LEVEL_IMAGE;
         }
-        plan.unique_tag = DCM_TAG_SOPInstanceUID;
+        ret->unique_tag = DCM_TAG_SOPInstanceUID;
         break;
     }
+}
 
+/* Whether the key @key (with a condition) is sent to a server of
+ * @profile at @res. */
+static bool plan_sendable(const struct ds_attr *key,
+                          enum find_level query_level,
+                          enum find_profile profile,
+                          const struct plan_resource *res)
+{
+    bool send;
+
+    if (profile == FIND_PROFILE_AZURE)
+        return !match_vr_is(key->vr, "SQ") &&
+               azure_sendable(key, res->azure_levels);
+    send = standard_sendable(key, query_level, res->nested);
+    if (send && profile == FIND_PROFILE_ORTHANC)
+        send = survives_without_decoding(key->value) ||
+               (match_vr_is(key->vr, "UI") &&
+                strspn(key->value, "0123456789.\\") == strlen(key->value));
+    return send;
+}
+
+/* Appends @key as a match parameter; a UID list is comma-separated in
+ * QIDO-RS (PS3.18 8.3.4.1). Returns 0 or -ENOMEM. */
+static int plan_add_match(struct qido_url *url, const struct ds_attr *key,
+                          enum find_profile profile)
+{
+    char tag_text[9];
+    char *list;
+
+    qido_tag_text(key->tag, tag_text);
+    if (!match_vr_is(key->vr, "UI") || strchr(key->value, '\\') == NULL) {
+        qido_url_add(url, tag_text, key->value,
+                     profile == FIND_PROFILE_ORTHANC ? QIDO_RAW_CARET : 0);
+        return 0;
+    }
+    list = strdup(key->value);
+    if (list == NULL)
+        return -ENOMEM;
+    for (char *p = list; *p; p++)
+        if (*p == '\\')
+            *p = ',';
+    qido_url_add(url, tag_text, list, QIDO_RAW_COMMAS);
+    free(list);
+    return 0;
+}
+
+/* What to return: every key asked for (standard), or everything (Azure,
+ * whose includefield names are a narrower list and answer 400 for any
+ * other). Returns 0, -ENOMEM or -E2BIG. */
+static int plan_add_includefield(struct qido_url *url, const struct ds *request,
+                                 enum find_level query_level,
+                                 enum find_profile profile, uint32_t unique_tag)
+{
+    struct buf list;
+    int r;
+
+    if (profile == FIND_PROFILE_AZURE) {
+        qido_url_add(url, "includefield", "all", 0);
+        return 0;
+    }
+    buf_init(&list, FIND_INCLUDEFIELD_MAX);
+    includefield_list(request, query_level, unique_tag, &list);
+    r = buf_error(&list);
+    if (r == 0 && list.len > 0)
+        qido_url_add(url, "includefield", buf_text(&list), QIDO_RAW_COMMAS);
+    buf_free(&list);
+    return r;
+}
+
+int find__plan(const struct ds *request, enum find_level query_level,
+               enum find_profile profile, struct find_plan *ret_plan)
+{
+    struct find_plan plan = {NULL, NULL, 0};
+    struct plan_resource res;
+    struct qido_url url;
+    int r = 0;
+
+    plan_resource(request, query_level, &res);
+    plan.unique_tag = res.unique_tag;
     plan.server_matched = calloc(request->count + 1, sizeof(bool));
     if (plan.server_matched == NULL)
         return -ENOMEM;
-    qido_url_init(&url, path);
-    for (size_t i = 0; i < request->count; i++) {
+    qido_url_init(&url, res.path);
+    for (size_t i = 0; i < request->count && r == 0; i++) {
         const struct ds_attr *key = &request->attrs[i];
         enum find_level level = find__attr_level(key->tag, query_level);
-        bool send;
 
         if (tag_is_local(key->tag))
             continue;
         if (level == FIND_LEVEL_PATIENT)
             level = FIND_LEVEL_STUDY;
         /* The UIDs named in the path are matched by the path. */
-        if ((nested & (1 << level)) != 0 &&
+        if ((res.nested & (1 << level)) != 0 &&
             (key->tag == DCM_TAG_StudyInstanceUID ||
              key->tag == DCM_TAG_SeriesInstanceUID)) {
             plan.server_matched[i] = true;
             continue;
         }
-        if (!match_key_has_condition(key))
+        if (!match_key_has_condition(key) ||
+            !plan_sendable(key, query_level, profile, &res))
             continue;
-        send = azure ? !match_vr_is(key->vr, "SQ") &&
-                           azure_sendable(key, azure_levels)
-                     : standard_sendable(key, query_level, nested);
-        if (send && profile == FIND_PROFILE_ORTHANC)
-            send = survives_without_decoding(key->value) ||
-                   (match_vr_is(key->vr, "UI") &&
-                    strspn(key->value, "0123456789.\\") == strlen(key->value));
-        if (!send)
-            continue;
-        qido_tag_text(key->tag, tag_text);
-        if (match_vr_is(key->vr, "UI") && strchr(key->value, '\\') != NULL) {
-            /* A UID list: comma-separated in QIDO-RS (8.3.4.1). */
-            char *list = strdup(key->value);
-            if (list == NULL) {
-                qido_url_free(&url);
-                free(plan.server_matched);
-                return -ENOMEM;
-            }
-            for (char *p = list; *p; p++)
-                if (*p == '\\')
-                    *p = ',';
-            qido_url_add(&url, tag_text, list, QIDO_RAW_COMMAS);
-            free(list);
-        } else {
-            qido_url_add(&url, tag_text, key->value,
-                         profile == FIND_PROFILE_ORTHANC ? QIDO_RAW_CARET : 0);
-        }
-        plan.server_matched[i] = true;
+        r = plan_add_match(&url, key, profile);
+        plan.server_matched[i] = r == 0;
     }
-
-    /* What to return: every key asked for (standard), or everything
-     * (Azure, whose includefield names are a narrower list and answer 400
-     * for any other). */
-    if (azure) {
-        qido_url_add(&url, "includefield", "all", 0);
-    } else {
-        struct buf list;
-
-        buf_init(&list, FIND_INCLUDEFIELD_MAX);
-        includefield_list(request, query_level, plan.unique_tag, &list);
-        r = buf_error(&list);
-        if (r == 0 && list.len > 0)
-            qido_url_add(&url, "includefield", buf_text(&list),
-                         QIDO_RAW_COMMAS);
-        buf_free(&list);
-        if (r < 0) {
-            qido_url_free(&url);
-            free(plan.server_matched);
-            return r;
-        }
-    }
-    plan.query_base = qido_url_take(&url, &r);
+    if (r == 0)
+        r = plan_add_includefield(&url, request, query_level, profile,
+                                  plan.unique_tag);
+    if (r == 0)
+        plan.query_base = qido_url_take(&url, &r);
+    qido_url_free(&url);
     if (plan.query_base == NULL) {
         free(plan.server_matched);
-        return r;
+        return r < 0 ? r : -ENOMEM;
     }
     *ret_plan = plan;
     return 0;
