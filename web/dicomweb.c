@@ -281,6 +281,43 @@ static int dicomweb_curl_errno(CURLcode rc)
                                             : -ECONNABORTED;
 }
 
+/* Frees a header list, wiping every entry first: one holds the token. */
+static void dicomweb_headers_free(struct curl_slist *headers)
+{
+    for (struct curl_slist *h = headers; h != NULL; h = h->next)
+        explicit_bzero(h->data, strlen(h->data));
+    curl_slist_free_all(headers);
+}
+
+/* "Accept: @accept" and, unless @token is NULL, "Authorization: Bearer
+ * @token"; NULL on out-of-memory. */
+static struct curl_slist *dicomweb_headers(const char *accept,
+                                           const char *token)
+{
+    struct curl_slist *headers = NULL;
+    struct curl_slist *grown;
+    char *line = NULL;
+
+    if (asprintf(&line, "Accept: %s", accept) < 0)
+        return NULL;
+    headers = curl_slist_append(NULL, line);
+    free(line);
+    line = NULL;
+    if (headers == NULL || token == NULL)
+        return headers;
+    if (asprintf(&line, "Authorization: Bearer %s", token) < 0) {
+        curl_slist_free_all(headers);
+        return NULL;
+    }
+    grown = curl_slist_append(headers, line);
+    dicomweb_token_free(line);
+    if (grown == NULL) {
+        dicomweb_headers_free(headers);
+        return NULL;
+    }
+    return grown;
+}
+
 /*
  * Sends @req once on @conn with @token (NULL: no Authorization) and fills
  * @reply (initialised by the caller). Returns 0 when an HTTP answer came.
@@ -291,11 +328,8 @@ static int dicomweb_attempt(struct dicomweb *dw, struct dicomweb_conn *conn,
 {
     struct dicomweb_sink sink = {.req = req};
     struct curl_slist *headers = NULL;
-    struct curl_slist *grown;
     CURL *c = conn->curl;
     char *url = NULL;
-    char *auth = NULL;
-    char *accept = NULL;
     CURLcode rc;
     int r = 0;
 
@@ -307,32 +341,8 @@ static int dicomweb_attempt(struct dicomweb *dw, struct dicomweb_conn *conn,
     /* asprintf leaves its pointer undefined on failure. */
     if (asprintf(&url, "%s%s", dw->base_url, req->path) < 0)
         url = NULL;
-    if (asprintf(&accept, "Accept: %s", req->accept) < 0)
-        accept = NULL;
-    if (url == NULL || accept == NULL) {
-        snprintf(reply->error, sizeof(reply->error), "out of memory");
-        r = -ENOMEM;
-        goto out;
-    }
-    headers = curl_slist_append(headers, accept);
-    if (headers != NULL && token != NULL) {
-        if (asprintf(&auth, "Authorization: Bearer %s", token) < 0) {
-            auth = NULL;
-        } else {
-            grown = curl_slist_append(headers, auth);
-            if (grown == NULL) {
-                dicomweb_token_free(auth);
-                auth = NULL;
-            } else {
-                headers = grown;
-            }
-        }
-        if (auth == NULL) {
-            curl_slist_free_all(headers);
-            headers = NULL;
-        }
-    }
-    if (headers == NULL) {
+    headers = dicomweb_headers(req->accept, token);
+    if (url == NULL || headers == NULL) {
         snprintf(reply->error, sizeof(reply->error), "out of memory");
         r = -ENOMEM;
         goto out;
@@ -381,10 +391,8 @@ out:
     buf_free(&sink.body);
     if (req->release != NULL)
         req->release(req->ctx);
-    /* The header list holds copies: the Authorization one is wiped. */
-    dicomweb_token_free(auth);
-    curl_slist_free_all(headers);
-    free(accept);
+    /* The header list holds a copy of the token: wiped. */
+    dicomweb_headers_free(headers);
     free(url);
     return r;
 }
