@@ -274,6 +274,75 @@ static void session_resource(const struct find_session *s, char *buf,
     buf[n] = '\0';
 }
 
+/* No HTTP answer (transport or token failure): the status and the log
+ * line, the text checked for the identifier's values too. */
+static void report_no_answer(const struct find_session *s,
+                             const struct find_reply *reply,
+                             const char *resource, struct scp_find_status *st)
+{
+    /* Our words, libcurl's, or the token endpoint's (its secrets already
+     * hidden). */
+    char why[sizeof(reply->error) + 8];
+    struct redact *hide = page_redact(s, reply);
+
+    redact_text(hide, reply->error, strlen(reply->error),
+                sizeof(reply->error), why, sizeof(why));
+    redact_free(hide);
+    if (reply->token_failed) {
+        set_status(st, STATUS_NO_TOKEN, "no token: %s", why);
+        log_warning("event=find-failed from=%s resource=%s "
+                    "reason=\"no token: %s\"",
+                    s->caller, resource, why);
+    } else {
+        set_status(st, STATUS_UNREACHABLE, "QIDO-RS unreachable: %s", why);
+        log_warning("event=find-failed from=%s resource=%s "
+                    "reason=\"QIDO-RS server unreachable: %s\"",
+                    s->caller, resource, why);
+    }
+}
+
+/* An HTTP status other than 200 and 204: the status and the log line
+ * with what the server said, without what it may echo of the query. */
+static void report_http_error(const struct find_session *s,
+                              const struct find_reply *reply,
+                              const char *resource,
+                              struct scp_find_status *st)
+{
+    char text[REDACT_TEXT_MAX + 8];
+    struct redact *hide = page_redact(s, reply);
+
+    if (reply->http_status == 403)
+        set_status(st, STATUS_HTTP_ERROR,
+                   "QIDO-RS 403 Forbidden: identity lacks a role");
+    else if (reply->http_status == 401)
+        set_status(st, STATUS_HTTP_ERROR, "QIDO-RS 401: token refused twice");
+    else
+        set_status(st, STATUS_HTTP_ERROR, "QIDO-RS answered HTTP %ld",
+                   reply->http_status);
+    if (stow_request_action(reply->http_status) == STOW_REDIRECTED) {
+        /* Never followed: the token stays with the configured server,
+         * and the operator is told where it points. */
+        redact_text(hide, reply->location, strlen(reply->location),
+                    REDACT_TEXT_MAX, text, sizeof(text));
+        log_warning("event=find-failed from=%s resource=%s status=%ld "
+                    "reason=\"QIDO-RS answered HTTP %ld, a redirect to "
+                    "'%s': upload.url should change (redirects are not "
+                    "followed)\"",
+                    s->caller, resource, reply->http_status,
+                    reply->http_status, text);
+    } else {
+        /* Azure explains its 400s. */
+        redact_text(hide, reply->body, reply->body_len, REDACT_TEXT_MAX,
+                    text, sizeof(text));
+        log_warning("event=find-failed from=%s resource=%s status=%ld "
+                    "reason=\"QIDO-RS answered HTTP %ld\" "
+                    "diagnosis=\"%s\" body=\"%s\"",
+                    s->caller, resource, reply->http_status,
+                    reply->http_status, reply->error, text);
+    }
+    redact_free(hide);
+}
+
 /*
  * GETs one page: @limit results from @offset. Returns 0 with the results
  * (possibly none), or -EIO with a failure status in @st.
@@ -309,25 +378,7 @@ static int fetch_page(struct find_session *s, unsigned long limit,
     session_resource(s, resource, sizeof(resource));
 
     if (r < 0 || reply.http_status == 0) {
-        /* Our words, libcurl's, or the token endpoint's (its secrets
-         * already hidden): checked for the identifier's values too. */
-        char why[sizeof(reply.error) + 8];
-        hide = page_redact(s, &reply);
-        redact_text(hide, reply.error, strlen(reply.error),
-                    sizeof(reply.error), why, sizeof(why));
-        if (reply.token_failed) {
-            set_status(st, STATUS_NO_TOKEN, "no token: %s", why);
-            log_warning("event=find-failed from=%s resource=%s "
-                        "reason=\"no token: %s\"",
-                        s->caller, resource, why);
-        } else {
-            set_status(st, STATUS_UNREACHABLE, "QIDO-RS unreachable: %s",
-                       why);
-            log_warning("event=find-failed from=%s resource=%s "
-                        "reason=\"QIDO-RS server unreachable: %s\"",
-                        s->caller, resource, why);
-        }
-        redact_free(hide);
+        report_no_answer(s, &reply, resource, st);
         find_reply_free(&reply);
         return -EIO;
     }
@@ -336,39 +387,7 @@ static int fetch_page(struct find_session *s, unsigned long limit,
         return 0;
     }
     if (reply.http_status != 200) {
-        hide = page_redact(s, &reply);
-        if (reply.http_status == 403)
-            set_status(st, STATUS_HTTP_ERROR,
-                       "QIDO-RS 403 Forbidden: identity lacks a role");
-        else if (reply.http_status == 401)
-            set_status(st, STATUS_HTTP_ERROR,
-                       "QIDO-RS 401: token refused twice");
-        else
-            set_status(st, STATUS_HTTP_ERROR, "QIDO-RS answered HTTP %ld",
-                       reply.http_status);
-        if (stow_request_action(reply.http_status) == STOW_REDIRECTED) {
-            /* Never followed: the token stays with the configured
-             * server, and the operator is told where it points. */
-            redact_text(hide, reply.location, strlen(reply.location),
-                        REDACT_TEXT_MAX, text, sizeof(text));
-            log_warning("event=find-failed from=%s resource=%s status=%ld "
-                        "reason=\"QIDO-RS answered HTTP %ld, a redirect to "
-                        "'%s': upload.url should change (redirects are not "
-                        "followed)\"",
-                        s->caller, resource, reply.http_status,
-                        reply.http_status, text);
-        } else {
-            /* What the server says about it (Azure explains its 400s),
-             * without what it may echo of the query. */
-            redact_text(hide, reply.body, reply.body_len, REDACT_TEXT_MAX,
-                        text, sizeof(text));
-            log_warning("event=find-failed from=%s resource=%s status=%ld "
-                        "reason=\"QIDO-RS answered HTTP %ld\" "
-                        "diagnosis=\"%s\" body=\"%s\"",
-                        s->caller, resource, reply.http_status,
-                        reply.http_status, reply.error, text);
-        }
-        redact_free(hide);
+        report_http_error(s, &reply, resource, st);
         find_reply_free(&reply);
         return -EIO;
     }
