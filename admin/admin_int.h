@@ -33,8 +33,6 @@ void admin__append_html(struct buf *b, const char *s);
  * UTF-8 as U+FFFD). */
 void admin__append_json(struct buf *b, const char *s);
 
-/* Length of the well-formed UTF-8 sequence at @p (1..4), or 0. */
-size_t admin__utf8_sequence(const unsigned char *p);
 
 /* What the status page needs besides the snapshot. */
 struct admin__page_opts {

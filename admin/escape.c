@@ -7,38 +7,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "base/util.h"
+
 #define REPLACEMENT "\xef\xbf\xbd" /* U+FFFD */
-
-size_t admin__utf8_sequence(const unsigned char *p)
-{
-    unsigned char c = p[0];
-    size_t n;
-    uint32_t cp;
-
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        n = 2;
-        cp = c & 0x1fu;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        cp = c & 0x0fu;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        cp = c & 0x07u;
-    } else {
-        return 0;
-    }
-    for (size_t i = 1; i < n; i++) {
-        if ((p[i] & 0xc0u) != 0x80u)
-            return 0;
-        cp = (cp << 6) | (p[i] & 0x3fu);
-    }
-    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return n;
-}
 
 /* The replacement of one ASCII byte in HTML, or NULL to keep it. */
 static const char *html_entity(unsigned char c)
@@ -65,7 +36,7 @@ void admin__append_html(struct buf *b, const char *s)
 
     while (*p) {
         const char *rep = NULL;
-        size_t n = admin__utf8_sequence(p);
+        size_t n = util_utf8_sequence(p);
 
         if (n == 0)
             rep = REPLACEMENT;
@@ -92,7 +63,7 @@ void admin__append_json(struct buf *b, const char *s)
     buf_append(b, "\"", 1);
     while (*p) {
         const char *rep = NULL;
-        size_t n = admin__utf8_sequence(p);
+        size_t n = util_utf8_sequence(p);
 
         if (n == 0) {
             rep = REPLACEMENT;
@@ -129,7 +100,7 @@ void admin_copy_text(char *dst, size_t cap, const char *src)
     if (cap == 0)
         return;
     while (p[len]) {
-        size_t n = admin__utf8_sequence(p + len);
+        size_t n = util_utf8_sequence(p + len);
         if (n == 0)
             n = 1;          /* broken byte: kept, the renderers replace it */
         if (len + n >= cap)

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "admin_int.h"
+#include "base/util.h"
 
 struct admin_events {
     pthread_mutex_t lock;
@@ -53,7 +54,7 @@ static void clean_copy(char *dst, size_t cap, const char *text)
     size_t len = 0;
 
     while (*p) {
-        size_t n = admin__utf8_sequence(p);
+        size_t n = util_utf8_sequence(p);
         if (n == 0) {
             if (len + 1 >= cap)
                 break;

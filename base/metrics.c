@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "metrics_int.h"
+#include "util.h"
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -104,38 +105,6 @@ static bool ends_with(const char *s, const char *suffix)
     return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
-/* Length of the well-formed UTF-8 sequence at @p (1..4), or 0. */
-static size_t utf8_sequence(const unsigned char *p)
-{
-    unsigned char c = p[0];
-    size_t n;
-    uint32_t cp;
-
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        n = 2;
-        cp = c & 0x1fu;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        cp = c & 0x0fu;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        cp = c & 0x07u;
-    } else {
-        return 0;
-    }
-    for (size_t i = 1; i < n; i++) {
-        if ((p[i] & 0xc0u) != 0x80u)
-            return 0;
-        cp = (cp << 6) | (p[i] & 0x3fu);
-    }
-    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return n;
-}
-
 /* A label value we render: 1..128 bytes of UTF-8, no control characters
  * but newline (escaped as \n). */
 static bool label_value_valid(const char *v)
@@ -145,7 +114,7 @@ static bool label_value_valid(const char *v)
     if (len == 0 || len > METRICS_LABEL_VALUE_MAX)
         return false;
     for (const unsigned char *p = (const unsigned char *)v; *p;) {
-        size_t n = utf8_sequence(p);
+        size_t n = util_utf8_sequence(p);
         if (n == 0 || (*p < 0x20 && *p != '\n') || *p == 0x7f)
             return false;
         p += n;

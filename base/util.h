@@ -66,6 +66,14 @@ uint64_t util_now_realtime_us(void);
  */
 int util_random_bytes(void *buf, size_t len);
 
+/*
+ * Length of the well-formed UTF-8 sequence at @p (1..4 bytes; 1 for
+ * ASCII), or 0 for a byte that starts none: overlong forms, surrogates
+ * and code points past U+10FFFF are not well-formed. A NUL ends the
+ * sequence, so @p needs no length.
+ */
+size_t util_utf8_sequence(const unsigned char *p);
+
 /* Formats -@neg_errno as text (thread-safe strerror). */
 const char *util_strerror(int neg_errno, char *buf, size_t len);
 

@@ -102,6 +102,31 @@ static void test_random(void)
     CHECK(memcmp(a, b, sizeof(a)) != 0);
 }
 
+static void test_utf8(void)
+{
+    static const struct {
+        const char *bytes;
+        size_t len;
+    } cases[] = {
+        { "A", 1 },
+        { "\xc3\xbc", 2 },             /* u-umlaut */
+        { "\xe2\x82\xac", 3 },         /* euro sign */
+        { "\xf0\x9f\x98\x80", 4 },     /* U+1F600 */
+        { "\xc0\x80", 0 },             /* overlong NUL */
+        { "\xe0\x80\xaf", 0 },         /* overlong '/' */
+        { "\xed\xa0\x80", 0 },         /* a surrogate */
+        { "\xf4\x90\x80\x80", 0 },     /* past U+10FFFF */
+        { "\xc3", 0 },                 /* cut by the NUL */
+        { "\x80", 0 },                 /* a continuation byte alone */
+        { "\xff", 0 },
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        CHECK_MSG(util_utf8_sequence((const unsigned char *)cases[i].bytes) ==
+                      cases[i].len,
+                  "case %zu", i);
+}
+
 int main(void)
 {
     test_uids();
@@ -109,5 +134,6 @@ int main(void)
     test_networks();
     test_log_levels();
     test_random();
+    test_utf8();
     return tap_done();
 }
