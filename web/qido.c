@@ -221,13 +221,46 @@ static int qido_pn_text(const cJSON *value, struct buf *t,
 static int qido_parse_object(const cJSON *object, struct ds *ds, int depth,
                              char *err, size_t err_len);
 
+/* The items of sequence @elem (its "Value" array @values) as the items
+ * of a new SQ attribute @tag of @ds. */
+static int qido_parse_sequence(const cJSON *elem, const cJSON *values,
+                               uint32_t tag, struct ds *ds, int depth,
+                               char *err, size_t err_len)
+{
+    struct ds_attr *attr = ds_put(ds, tag, "SQ", NULL);
+    const cJSON *value;
+    int r;
+
+    if (attr == NULL)
+        return -ENOMEM;
+    if (depth >= QIDO_MAX_DEPTH) {
+        qido_err(err, err_len, "sequences nested deeper than %d",
+                 QIDO_MAX_DEPTH);
+        return -EBADMSG;
+    }
+    cJSON_ArrayForEach(value, values) {
+        struct ds *item;
+        if (!cJSON_IsObject(value)) {
+            qido_err(err, err_len, "sequence %s: an item is not an object",
+                     elem->string);
+            return -EBADMSG;
+        }
+        item = ds_add_item(attr);
+        if (item == NULL)
+            return -ENOMEM;
+        r = qido_parse_object(value, item, depth + 1, err, err_len);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
 static int qido_parse_attribute(const cJSON *elem, struct ds *ds, int depth,
                                 char *err, size_t err_len)
 {
     const cJSON *vr_json = cJSON_GetObjectItemCaseSensitive(elem, "vr");
     const cJSON *values = cJSON_GetObjectItemCaseSensitive(elem, "Value");
     struct buf text;
-    struct ds_attr *attr;
     const cJSON *value;
     char vr[3];
     uint32_t tag;
@@ -253,39 +286,16 @@ static int qido_parse_attribute(const cJSON *elem, struct ds *ds, int depth,
         return -EBADMSG;
     }
     memcpy(vr, vr_json->valuestring, 3);
-    buf_init(&text, QIDO_VALUE_MAX);
     if (values != NULL && !cJSON_IsArray(values)) {
         qido_err(err, err_len, "attribute %s: \"Value\" is not an array",
                  elem->string);
         return -EBADMSG;
     }
+    if (strcmp(vr, "SQ") == 0)
+        return qido_parse_sequence(elem, values, tag, ds, depth, err,
+                                   err_len);
 
-    if (strcmp(vr, "SQ") == 0) {
-        attr = ds_put(ds, tag, vr, NULL);
-        if (attr == NULL)
-            return -ENOMEM;
-        if (depth >= QIDO_MAX_DEPTH) {
-            qido_err(err, err_len, "sequences nested deeper than %d",
-                     QIDO_MAX_DEPTH);
-            return -EBADMSG;
-        }
-        cJSON_ArrayForEach(value, values) {
-            struct ds *item;
-            if (!cJSON_IsObject(value)) {
-                qido_err(err, err_len, "sequence %s: an item is not an "
-                         "object", elem->string);
-                return -EBADMSG;
-            }
-            item = ds_add_item(attr);
-            if (item == NULL)
-                return -ENOMEM;
-            r = qido_parse_object(value, item, depth + 1, err, err_len);
-            if (r < 0)
-                return r;
-        }
-        return 0;
-    }
-
+    buf_init(&text, QIDO_VALUE_MAX);
     cJSON_ArrayForEach(value, values) {
         if (i++ > 0)
             qido_text_add(&text, "\\", 1);
