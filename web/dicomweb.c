@@ -217,7 +217,7 @@ static size_t dicomweb_on_body(char *data, size_t size, size_t nmemb, void *arg)
 
     if (sink->req->on_body != NULL) {
         size_t taken = sink->req->on_body(sink->req->ctx, data, n);
-        if (taken != n)
+        if (taken != n && taken != CURL_WRITEFUNC_PAUSE)
             sink->hook_refused = true;
         return taken;
     }
@@ -365,7 +365,8 @@ static int dicomweb_attempt(struct dicomweb *dw, struct dicomweb_conn *conn,
         curl_easy_setopt(c, CURLOPT_XFERINFODATA, dw);
     }
 
-    rc = curl_easy_perform(c);
+    rc =
+        req->perform != NULL ? req->perform(req->ctx, c) : curl_easy_perform(c);
     if (rc != CURLE_OK) {
         http_describe(c, rc, conn->errbuf, reply->error, sizeof(reply->error));
         reply->http_status = 0;

@@ -24,8 +24,10 @@
  *
  * A new kind of request plugs in with a struct dicomweb_request: its path
  * and Accept header, a prepare() hook that puts a body on the handle (the
- * STOW-RS multipart is one), and an on_body() hook that takes the answer
- * as it streams (a WADO-RS multipart reader) instead of the reply buffer.
+ * STOW-RS multipart is one), an on_body() hook that takes the answer as it
+ * streams (a WADO-RS multipart reader) instead of the reply buffer, and a
+ * perform() hook that runs the transfer in its own loop (WADO-RS pauses
+ * it while its consumer is over budget).
  *
  * Library code: never logs (the caller logs the diagnosis when
  * diagnosis_due says so). Thread safety: a struct dicomweb may be used by
@@ -121,9 +123,14 @@ struct dicomweb_request {
                    char *err, size_t err_len);
     /* After each attempt: frees what prepare() made. May be NULL. */
     void (*release)(void *ctx);
-    /* Takes the body as it arrives instead of the reply: returns @len, or
-     * anything else to abort (-EIO). NULL: kept in the reply. */
+    /* Takes the body as it arrives instead of the reply: returns @len,
+     * CURL_WRITEFUNC_PAUSE to pause the transfer (perform() resumes it),
+     * or anything else to abort (-EIO). NULL: kept in the reply. */
     size_t (*on_body)(void *ctx, const char *data, size_t len);
+    /* Runs the transfer on @curl instead of curl_easy_perform(): a multi
+     * loop that can pause and resume it (WADO-RS, whose consumer gives
+     * back its byte budget). NULL: curl_easy_perform(). */
+    CURLcode (*perform)(void *ctx, CURL *curl);
     void *ctx;
 };
 

@@ -7,7 +7,8 @@
  * secrets of a failed exchange are gathered; Retry-After in seconds and as
  * an HTTP-date; the pool reuses one handle, and threads sharing a client
  * never need more handles than run at once; a token failure sends nothing;
- * transport failure, cancel, and the request hooks.
+ * transport failure, cancel, and the request hooks (a body, a streaming
+ * consumer that pauses, a multi loop of its own as WADO-RS needs).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -26,7 +27,8 @@
 #include "web/oauth.h"
 
 /* The DICOMweb server's script: answer i for request i, the last one
- * again after the end. */
+ * again after the end. @next counts the requests as they come (before
+ * the answer: the stub's own count may lag behind the client). */
 struct script {
     const char *answers[4];
     size_t count;
@@ -140,7 +142,7 @@ static void test_401_replays_once_with_a_new_token(void)
     CHECK(rep.http_status == 200 && rep.replayed && !rep.token_failed);
     CHECK(rep.body != NULL && strcmp(rep.body, "[]") == 0);
     CHECK(rep.secrets == NULL); /* a 2xx: nothing to hide */
-    CHECK(atomic_load(&stub.requests) == 2);
+    CHECK(atomic_load(&sc.next) == 2);
     CHECK(oauth_source_fetches(src) == 2);
     CHECK_MSG(http_stub_header(&stub, "Authorization", hdr, sizeof(hdr)) !=
                       NULL &&
@@ -169,7 +171,7 @@ static void test_second_401_is_the_answer(void)
     dw = client_for(&stub, src);
     CHECK(dicomweb_search(dw, "/studies", &rep) == 0);
     CHECK(rep.http_status == 401 && rep.replayed);
-    CHECK(atomic_load(&stub.requests) == 2); /* never a third */
+    CHECK(atomic_load(&sc.next) == 2); /* never a third */
     /* The exchange's secrets come with a refusal, for showing its text. */
     CHECK(rep.secrets != NULL && !rep.secrets_missing);
     redact_text(rep.secrets, echo, strlen(echo), REDACT_TEXT_MAX, shown,
@@ -180,10 +182,10 @@ static void test_second_401_is_the_answer(void)
     /* Without a token source: no Authorization, and no replay. */
     struct dicomweb *bare = client_for(&stub, NULL);
     char hdr[64];
-    atomic_store(&stub.requests, 0);
+    atomic_store(&sc.next, 0);
     CHECK(dicomweb_search(bare, "/studies", &rep) == 0);
     CHECK(rep.http_status == 401 && !rep.replayed);
-    CHECK(atomic_load(&stub.requests) == 1);
+    CHECK(atomic_load(&sc.next) == 1);
     CHECK(http_stub_header(&stub, "Authorization", hdr, sizeof(hdr)) == NULL);
     dicomweb_reply_free(&rep);
     dicomweb_free(bare);
@@ -243,7 +245,7 @@ static void test_403_diagnosis(void)
     dw = client_for(&stub, src);
     CHECK(dicomweb_search(dw, "/studies", &rep) == 0);
     CHECK(rep.http_status == 403 && !rep.replayed);
-    CHECK(atomic_load(&stub.requests) == 1); /* a 403 is not replayed */
+    CHECK(atomic_load(&sc.next) == 1); /* a 403 is not replayed */
     CHECK_MSG(strstr(rep.diagnosis, "HTTP 403") != NULL &&
                   strstr(rep.diagnosis, "appid=app-7") != NULL &&
                   strstr(rep.diagnosis, "oid=oid-9") != NULL,
@@ -350,7 +352,7 @@ static void test_pool_reuse(void)
               rep.http_status == 200);
         dicomweb_reply_free(&rep);
     }
-    CHECK(atomic_load(&stub.requests) == 5);
+    CHECK(atomic_load(&sc.next) == 5);
     CHECK_MSG(dicomweb_handles_made(dw) == 1, "%u", dicomweb_handles_made(dw));
     http_stub_stop(&stub);
     http_stub_free(&stub);
@@ -394,7 +396,7 @@ static void test_pool_threads(void)
     for (int i = 0; i < THREADS; i++)
         pthread_join(threads[i], NULL);
     CHECK(atomic_load(&concurrent_ok) == THREADS * PER_THREAD);
-    CHECK(atomic_load(&stub.requests) == THREADS * PER_THREAD);
+    CHECK(atomic_load(&sc.next) == THREADS * PER_THREAD);
     CHECK_MSG(dicomweb_handles_made(dw) >= 1 &&
                   dicomweb_handles_made(dw) <= THREADS,
               "%u", dicomweb_handles_made(dw));
@@ -422,7 +424,7 @@ static void test_token_failure_sends_nothing(void)
                   rep.error[0] != '\0',
               "r=%d %s", r, rep.error);
     CHECK(strstr(rep.error, "s3cret-value") == NULL);
-    CHECK(atomic_load(&stub.requests) == 0);
+    CHECK(atomic_load(&sc.next) == 0);
     dicomweb_reply_free(&rep);
     atomic_store(&refuse_client, false);
     http_stub_stop(&stub);
@@ -553,6 +555,95 @@ static void test_failures_and_hooks(void)
     dicomweb_free(dw);
 }
 
+/* A streaming consumer that pauses the first time (as WADO-RS does when
+ * over its byte budget), and a multi loop that resumes it. */
+struct streamer {
+    CURLM *multi;
+    char data[64];
+    size_t len;
+    int pauses;
+    bool paused;
+    int performs;
+};
+
+static size_t stream_body(void *ctx, const char *data, size_t len)
+{
+    struct streamer *st = ctx;
+
+    if (st->pauses == 0) {
+        st->pauses++;
+        st->paused = true;
+        return CURL_WRITEFUNC_PAUSE;
+    }
+    if (st->len + len > sizeof(st->data))
+        return 0;
+    memcpy(st->data + st->len, data, len);
+    st->len += len;
+    return len;
+}
+
+static CURLcode stream_perform(void *ctx, CURL *curl)
+{
+    struct streamer *st = ctx;
+    CURLcode rc = CURLE_OK;
+    CURLMsg *msg;
+    int running = 1;
+    int left;
+
+    st->performs++;
+    if (curl_multi_add_handle(st->multi, curl) != CURLM_OK)
+        return CURLE_FAILED_INIT;
+    while (running > 0) {
+        if (curl_multi_perform(st->multi, &running) != CURLM_OK)
+            break;
+        if (st->paused) {
+            st->paused = false;
+            (void)curl_easy_pause(curl, CURLPAUSE_CONT);
+        }
+        if (running > 0)
+            (void)curl_multi_poll(st->multi, NULL, 0, 100, NULL);
+    }
+    while ((msg = curl_multi_info_read(st->multi, &left)) != NULL)
+        if (msg->msg == CURLMSG_DONE)
+            rc = msg->data.result;
+    curl_multi_remove_handle(st->multi, curl);
+    return rc;
+}
+
+static void test_perform_hook(void)
+{
+    struct script sc = {{"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"
+                         "0123456789"},
+                        1,
+                        0};
+    struct streamer st = {.multi = curl_multi_init()};
+    struct dicomweb_request req = {
+        .path = "/studies/1.2.3",
+        .accept = "multipart/related; type=\"application/dicom\"",
+        .on_body = stream_body,
+        .perform = stream_perform,
+        .ctx = &st,
+    };
+    struct http_stub stub;
+    struct dicomweb *dw;
+    struct dicomweb_reply rep;
+    int r;
+
+    CHECK(st.multi != NULL);
+    CHECK(http_stub_start(&stub, scripted_reply, &sc) == 0);
+    dw = client_for(&stub, NULL);
+    r = dicomweb_request(dw, &req, &rep);
+    CHECK_MSG(r == 0 && rep.http_status == 200, "r=%d %s", r, rep.error);
+    CHECK(st.performs == 1 && st.pauses == 1);
+    CHECK(st.len == 10 && memcmp(st.data, "0123456789", 10) == 0);
+    CHECK(rep.body == NULL);
+    dicomweb_reply_free(&rep);
+    http_stub_stop(&stub);
+    http_stub_free(&stub);
+    dicomweb_free(dw);
+    curl_multi_cleanup(st.multi);
+}
+
 /* An answer over DICOMWEB_MAX_RESPONSE: an error for a search, cut (with
  * a note) for STOW-RS, whose status is what counts. */
 static void test_answer_cap(void)
@@ -605,6 +696,7 @@ int main(void)
     test_token_failure_sends_nothing();
     test_failures_and_hooks();
     test_answer_cap();
+    test_perform_hook();
     http_stub_stop(&token_stub);
     http_stub_free(&token_stub);
     curl_global_cleanup();
