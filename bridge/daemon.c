@@ -143,6 +143,7 @@ static struct scp_caller_rule *daemon_caller_rules(const struct cfg *cfg)
         rules[i].hosts = cfg->dicom.allowed_callers[i].hosts;
         rules[i].host_count = cfg->dicom.allowed_callers[i].host_count;
         rules[i].find = cfg->dicom.allowed_callers[i].find;
+        rules[i].commit = cfg->dicom.allowed_callers[i].commit;
     }
     return rules;
 }

@@ -54,6 +54,7 @@
 
 #include "dicom/dataset.h"
 #include "base/log.h"
+#include "commit_int.h"
 #include "scp_int.h"
 #include "spool/spool.h"
 #include "base/util.h"
@@ -357,6 +358,8 @@ enum refusal {
     REFUSE_NON_PATIENT,
     REFUSE_FIND_OFF,
     REFUSE_FIND_CALLER,
+    REFUSE_COMMIT_OFF,
+    REFUSE_COMMIT_CALLER,
     REFUSE_TRANSFER_SYNTAX,
 };
 
@@ -377,6 +380,12 @@ static const char *refusal_text(enum refusal why)
     case REFUSE_FIND_CALLER:
         return "not allowed for this caller: find false in "
                "dicom.allowed_callers";
+    case REFUSE_COMMIT_OFF:
+        return "not supported: Storage Commitment is off, commit.enabled "
+               "false or no upload.url";
+    case REFUSE_COMMIT_CALLER:
+        return "not allowed for this caller: commit false in "
+               "dicom.allowed_callers";
     case REFUSE_TRANSFER_SYNTAX:
         return "no proposed transfer syntax is accepted";
     case REFUSE_NONE:
@@ -393,13 +402,20 @@ static const char *refusal_text(enum refusal why)
  * dicom.extra_storage_classes.
  */
 static enum refusal classify_syntax(const struct scp *scp, const char *uid,
-                                    bool find_allowed, int *ret_group)
+                                    bool find_allowed, bool commit_allowed,
+                                    int *ret_group)
 {
     size_t root_len = strlen(SCP_STORAGE_ROOT);
 
     if (strcmp(uid, UID_VerificationSOPClass) == 0) {
         *ret_group = 0;
         return REFUSE_NONE;
+    }
+    if (strcmp(uid, UID_StorageCommitmentPushModelSOPClass) == 0) {
+        *ret_group = 0;
+        if (scp->commit == NULL)
+            return REFUSE_COMMIT_OFF;
+        return commit_allowed ? REFUSE_NONE : REFUSE_COMMIT_CALLER;
     }
     if (uid_in(uid, find_sop_classes, ARRAY_LEN(find_sop_classes))) {
         *ret_group = 1;
@@ -447,7 +463,7 @@ static void note_refusal(std::vector<refused_syntax> &refused,
  * or -1.
  */
 static int negotiate_contexts(const struct scp *scp, T_ASC_Association *assoc,
-                              bool find_allowed,
+                              bool find_allowed, bool commit_allowed,
                               std::vector<refused_syntax> &refused)
 {
     std::vector<std::string> groups[3];
@@ -469,7 +485,8 @@ static int negotiate_contexts(const struct scp *scp, T_ASC_Association *assoc,
         if (ASC_getPresentationContext(assoc->params, i, &pc).bad())
             return -1;
         enum refusal why =
-            classify_syntax(scp, pc.abstractSyntax, find_allowed, &group);
+            classify_syntax(scp, pc.abstractSyntax, find_allowed,
+                            commit_allowed, &group);
         if (why != REFUSE_NONE) {
             note_refusal(refused, pc.abstractSyntax, why);
             continue;
@@ -1343,6 +1360,11 @@ static enum assoc_end serve_commands(struct scp_assoc *sa)
             cond = handle_find(sa, pres_id, &msg.msg.CFindRQ);
             sa->finds++;
             break;
+        case DIMSE_N_ACTION_RQ:
+            cond = scp__commit_action(scp, sa->assoc, sa->number,
+                                      sa->calling_ae, sa->peer, pres_id,
+                                      &msg.msg.NActionRQ);
+            break;
         case DIMSE_C_CANCEL_RQ:
             /* Nothing is in progress: a C-CANCEL that crossed our final
              * response (PS3.7 9.3.2.3 lets it arrive late), or one for a
@@ -1430,7 +1452,9 @@ static bool accept_association(struct scp *scp, T_ASC_Association *assoc,
                  "our responses (at least %u, or 0 for no limit)",
                  peer_pdu, SCP_MIN_PEER_PDU);
         why = why_buf;
-    } else if (negotiate_contexts(scp, assoc, find_allowed, refused) < 0) {
+    } else if (negotiate_contexts(scp, assoc, find_allowed,
+                                  scp__caller_may_commit(scp, calling, peer),
+                                  refused) < 0) {
         reject_association(assoc, ASC_RESULT_REJECTEDPERMANENT,
                            ASC_SOURCE_SERVICEUSER, ASC_REASON_SU_NOREASON);
         why = "presentation context negotiation failed";
@@ -1610,6 +1634,7 @@ static int copy_lists(struct scp *scp, const struct scp_params *params)
             }
             out->host_count = in->host_count;
             out->find = in->find;
+            out->commit = in->commit;
             if (in->host_count > 0) {
                 util_ipv4_net *hosts =
                     new (std::nothrow) util_ipv4_net[in->host_count];
@@ -1657,6 +1682,7 @@ extern "C" int scp_new(const struct scp_params *params, struct scp **ret_scp,
         scp->spool = params->spool;
         scp->min_free_mb = params->min_free_mb;
         scp->find = params->find;
+        scp->commit = params->commit;
         scp->accept_unknown_storage = params->accept_unknown_storage_classes;
 
         int r = copy_lists(scp, params);

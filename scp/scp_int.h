@@ -70,6 +70,7 @@ struct scp {
     struct spool *spool;
     uint64_t min_free_mb;
     const struct scp_find_handler *find;   /* NULL: no C-FIND */
+    const struct scp_commit_handler *commit; /* NULL: no commitment */
     bool accept_unknown_storage;
     std::vector<std::string> extra_storage;
 
