@@ -457,6 +457,10 @@ static void apply_results(struct uploader *up, const struct batch *b,
         const struct stow_instance_result *res = &results[i];
         switch (res->outcome) {
         case STOW_DELIVERED:
+            if (up->params.on_delivered != NULL)
+                up->params.on_delivered(up->params.on_delivered_ctx,
+                                        b->ids[i], &metas[i],
+                                        res->reason == 0xB00E);
             outcome_delivered(up, b->ids[i], rep->http_status,
                               res->reason == 0xB00E ? 0 : res->reason);
             break;
