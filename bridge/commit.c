@@ -529,8 +529,9 @@ static int seen_cmp(const void *a, const void *b)
 
 /*
  * Every entry of the queue states and failed/ with its SOP Instance UID
- * (from meta/), sorted by UID. Entries without meta/ are left out (the
- * uploader writes it when it first sees them).
+ * (from meta/, or from the file for an entry the scheduler has not seen
+ * yet), sorted by UID. An entry that moves while it is read may be missed
+ * (see the second look in resolve_pass()).
  */
 static int spool_scan(struct commit_service *cs, struct spool_seen **ret,
                       size_t *ret_n)
@@ -558,8 +559,23 @@ static int spool_scan(struct commit_service *cs, struct spool_seen **ret,
             struct spool_meta meta;
 
             if (spool_meta_read(cs->p.spool, e[i].id, &meta) < 0 ||
-                meta.sop_uid[0] == '\0')
-                continue;
+                meta.sop_uid[0] == '\0') {
+                /* Not seen by the scheduler yet: read the entry. */
+                struct part10_field f;
+                char path[4096];
+
+                memset(&f, 0, sizeof(f));
+                f.tag = DCM_TAG_SOPInstanceUID;
+                meta.sop_uid[0] = '\0';
+                if (spool_entry_path(cs->p.spool, states[s], e[i].id, path,
+                                     sizeof(path)) == 0 &&
+                    part10_read_file(path, &f, 1, NULL, NULL, 0) == 0 &&
+                    f.value != NULL && util_uid_valid(f.value))
+                    copy_str(meta.sop_uid, sizeof(meta.sop_uid), f.value);
+                part10_fields_clear(&f, 1);
+                if (meta.sop_uid[0] == '\0')
+                    continue;
+            }
             if (n == cap) {
                 size_t ncap = cap ? cap * 2 : 256;
                 struct spool_seen *ns = realloc(seen, ncap * sizeof(*ns));
