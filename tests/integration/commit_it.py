@@ -467,10 +467,19 @@ def test_orthanc_scu(work):
         check(got["Status"] == "Failure", "Orthanc: failures exist (type 2)")
         check(sorted(x["SOPInstanceUID"] for x in got["Success"]) ==
               sorted(u for _, u in files), "Orthanc: the three committed")
-        check([(x["SOPInstanceUID"], x.get("Reason", {}).get("Code"))
-               for x in got["Failures"]] == [(absent, 0x0112)] or
-              [x["SOPInstanceUID"] for x in got["Failures"]] == [absent],
-              "Orthanc: the absent one failed (0112)")
+        check([(x["SOPInstanceUID"], x["FailureReason"])
+               for x in got["Failures"]] == [(absent, 0x0112)],
+              "Orthanc: the absent one failed with 0112")
+        check(got["RemoteAET"] == "STOWBRIDGE", "Orthanc: from our AE")
+        # All delivered: Orthanc sees success.
+        body = {"DicomInstances": [[CT, u] for _, u in files]}
+        job = orthanc.post("/modalities/bridge/storage-commitment",
+                           json.dumps(body))
+        path = job.get("Path", "/storage-commitment/" + job["ID"])
+        wait_for(report, 60, "Orthanc received the second report")
+        got = report()
+        check(got["Status"] == "Success" and len(got["Success"]) == 3 and
+              not got["Failures"], "Orthanc: all committed (type 1)")
         check(d.stop() == 0, "clean stop")
     finally:
         if d:
