@@ -29,6 +29,7 @@
 #include "base/log.h"
 #include "web/oauth.h"
 #include "scp/scp.h"
+#include "study_cmd.h"
 #include "spool/spool.h"
 #include "uploader.h"
 #include "base/util.h"
@@ -142,11 +143,7 @@ static struct ledger *daemon_open_ledger(const struct cfg *cfg)
     char err[512];
     int r;
 
-    if (cfg->ledger.path[0] != '\0')
-        r = snprintf(path, sizeof(path), "%s", cfg->ledger.path);
-    else
-        r = snprintf(path, sizeof(path), "%s/ledger.db", cfg->spool.dir);
-    if (r < 0 || (size_t)r >= sizeof(path)) {
+    if (study_ledger_path(cfg, path, sizeof(path)) < 0) {
         log_warning("event=ledger-off reason=\"path too long\", ignoring");
         return NULL;
     }
