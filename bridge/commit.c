@@ -41,6 +41,10 @@
 /* How long a report may keep trying after commit.max_wait_h. */
 #define COMMIT_REPORT_EXTRA_H 24
 #define COMMIT_PRUNE_EVERY_MS (3600 * 1000)
+/* Deliveries remembered in memory, newest last: they cover the ledger's
+ * batching window (an instance delivered just before the request is not
+ * yet readable there) and a daemon running without a ledger. */
+#define COMMIT_RECENT_MAX 8192
 
 enum tx_state {
     TX_WRITING = 0, /* the handler is making it durable */
@@ -73,6 +77,13 @@ struct commit_tx {
     struct commit_tx *next;
 };
 
+/* One recent delivery. */
+struct commit_recent {
+    char inst[UTIL_UID_MAX + 1];
+    char cls[UTIL_UID_MAX + 1];
+    char study[UTIL_UID_MAX + 1];
+};
+
 struct commit_service {
     struct commit_params p;
     struct commit_remote *remotes;
@@ -88,6 +99,9 @@ struct commit_service {
     struct commit_tx *txs;
     struct commit_counts counts;
     int64_t last_prune_ms;
+    struct commit_recent *recent; /* ring of COMMIT_RECENT_MAX */
+    size_t recent_next;
+    size_t recent_count;
 };
 
 /* Copies @src into @dst (capacity @size), cut to fit. */
@@ -488,6 +502,16 @@ void commit_note_delivered(void *ctx, const char *id,
     }
 
     pthread_mutex_lock(&cs->lock);
+    {
+        struct commit_recent *r = &cs->recent[cs->recent_next];
+
+        copy_str(r->inst, sizeof(r->inst), meta->sop_uid);
+        copy_str(r->cls, sizeof(r->cls), cls);
+        copy_str(r->study, sizeof(r->study), meta->study_uid);
+        cs->recent_next = (cs->recent_next + 1) % COMMIT_RECENT_MAX;
+        if (cs->recent_count < COMMIT_RECENT_MAX)
+            cs->recent_count++;
+    }
     for (struct commit_tx *tx = cs->txs; tx != NULL; tx = tx->next) {
         if (tx->state != TX_PENDING || tx->unresolved == 0)
             continue;
@@ -780,6 +804,25 @@ static void resolve_pass(struct commit_service *cs)
                      : 0,
                  LEDGER_BASIS_DELIVERED, li.study_uid);
     }
+    /* 1b. Delivered by us moments ago (not yet readable in the ledger). */
+    pthread_mutex_lock(&cs->lock);
+    for (size_t i = 0; i < n; i++) {
+        if (work[i].done)
+            continue;
+        for (size_t k = 0; k < cs->recent_count; k++) {
+            const struct commit_recent *r = &cs->recent[k];
+
+            if (strcmp(r->inst, work[i].copy.inst) != 0)
+                continue;
+            work_set(&work[i],
+                     r->cls[0] != '\0' && strcmp(r->cls, work[i].copy.cls) != 0
+                         ? 0x0119
+                         : 0,
+                     LEDGER_BASIS_DELIVERED, r->study);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&cs->lock);
     /* 2. In the spool: queued waits, failed/ fails. */
     if (spool_scan(cs, &seen, &seen_n) < 0) {
         free(work);
@@ -1188,6 +1231,9 @@ struct commit_service *commit_start(const struct commit_params *params,
             }
         }
     }
+    cs->recent = calloc(COMMIT_RECENT_MAX, sizeof(*cs->recent));
+    if (cs->recent == NULL)
+        goto out_nomem;
     if (cs->p.report_retry_max_s == 0)
         cs->p.report_retry_max_s = 300;
     pthread_mutex_init(&cs->lock, NULL);
@@ -1240,6 +1286,7 @@ void commit_stop(struct commit_service *cs)
         }
         free(cs->remotes);
     }
+    free(cs->recent);
     free(cs->our_ae);
     free(cs->destination);
     free(cs);

@@ -337,6 +337,14 @@ OFCondition scp__commit_action(struct scp *scp, T_ASC_Association *assoc,
     return cond;
 }
 
+OFCondition scp__commit_serve(struct scp_assoc *sa,
+                              T_ASC_PresentationContextID pres_id,
+                              T_DIMSE_Message *msg)
+{
+    return scp__commit_action(sa->scp, sa->assoc, sa->number, sa->calling_ae,
+                              sa->peer, pres_id, &msg->msg.NActionRQ);
+}
+
 /* Builds the N-EVENT-REPORT's Event Information (PS3.4 J.3.3.1.2). */
 static bool commit_event_info(const struct scp_commit_report *report,
                               DcmDataset *ds, unsigned *ret_event_type)

@@ -281,7 +281,8 @@ def test_kill9(work):
 def test_port_closed(work):
     """The modality's port is closed for the report: retried until it
     opens; a refusing answer is retried too; kill -9 with a report
-    waiting keeps it."""
+    waiting keeps it. No QIDO-RS answers here: an instance delivered just
+    before the request is known from memory, not the server."""
     mock = it.MockWeb()
     listen = it.free_port()
     d = commit_daemon(work, mock.port, listen).start()
