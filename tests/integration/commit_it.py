@@ -313,6 +313,7 @@ def test_port_closed(work):
               "refused once (status 0110), then sent again")
         wait_for(lambda: not os.listdir(os.path.join(d.spool, "commit")),
                  10, "commit/ emptied")
+        check(d.stop() == 0, "clean stop")
     finally:
         d.stop()
         mock.close()
@@ -352,6 +353,7 @@ def test_many(work):
         lag = t_report - t_delivered
         print("last delivery -> report received: %.3f s" % lag)
         check(lag <= 1.0, "report within 1 s of the last delivery")
+        check(d.stop() == 0, "clean stop")
     finally:
         d.stop()
         mock.close()
@@ -407,6 +409,7 @@ def test_invalid(work):
         check(rep is not None and rep["tx"] == tx and
               len(rep["committed"]) == 1, "reported once")
         check(it.echo(d.port).returncode == 0, "the daemon still answers")
+        check(d.stop() == 0, "clean stop")
     finally:
         d.stop()
         mock.close()
@@ -530,6 +533,7 @@ def test_study_cmd(work):
               "commit show of an unknown transaction: an error")
         r = run([it.BINARY, "study", "bad uid", "--config", d.config])
         check(r.returncode != 0, "study with a bad UID: an error")
+        check(d.stop() == 0, "clean stop")
     finally:
         d.stop()
         mock.close()
