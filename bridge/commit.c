@@ -38,6 +38,10 @@
 #define COMMIT_REPORT_RETRY_MIN_S 2
 /* The engine looks at deadlines and retries at least this often. */
 #define COMMIT_TICK_MS 1000
+/* A look at the spool and the server for the pending items at least this
+ * often, and at once for a new request; a delivery only resolves its own
+ * items (the hook), so a big backlog is not listed at every delivery. */
+#define COMMIT_RESOLVE_EVERY_MS 5000
 /* How long a report may keep trying after commit.max_wait_h. */
 #define COMMIT_REPORT_EXTRA_H 24
 #define COMMIT_PRUNE_EVERY_MS (3600 * 1000)
@@ -96,6 +100,8 @@ struct commit_service {
     bool thread_started;
     bool stop;
     bool kick;
+    bool kick_resolve; /* a new request: look at the spool now */
+    int64_t last_resolve_ms;
     struct commit_tx *txs;
     struct commit_counts counts;
     int64_t last_prune_ms;
@@ -377,6 +383,7 @@ static int commit_request(void *ctx, const struct scp_commit_request *rq,
     } else {
         tx->state = TX_PENDING;
         cs->counts.requests++;
+        cs->kick_resolve = true;
         commit_kick(cs);
     }
     pthread_mutex_unlock(&cs->lock);
@@ -1080,7 +1087,7 @@ static void report_send(struct commit_service *cs, struct commit_tx *tx)
 /* The engine                                                          */
 /* ------------------------------------------------------------------ */
 
-static void engine_pass(struct commit_service *cs)
+static void engine_pass(struct commit_service *cs, bool resolve)
 {
     struct commit_tx *todo[64];
     size_t n;
@@ -1092,7 +1099,8 @@ static void engine_pass(struct commit_service *cs)
         (void)ledger_prune(cs->p.ledger,
                            now - (int64_t)cs->p.keep_days * 86400 * 1000);
     }
-    resolve_pass(cs);
+    if (resolve)
+        resolve_pass(cs);
 
     /* Resolved transactions: write their reports (at most 64 a pass;
      * one not written, the disk full, is tried again next pass). */
@@ -1140,8 +1148,13 @@ static void *engine_main(void *arg)
         cs->kick = false;
         if (cs->stop)
             break;
+        bool resolve = cs->kick_resolve ||
+                       now_ms() - cs->last_resolve_ms >= COMMIT_RESOLVE_EVERY_MS;
+        cs->kick_resolve = false;
+        if (resolve)
+            cs->last_resolve_ms = now_ms();
         pthread_mutex_unlock(&cs->lock);
-        engine_pass(cs);
+        engine_pass(cs, resolve);
         pthread_mutex_lock(&cs->lock);
     }
     pthread_mutex_unlock(&cs->lock);
