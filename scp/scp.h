@@ -1,6 +1,8 @@
 /*
- * scp - the DIMSE service provider: C-ECHO, C-STORE into the spool and
- * C-FIND handed to a C callback (docs/architecture.md). The only C++
+ * scp - the DIMSE service provider: C-ECHO, C-STORE into the spool,
+ * C-FIND handed to a C callback, and Storage Commitment (N-ACTION handed
+ * to a C callback, the N-EVENT-REPORT sent on an association we open;
+ * see "Storage Commitment" below) (docs/architecture.md). The only C++
  * module; this header is plain C and no C++ type or exception crosses it.
  *
  * Built on DCMTK's ASC_/DIMSE_ API with our own accept loop (DcmSCPPool
