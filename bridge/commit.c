@@ -105,6 +105,8 @@ struct commit_service {
     struct commit_tx *txs;
     struct commit_counts counts;
     int64_t last_prune_ms;
+    bool ledger_broken_logged;
+    uint64_t ledger_dropped_logged;
     struct commit_recent *recent; /* ring of COMMIT_RECENT_MAX */
     size_t recent_next;
     size_t recent_count;
@@ -1095,9 +1097,30 @@ static void engine_pass(struct commit_service *cs, bool resolve)
 
     if (cs->p.ledger != NULL && cs->p.keep_days > 0 &&
         now - cs->last_prune_ms >= COMMIT_PRUNE_EVERY_MS) {
+        struct ledger_stats st;
+
         cs->last_prune_ms = now;
         (void)ledger_prune(cs->p.ledger,
                            now - (int64_t)cs->p.keep_days * 86400 * 1000);
+        /* Said once an hour at most: the ledger never stops delivery. */
+        if (ledger_stats(cs->p.ledger, &st) == 0) {
+            if (st.broken && !cs->ledger_broken_logged) {
+                log_err("event=ledger-broken path=%s reason=\"%s\": "
+                        "deliveries are no longer recorded (commitment "
+                        "asks the server); restart the daemon (a ledger found "
+                        "corrupt at open is moved aside)",
+                        ledger_path(cs->p.ledger), st.last_error_text);
+                cs->ledger_broken_logged = true;
+            }
+            if (st.dropped + st.failed > cs->ledger_dropped_logged) {
+                log_warning("event=ledger-lost dropped=%llu failed=%llu "
+                            "reason=\"%s\", ignoring",
+                            (unsigned long long)st.dropped,
+                            (unsigned long long)st.failed,
+                            st.last_error_text);
+                cs->ledger_dropped_logged = st.dropped + st.failed;
+            }
+        }
     }
     if (resolve)
         resolve_pass(cs);
