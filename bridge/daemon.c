@@ -22,13 +22,16 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "commit.h"
 #include "config/config.h"
 #include "find.h"
+#include "ledger/ledger.h"
 #include "params.h"
 #include "base/log.h"
 #include "web/dicomweb.h"
 #include "web/oauth.h"
 #include "scp/scp.h"
+#include "study_cmd.h"
 #include "spool/spool.h"
 #include "uploader.h"
 #include "base/util.h"
@@ -129,6 +132,42 @@ static int daemon_install_signals(void)
 }
 
 /*
+ * Opens the delivery ledger (ledger.path, or <spool.dir>/ledger.db). A
+ * ledger that cannot be opened is logged and left out: it loses no image
+ * (commitment then asks the server), so the daemon runs without it.
+ */
+static struct ledger *daemon_open_ledger(const struct cfg *cfg)
+{
+    struct ledger_params lp;
+    struct ledger *lg = NULL;
+    char path[4096];
+    char err[512];
+    int r;
+
+    if (study_ledger_path(cfg, path, sizeof(path)) < 0) {
+        log_warning("event=ledger-off reason=\"path too long\", ignoring");
+        return NULL;
+    }
+    memset(&lp, 0, sizeof(lp));
+    lp.path = path;
+    lp.flags = LEDGER_OPEN_RECOVER;
+    r = ledger_open(&lp, &lg, err, sizeof(err));
+    if (r < 0) {
+        log_warning("event=ledger-off reason=\"%s\", ignoring: deliveries "
+                    "are not recorded and commitment asks the server",
+                    err);
+        return NULL;
+    }
+    if (ledger_moved_aside(lg) != NULL)
+        log_warning("event=ledger-moved-aside path=%s to=%s reason=\"%s\"",
+                    path, ledger_moved_aside(lg),
+                    ledger_moved_aside_reason(lg));
+    log_info("event=ledger-open path=%s keep_days=%u", path,
+             cfg->ledger.keep_days);
+    return lg;
+}
+
+/*
  * Raises the soft RLIMIT_NOFILE to the hard limit (systemd's LimitNOFILE=
  * sets both; a shell may have a lower soft one) and says whether what the
  * configuration may hold at once fits: associations, pending connections
@@ -191,6 +230,11 @@ int daemon_run(const struct cfg *cfg)
     struct find_service *finder = NULL;
     struct find_web *find_web = NULL;
     struct scp_find_handler find_handler;
+    struct ledger *ledger = NULL;
+    struct find_web *commit_web = NULL;
+    struct commit_service *committer = NULL;
+    struct commit_remote *remotes = NULL;
+    struct scp_commit_handler commit_handler;
     char err[512];
     int status = 1;
     int r;
@@ -266,6 +310,51 @@ int daemon_run(const struct cfg *cfg)
         params.find = &find_handler;
     }
 
+    if (tokens != NULL) {
+        struct commit_params cp;
+
+        ledger = daemon_open_ledger(cfg);
+        commit_web = find_web_new(cfg->upload.url,
+                                  cfg->upload.ca_file[0] ? cfg->upload.ca_file
+                                                         : NULL,
+                                  cfg->upload.timeout_s, tokens);
+        if (cfg->dicom.remote_ae_count > 0)
+            remotes = calloc(cfg->dicom.remote_ae_count, sizeof(*remotes));
+        if (commit_web == NULL ||
+            (cfg->dicom.remote_ae_count > 0 && remotes == NULL)) {
+            log_err("event=start-failed reason=\"out of memory\"");
+            goto out;
+        }
+        for (size_t i = 0; i < cfg->dicom.remote_ae_count; i++) {
+            remotes[i].ae_title = cfg->dicom.remote_aes[i].ae_title;
+            remotes[i].host = cfg->dicom.remote_aes[i].host;
+            remotes[i].port = (uint16_t)cfg->dicom.remote_aes[i].port;
+        }
+        memset(&cp, 0, sizeof(cp));
+        cp.spool = spool;
+        cp.ledger = ledger;
+        cp.web = commit_web;
+        cp.our_ae = cfg->dicom.ae_title;
+        cp.destination = cfg->upload.url;
+        cp.remotes = remotes;
+        cp.remote_count = cfg->dicom.remote_ae_count;
+        cp.max_wait_h = cfg->commit.max_wait_h;
+        cp.report_retry_max_s = cfg->commit.report_retry_max_s;
+        cp.timeout_s = cfg->dicom.timeout_s;
+        cp.min_free_mb = cfg->spool.min_free_mb;
+        cp.keep_days = cfg->ledger.keep_days;
+        committer = commit_start(&cp, err, sizeof(err));
+        if (committer == NULL) {
+            log_err("event=start-failed reason=\"storage commitment: %s\"",
+                    err);
+            goto out;
+        }
+        if (cfg->commit.enabled) {
+            commit_handler_init(committer, &commit_handler);
+            params.commit = &commit_handler;
+        }
+    }
+
     r = scp_new(&params, &scp, err, sizeof(err));
     if (r < 0) {
         log_err("event=start-failed reason=\"%s\"", err);
@@ -276,6 +365,8 @@ int daemon_run(const struct cfg *cfg)
         struct uploader_params up;
 
         params_uploader(cfg, spool, tokens, &up);
+        up.on_delivered = commit_note_delivered;
+        up.on_delivered_ctx = committer;
         uploader = uploader_start(&up);
         if (uploader == NULL) {
             log_err("event=start-failed reason=\"cannot start the "
@@ -284,12 +375,13 @@ int daemon_run(const struct cfg *cfg)
         }
     }
     log_notice("event=started version=%s ae=%s port=%u spool=%s "
-               "max_associations=%u callers=%s mode=%s find=%s",
+               "max_associations=%u callers=%s mode=%s find=%s commit=%s",
                STOWBRIDGE_VERSION, cfg->dicom.ae_title, cfg->dicom.port,
                cfg->spool.dir, cfg->dicom.max_associations,
                cfg->dicom.allowed_caller_count > 0 ? "allow-list" : "any",
                uploader != NULL ? "upload" : "receive-only",
-               finder == NULL ? "off" : cfg->query.profile);
+               finder == NULL ? "off" : cfg->query.profile,
+               params.commit != NULL ? "on" : "off");
     if (finder == NULL && cfg->query.enabled)
         log_notice("event=find-off reason=\"C-FIND needs upload.url (the "
                    "QIDO-RS server)\"");
@@ -324,6 +416,9 @@ out:
     /* Association threads still running (grace expired) keep using the
      * spool and SCP: leave them to process exit rather than free them. */
     if (scp == NULL || scp_active_associations(scp) == 0) {
+        commit_stop(committer);
+        ledger_close(ledger);
+        find_web_free(commit_web);
         scp_free(scp);
         spool_close(spool);
         find_service_free(finder);
@@ -331,5 +426,6 @@ out:
         oauth_source_free(tokens);
     }
     free(rules);
+    free(remotes);
     return status;
 }

@@ -7,6 +7,8 @@
  *   stowbridge token --config FILE [--raw]
  *   stowbridge queue list [STATE] | show ID | retry ID|--all-failed |
  *                    delete ID | resume  --config FILE
+ *   stowbridge study UID [--json] --config FILE
+ *   stowbridge commit list | show TXUID [--json] --config FILE
  *   stowbridge sample-config
  *
  * Exit status: 0 success, 1 runtime failure, 2 usage or configuration
@@ -34,6 +36,7 @@
 #include "spool/spool.h"
 #include "status.h"
 #include "web/dicomweb.h"
+#include "study_cmd.h"
 #include "web/stow.h"
 #include "base/util.h"
 
@@ -70,6 +73,15 @@ static const struct main_cmd main_cmds[] = {
       "  send a deferred or failed one again, or delete one; resume ends\n"
       "  a pause of uploads and makes deferred entries due now. Safe\n"
       "  while the daemon runs." },
+    { "study", "study UID [--json] --config FILE",
+      "Reconcile one study: instances received (by calling AE, first and\n"
+      "  last arrival), delivered, queued by state, failed with reasons,\n"
+      "  and the Storage Commitment transactions that named it. Safe while\n"
+      "  the daemon runs." },
+    { "commit", "commit list | show TXUID [--json] --config FILE",
+      "The Storage Commitment transactions, newest first, or one with\n"
+      "  every instance, its result and Failure Reason. Safe while the\n"
+      "  daemon runs." },
     { "sample-config", "sample-config",
       "Print the documented sample configuration with every key and\n"
       "  its default." },
@@ -413,6 +425,36 @@ static int main_check(const struct cfg *cfg, bool dump)
     return failures == 0 ? 0 : EXIT_RUNTIME;
 }
 
+/* A subcommand of words and --config FILE in any order. */
+static int main_words(int argc, char **argv, const char *name,
+                      int (*fn)(const struct cfg *, int, char **))
+{
+    struct main_opts opts;
+    struct cfg *cfg = NULL;
+    char *words[4];
+    int nwords = 0;
+    int status;
+
+    memset(&opts, 0, sizeof(opts));
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            opts.config_path = argv[++i];
+        } else if (strncmp(argv[i], "--config=", 9) == 0) {
+            opts.config_path = argv[i] + 9;
+        } else if (nwords < 4) {
+            words[nwords++] = argv[i];
+        } else {
+            fprintf(stderr, "stowbridge %s: too many arguments\n", name);
+            return EXIT_USAGE;
+        }
+    }
+    if (main_load_config(&opts, name, false, &cfg) < 0)
+        return EXIT_USAGE;
+    status = fn(cfg, nwords, words);
+    cfg_free(cfg);
+    return status;
+}
+
 /* `queue`: words and --config FILE in any order. */
 static int main_queue(int argc, char **argv)
 {
@@ -467,6 +509,10 @@ int main(int argc, char **argv)
 
     if (strcmp(cmd, "queue") == 0)
         return main_queue(argc - 2, argv + 2);
+    if (strcmp(cmd, "study") == 0)
+        return main_words(argc - 2, argv + 2, "study", study_main);
+    if (strcmp(cmd, "commit") == 0)
+        return main_words(argc - 2, argv + 2, "commit", commit_cmd_main);
 
     r = main_parse_opts(cmd, argc - 1, argv + 1, &opts);
     if (r == 1) {

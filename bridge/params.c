@@ -50,6 +50,7 @@ int params_scp_callers(const struct cfg *cfg,
         rules[i].hosts = cfg->dicom.allowed_callers[i].hosts;
         rules[i].host_count = cfg->dicom.allowed_callers[i].host_count;
         rules[i].find = cfg->dicom.allowed_callers[i].find;
+        rules[i].commit = cfg->dicom.allowed_callers[i].commit;
     }
     *ret_rules = rules;
     return 0;

@@ -463,6 +463,10 @@ static void apply_results(struct uploader *up, const struct batch *b,
         outcome_for_instance(rep->http_status, &results[i], &o);
         switch (o.verdict) {
         case OUTCOME_DELIVERED:
+            if (up->params.on_delivered != NULL)
+                up->params.on_delivered(up->params.on_delivered_ctx,
+                                        b->ids[i], &metas[i],
+                                        results[i].reason == 0xB00E);
             outcome_delivered(up, b->ids[i], rep->http_status, o.reason);
             break;
         case OUTCOME_RETRY:

@@ -49,6 +49,14 @@
 struct oauth_source;
 struct spool;
 struct uploader;
+struct spool_meta;
+
+/* Told of each delivered instance by the worker that delivered it, while
+ * the entry is still in active/; @already: the server had it. Must be
+ * quick and thread-safe. */
+typedef void (*uploader_delivered_fn)(void *ctx, const char *id,
+                                      const struct spool_meta *meta,
+                                      bool already);
 
 struct uploader_params {
     struct spool *spool;              /* borrowed */
@@ -64,6 +72,8 @@ struct uploader_params {
     unsigned max_age_h;
     unsigned max_pause_s;             /* cap on Retry-After, >= 1 */
     bool on_conflict_send;            /* false: keep-first */
+    uploader_delivered_fn on_delivered; /* NULL: nobody is told */
+    void *on_delivered_ctx;
 };
 
 /* Starts the scheduler and the workers. NULL on failure (logged). */

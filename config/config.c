@@ -68,6 +68,7 @@ enum cfg_type {
     CFG_CALLERS, /* struct cfg_caller *, count at count_offset */
     CFG_BOOL,    /* bool */
     CFG_UIDS,    /* char ** of valid UIDs, count at count_offset */
+    CFG_REMOTES, /* struct cfg_remote_ae *, count at count_offset */
 };
 
 /* Extra validation of a CFG_STRING value. */
@@ -84,7 +85,8 @@ struct cfg_key {
     const char *path;       /* "section.name" */
     enum cfg_type type;     /* how the value is read, stored and written */
     size_t offset;          /* of the value in struct cfg */
-    size_t count_offset;    /* CFG_CALLERS, CFG_UIDS: of its size_t count */
+    size_t count_offset;    /* CFG_CALLERS, CFG_UIDS, CFG_REMOTES: of its
+                               size_t count */
     const char *def_string; /* CFG_STRING and CFG_LEVEL */
     unsigned def_uint;      /* CFG_UINT; CFG_BOOL: 0 or 1 */
     unsigned min;           /* CFG_UINT */
@@ -162,11 +164,13 @@ static const struct cfg_key cfg_keys[] = {
                "entry lists hosts). Host names and IPv6 are not accepted: "
                "DCMTK 3.6.7 listens on IPv4 only. An empty list accepts "
                "any caller. \"find\": false lets that caller store but "
-               "not query (C-FIND); the default is true.",
+               "not query (C-FIND); \"commit\": false, store but not ask "
+               "for Storage Commitment; both default to true.",
         .example = "[\n"
                    "    {\"ae_title\": \"CT1\", \"hosts\": [\"10.1.2.0/24\", "
                    "\"192.0.2.7\"]},\n"
-                   "    {\"ae_title\": \"PACS\", \"find\": false},\n"
+                   "    {\"ae_title\": \"PACS\", \"find\": false, "
+                   "\"commit\": false},\n"
                    "    {\"hosts\": [\"127.0.0.1\"]}\n"
                    "]",
     },
@@ -202,6 +206,22 @@ static const struct cfg_key cfg_keys[] = {
                "private ones (their instances still need a Study Instance "
                "UID).",
         .example = "[\"1.2.826.0.1.3680043.9.7156.1.1\"]",
+    },
+    {
+        .path = "dicom.remote_aes",
+        .type = CFG_REMOTES,
+        .offset = CFG_OFF(dicom.remote_aes),
+        .count_offset = CFG_OFF(dicom.remote_ae_count),
+        .doc = "Where remote AEs listen, for the associations we open: a "
+               "Storage Commitment report goes to the calling AE's entry "
+               "(a caller without one gets no report, which is logged). "
+               "Each entry has \"ae_title\", \"host\" (an IPv4 address or "
+               "a host name) and \"port\"; \"tls\" must be false for now "
+               "(outbound DICOM TLS is not supported yet).",
+        .example = "[\n"
+                   "    {\"ae_title\": \"CT1\", \"host\": \"10.1.2.3\", "
+                   "\"port\": 104}\n"
+                   "]",
     },
     {
         .path = "spool.dir",
@@ -481,6 +501,61 @@ static const struct cfg_key cfg_keys[] = {
                "exist, the answers sent end with status A700 and an error "
                "comment saying the list is incomplete, and the log says so.",
     },
+    {
+        .path = "commit.enabled",
+        .type = CFG_BOOL,
+        .offset = CFG_OFF(commit.enabled),
+        .def_uint = 1,
+        .doc = "Offer Storage Commitment Push Model (1.2.840.10008.1.20.1) "
+               "as SCP: an instance is committed only once the DICOMweb "
+               "server has it (README, Storage Commitment). Needs "
+               "upload.url; a caller's \"commit\": false in "
+               "dicom.allowed_callers refuses it for that caller.",
+    },
+    {
+        .path = "commit.max_wait_h",
+        .type = CFG_UINT,
+        .offset = CFG_OFF(commit.max_wait_h),
+        .def_uint = 24,
+        .min = 1,
+        .max = 8760,
+        .doc = "Hours a commitment request waits for its instances to be "
+               "delivered; then those still queued are reported as failed "
+               "(0110 processing failure, or 0213 resource limitation when "
+               "the spool is below spool.min_free_mb). The report itself "
+               "is retried until max_wait_h + 24 hours after the request.",
+    },
+    {
+        .path = "commit.report_retry_max_s",
+        .type = CFG_UINT,
+        .offset = CFG_OFF(commit.report_retry_max_s),
+        .def_uint = 300,
+        .min = 1,
+        .max = 86400,
+        .doc = "Longest pause between two attempts to deliver a report "
+               "(the pause starts at 2 s and doubles), in seconds.",
+    },
+    {
+        .path = "ledger.path",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(ledger.path),
+        .def_string = "",
+        .check = CFG_CHECK_OPT_PATH,
+        .doc = "The delivery ledger (SQLite, WAL mode): every delivered "
+               "instance and every commitment transaction. \"\" puts it at "
+               "<spool.dir>/ledger.db. Losing it loses no image: "
+               "commitment then asks the server.",
+    },
+    {
+        .path = "ledger.keep_days",
+        .type = CFG_UINT,
+        .offset = CFG_OFF(ledger.keep_days),
+        .def_uint = 30,
+        .min = 1,
+        .max = 3650,
+        .doc = "Days deliveries and commitment transactions are kept in "
+               "the ledger (pruned hourly).",
+    },
 };
 
 #define CFG_KEY_COUNT (sizeof(cfg_keys) / sizeof(cfg_keys[0]))
@@ -599,6 +674,17 @@ static void cfg_free_callers(struct cfg_caller *callers, size_t count)
     free(callers);
 }
 
+static void cfg_free_remotes(struct cfg_remote_ae *remotes, size_t count)
+{
+    if (remotes == NULL)
+        return;
+    for (size_t i = 0; i < count; i++) {
+        free(remotes[i].ae_title);
+        free(remotes[i].host);
+    }
+    free(remotes);
+}
+
 static void cfg_free_uids(char **uids, size_t count)
 {
     if (uids == NULL)
@@ -630,6 +716,11 @@ void cfg_free(struct cfg *cfg)
         case CFG_UIDS:
             cfg_free_uids(*(char ***)cfg_field(cfg, key->offset),
                           *(size_t *)cfg_field(cfg, key->count_offset));
+            break;
+        case CFG_REMOTES:
+            cfg_free_remotes(
+                *(struct cfg_remote_ae **)cfg_field(cfg, key->offset),
+                *(size_t *)cfg_field(cfg, key->count_offset));
             break;
         case CFG_UINT:
         case CFG_LEVEL:
@@ -669,6 +760,7 @@ int cfg_defaults(struct cfg **ret_cfg)
             break;
         case CFG_CALLERS:
         case CFG_UIDS:
+        case CFG_REMOTES:
             /* calloc: an empty list. */
             break;
         case CFG_BOOL:
@@ -904,6 +996,7 @@ static int cfg_parse_caller(struct cfg_caller *caller, const cJSON *item,
     int r;
 
     caller->find = true;
+    caller->commit = true;
     if (!cJSON_IsObject(item)) {
         cfg_err(err, err_len,
                 "config: %s[%zu]: expected an object with \"ae_title\" "
@@ -915,13 +1008,14 @@ static int cfg_parse_caller(struct cfg_caller *caller, const cJSON *item,
         bool is_ae = strcmp(member->string, "ae_title") == 0;
         bool is_hosts = strcmp(member->string, "hosts") == 0;
         bool is_find = strcmp(member->string, "find") == 0;
+        bool is_commit = strcmp(member->string, "commit") == 0;
 
-        if (!is_ae && !is_hosts && !is_find) {
+        if (!is_ae && !is_hosts && !is_find && !is_commit) {
             char quoted[CFG_NAME_MAX + 4];
 
             cfg_err(err, err_len,
                     "config: unknown key '%s[%zu].%s' (an entry takes "
-                    "\"ae_title\", \"hosts\" and \"find\")",
+                    "\"ae_title\", \"hosts\", \"find\" and \"commit\")",
                     lpath, index,
                     cfg_quote_str(quoted, sizeof(quoted), member->string));
             return -EINVAL;
@@ -931,14 +1025,17 @@ static int cfg_parse_caller(struct cfg_caller *caller, const cJSON *item,
                     index, member->string);
             return -EINVAL;
         }
-        if (is_find) {
+        if (is_find || is_commit) {
             if (!cJSON_IsBool(member)) {
                 cfg_err(err, err_len,
-                        "config: %s[%zu].find: expected true or false, got %s",
-                        lpath, index, cfg_json_type(member));
+                        "config: %s[%zu].%s: expected true or false, got %s",
+                        lpath, index, member->string, cfg_json_type(member));
                 return -EINVAL;
             }
-            caller->find = cJSON_IsTrue(member);
+            if (is_find)
+                caller->find = cJSON_IsTrue(member);
+            else
+                caller->commit = cJSON_IsTrue(member);
             continue;
         }
         if (is_ae) {
@@ -998,6 +1095,152 @@ static int cfg_parse_callers(struct cfg *cfg, const struct cfg_key *key,
                              err_len);
         if (r < 0)
             return r;
+    }
+    return 0;
+}
+
+/* Parses entry @index of the remote AE list @lpath into @remote. */
+static int cfg_parse_remote(struct cfg_remote_ae *remote, const cJSON *item,
+                            const char *lpath, size_t index, char *err,
+                            size_t err_len)
+{
+    const cJSON *member;
+    char quoted[CFG_NAME_MAX + 4];
+    char path[128];
+    bool has_port = false;
+    int r;
+
+    if (!cJSON_IsObject(item)) {
+        cfg_err(err, err_len,
+                "config: %s[%zu]: expected an object with \"ae_title\", "
+                "\"host\" and \"port\", got %s",
+                lpath, index, cfg_json_type(item));
+        return -EINVAL;
+    }
+    cJSON_ArrayForEach(member, item) {
+        const char *name = member->string;
+
+        if (cfg_duplicate(item, member)) {
+            cfg_err(err, err_len, "config: duplicate key '%s[%zu].%s'", lpath,
+                    index, name);
+            return -EINVAL;
+        }
+        (void)snprintf(path, sizeof(path), "%s[%zu].%s", lpath, index, name);
+        if (strcmp(name, "ae_title") == 0) {
+            r = cfg_parse_ae_title(member, path, &remote->ae_title, err,
+                                   err_len);
+            if (r < 0)
+                return r;
+        } else if (strcmp(name, "host") == 0) {
+            const char *h = cJSON_IsString(member) ? member->valuestring : "";
+            size_t n = strlen(h);
+            bool ok = n > 0 && n <= 253;
+
+            for (size_t i = 0; ok && i < n; i++)
+                ok = (h[i] >= 'a' && h[i] <= 'z') ||
+                     (h[i] >= 'A' && h[i] <= 'Z') ||
+                     (h[i] >= '0' && h[i] <= '9') || h[i] == '.' ||
+                     h[i] == '-';
+            if (!ok) {
+                cfg_err(err, err_len,
+                        "config: %s: expected an IPv4 address or a host "
+                        "name (letters, digits, '.' and '-'), got %s%s%s",
+                        path, cJSON_IsString(member) ? "\"" : "",
+                        cJSON_IsString(member)
+                            ? cfg_quote_str(quoted, sizeof(quoted), h)
+                            : cfg_json_type(member),
+                        cJSON_IsString(member) ? "\"" : "");
+                return -EINVAL;
+            }
+            remote->host = strdup(h);
+            if (remote->host == NULL)
+                return -ENOMEM;
+        } else if (strcmp(name, "port") == 0) {
+            if (!cJSON_IsNumber(member) || member->valuedouble < 1 ||
+                member->valuedouble > 65535 ||
+                member->valuedouble != (double)(int)member->valuedouble) {
+                cfg_err(err, err_len,
+                        "config: %s: expected a port from 1 to 65535, got %s",
+                        path, cJSON_IsNumber(member) ? "another number"
+                                                     : cfg_json_type(member));
+                return -EINVAL;
+            }
+            remote->port = (unsigned)member->valuedouble;
+            has_port = true;
+        } else if (strcmp(name, "tls") == 0) {
+            if (!cJSON_IsBool(member)) {
+                cfg_err(err, err_len,
+                        "config: %s: expected true or false, got %s", path,
+                        cfg_json_type(member));
+                return -EINVAL;
+            }
+            if (cJSON_IsTrue(member)) {
+                cfg_err(err, err_len,
+                        "config: %s: outbound DICOM TLS is not supported "
+                        "yet; set false",
+                        path);
+                return -EINVAL;
+            }
+            remote->tls = false;
+        } else {
+            cfg_err(err, err_len,
+                    "config: unknown key '%s[%zu].%s' (an entry takes "
+                    "\"ae_title\", \"host\", \"port\" and \"tls\")",
+                    lpath, index, cfg_quote_str(quoted, sizeof(quoted), name));
+            return -EINVAL;
+        }
+    }
+    if (remote->ae_title == NULL || remote->host == NULL || !has_port) {
+        cfg_err(err, err_len,
+                "config: %s[%zu]: an entry needs \"ae_title\", \"host\" "
+                "and \"port\"",
+                lpath, index);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* Parses the CFG_REMOTES value @list into @cfg (half-built lists are
+ * released by cfg_free(), as for callers); AE titles must be unique. */
+static int cfg_parse_remotes(struct cfg *cfg, const struct cfg_key *key,
+                             const cJSON *list, char *err, size_t err_len)
+{
+    struct cfg_remote_ae **remotes = cfg_field(cfg, key->offset);
+    size_t *count = cfg_field(cfg, key->count_offset);
+    size_t n = (size_t)cJSON_GetArraySize(list);
+    const cJSON *item;
+    int r;
+
+    if (!cJSON_IsArray(list)) {
+        cfg_err(err, err_len,
+                "config: %s: expected a list of {\"ae_title\": ..., "
+                "\"host\": ..., \"port\": ...} objects, got %s",
+                key->path, cfg_json_type(list));
+        return -EINVAL;
+    }
+    if (n == 0)
+        return 0;
+    *remotes = calloc(n, sizeof(**remotes));
+    if (*remotes == NULL)
+        return -ENOMEM;
+    cJSON_ArrayForEach(item, list) {
+        size_t index = *count;
+
+        *count = index + 1;
+        r = cfg_parse_remote(&(*remotes)[index], item, key->path, index, err,
+                             err_len);
+        if (r < 0)
+            return r;
+        for (size_t j = 0; j < index; j++) {
+            if (strcmp((*remotes)[j].ae_title, (*remotes)[index].ae_title) ==
+                0) {
+                cfg_err(err, err_len,
+                        "config: %s[%zu].ae_title: \"%s\" is already "
+                        "listed at [%zu]",
+                        key->path, index, (*remotes)[index].ae_title, j);
+                return -EINVAL;
+            }
+        }
     }
     return 0;
 }
@@ -1261,6 +1504,8 @@ static int cfg_parse_value(struct cfg *cfg, const struct cfg_key *key,
         return cfg_parse_callers(cfg, key, item, err, err_len);
     case CFG_UIDS:
         return cfg_parse_uids(cfg, key, item, err, err_len);
+    case CFG_REMOTES:
+        return cfg_parse_remotes(cfg, key, item, err, err_len);
     }
     return -EINVAL;
 }
@@ -2030,7 +2275,31 @@ static void cfg_put_callers(FILE *out, const struct cfg_caller *callers,
         }
         if (!c->find)
             fputs(", \"find\": false", out);
+        if (!c->commit)
+            fputs(", \"commit\": false", out);
         fprintf(out, "}%s\n", i + 1 < count ? "," : "");
+    }
+    fprintf(out, "%s]", indent);
+}
+
+/* Writes the remote AE list, one entry a line. */
+static void cfg_put_remotes(FILE *out, const struct cfg_remote_ae *remotes,
+                            size_t count, const char *indent)
+{
+    if (count == 0) {
+        fputs("[]", out);
+        return;
+    }
+    fputs("[\n", out);
+    for (size_t i = 0; i < count; i++) {
+        const struct cfg_remote_ae *r = &remotes[i];
+
+        fprintf(out, "%s    {\"ae_title\": ", indent);
+        cfg_put_string(out, r->ae_title);
+        fputs(", \"host\": ", out);
+        cfg_put_string(out, r->host);
+        fprintf(out, ", \"port\": %u, \"tls\": %s}%s\n", r->port,
+                r->tls ? "true" : "false", i + 1 < count ? "," : "");
     }
     fprintf(out, "%s]", indent);
 }
@@ -2083,6 +2352,11 @@ static void cfg_put_value(FILE *out, const struct cfg *cfg,
         cfg_put_uids(out, *(char **const *)cfg_cfield(cfg, key->offset),
                      *(const size_t *)cfg_cfield(cfg, key->count_offset));
         break;
+    case CFG_REMOTES:
+        cfg_put_remotes(
+            out, *(struct cfg_remote_ae *const *)cfg_cfield(cfg, key->offset),
+            *(const size_t *)cfg_cfield(cfg, key->count_offset), indent);
+        break;
     }
 }
 
@@ -2131,8 +2405,8 @@ static void cfg_describe(const struct cfg_key *key, char *buf, size_t len)
         break;
     case CFG_CALLERS:
         (void)snprintf(buf, len,
-                       "List of {\"ae_title\", \"hosts\", \"find\"} "
-                       "entries; default [] (any caller).");
+                       "List of {\"ae_title\", \"hosts\", \"find\", "
+                       "\"commit\"} entries; default [] (any caller).");
         break;
     case CFG_BOOL:
         (void)snprintf(buf, len, "true or false; default %s.",
@@ -2141,6 +2415,11 @@ static void cfg_describe(const struct cfg_key *key, char *buf, size_t len)
     case CFG_UIDS:
         (void)snprintf(buf, len, "List of at most %d UIDs; default [].",
                        CFG_UIDS_MAX);
+        break;
+    case CFG_REMOTES:
+        (void)snprintf(buf, len,
+                       "List of {\"ae_title\", \"host\", \"port\", "
+                       "\"tls\"} entries; default [].");
         break;
     }
 }

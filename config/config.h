@@ -2,7 +2,7 @@
  * config - the stowbridge configuration file (DESIGN.md section 9).
  *
  * The file is one JSON object with sections "dicom", "spool", "log",
- * "upload", "auth", "retry" and "query". Comments (// to end of line and
+ * "upload", "auth", "retry", "query", "commit" and "ledger". Comments (// to end of line and
  * C-style blocks) are allowed outside strings. One table row per key
  * (path, type, default, range, doc) drives the parser, the defaults, the
  * dump and the sample file, so they can never disagree.
@@ -38,6 +38,17 @@ struct cfg_caller {
     size_t host_count;
     /* "find": may this caller query (C-FIND)? Default true. */
     bool find;
+    /* "commit": may this caller ask for Storage Commitment? Default true. */
+    bool commit;
+};
+
+/* One entry of dicom.remote_aes: where a remote AE listens (Storage
+ * Commitment reports; C-MOVE destinations later). */
+struct cfg_remote_ae {
+    char *ae_title;               /* trimmed, 1..16 characters */
+    char *host;                   /* IPv4 address or host name */
+    unsigned port;                /* 1..65535 */
+    bool tls;                     /* false (true is refused for now) */
 };
 
 struct cfg_dicom {
@@ -52,6 +63,8 @@ struct cfg_dicom {
     bool accept_unknown_storage_classes; /* true: the storage root */
     char **extra_storage_classes; /* valid UIDs; none by default */
     size_t extra_storage_class_count;
+    struct cfg_remote_ae *remote_aes; /* none by default */
+    size_t remote_ae_count;
 };
 
 struct cfg_spool {
@@ -108,6 +121,19 @@ struct cfg_query {
     unsigned max_results;      /* 5000 */
 };
 
+/* Storage Commitment (issue 12). */
+struct cfg_commit {
+    bool enabled;              /* true; needs upload.url */
+    unsigned max_wait_h;       /* 24: then still-queued instances fail */
+    unsigned report_retry_max_s; /* 300: longest pause between attempts */
+};
+
+/* The delivery ledger (ledger/ledger.h). */
+struct cfg_ledger {
+    char *path;                /* "": <spool.dir>/ledger.db */
+    unsigned keep_days;        /* 30 */
+};
+
 struct cfg {
     struct cfg_dicom dicom;
     struct cfg_spool spool;
@@ -116,6 +142,8 @@ struct cfg {
     struct cfg_auth auth;
     struct cfg_retry retry;
     struct cfg_query query;
+    struct cfg_commit commit;
+    struct cfg_ledger ledger;
 };
 
 /*

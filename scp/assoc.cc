@@ -38,6 +38,7 @@
 
 #include "base/log.h"
 #include "base/util.h"
+#include "commit_int.h"
 
 /* How long an association thread waits for a command before it checks
  * the stop flag and the idle limit. */
@@ -209,6 +210,8 @@ enum refusal {
     REFUSE_NON_PATIENT,
     REFUSE_FIND_OFF,
     REFUSE_FIND_CALLER,
+    REFUSE_COMMIT_OFF,
+    REFUSE_COMMIT_CALLER,
     REFUSE_TRANSFER_SYNTAX,
 };
 
@@ -229,6 +232,12 @@ static const char *refusal_text(enum refusal why)
     case REFUSE_FIND_CALLER:
         return "not allowed for this caller: find false in "
                "dicom.allowed_callers";
+    case REFUSE_COMMIT_OFF:
+        return "not supported: Storage Commitment is off, commit.enabled "
+               "false or no upload.url";
+    case REFUSE_COMMIT_CALLER:
+        return "not allowed for this caller: commit false in "
+               "dicom.allowed_callers";
     case REFUSE_TRANSFER_SYNTAX:
         return "no proposed transfer syntax is accepted";
     case REFUSE_NONE:
@@ -239,19 +248,28 @@ static const char *refusal_text(enum refusal why)
 
 /*
  * What we do with the proposed abstract syntax @uid: REFUSE_NONE and
- * *@ret_group (0 Verification, 1 C-FIND, 2 storage) when we accept it.
+ * *@ret_group (0 Verification and Storage Commitment, 1 C-FIND, 2
+ * storage) when we accept it. Storage Commitment when offered
+ * (scp_params.commit) and @commit_allowed for the caller.
  * Storage: DCMTK 3.6.7's list, every UID under SCP_STORAGE_ROOT unless
  * dicom.accept_unknown_storage_classes is false, and the UIDs of
  * dicom.extra_storage_classes.
  */
 static enum refusal classify_syntax(const struct scp *scp, const char *uid,
-                                    bool find_allowed, int *ret_group)
+                                    bool find_allowed, bool commit_allowed,
+                                    int *ret_group)
 {
     size_t root_len = strlen(SCP_STORAGE_ROOT);
 
     if (strcmp(uid, UID_VerificationSOPClass) == 0) {
         *ret_group = 0;
         return REFUSE_NONE;
+    }
+    if (strcmp(uid, UID_StorageCommitmentPushModelSOPClass) == 0) {
+        *ret_group = 0;
+        if (scp->commit == NULL)
+            return REFUSE_COMMIT_OFF;
+        return commit_allowed ? REFUSE_NONE : REFUSE_COMMIT_CALLER;
     }
     if (uid_in(uid, find_sop_classes, ARRAY_LEN(find_sop_classes))) {
         *ret_group = 1;
@@ -299,7 +317,7 @@ static void note_refusal(std::vector<refused_syntax> &refused,
  * or -1.
  */
 static int negotiate_contexts(const struct scp *scp, T_ASC_Association *assoc,
-                              bool find_allowed,
+                              bool find_allowed, bool commit_allowed,
                               std::vector<refused_syntax> &refused)
 {
     std::vector<std::string> groups[3];
@@ -321,7 +339,8 @@ static int negotiate_contexts(const struct scp *scp, T_ASC_Association *assoc,
         if (ASC_getPresentationContext(assoc->params, i, &pc).bad())
             return -1;
         enum refusal why =
-            classify_syntax(scp, pc.abstractSyntax, find_allowed, &group);
+            classify_syntax(scp, pc.abstractSyntax, find_allowed,
+                            commit_allowed, &group);
         if (why != REFUSE_NONE) {
             note_refusal(refused, pc.abstractSyntax, why);
             continue;
@@ -463,6 +482,7 @@ static const struct scp_service scp_services[] = {
     { DIMSE_C_ECHO_RQ, scp__echo_serve },
     { DIMSE_C_STORE_RQ, scp__store_serve },
     { DIMSE_C_FIND_RQ, scp__find_serve },
+    { DIMSE_N_ACTION_RQ, scp__commit_serve },
     { DIMSE_C_CANCEL_RQ, ignore_cancel },
 };
 
@@ -608,7 +628,9 @@ static bool accept_association(struct scp *scp, T_ASC_Association *assoc,
                  "our responses (at least %u, or 0 for no limit)",
                  peer_pdu, SCP_MIN_PEER_PDU);
         why = why_buf;
-    } else if (negotiate_contexts(scp, assoc, find_allowed, refused) < 0) {
+    } else if (negotiate_contexts(scp, assoc, find_allowed,
+                                  scp__caller_may_commit(scp, calling, peer),
+                                  refused) < 0) {
         reject_association(assoc, ASC_RESULT_REJECTEDPERMANENT,
                            ASC_SOURCE_SERVICEUSER, ASC_REASON_SU_NOREASON);
         why = "presentation context negotiation failed";

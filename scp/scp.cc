@@ -111,6 +111,7 @@ static int copy_lists(struct scp *scp, const struct scp_params *params)
             }
             out->host_count = in->host_count;
             out->find = in->find;
+            out->commit = in->commit;
             if (in->host_count > 0) {
                 util_ipv4_net *hosts =
                     new (std::nothrow) util_ipv4_net[in->host_count];
@@ -158,6 +159,7 @@ extern "C" int scp_new(const struct scp_params *params, struct scp **ret_scp,
         scp->spool = params->spool;
         scp->min_free_mb = params->min_free_mb;
         scp->find = params->find;
+        scp->commit = params->commit;
         scp->accept_unknown_storage = params->accept_unknown_storage_classes;
 
         int r = copy_lists(scp, params);

@@ -1,6 +1,8 @@
 /*
- * scp - the DIMSE service provider: C-ECHO, C-STORE into the spool and
- * C-FIND handed to a C callback (docs/architecture.md). The only C++
+ * scp - the DIMSE service provider: C-ECHO, C-STORE into the spool,
+ * C-FIND handed to a C callback, and Storage Commitment (N-ACTION handed
+ * to a C callback, the N-EVENT-REPORT sent on an association we open;
+ * see "Storage Commitment" below) (docs/architecture.md). The only C++
  * module; this header is plain C and no C++ type or exception crosses it.
  *
  * Built on DCMTK's ASC_/DIMSE_ API with our own accept loop (DcmSCPPool
@@ -61,6 +63,7 @@ struct scp_caller_rule {
     const struct util_ipv4_net *hosts;  /* host_count 0: any address */
     size_t host_count;
     bool find;                          /* may query with C-FIND */
+    bool commit;                        /* may ask Storage Commitment */
 };
 
 /* The Query/Retrieve information model of a C-FIND. */
@@ -99,6 +102,87 @@ struct scp_find_handler {
     void (*end)(void *session);
 };
 
+/*
+ * --- Storage Commitment Push Model (PS3.4 Annex J) ------------------------
+ * scp/commit.cc validates an N-ACTION-RQ (Action Type 1) and hands the
+ * request to the handler, which must make it durable before it returns 0;
+ * only then is N-ACTION-RSP 0000 sent. The report (N-EVENT-REPORT) goes
+ * out later, on an association we open (scp_commit_send_report()).
+ */
+
+/* Most Referenced SOP Sequence items one request may name; more is
+ * refused with 0213 (resource limitation). */
+#define SCP_COMMIT_ITEMS_MAX 50000
+
+/* One instance named by a request: Referenced SOP Class UID (0008,1150)
+ * and Referenced SOP Instance UID (0008,1155), validated UIDs. */
+struct scp_commit_ref {
+    char sop_class_uid[UTIL_UID_MAX + 1];
+    char sop_instance_uid[UTIL_UID_MAX + 1];
+};
+
+/* A validated request; everything borrowed for the call. */
+struct scp_commit_request {
+    const char *tx_uid;                 /* Transaction UID (0008,1195) */
+    const char *calling_ae;
+    const char *peer;                   /* dotted IPv4 */
+    const struct scp_commit_ref *items; /* in request order, >= 1 */
+    size_t item_count;
+};
+
+/*
+ * Who takes commitment requests: called from association threads.
+ * request() returns 0 once @rq is durable (then 0000 is sent); -EALREADY
+ * when the same Transaction UID is active with the same items (also 0000:
+ * a retried N-ACTION, reported once); -EEXIST when it is active with other
+ * items (0110, "Transaction UID in use"); -ENOSPC (0213); anything else
+ * 0110. A reason goes in @err (UIDs and AE titles only).
+ */
+struct scp_commit_handler {
+    void *ctx;
+    int (*request)(void *ctx, const struct scp_commit_request *rq, char *err,
+                   size_t err_len);
+};
+
+/* A remote AE we open associations to (dicom.remote_aes). */
+struct scp_remote {
+    const char *ae_title;
+    const char *host;                   /* IPv4 address or host name */
+    uint16_t port;
+};
+
+/* One instance of a report: @failure_reason 0 is committed; otherwise a
+ * Failure Reason (0008,1197) such as 0x0110, 0x0112, 0x0119, 0x0213. */
+struct scp_commit_result {
+    const char *sop_class_uid;
+    const char *sop_instance_uid;
+    uint16_t failure_reason;
+};
+
+/* An N-EVENT-REPORT: Event Type 1 when no item failed, else 2. */
+struct scp_commit_report {
+    const char *tx_uid;
+    const char *retrieve_ae;            /* Retrieve AE Title (0008,0054) */
+    const struct scp_commit_result *items;
+    size_t item_count;
+};
+
+/*
+ * Opens an association from @our_ae to @to proposing Storage Commitment
+ * Push Model with the SCP role (SCU-role 0, SCP-role 1), Explicit and
+ * Implicit VR Little Endian, sends the N-EVENT-REPORT-RQ and waits for its
+ * response, then releases. Every step is bounded by @timeout_s. Returns 0
+ * with the response status in *@ret_status (0000 success; any other status
+ * is the peer's answer); -ECONNREFUSED, -ETIMEDOUT, -EHOSTUNREACH etc. when
+ * no association could be had; -EPROTO when it was rejected, the context
+ * or the role refused, or no response came; with the reason in @err.
+ * Thread-safe (one network per call).
+ */
+int scp_commit_send_report(const char *our_ae, const struct scp_remote *to,
+                           const struct scp_commit_report *report,
+                           unsigned timeout_s, uint16_t *ret_status,
+                           char *err, size_t err_len);
+
 /* max_pending when scp_params leaves it 0. */
 #define SCP_DEFAULT_MAX_PENDING 32
 
@@ -119,6 +203,9 @@ struct scp_params {
     /* NULL: C-FIND is not offered (its presentation contexts are
      * refused). Borrowed; must outlive the scp. */
     const struct scp_find_handler *find;
+    /* NULL: Storage Commitment is not offered. Borrowed; must outlive the
+     * scp. */
+    const struct scp_commit_handler *commit;
     /* Accept every abstract syntax under the storage root
      * 1.2.840.10008.5.1.4.1.1. as storage, not only DCMTK 3.6.7's list. */
     bool accept_unknown_storage_classes;

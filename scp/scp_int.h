@@ -10,6 +10,8 @@
  *   store.cc    C-STORE, into the spool;
  *   find.cc     C-FIND, handed to the C handler of scp_params.find;
  *   charset.cc  the character sets of C-FIND identifiers;
+ *   commit.cc   Storage Commitment's N-ACTION and N-EVENT-REPORT, and
+ *   outbound.cc associations we open (commit_int.h);
  *   scp_net.cc  the connection loop on the scp_run() thread: accept,
  *               the wait for a whole A-ASSOCIATE-RQ, its structural check
  *               (scp_rq.h), the association limit, and the closing of
@@ -82,6 +84,7 @@ struct scp {
     struct spool *spool;
     uint64_t min_free_mb;
     const struct scp_find_handler *find;   /* NULL: no C-FIND */
+    const struct scp_commit_handler *commit; /* NULL: no commitment */
     bool accept_unknown_storage;
     std::vector<std::string> extra_storage;
 
@@ -144,6 +147,10 @@ OFCondition scp__store_serve(struct scp_assoc *sa,
 OFCondition scp__find_serve(struct scp_assoc *sa,
                             T_ASC_PresentationContextID pres_id,
                             T_DIMSE_Message *msg);
+/* commit.cc: N-ACTION-RQ of Storage Commitment (commit_int.h). */
+OFCondition scp__commit_serve(struct scp_assoc *sa,
+                              T_ASC_PresentationContextID pres_id,
+                              T_DIMSE_Message *msg);
 
 /* charset.cc */
 

@@ -1085,6 +1085,61 @@ static void test_copies_and_pauses(void)
                  "retry.max_pause_s", "86400");
 }
 
+/* Storage Commitment keys, dicom.remote_aes and the callers' "commit". */
+static void test_commit_keys(void)
+{
+    struct cfg *cfg = expect_ok(
+        "{\"dicom\": {\"remote_aes\": [{\"ae_title\": \" CT1 \", "
+        "\"host\": \"127.0.0.1\", \"port\": 104, \"tls\": false}, "
+        "{\"ae_title\": \"MR\", \"host\": \"mr-1.example\", "
+        "\"port\": 11112}], \"allowed_callers\": [{\"ae_title\": "
+        "\"CT1\", \"commit\": false}, {\"ae_title\": \"MR\"}]}, "
+        "\"commit\": {\"max_wait_h\": 2}, \"ledger\": {\"path\": "
+        "\"/tmp/l.db\", \"keep_days\": 7}}");
+
+    CHECK(cfg != NULL);
+    if (cfg != NULL) {
+        CHECK(cfg->dicom.remote_ae_count == 2);
+        CHECK(strcmp(cfg->dicom.remote_aes[0].ae_title, "CT1") == 0);
+        CHECK(cfg->dicom.remote_aes[0].port == 104);
+        CHECK(strcmp(cfg->dicom.remote_aes[1].host, "mr-1.example") == 0);
+        CHECK(!cfg->dicom.allowed_callers[0].commit);
+        CHECK(cfg->dicom.allowed_callers[1].commit);
+        CHECK(cfg->dicom.allowed_callers[1].find);
+        CHECK(cfg->commit.enabled && cfg->commit.max_wait_h == 2);
+        CHECK(cfg->commit.report_retry_max_s == 300);
+        CHECK(strcmp(cfg->ledger.path, "/tmp/l.db") == 0);
+        CHECK(cfg->ledger.keep_days == 7);
+        cfg_free(cfg);
+    }
+    expect_error("{\"dicom\": {\"remote_aes\": [{\"ae_title\": \"A\", "
+                 "\"host\": \"h\", \"port\": 1, \"tls\": true}]}}",
+                 "dicom.remote_aes[0].tls", "not supported");
+    expect_error("{\"dicom\": {\"remote_aes\": [{\"ae_title\": \"A\", "
+                 "\"host\": \"h\"}]}}",
+                 "dicom.remote_aes[0]", "\"port\"");
+    expect_error("{\"dicom\": {\"remote_aes\": [{\"ae_title\": \"A\", "
+                 "\"host\": \"h\", \"port\": 70000}]}}",
+                 "dicom.remote_aes[0].port", "1 to 65535");
+    expect_error("{\"dicom\": {\"remote_aes\": [{\"ae_title\": \"A\", "
+                 "\"host\": \"h/x\", \"port\": 1}]}}",
+                 "dicom.remote_aes[0].host", "host name");
+    expect_error("{\"dicom\": {\"remote_aes\": [{\"ae_title\": \"A\", "
+                 "\"host\": \"h\", \"port\": 1}, {\"ae_title\": \"A\", "
+                 "\"host\": \"g\", \"port\": 2}]}}",
+                 "dicom.remote_aes[1].ae_title", "already listed");
+    expect_error("{\"dicom\": {\"remote_aes\": [{\"ae_title\": \"A\", "
+                 "\"host\": \"h\", \"port\": 1, \"x\": 1}]}}",
+                 "unknown key 'dicom.remote_aes[0].x'", "\"tls\"");
+    expect_error("{\"dicom\": {\"allowed_callers\": [{\"ae_title\": "
+                 "\"A\", \"commit\": 1}]}}",
+                 "dicom.allowed_callers[0].commit", "true or false");
+    expect_error("{\"commit\": {\"max_wait_h\": 0}}", "commit.max_wait_h",
+                 "1");
+    expect_error("{\"ledger\": {\"path\": \"rel.db\"}}", "ledger.path",
+                 "");
+}
+
 int main(void)
 {
     test_defaults();
@@ -1100,5 +1155,6 @@ int main(void)
     test_send_side();
     test_secret_files();
     test_copies_and_pauses();
+    test_commit_keys();
     return tap_done();
 }

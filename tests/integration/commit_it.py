@@ -1,0 +1,553 @@
+#!/usr/bin/python3
+"""Storage Commitment (issue 12) against the real daemon: our commitment
+SCU (commit_scu, DCMTK) and Orthanc 1.10 as a real commitment SCU, with a
+scripted DICOMweb server (it.MockWeb) or Orthanc as the destination.
+
+usage: commit_it.py BINARY COMMIT_SCU TEST
+
+Each TEST is one function below (test_<name>); CTest runs each with a
+timeout. 77 means skipped.
+"""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import it  # noqa: E402
+from it import Failure, check, run, wait_for  # noqa: E402
+
+from pydicom.uid import generate_uid  # noqa: E402
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+MR = "1.2.840.10008.5.1.4.1.1.4"
+COMMIT_SCU = None
+
+
+def make_files(work, count, study=None, prefix="i"):
+    """@count small CT instances of one study: [(path, sop uid)]."""
+    study = study or generate_uid()
+    out = []
+    for i in range(count):
+        path = os.path.join(work, "%s%04d.dcm" % (prefix, i))
+        out.append((path, it.make_instance(path, study=study, size=8)))
+    return study, out
+
+
+def store(d, files, calling="MOD1"):
+    r = it.storescu(d.port, [p for p, _ in files], calling=calling)
+    check(r.returncode == 0, "storescu sent %d instances (%s)" %
+          (len(files), r.stderr[-300:]))
+
+
+def qido_from(mock, extra=None):
+    """A QIDO-RS answer for /instances?SOPInstanceUID=..: what the mock
+    stored, plus @extra {sop: class} (on the server, never sent by us)."""
+    extra = extra or {}
+
+    def answer(path, headers):
+        q = urllib.parse.parse_qs(urllib.parse.urlparse(path).query)
+        uid = q.get("SOPInstanceUID", [""])[0]
+        with mock.lock:
+            known = uid in mock.stored
+        cls = extra.get(uid, CT if known else None)
+        if cls is None:
+            return 200, "[]", []
+        return 200, json.dumps([{
+            "00080016": {"vr": "UI", "Value": [cls]},
+            "00080018": {"vr": "UI", "Value": [uid]}}]), []
+    return answer
+
+
+def commit_daemon(work, mock_port, listen_port, remote_ae="MOD1", **extra):
+    cfg = dict(
+        upload={"url": "http://127.0.0.1:%d/dicom-web" % mock_port,
+                "timeout_s": 5},
+        retry={"min_s": 1, "max_s": 2},
+        dicom={"remote_aes": [{"ae_title": remote_ae, "host": "127.0.0.1",
+                               "port": listen_port}]},
+        commit={"report_retry_max_s": 2},
+        log={"level": "debug"})
+    for section, values in extra.items():
+        cfg.setdefault(section, {}).update(values)
+    return it.Daemon(work, **cfg)
+
+
+def items_file(work, items, name="items.txt"):
+    path = os.path.join(work, name)
+    with open(path, "w") as f:
+        for cls, uid in items:
+            f.write("%s %s\n" % (cls, uid))
+    return path
+
+
+def scu(d, items, tx=None, listen=0, wait=0, calling="MOD1", extra=(),
+        background=False):
+    """Runs commit_scu; returns (process or result, tx)."""
+    tx = tx if tx is not None else generate_uid()
+    cmd = [COMMIT_SCU, "--port", str(d.port), "--calling", calling,
+           "--tx", tx, "--timeout", "10"]
+    if listen:
+        cmd += ["--listen", str(listen), "--wait", str(wait)]
+    cmd += list(extra) + [items if isinstance(items, str) else
+                          items_file(d.work, items, "items-%s.txt" % tx)]
+    if background:
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True), tx
+    return run(cmd, timeout=wait + 60), tx
+
+
+def action_status(out):
+    m = re.search(r"action status=([0-9A-F]{4})", out)
+    return m.group(1) if m else None
+
+
+def report_of(out):
+    m = re.search(r"^report (\{.*\})$", out, re.M)
+    return json.loads(m.group(1)) if m else None
+
+
+def delivered(mock, uids):
+    with mock.lock:
+        return all(u in mock.stored for u in uids)
+
+
+def test_basic(work):
+    """All delivered -> Event Type 1; a transaction naming one instance
+    twice lists it twice; unknown instances: present on the server ->
+    committed, absent -> 0112; other class on the server -> 0119."""
+    mock = it.MockWeb()
+    listen = it.free_port()
+    d = commit_daemon(work, mock.port, listen).start()
+    try:
+        study, files = make_files(work, 3)
+        store(d, files)
+        uids = [u for _, u in files]
+        wait_for(lambda: delivered(mock, uids), 60, "delivered")
+        on_server = generate_uid()
+        other_class = generate_uid()
+        mock.qido = qido_from(mock, {on_server: CT, other_class: MR})
+        items = [(CT, u) for u in uids] + [(CT, uids[0])]
+        t0 = time.time()
+        r, tx = scu(d, items, listen=listen, wait=30)
+        rep = report_of(r.stdout)
+        check(action_status(r.stdout) == "0000", "N-ACTION-RSP 0000")
+        check(rep is not None, "a report came (%s)" % r.stdout)
+        print("report %.2f s after the N-ACTION" % (time.time() - t0))
+        check(rep["event_type"] == 1 and rep["tx"] == tx,
+              "Event Type 1 with our Transaction UID")
+        check(rep["class"] == "1.2.840.10008.1.20.1" and
+              rep["instance"] == "1.2.840.10008.1.20.1.1",
+              "the well-known SOP class and instance")
+        check(rep["role"] == "scp", "the SCP role was proposed")
+        check(rep["retrieve_ae"] == "STOWBRIDGE", "Retrieve AE Title = ours")
+        check(sorted(u for _, u in rep["committed"]) ==
+              sorted(uids + [uids[0]]) and rep["failed"] == [],
+              "every instance listed, the one named twice twice")
+
+        absent = generate_uid()
+        items = [(CT, uids[1]), (CT, on_server), (CT, absent),
+                 (CT, other_class)]
+        r, tx2 = scu(d, items, listen=listen, wait=30)
+        rep = report_of(r.stdout)
+        check(rep is not None and rep["event_type"] == 2 and
+              rep["tx"] == tx2, "Event Type 2 (%s)" % r.stdout)
+        check(sorted(u for _, u in rep["committed"]) ==
+              sorted([uids[1], on_server]),
+              "delivered and present-on-server instances committed")
+        check(sorted((u, reason) for _, u, reason in rep["failed"]) ==
+              sorted([(absent, 0x0112), (other_class, 0x0119)]),
+              "absent: 0112, another class on the server: 0119")
+        log = d.log_text()
+        check("event=commit-reported tx=%s" % tx2 in log, "report logged")
+        check(not os.listdir(os.path.join(d.spool, "commit")),
+              "commit/ is empty once the reports are delivered")
+        check("Test^Pat" not in log and "IT0001" not in log,
+              "no patient data in the log")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        d.stop()
+        mock.close()
+
+
+def test_poison(work):
+    """One instance in failed/ -> Event Type 2 with 0110 for it."""
+    mock = it.MockWeb()
+    listen = it.free_port()
+    d = commit_daemon(work, mock.port, listen,
+                      upload={"batch_max_instances": 2}).start()
+    try:
+        mock.stow_mode = "mixed"   # the first of a batch: A900, rejected
+        study, files = make_files(work, 2)
+        store(d, files)
+        wait_for(lambda: d.entries("failed") and delivered(mock, [files[1][1]])
+                 or len(mock.stored) >= 1 and d.entries("failed"), 60,
+                 "one rejected, one stored")
+        failed_id = os.path.basename(d.entries("failed")[0])[:-4]
+        stored = list(mock.stored)
+        mock.stow_mode = "ok"
+        items = [(CT, u) for _, u in files]
+        r, tx = scu(d, items, listen=listen, wait=30)
+        rep = report_of(r.stdout)
+        check(rep is not None and rep["event_type"] == 2,
+              "Event Type 2 (%s)" % r.stdout)
+        poison = [u for _, u in files if u not in stored]
+        check(len(poison) == 1 and
+              [(u, reason) for _, u, reason in rep["failed"]] ==
+              [(poison[0], 0x0110)], "the poison instance: 0110")
+        check([u for _, u in rep["committed"]] == stored,
+              "the other committed")
+        check(re.search(r"id=%s event=commit-failed tx=%s sop=%s "
+                        r"reason=0110" % (re.escape(failed_id), tx,
+                                          poison[0]), d.log_text()),
+              "logged with the entry ID")
+    finally:
+        d.stop()
+        mock.close()
+
+
+def test_dest_down(work):
+    """The destination is down during the request: the report comes only
+    after it is back and the instances are delivered."""
+    web_port = it.free_port()
+    listen = it.free_port()
+    d = commit_daemon(work, web_port, listen).start()
+    mock = None
+    try:
+        study, files = make_files(work, 3)
+        store(d, files)
+        items = [(CT, u) for _, u in files]
+        proc, tx = scu(d, items, listen=listen, wait=90, background=True)
+        time.sleep(4)
+        check(proc.poll() is None, "no report while the server is down")
+        mock = it.restart_mock_on(web_port)
+        mock.qido = qido_from(mock)
+        out, _ = proc.communicate(timeout=120)
+        rep = report_of(out)
+        check(rep is not None and rep["event_type"] == 1 and
+              len(rep["committed"]) == 3, "Event Type 1 once back (%s)" % out)
+        check(delivered(mock, [u for _, u in files]),
+              "the instances were delivered first")
+        log = d.log_text()
+        last = max(log.rfind("event=delivered sop=%s" % u) for _, u in files)
+        check(last >= 0 and log.find("event=commit-reported tx=%s" % tx) >
+              last, "the report after the last delivery")
+    finally:
+        d.stop()
+        if mock:
+            mock.close()
+
+
+def test_kill9(work):
+    """kill -9 between the N-ACTION-RSP and the report: the report is
+    still sent after the restart."""
+    web_port = it.free_port()
+    listen = it.free_port()
+    d = commit_daemon(work, web_port, listen).start()
+    mock = None
+    try:
+        study, files = make_files(work, 2)
+        store(d, files)
+        items = [(CT, u) for _, u in files]
+        r, tx = scu(d, items)    # no listener: the report cannot go yet
+        check(action_status(r.stdout) == "0000", "N-ACTION-RSP 0000")
+        check(os.path.exists(os.path.join(d.spool, "commit", tx + ".req")),
+              "the request is in commit/ before the answer")
+        d.proc.send_signal(signal.SIGKILL)
+        d.proc.wait(10)
+        d.log.close()
+        mock = it.restart_mock_on(web_port)
+        mock.qido = qido_from(mock)
+        proc, _ = scu(d, "-", tx=tx, listen=listen, wait=90,
+                      extra=["--no-action"], background=True)
+        d.start()
+        out, _ = proc.communicate(timeout=120)
+        rep = report_of(out)
+        check(rep is not None and rep["tx"] == tx and rep["event_type"] == 1
+              and len(rep["committed"]) == 2,
+              "report after the restart (%s)" % out)
+        check("event=commit-restored tx=%s" % tx in d.log_text(),
+              "restored from commit/")
+    finally:
+        d.stop()
+        if mock:
+            mock.close()
+
+
+def test_port_closed(work):
+    """The modality's port is closed for the report: retried until it
+    opens; a refusing answer is retried too; kill -9 with a report
+    waiting keeps it. No QIDO-RS answers here: an instance delivered just
+    before the request is known from memory, not the server."""
+    mock = it.MockWeb()
+    listen = it.free_port()
+    d = commit_daemon(work, mock.port, listen).start()
+    try:
+        study, files = make_files(work, 2)
+        store(d, files)
+        wait_for(lambda: delivered(mock, [u for _, u in files]), 60,
+                 "delivered")
+        items = [(CT, u) for _, u in files]
+        r, tx = scu(d, items)
+        check(action_status(r.stdout) == "0000", "N-ACTION-RSP 0000")
+        wait_for(lambda: d.log_text().count(
+            "event=commit-report-deferred tx=%s" % tx) >= 2, 30,
+            "two failed report attempts")
+        check(os.path.exists(os.path.join(d.spool, "commit", tx + ".rep")),
+              "the report is kept in commit/")
+        d.proc.send_signal(signal.SIGKILL)
+        d.proc.wait(10)
+        d.log.close()
+        d.start()
+        r, _ = scu(d, "-", tx=tx, listen=listen, wait=60,
+                   extra=["--no-action", "--report-status", "0110"])
+        rep = report_of(r.stdout)
+        check(rep is not None and rep["tx"] == tx and
+              rep["event_type"] == 1, "report once the port opens (%s)" %
+              r.stdout)
+        check(r.stdout.count("report {") == 2,
+              "refused once (status 0110), then sent again")
+        wait_for(lambda: not os.listdir(os.path.join(d.spool, "commit")),
+                 10, "commit/ emptied")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        d.stop()
+        mock.close()
+
+
+def test_many(work):
+    """500 instances in one transaction, asked right after their upload
+    (some still queued): every one listed; the time from the last
+    delivery to the report is printed and must stay within 1 s."""
+    mock = it.MockWeb()
+    listen = it.free_port()
+    d = commit_daemon(work, mock.port, listen).start()
+    try:
+        study, files = make_files(work, 500)
+        uids = [u for _, u in files]
+        items = [(CT, u) for u in uids]
+        store(d, files)
+        proc, tx = scu(d, items, listen=listen, wait=240, background=True)
+        t_delivered = None
+        while proc.poll() is None and t_delivered is None:
+            if delivered(mock, uids):
+                t_delivered = time.time()
+            time.sleep(0.005)
+        out = ""
+        t_report = None
+        for line in proc.stdout:
+            out += line
+            if line.startswith("report ") and t_report is None:
+                t_report = time.time()
+        proc.wait(60)
+        rep = report_of(out)
+        check(action_status(out) == "0000", "N-ACTION-RSP 0000")
+        check(rep is not None and rep["event_type"] == 1 and
+              len(rep["committed"]) == 500, "500 committed (%s)" % out[:300])
+        check(t_delivered is not None and t_report is not None,
+              "both times seen")
+        lag = t_report - t_delivered
+        print("last delivery -> report received: %.3f s" % lag)
+        check(lag <= 1.0, "report within 1 s of the last delivery")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        d.stop()
+        mock.close()
+
+
+def test_invalid(work):
+    """Bad requests get the PS3.4/PS3.7 statuses; the daemon keeps
+    running; a repeated request is answered 0000 and reported once; a
+    caller with "commit": false cannot negotiate the SOP class."""
+    mock = it.MockWeb()
+    listen = it.free_port()
+    d = commit_daemon(work, mock.port, listen, dicom={"allowed_callers": [
+        {"ae_title": "MOD1"}, {"ae_title": "ECHOSCU"},
+        {"ae_title": "NOCOMMIT", "commit": False}]}).start()
+    try:
+        uid = generate_uid()
+        mock.qido = qido_from(mock, {uid: CT})
+        items = [(CT, uid)]
+        cases = [
+            (["--action-type", "2"], "0123", "Action Type 2"),
+            (["--class", "1.2.840.10008.1.20.2"], "0118", "wrong class"),
+            (["--instance", "1.2.3"], "0112", "wrong instance"),
+            (["--no-seq"], "0115", "no Referenced SOP Sequence"),
+        ]
+        for extra, status, what in cases:
+            r, _ = scu(d, items, extra=extra)
+            check(action_status(r.stdout) == status,
+                  "%s -> %s (%s)" % (what, status, r.stdout.strip()))
+        r, _ = scu(d, items, tx="")
+        check(action_status(r.stdout) == "0115", "no Transaction UID: 0115")
+        r, _ = scu(d, items, tx="1.2.abc")
+        check(action_status(r.stdout) == "0115", "bad Transaction UID: 0115")
+        r, _ = scu(d, [(CT, "1..2")])
+        check(action_status(r.stdout) == "0115" and "item 1" in r.stdout,
+              "bad item UID: 0115 naming the item")
+        r, _ = scu(d, "-", extra=[])
+        check(action_status(r.stdout) == "0115", "empty sequence: 0115")
+        r, _ = scu(d, items, calling="NOCOMMIT")
+        check("context-refused" in r.stdout,
+              "commit false: the SOP class is refused")
+        # The same transaction twice (no listener yet), then another
+        # request with the same UID but other items.
+        r, tx = scu(d, items)
+        check(action_status(r.stdout) == "0000", "first request 0000")
+        r, _ = scu(d, items, tx=tx)
+        check(action_status(r.stdout) == "0000", "repeated request 0000")
+        r, _ = scu(d, [(CT, generate_uid())], tx=tx)
+        check(action_status(r.stdout) == "0110" and "in use" in r.stdout,
+              "same Transaction UID, other items: 0110")
+        r, _ = scu(d, "-", tx=tx, listen=listen, wait=30,
+                   extra=["--no-action"])
+        rep = report_of(r.stdout)
+        check(rep is not None and rep["tx"] == tx and
+              len(rep["committed"]) == 1, "reported once")
+        check(it.echo(d.port).returncode == 0, "the daemon still answers")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        d.stop()
+        mock.close()
+
+
+def orthanc_with_modality(work, bridge_port):
+    """Orthanc whose modality "bridge" is the daemon."""
+    o = it.Orthanc.__new__(it.Orthanc)
+    orig_dump = json.dump
+
+    def dump(cfg, f, *a, **kw):
+        cfg["DicomModalities"] = {"bridge": ["STOWBRIDGE", "127.0.0.1",
+                                             bridge_port]}
+        cfg["DicomAet"] = "ORTHANC"
+        o.dicom_port = cfg["DicomPort"]
+        return orig_dump(cfg, f, *a, **kw)
+    json.dump = dump
+    try:
+        it.Orthanc.__init__(o, work)
+    finally:
+        json.dump = orig_dump
+    return o
+
+
+def test_orthanc_scu(work):
+    """Orthanc 1.10 as the commitment SCU (REST storage-commitment: it
+    sends N-ACTION and takes the report on its own DICOM port) and as the
+    DICOMweb server the instances go to."""
+    bridge_port = it.free_port()
+    orthanc = orthanc_with_modality(work, bridge_port)
+    d = None
+    try:
+        d = it.Daemon(work, upload={
+            "url": "http://127.0.0.1:%d/dicom-web" % orthanc.port,
+            "timeout_s": 30}, retry={"min_s": 1, "max_s": 4},
+            dicom={"port": bridge_port, "remote_aes": [{
+                "ae_title": "ORTHANC", "host": "127.0.0.1",
+                "port": orthanc.dicom_port}]},
+            commit={"report_retry_max_s": 2})
+        d.port = bridge_port
+        d.start()
+        study, files = make_files(work, 3)
+        store(d, files)
+        wait_for(lambda: it.spool_empty(d), 60, "uploads to Orthanc")
+        absent = generate_uid()
+        body = {"DicomInstances": [[CT, u] for _, u in files] +
+                [[CT, absent]], "Timeout": 30}
+        job = orthanc.post("/modalities/bridge/storage-commitment",
+                           json.dumps(body))
+        check("ID" in job, "Orthanc sent the request (%s)" % job)
+        path = job.get("Path", "/storage-commitment/" + job["ID"])
+
+        def report():
+            got = json.loads(orthanc.get(path))
+            return got if got.get("Status") not in ("Pending", None) else None
+        wait_for(report, 60, "Orthanc received the report")
+        got = report()
+        print("Orthanc:", json.dumps(got)[:400])
+        check(got["Status"] == "Failure", "Orthanc: failures exist (type 2)")
+        check(sorted(x["SOPInstanceUID"] for x in got["Success"]) ==
+              sorted(u for _, u in files), "Orthanc: the three committed")
+        check([(x["SOPInstanceUID"], x["FailureReason"])
+               for x in got["Failures"]] == [(absent, 0x0112)],
+              "Orthanc: the absent one failed with 0112")
+        check(got["RemoteAET"] == "STOWBRIDGE", "Orthanc: from our AE")
+        # All delivered: Orthanc sees success.
+        body = {"DicomInstances": [[CT, u] for _, u in files]}
+        job = orthanc.post("/modalities/bridge/storage-commitment",
+                           json.dumps(body))
+        path = job.get("Path", "/storage-commitment/" + job["ID"])
+        wait_for(report, 60, "Orthanc received the second report")
+        got = report()
+        check(got["Status"] == "Success" and len(got["Success"]) == 3 and
+              not got["Failures"], "Orthanc: all committed (type 1)")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        if d:
+            d.stop()
+        orthanc.close()
+
+
+def test_study_cmd(work):
+    """stowbridge study UID [--json] and commit list|show, read-only while
+    the daemon runs."""
+    mock = it.MockWeb()
+    listen = it.free_port()
+    d = commit_daemon(work, mock.port, listen).start()
+    try:
+        study, files = make_files(work, 3)
+        store(d, files)
+        wait_for(lambda: delivered(mock, [u for _, u in files]), 60,
+                 "delivered")
+        absent = generate_uid()
+        mock.qido = qido_from(mock)
+        r, tx = scu(d, [(CT, u) for _, u in files] + [(CT, absent)],
+                    listen=listen, wait=30)
+        check(report_of(r.stdout) is not None, "reported")
+        time.sleep(0.5)   # the ledger writes within 100 ms
+
+        def ok(args):
+            r = run([it.BINARY] + args + ["--config", d.config])
+            check(r.returncode == 0, " ".join(args) + " exits 0 (%s)" %
+                  (r.stdout + r.stderr)[-300:])
+            return r.stdout
+        js = json.loads(ok(["study", study, "--json"]))
+        check(js["delivered"]["instances"] == 3, "study: 3 delivered")
+        check(js["received"][0]["calling_ae"] == "MOD1" and
+              js["received"][0]["instances"] == 3, "study: by calling AE")
+        check(any(c["tx"] == tx for c in js["commitments"]),
+              "study: the transaction that named it")
+        text = ok(["study", study])
+        check("MOD1" in text and tx in text, "study: text form")
+        lst = ok(["commit", "list"])
+        check(tx in lst, "commit list shows it")
+        show = ok(["commit", "show", tx])
+        check(absent in show and "0112" in show and "event_type=2" in show,
+              "commit show: items and outcome")
+        r = run([it.BINARY, "commit", "show", "1.2.3", "--config",
+                 d.config])
+        check(r.returncode != 0 and "no such" in (r.stdout + r.stderr),
+              "commit show of an unknown transaction: an error")
+        r = run([it.BINARY, "study", "bad uid", "--config", d.config])
+        check(r.returncode != 0, "study with a bad UID: an error")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        d.stop()
+        mock.close()
+
+
+def main():
+    global COMMIT_SCU
+    it.BINARY, COMMIT_SCU, name = sys.argv[1], sys.argv[2], sys.argv[3]
+    test = globals().get("test_" + name)
+    if test is None:
+        print("no such test:", name)
+        return 2
+    return it.run_test(test, name)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

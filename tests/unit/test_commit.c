@@ -1,0 +1,203 @@
+/*
+ * test_commit - the Storage Commitment provider (bridge/commit.h) on a
+ * temporary spool, without a server or a ledger: a request is in commit/
+ * when the handler returns; a repeated request is -EALREADY, another with
+ * the same Transaction UID -EEXIST; a delivery resolves its items; the
+ * resolved transaction's report is written and kept while the modality's
+ * port is closed; a restart reads requests and reports back; files that
+ * are not transactions are left alone; an instance in failed/ is 0110.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bridge/commit.h"
+#include "scp/scp.h"
+#include "spool/spool.h"
+#include "spool/txn.h"
+#include "tap.h"
+
+static char root[64];
+static char err[512];
+
+/* A loopback port nobody listens on (bound, then closed). */
+static uint16_t closed_port(void)
+{
+    struct sockaddr_in a;
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    uint16_t port = 0;
+
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+static bool wait_file(struct spool *spool, const char *name, bool present,
+                      int seconds)
+{
+    for (int i = 0; i < seconds * 20; i++) {
+        if (spool_txn_exists(spool, name) == present)
+            return true;
+        usleep(50 * 1000);
+    }
+    return false;
+}
+
+static struct commit_service *start(struct spool *spool,
+                                    const struct commit_remote *remote)
+{
+    struct commit_params p;
+
+    memset(&p, 0, sizeof(p));
+    p.spool = spool;
+    p.our_ae = "STOWBRIDGE";
+    p.destination = "http://127.0.0.1:1/dicom-web";
+    p.remotes = remote;
+    p.remote_count = 1;
+    p.max_wait_h = 24;
+    p.report_retry_max_s = 2;
+    p.timeout_s = 2;
+    return commit_start(&p, err, sizeof(err));
+}
+
+int main(void)
+{
+    static const char *cls = "1.2.840.10008.5.1.4.1.1.2";
+    struct scp_commit_ref refs[3];
+    struct scp_commit_request rq;
+    struct scp_commit_handler h;
+    struct commit_remote remote = { "MOD1", "127.0.0.1", closed_port() };
+    struct commit_counts counts;
+    struct commit_service *cs;
+    struct spool *spool = NULL;
+    struct spool_meta meta;
+    char *data = NULL;
+    size_t len = 0;
+
+    CHECK(scp_global_init(err, sizeof(err)) == 0);
+    snprintf(root, sizeof(root), "/tmp/sb-commit-XXXXXX");
+    CHECK(mkdtemp(root) != NULL);
+    CHECK(spool_open(root, SPOOL_OPEN_OWNER, &spool, err, sizeof(err)) == 0);
+    /* Something in commit/ that is not a transaction: left alone. */
+    CHECK(spool_txn_write(spool, "9.9.req", "garbage\n", 8, 0, err,
+                          sizeof(err)) == 0);
+
+    cs = start(spool, &remote);
+    CHECK_MSG(cs != NULL, "%s", err);
+    if (cs == NULL)
+        return tap_done();
+    commit_handler_init(cs, &h);
+
+    memset(refs, 0, sizeof(refs));
+    snprintf(refs[0].sop_class_uid, sizeof(refs[0].sop_class_uid), "%s", cls);
+    snprintf(refs[0].sop_instance_uid, sizeof(refs[0].sop_instance_uid),
+             "1.2.3.4.1");
+    refs[1] = refs[0];
+    snprintf(refs[1].sop_instance_uid, sizeof(refs[1].sop_instance_uid),
+             "1.2.3.4.2");
+    refs[2] = refs[0]; /* named twice */
+    rq.tx_uid = "1.2.3.100";
+    rq.calling_ae = "MOD1";
+    rq.peer = "127.0.0.1";
+    rq.items = refs;
+    rq.item_count = 3;
+    CHECK(h.request(h.ctx, &rq, err, sizeof(err)) == 0);
+    /* Durable before the handler returned. */
+    CHECK(spool_txn_read(spool, "1.2.3.100.req", &data, &len) == 0);
+    CHECK(data != NULL && strstr(data, "tx 1.2.3.100\n") != NULL &&
+          strstr(data, "item 1.2.840.10008.5.1.4.1.1.2 1.2.3.4.2\n") != NULL);
+    free(data);
+    data = NULL;
+    CHECK(h.request(h.ctx, &rq, err, sizeof(err)) == -EALREADY);
+    rq.item_count = 2;
+    CHECK(h.request(h.ctx, &rq, err, sizeof(err)) == -EEXIST);
+    rq.item_count = 3;
+
+    /* Both instances delivered: resolved, the report written, and kept
+     * since the modality's port is closed. */
+    memset(&meta, 0, sizeof(meta));
+    snprintf(meta.sop_uid, sizeof(meta.sop_uid), "1.2.3.4.1");
+    snprintf(meta.study_uid, sizeof(meta.study_uid), "1.2.3");
+    snprintf(meta.calling_ae, sizeof(meta.calling_ae), "MOD1");
+    commit_note_delivered(cs, "1763855999.123456-9f1c2b3a4d5e6f70", &meta,
+                          false);
+    CHECK(spool_txn_exists(spool, "1.2.3.100.req"));
+    snprintf(meta.sop_uid, sizeof(meta.sop_uid), "1.2.3.4.2");
+    commit_note_delivered(cs, "1763855999.123457-9f1c2b3a4d5e6f71", &meta,
+                          true);
+    CHECK(wait_file(spool, "1.2.3.100.rep", true, 5));
+    CHECK(wait_file(spool, "1.2.3.100.req", false, 5));
+    CHECK(spool_txn_read(spool, "1.2.3.100.rep", &data, &len) == 0);
+    CHECK(data != NULL &&
+          strstr(data, "item 1.2.840.10008.5.1.4.1.1.2 1.2.3.4.1 0000 1\n") !=
+              NULL);
+    free(data);
+    data = NULL;
+    commit_get_counts(cs, &counts);
+    CHECK(counts.requests == 1 && counts.reports_waiting == 1 &&
+          counts.reports_sent == 0);
+
+    /* A second request whose instance is in failed/: 0110. */
+    {
+        char id[SPOOL_ID_MAX];
+        int fd = -1;
+        struct scp_commit_ref one = refs[0];
+
+        snprintf(one.sop_instance_uid, sizeof(one.sop_instance_uid),
+                 "1.2.3.4.9");
+        CHECK(spool_tmp_create(spool, id, &fd, err, sizeof(err)) == 0);
+        CHECK(spool_write_all(fd, "DICM", 4) == 0);
+        CHECK(spool_commit(spool, id, fd, err, sizeof(err)) == 0);
+        snprintf(meta.sop_uid, sizeof(meta.sop_uid), "1.2.3.4.9");
+        CHECK(spool_meta_write(spool, id, &meta, err, sizeof(err)) == 0);
+        CHECK(spool_move(spool, id, SPOOL_INCOMING, SPOOL_FAILED, err,
+                         sizeof(err)) == 0);
+        rq.tx_uid = "1.2.3.101";
+        rq.items = &one;
+        rq.item_count = 1;
+        CHECK(h.request(h.ctx, &rq, err, sizeof(err)) == 0);
+        CHECK(wait_file(spool, "1.2.3.101.rep", true, 5));
+        CHECK(spool_txn_read(spool, "1.2.3.101.rep", &data, &len) == 0);
+        CHECK(data != NULL &&
+              strstr(data, "1.2.3.4.9 0110 3\n") != NULL);
+        free(data);
+        data = NULL;
+    }
+
+    /* A third one, pending (nothing known): kept as a request. */
+    rq.tx_uid = "1.2.3.102";
+    rq.items = refs;
+    rq.item_count = 1;
+    refs[0].sop_instance_uid[0] = '7';
+    CHECK(h.request(h.ctx, &rq, err, sizeof(err)) == 0);
+    commit_stop(cs);
+
+    /* Restart: everything read back, the garbage file left alone. */
+    cs = start(spool, &remote);
+    CHECK(cs != NULL);
+    commit_get_counts(cs, &counts);
+    CHECK(counts.pending == 1 && counts.reports_waiting == 2);
+    CHECK(spool_txn_exists(spool, "9.9.req"));
+    commit_handler_init(cs, &h);
+    CHECK(h.request(h.ctx, &rq, err, sizeof(err)) == -EALREADY);
+    commit_stop(cs);
+
+    spool_close(spool);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
+    CHECK(system(cmd) == 0);
+    return tap_done();
+}
