@@ -6,6 +6,7 @@
  * or "ERROR n".
  */
 #include <stdio.h>
+#include <string.h>
 
 #include "dicom/dataset.h"
 #include "dicom/identity.h"
@@ -14,7 +15,7 @@ static void dump(const struct ds *ds, const char *prefix)
 {
     for (size_t i = 0; i < ds->count; i++) {
         const struct ds_attr *a = &ds->attrs[i];
-        if (a->items != NULL || a->vr[0] == 'S') {
+        if (strcmp(a->vr, "SQ") == 0) {
             for (size_t k = 0; k < a->item_count; k++) {
                 char sub[64];
                 snprintf(sub, sizeof(sub), "%s%08X[%zu].", prefix,
