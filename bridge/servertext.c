@@ -9,9 +9,9 @@
 #include <unistd.h>
 
 #include "dicom/dataset.h"
+#include "dicom/identity.h"
 #include "web/oauth.h"
 #include "dicom/redact.h"
-#include "scp/scp.h"
 
 /* The most of a Location header that is shown. */
 #define SERVERTEXT_LOCATION_MAX 160
@@ -33,7 +33,7 @@ struct redact *servertext_for_entries(struct spool *spool,
 
         if (spool_entry_path(spool, state, ids[i], path, sizeof(path)) < 0)
             continue;
-        r = scp_read_entry_identity(path, &identity);
+        r = identity_read_file(path, &identity);
         if (r == 0)
             ok = redact_add_dataset(hide, identity) == 0;
         else if (access(path, F_OK) == 0 || r == -ENOMEM)

@@ -4,7 +4,7 @@
  * echoes what it was sent, and that is patient data and tokens.
  *
  * servertext_for_entries() gathers what such a text must not show: each
- * entry's identifying values, read from its file (scp_read_entry_identity():
+ * entry's identifying values, read from its file (identity_read_file():
  * names, IDs, birth date, accession number...), the bearer token sent, and
  * every secret of the token source; redact_text() then hides them, cuts
  * the text to REDACT_TEXT_MAX bytes and keeps it on one line. Codes stay:

@@ -489,6 +489,121 @@ static int take_value(struct p10_src *s, const struct p10_enc *enc,
     return 0;
 }
 
+/* Whether the stream has reached @end (a defined length's end), or
+ * -EINVAL if it went past it. */
+static int reached(struct p10_src *s, uint64_t end, bool *ret_reached)
+{
+    if (s->offset > end)
+        return p10_fail(s, "an element runs past the end of its item or "
+                           "sequence");
+    *ret_reached = s->offset == end;
+    return 0;
+}
+
+/* One item of the sequence read by take_items(): its elements, to its
+ * delimiter or its defined @length, with @f->item_tag's value kept in
+ * *@ret_value. */
+static int take_item(struct p10_src *s, const struct p10_enc *enc,
+                     uint32_t length, const struct part10_field *f,
+                     char **ret_value)
+{
+    uint64_t end = s->offset + length;
+
+    for (;;) {
+        struct p10_elem e;
+        bool end_reached = false;
+        bool eof;
+        int r;
+
+        if (length != P10_UNDEFINED) {
+            r = reached(s, end, &end_reached);
+            if (r < 0)
+                return r;
+            if (end_reached)
+                return 0;
+        }
+        r = read_elem(s, enc, &e, &eof);
+        if (r < 0)
+            return r;
+        if (eof)
+            return p10_fail(s, "truncated in an item");
+        if (e.tag == P10_ITEM_END && length == P10_UNDEFINED)
+            return 0;
+        if ((e.tag >> 16) == 0xFFFE)
+            return p10_fail(s, "misplaced item or delimiter");
+        if (e.tag == f->item_tag && ret_value != NULL) {
+            struct part10_field one = { .tag = e.tag };
+            r = take_value(s, enc, &e, &one);
+            free(*ret_value);
+            *ret_value = one.value;
+        } else {
+            r = skip_value(s, enc, &e, 1);
+        }
+        if (r < 0)
+            return r;
+    }
+}
+
+/*
+ * Reads the sequence @e into @f: the value of f->item_tag in each item.
+ * An element of VR UN holds implicit VR little endian (PS3.5 6.2.2);
+ * one of another explicit VR is no sequence: found, without items.
+ */
+static int take_items(struct p10_src *s, const struct p10_enc *enc,
+                      const struct p10_elem *e, struct part10_field *f)
+{
+    struct p10_enc inner = *enc;
+    uint64_t end = s->offset + e->length;
+
+    f->found = true;
+    memcpy(f->vr, e->vr, sizeof(f->vr));
+    if (strcmp(e->vr, "UN") == 0) {
+        inner.implicit = true;
+        inner.big_endian = false;
+    } else if (e->vr[0] != '\0' && strcmp(e->vr, "SQ") != 0) {
+        return skip_value(s, enc, e, 0);
+    }
+    for (;;) {
+        struct p10_elem item;
+        bool end_reached = false;
+        bool eof;
+        int r;
+
+        if (e->length != P10_UNDEFINED) {
+            r = reached(s, end, &end_reached);
+            if (r < 0)
+                return r;
+            if (end_reached)
+                return 0;
+        }
+        r = read_elem(s, &inner, &item, &eof);
+        if (r < 0)
+            return r;
+        if (eof)
+            return p10_fail(s, "truncated in a sequence");
+        if (item.tag == P10_SEQUENCE_END && e->length == P10_UNDEFINED)
+            return 0;
+        if (item.tag != P10_ITEM)
+            return p10_fail(s, "element (%04X,%04X) where an item was "
+                               "expected",
+                            (unsigned)(item.tag >> 16),
+                            (unsigned)(item.tag & 0xFFFF));
+        char **slot = NULL;
+        if (f->item_count < PART10_ITEMS_MAX) {
+            char **grown = realloc(f->items,
+                                   (f->item_count + 1) * sizeof(*grown));
+            if (grown == NULL)
+                return -ENOMEM;
+            f->items = grown;
+            slot = &f->items[f->item_count++];
+            *slot = NULL;
+        }
+        r = take_item(s, &inner, item.length, f, slot);
+        if (r < 0)
+            return r;
+    }
+}
+
 static bool all_found(const struct part10_field *fields, size_t count)
 {
     for (size_t i = 0; i < count; i++)
@@ -581,7 +696,12 @@ static int read_dataset(struct p10_src *s, struct p10_enc *enc,
         if ((e.tag >> 16) == 0x0002)
             return p10_fail(s, "File Meta element in the data set");
         struct part10_field *f = field_for(fields, count, e.tag);
-        r = f != NULL ? take_value(s, enc, &e, f) : skip_value(s, enc, &e, 0);
+        if (f == NULL)
+            r = skip_value(s, enc, &e, 0);
+        else if (f->item_tag != 0)
+            r = take_items(s, enc, &e, f);
+        else
+            r = take_value(s, enc, &e, f);
         if (r < 0)
             return r;
     }
@@ -643,6 +763,11 @@ static void src_release(struct p10_src *s)
 void part10_fields_clear(struct part10_field *fields, size_t count)
 {
     for (size_t i = 0; i < count; i++) {
+        for (size_t k = 0; k < fields[i].item_count; k++)
+            free(fields[i].items[k]);
+        free(fields[i].items);
+        fields[i].items = NULL;
+        fields[i].item_count = 0;
         free(fields[i].value);
         fields[i].value = NULL;
         fields[i].length = 0;

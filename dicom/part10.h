@@ -9,7 +9,8 @@
  * so), explicit VR big endian (retired), and deflated explicit VR little
  * endian (raw deflate, RFC 1951, through zlib) — until every requested
  * element is found, or PixelData (7FE0,0010) or the end is reached. The
- * pixel data is never read. Sequences are skipped without being decoded,
+ * pixel data is never read. Sequences are skipped without being decoded
+ * (but for one element of each item of a sequence asked for, item_tag),
  * whether of defined or undefined length (items nested to
  * PART10_MAX_DEPTH); an element of VR UN with undefined length holds
  * implicit VR little endian data (PS3.5 6.2.2) and is skipped as such.
@@ -42,6 +43,8 @@ extern "C" {
 #define PART10_VALUE_MAX 65536u
 /* Deepest nesting of sequences skipped. */
 #define PART10_MAX_DEPTH 32
+/* Most items of a sequence whose values are returned (item_tag). */
+#define PART10_ITEMS_MAX 256u
 /* Room for a UID and its NUL. */
 #define PART10_UID_MAX 65
 
@@ -49,11 +52,20 @@ extern "C" {
  * written (group << 16 | element). */
 struct part10_field {
     uint32_t tag;           /* in */
+    /* in: 0, or a tag wanted in each item of the sequence @tag (read at
+     * the first level of its items only): then @items is filled, not
+     * @value. */
+    uint32_t item_tag;
     bool found;             /* out: the element is present */
     char vr[3];             /* out: explicit VR, or "" in implicit VR */
     char *value;            /* out: malloc()ed, NUL-terminated; NULL if
                                absent or longer than PART10_VALUE_MAX */
     size_t length;          /* out: bytes in value */
+    /* out, with @item_tag: the value of @item_tag in each item, in order
+     * (malloc()ed like @value, NULL where an item lacks it), for the first
+     * PART10_ITEMS_MAX items; @item_count of them. */
+    char **items;
+    size_t item_count;
 };
 
 /* What the header says about the file itself. */
@@ -80,7 +92,8 @@ int part10_read_buffer(const void *data, size_t len,
                        struct part10_info *ret_info, char *err,
                        size_t err_len);
 
-/* Frees the values in @fields and marks them not found. */
+/* Frees the values in @fields and marks them not found (the inputs tag
+ * and item_tag stay). */
 void part10_fields_clear(struct part10_field *fields, size_t count);
 
 /*

@@ -86,9 +86,12 @@ extern "C" {
     X(PatientWeight, 0x0010, 0x1030, "DS")                  \
     X(PatientAddress, 0x0010, 0x1040, "LO")                 \
     X(PatientMotherBirthName, 0x0010, 0x1060, "PN")         \
+    X(MedicalRecordLocator, 0x0010, 0x1090, "LO")           \
+    X(PatientTelephoneNumbers, 0x0010, 0x2154, "SH")        \
     X(EthnicGroup, 0x0010, 0x2160, "SH")                    \
     X(Occupation, 0x0010, 0x2180, "SH")                     \
     X(AdditionalPatientHistory, 0x0010, 0x21B0, "LT")       \
+    X(ResponsiblePerson, 0x0010, 0x2297, "PN")              \
     X(PatientComments, 0x0010, 0x4000, "LT")                \
     X(BodyPartExamined, 0x0018, 0x0015, "CS")               \
     X(ProtocolName, 0x0018, 0x1030, "LO")                   \

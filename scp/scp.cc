@@ -1,7 +1,7 @@
 /*
  * scp - the public API of the DIMSE service provider (see scp.h for the
  * contract and scp_int.h for the files of the module): initialisation,
- * scp_new(), scp_run(), scp_free(), and scp_read_entry_identity().
+ * scp_new(), scp_run(), and scp_free().
  *
  * Every entry point catches all C++ exceptions; none crosses scp.h.
  */
@@ -22,7 +22,6 @@
 #include "dcmtk/config/osconfig.h"
 #include "dcmtk/dcmdata/dcdeftag.h"
 #include "dcmtk/dcmdata/dcdict.h"
-#include "dcmtk/dcmdata/dcfilefo.h"
 #include "dcmtk/dcmnet/assoc.h"
 #include "dcmtk/dcmnet/dcmtrans.h"
 #include "dcmtk/oflog/oflog.h"
@@ -30,7 +29,6 @@
 
 #include "base/log.h"
 #include "base/util.h"
-#include "dicom/dataset.h"
 #include "scp_int.h"
 
 static void set_err(char *err, size_t err_len, const char *fmt, ...)
@@ -280,123 +278,4 @@ extern "C" void scp_free(struct scp *scp)
     }
     pthread_mutex_destroy(&scp->lock);
     delete scp;
-}
-
-/* The attributes scp_read_entry_identity() reads, with the VR that says
- * how their values are hidden (redact.h). */
-static const struct {
-    DcmTagKey key;
-    const char *vr;
-} identity_tags[] = {
-    { DCM_PatientName, "PN" },
-    { DCM_OtherPatientNames, "PN" },
-    { DCM_PatientBirthName, "PN" },
-    { DCM_PatientMotherBirthName, "PN" },
-    { DCM_ResponsiblePerson, "PN" },
-    { DCM_PatientID, "LO" },
-    { DCM_RETIRED_OtherPatientIDs, "LO" },
-    { DCM_PatientBirthDate, "DA" },
-    { DCM_AccessionNumber, "SH" },
-    { DCM_PatientAddress, "LO" },
-    { DCM_PatientTelephoneNumbers, "SH" },
-    { DCM_RETIRED_MedicalRecordLocator, "LO" },
-};
-
-/* @raw as UTF-8: as it is when it is valid UTF-8 (converted, or ASCII),
- * else read as Latin-1 (a file whose character set could not be
- * converted: the most common undeclared one). */
-static OFString identity_utf8(const OFString &raw)
-{
-    const unsigned char *p =
-        reinterpret_cast<const unsigned char *>(raw.c_str());
-    size_t n = raw.length();
-    bool valid = true;
-
-    for (size_t i = 0; i < n && valid;) {
-        size_t len = p[i] < 0x80 ? 1 : p[i] >= 0xC2 && p[i] <= 0xDF ? 2
-                                     : p[i] >= 0xE0 && p[i] <= 0xEF ? 3
-                                     : p[i] >= 0xF0 && p[i] <= 0xF4 ? 4
-                                                                   : 0;
-        if (len == 0 || i + len > n)
-            valid = false;
-        for (size_t k = 1; valid && k < len; k++)
-            valid = (p[i + k] & 0xC0) == 0x80;
-        i += len > 0 ? len : 1;
-    }
-    if (valid)
-        return raw;
-    OFString out;
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] < 0x80) {
-            out += static_cast<char>(p[i]);
-        } else {
-            out += static_cast<char>(0xC0 | (p[i] >> 6));
-            out += static_cast<char>(0x80 | (p[i] & 0x3F));
-        }
-    }
-    return out;
-}
-
-/* Puts @key of @item into @out as @vr (UTF-8), if it has a value. */
-static bool identity_put(DcmItem *item, const DcmTagKey &key, uint32_t tag,
-                         const char *vr, struct ds *out)
-{
-    OFString value;
-
-    if (item->findAndGetOFStringArray(key, value).bad() || value.empty())
-        return true;
-    return ds_put(out, tag, vr, identity_utf8(value).c_str()) != NULL;
-}
-
-extern "C" int scp_read_entry_identity(const char *path,
-                                       struct ds **ret_identity)
-{
-    struct ds *out = NULL;
-
-    try {
-        DcmFileFormat file;
-
-        if (file.loadFileUntilTag(path, EXS_Unknown, EGL_noChange,
-                                  DCM_MaxReadLength, ERM_fileOnly,
-                                  DCM_PixelData)
-                .bad())
-            return -EINVAL;
-        DcmDataset *dset = file.getDataset();
-        /* Values as the server will echo them: UTF-8. A character set
-         * that cannot be converted leaves the values as they are. */
-        (void)dset->convertToUTF8();
-        out = ds_new();
-        if (out == NULL)
-            return -ENOMEM;
-        for (const auto &t : identity_tags) {
-            uint32_t tag = DS_TAG(t.key.getGroup(), t.key.getElement());
-            if (!identity_put(dset, t.key, tag, t.vr, out))
-                goto out_nomem;
-        }
-        /* OtherPatientIDsSequence (0010,1002): each item's PatientID. */
-        DcmSequenceOfItems *seq = NULL;
-        if (dset->findAndGetSequence(DCM_OtherPatientIDsSequence, seq)
-                .good() &&
-            seq != NULL) {
-            struct ds_attr *attr =
-                ds_put(out, DS_TAG(0x0010, 0x1002), "SQ", NULL);
-            if (attr == NULL)
-                goto out_nomem;
-            for (unsigned long j = 0; j < seq->card(); j++) {
-                struct ds *sub = ds_add_item(attr);
-                if (sub == NULL ||
-                    !identity_put(seq->getItem(j), DCM_PatientID,
-                                  DS_TAG(0x0010, 0x0020), "LO", sub))
-                    goto out_nomem;
-            }
-        }
-        *ret_identity = out;
-        return 0;
-    } catch (...) {
-        ds_free(out);
-        return -ENOMEM;
-    }
-out_nomem:
-    ds_free(out);
-    return -ENOMEM;
 }

@@ -251,21 +251,6 @@ unsigned scp_active_associations(const struct scp *scp);
  */
 unsigned scp_fds_needed(const struct scp_params *params);
 
-/*
- * Reads what identifies the patient in the Part 10 file at @path (parsing
- * stops before the pixel data), in UTF-8, into a new data set (dataset.h;
- * the caller frees it with ds_free()), for redact_add_dataset(): the
- * values a server may echo and that must then be hidden. PatientName,
- * OtherPatientNames, PatientBirthName, PatientMotherBirthName,
- * ResponsiblePerson (PN); PatientID, OtherPatientIDs, the PatientID of
- * each OtherPatientIDsSequence item, PatientAddress, MedicalRecordLocator
- * (LO); AccessionNumber, PatientTelephoneNumbers (SH); PatientBirthDate
- * (DA); absent ones are left out. A character set DCMTK cannot convert
- * leaves values that are not UTF-8 read as Latin-1. Never log them.
- * Returns 0, -EINVAL when the file cannot be parsed, -ENOMEM.
- */
-int scp_read_entry_identity(const char *path, struct ds **ret_identity);
-
 /* Closes the listening socket and frees @scp. Accepts NULL. */
 void scp_free(struct scp *scp);
 

@@ -3,7 +3,7 @@
  * never included outside scp/), laid out by DIMSE service as DCMTK's
  * dcmnet is:
  *   scp.cc      the public API: scp_global_init(), scp_new(), scp_run(),
- *               scp_free(), scp_read_entry_identity();
+ *               scp_free();
  *   assoc.cc    one thread per association: negotiation, the command
  *               loop and its dispatch table scp_services[];
  *   echo.cc     C-ECHO;

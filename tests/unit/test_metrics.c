@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -408,7 +410,7 @@ static void *work(void *arg)
 
 struct renderer {
     struct metrics *m;
-    volatile int stop;
+    atomic_bool stop;
     int renders;
 };
 
@@ -416,7 +418,7 @@ static void *render_loop(void *arg)
 {
     struct renderer *r = arg;
 
-    while (!r->stop) {
+    while (!atomic_load(&r->stop)) {
         char *text = NULL;
         size_t len;
         if (metrics_render(r->m, 1u << 20, &text, &len) == 0)
@@ -458,7 +460,7 @@ static void test_concurrency(void)
     }
     for (int i = 0; i < THREADS; i++)
         pthread_join(t[i], NULL);
-    rd.stop = 1;
+    atomic_store(&rd.stop, true);
     pthread_join(rt, NULL);
 
     CHECK(metrics_counter_get(metrics_series(counter, NULL)) == expect);

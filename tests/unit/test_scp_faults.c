@@ -32,10 +32,12 @@
 
 enum fault_op { FAULT_NONE, FAULT_WRITE, FAULT_FSYNC, FAULT_RENAME, FAULT_CLOSE };
 
+/* Armed by the main thread, read by association threads: atomic, since
+ * what orders the two (storescu, another process) is invisible to TSan. */
 static struct {
-    enum fault_op op;
-    int nth;            /* fail the nth call of op (1-based) */
-    int error;
+    atomic_int op;      /* enum fault_op */
+    atomic_int nth;     /* fail the nth call of op (1-based) */
+    atomic_int error;
     atomic_int calls;
     atomic_int fired;
 } fault;
@@ -47,9 +49,9 @@ static int (*real_close)(int);
 
 static bool fault_hit(enum fault_op op)
 {
-    if (fault.op != op)
+    if (atomic_load(&fault.op) != (int)op)
         return false;
-    if (atomic_fetch_add(&fault.calls, 1) + 1 != fault.nth)
+    if (atomic_fetch_add(&fault.calls, 1) + 1 != atomic_load(&fault.nth))
         return false;
     atomic_fetch_add(&fault.fired, 1);
     return true;
@@ -58,7 +60,7 @@ static bool fault_hit(enum fault_op op)
 static ssize_t fault_write(int fd, const void *buf, size_t len)
 {
     if (fault_hit(FAULT_WRITE)) {
-        errno = fault.error;
+        errno = atomic_load(&fault.error);
         return -1;
     }
     return real_write(fd, buf, len);
@@ -67,7 +69,7 @@ static ssize_t fault_write(int fd, const void *buf, size_t len)
 static int fault_fsync(int fd)
 {
     if (fault_hit(FAULT_FSYNC)) {
-        errno = fault.error;
+        errno = atomic_load(&fault.error);
         return -1;
     }
     return real_fsync(fd);
@@ -76,7 +78,7 @@ static int fault_fsync(int fd)
 static int fault_renameat(int a, const char *b, int c, const char *d)
 {
     if (fault_hit(FAULT_RENAME)) {
-        errno = fault.error;
+        errno = atomic_load(&fault.error);
         return -1;
     }
     return real_renameat(a, b, c, d);
@@ -87,7 +89,7 @@ static int fault_close(int fd)
     if (fault_hit(FAULT_CLOSE)) {
         /* A failed close still releases the descriptor (Linux). */
         real_close(fd);
-        errno = fault.error;
+        errno = atomic_load(&fault.error);
         return -1;
     }
     return real_close(fd);
@@ -95,9 +97,9 @@ static int fault_close(int fd)
 
 static void fault_arm(enum fault_op op, int nth, int error)
 {
-    fault.op = op;
-    fault.nth = nth;
-    fault.error = error;
+    atomic_store(&fault.op, (int)op);
+    atomic_store(&fault.nth, nth);
+    atomic_store(&fault.error, error);
     atomic_store(&fault.calls, 0);
     atomic_store(&fault.fired, 0);
 }
@@ -441,8 +443,9 @@ int main(void)
     params.spool = spool;
     params.min_free_mb = 0;
     CHECK_MSG(scp_new(&params, &srv.scp, err, sizeof(err)) == 0, "%s", err);
-    CHECK(pthread_create(&srv.thread, NULL, server_main, &srv) == 0);
 
+    /* The hooks go in before the server thread starts (which orders them
+     * before its reads). */
     real_write = spool__io.write;
     real_fsync = spool__io.fsync;
     real_renameat = spool__io.renameat;
@@ -451,6 +454,7 @@ int main(void)
     spool__io.fsync = fault_fsync;
     spool__io.renameat = fault_renameat;
     spool__io.close = fault_close;
+    CHECK(pthread_create(&srv.thread, NULL, server_main, &srv) == 0);
 
     /* A healthy store first: the fixture and the path work. */
     fault_arm(FAULT_NONE, 0, 0);
