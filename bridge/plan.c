@@ -191,20 +191,119 @@ static size_t plan_study_batches(const struct plan_candidate *cands,
     return made;
 }
 
+/* What plan_batches() builds before it hands out the plan. */
+struct plan_work {
+    struct plan_slot *slots;          /* by study, then position */
+    size_t slot_count;
+    struct plan_study_ref *studies;
+    size_t study_count;
+    struct plan_batch *batches;       /* each study's, study after study */
+    size_t batch_count;
+    size_t *members;                  /* of those batches */
+    size_t member_count;
+};
+
+static void plan_work_free(struct plan_work *w)
+{
+    free(w->slots);
+    free(w->studies);
+    free(w->batches);
+    free(w->members);
+}
+
+/*
+ * The studies of the slots, in the order their turns go round: a first
+ * pass (no @after_study) by their first candidate, oldest first; a later
+ * one in UID order (the slots are sorted by study), starting after
+ * @after_study and wrapping, so each waiting study has its turn even
+ * when the previous one is gone. Returns the index of the first turn.
+ */
+static size_t plan_work_studies(struct plan_work *w,
+                                const struct plan_candidate *cands,
+                                const char *after_study)
+{
+    for (size_t i = 0; i < w->slot_count; i++) {
+        if (i == 0 || strcmp(cands[w->slots[i].cand].study_uid,
+                             cands[w->slots[i - 1].cand].study_uid) != 0) {
+            w->studies[w->study_count].study.first = i;
+            w->studies[w->study_count].first_pos = w->slots[i].pos;
+            w->study_count++;
+        }
+        w->studies[w->study_count - 1].study.count++;
+    }
+    if (after_study == NULL || after_study[0] == '\0') {
+        qsort(w->studies, w->study_count, sizeof(*w->studies),
+              plan_study_cmp);
+        return 0;
+    }
+    for (size_t s = 0; s < w->study_count; s++)
+        if (strcmp(cands[w->slots[w->studies[s].study.first].cand].study_uid,
+                   after_study) > 0)
+            return s;
+    return 0;
+}
+
+/* Each study's batches, at most @max each: no more can go out. */
+static void plan_work_batches(struct plan_work *w,
+                              const struct plan_candidate *cands,
+                              const struct plan_limits *limits, size_t max)
+{
+    for (size_t s = 0; s < w->study_count; s++) {
+        struct plan_study *st = &w->studies[s].study;
+
+        st->batch_first = w->batch_count;
+        st->batch_count = plan_study_batches(
+            cands, w->slots, st, limits, max < st->count ? max : st->count,
+            &w->batches[w->batch_count], w->members, &w->member_count);
+        w->batch_count += st->batch_count;
+    }
+}
+
+/* Round-robin from study @start: each study's first batch, then each
+ * one's second..., at most @max batches, into @plan. */
+static int plan_round_robin(const struct plan_work *w, size_t start,
+                            size_t max, struct plan *plan)
+{
+    bool any = true;
+
+    plan->batches = calloc(max < w->batch_count ? max : w->batch_count,
+                           sizeof(*plan->batches));
+    plan->members = calloc(w->member_count, sizeof(*plan->members));
+    if (plan->batches == NULL || plan->members == NULL) {
+        plan_free(plan);
+        return -ENOMEM;
+    }
+    for (size_t round = 0; any && plan->batch_count < max; round++) {
+        any = false;
+        for (size_t i = 0; i < w->study_count && plan->batch_count < max;
+             i++) {
+            const struct plan_study *st =
+                &w->studies[(start + i) % w->study_count].study;
+            const struct plan_batch *from;
+            struct plan_batch *to;
+
+            if (round >= st->batch_count)
+                continue;
+            any = true;
+            from = &w->batches[st->batch_first + round];
+            to = &plan->batches[plan->batch_count++];
+            *to = *from;
+            to->first = plan->member_count;
+            memcpy(&plan->members[plan->member_count],
+                   &w->members[from->first],
+                   from->count * sizeof(*plan->members));
+            plan->member_count += from->count;
+        }
+    }
+    return 0;
+}
+
 int plan_batches(const struct plan_candidate *cands, const size_t *order,
                  size_t order_count, const struct plan_limits *limits,
                  const char *after_study, struct plan *ret_plan)
 {
-    struct plan_slot *slots = NULL;
-    struct plan_study_ref *studies = NULL;
-    struct plan_batch *work = NULL;
-    size_t *work_members = NULL;
-    size_t slot_count = 0;
-    size_t study_count = 0;
-    size_t work_count = 0;
-    size_t work_member_count = 0;
-    size_t start = 0;
-    size_t max;
+    struct plan_work w;
+    size_t start;
     int r;
 
     if (ret_plan == NULL || limits == NULL ||
@@ -214,100 +313,24 @@ int plan_batches(const struct plan_candidate *cands, const size_t *order,
     memset(ret_plan, 0, sizeof(*ret_plan));
     if (order_count == 0 || limits->max_batches == 0)
         return 0;
-    r = plan_slots(cands, order, order_count, &slots, &slot_count);
-    if (r < 0)
-        return r;
-    if (slot_count == 0)
+    memset(&w, 0, sizeof(w));
+    r = plan_slots(cands, order, order_count, &w.slots, &w.slot_count);
+    if (r < 0 || w.slot_count == 0)
         goto out;
-    max = limits->max_batches;
-
-    r = -ENOMEM;
-    studies = calloc(slot_count, sizeof(*studies));
-    work_members = calloc(slot_count, sizeof(*work_members));
-    if (studies == NULL || work_members == NULL)
-        goto out;
-    for (size_t i = 0; i < slot_count; i++) {
-        if (i == 0 || strcmp(cands[slots[i].cand].study_uid,
-                             cands[slots[i - 1].cand].study_uid) != 0) {
-            studies[study_count].study.first = i;
-            studies[study_count].first_pos = slots[i].pos;
-            study_count++;
-        }
-        studies[study_count - 1].study.count++;
-    }
-    /* The slots are sorted by study: so are the studies, by UID. A first
-     * pass goes oldest study first; later ones go on after the previous
-     * pass's last study, in UID order, so each waiting study has its
-     * turn even when the previous one is gone. */
-    if (after_study != NULL && after_study[0] != '\0') {
-        for (size_t s = 0; s < study_count; s++)
-            if (strcmp(cands[slots[studies[s].study.first].cand].study_uid,
-                       after_study) > 0) {
-                start = s;
-                break;
-            }
-    } else {
-        qsort(studies, study_count, sizeof(*studies), plan_study_cmp);
-    }
-
-    /* Each study's batches, at most @max each (no more can go out); at
-     * most one per slot in all. */
-    work = calloc(slot_count, sizeof(*work));
-    if (work == NULL)
-        goto out;
-    for (size_t s = 0; s < study_count; s++) {
-        struct plan_study *st = &studies[s].study;
-
-        st->batch_first = work_count;
-        st->batch_count = plan_study_batches(cands, slots, st, limits,
-                                             max < st->count ? max
-                                                             : st->count,
-                                             &work[work_count], work_members,
-                                             &work_member_count);
-        work_count += st->batch_count;
-    }
-
-    ret_plan->batches = calloc(max < work_count ? max : work_count,
-                               sizeof(*ret_plan->batches));
-    ret_plan->members = calloc(work_member_count,
-                               sizeof(*ret_plan->members));
-    if (ret_plan->batches == NULL || ret_plan->members == NULL) {
-        plan_free(ret_plan);
+    /* At most one study, one batch and one member per slot. */
+    w.studies = calloc(w.slot_count, sizeof(*w.studies));
+    w.batches = calloc(w.slot_count, sizeof(*w.batches));
+    w.members = calloc(w.slot_count, sizeof(*w.members));
+    if (w.studies == NULL || w.batches == NULL || w.members == NULL) {
+        r = -ENOMEM;
         goto out;
     }
-    /* Round-robin: each study's first batch, then each one's second... */
-    for (size_t round = 0; ret_plan->batch_count < max; round++) {
-        bool any = false;
-
-        for (size_t i = 0; i < study_count && ret_plan->batch_count < max;
-             i++) {
-            const struct plan_study *st =
-                &studies[(start + i) % study_count].study;
-            const struct plan_batch *from;
-            struct plan_batch *to;
-
-            if (round >= st->batch_count)
-                continue;
-            any = true;
-            from = &work[st->batch_first + round];
-            to = &ret_plan->batches[ret_plan->batch_count++];
-            *to = *from;
-            to->first = ret_plan->member_count;
-            memcpy(&ret_plan->members[ret_plan->member_count],
-                   &work_members[from->first],
-                   from->count * sizeof(*ret_plan->members));
-            ret_plan->member_count += from->count;
-        }
-        if (!any)
-            break;
-    }
-    r = 0;
+    start = plan_work_studies(&w, cands, after_study);
+    plan_work_batches(&w, cands, limits, limits->max_batches);
+    r = plan_round_robin(&w, start, limits->max_batches, ret_plan);
 
 out:
-    free(work);
-    free(work_members);
-    free(studies);
-    free(slots);
+    plan_work_free(&w);
     return r;
 }
 

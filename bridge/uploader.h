@@ -4,10 +4,11 @@
  * One scheduler thread claims entries from incoming/ and from deferred/
  * whose not-before time has come (alternating, so a backlog of retries
  * never starves new images), groups them by study into batches within
- * batch_max_instances and batch_max_bytes, moves them to active/ and hands
- * the batches to a fixed pool of workers. Each worker has its own STOW-RS
- * client (its connection is reused) and takes tokens from the shared
- * token source. Per instance, the answer decides (stow.h):
+ * batch_max_instances and batch_max_bytes, round-robin between studies
+ * (the pure planner, plan.h), moves them to active/ and hands the batches
+ * to a fixed pool of workers. Each worker has its own STOW-RS client (its
+ * connection is reused) and takes tokens from the shared token source.
+ * Per instance, the answer decides (the outcome table, outcome.h):
  *   delivered  -> removed from the spool;
  *   retry      -> deferred/ with exponential backoff and jitter between
  *                 retry.min_s and retry.max_s, at least Retry-After;

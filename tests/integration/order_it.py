@@ -566,6 +566,61 @@ def test_pause_restart(work):
         server.down()
 
 
+def test_fairness(work):
+    """A large study and then a small one waiting at once, one batch going
+    out at a time (one worker, two instances a batch): the small study is
+    not held back until the large one is done (the planner's round-robin
+    between studies, issue 10 item 5), and every instance is delivered
+    exactly once."""
+    server = StowServer()
+    d = daemon(work, server,
+               upload={"workers": 1, "batch_max_instances": 2}).start()
+    try:
+        # Paused (Retry-After), so both studies are waiting together.
+        server.mode = "429huge"
+        p = os.path.join(work, "f0.dcm")
+        first = it.make_instance(p, size=16)
+        entry = store(d, p, "CT1")
+        wait_for(lambda: os.path.exists(entry_path(d, "deferred", entry)),
+                 30, "the first instance deferred by the pause")
+        server.mode = "ok"
+        big_study = generate_uid()
+        big, big_paths = [], []
+        for i in range(12):
+            path = os.path.join(work, "big%02d.dcm" % i)
+            big.append(it.make_instance(path, study=big_study, size=16))
+            big_paths.append(path)
+        r = it.storescu(d.port, big_paths, calling="CT1")
+        check(len(it.acknowledged_files(r.stdout + r.stderr)) == 12,
+              "the large study stored")
+        small_path = os.path.join(work, "small.dcm")
+        small = it.make_instance(small_path, size=16)
+        store(d, small_path, "CT2")
+        time.sleep(1)
+        check(not server.posts_of(small) and not server.posts_of(big[0]),
+              "nothing is sent while paused")
+        r = queue(d, "resume")
+        check(r.returncode == 0 and "pause lifted" in r.stdout,
+              "queue resume: " + r.stdout)
+        wait_for(lambda: all(s in server.stored
+                             for s in big + [small, first]), 60,
+                 "every instance delivered")
+        with server.lock:
+            sent = [post[0] for post in server.posts if post[3] == 200]
+        before = sent[:sent.index(small)]
+        big_before = len([s for s in before if s in big])
+        print("measured: %d of the large study's 12 instances went before "
+              "the small study's one" % big_before)
+        check(big_before <= 4, "the small study waited for at most two "
+              "batches of the large one (%d instances)" % big_before)
+        for sop in big + [small, first]:
+            check(len([post for post in server.posts_of(sop)
+                       if post[3] == 200]) == 1, "delivered once: " + sop)
+        check(d.stop() == 0, "clean stop")
+    finally:
+        server.down()
+
+
 def start_orthanc(work, port, name):
     """Orthanc 1.10 with DICOMweb (default OverwriteInstances: false) on
     @port, its database in work/@name; returns the process."""
