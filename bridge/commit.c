@@ -681,12 +681,12 @@ static enum qido_found qido_lookup(struct commit_service *cs,
     qido_url_init(&url, "/instances");
     qido_url_add(&url, "SOPInstanceUID", it->inst, 0);
     qido_url_add(&url, "includefield", "00080016", 0);
-    if (url.failed) {
+    if (qido_url_error(&url)) {
         qido_url_free(&url);
         return QIDO_ERROR;
     }
     memset(&reply, 0, sizeof(reply));
-    r = find_web_fetch(cs->p.web, url.text, &reply);
+    r = find_web_fetch(cs->p.web, qido_url_text(&url), &reply);
     pthread_mutex_lock(&cs->lock);
     cs->counts.qido_lookups++;
     pthread_mutex_unlock(&cs->lock);
