@@ -1091,7 +1091,7 @@ static void report_send(struct commit_service *cs, struct commit_tx *tx)
 
 static void engine_pass(struct commit_service *cs, bool resolve)
 {
-    struct commit_tx *todo[64];
+    struct commit_tx *due_now[64];
     size_t n;
     int64_t now = now_ms();
 
@@ -1131,17 +1131,17 @@ static void engine_pass(struct commit_service *cs, bool resolve)
     pthread_mutex_lock(&cs->lock);
     for (struct commit_tx *t = cs->txs; t != NULL && n < 64; t = t->next)
         if (t->state == TX_PENDING && t->unresolved == 0)
-            todo[n++] = t;
+            due_now[n++] = t;
     pthread_mutex_unlock(&cs->lock);
     for (size_t i = 0; i < n; i++)
-        report_write(cs, todo[i]);
+        report_write(cs, due_now[i]);
 
     /* Reports due: deliver them (at most 64 a pass). */
     n = 0;
     pthread_mutex_lock(&cs->lock);
     for (struct commit_tx *t = cs->txs; t != NULL && n < 64; t = t->next)
         if (t->state == TX_REPORT && t->next_attempt_ms <= now)
-            todo[n++] = t;
+            due_now[n++] = t;
     pthread_mutex_unlock(&cs->lock);
     for (size_t i = 0; i < n; i++) {
         bool stop;
@@ -1151,7 +1151,7 @@ static void engine_pass(struct commit_service *cs, bool resolve)
         pthread_mutex_unlock(&cs->lock);
         if (stop)
             break;
-        report_send(cs, todo[i]);
+        report_send(cs, due_now[i]);
     }
 }
 
