@@ -20,6 +20,21 @@
  * wrap - is no lifetime: the token is used for OAUTH_FALLBACK_LIFETIME_S
  * and the params' notice callback is told what was received.
  *
+ * Credentials (issue 13): OAUTH_CLIENT_CREDENTIALS authenticates with a
+ * client secret, with a certificate (an RFC 7523 private_key_jwt
+ * assertion signed for every request, jwt_assertion.h) or with a
+ * federated token file read on every request (workload identity,
+ * federated_token.h); OAUTH_MANAGED_IDENTITY asks the Azure VM or Azure
+ * Arc identity endpoint (managed_identity.h); OAUTH_COMMAND runs a program
+ * that prints a token (token_command.h). Every kind shares the cache, the
+ * refresh ahead of expiry and the 401 invalidation. An Entra error answer
+ * gets its plain sentence (entra_errors.h) appended to @err.
+ *
+ * Rotation: oauth_source_reload() swaps the credential material (secret,
+ * certificate and key, assertion file, command) for the next fetch; the
+ * current token stays in use until its refresh. New material that does
+ * not load leaves the old one in place.
+ *
  * Server texts: what a token endpoint says (error, error_description, a
  * body, a Location) is cut to its first line and REDACT_TEXT_MAX bytes,
  * and the source's secrets (client secret, static token, the HTTP Basic
@@ -67,7 +82,16 @@ extern "C" {
 enum oauth_kind {
     OAUTH_NONE = 0,           /* no Authorization header */
     OAUTH_STATIC,             /* a fixed Bearer token (testing) */
-    OAUTH_CLIENT_CREDENTIALS, /* RFC 6749 4.4 with a client secret */
+    OAUTH_CLIENT_CREDENTIALS, /* RFC 6749 4.4: a client secret, a
+                                 certificate or a federated token */
+    OAUTH_MANAGED_IDENTITY,   /* Azure VM (IMDS) or Azure Arc */
+    OAUTH_COMMAND,            /* a program prints the token */
+};
+
+/* The signature of a certificate's client assertion (jwt_assertion.h). */
+enum oauth_assertion_alg {
+    OAUTH_ASSERTION_PS256 = 0, /* Entra's current format */
+    OAUTH_ASSERTION_RS256,     /* the older one, with x5t */
 };
 
 enum oauth_client_auth {
@@ -93,13 +117,51 @@ struct oauth_params {
      * lifetime. NULL: nobody is told. */
     void (*notice)(void *ctx, const char *message);
     void *notice_ctx;
+    /* OAUTH_CLIENT_CREDENTIALS with a certificate instead of a secret:
+     * PEM files (the key NULL: in the certificate file). */
+    const char *client_certificate_file;
+    const char *client_key_file;
+    enum oauth_assertion_alg assertion_alg;
+    /* OAUTH_CLIENT_CREDENTIALS with a federated token (workload
+     * identity): the file, read on every request. */
+    const char *client_assertion_file;
+    /* OAUTH_MANAGED_IDENTITY: resource (NULL: the Azure DICOM service),
+     * client_id (NULL: the system-assigned identity) and this URL (NULL:
+     * detected from the environment as the Azure SDKs do). */
+    const char *endpoint;
+    /* OAUTH_COMMAND: NULL-terminated argv (no shell), and its timeout
+     * (0: token_command.h's default). */
+    const char *const *command;
+    unsigned command_timeout_s;
 };
 
 struct oauth_source;
 struct redact;
 
-/* NULL on out-of-memory. */
+/* NULL on out-of-memory or credential material that does not load
+ * (use oauth_source_open() to know why). */
 struct oauth_source *oauth_source_new(const struct oauth_params *params);
+
+/*
+ * Makes a token source into @ret_source, loading its credential material
+ * now: the certificate and key are read and checked to match. -EINVAL
+ * for parameters that do not go together, the errors of
+ * jwt_assertion.h for a certificate, -ENOMEM; the reason in @err.
+ */
+int oauth_source_open(const struct oauth_params *params,
+                      struct oauth_source **ret_source, char *err,
+                      size_t err_len);
+
+/*
+ * Replaces the credential material of @source with @params' (the same
+ * kind; for SIGHUP): the next fetch uses it, the current token stays in
+ * use until its refresh. On any error (the new certificate or key does
+ * not load, another kind: -EINVAL) the old material stays; the reason
+ * is in @err.
+ */
+int oauth_source_reload(struct oauth_source *source,
+                        const struct oauth_params *params, char *err,
+                        size_t err_len);
 
 /* Wipes the secrets and frees. Accepts NULL. */
 void oauth_source_free(struct oauth_source *source);
