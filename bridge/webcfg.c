@@ -32,6 +32,10 @@ void webcfg_oauth_params(const struct cfg *cfg, struct oauth_params *ret)
     else if (strcmp(auth->type, "client_credentials") == 0 ||
              strcmp(auth->type, "azure") == 0)
         ret->kind = OAUTH_CLIENT_CREDENTIALS;
+    else if (strcmp(auth->type, "managed_identity") == 0)
+        ret->kind = OAUTH_MANAGED_IDENTITY;
+    else if (strcmp(auth->type, "command") == 0)
+        ret->kind = OAUTH_COMMAND;
     else
         ret->kind = OAUTH_NONE;
     ret->token_url = auth->token_url;
@@ -46,6 +50,21 @@ void webcfg_oauth_params(const struct cfg *cfg, struct oauth_params *ret)
     ret->ca_file = webcfg_or_null(cfg->upload.ca_file);
     ret->timeout_s = cfg->upload.timeout_s;
     ret->notice = webcfg_token_notice;
+    ret->client_certificate_file = webcfg_or_null(auth->client_certificate_file);
+    ret->client_key_file = webcfg_or_null(auth->client_key_file);
+    ret->assertion_alg = strcmp(auth->assertion_alg, "RS256") == 0
+                             ? OAUTH_ASSERTION_RS256
+                             : OAUTH_ASSERTION_PS256;
+    ret->client_assertion_file = webcfg_or_null(auth->client_assertion_file);
+    ret->endpoint = webcfg_or_null(auth->endpoint);
+    ret->command = (const char *const *)auth->command;
+    ret->command_timeout_s = auth->command_timeout_s;
+    if (ret->kind == OAUTH_MANAGED_IDENTITY)
+        ret->client_id = webcfg_or_null(auth->client_id);
+    if (ret->kind == OAUTH_CLIENT_CREDENTIALS &&
+        (ret->client_certificate_file != NULL ||
+         ret->client_assertion_file != NULL))
+        ret->client_secret = NULL;
 }
 
 void webcfg_stow_params(const struct cfg *cfg, struct stow_params *ret)
