@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -362,6 +363,16 @@ static const struct cfg_key cfg_keys[] = {
         .def_string = "",
         .check = CFG_CHECK_OPT_PATH,
         .doc = "A file holding the client secret (not readable by others).",
+    },
+    {
+        .path = "auth.client_secret_expires",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(auth.client_secret_expires),
+        .def_string = "",
+        .doc = "The expiry date Entra stated for the client secret "
+               "(YYYY-MM-DD, UTC), so that 'stowbridge check' warns 30 days "
+               "ahead and says when it has passed. Empty: not known.",
+        .example = "\"2027-06-30\"",
     },
     {
         .path = "auth.scope",
@@ -1800,6 +1811,23 @@ static int cfg_validate_credentials(const struct cfg *cfg, char *err,
                 "secret, a certificate or a federated token file, one of "
                 "them", a, b);
         return -EINVAL;
+    }
+    if (auth->client_secret_expires[0] != '\0') {
+        struct tm tm;
+        const char *end;
+        char quoted[CFG_QUOTE_MAX + 4];
+
+        memset(&tm, 0, sizeof(tm));
+        end = strptime(auth->client_secret_expires, "%Y-%m-%d", &tm);
+        if (end == NULL || *end != '\0' ||
+            strlen(auth->client_secret_expires) != 10) {
+            cfg_err(err, err_len,
+                    "config: auth.client_secret_expires: expected a date "
+                    "YYYY-MM-DD, got \"%s\"",
+                    cfg_quote_str(quoted, sizeof(quoted),
+                                  auth->client_secret_expires));
+            return -EINVAL;
+        }
     }
     if (auth->client_key_file[0] != '\0' &&
         auth->client_certificate_file[0] == '\0') {

@@ -87,6 +87,7 @@ struct cfg_auth {
     char *client_id;
     char *client_secret;       /* secret */
     char *client_secret_file;
+    char *client_secret_expires; /* "YYYY-MM-DD" as Entra stated, or "" */
     char *scope;
     char *resource;
     char *client_auth;         /* "body" | "basic" */

@@ -530,12 +530,17 @@ void oauth_diagnose_forbidden(const struct oauth_claims *claims,
                          "set auth.scope to " OAUTH_AZURE_DICOM_AUDIENCE
                          "/.default (or use auth.type \"azure\")",
                          claims->aud);
+        bool user = claims != NULL && claims->idtyp != NULL &&
+                    strcmp(claims->idtyp, "user") == 0;
         oauth_append(buf, len,
                      "; fix: in the Azure portal, open the DICOM service, "
                      "Access control (IAM), and assign the role \"DICOM Data "
-                     "Owner\" to the app's service principal (object ID "
-                     "%s); role assignments can take several minutes to "
-                     "apply",
+                     "Owner\" to %s (object ID %s); role assignments can "
+                     "take several minutes to apply",
+                     user ? "this user (a user token: the role is the "
+                            "user's, not the app's)"
+                          : "the app's service principal (or the managed "
+                            "identity) the token names",
                      claims != NULL ? oauth_or(claims->oid, "see appid")
                                     : "of the app");
     } else {
@@ -777,6 +782,18 @@ int oauth_source_reload(struct oauth_source *source,
     r = oauth_material_new(params, &m, err, err_len);
     if (r < 0)
         return r;
+    if (m->kind == OAUTH_CLIENT_CREDENTIALS && m->assertion_file != NULL) {
+        /* Read on every request anyway: a broken file is said now. */
+        char *token = NULL;
+
+        r = federated_token_read(m->assertion_file, (int64_t)time(NULL),
+                                 &token, err, err_len);
+        oauth_free_secret(token);
+        if (r < 0) {
+            oauth_material_free(m);
+            return r;
+        }
+    }
     pthread_mutex_lock(&source->lock);
     old = source->material;
     source->material = m;
