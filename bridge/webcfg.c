@@ -59,6 +59,9 @@ void webcfg_oauth_params(const struct cfg *cfg, struct oauth_params *ret)
     ret->endpoint = webcfg_or_null(auth->endpoint);
     ret->command = (const char *const *)auth->command;
     ret->command_timeout_s = auth->command_timeout_s;
+    /* The daemon's workers never wait for a refresh (main.c's `token`
+     * and `check` fetch once and do not care). */
+    ret->background_refresh = true;
     if (ret->kind == OAUTH_MANAGED_IDENTITY)
         ret->client_id = webcfg_or_null(auth->client_id);
     if (ret->kind == OAUTH_CLIENT_CREDENTIALS &&

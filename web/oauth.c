@@ -591,6 +591,8 @@ struct oauth_source {
     pthread_mutex_t lock;
     pthread_cond_t fetched;
     struct oauth_material *material;   /* current; under lock */
+    bool background_refresh;
+    bool refresher_running;      /* a background refresh thread exists */
     bool fetching;
     char *token;                 /* current token, or NULL */
     uint64_t generation;
@@ -747,6 +749,7 @@ int oauth_source_open(const struct oauth_params *params,
     pthread_mutex_init(&source->lock, NULL);
     pthread_cond_init(&source->fetched, NULL);
     source->kind = params->kind;
+    source->background_refresh = params->background_refresh;
     source->notice = params->notice;
     source->notice_ctx = params->notice_ctx;
     r = oauth_material_new(params, &source->material, err, err_len);
@@ -810,6 +813,11 @@ void oauth_source_free(struct oauth_source *source)
 {
     if (source == NULL)
         return;
+    /* A background refresh still uses the source: wait for its end. */
+    pthread_mutex_lock(&source->lock);
+    while (source->refresher_running)
+        pthread_cond_wait(&source->fetched, &source->lock);
+    pthread_mutex_unlock(&source->lock);
     oauth_material_free(source->material);
     oauth_free_secret(source->token);
     pthread_cond_destroy(&source->fetched);
@@ -1216,12 +1224,128 @@ static bool oauth_too_soon(const struct oauth_source *source, uint64_t now_ms)
            now_ms < source->last_fetch_ms + OAUTH_MIN_FETCH_INTERVAL_MS;
 }
 
+/*
+ * One fetch, with the source's lock held on entry and on return (it is
+ * released during the request) and source->fetching already set: the
+ * result becomes the current token or the held failure, and waiting
+ * callers are woken. @now_ms is when the request starts: the lifetime
+ * counts from then. A notice for the operator goes into @notice.
+ */
+static int oauth_fetch_locked(struct oauth_source *source, uint64_t now_ms,
+                              char *notice, size_t notice_len, char *err,
+                              size_t err_len)
+{
+    struct oauth_material *material;
+    struct oauth_token fetched;
+    char why[768] = "";
+    int r;
+
+    source->fetches++;
+    source->last_fetch_ms = now_ms;
+    material = source->material;
+    material->refs++;
+    pthread_mutex_unlock(&source->lock);
+
+    memset(&fetched, 0, sizeof(fetched));
+    r = oauth_fetch(material, &fetched, why, sizeof(why));
+    oauth_material_put(source, material);
+
+    pthread_mutex_lock(&source->lock);
+    source->fetching = false;
+    if (r == 0) {
+        int64_t lifetime_s = fetched.expires_in_s;
+        if (lifetime_s <= 0 && fetched.expires_in_bad[0] != '\0') {
+            lifetime_s = OAUTH_FALLBACK_LIFETIME_S;
+            snprintf(notice, notice_len,
+                     "token endpoint sent expires_in %s, not a lifetime of "
+                     "1 s to %d days: the token is used for %d s",
+                     fetched.expires_in_bad, OAUTH_MAX_LIFETIME_S / 86400,
+                     OAUTH_FALLBACK_LIFETIME_S);
+        } else if (lifetime_s <= 0) {
+            lifetime_s = OAUTH_DEFAULT_LIFETIME_S;
+        }
+        uint64_t lifetime_ms = (uint64_t)lifetime_s * 1000u;
+        uint64_t margin_ms = lifetime_ms / 10;
+        if (margin_ms > 300000)
+            margin_ms = 300000;
+        oauth_free_secret(source->token);
+        source->token = fetched.access_token;
+        fetched.access_token = NULL;
+        source->generation++;
+        source->expires_at_ms = now_ms + lifetime_ms;
+        source->refresh_at_ms = now_ms + lifetime_ms - margin_ms;
+        source->failed_at_ms = 0;
+        oauth_token_free(&fetched);
+    } else {
+        source->failed_at_ms = now_ms > 0 ? now_ms : 1;
+        source->failure = r;
+        oauth_err(source->failure_text, sizeof(source->failure_text), "%s",
+                  why);
+        oauth_err(err, err_len, "%s", why);
+    }
+    pthread_cond_broadcast(&source->fetched);
+    return r;
+}
+
+struct oauth_refresh_job {
+    struct oauth_source *source;
+    uint64_t now_ms;
+};
+
+/* The background refresh (oauth_params.background_refresh): one fetch,
+ * then the source may be freed. */
+static void *oauth_refresh_main(void *arg)
+{
+    struct oauth_refresh_job *job = arg;
+    struct oauth_source *source = job->source;
+    char notice[160] = "";
+
+    pthread_mutex_lock(&source->lock);
+    (void)oauth_fetch_locked(source, job->now_ms, notice, sizeof(notice),
+                             NULL, 0);
+    pthread_mutex_unlock(&source->lock);
+    free(job);
+    if (notice[0] != '\0' && source->notice != NULL)
+        source->notice(source->notice_ctx, notice);
+    pthread_mutex_lock(&source->lock);
+    source->refresher_running = false;
+    pthread_cond_broadcast(&source->fetched);
+    pthread_mutex_unlock(&source->lock);
+    return NULL;
+}
+
+/* Starts the background refresh, lock held and source->fetching set.
+ * false when no thread could be made (then the caller fetches). */
+static bool oauth_start_refresh(struct oauth_source *source, uint64_t now_ms)
+{
+    struct oauth_refresh_job *job = malloc(sizeof(*job));
+    pthread_attr_t attr;
+    pthread_t thread;
+    bool started;
+
+    if (job == NULL)
+        return false;
+    job->source = source;
+    job->now_ms = now_ms;
+    if (pthread_attr_init(&attr) != 0) {
+        free(job);
+        return false;
+    }
+    (void)pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    source->refresher_running = true;
+    started = pthread_create(&thread, &attr, oauth_refresh_main, job) == 0;
+    (void)pthread_attr_destroy(&attr);
+    if (!started) {
+        source->refresher_running = false;
+        free(job);
+    }
+    return started;
+}
+
 int oauth_source_token(struct oauth_source *source, uint64_t now_ms,
                        char **ret_token, uint64_t *ret_generation, char *err,
                        size_t err_len)
 {
-    struct oauth_material *material;
-    struct oauth_token fetched;
     char notice[160] = "";
     int r;
 
@@ -1248,6 +1372,14 @@ int oauth_source_token(struct oauth_source *source, uint64_t now_ms,
                     now_ms < source->failed_at_ms + OAUTH_FAILURE_HOLD_MS;
         bool soon = oauth_too_soon(source, now_ms);
 
+        /* Due while this one still works: in the background, this caller
+         * goes on with the current token. */
+        if (have && due && source->background_refresh && !source->fetching &&
+            !held && !soon) {
+            source->fetching = true;
+            if (!oauth_start_refresh(source, now_ms))
+                source->fetching = false;
+        }
         /* Fresh; or due, but a refresh is under way, just failed or would
          * come too soon (and this one still works). */
         if (have && (!due || source->fetching || held || soon)) {
@@ -1283,52 +1415,8 @@ int oauth_source_token(struct oauth_source *source, uint64_t now_ms,
         pthread_mutex_lock(&source->lock);
         now_ms += wait_ms;
     }
-    source->fetches++;
-    source->last_fetch_ms = now_ms;
-    material = source->material;
-    material->refs++;
-    pthread_mutex_unlock(&source->lock);
-
-    char why[768] = "";
-    memset(&fetched, 0, sizeof(fetched));
-    r = oauth_fetch(material, &fetched, why, sizeof(why));
-    oauth_material_put(source, material);
-
-    pthread_mutex_lock(&source->lock);
-    source->fetching = false;
-    if (r == 0) {
-        int64_t lifetime_s = fetched.expires_in_s;
-        if (lifetime_s <= 0 && fetched.expires_in_bad[0] != '\0') {
-            lifetime_s = OAUTH_FALLBACK_LIFETIME_S;
-            snprintf(notice, sizeof(notice),
-                     "token endpoint sent expires_in %s, not a lifetime of "
-                     "1 s to %d days: the token is used for %d s",
-                     fetched.expires_in_bad, OAUTH_MAX_LIFETIME_S / 86400,
-                     OAUTH_FALLBACK_LIFETIME_S);
-        } else if (lifetime_s <= 0) {
-            lifetime_s = OAUTH_DEFAULT_LIFETIME_S;
-        }
-        uint64_t lifetime_ms = (uint64_t)lifetime_s * 1000u;
-        uint64_t margin_ms = lifetime_ms / 10;
-        if (margin_ms > 300000)
-            margin_ms = 300000;
-        oauth_free_secret(source->token);
-        source->token = fetched.access_token;
-        fetched.access_token = NULL;
-        source->generation++;
-        source->expires_at_ms = now_ms + lifetime_ms;
-        source->refresh_at_ms = now_ms + lifetime_ms - margin_ms;
-        source->failed_at_ms = 0;
-        oauth_token_free(&fetched);
-    } else {
-        source->failed_at_ms = now_ms > 0 ? now_ms : 1;
-        source->failure = r;
-        oauth_err(source->failure_text, sizeof(source->failure_text), "%s",
-                  why);
-        oauth_err(err, err_len, "%s", why);
-    }
-    pthread_cond_broadcast(&source->fetched);
-
+    r = oauth_fetch_locked(source, now_ms, notice, sizeof(notice), err,
+                           err_len);
     if (source->token != NULL && now_ms < source->expires_at_ms) {
         /* New, or the old one still valid after a failed refresh. */
         *ret_token = strdup(source->token);

@@ -4,8 +4,9 @@
  *
  * A token source (struct oauth_source) hands out Bearer tokens to every
  * upload worker: one cached token, refreshed ahead of expiry (5 minutes
- * or 10% of its lifetime, whichever is less), with one fetch in flight
- * while the other callers wait for it; a token a server refused (401) is
+ * or 10% of its lifetime, whichever is less; with background_refresh in
+ * a thread of its own while callers keep the current token), with one
+ * fetch in flight while the other callers wait for it; a token a server refused (401) is
  * invalidated only if it is still the current one. A failed fetch is
  * remembered for OAUTH_FAILURE_HOLD_MS so that waiting callers do not
  * stampede a token endpoint that is down, and whatever the answers say,
@@ -58,6 +59,7 @@
 #ifndef STOWBRIDGE_OAUTH_H
 #define STOWBRIDGE_OAUTH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -133,6 +135,11 @@ struct oauth_params {
      * (0: token_command.h's default). */
     const char *const *command;
     unsigned command_timeout_s;
+    /* A refresh due while the token is still valid runs in a thread of
+     * its own and callers go on with the current token, so that token
+     * requests never hold up an upload (the daemon). false: the caller
+     * that finds it due fetches. */
+    bool background_refresh;
 };
 
 struct oauth_source;
