@@ -544,10 +544,16 @@ void oauth_diagnose_forbidden(const struct oauth_claims *claims,
                      claims != NULL ? oauth_or(claims->oid, "see appid")
                                     : "of the app");
     } else {
+        bool user = claims != NULL && claims->idtyp != NULL &&
+                    strcmp(claims->idtyp, "user") == 0;
         oauth_append(buf, len,
-                     "; fix: grant this client permission to store on the "
-                     "server (for a standard OAuth2 server, a role or scope "
-                     "that allows STOW-RS)");
+                     "; fix: grant %s permission to store on the server "
+                     "(for a standard OAuth2 server, a role or scope that "
+                     "allows STOW-RS)",
+                     user ? "this user (a user token: the server checks the "
+                            "user's roles, not the app's)"
+                          : "this client (the app or managed identity the "
+                            "token names)");
     }
     oauth_append(buf, len, "; instances stay queued and are retried");
 }
