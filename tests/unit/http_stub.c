@@ -75,8 +75,8 @@ static void *serve(void *arg)
         if (request != NULL) {
             const char *answer = stub->reply(stub->ctx, request, header_len,
                                              len);
-            if (answer != NULL)
-                (void)!write(fd, answer, strlen(answer));
+            /* Recorded before the answer goes out: a client that has its
+             * answer may look at the request at once. */
             pthread_mutex_lock(&stub->lock);
             free(stub->last_request);
             stub->last_request = request;
@@ -84,6 +84,8 @@ static void *serve(void *arg)
             stub->last_header_len = header_len;
             pthread_mutex_unlock(&stub->lock);
             atomic_fetch_add(&stub->requests, 1);
+            if (answer != NULL)
+                (void)!write(fd, answer, strlen(answer));
         }
         close(fd);
     }
