@@ -317,12 +317,14 @@ static char *oauth_claim_text(const cJSON *root, const char *name)
     out = calloc(1, len);
     if (out == NULL)
         return NULL;
+    size_t used = 0;
     cJSON_ArrayForEach(elem, item) {
         if (!cJSON_IsString(elem))
             continue;
-        if (out[0] != '\0')
-            strcat(out, " ");
-        strcat(out, elem->valuestring);
+        int n = snprintf(out + used, len - used, "%s%s",
+                         used > 0 ? " " : "", elem->valuestring);
+        if (n > 0)
+            used += (size_t)n < len - used ? (size_t)n : len - used - 1;
     }
     return out;
 }
