@@ -472,7 +472,7 @@ static int main_check_credentials(const struct cfg *cfg)
                        "(as auth.client_secret_expires states; Entra "
                        "answers AADSTS7000222): create a new secret under "
                        "the app's Certificates & secrets, put it in the "
-                       "secret file and send SIGHUP (systemctl reload "
+                       "secret file and send SIGHUP (systemctl kill -s HUP "
                        "stowbridge)\n", auth->client_secret_expires);
                 failures++;
             } else if (at - now <= MAIN_EXPIRY_WARNING_S) {
