@@ -7,6 +7,15 @@
  * bound. SIGTERM/SIGINT set a flag that the SCP polls; associations in
  * flight finish their current C-STORE (answered as usual) before they are
  * closed.
+ *
+ * SIGHUP (daemon_reload()): the configuration file is read again with its
+ * secret files; the token source takes the new credential material (the
+ * secret, the certificate and key, the assertion file, the token command)
+ * for its next fetch, and the current token stays in use until its
+ * refresh, so uploads in flight never notice. A file that does not load
+ * leaves the old material in place and the log says why. Other keys need
+ * a restart. The reload runs on the SCP's loop thread, where the stop
+ * predicate is polled, never in the signal handler.
  */
 #include "daemon.h"
 
@@ -51,6 +60,13 @@ static atomic_bool daemon_stopping_announced;
 static atomic_int daemon_stop_signal;
 static atomic_bool daemon_hup_seen;
 
+/* What a reload needs, handed to the SCP's stop predicate. */
+struct daemon_ctx {
+    const char *config_path;
+    struct oauth_source *tokens;   /* NULL: receive-only */
+    unsigned reloads;
+};
+
 static void daemon_on_signal(int sig)
 {
     if (sig == SIGHUP) {
@@ -61,15 +77,57 @@ static void daemon_on_signal(int sig)
     atomic_store(&daemon_stop_requested, true);
 }
 
+/*
+ * SIGHUP: re-reads the configuration file and the credential files it
+ * names, and hands the new material to the token source. Everything that
+ * fails keeps what was there, and is logged once here.
+ */
+static void daemon_reload(struct daemon_ctx *ctx)
+{
+    struct oauth_params oauth;
+    struct cfg *fresh = NULL;
+    char err[1024];
+    int r;
+
+    ctx->reloads++;
+    r = cfg_load(ctx->config_path, &fresh, err, sizeof(err));
+    if (r < 0) {
+        log_warning("event=reload-failed reason=\"%s\", keeping the "
+                    "current configuration and credentials", err);
+        return;
+    }
+    if (ctx->tokens != NULL) {
+        params_oauth(fresh, &oauth);
+        r = oauth_source_reload(ctx->tokens, &oauth, err, sizeof(err));
+        if (r < 0) {
+            log_warning("event=reload-failed what=credentials reason=\"%s\", "
+                        "keeping the current credentials", err);
+            cfg_free(fresh);
+            return;
+        }
+    }
+    /* The DIMSE side's TLS certificate and key are re-read here too, by
+     * tls_reload() (being added with DIMSE TLS); its failure keeps the old
+     * files the same way. */
+    log_notice("event=reloaded reload=%u auth=%s credentials=%s "
+               "reason=\"new credentials are used from the next token "
+               "request; the current token stays until its refresh; other "
+               "keys need a restart\"",
+               ctx->reloads, fresh->auth.type,
+               ctx->tokens != NULL ? "replaced" : "unused");
+    cfg_free(fresh);
+}
+
 /* The SCP's stop predicate; also the place that reports what signals
  * arrived, since a signal handler must not log. */
-static bool daemon_should_stop(void *ctx)
+static bool daemon_should_stop(void *arg)
 {
-    (void)ctx;
-    if (atomic_exchange(&daemon_hup_seen, false))
-        log_notice("event=sighup reason=\"configuration reload is not "
-                   "supported yet; restart the service to apply changes\", "
-                   "ignoring");
+    struct daemon_ctx *ctx = arg;
+
+    if (atomic_exchange(&daemon_hup_seen, false)) {
+        log_notice("event=sighup reason=\"reloading the credentials\"");
+        daemon_reload(ctx);
+    }
     if (!atomic_load(&daemon_stop_requested))
         return false;
     if (!atomic_exchange(&daemon_stopping_announced, true)) {
@@ -218,8 +276,9 @@ static void daemon_size_fds(const struct cfg *cfg,
                  need);
 }
 
-int daemon_run(const struct cfg *cfg)
+int daemon_run(const struct cfg *cfg, const char *config_path)
 {
+    struct daemon_ctx ctx;
     struct spool_recovery recovery;
     struct scp_caller_rule *rules = NULL;
     struct scp_params params;
@@ -285,9 +344,10 @@ int daemon_run(const struct cfg *cfg)
         struct oauth_params oauth;
 
         params_oauth(cfg, &oauth);
-        tokens = oauth_source_new(&oauth);
-        if (tokens == NULL) {
-            log_err("event=start-failed reason=\"out of memory\"");
+        r = oauth_source_open(&oauth, &tokens, err, sizeof(err));
+        if (r < 0) {
+            log_err("event=start-failed reason=\"%s\"",
+                    r == -ENOMEM ? "out of memory" : err);
             goto out;
         }
     }
@@ -392,7 +452,10 @@ int daemon_run(const struct cfg *cfg)
                                            "uploading"
                                          : "READY=1\nSTATUS=receiving");
 
-    r = scp_run(scp, daemon_should_stop, NULL,
+    memset(&ctx, 0, sizeof(ctx));
+    ctx.config_path = config_path;
+    ctx.tokens = tokens;
+    r = scp_run(scp, daemon_should_stop, &ctx,
                 cfg->dicom.timeout_s + DAEMON_GRACE_EXTRA_S);
     if (r == -ETIMEDOUT) {
         /* Unanswered stores are in tmp/ and never acknowledged. */

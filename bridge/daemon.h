@@ -1,6 +1,8 @@
 /*
  * daemon - the `stowbridge run` lifecycle: signals, spool recovery, the
- * SCP, systemd notification, graceful stop.
+ * SCP, systemd notification, graceful stop, and SIGHUP rotation of the
+ * credentials (secret, certificate and key, assertion file, token
+ * command) without a restart.
  *
  * Program code: it logs. Returns the process exit status (0 on a clean
  * stop, 1 when it cannot start or the network fails).
@@ -10,8 +12,9 @@
 
 struct cfg;
 
-/* Runs the daemon in the foreground until SIGTERM or SIGINT. */
-int daemon_run(const struct cfg *cfg);
+/* Runs the daemon in the foreground until SIGTERM or SIGINT. On SIGHUP,
+ * daemon_reload() reads @config_path (the file @cfg came from) again. */
+int daemon_run(const struct cfg *cfg, const char *config_path);
 
 /*
  * Sends @state (e.g. "READY=1") to systemd when $NOTIFY_SOCKET is set

@@ -28,6 +28,9 @@
 #include "daemon.h"
 #include "params.h"
 #include "base/log.h"
+#include "web/federated_token.h"
+#include "web/jwt_assertion.h"
+#include "web/managed_identity.h"
 #include "web/oauth.h"
 #include "queue_cmd.h"
 #include "dicom/redact.h"
@@ -42,6 +45,8 @@
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
+/* `check` warns this long before a certificate or secret expires. */
+#define MAIN_EXPIRY_WARNING_S (30 * 86400)
 
 struct main_cmd {
     const char *name;
@@ -193,6 +198,30 @@ static void main_token_notice(void *ctx, const char *message)
     printf("%s: warning: %s\n", (const char *)ctx, message);
 }
 
+/* Where the token of @cfg comes from, for a line of `token` or `check`. */
+static void main_auth_where(const struct cfg *cfg, char *buf, size_t len)
+{
+    const struct cfg_auth *auth = &cfg->auth;
+
+    if (strcmp(auth->type, "managed_identity") == 0) {
+        snprintf(buf, len, "the managed identity endpoint %s",
+                 auth->endpoint[0] != '\0' ? auth->endpoint
+                                            : "(detected)");
+    } else if (strcmp(auth->type, "command") == 0) {
+        snprintf(buf, len, "the command '%s'",
+                 auth->command_count > 0 ? auth->command[0] : "");
+    } else if (strcmp(auth->type, "static") == 0) {
+        snprintf(buf, len, "the configuration");
+    } else {
+        snprintf(buf, len, "%s with %s", auth->token_url,
+                 auth->client_certificate_file[0] != '\0'
+                     ? "a certificate (private_key_jwt)"
+                 : auth->client_assertion_file[0] != '\0'
+                     ? "a federated token"
+                     : "a client secret");
+    }
+}
+
 /* Fetches a token as the uploader would. Prints why on failure. With
  * @ret_secrets, also hands out what a server must not be seen echoing
  * (the source's secrets and the token). */
@@ -205,12 +234,17 @@ static int main_fetch_token(const struct cfg *cfg, const char *what,
     char err[512];
     int r;
 
+    char where[600];
+
+    main_auth_where(cfg, where, sizeof(where));
     params_oauth(cfg, &params);
     params.notice = main_token_notice;
     params.notice_ctx = (void *)what;
-    source = oauth_source_new(&params);
-    if (source == NULL)
-        return -ENOMEM;
+    r = oauth_source_open(&params, &source, err, sizeof(err));
+    if (r < 0) {
+        printf("%s: FAILED: %s\n", what, err);
+        return r;
+    }
     r = oauth_source_token(source, util_now_monotonic_ms(), ret_token,
                            &generation, err, sizeof(err));
     if (r == 0 && ret_secrets != NULL) {
@@ -223,7 +257,7 @@ static int main_fetch_token(const struct cfg *cfg, const char *what,
     }
     oauth_source_free(source);
     if (r < 0)
-        printf("%s: FAILED: %s (%s)\n", what, err, cfg->auth.token_url);
+        printf("%s: FAILED: %s (%s)\n", what, err, where);
     return r;
 }
 
@@ -258,12 +292,14 @@ static int main_check_upload(const struct cfg *cfg)
         printf("auth: none (no Authorization header)\n");
         secrets = redact_new();
     } else {
+        char where[600];
+
         r = main_fetch_token(cfg, "auth", &token, &secrets);
         if (r < 0)
             return 1;
+        main_auth_where(cfg, where, sizeof(where));
         printf("auth: ok (%s token obtained from %s)\n", cfg->auth.type,
-               strcmp(cfg->auth.type, "static") == 0 ? "the configuration"
-                                                     : cfg->auth.token_url);
+               where);
     }
 
     /* The probe sends the token just fetched (a source holding it). */
@@ -330,10 +366,12 @@ static int main_token(const struct cfg *cfg, bool raw)
         printf("auth.type is \"none\": no token is used\n");
         return 0;
     }
+    char where[600];
+
     if (main_fetch_token(cfg, "token", &token, NULL) < 0)
         return EXIT_RUNTIME;
-    printf("token: obtained (%s%s%s)\n", cfg->auth.type,
-           cfg->auth.token_url[0] ? " from " : "", cfg->auth.token_url);
+    main_auth_where(cfg, where, sizeof(where));
+    printf("token: obtained (%s from %s)\n", cfg->auth.type, where);
     if (oauth_jwt_segment_json(token, 0, &json) == 0) {
         printf("header:\n%s\n", json);
         free(json);
@@ -356,6 +394,113 @@ static int main_token(const struct cfg *cfg, bool raw)
         printf("access_token: %s\n", token);
     main_free_token(token);
     return errors == 0 ? 0 : EXIT_RUNTIME;
+}
+
+/*
+ * `check`, the credential files: the certificate and key (they match, the
+ * certificate's validity), the federated token file, the managed identity
+ * endpoint, the secret's stated expiry. Returns the number of failures.
+ */
+static int main_check_credentials(const struct cfg *cfg)
+{
+    const struct cfg_auth *auth = &cfg->auth;
+    int64_t now = (int64_t)time(NULL);
+    char err[768];
+    char text[768];
+    int failures = 0;
+
+    if (auth->client_certificate_file[0] != '\0') {
+        struct jwt_credential *cred = NULL;
+        const char *key = auth->client_key_file[0] != '\0'
+                              ? auth->client_key_file
+                              : auth->client_certificate_file;
+
+        if (jwt_credential_from_files(auth->client_certificate_file, key,
+                                      &cred, err, sizeof(err)) < 0) {
+            printf("certificate: FAILED: %s\n", err);
+            return 1;
+        }
+        jwt_credential_describe(cred, text, sizeof(text));
+        printf("certificate: ok (the key matches; %s; %s)\n", text,
+               auth->assertion_alg);
+        switch (jwt_credential_check_validity(cred, now, MAIN_EXPIRY_WARNING_S,
+                                              text, sizeof(text))) {
+        case JWT_VALID:
+            printf("certificate: ok (%s)\n", text);
+            break;
+        case JWT_EXPIRES_SOON:
+            printf("certificate: warning: %s\n", text);
+            break;
+        case JWT_EXPIRED:
+        case JWT_NOT_YET_VALID:
+            printf("certificate: FAILED: %s\n", text);
+            failures++;
+            break;
+        }
+        jwt_credential_free(cred);
+    }
+    if (auth->client_assertion_file[0] != '\0') {
+        char *token = NULL;
+
+        if (federated_token_read(auth->client_assertion_file, now, &token,
+                                 err, sizeof(err)) < 0) {
+            printf("federated token: FAILED: %s\n", err);
+            failures++;
+        } else {
+            printf("federated token: ok (%s, read again for every token "
+                   "request)\n", auth->client_assertion_file);
+            explicit_bzero(token, strlen(token));
+            free(token);
+        }
+    }
+    if (strcmp(auth->type, "managed_identity") == 0) {
+        struct mi_params mp;
+        struct mi_env env;
+        enum mi_flavor flavor;
+        char *url = NULL;
+
+        memset(&mp, 0, sizeof(mp));
+        mp.resource = auth->resource;
+        mp.client_id = auth->client_id;
+        mp.endpoint = auth->endpoint;
+        mi_env_from_process(&env);
+        if (mi_resolve(&mp, &env, &flavor, &url, err, sizeof(err)) < 0) {
+            printf("managed identity: FAILED: %s\n", err);
+            failures++;
+        } else {
+            printf("managed identity: %s, %s\n",
+                   flavor == MI_ARC ? "Azure Arc" : "Azure VM (IMDS)", url);
+            free(url);
+        }
+    }
+    if (auth->client_secret_expires[0] != '\0' &&
+        auth->client_certificate_file[0] == '\0' &&
+        auth->client_assertion_file[0] == '\0') {
+        struct tm tm;
+        memset(&tm, 0, sizeof(tm));
+        if (strptime(auth->client_secret_expires, "%Y-%m-%d", &tm) != NULL) {
+            int64_t at = (int64_t)timegm(&tm);
+            if (at <= now) {
+                printf("secret: FAILED: the client secret expired on %s "
+                       "(as auth.client_secret_expires states; Entra "
+                       "answers AADSTS7000222): create a new secret under "
+                       "the app's Certificates & secrets, put it in the "
+                       "secret file and send SIGHUP (systemctl kill -s HUP "
+                       "stowbridge)\n", auth->client_secret_expires);
+                failures++;
+            } else if (at - now <= MAIN_EXPIRY_WARNING_S) {
+                printf("secret: warning: the client secret expires in %lld "
+                       "days, on %s: create a new one, put it in the secret "
+                       "file and send SIGHUP before then\n",
+                       (long long)((at - now) / 86400),
+                       auth->client_secret_expires);
+            } else {
+                printf("secret: ok (expires on %s)\n",
+                       auth->client_secret_expires);
+            }
+        }
+    }
+    return failures;
 }
 
 /* `check`: each dependency in turn, saying which one fails and why. */
@@ -421,6 +566,7 @@ static int main_check(const struct cfg *cfg, bool dump)
     scp_free(scp);
     spool_close(spool);
 
+    failures += main_check_credentials(cfg);
     failures += main_check_upload(cfg);
     return failures == 0 ? 0 : EXIT_RUNTIME;
 }
@@ -541,7 +687,7 @@ int main(int argc, char **argv)
         return EXIT_RUNTIME;
     }
     if (strcmp(cmd, "run") == 0)
-        status = daemon_run(cfg);
+        status = daemon_run(cfg, opts.config_path);
     else if (strcmp(cmd, "status") == 0)
         status = status_main(cfg, opts.json);
     else if (strcmp(cmd, "token") == 0)

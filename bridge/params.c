@@ -87,6 +87,10 @@ void params_oauth(const struct cfg *cfg, struct oauth_params *ret)
     else if (strcmp(auth->type, "client_credentials") == 0 ||
              strcmp(auth->type, "azure") == 0)
         ret->kind = OAUTH_CLIENT_CREDENTIALS;
+    else if (strcmp(auth->type, "managed_identity") == 0)
+        ret->kind = OAUTH_MANAGED_IDENTITY;
+    else if (strcmp(auth->type, "command") == 0)
+        ret->kind = OAUTH_COMMAND;
     else
         ret->kind = OAUTH_NONE;
     ret->token_url = auth->token_url;
@@ -101,6 +105,26 @@ void params_oauth(const struct cfg *cfg, struct oauth_params *ret)
     ret->ca_file = params_or_null(cfg->upload.ca_file);
     ret->timeout_s = cfg->upload.timeout_s;
     ret->notice = params_token_notice;
+    /* Issue 13: certificate, federated token, managed identity, command. */
+    ret->client_certificate_file =
+        params_or_null(auth->client_certificate_file);
+    ret->client_key_file = params_or_null(auth->client_key_file);
+    ret->assertion_alg = strcmp(auth->assertion_alg, "RS256") == 0
+                             ? OAUTH_ASSERTION_RS256
+                             : OAUTH_ASSERTION_PS256;
+    ret->client_assertion_file = params_or_null(auth->client_assertion_file);
+    ret->endpoint = params_or_null(auth->endpoint);
+    ret->command = (const char *const *)auth->command;
+    ret->command_timeout_s = auth->command_timeout_s;
+    /* The daemon's workers never wait for a refresh (`token` and `check`
+     * fetch once and do not care). */
+    ret->background_refresh = true;
+    if (ret->kind == OAUTH_MANAGED_IDENTITY)
+        ret->client_id = params_or_null(auth->client_id);
+    if (ret->kind == OAUTH_CLIENT_CREDENTIALS &&
+        (ret->client_certificate_file != NULL ||
+         ret->client_assertion_file != NULL))
+        ret->client_secret = NULL;
 }
 
 void params_dicomweb(const struct cfg *cfg, struct dicomweb_params *ret)

@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -52,6 +53,9 @@
 #define CFG_COMMENT_WIDTH 68
 /* Most UIDs in one CFG_UIDS list. */
 #define CFG_UIDS_MAX 256
+/* Most words in one CFG_ARGV list, and the longest word. */
+#define CFG_ARGV_MAX 64
+#define CFG_ARGV_WORD_MAX 4096
 /* What a secret looks like in the dump. */
 #define CFG_SECRET_MASK "\"********\""
 
@@ -69,6 +73,8 @@ enum cfg_type {
     CFG_BOOL,    /* bool */
     CFG_UIDS,    /* char ** of valid UIDs, count at count_offset */
     CFG_REMOTES, /* struct cfg_remote_ae *, count at count_offset */
+    CFG_ARGV,    /* char ** of non-empty strings and a NULL, count at
+                    count_offset (a command line, no shell) */
 };
 
 /* Extra validation of a CFG_STRING value. */
@@ -332,12 +338,17 @@ static const struct cfg_key cfg_keys[] = {
         .offset = CFG_OFF(auth.type),
         .def_string = "none",
         .check = CFG_CHECK_CHOICE,
-        .choices = "none|client_credentials|azure|static",
-        .doc = "How to get a Bearer token: none; client_credentials (OAuth2 "
-               "with a client secret: token_url, client_id, a secret, "
-               "usually scope); azure (Microsoft Entra ID: tenant, "
-               "client_id, a secret; fills the token URL and the DICOM "
-               "service scope); static (a fixed token, for testing).",
+        .choices = "none|client_credentials|azure|static|managed_identity|"
+                   "command",
+        .doc = "How to get a Bearer token: none; client_credentials (OAuth2: "
+               "token_url, client_id, and a secret, a certificate or a "
+               "federated token file; usually scope); azure (Microsoft "
+               "Entra ID: tenant, client_id, and a secret, a certificate "
+               "or a federated token file; fills the token URL and the "
+               "DICOM service scope); managed_identity (the Azure VM or "
+               "Azure Arc identity: no secret); command (a program such as "
+               "the Azure CLI prints the token); static (a fixed token, for "
+               "testing).",
     },
     {
         .path = "auth.token_url",
@@ -352,7 +363,9 @@ static const struct cfg_key cfg_keys[] = {
         .type = CFG_STRING,
         .offset = CFG_OFF(auth.client_id),
         .def_string = "",
-        .doc = "OAuth2 client ID (the Entra application ID for azure).",
+        .doc = "OAuth2 client ID (the Entra application ID for azure; for "
+               "managed_identity, a user-assigned identity's client ID, "
+               "empty for the system-assigned one).",
     },
     {
         .path = "auth.client_secret",
@@ -372,6 +385,16 @@ static const struct cfg_key cfg_keys[] = {
         .doc = "A file holding the client secret (not readable by others).",
     },
     {
+        .path = "auth.client_secret_expires",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(auth.client_secret_expires),
+        .def_string = "",
+        .doc = "The expiry date Entra stated for the client secret "
+               "(YYYY-MM-DD, UTC), so that 'stowbridge check' warns 30 days "
+               "ahead and says when it has passed. Empty: not known.",
+        .example = "\"2027-06-30\"",
+    },
+    {
         .path = "auth.scope",
         .type = CFG_STRING,
         .offset = CFG_OFF(auth.scope),
@@ -384,7 +407,9 @@ static const struct cfg_key cfg_keys[] = {
         .type = CFG_STRING,
         .offset = CFG_OFF(auth.resource),
         .def_string = "",
-        .doc = "Resource requested, for v1-style token servers.",
+        .doc = "Resource requested, for v1-style token servers; for "
+               "managed_identity the audience of the token "
+               "(https://dicom.healthcareapis.azure.com when empty).",
     },
     {
         .path = "auth.client_auth",
@@ -402,6 +427,83 @@ static const struct cfg_key cfg_keys[] = {
         .offset = CFG_OFF(auth.tenant),
         .def_string = "",
         .doc = "azure: the directory (tenant) ID or domain.",
+    },
+    {
+        .path = "auth.client_certificate_file",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(auth.client_certificate_file),
+        .def_string = "",
+        .check = CFG_CHECK_OPT_PATH,
+        .doc = "client_credentials and azure: authenticate with this "
+               "certificate (PEM, the one uploaded to the app) instead of a "
+               "secret: a private_key_jwt client assertion (RFC 7523) signed "
+               "for every token request.",
+    },
+    {
+        .path = "auth.client_key_file",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(auth.client_key_file),
+        .def_string = "",
+        .check = CFG_CHECK_OPT_PATH,
+        .doc = "The certificate's RSA private key (PEM, unencrypted, not "
+               "readable by others). Empty: the systemd credential "
+               "client_key (LoadCredential=), else the certificate file.",
+    },
+    {
+        .path = "auth.assertion_alg",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(auth.assertion_alg),
+        .def_string = "PS256",
+        .check = CFG_CHECK_CHOICE,
+        .choices = "PS256|RS256",
+        .doc = "Signature of the certificate's client assertion: PS256 "
+               "(Entra's current format, x5t#S256) or RS256 (the older one, "
+               "with x5t too).",
+    },
+    {
+        .path = "auth.client_assertion_file",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(auth.client_assertion_file),
+        .def_string = "",
+        .check = CFG_CHECK_OPT_PATH,
+        .doc = "client_credentials and azure: workload identity: a file "
+               "holding a federated token (audience "
+               "api://AzureADTokenExchange), read on every token request. "
+               "Empty with azure: $AZURE_FEDERATED_TOKEN_FILE when set and "
+               "no secret or certificate is configured.",
+    },
+    {
+        .path = "auth.endpoint",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(auth.endpoint),
+        .def_string = "",
+        .check = CFG_CHECK_URL,
+        .doc = "managed_identity: the identity endpoint's URL. Empty: "
+               "detected as the Azure SDKs do (Azure Arc agent, else the "
+               "VM's instance metadata endpoint).",
+    },
+    {
+        .path = "auth.command",
+        .type = CFG_ARGV,
+        .offset = CFG_OFF(auth.command),
+        .count_offset = CFG_OFF(auth.command_count),
+        .doc = "command: the program and its arguments, run without a shell "
+               "(the first word is looked up in PATH). It prints the Azure "
+               "CLI's, PowerShell's or an OAuth2 token answer as JSON.",
+        .example = "[\"az\", \"account\", \"get-access-token\", "
+                   "\"--resource\",\n"
+                   "    \"https://dicom.healthcareapis.azure.com\", "
+                   "\"--output\", \"json\"]",
+    },
+    {
+        .path = "auth.command_timeout_s",
+        .type = CFG_UINT,
+        .offset = CFG_OFF(auth.command_timeout_s),
+        .def_uint = 60,
+        .min = 1,
+        .max = 600,
+        .doc = "command: seconds the command may take; then it is killed "
+               "and the attempt counts as an outage.",
     },
     {
         .path = "auth.token",
@@ -714,6 +816,7 @@ void cfg_free(struct cfg *cfg)
                              *(size_t *)cfg_field(cfg, key->count_offset));
             break;
         case CFG_UIDS:
+        case CFG_ARGV:
             cfg_free_uids(*(char ***)cfg_field(cfg, key->offset),
                           *(size_t *)cfg_field(cfg, key->count_offset));
             break;
@@ -761,6 +864,7 @@ int cfg_defaults(struct cfg **ret_cfg)
         case CFG_CALLERS:
         case CFG_UIDS:
         case CFG_REMOTES:
+        case CFG_ARGV:
             /* calloc: an empty list. */
             break;
         case CFG_BOOL:
@@ -1294,6 +1398,53 @@ static int cfg_parse_uids(struct cfg *cfg, const struct cfg_key *key,
     return 0;
 }
 
+/*
+ * Parses the CFG_ARGV value @list (at most CFG_ARGV_MAX non-empty strings
+ * of at most CFG_ARGV_WORD_MAX bytes) into @cfg, NULL-terminated. As with
+ * cfg_parse_uids(), cfg_free() releases a half-built list.
+ */
+static int cfg_parse_argv(struct cfg *cfg, const struct cfg_key *key,
+                          const cJSON *list, char *err, size_t err_len)
+{
+    char ***words = cfg_field(cfg, key->offset);
+    size_t *count = cfg_field(cfg, key->count_offset);
+    size_t n = (size_t)cJSON_GetArraySize(list);
+    const cJSON *item;
+
+    if (!cJSON_IsArray(list) || n > CFG_ARGV_MAX) {
+        cfg_err(err, err_len,
+                "config: %s: expected a list of at most %d strings (the "
+                "program and its arguments, no shell), got %s",
+                key->path, CFG_ARGV_MAX,
+                cJSON_IsArray(list) ? "a longer list" : cfg_json_type(list));
+        return -EINVAL;
+    }
+    if (n == 0)
+        return 0;
+    *words = calloc(n + 1, sizeof(**words));
+    if (*words == NULL)
+        return -ENOMEM;
+    cJSON_ArrayForEach(item, list) {
+        if (!cJSON_IsString(item) || item->valuestring[0] == '\0' ||
+            strlen(item->valuestring) > CFG_ARGV_WORD_MAX) {
+            cfg_err(err, err_len,
+                    "config: %s[%zu]: expected a non-empty string of at most "
+                    "%d bytes, got %s",
+                    key->path, *count, CFG_ARGV_WORD_MAX,
+                    cJSON_IsString(item) ? (item->valuestring[0] == '\0'
+                                                ? "\"\""
+                                                : "a longer one")
+                                         : cfg_json_type(item));
+            return -EINVAL;
+        }
+        (*words)[*count] = strdup(item->valuestring);
+        if ((*words)[*count] == NULL)
+            return -ENOMEM;
+        (*count)++;
+    }
+    return 0;
+}
+
 /* True if @value is one of the '|'-separated @choices. */
 static bool cfg_is_choice(const char *choices, const char *value)
 {
@@ -1506,6 +1657,8 @@ static int cfg_parse_value(struct cfg *cfg, const struct cfg_key *key,
         return cfg_parse_uids(cfg, key, item, err, err_len);
     case CFG_REMOTES:
         return cfg_parse_remotes(cfg, key, item, err, err_len);
+    case CFG_ARGV:
+        return cfg_parse_argv(cfg, key, item, err, err_len);
     }
     return -EINVAL;
 }
@@ -1829,6 +1982,138 @@ static bool cfg_tenant_valid(const char *tenant)
     return true;
 }
 
+/* The first of @keys (NULL-terminated paths into auth) that is set in
+ * @auth, or NULL. */
+static const char *cfg_first_set(const struct cfg_auth *auth,
+                                 const char *const *keys)
+{
+    for (size_t i = 0; keys[i] != NULL; i++) {
+        const char *name = keys[i] + strlen("auth.");
+        if (strcmp(name, "client_secret") == 0 && auth->client_secret[0])
+            return keys[i];
+        if (strcmp(name, "client_secret_file") == 0 &&
+            auth->client_secret_file[0])
+            return keys[i];
+        if (strcmp(name, "client_certificate_file") == 0 &&
+            auth->client_certificate_file[0])
+            return keys[i];
+        if (strcmp(name, "client_key_file") == 0 && auth->client_key_file[0])
+            return keys[i];
+        if (strcmp(name, "client_assertion_file") == 0 &&
+            auth->client_assertion_file[0])
+            return keys[i];
+        if (strcmp(name, "endpoint") == 0 && auth->endpoint[0])
+            return keys[i];
+        if (strcmp(name, "command") == 0 && auth->command_count > 0)
+            return keys[i];
+    }
+    return NULL;
+}
+
+/*
+ * The credential keys (issue 13): a secret, a certificate and a
+ * federated token file exclude each other (the error names both keys);
+ * a key without its certificate, and keys of another auth.type, are
+ * errors too.
+ */
+static int cfg_validate_credentials(const struct cfg *cfg, char *err,
+                                    size_t err_len)
+{
+    static const char *const secret_keys[] = {
+        "auth.client_secret", "auth.client_secret_file", NULL,
+    };
+    static const char *const cert_keys[] = {
+        "auth.client_certificate_file", "auth.client_key_file", NULL,
+    };
+    static const char *const assertion_keys[] = {
+        "auth.client_assertion_file", NULL,
+    };
+    static const char *const mi_keys[] = { "auth.endpoint", NULL };
+    static const char *const command_keys[] = { "auth.command", NULL };
+    const struct cfg_auth *auth = &cfg->auth;
+    const char *type = auth->type;
+    bool oauth = strcmp(type, "client_credentials") == 0 ||
+                 strcmp(type, "azure") == 0;
+    const char *secret = cfg_first_set(auth, secret_keys);
+    const char *cert = cfg_first_set(auth, cert_keys);
+    const char *assertion = cfg_first_set(auth, assertion_keys);
+    const char *a = NULL;
+    const char *b = NULL;
+
+    if (secret != NULL && cert != NULL) {
+        a = secret;
+        b = cert;
+    } else if (secret != NULL && assertion != NULL) {
+        a = secret;
+        b = assertion;
+    } else if (cert != NULL && assertion != NULL) {
+        a = cert;
+        b = assertion;
+    }
+    if (a != NULL) {
+        cfg_err(err, err_len,
+                "config: %s and %s exclude each other: authenticate with a "
+                "secret, a certificate or a federated token file, one of "
+                "them", a, b);
+        return -EINVAL;
+    }
+    if (auth->client_secret_expires[0] != '\0') {
+        struct tm tm;
+        const char *end;
+        char quoted[CFG_QUOTE_MAX + 4];
+
+        memset(&tm, 0, sizeof(tm));
+        end = strptime(auth->client_secret_expires, "%Y-%m-%d", &tm);
+        if (end == NULL || *end != '\0' ||
+            strlen(auth->client_secret_expires) != 10) {
+            cfg_err(err, err_len,
+                    "config: auth.client_secret_expires: expected a date "
+                    "YYYY-MM-DD, got \"%s\"",
+                    cfg_quote_str(quoted, sizeof(quoted),
+                                  auth->client_secret_expires));
+            return -EINVAL;
+        }
+    }
+    if (auth->client_key_file[0] != '\0' &&
+        auth->client_certificate_file[0] == '\0') {
+        cfg_err(err, err_len,
+                "config: auth.client_key_file needs "
+                "auth.client_certificate_file (the certificate it belongs "
+                "to)");
+        return -EINVAL;
+    }
+    if (!oauth && (cert != NULL || assertion != NULL)) {
+        cfg_err(err, err_len,
+                "config: %s is for auth.type \"client_credentials\" or "
+                "\"azure\", not \"%s\"",
+                cert != NULL ? cert : assertion, type);
+        return -EINVAL;
+    }
+    a = cfg_first_set(auth, mi_keys);
+    if (a != NULL && strcmp(type, "managed_identity") != 0) {
+        cfg_err(err, err_len,
+                "config: %s is for auth.type \"managed_identity\", not "
+                "\"%s\"", a, type);
+        return -EINVAL;
+    }
+    a = cfg_first_set(auth, command_keys);
+    if (a != NULL && strcmp(type, "command") != 0) {
+        cfg_err(err, err_len,
+                "config: %s is for auth.type \"command\", not \"%s\"", a,
+                type);
+        return -EINVAL;
+    }
+    if ((strcmp(type, "managed_identity") == 0 ||
+         strcmp(type, "command") == 0) &&
+        (secret != NULL || auth->token[0] != '\0')) {
+        cfg_err(err, err_len,
+                "config: auth.type \"%s\" uses no secret: remove %s", type,
+                secret != NULL ? secret : "auth.token");
+        return -EINVAL;
+    }
+    return 0;
+}
+
 /*
  * Checks across keys, after every key was read: what each auth.type needs
  * and the retry range. For "azure", fills in the Entra v2 token URL and
@@ -1856,6 +2141,9 @@ static int cfg_validate(struct cfg *cfg, char *err, size_t err_len)
                 cfg->retry.min_s, cfg->retry.max_s);
         return -EINVAL;
     }
+    r = cfg_validate_credentials(cfg, err, err_len);
+    if (r < 0)
+        return r;
     if (strcmp(type, "client_credentials") == 0 ||
         strcmp(type, "azure") == 0) {
         if (auth->client_secret[0] != '\0' &&
@@ -1867,6 +2155,13 @@ static int cfg_validate(struct cfg *cfg, char *err, size_t err_len)
         }
         r = cfg_needs(auth->client_id, type, "auth.client_id", "", err,
                       err_len);
+    }
+    if (r == 0 && strcmp(type, "command") == 0 && auth->command_count == 0) {
+        cfg_err(err, err_len,
+                "config: auth.type \"command\" needs auth.command (the "
+                "program and its arguments, such as [\"az\", \"account\", "
+                "\"get-access-token\", ...])");
+        r = -EINVAL;
     }
     if (r == 0 && strcmp(type, "client_credentials") == 0)
         r = cfg_needs(auth->token_url, type, "auth.token_url",
@@ -1891,6 +2186,10 @@ static int cfg_validate(struct cfg *cfg, char *err, size_t err_len)
             r = cfg_set_string(&auth->scope, "https://dicom.healthcareapis."
                                               "azure.com/.default");
     }
+    if (r == 0 && strcmp(type, "managed_identity") == 0 &&
+        auth->resource[0] == '\0')
+        r = cfg_set_string(&auth->resource,
+                           "https://dicom.healthcareapis.azure.com");
     if (r == 0 && strcmp(type, "static") == 0)
         r = cfg_needs(auth->token, type, "auth.token", "", err, err_len);
     return r;
@@ -2129,6 +2428,59 @@ static int cfg_read_secret(const char *path, bool check_mode, char **ret,
 }
 
 /*
+ * For a certificate or a federated token instead of a secret: the key
+ * file from the systemd credential client_key when none is configured
+ * (else the certificate file), checked not readable by others; for
+ * "azure" without any credential, $AZURE_FEDERATED_TOKEN_FILE. Returns 0
+ * when one of them is the credential, 1 when a secret is needed, or a
+ * negative errno.
+ */
+static int cfg_resolve_other_credentials(struct cfg *cfg, char *err,
+                                         size_t err_len)
+{
+    struct cfg_auth *auth = &cfg->auth;
+    const char *creds = getenv("CREDENTIALS_DIRECTORY");
+    const char *env = getenv("AZURE_FEDERATED_TOKEN_FILE");
+    char path[4096];
+    bool from_creds = false;
+    struct stat st;
+
+    if (auth->client_certificate_file[0] != '\0') {
+        if (auth->client_key_file[0] == '\0' && creds != NULL &&
+            creds[0] == '/') {
+            snprintf(path, sizeof(path), "%s/client_key", creds);
+            if (access(path, F_OK) == 0) {
+                if (cfg_set_string(&auth->client_key_file, path) < 0)
+                    return -ENOMEM;
+                from_creds = true;
+            }
+        }
+        /* systemd's credentials are the service's alone whatever their
+         * mode says. */
+        if (auth->client_key_file[0] != '\0' && !from_creds &&
+            stat(auth->client_key_file, &st) == 0 &&
+            (st.st_mode & 0007) != 0) {
+            cfg_err(err, err_len,
+                    "config: auth.client_key_file: '%s' is readable by "
+                    "others (mode %04o); chmod 0600 or 0640 it",
+                    auth->client_key_file, (unsigned)(st.st_mode & 07777));
+            return -EPERM;
+        }
+        return 0;
+    }
+    if (auth->client_assertion_file[0] != '\0')
+        return 0;
+    if (strcmp(auth->type, "azure") == 0 && env != NULL && env[0] == '/' &&
+        auth->client_secret[0] == '\0' &&
+        auth->client_secret_file[0] == '\0') {
+        if (cfg_set_string(&auth->client_assertion_file, env) < 0)
+            return -ENOMEM;
+        return 0;
+    }
+    return 1;
+}
+
+/*
  * Fills auth.client_secret from auth.client_secret_file, or when no
  * secret is configured, from the systemd credential "client_secret";
  * then checks that a type that needs a secret has one.
@@ -2144,6 +2496,9 @@ static int cfg_resolve_secret(struct cfg *cfg, char *err, size_t err_len)
     if (strcmp(auth->type, "client_credentials") != 0 &&
         strcmp(auth->type, "azure") != 0)
         return 0;
+    r = cfg_resolve_other_credentials(cfg, err, err_len);
+    if (r <= 0)
+        return r;
     if (auth->client_secret_file[0] != '\0') {
         r = cfg_read_secret(auth->client_secret_file, true, &secret, err,
                             err_len);
@@ -2349,6 +2704,7 @@ static void cfg_put_value(FILE *out, const struct cfg *cfg,
               out);
         break;
     case CFG_UIDS:
+    case CFG_ARGV:
         cfg_put_uids(out, *(char **const *)cfg_cfield(cfg, key->offset),
                      *(const size_t *)cfg_cfield(cfg, key->count_offset));
         break;
@@ -2420,6 +2776,10 @@ static void cfg_describe(const struct cfg_key *key, char *buf, size_t len)
         (void)snprintf(buf, len,
                        "List of {\"ae_title\", \"host\", \"port\", "
                        "\"tls\"} entries; default [].");
+        break;
+    case CFG_ARGV:
+        (void)snprintf(buf, len, "List of at most %d strings; default [].",
+                       CFG_ARGV_MAX);
         break;
     }
 }

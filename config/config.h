@@ -94,16 +94,30 @@ struct cfg_upload {
  * and, for "azure", token_url and scope are filled in. */
 struct cfg_auth {
     char *type;                /* "none" | "client_credentials" | "azure" |
-                                  "static" */
+                                  "static" | "managed_identity" |
+                                  "command" */
     char *token_url;
     char *client_id;
     char *client_secret;       /* secret */
     char *client_secret_file;
+    char *client_secret_expires; /* "YYYY-MM-DD" as Entra stated, or "" */
     char *scope;
     char *resource;
     char *client_auth;         /* "body" | "basic" */
     char *tenant;              /* "azure": directory (tenant) ID or domain */
     char *token;               /* secret; "static" */
+    /* Certificate credentials (client_credentials, azure); after
+     * cfg_load(), client_key_file names the key wherever it came from. */
+    char *client_certificate_file;
+    char *client_key_file;
+    char *assertion_alg;       /* "PS256" | "RS256" */
+    /* Workload identity; after cfg_load(), for "azure", also
+     * $AZURE_FEDERATED_TOKEN_FILE. */
+    char *client_assertion_file;
+    char *endpoint;            /* managed_identity: "" detected */
+    char **command;            /* "command": argv, NULL-terminated */
+    size_t command_count;
+    unsigned command_timeout_s; /* 60, 1..600 */
 };
 
 struct cfg_retry {

@@ -67,6 +67,7 @@ install(FILES ${SB_PKG_SRC}/lintian-overrides
         DESTINATION share/lintian/overrides RENAME stowbridge
         COMPONENT system EXCLUDE_FROM_ALL)
 install(FILES ${SB_PKG_SRC}/examples/low-port.conf
+              ${SB_PKG_SRC}/examples/azure-arc.conf
               ${PROJECT_SOURCE_DIR}/config/stowbridge.sample.json
         DESTINATION share/doc/stowbridge/examples
         COMPONENT system EXCLUDE_FROM_ALL)

@@ -555,12 +555,13 @@ int jwt_assertion_sign(const struct jwt_credential *cred,
         r = -ENOMEM;
         goto out;
     }
-    input = malloc(strlen(header) + 1 + strlen(claims) + 1);
+    size_t input_len = strlen(header) + 1 + strlen(claims) + 1;
+    input = malloc(input_len);
     if (input == NULL) {
         r = -ENOMEM;
         goto out;
     }
-    sprintf(input, "%s.%s", header, claims);
+    snprintf(input, input_len, "%s.%s", header, claims);
     r = jwt_sign_bytes(cred->key, params->alg, input, &sig, &sig_len);
     if (r < 0) {
         cred__err(err, err_len, "signing the client assertion failed: %s",
@@ -569,13 +570,15 @@ int jwt_assertion_sign(const struct jwt_credential *cred,
         goto out;
     }
     sig_seg = cred__base64url(sig, sig_len);
-    jwt = sig_seg != NULL ? malloc(strlen(input) + 1 + strlen(sig_seg) + 1)
-                          : NULL;
+    size_t jwt_len = sig_seg != NULL
+                         ? strlen(input) + 1 + strlen(sig_seg) + 1
+                         : 0;
+    jwt = sig_seg != NULL ? malloc(jwt_len) : NULL;
     if (jwt == NULL) {
         r = -ENOMEM;
         goto out;
     }
-    sprintf(jwt, "%s.%s", input, sig_seg);
+    snprintf(jwt, jwt_len, "%s.%s", input, sig_seg);
     *ret_jwt = jwt;
     r = 0;
 out:

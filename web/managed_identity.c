@@ -76,8 +76,8 @@ static char *mi_arc_url(const char *url)
     out = malloc(strlen(url) + 2);
     if (out == NULL)
         return NULL;
-    sprintf(out, "%.*s//127.0.0.1%s", (int)(at - url), url,
-            at + sizeof(local) - 1);
+    snprintf(out, strlen(url) + 2, "%.*s//127.0.0.1%s", (int)(at - url), url,
+             at + sizeof(local) - 1);
     return out;
 }
 
@@ -123,14 +123,15 @@ int mi_resolve(const struct mi_params *params, const struct mi_env *env,
     ok = ok && cred__form_add(&query, "resource", resource);
     if (ok && client_id != NULL)
         ok = cred__form_add(&query, "client_id", client_id);
-    url = ok ? malloc(strlen(base) + 1 + strlen(query) + 1) : NULL;
+    size_t url_len = ok ? strlen(base) + 1 + strlen(query) + 1 : 0;
+    url = ok ? malloc(url_len) : NULL;
     if (url == NULL) {
         free(base);
         free(query);
         return -ENOMEM;
     }
-    sprintf(url, "%s%c%s", base, strchr(base, '?') != NULL ? '&' : '?',
-            query);
+    snprintf(url, url_len, "%s%c%s", base,
+             strchr(base, '?') != NULL ? '&' : '?', query);
     free(base);
     free(query);
     *ret_flavor = flavor;
@@ -461,12 +462,13 @@ int mi_get_token(const struct mi_params *params, const struct mi_env *env,
                                   params->arc_token_dir, &key, err, err_len);
         if (r < 0)
             goto out;
-        authorization = malloc(strlen(key) + sizeof("Authorization: Basic "));
+        size_t auth_len = strlen(key) + sizeof("Authorization: Basic ");
+        authorization = malloc(auth_len);
         if (authorization == NULL) {
             r = -ENOMEM;
             goto out;
         }
-        sprintf(authorization, "Authorization: Basic %s", key);
+        snprintf(authorization, auth_len, "Authorization: Basic %s", key);
         cred_http_response_free(&resp);
         r = mi_request(url, authorization, params->timeout_s, &resp, what,
                        err, err_len);

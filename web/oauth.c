@@ -16,9 +16,15 @@
 #include <curl/curl.h>
 #include <pthread.h>
 
+#include "credential.h"
+#include "dicom/redact.h"
+#include "entra_errors.h"
+#include "federated_token.h"
 #include "http.h"
 #include "json.h"
-#include "dicom/redact.h"
+#include "jwt_assertion.h"
+#include "managed_identity.h"
+#include "token_command.h"
 
 /* The audience of tokens for the Azure Health Data Services DICOM service. */
 #define OAUTH_AZURE_DICOM_AUDIENCE "https://dicom.healthcareapis.azure.com"
@@ -311,12 +317,14 @@ static char *oauth_claim_text(const cJSON *root, const char *name)
     out = calloc(1, len);
     if (out == NULL)
         return NULL;
+    size_t used = 0;
     cJSON_ArrayForEach(elem, item) {
         if (!cJSON_IsString(elem))
             continue;
-        if (out[0] != '\0')
-            strcat(out, " ");
-        strcat(out, elem->valuestring);
+        int n = snprintf(out + used, len - used, "%s%s",
+                         used > 0 ? " " : "", elem->valuestring);
+        if (n > 0)
+            used += (size_t)n < len - used ? (size_t)n : len - used - 1;
     }
     return out;
 }
@@ -524,19 +532,30 @@ void oauth_diagnose_forbidden(const struct oauth_claims *claims,
                          "set auth.scope to " OAUTH_AZURE_DICOM_AUDIENCE
                          "/.default (or use auth.type \"azure\")",
                          claims->aud);
+        bool user = claims != NULL && claims->idtyp != NULL &&
+                    strcmp(claims->idtyp, "user") == 0;
         oauth_append(buf, len,
                      "; fix: in the Azure portal, open the DICOM service, "
                      "Access control (IAM), and assign the role \"DICOM Data "
-                     "Owner\" to the app's service principal (object ID "
-                     "%s); role assignments can take several minutes to "
-                     "apply",
+                     "Owner\" to %s (object ID %s); role assignments can "
+                     "take several minutes to apply",
+                     user ? "this user (a user token: the role is the "
+                            "user's, not the app's)"
+                          : "the app's service principal (or the managed "
+                            "identity) the token names",
                      claims != NULL ? oauth_or(claims->oid, "see appid")
                                     : "of the app");
     } else {
+        bool user = claims != NULL && claims->idtyp != NULL &&
+                    strcmp(claims->idtyp, "user") == 0;
         oauth_append(buf, len,
-                     "; fix: grant this client permission to store on the "
-                     "server (for a standard OAuth2 server, a role or scope "
-                     "that allows STOW-RS)");
+                     "; fix: grant %s permission to store on the server "
+                     "(for a standard OAuth2 server, a role or scope that "
+                     "allows STOW-RS)",
+                     user ? "this user (a user token: the server checks the "
+                            "user's roles, not the app's)"
+                          : "this client (the app or managed identity the "
+                            "token names)");
     }
     oauth_append(buf, len, "; instances stay queued and are retried");
 }
@@ -545,7 +564,14 @@ void oauth_diagnose_forbidden(const struct oauth_claims *claims,
 /* The token source                                                    */
 /* ------------------------------------------------------------------ */
 
-struct oauth_source {
+/*
+ * What a source authenticates with, for one fetch: replaced as a whole by
+ * oauth_source_reload(). A fetch holds a reference (refs, under the
+ * source's lock) so that a reload never frees what a fetch in flight
+ * reads.
+ */
+struct oauth_material {
+    unsigned refs;
     enum oauth_kind kind;
     char *token_url;
     char *client_id;
@@ -556,11 +582,25 @@ struct oauth_source {
     char *static_token;
     char *ca_file;
     unsigned timeout_s;
+    struct jwt_credential *certificate;   /* NULL: no certificate */
+    enum jwt_alg alg;
+    char *assertion_file;                 /* NULL: no federated token */
+    char *endpoint;
+    struct mi_env mi_env;
+    char **command;                       /* NULL-terminated, or NULL */
+    unsigned command_timeout_s;
+};
+
+struct oauth_source {
+    enum oauth_kind kind;
     void (*notice)(void *ctx, const char *message);
     void *notice_ctx;
 
     pthread_mutex_t lock;
     pthread_cond_t fetched;
+    struct oauth_material *material;   /* current; under lock */
+    bool background_refresh;
+    bool refresher_running;      /* a background refresh thread exists */
     bool fetching;
     char *token;                 /* current token, or NULL */
     uint64_t generation;
@@ -568,7 +608,7 @@ struct oauth_source {
     uint64_t refresh_at_ms;
     uint64_t failed_at_ms;       /* 0: the last fetch did not fail */
     int failure;                 /* its error code */
-    char failure_text[512];
+    char failure_text[768];
     unsigned fetches;
     uint64_t last_fetch_ms;      /* when the last request started */
 };
@@ -591,43 +631,202 @@ static bool oauth_dup(char **dst, const char *src)
     return *dst != NULL;
 }
 
-struct oauth_source *oauth_source_new(const struct oauth_params *params)
+/* A non-empty string or NULL. */
+static const char *oauth_nonempty(const char *s)
+{
+    return s != NULL && s[0] != '\0' ? s : NULL;
+}
+
+static void oauth_material_free(struct oauth_material *m)
+{
+    if (m == NULL)
+        return;
+    free(m->token_url);
+    free(m->client_id);
+    oauth_free_secret(m->client_secret);
+    free(m->scope);
+    free(m->resource);
+    oauth_free_secret(m->static_token);
+    free(m->ca_file);
+    jwt_credential_free(m->certificate);
+    free(m->assertion_file);
+    free(m->endpoint);
+    if (m->command != NULL) {
+        for (size_t i = 0; m->command[i] != NULL; i++)
+            free(m->command[i]);
+        free(m->command);
+    }
+    free(m);
+}
+
+/* Drops a reference taken under the source's lock. */
+static void oauth_material_put(struct oauth_source *source,
+                               struct oauth_material *m)
+{
+    bool last;
+
+    pthread_mutex_lock(&source->lock);
+    last = --m->refs == 0;
+    pthread_mutex_unlock(&source->lock);
+    if (last)
+        oauth_material_free(m);
+}
+
+/* New material from @params, the certificate loaded and checked. */
+static int oauth_material_new(const struct oauth_params *params,
+                              struct oauth_material **ret, char *err,
+                              size_t err_len)
+{
+    struct oauth_material *m = calloc(1, sizeof(*m));
+    size_t argc = 0;
+    int r;
+
+    if (m == NULL)
+        return -ENOMEM;
+    m->refs = 1;
+    m->kind = params->kind;
+    m->client_auth = params->client_auth;
+    m->timeout_s = params->timeout_s > 0 ? params->timeout_s : 30;
+    m->alg = params->assertion_alg == OAUTH_ASSERTION_RS256 ? JWT_ALG_RS256
+                                                             : JWT_ALG_PS256;
+    m->command_timeout_s = params->command_timeout_s;
+    if (!oauth_dup(&m->token_url, params->token_url) ||
+        !oauth_dup(&m->client_id, params->client_id) ||
+        !oauth_dup(&m->client_secret, params->client_secret) ||
+        !oauth_dup(&m->scope, params->scope) ||
+        !oauth_dup(&m->resource, params->resource) ||
+        !oauth_dup(&m->static_token, params->static_token) ||
+        !oauth_dup(&m->ca_file, params->ca_file) ||
+        !oauth_dup(&m->assertion_file,
+                   oauth_nonempty(params->client_assertion_file)) ||
+        !oauth_dup(&m->endpoint, oauth_nonempty(params->endpoint))) {
+        r = -ENOMEM;
+        goto out_free;
+    }
+    if (params->kind == OAUTH_COMMAND) {
+        if (params->command == NULL || params->command[0] == NULL) {
+            oauth_err(err, err_len, "the token command is empty");
+            r = -EINVAL;
+            goto out_free;
+        }
+        while (params->command[argc] != NULL)
+            argc++;
+        m->command = calloc(argc + 1, sizeof(*m->command));
+        if (m->command == NULL) {
+            r = -ENOMEM;
+            goto out_free;
+        }
+        for (size_t i = 0; i < argc; i++) {
+            m->command[i] = strdup(params->command[i]);
+            if (m->command[i] == NULL) {
+                r = -ENOMEM;
+                goto out_free;
+            }
+        }
+    }
+    if (params->kind == OAUTH_MANAGED_IDENTITY)
+        mi_env_from_process(&m->mi_env);
+    if (params->kind == OAUTH_CLIENT_CREDENTIALS &&
+        oauth_nonempty(params->client_certificate_file) != NULL) {
+        const char *key = oauth_nonempty(params->client_key_file);
+
+        r = jwt_credential_from_files(params->client_certificate_file,
+                                      key != NULL
+                                          ? key
+                                          : params->client_certificate_file,
+                                      &m->certificate, err, err_len);
+        if (r < 0)
+            goto out_free;
+    }
+    *ret = m;
+    return 0;
+out_free:
+    oauth_material_free(m);
+    return r;
+}
+
+int oauth_source_open(const struct oauth_params *params,
+                      struct oauth_source **ret_source, char *err,
+                      size_t err_len)
 {
     struct oauth_source *source = calloc(1, sizeof(*source));
+    int r;
 
     if (source == NULL)
-        return NULL;
+        return -ENOMEM;
     pthread_mutex_init(&source->lock, NULL);
     pthread_cond_init(&source->fetched, NULL);
     source->kind = params->kind;
-    source->client_auth = params->client_auth;
-    source->timeout_s = params->timeout_s > 0 ? params->timeout_s : 30;
+    source->background_refresh = params->background_refresh;
     source->notice = params->notice;
     source->notice_ctx = params->notice_ctx;
-    if (!oauth_dup(&source->token_url, params->token_url) ||
-        !oauth_dup(&source->client_id, params->client_id) ||
-        !oauth_dup(&source->client_secret, params->client_secret) ||
-        !oauth_dup(&source->scope, params->scope) ||
-        !oauth_dup(&source->resource, params->resource) ||
-        !oauth_dup(&source->static_token, params->static_token) ||
-        !oauth_dup(&source->ca_file, params->ca_file)) {
+    r = oauth_material_new(params, &source->material, err, err_len);
+    if (r < 0) {
         oauth_source_free(source);
-        return NULL;
+        return r;
     }
-    return source;
+    *ret_source = source;
+    return 0;
+}
+
+struct oauth_source *oauth_source_new(const struct oauth_params *params)
+{
+    struct oauth_source *source = NULL;
+
+    return oauth_source_open(params, &source, NULL, 0) == 0 ? source : NULL;
+}
+
+int oauth_source_reload(struct oauth_source *source,
+                        const struct oauth_params *params, char *err,
+                        size_t err_len)
+{
+    struct oauth_material *m = NULL;
+    struct oauth_material *old;
+    bool last;
+    int r;
+
+    if (params->kind != source->kind) {
+        oauth_err(err, err_len, "auth.type changed: restart the service to "
+                                "apply it");
+        return -EINVAL;
+    }
+    r = oauth_material_new(params, &m, err, err_len);
+    if (r < 0)
+        return r;
+    if (m->kind == OAUTH_CLIENT_CREDENTIALS && m->assertion_file != NULL) {
+        /* Read on every request anyway: a broken file is said now. */
+        char *token = NULL;
+
+        r = federated_token_read(m->assertion_file, (int64_t)time(NULL),
+                                 &token, err, err_len);
+        oauth_free_secret(token);
+        if (r < 0) {
+            oauth_material_free(m);
+            return r;
+        }
+    }
+    pthread_mutex_lock(&source->lock);
+    old = source->material;
+    source->material = m;
+    /* A failure held for the old material says nothing of the new. */
+    source->failed_at_ms = 0;
+    last = --old->refs == 0;
+    pthread_mutex_unlock(&source->lock);
+    if (last)
+        oauth_material_free(old);
+    return 0;
 }
 
 void oauth_source_free(struct oauth_source *source)
 {
     if (source == NULL)
         return;
-    free(source->token_url);
-    free(source->client_id);
-    oauth_free_secret(source->client_secret);
-    free(source->scope);
-    free(source->resource);
-    oauth_free_secret(source->static_token);
-    free(source->ca_file);
+    /* A background refresh still uses the source: wait for its end. */
+    pthread_mutex_lock(&source->lock);
+    while (source->refresher_running)
+        pthread_cond_wait(&source->fetched, &source->lock);
+    pthread_mutex_unlock(&source->lock);
+    oauth_material_free(source->material);
     oauth_free_secret(source->token);
     pthread_cond_destroy(&source->fetched);
     pthread_mutex_destroy(&source->lock);
@@ -660,25 +859,25 @@ static char *oauth_base64(const char *in, size_t n)
     return out;
 }
 
-/* Adds the secrets that never change (the client secret, the static
+/* Adds the secrets of @m that never change (the client secret, the static
  * token, the HTTP Basic credentials) to @r. */
-static int oauth_add_fixed_secrets(const struct oauth_source *source,
+static int oauth_add_fixed_secrets(const struct oauth_material *m,
                                    struct redact *r)
 {
-    int ret = redact_add_literal(r, source->client_secret);
+    int ret = redact_add_literal(r, m->client_secret);
 
     if (ret == 0)
-        ret = redact_add_literal(r, source->static_token);
-    if (ret == 0 && source->client_secret != NULL) {
+        ret = redact_add_literal(r, m->static_token);
+    if (ret == 0 && m->client_secret != NULL) {
         /* As HTTP Basic carries them (RFC 6749 2.3.1: both URL-encoded
          * first), whichever way they are sent: equal to the secret. */
         CURL *curl = curl_easy_init();
-        char *user = curl != NULL ? curl_easy_escape(curl, source->client_id
-                                                           ? source->client_id
+        char *user = curl != NULL ? curl_easy_escape(curl, m->client_id
+                                                           ? m->client_id
                                                            : "", 0)
                                   : NULL;
         char *password = curl != NULL
-                             ? curl_easy_escape(curl, source->client_secret, 0)
+                             ? curl_easy_escape(curl, m->client_secret, 0)
                              : NULL;
         char *pair = NULL;
         char *b64 = NULL;
@@ -703,8 +902,15 @@ static int oauth_add_fixed_secrets(const struct oauth_source *source,
 
 int oauth_source_add_secrets(struct oauth_source *source, struct redact *r)
 {
-    int ret = oauth_add_fixed_secrets(source, r);
+    struct oauth_material *m;
+    int ret;
 
+    pthread_mutex_lock(&source->lock);
+    m = source->material;
+    m->refs++;
+    pthread_mutex_unlock(&source->lock);
+    ret = oauth_add_fixed_secrets(m, r);
+    oauth_material_put(source, m);
     pthread_mutex_lock(&source->lock);
     if (ret == 0)
         ret = redact_add_literal(r, source->token);
@@ -756,6 +962,7 @@ static bool oauth_form_add(CURL *curl, char **form, const char *name,
     char *encoded;
     char *grown;
     size_t old;
+    size_t add;
 
     if (value == NULL)
         return true;
@@ -763,24 +970,100 @@ static bool oauth_form_add(CURL *curl, char **form, const char *name,
     if (encoded == NULL)
         return false;
     old = *form != NULL ? strlen(*form) : 0;
-    grown = realloc(*form, old + strlen(name) + strlen(encoded) + 3);
+    add = strlen(name) + strlen(encoded) + 3;
+    grown = realloc(*form, old + add);
     if (grown == NULL) {
         explicit_bzero(encoded, strlen(encoded));
         curl_free(encoded);
         return false;
     }
-    sprintf(grown + old, "%s%s=%s", old > 0 ? "&" : "", name, encoded);
+    snprintf(grown + old, add, "%s%s=%s", old > 0 ? "&" : "", name, encoded);
     *form = grown;
     explicit_bzero(encoded, strlen(encoded));
     curl_free(encoded);
     return true;
 }
 
-/* One token request (no lock held). Fills @ret_token or @err, in which
- * the server's texts carry none of the source's secrets. */
-static int oauth_fetch(struct oauth_source *source,
-                       struct oauth_token *ret_token, char *err,
-                       size_t err_len)
+/* How @m authenticates, for entra_explain(). */
+static enum entra_credential oauth_entra_credential(
+    const struct oauth_material *m)
+{
+    if (m->certificate != NULL)
+        return ENTRA_CRED_CERTIFICATE;
+    if (m->assertion_file != NULL)
+        return ENTRA_CRED_FEDERATED;
+    return ENTRA_CRED_SECRET;
+}
+
+/* Builds the client_credentials form of @m into @ret_form (secret: the
+ * caller wipes it), and for HTTP Basic the encoded ID and secret. The
+ * assertion, when there is one, goes into @hide. */
+static int oauth_build_form(CURL *curl, const struct oauth_material *m,
+                            struct redact *hide, char **ret_form,
+                            char **ret_user, char **ret_password, char *err,
+                            size_t err_len)
+{
+    char *form = NULL;
+    bool ok;
+    int r;
+
+    if (m->certificate != NULL || m->assertion_file != NULL) {
+        struct cred_assertion_form af;
+        char *assertion = NULL;
+
+        if (m->certificate != NULL) {
+            struct jwt_assertion_params jp;
+
+            memset(&jp, 0, sizeof(jp));
+            jp.alg = m->alg;
+            jp.client_id = m->client_id;
+            jp.audience = m->token_url;
+            r = jwt_assertion_sign(m->certificate, &jp, (int64_t)time(NULL),
+                                   &assertion, err, err_len);
+        } else {
+            r = federated_token_read(m->assertion_file, (int64_t)time(NULL),
+                                     &assertion, err, err_len);
+        }
+        if (r < 0)
+            return r;
+        if (hide != NULL)
+            (void)redact_add_literal(hide, assertion);
+        memset(&af, 0, sizeof(af));
+        af.client_id = m->client_id;
+        af.assertion = assertion;
+        af.scope = m->scope;
+        af.resource = m->resource;
+        r = cred_assertion_form_build(&af, ret_form);
+        oauth_free_secret(assertion);
+        return r;
+    }
+    ok = oauth_form_add(curl, &form, "grant_type", "client_credentials");
+    if (m->client_auth == OAUTH_AUTH_BODY) {
+        ok = ok && oauth_form_add(curl, &form, "client_id", m->client_id);
+        ok = ok && oauth_form_add(curl, &form, "client_secret",
+                                  m->client_secret);
+    } else {
+        /* RFC 6749 2.3.1: both URL-encoded before Basic encoding. */
+        *ret_user = curl_easy_escape(curl, m->client_id, 0);
+        *ret_password = curl_easy_escape(curl, m->client_secret, 0);
+        ok = ok && *ret_user != NULL && *ret_password != NULL;
+    }
+    ok = ok && oauth_form_add(curl, &form, "scope", m->scope);
+    ok = ok && oauth_form_add(curl, &form, "resource", m->resource);
+    if (!ok) {
+        oauth_free_secret(form);
+        return -ENOMEM;
+    }
+    *ret_form = form;
+    return 0;
+}
+
+/* One client_credentials request (no lock held). Fills @ret_token or
+ * @err, in which the server's texts carry none of the source's secrets,
+ * and an Entra error gets its sentence. */
+static int oauth_fetch_client_credentials(const struct oauth_material *m,
+                                          struct oauth_token *ret_token,
+                                          char *err, size_t err_len)
 {
     struct oauth_buffer body;
     CURL *curl = curl_easy_init();
@@ -799,28 +1082,19 @@ static int oauth_fetch(struct oauth_source *source,
         return -ENOMEM;
     }
     if (hide != NULL)
-        (void)oauth_add_fixed_secrets(source, hide);
-    bool ok = oauth_form_add(curl, &form, "grant_type", "client_credentials");
-    if (source->client_auth == OAUTH_AUTH_BODY) {
-        ok = ok && oauth_form_add(curl, &form, "client_id", source->client_id);
-        ok = ok && oauth_form_add(curl, &form, "client_secret",
-                                  source->client_secret);
-    } else {
-        /* RFC 6749 2.3.1: both URL-encoded before Basic encoding. */
-        user = curl_easy_escape(curl, source->client_id, 0);
-        password = curl_easy_escape(curl, source->client_secret, 0);
-        ok = ok && user != NULL && password != NULL;
-    }
-    ok = ok && oauth_form_add(curl, &form, "scope", source->scope);
-    ok = ok && oauth_form_add(curl, &form, "resource", source->resource);
-    if (!ok) {
-        r = -ENOMEM;
+        (void)oauth_add_fixed_secrets(m, hide);
+    r = oauth_build_form(curl, m, hide, &form, &user, &password, err,
+                         err_len);
+    if (r < 0) {
+        /* A certificate that stopped signing (expired) or a federated
+         * token file that is missing or stale: nothing to send. */
+        if (r != -ENOMEM)
+            r = r == -EKEYEXPIRED || r == -EKEYREJECTED ? -EACCES : -EAGAIN;
         goto out;
     }
 
-    http_setup(curl, source->timeout_s, (long)source->timeout_s,
-               source->ca_file, errbuf);
-    curl_easy_setopt(curl, CURLOPT_URL, source->token_url);
+    http_setup(curl, m->timeout_s, (long)m->timeout_s, m->ca_file, errbuf);
+    curl_easy_setopt(curl, CURLOPT_URL, m->token_url);
     curl_easy_setopt(curl, CURLOPT_POSTFIELDS, form);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, oauth_on_body);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
@@ -861,11 +1135,22 @@ static int oauth_fetch(struct oauth_source *source,
     /* hide NULL (out of memory): the server's texts are withheld. */
     r = oauth_parse_answer(status, body.data != NULL ? body.data : "",
                            body.len, hide, ret_token, err, err_len);
-out:
-    if (form != NULL) {
-        explicit_bzero(form, strlen(form));
-        free(form);
+    if (r < 0 && status != 200 && body.data != NULL) {
+        char advice[512];
+        unsigned long code = 0;
+
+        if (entra_explain(body.data, body.len, oauth_entra_credential(m),
+                          advice, sizeof(advice), &code)) {
+            size_t used = strnlen(err, err_len);
+            if (used + 1 < err_len)
+                snprintf(err + used, err_len - used, "; %s", advice);
+            /* A new federated credential still propagating. */
+            if (entra_error_transient(code))
+                r = -EAGAIN;
+        }
     }
+out:
+    oauth_free_secret(form);
     if (password != NULL) {
         explicit_bzero(password, strlen(password));
         curl_free(password);
@@ -880,6 +1165,65 @@ out:
     return r;
 }
 
+/* A token of a credential module as a token endpoint's answer. */
+static int oauth_from_cred(struct cred_token *in, struct oauth_token *ret)
+{
+    memset(ret, 0, sizeof(*ret));
+    ret->token_type = strdup("Bearer");
+    if (ret->token_type == NULL)
+        return -ENOMEM;
+    ret->access_token = in->access_token;
+    in->access_token = NULL;
+    ret->expires_in_s = in->expires_in_s >= 1 &&
+                                in->expires_in_s <= OAUTH_MAX_LIFETIME_S
+                            ? in->expires_in_s
+                            : -1;
+    return 0;
+}
+
+/* One token request of @m (no lock held), of whichever kind. Errors:
+ * -EACCES for what configuration must fix, -EAGAIN for the rest. */
+static int oauth_fetch(const struct oauth_material *m,
+                       struct oauth_token *ret_token, char *err,
+                       size_t err_len)
+{
+    struct cred_token got;
+    int r;
+
+    memset(&got, 0, sizeof(got));
+    if (m->kind == OAUTH_MANAGED_IDENTITY) {
+        struct mi_params mp;
+
+        memset(&mp, 0, sizeof(mp));
+        mp.flavor = MI_DETECT;
+        mp.resource = m->resource;
+        mp.client_id = m->client_id;
+        mp.endpoint = m->endpoint;
+        mp.timeout_s = m->timeout_s;
+        r = mi_get_token(&mp, &m->mi_env, (int64_t)time(NULL), &got, err,
+                         err_len);
+        if (r == -EINVAL || r == -EPERM)
+            r = -EACCES;
+    } else if (m->kind == OAUTH_COMMAND) {
+        struct token_command_params tp;
+
+        memset(&tp, 0, sizeof(tp));
+        tp.argv = (const char *const *)m->command;
+        tp.timeout_s = m->command_timeout_s;
+        r = token_command_run(&tp, &got, err, err_len);
+        if (r == -ENOENT || r == -EACCES || r == -EINVAL || r == -EBADMSG)
+            r = -EACCES;
+        else if (r < 0 && r != -ENOMEM)
+            r = -EAGAIN;
+    } else {
+        return oauth_fetch_client_credentials(m, ret_token, err, err_len);
+    }
+    if (r == 0)
+        r = oauth_from_cred(&got, ret_token);
+    cred_token_free(&got);
+    return r;
+}
+
 /* True while a new request would come sooner than
  * OAUTH_MIN_FETCH_INTERVAL_MS after the last one. */
 static bool oauth_too_soon(const struct oauth_source *source, uint64_t now_ms)
@@ -888,11 +1232,128 @@ static bool oauth_too_soon(const struct oauth_source *source, uint64_t now_ms)
            now_ms < source->last_fetch_ms + OAUTH_MIN_FETCH_INTERVAL_MS;
 }
 
+/*
+ * One fetch, with the source's lock held on entry and on return (it is
+ * released during the request) and source->fetching already set: the
+ * result becomes the current token or the held failure, and waiting
+ * callers are woken. @now_ms is when the request starts: the lifetime
+ * counts from then. A notice for the operator goes into @notice.
+ */
+static int oauth_fetch_locked(struct oauth_source *source, uint64_t now_ms,
+                              char *notice, size_t notice_len, char *err,
+                              size_t err_len)
+{
+    struct oauth_material *material;
+    struct oauth_token fetched;
+    char why[768] = "";
+    int r;
+
+    source->fetches++;
+    source->last_fetch_ms = now_ms;
+    material = source->material;
+    material->refs++;
+    pthread_mutex_unlock(&source->lock);
+
+    memset(&fetched, 0, sizeof(fetched));
+    r = oauth_fetch(material, &fetched, why, sizeof(why));
+    oauth_material_put(source, material);
+
+    pthread_mutex_lock(&source->lock);
+    source->fetching = false;
+    if (r == 0) {
+        int64_t lifetime_s = fetched.expires_in_s;
+        if (lifetime_s <= 0 && fetched.expires_in_bad[0] != '\0') {
+            lifetime_s = OAUTH_FALLBACK_LIFETIME_S;
+            snprintf(notice, notice_len,
+                     "token endpoint sent expires_in %s, not a lifetime of "
+                     "1 s to %d days: the token is used for %d s",
+                     fetched.expires_in_bad, OAUTH_MAX_LIFETIME_S / 86400,
+                     OAUTH_FALLBACK_LIFETIME_S);
+        } else if (lifetime_s <= 0) {
+            lifetime_s = OAUTH_DEFAULT_LIFETIME_S;
+        }
+        uint64_t lifetime_ms = (uint64_t)lifetime_s * 1000u;
+        uint64_t margin_ms = lifetime_ms / 10;
+        if (margin_ms > 300000)
+            margin_ms = 300000;
+        oauth_free_secret(source->token);
+        source->token = fetched.access_token;
+        fetched.access_token = NULL;
+        source->generation++;
+        source->expires_at_ms = now_ms + lifetime_ms;
+        source->refresh_at_ms = now_ms + lifetime_ms - margin_ms;
+        source->failed_at_ms = 0;
+        oauth_token_free(&fetched);
+    } else {
+        source->failed_at_ms = now_ms > 0 ? now_ms : 1;
+        source->failure = r;
+        oauth_err(source->failure_text, sizeof(source->failure_text), "%s",
+                  why);
+        oauth_err(err, err_len, "%s", why);
+    }
+    pthread_cond_broadcast(&source->fetched);
+    return r;
+}
+
+struct oauth_refresh_job {
+    struct oauth_source *source;
+    uint64_t now_ms;
+};
+
+/* The background refresh (oauth_params.background_refresh): one fetch,
+ * then the source may be freed. */
+static void *oauth_refresh_main(void *arg)
+{
+    struct oauth_refresh_job *job = arg;
+    struct oauth_source *source = job->source;
+    char notice[160] = "";
+
+    pthread_mutex_lock(&source->lock);
+    (void)oauth_fetch_locked(source, job->now_ms, notice, sizeof(notice),
+                             NULL, 0);
+    pthread_mutex_unlock(&source->lock);
+    free(job);
+    if (notice[0] != '\0' && source->notice != NULL)
+        source->notice(source->notice_ctx, notice);
+    pthread_mutex_lock(&source->lock);
+    source->refresher_running = false;
+    pthread_cond_broadcast(&source->fetched);
+    pthread_mutex_unlock(&source->lock);
+    return NULL;
+}
+
+/* Starts the background refresh, lock held and source->fetching set.
+ * false when no thread could be made (then the caller fetches). */
+static bool oauth_start_refresh(struct oauth_source *source, uint64_t now_ms)
+{
+    struct oauth_refresh_job *job = malloc(sizeof(*job));
+    pthread_attr_t attr;
+    pthread_t thread;
+    bool started;
+
+    if (job == NULL)
+        return false;
+    job->source = source;
+    job->now_ms = now_ms;
+    if (pthread_attr_init(&attr) != 0) {
+        free(job);
+        return false;
+    }
+    (void)pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    source->refresher_running = true;
+    started = pthread_create(&thread, &attr, oauth_refresh_main, job) == 0;
+    (void)pthread_attr_destroy(&attr);
+    if (!started) {
+        source->refresher_running = false;
+        free(job);
+    }
+    return started;
+}
+
 int oauth_source_token(struct oauth_source *source, uint64_t now_ms,
                        char **ret_token, uint64_t *ret_generation, char *err,
                        size_t err_len)
 {
-    struct oauth_token fetched;
     char notice[160] = "";
     int r;
 
@@ -902,7 +1363,11 @@ int oauth_source_token(struct oauth_source *source, uint64_t now_ms,
         return 0;
     }
     if (source->kind == OAUTH_STATIC) {
-        *ret_token = strdup(source->static_token);
+        pthread_mutex_lock(&source->lock);
+        *ret_token = strdup(source->material->static_token != NULL
+                                ? source->material->static_token
+                                : "");
+        pthread_mutex_unlock(&source->lock);
         *ret_generation = 0;
         return *ret_token != NULL ? 0 : -ENOMEM;
     }
@@ -915,6 +1380,14 @@ int oauth_source_token(struct oauth_source *source, uint64_t now_ms,
                     now_ms < source->failed_at_ms + OAUTH_FAILURE_HOLD_MS;
         bool soon = oauth_too_soon(source, now_ms);
 
+        /* Due while this one still works: in the background, this caller
+         * goes on with the current token. */
+        if (have && due && source->background_refresh && !source->fetching &&
+            !held && !soon) {
+            source->fetching = true;
+            if (!oauth_start_refresh(source, now_ms))
+                source->fetching = false;
+        }
         /* Fresh; or due, but a refresh is under way, just failed or would
          * come too soon (and this one still works). */
         if (have && (!due || source->fetching || held || soon)) {
@@ -950,48 +1423,8 @@ int oauth_source_token(struct oauth_source *source, uint64_t now_ms,
         pthread_mutex_lock(&source->lock);
         now_ms += wait_ms;
     }
-    source->fetches++;
-    source->last_fetch_ms = now_ms;
-    pthread_mutex_unlock(&source->lock);
-
-    char why[512] = "";
-    r = oauth_fetch(source, &fetched, why, sizeof(why));
-
-    pthread_mutex_lock(&source->lock);
-    source->fetching = false;
-    if (r == 0) {
-        int64_t lifetime_s = fetched.expires_in_s;
-        if (lifetime_s <= 0 && fetched.expires_in_bad[0] != '\0') {
-            lifetime_s = OAUTH_FALLBACK_LIFETIME_S;
-            snprintf(notice, sizeof(notice),
-                     "token endpoint sent expires_in %s, not a lifetime of "
-                     "1 s to %d days: the token is used for %d s",
-                     fetched.expires_in_bad, OAUTH_MAX_LIFETIME_S / 86400,
-                     OAUTH_FALLBACK_LIFETIME_S);
-        } else if (lifetime_s <= 0) {
-            lifetime_s = OAUTH_DEFAULT_LIFETIME_S;
-        }
-        uint64_t lifetime_ms = (uint64_t)lifetime_s * 1000u;
-        uint64_t margin_ms = lifetime_ms / 10;
-        if (margin_ms > 300000)
-            margin_ms = 300000;
-        oauth_free_secret(source->token);
-        source->token = fetched.access_token;
-        fetched.access_token = NULL;
-        source->generation++;
-        source->expires_at_ms = now_ms + lifetime_ms;
-        source->refresh_at_ms = now_ms + lifetime_ms - margin_ms;
-        source->failed_at_ms = 0;
-        oauth_token_free(&fetched);
-    } else {
-        source->failed_at_ms = now_ms > 0 ? now_ms : 1;
-        source->failure = r;
-        oauth_err(source->failure_text, sizeof(source->failure_text), "%s",
-                  why);
-        oauth_err(err, err_len, "%s", why);
-    }
-    pthread_cond_broadcast(&source->fetched);
-
+    r = oauth_fetch_locked(source, now_ms, notice, sizeof(notice), err,
+                           err_len);
     if (source->token != NULL && now_ms < source->expires_at_ms) {
         /* New, or the old one still valid after a failed refresh. */
         *ret_token = strdup(source->token);
@@ -1006,7 +1439,7 @@ int oauth_source_token(struct oauth_source *source, uint64_t now_ms,
 
 void oauth_source_invalidate(struct oauth_source *source, uint64_t generation)
 {
-    if (source->kind != OAUTH_CLIENT_CREDENTIALS)
+    if (source->kind == OAUTH_NONE || source->kind == OAUTH_STATIC)
         return;
     pthread_mutex_lock(&source->lock);
     if (source->token != NULL && source->generation == generation) {

@@ -4,8 +4,9 @@
  *
  * A token source (struct oauth_source) hands out Bearer tokens to every
  * upload worker: one cached token, refreshed ahead of expiry (5 minutes
- * or 10% of its lifetime, whichever is less), with one fetch in flight
- * while the other callers wait for it; a token a server refused (401) is
+ * or 10% of its lifetime, whichever is less; with background_refresh in
+ * a thread of its own while callers keep the current token), with one
+ * fetch in flight while the other callers wait for it; a token a server refused (401) is
  * invalidated only if it is still the current one. A failed fetch is
  * remembered for OAUTH_FAILURE_HOLD_MS so that waiting callers do not
  * stampede a token endpoint that is down, and whatever the answers say,
@@ -19,6 +20,21 @@
  * Anything else - negative, zero, not a number, 1e30, a value that would
  * wrap - is no lifetime: the token is used for OAUTH_FALLBACK_LIFETIME_S
  * and the params' notice callback is told what was received.
+ *
+ * Credentials (issue 13): OAUTH_CLIENT_CREDENTIALS authenticates with a
+ * client secret, with a certificate (an RFC 7523 private_key_jwt
+ * assertion signed for every request, jwt_assertion.h) or with a
+ * federated token file read on every request (workload identity,
+ * federated_token.h); OAUTH_MANAGED_IDENTITY asks the Azure VM or Azure
+ * Arc identity endpoint (managed_identity.h); OAUTH_COMMAND runs a program
+ * that prints a token (token_command.h). Every kind shares the cache, the
+ * refresh ahead of expiry and the 401 invalidation. An Entra error answer
+ * gets its plain sentence (entra_errors.h) appended to @err.
+ *
+ * Rotation: oauth_source_reload() swaps the credential material (secret,
+ * certificate and key, assertion file, command) for the next fetch; the
+ * current token stays in use until its refresh. New material that does
+ * not load leaves the old one in place.
  *
  * Server texts: what a token endpoint says (error, error_description, a
  * body, a Location) is cut to its first line and REDACT_TEXT_MAX bytes,
@@ -43,6 +59,7 @@
 #ifndef STOWBRIDGE_OAUTH_H
 #define STOWBRIDGE_OAUTH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -67,7 +84,16 @@ extern "C" {
 enum oauth_kind {
     OAUTH_NONE = 0,           /* no Authorization header */
     OAUTH_STATIC,             /* a fixed Bearer token (testing) */
-    OAUTH_CLIENT_CREDENTIALS, /* RFC 6749 4.4 with a client secret */
+    OAUTH_CLIENT_CREDENTIALS, /* RFC 6749 4.4: a client secret, a
+                                 certificate or a federated token */
+    OAUTH_MANAGED_IDENTITY,   /* Azure VM (IMDS) or Azure Arc */
+    OAUTH_COMMAND,            /* a program prints the token */
+};
+
+/* The signature of a certificate's client assertion (jwt_assertion.h). */
+enum oauth_assertion_alg {
+    OAUTH_ASSERTION_PS256 = 0, /* Entra's current format */
+    OAUTH_ASSERTION_RS256,     /* the older one, with x5t */
 };
 
 enum oauth_client_auth {
@@ -93,13 +119,56 @@ struct oauth_params {
      * lifetime. NULL: nobody is told. */
     void (*notice)(void *ctx, const char *message);
     void *notice_ctx;
+    /* OAUTH_CLIENT_CREDENTIALS with a certificate instead of a secret:
+     * PEM files (the key NULL: in the certificate file). */
+    const char *client_certificate_file;
+    const char *client_key_file;
+    enum oauth_assertion_alg assertion_alg;
+    /* OAUTH_CLIENT_CREDENTIALS with a federated token (workload
+     * identity): the file, read on every request. */
+    const char *client_assertion_file;
+    /* OAUTH_MANAGED_IDENTITY: resource (NULL: the Azure DICOM service),
+     * client_id (NULL: the system-assigned identity) and this URL (NULL:
+     * detected from the environment as the Azure SDKs do). */
+    const char *endpoint;
+    /* OAUTH_COMMAND: NULL-terminated argv (no shell), and its timeout
+     * (0: token_command.h's default). */
+    const char *const *command;
+    unsigned command_timeout_s;
+    /* A refresh due while the token is still valid runs in a thread of
+     * its own and callers go on with the current token, so that token
+     * requests never hold up an upload (the daemon). false: the caller
+     * that finds it due fetches. */
+    bool background_refresh;
 };
 
 struct oauth_source;
 struct redact;
 
-/* NULL on out-of-memory. */
+/* NULL on out-of-memory or credential material that does not load
+ * (use oauth_source_open() to know why). */
 struct oauth_source *oauth_source_new(const struct oauth_params *params);
+
+/*
+ * Makes a token source into @ret_source, loading its credential material
+ * now: the certificate and key are read and checked to match. -EINVAL
+ * for parameters that do not go together, the errors of
+ * jwt_assertion.h for a certificate, -ENOMEM; the reason in @err.
+ */
+int oauth_source_open(const struct oauth_params *params,
+                      struct oauth_source **ret_source, char *err,
+                      size_t err_len);
+
+/*
+ * Replaces the credential material of @source with @params' (the same
+ * kind; for SIGHUP): the next fetch uses it, the current token stays in
+ * use until its refresh. On any error (the new certificate or key does
+ * not load, another kind: -EINVAL) the old material stays; the reason
+ * is in @err.
+ */
+int oauth_source_reload(struct oauth_source *source,
+                        const struct oauth_params *params, char *err,
+                        size_t err_len);
 
 /* Wipes the secrets and frees. Accepts NULL. */
 void oauth_source_free(struct oauth_source *source);

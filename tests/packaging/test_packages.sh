@@ -154,6 +154,7 @@ cat >"$WORK/deb.expected" <<'EOF'
 -rw-r--r-- root/root /usr/share/doc/stowbridge/README.md
 -rw-r--r-- root/root /usr/share/doc/stowbridge/changelog.gz
 -rw-r--r-- root/root /usr/share/doc/stowbridge/copyright
+-rw-r--r-- root/root /usr/share/doc/stowbridge/examples/azure-arc.conf
 -rw-r--r-- root/root /usr/share/doc/stowbridge/examples/low-port.conf
 -rw-r--r-- root/root /usr/share/doc/stowbridge/examples/stowbridge.sample.json
 -rw-r--r-- root/root /usr/share/lintian/overrides/stowbridge
@@ -218,6 +219,7 @@ cat >"$WORK/rpm.expected" <<'EOF'
 -rw-r--r-- root:root flags=d /usr/share/doc/stowbridge/README.md
 -rw-r--r-- root:root flags=d /usr/share/doc/stowbridge/changelog.gz
 -rw-r--r-- root:root flags=d /usr/share/doc/stowbridge/copyright
+-rw-r--r-- root:root flags=d /usr/share/doc/stowbridge/examples/azure-arc.conf
 -rw-r--r-- root:root flags=d /usr/share/doc/stowbridge/examples/low-port.conf
 -rw-r--r-- root:root flags=d /usr/share/doc/stowbridge/examples/stowbridge.sample.json
 -rw-r--r-- root:root flags=d /usr/share/man/man1/stowbridge.1.gz

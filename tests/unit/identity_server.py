@@ -17,10 +17,14 @@ endpoint, the second the scenario:
   POST /token                a token endpoint taking a client assertion
                              (RFC 7523); remembers what it got
   GET /_last                 the last form /token got, as JSON
+  GET /_count                how many tokens the "short" scenarios issued
+
+Scenario "short" (both endpoints) issues unsigned JWTs that live 10 s.
 
 Every request is checked the way the real endpoint would check it; a
 request that is wrong gets the real endpoint's error, so a test sees it.
 """
+import base64
 import json
 import os
 import sys
@@ -45,7 +49,16 @@ ARC_REALMS = {
     "dir": os.path.join(TOKEN_DIR, "adir.key"),
     "rotated": os.path.join(TOKEN_DIR, "ok.key"),
     "quoted": os.path.join(TOKEN_DIR, "ok.key"),
+    "short": os.path.join(TOKEN_DIR, "ok.key"),
 }
+
+
+def fake_jwt(claims):
+    """An unsigned JWT carrying @claims (the bridge only decodes it)."""
+    def b64(obj):
+        raw = json.dumps(obj).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return b64({"alg": "none", "typ": "JWT"}) + "." + b64(claims) + ".sig"
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -75,6 +88,9 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/_last":
             with LOCK:
                 return self.answer(200, STATE["last_form"] or {})
+        if url.path == "/_count":
+            with LOCK:
+                return self.answer(200, {"tokens": STATE["tokens"]})
         if len(parts) < 2 or parts[0] not in ("imds", "arc"):
             return self.error(404, "not_found", "no such path")
         if self.headers.get("Metadata") != "true":
@@ -101,6 +117,19 @@ class Handler(BaseHTTPRequestHandler):
                     query["resource"][0], safe="")),
                 "refresh_token": "", "expires_in": "86399",
                 "expires_on": str(now + 86399), "not_before": str(now),
+                "resource": query["resource"][0], "token_type": "Bearer"})
+        if scenario == "short":
+            # A JWT that lives 10 s, naming a managed identity (for the
+            # daemon's refreshes and the 403 diagnosis).
+            with LOCK:
+                STATE["tokens"] += 1
+                n = STATE["tokens"]
+            return self.answer(200, {
+                "access_token": fake_jwt({
+                    "aud": query["resource"][0], "oid": "mi-object-id",
+                    "appid": "mi-client-id", "idtyp": "app", "n": n,
+                    "exp": now + 10, "iat": now}),
+                "expires_in": "10", "expires_on": str(now + 10),
                 "resource": query["resource"][0], "token_type": "Bearer"})
         if scenario == "numbers":
             return self.answer(200, {"access_token": "imds.numbers",
@@ -162,6 +191,13 @@ class Handler(BaseHTTPRequestHandler):
             return self.answer(401, {"error": "unauthorized"},
                                {"WWW-Authenticate": "Basic realm=%s" % realm})
         now = int(time.time())
+        if scenario == "short":
+            return self.answer(200, {
+                "access_token": fake_jwt({"aud": query["resource"][0],
+                                          "oid": "arc-object-id",
+                                          "idtyp": "app", "exp": now + 10}),
+                "expires_in": "10", "expires_on": str(now + 10),
+                "resource": query["resource"][0], "token_type": "Bearer"})
         return self.answer(200, {
             "access_token": "arc.%s" % scenario, "expires_in": "3600",
             "expires_on": str(now + 3600), "resource": query["resource"][0],
