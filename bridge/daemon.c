@@ -46,6 +46,23 @@ static atomic_bool daemon_stop_requested;
 static atomic_bool daemon_stopping_announced;
 static atomic_int daemon_stop_signal;
 static atomic_bool daemon_hup_seen;
+/* The running SCP, for tls_reload() (set before scp_run()). */
+static struct scp *daemon_scp;
+static bool daemon_tls_on;
+
+/*
+ * SIGHUP's TLS part: re-reads the TLS certificate, key, CA and CRL files;
+ * new associations use them, running ones keep theirs; a broken file
+ * keeps the old material (scp_tls_reload() logs either outcome).
+ */
+static void tls_reload(void)
+{
+    char err[512];
+
+    if (daemon_scp == NULL || !daemon_tls_on)
+        return;
+    (void)scp_tls_reload(daemon_scp, err, sizeof(err));
+}
 
 static void daemon_on_signal(int sig)
 {
@@ -62,10 +79,11 @@ static void daemon_on_signal(int sig)
 static bool daemon_should_stop(void *ctx)
 {
     (void)ctx;
-    if (atomic_exchange(&daemon_hup_seen, false))
-        log_notice("event=sighup reason=\"configuration reload is not "
-                   "supported yet; restart the service to apply changes\", "
-                   "ignoring");
+    if (atomic_exchange(&daemon_hup_seen, false)) {
+        log_notice("event=sighup reason=\"TLS files are read again; other "
+                   "configuration changes need a restart\"");
+        tls_reload();
+    }
     if (!atomic_load(&daemon_stop_requested))
         return false;
     if (!atomic_exchange(&daemon_stopping_announced, true)) {
@@ -143,8 +161,54 @@ static struct scp_caller_rule *daemon_caller_rules(const struct cfg *cfg)
         rules[i].hosts = cfg->dicom.allowed_callers[i].hosts;
         rules[i].host_count = cfg->dicom.allowed_callers[i].host_count;
         rules[i].find = cfg->dicom.allowed_callers[i].find;
+        rules[i].certificate_sha256 =
+            (const char *const *)cfg->dicom.allowed_callers[i]
+                .certificate_sha256;
+        rules[i].certificate_sha256_count =
+            cfg->dicom.allowed_callers[i].certificate_sha256_count;
+        rules[i].certificate_subject =
+            cfg->dicom.allowed_callers[i].certificate_subject;
+        rules[i].tls_only = cfg->dicom.allowed_callers[i].tls_only;
     }
     return rules;
+}
+
+bool daemon_tls_params(const struct cfg *cfg, struct scp_tls_params *ret)
+{
+    const struct cfg_tls *t = &cfg->dicom.tls;
+
+    memset(ret, 0, sizeof(*ret));
+    if (t->certificate_file[0] == '\0')
+        return false;
+    ret->port = (uint16_t)t->port;
+    ret->certificate_file = t->certificate_file;
+    ret->private_key_file = t->private_key_file;
+    ret->private_key_password_file =
+        t->private_key_password_file[0] ? t->private_key_password_file : NULL;
+    ret->ca_file = t->ca_file[0] ? t->ca_file : NULL;
+    ret->crl_file = t->crl_file[0] ? t->crl_file : NULL;
+    ret->client_certificate =
+        strcmp(t->client_certificate, "optional") == 0 ? SCP_TLS_CLIENT_OPTIONAL
+        : strcmp(t->client_certificate, "none") == 0   ? SCP_TLS_CLIENT_NONE
+                                                       : SCP_TLS_CLIENT_REQUIRED;
+    ret->profile = strcmp(t->profile, "bcp195") == 0 ? SCP_TLS_BCP195
+                   : strcmp(t->profile, "bcp195-extended") == 0
+                       ? SCP_TLS_BCP195_EXTENDED
+                       : SCP_TLS_BCP195_ND;
+    ret->security_level = t->security_level;
+    return true;
+}
+
+void daemon_listen_params(const struct cfg *cfg, struct scp_params *params,
+                          struct scp_tls_params *tls)
+{
+    params->port = (uint16_t)cfg->dicom.port;
+    params->bind_address = cfg->dicom.bind_address;
+    params->tls = daemon_tls_params(cfg, tls) ? tls : NULL;
+    params->trusted_proxies =
+        (const char *const *)cfg->dicom.proxy_protocol.trusted_proxies;
+    params->trusted_proxy_count =
+        cfg->dicom.proxy_protocol.trusted_proxy_count;
 }
 
 /*
@@ -203,6 +267,7 @@ int daemon_run(const struct cfg *cfg)
     struct spool_recovery recovery;
     struct scp_caller_rule *rules = NULL;
     struct scp_params params;
+    struct scp_tls_params tls_params;
     struct spool *spool = NULL;
     struct scp *scp = NULL;
     struct oauth_source *tokens = NULL;
@@ -258,7 +323,7 @@ int daemon_run(const struct cfg *cfg)
     }
     memset(&params, 0, sizeof(params));
     params.ae_title = cfg->dicom.ae_title;
-    params.port = (uint16_t)cfg->dicom.port;
+    daemon_listen_params(cfg, &params, &tls_params);
     params.max_associations = cfg->dicom.max_associations;
     params.max_pdu = cfg->dicom.max_pdu;
     params.timeout_s = cfg->dicom.timeout_s;
@@ -310,11 +375,18 @@ int daemon_run(const struct cfg *cfg)
         params.find = &find_handler;
     }
 
+    if (params.tls != NULL && params.tls->security_level < 2)
+        log_warning("event=tls-weak security_level=%u reason=\"OpenSSL "
+                    "security level below 2: weak keys, SHA-1 signatures and "
+                    "old protocols may be accepted\"",
+                    params.tls->security_level);
     r = scp_new(&params, &scp, err, sizeof(err));
     if (r < 0) {
         log_err("event=start-failed reason=\"%s\"", err);
         goto out;
     }
+    daemon_scp = scp;
+    daemon_tls_on = params.tls != NULL;
 
     if (tokens != NULL) {
         struct uploader_params up;
@@ -340,9 +412,10 @@ int daemon_run(const struct cfg *cfg)
             goto out;
         }
     }
-    log_notice("event=started version=%s ae=%s port=%u spool=%s "
-               "max_associations=%u callers=%s mode=%s find=%s",
+    log_notice("event=started version=%s ae=%s port=%u tls_port=%u "
+               "spool=%s max_associations=%u callers=%s mode=%s find=%s",
                STOWBRIDGE_VERSION, cfg->dicom.ae_title, cfg->dicom.port,
+               params.tls != NULL ? cfg->dicom.tls.port : 0u,
                cfg->spool.dir, cfg->dicom.max_associations,
                cfg->dicom.allowed_caller_count > 0 ? "allow-list" : "any",
                uploader != NULL ? "upload" : "receive-only",
@@ -381,6 +454,7 @@ out:
     /* Association threads still running (grace expired) keep using the
      * spool and SCP: leave them to process exit rather than free them. */
     if (scp == NULL || scp_active_associations(scp) == 0) {
+        daemon_scp = NULL;
         scp_free(scp);
         spool_close(spool);
         find_service_free(finder);
