@@ -35,6 +35,7 @@
 #include <stdint.h>
 
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -70,6 +71,16 @@ static inline size_t scp__closing_max(unsigned max_associations,
     return 2 * ((size_t)max_associations + max_pending) + 16;
 }
 
+/* The certificate binding of caller rule i (tls_only, certificate_sha256,
+ * certificate_subject), copied by scp__net_setup(); rule points into the
+ * strings here. */
+struct scp_caller_binding {
+    std::vector<std::string> sha256;
+    std::vector<const char *> sha256_ptrs;
+    std::string subject;
+    struct scp_caller_rule rule;
+};
+
 struct scp {
     char ae_title[UTIL_AE_TITLE_MAX + 1];
     uint16_t port;
@@ -92,6 +103,8 @@ struct scp {
     struct scp_tls *tls = nullptr;   /* NULL: no TLS listener */
     std::vector<proxy_net> trusted_proxies;
     std::map<int, scp_tls_session *> tls_handoff;
+    /* One per entry of callers, in order. */
+    std::vector<std::unique_ptr<scp_caller_binding>> bindings;
     int wake_fd;                /* eventfd: wakes the loop */
     T_ASC_Network *network;     /* DCMTK's, used only to parse RQs */
     DcmTransportLayer *layer;   /* scp_pdu.cc's, set on the network */

@@ -547,12 +547,15 @@ static void net_titles(const struct scp_rq *rq, char calling[17],
         strcpy(called, "?");
 }
 
-/* The rule scp__caller_allowed() decides by: the first matching the
- * calling AE title and the address; NULL when none does (or no list). */
+/* The binding of the rule scp__caller_allowed() decides by: the first
+ * matching the calling AE title and the address; NULL when none does (or
+ * no list). */
 static const struct scp_caller_rule *net_rule_for(const struct scp *scp,
                                                   const char *calling,
                                                   const char *peer)
 {
+    if (scp->bindings.size() != scp->caller_count)
+        return NULL;
     for (size_t i = 0; i < scp->caller_count; i++) {
         const struct scp_caller_rule *rule = &scp->callers[i];
         bool host_ok = rule->host_count == 0;
@@ -562,7 +565,7 @@ static const struct scp_caller_rule *net_rule_for(const struct scp *scp,
         for (size_t h = 0; h < rule->host_count && !host_ok; h++)
             host_ok = util_ipv4_net_contains(&rule->hosts[h], peer);
         if (host_ok)
-            return rule;
+            return &scp->bindings[i]->rule;
     }
     return NULL;
 }
@@ -1312,6 +1315,24 @@ int scp__net_setup(struct scp *scp, const struct scp_params *params,
 {
     int r;
 
+    for (size_t i = 0; i < params->caller_count; i++) {
+        const struct scp_caller_rule *in = &params->callers[i];
+        std::unique_ptr<scp_caller_binding> b(new scp_caller_binding());
+
+        for (size_t k = 0; k < in->certificate_sha256_count; k++)
+            b->sha256.push_back(in->certificate_sha256[k]);
+        for (const std::string &text : b->sha256)
+            b->sha256_ptrs.push_back(text.c_str());
+        memset(&b->rule, 0, sizeof(b->rule));
+        b->rule.certificate_sha256 = b->sha256_ptrs.data();
+        b->rule.certificate_sha256_count = b->sha256_ptrs.size();
+        if (in->certificate_subject != NULL) {
+            b->subject = in->certificate_subject;
+            b->rule.certificate_subject = b->subject.c_str();
+        }
+        b->rule.tls_only = in->tls_only;
+        scp->bindings.push_back(std::move(b));
+    }
     for (size_t i = 0; i < params->trusted_proxy_count; i++) {
         proxy_net net;
         if (proxy_net_parse(params->trusted_proxies[i], &net) < 0) {
