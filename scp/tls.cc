@@ -369,6 +369,15 @@ int build_material(const tls_config &c, std::shared_ptr<tls_material> *ret,
     SSL_CTX_set_default_passwd_cb(ctx, NULL);
     SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);
     explicit_bzero(&password[0], password.size());
+    if (ok != 1 && ERR_GET_REASON(ERR_peek_last_error()) ==
+                       X509_R_KEY_VALUES_MISMATCH) {
+        ERR_clear_error();
+        set_err(err, err_len,
+                "dicom.tls.private_key_file '%s' does not match "
+                "dicom.tls.certificate_file '%s'",
+                c.private_key_file.c_str(), c.certificate_file.c_str());
+        return -EINVAL;
+    }
     if (ok != 1) {
         set_err(err, err_len,
                 "dicom.tls.private_key_file '%s': %s%s",

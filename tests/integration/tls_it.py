@@ -237,7 +237,7 @@ def start(d):
     raise it.Failure("TLS port never listened")
 
 
-def make_files(work, count, size=2048):
+def make_files(work, count, size=64):
     files = []
     for i in range(count):
         p = os.path.join(work, "in%04d.dcm" % i)
@@ -474,7 +474,7 @@ def test_kill9(work):
     acknowledged UID is in the spool."""
     pki = Pki(work)
     d = start(tls_daemon(work, pki))
-    files = make_files(work, 60, size=200 * 1024)
+    files = make_files(work, 60, size=320)
     proc = subprocess.Popen(
         ["storescu", "-v", "-to", "5", "-ta", "30", "-td", "60", "-aet",
          "CT01", "-aec", "STOWBRIDGE", *tls_args(pki), "127.0.0.1",
@@ -532,7 +532,7 @@ def test_reload(work):
     check(server_fingerprint(d.tls_port) == old, "the first certificate "
           "is served")
     # A running association across the reload.
-    files = make_files(work, 30, size=100 * 1024)
+    files = make_files(work, 30, size=256)
     proc = subprocess.Popen(
         ["storescu", "-aet", "CT01", "-aec", "STOWBRIDGE", *tls_args(pki),
          "127.0.0.1", str(d.tls_port), *files],
