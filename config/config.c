@@ -102,6 +102,8 @@ struct cfg_key {
     const char *doc;        /* what it means, for the sample file */
     const char *example;    /* sample file: a commented-out value */
     const char *choices;    /* CFG_CHECK_CHOICE: "a|b|c" */
+    bool zero_ok;           /* CFG_UINT: 0 also parses (below min); its
+                             * meaning is checked by cfg_validate() */
 };
 
 #define CFG_OFF(field) offsetof(struct cfg, field)
@@ -121,8 +123,9 @@ static const struct cfg_key cfg_keys[] = {
         .type = CFG_UINT,
         .offset = CFG_OFF(dicom.port),
         .def_uint = 11112,
-        .min = 0,
+        .min = 1,
         .max = 65535,
+        .zero_ok = true,
         .doc = "TCP port of the plain (unencrypted) DIMSE service; 0: no "
                "plain port (then dicom.tls is needed).",
     },
@@ -188,8 +191,8 @@ static const struct cfg_key cfg_keys[] = {
         .example = "[\n"
                    "    {\"ae_title\": \"CT1\", \"hosts\": [\"10.1.2.0/24\", "
                    "\"192.0.2.7\"]},\n"
-                   "    {\"ae_title\": \"MR1\", \"tls_only\": true, "
-                   "\"certificate_sha256\": [\"3f:a2:...\"]},\n"
+                   "    {\"ae_title\": \"MR1\", \"tls_only\": true,\n"
+                   "     \"certificate_sha256\": [\"3F:A2:...\"]},\n"
                    "    {\"ae_title\": \"PACS\", \"find\": false},\n"
                    "    {\"hosts\": [\"127.0.0.1\"]}\n"
                    "]",
@@ -1512,7 +1515,8 @@ static int cfg_parse_uint(struct cfg *cfg, const struct cfg_key *key,
     }
     v = item->valuedouble;
     /* The range check first: only then is the cast defined. */
-    if (!(v >= key->min && v <= key->max) || v != (double)(unsigned)v) {
+    if (!((v >= key->min && v <= key->max) || (key->zero_ok && v == 0)) ||
+        v != (double)(unsigned)v) {
         cfg_err(err, err_len,
                 "config: %s: expected an integer from %u to %u, got %s",
                 key->path, key->min, key->max,
@@ -1987,9 +1991,9 @@ static int cfg_validate_dicom(struct cfg *cfg, char *err, size_t err_len)
     }
     if (d->port == 0 && !on) {
         cfg_err(err, err_len,
-                "config: dicom.port is 0 (no plain port) and "
-                "dicom.tls.certificate_file is not set: nothing would "
-                "listen");
+                "config: dicom.port: expected an integer from 1 to 65535, "
+                "got 0 (0, no plain port, needs dicom.tls.certificate_file: "
+                "nothing would listen)");
         return -EINVAL;
     }
     if (on && d->port == tls->port) {
@@ -2565,16 +2569,20 @@ static void cfg_put_value(FILE *out, const struct cfg *cfg,
 /* Writes @text as // comment lines of at most CFG_COMMENT_WIDTH. */
 static void cfg_put_comment(FILE *out, const char *indent, const char *text)
 {
+    /* Nested objects are indented deeper: their lines keep 80 columns. */
+    size_t extra = strlen(indent) > 8 ? strlen(indent) - 8 : 0;
+    size_t width = CFG_COMMENT_WIDTH - extra;
+
     while (*text) {
         size_t len = strlen(text);
         size_t cut = len;
 
-        if (len > CFG_COMMENT_WIDTH) {
-            cut = CFG_COMMENT_WIDTH;
+        if (len > width) {
+            cut = width;
             while (cut > 0 && text[cut] != ' ')
                 cut--;
             if (cut == 0)
-                cut = CFG_COMMENT_WIDTH;
+                cut = width;
         }
         fprintf(out, "%s// %.*s\n", indent, (int)cut, text);
         text += cut;
