@@ -24,6 +24,7 @@
 
 #include "config/config.h"
 #include "daemon.h"
+#include "params.h"
 #include "base/log.h"
 #include "web/oauth.h"
 #include "queue_cmd.h"
@@ -34,7 +35,6 @@
 #include "status.h"
 #include "web/stow.h"
 #include "base/util.h"
-#include "webcfg.h"
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
@@ -196,7 +196,7 @@ static int main_fetch_token(const struct cfg *cfg, const char *what,
     char err[512];
     int r;
 
-    webcfg_oauth_params(cfg, &params);
+    params_oauth(cfg, &params);
     params.notice = main_token_notice;
     params.notice_ctx = (void *)what;
     source = oauth_source_new(&params);
@@ -237,7 +237,7 @@ static int main_check_upload(const struct cfg *cfg)
     int failures = 0;
     int r;
 
-    if (cfg->upload.url[0] == '\0') {
+    if (!params_uploading(cfg)) {
         printf("upload: not configured (no upload.url): receive-only, "
                "instances stay in the spool\n");
         return 0;
@@ -255,7 +255,7 @@ static int main_check_upload(const struct cfg *cfg)
                                                      : cfg->auth.token_url);
     }
 
-    webcfg_stow_params(cfg, &params);
+    params_stow(cfg, &params);
     client = stow_client_new(&params);
     if (client == NULL) {
         redact_free(secrets);
@@ -453,13 +453,9 @@ static int main_check(const struct cfg *cfg, bool dump)
     failures += tls_failures;
     r = scp_global_init(err, sizeof(err));
     if (r == 0 && spool != NULL && tls_failures == 0) {
-        memset(&params, 0, sizeof(params));
-        params.ae_title = cfg->dicom.ae_title;
+        /* Only whether the ports can be bound: no caller rules. */
+        params_scp(cfg, spool, NULL, &params);
         daemon_listen_params(cfg, &params, &tls_params);
-        params.max_associations = cfg->dicom.max_associations;
-        params.max_pdu = cfg->dicom.max_pdu;
-        params.timeout_s = cfg->dicom.timeout_s;
-        params.spool = spool;
         r = scp_new(&params, &scp, err, sizeof(err));
     }
     if (r < 0) {
