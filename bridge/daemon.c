@@ -59,6 +59,23 @@ static atomic_bool daemon_stop_requested;
 static atomic_bool daemon_stopping_announced;
 static atomic_int daemon_stop_signal;
 static atomic_bool daemon_hup_seen;
+/* The running SCP, for tls_reload() (set before scp_run()). */
+static struct scp *daemon_scp;
+static bool daemon_tls_on;
+
+/*
+ * SIGHUP's TLS part: re-reads the TLS certificate, key, CA and CRL files;
+ * new associations use them, running ones keep theirs; a broken file
+ * keeps the old material (scp_tls_reload() logs either outcome).
+ */
+static void tls_reload(void)
+{
+    char err[512];
+
+    if (daemon_scp == NULL || !daemon_tls_on)
+        return;
+    (void)scp_tls_reload(daemon_scp, err, sizeof(err));
+}
 
 /* What a reload needs, handed to the SCP's stop predicate. */
 struct daemon_ctx {
@@ -106,9 +123,8 @@ static void daemon_reload(struct daemon_ctx *ctx)
             return;
         }
     }
-    /* The DIMSE side's TLS certificate and key are re-read here too, by
-     * tls_reload() (being added with DIMSE TLS); its failure keeps the old
-     * files the same way. */
+    /* The DIMSE side's TLS certificate and key are re-read after this by
+     * tls_reload(); its failure keeps the old files the same way. */
     log_notice("event=reloaded reload=%u auth=%s credentials=%s "
                "reason=\"new credentials are used from the next token "
                "request; the current token stays until its refresh; other "
@@ -125,8 +141,10 @@ static bool daemon_should_stop(void *arg)
     struct daemon_ctx *ctx = arg;
 
     if (atomic_exchange(&daemon_hup_seen, false)) {
-        log_notice("event=sighup reason=\"reloading the credentials\"");
+        log_notice("event=sighup reason=\"reloading the credentials and the "
+                   "TLS files; other configuration changes need a restart\"");
         daemon_reload(ctx);
+        tls_reload();
     }
     if (!atomic_load(&daemon_stop_requested))
         return false;
@@ -187,6 +205,44 @@ static int daemon_install_signals(void)
     if (sigaction(SIGPIPE, &sa, NULL) < 0)
         return -errno;
     return 0;
+}
+
+bool daemon_tls_params(const struct cfg *cfg, struct scp_tls_params *ret)
+{
+    const struct cfg_tls *t = &cfg->dicom.tls;
+
+    memset(ret, 0, sizeof(*ret));
+    if (t->certificate_file[0] == '\0')
+        return false;
+    ret->port = (uint16_t)t->port;
+    ret->certificate_file = t->certificate_file;
+    ret->private_key_file = t->private_key_file;
+    ret->private_key_password_file =
+        t->private_key_password_file[0] ? t->private_key_password_file : NULL;
+    ret->ca_file = t->ca_file[0] ? t->ca_file : NULL;
+    ret->crl_file = t->crl_file[0] ? t->crl_file : NULL;
+    ret->client_certificate =
+        strcmp(t->client_certificate, "optional") == 0 ? SCP_TLS_CLIENT_OPTIONAL
+        : strcmp(t->client_certificate, "none") == 0   ? SCP_TLS_CLIENT_NONE
+                                                       : SCP_TLS_CLIENT_REQUIRED;
+    ret->profile = strcmp(t->profile, "bcp195") == 0 ? SCP_TLS_BCP195
+                   : strcmp(t->profile, "bcp195-extended") == 0
+                       ? SCP_TLS_BCP195_EXTENDED
+                       : SCP_TLS_BCP195_ND;
+    ret->security_level = t->security_level;
+    return true;
+}
+
+void daemon_listen_params(const struct cfg *cfg, struct scp_params *params,
+                          struct scp_tls_params *tls)
+{
+    params->port = (uint16_t)cfg->dicom.port;
+    params->bind_address = cfg->dicom.bind_address;
+    params->tls = daemon_tls_params(cfg, tls) ? tls : NULL;
+    params->trusted_proxies =
+        (const char *const *)cfg->dicom.proxy_protocol.trusted_proxies;
+    params->trusted_proxy_count =
+        cfg->dicom.proxy_protocol.trusted_proxy_count;
 }
 
 /*
@@ -282,6 +338,7 @@ int daemon_run(const struct cfg *cfg, const char *config_path)
     struct spool_recovery recovery;
     struct scp_caller_rule *rules = NULL;
     struct scp_params params;
+    struct scp_tls_params tls_params;
     struct spool *spool = NULL;
     struct scp *scp = NULL;
     struct oauth_source *tokens = NULL;
@@ -338,6 +395,7 @@ int daemon_run(const struct cfg *cfg, const char *config_path)
         goto out;
     }
     params_scp(cfg, spool, rules, &params);
+    daemon_listen_params(cfg, &params, &tls_params);
     daemon_size_fds(cfg, &params, params_uploading(cfg));
 
     if (params_uploading(cfg)) {
@@ -415,11 +473,18 @@ int daemon_run(const struct cfg *cfg, const char *config_path)
         }
     }
 
+    if (params.tls != NULL && params.tls->security_level < 2)
+        log_warning("event=tls-weak security_level=%u reason=\"OpenSSL "
+                    "security level below 2: weak keys, SHA-1 signatures and "
+                    "old protocols may be accepted\"",
+                    params.tls->security_level);
     r = scp_new(&params, &scp, err, sizeof(err));
     if (r < 0) {
         log_err("event=start-failed reason=\"%s\"", err);
         goto out;
     }
+    daemon_scp = scp;
+    daemon_tls_on = params.tls != NULL;
 
     if (tokens != NULL) {
         struct uploader_params up;
@@ -434,9 +499,11 @@ int daemon_run(const struct cfg *cfg, const char *config_path)
             goto out;
         }
     }
-    log_notice("event=started version=%s ae=%s port=%u spool=%s "
-               "max_associations=%u callers=%s mode=%s find=%s commit=%s",
+    log_notice("event=started version=%s ae=%s port=%u tls_port=%u "
+               "spool=%s max_associations=%u callers=%s mode=%s find=%s "
+               "commit=%s",
                STOWBRIDGE_VERSION, cfg->dicom.ae_title, cfg->dicom.port,
+               params.tls != NULL ? cfg->dicom.tls.port : 0u,
                cfg->spool.dir, cfg->dicom.max_associations,
                cfg->dicom.allowed_caller_count > 0 ? "allow-list" : "any",
                uploader != NULL ? "upload" : "receive-only",
@@ -482,6 +549,7 @@ out:
         commit_stop(committer);
         ledger_close(ledger);
         find_web_free(commit_web);
+        daemon_scp = NULL;
         scp_free(scp);
         spool_close(spool);
         find_service_free(finder);

@@ -10,7 +10,11 @@
 #ifndef STOWBRIDGE_DAEMON_H
 #define STOWBRIDGE_DAEMON_H
 
+#include <stdbool.h>
+
 struct cfg;
+struct scp_tls_params;
+struct scp_params;
 
 /* Runs the daemon in the foreground until SIGTERM or SIGINT. On SIGHUP,
  * daemon_reload() reads @config_path (the file @cfg came from) again. */
@@ -22,5 +26,16 @@ int daemon_run(const struct cfg *cfg, const char *config_path);
  * under systemd, a negative errno otherwise.
  */
 int daemon_notify(const char *state);
+
+/*
+ * Fills @ret from dicom.tls (paths borrowed from @cfg). Returns false when
+ * TLS is not configured (no certificate_file).
+ */
+bool daemon_tls_params(const struct cfg *cfg, struct scp_tls_params *ret);
+
+/* Fills the listener part of @params from @cfg: the plain port, the bind
+ * address, @tls (filled when configured) and the trusted proxies. */
+void daemon_listen_params(const struct cfg *cfg, struct scp_params *params,
+                          struct scp_tls_params *tls);
 
 #endif

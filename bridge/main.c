@@ -90,6 +90,10 @@ static const struct main_cmd main_cmds[] = {
     { "sample-config", "sample-config",
       "Print the documented sample configuration with every key and\n"
       "  its default." },
+    { "tls-fingerprint", "tls-fingerprint FILE",
+      "Print the SHA-256 fingerprint, subject and expiry of the\n"
+      "  certificate in FILE (PEM or DER), for certificate_sha256 in\n"
+      "  dicom.allowed_callers." },
 };
 
 #define MAIN_CMD_COUNT (sizeof(main_cmds) / sizeof(main_cmds[0]))
@@ -503,12 +507,65 @@ static int main_check_credentials(const struct cfg *cfg)
     return failures;
 }
 
+/* `tls-fingerprint FILE`. */
+static int main_tls_fingerprint(const char *path)
+{
+    struct scp_tls_cert_info info;
+    char err[512];
+    char when[64];
+    time_t t;
+    struct tm tm;
+
+    if (scp_tls_inspect(path, &info, err, sizeof(err)) < 0) {
+        fprintf(stderr, "stowbridge: %s\n", err);
+        return EXIT_RUNTIME;
+    }
+    t = (time_t)info.not_after;
+    if (gmtime_r(&t, &tm) == NULL ||
+        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        snprintf(when, sizeof(when), "?");
+    printf("sha256: %s\nsubject: %s\nnot_after: %s\n", info.sha256,
+           info.subject, when);
+    return 0;
+}
+
+/* `check`, TLS: every file as the daemon reads them; a server certificate
+ * expiring within 30 days is a warning. Returns the failures. */
+static int main_check_tls(const struct cfg *cfg)
+{
+    struct scp_tls_params tls;
+    struct scp_tls_cert_info info;
+    char err[512];
+
+    if (!daemon_tls_params(cfg, &tls)) {
+        printf("tls: not configured (dicom.tls.certificate_file)\n");
+        return 0;
+    }
+    if (scp_tls_validate(&tls, &info, err, sizeof(err)) < 0) {
+        printf("tls: FAILED: %s\n", err);
+        return 1;
+    }
+    long long left = info.not_after - (long long)time(NULL);
+    printf("tls: ok (port %u, certificate sha256 %s, subject %s, expires in "
+           "%lld days)\n",
+           cfg->dicom.tls.port, info.sha256, info.subject, left / 86400);
+    if (left < 30LL * 86400)
+        printf("tls: warning: the server certificate expires within 30 "
+               "days\n");
+    if (tls.security_level < 2)
+        printf("tls: warning: dicom.tls.security_level %u lets weak keys "
+               "and SHA-1 signatures through\n",
+               tls.security_level);
+    return 0;
+}
+
 /* `check`: each dependency in turn, saying which one fails and why. */
 static int main_check(const struct cfg *cfg, bool dump)
 {
     struct spool *spool = NULL;
     struct scp *scp = NULL;
     struct scp_params params;
+    struct scp_tls_params tls_params;
     char err[512];
     char id[SPOOL_ID_MAX];
     uint64_t free_mb = 0;
@@ -550,18 +607,22 @@ static int main_check(const struct cfg *cfg, bool dump)
         }
     }
 
+    int tls_failures = main_check_tls(cfg);
+    failures += tls_failures;
     r = scp_global_init(err, sizeof(err));
-    if (r == 0 && spool != NULL) {
-        /* Only whether the port can be bound: no caller rules. */
+    if (r == 0 && spool != NULL && tls_failures == 0) {
+        /* Only whether the ports can be bound: no caller rules. */
         params_scp(cfg, spool, NULL, &params);
+        daemon_listen_params(cfg, &params, &tls_params);
         r = scp_new(&params, &scp, err, sizeof(err));
     }
     if (r < 0) {
         printf("dicom: FAILED: %s\n", err);
         failures++;
     } else if (scp != NULL) {
-        printf("dicom: ok (port %u can be bound, AE title %s)\n",
-               cfg->dicom.port, cfg->dicom.ae_title);
+        printf("dicom: ok (port %u%s can be bound, AE title %s)\n",
+               cfg->dicom.port, params.tls != NULL ? " and the TLS port" : "",
+               cfg->dicom.ae_title);
     }
     scp_free(scp);
     spool_close(spool);
@@ -659,6 +720,14 @@ int main(int argc, char **argv)
         return main_words(argc - 2, argv + 2, "study", study_main);
     if (strcmp(cmd, "commit") == 0)
         return main_words(argc - 2, argv + 2, "commit", commit_cmd_main);
+    if (strcmp(cmd, "tls-fingerprint") == 0) {
+        if (argc != 3) {
+            fprintf(stderr, "stowbridge: usage: stowbridge tls-fingerprint "
+                            "FILE\n");
+            return EXIT_USAGE;
+        }
+        return main_tls_fingerprint(argv[2]);
+    }
 
     r = main_parse_opts(cmd, argc - 1, argv + 1, &opts);
     if (r == 1) {

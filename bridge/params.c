@@ -51,6 +51,14 @@ int params_scp_callers(const struct cfg *cfg,
         rules[i].host_count = cfg->dicom.allowed_callers[i].host_count;
         rules[i].find = cfg->dicom.allowed_callers[i].find;
         rules[i].commit = cfg->dicom.allowed_callers[i].commit;
+        rules[i].certificate_sha256 =
+            (const char *const *)cfg->dicom.allowed_callers[i]
+                .certificate_sha256;
+        rules[i].certificate_sha256_count =
+            cfg->dicom.allowed_callers[i].certificate_sha256_count;
+        rules[i].certificate_subject =
+            cfg->dicom.allowed_callers[i].certificate_subject;
+        rules[i].tls_only = cfg->dicom.allowed_callers[i].tls_only;
     }
     *ret_rules = rules;
     return 0;

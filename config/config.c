@@ -22,6 +22,10 @@
  * "10.1.2.3/24" as "10.1.2.0/24". Secret strings are written as "********"
  * when set and as "" when empty.
  *
+ * A key of three parts ("dicom.tls.port") lives in a nested object
+ * ("dicom": {"tls": {"port": ...}}); the rows of one such object are
+ * contiguous in the table.
+ *
  * Nothing here logs: every failure is a return code and a message in @err.
  */
 #include "config.h"
@@ -34,6 +38,8 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <arpa/inet.h>
 
 #include <cjson/cJSON.h>
 
@@ -75,6 +81,8 @@ enum cfg_type {
     CFG_REMOTES, /* struct cfg_remote_ae *, count at count_offset */
     CFG_ARGV,    /* char ** of non-empty strings and a NULL, count at
                     count_offset (a command line, no shell) */
+    CFG_NETS,    /* char ** of IPv4/IPv6 addresses or networks, count at
+                  * count_offset */
 };
 
 /* Extra validation of a CFG_STRING value. */
@@ -102,6 +110,8 @@ struct cfg_key {
     const char *doc;        /* what it means, for the sample file */
     const char *example;    /* sample file: a commented-out value */
     const char *choices;    /* CFG_CHECK_CHOICE: "a|b|c" */
+    bool zero_ok;           /* CFG_UINT: 0 also parses (below min); its
+                             * meaning is checked by cfg_validate() */
 };
 
 #define CFG_OFF(field) offsetof(struct cfg, field)
@@ -123,8 +133,18 @@ static const struct cfg_key cfg_keys[] = {
         .def_uint = 11112,
         .min = 1,
         .max = 65535,
-        .doc = "TCP port of the DIMSE service. DCMTK 3.6.7 listens on IPv4 "
-               "only, on every interface.",
+        .zero_ok = true,
+        .doc = "TCP port of the plain (unencrypted) DIMSE service; 0: no "
+               "plain port (then dicom.tls is needed).",
+    },
+    {
+        .path = "dicom.bind_address",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(dicom.bind_address),
+        .def_string = "",
+        .doc = "The IPv4 or IPv6 address both DICOM ports listen on; \"\": "
+               "every IPv4 and IPv6 address.",
+        .example = "\"192.0.2.10\"",
     },
     {
         .path = "dicom.max_associations",
@@ -167,14 +187,21 @@ static const struct cfg_key cfg_keys[] = {
                "of \"hosts\" (IPv4 addresses or CIDR networks), or both. A "
                "caller is accepted when one entry matches its calling AE "
                "title (if the entry names one) and its IPv4 address (if the "
-               "entry lists hosts). Host names and IPv6 are not accepted: "
-               "DCMTK 3.6.7 listens on IPv4 only. An empty list accepts "
-               "any caller. \"find\": false lets that caller store but "
-               "not query (C-FIND); \"commit\": false, store but not ask "
-               "for Storage Commitment; both default to true.",
+               "entry lists hosts); the first such entry decides. Host names "
+               "and IPv6 networks are not accepted in \"hosts\". An empty "
+               "list accepts any caller. \"find\": false lets that caller "
+               "store but not query (C-FIND); \"commit\": false, store but "
+               "not ask for Storage Commitment; both default to true. Over "
+               "TLS, \"certificate_sha256\" (a list of SHA-256 "
+               "fingerprints, hex, colons optional) and "
+               "\"certificate_subject\" (the exact CN or a DNS/URI "
+               "subjectAltName) bind the entry to client certificates; "
+               "\"tls_only\": true refuses it on the plain port.",
         .example = "[\n"
                    "    {\"ae_title\": \"CT1\", \"hosts\": [\"10.1.2.0/24\", "
                    "\"192.0.2.7\"]},\n"
+                   "    {\"ae_title\": \"MR1\", \"tls_only\": true,\n"
+                   "     \"certificate_sha256\": [\"3F:A2:...\"]},\n"
                    "    {\"ae_title\": \"PACS\", \"find\": false, "
                    "\"commit\": false},\n"
                    "    {\"hosts\": [\"127.0.0.1\"]}\n"
@@ -228,6 +255,108 @@ static const struct cfg_key cfg_keys[] = {
                    "    {\"ae_title\": \"CT1\", \"host\": \"10.1.2.3\", "
                    "\"port\": 104}\n"
                    "]",
+    },
+    {
+        .path = "dicom.tls.port",
+        .type = CFG_UINT,
+        .offset = CFG_OFF(dicom.tls.port),
+        .def_uint = 2762,
+        .min = 1,
+        .max = 65535,
+        .doc = "TCP port of DICOM TLS (PS3.15 B.1: 2762, dicom-tls), served "
+               "with the plain port when certificate_file is set.",
+    },
+    {
+        .path = "dicom.tls.certificate_file",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(dicom.tls.certificate_file),
+        .def_string = "",
+        .check = CFG_CHECK_OPT_PATH,
+        .doc = "PEM server certificate, followed by its chain; \"\": no TLS "
+               "listener.",
+        .example = "\"/etc/stowbridge/tls/server.pem\"",
+    },
+    {
+        .path = "dicom.tls.private_key_file",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(dicom.tls.private_key_file),
+        .def_string = "",
+        .check = CFG_CHECK_OPT_PATH,
+        .doc = "PEM private key of the certificate, not readable by others; "
+               "\"\": the systemd credential tls_key (LoadCredential=).",
+        .example = "\"/etc/stowbridge/tls/server.key\"",
+    },
+    {
+        .path = "dicom.tls.private_key_password_file",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(dicom.tls.private_key_password_file),
+        .def_string = "",
+        .check = CFG_CHECK_OPT_PATH,
+        .doc = "File holding the key's password (first line), not readable "
+               "by others; \"\": the key is not encrypted.",
+    },
+    {
+        .path = "dicom.tls.ca_file",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(dicom.tls.ca_file),
+        .def_string = "",
+        .check = CFG_CHECK_OPT_PATH,
+        .doc = "PEM CA certificates trusted for client certificates (needed "
+               "unless client_certificate is \"none\").",
+        .example = "\"/etc/stowbridge/tls/modalities-ca.pem\"",
+    },
+    {
+        .path = "dicom.tls.crl_file",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(dicom.tls.crl_file),
+        .def_string = "",
+        .check = CFG_CHECK_OPT_PATH,
+        .doc = "PEM certificate revocation list(s) of those CAs; \"\": "
+               "none.",
+    },
+    {
+        .path = "dicom.tls.client_certificate",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(dicom.tls.client_certificate),
+        .def_string = "required",
+        .check = CFG_CHECK_CHOICE,
+        .choices = "required|optional|none",
+        .doc = "Whether a TLS caller must present a certificate signed by "
+               "ca_file (\"optional\": verified when sent).",
+    },
+    {
+        .path = "dicom.tls.profile",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(dicom.tls.profile),
+        .def_string = "bcp195-nd",
+        .check = CFG_CHECK_CHOICE,
+        .choices = "bcp195-nd|bcp195|bcp195-extended",
+        .doc = "DICOM TLS profile as DCMTK 3.6.7 implements it: "
+               "\"bcp195-nd\" (Non-Downgrading BCP 195, TLS 1.2 and 1.3), "
+               "\"bcp195\", \"bcp195-extended\" (TLS 1.2 only).",
+    },
+    {
+        .path = "dicom.tls.security_level",
+        .type = CFG_UINT,
+        .offset = CFG_OFF(dicom.tls.security_level),
+        .def_uint = 2,
+        .min = 0,
+        .max = 5,
+        .doc = "OpenSSL security level. Below 2 (logged as a warning) it "
+               "also lifts our refusal of peer keys under 2048 bits "
+               "(RSA/DH) or 224 (EC) and of SHA-1 signatures.",
+    },
+    {
+        .path = "dicom.proxy_protocol.trusted_proxies",
+        .type = CFG_NETS,
+        .offset = CFG_OFF(dicom.proxy_protocol.trusted_proxies),
+        .count_offset = CFG_OFF(dicom.proxy_protocol.trusted_proxy_count),
+        .doc = "Load balancers (IPv4/IPv6 addresses or CIDR networks) whose "
+               "connections start with a PROXY v1 or v2 header "
+               "(send-proxy, send-proxy-v2); the address it carries is the "
+               "caller's. Their connections without one, and PROXY headers "
+               "from anyone else, are dropped.",
+        .example = "[\"10.0.0.5\", \"fd00::/64\"]",
     },
     {
         .path = "spool.dir",
@@ -765,17 +894,6 @@ static const void *cfg_cfield(const struct cfg *cfg, size_t offset)
     return (const char *)cfg + offset;
 }
 
-static void cfg_free_callers(struct cfg_caller *callers, size_t count)
-{
-    if (callers == NULL)
-        return;
-    for (size_t i = 0; i < count; i++) {
-        free(callers[i].ae_title);
-        free(callers[i].hosts);
-    }
-    free(callers);
-}
-
 static void cfg_free_remotes(struct cfg_remote_ae *remotes, size_t count)
 {
     if (remotes == NULL)
@@ -794,6 +912,20 @@ static void cfg_free_uids(char **uids, size_t count)
     for (size_t i = 0; i < count; i++)
         free(uids[i]);
     free(uids);
+}
+
+static void cfg_free_callers(struct cfg_caller *callers, size_t count)
+{
+    if (callers == NULL)
+        return;
+    for (size_t i = 0; i < count; i++) {
+        free(callers[i].ae_title);
+        free(callers[i].hosts);
+        cfg_free_uids(callers[i].certificate_sha256,
+                      callers[i].certificate_sha256_count);
+        free(callers[i].certificate_subject);
+    }
+    free(callers);
 }
 
 void cfg_free(struct cfg *cfg)
@@ -817,6 +949,7 @@ void cfg_free(struct cfg *cfg)
             break;
         case CFG_UIDS:
         case CFG_ARGV:
+        case CFG_NETS:
             cfg_free_uids(*(char ***)cfg_field(cfg, key->offset),
                           *(size_t *)cfg_field(cfg, key->count_offset));
             break;
@@ -865,6 +998,7 @@ int cfg_defaults(struct cfg **ret_cfg)
         case CFG_UIDS:
         case CFG_REMOTES:
         case CFG_ARGV:
+        case CFG_NETS:
             /* calloc: an empty list. */
             break;
         case CFG_BOOL:
@@ -1091,6 +1225,64 @@ static int cfg_parse_hosts(struct cfg_caller *caller, const cJSON *list,
     return 0;
 }
 
+/*
+ * Parses the "certificate_sha256" list of entry @index: each a SHA-256
+ * fingerprint in hex, with or without colons, any case; stored as 64
+ * lowercase hex digits.
+ */
+static int cfg_parse_fingerprints(struct cfg_caller *caller,
+                                  const cJSON *list, const char *lpath,
+                                  size_t index, char *err, size_t err_len)
+{
+    size_t n = (size_t)cJSON_GetArraySize(list);
+    const cJSON *item;
+
+    if (!cJSON_IsArray(list) || n == 0 || n > CFG_UIDS_MAX) {
+        cfg_err(err, err_len,
+                "config: %s[%zu].certificate_sha256: expected a non-empty "
+                "list of SHA-256 fingerprints, got %s",
+                lpath, index,
+                cJSON_IsArray(list) ? "[] or a longer list"
+                                    : cfg_json_type(list));
+        return -EINVAL;
+    }
+    caller->certificate_sha256 = calloc(n, sizeof(char *));
+    if (caller->certificate_sha256 == NULL)
+        return -ENOMEM;
+    cJSON_ArrayForEach(item, list) {
+        size_t k = caller->certificate_sha256_count;
+        char hex[65];
+        size_t len = 0;
+        bool ok = cJSON_IsString(item);
+
+        for (const char *c = ok ? item->valuestring : ""; ok && *c; c++) {
+            if (*c == ':')
+                continue;
+            if (len == 64 || !((*c >= '0' && *c <= '9') ||
+                               (*c >= 'a' && *c <= 'f') ||
+                               (*c >= 'A' && *c <= 'F'))) {
+                ok = false;
+                break;
+            }
+            hex[len++] = (char)(*c >= 'A' && *c <= 'F' ? *c - 'A' + 'a' : *c);
+        }
+        if (!ok || len != 64) {
+            cfg_err(err, err_len,
+                    "config: %s[%zu].certificate_sha256[%zu]: expected a "
+                    "SHA-256 fingerprint (64 hex digits, colons allowed), as "
+                    "'stowbridge tls-fingerprint FILE' prints it",
+                    lpath, index, k);
+            return -EINVAL;
+        }
+        hex[64] = '\0';
+        caller->certificate_sha256[k] = strdup(hex);
+        if (caller->certificate_sha256[k] == NULL)
+            return -ENOMEM;
+        caller->certificate_sha256_count++;
+    }
+    return 0;
+}
+
 /* Parses entry @index of the caller list @lpath into @caller. */
 static int cfg_parse_caller(struct cfg_caller *caller, const cJSON *item,
                             const char *lpath, size_t index, char *err,
@@ -1113,13 +1305,19 @@ static int cfg_parse_caller(struct cfg_caller *caller, const cJSON *item,
         bool is_hosts = strcmp(member->string, "hosts") == 0;
         bool is_find = strcmp(member->string, "find") == 0;
         bool is_commit = strcmp(member->string, "commit") == 0;
+        bool is_sha = strcmp(member->string, "certificate_sha256") == 0;
+        bool is_subject = strcmp(member->string, "certificate_subject") == 0;
+        bool is_tls_only = strcmp(member->string, "tls_only") == 0;
 
-        if (!is_ae && !is_hosts && !is_find && !is_commit) {
+        if (!is_ae && !is_hosts && !is_find && !is_commit && !is_sha &&
+            !is_subject && !is_tls_only) {
             char quoted[CFG_NAME_MAX + 4];
 
             cfg_err(err, err_len,
                     "config: unknown key '%s[%zu].%s' (an entry takes "
-                    "\"ae_title\", \"hosts\", \"find\" and \"commit\")",
+                    "\"ae_title\", \"hosts\", \"find\", \"commit\", "
+                    "\"certificate_sha256\", \"certificate_subject\" and "
+                    "\"tls_only\")",
                     lpath, index,
                     cfg_quote_str(quoted, sizeof(quoted), member->string));
             return -EINVAL;
@@ -1140,6 +1338,41 @@ static int cfg_parse_caller(struct cfg_caller *caller, const cJSON *item,
                 caller->find = cJSON_IsTrue(member);
             else
                 caller->commit = cJSON_IsTrue(member);
+            continue;
+        }
+        if (is_tls_only) {
+            if (!cJSON_IsBool(member)) {
+                cfg_err(err, err_len,
+                        "config: %s[%zu].tls_only: expected true or false, "
+                        "got %s",
+                        lpath, index, cfg_json_type(member));
+                return -EINVAL;
+            }
+            caller->tls_only = cJSON_IsTrue(member);
+            continue;
+        }
+        if (is_subject) {
+            if (!cJSON_IsString(member) || member->valuestring[0] == '\0' ||
+                strlen(member->valuestring) > 255) {
+                cfg_err(err, err_len,
+                        "config: %s[%zu].certificate_subject: expected the "
+                        "certificate's CN or a DNS/URI name (1-255 "
+                        "characters), got %s",
+                        lpath, index,
+                        cJSON_IsString(member) ? "an empty or longer string"
+                                               : cfg_json_type(member));
+                return -EINVAL;
+            }
+            caller->certificate_subject = strdup(member->valuestring);
+            if (caller->certificate_subject == NULL)
+                return -ENOMEM;
+            continue;
+        }
+        if (is_sha) {
+            r = cfg_parse_fingerprints(caller, member, lpath, index, err,
+                                       err_len);
+            if (r < 0)
+                return r;
             continue;
         }
         if (is_ae) {
@@ -1398,6 +1631,89 @@ static int cfg_parse_uids(struct cfg *cfg, const struct cfg_key *key,
     return 0;
 }
 
+/* True if @text is an IPv4 or IPv6 address, with an optional /prefix. */
+static bool cfg_net_valid(const char *text)
+{
+    char host[64];
+    unsigned char buf[16];
+    const char *slash = strchr(text, '/');
+    size_t len = slash != NULL ? (size_t)(slash - text) : strlen(text);
+    unsigned max;
+
+    if (len == 0 || len >= sizeof(host))
+        return false;
+    memcpy(host, text, len);
+    host[len] = '\0';
+    if (inet_pton(AF_INET, host, buf) == 1)
+        max = 32;
+    else if (inet_pton(AF_INET6, host, buf) == 1)
+        max = 128;
+    else
+        return false;
+    if (slash == NULL)
+        return true;
+    const char *d = slash + 1;
+    unsigned v = 0;
+    if (*d == '\0' || strlen(d) > 3 || (d[0] == '0' && d[1] != '\0'))
+        return false;
+    for (; *d; d++) {
+        if (*d < '0' || *d > '9')
+            return false;
+        v = v * 10 + (unsigned)(*d - '0');
+    }
+    return v <= max;
+}
+
+/*
+ * Parses the CFG_NETS value @list (addresses or networks, at most
+ * CFG_UIDS_MAX) into @cfg, as cfg_parse_uids() does for UIDs.
+ */
+static int cfg_parse_nets(struct cfg *cfg, const struct cfg_key *key,
+                          const cJSON *list, char *err, size_t err_len)
+{
+    char ***nets = cfg_field(cfg, key->offset);
+    size_t *count = cfg_field(cfg, key->count_offset);
+    size_t n = (size_t)cJSON_GetArraySize(list);
+    const cJSON *item;
+
+    if (!cJSON_IsArray(list) || n > CFG_UIDS_MAX) {
+        cfg_err(err, err_len,
+                "config: %s: expected a list of at most %d addresses or "
+                "networks, got %s",
+                key->path, CFG_UIDS_MAX,
+                cJSON_IsArray(list) ? "a longer list" : cfg_json_type(list));
+        return -EINVAL;
+    }
+    if (n == 0)
+        return 0;
+    *nets = calloc(n, sizeof(**nets));
+    if (*nets == NULL)
+        return -ENOMEM;
+    cJSON_ArrayForEach(item, list) {
+        char quoted[CFG_QUOTE_MAX + 4];
+
+        if (!cJSON_IsString(item) || !cfg_net_valid(item->valuestring)) {
+            cfg_err(err, err_len,
+                    "config: %s[%zu]: expected an IPv4 or IPv6 address or "
+                    "CIDR network such as \"10.0.0.5\", \"10.0.0.0/8\" or "
+                    "\"fd00::/64\", got %s%s%s",
+                    key->path, *count,
+                    cJSON_IsString(item) ? "\"" : cfg_json_type(item),
+                    cJSON_IsString(item)
+                        ? cfg_quote_str(quoted, sizeof(quoted),
+                                        item->valuestring)
+                        : "",
+                    cJSON_IsString(item) ? "\"" : "");
+            return -EINVAL;
+        }
+        (*nets)[*count] = strdup(item->valuestring);
+        if ((*nets)[*count] == NULL)
+            return -ENOMEM;
+        (*count)++;
+    }
+    return 0;
+}
+
 /*
  * Parses the CFG_ARGV value @list (at most CFG_ARGV_MAX non-empty strings
  * of at most CFG_ARGV_WORD_MAX bytes) into @cfg, NULL-terminated. As with
@@ -1593,7 +1909,8 @@ static int cfg_parse_uint(struct cfg *cfg, const struct cfg_key *key,
     }
     v = item->valuedouble;
     /* The range check first: only then is the cast defined. */
-    if (!(v >= key->min && v <= key->max) || v != (double)(unsigned)v) {
+    if (!((v >= key->min && v <= key->max) || (key->zero_ok && v == 0)) ||
+        v != (double)(unsigned)v) {
         cfg_err(err, err_len,
                 "config: %s: expected an integer from %u to %u, got %s",
                 key->path, key->min, key->max,
@@ -1659,6 +1976,8 @@ static int cfg_parse_value(struct cfg *cfg, const struct cfg_key *key,
         return cfg_parse_remotes(cfg, key, item, err, err_len);
     case CFG_ARGV:
         return cfg_parse_argv(cfg, key, item, err, err_len);
+    case CFG_NETS:
+        return cfg_parse_nets(cfg, key, item, err, err_len);
     }
     return -EINVAL;
 }
@@ -1922,6 +2241,46 @@ static int cfg_check_numbers(const char *text, size_t len, char *err,
 }
 
 /* Parses the members of section object @section into @cfg. */
+/* True if some key of @section is in its nested object @name. */
+static bool cfg_subsection_known(const char *section, const char *name)
+{
+    size_t len = strlen(name);
+
+    for (size_t i = 0; i < CFG_KEY_COUNT; i++)
+        if (cfg_in_section(&cfg_keys[i], section) &&
+            strncmp(cfg_key_name(&cfg_keys[i]), name, len) == 0 &&
+            cfg_key_name(&cfg_keys[i])[len] == '.')
+            return true;
+    return false;
+}
+
+/* Parses the nested object @sub ("tls") of @section ("dicom"). */
+static int cfg_parse_subsection(struct cfg *cfg, const char *section,
+                                const cJSON *sub, char *err, size_t err_len)
+{
+    const cJSON *item;
+    char name[128];
+    int r;
+
+    cJSON_ArrayForEach(item, sub) {
+        (void)snprintf(name, sizeof(name), "%s.%s", sub->string, item->string);
+        const struct cfg_key *key = cfg_key_find(section, name);
+
+        if (key == NULL) {
+            cfg_unknown_key(section, name, err, err_len);
+            return -EINVAL;
+        }
+        if (cfg_duplicate(sub, item)) {
+            cfg_err(err, err_len, "config: duplicate key '%s'", key->path);
+            return -EINVAL;
+        }
+        r = cfg_parse_value(cfg, key, item, err, err_len);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
 static int cfg_parse_section(struct cfg *cfg, const cJSON *section, char *err,
                              size_t err_len)
 {
@@ -1931,6 +2290,25 @@ static int cfg_parse_section(struct cfg *cfg, const cJSON *section, char *err,
     cJSON_ArrayForEach(item, section) {
         const struct cfg_key *key = cfg_key_find(section->string, item->string);
 
+        if (key == NULL &&
+            cfg_subsection_known(section->string, item->string)) {
+            if (cfg_duplicate(section, item)) {
+                cfg_err(err, err_len, "config: duplicate key '%s.%s'",
+                        section->string, item->string);
+                return -EINVAL;
+            }
+            if (!cJSON_IsObject(item)) {
+                cfg_err(err, err_len,
+                        "config: %s.%s: expected an object, got %s",
+                        section->string, item->string, cfg_json_type(item));
+                return -EINVAL;
+            }
+            r = cfg_parse_subsection(cfg, section->string, item, err,
+                                     err_len);
+            if (r < 0)
+                return r;
+            continue;
+        }
         if (key == NULL) {
             cfg_unknown_key(section->string, item->string, err, err_len);
             return -EINVAL;
@@ -2119,6 +2497,93 @@ static int cfg_validate_credentials(const struct cfg *cfg, char *err,
  * and the retry range. For "azure", fills in the Entra v2 token URL and
  * the DICOM service scope.
  */
+/*
+ * The DICOM listeners: a bind address that parses, at least one port,
+ * distinct ports, what TLS needs, and certificate bindings only with TLS.
+ * A TLS key left empty is the systemd credential tls_key when present.
+ */
+static int cfg_validate_dicom(struct cfg *cfg, char *err, size_t err_len)
+{
+    struct cfg_dicom *d = &cfg->dicom;
+    struct cfg_tls *tls = &d->tls;
+    bool on = tls->certificate_file[0] != '\0';
+    unsigned char buf[16];
+    char quoted[CFG_QUOTE_MAX + 4];
+
+    if (d->bind_address[0] != '\0' &&
+        inet_pton(AF_INET, d->bind_address, buf) != 1 &&
+        inet_pton(AF_INET6, d->bind_address, buf) != 1) {
+        cfg_err(err, err_len,
+                "config: dicom.bind_address: expected an IPv4 or IPv6 "
+                "address (or \"\" for all), got \"%s\"",
+                cfg_quote_str(quoted, sizeof(quoted), d->bind_address));
+        return -EINVAL;
+    }
+    if (d->port == 0 && !on) {
+        cfg_err(err, err_len,
+                "config: dicom.port: expected an integer from 1 to 65535, "
+                "got 0 (0, no plain port, needs dicom.tls.certificate_file: "
+                "nothing would listen)");
+        return -EINVAL;
+    }
+    if (on && d->port == tls->port) {
+        cfg_err(err, err_len,
+                "config: dicom.tls.port must differ from dicom.port (both "
+                "%u)",
+                d->port);
+        return -EINVAL;
+    }
+    if (on && tls->private_key_file[0] == '\0') {
+        const char *dir = getenv("CREDENTIALS_DIRECTORY");
+        char path[4096];
+
+        if (dir != NULL && dir[0] == '/') {
+            (void)snprintf(path, sizeof(path), "%s/tls_key", dir);
+            if (access(path, F_OK) == 0 &&
+                cfg_set_string(&tls->private_key_file, path) < 0)
+                return -ENOMEM;
+        }
+        if (tls->private_key_file[0] == '\0') {
+            cfg_err(err, err_len,
+                    "config: dicom.tls.private_key_file is needed with "
+                    "dicom.tls.certificate_file (or the systemd credential "
+                    "tls_key, LoadCredential=)");
+            return -EINVAL;
+        }
+    }
+    if (on && tls->ca_file[0] == '\0' &&
+        strcmp(tls->client_certificate, "none") != 0) {
+        cfg_err(err, err_len,
+                "config: dicom.tls.ca_file is needed to verify client "
+                "certificates (dicom.tls.client_certificate \"%s\")",
+                tls->client_certificate);
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < d->allowed_caller_count; i++) {
+        const struct cfg_caller *c = &d->allowed_callers[i];
+        bool bound = c->certificate_sha256_count > 0 ||
+                     c->certificate_subject != NULL;
+
+        if ((bound || c->tls_only) && !on) {
+            cfg_err(err, err_len,
+                    "config: dicom.allowed_callers[%zu]: certificate_sha256, "
+                    "certificate_subject and tls_only need TLS "
+                    "(dicom.tls.certificate_file)",
+                    i);
+            return -EINVAL;
+        }
+        if (bound && strcmp(tls->client_certificate, "none") == 0) {
+            cfg_err(err, err_len,
+                    "config: dicom.allowed_callers[%zu]: a certificate "
+                    "binding needs client certificates "
+                    "(dicom.tls.client_certificate is \"none\")",
+                    i);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
 static int cfg_validate(struct cfg *cfg, char *err, size_t err_len)
 {
     struct cfg_auth *auth = &cfg->auth;
@@ -2135,6 +2600,9 @@ static int cfg_validate(struct cfg *cfg, char *err, size_t err_len)
                 cfg->query.page_size);
         return -EINVAL;
     }
+    r = cfg_validate_dicom(cfg, err, err_len);
+    if (r < 0)
+        return r;
     if (cfg->retry.min_s > cfg->retry.max_s) {
         cfg_err(err, err_len,
                 "config: retry.min_s (%u) must not exceed retry.max_s (%u)",
@@ -2602,6 +3070,18 @@ static void cfg_put_net(FILE *out, const struct util_ipv4_net *net)
             prefix);
 }
 
+/* Writes a UID list on one line. */
+static void cfg_put_uids(FILE *out, char *const *uids, size_t count)
+{
+    fputc('[', out);
+    for (size_t i = 0; i < count; i++) {
+        if (i > 0)
+            fputs(", ", out);
+        cfg_put_string(out, uids[i]);
+    }
+    fputc(']', out);
+}
+
 /* Writes a caller list, one entry a line, indented by @indent. */
 static void cfg_put_callers(FILE *out, const struct cfg_caller *callers,
                             size_t count, const char *indent)
@@ -2632,6 +3112,17 @@ static void cfg_put_callers(FILE *out, const struct cfg_caller *callers,
             fputs(", \"find\": false", out);
         if (!c->commit)
             fputs(", \"commit\": false", out);
+        if (c->tls_only)
+            fputs(", \"tls_only\": true", out);
+        if (c->certificate_subject != NULL) {
+            fputs(", \"certificate_subject\": ", out);
+            cfg_put_string(out, c->certificate_subject);
+        }
+        if (c->certificate_sha256_count > 0) {
+            fputs(", \"certificate_sha256\": ", out);
+            cfg_put_uids(out, c->certificate_sha256,
+                         c->certificate_sha256_count);
+        }
         fprintf(out, "}%s\n", i + 1 < count ? "," : "");
     }
     fprintf(out, "%s]", indent);
@@ -2657,18 +3148,6 @@ static void cfg_put_remotes(FILE *out, const struct cfg_remote_ae *remotes,
                 r->tls ? "true" : "false", i + 1 < count ? "," : "");
     }
     fprintf(out, "%s]", indent);
-}
-
-/* Writes a UID list on one line. */
-static void cfg_put_uids(FILE *out, char *const *uids, size_t count)
-{
-    fputc('[', out);
-    for (size_t i = 0; i < count; i++) {
-        if (i > 0)
-            fputs(", ", out);
-        cfg_put_string(out, uids[i]);
-    }
-    fputc(']', out);
 }
 
 /* Writes the value of @key in @cfg; secrets masked if @mask. */
@@ -2705,6 +3184,7 @@ static void cfg_put_value(FILE *out, const struct cfg *cfg,
         break;
     case CFG_UIDS:
     case CFG_ARGV:
+    case CFG_NETS:
         cfg_put_uids(out, *(char **const *)cfg_cfield(cfg, key->offset),
                      *(const size_t *)cfg_cfield(cfg, key->count_offset));
         break;
@@ -2719,16 +3199,20 @@ static void cfg_put_value(FILE *out, const struct cfg *cfg,
 /* Writes @text as // comment lines of at most CFG_COMMENT_WIDTH. */
 static void cfg_put_comment(FILE *out, const char *indent, const char *text)
 {
+    /* Nested objects are indented deeper: their lines keep 80 columns. */
+    size_t extra = strlen(indent) > 8 ? strlen(indent) - 8 : 0;
+    size_t width = CFG_COMMENT_WIDTH - extra;
+
     while (*text) {
         size_t len = strlen(text);
         size_t cut = len;
 
-        if (len > CFG_COMMENT_WIDTH) {
-            cut = CFG_COMMENT_WIDTH;
+        if (len > width) {
+            cut = width;
             while (cut > 0 && text[cut] != ' ')
                 cut--;
             if (cut == 0)
-                cut = CFG_COMMENT_WIDTH;
+                cut = width;
         }
         fprintf(out, "%s// %.*s\n", indent, (int)cut, text);
         text += cut;
@@ -2781,6 +3265,12 @@ static void cfg_describe(const struct cfg_key *key, char *buf, size_t len)
         (void)snprintf(buf, len, "List of at most %d strings; default [].",
                        CFG_ARGV_MAX);
         break;
+    case CFG_NETS:
+        (void)snprintf(buf, len,
+                       "List of at most %d addresses or networks; default "
+                       "[].",
+                       CFG_UIDS_MAX);
+        break;
     }
 }
 
@@ -2791,7 +3281,7 @@ static void cfg_put_example(FILE *out, const char *indent,
     const char *line = key->example;
 
     fprintf(out, "%s// Example:\n", indent);
-    fprintf(out, "%s// \"%s\": ", indent, cfg_key_name(key));
+    fprintf(out, "%s// \"%s\": ", indent, strrchr(key->path, '.') + 1);
     while (*line) {
         const char *nl = strchr(line, '\n');
         size_t n = nl != NULL ? (size_t)(nl - line) : strlen(line);
@@ -2826,26 +3316,57 @@ static int cfg_write(const struct cfg *cfg, FILE *out, bool sample)
         fprintf(out, "%s    \"%.*s\": {\n", first_section ? "" : ",\n",
                 (int)section_len, skey->path);
         first_section = false;
+        const char *sub = NULL;   /* the nested object being written */
+        size_t sub_len = 0;
+        bool sub_first = true;
         for (size_t k = s; k < CFG_KEY_COUNT; k++) {
             const struct cfg_key *key = &cfg_keys[k];
+            const char *name = cfg_key_name(key);
+            const char *dot = strchr(name, '.');
+            const char *in = indent;
             char about[160];
 
             if (cfg_section_len(key) != section_len ||
                 strncmp(key->path, skey->path, section_len) != 0)
                 continue;
-            if (!first)
-                fputs(",\n", out);
-            first = false;
-            if (sample) {
-                cfg_put_comment(out, indent, key->doc);
-                cfg_describe(key, about, sizeof(about));
-                cfg_put_comment(out, indent, about);
-                if (key->example != NULL)
-                    cfg_put_example(out, indent, key);
+            bool same = dot != NULL && sub != NULL &&
+                        (size_t)(dot - name) == sub_len &&
+                        strncmp(name, sub, sub_len) == 0;
+            if (sub != NULL && !same) {
+                fprintf(out, "\n%s}", indent);
+                sub = NULL;
             }
-            fprintf(out, "%s\"%s\": ", indent, cfg_key_name(key));
-            cfg_put_value(out, cfg, key, !sample, indent);
+            if (dot != NULL && !same) {
+                if (!first)
+                    fputs(",\n", out);
+                first = false;
+                sub = name;
+                sub_len = (size_t)(dot - name);
+                sub_first = true;
+                fprintf(out, "%s\"%.*s\": {\n", indent, (int)sub_len, name);
+            }
+            if (sub != NULL) {
+                in = "            ";
+                if (!sub_first)
+                    fputs(",\n", out);
+                sub_first = false;
+            } else {
+                if (!first)
+                    fputs(",\n", out);
+                first = false;
+            }
+            if (sample) {
+                cfg_put_comment(out, in, key->doc);
+                cfg_describe(key, about, sizeof(about));
+                cfg_put_comment(out, in, about);
+                if (key->example != NULL)
+                    cfg_put_example(out, in, key);
+            }
+            fprintf(out, "%s\"%s\": ", in, sub != NULL ? dot + 1 : name);
+            cfg_put_value(out, cfg, key, !sample, in);
         }
+        if (sub != NULL)
+            fprintf(out, "\n%s}", indent);
         fputs("\n    }", out);
     }
     fputs("\n}\n", out);

@@ -40,6 +40,14 @@ struct cfg_caller {
     bool find;
     /* "commit": may this caller ask for Storage Commitment? Default true. */
     bool commit;
+    /* "certificate_sha256": fingerprints of the client certificates it
+     * may present, normalised to 64 lowercase hex digits; none: any. */
+    char **certificate_sha256;
+    size_t certificate_sha256_count;
+    /* "certificate_subject": NULL, or the CN or DNS/URI name it needs. */
+    char *certificate_subject;
+    /* "tls_only": refused on the plain port. Default false. */
+    bool tls_only;
 };
 
 /* One entry of dicom.remote_aes: where a remote AE listens (Storage
@@ -51,9 +59,29 @@ struct cfg_remote_ae {
     bool tls;                     /* false (true is refused for now) */
 };
 
+/* dicom.tls: the DICOM TLS listener; off while certificate_file is "". */
+struct cfg_tls {
+    unsigned port;                /* 2762 */
+    char *certificate_file;       /* "": no TLS listener */
+    char *private_key_file;       /* "": $CREDENTIALS_DIRECTORY/tls_key */
+    char *private_key_password_file; /* "": the key is not encrypted */
+    char *ca_file;                /* CAs of client certificates */
+    char *crl_file;               /* "": no CRL */
+    char *client_certificate;     /* "required" | "optional" | "none" */
+    char *profile;                /* "bcp195-nd" | "bcp195" | "bcp195-extended" */
+    unsigned security_level;      /* 2, 0..5 */
+};
+
+/* dicom.proxy_protocol */
+struct cfg_proxy_protocol {
+    char **trusted_proxies;       /* addresses or CIDR networks */
+    size_t trusted_proxy_count;
+};
+
 struct cfg_dicom {
     char *ae_title;               /* "STOWBRIDGE" */
-    unsigned port;                /* 11112, 1..65535 */
+    unsigned port;                /* 11112, 0..65535; 0: no plain port */
+    char *bind_address;           /* "": every IPv4 and IPv6 address */
     unsigned max_associations;    /* 16, 1..1024 */
     unsigned max_pdu;             /* 116794, 4096..131072 */
     unsigned timeout_s;           /* 30, 1..3600: ACSE, DIMSE, idle */
@@ -65,6 +93,8 @@ struct cfg_dicom {
     size_t extra_storage_class_count;
     struct cfg_remote_ae *remote_aes; /* none by default */
     size_t remote_ae_count;
+    struct cfg_tls tls;
+    struct cfg_proxy_protocol proxy_protocol;
 };
 
 struct cfg_spool {

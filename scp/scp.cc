@@ -177,7 +177,7 @@ extern "C" int scp_new(const struct scp_params *params, struct scp **ret_scp,
         dcmSocketSendTimeout.set((Sint32)params->timeout_s);
         dcmSocketReceiveTimeout.set((Sint32)params->timeout_s);
 
-        r = scp__open_listener(params->port, &scp->listen_fd, err, err_len);
+        r = scp__net_setup(scp, params, err, err_len);
         if (r < 0) {
             scp_free(scp);
             return r;
@@ -186,7 +186,8 @@ extern "C" int scp_new(const struct scp_params *params, struct scp **ret_scp,
         /* DCMTK's network is only a parser of association requests: with
          * an external socket set, it neither binds nor listens. */
         pthread_mutex_lock(&scp__handover_lock);
-        dcmExternalSocketHandle.set(scp->listen_fd);
+        dcmExternalSocketHandle.set(scp->listen_fd >= 0 ? scp->listen_fd
+                                                        : scp->tls_listen_fd);
         OFCondition cond = ASC_initializeNetwork(
             NET_ACCEPTOR, 0, (int)params->timeout_s, &scp->network);
         dcmExternalSocketHandle.set(-1);
@@ -265,6 +266,7 @@ extern "C" void scp_free(struct scp *scp)
     }
     if (scp->listen_fd >= 0)
         (void)close(scp->listen_fd);
+    scp__net_teardown(scp);
     if (scp->wake_fd >= 0)
         (void)close(scp->wake_fd);
     for (int fd : scp->handoff)

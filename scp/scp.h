@@ -29,7 +29,11 @@
  * Failure statuses (A700, A900, C000) never abort the association. A
  * C-CANCEL-RQ with nothing in progress is ignored.
  *
- * DCMTK 3.6.7 listens on IPv4 only, on every interface.
+ * Listeners: the plain port and the DICOM TLS port (scp_tls_params), on
+ * bind_address or every IPv4 and IPv6 address; we own the sockets, so
+ * DCMTK never listens itself. TLS handshakes and PROXY protocol headers
+ * (scp_params.trusted_proxies) are read by the connection loop without
+ * ever blocking it (see scp_net.cc and tls.cc).
  *
  * Thread safety: scp_run() runs the accept loop on the calling thread;
  * association threads and the loop poll the caller's stop predicate at
@@ -57,13 +61,51 @@ struct ds;
 /* Returns true once the provider should stop; called from many threads. */
 typedef bool (*scp_stop_fn)(void *ctx);
 
-/* One allow-list rule: a caller matches when both parts match. */
+/* One allow-list rule: a caller matches when both parts match. The
+ * first matching rule decides; its certificate binding then applies. */
 struct scp_caller_rule {
     const char *ae_title;               /* NULL: any calling AE title */
     const struct util_ipv4_net *hosts;  /* host_count 0: any address */
     size_t host_count;
     bool find;                          /* may query with C-FIND */
     bool commit;                        /* may ask Storage Commitment */
+    /* SHA-256 fingerprints of the client certificates this caller may
+     * present (64 lowercase hex digits each); count 0: any. */
+    const char *const *certificate_sha256;
+    size_t certificate_sha256_count;
+    /* NULL, or the exact subject CN or a DNS/URI subjectAltName the
+     * client certificate must carry. */
+    const char *certificate_subject;
+    bool tls_only;                      /* refused on the plain port */
+};
+
+enum scp_tls_client_cert {
+    SCP_TLS_CLIENT_REQUIRED = 0,
+    SCP_TLS_CLIENT_OPTIONAL,
+    SCP_TLS_CLIENT_NONE,
+};
+
+/* DCMTK 3.6.7's BCP 195 profiles (PS3.15 B.9-B.11). */
+enum scp_tls_profile {
+    SCP_TLS_BCP195_ND = 0,
+    SCP_TLS_BCP195,
+    SCP_TLS_BCP195_EXTENDED,
+};
+
+/* The DICOM TLS listener (dicom.tls.*). Files are read by scp_new() and
+ * again by scp_tls_reload(); paths are copied. */
+struct scp_tls_params {
+    uint16_t port;
+    const char *certificate_file;          /* PEM, the chain after it */
+    const char *private_key_file;          /* PEM; not readable by others */
+    const char *private_key_password_file; /* NULL: key not encrypted */
+    const char *ca_file;                   /* CAs of client certificates */
+    const char *crl_file;                  /* NULL: no CRL */
+    enum scp_tls_client_cert client_certificate;
+    enum scp_tls_profile profile;
+    /* OpenSSL security level; below 2 also lifts our own checks of peer
+     * keys (RSA/DH >= 2048, EC >= 224 bits) and of SHA-1 signatures. */
+    unsigned security_level;
 };
 
 /* The Query/Retrieve information model of a C-FIND. */
@@ -188,7 +230,15 @@ int scp_commit_send_report(const char *our_ae, const struct scp_remote *to,
 
 struct scp_params {
     const char *ae_title;        /* our AE title; other called AEs rejected */
-    uint16_t port;
+    uint16_t port;               /* plain DICOM; 0: no plain listener */
+    /* An IPv4 or IPv6 address to listen on; NULL or "": every IPv4 and
+     * IPv6 address. */
+    const char *bind_address;
+    const struct scp_tls_params *tls;      /* NULL: no TLS listener */
+    /* Addresses or networks ("10.0.0.0/8", "::1") whose connections start
+     * with a PROXY v1/v2 header; count 0: none. Copied. */
+    const char *const *trusted_proxies;
+    size_t trusted_proxy_count;
     unsigned max_associations;
     /* Connections still sending their A-ASSOCIATE-RQ (0: the default);
      * when full, the oldest of the address holding the most is dropped,
@@ -251,7 +301,39 @@ unsigned scp_active_associations(const struct scp *scp);
  */
 unsigned scp_fds_needed(const struct scp_params *params);
 
-/* Closes the listening socket and frees @scp. Accepts NULL. */
+/*
+ * Reads the TLS files of @scp's parameters again (SIGHUP): associations
+ * that start afterwards use them, running ones keep theirs. On failure
+ * the old material stays in use and @err says why. -ENOENT when @scp has
+ * no TLS listener. Thread-safe.
+ */
+int scp_tls_reload(struct scp *scp, char *err, size_t err_len);
+
+/* What scp_tls_inspect() tells about a certificate file. */
+struct scp_tls_cert_info {
+    char sha256[96];        /* "AB:CD:..." (32 bytes, colons) */
+    char subject[256];      /* one-line RFC 2253 subject */
+    long long not_after;    /* seconds since the epoch */
+};
+
+/*
+ * Reads the first certificate of the PEM (or DER) file at @path.
+ * Returns 0, or a negative errno with @err naming the file and reason.
+ */
+int scp_tls_inspect(const char *path, struct scp_tls_cert_info *ret_info,
+                    char *err, size_t err_len);
+
+/*
+ * Validates every TLS file of @params as scp_new() would (readable,
+ * key matching the certificate, key not readable by others, CA and CRL
+ * parse, profile applies) and fills @ret_info with the server
+ * certificate. Returns 0 or a negative errno with @err.
+ */
+int scp_tls_validate(const struct scp_tls_params *params,
+                     struct scp_tls_cert_info *ret_info, char *err,
+                     size_t err_len);
+
+/* Closes the listening sockets and frees @scp. Accepts NULL. */
 void scp_free(struct scp *scp);
 
 #ifdef __cplusplus

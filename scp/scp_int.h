@@ -17,7 +17,9 @@
  *               (scp_rq.h), the association limit, and the closing of
  *               every socket whose association has ended;
  *   scp_pdu.cc  the transport layer DCMTK reads through: it splits a
- *               P-DATA-TF PDU of several PDVs into one PDU per PDV.
+ *               P-DATA-TF PDU of several PDVs into one PDU per PDV, and
+ *               reads and writes through the connection's TLS session;
+ *   tls.cc      DICOM TLS (tls.h); proxy.c the PROXY header (proxy.h).
  *
  * Ownership of a connection's socket: the loop owns it until
  * scp__start_association() succeeds; then the association thread, and
@@ -26,7 +28,13 @@
  * and the loop closes it once the peer has closed its side or the closing
  * deadline passed.
  *
- * Locking: scp->lock guards active, pending and handoff. Everything else
+ * A TLS connection's session (tls.h) travels with its socket: the loop
+ * puts it in scp->tls_handoff under the socket's number before starting
+ * the thread, the transport layer takes it out when DCMTK makes a
+ * connection of that socket, and scp__hand_back() frees one never taken.
+ *
+ * Locking: scp->lock guards active, pending, handoff and tls_handoff.
+ * Everything else
  * in struct scp is set before scp_run() starts and read-only afterwards.
  */
 #ifndef STOWBRIDGE_SCP_INT_H
@@ -35,6 +43,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -45,8 +54,11 @@
 #include "dcmtk/ofstd/ofstring.h"
 
 #include "base/util.h"
+#include "proxy.h"
 #include "scp.h"
 
+struct scp_tls;
+struct scp_tls_session;
 class DcmTransportConnection;
 class DcmTransportLayer;
 
@@ -72,6 +84,16 @@ static inline size_t scp__closing_max(unsigned max_associations,
     return 2 * ((size_t)max_associations + max_pending) + 16;
 }
 
+/* The certificate binding of caller rule i (tls_only, certificate_sha256,
+ * certificate_subject), copied by scp__net_setup(); rule points into the
+ * strings here. */
+struct scp_caller_binding {
+    std::vector<std::string> sha256;
+    std::vector<const char *> sha256_ptrs;
+    std::string subject;
+    struct scp_caller_rule rule;
+};
+
 struct scp {
     char ae_title[UTIL_AE_TITLE_MAX + 1];
     uint16_t port;
@@ -88,7 +110,15 @@ struct scp {
     bool accept_unknown_storage;
     std::vector<std::string> extra_storage;
 
-    int listen_fd;              /* ours: DCMTK never accepts itself */
+    int listen_fd;              /* ours: DCMTK never accepts itself;
+                                 * -1 when dicom.port is 0 */
+    int tls_listen_fd = -1;     /* the TLS port, or -1 */
+    uint16_t tls_port = 0;
+    struct scp_tls *tls = nullptr;   /* NULL: no TLS listener */
+    std::vector<proxy_net> trusted_proxies;
+    std::map<int, scp_tls_session *> tls_handoff;
+    /* One per entry of callers, in order. */
+    std::vector<std::unique_ptr<scp_caller_binding>> bindings;
     int wake_fd;                /* eventfd: wakes the loop */
     T_ASC_Network *network;     /* DCMTK's, used only to parse RQs */
     DcmTransportLayer *layer;   /* scp_pdu.cc's, set on the network */
@@ -106,7 +136,7 @@ struct scp_conn {
     struct scp *scp;
     int fd;
     unsigned long number;       /* the association number in the log */
-    char peer[64];              /* dotted IPv4 */
+    char peer[64];              /* dotted IPv4 or IPv6 */
 };
 
 /* The C-STORE write buffer of an association (store.cc): DCMTK hands
@@ -186,10 +216,21 @@ bool scp__copy_trimmed_uid(char *dst, size_t dst_size, const char *src);
 
 /* scp_net.cc */
 
-/* Binds and listens on @port on every IPv4 interface, close-on-exec and
- * non-blocking. */
-int scp__open_listener(uint16_t port, int *ret_fd, char *err,
-                       size_t err_len);
+/* Binds and listens on @port of @bind_address (NULL or "": every IPv4
+ * and IPv6 address), close-on-exec and non-blocking. */
+int scp__open_listener(const char *bind_address, uint16_t port, int *ret_fd,
+                       char *err, size_t err_len);
+
+/* The listeners of @params (plain, TLS), the TLS material and the
+ * trusted proxies, into @scp; scp_new() calls it once. */
+int scp__net_setup(struct scp *scp, const struct scp_params *params,
+                   char *err, size_t err_len);
+
+/* Frees what scp__net_setup() made. */
+void scp__net_teardown(struct scp *scp);
+
+/* The session handed over with socket @fd, taken out (NULL if none). */
+struct scp_tls_session *scp__take_tls_session(struct scp *scp, int fd);
 
 /* The connection loop of scp_run(): returns as scp_run() does. */
 int scp__serve(struct scp *scp, unsigned grace_s);

@@ -28,8 +28,14 @@
  * and hands the descriptor to the connection loop (scp__hand_back()),
  * which waits for the peer and closes it. So no duplicate descriptor is
  * needed and DCMTK never closes a socket under the loop's feet.
+ *
+ * TLS: a socket handed over with a TLS session (scp__take_tls_session())
+ * is read and written through it: first the A-ASSOCIATE-RQ the loop read
+ * during its checks, then records; closing sends close_notify first.
  */
 #include "scp_int.h"
+
+#include "tls.h"
 
 #include <errno.h>
 #include <string.h>
@@ -53,9 +59,9 @@ thread_local int split_taken = -1;
 class SplitConnection : public DcmTCPConnection {
 public:
     SplitConnection(DcmNativeSocketType sock, struct scp *scp,
-                    uint32_t max_pdu)
+                    uint32_t max_pdu, struct scp_tls_session *tls)
         : DcmTCPConnection(sock), scp_(scp), max_pdu_(max_pdu), pos_(0),
-          pass_(0), abort_(false) {}
+          pass_(0), abort_(false), tls_(tls) {}
 
     ~SplitConnection() override { release(); }
 
@@ -72,7 +78,7 @@ public:
             return hand_over(buf, nbyte);
         if (pass_ > 0) {
             size_t n = nbyte < pass_ ? nbyte : pass_;
-            ssize_t r = ::recv(getSocket(), buf, n, 0);
+            ssize_t r = raw_recv(buf, n);
             if (r > 0)
                 pass_ -= (size_t)r;
             return r;
@@ -105,7 +111,16 @@ public:
     {
         if (pos_ < out_.size())
             return OFTrue;
+        if (tls_ != NULL && scp__tls_buffered(tls_))
+            return OFTrue;
         return DcmTCPConnection::networkDataAvailable(timeout);
+    }
+
+    ssize_t write(void *buf, size_t nbyte) override
+    {
+        if (tls_ != NULL)
+            return scp__tls_write(tls_, buf, nbyte);
+        return DcmTCPConnection::write(buf, nbyte);
     }
 
     OFBool isTransparentConnection() override { return OFFalse; }
@@ -119,9 +134,25 @@ private:
         if (sock < 0)
             return;
         setSocket((DcmNativeSocketType)-1);
-        if (abort_)
+        if (tls_ != NULL) {
+            if (abort_) {
+                const unsigned char pdu[10] = { 0x07, 0, 0, 0, 0, 4, 0,
+                                                0,    0, 0 };
+                (void)scp__tls_write(tls_, pdu, sizeof(pdu));
+            }
+            scp__tls_session_free(tls_);
+            tls_ = NULL;
+        } else if (abort_) {
             scp__send_abort(sock, 0, 0);
+        }
         scp__hand_back(scp_, sock);
+    }
+
+    ssize_t raw_recv(void *p, size_t len)
+    {
+        if (tls_ != NULL)
+            return scp__tls_read(tls_, p, len);
+        return ::recv(getSocket(), p, len, 0);
     }
 
     /* Reads exactly @len bytes; returns @len, 0 when the peer closed, or
@@ -131,7 +162,7 @@ private:
         size_t got = 0;
 
         while (got < len) {
-            ssize_t r = ::recv(getSocket(), p + got, len - got, 0);
+            ssize_t r = raw_recv(p + got, len - got);
             if (r < 0 && errno == EINTR)
                 continue;
             if (r <= 0)
@@ -200,6 +231,7 @@ private:
     size_t pos_;
     size_t pass_;                     /* body bytes to pass through */
     bool abort_;
+    struct scp_tls_session *tls_;     /* owned; NULL: plain TCP */
 };
 
 class SplitLayer : public DcmTransportLayer {
@@ -214,7 +246,12 @@ public:
             return NULL;
         /* Taken over even when out of memory: DCMTK then closes it. */
         split_taken = (int)sock;
-        return new (std::nothrow) SplitConnection(sock, scp_, max_pdu_);
+        struct scp_tls_session *tls = scp__take_tls_session(scp_, (int)sock);
+        SplitConnection *conn =
+            new (std::nothrow) SplitConnection(sock, scp_, max_pdu_, tls);
+        if (conn == NULL)
+            scp__tls_session_free(tls);
+        return conn;
     }
 
 private:

@@ -24,6 +24,7 @@ packages=(
     # The admin endpoint's tests: promtool and a real Prometheus server
     # (prometheus), a headless browser for the status page (chromium).
     prometheus chromium
+    haproxy            # a real load balancer sending PROXY v1/v2 (tls_it.py)
 )
 
 missing=()
