@@ -11,6 +11,7 @@
 #include "daemon.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -25,6 +26,7 @@
 #include "config/config.h"
 #include "find.h"
 #include "base/log.h"
+#include "monitor.h"
 #include "web/oauth.h"
 #include "scp/scp.h"
 #include "spool/spool.h"
@@ -46,6 +48,9 @@ static atomic_bool daemon_stop_requested;
 static atomic_bool daemon_stopping_announced;
 static atomic_int daemon_stop_signal;
 static atomic_bool daemon_hup_seen;
+/* The thread that runs the SCP's accept loop: its polls are the daemon
+ * loop's heartbeat (/healthz, the systemd watchdog). */
+static pthread_t daemon_loop_thread;
 
 static void daemon_on_signal(int sig)
 {
@@ -61,7 +66,8 @@ static void daemon_on_signal(int sig)
  * arrived, since a signal handler must not log. */
 static bool daemon_should_stop(void *ctx)
 {
-    (void)ctx;
+    if (pthread_equal(pthread_self(), daemon_loop_thread))
+        monitor_heartbeat(ctx);
     if (atomic_exchange(&daemon_hup_seen, false))
         log_notice("event=sighup reason=\"configuration reload is not "
                    "supported yet; restart the service to apply changes\", "
@@ -198,6 +204,46 @@ static void daemon_size_fds(const struct cfg *cfg,
                  need);
 }
 
+/* The monitor (metrics, summaries, the admin endpoint) for @cfg. */
+static int daemon_monitor_new(const struct cfg *cfg, struct spool *spool,
+                              struct monitor **ret_monitor, char *err,
+                              size_t err_len)
+{
+    const char **callers = NULL;
+    size_t n = 0;
+    int r;
+
+    if (cfg->dicom.allowed_caller_count > 0) {
+        callers = calloc(cfg->dicom.allowed_caller_count, sizeof(*callers));
+        if (callers == NULL) {
+            snprintf(err, err_len, "out of memory");
+            return -ENOMEM;
+        }
+        for (size_t i = 0; i < cfg->dicom.allowed_caller_count; i++)
+            if (cfg->dicom.allowed_callers[i].ae_title != NULL)
+                callers[n++] = cfg->dicom.allowed_callers[i].ae_title;
+    }
+    r = monitor_new(
+        &(struct monitor_params){
+            .version = STOWBRIDGE_VERSION,
+            .node = cfg->dicom.ae_title,
+            .callers = callers,
+            .caller_count = n,
+            .spool = spool,
+            .spool_dir = cfg->spool.dir,
+            .spool_min_free_bytes = (uint64_t)cfg->spool.min_free_mb << 20,
+            .dicom_port = (uint16_t)cfg->dicom.port,
+            .destination_url = cfg->upload.url,
+            .token_source = cfg->auth.type,
+            .listen = cfg->admin.listen,
+            .token_file = cfg->admin.token_file,
+            .allow_actions = cfg->admin.allow_actions,
+            .ready_window_s = cfg->admin.ready_window_s},
+        ret_monitor, err, err_len);
+    free(callers);
+    return r;
+}
+
 int daemon_run(const struct cfg *cfg)
 {
     struct spool_recovery recovery;
@@ -210,6 +256,8 @@ int daemon_run(const struct cfg *cfg)
     struct find_service *finder = NULL;
     struct find_web *find_web = NULL;
     struct scp_find_handler find_handler;
+    struct scp_find_handler find_timed;
+    struct monitor *monitor = NULL;
     char err[512];
     int status = 1;
     int r;
@@ -248,6 +296,12 @@ int daemon_run(const struct cfg *cfg)
                     "reason=\"files that are not spool entries were moved "
                     "aside; inspect them\"",
                     recovery.set_aside, cfg->spool.dir);
+
+    r = daemon_monitor_new(cfg, spool, &monitor, err, sizeof(err));
+    if (r < 0) {
+        log_err("event=start-failed reason=\"%s\"", err);
+        goto out;
+    }
 
     if (cfg->dicom.allowed_caller_count > 0) {
         rules = daemon_caller_rules(cfg);
@@ -301,13 +355,19 @@ int daemon_run(const struct cfg *cfg)
         fp.max_results = cfg->query.max_results;
         fp.fetch = find_web_fetch;
         fp.fetch_ctx = find_web;
+        if (find_web != NULL) {
+            monitor_wrap_fetch(monitor, find_web_fetch, find_web);
+            fp.fetch = monitor_fetch;
+            fp.fetch_ctx = monitor;
+        }
         finder = find_web != NULL ? find_service_new(&fp) : NULL;
         if (finder == NULL) {
             log_err("event=start-failed reason=\"out of memory\"");
             goto out;
         }
         find_handler_init(finder, &find_handler);
-        params.find = &find_handler;
+        monitor_wrap_find(monitor, &find_handler, &find_timed);
+        params.find = &find_timed;
     }
 
     r = scp_new(&params, &scp, err, sizeof(err));
@@ -333,6 +393,7 @@ int daemon_run(const struct cfg *cfg)
         up.max_age_h = cfg->retry.max_age_h;
         up.max_pause_s = cfg->retry.max_pause_s;
         up.on_conflict_send = strcmp(cfg->upload.on_conflict, "send") == 0;
+        up.monitor = monitor;
         uploader = uploader_start(&up);
         if (uploader == NULL) {
             log_err("event=start-failed reason=\"cannot start the "
@@ -353,11 +414,24 @@ int daemon_run(const struct cfg *cfg)
     if (uploader == NULL)
         log_notice("event=receive-only reason=\"no upload.url: instances "
                    "stay in the spool's incoming/\"");
+    r = monitor_start(monitor, err, sizeof(err));
+    if (r < 0) {
+        log_err("event=start-failed reason=\"%s\"", err);
+        goto out;
+    }
+    if (cfg->admin.listen[0] != '\0')
+        log_notice("event=admin-listening listen=%s port=%u token=%s "
+                   "actions=%s",
+                   cfg->admin.listen, (unsigned)monitor_admin_port(monitor),
+                   cfg->admin.token_file[0] != '\0' ? "yes" : "no",
+                   cfg->admin.allow_actions ? "on" : "off");
+    monitor_set_listening(monitor, true);
     (void)daemon_notify(uploader != NULL ? "READY=1\nSTATUS=receiving and "
                                            "uploading"
                                          : "READY=1\nSTATUS=receiving");
 
-    r = scp_run(scp, daemon_should_stop, NULL,
+    daemon_loop_thread = pthread_self();
+    r = scp_run(scp, daemon_should_stop, monitor,
                 cfg->dicom.timeout_s + DAEMON_GRACE_EXTRA_S);
     if (r == -ETIMEDOUT) {
         /* Unanswered stores are in tmp/ and never acknowledged. */
@@ -373,6 +447,7 @@ int daemon_run(const struct cfg *cfg)
     }
 
 out:
+    monitor_set_listening(monitor, false);
     /* After the SCP: nothing new arrives; transfers in flight are cut and
      * their entries go back to incoming/. */
     uploader_stop(uploader);
@@ -386,6 +461,7 @@ out:
         find_service_free(finder);
         find_web_free(find_web);
         oauth_source_free(tokens);
+        monitor_free(monitor);
     }
     free(rules);
     return status;

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "monitor.h"
 #include "web/oauth.h"
 #include "dicom/redact.h"
 #include "scp/scp.h"
@@ -296,6 +297,7 @@ static void outcome_delivered(struct uploader *up, const char *id,
     int r;
 
     load_meta(up, id, &meta);
+    monitor_delivered(up->params.monitor, up->params.spool, id, &meta);
     r = spool_remove(up->params.spool, id, SPOOL_ACTIVE, err, sizeof(err));
     if (r < 0 && r != -ENOENT)
         log_err("id=%s event=remove-failed reason=\"%s\"", id, err);
@@ -349,6 +351,7 @@ static void outcome_deferred(struct uploader *up, const char *id,
     log_notice("id=%s event=deferred sop=%s attempts=%u next=%us "
                "reason=\"%s\"",
                id, meta.sop_uid, meta.attempts, delay_s, why);
+    monitor_deferred(up->params.monitor, status, reason, why);
     report_landing(up, id, LANDED_DEFERRED, NULL);
 }
 
@@ -370,6 +373,7 @@ static void outcome_failed(struct uploader *up, const char *id, long status,
         log_err("id=%s event=fail-move-failed reason=\"%s\"", id, err);
     log_warning("id=%s event=failed sop=%s study=%s reason=\"%s\"", id,
                 meta.sop_uid, meta.study_uid, why);
+    monitor_dead_letter(up->params.monitor, status, &meta, why);
     report_landing(up, id, LANDED_FAILED, why);
 }
 
@@ -525,7 +529,13 @@ again:
         defer_all(up, b, 0, r == -EACCES ? up->params.retry_max_s : 0, why);
         goto out;
     }
+    uint64_t sent_ms = util_now_monotonic_ms();
     r = stow_post(w->client, b->study, paths, b->count, token, &rep);
+    if (r != -ECANCELED)
+        monitor_http(up->params.monitor, MONITOR_STOW,
+                     r < 0 ? 0 : rep.http_status,
+                     (double)(util_now_monotonic_ms() - sent_ms) / 1000.0,
+                     r < 0 ? rep.error : NULL);
     if (r == -ECANCELED) {
         requeue_all(up, b);
         goto out;

@@ -46,6 +46,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+struct monitor;
 struct oauth_source;
 struct spool;
 struct stow_params;
@@ -65,6 +66,7 @@ struct uploader_params {
     unsigned max_age_h;
     unsigned max_pause_s;             /* cap on Retry-After, >= 1 */
     bool on_conflict_send;            /* false: keep-first */
+    struct monitor *monitor;          /* borrowed; NULL: not counted */
 };
 
 /* Starts the scheduler and the workers. NULL on failure (logged). */
