@@ -16,8 +16,8 @@
 #include "base/log.h"
 #include "monitor.h"
 #include "web/oauth.h"
+#include "dicom/part10.h"
 #include "dicom/redact.h"
-#include "scp/scp.h"
 #include "servertext.h"
 #include "sopindex.h"
 #include "spool/spool.h"
@@ -725,7 +725,8 @@ static int entry_uids(struct uploader *up, enum spool_state state,
         memset(&meta, 0, sizeof(meta));
     if (spool_entry_path(up->params.spool, state, id, path, sizeof(path)) < 0)
         return -EINVAL;
-    if (scp_read_entry_uids(path, meta.study_uid, meta.sop_uid) < 0)
+    if (part10_read_instance_uids(path, meta.study_uid, meta.sop_uid, NULL,
+                                  0) < 0)
         return access(path, F_OK) == 0 ? -EINVAL : -ENOENT;
     /* The receiver writes meta/ just after the commit: if it did so
      * meanwhile, keep its version (with the calling AE). */
