@@ -326,6 +326,7 @@ int daemon_run(const struct cfg *cfg)
     params.extra_storage =
         (const char *const *)cfg->dicom.extra_storage_classes;
     params.extra_storage_count = cfg->dicom.extra_storage_class_count;
+    monitor_scp_observer(monitor, &params.observer);
     daemon_size_fds(cfg, &params, cfg->upload.url[0] != '\0');
 
     if (cfg->upload.url[0] != '\0') {

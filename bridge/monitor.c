@@ -462,6 +462,33 @@ void monitor_token_fetch(struct monitor *mon, bool ok, long status,
     pthread_mutex_unlock(&mon->lock);
 }
 
+static void monitor_on_stored(void *ctx, const char *calling_ae,
+                              const char *study_uid, uint64_t bytes)
+{
+    monitor_received(ctx, calling_ae, study_uid, bytes);
+}
+
+static void monitor_on_refused(void *ctx, uint16_t status)
+{
+    monitor_refused(ctx, status);
+}
+
+static void monitor_on_association(void *ctx, int delta)
+{
+    monitor_association(ctx, delta);
+}
+
+void monitor_scp_observer(struct monitor *mon, struct scp_observer *ret)
+{
+    memset(ret, 0, sizeof(*ret));
+    if (mon == NULL)
+        return;
+    ret->ctx = mon;
+    ret->stored = monitor_on_stored;
+    ret->refused = monitor_on_refused;
+    ret->association = monitor_on_association;
+}
+
 /* ---- C-FIND and QIDO wrappers ---------------------------------------- */
 
 static void *monitor_find_begin(void *ctx, enum scp_find_model model,

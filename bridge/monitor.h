@@ -42,6 +42,7 @@ struct monitor;
 struct spool;
 struct spool_meta;
 struct scp_find_handler;
+struct scp_observer;
 
 /* The quickest and slowest spool summary refresh. */
 #define MONITOR_REFRESH_MIN_MS 2000
@@ -148,6 +149,10 @@ void monitor_http(struct monitor *monitor, enum monitor_service service,
  */
 void monitor_token_fetch(struct monitor *monitor, bool ok, long status,
                          int64_t expires_s, const char *error);
+
+/* The SCP's observer (scp.h) that calls the three hooks above. */
+void monitor_scp_observer(struct monitor *monitor,
+                          struct scp_observer *ret_observer);
 
 /*
  * Wraps a C-FIND handler so each C-FIND's duration is observed

@@ -84,6 +84,7 @@ struct scp {
     const struct scp_find_handler *find;   /* NULL: no C-FIND */
     bool accept_unknown_storage;
     std::vector<std::string> extra_storage;
+    struct scp_observer observer;
 
     int listen_fd;              /* ours: DCMTK never accepts itself */
     int wake_fd;                /* eventfd: wakes the loop */
