@@ -333,6 +333,7 @@ int daemon_run(const struct cfg *cfg)
         struct oauth_params oauth;
 
         webcfg_oauth_params(cfg, &oauth);
+        monitor_oauth_observer(monitor, &oauth);
         tokens = oauth_source_new(&oauth);
         if (tokens == NULL) {
             log_err("event=start-failed reason=\"out of memory\"");

@@ -31,6 +31,7 @@
 #include "daemon.h"
 #include "scp/scp.h"
 #include "spool/spool.h"
+#include "web/oauth.h"
 
 /* The four spool states the metrics and the page show, in
  * enum admin_backlog_state order. */
@@ -446,7 +447,8 @@ void monitor_token_fetch(struct monitor *mon, bool ok, long status,
     metrics_counter_inc(METRICS_SERIES(
         mon->cat.token_refreshes, ok ? METRICS_RESULT_OK
                                      : METRICS_RESULT_FAILED));
-    monitor_http(mon, MONITOR_TOKEN, status, 0.0, NULL);
+    if (status >= 0)
+        monitor_http(mon, MONITOR_TOKEN, status, 0.0, NULL);
     pthread_mutex_lock(&mon->lock);
     mon->token.last_refresh_s = monitor_now_s();
     mon->token.last_refresh_ok = ok;
@@ -487,6 +489,34 @@ void monitor_scp_observer(struct monitor *mon, struct scp_observer *ret)
     ret->stored = monitor_on_stored;
     ret->refused = monitor_on_refused;
     ret->association = monitor_on_association;
+}
+
+/* A token request ended: the HTTP code is 200 for a token; for a
+ * refusal, the "HTTP nnn" our own error text names (oauth.c writes it),
+ * else no answer. A token command has no HTTP exchange. */
+static void monitor_on_token(void *ctx, bool ok, int64_t expires_s,
+                             const char *error)
+{
+    struct monitor *mon = ctx;
+    const char *http = error != NULL ? strstr(error, "HTTP ") : NULL;
+    long status = ok ? 200 : 0;
+
+    if (!ok && http != NULL)
+        status = strtol(http + 5, NULL, 10);
+    if (status < 100 || status > 599)
+        status = ok ? 200 : 0;
+    monitor_token_fetch(mon, ok, strcmp(mon->token_source, "command") == 0
+                                     ? -1
+                                     : status,
+                        expires_s, error);
+}
+
+void monitor_oauth_observer(struct monitor *mon, struct oauth_params *params)
+{
+    if (mon == NULL)
+        return;
+    params->fetched = monitor_on_token;
+    params->fetched_ctx = mon;
 }
 
 /* ---- C-FIND and QIDO wrappers ---------------------------------------- */

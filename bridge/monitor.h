@@ -43,6 +43,7 @@ struct spool;
 struct spool_meta;
 struct scp_find_handler;
 struct scp_observer;
+struct oauth_params;
 
 /* The quickest and slowest spool summary refresh. */
 #define MONITOR_REFRESH_MIN_MS 2000
@@ -144,8 +145,10 @@ void monitor_http(struct monitor *monitor, enum monitor_service service,
                   long status, double seconds, const char *error);
 
 /*
- * A token request ended: @ok, @expires_s the new token's expiry (Unix
- * time, 0: unknown), @error the reason when it failed (our words).
+ * A token request ended: @ok, @status the token endpoint's HTTP answer
+ * (0: none, -1: not an HTTP exchange, a token command), @expires_s the
+ * new token's expiry (Unix time, 0: unknown), @error the reason when it
+ * failed (our words).
  */
 void monitor_token_fetch(struct monitor *monitor, bool ok, long status,
                          int64_t expires_s, const char *error);
@@ -153,6 +156,11 @@ void monitor_token_fetch(struct monitor *monitor, bool ok, long status,
 /* The SCP's observer (scp.h) that calls the three hooks above. */
 void monitor_scp_observer(struct monitor *monitor,
                           struct scp_observer *ret_observer);
+
+/* Sets the token source's fetched observer (web/oauth.h) of @params to
+ * monitor_token_fetch(). */
+void monitor_oauth_observer(struct monitor *monitor,
+                            struct oauth_params *params);
 
 /*
  * Wraps a C-FIND handler so each C-FIND's duration is observed

@@ -558,6 +558,9 @@ struct oauth_source {
     unsigned timeout_s;
     void (*notice)(void *ctx, const char *message);
     void *notice_ctx;
+    void (*fetched_fn)(void *ctx, bool ok, int64_t expires_s,
+                       const char *error);
+    void *fetched_ctx;
 
     pthread_mutex_t lock;
     pthread_cond_t fetched;
@@ -604,6 +607,8 @@ struct oauth_source *oauth_source_new(const struct oauth_params *params)
     source->timeout_s = params->timeout_s > 0 ? params->timeout_s : 30;
     source->notice = params->notice;
     source->notice_ctx = params->notice_ctx;
+    source->fetched_fn = params->fetched;
+    source->fetched_ctx = params->fetched_ctx;
     if (!oauth_dup(&source->token_url, params->token_url) ||
         !oauth_dup(&source->client_id, params->client_id) ||
         !oauth_dup(&source->client_secret, params->client_secret) ||
@@ -991,6 +996,13 @@ int oauth_source_token(struct oauth_source *source, uint64_t now_ms,
         oauth_err(err, err_len, "%s", why);
     }
     pthread_cond_broadcast(&source->fetched);
+    if (source->fetched_fn != NULL)
+        source->fetched_fn(
+            source->fetched_ctx, r == 0,
+            r == 0 ? (int64_t)time(NULL) +
+                         (int64_t)((source->expires_at_ms - now_ms) / 1000u)
+                   : 0,
+            r == 0 ? NULL : why);
 
     if (source->token != NULL && now_ms < source->expires_at_ms) {
         /* New, or the old one still valid after a failed refresh. */

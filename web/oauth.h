@@ -43,6 +43,7 @@
 #ifndef STOWBRIDGE_OAUTH_H
 #define STOWBRIDGE_OAUTH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -93,6 +94,13 @@ struct oauth_params {
      * lifetime. NULL: nobody is told. */
     void (*notice)(void *ctx, const char *message);
     void *notice_ctx;
+    /* Told after every token request (from the fetching thread, the
+     * source's lock held: quick, and never calling back into the source):
+     * whether a token came, its expiry as Unix time (0 on failure) and
+     * the reason of a failure (no secret in it). NULL: nobody is told. */
+    void (*fetched)(void *ctx, bool ok, int64_t expires_s,
+                    const char *error);
+    void *fetched_ctx;
 };
 
 struct oauth_source;
