@@ -468,7 +468,9 @@ void log_msg(enum log_level level, const char *fmt, ...)
     /* One write per line; a short write to stderr is not worth retrying. */
     (void)!write(STDERR_FILENO, line, n);
     log_observer_fn observer = atomic_load(&log_observer);
-    if (observer != NULL)
+    if (observer != NULL) {
+        line[n] = '\0';
         observer(atomic_load(&log_observer_ctx), level, line, n);
+    }
     errno = saved_errno;
 }

@@ -640,7 +640,8 @@ static void monitor_on_log(void *ctx, enum log_level level, const char *line,
     if (level > LOG_LEVEL_NOTICE)
         return;
     admin_events_push_line(mon->events, monitor_now_s(), line);
-    if (strstr(line, " event=forbidden ") != NULL &&
+    if ((strncmp(line + 3, "event=forbidden ", 16) == 0 ||
+         strstr(line, " event=forbidden ") != NULL) &&
         monitor_quoted_value(line, "diagnosis=", diagnosis,
                              sizeof(diagnosis))) {
         pthread_mutex_lock(&mon->lock);
