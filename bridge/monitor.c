@@ -28,7 +28,6 @@
 #include "base/metrics.h"
 #include "base/metrics_catalog.h"
 #include "base/util.h"
-#include "daemon.h"
 #include "scp/scp.h"
 #include "spool/spool.h"
 #include "web/oauth.h"
@@ -68,6 +67,7 @@ struct monitor {
     bool allow_actions;
     uint32_t ready_window_s;
     int64_t started_s;
+    int (*notify)(const char *state);
 
     struct metrics *metrics;
     struct metrics_catalog cat;
@@ -960,9 +960,9 @@ static uint64_t monitor_refresh(struct monitor *mon, struct admin_failed_entry
     }
     pthread_mutex_unlock(&mon->lock);
 
-    if (send) {
+    if (send && mon->notify != NULL) {
         snprintf(line, sizeof(line), "STATUS=%s", status);
-        (void)daemon_notify(line);
+        (void)mon->notify(line);
     }
     admin_rate_record(mon->rx, start,
                       metrics_family_counter_sum(mon->cat.received_instances));
@@ -1084,6 +1084,7 @@ int monitor_new(const struct monitor_params *p, struct monitor **ret_monitor,
     mon->dicom_port = p->dicom_port;
     mon->allow_actions = p->allow_actions;
     mon->ready_window_s = p->ready_window_s;
+    mon->notify = p->notify;
     mon->failed = calloc(ADMIN_FAILED_MAX, sizeof(*mon->failed));
     mon->studies = calloc(MONITOR_STUDIES_TRACKED, sizeof(*mon->studies));
     mon->events = admin_events_new(ADMIN_EVENTS_MAX);
@@ -1234,7 +1235,8 @@ void monitor_heartbeat(struct monitor *mon)
     now = util_now_monotonic_ms();
     if (now - mon->last_watchdog_ms >= mon->watchdog_ms) {
         mon->last_watchdog_ms = now;
-        (void)daemon_notify("WATCHDOG=1");
+        if (mon->notify != NULL)
+            (void)mon->notify("WATCHDOG=1");
     }
 }
 

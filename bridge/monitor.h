@@ -75,6 +75,9 @@ struct monitor_params {
     const char *token_file;           /* "": no token */
     bool allow_actions;
     uint32_t ready_window_s;
+    /* Sends a state line to systemd (sd_notify(3), e.g. daemon_notify());
+     * NULL: none sent. */
+    int (*notify)(const char *state);
 };
 
 /*
