@@ -307,6 +307,18 @@ int daemon_run(const struct cfg *cfg)
         params.find = &find_timed;
     }
 
+    /* /readyz: when the uploads are quiet, the monitor asks the
+     * destination itself, through C-FIND's QIDO-RS client or its own. */
+    if (tokens != NULL && find_web == NULL) {
+        struct stow_params web;
+
+        params_stow(cfg, &web);
+        find_web = find_web_new(web.base_url, web.ca_file, web.timeout_s,
+                                tokens);
+        if (find_web != NULL)
+            monitor_wrap_fetch(monitor, find_web_fetch, find_web);
+    }
+
     r = scp_new(&params, &scp, err, sizeof(err));
     if (r < 0) {
         log_err("event=start-failed reason=\"%s\"", err);

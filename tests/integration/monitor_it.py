@@ -118,6 +118,13 @@ def test_metrics(work):
             {"hosts": ["127.0.0.1"]}]}, upload={"batch_max_instances": 4})
         d.start()
         try:
+            # Before any upload, the daemon asks the destination itself.
+            it.wait_for(lambda: get(work, d, "/readyz")[0] == 200, 15,
+                        "/readyz 200 before anything was sent")
+            check(sample(metrics(work, d), "stowbridge_http_responses_total",
+                         service="qido", code="200") >= 1,
+                  "ready before any upload: the probe of /studies was "
+                  "answered (qido 200 counted)")
             study = "1.2.826.0.1.3680043.8.498.77"
             store(d, instances(work, 4, "ct", study=study), "CT01")
             store(d, instances(work, 4, "xx", study=study), "XX99")
