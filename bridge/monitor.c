@@ -1140,6 +1140,8 @@ int monitor_new(const struct monitor_params *p, struct monitor **ret_monitor,
         mon->spool_age[i] =
             METRICS_SERIES(mon->cat.spool_oldest_age, monitor_state_names[i]);
     }
+    /* A static token never expires as far as we know. */
+    mon->token.have_token = strcmp(mon->token_source, "static") == 0;
     /* Unknown until the first answer says otherwise. */
     mon->dest.up = mon->url[0] != '\0';
     metrics_gauge_set(mon->destination_up, mon->dest.up ? 1.0 : 0.0);
