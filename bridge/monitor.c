@@ -44,8 +44,10 @@ static const char *const monitor_service_names[] = {
 
 /* The longest admin token file read. */
 #define MONITOR_TOKEN_MAX 4096
-/* STATUS= is sent again at least this often even when unchanged. */
-#define MONITOR_STATUS_MS 30000
+/* What the destination is asked when nothing else proved it reachable:
+ * a point look-up of a UID that exists nowhere (2.25.0), as cheap for a
+ * server as a request can be; any answer but 401/403 is proof. */
+#define MONITOR_PROBE_PATH "/studies?StudyInstanceUID=2.25.0"
 /* Rates are sampled every step; the page shows 5 min and 1 h. */
 #define MONITOR_RATE_STEP_S 10
 #define MONITOR_RATE_HORIZON_S 3600
@@ -107,7 +109,6 @@ struct monitor {
     struct admin_study *studies;        /* MONITOR_STUDIES_TRACKED */
     size_t study_count;
     char last_status[256];
-    uint64_t last_status_ms;
 
     /* The refresh thread. */
     pthread_t thread;
@@ -914,10 +915,12 @@ static void monitor_status_line(struct monitor *mon, char *buf, size_t len)
                                  : ", destination DOWN");
 }
 
-/* One refresh: scan, free space, probe, failed list, rates, STATUS=.
+/* One refresh: scan, free space, probe, failed list, rates, and
+ * STATUS= when it changed (and @notify: not before READY=1).
  * Returns how long the scan took, in ms. */
-static uint64_t monitor_refresh(struct monitor *mon, struct admin_failed_entry
-                                                         *failed_buf)
+static uint64_t monitor_refresh(struct monitor *mon,
+                                struct admin_failed_entry *failed_buf,
+                                bool notify)
 {
     struct spool_state_stats stats[SPOOL_STATE_COUNT];
     uint64_t start = util_now_monotonic_ms();
@@ -952,15 +955,12 @@ static uint64_t monitor_refresh(struct monitor *mon, struct admin_failed_entry
     memcpy(mon->failed, failed_buf, failed_n * sizeof(*failed_buf));
     mon->failed_count = failed_n;
     monitor_status_line(mon, status, sizeof(status));
-    bool send = strcmp(status, mon->last_status) != 0 ||
-                start - mon->last_status_ms >= MONITOR_STATUS_MS;
-    if (send) {
+    bool send = strcmp(status, mon->last_status) != 0;
+    if (send)
         snprintf(mon->last_status, sizeof(mon->last_status), "%s", status);
-        mon->last_status_ms = start;
-    }
     pthread_mutex_unlock(&mon->lock);
 
-    if (send && mon->notify != NULL) {
+    if (send && notify && mon->notify != NULL) {
         snprintf(line, sizeof(line), "STATUS=%s", status);
         (void)mon->notify(line);
     }
@@ -975,7 +975,7 @@ static uint64_t monitor_refresh(struct monitor *mon, struct admin_failed_entry
 }
 
 /*
- * Asks the destination for /studies?limit=1 when nothing proved it
+ * Asks the destination MONITOR_PROBE_PATH when nothing proved it
  * reachable for half of admin.ready_window_s, so an idle bridge stays
  * ready (and one whose token broke does not).
  */
@@ -988,7 +988,7 @@ static void monitor_probe_destination(struct monitor *mon)
         monitor_now_s() - ok < (int64_t)mon->ready_window_s / 2)
         return;
     memset(&reply, 0, sizeof(reply));
-    (void)monitor_fetch(mon, "/studies?limit=1", &reply);
+    (void)monitor_fetch(mon, MONITOR_PROBE_PATH, &reply);
     find_reply_free(&reply);
 }
 
@@ -1008,7 +1008,7 @@ static void *monitor_main(void *arg)
             (last == 0 || now - last >= interval ||
              atomic_exchange(&mon->rescan, false))) {
             pthread_mutex_unlock(&mon->wake_lock);
-            uint64_t took = monitor_refresh(mon, failed_buf);
+            uint64_t took = monitor_refresh(mon, failed_buf, true);
             monitor_probe_destination(mon);
             pthread_mutex_lock(&mon->wake_lock);
             last = util_now_monotonic_ms();
@@ -1177,7 +1177,7 @@ int monitor_start(struct monitor *mon, char *err, size_t err_len)
             calloc(ADMIN_FAILED_MAX, sizeof(*buf));
         if (buf == NULL)
             return -ENOMEM;
-        (void)monitor_refresh(mon, buf);
+        (void)monitor_refresh(mon, buf, false);
         free(buf);
     }
     log_set_observer(monitor_on_log, mon);

@@ -16,7 +16,9 @@
  * per state, the newest failed entries with their reason, free space, a
  * write probe) at most every MONITOR_REFRESH_MIN_MS, and less often when
  * a scan takes long (a 100 000-entry spool), and records the rates. It
- * also keeps systemd's STATUS= line current. The daemon loop calls
+ * also keeps systemd's STATUS= line current (sent when it changes), and
+ * when nothing proved the destination reachable for half of
+ * admin.ready_window_s, asks it a QIDO-RS point look-up itself. The daemon loop calls
  * monitor_heartbeat(), which marks /healthz alive and sends WATCHDOG=1
  * to systemd at half of WatchdogSec= (sd_notify(3), no libsystemd).
  *
