@@ -1220,6 +1220,11 @@ int monitor_start(struct monitor *mon, char *err, size_t err_len)
     return 0;
 }
 
+const struct metrics_catalog *monitor_catalog(const struct monitor *mon)
+{
+    return &mon->cat;
+}
+
 uint16_t monitor_admin_port(const struct monitor *mon)
 {
     return mon != NULL && mon->admin != NULL ? admin_port(mon->admin) : 0;

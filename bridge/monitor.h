@@ -40,6 +40,7 @@
 extern "C" {
 #endif
 
+struct metrics_catalog;
 struct monitor;
 struct spool;
 struct spool_meta;
@@ -107,6 +108,9 @@ int monitor_start(struct monitor *monitor, char *err, size_t err_len);
 /* Stops the threads and frees. Accepts NULL. Call only once every
  * component that reports to it stopped. */
 void monitor_free(struct monitor *monitor);
+
+/* The registered metric families (for tests; read-only). */
+const struct metrics_catalog *monitor_catalog(const struct monitor *monitor);
 
 /* The admin endpoint's port (0 when off). */
 uint16_t monitor_admin_port(const struct monitor *monitor);
