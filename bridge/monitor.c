@@ -113,6 +113,8 @@ struct monitor {
     /* The refresh thread. */
     pthread_t thread;
     bool thread_started;
+    pthread_t probe_thread;
+    bool probe_started;
     pthread_mutex_t wake_lock;
     pthread_cond_t wake;
     bool stop;
@@ -992,6 +994,27 @@ static void monitor_probe_destination(struct monitor *mon)
     find_reply_free(&reply);
 }
 
+/* The probe's own thread: a destination that hangs (up to
+ * upload.timeout_s) never holds up the spool summary. */
+static void *monitor_probe_main(void *arg)
+{
+    struct monitor *mon = arg;
+
+    (void)pthread_setname_np(pthread_self(), "sb-probe");
+    pthread_mutex_lock(&mon->wake_lock);
+    while (!mon->stop) {
+        pthread_mutex_unlock(&mon->wake_lock);
+        monitor_probe_destination(mon);
+        pthread_mutex_lock(&mon->wake_lock);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 1;
+        (void)pthread_cond_timedwait(&mon->wake, &mon->wake_lock, &ts);
+    }
+    pthread_mutex_unlock(&mon->wake_lock);
+    return NULL;
+}
+
 static void *monitor_main(void *arg)
 {
     struct monitor *mon = arg;
@@ -1000,6 +1023,7 @@ static void *monitor_main(void *arg)
     uint64_t interval = MONITOR_REFRESH_MIN_MS;
     uint64_t last = 0;
 
+    (void)pthread_setname_np(pthread_self(), "sb-monitor");
     pthread_mutex_lock(&mon->wake_lock);
     while (!mon->stop) {
         uint64_t now = util_now_monotonic_ms();
@@ -1009,7 +1033,6 @@ static void *monitor_main(void *arg)
              atomic_exchange(&mon->rescan, false))) {
             pthread_mutex_unlock(&mon->wake_lock);
             uint64_t took = monitor_refresh(mon, failed_buf, true);
-            monitor_probe_destination(mon);
             pthread_mutex_lock(&mon->wake_lock);
             last = util_now_monotonic_ms();
             /* A long scan (a big spool) is repeated less often: at most
@@ -1217,6 +1240,16 @@ int monitor_start(struct monitor *mon, char *err, size_t err_len)
         return -r;
     }
     mon->thread_started = true;
+    if (mon->fetch_inner != NULL) {
+        r = pthread_create(&mon->probe_thread, NULL, monitor_probe_main,
+                           mon);
+        if (r != 0) {
+            snprintf(err, err_len, "cannot start the probe thread: %s",
+                     strerror(r));
+            return -r;
+        }
+        mon->probe_started = true;
+    }
     return 0;
 }
 
@@ -1260,9 +1293,11 @@ void monitor_free(struct monitor *mon)
     if (mon->thread_started) {
         pthread_mutex_lock(&mon->wake_lock);
         mon->stop = true;
-        pthread_cond_signal(&mon->wake);
+        pthread_cond_broadcast(&mon->wake);
         pthread_mutex_unlock(&mon->wake_lock);
         (void)pthread_join(mon->thread, NULL);
+        if (mon->probe_started)
+            (void)pthread_join(mon->probe_thread, NULL);
     }
     admin_free(mon->admin);
     log_set_observer(NULL, NULL);
