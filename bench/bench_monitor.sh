@@ -5,7 +5,7 @@
 #
 # 1. The send benchmark (storescu -> stowbridge -> Orthanc STOW-RS, COUNT
 #    instances of ~SIZE_KB, timed until Orthanc holds them all), run twice
-#    in alternation per round (3 rounds): quiet, and with /metrics and the
+#    in alternation per round (ROUNDS, default 3): quiet, and with /metrics and the
 #    status page scraped every second. Reports both rates and the cost.
 # 2. A receive-only daemon over a spool of SPOOL_ENTRIES entries (default
 #    100 000: 90 % incoming, 10 % failed with a meta/ record): the time of
@@ -107,7 +107,7 @@ echo "generating $count instances of ~${size_kb} KB (one study)..."
 /usr/bin/python3 "$here/gen_instances.py" "$work/in" "$count" "$size_kb"
 quiet=()
 scraped=()
-for round in 1 2 3; do
+for round in $(seq 1 "${ROUNDS:-3}"); do
     quiet+=("$(send_once "q$round" no)")
     scraped+=("$(send_once "s$round" yes)")
     echo "round $round: quiet ${quiet[-1]} s, scraped every second ${scraped[-1]} s"
@@ -175,7 +175,7 @@ q = [float(x) for x in sys.argv[2].split()]
 s = [float(x) for x in sys.argv[3].split()]
 def pct(v, p):
     v = sorted(v); return v[min(len(v) - 1, int(p * len(v)))]
-print(f"send benchmark, {n} instances, 3 rounds each (median):")
+print(f"send benchmark, {n} instances, {len(q)} rounds each (median):")
 mq, ms = statistics.median(q), statistics.median(s)
 print(f"  quiet:                 {n/mq:7.1f} inst/s ({mq:.2f} s)  runs {q}")
 print(f"  /metrics + / every 1 s: {n/ms:7.1f} inst/s ({ms:.2f} s)  runs {s}")
