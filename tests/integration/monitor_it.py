@@ -287,9 +287,11 @@ def test_not_ready(work):
                          reason="forbidden") >= 1,
                   "the 403 and its deferral counted")
             code, _, body, _ = get(work, d, "/")
-            check("HTTP 403" in body.decode() and
-                  'id="last-denied"' in body.decode(),
+            page = body.decode()
+            check("HTTP 403" in page and 'id="last-denied"' in page,
                   "the page shows the last 403")
+            check("appid=client-7" in page,
+                  "... with its diagnosis naming the token's identity")
         finally:
             d.stop()
     finally:
