@@ -133,6 +133,8 @@ struct admin_ready {
      * valid token (any answer but 401/403 or none); 0: never. */
     int64_t destination_ok_s;
     uint32_t window_s;                 /* admin.ready_window_s */
+    bool receive_only;                 /* no destination: that check
+                                          passes */
 };
 
 enum admin_backlog_state {

@@ -51,7 +51,9 @@ bool admin__ready_verdict(const struct admin_ready *r, int64_t now_s,
                        "spool.min_free_mb (%" PRIu64 " MiB)",
                        r->spool_free_bytes / 1048576u,
                        r->spool_min_free_bytes / 1048576u);
-    if (r->destination_ok_s <= 0)
+    if (r->receive_only)
+        ; /* nothing to reach */
+    else if (r->destination_ok_s <= 0)
         (void)snprintf(v->problem[2], sizeof(v->problem[2]),
                        "no request has reached the DICOMweb server with a "
                        "valid token yet");

@@ -28,6 +28,16 @@ static const struct {
     { "debug", LOG_LEVEL_DEBUG },
 };
 
+static _Atomic(log_observer_fn) log_observer;
+static _Atomic(void *) log_observer_ctx;
+
+void log_set_observer(log_observer_fn fn, void *ctx)
+{
+    atomic_store(&log_observer, NULL);
+    atomic_store(&log_observer_ctx, ctx);
+    atomic_store(&log_observer, fn);
+}
+
 void log_set_level(enum log_level level)
 {
     atomic_store(&log_max_level, (int)level);
@@ -457,5 +467,10 @@ void log_msg(enum log_level level, const char *fmt, ...)
 
     /* One write per line; a short write to stderr is not worth retrying. */
     (void)!write(STDERR_FILENO, line, n);
+    log_observer_fn observer = atomic_load(&log_observer);
+    if (observer != NULL) {
+        line[n] = '\0';
+        observer(atomic_load(&log_observer_ctx), level, line, n);
+    }
     errno = saved_errno;
 }

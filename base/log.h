@@ -65,6 +65,21 @@ int log_level_parse(const char *name, enum log_level *ret_level);
 /* The canonical name of @level ("err", "warning", ...). */
 const char *log_level_name(enum log_level level);
 
+/*
+ * Typedef for a log observer: called after each line written, on the
+ * logging thread, with the line as written ("<N>" prefix, escaped values,
+ * trailing newline, NUL-terminated) and its length. It must be quick, must not log, and
+ * only sees what the log sees (never patient data).
+ */
+typedef void (*log_observer_fn)(void *ctx, enum log_level level,
+                                const char *line, size_t len);
+
+/*
+ * Sets the one observer (NULL: none). Set it before threads log and clear
+ * it only once they stopped: a call in flight may still use the old one.
+ */
+void log_set_observer(log_observer_fn fn, void *ctx);
+
 /* Writes one line at @level; printf-style format, no trailing newline. */
 void log_msg(enum log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -20,6 +20,7 @@
 #include "daemon.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -38,6 +39,7 @@
 #include "params.h"
 #include "base/log.h"
 #include "web/dicomweb.h"
+#include "monitor.h"
 #include "web/oauth.h"
 #include "scp/scp.h"
 #include "study_cmd.h"
@@ -59,6 +61,10 @@ static atomic_bool daemon_stop_requested;
 static atomic_bool daemon_stopping_announced;
 static atomic_int daemon_stop_signal;
 static atomic_bool daemon_hup_seen;
+/* The thread that runs the SCP's accept loop: its polls are the daemon
+ * loop's heartbeat (/healthz, the systemd watchdog). */
+static pthread_t daemon_loop_thread;
+
 /* The running SCP, for tls_reload() (set before scp_run()). */
 static struct scp *daemon_scp;
 static bool daemon_tls_on;
@@ -82,6 +88,7 @@ struct daemon_ctx {
     const char *config_path;
     struct oauth_source *tokens;   /* NULL: receive-only */
     unsigned reloads;
+    struct monitor *monitor;       /* the daemon loop's heartbeat */
 };
 
 static void daemon_on_signal(int sig)
@@ -140,6 +147,8 @@ static bool daemon_should_stop(void *arg)
 {
     struct daemon_ctx *ctx = arg;
 
+    if (pthread_equal(pthread_self(), daemon_loop_thread))
+        monitor_heartbeat(ctx->monitor);
     if (atomic_exchange(&daemon_hup_seen, false)) {
         log_notice("event=sighup reason=\"reloading the credentials and the "
                    "TLS files; other configuration changes need a restart\"");
@@ -332,6 +341,25 @@ static void daemon_size_fds(const struct cfg *cfg,
                  need);
 }
 
+/* The monitor (metrics, summaries, the admin endpoint) for @cfg. */
+static int daemon_monitor_new(const struct cfg *cfg, struct spool *spool,
+                              struct monitor **ret_monitor, char *err,
+                              size_t err_len)
+{
+    struct monitor_params mp;
+    const char **callers = NULL;
+    int r;
+
+    if (params_monitor(cfg, spool, &callers, &mp) < 0) {
+        snprintf(err, err_len, "out of memory");
+        return -ENOMEM;
+    }
+    mp.notify = daemon_notify;
+    r = monitor_new(&mp, ret_monitor, err, err_len);
+    free(callers);
+    return r;
+}
+
 int daemon_run(const struct cfg *cfg, const char *config_path)
 {
     struct daemon_ctx ctx;
@@ -351,6 +379,8 @@ int daemon_run(const struct cfg *cfg, const char *config_path)
     struct commit_service *committer = NULL;
     struct commit_remote *remotes = NULL;
     struct scp_commit_handler commit_handler;
+    struct scp_find_handler find_timed;
+    struct monitor *monitor = NULL;
     char err[512];
     int status = 1;
     int r;
@@ -390,18 +420,26 @@ int daemon_run(const struct cfg *cfg, const char *config_path)
                     "aside; inspect them\"",
                     recovery.set_aside, cfg->spool.dir);
 
+    r = daemon_monitor_new(cfg, spool, &monitor, err, sizeof(err));
+    if (r < 0) {
+        log_err("event=start-failed reason=\"%s\"", err);
+        goto out;
+    }
+
     if (params_scp_callers(cfg, &rules) < 0) {
         log_err("event=start-failed reason=\"out of memory\"");
         goto out;
     }
     params_scp(cfg, spool, rules, &params);
     daemon_listen_params(cfg, &params, &tls_params);
+    monitor_scp_observer(monitor, &params.observer);
     daemon_size_fds(cfg, &params, params_uploading(cfg));
 
     if (params_uploading(cfg)) {
         struct oauth_params oauth;
 
         params_oauth(cfg, &oauth);
+        monitor_oauth_observer(monitor, &oauth);
         r = oauth_source_open(&oauth, &tokens, err, sizeof(err));
         if (r < 0) {
             log_err("event=start-failed reason=\"%s\"",
@@ -419,13 +457,19 @@ int daemon_run(const struct cfg *cfg, const char *config_path)
         params_find(cfg, &fp);
         fp.fetch = find_web_fetch;
         fp.fetch_ctx = find_web;
+        if (find_web != NULL) {
+            monitor_wrap_fetch(monitor, find_web_fetch, find_web);
+            fp.fetch = monitor_fetch;
+            fp.fetch_ctx = monitor;
+        }
         finder = find_web != NULL ? find_service_new(&fp) : NULL;
         if (finder == NULL) {
             log_err("event=start-failed reason=\"out of memory\"");
             goto out;
         }
         find_handler_init(finder, &find_handler);
-        params.find = &find_handler;
+        monitor_wrap_find(monitor, &find_handler, &find_timed);
+        params.find = &find_timed;
     }
 
     if (tokens != NULL) {
@@ -473,6 +517,12 @@ int daemon_run(const struct cfg *cfg, const char *config_path)
         }
     }
 
+    /* /readyz: when the uploads are quiet, the monitor asks the
+     * destination itself, through C-FIND's QIDO-RS client or else the one
+     * Storage Commitment uses. */
+    if (find_web == NULL && commit_web != NULL)
+        monitor_wrap_fetch(monitor, find_web_fetch, commit_web);
+
     if (params.tls != NULL && params.tls->security_level < 2)
         log_warning("event=tls-weak security_level=%u reason=\"OpenSSL "
                     "security level below 2: weak keys, SHA-1 signatures and "
@@ -492,6 +542,7 @@ int daemon_run(const struct cfg *cfg, const char *config_path)
         params_uploader(cfg, spool, tokens, &up);
         up.on_delivered = commit_note_delivered;
         up.on_delivered_ctx = committer;
+        up.monitor = monitor;
         uploader = uploader_start(&up);
         if (uploader == NULL) {
             log_err("event=start-failed reason=\"cannot start the "
@@ -515,6 +566,18 @@ int daemon_run(const struct cfg *cfg, const char *config_path)
     if (uploader == NULL)
         log_notice("event=receive-only reason=\"no upload.url: instances "
                    "stay in the spool's incoming/\"");
+    r = monitor_start(monitor, err, sizeof(err));
+    if (r < 0) {
+        log_err("event=start-failed reason=\"%s\"", err);
+        goto out;
+    }
+    if (cfg->admin.listen[0] != '\0')
+        log_notice("event=admin-listening listen=%s port=%u token=%s "
+                   "actions=%s",
+                   cfg->admin.listen, (unsigned)monitor_admin_port(monitor),
+                   cfg->admin.token_file[0] != '\0' ? "yes" : "no",
+                   cfg->admin.allow_actions ? "on" : "off");
+    monitor_set_listening(monitor, true);
     (void)daemon_notify(uploader != NULL ? "READY=1\nSTATUS=receiving and "
                                            "uploading"
                                          : "READY=1\nSTATUS=receiving");
@@ -522,6 +585,8 @@ int daemon_run(const struct cfg *cfg, const char *config_path)
     memset(&ctx, 0, sizeof(ctx));
     ctx.config_path = config_path;
     ctx.tokens = tokens;
+    ctx.monitor = monitor;
+    daemon_loop_thread = pthread_self();
     r = scp_run(scp, daemon_should_stop, &ctx,
                 cfg->dicom.timeout_s + DAEMON_GRACE_EXTRA_S);
     if (r == -ETIMEDOUT) {
@@ -538,6 +603,7 @@ int daemon_run(const struct cfg *cfg, const char *config_path)
     }
 
 out:
+    monitor_set_listening(monitor, false);
     /* After the SCP: nothing new arrives; transfers in flight are cut and
      * their entries go back to incoming/. */
     uploader_stop(uploader);
@@ -555,6 +621,7 @@ out:
         find_service_free(finder);
         find_web_free(find_web);
         oauth_source_free(tokens);
+        monitor_free(monitor);
     }
     free(rules);
     free(remotes);

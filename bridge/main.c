@@ -32,6 +32,7 @@
 #include "web/jwt_assertion.h"
 #include "web/managed_identity.h"
 #include "web/oauth.h"
+#include "monitor.h"
 #include "queue_cmd.h"
 #include "dicom/redact.h"
 #include "scp/scp.h"
@@ -190,6 +191,16 @@ static int main_load_config(const struct main_opts *opts, const char *cmd,
              : cfg_load_without_secrets(opts->config_path, ret_cfg, err,
                                         sizeof(err))) < 0) {
         fprintf(stderr, "stowbridge: %s\n", err);
+        return -EINVAL;
+    }
+    if (monitor_config_check((*ret_cfg)->admin.listen,
+                             (*ret_cfg)->admin.token_file,
+                             (*ret_cfg)->admin.allow_actions, err,
+                             sizeof(err)) < 0) {
+        fprintf(stderr, "stowbridge: %s: config: %s\n", opts->config_path,
+                err);
+        cfg_free(*ret_cfg);
+        *ret_cfg = NULL;
         return -EINVAL;
     }
     return 0;

@@ -11,6 +11,7 @@
 #include "base/log.h"
 #include "config/config.h"
 #include "find.h"
+#include "monitor.h"
 #include "scp/scp.h"
 #include "uploader.h"
 #include "web/dicomweb.h"
@@ -179,4 +180,37 @@ void params_uploader(const struct cfg *cfg, struct spool *spool,
     ret->max_age_h = cfg->retry.max_age_h;
     ret->max_pause_s = cfg->retry.max_pause_s;
     ret->on_conflict_send = strcmp(cfg->upload.on_conflict, "send") == 0;
+}
+
+int params_monitor(const struct cfg *cfg, struct spool *spool,
+                   const char ***ret_callers, struct monitor_params *ret)
+{
+    const char **callers = NULL;
+    size_t n = 0;
+
+    if (cfg->dicom.allowed_caller_count > 0) {
+        callers = calloc(cfg->dicom.allowed_caller_count, sizeof(*callers));
+        if (callers == NULL)
+            return -ENOMEM;
+        for (size_t i = 0; i < cfg->dicom.allowed_caller_count; i++)
+            if (cfg->dicom.allowed_callers[i].ae_title != NULL)
+                callers[n++] = cfg->dicom.allowed_callers[i].ae_title;
+    }
+    memset(ret, 0, sizeof(*ret));
+    ret->version = STOWBRIDGE_VERSION;
+    ret->node = cfg->dicom.ae_title;
+    ret->callers = callers;
+    ret->caller_count = n;
+    ret->spool = spool;
+    ret->spool_dir = cfg->spool.dir;
+    ret->spool_min_free_bytes = (uint64_t)cfg->spool.min_free_mb << 20;
+    ret->dicom_port = (uint16_t)cfg->dicom.port;
+    ret->destination_url = cfg->upload.url;
+    ret->token_source = cfg->auth.type;
+    ret->listen = cfg->admin.listen;
+    ret->token_file = cfg->admin.token_file;
+    ret->allow_actions = cfg->admin.allow_actions;
+    ret->ready_window_s = cfg->admin.ready_window_s;
+    *ret_callers = callers;
+    return 0;
 }

@@ -18,6 +18,7 @@
 struct cfg;
 struct dicomweb_params;
 struct find_params;
+struct monitor_params;
 struct oauth_params;
 struct oauth_source;
 struct scp_caller_rule;
@@ -66,5 +67,15 @@ void params_find(const struct cfg *cfg, struct find_params *ret);
 void params_uploader(const struct cfg *cfg, struct spool *spool,
                      struct oauth_source *tokens,
                      struct uploader_params *ret);
+
+/*
+ * dicom.*, spool.*, upload.url, auth.type and admin.* as the monitor's
+ * params (monitor.h), watching @spool. The AE titles of
+ * dicom.allowed_callers (its metrics' calling_ae series) go into a new
+ * array in *@ret_callers that the caller frees with free() once the
+ * monitor is made (NULL when there are none). Returns 0 or -ENOMEM.
+ */
+int params_monitor(const struct cfg *cfg, struct spool *spool,
+                   const char ***ret_callers, struct monitor_params *ret);
 
 #endif

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "monitor.h"
 #include "web/oauth.h"
 #include "dicom/part10.h"
 #include "dicom/redact.h"
@@ -294,6 +295,7 @@ static void outcome_delivered(struct uploader *up, const char *id,
     int r;
 
     load_meta(up, id, &meta);
+    monitor_delivered(up->params.monitor, up->params.spool, id, &meta);
     r = spool_remove(up->params.spool, id, SPOOL_ACTIVE, err, sizeof(err));
     if (r < 0 && r != -ENOENT)
         log_err("id=%s event=remove-failed reason=\"%s\"", id, err);
@@ -345,6 +347,7 @@ static void defer_entry(struct uploader *up, const char *id,
     log_notice("id=%s event=deferred sop=%s attempts=%u next=%us "
                "reason=\"%s\"",
                id, meta.sop_uid, meta.attempts, delay_s, o->why);
+    monitor_deferred(up->params.monitor, o->http_status, o->reason, o->why);
     report_landing(up, id, LANDED_DEFERRED, NULL);
 }
 
@@ -377,6 +380,7 @@ static void outcome_failed(struct uploader *up, const char *id, long status,
         log_err("id=%s event=fail-move-failed reason=\"%s\"", id, err);
     log_warning("id=%s event=failed sop=%s study=%s reason=\"%s\"", id,
                 meta.sop_uid, meta.study_uid, why);
+    monitor_dead_letter(up->params.monitor, status, &meta, why);
     report_landing(up, id, LANDED_FAILED, why);
 }
 
@@ -510,7 +514,14 @@ static void send_batch(struct worker *w, struct batch *b, bool may_split)
         paths[i] = path_buf[i];
     }
 
+    uint64_t sent_ms = util_now_monotonic_ms();
     r = dicomweb_stow(up->web, b->study, paths, b->count, &rep);
+    /* The request's time includes a token fetch it had to wait for. */
+    if (r != -ECANCELED && !rep.token_failed)
+        monitor_http(up->params.monitor, MONITOR_STOW,
+                     r < 0 ? 0 : rep.http_status,
+                     (double)(util_now_monotonic_ms() - sent_ms) / 1000.0,
+                     r < 0 ? rep.error : NULL);
     if (rep.replayed)
         log_notice("event=token-refused status=401 action=\"refresh and "
                    "replay once\"");

@@ -47,6 +47,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+struct monitor;
 struct oauth_source;
 struct spool;
 struct uploader;
@@ -75,6 +76,7 @@ struct uploader_params {
     bool on_conflict_send;            /* false: keep-first */
     uploader_delivered_fn on_delivered; /* NULL: nobody is told */
     void *on_delivered_ctx;
+    struct monitor *monitor;          /* borrowed; NULL: not counted */
 };
 
 /* Starts the scheduler and the workers. NULL on failure (logged). */

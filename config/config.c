@@ -787,6 +787,50 @@ static const struct cfg_key cfg_keys[] = {
         .doc = "Days deliveries and commitment transactions are kept in "
                "the ledger (pruned hourly).",
     },
+    {
+        .path = "admin.listen",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(admin.listen),
+        .def_string = "127.0.0.1:9475",
+        .doc = "Address and port of the admin HTTP endpoint: Prometheus "
+               "metrics at /metrics, /healthz, /readyz and the status page "
+               "at /. A numeric address, IPv6 in brackets "
+               "(\"[::1]:9475\"). Empty: no endpoint. Any address other "
+               "than loopback needs admin.token_file.",
+    },
+    {
+        .path = "admin.token_file",
+        .type = CFG_STRING,
+        .offset = CFG_OFF(admin.token_file),
+        .def_string = "",
+        .check = CFG_CHECK_OPT_PATH,
+        .doc = "File holding the admin bearer token (one line, not "
+               "readable by others). With it, / and /metrics need "
+               "\"Authorization: Bearer <token>\" (or Basic with the token "
+               "as password, for a browser); /healthz and /readyz stay "
+               "open. Empty: no token, allowed on loopback only.",
+        .example = "\"/etc/stowbridge/admin-token\"",
+    },
+    {
+        .path = "admin.allow_actions",
+        .type = CFG_BOOL,
+        .offset = CFG_OFF(admin.allow_actions),
+        .def_uint = 0,
+        .doc = "Offer the status page's actions (retry a failed entry, "
+               "retry every failed entry) as POSTs with the bearer token. "
+               "Needs admin.token_file.",
+    },
+    {
+        .path = "admin.ready_window_s",
+        .type = CFG_UINT,
+        .offset = CFG_OFF(admin.ready_window_s),
+        .def_uint = 600,
+        .min = 10,
+        .max = 86400,
+        .doc = "/readyz answers 503 unless the DICOMweb server answered a "
+               "request sent with a valid token within this many seconds "
+               "(the daemon asks it when nothing was sent meanwhile).",
+    },
 };
 
 #define CFG_KEY_COUNT (sizeof(cfg_keys) / sizeof(cfg_keys[0]))

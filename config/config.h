@@ -2,8 +2,9 @@
  * config - the stowbridge configuration file (DESIGN.md section 9).
  *
  * The file is one JSON object with sections "dicom", "spool", "log",
- * "upload", "auth", "retry", "query", "commit" and "ledger". Comments (// to end of line and
- * C-style blocks) are allowed outside strings. One table row per key
+ * "upload", "auth", "retry", "query", "commit", "ledger" and "admin".
+ * Comments (// to end of line and C-style blocks) are allowed outside
+ * strings. One table row per key
  * (path, type, default, range, doc) drives the parser, the defaults, the
  * dump and the sample file, so they can never disagree.
  *
@@ -178,6 +179,14 @@ struct cfg_ledger {
     unsigned keep_days;        /* 30 */
 };
 
+/* The admin HTTP endpoint (issue 14; admin/admin.h). */
+struct cfg_admin {
+    char *listen;              /* "127.0.0.1:9475"; "": off */
+    char *token_file;          /* "": no token (loopback only) */
+    bool allow_actions;        /* false; needs token_file */
+    unsigned ready_window_s;   /* 600, 10..86400 */
+};
+
 struct cfg {
     struct cfg_dicom dicom;
     struct cfg_spool spool;
@@ -188,6 +197,7 @@ struct cfg {
     struct cfg_query query;
     struct cfg_commit commit;
     struct cfg_ledger ledger;
+    struct cfg_admin admin;
 };
 
 /*

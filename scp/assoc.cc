@@ -719,6 +719,8 @@ static void serve_connection(struct scp_conn *conn)
 
     enum assoc_end how = END_ABORT;
     sa.assoc = assoc;
+    if (scp->observer.association != NULL)
+        scp->observer.association(scp->observer.ctx, 1);
     sa.write_buffer = (unsigned char *)malloc(SCP_WRITE_BUFFER);
     if (sa.write_buffer == NULL)
         log_err("event=dropped assoc=%lu from=%s@%s reason=\"out of memory\"",
@@ -726,6 +728,8 @@ static void serve_connection(struct scp_conn *conn)
     else
         how = serve_commands(&sa);
     free(sa.write_buffer);
+    if (scp->observer.association != NULL)
+        scp->observer.association(scp->observer.ctx, -1);
     end_association(scp, &sa.assoc, how == END_ABORT);
 }
 

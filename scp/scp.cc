@@ -159,6 +159,7 @@ extern "C" int scp_new(const struct scp_params *params, struct scp **ret_scp,
         scp->find = params->find;
         scp->commit = params->commit;
         scp->accept_unknown_storage = params->accept_unknown_storage_classes;
+        scp->observer = params->observer;
 
         int r = copy_lists(scp, params);
         if (r < 0) {

@@ -225,6 +225,22 @@ int scp_commit_send_report(const char *our_ae, const struct scp_remote *to,
                            unsigned timeout_s, uint16_t *ret_status,
                            char *err, size_t err_len);
 
+/*
+ * Who is told what the SCP did (the daemon's metrics), from association
+ * threads: each callback must be quick and thread-safe; any may be NULL.
+ *   stored:      an instance was committed to the spool (before its
+ *                success response goes out);
+ *   refused:     a C-STORE was answered with failure @status;
+ *   association: an accepted association began (+1) or ended (-1).
+ */
+struct scp_observer {
+    void *ctx;
+    void (*stored)(void *ctx, const char *calling_ae, const char *study_uid,
+                   uint64_t bytes);
+    void (*refused)(void *ctx, uint16_t status);
+    void (*association)(void *ctx, int delta);
+};
+
 /* max_pending when scp_params leaves it 0. */
 #define SCP_DEFAULT_MAX_PENDING 32
 
@@ -262,6 +278,7 @@ struct scp_params {
     /* More storage SOP classes to accept (valid UIDs), copied. */
     const char *const *extra_storage;
     size_t extra_storage_count;
+    struct scp_observer observer;   /* copied; all NULL: nobody told */
 };
 
 /*

@@ -109,6 +109,7 @@ struct scp {
     const struct scp_commit_handler *commit; /* NULL: no commitment */
     bool accept_unknown_storage;
     std::vector<std::string> extra_storage;
+    struct scp_observer observer;
 
     int listen_fd;              /* ours: DCMTK never accepts itself;
                                  * -1 when dicom.port is 0 */

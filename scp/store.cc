@@ -375,6 +375,9 @@ static OFCondition receive_store(struct scp_assoc *sa,
                     err);
 
     /* 5. Only now is it safe to say success. */
+    if (scp->observer.stored != NULL)
+        scp->observer.stored(scp->observer.ctx, sa->calling_ae, study_uid,
+                             bytes);
     res->status = STATUS_Success;
     res->comment[0] = '\0';
     log_info("id=%s event=received from=%s@%s sop=%s study=%s bytes=%llu",
@@ -423,6 +426,8 @@ OFCondition scp__store_serve(struct scp_assoc *sa,
                     "status=%04X reason=\"%s\"",
                     sa->number, sa->calling_ae, sa->peer, sop_instance,
                     (unsigned)res.status, res.comment);
+    if (res.status != STATUS_Success && sa->scp->observer.refused != NULL)
+        sa->scp->observer.refused(sa->scp->observer.ctx, res.status);
 
     T_DIMSE_C_StoreRSP rsp;
     memset(&rsp, 0, sizeof(rsp));

@@ -595,6 +595,9 @@ struct oauth_source {
     enum oauth_kind kind;
     void (*notice)(void *ctx, const char *message);
     void *notice_ctx;
+    void (*fetched_fn)(void *ctx, bool ok, int64_t expires_s,
+                       const char *error);
+    void *fetched_ctx;
 
     pthread_mutex_t lock;
     pthread_cond_t fetched;
@@ -760,6 +763,8 @@ int oauth_source_open(const struct oauth_params *params,
     source->background_refresh = params->background_refresh;
     source->notice = params->notice;
     source->notice_ctx = params->notice_ctx;
+    source->fetched_fn = params->fetched;
+    source->fetched_ctx = params->fetched_ctx;
     r = oauth_material_new(params, &source->material, err, err_len);
     if (r < 0) {
         oauth_source_free(source);
@@ -1292,6 +1297,13 @@ static int oauth_fetch_locked(struct oauth_source *source, uint64_t now_ms,
         oauth_err(err, err_len, "%s", why);
     }
     pthread_cond_broadcast(&source->fetched);
+    if (source->fetched_fn != NULL)
+        source->fetched_fn(
+            source->fetched_ctx, r == 0,
+            r == 0 ? (int64_t)time(NULL) +
+                         (int64_t)((source->expires_at_ms - now_ms) / 1000u)
+                   : 0,
+            r == 0 ? NULL : why);
     return r;
 }
 

@@ -140,6 +140,13 @@ struct oauth_params {
      * requests never hold up an upload (the daemon). false: the caller
      * that finds it due fetches. */
     bool background_refresh;
+    /* Told after every token request (from the fetching thread, the
+     * source's lock held: quick, and never calling back into the source):
+     * whether a token came, its expiry as Unix time (0 on failure) and
+     * the reason of a failure (no secret in it). NULL: nobody is told. */
+    void (*fetched)(void *ctx, bool ok, int64_t expires_s,
+                    const char *error);
+    void *fetched_ctx;
 };
 
 struct oauth_source;

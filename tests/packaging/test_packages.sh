@@ -190,7 +190,8 @@ section "the .deb: control, conffiles, scripts, dependencies"
 dpkg-deb -I "$DEB"
 depends=$(dpkg-deb -f "$DEB" Depends)
 has_dep() { printf '%s\n' "$depends" | tr ',' '\n' | sed 's/^ *//' | grep -qE "^$1( |$)"; }
-for dep in libdcmtk17 libcurl4 libcjson1 libc6 adduser ca-certificates; do
+for dep in libdcmtk17 libcurl4 libcjson1 libmicrohttpd12 libc6 adduser \
+    ca-certificates; do
     check "Depends: $dep" has_dep "$dep"
 done
 check "Depends names no GnuTLS curl (OpenSSL's libcurl4 it is)" \

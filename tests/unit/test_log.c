@@ -5,6 +5,7 @@
  * LOG_LINE_MAX, one write(2) per line with its priority prefix.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -226,6 +227,57 @@ static void test_log_msg_line(void)
     }
 }
 
+struct observed {
+    int calls;
+    enum log_level level;
+    size_t len;
+    char line[LOG_LINE_MAX + 8];
+};
+
+static void observe(void *ctx, enum log_level level, const char *line,
+                    size_t len)
+{
+    struct observed *o = ctx;
+
+    o->calls++;
+    o->level = level;
+    o->len = len;
+    /* The line must be NUL-terminated at @len (the monitor reads it as a
+     * string). */
+    snprintf(o->line, sizeof(o->line), "%s", line);
+}
+
+/* The observer sees each written line exactly as written, and nothing
+ * below the level; after log_set_observer(NULL) nothing. */
+static void test_observer(void)
+{
+    struct observed o;
+    int devnull = open("/dev/null", O_WRONLY);
+    int saved = dup(STDERR_FILENO);
+
+    memset(&o, 0, sizeof(o));
+    CHECK(devnull >= 0 && saved >= 0);
+    if (devnull < 0 || saved < 0)
+        return;
+    (void)dup2(devnull, STDERR_FILENO);
+    log_set_level(LOG_LEVEL_NOTICE);
+    log_set_observer(observe, &o);
+    log_msg(LOG_LEVEL_WARNING, "event=x reason=\"%s\"", "a\nb");
+    log_msg(LOG_LEVEL_DEBUG, "event=hidden");
+    CHECK(o.calls == 1);
+    CHECK(o.level == LOG_LEVEL_WARNING);
+    CHECK_MSG(strcmp(o.line, "<4>event=x reason=\"a\\nb\"\n") == 0,
+              "got [%s]", o.line);
+    CHECK(o.len == strlen(o.line));
+    log_set_observer(NULL, NULL);
+    log_msg(LOG_LEVEL_ERR, "event=after");
+    CHECK(o.calls == 1);
+    (void)dup2(saved, STDERR_FILENO);
+    (void)close(saved);
+    (void)close(devnull);
+    log_set_level(LOG_LEVEL_INFO);
+}
+
 int main(void)
 {
     test_plain_conversions();
@@ -236,5 +288,6 @@ int main(void)
     test_truncation();
     test_small_buffers();
     test_log_msg_line();
+    test_observer();
     return tap_done();
 }
