@@ -356,10 +356,10 @@ static void net_titles(const struct scp_rq *rq, char calling[17],
 {
     if (util_trim_copy(calling, 17, rq->calling_ae) < 0 ||
         !util_ae_title_valid(calling))
-        strcpy(calling, "?");
+        (void)snprintf(calling, 17, "?");
     if (util_trim_copy(called, 17, rq->called_ae) < 0 ||
         !util_ae_title_valid(called))
-        strcpy(called, "?");
+        (void)snprintf(called, 17, "?");
 }
 
 /*
@@ -614,7 +614,7 @@ static void net_accept(struct net_loop *loop, uint64_t now)
         p.addr = addr.sin_addr.s_addr;
         if (inet_ntop(AF_INET, &addr.sin_addr, p.peer, sizeof(p.peer)) ==
             NULL)
-            strcpy(p.peer, "?");
+            (void)snprintf(p.peer, sizeof(p.peer), "?");
         p.since_ms = now;
         p.deadline_ms = now + (uint64_t)scp->timeout_s * 1000u;
         p.want = 6;

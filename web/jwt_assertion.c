@@ -522,8 +522,10 @@ int jwt_assertion_sign(const struct jwt_credential *cred,
     char *header = NULL;
     char *claims = NULL;
     char *input = NULL;
+    size_t input_size;
     char *sig_seg = NULL;
     char *jwt = NULL;
+    size_t jwt_size;
     char jti[37];
     int r;
 
@@ -555,12 +557,13 @@ int jwt_assertion_sign(const struct jwt_credential *cred,
         r = -ENOMEM;
         goto out;
     }
-    input = malloc(strlen(header) + 1 + strlen(claims) + 1);
+    input_size = strlen(header) + 1 + strlen(claims) + 1;
+    input = malloc(input_size);
     if (input == NULL) {
         r = -ENOMEM;
         goto out;
     }
-    sprintf(input, "%s.%s", header, claims);
+    (void)snprintf(input, input_size, "%s.%s", header, claims);
     r = jwt_sign_bytes(cred->key, params->alg, input, &sig, &sig_len);
     if (r < 0) {
         cred__err(err, err_len, "signing the client assertion failed: %s",
@@ -569,13 +572,13 @@ int jwt_assertion_sign(const struct jwt_credential *cred,
         goto out;
     }
     sig_seg = cred__base64url(sig, sig_len);
-    jwt = sig_seg != NULL ? malloc(strlen(input) + 1 + strlen(sig_seg) + 1)
-                          : NULL;
+    jwt_size = sig_seg != NULL ? strlen(input) + 1 + strlen(sig_seg) + 1 : 0;
+    jwt = jwt_size > 0 ? malloc(jwt_size) : NULL;
     if (jwt == NULL) {
         r = -ENOMEM;
         goto out;
     }
-    sprintf(jwt, "%s.%s", input, sig_seg);
+    (void)snprintf(jwt, jwt_size, "%s.%s", input, sig_seg);
     *ret_jwt = jwt;
     r = 0;
 out:

@@ -67,17 +67,19 @@ static char *mi_arc_url(const char *url)
 {
     static const char local[] = "//localhost";
     const char *at = strstr(url, local);
+    size_t out_size;
     char *out;
 
     if (at == NULL || (at[sizeof(local) - 1] != ':' &&
                        at[sizeof(local) - 1] != '/' &&
                        at[sizeof(local) - 1] != '\0'))
         return strdup(url);
-    out = malloc(strlen(url) + 2);
+    out_size = strlen(url) + 2;
+    out = malloc(out_size);
     if (out == NULL)
         return NULL;
-    sprintf(out, "%.*s//127.0.0.1%s", (int)(at - url), url,
-            at + sizeof(local) - 1);
+    (void)snprintf(out, out_size, "%.*s//127.0.0.1%s", (int)(at - url), url,
+                   at + sizeof(local) - 1);
     return out;
 }
 
@@ -93,6 +95,7 @@ int mi_resolve(const struct mi_params *params, const struct mi_env *env,
     char *query = NULL;
     char *base;
     char *url;
+    size_t url_size;
     bool ok;
     int r;
 
@@ -123,14 +126,15 @@ int mi_resolve(const struct mi_params *params, const struct mi_env *env,
     ok = ok && cred__form_add(&query, "resource", resource);
     if (ok && client_id != NULL)
         ok = cred__form_add(&query, "client_id", client_id);
-    url = ok ? malloc(strlen(base) + 1 + strlen(query) + 1) : NULL;
+    url_size = ok ? strlen(base) + 1 + strlen(query) + 1 : 0;
+    url = url_size > 0 ? malloc(url_size) : NULL;
     if (url == NULL) {
         free(base);
         free(query);
         return -ENOMEM;
     }
-    sprintf(url, "%s%c%s", base, strchr(base, '?') != NULL ? '&' : '?',
-            query);
+    (void)snprintf(url, url_size, "%s%c%s", base,
+                   strchr(base, '?') != NULL ? '&' : '?', query);
     free(base);
     free(query);
     *ret_flavor = flavor;
@@ -442,6 +446,7 @@ int mi_get_token(const struct mi_params *params, const struct mi_env *env,
     struct cred_http_response resp;
     enum mi_flavor flavor;
     char *authorization = NULL;
+    size_t authorization_size;
     char *key = NULL;
     char *url = NULL;
     const char *what;
@@ -461,12 +466,14 @@ int mi_get_token(const struct mi_params *params, const struct mi_env *env,
                                   params->arc_token_dir, &key, err, err_len);
         if (r < 0)
             goto out;
-        authorization = malloc(strlen(key) + sizeof("Authorization: Basic "));
+        authorization_size = strlen(key) + sizeof("Authorization: Basic ");
+        authorization = malloc(authorization_size);
         if (authorization == NULL) {
             r = -ENOMEM;
             goto out;
         }
-        sprintf(authorization, "Authorization: Basic %s", key);
+        (void)snprintf(authorization, authorization_size,
+                       "Authorization: Basic %s", key);
         cred_http_response_free(&resp);
         r = mi_request(url, authorization, params->timeout_s, &resp, what,
                        err, err_len);
