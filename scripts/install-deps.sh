@@ -24,6 +24,7 @@ packages=(
     # The admin endpoint's tests: promtool and a real Prometheus server
     # (prometheus), a headless browser for the status page (chromium).
     prometheus chromium
+    clang-format       # scripts/format-check.sh (Debian 12: clang-format 14)
 )
 
 missing=()
