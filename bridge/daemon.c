@@ -24,13 +24,14 @@
 
 #include "config/config.h"
 #include "find.h"
+#include "params.h"
 #include "base/log.h"
 #include "web/oauth.h"
+#include "web/stow.h"
 #include "scp/scp.h"
 #include "spool/spool.h"
 #include "uploader.h"
 #include "base/util.h"
-#include "webcfg.h"
 
 /* Extra seconds beyond dicom.timeout_s that a stop waits for
  * associations still receiving a data set. */
@@ -125,26 +126,6 @@ static int daemon_install_signals(void)
     if (sigaction(SIGPIPE, &sa, NULL) < 0)
         return -errno;
     return 0;
-}
-
-/* Copies the config's caller rules into the SCP's parameter shape. */
-static struct scp_caller_rule *daemon_caller_rules(const struct cfg *cfg)
-{
-    size_t n = cfg->dicom.allowed_caller_count;
-    struct scp_caller_rule *rules;
-
-    if (n == 0)
-        return NULL;
-    rules = calloc(n, sizeof(*rules));
-    if (rules == NULL)
-        return NULL;
-    for (size_t i = 0; i < n; i++) {
-        rules[i].ae_title = cfg->dicom.allowed_callers[i].ae_title;
-        rules[i].hosts = cfg->dicom.allowed_callers[i].hosts;
-        rules[i].host_count = cfg->dicom.allowed_callers[i].host_count;
-        rules[i].find = cfg->dicom.allowed_callers[i].find;
-    }
-    return rules;
 }
 
 /*
@@ -249,56 +230,31 @@ int daemon_run(const struct cfg *cfg)
                     "aside; inspect them\"",
                     recovery.set_aside, cfg->spool.dir);
 
-    if (cfg->dicom.allowed_caller_count > 0) {
-        rules = daemon_caller_rules(cfg);
-        if (rules == NULL) {
-            log_err("event=start-failed reason=\"out of memory\"");
-            goto out;
-        }
+    if (params_scp_callers(cfg, &rules) < 0) {
+        log_err("event=start-failed reason=\"out of memory\"");
+        goto out;
     }
-    memset(&params, 0, sizeof(params));
-    params.ae_title = cfg->dicom.ae_title;
-    params.port = (uint16_t)cfg->dicom.port;
-    params.max_associations = cfg->dicom.max_associations;
-    params.max_pdu = cfg->dicom.max_pdu;
-    params.timeout_s = cfg->dicom.timeout_s;
-    params.callers = rules;
-    params.caller_count = cfg->dicom.allowed_caller_count;
-    params.spool = spool;
-    params.min_free_mb = cfg->spool.min_free_mb;
-    params.max_pending = cfg->dicom.max_pending;
-    params.accept_unknown_storage_classes =
-        cfg->dicom.accept_unknown_storage_classes;
-    params.extra_storage =
-        (const char *const *)cfg->dicom.extra_storage_classes;
-    params.extra_storage_count = cfg->dicom.extra_storage_class_count;
-    daemon_size_fds(cfg, &params, cfg->upload.url[0] != '\0');
+    params_scp(cfg, spool, rules, &params);
+    daemon_size_fds(cfg, &params, params_uploading(cfg));
 
-    if (cfg->upload.url[0] != '\0') {
+    if (params_uploading(cfg)) {
         struct oauth_params oauth;
 
-        webcfg_oauth_params(cfg, &oauth);
+        params_oauth(cfg, &oauth);
         tokens = oauth_source_new(&oauth);
         if (tokens == NULL) {
             log_err("event=start-failed reason=\"out of memory\"");
             goto out;
         }
     }
-    if (tokens != NULL && cfg->query.enabled) {
+    if (tokens != NULL && params_find_enabled(cfg)) {
+        struct stow_params web;
         struct find_params fp;
 
-        find_web = find_web_new(cfg->upload.url,
-                                cfg->upload.ca_file[0] ? cfg->upload.ca_file
-                                                       : NULL,
-                                cfg->upload.timeout_s, tokens);
-        memset(&fp, 0, sizeof(fp));
-        fp.profile = strcmp(cfg->query.profile, "azure") == 0
-                         ? FIND_PROFILE_AZURE
-                     : strcmp(cfg->query.profile, "orthanc") == 0
-                         ? FIND_PROFILE_ORTHANC
-                         : FIND_PROFILE_STANDARD;
-        fp.page_size = cfg->query.page_size;
-        fp.max_results = cfg->query.max_results;
+        params_stow(cfg, &web);
+        find_web = find_web_new(web.base_url, web.ca_file, web.timeout_s,
+                                tokens);
+        params_find(cfg, &fp);
         fp.fetch = find_web_fetch;
         fp.fetch_ctx = find_web;
         finder = find_web != NULL ? find_service_new(&fp) : NULL;
@@ -319,20 +275,7 @@ int daemon_run(const struct cfg *cfg)
     if (tokens != NULL) {
         struct uploader_params up;
 
-        memset(&up, 0, sizeof(up));
-        up.spool = spool;
-        up.tokens = tokens;
-        up.url = cfg->upload.url;
-        up.ca_file = cfg->upload.ca_file[0] ? cfg->upload.ca_file : NULL;
-        up.timeout_s = cfg->upload.timeout_s;
-        up.workers = cfg->upload.workers;
-        up.batch_max_instances = cfg->upload.batch_max_instances;
-        up.batch_max_bytes = (uint64_t)cfg->upload.batch_max_mb << 20;
-        up.retry_min_s = cfg->retry.min_s;
-        up.retry_max_s = cfg->retry.max_s;
-        up.max_age_h = cfg->retry.max_age_h;
-        up.max_pause_s = cfg->retry.max_pause_s;
-        up.on_conflict_send = strcmp(cfg->upload.on_conflict, "send") == 0;
+        params_uploader(cfg, spool, tokens, &up);
         uploader = uploader_start(&up);
         if (uploader == NULL) {
             log_err("event=start-failed reason=\"cannot start the "

@@ -24,6 +24,7 @@
 
 #include "config/config.h"
 #include "daemon.h"
+#include "params.h"
 #include "base/log.h"
 #include "web/oauth.h"
 #include "queue_cmd.h"
@@ -34,7 +35,6 @@
 #include "status.h"
 #include "web/stow.h"
 #include "base/util.h"
-#include "webcfg.h"
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
@@ -192,7 +192,7 @@ static int main_fetch_token(const struct cfg *cfg, const char *what,
     char err[512];
     int r;
 
-    webcfg_oauth_params(cfg, &params);
+    params_oauth(cfg, &params);
     params.notice = main_token_notice;
     params.notice_ctx = (void *)what;
     source = oauth_source_new(&params);
@@ -233,7 +233,7 @@ static int main_check_upload(const struct cfg *cfg)
     int failures = 0;
     int r;
 
-    if (cfg->upload.url[0] == '\0') {
+    if (!params_uploading(cfg)) {
         printf("upload: not configured (no upload.url): receive-only, "
                "instances stay in the spool\n");
         return 0;
@@ -251,7 +251,7 @@ static int main_check_upload(const struct cfg *cfg)
                                                      : cfg->auth.token_url);
     }
 
-    webcfg_stow_params(cfg, &params);
+    params_stow(cfg, &params);
     client = stow_client_new(&params);
     if (client == NULL) {
         redact_free(secrets);
@@ -394,13 +394,8 @@ static int main_check(const struct cfg *cfg, bool dump)
 
     r = scp_global_init(err, sizeof(err));
     if (r == 0 && spool != NULL) {
-        memset(&params, 0, sizeof(params));
-        params.ae_title = cfg->dicom.ae_title;
-        params.port = (uint16_t)cfg->dicom.port;
-        params.max_associations = cfg->dicom.max_associations;
-        params.max_pdu = cfg->dicom.max_pdu;
-        params.timeout_s = cfg->dicom.timeout_s;
-        params.spool = spool;
+        /* Only whether the port can be bound: no caller rules. */
+        params_scp(cfg, spool, NULL, &params);
         r = scp_new(&params, &scp, err, sizeof(err));
     }
     if (r < 0) {

@@ -15,8 +15,10 @@
 
 #include "base/log.h"
 #include "web/oauth.h"
+#include "dicom/part10.h"
 #include "dicom/redact.h"
-#include "scp/scp.h"
+#include "outcome.h"
+#include "plan.h"
 #include "servertext.h"
 #include "sopindex.h"
 #include "spool/spool.h"
@@ -33,8 +35,6 @@
 #define UPLOADER_403_LOG_MS 60000
 /* Entry files one scheduling pass may parse for UIDs missing in meta/. */
 #define UPLOADER_PARSE_BUDGET 256
-/* Retry-After values the STOW client reads are at most this (stow.c). */
-#define UPLOADER_RETRY_AFTER_READ_MAX 86400
 
 struct batch {
     char study[UTIL_UID_MAX + 1];
@@ -83,6 +83,9 @@ struct uploader {
     struct sopindex *index;
     int64_t pause_seen_us;
     char digest_err[256];
+    /* The study of the last batch queued, where the planner's rotation
+     * between studies goes on from. */
+    char last_study[UTIL_UID_MAX + 1];
 
     pthread_mutex_t pause_lock;   /* one writer of the pause file */
     /* A pause that could not be written to the spool (0: none). */
@@ -114,20 +117,16 @@ static void batch_free(struct batch *b)
     free(b);
 }
 
-/* Exponential backoff with +-20 % jitter, in seconds, for @attempts. */
+/* Exponential backoff with +-20 % jitter, in seconds, for @attempts
+ * (plan_backoff_s()). */
 static unsigned backoff_s(const struct uploader *up, uint32_t attempts)
 {
-    uint64_t delay = up->params.retry_min_s;
     unsigned char rnd[2] = { 0, 0 };
 
-    for (uint32_t i = 1; i < attempts && delay < up->params.retry_max_s; i++)
-        delay *= 2;
-    if (delay > up->params.retry_max_s)
-        delay = up->params.retry_max_s;
     (void)util_random_bytes(rnd, sizeof(rnd));
-    unsigned permille = 800 + (unsigned)((rnd[0] << 8 | rnd[1]) % 401);
-    delay = delay * permille / 1000;
-    return delay > 0 ? (unsigned)delay : 1;
+    return plan_backoff_s(up->params.retry_min_s, up->params.retry_max_s,
+                          attempts,
+                          800 + (unsigned)((rnd[0] << 8 | rnd[1]) % 401));
 }
 
 /*
@@ -313,34 +312,32 @@ static void outcome_delivered(struct uploader *up, const char *id,
 static void outcome_failed(struct uploader *up, const char *id, long status,
                            uint16_t reason, const char *why);
 
-/* Defers @id for @delay_s (0: the backoff for its attempts); an entry
+/* Defers @id as retry @o says (the outcome table, outcome.h); an entry
  * older than retry.max_age_h is failed as expired instead: we stop
- * trying, we never stop trying silently. */
-static void outcome_deferred(struct uploader *up, const char *id,
-                             long status, uint16_t reason, unsigned delay_s,
-                             const char *why)
+ * trying, we never stop trying silently. meta/ is read once. */
+static void defer_entry(struct uploader *up, const char *id,
+                        const struct outcome *o)
 {
+    struct outcome expired = *o;
     struct spool_meta meta;
+    uint64_t arrival = 0;
+    unsigned delay_s;
     char err[256];
     int r;
 
-    uint64_t arrival = 0;
     if (spool_id_arrival_us(id, &arrival) == 0 &&
-        now_us() - (int64_t)arrival >
-            (int64_t)up->params.max_age_h * 3600 * 1000000) {
-        char expired[320];
-        snprintf(expired, sizeof(expired), "expired: not delivered within "
-                                           "%u h; last error: %s",
-                 up->params.max_age_h, why);
-        outcome_failed(up, id, status, reason, expired);
+        outcome_expire(&expired, (int64_t)arrival, now_us(),
+                       up->params.max_age_h)) {
+        outcome_failed(up, id, expired.http_status, expired.reason,
+                       expired.why);
         return;
     }
     load_meta(up, id, &meta);
-    meta.last_http_status = status;
-    meta.last_reason = reason;
-    snprintf(meta.last_error, sizeof(meta.last_error), "%s", why);
-    if (delay_s == 0)
-        delay_s = backoff_s(up, meta.attempts);
+    meta.last_http_status = o->http_status;
+    meta.last_reason = o->reason;
+    snprintf(meta.last_error, sizeof(meta.last_error), "%.*s",
+             (int)sizeof(meta.last_error) - 1, o->why);
+    delay_s = outcome_retry_delay_s(o, backoff_s(up, meta.attempts));
     save_meta(up, id, &meta);
     r = spool_defer(up->params.spool, id, SPOOL_ACTIVE,
                     now_us() + (int64_t)delay_s * 1000000, err, sizeof(err));
@@ -348,8 +345,19 @@ static void outcome_deferred(struct uploader *up, const char *id,
         log_err("id=%s event=defer-failed reason=\"%s\"", id, err);
     log_notice("id=%s event=deferred sop=%s attempts=%u next=%us "
                "reason=\"%s\"",
-               id, meta.sop_uid, meta.attempts, delay_s, why);
+               id, meta.sop_uid, meta.attempts, delay_s, o->why);
     report_landing(up, id, LANDED_DEFERRED, NULL);
+}
+
+/* Defers @id for @delay_s (0: the backoff for its attempts). */
+static void outcome_deferred(struct uploader *up, const char *id,
+                             long status, uint16_t reason, unsigned delay_s,
+                             const char *why)
+{
+    struct outcome o;
+
+    outcome_retry(status, reason, delay_s, why, &o);
+    defer_entry(up, id, &o);
 }
 
 static void outcome_failed(struct uploader *up, const char *id, long status,
@@ -454,29 +462,18 @@ static void apply_results(struct uploader *up, const struct batch *b,
         goto out;
     }
     for (size_t i = 0; i < b->count; i++) {
-        const struct stow_instance_result *res = &results[i];
-        switch (res->outcome) {
-        case STOW_DELIVERED:
-            outcome_delivered(up, b->ids[i], rep->http_status,
-                              res->reason == 0xB00E ? 0 : res->reason);
+        struct outcome o;
+
+        outcome_for_instance(rep->http_status, &results[i], &o);
+        switch (o.verdict) {
+        case OUTCOME_DELIVERED:
+            outcome_delivered(up, b->ids[i], rep->http_status, o.reason);
             break;
-        case STOW_RETRY:
-            if (res->reason != 0)
-                snprintf(why, sizeof(why), "HTTP %ld, Failure Reason %04X "
-                                           "(%s)", rep->http_status,
-                         res->reason, stow_reason_text(res->reason));
-            else
-                snprintf(why, sizeof(why), "HTTP %ld, the answer does not "
-                                           "list this instance as stored",
-                         rep->http_status);
-            outcome_deferred(up, b->ids[i], rep->http_status, res->reason, 0,
-                             why);
+        case OUTCOME_RETRY:
+            defer_entry(up, b->ids[i], &o);
             break;
-        case STOW_REJECTED:
-            snprintf(why, sizeof(why), "HTTP %ld, Failure Reason %04X (%s)",
-                     rep->http_status, res->reason,
-                     stow_reason_text(res->reason));
-            outcome_failed(up, b->ids[i], rep->http_status, res->reason, why);
+        case OUTCOME_DEAD_LETTER:
+            outcome_failed(up, b->ids[i], rep->http_status, o.reason, o.why);
             break;
         }
     }
@@ -608,40 +605,20 @@ again:
         defer_all(up, b, rep.http_status, up->params.retry_max_s, why);
         break;
     case STOW_RETRY_LATER: {
-        unsigned delay = 0;
-        if (rep.retry_after_s > 0) {
-            /* Never longer than retry.max_pause_s, whatever was asked. */
-            delay = rep.retry_after_s > (int64_t)up->params.max_pause_s
-                        ? up->params.max_pause_s
-                        : (unsigned)rep.retry_after_s;
-            if (rep.http_status == 429 || rep.http_status == 503) {
-                /* The whole service asked for a pause, not this batch. */
-                char asked[64];
-                char reason[sizeof(((struct spool_pause *)0)->reason)];
-                if (rep.retry_after_s >= UPLOADER_RETRY_AFTER_READ_MAX)
-                    snprintf(asked, sizeof(asked), "at least %lld s",
-                             (long long)rep.retry_after_s);
-                else
-                    snprintf(asked, sizeof(asked), "%lld s",
-                             (long long)rep.retry_after_s);
-                snprintf(reason, sizeof(reason), "HTTP %ld with "
-                                                 "Retry-After %s",
-                         rep.http_status, asked);
-                pause_uploads(up, delay, reason);
-                log_notice("event=paused url=%s status=%ld retry_after=\"%s\" "
-                           "seconds=%u max_pause_s=%u",
-                           up->url, rep.http_status, asked, delay,
-                           up->params.max_pause_s);
-            }
+        struct outcome later;
+        struct outcome_pause pause;
+
+        outcome_for_retry_later(rep.http_status, rep.retry_after_s,
+                                up->params.max_pause_s, &later, &pause);
+        if (pause.seconds > 0) {
+            pause_uploads(up, pause.seconds, pause.reason);
+            log_notice("event=paused url=%s status=%ld retry_after=\"%s\" "
+                       "seconds=%u max_pause_s=%u",
+                       up->url, rep.http_status, pause.asked, pause.seconds,
+                       up->params.max_pause_s);
         }
-        snprintf(why, sizeof(why), "HTTP %ld", rep.http_status);
-        for (size_t i = 0; i < b->count; i++) {
-            struct spool_meta meta;
-            load_meta(up, b->ids[i], &meta);
-            unsigned d = backoff_s(up, meta.attempts);
-            outcome_deferred(up, b->ids[i], rep.http_status, 0,
-                             d > delay ? d : delay, why);
-        }
+        for (size_t i = 0; i < b->count; i++)
+            defer_entry(up, b->ids[i], &later);
         break;
     }
     }
@@ -715,7 +692,8 @@ static int entry_uids(struct uploader *up, enum spool_state state,
         memset(&meta, 0, sizeof(meta));
     if (spool_entry_path(up->params.spool, state, id, path, sizeof(path)) < 0)
         return -EINVAL;
-    if (scp_read_entry_uids(path, meta.study_uid, meta.sop_uid) < 0)
+    if (part10_read_instance_uids(path, meta.study_uid, meta.sop_uid, NULL,
+                                  0) < 0)
         return access(path, F_OK) == 0 ? -EINVAL : -ENOENT;
     /* The receiver writes meta/ just after the commit: if it did so
      * meanwhile, keep its version (with the calling AE). */
@@ -729,12 +707,6 @@ static int entry_uids(struct uploader *up, enum spool_state state,
     *ret_meta = meta;
     return 0;
 }
-
-struct candidate {
-    const struct spool_entry *entry;
-    enum spool_state state;
-    bool taken;
-};
 
 /* Moves @id from @state to failed/ with @why (the scheduler's own). */
 static void fail_from(struct uploader *up, enum spool_state state,
@@ -982,9 +954,91 @@ static struct landing_record *take_landings(struct uploader *up,
 }
 
 /*
+ * The planner's candidates of a pass: the entries of incoming/ and then of
+ * deferred/ (each listing in ID order) that sort before @frontier ("":
+ * all), with their UIDs from the copies index (NULL: not indexed).
+ * *@ret is the caller's to free.
+ */
+static int gather_candidates(struct uploader *up,
+                             const struct listing *incoming,
+                             const struct listing *deferred,
+                             const char *frontier,
+                             struct plan_candidate **ret, size_t *ret_count)
+{
+    const struct listing *lists[2] = { incoming, deferred };
+    struct plan_candidate *cands;
+    size_t n = 0;
+
+    cands = calloc(incoming->count + deferred->count + 1, sizeof(*cands));
+    if (cands == NULL)
+        return -ENOMEM;
+    for (int l = 0; l < 2; l++)
+        for (size_t i = 0; i < lists[l]->count; i++) {
+            const struct spool_entry *e = &lists[l]->entries[i];
+            struct plan_candidate *c = &cands[n];
+
+            if (frontier[0] != '\0' && strcmp(e->id, frontier) >= 0)
+                break;   /* listings are in ID order */
+            c->id = e->id;
+            c->study_uid = sopindex_study(up->index, e->id);
+            c->sop_uid = sopindex_sop(up->index, e->id);
+            c->size = e->size;
+            c->retry = lists[l]->state == SPOOL_DEFERRED;
+            c->not_before_us = e->mtime_us;
+            n++;
+        }
+    *ret = cands;
+    *ret_count = n;
+    return 0;
+}
+
+/* Moves the entries of planned batch @pb to active/ and queues them for
+ * the workers. Returns true when a batch was queued. */
+static bool queue_batch(struct uploader *up, const struct plan *plan,
+                        const struct plan_batch *pb,
+                        const struct plan_candidate *cands)
+{
+    struct batch *b = calloc(1, sizeof(*b));
+    const char *study = cands[pb->study_candidate].study_uid;
+
+    if (b != NULL)
+        b->ids = calloc(pb->count, sizeof(*b->ids));
+    if (b == NULL || b->ids == NULL) {
+        batch_free(b);
+        return false;
+    }
+    snprintf(b->study, sizeof(b->study), "%s", study);
+    for (size_t k = 0; k < pb->count; k++) {
+        const struct plan_candidate *c = &cands[plan->members[pb->first + k]];
+        char move_err[256];
+
+        if (spool_move(up->params.spool, c->id,
+                       c->retry ? SPOOL_DEFERRED : SPOOL_INCOMING,
+                       SPOOL_ACTIVE, move_err, sizeof(move_err)) < 0)
+            continue;   /* lost race, or logged by the next pass */
+        sopindex_set_in_flight(up->index, c->id, true);
+        memcpy(b->ids[b->count], c->id, strlen(c->id) + 1);
+        b->count++;
+        b->bytes += c->size;
+    }
+    if (b->count == 0) {
+        batch_free(b);
+        return false;
+    }
+    snprintf(up->last_study, sizeof(up->last_study), "%s", b->study);
+    pthread_mutex_lock(&up->lock);
+    up->queue[up->queued++] = b;
+    pthread_cond_broadcast(&up->changed);
+    pthread_mutex_unlock(&up->lock);
+    return true;
+}
+
+/*
  * One pass: list the spool, bring the copies index up to date, resolve
- * the duplicates of what the workers finished, then build and queue
- * batches while there is room. Returns the number of batches queued.
+ * the duplicates of what the workers finished, then, while the workers'
+ * queue has room, plan batches (plan.h) of the candidates the copy rules
+ * admit and queue them. meta/ is read only for entries the index has not
+ * seen. Returns the number of batches queued.
  */
 static unsigned schedule_pass(struct uploader *up)
 {
@@ -993,19 +1047,19 @@ static unsigned schedule_pass(struct uploader *up)
         { .state = SPOOL_DEFERRED },
         { .state = SPOOL_INCOMING },
     };
-    struct spool_entry *incoming;
-    struct spool_entry *deferred;
-    size_t n_in;
-    size_t n_def;
-    struct candidate *cand = NULL;
-    size_t n_cand = 0;
+    struct plan_candidate *cands = NULL;
+    size_t n_cands = 0;
+    size_t *order = NULL;
+    size_t n_order = 0;
+    struct plan plan = { 0 };
+    struct plan_limits limits;
     unsigned queued = 0;
-    int64_t now = now_us();
     struct landing_record *landings;
     size_t n_landings = 0;
     bool lost = false;
     char frontier[SPOOL_ID_MAX];
     char err[256];
+    size_t room;
 
     landings = take_landings(up, &n_landings, &lost);
     for (int i = 0; i < 3; i++) {
@@ -1018,110 +1072,46 @@ static unsigned schedule_pass(struct uploader *up)
     }
     index_refresh(up, lists, lost, frontier);
     apply_landings(up, landings, n_landings);
-    incoming = lists[2].entries;
-    n_in = lists[2].count;
-    deferred = lists[1].entries;
-    n_def = lists[1].count;
-    cand = calloc(2 * UPLOADER_WINDOW, sizeof(*cand));
-    if (cand == NULL)
+
+    pthread_mutex_lock(&up->lock);
+    room = up->worker_count - up->queued;
+    pthread_mutex_unlock(&up->lock);
+    if (room == 0)
         goto out;
+    /* Beyond the frontier the index is incomplete: nothing there is a
+     * candidate yet. */
+    if (gather_candidates(up, &lists[2], &lists[1], frontier, &cands,
+                          &n_cands) < 0 ||
+        plan_select(cands, n_cands, now_us(), 2 * UPLOADER_WINDOW, &order,
+                    &n_order) < 0)
+        goto out;
+    for (size_t i = 0; i < n_order && !atomic_load(&up->stop); i++) {
+        struct plan_candidate *c = &cands[order[i]];
 
-    /* Fair: alternate new and retried entries. Beyond the frontier the
-     * index is incomplete: nothing there is a candidate yet. */
-    size_t i_in = 0;
-    size_t i_def = 0;
-    while (n_cand < 2 * UPLOADER_WINDOW && (i_in < n_in || i_def < n_def)) {
-        for (int turn = 0; turn < 2; turn++) {
-            const struct spool_entry *e = NULL;
-            enum spool_state state = SPOOL_INCOMING;
-            if (turn == 0 && i_in < n_in) {
-                e = &incoming[i_in++];
-            } else if (turn == 1) {
-                while (i_def < n_def && e == NULL) {
-                    const struct spool_entry *d = &deferred[i_def++];
-                    if (d->mtime_us <= now)
-                        e = d;
-                }
-                state = SPOOL_DEFERRED;
-            }
-            if (e != NULL && frontier[0] != '\0' &&
-                strcmp(e->id, frontier) >= 0)
-                e = NULL;
-            if (e != NULL && n_cand < 2 * UPLOADER_WINDOW) {
-                cand[n_cand].entry = e;
-                cand[n_cand].state = state;
-                n_cand++;
-            }
+        if (c->study_uid == NULL ||
+            !admit(up, c->id, c->retry ? SPOOL_DEFERRED : SPOOL_INCOMING)) {
+            /* admit() may have dropped it from the index: its UIDs with
+             * it. */
+            c->held = true;
+            c->study_uid = NULL;
+            c->sop_uid = NULL;
         }
     }
-
-    for (size_t c = 0; c < n_cand && !atomic_load(&up->stop); c++) {
-        const char *study;
-        struct batch *b;
-
-        if (cand[c].taken)
-            continue;
-        pthread_mutex_lock(&up->lock);
-        bool full = up->queued >= up->worker_count;
-        pthread_mutex_unlock(&up->lock);
-        if (full)
-            break;
-
-        study = sopindex_study(up->index, cand[c].entry->id);
-        if (study == NULL || !admit(up, cand[c].entry->id, cand[c].state)) {
-            cand[c].taken = true;
-            continue;
-        }
-        study = sopindex_study(up->index, cand[c].entry->id);
-        b = calloc(1, sizeof(*b));
-        if (b != NULL)
-            b->ids = calloc(up->params.batch_max_instances, sizeof(*b->ids));
-        if (b == NULL || b->ids == NULL) {
-            batch_free(b);
-            break;
-        }
-        memcpy(b->study, study, strlen(study) + 1);
-        for (size_t k = c; k < n_cand && b->count <
-                                             up->params.batch_max_instances;
-             k++) {
-            const struct spool_entry *e = cand[k].entry;
-            char move_err[256];
-            if (cand[k].taken)
-                continue;
-            if (k != c) {
-                const char *other = sopindex_study(up->index, e->id);
-                if (other == NULL || strcmp(other, b->study) != 0)
-                    continue;
-            }
-            if (b->count > 0 &&
-                b->bytes + e->size > up->params.batch_max_bytes)
-                continue;
-            if (k != c && !admit(up, e->id, cand[k].state)) {
-                cand[k].taken = true;
-                continue;
-            }
-            cand[k].taken = true;
-            if (spool_move(up->params.spool, e->id, cand[k].state,
-                           SPOOL_ACTIVE, move_err, sizeof(move_err)) < 0)
-                continue;   /* lost race, or logged by the next pass */
-            sopindex_set_in_flight(up->index, e->id, true);
-            memcpy(b->ids[b->count], e->id, strlen(e->id) + 1);
-            b->count++;
-            b->bytes += e->size;
-        }
-        if (b->count == 0) {
-            batch_free(b);
-            continue;
-        }
-        pthread_mutex_lock(&up->lock);
-        up->queue[up->queued++] = b;
-        pthread_cond_broadcast(&up->changed);
-        pthread_mutex_unlock(&up->lock);
-        queued++;
-    }
+    limits.batch_max_instances = up->params.batch_max_instances;
+    limits.batch_max_bytes = up->params.batch_max_bytes;
+    limits.max_batches = room;
+    if (atomic_load(&up->stop) ||
+        plan_batches(cands, order, n_order, &limits, up->last_study,
+                     &plan) < 0)
+        goto out;
+    for (size_t i = 0; i < plan.batch_count && !atomic_load(&up->stop); i++)
+        if (queue_batch(up, &plan, &plan.batches[i], cands))
+            queued++;
 
 out:
-    free(cand);
+    plan_free(&plan);
+    free(order);
+    free(cands);
     free(landings);
     for (int i = 0; i < 3; i++)
         free(lists[i].entries);

@@ -19,6 +19,8 @@
 
 #include <zlib.h>
 
+#include "base/util.h"
+
 #define P10_CHUNK 65536u
 #define P10_UNDEFINED 0xFFFFFFFFu
 #define P10_TAG(g, e) (((uint32_t)(g) << 16) | (uint32_t)(e))
@@ -701,4 +703,36 @@ int part10_read_file(const char *path, struct part10_field *fields,
     if (r < 0)
         part10_fields_clear(fields, count);
     return r;
+}
+
+int part10_read_instance_uids(const char *path,
+                              char ret_study[PART10_UID_MAX],
+                              char ret_sop[PART10_UID_MAX], char *err,
+                              size_t err_len)
+{
+    struct part10_field fields[2] = {
+        { .tag = P10_TAG(0x0020, 0x000D) },   /* StudyInstanceUID */
+        { .tag = P10_TAG(0x0008, 0x0018) },   /* SOPInstanceUID */
+    };
+    static const char *const names[2] = { "StudyInstanceUID",
+                                          "SOPInstanceUID" };
+    int r = part10_read_file(path, fields, 2, NULL, err, err_len);
+
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < 2; i++) {
+        if (fields[i].value == NULL || fields[i].length >= PART10_UID_MAX ||
+            !util_uid_valid(fields[i].value)) {
+            if (err != NULL && err_len > 0)
+                snprintf(err, err_len, "%s %s", names[i],
+                         fields[i].found ? "is not a valid UID"
+                                         : "is missing");
+            part10_fields_clear(fields, 2);
+            return -EINVAL;
+        }
+    }
+    memcpy(ret_study, fields[0].value, fields[0].length + 1);
+    memcpy(ret_sop, fields[1].value, fields[1].length + 1);
+    part10_fields_clear(fields, 2);
+    return 0;
 }

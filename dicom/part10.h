@@ -83,6 +83,19 @@ int part10_read_buffer(const void *data, size_t len,
 /* Frees the values in @fields and marks them not found. */
 void part10_fields_clear(struct part10_field *fields, size_t count);
 
+/*
+ * Reads StudyInstanceUID (0020,000D) and SOPInstanceUID (0008,0018) of
+ * the Part 10 file at @path into @ret_study and @ret_sop (written only on
+ * success), for a spool entry whose meta/ file was lost. Returns 0,
+ * -EINVAL when the file is not a well-formed Part 10 file up to them or a
+ * UID is missing or not a valid UID (util_uid_valid(): the reason in
+ * @err), -ENOMEM, or the negative errno of open/read.
+ */
+int part10_read_instance_uids(const char *path,
+                              char ret_study[PART10_UID_MAX],
+                              char ret_sop[PART10_UID_MAX], char *err,
+                              size_t err_len);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,7 +1,7 @@
 /*
  * scp - the DIMSE service provider: C-ECHO, C-STORE into the spool and
- * C-FIND handed to a C callback (DESIGN.md section 4). The only C++ module; this header is plain C and
- * no C++ type or exception crosses it.
+ * C-FIND handed to a C callback (docs/architecture.md). The only C++
+ * module; this header is plain C and no C++ type or exception crosses it.
  *
  * Built on DCMTK's ASC_/DIMSE_ API with our own accept loop (DcmSCPPool
  * leaks a thread stack per association and DcmSCPConfig cannot take all
@@ -163,15 +163,6 @@ unsigned scp_active_associations(const struct scp *scp);
  * and refuses callers cleanly) but serves fewer.
  */
 unsigned scp_fds_needed(const struct scp_params *params);
-
-/*
- * Reads StudyInstanceUID (0020,000D) and SOPInstanceUID (0008,0018) of
- * the Part 10 file at @path (parsing stops before the pixel data), for an
- * entry whose meta/ file was lost. Returns 0, or -EINVAL when the file
- * cannot be parsed or a UID is missing or invalid.
- */
-int scp_read_entry_uids(const char *path, char ret_study[UTIL_UID_MAX + 1],
-                        char ret_sop[UTIL_UID_MAX + 1]);
 
 /*
  * Reads what identifies the patient in the Part 10 file at @path (parsing

@@ -1,8 +1,15 @@
 /*
- * scp_int - declarations shared by the two halves of the scp module (C++
- * only, never included outside scp/):
- *   scp.cc      the DCMTK side: one thread per association, negotiation,
- *               C-ECHO, C-STORE, C-FIND, the public API;
+ * scp_int - declarations shared by the files of the scp module (C++ only,
+ * never included outside scp/), laid out by DIMSE service as DCMTK's
+ * dcmnet is:
+ *   scp.cc      the public API: scp_global_init(), scp_new(), scp_run(),
+ *               scp_free(), scp_read_entry_identity();
+ *   assoc.cc    one thread per association: negotiation, the command
+ *               loop and its dispatch table scp_services[];
+ *   echo.cc     C-ECHO;
+ *   store.cc    C-STORE, into the spool;
+ *   find.cc     C-FIND, handed to the C handler of scp_params.find;
+ *   charset.cc  the character sets of C-FIND identifiers;
  *   scp_net.cc  the connection loop on the scp_run() thread: accept,
  *               the wait for a whole A-ASSOCIATE-RQ, its structural check
  *               (scp_rq.h), the association limit, and the closing of
@@ -26,13 +33,18 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
-#include "scp.h"
-#include "base/util.h"
+#include "dcmtk/config/osconfig.h"
+#include "dcmtk/dcmnet/assoc.h"
+#include "dcmtk/dcmnet/dimse.h"
+#include "dcmtk/ofstd/ofstring.h"
 
-struct T_ASC_Network;
+#include "base/util.h"
+#include "scp.h"
+
 class DcmTransportConnection;
 class DcmTransportLayer;
 
@@ -94,6 +106,77 @@ struct scp_conn {
     char peer[64];              /* dotted IPv4 */
 };
 
+/* The C-STORE write buffer of an association (store.cc): DCMTK hands
+ * over one PDV fragment at a time, often ~10 KB, and one write(2) each
+ * would cost more than the fsync. */
+#define SCP_WRITE_BUFFER (256u * 1024u)
+
+/* One association being served, owned by its thread. */
+struct scp_assoc {
+    struct scp *scp;
+    T_ASC_Association *assoc;
+    unsigned char *write_buffer;   /* SCP_WRITE_BUFFER bytes */
+    unsigned long number;
+    char calling_ae[UTIL_AE_TITLE_MAX + 1];
+    char peer[64];
+    unsigned long stores;          /* C-STORE-RQs served */
+    unsigned long finds;           /* C-FIND-RQs served */
+};
+
+/*
+ * One DIMSE service: the request @msg arrived on context @pres_id of
+ * @sa (a context we accepted, or one the service must check). The
+ * service answers it, counts it in @sa, and logs its own outcome. Returns
+ * a bad condition only when the association cannot go on (network
+ * failure, abort, protocol error): the caller then aborts it.
+ */
+typedef OFCondition (*scp_service_fn)(struct scp_assoc *sa,
+                                      T_ASC_PresentationContextID pres_id,
+                                      T_DIMSE_Message *msg);
+
+/* echo.cc, store.cc, find.cc: the services of the dispatch table. */
+OFCondition scp__echo_serve(struct scp_assoc *sa,
+                            T_ASC_PresentationContextID pres_id,
+                            T_DIMSE_Message *msg);
+OFCondition scp__store_serve(struct scp_assoc *sa,
+                             T_ASC_PresentationContextID pres_id,
+                             T_DIMSE_Message *msg);
+OFCondition scp__find_serve(struct scp_assoc *sa,
+                            T_ASC_PresentationContextID pres_id,
+                            T_DIMSE_Message *msg);
+
+/* charset.cc */
+
+/* True if a value of @ds (or of its items) is not ASCII. */
+bool scp__ds_has_non_ascii(const struct ds *ds);
+
+/*
+ * Reads the Specific Character Set (0008,0005) of the C-FIND identifier
+ * @identifier, without surrounding spaces, into @ret_charset ("" when
+ * absent), and converts @identifier to UTF-8 unless it is already. False
+ * when DCMTK cannot convert it (@ret_charset is set for the log).
+ */
+bool scp__charset_request_to_utf8(DcmDataset *identifier,
+                                  OFString &ret_charset);
+
+/*
+ * Gives the answer @dset (values in UTF-8, built from @answer) the
+ * character set the SCU asked for (@charset, "" for none): pure ASCII
+ * answers carry @charset as is, or none; others are converted to
+ * @charset when every character can be represented there, else sent in
+ * UTF-8 with (0008,0005) "ISO_IR 192" (logged once per answer).
+ */
+std::unique_ptr<DcmDataset>
+scp__charset_answer(struct scp_assoc *sa, const struct ds *answer,
+                    std::unique_ptr<DcmDataset> dset,
+                    const OFString &charset);
+
+/* scp.cc */
+
+/* Copies a DIMSE UID field without the trailing spaces or NULs some SCUs
+ * send; returns false if it does not fit in @dst_size. */
+bool scp__copy_trimmed_uid(char *dst, size_t dst_size, const char *src);
+
 /* scp_net.cc */
 
 /* Binds and listens on @port on every IPv4 interface, close-on-exec and
@@ -134,7 +217,13 @@ int scp__split_taken(void);
  * DCMTK closes it. Accepts NULL. */
 void scp__abort_on_close(DcmTransportConnection *conn);
 
-/* scp.cc */
+/* assoc.cc */
+
+/* dcmExternalSocketHandle is one process-wide variable: the hand-over of
+ * a socket to DCMTK (a connection, or the listener to the network) is
+ * serialised by this lock. It never waits on the network, since the whole
+ * A-ASSOCIATE-RQ is already buffered by then. */
+extern pthread_mutex_t scp__handover_lock;
 
 /* True if the caller may associate (dicom.allowed_callers); @ret_find
  * tells whether it may also query (C-FIND offered and its matching rule

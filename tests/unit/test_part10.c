@@ -384,6 +384,121 @@ static void test_file(void)
     CHECK(r == -ENOENT && strstr(err, "open()") != NULL);
 }
 
+/* Writes @b to a new temporary file whose name goes to @path. */
+static bool write_temp(const struct buf *b, char path[32])
+{
+    snprintf(path, 32, "/tmp/test_part10.XXXXXX");
+    int fd = mkstemp(path);
+    if (fd < 0)
+        return false;
+    bool ok = write(fd, b->data, b->len) == (ssize_t)b->len;
+    return close(fd) == 0 && ok;
+}
+
+/* part10_read_instance_uids(): what the uploader reads of an entry whose
+ * meta/ file was lost. Both UIDs, padded or not, in each encoding; each
+ * missing, invalid, multi-valued or too long is -EINVAL and leaves the
+ * outputs alone; not Part 10, -EINVAL; no file, -ENOENT. */
+static void test_instance_uids(void)
+{
+    static const char long_uid[] =
+        "1.2.3.4.5.6.7.8.9.10.11.12.13.14.15.16.17.18.19.20.21.22.23.24.25";
+    static const struct {
+        const char *name;
+        const char *study;      /* NULL: absent */
+        const char *sop;
+        int expect;
+        const char *reason;     /* in err when failing */
+    } cases[] = {
+        { "valid", "1.2.840.99.1", "1.2.3.4.5", 0, NULL },
+        { "64 characters", "1.2.840.99.1",
+          "1.2.3.4.5.6.7.8.9.10.11.12.13.14.15.16.17.18.19.20.21.22.23.24.1",
+          0, NULL },
+        { "no study", NULL, "1.2.3.4.5", -EINVAL,
+          "StudyInstanceUID is missing" },
+        { "no SOP", "1.2.840.99.1", NULL, -EINVAL,
+          "SOPInstanceUID is missing" },
+        { "study not a UID", "1.2.abc", "1.2.3.4.5", -EINVAL,
+          "StudyInstanceUID is not a valid UID" },
+        { "SOP multi-valued", "1.2.840.99.1", "1.2.3\\1.2.4", -EINVAL,
+          "SOPInstanceUID is not a valid UID" },
+        { "SOP too long", "1.2.840.99.1", long_uid, -EINVAL,
+          "SOPInstanceUID is not a valid UID" },
+        { "study empty", "", "1.2.3.4.5", -EINVAL,
+          "StudyInstanceUID is not a valid UID" },
+    };
+    static const char *ts[] = { "1.2.840.10008.1.2.1", "1.2.840.10008.1.2",
+                                "1.2.840.10008.1.2.2" };
+    char path[32];
+    char err[200];
+    int r;
+
+    for (size_t t = 0; t < 3; t++) {
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+            static struct buf b;
+            char study[PART10_UID_MAX] = "untouched";
+            char sop[PART10_UID_MAX] = "untouched";
+
+            memset(&b, 0, sizeof(b));
+            b.be = t == 2;
+            b.implicit = t == 1;
+            start(&b, ts[t]);
+            if (cases[i].sop != NULL)
+                elem(&b, TAG(0x0008, 0x0018), "UI", cases[i].sop);
+            elem(&b, TAG(0x0010, 0x0010), "PN", "Doe^Jane");
+            if (cases[i].study != NULL)
+                elem(&b, TAG(0x0020, 0x000D), "UI", cases[i].study);
+            head(&b, TAG(0x7FE0, 0x0010), "OW", 4);
+            put(&b, "\xff\xff\xff\xff", 4);
+            if (!write_temp(&b, path)) {
+                CHECK_MSG(false, "cannot write %s", path);
+                continue;
+            }
+            err[0] = '\0';
+            r = part10_read_instance_uids(path, study, sop, err,
+                                          sizeof(err));
+            (void)unlink(path);
+            CHECK_MSG(r == cases[i].expect, "%s %s: %d %s", ts[t],
+                      cases[i].name, r, err);
+            if (cases[i].expect == 0) {
+                CHECK_MSG(strcmp(study, cases[i].study) == 0 &&
+                              strcmp(sop, cases[i].sop) == 0,
+                          "%s %s: [%s] [%s]", ts[t], cases[i].name, study,
+                          sop);
+            } else {
+                CHECK_MSG(strcmp(study, "untouched") == 0 &&
+                              strcmp(sop, "untouched") == 0,
+                          "%s %s: outputs written", ts[t], cases[i].name);
+                CHECK_MSG(strstr(err, cases[i].reason) != NULL,
+                          "%s %s: reason [%s]", ts[t], cases[i].name, err);
+            }
+        }
+    }
+
+    /* Not a Part 10 file: a bare data set, without preamble and DICM. */
+    {
+        static struct buf b;
+        char study[PART10_UID_MAX] = "untouched";
+        char sop[PART10_UID_MAX] = "untouched";
+
+        memset(&b, 0, sizeof(b));
+        elem(&b, TAG(0x0008, 0x0018), "UI", "1.2.3.4.5");
+        elem(&b, TAG(0x0020, 0x000D), "UI", "1.2.840.99.1");
+        CHECK(write_temp(&b, path));
+        r = part10_read_instance_uids(path, study, sop, err, sizeof(err));
+        (void)unlink(path);
+        CHECK_MSG(r == -EINVAL && strcmp(study, "untouched") == 0,
+                  "not Part 10: %d %s", r, err);
+    }
+    {
+        char study[PART10_UID_MAX];
+        char sop[PART10_UID_MAX];
+        r = part10_read_instance_uids("/nonexistent/x.dcm", study, sop, NULL,
+                                      0);
+        CHECK_MSG(r == -ENOENT, "no file: %d", r);
+    }
+}
+
 /* Random byte changes of the hand-built files (a fixed seed, so a
  * failure repeats): the reader returns 0 or -EINVAL, never crashes, never
  * reads out of bounds (run under ASan in CI). */
@@ -421,6 +536,7 @@ int main(void)
     test_un_undefined_length();
     test_limits_and_errors();
     test_file();
+    test_instance_uids();
     test_mutations();
     return tap_done();
 }

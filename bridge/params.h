@@ -1,0 +1,69 @@
+/*
+ * params - the one place where the configuration becomes the parameter
+ * structs of the modules (STYLE.md "Modules get *_params structs, never
+ * the config object"): the SCP's, the C-FIND provider's, the token
+ * source's, the STOW-RS client's and the uploader's. A new config key is
+ * mapped here and nowhere else.
+ *
+ * Pure: no I/O, no logging (the token source's notices are routed to the
+ * log by the callback it is given). Strings are borrowed from @cfg, which
+ * must outlive the params; an empty optional string ("") becomes NULL.
+ * Errors: params_scp_callers() returns -ENOMEM; the rest cannot fail.
+ */
+#ifndef STOWBRIDGE_PARAMS_H
+#define STOWBRIDGE_PARAMS_H
+
+#include <stdbool.h>
+
+struct cfg;
+struct find_params;
+struct oauth_params;
+struct oauth_source;
+struct scp_caller_rule;
+struct scp_params;
+struct spool;
+struct stow_params;
+struct uploader_params;
+
+/* True when upload.url is set: the daemon uploads (else receive-only). */
+bool params_uploading(const struct cfg *cfg);
+
+/*
+ * dicom.allowed_callers as the SCP's caller rules, in *@ret_rules (caller
+ * frees with free(); NULL when the list is empty, which means anyone).
+ * The rules borrow the config's strings and networks.
+ */
+int params_scp_callers(const struct cfg *cfg,
+                       struct scp_caller_rule **ret_rules);
+
+/*
+ * dicom.* and spool.min_free_mb as the SCP's params, receiving into
+ * @spool, with @rules from params_scp_callers() (NULL when it gave none).
+ * No C-FIND handler: the caller sets ->find when it offers C-FIND.
+ */
+void params_scp(const struct cfg *cfg, struct spool *spool,
+                const struct scp_caller_rule *rules, struct scp_params *ret);
+
+/* auth.* (and upload.ca_file, upload.timeout_s) as token source params;
+ * the source's notices go to the log (event=token-lifetime). */
+void params_oauth(const struct cfg *cfg, struct oauth_params *ret);
+
+/* upload.url, upload.ca_file and upload.timeout_s as STOW-RS client
+ * params (also what the QIDO-RS side of C-FIND connects with). */
+void params_stow(const struct cfg *cfg, struct stow_params *ret);
+
+/* True when C-FIND is to be offered: query.enabled and an upload.url
+ * (the QIDO-RS server is the STOW-RS one). */
+bool params_find_enabled(const struct cfg *cfg);
+
+/* query.* as the C-FIND provider's params; the fetch function is the
+ * caller's to set. */
+void params_find(const struct cfg *cfg, struct find_params *ret);
+
+/* upload.*, retry.* as the uploader's params, sending what is in @spool
+ * with tokens from @tokens (both borrowed). */
+void params_uploader(const struct cfg *cfg, struct spool *spool,
+                     struct oauth_source *tokens,
+                     struct uploader_params *ret);
+
+#endif

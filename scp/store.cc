@@ -1,0 +1,455 @@
+/*
+ * store - the C-STORE service (see scp.h for the contract, scp_int.h for
+ * the module's files).
+ *
+ * scp__store_serve(): admission, receive into spool tmp/ through
+ * SpoolConsumer, validate the file against the command, commit, respond.
+ *
+ * Received data reaches the disk only through spool_write_all(), so every
+ * write, fsync and rename passes the spool's checks (and its fault hooks in
+ * tests). DCMTK's own file writer is not used: it neither fsyncs nor
+ * checks close().
+ */
+#include "scp_int.h"
+
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "dcmtk/dcmdata/dcdeftag.h"
+#include "dcmtk/dcmdata/dcfilefo.h"
+#include "dcmtk/dcmdata/dcmetinf.h"
+#include "dcmtk/dcmdata/dcostrma.h"
+#include "dcmtk/dcmdata/dcuid.h"
+#include "dcmtk/dcmnet/assoc.h"
+#include "dcmtk/dcmnet/dimse.h"
+#include "dcmtk/ofstd/ofstd.h"
+
+#include "base/log.h"
+#include "base/util.h"
+#include "spool/spool.h"
+
+/* Our Implementation Class UID (PS3.7 D.3.3.2), a UUID-derived UID. */
+#define SCP_IMPLEMENTATION_CLASS_UID \
+    "2.25.242422315187102122747475212045372960498"
+#define SCP_IMPLEMENTATION_VERSION_NAME "STOWBRIDGE_" STOWBRIDGE_VERSION
+
+/*
+ * A DcmConsumer that writes to a spool fd through spool_write_all(), in
+ * chunks of SCP_WRITE_BUFFER bytes (DCMTK hands over one PDV fragment at a
+ * time, often ~10 KB: one write(2) each would cost more than the fsync).
+ * After the first failure it accepts nothing more and remembers the errno,
+ * so the caller answers A700 whatever DCMTK made of the short write.
+ * finish() must be called at the end: it writes what is buffered.
+ */
+class SpoolConsumer : public DcmConsumer {
+public:
+    SpoolConsumer(int fd, unsigned char *buffer)
+        : fd_(fd), error_(0), bytes_(0), buffer_(buffer), used_(0) {}
+
+    OFBool good() const override { return error_ == 0; }
+    OFCondition status() const override
+    {
+        return error_ == 0 ? EC_Normal : EC_InvalidStream;
+    }
+    OFBool isFlushed() const override { return used_ == 0; }
+    offile_off_t avail() const override
+    {
+        return error_ == 0 ? (offile_off_t)(1 << 30) : 0;
+    }
+    offile_off_t write(const void *buf, offile_off_t buflen) override
+    {
+        const unsigned char *p = (const unsigned char *)buf;
+        size_t left = (size_t)buflen;
+
+        if (error_ != 0 || buflen <= 0)
+            return 0;
+        while (left > 0) {
+            size_t room = SCP_WRITE_BUFFER - used_;
+            size_t n = left < room ? left : room;
+            memcpy(buffer_ + used_, p, n);
+            used_ += n;
+            p += n;
+            left -= n;
+            if (used_ == SCP_WRITE_BUFFER && !drain())
+                return 0;
+        }
+        bytes_ += (uint64_t)buflen;
+        return buflen;
+    }
+    void flush() override { (void)drain(); }
+
+    /* Writes out what is buffered; false (and error() set) on failure. */
+    bool finish() { return drain(); }
+    int error() const { return error_; }
+    uint64_t bytes() const { return bytes_; }
+
+private:
+    bool drain()
+    {
+        if (error_ != 0)
+            return false;
+        if (used_ == 0)
+            return true;
+        int r = spool_write_all(fd_, buffer_, used_);
+        used_ = 0;
+        if (r < 0) {
+            error_ = -r;
+            return false;
+        }
+        return true;
+    }
+
+    int fd_;
+    int error_;
+    uint64_t bytes_;
+    unsigned char *buffer_;
+    size_t used_;
+};
+
+/* DcmOutputStream's constructor is protected: this is the usual shim. */
+class SpoolOutputStream : public DcmOutputStream {
+public:
+    explicit SpoolOutputStream(SpoolConsumer *consumer)
+        : DcmOutputStream(consumer) {}
+};
+
+/* ------------------------------------------------------------------ */
+/* C-STORE                                                             */
+/* ------------------------------------------------------------------ */
+
+struct store_result {
+    DIC_US status;
+    char comment[128];   /* Error Comment (0000,0902), at most 64 sent */
+};
+
+static void store_fail(struct store_result *res, DIC_US status,
+                       const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void store_fail(struct store_result *res, DIC_US status,
+                       const char *fmt, ...)
+{
+    va_list ap;
+
+    res->status = status;
+    va_start(ap, fmt);
+    vsnprintf(res->comment, sizeof(res->comment), fmt, ap);
+    va_end(ap);
+}
+
+/*
+ * Writes the Part 10 preamble and File Meta Information built from the
+ * command (PS3.10 7.1) through @stream.
+ */
+static bool write_meta_header(DcmOutputStream &stream,
+                              const char *sop_class, const char *sop_instance,
+                              const char *transfer_syntax,
+                              const char *calling_ae)
+{
+    DcmMetaInfo meta;
+    const Uint8 version[2] = { 0x00, 0x01 };
+
+    if (meta.putAndInsertUint8Array(DCM_FileMetaInformationVersion, version, 2)
+            .bad() ||
+        meta.putAndInsertString(DCM_MediaStorageSOPClassUID, sop_class).bad() ||
+        meta.putAndInsertString(DCM_MediaStorageSOPInstanceUID, sop_instance)
+            .bad() ||
+        meta.putAndInsertString(DCM_TransferSyntaxUID, transfer_syntax).bad() ||
+        meta.putAndInsertString(DCM_ImplementationClassUID,
+                                SCP_IMPLEMENTATION_CLASS_UID).bad() ||
+        meta.putAndInsertString(DCM_ImplementationVersionName,
+                                SCP_IMPLEMENTATION_VERSION_NAME).bad() ||
+        meta.putAndInsertString(DCM_SourceApplicationEntityTitle, calling_ae)
+            .bad())
+        return false;
+    if (meta.putAndInsertUint32(DCM_FileMetaInformationGroupLength, 0).bad())
+        return false;
+    if (meta.computeGroupLengthAndPadding(EGL_withGL, EPD_noChange,
+                                          EXS_LittleEndianExplicit,
+                                          EET_ExplicitLength).bad())
+        return false;
+    meta.transferInit();
+    OFCondition cond = meta.write(stream, EXS_LittleEndianExplicit,
+                                  EET_ExplicitLength, NULL);
+    meta.transferEnd();
+    return cond.good() && stream.good();
+}
+
+/*
+ * Checks the received file against the command (step 3 of
+ * receive_store()): it parses as Part 10; SOPClassUID (0008,0016) and
+ * SOPInstanceUID (0008,0018) equal the command's; StudyInstanceUID
+ * (0020,000D) is present and valid. Reads only up to the pixel data.
+ */
+static bool validate_received(const char *path, const char *sop_class,
+                              const char *sop_instance,
+                              char study_uid[UTIL_UID_MAX + 1],
+                              struct store_result *res)
+{
+    DcmFileFormat file;
+    OFString value;
+    char trimmed[UTIL_UID_MAX + 2];
+    OFCondition cond;
+
+    cond = file.loadFileUntilTag(path, EXS_Unknown, EGL_noChange,
+                                 DCM_MaxReadLength, ERM_fileOnly,
+                                 DCM_PixelData);
+    if (cond.bad()) {
+        store_fail(res, STATUS_STORE_Error_CannotUnderstand,
+                   "data set cannot be parsed: %s", cond.text());
+        return false;
+    }
+    DcmDataset *ds = file.getDataset();
+
+    if (ds->findAndGetOFStringArray(DCM_SOPClassUID, value).bad() ||
+        !scp__copy_trimmed_uid(trimmed, sizeof(trimmed), value.c_str()) ||
+        strcmp(trimmed, sop_class) != 0) {
+        store_fail(res, STATUS_STORE_Error_DataSetDoesNotMatchSOPClass,
+                   "SOPClassUID (0008,0016) differs from the command's");
+        return false;
+    }
+    if (ds->findAndGetOFStringArray(DCM_SOPInstanceUID, value).bad() ||
+        !scp__copy_trimmed_uid(trimmed, sizeof(trimmed), value.c_str()) ||
+        strcmp(trimmed, sop_instance) != 0) {
+        store_fail(res, STATUS_STORE_Error_DataSetDoesNotMatchSOPClass,
+                   "SOPInstanceUID (0008,0018) differs from the command's");
+        return false;
+    }
+    if (ds->findAndGetOFStringArray(DCM_StudyInstanceUID, value).bad() ||
+        !scp__copy_trimmed_uid(trimmed, sizeof(trimmed), value.c_str()) ||
+        !util_uid_valid(trimmed)) {
+        store_fail(res, STATUS_STORE_Error_DataSetDoesNotMatchSOPClass,
+                   "StudyInstanceUID (0020,000D) missing or not a valid UID");
+        return false;
+    }
+    memcpy(study_uid, trimmed, strlen(trimmed) + 1);
+    return true;
+}
+
+/* Reads and drops the data set that follows a command we refuse early. */
+static OFCondition skip_data_set(struct scp_assoc *sa)
+{
+    DIC_UL bytes = 0;
+    DIC_UL pdvs = 0;
+
+    return DIMSE_ignoreDataSet(sa->assoc, DIMSE_NONBLOCKING,
+                               (int)sa->scp->timeout_s, &bytes, &pdvs);
+}
+
+/*
+ * Receives one C-STORE data set into the spool and fills @res. Returns
+ * a bad condition only when the association itself is broken (network
+ * failure, abort), in which case no response can be sent.
+ */
+static OFCondition receive_store(struct scp_assoc *sa,
+                                 T_ASC_PresentationContextID pres_id,
+                                 const char *sop_class,
+                                 const char *sop_instance,
+                                 struct store_result *res)
+{
+    struct scp *scp = sa->scp;
+    T_ASC_PresentationContext pc;
+    char id[SPOOL_ID_MAX];
+    char path[4096];
+    char err[512];
+    char study_uid[UTIL_UID_MAX + 1];
+    uint64_t free_mb = 0;
+    int fd = -1;
+    int r;
+
+    /* 1. Admission. */
+    r = spool_free_mb(scp->spool, &free_mb);
+    if (r < 0 || free_mb < scp->min_free_mb) {
+        OFCondition cond = skip_data_set(sa);
+        if (r < 0)
+            store_fail(res, STATUS_STORE_Refused_OutOfResources,
+                       "cannot check free space on the spool");
+        else
+            store_fail(res, STATUS_STORE_Refused_OutOfResources,
+                       "spool has %llu MiB free, below %llu MiB",
+                       (unsigned long long)free_mb,
+                       (unsigned long long)scp->min_free_mb);
+        return cond;
+    }
+    if (ASC_findAcceptedPresentationContext(sa->assoc->params, pres_id, &pc)
+            .bad()) {
+        OFCondition cond = skip_data_set(sa);
+        store_fail(res, STATUS_STORE_Refused_OutOfResources,
+                   "no accepted presentation context %d", (int)pres_id);
+        return cond;
+    }
+
+    /* 2. Receive straight into a new file in tmp/. */
+    r = spool_tmp_create(scp->spool, id, &fd, err, sizeof(err));
+    if (r < 0) {
+        OFCondition cond = skip_data_set(sa);
+        log_err("event=spool-error assoc=%lu reason=\"%s\"", sa->number, err);
+        store_fail(res, STATUS_STORE_Refused_OutOfResources,
+                   "cannot create spool file");
+        return cond;
+    }
+
+    SpoolConsumer consumer(fd, sa->write_buffer);
+    SpoolOutputStream stream(&consumer);
+    T_ASC_PresentationContextID data_pres_id = pres_id;
+    OFCondition cond = EC_Normal;
+
+    if (!write_meta_header(stream, sop_class, sop_instance,
+                           pc.acceptedTransferSyntax, sa->calling_ae)) {
+        cond = skip_data_set(sa);
+        if (consumer.error() == 0) {
+            /* DCMTK could not build the meta header: not a disk error. */
+            spool_discard(scp->spool, id, fd);
+            store_fail(res, STATUS_STORE_Refused_OutOfResources,
+                       "cannot build the file meta information");
+            return cond;
+        }
+    } else {
+        cond = DIMSE_receiveDataSetInFile(sa->assoc, DIMSE_NONBLOCKING,
+                                          (int)scp->timeout_s, &data_pres_id,
+                                          &stream, NULL, NULL);
+        if (cond.good() && consumer.finish())
+            /* Start writeback now so that it overlaps the validation
+             * below; spool_commit()'s fsync then has little left to do. */
+            (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    }
+
+    if (consumer.error() != 0) {
+        char errbuf[128];
+        log_err("event=spool-error assoc=%lu id=%s reason=\"write() failed: %s\"",
+                sa->number, id,
+                util_strerror(-consumer.error(), errbuf, sizeof(errbuf)));
+        spool_discard(scp->spool, id, fd);
+        store_fail(res, STATUS_STORE_Refused_OutOfResources,
+                   "cannot write spool file: %s",
+                   util_strerror(-consumer.error(), errbuf, sizeof(errbuf)));
+        /* DCMTK drained the rest unless the network failed as well. */
+        return cond == DIMSE_OUTOFRESOURCES ? EC_Normal : cond;
+    }
+    if (cond.bad()) {
+        /* The network failed mid data set: nothing can be answered. */
+        spool_discard(scp->spool, id, fd);
+        return cond;
+    }
+    if (data_pres_id != pres_id) {
+        spool_discard(scp->spool, id, fd);
+        store_fail(res, STATUS_STORE_Error_CannotUnderstand,
+                   "data set sent on another presentation context");
+        return EC_Normal;
+    }
+
+    /* 3. Validate against the command. */
+    r = spool_entry_path(scp->spool, SPOOL_TMP, id, path, sizeof(path));
+    if (r < 0 || !validate_received(path, sop_class, sop_instance, study_uid,
+                                    res)) {
+        if (r < 0)
+            store_fail(res, STATUS_STORE_Refused_OutOfResources,
+                       "spool path too long");
+        spool_discard(scp->spool, id, fd);
+        return EC_Normal;
+    }
+
+    /* 4. Commit: fsync, rename into incoming/, fsync directories. */
+    uint64_t bytes = consumer.bytes();
+    r = spool_commit(scp->spool, id, fd, err, sizeof(err));
+    if (r < 0) {
+        log_err("event=spool-error assoc=%lu id=%s reason=\"%s\"", sa->number,
+                id, err);
+        store_fail(res, STATUS_STORE_Refused_OutOfResources,
+                   "cannot commit spool file");
+        return EC_Normal;
+    }
+
+    /* What the uploader will need, kept beside the entry; losing it does
+     * no harm (the UIDs can be read from the file again). */
+    struct spool_meta meta;
+    memset(&meta, 0, sizeof(meta));
+    OFStandard::strlcpy(meta.study_uid, study_uid, sizeof(meta.study_uid));
+    OFStandard::strlcpy(meta.sop_uid, sop_instance, sizeof(meta.sop_uid));
+    OFStandard::strlcpy(meta.calling_ae, sa->calling_ae,
+                        sizeof(meta.calling_ae));
+    if (spool_meta_write(scp->spool, id, &meta, err, sizeof(err)) < 0)
+        log_warning("event=meta-failed id=%s reason=\"%s\", ignoring", id,
+                    err);
+
+    /* 5. Only now is it safe to say success. */
+    res->status = STATUS_Success;
+    res->comment[0] = '\0';
+    log_info("id=%s event=received from=%s@%s sop=%s study=%s bytes=%llu",
+             id, sa->calling_ae, sa->peer, sop_instance, study_uid,
+             (unsigned long long)bytes);
+    return EC_Normal;
+}
+
+/* One C-STORE-RQ: receive, answer, and count it. */
+OFCondition scp__store_serve(struct scp_assoc *sa,
+                             T_ASC_PresentationContextID pres_id,
+                             T_DIMSE_Message *msg)
+{
+    T_DIMSE_C_StoreRQ *req = &msg->msg.CStoreRQ;
+    struct store_result res;
+    char sop_class[UTIL_UID_MAX + 1];
+    char sop_instance[UTIL_UID_MAX + 1];
+    OFCondition cond;
+
+    sa->stores++;
+    memset(&res, 0, sizeof(res));
+    res.status = STATUS_STORE_Refused_OutOfResources;
+
+    if (!scp__copy_trimmed_uid(sop_class, sizeof(sop_class),
+                          req->AffectedSOPClassUID) ||
+        !scp__copy_trimmed_uid(sop_instance, sizeof(sop_instance),
+                          req->AffectedSOPInstanceUID) ||
+        !util_uid_valid(sop_class) || !util_uid_valid(sop_instance)) {
+        cond = skip_data_set(sa);
+        store_fail(&res, STATUS_STORE_Error_DataSetDoesNotMatchSOPClass,
+                   "Affected SOP Class/Instance UID is not a valid UID");
+        OFStandard::strlcpy(sop_instance, "-", sizeof(sop_instance));
+    } else {
+        cond = receive_store(sa, pres_id, sop_class, sop_instance, &res);
+    }
+    if (cond.bad()) {
+        log_warning("event=store-aborted assoc=%lu from=%s@%s sop=%s "
+                    "reason=\"%s\"",
+                    sa->number, sa->calling_ae, sa->peer, sop_instance,
+                    cond.text());
+        return cond;
+    }
+
+    if (res.status != STATUS_Success)
+        log_warning("event=refused assoc=%lu from=%s@%s sop=%s "
+                    "status=%04X reason=\"%s\"",
+                    sa->number, sa->calling_ae, sa->peer, sop_instance,
+                    (unsigned)res.status, res.comment);
+
+    T_DIMSE_C_StoreRSP rsp;
+    memset(&rsp, 0, sizeof(rsp));
+    rsp.MessageIDBeingRespondedTo = req->MessageID;
+    rsp.DimseStatus = res.status;
+    rsp.DataSetType = DIMSE_DATASET_NULL;
+    OFStandard::strlcpy(rsp.AffectedSOPClassUID, req->AffectedSOPClassUID,
+                        sizeof(rsp.AffectedSOPClassUID));
+    OFStandard::strlcpy(rsp.AffectedSOPInstanceUID,
+                        req->AffectedSOPInstanceUID,
+                        sizeof(rsp.AffectedSOPInstanceUID));
+    rsp.opts = O_STORE_AFFECTEDSOPCLASSUID | O_STORE_AFFECTEDSOPINSTANCEUID;
+
+    DcmDataset detail;
+    DcmDataset *detail_ptr = NULL;
+    if (res.status != STATUS_Success && res.comment[0] != '\0') {
+        /* Error Comment is LO: at most 64 characters. */
+        char comment[65];
+        OFStandard::strlcpy(comment, res.comment, sizeof(comment));
+        if (detail.putAndInsertString(DCM_ErrorComment, comment).good())
+            detail_ptr = &detail;
+    }
+    cond = DIMSE_sendStoreResponse(sa->assoc, pres_id, req, &rsp, detail_ptr);
+    if (cond.bad())
+        log_warning("event=response-failed assoc=%lu from=%s@%s sop=%s "
+                    "reason=\"%s\"",
+                    sa->number, sa->calling_ae, sa->peer, sop_instance,
+                    cond.text());
+    return cond;
+}
