@@ -75,14 +75,16 @@ static void *serve(void *arg)
         if (request != NULL) {
             const char *answer = stub->reply(stub->ctx, request, header_len,
                                              len);
-            if (answer != NULL)
-                (void)!write(fd, answer, strlen(answer));
+            /* Recorded before it is answered: a client that has its answer
+             * may look at the request at once. */
             pthread_mutex_lock(&stub->lock);
             free(stub->last_request);
             stub->last_request = request;
             stub->last_len = len;
             stub->last_header_len = header_len;
             pthread_mutex_unlock(&stub->lock);
+            if (answer != NULL)
+                (void)!write(fd, answer, strlen(answer));
             atomic_fetch_add(&stub->requests, 1);
         }
         close(fd);
