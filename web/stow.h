@@ -1,5 +1,5 @@
 /*
- * stow - STOW-RS (PS3.18 10.5, DESIGN.md section 6): the request and what
+ * stow - STOW-RS (PS3.18 10.5, docs/architecture.md section 6): the request and what
  * the server's answer means for each instance of a batch.
  *
  * Request: stow_post() sends one batch of Part 10 files as one
@@ -14,7 +14,7 @@
  *
  * Answer: stow_parse_response() turns an HTTP status and a DICOM JSON body
  * (the Store Instances Response Module, PS3.18 Annex I) into one outcome
- * per instance sent, following the outcome table of DESIGN.md section 6.
+ * per instance sent, following the outcome table of docs/architecture.md section 6.
  *
  * Thread safety: a struct stow_client is used by one thread at a time
  * (one per upload worker: its connection is reused between batches);
@@ -42,7 +42,7 @@ enum stow_outcome {
     STOW_REJECTED,        /* permanent: dead letter with the reason */
 };
 
-/* What the HTTP status of the whole request asks for (DESIGN.md 6). */
+/* What the HTTP status of the whole request asks for (docs/architecture.md section 6). */
 enum stow_request_action {
     STOW_READ_BODY = 0,   /* 200, 202, 409: per-instance outcomes in body */
     STOW_SPLIT_BATCH,     /* 400, 413, 415: retry singly, then reject */
