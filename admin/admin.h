@@ -1,6 +1,7 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * admin - the bridge's HTTP endpoint for people and monitoring (issue 14,
- * DESIGN.md 3.1): /metrics, /healthz, /readyz, the status page at /, and
+ * docs/architecture.md section 10): /metrics, /healthz, /readyz, the status page at /, and
  * two POST actions. It reads only what the daemon hands it: a metrics
  * registry and the callbacks of struct admin_provider. It never touches
  * the spool, the ledger or DCMTK.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * admin_int - declarations shared only inside the admin module (and its
  * unit test): HTML and JSON escaping into a capped buffer (base/buf.h),

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * auth - the access rules of the admin endpoint (see admin_int.h and the
  * "Access rules" of admin.h).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * escape - the admin module's HTML and JSON escapes, appended to a
  * base/buf buffer (see admin_int.h), and admin_copy_text() (admin.h).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * events - a bounded ring of the most recent events for the status page:
  * the logging side pushes one line per event, the status snapshot copies

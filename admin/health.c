@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * health - the readiness verdict and the JSON bodies of /healthz and
  * /readyz (see admin_int.h).

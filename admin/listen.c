@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * listen - admin.listen parsing and the admin section's configuration
  * rules (see admin.h).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * page - the status page (see admin_int.h): one self-contained HTML
  * document rendered from a snapshot. Inline CSS only, no script, no

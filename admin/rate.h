@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * rate - rates over sliding windows (the last 5 minutes, the last hour)
  * from periodic samples of a cumulative counter, for the status page.

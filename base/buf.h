@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * buf - a growable byte buffer with a ceiling, in the manner of curl's
  * dynbuf: every buffer is given its largest size when it is initialised,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * metrics - a registry of counters, gauges and histograms, rendered in
  * the Prometheus text exposition format 0.0.4, for every layer (scp/,

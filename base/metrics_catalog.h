@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * metrics_catalog - every metric family stowbridge exports (issue 14),
  * decided in one place: names, types, labels, help texts, buckets and the

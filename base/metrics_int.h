@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * metrics_int - the registry's data structures, shared by metrics.c
  * (registration, lookup, updates) and metrics_render.c (the text format).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * util - small helpers shared by every module: validation of identifiers
  * that reach file names and logs, IPv4 networks, time, and careful I/O.

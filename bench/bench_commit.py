@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Benchmark (run on demand, never in CI) of Storage Commitment and the
 delivery ledger in the daemon (issue 12, Performance):
 

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Token sources off the hot path (issue 13, Performance). Run on demand,
 never in CI:
 

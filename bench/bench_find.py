@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """C-FIND benchmark: the latency stowbridge adds to a STUDY-level C-FIND
 over the raw QIDO-RS call it makes, and its memory over 10 000 queries.
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * bench_ledger - the ledger at the size of a busy site (issue 12,
  * "Performance"). Run on demand through bench/bench_ledger.sh, never in CI:

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Ledger benchmark (issue 12, "Performance"). Run on demand, never in CI:
 #
 #   bench/bench_ledger.sh [BUILD_DIR] [ROWS] [DIR]

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * bench_metrics - what counting costs the hot paths, and what rendering
  * costs the admin thread.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Monitoring benchmark (issue 14). Run on demand, never in CI:
 #
 #   bench/bench_monitor.sh [BUILD_DIR] [COUNT] [SIZE_KB] [SPOOL_ENTRIES]

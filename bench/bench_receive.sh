@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Receive benchmark (issue: receive side). Run on demand, never in CI:
 #
 #   bench/bench_receive.sh [BUILD_DIR] [COUNT] [SIZE_KB]

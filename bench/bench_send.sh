@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Send benchmark (issue: send side). Run on demand, never in CI:
 #
 #   bench/bench_send.sh [BUILD_DIR] [COUNT] [SIZE_KB] [BIG_MB]

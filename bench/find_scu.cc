@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // find_scu - benchmark SCU: one association, N identical STUDY-level
 // C-FINDs (Study Root), each timed from request to final response.
 // usage: find_scu HOST PORT CALLED_AE N PATIENT_ID

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Writes N distinct CT instances of about SIZE_KB each (explicit VR little
 endian, random 16-bit pixels) into DIR, for the receive benchmark.
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """How the ledger's schema was chosen (ledger/README.md, "Schema"): builds
 the same N deliveries into one SQLite file per candidate schema and prints
 the bytes per row of each. Run on demand, never in CI:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * commit - the Storage Commitment provider (issue 12): what commits an
  * instance, the durable transactions in the spool's commit/ area

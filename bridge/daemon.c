@@ -1,7 +1,8 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * daemon - see daemon.h.
  *
- * Order of start-up (DESIGN.md section 5): lock the spool, recover it,
+ * Order of start-up (docs/architecture.md section 9): lock the spool, recover it,
  * and only then open the DIMSE port, so nothing is received into a spool
  * that has not been checked. READY=1 goes to systemd once the port is
  * bound. SIGTERM/SIGINT set a flag that the SCP polls; associations in

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * daemon - the `stowbridge run` lifecycle: signals, spool recovery, the
  * SCP, systemd notification, graceful stop, and SIGHUP rotation of the

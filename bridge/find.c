@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * find - C-FIND through QIDO-RS (see find.h).
  *

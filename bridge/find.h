@@ -1,6 +1,7 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * find - the C-FIND provider: answers a C-FIND identifier by QIDO-RS
- * against the DICOMweb server (DESIGN.md section 8), with DIMSE matching
+ * against the DICOMweb server (docs/architecture.md section 8), with DIMSE matching
  * (PS3.4 C.2.2.2, match.h) guaranteed by matching every key again on the
  * results.
  *

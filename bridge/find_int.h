@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * find_int - what the files of the C-FIND provider share, and nothing
  * else includes: find.c (sessions, paging, answers, patient grouping, the

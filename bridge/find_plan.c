@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * find_plan - QIDO-RS planning for C-FIND (see find_int.h): where each
  * attribute lives (PS3.4 C.6 key tables) and what each server profile can

@@ -1,5 +1,6 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
- * main - the stowbridge program and its subcommands (DESIGN.md section 9).
+ * main - the stowbridge program and its subcommands (docs/architecture.md section 9).
  *
  *   stowbridge run --config FILE            the daemon, in the foreground
  *   stowbridge status --config FILE [--json]

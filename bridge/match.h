@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * match - DIMSE matching (PS3.4 C.2.2.2), on plain data sets (dataset.h):
  * what a C-FIND key asks and whether an entity's value satisfies it. Pure:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * monitor - the daemon's side of the admin endpoint (issue 14): it owns
  * the metrics registry (base/metrics_catalog.h), the event ring and the

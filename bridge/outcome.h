@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * outcome - the uploader's outcome table: what a STOW-RS answer means
  * for each instance of the batch, as one of three verdicts:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * params - the one place where the configuration becomes the parameter
  * structs of the modules (STYLE.md "Modules get *_params structs, never

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * plan - the uploader's planner: which spool entries one scheduling pass
  * sends, in which batches, in which order; and the backoff of a retry.

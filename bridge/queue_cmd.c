@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * queue_cmd - `stowbridge queue list|show|retry|delete|resume`: what an
  * operator sees and does with spool entries. Every action is one atomic

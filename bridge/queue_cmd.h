@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * queue_cmd - `stowbridge queue ...`: list, show, retry and delete spool
  * entries, safe while the daemon runs. Program code: prints; returns the

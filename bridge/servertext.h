@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * servertext - what a DICOMweb server said about spool entries, made safe
  * to log, to keep in meta/ and to print (`queue list/show`): a server

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * sopindex - the scheduler's in-memory index of the unresolved spool
  * entries (incoming/, active/, deferred/), by entry ID and by SOP Instance

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * status - `stowbridge status`: per-state counts, bytes and oldest age of
  * the spool, read without the daemon's lock (safe while it runs).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * study_cmd - see study_cmd.h. The ledger knows what was delivered and
  * every commitment transaction; the spool knows what is still queued or

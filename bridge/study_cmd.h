@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * study_cmd - reconciliation (issue 12 item 5), read-only and safe while
  * the daemon runs (the ledger opened read-only, WAL; the spool without its

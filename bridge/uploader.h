@@ -1,5 +1,6 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
- * uploader - the scheduler and the upload workers (DESIGN.md section 6).
+ * uploader - the scheduler and the upload workers (docs/architecture.md section 6).
  *
  * One scheduler thread claims entries from incoming/ and from deferred/
  * whose not-before time has come (alternating, so a backlog of retries

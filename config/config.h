@@ -1,5 +1,6 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
- * config - the stowbridge configuration file (DESIGN.md section 9).
+ * config - the stowbridge configuration file (docs/architecture.md section 9).
  *
  * The file is one JSON object with sections "dicom", "spool", "log",
  * "upload", "auth", "retry", "query", "commit", "ledger" and "admin".
@@ -107,7 +108,7 @@ struct cfg_log {
     int level;                    /* enum log_level; "info" */
 };
 
-/* Where to send (DESIGN.md 6). An empty url means receive-only. */
+/* Where to send (docs/architecture.md section 6). An empty url means receive-only. */
 struct cfg_upload {
     char *url;                    /* "": receive-only; http(s)://... */
     unsigned workers;             /* 4, 1..64 */
@@ -119,7 +120,7 @@ struct cfg_upload {
                                      a SOP Instance UID that differs */
 };
 
-/* How to authenticate (DESIGN.md 7). Strings are "" when unset. After
+/* How to authenticate (docs/architecture.md section 7). Strings are "" when unset. After
  * cfg_load(), client_secret holds the secret from wherever it came
  * (inline, client_secret_file, or $CREDENTIALS_DIRECTORY/client_secret)
  * and, for "azure", token_url and scope are filled in. */
@@ -158,7 +159,7 @@ struct cfg_retry {
     unsigned max_age_h;        /* 168: older entries go to failed/ */
 };
 
-/* C-FIND through QIDO-RS (DESIGN.md 8). */
+/* C-FIND through QIDO-RS (docs/architecture.md section 8). */
 struct cfg_query {
     bool enabled;              /* true; needs upload.url */
     char *profile;             /* "standard" | "azure" | "orthanc" */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * dataset - plain-C DICOM data sets (see dataset.h).
  */

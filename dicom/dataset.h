@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * dataset - a plain-C DICOM data set for C-FIND identifiers and QIDO-RS
  * results, the shape in which scp/ (DCMTK), web/ (DICOM JSON) and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * redact - hides known values in text that came from outside (a server's
  * error body, an OAuth error_description, a Location header) before that

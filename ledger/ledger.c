@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * ledger - opening, the schema, moving an unusable file aside, closing
  * and the counters. The queue and the writer thread are in queue.c, the

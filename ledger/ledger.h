@@ -1,6 +1,7 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * ledger - the durable record of delivered instances and the history of
- * Storage Commitment transactions (issue 12 item 4; DESIGN.md 3.1).
+ * Storage Commitment transactions (issue 12 item 4; docs/architecture.md section 10).
  * SQLite behind a plain C API: nothing outside ledger/ sees SQL.
  *
  * The ledger is NOT the spool. Losing it, or finding it corrupt, loses no

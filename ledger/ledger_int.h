@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * ledger_int - declarations shared only inside ledger/: the handle, the
  * queue entries, the writer's and the reader's statements, UID packing

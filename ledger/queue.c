@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * queue - the asynchronous side of the ledger: the record calls copy their
  * arguments into one allocation and append it to a bounded ring under

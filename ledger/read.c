@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * read - the read API: one read-only connection per handle, its
  * statements prepared once, used under lg->rlock by any thread. Functions

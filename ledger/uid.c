@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * uid - how the ledger stores UIDs: packed two characters per byte ('0'-'9'
  * as 0-9, '.' as 10, a final odd character padded with 15), which halves

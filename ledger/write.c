@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * write - the writer thread's SQL: one transaction per group of queued
  * entries (interning names, studies and series on the way) and the prune

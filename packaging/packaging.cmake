@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # The DEB and RPM packages (CPack), and the files they ship besides the
 # program. Included at the end of the top-level CMakeLists.txt. Built with
 #
@@ -111,7 +112,7 @@ set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 
 set(CPACK_RPM_FILE_NAME RPM-DEFAULT)
-set(CPACK_RPM_PACKAGE_LICENSE "LicenseRef-not-published")
+set(CPACK_RPM_PACKAGE_LICENSE "Apache-2.0")
 set(CPACK_RPM_PACKAGE_GROUP "Applications/Engineering")
 set(CPACK_RPM_PACKAGE_DESCRIPTION "${CPACK_PACKAGE_DESCRIPTION}")
 # Library requirements are generated from the program (libcurl.so.4,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * assoc - one thread per association (see scp.h for the contract,
  * scp_int.h for the module's files):

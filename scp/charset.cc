@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * charset - character sets on the C-FIND path (see scp_int.h): the
  * identifier of a request is read in UTF-8 whatever Specific Character

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * commit - the Storage Commitment Push Model SCP (PS3.4 Annex J; scp.h):
  * the N-ACTION-RQ checked and handed to the provider, which makes it

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * commit_int - declarations of the Storage Commitment side of scp/ (C++
  * only, never included outside scp/):

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * echo - the Verification service, C-ECHO (see scp_int.h): answered
  * with success on any context we accepted.

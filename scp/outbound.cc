@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * outbound - associations we open to a remote AE (commit_int.h): one
  * NET_REQUESTOR network per association (no shared state between

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * proxy - the PROXY protocol header (HAProxy's proxy-protocol.txt,
  * versions 1 and 2) that a load balancer sends before the connection's

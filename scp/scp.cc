@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * scp - the public API of the DIMSE service provider (see scp.h for the
  * contract and scp_int.h for the files of the module): initialisation,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * scp - the DIMSE service provider: C-ECHO, C-STORE into the spool,
  * C-FIND handed to a C callback, and Storage Commitment (N-ACTION handed

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * scp_int - declarations shared by the files of the scp module (C++ only,
  * never included outside scp/), laid out by DIMSE service as DCMTK's

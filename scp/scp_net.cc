@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * scp_net - the connection loop of scp_run() (see scp_int.h).
  *
@@ -541,10 +542,10 @@ static void net_titles(const struct scp_rq *rq, char calling[17],
 {
     if (util_trim_copy(calling, 17, rq->calling_ae) < 0 ||
         !util_ae_title_valid(calling))
-        strcpy(calling, "?");
+        (void)snprintf(calling, 17, "?");
     if (util_trim_copy(called, 17, rq->called_ae) < 0 ||
         !util_ae_title_valid(called))
-        strcpy(called, "?");
+        (void)snprintf(called, 17, "?");
 }
 
 /* The binding of the rule scp__caller_allowed() decides by: the first

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * scp_pdu - the transport layer under DCMTK that splits every P-DATA-TF
  * PDU of several PDVs into one PDU per PDV (see scp_int.h).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * scp_rq - the structural check of an A-ASSOCIATE-RQ PDU (PS3.8 9.3.2,
  * PS3.7 D.3.3), made by the SCP on the bytes it peeked from the socket

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tls - the DICOM TLS side of the SCP (PS3.15 B.9-B.11), inside scp/
  * only: the server's TLS material (certificate, key, CAs, CRL, DCMTK's

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """A local OAuth2 token endpoint for the demo (never for production):
 answers client_credentials requests from the one client it knows with a
 short-lived unsigned JWT, so stowbridge's real token path runs end to end.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # First run on a fresh Debian 12 machine: install the dependencies, build,
 # start a local destination (Orthanc with its DICOMweb plugin, and a local
 # OAuth2 token endpoint so the real token path runs), start stowbridge

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Installs what stowbridge needs to build and test on Debian 12.
 # Idempotent: does nothing when every package is already installed.
 set -euo pipefail
@@ -25,7 +26,12 @@ packages=(
     # (prometheus), a headless browser for the status page (chromium).
     prometheus chromium
     haproxy            # a real load balancer sending PROXY v1/v2 (tls_it.py)
+    clang-format       # scripts/format-check.sh (Debian 12: clang-format 14)
 )
+# Node.js and npm run the test OAuth server (tests/oidc, oidc-provider);
+# a machine that already has them (from any source) keeps its own.
+command -v node >/dev/null 2>&1 || packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
 
 missing=()
 for p in "${packages[@]}"; do

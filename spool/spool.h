@@ -1,6 +1,7 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * spool - the durable on-disk queue between the DIMSE receiver and the
- * uploaders (DESIGN.md section 5).
+ * uploaders (docs/architecture.md section 4).
  *
  * Layout under the spool directory (mode 0700, owned by the service user):
  *   tmp/       being received; never acknowledged; emptied at start

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * spool_int.h - declarations shared only inside the spool module and with
  * its tests: the I/O hooks used for fault injection.

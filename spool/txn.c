@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * txn - see txn.h. Opens commit/ by path for each call (relative to the
  * spool directory's path): these files are few and small, and the spool's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * txn - the spool's commit/ area: small files that must survive a crash
  * but are not spool entries, namely Storage Commitment transactions

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * cred_http - the HTTP requests of the credential modules (credential.h):
  * one GET or form POST on a libcurl easy handle of its own, with the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * cred_int - helpers shared only by the credential modules of web/
  * (credential.h). Not a public interface: names carry "cred__".

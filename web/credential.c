@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * credential - see credential.h; also the cred__ helpers of cred_int.h.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * credential - what the credential modules of web/ share (issue 13):
  * the token they hand back, the client_credentials form that carries a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * dicomweb - the one DICOMweb client of the project: every request to the
  * DICOMweb server (STOW-RS, QIDO-RS, the probe of `check`, and next

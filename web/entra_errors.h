@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * entra_errors - what the Entra ID (Azure AD) errors a bridge operator
  * meets mean, one plain sentence each that says what to fix, for

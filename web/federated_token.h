@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * federated_token - workload identity federation (protocol-facts-2.md
  * 4.2): a token issued by another identity provider (a Kubernetes service

@@ -1,5 +1,6 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
- * http - what every HTTP request of web/ shares (DESIGN.md section 6):
+ * http - what every HTTP request of web/ shares (docs/architecture.md section 6):
  * limits that keep a slow, stalled or hostile server from holding a
  * worker, no redirects, and failures described so that an operator can
  * act on them. Used by dicomweb.c (STOW-RS, QIDO-RS, the probe) and

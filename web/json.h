@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * json - parsing a server's JSON answer with a depth limit that can be
  * named. cJSON gives up at CJSON_NESTING_LIMIT (1000) levels and reports

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * jwt_assertion - certificate credentials: the RFC 7523 private_key_jwt
  * client assertion that authenticates the bridge to a token endpoint

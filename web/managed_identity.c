@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * managed_identity - see managed_identity.h.
  */
@@ -67,13 +68,15 @@ static char *mi_arc_url(const char *url)
 {
     static const char local[] = "//localhost";
     const char *at = strstr(url, local);
+    size_t out_size;
     char *out;
 
     if (at == NULL || (at[sizeof(local) - 1] != ':' &&
                        at[sizeof(local) - 1] != '/' &&
                        at[sizeof(local) - 1] != '\0'))
         return strdup(url);
-    out = malloc(strlen(url) + 2);
+    out_size = strlen(url) + 2;
+    out = malloc(out_size);
     if (out == NULL)
         return NULL;
     snprintf(out, strlen(url) + 2, "%.*s//127.0.0.1%s", (int)(at - url), url,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * managed_identity - tokens from an Azure managed identity, with no
  * secret on disk (protocol-facts.md 4.6, protocol-facts-2.md 4.3):

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * multipart - a push parser for multipart bodies (RFC 2046 5.1, RFC 2387
  * multipart/related) as DICOMweb servers send them in WADO-RS answers

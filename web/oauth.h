@@ -1,6 +1,7 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * oauth - OAuth2 token responses and access-token claims (RFC 6749 5.1 and
- * 5.2, RFC 7519), DESIGN.md section 7.
+ * 5.2, RFC 7519), docs/architecture.md section 7.
  *
  * A token source (struct oauth_source) hands out Bearer tokens to every
  * upload worker: one cached token, refreshed ahead of expiry (5 minutes

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * partfile - the consumer side of a streamed multipart body: each part is
  * written into a new file of its own under a given directory (for

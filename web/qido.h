@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * qido - QIDO-RS (PS3.18 10.6) pieces that know nothing of C-FIND:
  * building a correctly percent-encoded search URL and turning a DICOM

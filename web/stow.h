@@ -1,12 +1,13 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
- * stow - what a STOW-RS answer (PS3.18 10.5, DESIGN.md section 6) means
+ * stow - what a STOW-RS answer (PS3.18 10.5, docs/architecture.md section 6) means
  * for each instance of a batch. The request itself is dicomweb_stow()
  * (dicomweb.h), the one DICOMweb client.
  *
  * stow_request_action() turns the HTTP status of the whole request into
  * what the uploader does next; stow_parse_response() turns a DICOM JSON
  * body (the Store Instances Response Module, PS3.18 Annex I) into one
- * outcome per instance sent, following the outcome table of DESIGN.md
+ * outcome per instance sent, following the outcome table of docs/architecture.md
  * section 6.
  *
  * Thread safety: reentrant; JSON trees die in the function that parsed
@@ -31,7 +32,7 @@ enum stow_outcome {
     STOW_REJECTED,        /* permanent: dead letter with the reason */
 };
 
-/* What the HTTP status of the whole request asks for (DESIGN.md 6). */
+/* What the HTTP status of the whole request asks for (docs/architecture.md section 6). */
 enum stow_request_action {
     STOW_READ_BODY = 0,   /* 200, 202, 409: per-instance outcomes in body */
     STOW_SPLIT_BATCH,     /* 400, 413, 415: retry singly, then reject */

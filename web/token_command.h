@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * token_command - auth.type "command": a program prints the access token
  * (the Azure documents' recipes: `az account get-access-token --resource

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * wado - WADO-RS retrieve of whole instances (PS3.18 10.4), streamed:
  * one GET of a study, a series or an instance with

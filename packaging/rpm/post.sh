@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # stowbridge %post (RPM): the spool, then systemd. $1 is 1 on a first
 # installation, 2 or more on an upgrade.
 #

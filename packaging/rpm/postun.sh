@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # stowbridge %postun (RPM): what %systemd_postun_with_restart does. On an
 # upgrade ($1 >= 1) the service restarts with the new binary if it was
 # running. On erase ($1 = 0) the spool /var/spool/stowbridge and the user

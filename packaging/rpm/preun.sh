@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # stowbridge %preun (RPM): what %systemd_preun does. $1 is 0 when the
 # package is erased (stop and disable the service), 1 or more when this
 # is the old package of an upgrade (leave it running).

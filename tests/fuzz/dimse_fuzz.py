@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """A mutation fuzzer for stowbridge's DIMSE side.
 
 usage: dimse_fuzz.py BINARY [--cases N] [--seed S] [--keep DIR]

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Loopback tests of the admin endpoint (admin/) with real HTTP clients:
 curl, raw sockets for slow and flooding clients, headless Chromium and a
 real Prometheus server. The server under test is tests/unit/admin_demo.c

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Storage Commitment (issue 12) against the real daemon: our commitment
 SCU (commit_scu, DCMTK) and Orthanc 1.10 as a real commitment SCU, with a
 scripted DICOMweb server (it.MockWeb) or Orthanc as the destination.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * commit_scu - a Storage Commitment SCU for the tests (DCMTK 3.6.7): sends
  * one N-ACTION-RQ (Action Type 1) and, when asked, accepts the

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Integration tests of the credentials (issue 13) through the real
 stowbridge binary: `run` (the daemon uploading with DCMTK's storescu as
 the sender), `token` and `check`.

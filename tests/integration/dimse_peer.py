@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A raw DICOM upper-layer peer for tests (PS3.8 9.3, PS3.7 9.3 and E):
 every PDU, item and command set is built byte by byte here, so a test
 can send what no toolkit would (truncated items, odd lengths, tiny PDU

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """C-FIND integration tests: DCMTK's findscu against the real stowbridge,
 which answers through QIDO-RS from (a) the real Orthanc with its DICOMweb
 plugin and (b) our scripted QIDO-RS server playing Azure's rules or a

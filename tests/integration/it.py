@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Integration tests: the real stowbridge binary against DCMTK's real
 echoscu and storescu, on loopback, random ports and temporary directories.
 

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Integration tests of the log itself: one event is one journal line, and
 nothing a peer sends can forge an event (issue: DCMTK texts with newlines
 split events; a calling AE title `A" event=failed` matched the README's

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """The admin endpoint of the real daemon (issue 14): `stowbridge run` with
 admin.* set, fed by DCMTK's storescu and uploading to the scripted
 DICOMweb server of it.py (MockWeb), checked with curl, promtool, a real

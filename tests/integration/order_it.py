@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Integration tests of issue 9, items 1 and 10 (pauses): copies of one SOP
 Instance UID reach the server in arrival order, identical copies are sent
 once, conflicting copies follow upload.on_conflict, and a Retry-After pause

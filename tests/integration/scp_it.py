@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """DIMSE-side hardening tests (issue 9 items 2, 3, 5, 6, 7, 8 and 11): the
 real stowbridge binary against DCMTK's echoscu/storescu/findscu and a raw
 peer (dimse_peer.py) that sends what no toolkit would.

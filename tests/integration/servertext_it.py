@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Integration tests of what servers say and how long they may take: the
 real stowbridge binary against scripted HTTP(S) servers on loopback.
 

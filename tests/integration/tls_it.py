@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """DICOM TLS, certificates bound to AE titles and the PROXY protocol
 (issue 11): the real stowbridge binary against DCMTK's echoscu, storescu
 and findscu with +tls, certificates made by openssl in the test's temp

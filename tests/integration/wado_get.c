@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * wado_get - the WADO-RS reader (web/wado.h) as a command, for the
  * integration tests (wado_it.py): one retrieve into a sink over

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Integration tests of the WADO-RS reader (web/wado.h) through wado_get,
 a small C driver that retrieves into a sink and drains it on a thread.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A real OAuth 2.0 authorization server for stowbridge's credential
 // tests: oidc-provider with the client_credentials grant and two clients
 // that authenticate with private_key_jwt (RFC 7523), one restricted to

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # Installs the test OAuth server's packages (package-lock.json, exactly)
 # into tests/oidc/node_modules with the machine's Node.js and npm; does
 # nothing when they are already there for this lock file. Run by CTest

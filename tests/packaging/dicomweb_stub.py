@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """A DICOMweb root and an OAuth2 token endpoint for the packaging test:
 just enough for `stowbridge check` to go all the way (token, then
 QIDO-RS /studies?limit=1 with that token) and for the daemon to deliver

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The packaging test: builds the .deb and the .rpm with CPack from a built
 # tree, checks what they contain (files, modes, owners, conffiles,
 # dependencies, scripts, the man page against --help, the unit's settings

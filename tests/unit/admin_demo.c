@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * admin_demo - an admin endpoint over a realistic, fixed snapshot, for
  * the loopback tests of tests/integration/admin_it.py (curl, headless

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * craft_scu - a test SCU that sends C-STOREs no well-behaved SCU would,
  * to prove the SCP's refusals:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * cred_test_util - what the credential tests share: a temporary
  * directory, running openssl and other commands, small files, a peer

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * http_stub - a tiny HTTP/1.1 server for unit tests, on 127.0.0.1 and a
  * random port, in a thread of the test process. For every request it

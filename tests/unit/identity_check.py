@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Compares dicom/identity (through identity_dump) with pydicom's reading
 of the same values on every file pydicom ships as character set and test
 data: Latin-1, Latin-2-free Western sets, Greek, Cyrillic, Arabic, Hebrew,

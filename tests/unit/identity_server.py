@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Scripted Azure identity endpoints for the credential unit tests.
 
 Usage: identity_server.py TOKEN_DIR

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * metrics_sample - prints the exposition text of the full metrics
  * catalog with realistic values (and label values that need escaping,

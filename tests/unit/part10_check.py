@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Compares dicom/part10 (through part10_dump) with pydicom on every real
 file pydicom ships as test data (every transfer syntax it has: implicit
 and explicit VR little endian, big endian, deflate, JPEG, JPEG-LS,

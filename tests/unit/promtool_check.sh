@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # promtool_check.sh metrics SAMPLE_PROGRAM | rules RULES_FILE
 #
 # metrics: the exposition text of the whole metrics catalog (printed by

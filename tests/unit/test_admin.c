@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Unit tests of the admin module without a network: HTML and JSON
  * escaping, the status page's contents, /healthz and /readyz bodies, the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_buf - base/buf: appends within the ceiling, the ceiling exactly
  * (text + NUL), the sticky first error, formatted appends, reset, take.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_commit - the Storage Commitment provider (bridge/commit.h) on a
  * temporary spool, without a server or a ledger: a request is in commit/

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_config - the configuration parser: defaults, every key, comments,
  * every error path with its message, line and column of syntax errors,

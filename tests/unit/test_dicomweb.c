@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_dicomweb - the one DICOMweb client against scripted HTTP servers in
  * this process (http_stub.h): a 401 invalidates the token and replays

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_entra_errors - what the Entra ID errors mean (entra_errors.h):
  * every code of issue 13 found in an Entra-shaped answer (error_codes[]

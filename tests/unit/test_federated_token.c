@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_federated_token - workload identity (federated_token.h): which
  * file (auth.client_assertion_file, or AZURE_FEDERATED_TOKEN_FILE for

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_find - the C-FIND provider with a scripted QIDO-RS fetch (DIMSE
  * matching itself: test_match.c): the URLs it asks per level and profile,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_jwt_assertion - certificate credentials (jwt_assertion.h) against
  * keys and certificates made here with the openssl command: the header

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_ledger - the delivery ledger: UID packing, insert and look-up,
  * duplicates, study listing and counts, the commitment history, prune in

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_log - the one logging function: every "%s" escaped (newlines,
  * control characters, quotes, invalid UTF-8; spaces and "=" outside

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_managed_identity - Azure managed identity (managed_identity.h)
  * against scripted endpoints (identity_server.py): the VM instance

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_match - DIMSE matching (PS3.4 C.2.2.2, bridge/match.h), table
  * driven: single values (PN folded, other strings not), wildcards (whole

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Unit tests of metrics (registry, bounded labels, exposition text) and
  * metrics_catalog. The text is also checked by promtool in

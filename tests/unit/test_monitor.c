@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_monitor - the daemon's monitor (bridge/monitor.h) without HTTP:
  * what each hook counts and under which label (callers bounded to the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_multipart - the streamed multipart reader (web/multipart.h): media
  * type parameters; bodies fed whole, byte by byte, split at every point

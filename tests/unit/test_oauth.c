@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_oauth - token endpoint answers, JWT claims, and the 403 diagnosis
  * (the "login works but the server says 403" case this product exists to

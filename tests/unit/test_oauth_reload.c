@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_oauth_reload - the token source with the credentials of issue 13,
  * against a token endpoint in this process (http_stub): a certificate's

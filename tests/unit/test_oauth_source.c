@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_oauth_source - the shared token source against a token endpoint
  * in this process: the form sent (body and Basic client authentication),

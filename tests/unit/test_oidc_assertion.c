@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_oidc_assertion - certificate credentials against a real OAuth 2.0
  * server that verifies private_key_jwt: oidc-provider (npm) on the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_outcome - the uploader's outcome table (bridge/outcome.h), one row
  * per case: each per-instance answer (stored, stored with a warning,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_params - the configuration mapped to each module's params
  * (bridge/params.h): every field from its key, empty optional strings as

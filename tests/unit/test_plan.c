@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_plan - the uploader's planner (bridge/plan.h), table-driven: the
  * backoff's growth, cap and jitter; new and retried entries in turn, due

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_proxy - the PROXY protocol parser and trusted networks (scp/proxy.h),
  * table-driven: v1 and v2 as HAProxy writes them, every prefix of each

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_qido - QIDO-RS URLs (percent-encoding) and DICOM JSON answers
  * turned into data sets, including every malformed shape we refuse.

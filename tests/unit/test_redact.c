@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_redact - hiding known values in server texts: secrets in every
  * form they travel in, person names in their usual renderings (also

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_scp_faults - the SCP and the spool together, in one process, with
  * DCMTK's real storescu as the modality: the N-th write, fsync, rename or

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_scp_rq - the structural check of A-ASSOCIATE-RQ PDUs (scp_rq.h):
  * a well-formed request passes and yields its AE titles, context count

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_sopindex - the copies index (bridge/sopindex.c): arrival order per
  * SOP Instance UID, duplicates and conflicts by data set digest, runs of

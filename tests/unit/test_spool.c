@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_spool - the spool: layout and modes, the owner lock, the receive
  * path (create, write, commit, discard), every state transition, start-up

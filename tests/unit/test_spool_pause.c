@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_spool_pause - the spool's pause control file (written by the
  * daemon, read before each scheduling pass, removed by operator tools)

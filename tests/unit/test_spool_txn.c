@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_spool_txn - the spool's commit/ area (spool/txn.h): durable whole
  * writes, exclusive creation, listing without temporary files, removal,

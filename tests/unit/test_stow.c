@@ -1,6 +1,7 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_stow - STOW-RS answers turned into per-instance outcomes: the
- * DESIGN.md section 6 table, row by row, plus malformed bodies.
+ * docs/architecture.md section 6 table, row by row, plus malformed bodies.
  */
 #include <errno.h>
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_stow_http - the STOW-RS request (dicomweb_stow()) on the wire,
  * against a capturing HTTP server in this process: golden multipart framing, headers (type,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_tls - the certificate identity and its binding to a caller rule
  * (scp/tls.h): SHA-256 fingerprints, subject CN and DNS/URI

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_token_command - auth.type "command" (token_command.h) with a fake
  * `az` (tests/unit/fake_bin/az) found in PATH, as the real one would be:

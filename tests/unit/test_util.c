@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_util - UID and AE title validation, trimming, IPv4 networks, log
  * level names.

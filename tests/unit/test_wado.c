@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_wado - the WADO-RS request and its sink (web/wado.h, partfile.h):
  * URL building and UID checks, the exact Accept header, the bearer token;
