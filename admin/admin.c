@@ -73,7 +73,7 @@ struct admin {
     uint16_t port;
     char base_url[80];
 
-    struct admin_conn *conns;      /* server thread only */
+    struct admin_conn *conns; /* server thread only */
 };
 
 static void set_err(char *err, size_t err_len, const char *fmt, ...)
@@ -110,9 +110,10 @@ static int64_t now_realtime_s(void)
 
 enum body_kind { BODY_TEXT, BODY_JSON, BODY_HTML, BODY_METRICS };
 
-static const char *const content_types[] = {
-    "text/plain; charset=utf-8", "application/json",
-    "text/html; charset=utf-8", METRICS_CONTENT_TYPE};
+static const char *const content_types[] = { "text/plain; charset=utf-8",
+                                             "application/json",
+                                             "text/html; charset=utf-8",
+                                             METRICS_CONTENT_TYPE };
 
 /*
  * Queues @body (@len bytes, malloc'ed: ownership passes to
@@ -134,8 +135,7 @@ static enum MHD_Result send_owned(struct MHD_Connection *c, unsigned status,
     }
     (void)MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
                                   content_types[kind]);
-    (void)MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL,
-                                  "no-store");
+    (void)MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     (void)MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
     (void)MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
     (void)MHD_add_response_header(r, "X-Frame-Options", "DENY");
@@ -153,8 +153,7 @@ static enum MHD_Result send_owned(struct MHD_Connection *c, unsigned status,
 
 static enum MHD_Result send_buf(struct MHD_Connection *c, unsigned status,
                                 enum body_kind kind, struct buf *b,
-                                const char *extra_name,
-                                const char *extra_value)
+                                const char *extra_name, const char *extra_value)
 {
     size_t len;
     char *body;
@@ -195,8 +194,7 @@ static enum MHD_Result serve_metrics(struct admin *a, struct MHD_Connection *c)
     int r;
 
     if (a->metrics == NULL)
-        return send_error(c, MHD_HTTP_NOT_FOUND, "no metrics here", NULL,
-                          NULL);
+        return send_error(c, MHD_HTTP_NOT_FOUND, "no metrics here", NULL, NULL);
     r = metrics_render(a->metrics, ADMIN__METRICS_MAX, &text, &len);
     if (r < 0)
         return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
@@ -208,15 +206,15 @@ static enum MHD_Result serve_metrics(struct admin *a, struct MHD_Connection *c)
 
 static enum MHD_Result serve_healthz(struct admin *a, struct MHD_Connection *c)
 {
-    uint64_t beat = atomic_load_explicit(&a->heartbeat_ms,
-                                         memory_order_relaxed);
+    uint64_t beat =
+        atomic_load_explicit(&a->heartbeat_ms, memory_order_relaxed);
     uint64_t now = now_monotonic_ms();
     struct buf b;
     unsigned status;
 
     buf_init(&b, ADMIN__JSON_MAX);
-    status = admin__render_healthz(&b, now > beat ? now - beat : 0,
-                                   a->stale_ms);
+    status =
+        admin__render_healthz(&b, now > beat ? now - beat : 0, a->stale_ms);
     return send_buf(c, status, BODY_JSON, &b, NULL, NULL);
 }
 
@@ -290,8 +288,8 @@ static enum MHD_Result serve_page(struct admin *a, struct MHD_Connection *c)
     if (r < 0) {
         free(st);
         return send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
-                          "the daemon could not take a status snapshot",
-                          NULL, NULL);
+                          "the daemon could not take a status snapshot", NULL,
+                          NULL);
     }
     terminate_strings(st);
     buf_init(&b, ADMIN__PAGE_MAX);
@@ -303,29 +301,29 @@ static enum MHD_Result serve_page(struct admin *a, struct MHD_Connection *c)
 static enum MHD_Result serve_action(struct admin *a, struct MHD_Connection *c,
                                     const char *url)
 {
-    const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                                   MHD_HTTP_HEADER_HOST);
+    const char *host =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
     const char *auth = MHD_lookup_connection_value(
         c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                                     "Origin");
-    const char *fetch_site = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                                         "Sec-Fetch-Site");
+    const char *origin =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    const char *fetch_site =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Sec-Fetch-Site");
     struct buf b;
     char why[ADMIN_TEXT_MAX] = "";
     int r;
 
     if (!a->allow_actions || a->token == NULL)
         return send_error(c, MHD_HTTP_FORBIDDEN,
-                          "actions are off (admin.allow_actions)", NULL,
-                          NULL);
+                          "actions are off (admin.allow_actions)", NULL, NULL);
     switch (admin__check_credentials(auth, a->token, a->token_len)) {
     case ADMIN__CRED_BEARER:
         break;
     case ADMIN__CRED_BASIC:
         return send_error(c, MHD_HTTP_UNAUTHORIZED,
                           "actions need \"Authorization: Bearer <token>\", "
-                          "not Basic", MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                          "not Basic",
+                          MHD_HTTP_HEADER_WWW_AUTHENTICATE,
                           "Bearer realm=\"stowbridge\"");
     default:
         return send_error(c, MHD_HTTP_UNAUTHORIZED,
@@ -334,12 +332,12 @@ static enum MHD_Result serve_action(struct admin *a, struct MHD_Connection *c,
                           "Bearer realm=\"stowbridge\"");
     }
     if (admin__cross_site(origin, fetch_site, host))
-        return send_error(c, MHD_HTTP_FORBIDDEN,
-                          "cross-site request refused", NULL, NULL);
+        return send_error(c, MHD_HTTP_FORBIDDEN, "cross-site request refused",
+                          NULL, NULL);
     buf_init(&b, ADMIN__JSON_MAX);
     if (strcmp(url, "/actions/retry") == 0) {
-        const char *id = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND,
-                                                     "id");
+        const char *id =
+            MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "id");
         if (a->provider.retry_failed == NULL)
             return send_error(c, MHD_HTTP_NOT_FOUND, "no such action", NULL,
                               NULL);
@@ -389,8 +387,14 @@ static bool has_body(struct MHD_Connection *c)
     return false;
 }
 
-enum route { ROUTE_NONE, ROUTE_PAGE, ROUTE_METRICS, ROUTE_HEALTHZ,
-             ROUTE_READYZ, ROUTE_ACTION };
+enum route {
+    ROUTE_NONE,
+    ROUTE_PAGE,
+    ROUTE_METRICS,
+    ROUTE_HEALTHZ,
+    ROUTE_READYZ,
+    ROUTE_ACTION
+};
 
 static enum route route_of(const char *url)
 {
@@ -461,8 +465,7 @@ static void lower_priority(void)
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
                                   const char *url, const char *method,
-                                  const char *version,
-                                  const char *upload_data,
+                                  const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **req_cls)
 {
     struct admin *a = cls;
@@ -486,12 +489,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
         *req_cls = a;
         if (has_body(c))
             return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE,
-                              "no request body is accepted here", NULL,
-                              NULL);
+                              "no request body is accepted here", NULL, NULL);
         return MHD_YES;
     }
     if (*upload_data_size != 0) {
-        *upload_data_size = 0;      /* cannot happen without a length */
+        *upload_data_size = 0; /* cannot happen without a length */
         return MHD_YES;
     }
     if (route == ROUTE_NONE)
@@ -535,7 +537,7 @@ static void on_connection(void *cls, struct MHD_Connection *c,
         if (conn == NULL || info == NULL) {
             free(conn);
             *socket_context = NULL;
-            return;        /* untracked: only MHD's idle timeout applies */
+            return; /* untracked: only MHD's idle timeout applies */
         }
         conn->fd = info->connect_fd;
         conn->deadline_ms = now_monotonic_ms() + a->timeout_ms;
@@ -602,21 +604,21 @@ static void *server_thread(void *arg)
 
     lower_priority();
     while (!atomic_load(&a->stop)) {
-        struct pollfd fds[2] = {{.fd = epoll_fd, .events = POLLIN},
-                                {.fd = a->wake_fd, .events = POLLIN}};
+        struct pollfd fds[2] = { { .fd = epoll_fd, .events = POLLIN },
+                                 { .fd = a->wake_fd, .events = POLLIN } };
         MHD_UNSIGNED_LONG_LONG mhd_ms;
         uint64_t wait_ms = enforce_deadlines(a);
 
         if (MHD_get_timeout(a->mhd, &mhd_ms) == MHD_YES && mhd_ms < wait_ms)
             wait_ms = mhd_ms;
         if (poll(fds, 2, (int)wait_ms) < 0 && errno != EINTR) {
-            (void)poll(NULL, 0, 100);   /* ENOMEM: try again shortly */
+            (void)poll(NULL, 0, 100); /* ENOMEM: try again shortly */
             continue;
         }
         if (fds[1].revents & POLLIN) {
             uint64_t v;
             ssize_t n = read(a->wake_fd, &v, sizeof(v));
-            (void)n;          /* a non-blocking eventfd: drained or empty */
+            (void)n; /* a non-blocking eventfd: drained or empty */
         }
         if (atomic_load(&a->stop))
             break;
@@ -654,8 +656,8 @@ static int open_listener(const struct admin_listen *l, int *ret_fd,
     fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         r = -errno;
-        set_err(err, err_len, "socket() for admin.listen '%s' failed: %s",
-                text, strerror(-r));
+        set_err(err, err_len, "socket() for admin.listen '%s' failed: %s", text,
+                strerror(-r));
         return r;
     }
     (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -682,8 +684,8 @@ static int open_listener(const struct admin_listen *l, int *ret_fd,
     return 0;
 }
 
-static int start_mhd(struct admin *a, const struct admin_params *p,
-                     bool ipv6, char *err, size_t err_len)
+static int start_mhd(struct admin *a, const struct admin_params *p, bool ipv6,
+                     char *err, size_t err_len)
 {
     unsigned conn_limit = p->connection_limit ? p->connection_limit : 64;
     unsigned per_ip = p->per_ip_limit ? p->per_ip_limit : 16;
@@ -691,15 +693,13 @@ static int start_mhd(struct admin *a, const struct admin_params *p,
     unsigned flags = MHD_USE_EPOLL | (ipv6 ? MHD_USE_IPv6 : 0);
 
     a->mhd = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, a,
-        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)a->listen_fd,
-        MHD_OPTION_CONNECTION_LIMIT, conn_limit,
+        flags, 0, NULL, NULL, on_request, a, MHD_OPTION_LISTEN_SOCKET,
+        (MHD_socket)a->listen_fd, MHD_OPTION_CONNECTION_LIMIT, conn_limit,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
         MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)ADMIN_HEADER_MEMORY,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, a,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
-        MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, a, MHD_OPTION_END);
     if (a->mhd == NULL) {
         set_err(err, err_len, "libmicrohttpd could not start on port %u",
                 (unsigned)a->port);
@@ -719,8 +719,10 @@ static int start_thread(struct admin *a, char *err, size_t err_len)
     r = pthread_create(&a->thread, NULL, server_thread, a);
     (void)pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (r != 0) {
-        set_err(err, err_len, "pthread_create() for the admin server "
-                "failed: %s", strerror(r));
+        set_err(err, err_len,
+                "pthread_create() for the admin server "
+                "failed: %s",
+                strerror(r));
         return -r;
     }
     (void)pthread_setname_np(a->thread, "sb-admin");
@@ -728,8 +730,8 @@ static int start_thread(struct admin *a, char *err, size_t err_len)
     return 0;
 }
 
-int admin_new(const struct admin_params *p, struct admin **ret_admin,
-              char *err, size_t err_len)
+int admin_new(const struct admin_params *p, struct admin **ret_admin, char *err,
+              size_t err_len)
 {
     bool have_token = p->token != NULL && p->token[0] != '\0';
     struct admin_listen l;
@@ -754,11 +756,11 @@ int admin_new(const struct admin_params *p, struct admin **ret_admin,
     atomic_init(&a->stop, false);
     atomic_init(&a->heartbeat_ms, now_monotonic_ms());
     a->allow_actions = p->allow_actions;
-    a->stale_ms = (uint64_t)(p->healthz_stale_s ? p->healthz_stale_s : 30) *
-                  1000u;
+    a->stale_ms =
+        (uint64_t)(p->healthz_stale_s ? p->healthz_stale_s : 30) * 1000u;
     a->refresh_s = p->page_refresh_s ? p->page_refresh_s : 10;
-    a->timeout_ms = (uint64_t)(p->request_timeout_s ? p->request_timeout_s
-                                                    : 10) * 1000u;
+    a->timeout_ms =
+        (uint64_t)(p->request_timeout_s ? p->request_timeout_s : 10) * 1000u;
     a->metrics = p->metrics;
     a->provider = p->provider;
     if (have_token) {
@@ -772,11 +774,12 @@ int admin_new(const struct admin_params *p, struct admin **ret_admin,
     r = open_listener(&l, &a->listen_fd, &a->port, err, err_len, p->listen);
     if (r < 0)
         goto out_free;
-    if (inet_ntop(l.ipv6 ? AF_INET6 : AF_INET, l.addr, host,
-                  sizeof(host)) == NULL)
+    if (inet_ntop(l.ipv6 ? AF_INET6 : AF_INET, l.addr, host, sizeof(host)) ==
+        NULL)
         (void)snprintf(host, sizeof(host), "localhost");
-    (void)snprintf(a->base_url, sizeof(a->base_url), l.ipv6 ? "http://[%s]:%u"
-                   : "http://%s:%u", host, (unsigned)a->port);
+    (void)snprintf(a->base_url, sizeof(a->base_url),
+                   l.ipv6 ? "http://[%s]:%u" : "http://%s:%u", host,
+                   (unsigned)a->port);
     a->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (a->wake_fd < 0) {
         r = -errno;
@@ -786,7 +789,7 @@ int admin_new(const struct admin_params *p, struct admin **ret_admin,
     r = start_mhd(a, p, l.ipv6, err, err_len);
     if (r < 0)
         goto out_free;
-    a->listen_fd = -1;               /* libmicrohttpd owns it now */
+    a->listen_fd = -1; /* libmicrohttpd owns it now */
     r = start_thread(a, err, err_len);
     if (r < 0)
         goto out_free;
@@ -807,16 +810,16 @@ void admin_free(struct admin *a)
         ssize_t n;
         atomic_store(&a->stop, true);
         n = write(a->wake_fd, &one, sizeof(one));
-        (void)n;          /* cannot fail short of EAGAIN: already woken */
+        (void)n; /* cannot fail short of EAGAIN: already woken */
         (void)pthread_join(a->thread, NULL);
     }
     if (a->mhd != NULL)
-        MHD_stop_daemon(a->mhd);   /* closes connections and the listener */
+        MHD_stop_daemon(a->mhd); /* closes connections and the listener */
     if (a->listen_fd >= 0)
         (void)close(a->listen_fd);
     if (a->wake_fd >= 0)
         (void)close(a->wake_fd);
-    while (a->conns != NULL) {     /* normally emptied by MHD_stop_daemon */
+    while (a->conns != NULL) { /* normally emptied by MHD_stop_daemon */
         struct admin_conn *next = a->conns->next;
         free(a->conns);
         a->conns = next;

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * admin - the bridge's HTTP endpoint for people and monitoring (issue 14,
- * docs/architecture.md section 10): /metrics, /healthz, /readyz, the status page at /, and
- * two POST actions. It reads only what the daemon hands it: a metrics
- * registry and the callbacks of struct admin_provider. It never touches
+ * docs/architecture.md section 10): /metrics, /healthz, /readyz, the status
+ * page at /, and two POST actions. It reads only what the daemon hands it: a
+ * metrics registry and the callbacks of struct admin_provider. It never touches
  * the spool, the ledger or DCMTK.
  *
  * Endpoints (GET and HEAD; anything else is 405 with Allow):
@@ -96,11 +96,11 @@ struct metrics;
 
 /* A parsed admin.listen value. */
 struct admin_listen {
-    bool enabled;          /* false for "" (the endpoint is off) */
+    bool enabled; /* false for "" (the endpoint is off) */
     bool ipv6;
-    bool loopback;         /* 127.0.0.0/8, ::1 or ::ffff:127.x.y.z */
-    uint8_t addr[16];      /* network byte order; 4 bytes for IPv4 */
-    uint16_t port;         /* 0: any free port (tests) */
+    bool loopback;    /* 127.0.0.0/8, ::1 or ::ffff:127.x.y.z */
+    uint8_t addr[16]; /* network byte order; 4 bytes for IPv4 */
+    uint16_t port;    /* 0: any free port (tests) */
 };
 
 /*
@@ -117,8 +117,8 @@ int admin_listen_parse(const char *text, struct admin_listen *ret_listen,
  * admin.token_file (@have_token); admin.allow_actions needs it too.
  * Returns 0 or -EINVAL with a message that names the key.
  */
-int admin_config_check(const char *listen, bool have_token,
-                       bool allow_actions, char *err, size_t err_len);
+int admin_config_check(const char *listen, bool have_token, bool allow_actions,
+                       char *err, size_t err_len);
 
 /* ---- the snapshot the daemon fills ------------------------------------- */
 
@@ -127,15 +127,15 @@ struct admin_ready {
     bool dicom_listening;
     uint16_t dicom_port;
     bool spool_writable;
-    char spool_error[ADMIN_TEXT_MAX];  /* why not writable, if known */
+    char spool_error[ADMIN_TEXT_MAX]; /* why not writable, if known */
     uint64_t spool_free_bytes;
-    uint64_t spool_min_free_bytes;     /* spool.min_free_mb in bytes */
+    uint64_t spool_min_free_bytes; /* spool.min_free_mb in bytes */
     /* Unix time the DICOMweb server last answered a request sent with a
      * valid token (any answer but 401/403 or none); 0: never. */
     int64_t destination_ok_s;
-    uint32_t window_s;                 /* admin.ready_window_s */
-    bool receive_only;                 /* no destination: that check
-                                          passes */
+    uint32_t window_s; /* admin.ready_window_s */
+    bool receive_only; /* no destination: that check
+                          passes */
 };
 
 enum admin_backlog_state {
@@ -149,7 +149,7 @@ enum admin_backlog_state {
 struct admin_backlog {
     uint64_t count;
     uint64_t bytes;
-    uint64_t oldest_age_s;   /* since arrival; 0 when empty */
+    uint64_t oldest_age_s; /* since arrival; 0 when empty */
 };
 
 /* Rates from struct admin_rate (instances and bytes per second). */
@@ -162,26 +162,26 @@ struct admin_throughput {
     struct admin_rate_value delivered_1h;
     struct admin_rate_value delivered_bytes_5m;
     struct admin_rate_value delivered_bytes_1h;
-    uint64_t received_total;           /* since the daemon started */
+    uint64_t received_total; /* since the daemon started */
     uint64_t delivered_total;
 };
 
 struct admin_destination {
-    char url[ADMIN_URL_MAX];           /* base URL, no credentials */
-    bool up;                           /* as stowbridge_destination_up */
-    int64_t last_success_s;            /* 0: never */
-    int64_t last_failure_s;            /* 0: never */
+    char url[ADMIN_URL_MAX]; /* base URL, no credentials */
+    bool up;                 /* as stowbridge_destination_up */
+    int64_t last_success_s;  /* 0: never */
+    int64_t last_failure_s;  /* 0: never */
     char last_error[ADMIN_TEXT_MAX];
 };
 
 struct admin_token_state {
-    char source[ADMIN_NAME_MAX];       /* "client_credentials", "static" */
+    char source[ADMIN_NAME_MAX]; /* "client_credentials", "static" */
     bool have_token;
-    int64_t expires_s;                 /* 0: unknown or no expiry */
-    int64_t last_refresh_s;            /* 0: never */
+    int64_t expires_s;      /* 0: unknown or no expiry */
+    int64_t last_refresh_s; /* 0: never */
     bool last_refresh_ok;
     char last_refresh_error[ADMIN_TEXT_MAX];
-    int64_t last_denied_s;             /* last 401/403; 0: never */
+    int64_t last_denied_s; /* last 401/403; 0: never */
     int last_denied_status;
     char last_denied_diagnosis[ADMIN_TEXT_MAX];
 };
@@ -213,7 +213,7 @@ struct admin_study {
  */
 struct admin_status {
     char version[ADMIN_NAME_MAX];
-    char node[ADMIN_NAME_MAX];         /* the bridge's AE title or host */
+    char node[ADMIN_NAME_MAX]; /* the bridge's AE title or host */
     int64_t started_s;
     struct admin_ready ready;
     struct admin_backlog backlog[ADMIN_BACKLOG_COUNT];
@@ -243,8 +243,7 @@ struct admin_provider {
     int (*ready)(void *ctx, struct admin_ready *ret_ready);
     int (*status)(void *ctx, struct admin_status *ret_status);
     /* -ENOENT: no failed entry with this ID (404). */
-    int (*retry_failed)(void *ctx, const char *id, char *err,
-                        size_t err_len);
+    int (*retry_failed)(void *ctx, const char *id, char *err, size_t err_len);
     /* *ret_count: entries retried (or queued for retry). */
     int (*retry_all_failed)(void *ctx, uint64_t *ret_count, char *err,
                             size_t err_len);
@@ -253,15 +252,15 @@ struct admin_provider {
 /* ---- the server --------------------------------------------------------- */
 
 struct admin_params {
-    const char *listen;          /* admin.listen */
-    const char *token;           /* the bearer token; NULL or "": none */
-    bool allow_actions;          /* admin.allow_actions */
-    uint32_t healthz_stale_s;    /* 0: 30 */
-    uint32_t page_refresh_s;     /* 0: 10 */
-    uint32_t connection_limit;   /* 0: 64 */
-    uint32_t per_ip_limit;       /* 0: 16 */
-    uint32_t request_timeout_s;  /* 0: 10 */
-    struct metrics *metrics;     /* borrowed; NULL: /metrics is 404 */
+    const char *listen;         /* admin.listen */
+    const char *token;          /* the bearer token; NULL or "": none */
+    bool allow_actions;         /* admin.allow_actions */
+    uint32_t healthz_stale_s;   /* 0: 30 */
+    uint32_t page_refresh_s;    /* 0: 10 */
+    uint32_t connection_limit;  /* 0: 64 */
+    uint32_t per_ip_limit;      /* 0: 16 */
+    uint32_t request_timeout_s; /* 0: 10 */
+    struct metrics *metrics;    /* borrowed; NULL: /metrics is 404 */
     struct admin_provider provider;
 };
 

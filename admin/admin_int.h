@@ -2,8 +2,8 @@
 /*
  * admin_int - declarations shared only inside the admin module (and its
  * unit test): HTML and JSON escaping into a capped buffer (base/buf.h),
- * the page and JSON renderers, and the access rules. All functions are reentrant;
- * none does I/O.
+ * the page and JSON renderers, and the access rules. All functions are
+ * reentrant; none does I/O.
  */
 #ifndef STOWBRIDGE_ADMIN_INT_H
 #define STOWBRIDGE_ADMIN_INT_H
@@ -34,13 +34,12 @@ void admin__append_html(struct buf *b, const char *s);
  * UTF-8 as U+FFFD). */
 void admin__append_json(struct buf *b, const char *s);
 
-
 /* What the status page needs besides the snapshot. */
 struct admin__page_opts {
     uint32_t refresh_s;
-    bool actions;            /* actions enabled: show how to call them */
-    bool token;              /* a token is configured */
-    const char *base_url;    /* "http://127.0.0.1:9475" for examples */
+    bool actions;         /* actions enabled: show how to call them */
+    bool token;           /* a token is configured */
+    const char *base_url; /* "http://127.0.0.1:9475" for examples */
 };
 
 /* Renders the status page of @st at Unix time @now_s into @b. */
@@ -67,15 +66,15 @@ bool admin__ready_verdict(const struct admin_ready *r, int64_t now_s,
 
 /* /readyz: writes the JSON body, returns 200 when every check passes,
  * else 503. */
-unsigned admin__render_readyz(struct buf *b,
-                              const struct admin_ready *r, int64_t now_s);
+unsigned admin__render_readyz(struct buf *b, const struct admin_ready *r,
+                              int64_t now_s);
 
 /* The verdict of an Authorization header against the configured token. */
 enum admin__cred {
-    ADMIN__CRED_MISSING = 0,   /* no header */
-    ADMIN__CRED_BEARER,        /* Bearer with the right token */
-    ADMIN__CRED_BASIC,         /* Basic with the token as password */
-    ADMIN__CRED_WRONG,         /* a credential, not the right one */
+    ADMIN__CRED_MISSING = 0, /* no header */
+    ADMIN__CRED_BEARER,      /* Bearer with the right token */
+    ADMIN__CRED_BASIC,       /* Basic with the token as password */
+    ADMIN__CRED_WRONG,       /* a credential, not the right one */
 };
 
 /*
@@ -83,8 +82,7 @@ enum admin__cred {
  * non-empty). Schemes are case-insensitive; every comparison takes a time
  * that depends only on the configured token's length.
  */
-enum admin__cred admin__check_credentials(const char *header,
-                                          const char *token,
+enum admin__cred admin__check_credentials(const char *header, const char *token,
                                           size_t token_len);
 
 /* True when @given (@given_len bytes) equals @expected, in a time that

@@ -67,8 +67,8 @@ static long b64_decode(const char *in, size_t len, unsigned char *out,
     return (long)n;
 }
 
-enum admin__cred admin__check_credentials(const char *header,
-                                          const char *token, size_t token_len)
+enum admin__cred admin__check_credentials(const char *header, const char *token,
+                                          size_t token_len)
 {
     unsigned char decoded[AUTH_HEADER_MAX];
     const char *value;
@@ -160,7 +160,7 @@ bool admin__host_is_loopback(const char *host)
     if (inet_pton(AF_INET, name, addr) == 1)
         return addr[0] == 127;
     if (inet_pton(AF_INET6, name, addr) == 1) {
-        static const unsigned char one[16] = {[15] = 1};
+        static const unsigned char one[16] = { [15] = 1 };
         return memcmp(addr, one, sizeof(one)) == 0;
     }
     return false;

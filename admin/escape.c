@@ -103,7 +103,7 @@ void admin_copy_text(char *dst, size_t cap, const char *src)
     while (p[len]) {
         size_t n = util_utf8_sequence(p + len);
         if (n == 0)
-            n = 1;          /* broken byte: kept, the renderers replace it */
+            n = 1; /* broken byte: kept, the renderers replace it */
         if (len + n >= cap)
             break;
         len += n;

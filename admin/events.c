@@ -15,7 +15,7 @@
 struct admin_events {
     pthread_mutex_t lock;
     size_t capacity;
-    size_t next;          /* slot of the next push */
+    size_t next; /* slot of the next push */
     uint64_t pushed;
     struct admin_event slots[];
 };
@@ -98,8 +98,7 @@ void admin_events_push_line(struct admin_events *r, int64_t time_s,
     int level = 6;
     size_t len;
 
-    if (line[0] == '<' && line[1] >= '0' && line[1] <= '7' &&
-        line[2] == '>') {
+    if (line[0] == '<' && line[1] >= '0' && line[1] <= '7' && line[2] == '>') {
         level = line[1] - '0';
         line += 3;
     }

@@ -32,8 +32,8 @@ struct admin_events;
 #define ADMIN_EVENTS_CAPACITY_MAX 4096
 
 struct admin_event {
-    int64_t time_s;        /* Unix time */
-    int level;             /* syslog priority: 3 err .. 7 debug */
+    int64_t time_s; /* Unix time */
+    int level;      /* syslog priority: 3 err .. 7 debug */
     char text[ADMIN_EVENT_TEXT_MAX];
 };
 

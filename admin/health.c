@@ -13,14 +13,17 @@ unsigned admin__render_healthz(struct buf *b, uint64_t age_ms,
 {
     bool ok = age_ms <= limit_ms;
 
-    buf_appendf(b, "{\"status\":\"%s\",\"heartbeat_age_s\":%.3f,"
-                      "\"limit_s\":%.3f", ok ? "ok" : "stale",
-                      (double)age_ms / 1000.0, (double)limit_ms / 1000.0);
+    buf_appendf(b,
+                "{\"status\":\"%s\",\"heartbeat_age_s\":%.3f,"
+                "\"limit_s\":%.3f",
+                ok ? "ok" : "stale", (double)age_ms / 1000.0,
+                (double)limit_ms / 1000.0);
     if (!ok) {
         char why[128];
-        (void)snprintf(why, sizeof(why), "the daemon loop has not run for "
-                       "%.1f s (limit %.1f s)", (double)age_ms / 1000.0,
-                       (double)limit_ms / 1000.0);
+        (void)snprintf(why, sizeof(why),
+                       "the daemon loop has not run for "
+                       "%.1f s (limit %.1f s)",
+                       (double)age_ms / 1000.0, (double)limit_ms / 1000.0);
         buf_append_str(b, ",\"error\":");
         admin__append_json(b, why);
     }
@@ -29,7 +32,8 @@ unsigned admin__render_healthz(struct buf *b, uint64_t age_ms,
 }
 
 const char *const admin__ready_check_names[ADMIN__READY_CHECKS] = {
-    "dicom_port", "spool", "destination"};
+    "dicom_port", "spool", "destination"
+};
 
 bool admin__ready_verdict(const struct admin_ready *r, int64_t now_s,
                           struct admin__ready_verdict *v)
@@ -62,22 +66,21 @@ bool admin__ready_verdict(const struct admin_ready *r, int64_t now_s,
         (void)snprintf(v->problem[2], sizeof(v->problem[2]),
                        "the DICOMweb server last answered a request with a "
                        "valid token %" PRId64 " s ago (admin.ready_window_s "
-                       "is %u)", now_s - r->destination_ok_s,
-                       (unsigned)r->window_s);
+                       "is %u)",
+                       now_s - r->destination_ok_s, (unsigned)r->window_s);
     for (int i = 0; i < ADMIN__READY_CHECKS; i++)
         if (v->problem[i][0] != '\0')
             ready = false;
     return ready;
 }
 
-unsigned admin__render_readyz(struct buf *b,
-                              const struct admin_ready *r, int64_t now_s)
+unsigned admin__render_readyz(struct buf *b, const struct admin_ready *r,
+                              int64_t now_s)
 {
     struct admin__ready_verdict v;
     bool ready = admin__ready_verdict(r, now_s, &v);
 
-    buf_appendf(b, "{\"ready\":%s,\"checks\":{",
-                      ready ? "true" : "false");
+    buf_appendf(b, "{\"ready\":%s,\"checks\":{", ready ? "true" : "false");
     for (int i = 0; i < ADMIN__READY_CHECKS; i++) {
         if (i > 0)
             buf_append_str(b, ",");

@@ -84,8 +84,10 @@ int admin_listen_parse(const char *text, struct admin_listen *ret_listen,
             return -EINVAL;
         }
         if (memchr(text, ':', (size_t)(colon - text)) != NULL) {
-            set_err(err, err_len, "'%s': write an IPv6 address in brackets, "
-                    "[::1]:%d", text, ADMIN_DEFAULT_PORT);
+            set_err(err, err_len,
+                    "'%s': write an IPv6 address in brackets, "
+                    "[::1]:%d",
+                    text, ADMIN_DEFAULT_PORT);
             return -EINVAL;
         }
         len = (size_t)(colon - text);
@@ -97,8 +99,10 @@ int admin_listen_parse(const char *text, struct admin_listen *ret_listen,
         host[len] = '\0';
         port = colon + 1;
         if (inet_pton(AF_INET, host, l.addr) != 1) {
-            set_err(err, err_len, "'%s': '%s' is not a numeric IPv4 address "
-                    "(host names are not accepted)", text, host);
+            set_err(err, err_len,
+                    "'%s': '%s' is not a numeric IPv4 address "
+                    "(host names are not accepted)",
+                    text, host);
             return -EINVAL;
         }
     }
@@ -107,8 +111,8 @@ int admin_listen_parse(const char *text, struct admin_listen *ret_listen,
         return -EINVAL;
     }
     if (l.ipv6) {
-        static const uint8_t one[16] = {[15] = 1};
-        static const uint8_t v4mapped[12] = {[10] = 0xff, [11] = 0xff};
+        static const uint8_t one[16] = { [15] = 1 };
+        static const uint8_t v4mapped[12] = { [10] = 0xff, [11] = 0xff };
         l.loopback = memcmp(l.addr, one, 16) == 0 ||
                      (memcmp(l.addr, v4mapped, 12) == 0 && l.addr[12] == 127);
     } else {
@@ -119,8 +123,8 @@ int admin_listen_parse(const char *text, struct admin_listen *ret_listen,
     return 0;
 }
 
-int admin_config_check(const char *listen, bool have_token,
-                       bool allow_actions, char *err, size_t err_len)
+int admin_config_check(const char *listen, bool have_token, bool allow_actions,
+                       char *err, size_t err_len)
 {
     struct admin_listen l;
     char why[160];
@@ -132,13 +136,15 @@ int admin_config_check(const char *listen, bool have_token,
         return r;
     }
     if (l.enabled && !l.loopback && !have_token) {
-        set_err(err, err_len, "admin.listen '%s' is not a loopback address: "
+        set_err(err, err_len,
+                "admin.listen '%s' is not a loopback address: "
                 "set admin.token_file (a bearer token) to serve it there",
                 listen);
         return -EINVAL;
     }
     if (allow_actions && !have_token) {
-        set_err(err, err_len, "admin.allow_actions needs admin.token_file: "
+        set_err(err, err_len,
+                "admin.allow_actions needs admin.token_file: "
                 "actions are only taken with the bearer token");
         return -EINVAL;
     }

@@ -54,17 +54,20 @@ static const char page_css[] =
     ".wide{display:none}table{font-size:.86em}th,td{padding:3px 4px}}";
 
 static const char *const backlog_names[ADMIN_BACKLOG_COUNT] = {
-    "incoming", "active", "deferred", "failed"};
+    "incoming", "active", "deferred", "failed"
+};
 static const char *const backlog_doc[ADMIN_BACKLOG_COUNT] = {
     "waiting for the first attempt", "being sent now",
-    "waiting to be tried again", "dead letters: an operator must act"};
+    "waiting to be tried again", "dead letters: an operator must act"
+};
 
 /* ---- formats ------------------------------------------------------------ */
 
 static void put_bytes(struct buf *b, double v)
 {
-    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB",
-                                        "PiB"};
+    static const char *const units[] = {
+        "B", "KiB", "MiB", "GiB", "TiB", "PiB"
+    };
     size_t u = 0;
 
     while (v >= 1024.0 && u + 1 < sizeof(units) / sizeof(units[0])) {
@@ -74,8 +77,7 @@ static void put_bytes(struct buf *b, double v)
     if (u == 0)
         buf_appendf(b, "%.0f B", v);
     else
-        buf_appendf(b, "%.*f %s", v < 10 ? 2 : v < 100 ? 1 : 0, v,
-                          units[u]);
+        buf_appendf(b, "%.*f %s", v < 10 ? 2 : v < 100 ? 1 : 0, v, units[u]);
 }
 
 /* "45 s", "3 min 20 s", "2 h 5 min", "4 d 3 h". */
@@ -87,10 +89,10 @@ static void put_duration(struct buf *b, uint64_t s)
         buf_appendf(b, "%" PRIu64 " min %" PRIu64 " s", s / 60, s % 60);
     else if (s < 86400)
         buf_appendf(b, "%" PRIu64 " h %" PRIu64 " min", s / 3600,
-                          s % 3600 / 60);
+                    s % 3600 / 60);
     else
         buf_appendf(b, "%" PRIu64 " d %" PRIu64 " h", s / 86400,
-                          s % 86400 / 3600);
+                    s % 86400 / 3600);
 }
 
 /* "2026-12-02 10:15:03 UTC". */
@@ -156,8 +158,7 @@ static void put_rate(struct buf *b, struct admin_rate_value count,
     }
 }
 
-static void put_text_or(struct buf *b, const char *text,
-                        const char *none)
+static void put_text_or(struct buf *b, const char *text, const char *none)
 {
     if (text[0] == '\0')
         buf_appendf(b, "<span class=\"empty\">%s</span>", none);
@@ -175,7 +176,7 @@ static void render_head(struct buf *b, const struct admin_status *st,
                       "<meta name=\"viewport\" content=\"width=device-width,"
                       "initial-scale=1\">");
     buf_appendf(b, "<meta http-equiv=\"refresh\" content=\"%u\">",
-                      (unsigned)o->refresh_s);
+                (unsigned)o->refresh_s);
     buf_append_str(b, "<title>stowbridge");
     if (st->node[0]) {
         buf_append_str(b, " &middot; ");
@@ -211,7 +212,7 @@ static void render_title(struct buf *b, const struct admin_status *st,
     buf_append_str(b, "as of ");
     put_time(b, now);
     buf_appendf(b, " &middot; refreshes every %u s</p>",
-                      (unsigned)o->refresh_s);
+                (unsigned)o->refresh_s);
     buf_append_str(b, "<div id=\"readiness\" class=\"banner\">");
     if (ready) {
         buf_append_str(b, "<b class=\"ok\">Ready</b>: the DICOM port "
@@ -243,17 +244,17 @@ static void render_backlog(struct buf *b, const struct admin_status *st)
         const char *cls = "";
         if (i == ADMIN_BACKLOG_FAILED && q->count > 0)
             cls = " class=\"bad\"";
-        buf_appendf(b, "<tr id=\"backlog-%s\"><td%s>%s</td>"
-                          "<td class=\"n\">%" PRIu64 "</td><td class=\"n\">",
-                          backlog_names[i], cls, backlog_names[i], q->count);
+        buf_appendf(b,
+                    "<tr id=\"backlog-%s\"><td%s>%s</td>"
+                    "<td class=\"n\">%" PRIu64 "</td><td class=\"n\">",
+                    backlog_names[i], cls, backlog_names[i], q->count);
         put_bytes(b, (double)q->bytes);
         buf_append_str(b, "</td><td class=\"n\">");
         if (q->count == 0)
             buf_append_str(b, "&ndash;");
         else
             put_duration(b, q->oldest_age_s);
-        buf_appendf(b, "</td><td class=\"wide\">%s</td></tr>",
-                          backlog_doc[i]);
+        buf_appendf(b, "</td><td class=\"wide\">%s</td></tr>", backlog_doc[i]);
     }
     buf_append_str(b, "</tbody></table></div></section>\n");
 }
@@ -270,19 +271,21 @@ static void render_rates(struct buf *b, const struct admin_status *st)
     put_rate(b, t->received_5m, t->received_bytes_5m, 300);
     buf_append_str(b, "</td><td>");
     put_rate(b, t->received_1h, t->received_bytes_1h, 3600);
-    buf_appendf(b, "</td><td class=\"n\">%" PRIu64 "</td></tr>"
-                      "<tr id=\"rate-delivered\"><td>Delivered</td><td>",
-                      t->received_total);
+    buf_appendf(b,
+                "</td><td class=\"n\">%" PRIu64 "</td></tr>"
+                "<tr id=\"rate-delivered\"><td>Delivered</td><td>",
+                t->received_total);
     put_rate(b, t->delivered_5m, t->delivered_bytes_5m, 300);
     buf_append_str(b, "</td><td>");
     put_rate(b, t->delivered_1h, t->delivered_bytes_1h, 3600);
-    buf_appendf(b, "</td><td class=\"n\">%" PRIu64 "</td></tr>"
-                      "</tbody></table></div></section>\n",
-                      t->delivered_total);
+    buf_appendf(b,
+                "</td><td class=\"n\">%" PRIu64 "</td></tr>"
+                "</tbody></table></div></section>\n",
+                t->delivered_total);
 }
 
-static void render_destination(struct buf *b,
-                               const struct admin_status *st, int64_t now)
+static void render_destination(struct buf *b, const struct admin_status *st,
+                               int64_t now)
 {
     const struct admin_destination *d = &st->destination;
     const struct admin_token_state *k = &st->token;
@@ -292,8 +295,7 @@ static void render_destination(struct buf *b,
                       "<dd class=\"mono\">");
     put_text_or(b, d->url, "not configured");
     buf_appendf(b, "</dd><dt>State</dt><dd>%s</dd>",
-                      d->up ? "<b class=\"ok\">up</b>"
-                            : "<b class=\"bad\">down</b>");
+                d->up ? "<b class=\"ok\">up</b>" : "<b class=\"bad\">down</b>");
     buf_append_str(b, "<dt>Last success</dt><dd>");
     put_when(b, d->last_success_s, now);
     buf_append_str(b, "</dd><dt>Last failure</dt><dd>");
@@ -330,8 +332,7 @@ static void render_destination(struct buf *b,
     if (k->last_denied_s <= 0) {
         buf_append_str(b, "never");
     } else {
-        buf_appendf(b, "<b class=\"bad\">%d</b> ",
-                          k->last_denied_status);
+        buf_appendf(b, "<b class=\"bad\">%d</b> ", k->last_denied_status);
         put_when(b, k->last_denied_s, now);
         if (k->last_denied_diagnosis[0]) {
             buf_append_str(b, ": ");
@@ -387,8 +388,8 @@ static void render_failed(struct buf *b, const struct admin_status *st,
     buf_append_str(b, "</tbody></table></div></section>\n");
 }
 
-static void render_studies(struct buf *b,
-                           const struct admin_status *st, int64_t now)
+static void render_studies(struct buf *b, const struct admin_status *st,
+                           int64_t now)
 {
     size_t n = st->study_count < ADMIN_STUDIES_MAX ? st->study_count
                                                    : ADMIN_STUDIES_MAX;
@@ -418,12 +419,13 @@ static void render_studies(struct buf *b,
         admin__append_html(b, s->study_uid);
         buf_append_str(b, "</td><td>");
         admin__append_html(b, s->calling_ae);
-        buf_appendf(b, "</td><td class=\"n\">%" PRIu64 "</td>"
-                          "<td class=\"n\">%" PRIu64 "</td>"
-                          "<td class=\"n%s\">%" PRIu64 "</td>"
-                          "<td class=\"t wide\">",
-                          s->received, s->delivered,
-                          s->failed ? " bad" : "", s->failed);
+        buf_appendf(b,
+                    "</td><td class=\"n\">%" PRIu64 "</td>"
+                    "<td class=\"n\">%" PRIu64 "</td>"
+                    "<td class=\"n%s\">%" PRIu64 "</td>"
+                    "<td class=\"t wide\">",
+                    s->received, s->delivered, s->failed ? " bad" : "",
+                    s->failed);
         put_ago(b, s->last_s, now);
         buf_append_str(b, "</td></tr>");
     }
@@ -433,10 +435,10 @@ static void render_studies(struct buf *b,
 static void render_events(struct buf *b, const struct admin_status *st)
 {
     static const char *const levels[8] = {
-        "emerg", "alert", "crit", "error", "warning", "notice", "info",
-        "debug"};
-    size_t n = st->event_count < ADMIN_EVENTS_MAX ? st->event_count
-                                                  : ADMIN_EVENTS_MAX;
+        "emerg", "alert", "crit", "error", "warning", "notice", "info", "debug"
+    };
+    size_t n =
+        st->event_count < ADMIN_EVENTS_MAX ? st->event_count : ADMIN_EVENTS_MAX;
 
     buf_append_str(b, "<section id=\"events\"><h2>Recent events</h2>");
     if (n == 0) {
@@ -455,19 +457,21 @@ static void render_events(struct buf *b, const struct admin_status *st)
         char when[32] = "";
         if (gmtime_r(&tt, &tm) != NULL)
             (void)strftime(when, sizeof(when), "%m-%d %H:%M:%S", &tm);
-        buf_appendf(b, "<tr><td class=\"t\">%s</td><td%s>%s</td>"
-                          "<td class=\"mono\">", when,
-                          lvl <= 3 ? " class=\"bad\""
-                                   : lvl == 4 ? " class=\"warn\"" : "",
-                          levels[lvl]);
+        buf_appendf(b,
+                    "<tr><td class=\"t\">%s</td><td%s>%s</td>"
+                    "<td class=\"mono\">",
+                    when,
+                    lvl <= 3   ? " class=\"bad\""
+                    : lvl == 4 ? " class=\"warn\""
+                               : "",
+                    levels[lvl]);
         admin__append_html(b, e->text);
         buf_append_str(b, "</td></tr>");
     }
     buf_append_str(b, "</tbody></table></div></section>\n");
 }
 
-static void render_footer(struct buf *b,
-                          const struct admin__page_opts *o)
+static void render_footer(struct buf *b, const struct admin__page_opts *o)
 {
     buf_append_str(b, "<footer id=\"actions\"><p>");
     if (o->actions) {

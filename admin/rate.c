@@ -21,8 +21,8 @@ struct admin_rate {
     pthread_mutex_t lock;
     uint64_t step_ms;
     size_t capacity;
-    size_t count;          /* kept samples */
-    size_t head;           /* slot of the oldest kept sample */
+    size_t count; /* kept samples */
+    size_t head;  /* slot of the oldest kept sample */
     bool have_latest;
     struct sample latest;
     struct sample kept[];
@@ -74,17 +74,16 @@ static void keep(struct admin_rate *r, struct sample s)
 
 void admin_rate_record(struct admin_rate *r, uint64_t now_ms, uint64_t total)
 {
-    struct sample s = {now_ms, total};
+    struct sample s = { now_ms, total };
 
     pthread_mutex_lock(&r->lock);
     if (r->have_latest &&
         (total < r->latest.total || now_ms < r->latest.t_ms)) {
-        r->count = 0;             /* the counter restarted: forget */
+        r->count = 0; /* the counter restarted: forget */
         r->head = 0;
         r->have_latest = false;
     }
-    if (r->count == 0 ||
-        now_ms >= kept_at(r, r->count - 1)->t_ms + r->step_ms)
+    if (r->count == 0 || now_ms >= kept_at(r, r->count - 1)->t_ms + r->step_ms)
         keep(r, s);
     r->latest = s;
     r->have_latest = true;
@@ -94,7 +93,7 @@ void admin_rate_record(struct admin_rate *r, uint64_t now_ms, uint64_t total)
 struct admin_rate_value admin_rate_get(struct admin_rate *r, uint64_t now_ms,
                                        uint32_t window_s)
 {
-    struct admin_rate_value v = {0, 0};
+    struct admin_rate_value v = { 0, 0 };
     uint64_t window_ms = (uint64_t)window_s * 1000u;
     uint64_t from = now_ms > window_ms ? now_ms - window_ms : 0;
 

@@ -26,8 +26,8 @@ struct admin_rate;
 
 /* A rate and the time it was measured over. */
 struct admin_rate_value {
-    double per_s;         /* growth per second over span_s */
-    uint32_t span_s;      /* 0: not enough samples yet (per_s is 0) */
+    double per_s;    /* growth per second over span_s */
+    uint32_t span_s; /* 0: not enough samples yet (per_s is 0) */
 };
 
 /* Samples every @step_s (1..3600) seconds, kept for @horizon_s
@@ -50,8 +50,8 @@ void admin_rate_record(struct admin_rate *rate, uint64_t now_ms,
  * the oldest sample no older than @window_s before @now_ms. span_s is
  * shorter than the window while less history exists.
  */
-struct admin_rate_value admin_rate_get(struct admin_rate *rate,
-                                       uint64_t now_ms, uint32_t window_s);
+struct admin_rate_value admin_rate_get(struct admin_rate *rate, uint64_t now_ms,
+                                       uint32_t window_s);
 
 #ifdef __cplusplus
 }

@@ -6,10 +6,10 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <stddef.h>
-#include <stdint.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/types.h>
@@ -21,12 +21,9 @@ static const struct {
     const char *name;
     enum log_level level;
 } log_level_names[] = {
-    { "err", LOG_LEVEL_ERR },
-    { "error", LOG_LEVEL_ERR },
-    { "warning", LOG_LEVEL_WARNING },
-    { "notice", LOG_LEVEL_NOTICE },
-    { "info", LOG_LEVEL_INFO },
-    { "debug", LOG_LEVEL_DEBUG },
+    { "err", LOG_LEVEL_ERR },         { "error", LOG_LEVEL_ERR },
+    { "warning", LOG_LEVEL_WARNING }, { "notice", LOG_LEVEL_NOTICE },
+    { "info", LOG_LEVEL_INFO },       { "debug", LOG_LEVEL_DEBUG },
 };
 
 static _Atomic(log_observer_fn) log_observer;
@@ -197,9 +194,9 @@ static void out_escaped(struct log_out *o, const char *s, size_t max,
 /* A conversion specification, parsed. */
 struct log_spec {
     char flags[8];
-    int width;          /* -1: none */
-    int precision;      /* -1: none */
-    char length[3];     /* "", "hh", "h", "l", "ll", "z", "j", "t", "L" */
+    int width;      /* -1: none */
+    int precision;  /* -1: none */
+    char length[3]; /* "", "hh", "h", "l", "ll", "z", "j", "t", "L" */
     char conversion;
 };
 
@@ -335,8 +332,8 @@ size_t log_vformat(char *buf, size_t len, const char *fmt, va_list ap)
         switch (spec.conversion) {
         case 's': {
             const char *s = va_arg(ap, const char *);
-            size_t max = spec.precision >= 0 ? (size_t)spec.precision
-                                             : (size_t)-1;
+            size_t max =
+                spec.precision >= 0 ? (size_t)spec.precision : (size_t)-1;
             size_t start = o.pos;
             if (s == NULL)
                 s = "(null)";
@@ -347,9 +344,8 @@ size_t log_vformat(char *buf, size_t len, const char *fmt, va_list ap)
                     out_unit(&o, " ", 1);
             }
             out_escaped(&o, s, max, quoted);
-            for (size_t k = o.pos - start; spec.width > 0 &&
-                                           k < (size_t)spec.width;
-                 k++)
+            for (size_t k = o.pos - start;
+                 spec.width > 0 && k < (size_t)spec.width; k++)
                 out_unit(&o, " ", 1);
             continue;
         }
@@ -358,17 +354,13 @@ size_t log_vformat(char *buf, size_t len, const char *fmt, va_list ap)
             if (strcmp(spec.length, "l") == 0)
                 n = snprintf(tmp, sizeof(tmp), spec_fmt, va_arg(ap, long));
             else if (strcmp(spec.length, "ll") == 0)
-                n = snprintf(tmp, sizeof(tmp), spec_fmt,
-                             va_arg(ap, long long));
+                n = snprintf(tmp, sizeof(tmp), spec_fmt, va_arg(ap, long long));
             else if (strcmp(spec.length, "z") == 0)
-                n = snprintf(tmp, sizeof(tmp), spec_fmt,
-                             va_arg(ap, ssize_t));
+                n = snprintf(tmp, sizeof(tmp), spec_fmt, va_arg(ap, ssize_t));
             else if (strcmp(spec.length, "j") == 0)
-                n = snprintf(tmp, sizeof(tmp), spec_fmt,
-                             va_arg(ap, intmax_t));
+                n = snprintf(tmp, sizeof(tmp), spec_fmt, va_arg(ap, intmax_t));
             else if (strcmp(spec.length, "t") == 0)
-                n = snprintf(tmp, sizeof(tmp), spec_fmt,
-                             va_arg(ap, ptrdiff_t));
+                n = snprintf(tmp, sizeof(tmp), spec_fmt, va_arg(ap, ptrdiff_t));
             else
                 n = snprintf(tmp, sizeof(tmp), spec_fmt, va_arg(ap, int));
             break;
@@ -385,11 +377,9 @@ size_t log_vformat(char *buf, size_t len, const char *fmt, va_list ap)
             else if (strcmp(spec.length, "z") == 0)
                 n = snprintf(tmp, sizeof(tmp), spec_fmt, va_arg(ap, size_t));
             else if (strcmp(spec.length, "j") == 0)
-                n = snprintf(tmp, sizeof(tmp), spec_fmt,
-                             va_arg(ap, uintmax_t));
+                n = snprintf(tmp, sizeof(tmp), spec_fmt, va_arg(ap, uintmax_t));
             else if (strcmp(spec.length, "t") == 0)
-                n = snprintf(tmp, sizeof(tmp), spec_fmt,
-                             va_arg(ap, ptrdiff_t));
+                n = snprintf(tmp, sizeof(tmp), spec_fmt, va_arg(ap, ptrdiff_t));
             else
                 n = snprintf(tmp, sizeof(tmp), spec_fmt,
                              va_arg(ap, unsigned int));

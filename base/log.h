@@ -69,8 +69,8 @@ const char *log_level_name(enum log_level level);
 /*
  * Typedef for a log observer: called after each line written, on the
  * logging thread, with the line as written ("<N>" prefix, escaped values,
- * trailing newline, NUL-terminated) and its length. It must be quick, must not log, and
- * only sees what the log sees (never patient data).
+ * trailing newline, NUL-terminated) and its length. It must be quick, must not
+ * log, and only sees what the log sees (never patient data).
  */
 typedef void (*log_observer_fn)(void *ctx, enum log_level level,
                                 const char *line, size_t len);

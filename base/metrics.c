@@ -62,8 +62,8 @@ static void atomic_add_double(_Atomic uint64_t *bits, double delta)
     uint64_t old = atomic_load_explicit(bits, memory_order_relaxed);
 
     while (!atomic_compare_exchange_weak_explicit(
-        bits, &old, double_bits(bits_double(old) + delta),
-        memory_order_relaxed, memory_order_relaxed))
+        bits, &old, double_bits(bits_double(old) + delta), memory_order_relaxed,
+        memory_order_relaxed))
         ;
 }
 
@@ -90,8 +90,8 @@ static bool name_valid(const char *name)
         return false;
     for (const char *p = name; *p; p++) {
         char c = *p;
-        bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                     c == '_';
+        bool alpha =
+            (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
         if (!alpha && !(p != name && c >= '0' && c <= '9'))
             return false;
     }
@@ -179,8 +179,7 @@ void metrics_free(struct metrics *m)
  * buckets, then the strings.
  */
 static struct metrics_series *series_new(struct metrics_family *f,
-                                         const char *const *values,
-                                         bool other)
+                                         const char *const *values, bool other)
 {
     size_t head = (sizeof(struct metrics_series) + METRICS_CACHE_LINE - 1) &
                   ~(size_t)(METRICS_CACHE_LINE - 1);
@@ -255,8 +254,10 @@ static int params_check(const struct metrics_family_params *p, char *err,
                         size_t err_len)
 {
     if (!name_valid(p->name) || strlen(p->name) > 120) {
-        set_err(err, err_len, "metric name '%s' is not [a-zA-Z_][a-zA-Z0-9_]* "
-                "of at most 120 characters", p->name ? p->name : "(null)");
+        set_err(err, err_len,
+                "metric name '%s' is not [a-zA-Z_][a-zA-Z0-9_]* "
+                "of at most 120 characters",
+                p->name ? p->name : "(null)");
         return -EINVAL;
     }
     if (p->type == METRICS_COUNTER && !ends_with(p->name, "_total")) {
@@ -287,35 +288,37 @@ static int params_check(const struct metrics_family_params *p, char *err,
         const char *l = p->label_names[i];
         if (!name_valid(l) || strncmp(l, "__", 2) == 0 ||
             (p->type == METRICS_HISTOGRAM && strcmp(l, "le") == 0)) {
-            set_err(err, err_len, "metric '%s': bad label name '%s'",
-                    p->name, l ? l : "(null)");
+            set_err(err, err_len, "metric '%s': bad label name '%s'", p->name,
+                    l ? l : "(null)");
             return -EINVAL;
         }
         for (size_t j = 0; j < i; j++)
             if (strcmp(l, p->label_names[j]) == 0) {
-                set_err(err, err_len, "metric '%s': label '%s' twice",
-                        p->name, l);
+                set_err(err, err_len, "metric '%s': label '%s' twice", p->name,
+                        l);
                 return -EINVAL;
             }
     }
     if (p->label_count > 0 &&
         (p->max_series < 1 || p->max_series > METRICS_SERIES_PER_FAMILY_MAX)) {
-        set_err(err, err_len, "metric '%s': max_series must be 1..%d",
-                p->name, METRICS_SERIES_PER_FAMILY_MAX);
+        set_err(err, err_len, "metric '%s': max_series must be 1..%d", p->name,
+                METRICS_SERIES_PER_FAMILY_MAX);
         return -EINVAL;
     }
     if (p->type == METRICS_HISTOGRAM) {
         if (p->buckets == NULL || p->bucket_count < 1 ||
             p->bucket_count > METRICS_BUCKETS_MAX) {
-            set_err(err, err_len, "histogram '%s' needs 1..%d buckets",
-                    p->name, METRICS_BUCKETS_MAX);
+            set_err(err, err_len, "histogram '%s' needs 1..%d buckets", p->name,
+                    METRICS_BUCKETS_MAX);
             return -EINVAL;
         }
         for (size_t i = 0; i < p->bucket_count; i++)
             if (!isfinite(p->buckets[i]) ||
                 (i > 0 && !(p->buckets[i] > p->buckets[i - 1]))) {
-                set_err(err, err_len, "histogram '%s': bucket bounds must be "
-                        "finite and strictly increasing", p->name);
+                set_err(err, err_len,
+                        "histogram '%s': bucket bounds must be "
+                        "finite and strictly increasing",
+                        p->name);
                 return -EINVAL;
             }
     }
@@ -416,8 +419,7 @@ int metrics_family_add(struct metrics *m,
     return 0;
 }
 
-struct metrics_family *metrics_family_find(struct metrics *m,
-                                           const char *name)
+struct metrics_family *metrics_family_find(struct metrics *m, const char *name)
 {
     struct metrics_family *found = NULL;
 
@@ -461,9 +463,8 @@ static struct metrics_series *scan(struct metrics_family *f, size_t n,
 }
 
 /* The slow path: validate, then create under the family mutex. */
-static struct metrics_series *series_create(struct metrics_family *f,
-                                            const char *const *values,
-                                            uint32_t h)
+static struct metrics_series *
+series_create(struct metrics_family *f, const char *const *values, uint32_t h)
 {
     struct metrics_series *s;
     bool all_other = true;
@@ -550,8 +551,7 @@ uint64_t metrics_family_counter_sum(const struct metrics_family *f)
 void metrics_gauge_set(struct metrics_series *s, double value)
 {
     assert(s->type == METRICS_GAUGE);
-    atomic_store_explicit(&s->value, double_bits(value),
-                          memory_order_relaxed);
+    atomic_store_explicit(&s->value, double_bits(value), memory_order_relaxed);
 }
 
 void metrics_gauge_add(struct metrics_series *s, double delta)
@@ -609,8 +609,7 @@ double metrics_histogram_sum(const struct metrics_series *s)
         &((struct metrics_series *)s)->sum_bits, memory_order_relaxed));
 }
 
-int metrics_add_collector(struct metrics *m, metrics_collector_fn fn,
-                          void *ctx)
+int metrics_add_collector(struct metrics *m, metrics_collector_fn fn, void *ctx)
 {
     int r = 0;
 

@@ -85,7 +85,7 @@ struct metrics_family_params {
      * "_count" must not be taken either.
      */
     const char *name;
-    const char *help;              /* non-empty, one line */
+    const char *help; /* non-empty, one line */
     enum metrics_type type;
     /* 0..METRICS_LABELS_MAX names, [a-zA-Z_][a-zA-Z0-9_]*, no "__"
      * prefix, no duplicates, "le" not allowed for histograms. */
@@ -116,8 +116,7 @@ int metrics_family_add(struct metrics *m,
                        size_t err_len);
 
 /* The family called @name, or NULL. */
-struct metrics_family *metrics_family_find(struct metrics *m,
-                                           const char *name);
+struct metrics_family *metrics_family_find(struct metrics *m, const char *name);
 
 /*
  * The series of @family for the label values @values (label_count
@@ -132,8 +131,8 @@ struct metrics_series *metrics_series(struct metrics_family *family,
 /* metrics_series() with the label values listed inline:
  * METRICS_SERIES(fam, "CT01", "A700"). C only (a compound literal); C++
  * passes an array. */
-#define METRICS_SERIES(family, ...)                                        \
-    metrics_series((family), (const char *const[]){__VA_ARGS__})
+#define METRICS_SERIES(family, ...) \
+    metrics_series((family), (const char *const[]){ __VA_ARGS__ })
 
 /* True if @series is its family's overflow series ("other"). */
 bool metrics_series_is_other(const struct metrics_series *series);

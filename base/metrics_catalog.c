@@ -14,36 +14,42 @@
 #define CATALOG_HTTP_SERIES_MAX 64
 #define CATALOG_STATUS_MAX 16
 
-static const char *const label_calling_ae[] = {"calling_ae"};
-static const char *const label_status[] = {"status"};
-static const char *const label_reason[] = {"reason"};
-static const char *const label_service_code[] = {"service", "code"};
-static const char *const label_result[] = {"result"};
-static const char *const label_state[] = {"state"};
-static const char *const label_version[] = {"version"};
+static const char *const label_calling_ae[] = { "calling_ae" };
+static const char *const label_status[] = { "status" };
+static const char *const label_reason[] = { "reason" };
+static const char *const label_service_code[] = { "service", "code" };
+static const char *const label_result[] = { "result" };
+static const char *const label_state[] = { "state" };
+static const char *const label_version[] = { "version" };
 
 /* Seconds. An upload request: one STOW-RS batch. */
-static const double buckets_upload[] = {0.05, 0.1, 0.25, 0.5, 1,   2.5,
-                                        5,    10,  30,   60,  120};
+static const double buckets_upload[] = { 0.05, 0.1, 0.25, 0.5, 1,  2.5,
+                                         5,    10,  30,   60,  120 };
 /* A C-FIND: the whole QIDO-RS exchange, all pages. */
-static const double buckets_cfind[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                                       1,    2.5,   5,    10,  30};
+static const double buckets_cfind[] = { 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                        1,    2.5,   5,    10,  30 };
 /* Arrival (acknowledged) to delivered, retries included. */
-static const double buckets_latency[] = {1,   5,    15,   30,    60,
-                                         300, 900,  3600, 14400, 86400};
+static const double buckets_latency[] = { 1,   5,   15,   30,    60,
+                                          300, 900, 3600, 14400, 86400 };
 
-static const char *const spool_states[] = {
-    METRICS_STATE_INCOMING, METRICS_STATE_ACTIVE, METRICS_STATE_DEFERRED,
-    METRICS_STATE_FAILED};
+static const char *const spool_states[] = { METRICS_STATE_INCOMING,
+                                            METRICS_STATE_ACTIVE,
+                                            METRICS_STATE_DEFERRED,
+                                            METRICS_STATE_FAILED };
 
 struct family_def {
     size_t offset; /* of the family pointer in struct metrics_catalog */
     struct metrics_family_params p;
 };
 
-#define DEF(field, ...)                                                    \
-    {offsetof(struct metrics_catalog, field),                             \
-     (struct metrics_family_params){__VA_ARGS__}}
+#define DEF(field, ...)                          \
+    {                                            \
+        offsetof(struct metrics_catalog, field), \
+            (struct metrics_family_params)       \
+        {                                        \
+            __VA_ARGS__                          \
+        }                                        \
+    }
 #define LABELS(a) .label_names = (a), .label_count = sizeof(a) / sizeof(a[0])
 #define BUCKETS(a) .buckets = (a), .bucket_count = sizeof(a) / sizeof(a[0])
 
@@ -145,9 +151,10 @@ int metrics_catalog_register(struct metrics *m,
 
     if (params->caller_count > METRICS_CATALOG_CALLERS_MAX) {
         if (err != NULL && err_len > 0)
-            (void)snprintf(err, err_len, "%zu callers: at most %d get their "
-                           "own metric series", params->caller_count,
-                           METRICS_CATALOG_CALLERS_MAX);
+            (void)snprintf(err, err_len,
+                           "%zu callers: at most %d get their "
+                           "own metric series",
+                           params->caller_count, METRICS_CATALOG_CALLERS_MAX);
         return -EINVAL;
     }
     callers = params->caller_count
@@ -177,9 +184,9 @@ int metrics_catalog_register(struct metrics *m,
     /* Both results exist from the start, so a rule can compare them. */
     (void)METRICS_SERIES(cat.token_refreshes, METRICS_RESULT_OK);
     (void)METRICS_SERIES(cat.token_refreshes, METRICS_RESULT_FAILED);
-    metrics_gauge_set(METRICS_SERIES(cat.build_info,
-                                     params->version ? params->version
-                                                     : "unknown"),
+    metrics_gauge_set(METRICS_SERIES(cat.build_info, params->version
+                                                         ? params->version
+                                                         : "unknown"),
                       1);
     metrics_gauge_set(metrics_series(cat.start_time, NULL),
                       params->start_time_s);

@@ -70,9 +70,9 @@ struct metrics_family;
 #define METRICS_REASON_INSTANCE "instance_retry"   /* per-instance retry */
 #define METRICS_REASON_LOCAL "local_error"         /* reading the entry */
 /* Dead-letter reasons (stowbridge_dead_letters_total{reason}). */
-#define METRICS_REASON_REJECTED "rejected"         /* permanent answer */
-#define METRICS_REASON_EXPIRED "expired"           /* retry.max_age */
-#define METRICS_REASON_UNREADABLE "unreadable"     /* not a valid entry */
+#define METRICS_REASON_REJECTED "rejected"     /* permanent answer */
+#define METRICS_REASON_EXPIRED "expired"       /* retry.max_age */
+#define METRICS_REASON_UNREADABLE "unreadable" /* not a valid entry */
 
 #define METRICS_SERVICE_STOW "stow"
 #define METRICS_SERVICE_QIDO "qido"
@@ -88,8 +88,8 @@ struct metrics_family;
 #define METRICS_STATE_FAILED "failed"
 
 struct metrics_catalog_params {
-    const char *version;             /* stowbridge_build_info{version} */
-    double start_time_s;             /* Unix time the daemon started */
+    const char *version; /* stowbridge_build_info{version} */
+    double start_time_s; /* Unix time the daemon started */
     /* The configured callers' AE titles (may be 0); each gets its own
      * calling_ae series, every other caller is "other". */
     const char *const *callers;

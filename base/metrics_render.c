@@ -163,8 +163,8 @@ static void render_histogram(struct text *t, const struct metrics_family *f,
     char le[40];
 
     for (size_t i = 0; i <= f->bucket_count; i++) {
-        cumulative += atomic_load_explicit(&s->buckets[i],
-                                           memory_order_relaxed);
+        cumulative +=
+            atomic_load_explicit(&s->buckets[i], memory_order_relaxed);
         if (i < f->bucket_count)
             (void)metrics_format_double(f->buckets[i], le, sizeof(le));
         else
@@ -227,14 +227,14 @@ static int series_cmp(const void *a, const void *b)
 static void render_family(struct text *t, struct metrics_family *f,
                           struct metrics_series **order)
 {
-    static const char *const type_names[] = {"counter", "gauge", "histogram"};
+    static const char *const type_names[] = { "counter", "gauge", "histogram" };
     size_t n;
 
     pthread_mutex_lock(&f->lock);
     n = atomic_load_explicit(&f->count, memory_order_acquire);
     memcpy(order, f->slots, n * sizeof(*order));
-    if (f->other != NULL && atomic_load_explicit(&f->other->used,
-                                                 memory_order_relaxed))
+    if (f->other != NULL &&
+        atomic_load_explicit(&f->other->used, memory_order_relaxed))
         order[n++] = f->other;
     if (n > 0) {
         qsort(order, n, sizeof(*order), series_cmp);
@@ -258,7 +258,7 @@ int metrics_render(struct metrics *m, size_t max_len, char **ret_text,
 {
     struct metrics_collector collectors[METRICS_COLLECTORS_MAX];
     struct metrics_series **order = NULL;
-    struct text t = {.max = max_len};
+    struct text t = { .max = max_len };
     size_t ncollectors;
     size_t most = 0;
 

@@ -52,8 +52,8 @@ static const char *const CLASSES[] = {
     "1.2.840.10008.5.1.4.1.1.1.1",
     "1.2.840.10008.5.1.4.1.1.6.1",
 };
-static const char *const AES[] = {"CT_SCANNER_1", "MR_SCANNER_2", "DX_ROOM_3",
-                                  "US_CART_4", "PACS"};
+static const char *const AES[] = { "CT_SCANNER_1", "MR_SCANNER_2", "DX_ROOM_3",
+                                   "US_CART_4", "PACS" };
 static const char *const DEST =
     "https://ws-dicom.dicom.azurehealthcareapis.com/v2";
 
@@ -406,7 +406,7 @@ static bool load_meta(const char *path, uint64_t rows, int64_t *ret_t0)
  */
 static double upload(struct ledger *lg, uint64_t study, double *enqueue_s)
 {
-    struct layout l = {4, {250, 250, 250, 250}, 1000, false, NULL, NULL};
+    struct layout l = { 4, { 250, 250, 250, 250 }, 1000, false, NULL, NULL };
     double start = now_s();
     double queued;
     int64_t t = wall_ms();
@@ -590,7 +590,7 @@ static void drop_cache(const char *path)
 int main(int argc, char **argv)
 {
     char err[512];
-    struct ledger_params p = {0};
+    struct ledger_params p = { 0 };
     struct ledger *lg = NULL;
     uint64_t rows = argc > 2 ? strtoull(argv[2], NULL, 10) : 30000000ull;
     size_t lookups = argc > 3 ? strtoul(argv[3], NULL, 10) : 100000;

@@ -47,7 +47,8 @@ enum scenario { SAME, OWN, LOOKUP, HISTOGRAM, GAUGE, MUTEX, SCENARIOS };
 static const char *const scenario_names[] = {
     "counter_inc, same series      ", "counter_inc, own series       ",
     "lookup(calling_ae) + inc      ", "histogram_observe, same series",
-    "gauge_add (CAS), same series  ", "global pthread mutex + ++     "};
+    "gauge_add (CAS), same series  ", "global pthread mutex + ++     "
+};
 
 struct shared {
     struct metrics_catalog cat;
@@ -66,10 +67,11 @@ struct thread_arg {
     uint64_t cpu_ns;
 };
 
-static const char *const callers[] = {
-    "CT01", "CT02", "MR01", "MR02", "US01", "US02", "CR01", "CR02",
-    "DX01", "DX02", "NM01", "PT01", "XA01", "MG01", "RF01", "OT01",
-    "PACS_A", "PACS_B", "WS01", "WS02"};
+static const char *const callers[] = { "CT01",   "CT02",   "MR01", "MR02",
+                                       "US01",   "US02",   "CR01", "CR02",
+                                       "DX01",   "DX02",   "NM01", "PT01",
+                                       "XA01",   "MG01",   "RF01", "OT01",
+                                       "PACS_A", "PACS_B", "WS01", "WS02" };
 
 static void *run(void *arg)
 {
@@ -77,8 +79,7 @@ static void *run(void *arg)
     struct shared *s = t->s;
     struct metrics_series *same =
         metrics_series(s->cat.delivered_instances, NULL);
-    struct metrics_series *hist =
-        metrics_series(s->cat.upload_duration, NULL);
+    struct metrics_series *hist = metrics_series(s->cat.upload_duration, NULL);
     struct metrics_series *gauge =
         metrics_series(s->cat.associations_active, NULL);
     struct metrics_series *own = s->own_series[t->id];
@@ -99,8 +100,7 @@ static void *run(void *arg)
         break;
     case LOOKUP:
         for (uint64_t i = 0; i < n; i++)
-            metrics_counter_inc(METRICS_SERIES(s->cat.received_instances,
-                                               ae));
+            metrics_counter_inc(METRICS_SERIES(s->cat.received_instances, ae));
         break;
     case HISTOGRAM:
         for (uint64_t i = 0; i < n; i++)
@@ -140,7 +140,7 @@ static void run_scenario(struct shared *s, enum scenario sc, int threads,
     pthread_barrier_init(&s->start, NULL, (unsigned)threads);
     wall = now_ns();
     for (int i = 0; i < threads; i++) {
-        args[i] = (struct thread_arg){s, i, 0};
+        args[i] = (struct thread_arg){ s, i, 0 };
         pthread_create(&th[i], NULL, run, &args[i]);
     }
     for (int i = 0; i < threads; i++) {
@@ -149,8 +149,8 @@ static void run_scenario(struct shared *s, enum scenario sc, int threads,
     }
     wall = now_ns() - wall;
     pthread_barrier_destroy(&s->start);
-    printf("  %d thread%s %s %6.1f ns CPU/update, %6.1f M updates/s\n",
-           threads, threads > 1 ? "s:" : ": ", name,
+    printf("  %d thread%s %s %6.1f ns CPU/update, %6.1f M updates/s\n", threads,
+           threads > 1 ? "s:" : ": ", name,
            (double)cpu / threads / (double)s->iterations,
            (double)s->iterations * threads / ((double)wall / 1e9) / 1e6);
 }
@@ -168,21 +168,20 @@ static void fill_status(struct admin_status *st, int64_t now)
     snprintf(st->version, sizeof(st->version), "0.1.0");
     snprintf(st->node, sizeof(st->node), "STOWBRIDGE");
     st->started_s = now - 86400 * 3;
-    st->ready = (struct admin_ready){.dicom_listening = true,
-                                     .dicom_port = 11112,
-                                     .spool_writable = true,
-                                     .spool_free_bytes = 50ull << 30,
-                                     .spool_min_free_bytes = 1ull << 30,
-                                     .destination_ok_s = now - 5,
-                                     .window_s = 300};
-    st->backlog[0] = (struct admin_backlog){61000, 61000ull * 520000, 3400};
-    st->backlog[1] = (struct admin_backlog){16, 16ull * 520000, 2};
-    st->backlog[2] = (struct admin_backlog){38000, 38000ull * 520000, 86000};
-    st->backlog[3] = (struct admin_backlog){984, 984ull * 520000, 400000};
+    st->ready = (struct admin_ready){ .dicom_listening = true,
+                                      .dicom_port = 11112,
+                                      .spool_writable = true,
+                                      .spool_free_bytes = 50ull << 30,
+                                      .spool_min_free_bytes = 1ull << 30,
+                                      .destination_ok_s = now - 5,
+                                      .window_s = 300 };
+    st->backlog[0] = (struct admin_backlog){ 61000, 61000ull * 520000, 3400 };
+    st->backlog[1] = (struct admin_backlog){ 16, 16ull * 520000, 2 };
+    st->backlog[2] = (struct admin_backlog){ 38000, 38000ull * 520000, 86000 };
+    st->backlog[3] = (struct admin_backlog){ 984, 984ull * 520000, 400000 };
     for (size_t i = 0; i < ADMIN_FAILED_MAX; i++) {
         struct admin_failed_entry *f = &st->failed[i];
-        snprintf(f->id, sizeof(f->id), "1764%06zu.123456-9f1c2b3a4d5e6f70",
-                 i);
+        snprintf(f->id, sizeof(f->id), "1764%06zu.123456-9f1c2b3a4d5e6f70", i);
         snprintf(f->calling_ae, sizeof(f->calling_ae), "CT%02zu", i % 20);
         snprintf(f->study_uid, sizeof(f->study_uid),
                  "1.2.826.0.1.3680043.8.498.%zu", 1000000 + i);
@@ -191,7 +190,8 @@ static void fill_status(struct admin_status *st, int64_t now)
         f->bytes = 520000;
         f->arrived_s = now - 4000;
         f->failed_s = now - 3000;
-        snprintf(f->reason, sizeof(f->reason), "the server rejected the "
+        snprintf(f->reason, sizeof(f->reason),
+                 "the server rejected the "
                  "instance: 0xA900 <Data Set does not match SOP Class> & "
                  "more");
     }
@@ -213,20 +213,22 @@ static void fill_status(struct admin_status *st, int64_t now)
         struct admin_event *e = &st->events[i];
         e->time_s = now - (int64_t)i;
         e->level = 6;
-        snprintf(e->text, sizeof(e->text), "1764000000.123456-9f1c2b3a4d5e6f"
+        snprintf(e->text, sizeof(e->text),
+                 "1764000000.123456-9f1c2b3a4d5e6f"
                  "70: from=CT01@10.1.2.3, sop=1.2.3.4.5.%zu, size=520000, "
-                 "status=sent", i);
+                 "status=sent",
+                 i);
     }
     st->event_count = ADMIN_EVENTS_MAX;
 }
 
 int main(int argc, char **argv)
 {
-    struct metrics_catalog_params cp = {.version = "0.1.0",
-                                        .start_time_s = 1764000000,
-                                        .callers = callers,
-                                        .caller_count = 20};
-    static const char *const thread_label[] = {"thread"};
+    struct metrics_catalog_params cp = { .version = "0.1.0",
+                                         .start_time_s = 1764000000,
+                                         .callers = callers,
+                                         .caller_count = 20 };
+    static const char *const thread_label[] = { "thread" };
     struct shared s;
     struct metrics *m = metrics_new();
     char err[256];
@@ -237,12 +239,15 @@ int main(int argc, char **argv)
     s.iterations = iterations;
     pthread_mutex_init(&s.lock, NULL);
     if (metrics_catalog_register(m, &cp, &s.cat, err, sizeof(err)) < 0 ||
-        metrics_family_add(m, &(struct metrics_family_params){
-                                  .name = "bench_own_total", .help = "Own.",
-                                  .type = METRICS_COUNTER,
-                                  .label_names = thread_label,
-                                  .label_count = 1, .max_series = THREADS},
-                           &s.own, err, sizeof(err)) < 0) {
+        metrics_family_add(
+            m,
+            &(struct metrics_family_params){ .name = "bench_own_total",
+                                             .help = "Own.",
+                                             .type = METRICS_COUNTER,
+                                             .label_names = thread_label,
+                                             .label_count = 1,
+                                             .max_series = THREADS },
+            &s.own, err, sizeof(err)) < 0) {
         fprintf(stderr, "bench_metrics: %s\n", err);
         return 1;
     }
@@ -258,8 +263,8 @@ int main(int argc, char **argv)
     for (int sc = 0; sc < SCENARIOS; sc++)
         run_scenario(&s, (enum scenario)sc, THREADS, scenario_names[sc]);
     /* Everything counted, nothing lost. */
-    uint64_t same = metrics_counter_get(
-        metrics_series(s.cat.delivered_instances, NULL));
+    uint64_t same =
+        metrics_counter_get(metrics_series(s.cat.delivered_instances, NULL));
     if (same != iterations * (THREADS + 1) ||
         s.locked_counter != iterations * (THREADS + 1)) {
         fprintf(stderr, "lost increments: %" PRIu64 "\n", same);
@@ -270,21 +275,20 @@ int main(int argc, char **argv)
         fprintf(stderr, "lost labeled increments\n");
         failures++;
     }
-    if (metrics_histogram_count(metrics_series(s.cat.upload_duration,
-                                               NULL)) !=
+    if (metrics_histogram_count(metrics_series(s.cat.upload_duration, NULL)) !=
         iterations * THREADS) {
         fprintf(stderr, "lost observations\n");
         failures++;
     }
 
     /* Render the catalog (20 callers, HTTP codes, spool states). */
-    static const char *const codes[] = {"200", "202", "400", "401", "403",
-                                        "409", "429", "500", "503", "none"};
+    static const char *const codes[] = { "200", "202", "400", "401", "403",
+                                         "409", "429", "500", "503", "none" };
     for (size_t i = 0; i < 10; i++) {
-        metrics_counter_inc(METRICS_SERIES(s.cat.http_responses, "stow",
-                                           codes[i]));
-        metrics_counter_inc(METRICS_SERIES(s.cat.http_responses, "qido",
-                                           codes[i]));
+        metrics_counter_inc(
+            METRICS_SERIES(s.cat.http_responses, "stow", codes[i]));
+        metrics_counter_inc(
+            METRICS_SERIES(s.cat.http_responses, "qido", codes[i]));
     }
     int rounds = 2000;
     uint64_t t0 = now_ns();
@@ -302,9 +306,10 @@ int main(int argc, char **argv)
 
     /* The status page with every list full. */
     struct admin_status *st = calloc(1, sizeof(*st));
-    struct admin__page_opts opts = {.refresh_s = 10, .actions = true,
-                                    .token = true,
-                                    .base_url = "http://127.0.0.1:9475"};
+    struct admin__page_opts opts = { .refresh_s = 10,
+                                     .actions = true,
+                                     .token = true,
+                                     .base_url = "http://127.0.0.1:9475" };
     int64_t now = (int64_t)time(NULL);
     uint64_t *times;
     fill_status(st, now);
@@ -323,7 +328,8 @@ int main(int argc, char **argv)
     }
     qsort(times, (size_t)rounds, sizeof(*times), cmp_u64);
     printf("status page, full lists: median %.1f us, p99 %.1f us, max "
-           "%.1f us, %zu bytes\n", (double)times[rounds / 2] / 1000.0,
+           "%.1f us, %zu bytes\n",
+           (double)times[rounds / 2] / 1000.0,
            (double)times[rounds * 99 / 100] / 1000.0,
            (double)times[rounds - 1] / 1000.0, len);
     free(times);

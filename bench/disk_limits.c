@@ -42,7 +42,7 @@ enum row {
 };
 
 static const char *const row_names[ROW_COUNT] = {
-    "rename+fsync-dir", "rename+fsync-both", "tmpfile+linkat",
+    "rename+fsync-dir",   "rename+fsync-both", "tmpfile+linkat",
     "prealloc+fdatasync", "no-fsync",
 };
 
@@ -54,7 +54,7 @@ struct job {
     enum row row;
     unsigned char *data;
     int error;
-    double elapsed;           /* the commit loop only, seconds */
+    double elapsed; /* the commit loop only, seconds */
 };
 
 static double now_s(void)
@@ -224,8 +224,8 @@ int main(int argc, char **argv)
          * pre-allocation is not commit cost); writers start together, so
          * the rate is the total over the slowest writer's time. */
         for (unsigned w = 0; w < writers; w++) {
-            jobs[w] = (struct job){ dir, size, count, w, (enum row)row, data,
-                                    0, 0 };
+            jobs[w] =
+                (struct job){ dir, size, count, w, (enum row)row, data, 0, 0 };
             if (pthread_create(&threads[w], NULL, run_job, &jobs[w]) != 0)
                 return 1;
         }
@@ -243,9 +243,8 @@ int main(int argc, char **argv)
             printf("%-20s error=%s\n", row_names[row], strerror(error));
         } else {
             double total = (double)count * writers;
-            printf("%-20s writers=%u per_s=%.0f ms_per=%.3f\n",
-                   row_names[row], writers, total / elapsed,
-                   elapsed * 1000.0 / (double)count);
+            printf("%-20s writers=%u per_s=%.0f ms_per=%.3f\n", row_names[row],
+                   writers, total / elapsed, elapsed * 1000.0 / (double)count);
         }
         fflush(stdout);
         free(jobs);

@@ -62,10 +62,12 @@ int main(int argc, char **argv)
             std::fprintf(stderr, "C-FIND failed: %s\n", cond.text());
             return 1;
         }
-        std::printf("%lld %u %04x\n",
-                    (long long)std::chrono::duration_cast<
-                        std::chrono::microseconds>(t1 - t0).count(),
-                    matches, status);
+        std::printf(
+            "%lld %u %04x\n",
+            (long long)std::chrono::duration_cast<std::chrono::microseconds>(
+                t1 - t0)
+                .count(),
+            matches, status);
     }
     scu.releaseAssociation();
     return 0;

@@ -170,9 +170,8 @@ static char *tx_serialize(const struct commit_tx *tx, bool report,
         const struct commit_item *it = &tx->items[i];
 
         if (report)
-            n = snprintf(buf + len, cap - len, "item %s %s %04X %u\n",
-                         it->cls, it->inst, (unsigned)it->reason,
-                         (unsigned)it->basis);
+            n = snprintf(buf + len, cap - len, "item %s %s %04X %u\n", it->cls,
+                         it->inst, (unsigned)it->reason, (unsigned)it->basis);
         else
             n = snprintf(buf + len, cap - len, "item %s %s\n", it->cls,
                          it->inst);
@@ -226,8 +225,8 @@ static struct commit_tx *tx_parse(const char *data, size_t len, bool report)
         } else if (sscanf(line, "received_ms %lld", &ms) == 1) {
             tx->received_ms = ms;
         } else if (strncmp(line, "item ", 5) == 0) {
-            int got = sscanf(line, "item %65s %65s %x %u", a, b, &reason,
-                             &basis);
+            int got =
+                sscanf(line, "item %65s %65s %x %u", a, b, &reason, &basis);
             struct commit_item *it;
 
             if (got < 2 || (report && got != 4) || !util_uid_valid(a) ||
@@ -235,8 +234,7 @@ static struct commit_tx *tx_parse(const char *data, size_t len, bool report)
                 goto out_bad;
             if (tx->n == cap) {
                 size_t ncap = cap ? cap * 2 : 16;
-                struct commit_item *ni =
-                    realloc(tx->items, ncap * sizeof(*ni));
+                struct commit_item *ni = realloc(tx->items, ncap * sizeof(*ni));
                 if (ni == NULL)
                     goto out_bad;
                 tx->items = ni;
@@ -346,8 +344,8 @@ static int commit_request(void *ctx, const struct scp_commit_request *rq,
     int r;
 
     tx = calloc(1, sizeof(*tx));
-    if (tx == NULL || (tx->items = calloc(rq->item_count,
-                                          sizeof(*tx->items))) == NULL) {
+    if (tx == NULL ||
+        (tx->items = calloc(rq->item_count, sizeof(*tx->items))) == NULL) {
         tx_free(tx);
         snprintf(err, err_len, "out of memory");
         return -ENOMEM;
@@ -395,17 +393,15 @@ static int commit_request(void *ctx, const struct scp_commit_request *rq,
         return r;
     }
     if (cs->p.ledger != NULL) {
-        struct ledger_commit_ref *refs = calloc(rq->item_count,
-                                                sizeof(*refs));
+        struct ledger_commit_ref *refs = calloc(rq->item_count, sizeof(*refs));
         if (refs != NULL) {
             for (size_t i = 0; i < rq->item_count; i++) {
                 refs[i].sop_class_uid = rq->items[i].sop_class_uid;
                 refs[i].sop_instance_uid = rq->items[i].sop_instance_uid;
             }
             r = ledger_record_commit_received(cs->p.ledger, rq->tx_uid,
-                                              rq->calling_ae,
-                                              tx->received_ms, refs,
-                                              rq->item_count);
+                                              rq->calling_ae, tx->received_ms,
+                                              refs, rq->item_count);
             if (r < 0)
                 log_warning("event=ledger-dropped tx=%s reason=\"the "
                             "ledger did not take the request (%d)\", "
@@ -479,8 +475,8 @@ void commit_note_delivered(void *ctx, const char *id,
     memset(f, 0, sizeof(f));
     f[0].tag = DCM_TAG_SOPClassUID;
     f[1].tag = DCM_TAG_SeriesInstanceUID;
-    if (spool_entry_path(cs->p.spool, SPOOL_ACTIVE, id, path,
-                         sizeof(path)) == 0 &&
+    if (spool_entry_path(cs->p.spool, SPOOL_ACTIVE, id, path, sizeof(path)) ==
+            0 &&
         part10_read_file(path, f, 2, NULL, NULL, 0) == 0) {
         if (f[0].value != NULL && util_uid_valid(f[0].value))
             copy_str(cls, sizeof(cls), f[0].value);
@@ -531,8 +527,7 @@ void commit_note_delivered(void *ctx, const char *id,
 
             if (it->resolved || strcmp(it->inst, meta->sop_uid) != 0)
                 continue;
-            reason = cls[0] != '\0' && strcmp(cls, it->cls) != 0 ? 0x0119
-                                                                 : 0;
+            reason = cls[0] != '\0' && strcmp(cls, it->cls) != 0 ? 0x0119 : 0;
             if (item_resolve(tx, it, reason, LEDGER_BASIS_DELIVERED,
                              meta->study_uid)) {
                 ledger_resolved(cs, tx->uid, it);
@@ -571,7 +566,10 @@ static int spool_scan(struct commit_service *cs, struct spool_seen **ret,
                       size_t *ret_n)
 {
     static const enum spool_state states[] = {
-        SPOOL_INCOMING, SPOOL_ACTIVE, SPOOL_DEFERRED, SPOOL_FAILED,
+        SPOOL_INCOMING,
+        SPOOL_ACTIVE,
+        SPOOL_DEFERRED,
+        SPOOL_FAILED,
     };
     struct spool_seen *seen = NULL;
     size_t n = 0;
@@ -582,8 +580,8 @@ static int spool_scan(struct commit_service *cs, struct spool_seen **ret,
         size_t count = 0;
         char err[256];
 
-        if (spool_list(cs->p.spool, states[s], &e, &count, err,
-                       sizeof(err)) < 0) {
+        if (spool_list(cs->p.spool, states[s], &e, &count, err, sizeof(err)) <
+            0) {
             log_warning("event=commit-scan-failed reason=\"%s\", will retry",
                         err);
             free(seen);
@@ -636,8 +634,8 @@ static int spool_scan(struct commit_service *cs, struct spool_seen **ret,
 }
 
 /* Where @sop is in the scan: 1 queued, 2 failed only (@ret_id), 0 not. */
-static int spool_where(const struct spool_seen *seen, size_t n,
-                       const char *sop, const char **ret_id)
+static int spool_where(const struct spool_seen *seen, size_t n, const char *sop,
+                       const char **ret_id)
 {
     size_t lo = 0;
     size_t hi = n;
@@ -695,8 +693,7 @@ static enum qido_found qido_lookup(struct commit_service *cs,
     if (r < 0 || reply.http_status == 0) {
         log_warning("event=commit-lookup-failed sop=%s reason=\"%s\", will "
                     "retry",
-                    it->inst,
-                    reply.error[0] ? reply.error : "no answer");
+                    it->inst, reply.error[0] ? reply.error : "no answer");
         goto out;
     }
     if (reply.http_status == 204 || reply.http_status == 404) {
@@ -740,13 +737,13 @@ out:
 struct work {
     struct commit_tx *tx;
     size_t index;
-    struct commit_item copy;   /* its UIDs, read without the lock */
+    struct commit_item copy; /* its UIDs, read without the lock */
     int64_t received_ms;
     bool done;
     uint16_t reason;
     enum ledger_commit_basis basis;
     char study[UTIL_UID_MAX + 1];
-    bool maybe_absent;         /* QIDO said absent: look at the spool again */
+    bool maybe_absent; /* QIDO said absent: look at the spool again */
     bool qido_failed;
 };
 
@@ -897,8 +894,7 @@ static void resolve_pass(struct commit_service *cs)
     (void)spool_free_mb(cs->p.spool, &free_mb);
     for (size_t i = 0; i < n; i++) {
         if (work[i].done ||
-            now - work[i].received_ms <
-                (int64_t)cs->p.max_wait_h * 3600 * 1000)
+            now - work[i].received_ms < (int64_t)cs->p.max_wait_h * 3600 * 1000)
             continue;
         work_set(&work[i], free_mb < cs->p.min_free_mb ? 0x0213 : 0x0110,
                  LEDGER_BASIS_DEADLINE, NULL);
@@ -986,8 +982,7 @@ static void tx_finish(struct commit_service *cs, struct commit_tx *tx)
     tx_file_name(tx, true, name);
     r = spool_txn_remove(cs->p.spool, name, err, sizeof(err));
     if (r < 0 && r != -ENOENT)
-        log_err("event=commit-report-left tx=%s reason=\"%s\"", tx->uid,
-                err);
+        log_err("event=commit-report-left tx=%s reason=\"%s\"", tx->uid, err);
     pthread_mutex_lock(&cs->lock);
     tx_unlink(cs, tx);
     pthread_mutex_unlock(&cs->lock);
@@ -1002,9 +997,9 @@ static void report_send(struct commit_service *cs, struct commit_tx *tx)
     struct scp_commit_report rep;
     struct scp_remote to;
     int64_t now = now_ms();
-    int64_t give_up = tx->received_ms +
-                      ((int64_t)cs->p.max_wait_h + COMMIT_REPORT_EXTRA_H) *
-                          3600 * 1000;
+    int64_t give_up =
+        tx->received_ms +
+        ((int64_t)cs->p.max_wait_h + COMMIT_REPORT_EXTRA_H) * 3600 * 1000;
     uint16_t status = 0;
     char err[512] = "";
     size_t ok = 0;
@@ -1046,9 +1041,8 @@ static void report_send(struct commit_service *cs, struct commit_tx *tx)
             to.ae_title = remote->ae_title;
             to.host = remote->host;
             to.port = remote->port;
-            r = scp_commit_send_report(cs->our_ae, &to, &rep,
-                                       cs->p.timeout_s, &status, err,
-                                       sizeof(err));
+            r = scp_commit_send_report(cs->our_ae, &to, &rep, cs->p.timeout_s,
+                                       &status, err, sizeof(err));
             free(results);
         }
         if (r == 0 && status == 0) {
@@ -1117,8 +1111,7 @@ static void engine_pass(struct commit_service *cs, bool resolve)
                 log_warning("event=ledger-lost dropped=%llu failed=%llu "
                             "reason=\"%s\", ignoring",
                             (unsigned long long)st.dropped,
-                            (unsigned long long)st.failed,
-                            st.last_error_text);
+                            (unsigned long long)st.failed, st.last_error_text);
                 cs->ledger_dropped_logged = st.dropped + st.failed;
             }
         }
@@ -1172,8 +1165,8 @@ static void *engine_main(void *arg)
         cs->kick = false;
         if (cs->stop)
             break;
-        bool resolve = cs->kick_resolve ||
-                       now_ms() - cs->last_resolve_ms >= COMMIT_RESOLVE_EVERY_MS;
+        bool resolve = cs->kick_resolve || now_ms() - cs->last_resolve_ms >=
+                                               COMMIT_RESOLVE_EVERY_MS;
         cs->kick_resolve = false;
         if (resolve)
             cs->last_resolve_ms = now_ms();

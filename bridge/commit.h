@@ -60,18 +60,18 @@ struct commit_remote {
 };
 
 struct commit_params {
-    struct spool *spool;            /* borrowed, owner mode */
-    struct ledger *ledger;          /* borrowed; NULL: no ledger */
-    struct find_web *web;           /* borrowed; NULL: no QIDO-RS look-up */
-    const char *our_ae;             /* Retrieve AE Title, calling AE */
-    const char *destination;        /* upload.url, for the ledger */
+    struct spool *spool;     /* borrowed, owner mode */
+    struct ledger *ledger;   /* borrowed; NULL: no ledger */
+    struct find_web *web;    /* borrowed; NULL: no QIDO-RS look-up */
+    const char *our_ae;      /* Retrieve AE Title, calling AE */
+    const char *destination; /* upload.url, for the ledger */
     const struct commit_remote *remotes;
     size_t remote_count;
-    unsigned max_wait_h;            /* commit.max_wait_h */
-    unsigned report_retry_max_s;    /* commit.report_retry_max_s */
-    unsigned timeout_s;             /* dicom.timeout_s for reports */
-    uint64_t min_free_mb;           /* spool.min_free_mb */
-    unsigned keep_days;             /* ledger.keep_days: hourly prune */
+    unsigned max_wait_h;         /* commit.max_wait_h */
+    unsigned report_retry_max_s; /* commit.report_retry_max_s */
+    unsigned timeout_s;          /* dicom.timeout_s for reports */
+    uint64_t min_free_mb;        /* spool.min_free_mb */
+    unsigned keep_days;          /* ledger.keep_days: hourly prune */
 };
 
 /*
@@ -100,8 +100,8 @@ void commit_note_delivered(void *ctx, const char *id,
 
 /* Counters for tests and the log. */
 struct commit_counts {
-    unsigned long requests;   /* accepted since start */
-    unsigned long pending;    /* transactions not yet resolved */
+    unsigned long requests;        /* accepted since start */
+    unsigned long pending;         /* transactions not yet resolved */
     unsigned long reports_waiting; /* resolved, report not delivered */
     unsigned long reports_sent;
     unsigned long qido_lookups;

@@ -2,8 +2,8 @@
 /*
  * daemon - see daemon.h.
  *
- * Order of start-up (docs/architecture.md section 9): lock the spool, recover it,
- * and only then open the DIMSE port, so nothing is received into a spool
+ * Order of start-up (docs/architecture.md section 9): lock the spool, recover
+ * it, and only then open the DIMSE port, so nothing is received into a spool
  * that has not been checked. READY=1 goes to systemd once the port is
  * bound. SIGTERM/SIGINT set a flag that the SCP polls; associations in
  * flight finish their current C-STORE (answered as usual) before they are
@@ -33,20 +33,20 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "base/log.h"
+#include "base/util.h"
 #include "commit.h"
 #include "config/config.h"
 #include "find.h"
 #include "ledger/ledger.h"
-#include "params.h"
-#include "base/log.h"
-#include "web/dicomweb.h"
 #include "monitor.h"
-#include "web/oauth.h"
+#include "params.h"
 #include "scp/scp.h"
-#include "study_cmd.h"
 #include "spool/spool.h"
+#include "study_cmd.h"
 #include "uploader.h"
-#include "base/util.h"
+#include "web/dicomweb.h"
+#include "web/oauth.h"
 
 /* Extra seconds beyond dicom.timeout_s that a stop waits for
  * associations still receiving a data set. */
@@ -87,9 +87,9 @@ static void tls_reload(void)
 /* What a reload needs, handed to the SCP's stop predicate. */
 struct daemon_ctx {
     const char *config_path;
-    struct oauth_source *tokens;   /* NULL: receive-only */
+    struct oauth_source *tokens; /* NULL: receive-only */
     unsigned reloads;
-    struct monitor *monitor;       /* the daemon loop's heartbeat */
+    struct monitor *monitor; /* the daemon loop's heartbeat */
 };
 
 static void daemon_on_signal(int sig)
@@ -118,7 +118,8 @@ static void daemon_reload(struct daemon_ctx *ctx)
     r = cfg_load(ctx->config_path, &fresh, err, sizeof(err));
     if (r < 0) {
         log_warning("event=reload-failed reason=\"%s\", keeping the "
-                    "current configuration and credentials", err);
+                    "current configuration and credentials",
+                    err);
         return;
     }
     if (ctx->tokens != NULL) {
@@ -126,7 +127,8 @@ static void daemon_reload(struct daemon_ctx *ctx)
         r = oauth_source_reload(ctx->tokens, &oauth, err, sizeof(err));
         if (r < 0) {
             log_warning("event=reload-failed what=credentials reason=\"%s\", "
-                        "keeping the current credentials", err);
+                        "keeping the current credentials",
+                        err);
             cfg_free(fresh);
             return;
         }
@@ -186,7 +188,7 @@ int daemon_notify(const char *state)
     addr.sun_family = AF_UNIX;
     memcpy(addr.sun_path, path, path_len);
     if (path[0] == '@')
-        addr.sun_path[0] = '\0';  /* abstract namespace */
+        addr.sun_path[0] = '\0'; /* abstract namespace */
     addr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + path_len);
 
     fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -234,7 +236,7 @@ bool daemon_tls_params(const struct cfg *cfg, struct scp_tls_params *ret)
     ret->client_certificate =
         strcmp(t->client_certificate, "optional") == 0 ? SCP_TLS_CLIENT_OPTIONAL
         : strcmp(t->client_certificate, "none") == 0   ? SCP_TLS_CLIENT_NONE
-                                                       : SCP_TLS_CLIENT_REQUIRED;
+                                                     : SCP_TLS_CLIENT_REQUIRED;
     ret->profile = strcmp(t->profile, "bcp195") == 0 ? SCP_TLS_BCP195
                    : strcmp(t->profile, "bcp195-extended") == 0
                        ? SCP_TLS_BCP195_EXTENDED
@@ -251,8 +253,7 @@ void daemon_listen_params(const struct cfg *cfg, struct scp_params *params,
     params->tls = daemon_tls_params(cfg, tls) ? tls : NULL;
     params->trusted_proxies =
         (const char *const *)cfg->dicom.proxy_protocol.trusted_proxies;
-    params->trusted_proxy_count =
-        cfg->dicom.proxy_protocol.trusted_proxy_count;
+    params->trusted_proxy_count = cfg->dicom.proxy_protocol.trusted_proxy_count;
 }
 
 /*
@@ -336,9 +337,8 @@ static void daemon_size_fds(const struct cfg *cfg,
                     (unsigned long long)rl.rlim_cur, need);
     else
         log_info("event=fd-limit limit=%llu needed=%llu",
-                 rl.rlim_cur == RLIM_INFINITY
-                     ? 0ull
-                     : (unsigned long long)rl.rlim_cur,
+                 rl.rlim_cur == RLIM_INFINITY ? 0ull
+                                              : (unsigned long long)rl.rlim_cur,
                  need);
 }
 
@@ -407,14 +407,13 @@ int daemon_run(const struct cfg *cfg, const char *config_path)
     }
     r = spool_recover(spool, &recovery, err, sizeof(err));
     if (r < 0) {
-        log_err("event=start-failed reason=\"spool recovery failed: %s\"",
-                err);
+        log_err("event=start-failed reason=\"spool recovery failed: %s\"", err);
         goto out;
     }
     log_notice("event=spool-recovered dir=%s tmp_removed=%u "
                "active_requeued=%u set_aside=%u",
-               cfg->spool.dir, recovery.tmp_removed,
-               recovery.active_requeued, recovery.set_aside);
+               cfg->spool.dir, recovery.tmp_removed, recovery.active_requeued,
+               recovery.set_aside);
     if (recovery.set_aside > 0)
         log_warning("event=spool-foreign-files count=%u dir=%s/lost+found "
                     "reason=\"files that are not spool entries were moved "
@@ -453,8 +452,8 @@ int daemon_run(const struct cfg *cfg, const char *config_path)
         struct find_params fp;
 
         params_dicomweb(cfg, &web);
-        find_web = find_web_new(web.base_url, web.ca_file, web.timeout_s,
-                                tokens);
+        find_web =
+            find_web_new(web.base_url, web.ca_file, web.timeout_s, tokens);
         params_find(cfg, &fp);
         fp.fetch = find_web_fetch;
         fp.fetch_ctx = find_web;
@@ -477,10 +476,10 @@ int daemon_run(const struct cfg *cfg, const char *config_path)
         struct commit_params cp;
 
         ledger = daemon_open_ledger(cfg);
-        commit_web = find_web_new(cfg->upload.url,
-                                  cfg->upload.ca_file[0] ? cfg->upload.ca_file
-                                                         : NULL,
-                                  cfg->upload.timeout_s, tokens);
+        commit_web =
+            find_web_new(cfg->upload.url,
+                         cfg->upload.ca_file[0] ? cfg->upload.ca_file : NULL,
+                         cfg->upload.timeout_s, tokens);
         if (cfg->dicom.remote_ae_count > 0)
             remotes = calloc(cfg->dicom.remote_ae_count, sizeof(*remotes));
         if (commit_web == NULL ||
@@ -555,8 +554,8 @@ int daemon_run(const struct cfg *cfg, const char *config_path)
                "spool=%s max_associations=%u callers=%s mode=%s find=%s "
                "commit=%s",
                STOWBRIDGE_VERSION, cfg->dicom.ae_title, cfg->dicom.port,
-               params.tls != NULL ? cfg->dicom.tls.port : 0u,
-               cfg->spool.dir, cfg->dicom.max_associations,
+               params.tls != NULL ? cfg->dicom.tls.port : 0u, cfg->spool.dir,
+               cfg->dicom.max_associations,
                cfg->dicom.allowed_caller_count > 0 ? "allow-list" : "any",
                uploader != NULL ? "upload" : "receive-only",
                finder == NULL ? "off" : cfg->query.profile,

@@ -37,7 +37,6 @@
 #include "web/qido.h"
 #include "web/stow.h"
 
-
 #define STATUS_SUCCESS 0x0000
 #define STATUS_CANCEL 0xFE00
 #define STATUS_OUT_OF_RESOURCES 0xA700
@@ -56,13 +55,13 @@
 
 struct key_set {
     char **slots;
-    size_t cap;       /* power of two */
+    size_t cap; /* power of two */
     size_t count;
 };
 
 static uint64_t key_hash(const char *s)
 {
-    uint64_t h = 1469598103934665603ull;   /* FNV-1a */
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
 
     for (; *s; s++) {
         h ^= (unsigned char)*s;
@@ -136,12 +135,12 @@ struct find_session {
     enum scp_find_model model;
     enum find_level level;
     char caller[UTIL_AE_TITLE_MAX + 1];
-    struct ds *request;            /* the identifier, UTF-8 */
-    struct find_plan plan;         /* resource, keys the server matches */
+    struct ds *request;    /* the identifier, UTF-8 */
+    struct find_plan plan; /* resource, keys the server matches */
 
-    unsigned long offset;          /* next offset to ask */
-    unsigned long fetched;         /* results read from the server */
-    unsigned long sent;            /* matches handed out */
+    unsigned long offset;  /* next offset to ask */
+    unsigned long fetched; /* results read from the server */
+    unsigned long sent;    /* matches handed out */
     unsigned long requests;
     bool server_done;
     bool capped;
@@ -242,7 +241,6 @@ static bool level_from_text(const char *text, enum find_level *ret)
     return false;
 }
 
-
 static void session_free(struct find_session *s)
 {
     if (s == NULL)
@@ -256,7 +254,6 @@ static void session_free(struct find_session *s)
     free(s->patients);
     free(s);
 }
-
 
 /* ------------------------------------------------------------------ */
 /* Requests                                                            */
@@ -286,8 +283,8 @@ static void report_no_answer(const struct find_session *s,
     char why[sizeof(reply->error) + 8];
     struct redact *hide = page_redact(s, reply);
 
-    redact_text(hide, reply->error, strlen(reply->error),
-                sizeof(reply->error), why, sizeof(why));
+    redact_text(hide, reply->error, strlen(reply->error), sizeof(reply->error),
+                why, sizeof(why));
     redact_free(hide);
     if (reply->token_failed) {
         set_status(st, STATUS_NO_TOKEN, "no token: %s", why);
@@ -306,8 +303,7 @@ static void report_no_answer(const struct find_session *s,
  * with what the server said, without what it may echo of the query. */
 static void report_http_error(const struct find_session *s,
                               const struct find_reply *reply,
-                              const char *resource,
-                              struct scp_find_status *st)
+                              const char *resource, struct scp_find_status *st)
 {
     char text[REDACT_TEXT_MAX + 8];
     struct redact *hide = page_redact(s, reply);
@@ -329,17 +325,17 @@ static void report_http_error(const struct find_session *s,
                     "reason=\"QIDO-RS answered HTTP %ld, a redirect to "
                     "'%s': upload.url should change (redirects are not "
                     "followed)\"",
-                    s->caller, resource, reply->http_status,
-                    reply->http_status, text);
+                    s->caller, resource, reply->http_status, reply->http_status,
+                    text);
     } else {
         /* Azure explains its 400s. */
-        redact_text(hide, reply->body, reply->body_len, REDACT_TEXT_MAX,
-                    text, sizeof(text));
+        redact_text(hide, reply->body, reply->body_len, REDACT_TEXT_MAX, text,
+                    sizeof(text));
         log_warning("event=find-failed from=%s resource=%s status=%ld "
                     "reason=\"QIDO-RS answered HTTP %ld\" "
                     "diagnosis=\"%s\" body=\"%s\"",
-                    s->caller, resource, reply->http_status,
-                    reply->http_status, reply->error, text);
+                    s->caller, resource, reply->http_status, reply->http_status,
+                    reply->error, text);
     }
     redact_free(hide);
 }
@@ -392,9 +388,8 @@ static int fetch_page(struct find_session *s, unsigned long limit,
         find_reply_free(&reply);
         return -EIO;
     }
-    r = qido_parse_results(reply.body != NULL ? reply.body : "",
-                           reply.body_len, ret_results, ret_count, err,
-                           sizeof(err));
+    r = qido_parse_results(reply.body != NULL ? reply.body : "", reply.body_len,
+                           ret_results, ret_count, err, sizeof(err));
     *ret_more = reply.more_results;
     if (r < 0 && r != -ENOMEM) {
         hide = page_redact(s, &reply);
@@ -408,7 +403,8 @@ static int fetch_page(struct find_session *s, unsigned long limit,
         return -EIO;
     }
     if (r < 0) {
-        set_status(st, STATUS_BAD_ANSWER, "QIDO-RS answer is not DICOM "
+        set_status(st, STATUS_BAD_ANSWER,
+                   "QIDO-RS answer is not DICOM "
                    "JSON");
         log_warning("event=find-failed from=%s resource=%s status=200 "
                     "reason=\"QIDO-RS answer is not DICOM JSON: %s\"",
@@ -492,8 +488,8 @@ static int copy_sequence(struct ds_attr *dst, const struct ds_attr *src,
                 out = ds_put(item, key->tag, "SQ", NULL);
                 if (out == NULL ||
                     copy_sequence(out, attr,
-                                  key->item_count > 0 ? key->items[0]
-                                                      : NULL) < 0)
+                                  key->item_count > 0 ? key->items[0] : NULL) <
+                        0)
                     return -ENOMEM;
                 continue;
             }
@@ -547,7 +543,7 @@ static struct ds *build_answer(const struct find_session *s,
         if ((match_vr_is(vr, "UN") || vr[0] == '\0') && attr != NULL)
             vr = attr->vr;
         if (attr != NULL && match_vr_is(attr->vr, "SQ"))
-            attr = NULL;   /* the server says SQ, the key does not */
+            attr = NULL; /* the server says SQ, the key does not */
         if (ds_put(answer, key->tag, vr, attr != NULL ? attr->value : NULL) ==
             NULL)
             goto oom;
@@ -656,7 +652,7 @@ static int collect_patients(struct find_session *s, struct scp_find_status *st)
             if (!entity_matches(s, s->page[i], false))
                 continue;
             if (uid != NULL && key_set_add(&s->seen, uid) == 0)
-                continue;   /* the same study on two pages */
+                continue; /* the same study on two pages */
             if (add_study_to_patients(s, s->page[i]) < 0) {
                 set_status(st, STATUS_OUT_OF_RESOURCES, "out of memory");
                 return -EIO;
@@ -769,7 +765,7 @@ static int find_next(void *session, bool cancelled, struct ds **ret_answer,
             }
             added = key_set_add(&s->seen, uid);
             if (added == 0)
-                continue;   /* already sent from an earlier page */
+                continue; /* already sent from an earlier page */
             *ret_answer = added > 0 ? build_answer(s, e) : NULL;
             if (*ret_answer == NULL) {
                 set_status(ret_status, STATUS_OUT_OF_RESOURCES,
@@ -825,9 +821,9 @@ static void *find_begin(void *ctx, enum scp_find_model model,
         return NULL;
     }
     s->request = ds_copy(identifier);
-    r = s->request != NULL ? find__plan(s->request, s->level,
-                                        svc->params.profile, &s->plan)
-                           : -ENOMEM;
+    r = s->request != NULL
+            ? find__plan(s->request, s->level, svc->params.profile, &s->plan)
+            : -ENOMEM;
     if (r == -E2BIG) {
         set_status(ret_status, STATUS_OUT_OF_RESOURCES,
                    "identifier too long for a QIDO-RS URL");
@@ -848,8 +844,7 @@ static void *find_begin(void *ctx, enum scp_find_model model,
         log_info("event=find from=%s model=%s level=%s keys=%zu "
                  "resource=%s",
                  s->caller,
-                 model == SCP_FIND_PATIENT_ROOT ? "patient-root"
-                                                : "study-root",
+                 model == SCP_FIND_PATIENT_ROOT ? "patient-root" : "study-root",
                  find__level_names[s->level], s->request->count, resource);
     }
     return s;
@@ -925,8 +920,7 @@ int find_web_fetch(void *ctx, const char *path_and_query,
     ret_reply->secrets = reply.secrets;
     reply.secrets = NULL;
     if (r < 0) {
-        snprintf(ret_reply->error, sizeof(ret_reply->error), "%s",
-                 reply.error);
+        snprintf(ret_reply->error, sizeof(ret_reply->error), "%s", reply.error);
     } else if (reply.http_status == 403) {
         /* The reply keeps the start of it; the log has it whole. */
         n = strnlen(reply.diagnosis, sizeof(ret_reply->error) - 1);

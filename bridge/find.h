@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * find - the C-FIND provider: answers a C-FIND identifier by QIDO-RS
- * against the DICOMweb server (docs/architecture.md section 8), with DIMSE matching
- * (PS3.4 C.2.2.2, match.h) guaranteed by matching every key again on the
- * results.
+ * against the DICOMweb server (docs/architecture.md section 8), with DIMSE
+ * matching (PS3.4 C.2.2.2, match.h) guaranteed by matching every key again on
+ * the results.
  *
  *   level    STUDY/SERIES/IMAGE from /studies, /series, /instances or the
  *            nested resources when the unique keys above are single
@@ -54,19 +54,19 @@ struct redact;
 
 /* One QIDO-RS answer. */
 struct find_reply {
-    long http_status;      /* 0: no HTTP answer (see error) */
-    char *body;            /* owned; may be NULL */
+    long http_status; /* 0: no HTTP answer (see error) */
+    char *body;       /* owned; may be NULL */
     size_t body_len;
-    char error[512];       /* transport or token failure, or the 403
-                              diagnosis */
-    char location[512];    /* a 3xx's Location, as the server sent it */
-    bool token_failed;     /* no token could be had */
-    bool more_results;     /* Warning: "... additional results ..." */
+    char error[512];    /* transport or token failure, or the 403
+                           diagnosis */
+    char location[512]; /* a 3xx's Location, as the server sent it */
+    bool token_failed;  /* no token could be had */
+    bool more_results;  /* Warning: "... additional results ..." */
     /* The secrets of the exchange (the token sent, the source's), to hide
      * in what the server said; owned, may be NULL. */
     struct redact *secrets;
-    bool unchecked;        /* the secrets could not be gathered: the
-                              server's texts are withheld */
+    bool unchecked; /* the secrets could not be gathered: the
+                       server's texts are withheld */
 };
 
 /* GETs {base}@path_and_query; fills @ret_reply. Returns 0 or a negative
@@ -76,15 +76,15 @@ typedef int (*find_fetch_fn)(void *ctx, const char *path_and_query,
 
 /* query.profile: what the QIDO-RS server can match. */
 enum find_profile {
-    FIND_PROFILE_STANDARD = 0,  /* PS3.18: every key, percent-encoded */
-    FIND_PROFILE_AZURE,         /* Azure's subset (protocol-facts 3.4) */
-    FIND_PROFILE_ORTHANC,       /* no percent-decoding on the server */
+    FIND_PROFILE_STANDARD = 0, /* PS3.18: every key, percent-encoded */
+    FIND_PROFILE_AZURE,        /* Azure's subset (protocol-facts 3.4) */
+    FIND_PROFILE_ORTHANC,      /* no percent-decoding on the server */
 };
 
 struct find_params {
     enum find_profile profile;
-    unsigned page_size;      /* query.page_size */
-    unsigned max_results;    /* query.max_results */
+    unsigned page_size;   /* query.page_size */
+    unsigned max_results; /* query.max_results */
     find_fetch_fn fetch;
     void *fetch_ctx;
 };
@@ -108,8 +108,7 @@ void find_reply_free(struct find_reply *reply);
 /* The real fetch: QIDO-RS over libcurl with the token source. */
 struct find_web;
 struct find_web *find_web_new(const char *base_url, const char *ca_file,
-                              unsigned timeout_s,
-                              struct oauth_source *tokens);
+                              unsigned timeout_s, struct oauth_source *tokens);
 void find_web_free(struct find_web *web);
 int find_web_fetch(void *find_web, const char *path_and_query,
                    struct find_reply *ret_reply);

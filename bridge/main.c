@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * main - the stowbridge program and its subcommands (docs/architecture.md section 9).
+ * main - the stowbridge program and its subcommands (docs/architecture.md
+ * section 9).
  *
  *   stowbridge run --config FILE            the daemon, in the foreground
  *   stowbridge status --config FILE [--json]
@@ -25,25 +26,25 @@
 
 #include <curl/curl.h>
 
+#include "base/log.h"
+#include "base/util.h"
 #include "config/config.h"
 #include "daemon.h"
-#include "params.h"
-#include "base/log.h"
-#include "web/federated_token.h"
-#include "web/jwt_assertion.h"
-#include "web/managed_identity.h"
-#include "web/oauth.h"
-#include "monitor.h"
-#include "queue_cmd.h"
 #include "dicom/redact.h"
+#include "monitor.h"
+#include "params.h"
+#include "queue_cmd.h"
 #include "scp/scp.h"
 #include "servertext.h"
 #include "spool/spool.h"
 #include "status.h"
-#include "web/dicomweb.h"
 #include "study_cmd.h"
+#include "web/dicomweb.h"
+#include "web/federated_token.h"
+#include "web/jwt_assertion.h"
+#include "web/managed_identity.h"
+#include "web/oauth.h"
 #include "web/stow.h"
-#include "base/util.h"
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
@@ -73,8 +74,9 @@ static const struct main_cmd main_cmds[] = {
       "Fetch a token as the uploader would and print its decoded header\n"
       "  and claims, its expiry and a diagnosis of common mistakes (wrong\n"
       "  audience, tenant, clock). The token itself only with --raw." },
-    { "queue", "queue list [STATE] | show ID | retry ID|--all-failed | "
-               "delete ID | resume  --config FILE",
+    { "queue",
+      "queue list [STATE] | show ID | retry ID|--all-failed | "
+      "delete ID | resume  --config FILE",
       "Inspect and act on spool entries (STATE: incoming, active,\n"
       "  deferred, failed): list them with their last error, show one,\n"
       "  send a deferred or failed one again, or delete one; resume ends\n"
@@ -102,8 +104,10 @@ static const struct main_cmd main_cmds[] = {
 
 static void main_usage(FILE *out)
 {
-    fprintf(out, "stowbridge %s - DICOM DIMSE to DICOMweb bridge\n\n"
-                 "Usage:\n", STOWBRIDGE_VERSION);
+    fprintf(out,
+            "stowbridge %s - DICOM DIMSE to DICOMweb bridge\n\n"
+            "Usage:\n",
+            STOWBRIDGE_VERSION);
     for (size_t i = 0; i < MAIN_CMD_COUNT; i++)
         fprintf(out, "  stowbridge %s\n  %s\n\n", main_cmds[i].usage,
                 main_cmds[i].summary);
@@ -187,19 +191,16 @@ static int main_load_config(const struct main_opts *opts, const char *cmd,
         fprintf(stderr, "stowbridge %s: --config FILE is required\n", cmd);
         return -EINVAL;
     }
-    if ((with_secrets
-             ? cfg_load(opts->config_path, ret_cfg, err, sizeof(err))
-             : cfg_load_without_secrets(opts->config_path, ret_cfg, err,
-                                        sizeof(err))) < 0) {
+    if ((with_secrets ? cfg_load(opts->config_path, ret_cfg, err, sizeof(err))
+                      : cfg_load_without_secrets(opts->config_path, ret_cfg,
+                                                 err, sizeof(err))) < 0) {
         fprintf(stderr, "stowbridge: %s\n", err);
         return -EINVAL;
     }
-    if (monitor_config_check((*ret_cfg)->admin.listen,
-                             (*ret_cfg)->admin.token_file,
-                             (*ret_cfg)->admin.allow_actions, err,
-                             sizeof(err)) < 0) {
-        fprintf(stderr, "stowbridge: %s: config: %s\n", opts->config_path,
-                err);
+    if (monitor_config_check(
+            (*ret_cfg)->admin.listen, (*ret_cfg)->admin.token_file,
+            (*ret_cfg)->admin.allow_actions, err, sizeof(err)) < 0) {
+        fprintf(stderr, "stowbridge: %s: config: %s\n", opts->config_path, err);
         cfg_free(*ret_cfg);
         *ret_cfg = NULL;
         return -EINVAL;
@@ -221,8 +222,7 @@ static void main_auth_where(const struct cfg *cfg, char *buf, size_t len)
 
     if (strcmp(auth->type, "managed_identity") == 0) {
         snprintf(buf, len, "the managed identity endpoint %s",
-                 auth->endpoint[0] != '\0' ? auth->endpoint
-                                            : "(detected)");
+                 auth->endpoint[0] != '\0' ? auth->endpoint : "(detected)");
     } else if (strcmp(auth->type, "command") == 0) {
         snprintf(buf, len, "the command '%s'",
                  auth->command_count > 0 ? auth->command[0] : "");
@@ -232,9 +232,8 @@ static void main_auth_where(const struct cfg *cfg, char *buf, size_t len)
         snprintf(buf, len, "%s with %s", auth->token_url,
                  auth->client_certificate_file[0] != '\0'
                      ? "a certificate (private_key_jwt)"
-                 : auth->client_assertion_file[0] != '\0'
-                     ? "a federated token"
-                     : "a client secret");
+                 : auth->client_assertion_file[0] != '\0' ? "a federated token"
+                                                          : "a client secret");
     }
 }
 
@@ -314,8 +313,7 @@ static int main_check_upload(const struct cfg *cfg)
         if (r < 0)
             return 1;
         main_auth_where(cfg, where, sizeof(where));
-        printf("auth: ok (%s token obtained from %s)\n", cfg->auth.type,
-               where);
+        printf("auth: ok (%s token obtained from %s)\n", cfg->auth.type, where);
     }
 
     /* The probe sends the token just fetched (a source holding it). */
@@ -346,8 +344,8 @@ static int main_check_upload(const struct cfg *cfg)
         printf("dicomweb: FAILED: %s\n", reply.diagnosis);
         failures++;
     } else if (reply.http_status >= 200 && reply.http_status < 300) {
-        printf("dicomweb: ok (HTTP %ld from %s/studies)\n",
-               reply.http_status, cfg->upload.url);
+        printf("dicomweb: ok (HTTP %ld from %s/studies)\n", reply.http_status,
+               cfg->upload.url);
     } else if (stow_request_action(reply.http_status) == STOW_REDIRECTED) {
         char why[768];
         servertext_redirect(secrets, reply.http_status, reply.location, why,
@@ -431,8 +429,8 @@ static int main_check_credentials(const struct cfg *cfg)
                               ? auth->client_key_file
                               : auth->client_certificate_file;
 
-        if (jwt_credential_from_files(auth->client_certificate_file, key,
-                                      &cred, err, sizeof(err)) < 0) {
+        if (jwt_credential_from_files(auth->client_certificate_file, key, &cred,
+                                      err, sizeof(err)) < 0) {
             printf("certificate: FAILED: %s\n", err);
             return 1;
         }
@@ -458,13 +456,14 @@ static int main_check_credentials(const struct cfg *cfg)
     if (auth->client_assertion_file[0] != '\0') {
         char *token = NULL;
 
-        if (federated_token_read(auth->client_assertion_file, now, &token,
-                                 err, sizeof(err)) < 0) {
+        if (federated_token_read(auth->client_assertion_file, now, &token, err,
+                                 sizeof(err)) < 0) {
             printf("federated token: FAILED: %s\n", err);
             failures++;
         } else {
             printf("federated token: ok (%s, read again for every token "
-                   "request)\n", auth->client_assertion_file);
+                   "request)\n",
+                   auth->client_assertion_file);
             explicit_bzero(token, strlen(token));
             free(token);
         }
@@ -502,7 +501,8 @@ static int main_check_credentials(const struct cfg *cfg)
                        "answers AADSTS7000222): create a new secret under "
                        "the app's Certificates & secrets, put it in the "
                        "secret file and send SIGHUP (systemctl kill -s HUP "
-                       "stowbridge)\n", auth->client_secret_expires);
+                       "stowbridge)\n",
+                       auth->client_secret_expires);
                 failures++;
             } else if (at - now <= MAIN_EXPIRY_WARNING_S) {
                 printf("secret: warning: the client secret expires in %lld "
@@ -754,8 +754,10 @@ int main(int argc, char **argv)
 
     if (strcmp(cmd, "run") != 0 && strcmp(cmd, "status") != 0 &&
         strcmp(cmd, "check") != 0 && strcmp(cmd, "token") != 0) {
-        fprintf(stderr, "stowbridge: unknown command '%s' (see "
-                        "'stowbridge --help')\n", cmd);
+        fprintf(stderr,
+                "stowbridge: unknown command '%s' (see "
+                "'stowbridge --help')\n",
+                cmd);
         return EXIT_USAGE;
     }
     if (main_load_config(&opts, cmd, strcmp(cmd, "status") != 0, &cfg) < 0)

@@ -18,8 +18,8 @@ bool match_vr_is(const char *vr, const char *name)
 
 static bool vr_is_numeric(const char *vr)
 {
-    static const char *const numeric[] = {"IS", "DS", "US", "UL", "SS",
-                                          "SL", "FL", "FD", "UV", "SV"};
+    static const char *const numeric[] = { "IS", "DS", "US", "UL", "SS",
+                                           "SL", "FL", "FD", "UV", "SV" };
 
     for (size_t i = 0; i < sizeof(numeric) / sizeof(numeric[0]); i++)
         if (match_vr_is(vr, numeric[i]))

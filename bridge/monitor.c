@@ -36,12 +36,15 @@
 /* The four spool states the metrics and the page show, in
  * enum admin_backlog_state order. */
 static const enum spool_state monitor_states[ADMIN_BACKLOG_COUNT] = {
-    SPOOL_INCOMING, SPOOL_ACTIVE, SPOOL_DEFERRED, SPOOL_FAILED};
+    SPOOL_INCOMING, SPOOL_ACTIVE, SPOOL_DEFERRED, SPOOL_FAILED
+};
 static const char *const monitor_state_names[ADMIN_BACKLOG_COUNT] = {
     METRICS_STATE_INCOMING, METRICS_STATE_ACTIVE, METRICS_STATE_DEFERRED,
-    METRICS_STATE_FAILED};
-static const char *const monitor_service_names[] = {
-    METRICS_SERVICE_STOW, METRICS_SERVICE_QIDO, METRICS_SERVICE_TOKEN};
+    METRICS_STATE_FAILED
+};
+static const char *const monitor_service_names[] = { METRICS_SERVICE_STOW,
+                                                     METRICS_SERVICE_QIDO,
+                                                     METRICS_SERVICE_TOKEN };
 
 /* The longest admin token file read. */
 #define MONITOR_TOKEN_MAX 4096
@@ -99,15 +102,15 @@ struct monitor {
     /* Under lock. */
     pthread_mutex_t lock;
     struct spool_state_stats stats[SPOOL_STATE_COUNT];
-    int64_t stats_time_s;           /* when they were taken; 0: never */
+    int64_t stats_time_s; /* when they were taken; 0: never */
     uint64_t free_bytes;
     bool writable;
     char spool_error[ADMIN_TEXT_MAX];
-    struct admin_failed_entry *failed;  /* ADMIN_FAILED_MAX, newest first */
+    struct admin_failed_entry *failed; /* ADMIN_FAILED_MAX, newest first */
     size_t failed_count;
     struct admin_destination dest;
     struct admin_token_state token;
-    struct admin_study *studies;        /* MONITOR_STUDIES_TRACKED */
+    struct admin_study *studies; /* MONITOR_STUDIES_TRACKED */
     size_t study_count;
     char last_status[256];
 
@@ -119,7 +122,7 @@ struct monitor {
     pthread_mutex_t wake_lock;
     pthread_cond_t wake;
     bool stop;
-    atomic_bool rescan;             /* an action changed the spool */
+    atomic_bool rescan; /* an action changed the spool */
 
     /* systemd watchdog: WATCHDOG_USEC / 2 in ms; 0: off. */
     uint64_t watchdog_ms;
@@ -173,19 +176,22 @@ static int monitor_read_token(const char *path, char **ret_token, char *err,
     fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
         r = -errno;
-        snprintf(err, err_len, "admin.token_file: cannot read '%s': %s",
-                 path, strerror(-r));
+        snprintf(err, err_len, "admin.token_file: cannot read '%s': %s", path,
+                 strerror(-r));
         return r;
     }
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        snprintf(err, err_len, "admin.token_file: '%s' is not a regular "
-                               "file", path);
+        snprintf(err, err_len,
+                 "admin.token_file: '%s' is not a regular "
+                 "file",
+                 path);
         (void)close(fd);
         return -EINVAL;
     }
     if ((st.st_mode & 0007) != 0) {
-        snprintf(err, err_len, "admin.token_file: '%s' is readable by "
-                               "others (mode %04o); chmod 0600 or 0640 it",
+        snprintf(err, err_len,
+                 "admin.token_file: '%s' is readable by "
+                 "others (mode %04o); chmod 0600 or 0640 it",
                  path, (unsigned)(st.st_mode & 07777));
         (void)close(fd);
         return -EPERM;
@@ -209,16 +215,17 @@ static int monitor_read_token(const char *path, char **ret_token, char *err,
     while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r' ||
                        text[len - 1] == ' ' || text[len - 1] == '\t'))
         text[--len] = '\0';
-    if (r == 0 && (len == 0 || len >= MONITOR_TOKEN_MAX ||
-                   memchr(text, '\0', len) != NULL ||
-                   memchr(text, '\n', len) != NULL)) {
-        snprintf(err, err_len, "admin.token_file: the token in '%s' is "
-                               "empty, longer than %d bytes or not one line",
+    if (r == 0 &&
+        (len == 0 || len >= MONITOR_TOKEN_MAX ||
+         memchr(text, '\0', len) != NULL || memchr(text, '\n', len) != NULL)) {
+        snprintf(err, err_len,
+                 "admin.token_file: the token in '%s' is "
+                 "empty, longer than %d bytes or not one line",
                  path, MONITOR_TOKEN_MAX - 1);
         r = -EINVAL;
     } else if (r < 0) {
-        snprintf(err, err_len, "admin.token_file: cannot read '%s': %s",
-                 path, strerror(-r));
+        snprintf(err, err_len, "admin.token_file: cannot read '%s': %s", path,
+                 strerror(-r));
     }
     if (r < 0) {
         explicit_bzero(text, MONITOR_TOKEN_MAX + 1);
@@ -255,8 +262,7 @@ static struct admin_study *monitor_study(struct monitor *mon,
             struct admin_study *s = &mon->studies[i];
             bool done = s->delivered + s->failed >= s->received;
             bool vdone = victim != NULL &&
-                         victim->delivered + victim->failed >=
-                             victim->received;
+                         victim->delivered + victim->failed >= victim->received;
             if (victim == NULL || (done && !vdone) ||
                 (done == vdone && s->last_s < victim->last_s))
                 victim = s;
@@ -264,8 +270,7 @@ static struct admin_study *monitor_study(struct monitor *mon,
     }
     memset(victim, 0, sizeof(*victim));
     admin_copy_text(victim->study_uid, sizeof(victim->study_uid), study_uid);
-    admin_copy_text(victim->calling_ae, sizeof(victim->calling_ae),
-                    calling_ae);
+    admin_copy_text(victim->calling_ae, sizeof(victim->calling_ae), calling_ae);
     victim->first_s = now;
     victim->last_s = now;
     return victim;
@@ -309,8 +314,8 @@ void monitor_association(struct monitor *mon, int delta)
         metrics_gauge_add(mon->associations, (double)delta);
 }
 
-void monitor_delivered(struct monitor *mon, struct spool *spool,
-                       const char *id, const struct spool_meta *meta)
+void monitor_delivered(struct monitor *mon, struct spool *spool, const char *id,
+                       const struct spool_meta *meta)
 {
     char path[4096];
     struct stat st;
@@ -327,14 +332,12 @@ void monitor_delivered(struct monitor *mon, struct spool *spool,
     metrics_counter_add(mon->delivered_bytes, bytes);
     if (spool_id_arrival_us(id, &arrival_us) == 0) {
         uint64_t now = util_now_realtime_us();
-        metrics_histogram_observe(mon->latency,
-                                  now > arrival_us
-                                      ? (double)(now - arrival_us) / 1e6
-                                      : 0.0);
+        metrics_histogram_observe(
+            mon->latency,
+            now > arrival_us ? (double)(now - arrival_us) / 1e6 : 0.0);
     }
     pthread_mutex_lock(&mon->lock);
-    s = monitor_study(mon, meta != NULL ? meta->study_uid : NULL, NULL,
-                      false);
+    s = monitor_study(mon, meta != NULL ? meta->study_uid : NULL, NULL, false);
     if (s != NULL) {
         s->delivered++;
         s->last_s = monitor_now_s();
@@ -388,8 +391,7 @@ void monitor_dead_letter(struct monitor *mon, long status,
         label = METRICS_REASON_UNREADABLE;
     metrics_counter_inc(METRICS_SERIES(mon->cat.dead_letters, label));
     pthread_mutex_lock(&mon->lock);
-    s = monitor_study(mon, meta != NULL ? meta->study_uid : NULL, NULL,
-                      false);
+    s = monitor_study(mon, meta != NULL ? meta->study_uid : NULL, NULL, false);
     if (s != NULL) {
         s->failed++;
         s->last_s = monitor_now_s();
@@ -431,8 +433,7 @@ void monitor_http(struct monitor *mon, enum monitor_service service,
                      "HTTP %ld%s%s", status, error != NULL ? ": " : "",
                      error != NULL ? error : "");
         else
-            admin_copy_text(mon->dest.last_error,
-                            sizeof(mon->dest.last_error),
+            admin_copy_text(mon->dest.last_error, sizeof(mon->dest.last_error),
                             error != NULL ? error : "no answer");
     }
     if (status == 401 || status == 403) {
@@ -448,9 +449,9 @@ void monitor_token_fetch(struct monitor *mon, bool ok, long status,
 {
     if (mon == NULL)
         return;
-    metrics_counter_inc(METRICS_SERIES(
-        mon->cat.token_refreshes, ok ? METRICS_RESULT_OK
-                                     : METRICS_RESULT_FAILED));
+    metrics_counter_inc(
+        METRICS_SERIES(mon->cat.token_refreshes,
+                       ok ? METRICS_RESULT_OK : METRICS_RESULT_FAILED));
     if (status >= 0)
         monitor_http(mon, MONITOR_TOKEN, status, 0.0, NULL);
     pthread_mutex_lock(&mon->lock);
@@ -509,9 +510,8 @@ static void monitor_on_token(void *ctx, bool ok, int64_t expires_s,
         status = strtol(http + 5, NULL, 10);
     if (status < 100 || status > 599)
         status = ok ? 200 : 0;
-    monitor_token_fetch(mon, ok, strcmp(mon->token_source, "command") == 0
-                                     ? -1
-                                     : status,
+    monitor_token_fetch(mon, ok,
+                        strcmp(mon->token_source, "command") == 0 ? -1 : status,
                         expires_s, error);
 }
 
@@ -526,8 +526,7 @@ void monitor_oauth_observer(struct monitor *mon, struct oauth_params *params)
 /* ---- C-FIND and QIDO wrappers ---------------------------------------- */
 
 static void *monitor_find_begin(void *ctx, enum scp_find_model model,
-                                const struct ds *identifier,
-                                const char *caller,
+                                const struct ds *identifier, const char *caller,
                                 struct scp_find_status *ret_status)
 {
     struct monitor *mon = ctx;
@@ -545,9 +544,9 @@ static void *monitor_find_begin(void *ctx, enum scp_find_model model,
     s->inner = mon->find_inner.begin(mon->find_inner.ctx, model, identifier,
                                      caller, ret_status);
     if (s->inner == NULL) {
-        metrics_histogram_observe(
-            mon->cfind_time,
-            (double)(util_now_monotonic_ms() - start) / 1000.0);
+        metrics_histogram_observe(mon->cfind_time,
+                                  (double)(util_now_monotonic_ms() - start) /
+                                      1000.0);
         free(s);
         return NULL;
     }
@@ -570,9 +569,9 @@ static void monitor_find_end(void *session)
     struct monitor *mon = s->monitor;
 
     mon->find_inner.end(s->inner);
-    metrics_histogram_observe(
-        mon->cfind_time,
-        (double)(util_now_monotonic_ms() - s->start_ms) / 1000.0);
+    metrics_histogram_observe(mon->cfind_time,
+                              (double)(util_now_monotonic_ms() - s->start_ms) /
+                                  1000.0);
     free(s);
 }
 
@@ -616,8 +615,8 @@ int monitor_fetch(void *ctx, const char *path_and_query,
 
 /* Copies the value of key="..." in @line (escaped as the log wrote it)
  * into @out, or returns false. */
-static bool monitor_quoted_value(const char *line, const char *key,
-                                 char *out, size_t out_len)
+static bool monitor_quoted_value(const char *line, const char *key, char *out,
+                                 size_t out_len)
 {
     const char *p = strstr(line, key);
     size_t n = 0;
@@ -663,8 +662,7 @@ static void monitor_fill_ready(struct monitor *mon, struct admin_ready *r)
     r->dicom_port = mon->dicom_port;
     pthread_mutex_lock(&mon->lock);
     r->spool_writable = mon->writable;
-    admin_copy_text(r->spool_error, sizeof(r->spool_error),
-                    mon->spool_error);
+    admin_copy_text(r->spool_error, sizeof(r->spool_error), mon->spool_error);
     r->spool_free_bytes = mon->free_bytes;
     pthread_mutex_unlock(&mon->lock);
     r->spool_min_free_bytes = mon->min_free_bytes;
@@ -736,8 +734,7 @@ static int monitor_provide_status(void *ctx, struct admin_status *st)
     }
     st->destination = mon->dest;
     admin_copy_text(st->destination.url, sizeof(st->destination.url),
-                    mon->url[0] != '\0' ? mon->url
-                                        : "(none: receive-only)");
+                    mon->url[0] != '\0' ? mon->url : "(none: receive-only)");
     st->token = mon->token;
     admin_copy_text(st->token.source, sizeof(st->token.source),
                     mon->token_source);
@@ -771,8 +768,8 @@ static int monitor_provide_status(void *ctx, struct admin_status *st)
 
 /* Moves a failed entry back to incoming/ (as `queue retry` does): the
  * attempts start again, the last error stays visible. */
-static int monitor_retry_entry(struct monitor *mon, const char *id,
-                               char *err, size_t err_len)
+static int monitor_retry_entry(struct monitor *mon, const char *id, char *err,
+                               size_t err_len)
 {
     struct spool_meta meta;
     char why[256];
@@ -808,8 +805,8 @@ static int monitor_provide_retry(void *ctx, const char *id, char *err,
     return r;
 }
 
-static int monitor_provide_retry_all(void *ctx, uint64_t *ret_count,
-                                     char *err, size_t err_len)
+static int monitor_provide_retry_all(void *ctx, uint64_t *ret_count, char *err,
+                                     size_t err_len)
 {
     struct monitor *mon = ctx;
     struct spool_entry *entries = NULL;
@@ -864,16 +861,14 @@ static size_t monitor_read_failed(struct monitor *mon,
         if (spool_meta_read(mon->spool, e->id, &meta) == 0) {
             admin_copy_text(f->calling_ae, sizeof(f->calling_ae),
                             meta.calling_ae);
-            admin_copy_text(f->study_uid, sizeof(f->study_uid),
-                            meta.study_uid);
+            admin_copy_text(f->study_uid, sizeof(f->study_uid), meta.study_uid);
             admin_copy_text(f->sop_uid, sizeof(f->sop_uid), meta.sop_uid);
             admin_copy_text(f->reason, sizeof(f->reason),
                             meta.last_error[0] != '\0'
                                 ? meta.last_error
                                 : "(no reason recorded)");
         } else {
-            admin_copy_text(f->reason, sizeof(f->reason),
-                            "(no meta/ record)");
+            admin_copy_text(f->reason, sizeof(f->reason), "(no meta/ record)");
         }
     }
     free(entries);
@@ -881,8 +876,7 @@ static size_t monitor_read_failed(struct monitor *mon,
 }
 
 /* Probes that a new file can be written to the spool (tmp/). */
-static bool monitor_probe_spool(struct monitor *mon, char *err,
-                                size_t err_len)
+static bool monitor_probe_spool(struct monitor *mon, char *err, size_t err_len)
 {
     char id[SPOOL_ID_MAX];
     int fd = -1;
@@ -906,8 +900,8 @@ static void monitor_status_line(struct monitor *mon, char *buf, size_t len)
         if (s[i].count > 0 && s[i].oldest_s > oldest)
             oldest = s[i].oldest_s;
     snprintf(buf, len,
-             "%s; backlog %" PRIu64 " (oldest %" PRIu64 " s), failed %"
-             PRIu64 ", received %" PRIu64 ", delivered %" PRIu64 "%s",
+             "%s; backlog %" PRIu64 " (oldest %" PRIu64 " s), failed %" PRIu64
+             ", received %" PRIu64 ", delivered %" PRIu64 "%s",
              mon->url[0] == '\0' ? "receiving (receive-only)"
                                  : "receiving and uploading",
              backlog, oldest, s[SPOOL_FAILED].count,
@@ -1029,9 +1023,8 @@ static void *monitor_main(void *arg)
     while (!mon->stop) {
         uint64_t now = util_now_monotonic_ms();
 
-        if (failed_buf != NULL &&
-            (last == 0 || now - last >= interval ||
-             atomic_exchange(&mon->rescan, false))) {
+        if (failed_buf != NULL && (last == 0 || now - last >= interval ||
+                                   atomic_exchange(&mon->rescan, false))) {
             pthread_mutex_unlock(&mon->wake_lock);
             uint64_t took = monitor_refresh(mon, failed_buf, true);
             pthread_mutex_lock(&mon->wake_lock);
@@ -1068,12 +1061,12 @@ static void monitor_collect(void *ctx)
     pthread_mutex_lock(&mon->lock);
     for (int i = 0; i < ADMIN_BACKLOG_COUNT; i++) {
         const struct spool_state_stats *s = &mon->stats[monitor_states[i]];
-        uint64_t age = s->count > 0 && mon->stats_time_s > 0
-                           ? s->oldest_s + (uint64_t)(now > mon->stats_time_s
-                                                          ? now -
-                                                                mon->stats_time_s
-                                                          : 0)
-                           : 0;
+        uint64_t age =
+            s->count > 0 && mon->stats_time_s > 0
+                ? s->oldest_s + (uint64_t)(now > mon->stats_time_s
+                                               ? now - mon->stats_time_s
+                                               : 0)
+                : 0;
         metrics_gauge_set(mon->spool_count[i], (double)s->count);
         metrics_gauge_set(mon->spool_bytes[i], (double)s->bytes);
         metrics_gauge_set(mon->spool_age[i], (double)age);
@@ -1113,27 +1106,23 @@ int monitor_new(const struct monitor_params *p, struct monitor **ret_monitor,
     mon->studies = calloc(MONITOR_STUDIES_TRACKED, sizeof(*mon->studies));
     mon->events = admin_events_new(ADMIN_EVENTS_MAX);
     mon->rx = admin_rate_new(MONITOR_RATE_STEP_S, MONITOR_RATE_HORIZON_S);
-    mon->rx_bytes =
-        admin_rate_new(MONITOR_RATE_STEP_S, MONITOR_RATE_HORIZON_S);
+    mon->rx_bytes = admin_rate_new(MONITOR_RATE_STEP_S, MONITOR_RATE_HORIZON_S);
     mon->tx = admin_rate_new(MONITOR_RATE_STEP_S, MONITOR_RATE_HORIZON_S);
-    mon->tx_bytes =
-        admin_rate_new(MONITOR_RATE_STEP_S, MONITOR_RATE_HORIZON_S);
+    mon->tx_bytes = admin_rate_new(MONITOR_RATE_STEP_S, MONITOR_RATE_HORIZON_S);
     mon->metrics = metrics_new();
     if (p->caller_count > 0) {
         mon->callers = calloc(p->caller_count, sizeof(*mon->callers));
         if (mon->callers != NULL)
             for (size_t i = 0; i < p->caller_count; i++)
-                if ((mon->callers[i] = monitor_strdup(p->callers[i])) !=
-                    NULL)
+                if ((mon->callers[i] = monitor_strdup(p->callers[i])) != NULL)
                     mon->caller_count++;
     }
     if (mon->version == NULL || mon->node == NULL || mon->spool_dir == NULL ||
-        mon->url == NULL || mon->token_source == NULL ||
-        mon->listen == NULL || mon->token_file == NULL ||
-        mon->failed == NULL || mon->studies == NULL || mon->events == NULL ||
-        mon->rx == NULL || mon->rx_bytes == NULL || mon->tx == NULL ||
-        mon->tx_bytes == NULL || mon->metrics == NULL ||
-        mon->caller_count != p->caller_count) {
+        mon->url == NULL || mon->token_source == NULL || mon->listen == NULL ||
+        mon->token_file == NULL || mon->failed == NULL ||
+        mon->studies == NULL || mon->events == NULL || mon->rx == NULL ||
+        mon->rx_bytes == NULL || mon->tx == NULL || mon->tx_bytes == NULL ||
+        mon->metrics == NULL || mon->caller_count != p->caller_count) {
         snprintf(err, err_len, "out of memory");
         goto out_free;
     }
@@ -1143,7 +1132,7 @@ int monitor_new(const struct monitor_params *p, struct monitor **ret_monitor,
             .version = mon->version,
             .start_time_s = (double)mon->started_s,
             .callers = (const char *const *)mon->callers,
-            .caller_count = mon->caller_count},
+            .caller_count = mon->caller_count },
         &mon->cat, err, err_len);
     if (r < 0)
         goto out_free;
@@ -1197,8 +1186,7 @@ int monitor_start(struct monitor *mon, char *err, size_t err_len)
 
     /* The first summary before anyone can ask. */
     {
-        struct admin_failed_entry *buf =
-            calloc(ADMIN_FAILED_MAX, sizeof(*buf));
+        struct admin_failed_entry *buf = calloc(ADMIN_FAILED_MAX, sizeof(*buf));
         if (buf == NULL)
             return -ENOMEM;
         (void)monitor_refresh(mon, buf, false);
@@ -1217,11 +1205,11 @@ int monitor_start(struct monitor *mon, char *err, size_t err_len)
                 .token = token,
                 .allow_actions = mon->allow_actions,
                 .metrics = mon->metrics,
-                .provider = {.ctx = mon,
-                             .ready = monitor_provide_ready,
-                             .status = monitor_provide_status,
-                             .retry_failed = monitor_provide_retry,
-                             .retry_all_failed = monitor_provide_retry_all}},
+                .provider = { .ctx = mon,
+                              .ready = monitor_provide_ready,
+                              .status = monitor_provide_status,
+                              .retry_failed = monitor_provide_retry,
+                              .retry_all_failed = monitor_provide_retry_all } },
             &mon->admin, err, err_len);
         if (token != NULL) {
             explicit_bzero(token, strlen(token));
@@ -1242,8 +1230,7 @@ int monitor_start(struct monitor *mon, char *err, size_t err_len)
     }
     mon->thread_started = true;
     if (mon->fetch_inner != NULL) {
-        r = pthread_create(&mon->probe_thread, NULL, monitor_probe_main,
-                           mon);
+        r = pthread_create(&mon->probe_thread, NULL, monitor_probe_main, mon);
         if (r != 0) {
             snprintf(err, err_len, "cannot start the probe thread: %s",
                      strerror(r));

@@ -19,9 +19,9 @@
  * a scan takes long (a 100 000-entry spool), and records the rates. It
  * also keeps systemd's STATUS= line current (sent when it changes), and
  * when nothing proved the destination reachable for half of
- * admin.ready_window_s, asks it a QIDO-RS point look-up itself. The daemon loop calls
- * monitor_heartbeat(), which marks /healthz alive and sends WATCHDOG=1
- * to systemd at half of WatchdogSec= (sd_notify(3), no libsystemd).
+ * admin.ready_window_s, asks it a QIDO-RS point look-up itself. The daemon loop
+ * calls monitor_heartbeat(), which marks /healthz alive and sends WATCHDOG=1 to
+ * systemd at half of WatchdogSec= (sd_notify(3), no libsystemd).
  *
  * Program code: it logs its own start-up problems, nothing per request.
  * Thread safety: the hooks may be called from any thread once
@@ -65,18 +65,18 @@ enum monitor_service {
 
 struct monitor_params {
     const char *version;
-    const char *node;                 /* our AE title */
-    const char *const *callers;       /* configured calling AE titles */
+    const char *node;           /* our AE title */
+    const char *const *callers; /* configured calling AE titles */
     size_t caller_count;
-    struct spool *spool;              /* borrowed */
+    struct spool *spool; /* borrowed */
     const char *spool_dir;
-    uint64_t spool_min_free_bytes;    /* spool.min_free_mb in bytes */
+    uint64_t spool_min_free_bytes; /* spool.min_free_mb in bytes */
     uint16_t dicom_port;
-    const char *destination_url;      /* "": receive-only */
-    const char *token_source;         /* auth.type */
+    const char *destination_url; /* "": receive-only */
+    const char *token_source;    /* auth.type */
     /* admin.* */
-    const char *listen;               /* "": no HTTP endpoint */
-    const char *token_file;           /* "": no token */
+    const char *listen;     /* "": no HTTP endpoint */
+    const char *token_file; /* "": no token */
     bool allow_actions;
     uint32_t ready_window_s;
     /* Sends a state line to systemd (sd_notify(3), e.g. daemon_notify());

@@ -23,9 +23,8 @@ void outcome_for_instance(long http_status,
     switch (res->outcome) {
     case STOW_DELIVERED:
         ret->verdict = OUTCOME_DELIVERED;
-        ret->reason = res->reason == OUTCOME_REASON_ALREADY_STORED
-                          ? 0
-                          : res->reason;
+        ret->reason =
+            res->reason == OUTCOME_REASON_ALREADY_STORED ? 0 : res->reason;
         return;
     case STOW_RETRY:
         ret->verdict = OUTCOME_RETRY;
@@ -37,7 +36,8 @@ void outcome_for_instance(long http_status,
         else
             snprintf(ret->why, sizeof(ret->why),
                      "HTTP %ld, the answer does not list this instance as "
-                     "stored", http_status);
+                     "stored",
+                     http_status);
         return;
     case STOW_REJECTED:
         break;
@@ -63,14 +63,14 @@ void outcome_for_retry_later(long http_status, int64_t retry_after_s,
         return;
     /* Never longer than retry.max_pause_s, whatever was asked. */
     floor_s = retry_after_s > (int64_t)max_pause_s ? max_pause_s
-                                                    : (unsigned)retry_after_s;
+                                                   : (unsigned)retry_after_s;
     ret->floor_s = floor_s;
     if (http_status != 429 && http_status != 503)
         return;
     /* The whole service asked for a pause, not this batch. */
     if (retry_after_s >= OUTCOME_RETRY_AFTER_READ_MAX)
-        snprintf(ret_pause->asked, sizeof(ret_pause->asked),
-                 "at least %lld s", (long long)retry_after_s);
+        snprintf(ret_pause->asked, sizeof(ret_pause->asked), "at least %lld s",
+                 (long long)retry_after_s);
     else
         snprintf(ret_pause->asked, sizeof(ret_pause->asked), "%lld s",
                  (long long)retry_after_s);
@@ -101,8 +101,8 @@ bool outcome_expire(struct outcome *o, int64_t arrival_us, int64_t now_us,
     memcpy(last, o->why, sizeof(last));
     /* At most OUTCOME_EXPIRED_MAX - 1 bytes, the last error cut first. */
     snprintf(o->why, OUTCOME_EXPIRED_MAX,
-             "expired: not delivered within %u h; last error: %.*s",
-             max_age_h, OUTCOME_EXPIRED_MAX - 80, last);
+             "expired: not delivered within %u h; last error: %.*s", max_age_h,
+             OUTCOME_EXPIRED_MAX - 80, last);
     o->verdict = OUTCOME_DEAD_LETTER;
     o->delay_s = 0;
     o->floor_s = 0;

@@ -46,7 +46,7 @@ enum outcome_verdict {
 
 struct outcome {
     enum outcome_verdict verdict;
-    long http_status;          /* of the answer; 0: none */
+    long http_status; /* of the answer; 0: none */
     /* DELIVERED: a Warning Reason worth logging (B00E is not); RETRY,
      * DEAD_LETTER: the Failure Reason for meta/. 0: none. */
     uint16_t reason;
@@ -59,7 +59,7 @@ struct outcome {
 
 /* What a whole answer asks of every upload. */
 struct outcome_pause {
-    unsigned seconds;          /* 0: no pause */
+    unsigned seconds; /* 0: no pause */
     /* What was asked: "N s", or "at least N s" for a value that may
      * have been cut; "" when nothing was. */
     char asked[64];

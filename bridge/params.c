@@ -82,8 +82,7 @@ void params_scp(const struct cfg *cfg, struct spool *spool,
     ret->max_pending = cfg->dicom.max_pending;
     ret->accept_unknown_storage_classes =
         cfg->dicom.accept_unknown_storage_classes;
-    ret->extra_storage =
-        (const char *const *)cfg->dicom.extra_storage_classes;
+    ret->extra_storage = (const char *const *)cfg->dicom.extra_storage_classes;
     ret->extra_storage_count = cfg->dicom.extra_storage_class_count;
 }
 
@@ -164,8 +163,7 @@ void params_find(const struct cfg *cfg, struct find_params *ret)
 }
 
 void params_uploader(const struct cfg *cfg, struct spool *spool,
-                     struct oauth_source *tokens,
-                     struct uploader_params *ret)
+                     struct oauth_source *tokens, struct uploader_params *ret)
 {
     memset(ret, 0, sizeof(*ret));
     ret->spool = spool;

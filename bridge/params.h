@@ -66,8 +66,7 @@ void params_find(const struct cfg *cfg, struct find_params *ret);
 /* upload.*, retry.* as the uploader's params, sending what is in @spool
  * with tokens from @tokens (both borrowed). */
 void params_uploader(const struct cfg *cfg, struct spool *spool,
-                     struct oauth_source *tokens,
-                     struct uploader_params *ret);
+                     struct oauth_source *tokens, struct uploader_params *ret);
 
 /*
  * dicom.*, spool.*, upload.url, auth.type and admin.* as the monitor's

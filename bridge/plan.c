@@ -10,14 +10,14 @@
 
 /* A candidate of the pass as plan_batches() sorts them. */
 struct plan_slot {
-    size_t cand;       /* index into the candidates */
-    size_t pos;        /* position in the pass's order */
+    size_t cand; /* index into the candidates */
+    size_t pos;  /* position in the pass's order */
     bool taken;
 };
 
 /* The slots of one study, and the batches made of them. */
 struct plan_study {
-    size_t first;      /* its first slot (in sort order) */
+    size_t first; /* its first slot (in sort order) */
     size_t count;
     size_t batch_first; /* its batches in the work array */
     size_t batch_count;
@@ -32,8 +32,7 @@ int plan_select(const struct plan_candidate *cands, size_t count,
     size_t next_new = 0;
     size_t next_retry = 0;
 
-    if ((cands == NULL && count > 0) || ret_order == NULL ||
-        ret_count == NULL)
+    if ((cands == NULL && count > 0) || ret_order == NULL || ret_count == NULL)
         return -EINVAL;
     *ret_order = NULL;
     *ret_count = 0;
@@ -48,9 +47,8 @@ int plan_select(const struct plan_candidate *cands, size_t count,
             next_new++;
         if (next_new < count)
             order[n++] = next_new++;
-        while (next_retry < count &&
-               (!cands[next_retry].retry ||
-                cands[next_retry].not_before_us > now_us))
+        while (next_retry < count && (!cands[next_retry].retry ||
+                                      cands[next_retry].not_before_us > now_us))
             next_retry++;
         if (next_retry < count && n < window)
             order[n++] = next_retry++;
@@ -155,9 +153,9 @@ static int plan_study_cmp(const void *a, const void *b)
 static size_t plan_study_batches(const struct plan_candidate *cands,
                                  struct plan_slot *slots,
                                  const struct plan_study *study,
-                                 const struct plan_limits *limits,
-                                 size_t max, struct plan_batch *work,
-                                 size_t *members, size_t *member_count)
+                                 const struct plan_limits *limits, size_t max,
+                                 struct plan_batch *work, size_t *members,
+                                 size_t *member_count)
 {
     size_t made = 0;
     size_t start = study->first;
@@ -194,13 +192,13 @@ static size_t plan_study_batches(const struct plan_candidate *cands,
 
 /* What plan_batches() builds before it hands out the plan. */
 struct plan_work {
-    struct plan_slot *slots;          /* by study, then position */
+    struct plan_slot *slots; /* by study, then position */
     size_t slot_count;
     struct plan_study_ref *studies;
     size_t study_count;
-    struct plan_batch *batches;       /* each study's, study after study */
+    struct plan_batch *batches; /* each study's, study after study */
     size_t batch_count;
-    size_t *members;                  /* of those batches */
+    size_t *members; /* of those batches */
     size_t member_count;
 };
 
@@ -233,8 +231,7 @@ static size_t plan_work_studies(struct plan_work *w,
         w->studies[w->study_count - 1].study.count++;
     }
     if (after_study == NULL || after_study[0] == '\0') {
-        qsort(w->studies, w->study_count, sizeof(*w->studies),
-              plan_study_cmp);
+        qsort(w->studies, w->study_count, sizeof(*w->studies), plan_study_cmp);
         return 0;
     }
     for (size_t s = 0; s < w->study_count; s++)
@@ -262,8 +259,8 @@ static void plan_work_batches(struct plan_work *w,
 
 /* Round-robin from study @start: each study's first batch, then each
  * one's second..., at most @max batches, into @plan. */
-static int plan_round_robin(const struct plan_work *w, size_t start,
-                            size_t max, struct plan *plan)
+static int plan_round_robin(const struct plan_work *w, size_t start, size_t max,
+                            struct plan *plan)
 {
     bool any = true;
 
@@ -276,8 +273,7 @@ static int plan_round_robin(const struct plan_work *w, size_t start,
     }
     for (size_t round = 0; any && plan->batch_count < max; round++) {
         any = false;
-        for (size_t i = 0; i < w->study_count && plan->batch_count < max;
-             i++) {
+        for (size_t i = 0; i < w->study_count && plan->batch_count < max; i++) {
             const struct plan_study *st =
                 &w->studies[(start + i) % w->study_count].study;
             const struct plan_batch *from;
@@ -290,8 +286,7 @@ static int plan_round_robin(const struct plan_work *w, size_t start,
             to = &plan->batches[plan->batch_count++];
             *to = *from;
             to->first = plan->member_count;
-            memcpy(&plan->members[plan->member_count],
-                   &w->members[from->first],
+            memcpy(&plan->members[plan->member_count], &w->members[from->first],
                    from->count * sizeof(*plan->members));
             plan->member_count += from->count;
         }

@@ -44,19 +44,19 @@
 
 /* One spool entry the scheduler could send. */
 struct plan_candidate {
-    const char *id;            /* spool entry ID (borrowed) */
-    const char *study_uid;     /* NULL: unknown, never planned */
-    const char *sop_uid;       /* NULL: unknown, never planned */
-    uint64_t size;             /* bytes */
-    bool retry;                /* listed in deferred/ (else incoming/) */
-    int64_t not_before_us;     /* retry: due from then (wall clock) */
-    bool held;                 /* kept back by the copy rules */
+    const char *id;        /* spool entry ID (borrowed) */
+    const char *study_uid; /* NULL: unknown, never planned */
+    const char *sop_uid;   /* NULL: unknown, never planned */
+    uint64_t size;         /* bytes */
+    bool retry;            /* listed in deferred/ (else incoming/) */
+    int64_t not_before_us; /* retry: due from then (wall clock) */
+    bool held;             /* kept back by the copy rules */
 };
 
 struct plan_limits {
     unsigned batch_max_instances; /* >= 1 */
     uint64_t batch_max_bytes;
-    size_t max_batches;           /* room in the queue; 0 plans nothing */
+    size_t max_batches; /* room in the queue; 0 plans nothing */
 };
 
 /* One batch: entries members[first .. first + count - 1] of the plan. */
@@ -64,11 +64,11 @@ struct plan_batch {
     size_t first;
     size_t count;
     uint64_t bytes;
-    size_t study_candidate;    /* index of a candidate of its study */
+    size_t study_candidate; /* index of a candidate of its study */
 };
 
 struct plan {
-    size_t *members;           /* candidate indexes, batch after batch */
+    size_t *members; /* candidate indexes, batch after batch */
     size_t member_count;
     struct plan_batch *batches;
     size_t batch_count;

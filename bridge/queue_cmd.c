@@ -20,15 +20,18 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/util.h"
 #include "config/config.h"
 #include "dicom/redact.h"
 #include "servertext.h"
 #include "spool/spool.h"
 #include "web/stow.h"
-#include "base/util.h"
 
 static const enum spool_state queue_states[] = {
-    SPOOL_INCOMING, SPOOL_ACTIVE, SPOOL_DEFERRED, SPOOL_FAILED,
+    SPOOL_INCOMING,
+    SPOOL_ACTIVE,
+    SPOOL_DEFERRED,
+    SPOOL_FAILED,
 };
 
 #define QUEUE_STATE_COUNT (sizeof(queue_states) / sizeof(queue_states[0]))
@@ -68,8 +71,8 @@ static int queue_find(struct spool *spool, const char *id,
  * again against the entry's own identifying values here (a meta/ file
  * written by an older version may hold them).
  */
-static const char *queue_last_error(struct spool *spool,
-                                    enum spool_state state, const char *id,
+static const char *queue_last_error(struct spool *spool, enum spool_state state,
+                                    const char *id,
                                     const struct spool_meta *meta, char *buf,
                                     size_t len)
 {
@@ -79,9 +82,8 @@ static const char *queue_last_error(struct spool *spool,
     if (meta->last_error[0] == '\0')
         return "-";
     snprintf(ids[0], sizeof(ids[0]), "%s", id);
-    hide = servertext_for_entries(spool, state,
-                                  (const char (*)[SPOOL_ID_MAX])ids, 1, NULL,
-                                  NULL);
+    hide = servertext_for_entries(
+        spool, state, (const char(*)[SPOOL_ID_MAX])ids, 1, NULL, NULL);
     redact_text(hide, meta->last_error, strlen(meta->last_error),
                 sizeof(meta->last_error), buf, len);
     redact_free(hide);
@@ -124,9 +126,8 @@ static int queue_list(struct spool *spool, const char *state_name)
                    (long long)((now - (int64_t)arrival) / 1000000),
                    meta.sop_uid[0] ? meta.sop_uid : "-",
                    meta.last_error[0]
-                       ? queue_last_error(spool, queue_states[s],
-                                          entries[i].id, &meta, last_error,
-                                          sizeof(last_error))
+                       ? queue_last_error(spool, queue_states[s], entries[i].id,
+                                          &meta, last_error, sizeof(last_error))
                    : meta.copy_of[0] ? held
                                      : "-");
             shown++;
@@ -193,7 +194,8 @@ static int queue_show(struct spool *spool, const char *id)
                    meta.copy_of, spool_state_name(other));
         else
             printf("copy of:      %s (same SOP Instance UID; no longer in "
-                   "the spool: delivered or deleted)\n", meta.copy_of);
+                   "the spool: delivered or deleted)\n",
+                   meta.copy_of);
     }
     return 0;
 }
@@ -204,8 +206,7 @@ static void queue_lift_pause(struct spool *spool)
     int64_t now = (int64_t)util_now_realtime_us();
     struct spool_pause pause;
     char err[256];
-    bool active = spool_pause_read(spool, &pause) == 0 &&
-                  pause.until_us > now;
+    bool active = spool_pause_read(spool, &pause) == 0 && pause.until_us > now;
     int r = spool_pause_clear(spool, err, sizeof(err));
 
     if (r < 0 && r != -ENOENT) {
@@ -232,8 +233,8 @@ static int queue_resume(struct spool *spool)
     if (spool_pause_read(spool, &pause) < 0 || pause.until_us <= now)
         printf("no pause in effect\n");
     queue_lift_pause(spool);
-    if (spool_list(spool, SPOOL_DEFERRED, &entries, &count, err,
-                   sizeof(err)) < 0) {
+    if (spool_list(spool, SPOOL_DEFERRED, &entries, &count, err, sizeof(err)) <
+        0) {
         fprintf(stderr, "stowbridge: %s\n", err);
         return 1;
     }
@@ -244,7 +245,7 @@ static int queue_resume(struct spool *spool)
                             sizeof(err));
         if (r == 0) {
             due++;
-        } else if (r != -ENOENT) {   /* ENOENT: taken by the daemon */
+        } else if (r != -ENOENT) { /* ENOENT: taken by the daemon */
             fprintf(stderr, "stowbridge: %s: %s\n", entries[i].id, err);
             status = 1;
         }
@@ -267,8 +268,9 @@ static int queue_retry_one(struct spool *spool, const char *id)
         return 1;
     }
     if (state != SPOOL_FAILED && state != SPOOL_DEFERRED) {
-        fprintf(stderr, "stowbridge: %s is in %s/: only deferred or failed "
-                        "entries can be retried\n",
+        fprintf(stderr,
+                "stowbridge: %s is in %s/: only deferred or failed "
+                "entries can be retried\n",
                 id, spool_state_name(state));
         return 1;
     }
@@ -319,8 +321,10 @@ static int queue_delete(struct spool *spool, const char *id)
         return 1;
     }
     if (state == SPOOL_ACTIVE) {
-        fprintf(stderr, "stowbridge: %s is being uploaded right now; try "
-                        "again in a moment\n", id);
+        fprintf(stderr,
+                "stowbridge: %s is being uploaded right now; try "
+                "again in a moment\n",
+                id);
         return 1;
     }
     r = spool_remove(spool, id, state, err, sizeof(err));
@@ -354,8 +358,8 @@ int queue_main(const struct cfg *cfg, int argc, char **argv)
     }
     if (strcmp(action, "list") == 0) {
         enum spool_state state;
-        if (arg != NULL && (spool_state_parse(arg, &state) < 0 ||
-                            state == SPOOL_TMP)) {
+        if (arg != NULL &&
+            (spool_state_parse(arg, &state) < 0 || state == SPOOL_TMP)) {
             fprintf(stderr, "stowbridge: unknown state '%s'\n", arg);
             return 2;
         }
@@ -369,8 +373,10 @@ int queue_main(const struct cfg *cfg, int argc, char **argv)
         if (arg == NULL ||
             (!spool_id_valid(arg) && !(strcmp(action, "retry") == 0 &&
                                        strcmp(arg, "--all-failed") == 0))) {
-            fprintf(stderr, "stowbridge: queue %s needs an entry ID (as "
-                            "'queue list' shows it)\n", action);
+            fprintf(stderr,
+                    "stowbridge: queue %s needs an entry ID (as "
+                    "'queue list' shows it)\n",
+                    action);
             return 2;
         }
     } else {

@@ -11,8 +11,8 @@
 
 #include "dicom/dataset.h"
 #include "dicom/identity.h"
-#include "web/oauth.h"
 #include "dicom/redact.h"
+#include "web/oauth.h"
 
 /* The most of a Location header that is shown. */
 #define SERVERTEXT_LOCATION_MAX 160
@@ -20,8 +20,7 @@
 struct redact *servertext_for_entries(struct spool *spool,
                                       enum spool_state state,
                                       const char (*ids)[SPOOL_ID_MAX],
-                                      size_t count,
-                                      struct oauth_source *tokens,
+                                      size_t count, struct oauth_source *tokens,
                                       const char *token)
 {
     struct redact *hide = redact_new();
@@ -38,7 +37,7 @@ struct redact *servertext_for_entries(struct spool *spool,
         if (r == 0)
             ok = redact_add_dataset(hide, identity) == 0;
         else if (access(path, F_OK) == 0 || r == -ENOMEM)
-            ok = false;   /* there, but unknown: nothing may be shown */
+            ok = false; /* there, but unknown: nothing may be shown */
         ds_free(identity);
     }
     if (ok && token != NULL)

@@ -34,8 +34,7 @@ struct redact;
 struct redact *servertext_for_entries(struct spool *spool,
                                       enum spool_state state,
                                       const char (*ids)[SPOOL_ID_MAX],
-                                      size_t count,
-                                      struct oauth_source *tokens,
+                                      size_t count, struct oauth_source *tokens,
                                       const char *token);
 
 /*

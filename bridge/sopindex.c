@@ -31,7 +31,7 @@ struct sopindex_line;
 
 /* A Study Instance UID, shared by the entries that name it. */
 struct sopindex_study {
-    struct sopindex_study *next;  /* chain in the study table */
+    struct sopindex_study *next; /* chain in the study table */
     size_t refs;
     char uid[UTIL_UID_MAX + 1];
 };
@@ -40,9 +40,9 @@ struct sopindex_study {
 struct sopindex_twin {
     struct sopindex_digest digest;
     bool have_digest;
-    bool error_reported;          /* a digest failure was reported */
-    char against[SPOOL_ID_MAX];   /* last compared with ("" none) */
-    bool against_same;            /* ... and found the same */
+    bool error_reported;        /* a digest failure was reported */
+    char against[SPOOL_ID_MAX]; /* last compared with ("" none) */
+    bool against_same;          /* ... and found the same */
 };
 
 struct sopindex_entry {
@@ -52,17 +52,17 @@ struct sopindex_entry {
     enum spool_state state;
     bool in_flight;
     bool seen;
-    struct sopindex_twin *twin;   /* NULL until compared */
+    struct sopindex_twin *twin; /* NULL until compared */
     struct sopindex_entry *id_next;
     struct sopindex_line *line;
-    struct sopindex_entry *prev;  /* same SOP Instance UID, earlier */
-    struct sopindex_entry *next;  /* same SOP Instance UID, later */
+    struct sopindex_entry *prev; /* same SOP Instance UID, earlier */
+    struct sopindex_entry *next; /* same SOP Instance UID, later */
 };
 
 struct sopindex_line {
     char sop[UTIL_UID_MAX + 1];
     struct sopindex_entry *first;
-    struct sopindex_line *next;   /* chain in the line table */
+    struct sopindex_line *next; /* chain in the line table */
 };
 
 struct sopindex {
@@ -410,8 +410,7 @@ const char *sopindex_sop(const struct sopindex *ix, const char *id)
     return e != NULL ? e->line->sop : NULL;
 }
 
-void sopindex_set_in_flight(struct sopindex *ix, const char *id,
-                            bool in_flight)
+void sopindex_set_in_flight(struct sopindex *ix, const char *id, bool in_flight)
 {
     struct sopindex_entry *e = sopindex_find(ix, id);
 
@@ -466,8 +465,8 @@ size_t sopindex_scan_end(struct sopindex *ix, const char *limit_id,
 
 /* Gives @e its twin record (-ENOMEM) and its digest through @fn, unless
  * it has them. */
-static int sopindex_need_digest(struct sopindex_entry *e,
-                                sopindex_digest_fn fn, void *ctx)
+static int sopindex_need_digest(struct sopindex_entry *e, sopindex_digest_fn fn,
+                                void *ctx)
 {
     struct sopindex_digest d;
     int r;
@@ -630,8 +629,8 @@ static ssize_t sopindex_read_full(int fd, void *buf, size_t len)
 static bool sopindex_long_vr(const unsigned char vr[2])
 {
     static const char *const long_vrs[] = {
-        "OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR",
-        "UT", "UV",
+        "OB", "OD", "OF", "OL", "OV", "OW", "SQ",
+        "SV", "UC", "UN", "UR", "UT", "UV",
     };
 
     for (size_t i = 0; i < sizeof(long_vrs) / sizeof(long_vrs[0]); i++)
@@ -661,7 +660,7 @@ static int sopindex_skip_meta(int fd, struct sopindex_digest *d,
             goto out;
         }
         if (n < 2 || (head[0] | head[1] << 8) != 0x0002) {
-            *head_len = (size_t)n;   /* the data set starts here */
+            *head_len = (size_t)n; /* the data set starts here */
             r = 0;
             goto out;
         }
@@ -689,8 +688,7 @@ static int sopindex_skip_meta(int fd, struct sopindex_digest *d,
         if (sopindex_read_full(fd, value, len) != (ssize_t)len)
             goto out;
         if (element == 0x0010 && len <= UTIL_UID_MAX) {
-            while (len > 0 &&
-                   (value[len - 1] == '\0' || value[len - 1] == ' '))
+            while (len > 0 && (value[len - 1] == '\0' || value[len - 1] == ' '))
                 len--;
             memcpy(d->transfer_syntax, value, len);
             d->transfer_syntax[len] = '\0';
@@ -734,8 +732,7 @@ int sopindex_digest_file(const char *path, struct sopindex_digest *ret_digest,
     r = sopindex_skip_meta(fd, &d, head, &head_len);
     if (r < 0) {
         if (r == -EINVAL)
-            sopindex_err(err, err_len, "broken File Meta Information",
-                         path, 0);
+            sopindex_err(err, err_len, "broken File Meta Information", path, 0);
         else
             sopindex_err(err, err_len, "read()", path, r);
         goto out;

@@ -39,8 +39,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "spool/spool.h"
 #include "base/util.h"
+#include "spool/spool.h"
 
 #define SOPINDEX_SHA256_LEN 32
 /* Hex characters of a digest shown in logs and reasons. */
@@ -156,8 +156,7 @@ int sopindex_judge(struct sopindex *ix, const char *id,
  * unknown; -ENOMEM (then only @id was removed).
  */
 int sopindex_take_run(struct sopindex *ix, const char *id,
-                      struct sopindex_member **ret_members,
-                      size_t *ret_count);
+                      struct sopindex_member **ret_members, size_t *ret_count);
 
 /*
  * The digest of the Part 10 file at @path: SHA-256 (OpenSSL EVP) of every

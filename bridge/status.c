@@ -7,9 +7,9 @@
 #include <stdio.h>
 #include <time.h>
 
+#include "base/util.h"
 #include "config/config.h"
 #include "spool/spool.h"
-#include "base/util.h"
 
 /* The order of the JSON keys: the four queue states, then tmp. */
 static const enum spool_state status_order[] = {
@@ -53,8 +53,7 @@ int status_main(const struct cfg *cfg, bool json)
     if (paused) {
         time_t t = (time_t)(pause.until_us / 1000000);
         struct tm tm;
-        strftime(until, sizeof(until), "%Y-%m-%dT%H:%M:%SZ",
-                 gmtime_r(&t, &tm));
+        strftime(until, sizeof(until), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
     }
     if (r < 0) {
         fprintf(stderr, "stowbridge: %s\n", err);
@@ -68,8 +67,7 @@ int status_main(const struct cfg *cfg, bool json)
             printf("%s\"%s\": {\"count\": %llu, \"bytes\": %llu, "
                    "\"oldest_s\": %llu}",
                    i == 0 ? "" : ", ", spool_state_name(status_order[i]),
-                   (unsigned long long)s->count,
-                   (unsigned long long)s->bytes,
+                   (unsigned long long)s->count, (unsigned long long)s->bytes,
                    (unsigned long long)s->oldest_s);
         }
         if (paused) {
@@ -85,14 +83,12 @@ int status_main(const struct cfg *cfg, bool json)
         printf("}\n");
     } else {
         printf("spool %s\n", cfg->spool.dir);
-        printf("%-10s %10s %15s %10s\n", "state", "count", "bytes",
-               "oldest_s");
+        printf("%-10s %10s %15s %10s\n", "state", "count", "bytes", "oldest_s");
         for (size_t i = 0; i < STATUS_STATES; i++) {
             const struct spool_state_stats *s = &stats[status_order[i]];
             printf("%-10s %10llu %15llu %10llu\n",
                    spool_state_name(status_order[i]),
-                   (unsigned long long)s->count,
-                   (unsigned long long)s->bytes,
+                   (unsigned long long)s->count, (unsigned long long)s->bytes,
                    (unsigned long long)s->oldest_s);
         }
         if (paused)

@@ -156,11 +156,14 @@ static int on_study_commit(void *ctx, const struct ledger_commit *c,
 }
 
 /* The spool's entries of @study: queued counts by state, failed ones. */
-static int study_spool(const struct cfg *cfg, const char *study,
-                       cJSON *queued, cJSON *failed)
+static int study_spool(const struct cfg *cfg, const char *study, cJSON *queued,
+                       cJSON *failed)
 {
     static const enum spool_state states[] = {
-        SPOOL_INCOMING, SPOOL_ACTIVE, SPOOL_DEFERRED, SPOOL_FAILED,
+        SPOOL_INCOMING,
+        SPOOL_ACTIVE,
+        SPOOL_DEFERRED,
+        SPOOL_FAILED,
     };
     struct spool *spool = NULL;
     char err[512];
@@ -192,9 +195,9 @@ static int study_spool(const struct cfg *cfg, const char *study,
                 if (o == NULL)
                     continue;
                 snprintf(ids[0], sizeof(ids[0]), "%s", e[i].id);
-                hide = servertext_for_entries(
-                    spool, SPOOL_FAILED, (const char (*)[SPOOL_ID_MAX])ids,
-                    1, NULL, NULL);
+                hide = servertext_for_entries(spool, SPOOL_FAILED,
+                                              (const char(*)[SPOOL_ID_MAX])ids,
+                                              1, NULL, NULL);
                 redact_text(hide, meta.last_error, strlen(meta.last_error),
                             sizeof(meta.last_error), why, sizeof(why));
                 redact_free(hide);
@@ -203,8 +206,7 @@ static int study_spool(const struct cfg *cfg, const char *study,
                 cJSON_AddStringToObject(o, "calling_ae", meta.calling_ae);
                 cJSON_AddNumberToObject(o, "http_status",
                                         (double)meta.last_http_status);
-                cJSON_AddNumberToObject(o, "failure_reason",
-                                        meta.last_reason);
+                cJSON_AddNumberToObject(o, "failure_reason", meta.last_reason);
                 cJSON_AddStringToObject(o, "reason", why);
                 cJSON_AddItemToArray(failed, o);
             }
@@ -223,8 +225,7 @@ static void study_print_text(const cJSON *root)
     const cJSON *q = cJSON_GetObjectItem(root, "queued");
     const cJSON *x;
 
-    printf("study %s\n",
-           cJSON_GetObjectItem(root, "study")->valuestring);
+    printf("study %s\n", cJSON_GetObjectItem(root, "study")->valuestring);
     printf("received:\n");
     cJSON_ArrayForEach(x, cJSON_GetObjectItem(root, "received"))
         printf("  from %s: %d instances, first %s, last %s\n",
@@ -429,8 +430,7 @@ static int on_item(void *ctx, const struct ledger_commit_item *i)
                i->sop_instance_uid, result_name(i->result));
         if (i->result == LEDGER_ITEM_FAILED)
             printf(" reason=%04X", (unsigned)i->failure_reason);
-        printf(" by=%s at=%s\n", basis_name(i->basis),
-               iso(i->resolved_ms, a));
+        printf(" by=%s at=%s\n", basis_name(i->basis), iso(i->resolved_ms, a));
     }
     return 0;
 }
@@ -486,8 +486,9 @@ int commit_cmd_main(const struct cfg *cfg, int argc, char **argv)
         int r = ledger_commit_find(lg, words[1], &c);
 
         if (r == -ENOENT) {
-            fprintf(stderr, "stowbridge: no such commitment transaction: "
-                            "%s\n",
+            fprintf(stderr,
+                    "stowbridge: no such commitment transaction: "
+                    "%s\n",
                     words[1]);
             status = STUDY_EXIT_RUNTIME;
         } else if (r < 0) {

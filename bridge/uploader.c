@@ -15,18 +15,18 @@
 #include <unistd.h>
 
 #include "base/log.h"
-#include "monitor.h"
-#include "web/oauth.h"
+#include "base/util.h"
 #include "dicom/part10.h"
 #include "dicom/redact.h"
+#include "monitor.h"
 #include "outcome.h"
 #include "plan.h"
 #include "servertext.h"
 #include "sopindex.h"
 #include "spool/spool.h"
 #include "web/dicomweb.h"
+#include "web/oauth.h"
 #include "web/stow.h"
-#include "base/util.h"
 
 /* How many entries of each state one scheduling pass looks at. */
 #define UPLOADER_WINDOW 512
@@ -55,7 +55,7 @@ enum landing {
 struct landing_record {
     char id[SPOOL_ID_MAX];
     enum landing kind;
-    char why[256];            /* LANDED_FAILED: the reason */
+    char why[256]; /* LANDED_FAILED: the reason */
 };
 
 struct uploader {
@@ -68,8 +68,8 @@ struct uploader {
     unsigned worker_count;
 
     pthread_mutex_t lock;
-    pthread_cond_t changed;       /* queue, busy or stop changed */
-    struct batch **queue;         /* at most worker_count waiting */
+    pthread_cond_t changed; /* queue, busy or stop changed */
+    struct batch **queue;   /* at most worker_count waiting */
     size_t queued;
     atomic_bool stop;
 
@@ -77,7 +77,7 @@ struct uploader {
     struct landing_record *landings;
     size_t landing_count;
     size_t landing_cap;
-    bool landings_lost;           /* one could not be kept (no memory) */
+    bool landings_lost; /* one could not be kept (no memory) */
 
     /* The scheduler thread's own: the copies index, the pause it obeys
      * (to log its end), the reason of the last failed digest. */
@@ -88,7 +88,7 @@ struct uploader {
      * between studies goes on from. */
     char last_study[UTIL_UID_MAX + 1];
 
-    pthread_mutex_t pause_lock;   /* one writer of the pause file */
+    pthread_mutex_t pause_lock; /* one writer of the pause file */
     /* A pause that could not be written to the spool (0: none). */
     _Atomic int64_t paused_until_us;
     atomic_uint connection_failures;
@@ -185,7 +185,8 @@ static void pause_uploads(struct uploader *up, unsigned seconds,
     }
     if (spool_pause_write(up->params.spool, &p, err, sizeof(err)) < 0) {
         log_warning("event=pause-not-recorded reason=\"%s\", pausing "
-                    "anyway ('queue resume' cannot end this one)", err);
+                    "anyway ('queue resume' cannot end this one)",
+                    err);
         if (atomic_load(&up->paused_until_us) < p.until_us)
             atomic_store(&up->paused_until_us, p.until_us);
     }
@@ -214,8 +215,7 @@ static int64_t current_pause(struct uploader *up)
                    "early (stowbridge queue resume or queue retry)\"",
                    up->url);
     else if (up->pause_seen_us != 0)
-        log_info("event=resumed url=%s reason=\"the pause is over\"",
-                 up->url);
+        log_info("event=resumed url=%s reason=\"the pause is over\"", up->url);
     up->pause_seen_us = 0;
     return 0;
 }
@@ -251,14 +251,16 @@ static void adopt_pause(struct uploader *up)
     if (capped > 0)
         log_notice("event=deferred-capped count=%u seconds=%u "
                    "reason=\"deferred for longer than retry.max_pause_s "
-                   "and retry.max_s allow\"", capped, longest);
+                   "and retry.max_s allow\"",
+                   capped, longest);
     if (spool_pause_read(up->params.spool, &p) < 0 || p.until_us <= now)
         return;
     if (p.until_us > now + (int64_t)longest * 1000000) {
         p.until_us = now + (int64_t)longest * 1000000;
         if (spool_pause_write(up->params.spool, &p, err, sizeof(err)) < 0)
             log_warning("event=pause-not-recorded reason=\"%s\", "
-                        "ignoring", err);
+                        "ignoring",
+                        err);
     }
     up->pause_seen_us = p.until_us;
     log_notice("event=paused url=%s seconds=%lld reason=\"%s (recorded "
@@ -284,12 +286,11 @@ static void save_meta(struct uploader *up, const char *id,
     char err[256];
 
     if (spool_meta_write(up->params.spool, id, meta, err, sizeof(err)) < 0)
-        log_warning("id=%s event=meta-failed reason=\"%s\", ignoring", id,
-                    err);
+        log_warning("id=%s event=meta-failed reason=\"%s\", ignoring", id, err);
 }
 
-static void outcome_delivered(struct uploader *up, const char *id,
-                              long status, uint16_t warning)
+static void outcome_delivered(struct uploader *up, const char *id, long status,
+                              uint16_t warning)
 {
     struct spool_meta meta;
     char err[256];
@@ -353,9 +354,8 @@ static void defer_entry(struct uploader *up, const char *id,
 }
 
 /* Defers @id for @delay_s (0: the backoff for its attempts). */
-static void outcome_deferred(struct uploader *up, const char *id,
-                             long status, uint16_t reason, unsigned delay_s,
-                             const char *why)
+static void outcome_deferred(struct uploader *up, const char *id, long status,
+                             uint16_t reason, unsigned delay_s, const char *why)
 {
     struct outcome o;
 
@@ -409,8 +409,7 @@ static void requeue_all(struct uploader *up, const struct batch *b)
 /* ------------------------------------------------------------------ */
 
 /* A 403's diagnosis, when the DICOMweb client says it is due. */
-static void log_forbidden(struct uploader *up,
-                          const struct dicomweb_reply *rep)
+static void log_forbidden(struct uploader *up, const struct dicomweb_reply *rep)
 {
     if (rep->diagnosis_due)
         log_err("event=forbidden url=%s diagnosis=\"%s\"", up->url,
@@ -457,8 +456,10 @@ static void apply_results(struct uploader *up, const struct batch *b,
     }
     if (stow_parse_response(rep->http_status, rep->body, rep->body_len, uids,
                             b->count, results, err, sizeof(err)) < 0) {
-        snprintf(why, sizeof(why), "HTTP %ld with an answer that cannot be "
-                                   "read: %s", rep->http_status, err);
+        snprintf(why, sizeof(why),
+                 "HTTP %ld with an answer that cannot be "
+                 "read: %s",
+                 rep->http_status, err);
         defer_all(up, b, rep->http_status, 0, why);
         goto out;
     }
@@ -469,9 +470,8 @@ static void apply_results(struct uploader *up, const struct batch *b,
         switch (o.verdict) {
         case OUTCOME_DELIVERED:
             if (up->params.on_delivered != NULL)
-                up->params.on_delivered(up->params.on_delivered_ctx,
-                                        b->ids[i], &metas[i],
-                                        results[i].reason == 0xB00E);
+                up->params.on_delivered(up->params.on_delivered_ctx, b->ids[i],
+                                        &metas[i], results[i].reason == 0xB00E);
             outcome_delivered(up, b->ids[i], rep->http_status, o.reason);
             break;
         case OUTCOME_RETRY:
@@ -492,7 +492,7 @@ static void send_batch(struct worker *w, struct batch *b, bool may_split)
 {
     struct uploader *up = w->up;
     const char **paths = calloc(b->count, sizeof(*paths));
-    char (*path_buf)[4096] = calloc(b->count, sizeof(*path_buf));
+    char(*path_buf)[4096] = calloc(b->count, sizeof(*path_buf));
     struct dicomweb_reply rep;
     struct redact *hide = NULL;
     char why[768];
@@ -538,14 +538,14 @@ static void send_batch(struct worker *w, struct batch *b, bool may_split)
     }
     if (r < 0) {
         unsigned failures = atomic_fetch_add(&up->connection_failures, 1) + 1;
-        snprintf(why, sizeof(why), "no answer from %s: %s", up->url,
-                 rep.error);
+        snprintf(why, sizeof(why), "no answer from %s: %s", up->url, rep.error);
         defer_all(up, b, 0, 0, why);
         if (failures >= UPLOADER_DOWN_AFTER) {
             unsigned pause = backoff_s(up, failures - UPLOADER_DOWN_AFTER + 1);
             char reason[sizeof(((struct spool_pause *)0)->reason)];
-            snprintf(reason, sizeof(reason), "the destination is down: %u "
-                                             "connection failures in a row",
+            snprintf(reason, sizeof(reason),
+                     "the destination is down: %u "
+                     "connection failures in a row",
                      failures);
             pause_uploads(up, pause, reason);
             log_warning("event=destination-down url=%s failures=%u "
@@ -688,8 +688,8 @@ static int entry_uids(struct uploader *up, enum spool_state state,
         memset(&meta, 0, sizeof(meta));
     if (spool_entry_path(up->params.spool, state, id, path, sizeof(path)) < 0)
         return -EINVAL;
-    if (part10_read_instance_uids(path, meta.study_uid, meta.sop_uid, NULL,
-                                  0) < 0)
+    if (part10_read_instance_uids(path, meta.study_uid, meta.sop_uid, NULL, 0) <
+        0)
         return access(path, F_OK) == 0 ? -EINVAL : -ENOENT;
     /* The receiver writes meta/ just after the commit: if it did so
      * meanwhile, keep its version (with the calling AE). */
@@ -763,7 +763,7 @@ static void index_refresh(struct uploader *up, struct listing lists[3],
             }
         if (sopindex_scan_seen(up->index, e->id, state) ||
             state == SPOOL_ACTIVE)
-            continue;   /* known; active/ holds only what we moved there */
+            continue; /* known; active/ holds only what we moved there */
         r = entry_uids(up, state, e->id, &budget, &meta);
         if (r == 0)
             r = sopindex_add(up->index, e->id, meta.study_uid, meta.sop_uid,
@@ -784,8 +784,7 @@ static void index_refresh(struct uploader *up, struct listing lists[3],
 /* A held identical copy shares the fate of the copy it waited for. */
 static void resolve_duplicate(struct uploader *up,
                               const struct sopindex_member *m,
-                              const struct landing_record *rec,
-                              const char *sop)
+                              const struct landing_record *rec, const char *sop)
 {
     char why[320];
     char err[256];
@@ -794,7 +793,7 @@ static void resolve_duplicate(struct uploader *up,
     if (rec->kind == LANDED_DELIVERED) {
         r = spool_remove(up->params.spool, m->id, m->state, err, sizeof(err));
         if (r == -ENOENT)
-            return;   /* moved meanwhile: the next pass sees it again */
+            return; /* moved meanwhile: the next pass sees it again */
         if (r < 0) {
             log_err("id=%s event=remove-failed reason=\"%s\"", m->id, err);
             return;
@@ -840,16 +839,14 @@ static int digest_entry(void *ctx, const char *id, enum spool_state state,
     struct uploader *up = ctx;
     char path[4096];
 
-    if (spool_entry_path(up->params.spool, state, id, path, sizeof(path)) <
-        0)
+    if (spool_entry_path(up->params.spool, state, id, path, sizeof(path)) < 0)
         return -ENAMETOOLONG;
     return sopindex_digest_file(path, ret_digest, up->digest_err,
                                 sizeof(up->digest_err));
 }
 
 /* Records in meta/ which copy @id waits for or conflicts with. */
-static void note_copy_of(struct uploader *up, const char *id,
-                         const char *other)
+static void note_copy_of(struct uploader *up, const char *id, const char *other)
 {
     struct spool_meta meta;
 
@@ -885,7 +882,8 @@ static bool admit(struct uploader *up, const char *id, enum spool_state state)
     case SOPINDEX_WAIT:
         if (j.error != 0 && j.error != -ENOENT && j.first)
             log_warning("id=%s event=compare-failed sop=%s reason=\"%s\", "
-                        "will retry", id, sop, up->digest_err);
+                        "will retry",
+                        id, sop, up->digest_err);
         return false;
     case SOPINDEX_DUPLICATE:
         if (j.first) {
@@ -906,10 +904,11 @@ static bool admit(struct uploader *up, const char *id, enum spool_state state)
                         "action=\"%s\"",
                         id, sop, j.other_id, (unsigned long long)j.size,
                         (unsigned long long)j.other_size, mine, theirs,
-                        j.digest.transfer_syntax[0]
-                            ? j.digest.transfer_syntax : "-",
+                        j.digest.transfer_syntax[0] ? j.digest.transfer_syntax
+                                                    : "-",
                         j.other_digest.transfer_syntax[0]
-                            ? j.other_digest.transfer_syntax : "-",
+                            ? j.other_digest.transfer_syntax
+                            : "-",
                         up->params.on_conflict_send
                             ? "sent once the earlier copy is resolved "
                               "(upload.on_conflict send)"
@@ -918,11 +917,12 @@ static bool admit(struct uploader *up, const char *id, enum spool_state state)
         }
         if (up->params.on_conflict_send)
             return false;
-        snprintf(why, sizeof(why), "conflicting duplicate of %s: another "
-                                   "data set under the same SOP Instance "
-                                   "UID (sha256 %s, the earlier one %s); "
-                                   "upload.on_conflict keep-first keeps "
-                                   "the earlier copy",
+        snprintf(why, sizeof(why),
+                 "conflicting duplicate of %s: another "
+                 "data set under the same SOP Instance "
+                 "UID (sha256 %s, the earlier one %s); "
+                 "upload.on_conflict keep-first keeps "
+                 "the earlier copy",
                  j.other_id, mine, theirs);
         fail_from(up, state, id, why);
         sopindex_remove(up->index, id);
@@ -958,8 +958,8 @@ static struct landing_record *take_landings(struct uploader *up,
 static int gather_candidates(struct uploader *up,
                              const struct listing *incoming,
                              const struct listing *deferred,
-                             const char *frontier,
-                             struct plan_candidate **ret, size_t *ret_count)
+                             const char *frontier, struct plan_candidate **ret,
+                             size_t *ret_count)
 {
     const struct listing *lists[2] = { incoming, deferred };
     struct plan_candidate *cands;
@@ -974,7 +974,7 @@ static int gather_candidates(struct uploader *up,
             struct plan_candidate *c = &cands[n];
 
             if (frontier[0] != '\0' && strcmp(e->id, frontier) >= 0)
-                break;   /* listings are in ID order */
+                break; /* listings are in ID order */
             c->id = e->id;
             c->study_uid = sopindex_study(up->index, e->id);
             c->sop_uid = sopindex_sop(up->index, e->id);
@@ -1009,9 +1009,9 @@ static bool queue_batch(struct uploader *up, const struct plan *plan,
         char move_err[256];
 
         if (spool_move(up->params.spool, c->id,
-                       c->retry ? SPOOL_DEFERRED : SPOOL_INCOMING,
-                       SPOOL_ACTIVE, move_err, sizeof(move_err)) < 0)
-            continue;   /* lost race, or logged by the next pass */
+                       c->retry ? SPOOL_DEFERRED : SPOOL_INCOMING, SPOOL_ACTIVE,
+                       move_err, sizeof(move_err)) < 0)
+            continue; /* lost race, or logged by the next pass */
         sopindex_set_in_flight(up->index, c->id, true);
         memcpy(b->ids[b->count], c->id, strlen(c->id) + 1);
         b->count++;
@@ -1097,8 +1097,7 @@ static unsigned schedule_pass(struct uploader *up)
     limits.batch_max_bytes = up->params.batch_max_bytes;
     limits.max_batches = room;
     if (atomic_load(&up->stop) ||
-        plan_batches(cands, order, n_order, &limits, up->last_study,
-                     &plan) < 0)
+        plan_batches(cands, order, n_order, &limits, up->last_study, &plan) < 0)
         goto out;
     for (size_t i = 0; i < plan.batch_count && !atomic_load(&up->stop); i++)
         if (queue_batch(up, &plan, &plan.batches[i], cands))
@@ -1124,7 +1123,7 @@ static void *scheduler_main(void *arg)
 
         if (paused <= now_us()) {
             if (schedule_pass(up) > 0)
-                wait_ms = 50;   /* more may be waiting: look again soon */
+                wait_ms = 50; /* more may be waiting: look again soon */
         } else {
             wait_ms = (paused - now_us()) / 1000;
             if (wait_ms > UPLOADER_IDLE_MS)
@@ -1167,8 +1166,7 @@ struct uploader *uploader_start(const struct uploader_params *params)
     pthread_mutex_init(&up->pause_lock, NULL);
     pthread_cond_init(&up->changed, NULL);
     if (up->url == NULL || up->workers == NULL || up->queue == NULL ||
-        up->index == NULL ||
-        (params->ca_file != NULL && up->ca_file == NULL)) {
+        up->index == NULL || (params->ca_file != NULL && up->ca_file == NULL)) {
         log_err("event=uploader-failed reason=\"out of memory\"");
         goto fail;
     }
@@ -1200,7 +1198,8 @@ struct uploader *uploader_start(const struct uploader_params *params)
             pthread_create(&up->workers[i], NULL, worker_main, w) != 0) {
             free(w);
             log_err("event=uploader-failed reason=\"cannot start worker "
-                    "%u\"", i);
+                    "%u\"",
+                    i);
             up->worker_count = i;
             uploader_stop(up);
             return NULL;

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * uploader - the scheduler and the upload workers (docs/architecture.md section 6).
+ * uploader - the scheduler and the upload workers (docs/architecture.md section
+ * 6).
  *
  * One scheduler thread claims entries from incoming/ and from deferred/
  * whose not-before time has come (alternating, so a backlog of retries
@@ -62,10 +63,10 @@ typedef void (*uploader_delivered_fn)(void *ctx, const char *id,
                                       bool already);
 
 struct uploader_params {
-    struct spool *spool;              /* borrowed */
-    struct oauth_source *tokens;      /* borrowed, shared */
-    const char *url;                  /* DICOMweb base, for messages */
-    const char *ca_file;              /* NULL: system CAs */
+    struct spool *spool;         /* borrowed */
+    struct oauth_source *tokens; /* borrowed, shared */
+    const char *url;             /* DICOMweb base, for messages */
+    const char *ca_file;         /* NULL: system CAs */
     unsigned timeout_s;
     unsigned workers;
     unsigned batch_max_instances;
@@ -73,11 +74,11 @@ struct uploader_params {
     unsigned retry_min_s;
     unsigned retry_max_s;
     unsigned max_age_h;
-    unsigned max_pause_s;             /* cap on Retry-After, >= 1 */
-    bool on_conflict_send;            /* false: keep-first */
+    unsigned max_pause_s;               /* cap on Retry-After, >= 1 */
+    bool on_conflict_send;              /* false: keep-first */
     uploader_delivered_fn on_delivered; /* NULL: nobody is told */
     void *on_delivered_ctx;
-    struct monitor *monitor;          /* borrowed; NULL: not counted */
+    struct monitor *monitor; /* borrowed; NULL: not counted */
 };
 
 /* Starts the scheduler and the workers. NULL on failure (logged). */

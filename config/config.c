@@ -68,8 +68,8 @@
 
 #define CFG_LEVEL_NAMES "\"err\", \"warning\", \"notice\", \"info\", \"debug\""
 #define CFG_NET_EXAMPLE "such as \"192.0.2.7\" or \"10.0.0.0/8\""
-#define CFG_IPV4_ONLY                                                          \
-    "DCMTK 3.6.7 listens on IPv4 only, so only IPv4 addresses and CIDR "       \
+#define CFG_IPV4_ONLY                                                    \
+    "DCMTK 3.6.7 listens on IPv4 only, so only IPv4 addresses and CIDR " \
     "networks are accepted"
 
 enum cfg_type {
@@ -1245,7 +1245,8 @@ static int cfg_parse_hosts(struct cfg_caller *caller, const cJSON *list,
     caller->hosts = calloc(n, sizeof(*caller->hosts));
     if (caller->hosts == NULL)
         return -ENOMEM;
-    cJSON_ArrayForEach(host, list) {
+    cJSON_ArrayForEach(host, list)
+    {
         size_t h = caller->host_count;
         char quoted[CFG_QUOTE_MAX + 4];
 
@@ -1275,9 +1276,9 @@ static int cfg_parse_hosts(struct cfg_caller *caller, const cJSON *list,
  * fingerprint in hex, with or without colons, any case; stored as 64
  * lowercase hex digits.
  */
-static int cfg_parse_fingerprints(struct cfg_caller *caller,
-                                  const cJSON *list, const char *lpath,
-                                  size_t index, char *err, size_t err_len)
+static int cfg_parse_fingerprints(struct cfg_caller *caller, const cJSON *list,
+                                  const char *lpath, size_t index, char *err,
+                                  size_t err_len)
 {
     size_t n = (size_t)cJSON_GetArraySize(list);
     const cJSON *item;
@@ -1294,7 +1295,8 @@ static int cfg_parse_fingerprints(struct cfg_caller *caller,
     caller->certificate_sha256 = calloc(n, sizeof(char *));
     if (caller->certificate_sha256 == NULL)
         return -ENOMEM;
-    cJSON_ArrayForEach(item, list) {
+    cJSON_ArrayForEach(item, list)
+    {
         size_t k = caller->certificate_sha256_count;
         char hex[65];
         size_t len = 0;
@@ -1303,9 +1305,9 @@ static int cfg_parse_fingerprints(struct cfg_caller *caller,
         for (const char *c = ok ? item->valuestring : ""; ok && *c; c++) {
             if (*c == ':')
                 continue;
-            if (len == 64 || !((*c >= '0' && *c <= '9') ||
-                               (*c >= 'a' && *c <= 'f') ||
-                               (*c >= 'A' && *c <= 'F'))) {
+            if (len == 64 ||
+                !((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f') ||
+                  (*c >= 'A' && *c <= 'F'))) {
                 ok = false;
                 break;
             }
@@ -1345,7 +1347,8 @@ static int cfg_parse_caller(struct cfg_caller *caller, const cJSON *item,
                 lpath, index, cfg_json_type(item));
         return -EINVAL;
     }
-    cJSON_ArrayForEach(member, item) {
+    cJSON_ArrayForEach(member, item)
+    {
         bool is_ae = strcmp(member->string, "ae_title") == 0;
         bool is_hosts = strcmp(member->string, "hosts") == 0;
         bool is_find = strcmp(member->string, "find") == 0;
@@ -1469,7 +1472,8 @@ static int cfg_parse_callers(struct cfg *cfg, const struct cfg_key *key,
     *callers = calloc(n, sizeof(**callers));
     if (*callers == NULL)
         return -ENOMEM;
-    cJSON_ArrayForEach(item, list) {
+    cJSON_ArrayForEach(item, list)
+    {
         size_t index = *count;
 
         *count = index + 1;
@@ -1499,7 +1503,8 @@ static int cfg_parse_remote(struct cfg_remote_ae *remote, const cJSON *item,
                 lpath, index, cfg_json_type(item));
         return -EINVAL;
     }
-    cJSON_ArrayForEach(member, item) {
+    cJSON_ArrayForEach(member, item)
+    {
         const char *name = member->string;
 
         if (cfg_duplicate(item, member)) {
@@ -1521,8 +1526,7 @@ static int cfg_parse_remote(struct cfg_remote_ae *remote, const cJSON *item,
             for (size_t i = 0; ok && i < n; i++)
                 ok = (h[i] >= 'a' && h[i] <= 'z') ||
                      (h[i] >= 'A' && h[i] <= 'Z') ||
-                     (h[i] >= '0' && h[i] <= '9') || h[i] == '.' ||
-                     h[i] == '-';
+                     (h[i] >= '0' && h[i] <= '9') || h[i] == '.' || h[i] == '-';
             if (!ok) {
                 cfg_err(err, err_len,
                         "config: %s: expected an IPv4 address or a host "
@@ -1543,8 +1547,9 @@ static int cfg_parse_remote(struct cfg_remote_ae *remote, const cJSON *item,
                 member->valuedouble != (double)(int)member->valuedouble) {
                 cfg_err(err, err_len,
                         "config: %s: expected a port from 1 to 65535, got %s",
-                        path, cJSON_IsNumber(member) ? "another number"
-                                                     : cfg_json_type(member));
+                        path,
+                        cJSON_IsNumber(member) ? "another number"
+                                               : cfg_json_type(member));
                 return -EINVAL;
             }
             remote->port = (unsigned)member->valuedouble;
@@ -1605,7 +1610,8 @@ static int cfg_parse_remotes(struct cfg *cfg, const struct cfg_key *key,
     *remotes = calloc(n, sizeof(**remotes));
     if (*remotes == NULL)
         return -ENOMEM;
-    cJSON_ArrayForEach(item, list) {
+    cJSON_ArrayForEach(item, list)
+    {
         size_t index = *count;
 
         *count = index + 1;
@@ -1652,7 +1658,8 @@ static int cfg_parse_uids(struct cfg *cfg, const struct cfg_key *key,
     *uids = calloc(n, sizeof(**uids));
     if (*uids == NULL)
         return -ENOMEM;
-    cJSON_ArrayForEach(item, list) {
+    cJSON_ArrayForEach(item, list)
+    {
         char quoted[CFG_QUOTE_MAX + 4];
 
         if (!cJSON_IsString(item) || !util_uid_valid(item->valuestring)) {
@@ -1661,10 +1668,9 @@ static int cfg_parse_uids(struct cfg *cfg, const struct cfg_key *key,
                     "most 64 characters), got %s%s%s",
                     key->path, *count,
                     cJSON_IsString(item) ? "\"" : cfg_json_type(item),
-                    cJSON_IsString(item)
-                        ? cfg_quote_str(quoted, sizeof(quoted),
-                                        item->valuestring)
-                        : "",
+                    cJSON_IsString(item) ? cfg_quote_str(quoted, sizeof(quoted),
+                                                         item->valuestring)
+                                         : "",
                     cJSON_IsString(item) ? "\"" : "");
             return -EINVAL;
         }
@@ -1734,7 +1740,8 @@ static int cfg_parse_nets(struct cfg *cfg, const struct cfg_key *key,
     *nets = calloc(n, sizeof(**nets));
     if (*nets == NULL)
         return -ENOMEM;
-    cJSON_ArrayForEach(item, list) {
+    cJSON_ArrayForEach(item, list)
+    {
         char quoted[CFG_QUOTE_MAX + 4];
 
         if (!cJSON_IsString(item) || !cfg_net_valid(item->valuestring)) {
@@ -1744,10 +1751,9 @@ static int cfg_parse_nets(struct cfg *cfg, const struct cfg_key *key,
                     "\"fd00::/64\", got %s%s%s",
                     key->path, *count,
                     cJSON_IsString(item) ? "\"" : cfg_json_type(item),
-                    cJSON_IsString(item)
-                        ? cfg_quote_str(quoted, sizeof(quoted),
-                                        item->valuestring)
-                        : "",
+                    cJSON_IsString(item) ? cfg_quote_str(quoted, sizeof(quoted),
+                                                         item->valuestring)
+                                         : "",
                     cJSON_IsString(item) ? "\"" : "");
             return -EINVAL;
         }
@@ -1785,17 +1791,18 @@ static int cfg_parse_argv(struct cfg *cfg, const struct cfg_key *key,
     *words = calloc(n + 1, sizeof(**words));
     if (*words == NULL)
         return -ENOMEM;
-    cJSON_ArrayForEach(item, list) {
+    cJSON_ArrayForEach(item, list)
+    {
         if (!cJSON_IsString(item) || item->valuestring[0] == '\0' ||
             strlen(item->valuestring) > CFG_ARGV_WORD_MAX) {
-            cfg_err(err, err_len,
-                    "config: %s[%zu]: expected a non-empty string of at most "
-                    "%d bytes, got %s",
-                    key->path, *count, CFG_ARGV_WORD_MAX,
-                    cJSON_IsString(item) ? (item->valuestring[0] == '\0'
-                                                ? "\"\""
-                                                : "a longer one")
-                                         : cfg_json_type(item));
+            cfg_err(
+                err, err_len,
+                "config: %s[%zu]: expected a non-empty string of at most "
+                "%d bytes, got %s",
+                key->path, *count, CFG_ARGV_WORD_MAX,
+                cJSON_IsString(item)
+                    ? (item->valuestring[0] == '\0' ? "\"\"" : "a longer one")
+                    : cfg_json_type(item));
             return -EINVAL;
         }
         (*words)[*count] = strdup(item->valuestring);
@@ -1888,9 +1895,9 @@ static int cfg_check_string(const struct cfg_key *key, const char *value,
                 }
             }
             choices[j] = '\0';
-            cfg_err(err, err_len,
-                    "config: %s: expected one of %s, got \"%s\"", key->path,
-                    choices, cfg_quote_str(quoted, sizeof(quoted), value));
+            cfg_err(err, err_len, "config: %s: expected one of %s, got \"%s\"",
+                    key->path, choices,
+                    cfg_quote_str(quoted, sizeof(quoted), value));
             return -EINVAL;
         }
         break;
@@ -2307,7 +2314,8 @@ static int cfg_parse_subsection(struct cfg *cfg, const char *section,
     char name[128];
     int r;
 
-    cJSON_ArrayForEach(item, sub) {
+    cJSON_ArrayForEach(item, sub)
+    {
         (void)snprintf(name, sizeof(name), "%s.%s", sub->string, item->string);
         const struct cfg_key *key = cfg_key_find(section, name);
 
@@ -2332,7 +2340,8 @@ static int cfg_parse_section(struct cfg *cfg, const cJSON *section, char *err,
     const cJSON *item;
     int r;
 
-    cJSON_ArrayForEach(item, section) {
+    cJSON_ArrayForEach(item, section)
+    {
         const struct cfg_key *key = cfg_key_find(section->string, item->string);
 
         if (key == NULL &&
@@ -2348,8 +2357,7 @@ static int cfg_parse_section(struct cfg *cfg, const cJSON *section, char *err,
                         section->string, item->string, cfg_json_type(item));
                 return -EINVAL;
             }
-            r = cfg_parse_subsection(cfg, section->string, item, err,
-                                     err_len);
+            r = cfg_parse_subsection(cfg, section->string, item, err, err_len);
             if (r < 0)
                 return r;
             continue;
@@ -2443,20 +2451,25 @@ static int cfg_validate_credentials(const struct cfg *cfg, char *err,
                                     size_t err_len)
 {
     static const char *const secret_keys[] = {
-        "auth.client_secret", "auth.client_secret_file", NULL,
+        "auth.client_secret",
+        "auth.client_secret_file",
+        NULL,
     };
     static const char *const cert_keys[] = {
-        "auth.client_certificate_file", "auth.client_key_file", NULL,
+        "auth.client_certificate_file",
+        "auth.client_key_file",
+        NULL,
     };
     static const char *const assertion_keys[] = {
-        "auth.client_assertion_file", NULL,
+        "auth.client_assertion_file",
+        NULL,
     };
     static const char *const mi_keys[] = { "auth.endpoint", NULL };
     static const char *const command_keys[] = { "auth.command", NULL };
     const struct cfg_auth *auth = &cfg->auth;
     const char *type = auth->type;
-    bool oauth = strcmp(type, "client_credentials") == 0 ||
-                 strcmp(type, "azure") == 0;
+    bool oauth =
+        strcmp(type, "client_credentials") == 0 || strcmp(type, "azure") == 0;
     const char *secret = cfg_first_set(auth, secret_keys);
     const char *cert = cfg_first_set(auth, cert_keys);
     const char *assertion = cfg_first_set(auth, assertion_keys);
@@ -2477,7 +2490,8 @@ static int cfg_validate_credentials(const struct cfg *cfg, char *err,
         cfg_err(err, err_len,
                 "config: %s and %s exclude each other: authenticate with a "
                 "secret, a certificate or a federated token file, one of "
-                "them", a, b);
+                "them",
+                a, b);
         return -EINVAL;
     }
     if (auth->client_secret_expires[0] != '\0') {
@@ -2516,14 +2530,14 @@ static int cfg_validate_credentials(const struct cfg *cfg, char *err,
     if (a != NULL && strcmp(type, "managed_identity") != 0) {
         cfg_err(err, err_len,
                 "config: %s is for auth.type \"managed_identity\", not "
-                "\"%s\"", a, type);
+                "\"%s\"",
+                a, type);
         return -EINVAL;
     }
     a = cfg_first_set(auth, command_keys);
     if (a != NULL && strcmp(type, "command") != 0) {
         cfg_err(err, err_len,
-                "config: %s is for auth.type \"command\", not \"%s\"", a,
-                type);
+                "config: %s is for auth.type \"command\", not \"%s\"", a, type);
         return -EINVAL;
     }
     if ((strcmp(type, "managed_identity") == 0 ||
@@ -2606,8 +2620,8 @@ static int cfg_validate_dicom(struct cfg *cfg, char *err, size_t err_len)
     }
     for (size_t i = 0; i < d->allowed_caller_count; i++) {
         const struct cfg_caller *c = &d->allowed_callers[i];
-        bool bound = c->certificate_sha256_count > 0 ||
-                     c->certificate_subject != NULL;
+        bool bound =
+            c->certificate_sha256_count > 0 || c->certificate_subject != NULL;
 
         if ((bound || c->tls_only) && !on) {
             cfg_err(err, err_len,
@@ -2657,8 +2671,7 @@ static int cfg_validate(struct cfg *cfg, char *err, size_t err_len)
     r = cfg_validate_credentials(cfg, err, err_len);
     if (r < 0)
         return r;
-    if (strcmp(type, "client_credentials") == 0 ||
-        strcmp(type, "azure") == 0) {
+    if (strcmp(type, "client_credentials") == 0 || strcmp(type, "azure") == 0) {
         if (auth->client_secret[0] != '\0' &&
             auth->client_secret_file[0] != '\0') {
             cfg_err(err, err_len,
@@ -2697,7 +2710,7 @@ static int cfg_validate(struct cfg *cfg, char *err, size_t err_len)
         }
         if (r == 0 && auth->scope[0] == '\0')
             r = cfg_set_string(&auth->scope, "https://dicom.healthcareapis."
-                                              "azure.com/.default");
+                                             "azure.com/.default");
     }
     if (r == 0 && strcmp(type, "managed_identity") == 0 &&
         auth->resource[0] == '\0')
@@ -2766,7 +2779,8 @@ int cfg_parse(const char *text, size_t len, struct cfg **ret_cfg, char *err,
     if (r < 0)
         goto out_free;
 
-    cJSON_ArrayForEach(section, root) {
+    cJSON_ArrayForEach(section, root)
+    {
         if (!cfg_section_known(section->string)) {
             cfg_unknown_key(NULL, section->string, err, err_len);
             r = -EINVAL;
@@ -2906,13 +2920,17 @@ static int cfg_read_secret(const char *path, bool check_mode, char **ret,
 
     if (stat(path, &st) < 0) {
         r = -errno;
-        cfg_err(err, err_len, "config: auth.client_secret_file: cannot "
-                              "read '%s': %s", path, strerror(-r));
+        cfg_err(err, err_len,
+                "config: auth.client_secret_file: cannot "
+                "read '%s': %s",
+                path, strerror(-r));
         return r;
     }
     if (!S_ISREG(st.st_mode)) {
-        cfg_err(err, err_len, "config: auth.client_secret_file: '%s' is not "
-                              "a regular file", path);
+        cfg_err(err, err_len,
+                "config: auth.client_secret_file: '%s' is not "
+                "a regular file",
+                path);
         return -EINVAL;
     }
     if (check_mode && (st.st_mode & 0007) != 0) {
@@ -2932,8 +2950,10 @@ static int cfg_read_secret(const char *path, bool check_mode, char **ret,
         memchr(text, '\n', len) != NULL) {
         explicit_bzero(text, len);
         free(text);
-        cfg_err(err, err_len, "config: the client secret in '%s' is empty "
-                              "or not one line", path);
+        cfg_err(err, err_len,
+                "config: the client secret in '%s' is empty "
+                "or not one line",
+                path);
         return -EINVAL;
     }
     *ret = text;
@@ -2971,8 +2991,7 @@ static int cfg_resolve_other_credentials(struct cfg *cfg, char *err,
         /* systemd's credentials are the service's alone whatever their
          * mode says. */
         if (auth->client_key_file[0] != '\0' && !from_creds &&
-            stat(auth->client_key_file, &st) == 0 &&
-            (st.st_mode & 0007) != 0) {
+            stat(auth->client_key_file, &st) == 0 && (st.st_mode & 0007) != 0) {
             cfg_err(err, err_len,
                     "config: auth.client_key_file: '%s' is readable by "
                     "others (mode %04o); chmod 0600 or 0640 it",
@@ -2984,8 +3003,7 @@ static int cfg_resolve_other_credentials(struct cfg *cfg, char *err,
     if (auth->client_assertion_file[0] != '\0')
         return 0;
     if (strcmp(auth->type, "azure") == 0 && env != NULL && env[0] == '/' &&
-        auth->client_secret[0] == '\0' &&
-        auth->client_secret_file[0] == '\0') {
+        auth->client_secret[0] == '\0' && auth->client_secret_file[0] == '\0') {
         if (cfg_set_string(&auth->client_assertion_file, env) < 0)
             return -ENOMEM;
         return 0;
@@ -3080,8 +3098,8 @@ int cfg_load(const char *path, struct cfg **ret_cfg, char *err, size_t err_len)
     return cfg_load_file(path, true, ret_cfg, err, err_len);
 }
 
-int cfg_load_without_secrets(const char *path, struct cfg **ret_cfg,
-                             char *err, size_t err_len)
+int cfg_load_without_secrets(const char *path, struct cfg **ret_cfg, char *err,
+                             size_t err_len)
 {
     return cfg_load_file(path, false, ret_cfg, err, err_len);
 }
@@ -3361,7 +3379,7 @@ static int cfg_write(const struct cfg *cfg, FILE *out, bool sample)
         fprintf(out, "%s    \"%.*s\": {\n", first_section ? "" : ",\n",
                 (int)section_len, skey->path);
         first_section = false;
-        const char *sub = NULL;   /* the nested object being written */
+        const char *sub = NULL; /* the nested object being written */
         size_t sub_len = 0;
         bool sub_first = true;
         for (size_t k = s; k < CFG_KEY_COUNT; k++) {

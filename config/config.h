@@ -55,43 +55,43 @@ struct cfg_caller {
 /* One entry of dicom.remote_aes: where a remote AE listens (Storage
  * Commitment reports; C-MOVE destinations later). */
 struct cfg_remote_ae {
-    char *ae_title;               /* trimmed, 1..16 characters */
-    char *host;                   /* IPv4 address or host name */
-    unsigned port;                /* 1..65535 */
-    bool tls;                     /* false (true is refused for now) */
+    char *ae_title; /* trimmed, 1..16 characters */
+    char *host;     /* IPv4 address or host name */
+    unsigned port;  /* 1..65535 */
+    bool tls;       /* false (true is refused for now) */
 };
 
 /* dicom.tls: the DICOM TLS listener; off while certificate_file is "". */
 struct cfg_tls {
-    unsigned port;                /* 2762 */
-    char *certificate_file;       /* "": no TLS listener */
-    char *private_key_file;       /* "": $CREDENTIALS_DIRECTORY/tls_key */
+    unsigned port;                   /* 2762 */
+    char *certificate_file;          /* "": no TLS listener */
+    char *private_key_file;          /* "": $CREDENTIALS_DIRECTORY/tls_key */
     char *private_key_password_file; /* "": the key is not encrypted */
-    char *ca_file;                /* CAs of client certificates */
-    char *crl_file;               /* "": no CRL */
-    char *client_certificate;     /* "required" | "optional" | "none" */
-    char *profile;                /* "bcp195-nd" | "bcp195" | "bcp195-extended" */
-    unsigned security_level;      /* 2, 0..5 */
+    char *ca_file;                   /* CAs of client certificates */
+    char *crl_file;                  /* "": no CRL */
+    char *client_certificate;        /* "required" | "optional" | "none" */
+    char *profile;           /* "bcp195-nd" | "bcp195" | "bcp195-extended" */
+    unsigned security_level; /* 2, 0..5 */
 };
 
 /* dicom.proxy_protocol */
 struct cfg_proxy_protocol {
-    char **trusted_proxies;       /* addresses or CIDR networks */
+    char **trusted_proxies; /* addresses or CIDR networks */
     size_t trusted_proxy_count;
 };
 
 struct cfg_dicom {
-    char *ae_title;               /* "STOWBRIDGE" */
-    unsigned port;                /* 11112, 0..65535; 0: no plain port */
-    char *bind_address;           /* "": every IPv4 and IPv6 address */
-    unsigned max_associations;    /* 16, 1..1024 */
-    unsigned max_pdu;             /* 116794, 4096..131072 */
-    unsigned timeout_s;           /* 30, 1..3600: ACSE, DIMSE, idle */
+    char *ae_title;                     /* "STOWBRIDGE" */
+    unsigned port;                      /* 11112, 0..65535; 0: no plain port */
+    char *bind_address;                 /* "": every IPv4 and IPv6 address */
+    unsigned max_associations;          /* 16, 1..1024 */
+    unsigned max_pdu;                   /* 116794, 4096..131072 */
+    unsigned timeout_s;                 /* 30, 1..3600: ACSE, DIMSE, idle */
     struct cfg_caller *allowed_callers; /* none = accept any caller */
     size_t allowed_caller_count;
-    unsigned max_pending;         /* 32, 1..1024: RQs still arriving */
+    unsigned max_pending;                /* 32, 1..1024: RQs still arriving */
     bool accept_unknown_storage_classes; /* true: the storage root */
-    char **extra_storage_classes; /* valid UIDs; none by default */
+    char **extra_storage_classes;        /* valid UIDs; none by default */
     size_t extra_storage_class_count;
     struct cfg_remote_ae *remote_aes; /* none by default */
     size_t remote_ae_count;
@@ -100,15 +100,16 @@ struct cfg_dicom {
 };
 
 struct cfg_spool {
-    char *dir;                    /* "/var/spool/stowbridge" */
-    unsigned min_free_mb;         /* 512, 0..1048576 */
+    char *dir;            /* "/var/spool/stowbridge" */
+    unsigned min_free_mb; /* 512, 0..1048576 */
 };
 
 struct cfg_log {
-    int level;                    /* enum log_level; "info" */
+    int level; /* enum log_level; "info" */
 };
 
-/* Where to send (docs/architecture.md section 6). An empty url means receive-only. */
+/* Where to send (docs/architecture.md section 6). An empty url means
+ * receive-only. */
 struct cfg_upload {
     char *url;                    /* "": receive-only; http(s)://... */
     unsigned workers;             /* 4, 1..64 */
@@ -120,72 +121,72 @@ struct cfg_upload {
                                      a SOP Instance UID that differs */
 };
 
-/* How to authenticate (docs/architecture.md section 7). Strings are "" when unset. After
- * cfg_load(), client_secret holds the secret from wherever it came
+/* How to authenticate (docs/architecture.md section 7). Strings are "" when
+ * unset. After cfg_load(), client_secret holds the secret from wherever it came
  * (inline, client_secret_file, or $CREDENTIALS_DIRECTORY/client_secret)
  * and, for "azure", token_url and scope are filled in. */
 struct cfg_auth {
-    char *type;                /* "none" | "client_credentials" | "azure" |
-                                  "static" | "managed_identity" |
-                                  "command" */
+    char *type; /* "none" | "client_credentials" | "azure" |
+                   "static" | "managed_identity" |
+                   "command" */
     char *token_url;
     char *client_id;
-    char *client_secret;       /* secret */
+    char *client_secret; /* secret */
     char *client_secret_file;
     char *client_secret_expires; /* "YYYY-MM-DD" as Entra stated, or "" */
     char *scope;
     char *resource;
-    char *client_auth;         /* "body" | "basic" */
-    char *tenant;              /* "azure": directory (tenant) ID or domain */
-    char *token;               /* secret; "static" */
+    char *client_auth; /* "body" | "basic" */
+    char *tenant;      /* "azure": directory (tenant) ID or domain */
+    char *token;       /* secret; "static" */
     /* Certificate credentials (client_credentials, azure); after
      * cfg_load(), client_key_file names the key wherever it came from. */
     char *client_certificate_file;
     char *client_key_file;
-    char *assertion_alg;       /* "PS256" | "RS256" */
+    char *assertion_alg; /* "PS256" | "RS256" */
     /* Workload identity; after cfg_load(), for "azure", also
      * $AZURE_FEDERATED_TOKEN_FILE. */
     char *client_assertion_file;
-    char *endpoint;            /* managed_identity: "" detected */
-    char **command;            /* "command": argv, NULL-terminated */
+    char *endpoint; /* managed_identity: "" detected */
+    char **command; /* "command": argv, NULL-terminated */
     size_t command_count;
     unsigned command_timeout_s; /* 60, 1..600 */
 };
 
 struct cfg_retry {
-    unsigned min_s;            /* 5: first backoff */
-    unsigned max_s;            /* 600: longest backoff */
-    unsigned max_pause_s;      /* 600: longest pause a Retry-After gets */
-    unsigned max_age_h;        /* 168: older entries go to failed/ */
+    unsigned min_s;       /* 5: first backoff */
+    unsigned max_s;       /* 600: longest backoff */
+    unsigned max_pause_s; /* 600: longest pause a Retry-After gets */
+    unsigned max_age_h;   /* 168: older entries go to failed/ */
 };
 
 /* C-FIND through QIDO-RS (docs/architecture.md section 8). */
 struct cfg_query {
-    bool enabled;              /* true; needs upload.url */
-    char *profile;             /* "standard" | "azure" | "orthanc" */
-    unsigned page_size;        /* 100, 1..1000 (azure: ..200) */
-    unsigned max_results;      /* 5000 */
+    bool enabled;         /* true; needs upload.url */
+    char *profile;        /* "standard" | "azure" | "orthanc" */
+    unsigned page_size;   /* 100, 1..1000 (azure: ..200) */
+    unsigned max_results; /* 5000 */
 };
 
 /* Storage Commitment (issue 12). */
 struct cfg_commit {
-    bool enabled;              /* true; needs upload.url */
-    unsigned max_wait_h;       /* 24: then still-queued instances fail */
+    bool enabled;                /* true; needs upload.url */
+    unsigned max_wait_h;         /* 24: then still-queued instances fail */
     unsigned report_retry_max_s; /* 300: longest pause between attempts */
 };
 
 /* The delivery ledger (ledger/ledger.h). */
 struct cfg_ledger {
-    char *path;                /* "": <spool.dir>/ledger.db */
-    unsigned keep_days;        /* 30 */
+    char *path;         /* "": <spool.dir>/ledger.db */
+    unsigned keep_days; /* 30 */
 };
 
 /* The admin HTTP endpoint (issue 14; admin/admin.h). */
 struct cfg_admin {
-    char *listen;              /* "127.0.0.1:9475"; "": off */
-    char *token_file;          /* "": no token (loopback only) */
-    bool allow_actions;        /* false; needs token_file */
-    unsigned ready_window_s;   /* 600, 10..86400 */
+    char *listen;            /* "127.0.0.1:9475"; "": off */
+    char *token_file;        /* "": no token (loopback only) */
+    bool allow_actions;      /* false; needs token_file */
+    unsigned ready_window_s; /* 600, 10..86400 */
 };
 
 struct cfg {
@@ -209,8 +210,7 @@ struct cfg {
  * file, and for syntax errors the line. -ENOENT/-EACCES etc. when it
  * cannot be read.
  */
-int cfg_load(const char *path, struct cfg **ret_cfg, char *err,
-             size_t err_len);
+int cfg_load(const char *path, struct cfg **ret_cfg, char *err, size_t err_len);
 
 /*
  * Like cfg_load(), without reading or requiring the auth secret: for the
@@ -219,8 +219,8 @@ int cfg_load(const char *path, struct cfg **ret_cfg, char *err,
  * (LoadCredential=). auth.client_secret is then whatever the file holds
  * inline, possibly "".
  */
-int cfg_load_without_secrets(const char *path, struct cfg **ret_cfg,
-                             char *err, size_t err_len);
+int cfg_load_without_secrets(const char *path, struct cfg **ret_cfg, char *err,
+                             size_t err_len);
 
 /*
  * Parses @len bytes of @text (need not be NUL-terminated), including the

@@ -20,58 +20,49 @@
 
 /* What a character set is when designated. */
 enum cs_kind {
-    CS_G0_ASCII,       /* ISO 646 (IR 6), and JIS X 0201 romaji (IR 14) */
-    CS_G0_JIS0208,     /* two bytes 0x21-0x7E each */
+    CS_G0_ASCII,   /* ISO 646 (IR 6), and JIS X 0201 romaji (IR 14) */
+    CS_G0_JIS0208, /* two bytes 0x21-0x7E each */
     CS_G0_JIS0212,
-    CS_G1_KATAKANA,    /* JIS X 0201 katakana, 0xA1-0xDF */
-    CS_G1,             /* a G1 set read by iconv as it is: ISO 8859, EUC */
+    CS_G1_KATAKANA, /* JIS X 0201 katakana, 0xA1-0xDF */
+    CS_G1,          /* a G1 set read by iconv as it is: ISO 8859, EUC */
 };
 
 struct cs_set {
-    const char *ir;         /* the number of "ISO_IR n", "ISO 2022 IR n" */
-    const char *escape;     /* what follows ESC to designate it */
+    const char *ir;     /* the number of "ISO_IR n", "ISO 2022 IR n" */
+    const char *escape; /* what follows ESC to designate it */
     enum cs_kind kind;
     const char *iconv_name; /* CS_G1: the encoding of its runs */
 };
 
 static const struct cs_set cs_sets[] = {
-    { "6", "(B", CS_G0_ASCII, NULL },
-    { "14", "(J", CS_G0_ASCII, NULL },
-    { "13", ")I", CS_G1_KATAKANA, NULL },
-    { "87", "$B", CS_G0_JIS0208, NULL },
-    { "159", "$(D", CS_G0_JIS0212, NULL },
-    { "149", "$)C", CS_G1, "EUC-KR" },
-    { "58", "$)A", CS_G1, "GB2312" },
-    { "100", "-A", CS_G1, "ISO-8859-1" },
-    { "101", "-B", CS_G1, "ISO-8859-2" },
-    { "109", "-C", CS_G1, "ISO-8859-3" },
-    { "110", "-D", CS_G1, "ISO-8859-4" },
-    { "144", "-L", CS_G1, "ISO-8859-5" },
-    { "127", "-G", CS_G1, "ISO-8859-6" },
-    { "126", "-F", CS_G1, "ISO-8859-7" },
-    { "138", "-H", CS_G1, "ISO-8859-8" },
-    { "148", "-M", CS_G1, "ISO-8859-9" },
-    { "203", "-b", CS_G1, "ISO-8859-15" },
-    { "166", "-T", CS_G1, "TIS-620" },
+    { "6", "(B", CS_G0_ASCII, NULL },      { "14", "(J", CS_G0_ASCII, NULL },
+    { "13", ")I", CS_G1_KATAKANA, NULL },  { "87", "$B", CS_G0_JIS0208, NULL },
+    { "159", "$(D", CS_G0_JIS0212, NULL }, { "149", "$)C", CS_G1, "EUC-KR" },
+    { "58", "$)A", CS_G1, "GB2312" },      { "100", "-A", CS_G1, "ISO-8859-1" },
+    { "101", "-B", CS_G1, "ISO-8859-2" },  { "109", "-C", CS_G1, "ISO-8859-3" },
+    { "110", "-D", CS_G1, "ISO-8859-4" },  { "144", "-L", CS_G1, "ISO-8859-5" },
+    { "127", "-G", CS_G1, "ISO-8859-6" },  { "126", "-F", CS_G1, "ISO-8859-7" },
+    { "138", "-H", CS_G1, "ISO-8859-8" },  { "148", "-M", CS_G1, "ISO-8859-9" },
+    { "203", "-b", CS_G1, "ISO-8859-15" }, { "166", "-T", CS_G1, "TIS-620" },
 };
 
 #define CS_SET_COUNT (sizeof(cs_sets) / sizeof(cs_sets[0]))
 
 /* The G0 and G1 sets in force. */
 struct cs_state {
-    enum cs_kind g0;                /* a CS_G0_* kind */
-    const struct cs_set *g1;        /* NULL: none */
+    enum cs_kind g0;         /* a CS_G0_* kind */
+    const struct cs_set *g1; /* NULL: none */
 };
 
 /* The output and the run being gathered. */
 struct cs_out {
-    char *text;                     /* UTF-8 so far */
+    char *text; /* UTF-8 so far */
     size_t len;
     size_t cap;
-    unsigned char *run;             /* the run, in run_encoding */
+    unsigned char *run; /* the run, in run_encoding */
     size_t run_len;
     const char *run_encoding;
-    bool jis0212_second;            /* the next JIS X 0212 byte ends a pair */
+    bool jis0212_second; /* the next JIS X 0212 byte ends a pair */
 };
 
 /* Removes the spaces around @term[0..@len) (DICOM pads with them). */
@@ -185,8 +176,8 @@ static int cs_add(struct cs_out *out, const struct cs_state *st,
         return 0;
     }
     if (b >= 0x80) {
-        if (st->g1 == NULL || st->g1->kind != CS_G1_KATAKANA ||
-            b < 0xA1 || b > 0xDF)
+        if (st->g1 == NULL || st->g1->kind != CS_G1_KATAKANA || b < 0xA1 ||
+            b > 0xDF)
             return -EINVAL;
         out->run[out->run_len++] = 0x8E;
         out->run[out->run_len++] = b;
@@ -258,8 +249,7 @@ static int cs_extended(const struct cs_set *initial, const unsigned char *in,
             i += (size_t)r;
             continue;
         }
-        if (cs_resets(&st, in[i]) &&
-            (st.g0 != start.g0 || st.g1 != start.g1)) {
+        if (cs_resets(&st, in[i]) && (st.g0 != start.g0 || st.g1 != start.g1)) {
             r = cs_flush(out);
             if (r < 0)
                 return r;
@@ -273,17 +263,15 @@ static int cs_extended(const struct cs_set *initial, const unsigned char *in,
 }
 
 /* The value in the single character set @charset (no code extensions). */
-static int cs_single(const char *term, size_t term_len,
-                     const unsigned char *in, size_t len, struct cs_out *out)
+static int cs_single(const char *term, size_t term_len, const unsigned char *in,
+                     size_t len, struct cs_out *out)
 {
     static const struct {
         const char *term;
         const char *encoding;
     } whole[] = {
-        { "ISO_IR 192", "UTF-8" },
-        { "GB18030", "GB18030" },
-        { "GBK", "GBK" },
-        { "ISO_IR 13", "SHIFT_JIS" },
+        { "ISO_IR 192", "UTF-8" }, { "GB18030", "GB18030" },
+        { "GBK", "GBK" },          { "ISO_IR 13", "SHIFT_JIS" },
         { "ISO_IR 6", "ASCII" },
     };
     bool extension = false;

@@ -32,9 +32,9 @@ struct ds;
 
 struct ds_attr {
     uint32_t tag;
-    char vr[3];            /* "PN", "DA", "SQ", ... */
-    char *value;           /* UTF-8; NULL: zero length (not for SQ) */
-    struct ds **items;     /* SQ only */
+    char vr[3];        /* "PN", "DA", "SQ", ... */
+    char *value;       /* UTF-8; NULL: zero length (not for SQ) */
+    struct ds **items; /* SQ only */
     size_t item_count;
 };
 

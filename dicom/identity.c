@@ -42,7 +42,7 @@ static const struct {
 static bool identity_valid_utf8(const unsigned char *p, size_t n)
 {
     for (size_t i = 0; i < n;) {
-        size_t len = p[i] < 0x80                  ? 1
+        size_t len = p[i] < 0x80                    ? 1
                      : p[i] >= 0xC2 && p[i] <= 0xDF ? 2
                      : p[i] >= 0xE0 && p[i] <= 0xEF ? 3
                      : p[i] >= 0xF0 && p[i] <= 0xF4 ? 4
@@ -137,10 +137,10 @@ int identity_read_file(const char *path, struct ds **ret_identity)
         for (size_t k = 0; r == 0 && k < seq->item_count; k++) {
             struct ds *sub = ds_add_item(attr);
             const char *id = seq->items[k];
-            r = sub == NULL ? -ENOMEM
-                            : identity_put(sub, DCM_TAG_PatientID, "LO",
-                                           charset, id,
-                                           id != NULL ? strlen(id) : 0);
+            r = sub == NULL
+                    ? -ENOMEM
+                    : identity_put(sub, DCM_TAG_PatientID, "LO", charset, id,
+                                   id != NULL ? strlen(id) : 0);
         }
     }
     if (r < 0)

@@ -36,24 +36,24 @@
 
 /* Where bytes come from. */
 struct p10_src {
-    int fd;                       /* -1: memory */
+    int fd; /* -1: memory */
     const unsigned char *mem;
     size_t mem_len;
     size_t mem_pos;
-    unsigned char *raw;           /* file chunk, P10_CHUNK bytes */
+    unsigned char *raw; /* file chunk, P10_CHUNK bytes */
     size_t raw_len;
     size_t raw_pos;
     bool raw_eof;
 
     bool inflating;
     z_stream zs;
-    unsigned char *zin;           /* deflated input, P10_CHUNK bytes */
-    unsigned char *out;           /* inflated chunk, P10_CHUNK bytes */
+    unsigned char *zin; /* deflated input, P10_CHUNK bytes */
+    unsigned char *out; /* inflated chunk, P10_CHUNK bytes */
     size_t out_len;
     size_t out_pos;
     bool out_eof;
 
-    uint64_t offset;              /* bytes consumed from the stream */
+    uint64_t offset; /* bytes consumed from the stream */
     char *err;
     size_t err_len;
 };
@@ -69,8 +69,8 @@ struct p10_enc {
  * written so exist (pydicom's SC_rgb_jpeg.dcm), and DCMTK and pydicom
  * both read them that way. */
 struct p10_guess {
-    struct p10_enc *enc;      /* the data set's encoding, switched here */
-    bool first;               /* only the first element decides */
+    struct p10_enc *enc; /* the data set's encoding, switched here */
+    bool first;          /* only the first element decides */
 };
 
 static int p10_fail(struct p10_src *s, const char *fmt, ...)
@@ -103,8 +103,7 @@ static int raw_fill(struct p10_src *s)
         if (n < 0) {
             int e = errno;
             if (s->err != NULL && s->err_len > 0)
-                snprintf(s->err, s->err_len, "read() failed: %s",
-                         strerror(e));
+                snprintf(s->err, s->err_len, "read() failed: %s", strerror(e));
             return -e;
         }
         s->raw_len = (size_t)n;
@@ -176,8 +175,8 @@ static bool raw_peek2(struct p10_src *s, unsigned char ret[2])
         s->raw_len = left;
         s->raw_pos = 0;
         while (s->raw_len < 2 && !s->raw_eof) {
-            ssize_t n = read(s->fd, s->raw + s->raw_len,
-                             P10_CHUNK - s->raw_len);
+            ssize_t n =
+                read(s->fd, s->raw + s->raw_len, P10_CHUNK - s->raw_len);
             if (n < 0 && errno == EINTR)
                 continue;
             if (n <= 0)
@@ -215,7 +214,7 @@ static int out_fill(struct p10_src *s)
         if (zr == Z_STREAM_END)
             s->out_eof = true;
         else if (zr == Z_BUF_ERROR && input_ended)
-            s->out_eof = true;   /* cut short: the reader says where */
+            s->out_eof = true; /* cut short: the reader says where */
         else if (zr != Z_OK && zr != Z_BUF_ERROR)
             return p10_fail(s, "deflated data set is corrupt (%s)",
                             s->zs.msg != NULL ? s->zs.msg : "zlib error");
@@ -279,17 +278,17 @@ static uint32_t get32(const unsigned char *p, bool be)
     if (be)
         return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
                (uint32_t)p[2] << 8 | p[3];
-    return (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 |
-           (uint32_t)p[1] << 8 | p[0];
+    return (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 |
+           p[0];
 }
 
 /* VRs whose explicit encoding has two reserved bytes and a 32-bit
  * length (PS3.5 7.1.2). */
 static bool vr_has_long_length(const char vr[2])
 {
-    static const char long_vrs[][3] = { "OB", "OD", "OF", "OL", "OV", "OW",
-                                        "SQ", "SV", "UC", "UN", "UR", "UT",
-                                        "UV" };
+    static const char long_vrs[][3] = { "OB", "OD", "OF", "OL", "OV",
+                                        "OW", "SQ", "SV", "UC", "UN",
+                                        "UR", "UT", "UV" };
 
     for (size_t i = 0; i < sizeof(long_vrs) / sizeof(long_vrs[0]); i++)
         if (vr[0] == long_vrs[i][0] && vr[1] == long_vrs[i][1])
@@ -398,8 +397,7 @@ static int skip_sequence(struct p10_src *s, const struct p10_enc *enc,
                          int depth)
 {
     if (depth > PART10_MAX_DEPTH)
-        return p10_fail(s, "sequences nested deeper than %d",
-                        PART10_MAX_DEPTH);
+        return p10_fail(s, "sequences nested deeper than %d", PART10_MAX_DEPTH);
     for (;;) {
         struct p10_elem e;
         bool end;
@@ -411,8 +409,9 @@ static int skip_sequence(struct p10_src *s, const struct p10_enc *enc,
         if (e.tag == P10_SEQUENCE_END)
             return 0;
         if (e.tag != P10_ITEM)
-            return p10_fail(s, "element (%04X,%04X) where an item was "
-                               "expected",
+            return p10_fail(s,
+                            "element (%04X,%04X) where an item was "
+                            "expected",
                             (unsigned)(e.tag >> 16),
                             (unsigned)(e.tag & 0xFFFF));
         if (e.length != P10_UNDEFINED) {
@@ -454,8 +453,8 @@ static int skip_value(struct p10_src *s, const struct p10_enc *enc,
     return skip_sequence(s, enc, depth + 1);
 }
 
-static struct part10_field *field_for(struct part10_field *fields,
-                                      size_t count, uint32_t tag)
+static struct part10_field *field_for(struct part10_field *fields, size_t count,
+                                      uint32_t tag)
 {
     for (size_t i = 0; i < count; i++)
         if (fields[i].tag == tag)
@@ -584,14 +583,15 @@ static int take_items(struct p10_src *s, const struct p10_enc *enc,
         if (item.tag == P10_SEQUENCE_END && e->length == P10_UNDEFINED)
             return 0;
         if (item.tag != P10_ITEM)
-            return p10_fail(s, "element (%04X,%04X) where an item was "
-                               "expected",
+            return p10_fail(s,
+                            "element (%04X,%04X) where an item was "
+                            "expected",
                             (unsigned)(item.tag >> 16),
                             (unsigned)(item.tag & 0xFFFF));
         char **slot = NULL;
         if (f->item_count < PART10_ITEMS_MAX) {
-            char **grown = realloc(f->items,
-                                   (f->item_count + 1) * sizeof(*grown));
+            char **grown =
+                realloc(f->items, (f->item_count + 1) * sizeof(*grown));
             if (grown == NULL)
                 return -ENOMEM;
             f->items = grown;
@@ -647,7 +647,8 @@ static int read_meta(struct p10_src *s, struct part10_field *fields,
             r = take_value(s, &meta_enc, &e, &ts);
             if (r < 0)
                 return r;
-            if (ts.value == NULL || ts.length >= sizeof(info->transfer_syntax)) {
+            if (ts.value == NULL ||
+                ts.length >= sizeof(info->transfer_syntax)) {
                 free(ts.value);
                 return p10_fail(s, "TransferSyntaxUID (0002,0010) is not a "
                                    "UID");
@@ -778,8 +779,7 @@ void part10_fields_clear(struct part10_field *fields, size_t count)
 
 int part10_read_buffer(const void *data, size_t len,
                        struct part10_field *fields, size_t count,
-                       struct part10_info *ret_info, char *err,
-                       size_t err_len)
+                       struct part10_info *ret_info, char *err, size_t err_len)
 {
     struct p10_src s;
     int r;
@@ -830,14 +830,13 @@ int part10_read_file(const char *path, struct part10_field *fields,
     return r;
 }
 
-int part10_read_instance_uids(const char *path,
-                              char ret_study[PART10_UID_MAX],
+int part10_read_instance_uids(const char *path, char ret_study[PART10_UID_MAX],
                               char ret_sop[PART10_UID_MAX], char *err,
                               size_t err_len)
 {
     struct part10_field fields[2] = {
-        { .tag = P10_TAG(0x0020, 0x000D) },   /* StudyInstanceUID */
-        { .tag = P10_TAG(0x0008, 0x0018) },   /* SOPInstanceUID */
+        { .tag = P10_TAG(0x0020, 0x000D) }, /* StudyInstanceUID */
+        { .tag = P10_TAG(0x0008, 0x0018) }, /* SOPInstanceUID */
     };
     static const char *const names[2] = { "StudyInstanceUID",
                                           "SOPInstanceUID" };
@@ -850,8 +849,7 @@ int part10_read_instance_uids(const char *path,
             !util_uid_valid(fields[i].value)) {
             if (err != NULL && err_len > 0)
                 snprintf(err, err_len, "%s %s", names[i],
-                         fields[i].found ? "is not a valid UID"
-                                         : "is missing");
+                         fields[i].found ? "is not a valid UID" : "is missing");
             part10_fields_clear(fields, 2);
             return -EINVAL;
         }

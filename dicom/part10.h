@@ -51,16 +51,16 @@ extern "C" {
 /* One element asked for: a tag of group 0002 or a top-level data set tag,
  * written (group << 16 | element). */
 struct part10_field {
-    uint32_t tag;           /* in */
+    uint32_t tag; /* in */
     /* in: 0, or a tag wanted in each item of the sequence @tag (read at
      * the first level of its items only): then @items is filled, not
      * @value. */
     uint32_t item_tag;
-    bool found;             /* out: the element is present */
-    char vr[3];             /* out: explicit VR, or "" in implicit VR */
-    char *value;            /* out: malloc()ed, NUL-terminated; NULL if
-                               absent or longer than PART10_VALUE_MAX */
-    size_t length;          /* out: bytes in value */
+    bool found;    /* out: the element is present */
+    char vr[3];    /* out: explicit VR, or "" in implicit VR */
+    char *value;   /* out: malloc()ed, NUL-terminated; NULL if
+                      absent or longer than PART10_VALUE_MAX */
+    size_t length; /* out: bytes in value */
     /* out, with @item_tag: the value of @item_tag in each item, in order
      * (malloc()ed like @value, NULL where an item lacks it), for the first
      * PART10_ITEMS_MAX items; @item_count of them. */
@@ -70,9 +70,9 @@ struct part10_field {
 
 /* What the header says about the file itself. */
 struct part10_info {
-    char transfer_syntax[PART10_UID_MAX];  /* TransferSyntaxUID (0002,0010) */
-    uint64_t dataset_offset;  /* first byte of the data set in the file */
-    bool deflated;            /* the data set is deflate-compressed */
+    char transfer_syntax[PART10_UID_MAX]; /* TransferSyntaxUID (0002,0010) */
+    uint64_t dataset_offset; /* first byte of the data set in the file */
+    bool deflated;           /* the data set is deflate-compressed */
     bool big_endian;
     bool implicit_vr;
 };
@@ -89,8 +89,7 @@ int part10_read_file(const char *path, struct part10_field *fields,
 /* The same for a file held in memory (@len bytes at @data). */
 int part10_read_buffer(const void *data, size_t len,
                        struct part10_field *fields, size_t count,
-                       struct part10_info *ret_info, char *err,
-                       size_t err_len);
+                       struct part10_info *ret_info, char *err, size_t err_len);
 
 /* Frees the values in @fields and marks them not found (the inputs tag
  * and item_tag stay). */
@@ -104,8 +103,7 @@ void part10_fields_clear(struct part10_field *fields, size_t count);
  * UID is missing or not a valid UID (util_uid_valid(): the reason in
  * @err), -ENOMEM, or the negative errno of open/read.
  */
-int part10_read_instance_uids(const char *path,
-                              char ret_study[PART10_UID_MAX],
+int part10_read_instance_uids(const char *path, char ret_study[PART10_UID_MAX],
                               char ret_sop[PART10_UID_MAX], char *err,
                               size_t err_len);
 

@@ -29,17 +29,17 @@ struct redact_value {
 #define REDACT_SCAN_MAX (64 * 1024)
 
 struct redact {
-    struct redact_value *values;   /* by bucket, each longest first */
+    struct redact_value *values; /* by bucket, each longest first */
     size_t count;
     size_t cap;
-    size_t bucket[257];            /* values of first byte b (folded):
-                                      bucket[b] .. bucket[b + 1] - 1 */
-    bool failed;                   /* out of memory or full: withhold */
+    size_t bucket[257]; /* values of first byte b (folded):
+                           bucket[b] .. bucket[b + 1] - 1 */
+    bool failed;        /* out of memory or full: withhold */
 };
 
 static const char *const redact_months[12] = {
-    "January", "February", "March", "April", "May", "June", "July",
-    "August", "September", "October", "November", "December",
+    "January", "February", "March",     "April",   "May",      "June",
+    "July",    "August",   "September", "October", "November", "December",
 };
 
 struct redact *redact_new(void)
@@ -114,8 +114,7 @@ static bool redact_equal(const unsigned char *a, const unsigned char *b,
 static bool redact_worth(const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if (redact_is_alnum((unsigned char)s[i]) ||
-            (unsigned char)s[i] >= 0x80)
+        if (redact_is_alnum((unsigned char)s[i]) || (unsigned char)s[i] >= 0x80)
             return true;
     return false;
 }
@@ -158,8 +157,8 @@ static int redact_put(struct redact *r, const char *s, size_t n)
     }
     memcpy(copy, s, n);
     copy[n] = '\0';
-    for (pos = r->bucket[b];
-         pos < r->bucket[b + 1] && r->values[pos].len >= n; pos++)
+    for (pos = r->bucket[b]; pos < r->bucket[b + 1] && r->values[pos].len >= n;
+         pos++)
         ;
     memmove(r->values + pos + 1, r->values + pos,
             (r->count - pos) * sizeof(*r->values));
@@ -341,8 +340,8 @@ static int redact_add_forms(struct redact *r, const char *s, size_t n)
     if (n > REDACT_VALUE_MAX) {
         /* Piece by piece: each piece is hidden wherever it occurs. */
         for (size_t off = 0; off < n; off += REDACT_VALUE_MAX) {
-            size_t piece = n - off < REDACT_VALUE_MAX ? n - off
-                                                      : REDACT_VALUE_MAX;
+            size_t piece =
+                n - off < REDACT_VALUE_MAX ? n - off : REDACT_VALUE_MAX;
             ret = redact_add_forms(r, s + off, piece);
             if (ret < 0)
                 return ret;
@@ -354,8 +353,7 @@ static int redact_add_forms(struct redact *r, const char *s, size_t n)
         return ret;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (!redact_is_alnum(c) && c != '-' && c != '.' && c != '_' &&
-            c != '~')
+        if (!redact_is_alnum(c) && c != '-' && c != '.' && c != '_' && c != '~')
             plain = false;
         if (c == ' ')
             space = true;
@@ -421,8 +419,8 @@ int redact_add_person_name(struct redact *r, const char *pn)
         const char *comp = group;
         size_t trimmed = glen;
 
-        while (trimmed > 0 && (group[trimmed - 1] == '^' ||
-                               group[trimmed - 1] == ' '))
+        while (trimmed > 0 &&
+               (group[trimmed - 1] == '^' || group[trimmed - 1] == ' '))
             trimmed--;
         ret = redact_add_forms(r, group, trimmed);
         while (ret == 0 && comp < group + glen) {
@@ -542,9 +540,8 @@ int redact_add_date(struct redact *r, const char *da)
 static bool redact_vr_skipped(const char *vr)
 {
     static const char *const skipped[] = {
-        "UI", "CS", "AE", "AT", "TM", "US", "UL", "SS", "SL", "UV", "SV",
-        "FL", "FD", "IS", "DS", "OB", "OW", "OF", "OD", "OL", "OV", "UN",
-        "SQ",
+        "UI", "CS", "AE", "AT", "TM", "US", "UL", "SS", "SL", "UV", "SV", "FL",
+        "FD", "IS", "DS", "OB", "OW", "OF", "OD", "OL", "OV", "UN", "SQ",
     };
     for (size_t i = 0; i < sizeof(skipped) / sizeof(skipped[0]); i++)
         if (strcmp(vr, skipped[i]) == 0)
@@ -708,8 +705,8 @@ static bool redact_emit(char *out, size_t out_size, size_t *o, size_t cap,
 }
 
 /* The common loop of redact_text() and redact_clean(). */
-static size_t redact_copy(const struct redact *r, const char *text,
-                          size_t len, size_t max, char *out, size_t out_size)
+static size_t redact_copy(const struct redact *r, const char *text, size_t len,
+                          size_t max, char *out, size_t out_size)
 {
     const unsigned char *t = (const unsigned char *)text;
     size_t cap = max;
@@ -776,13 +773,13 @@ size_t redact_text(const struct redact *r, const char *text, size_t len,
     if (r == NULL || r->failed)
         return redact_copy(NULL, REDACT_WITHHELD, sizeof(REDACT_WITHHELD) - 1,
                            max, out, out_size);
-    return redact_copy(r, text != NULL ? text : "", text != NULL ? len : 0,
-                       max, out, out_size);
+    return redact_copy(r, text != NULL ? text : "", text != NULL ? len : 0, max,
+                       out, out_size);
 }
 
 size_t redact_clean(const char *text, size_t len, size_t max, char *out,
                     size_t out_size)
 {
-    return redact_copy(NULL, text != NULL ? text : "",
-                       text != NULL ? len : 0, max, out, out_size);
+    return redact_copy(NULL, text != NULL ? text : "", text != NULL ? len : 0,
+                       max, out, out_size);
 }

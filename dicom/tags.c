@@ -10,9 +10,8 @@
 
 #define DICOM_TAG_TABLE_ROW(keyword, group, element, vr) \
     { DICOM_TAG(group, element), #keyword, vr },
-static const struct dicom_tag_info dicom_tags[] = {
-    DICOM_TAG_LIST(DICOM_TAG_TABLE_ROW)
-};
+static const struct dicom_tag_info dicom_tags[] = { DICOM_TAG_LIST(
+    DICOM_TAG_TABLE_ROW) };
 #undef DICOM_TAG_TABLE_ROW
 
 #define DICOM_TAG_COUNT (sizeof(dicom_tags) / sizeof(dicom_tags[0]))

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * ledger - the durable record of delivered instances and the history of
- * Storage Commitment transactions (issue 12 item 4; docs/architecture.md section 10).
- * SQLite behind a plain C API: nothing outside ledger/ sees SQL.
+ * Storage Commitment transactions (issue 12 item 4; docs/architecture.md
+ * section 10). SQLite behind a plain C API: nothing outside ledger/ sees SQL.
  *
  * The ledger is NOT the spool. Losing it, or finding it corrupt, loses no
  * image: commitment then falls back to a QIDO-RS look-up. So it must never

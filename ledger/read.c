@@ -14,26 +14,26 @@
 #include "ledger_int.h"
 
 /* Columns 0-9 of a delivery row, as ledger__row_instance() reads them. */
-#define LEDGER__ROW_COLS                                                       \
-    "d.id, d.sop_uid, d.wait_ms, d.bytes, d.outcome, st.uid, se.uid,"          \
+#define LEDGER__ROW_COLS                                              \
+    "d.id, d.sop_uid, d.wait_ms, d.bytes, d.outcome, st.uid, se.uid," \
     " c.value, a.value, ds.value"
-#define LEDGER__ROW_NAMES                                                      \
-    " LEFT JOIN name c ON c.id = d.class_id"                                   \
-    " LEFT JOIN name a ON a.id = d.ae_id"                                      \
+#define LEDGER__ROW_NAMES                    \
+    " LEFT JOIN name c ON c.id = d.class_id" \
+    " LEFT JOIN name a ON a.id = d.ae_id"    \
     " LEFT JOIN name ds ON ds.id = d.dest_id"
-#define LEDGER__STUDY_JOIN                                                     \
-    " FROM study st JOIN series se ON se.study_id = st.id"                     \
+#define LEDGER__STUDY_JOIN                                 \
+    " FROM study st JOIN series se ON se.study_id = st.id" \
     " JOIN delivery d ON d.series_id = se.id"
 /* Arrival time of row d. */
 #define LEDGER__ARRIVED "((d.id >> 12) - d.wait_ms)"
 /* Columns 0-8 of a transaction row, as ledger__row_commit() reads them. */
-#define LEDGER__TX_COLS                                                        \
-    "SELECT t.id, t.uid, a.value, t.received_ms, t.reported_ms,"               \
-    " t.event_type, t.n_items,"                                                \
-    " (SELECT count(*) FROM commit_item i WHERE i.tx_id = t.id"                \
-    "  AND i.result = 1),"                                                     \
-    " (SELECT count(*) FROM commit_item i WHERE i.tx_id = t.id"                \
-    "  AND i.result = 2)"                                                      \
+#define LEDGER__TX_COLS                                          \
+    "SELECT t.id, t.uid, a.value, t.received_ms, t.reported_ms," \
+    " t.event_type, t.n_items,"                                  \
+    " (SELECT count(*) FROM commit_item i WHERE i.tx_id = t.id"  \
+    "  AND i.result = 1),"                                       \
+    " (SELECT count(*) FROM commit_item i WHERE i.tx_id = t.id"  \
+    "  AND i.result = 2)"                                        \
     " FROM commit_tx t LEFT JOIN name a ON a.id = t.ae_id"
 
 static const char *const ledger__rsql[LEDGER__R_COUNT] = {

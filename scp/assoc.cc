@@ -300,8 +300,8 @@ struct refused_syntax {
     enum refusal why;
 };
 
-static void note_refusal(std::vector<refused_syntax> &refused,
-                         const char *uid, enum refusal why)
+static void note_refusal(std::vector<refused_syntax> &refused, const char *uid,
+                         enum refusal why)
 {
     for (const refused_syntax &r : refused)
         if (r.uid == uid)
@@ -325,7 +325,8 @@ static int negotiate_contexts(const struct scp *scp, T_ASC_Association *assoc,
     std::vector<const char *> uids;
     int n = ASC_countPresentationContexts(assoc->params);
     static const char **transfer[3] = {
-        verification_transfer_syntaxes, verification_transfer_syntaxes,
+        verification_transfer_syntaxes,
+        verification_transfer_syntaxes,
         storage_transfer_syntaxes,
     };
     static const int transfer_count[3] = {
@@ -339,9 +340,8 @@ static int negotiate_contexts(const struct scp *scp, T_ASC_Association *assoc,
         int group = -1;
         if (ASC_getPresentationContext(assoc->params, i, &pc).bad())
             return -1;
-        enum refusal why =
-            classify_syntax(scp, pc.abstractSyntax, find_allowed,
-                            commit_allowed, &group);
+        enum refusal why = classify_syntax(scp, pc.abstractSyntax, find_allowed,
+                                           commit_allowed, &group);
         if (why != REFUSE_NONE) {
             note_refusal(refused, pc.abstractSyntax, why);
             continue;
@@ -374,9 +374,9 @@ static int negotiate_contexts(const struct scp *scp, T_ASC_Association *assoc,
         if (pc.resultReason == ASC_P_ACCEPTANCE) {
             accepted++;
         } else if (pc.resultReason == ASC_P_NOTYETNEGOTIATED) {
-            if (ASC_refusePresentationContext(
-                    assoc->params, pc.presentationContextID,
-                    ASC_P_ABSTRACTSYNTAXNOTSUPPORTED)
+            if (ASC_refusePresentationContext(assoc->params,
+                                              pc.presentationContextID,
+                                              ASC_P_ABSTRACTSYNTAXNOTSUPPORTED)
                     .bad())
                 return -1;
         } else if (pc.resultReason == ASC_P_TRANSFERSYNTAXESNOTSUPPORTED) {
@@ -404,9 +404,9 @@ static void log_refused(unsigned long number, const char *calling,
         const char *name = util_uid_valid(r.uid.c_str())
                                ? dcmFindNameOfUID(r.uid.c_str(), NULL)
                                : NULL;
-        std::string entry = name != NULL ? name
+        std::string entry = name != NULL                    ? name
                             : util_uid_valid(r.uid.c_str()) ? r.uid
-                                                             : "(not a UID)";
+                                                            : "(not a UID)";
         entry += " (";
         entry += refusal_text(r.why);
         entry += ")";
@@ -430,9 +430,9 @@ static void log_refused(unsigned long number, const char *calling,
 
 /* How serve_commands() ended, and so what the socket still needs. */
 enum assoc_end {
-    END_RELEASED,      /* A-RELEASE-RP sent */
-    END_PEER_ABORT,    /* the peer aborted or closed: nothing to send */
-    END_ABORT,         /* we abort: send A-ABORT */
+    END_RELEASED,   /* A-RELEASE-RP sent */
+    END_PEER_ABORT, /* the peer aborted or closed: nothing to send */
+    END_ABORT,      /* we abort: send A-ABORT */
 };
 
 /*
@@ -655,8 +655,8 @@ static bool accept_association(struct scp *scp, T_ASC_Association *assoc,
     int accepted = ASC_countAcceptedPresentationContexts(assoc->params);
     OFCondition cond = ASC_acknowledgeAssociation(assoc);
     if (cond.bad()) {
-        log_warning("event=dropped assoc=%lu from=%s@%s reason=\"%s\"",
-                    number, calling, peer, cond.text());
+        log_warning("event=dropped assoc=%lu from=%s@%s reason=\"%s\"", number,
+                    calling, peer, cond.text());
         return false;
     }
     if (accepted == 0)
@@ -687,9 +687,9 @@ static void serve_connection(struct scp_conn *conn)
     pthread_mutex_lock(&scp__handover_lock);
     dcmExternalSocketHandle.set(conn->fd);
     (void)scp__split_taken();
-    cond = ASC_receiveAssociation(scp->network, &assoc, (int)scp->max_pdu,
-                                  NULL, NULL, OFFalse, DUL_NOBLOCK,
-                                  (int)scp->timeout_s);
+    cond =
+        ASC_receiveAssociation(scp->network, &assoc, (int)scp->max_pdu, NULL,
+                               NULL, OFFalse, DUL_NOBLOCK, (int)scp->timeout_s);
     int taken = scp__split_taken();
     dcmExternalSocketHandle.set(-1);
     pthread_mutex_unlock(&scp__handover_lock);

@@ -30,8 +30,7 @@ bool scp__ds_has_non_ascii(const struct ds *ds)
     return false;
 }
 
-bool scp__charset_request_to_utf8(DcmDataset *identifier,
-                                  OFString &ret_charset)
+bool scp__charset_request_to_utf8(DcmDataset *identifier, OFString &ret_charset)
 {
     OFString charset;
 
@@ -48,8 +47,7 @@ bool scp__charset_request_to_utf8(DcmDataset *identifier,
 
 std::unique_ptr<DcmDataset>
 scp__charset_answer(struct scp_assoc *sa, const struct ds *answer,
-                    std::unique_ptr<DcmDataset> dset,
-                    const OFString &charset)
+                    std::unique_ptr<DcmDataset> dset, const OFString &charset)
 {
     if (!scp__ds_has_non_ascii(answer)) {
         if (!charset.empty())

@@ -228,8 +228,8 @@ static void commit_validate(struct scp *scp, T_ASC_Association *assoc,
         scp_commit_ref ref;
 
         if (item == NULL ||
-            !commit_get_uid(item, DCM_ReferencedSOPClassUID,
-                            ref.sop_class_uid, sizeof(ref.sop_class_uid))) {
+            !commit_get_uid(item, DCM_ReferencedSOPClassUID, ref.sop_class_uid,
+                            sizeof(ref.sop_class_uid))) {
             commit_set(status, comment, len, STATUS_N_InvalidArgumentValue,
                        "item %lu: ReferencedSOPClassUID (0008,1150) missing "
                        "or not a UID",
@@ -265,8 +265,8 @@ OFCondition scp__commit_action(struct scp *scp, T_ASC_Association *assoc,
 
     if (req->DataSetType != DIMSE_DATASET_NULL) {
         cond = DIMSE_receiveDataSetInMemory(assoc, DIMSE_BLOCKING,
-                                            (int)scp->timeout_s,
-                                            &data_pres_id, &info, NULL, NULL);
+                                            (int)scp->timeout_s, &data_pres_id,
+                                            &info, NULL, NULL);
         if (cond.bad()) {
             log_warning("event=commit-aborted assoc=%lu from=%s@%s "
                         "reason=\"%s\"",
@@ -280,14 +280,13 @@ OFCondition scp__commit_action(struct scp *scp, T_ASC_Association *assoc,
                    STATUS_N_InvalidArgumentValue,
                    "data set on another presentation context");
     } else {
-        commit_validate(scp, assoc, pres_id, req, info, tx_uid, items,
-                        &status, comment, sizeof(comment));
+        commit_validate(scp, assoc, pres_id, req, info, tx_uid, items, &status,
+                        comment, sizeof(comment));
     }
     delete info;
     if (status == STATUS_N_Success &&
         !scp__caller_may_commit(scp, calling_ae, peer)) {
-        commit_set(&status, comment, sizeof(comment),
-                   STATUS_N_NoSuchSOPClass,
+        commit_set(&status, comment, sizeof(comment), STATUS_N_NoSuchSOPClass,
                    "Storage Commitment is not offered to this caller");
     }
     if (status == STATUS_N_Success) {
@@ -355,8 +354,7 @@ static bool commit_event_info(const struct scp_commit_report *report,
     if (ds->putAndInsertString(DCM_TransactionUID, report->tx_uid).bad())
         return false;
     if (report->retrieve_ae != NULL && report->retrieve_ae[0] != '\0' &&
-        ds->putAndInsertString(DCM_RetrieveAETitle, report->retrieve_ae)
-            .bad())
+        ds->putAndInsertString(DCM_RetrieveAETitle, report->retrieve_ae).bad())
         return false;
     for (size_t i = 0; i < report->item_count; i++) {
         const struct scp_commit_result *r = &report->items[i];
@@ -365,9 +363,9 @@ static bool commit_event_info(const struct scp_commit_report *report,
 
         if (fail)
             failures = true;
-        if (ds->findOrCreateSequenceItem(
-                   fail ? DCM_FailedSOPSequence : DCM_ReferencedSOPSequence,
-                   item, -2)
+        if (ds->findOrCreateSequenceItem(fail ? DCM_FailedSOPSequence
+                                              : DCM_ReferencedSOPSequence,
+                                         item, -2)
                 .bad() ||
             item == NULL)
             return false;
@@ -389,8 +387,8 @@ static bool commit_event_info(const struct scp_commit_report *report,
 
 int scp_commit_send_report(const char *our_ae, const struct scp_remote *to,
                            const struct scp_commit_report *report,
-                           unsigned timeout_s, uint16_t *ret_status,
-                           char *err, size_t err_len)
+                           unsigned timeout_s, uint16_t *ret_status, char *err,
+                           size_t err_len)
 {
     static const char *const ts[] = {
         UID_LittleEndianExplicitTransferSyntax,
@@ -416,8 +414,8 @@ int scp_commit_send_report(const char *our_ae, const struct scp_remote *to,
     ctx.transfer_syntaxes = ts;
     ctx.transfer_syntax_count = 2;
     ctx.role = ASC_SC_ROLE_SCP;
-    r = scp__outbound_open(our_ae, to, &ctx, 1, SCP_COMMIT_OUT_PDU,
-                           timeout_s, &ob, err, err_len);
+    r = scp__outbound_open(our_ae, to, &ctx, 1, SCP_COMMIT_OUT_PDU, timeout_s,
+                           &ob, err, err_len);
     if (r < 0)
         return r;
     pres_id = scp__outbound_context(&ob, UID_StorageCommitmentPushModelSOPClass,
@@ -440,10 +438,9 @@ int scp_commit_send_report(const char *our_ae, const struct scp_remote *to,
     OFStandard::strlcpy(msg.msg.NEventReportRQ.AffectedSOPClassUID,
                         UID_StorageCommitmentPushModelSOPClass,
                         sizeof(msg.msg.NEventReportRQ.AffectedSOPClassUID));
-    OFStandard::strlcpy(
-        msg.msg.NEventReportRQ.AffectedSOPInstanceUID,
-        UID_StorageCommitmentPushModelSOPInstance,
-        sizeof(msg.msg.NEventReportRQ.AffectedSOPInstanceUID));
+    OFStandard::strlcpy(msg.msg.NEventReportRQ.AffectedSOPInstanceUID,
+                        UID_StorageCommitmentPushModelSOPInstance,
+                        sizeof(msg.msg.NEventReportRQ.AffectedSOPInstanceUID));
     msg.msg.NEventReportRQ.DataSetType = DIMSE_DATASET_PRESENT;
     msg.msg.NEventReportRQ.EventTypeID = (DIC_US)event_type;
     cond = DIMSE_sendMessageUsingMemoryData(ob.assoc, pres_id, &msg, NULL,
@@ -469,8 +466,8 @@ int scp_commit_send_report(const char *our_ae, const struct scp_remote *to,
     if (rsp.msg.NEventReportRSP.DataSetType != DIMSE_DATASET_NULL) {
         DcmDataset *reply = NULL;
         (void)DIMSE_receiveDataSetInMemory(ob.assoc, DIMSE_BLOCKING,
-                                           (int)timeout_s, &rsp_pres_id,
-                                           &reply, NULL, NULL);
+                                           (int)timeout_s, &rsp_pres_id, &reply,
+                                           NULL, NULL);
         delete reply;
     }
     *ret_status = rsp.msg.NEventReportRSP.DimseStatus;

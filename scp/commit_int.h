@@ -62,16 +62,16 @@ struct scp_outbound {
 int scp__outbound_open(const char *our_ae, const struct scp_remote *remote,
                        const struct scp_out_context *contexts,
                        size_t context_count, uint32_t max_pdu,
-                       unsigned timeout_s, struct scp_outbound *ret,
-                       char *err, size_t err_len);
+                       unsigned timeout_s, struct scp_outbound *ret, char *err,
+                       size_t err_len);
 
 /*
  * The accepted context for @abstract_syntax whose accepted role is @role
  * (or SCU/SCP), or 0 when there is none.
  */
-T_ASC_PresentationContextID scp__outbound_context(
-    const struct scp_outbound *ob, const char *abstract_syntax,
-    T_ASC_SC_ROLE role);
+T_ASC_PresentationContextID scp__outbound_context(const struct scp_outbound *ob,
+                                                  const char *abstract_syntax,
+                                                  T_ASC_SC_ROLE role);
 
 /* Releases (A-RELEASE; or A-ABORT when @abort) and frees. Accepts a
  * zeroed struct. */

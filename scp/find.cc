@@ -66,8 +66,8 @@ static bool item_to_ds(DcmItem *item, struct ds *out)
             continue;
         }
         OFString value;
-        bool has_value = el->getLength() > 0 &&
-                         el->getOFStringArray(value).good();
+        bool has_value =
+            el->getLength() > 0 && el->getOFStringArray(value).good();
         if (ds_put(out, key, vr, has_value ? value.c_str() : NULL) == NULL)
             return false;
     }
@@ -100,8 +100,8 @@ static bool ds_to_item(const struct ds *in, DcmItem *item)
         }
         if (vr_name_usable(attr->vr))
             tag.setVR(DcmVR(attr->vr));
-        if (item->putAndInsertString(tag, attr->value != NULL ? attr->value
-                                                              : "")
+        if (item->putAndInsertString(tag,
+                                     attr->value != NULL ? attr->value : "")
                 .bad())
             return false;
     }
@@ -145,8 +145,8 @@ static OFCondition send_find_response(struct scp_assoc *sa,
     memset(&rsp, 0, sizeof(rsp));
     rsp.MessageIDBeingRespondedTo = req->MessageID;
     rsp.DimseStatus = status;
-    rsp.DataSetType = identifier != NULL ? DIMSE_DATASET_PRESENT
-                                         : DIMSE_DATASET_NULL;
+    rsp.DataSetType =
+        identifier != NULL ? DIMSE_DATASET_PRESENT : DIMSE_DATASET_NULL;
     OFStandard::strlcpy(rsp.AffectedSOPClassUID, req->AffectedSOPClassUID,
                         sizeof(rsp.AffectedSOPClassUID));
     rsp.opts = O_FIND_AFFECTEDSOPCLASSUID;
@@ -176,8 +176,8 @@ static OFCondition check_for_cancel(struct scp_assoc *sa, DIC_US msg_id,
         T_DIMSE_Message msg;
 
         memset(&msg, 0, sizeof(msg));
-        OFCondition cond = DIMSE_receiveCommand(sa->assoc, DIMSE_NONBLOCKING,
-                                                0, &pres_id, &msg, NULL);
+        OFCondition cond = DIMSE_receiveCommand(sa->assoc, DIMSE_NONBLOCKING, 0,
+                                                &pres_id, &msg, NULL);
         if (cond == DIMSE_NODATAAVAILABLE)
             return EC_Normal;
         if (cond.bad())
@@ -258,10 +258,10 @@ OFCondition scp__find_serve(struct scp_assoc *sa,
                                   STATUS_FIND_Refused_SOPClassNotSupported,
                                   "SOP class not supported", NULL);
     }
-    model = strcmp(sop_class,
-                   UID_FINDPatientRootQueryRetrieveInformationModel) == 0
-                ? SCP_FIND_PATIENT_ROOT
-                : SCP_FIND_STUDY_ROOT;
+    model =
+        strcmp(sop_class, UID_FINDPatientRootQueryRetrieveInformationModel) == 0
+            ? SCP_FIND_PATIENT_ROOT
+            : SCP_FIND_STUDY_ROOT;
 
     if (!scp__charset_request_to_utf8(identifier.get(), charset)) {
         log_warning("event=find-refused assoc=%lu from=%s@%s charset=\"%s\" "
@@ -278,8 +278,7 @@ OFCondition scp__find_serve(struct scp_assoc *sa,
                                   "out of memory", NULL);
     identifier.reset();
 
-    session = find->begin(find->ctx, model, request.get(), sa->calling_ae,
-                          &st);
+    session = find->begin(find->ctx, model, request.get(), sa->calling_ae, &st);
     if (session == NULL)
         return send_find_response(sa, pres_id, req, st.status, st.comment,
                                   NULL);
@@ -291,8 +290,7 @@ OFCondition scp__find_serve(struct scp_assoc *sa,
             if (cond.bad()) {
                 log_warning("event=find-aborted assoc=%lu from=%s@%s "
                             "reason=\"%s\"",
-                            sa->number, sa->calling_ae, sa->peer,
-                            cond.text());
+                            sa->number, sa->calling_ae, sa->peer, cond.text());
                 break;
             }
         }

@@ -49,8 +49,7 @@ static int out_errno_of(const OFCondition &cond)
     if (strstr(t, "unreachable") != NULL)
         return -EHOSTUNREACH;
     if (strstr(t, "unknown host") != NULL ||
-        strstr(t, "Name or service") != NULL ||
-        strstr(t, "not known") != NULL)
+        strstr(t, "Name or service") != NULL || strstr(t, "not known") != NULL)
         return -ENOENT;
     return -EIO;
 }
@@ -58,8 +57,8 @@ static int out_errno_of(const OFCondition &cond)
 int scp__outbound_open(const char *our_ae, const struct scp_remote *remote,
                        const struct scp_out_context *contexts,
                        size_t context_count, uint32_t max_pdu,
-                       unsigned timeout_s, struct scp_outbound *ret,
-                       char *err, size_t err_len)
+                       unsigned timeout_s, struct scp_outbound *ret, char *err,
+                       size_t err_len)
 {
     T_ASC_Network *net = NULL;
     T_ASC_Parameters *params = NULL;
@@ -98,8 +97,7 @@ int scp__outbound_open(const char *our_ae, const struct scp_remote *remote,
     for (size_t i = 0; i < context_count; i++) {
         const struct scp_out_context *c = &contexts[i];
         const char *ts[8];
-        size_t n = c->transfer_syntax_count < 8 ? c->transfer_syntax_count
-                                                : 8;
+        size_t n = c->transfer_syntax_count < 8 ? c->transfer_syntax_count : 8;
 
         for (size_t k = 0; k < n; k++)
             ts[k] = c->transfer_syntaxes[k];
@@ -150,9 +148,9 @@ int scp__outbound_open(const char *our_ae, const struct scp_remote *remote,
     return 0;
 }
 
-T_ASC_PresentationContextID scp__outbound_context(
-    const struct scp_outbound *ob, const char *abstract_syntax,
-    T_ASC_SC_ROLE role)
+T_ASC_PresentationContextID scp__outbound_context(const struct scp_outbound *ob,
+                                                  const char *abstract_syntax,
+                                                  T_ASC_SC_ROLE role)
 {
     int n = ASC_countPresentationContexts(ob->assoc->params);
 

@@ -41,7 +41,7 @@ void proxy_addr_from_ipv4(const unsigned char ip4[4], unsigned char ret[16])
 
 static bool proxy_is_mapped(const unsigned char addr[16])
 {
-    static const unsigned char prefix[12] = { 0, 0, 0, 0, 0, 0,
+    static const unsigned char prefix[12] = { 0, 0, 0, 0, 0,    0,
                                               0, 0, 0, 0, 0xff, 0xff };
 
     return memcmp(addr, prefix, sizeof(prefix)) == 0;
@@ -160,8 +160,7 @@ static enum proxy_verdict proxy_parse_v1_line(char *line,
         }
         proxy_addr_from_ipv4(ip4, ret_header->src);
         if (inet_pton(AF_INET, fields[3], ip4) != 1) {
-            proxy_why(why, why_len,
-                      "PROXY v1: bad TCP4 destination address");
+            proxy_why(why, why_len, "PROXY v1: bad TCP4 destination address");
             return PROXY_INVALID;
         }
     } else if (strcmp(fields[1], "TCP6") == 0) {
@@ -170,8 +169,7 @@ static enum proxy_verdict proxy_parse_v1_line(char *line,
             return PROXY_INVALID;
         }
         if (inet_pton(AF_INET6, fields[3], dst) != 1) {
-            proxy_why(why, why_len,
-                      "PROXY v1: bad TCP6 destination address");
+            proxy_why(why, why_len, "PROXY v1: bad TCP6 destination address");
             return PROXY_INVALID;
         }
     } else {
@@ -208,8 +206,7 @@ static enum proxy_verdict proxy_parse_v1(const unsigned char *buf, size_t len,
     if (end == len && len < PROXY_V1_MAX)
         return PROXY_NEED_MORE;
     if (end >= PROXY_V1_MAX || end == 0 || buf[end - 1] != '\r') {
-        proxy_why(why, why_len,
-                  "PROXY v1: no CRLF within 107 bytes");
+        proxy_why(why, why_len, "PROXY v1: no CRLF within 107 bytes");
         return PROXY_INVALID;
     }
     memcpy(line, buf, end - 1);
@@ -257,7 +254,7 @@ static enum proxy_verdict proxy_parse_v2(const unsigned char *buf, size_t len,
     if (command == 0)
         return PROXY_OK;
     const unsigned char *a = buf + PROXY_V2_HEAD;
-    if (family == 0x11) {          /* TCP over IPv4 */
+    if (family == 0x11) { /* TCP over IPv4 */
         if (body < 12) {
             proxy_why(why, why_len,
                       "PROXY v2: IPv4 addresses longer than the header");
@@ -266,7 +263,7 @@ static enum proxy_verdict proxy_parse_v2(const unsigned char *buf, size_t len,
         proxy_addr_from_ipv4(a, ret_header->src);
         ret_header->src_port = (uint16_t)((a[8] << 8) | a[9]);
         ret_header->local = false;
-    } else if (family == 0x21) {   /* TCP over IPv6 */
+    } else if (family == 0x21) { /* TCP over IPv6 */
         if (body < 36) {
             proxy_why(why, why_len,
                       "PROXY v2: IPv6 addresses longer than the header");

@@ -41,12 +41,12 @@ enum proxy_verdict {
 };
 
 struct proxy_header {
-    size_t len;        /* bytes of the header, to be consumed */
-    bool local;        /* LOCAL, UNKNOWN, or an unsupported family: keep
-                        * the connection's own address */
-    unsigned char src[16];               /* the original caller */
+    size_t len;            /* bytes of the header, to be consumed */
+    bool local;            /* LOCAL, UNKNOWN, or an unsupported family: keep
+                            * the connection's own address */
+    unsigned char src[16]; /* the original caller */
     uint16_t src_port;
-    char src_text[PROXY_ADDR_TEXT];      /* dotted IPv4 or IPv6 text */
+    char src_text[PROXY_ADDR_TEXT]; /* dotted IPv4 or IPv6 text */
 };
 
 /*
@@ -65,8 +65,7 @@ void proxy_addr_from_ipv4(const unsigned char ip4[4], unsigned char ret[16]);
 /*
  * Writes the text of @addr: dotted IPv4 for a mapped address, else IPv6.
  */
-void proxy_addr_text(const unsigned char addr[16],
-                     char ret[PROXY_ADDR_TEXT]);
+void proxy_addr_text(const unsigned char addr[16], char ret[PROXY_ADDR_TEXT]);
 
 /*
  * Looks at the @len bytes at @buf, the first bytes of a connection.

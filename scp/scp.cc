@@ -246,8 +246,8 @@ extern "C" unsigned scp_active_associations(const struct scp *scp)
 
 extern "C" unsigned scp_fds_needed(const struct scp_params *params)
 {
-    unsigned pending = params->max_pending > 0 ? params->max_pending
-                                               : SCP_DEFAULT_MAX_PENDING;
+    unsigned pending =
+        params->max_pending > 0 ? params->max_pending : SCP_DEFAULT_MAX_PENDING;
 
     /* An association: its socket and the spool file it writes; a
      * pending connection: its socket; the closing set of scp_net.cc; and

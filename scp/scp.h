@@ -65,11 +65,11 @@ typedef bool (*scp_stop_fn)(void *ctx);
 /* One allow-list rule: a caller matches when both parts match. The
  * first matching rule decides; its certificate binding then applies. */
 struct scp_caller_rule {
-    const char *ae_title;               /* NULL: any calling AE title */
-    const struct util_ipv4_net *hosts;  /* host_count 0: any address */
+    const char *ae_title;              /* NULL: any calling AE title */
+    const struct util_ipv4_net *hosts; /* host_count 0: any address */
     size_t host_count;
-    bool find;                          /* may query with C-FIND */
-    bool commit;                        /* may ask Storage Commitment */
+    bool find;   /* may query with C-FIND */
+    bool commit; /* may ask Storage Commitment */
     /* SHA-256 fingerprints of the client certificates this caller may
      * present (64 lowercase hex digits each); count 0: any. */
     const char *const *certificate_sha256;
@@ -77,7 +77,7 @@ struct scp_caller_rule {
     /* NULL, or the exact subject CN or a DNS/URI subjectAltName the
      * client certificate must carry. */
     const char *certificate_subject;
-    bool tls_only;                      /* refused on the plain port */
+    bool tls_only; /* refused on the plain port */
 };
 
 enum scp_tls_client_cert {
@@ -166,7 +166,7 @@ struct scp_commit_ref {
 
 /* A validated request; everything borrowed for the call. */
 struct scp_commit_request {
-    const char *tx_uid;                 /* Transaction UID (0008,1195) */
+    const char *tx_uid; /* Transaction UID (0008,1195) */
     const char *calling_ae;
     const char *peer;                   /* dotted IPv4 */
     const struct scp_commit_ref *items; /* in request order, >= 1 */
@@ -190,7 +190,7 @@ struct scp_commit_handler {
 /* A remote AE we open associations to (dicom.remote_aes). */
 struct scp_remote {
     const char *ae_title;
-    const char *host;                   /* IPv4 address or host name */
+    const char *host; /* IPv4 address or host name */
     uint16_t port;
 };
 
@@ -205,7 +205,7 @@ struct scp_commit_result {
 /* An N-EVENT-REPORT: Event Type 1 when no item failed, else 2. */
 struct scp_commit_report {
     const char *tx_uid;
-    const char *retrieve_ae;            /* Retrieve AE Title (0008,0054) */
+    const char *retrieve_ae; /* Retrieve AE Title (0008,0054) */
     const struct scp_commit_result *items;
     size_t item_count;
 };
@@ -223,8 +223,8 @@ struct scp_commit_report {
  */
 int scp_commit_send_report(const char *our_ae, const struct scp_remote *to,
                            const struct scp_commit_report *report,
-                           unsigned timeout_s, uint16_t *ret_status,
-                           char *err, size_t err_len);
+                           unsigned timeout_s, uint16_t *ret_status, char *err,
+                           size_t err_len);
 
 /*
  * Who is told what the SCP did (the daemon's metrics), from association
@@ -246,12 +246,12 @@ struct scp_observer {
 #define SCP_DEFAULT_MAX_PENDING 32
 
 struct scp_params {
-    const char *ae_title;        /* our AE title; other called AEs rejected */
-    uint16_t port;               /* plain DICOM; 0: no plain listener */
+    const char *ae_title; /* our AE title; other called AEs rejected */
+    uint16_t port;        /* plain DICOM; 0: no plain listener */
     /* An IPv4 or IPv6 address to listen on; NULL or "": every IPv4 and
      * IPv6 address. */
     const char *bind_address;
-    const struct scp_tls_params *tls;      /* NULL: no TLS listener */
+    const struct scp_tls_params *tls; /* NULL: no TLS listener */
     /* Addresses or networks ("10.0.0.0/8", "::1") whose connections start
      * with a PROXY v1/v2 header; count 0: none. Copied. */
     const char *const *trusted_proxies;
@@ -261,12 +261,12 @@ struct scp_params {
      * when full, the oldest of the address holding the most is dropped,
      * and one address may hold at most a quarter of them. */
     unsigned max_pending;
-    uint32_t max_pdu;            /* our maximum receive PDU length */
-    unsigned timeout_s;          /* ACSE and DIMSE timeout, idle limit */
+    uint32_t max_pdu;   /* our maximum receive PDU length */
+    unsigned timeout_s; /* ACSE and DIMSE timeout, idle limit */
     const struct scp_caller_rule *callers; /* caller_count 0: anyone */
     size_t caller_count;
-    struct spool *spool;         /* borrowed; must outlive the scp */
-    uint64_t min_free_mb;        /* below this, C-STORE answers A700 */
+    struct spool *spool;  /* borrowed; must outlive the scp */
+    uint64_t min_free_mb; /* below this, C-STORE answers A700 */
     /* NULL: C-FIND is not offered (its presentation contexts are
      * refused). Borrowed; must outlive the scp. */
     const struct scp_find_handler *find;
@@ -279,7 +279,7 @@ struct scp_params {
     /* More storage SOP classes to accept (valid UIDs), copied. */
     const char *const *extra_storage;
     size_t extra_storage_count;
-    struct scp_observer observer;   /* copied; all NULL: nobody told */
+    struct scp_observer observer; /* copied; all NULL: nobody told */
 };
 
 /*
@@ -329,9 +329,9 @@ int scp_tls_reload(struct scp *scp, char *err, size_t err_len);
 
 /* What scp_tls_inspect() tells about a certificate file. */
 struct scp_tls_cert_info {
-    char sha256[96];        /* "AB:CD:..." (32 bytes, colons) */
-    char subject[256];      /* one-line RFC 2253 subject */
-    long long not_after;    /* seconds since the epoch */
+    char sha256[96];     /* "AB:CD:..." (32 bytes, colons) */
+    char subject[256];   /* one-line RFC 2253 subject */
+    long long not_after; /* seconds since the epoch */
 };
 
 /*

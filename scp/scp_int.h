@@ -106,39 +106,39 @@ struct scp {
     size_t caller_count;
     struct spool *spool;
     uint64_t min_free_mb;
-    const struct scp_find_handler *find;   /* NULL: no C-FIND */
+    const struct scp_find_handler *find;     /* NULL: no C-FIND */
     const struct scp_commit_handler *commit; /* NULL: no commitment */
     bool accept_unknown_storage;
     std::vector<std::string> extra_storage;
     struct scp_observer observer;
 
-    int listen_fd;              /* ours: DCMTK never accepts itself;
-                                 * -1 when dicom.port is 0 */
-    int tls_listen_fd = -1;     /* the TLS port, or -1 */
+    int listen_fd;          /* ours: DCMTK never accepts itself;
+                             * -1 when dicom.port is 0 */
+    int tls_listen_fd = -1; /* the TLS port, or -1 */
     uint16_t tls_port = 0;
-    struct scp_tls *tls = nullptr;   /* NULL: no TLS listener */
+    struct scp_tls *tls = nullptr; /* NULL: no TLS listener */
     std::vector<proxy_net> trusted_proxies;
     std::map<int, scp_tls_session *> tls_handoff;
     /* One per entry of callers, in order. */
     std::vector<std::unique_ptr<scp_caller_binding>> bindings;
-    int wake_fd;                /* eventfd: wakes the loop */
-    T_ASC_Network *network;     /* DCMTK's, used only to parse RQs */
-    DcmTransportLayer *layer;   /* scp_pdu.cc's, set on the network */
+    int wake_fd;              /* eventfd: wakes the loop */
+    T_ASC_Network *network;   /* DCMTK's, used only to parse RQs */
+    DcmTransportLayer *layer; /* scp_pdu.cc's, set on the network */
     scp_stop_fn should_stop;
     void *stop_ctx;
 
     pthread_mutex_t lock;
-    unsigned active;            /* associations holding a slot */
-    unsigned pending;           /* connections still sending their RQ */
-    std::vector<int> handoff;   /* sockets handed back, to be closed */
+    unsigned active;          /* associations holding a slot */
+    unsigned pending;         /* connections still sending their RQ */
+    std::vector<int> handoff; /* sockets handed back, to be closed */
 };
 
 /* One connection the loop hands to a new association thread. */
 struct scp_conn {
     struct scp *scp;
     int fd;
-    unsigned long number;       /* the association number in the log */
-    char peer[64];              /* dotted IPv4 or IPv6 */
+    unsigned long number; /* the association number in the log */
+    char peer[64];        /* dotted IPv4 or IPv6 */
 };
 
 /* The C-STORE write buffer of an association (store.cc): DCMTK hands
@@ -150,12 +150,12 @@ struct scp_conn {
 struct scp_assoc {
     struct scp *scp;
     T_ASC_Association *assoc;
-    unsigned char *write_buffer;   /* SCP_WRITE_BUFFER bytes */
+    unsigned char *write_buffer; /* SCP_WRITE_BUFFER bytes */
     unsigned long number;
     char calling_ae[UTIL_AE_TITLE_MAX + 1];
     char peer[64];
-    unsigned long stores;          /* C-STORE-RQs served */
-    unsigned long finds;           /* C-FIND-RQs served */
+    unsigned long stores; /* C-STORE-RQs served */
+    unsigned long finds;  /* C-FIND-RQs served */
 };
 
 /*
@@ -207,8 +207,7 @@ bool scp__charset_request_to_utf8(DcmDataset *identifier,
  */
 std::unique_ptr<DcmDataset>
 scp__charset_answer(struct scp_assoc *sa, const struct ds *answer,
-                    std::unique_ptr<DcmDataset> dset,
-                    const OFString &charset);
+                    std::unique_ptr<DcmDataset> dset, const OFString &charset);
 
 /* scp.cc */
 
@@ -225,8 +224,8 @@ int scp__open_listener(const char *bind_address, uint16_t port, int *ret_fd,
 
 /* The listeners of @params (plain, TLS), the TLS material and the
  * trusted proxies, into @scp; scp_new() calls it once. */
-int scp__net_setup(struct scp *scp, const struct scp_params *params,
-                   char *err, size_t err_len);
+int scp__net_setup(struct scp *scp, const struct scp_params *params, char *err,
+                   size_t err_len);
 
 /* Frees what scp__net_setup() made. */
 void scp__net_teardown(struct scp *scp);

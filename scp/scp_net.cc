@@ -116,17 +116,17 @@ enum net_kind { NET_LISTEN = 1, NET_WAKE, NET_PENDING, NET_CLOSING };
 
 struct net_pending {
     int fd;
-    unsigned char addr[16];     /* the caller's, IPv4 mapped */
-    char peer[64];              /* its text: dotted IPv4 or IPv6 */
-    char via[64];               /* the proxy it came through, or "" */
-    bool tls;                   /* accepted on the TLS port */
-    bool need_proxy;            /* from a trusted proxy, header not read */
-    struct scp_tls_session *session;   /* TLS: owned until handed over */
+    unsigned char addr[16];          /* the caller's, IPv4 mapped */
+    char peer[64];                   /* its text: dotted IPv4 or IPv6 */
+    char via[64];                    /* the proxy it came through, or "" */
+    bool tls;                        /* accepted on the TLS port */
+    bool need_proxy;                 /* from a trusted proxy, header not read */
+    struct scp_tls_session *session; /* TLS: owned until handed over */
     uint64_t since_ms;
     uint64_t deadline_ms;
-    size_t want;                /* bytes needed: 6, then the whole PDU */
+    size_t want; /* bytes needed: 6, then the whole PDU */
     bool have_head;
-    bool peer_done;             /* the peer shut its side (EPOLLRDHUP) */
+    bool peer_done; /* the peer shut its side (EPOLLRDHUP) */
 };
 
 struct net_closing {
@@ -139,19 +139,19 @@ struct net_loop {
     int epoll_fd;
     std::vector<net_pending> pending;
     std::vector<net_closing> closing;
-    std::vector<unsigned char> buf;   /* one A-ASSOCIATE-RQ at a time */
+    std::vector<unsigned char> buf; /* one A-ASSOCIATE-RQ at a time */
     size_t closing_max;
     uint64_t close_wait_ms;
     unsigned long next_number;
-    bool listening;                   /* the listener is in the epoll set */
+    bool listening; /* the listener is in the epoll set */
     bool stopping;
-    int reserve_fd;                   /* spent to refuse when out of fds */
+    int reserve_fd; /* spent to refuse when out of fds */
     uint64_t listen_resume_ms;
     unsigned pause_ms;
-    unsigned long fd_failures;        /* since the last log line */
+    unsigned long fd_failures; /* since the last log line */
     unsigned long fd_refused;
     uint64_t fd_logged_ms;
-    bool fd_short;                    /* in a stretch of failures */
+    bool fd_short; /* in a stretch of failures */
 };
 
 static uint64_t net_tag(enum net_kind kind, int fd)
@@ -187,8 +187,8 @@ static void net_send_pdu(int fd, unsigned char type, unsigned char b7,
     (void)!send(fd, pdu, sizeof(pdu), MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
-static void net_send_reject(int fd, unsigned char result,
-                            unsigned char source, unsigned char reason)
+static void net_send_reject(int fd, unsigned char result, unsigned char source,
+                            unsigned char reason)
 {
     net_send_pdu(fd, 0x03, result, source, reason);
 }
@@ -255,8 +255,7 @@ static void net_set_pending_count(struct net_loop *loop)
 /* Pending connections                                                 */
 /* ------------------------------------------------------------------ */
 
-static void net_drop_pending(struct net_loop *loop, size_t i,
-                             const char *why)
+static void net_drop_pending(struct net_loop *loop, size_t i, const char *why)
 {
     net_pending *p = &loop->pending[i];
 
@@ -291,8 +290,7 @@ static void net_make_room(struct net_loop *loop, const unsigned char *addr)
     for (const net_pending &p : loop->pending)
         same += memcmp(p.addr, addr, 16) == 0;
     if (same >= share) {
-        for (size_t i = 0; i < loop->pending.size() && victim == SIZE_MAX;
-             i++)
+        for (size_t i = 0; i < loop->pending.size() && victim == SIZE_MAX; i++)
             if (memcmp(loop->pending[i].addr, addr, 16) == 0)
                 victim = i;
     } else if (loop->pending.size() >= loop->scp->max_pending) {
@@ -301,7 +299,7 @@ static void net_make_room(struct net_loop *loop, const unsigned char *addr)
             size_t count = 0;
             for (const net_pending &p : loop->pending)
                 count += memcmp(p.addr, loop->pending[i].addr, 16) == 0;
-            if (count > best) {   /* the first one is the oldest */
+            if (count > best) { /* the first one is the oldest */
                 best = count;
                 victim = i;
             }
@@ -326,9 +324,8 @@ enum net_step { NET_WAIT, NET_DROP, NET_READY };
  * @timeout in @why) once the peer closed or failed or the deadline
  * passed.
  */
-static enum net_step net_idle(net_pending *p, uint64_t now,
-                              const char *closed, const char *timeout,
-                              char *why, size_t why_len)
+static enum net_step net_idle(net_pending *p, uint64_t now, const char *closed,
+                              const char *timeout, char *why, size_t why_len)
 {
     unsigned char c;
     ssize_t n = recv(p->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -362,13 +359,13 @@ static enum net_step net_proxy_step(struct net_loop *loop, net_pending *p,
 
     if (ioctl(p->fd, FIONREAD, &avail) < 0 || avail <= 0)
         return NET_WAIT;
-    size_t n = (size_t)avail < PROXY_HEADER_MAX ? (size_t)avail
-                                                : PROXY_HEADER_MAX;
+    size_t n =
+        (size_t)avail < PROXY_HEADER_MAX ? (size_t)avail : PROXY_HEADER_MAX;
     ssize_t got = recv(p->fd, loop->buf.data(), n, MSG_PEEK | MSG_DONTWAIT);
     if (got <= 0)
         return NET_WAIT;
-    switch (proxy_parse(loop->buf.data(), (size_t)got, &h, pwhy,
-                        sizeof(pwhy))) {
+    switch (
+        proxy_parse(loop->buf.data(), (size_t)got, &h, pwhy, sizeof(pwhy))) {
     case PROXY_NEED_MORE:
         return NET_WAIT;
     case PROXY_NOT_PROXY:
@@ -407,14 +404,12 @@ static enum net_step net_tls_step(struct net_loop *loop, net_pending *p,
     if (p->session == NULL) {
         unsigned char first[16];
         struct proxy_header h;
-        ssize_t n = recv(p->fd, first, sizeof(first),
-                         MSG_PEEK | MSG_DONTWAIT);
+        ssize_t n = recv(p->fd, first, sizeof(first), MSG_PEEK | MSG_DONTWAIT);
 
         if (n <= 0)
             return NET_WAIT;
-        if (first[0] != 0x16) {   /* TLS record: handshake */
-            enum proxy_verdict v =
-                proxy_parse(first, (size_t)n, &h, NULL, 0);
+        if (first[0] != 0x16) { /* TLS record: handshake */
+            enum proxy_verdict v = proxy_parse(first, (size_t)n, &h, NULL, 0);
             if (v == PROXY_NEED_MORE && (size_t)n < sizeof(first))
                 return NET_WAIT;
             if (v != PROXY_NOT_PROXY)
@@ -453,9 +448,8 @@ static enum net_step net_tls_step(struct net_loop *loop, net_pending *p,
  * On NET_READY the PDU is in loop->buf (plain) or the session (TLS). On
  * NET_DROP @why says why.
  */
-static enum net_step net_pending_step(struct net_loop *loop,
-                                      net_pending *p, uint64_t now,
-                                      char *why, size_t why_len)
+static enum net_step net_pending_step(struct net_loop *loop, net_pending *p,
+                                      uint64_t now, char *why, size_t why_len)
 {
     int avail = 0;
     unsigned char head[6];
@@ -466,10 +460,9 @@ static enum net_step net_pending_step(struct net_loop *loop,
         if (step == NET_DROP)
             return step;
         if (step == NET_WAIT)
-            return net_idle(p, now,
-                            "closed by the proxy before its PROXY header",
-                            "no PROXY header from a trusted proxy (timeout)",
-                            why, why_len);
+            return net_idle(
+                p, now, "closed by the proxy before its PROXY header",
+                "no PROXY header from a trusted proxy (timeout)", why, why_len);
     }
     if (p->tls) {
         enum net_step step = net_tls_step(loop, p, why, why_len);
@@ -493,17 +486,15 @@ static enum net_step net_pending_step(struct net_loop *loop,
                            ((uint32_t)head[3] << 16) |
                            ((uint32_t)head[4] << 8) | (uint32_t)head[5];
             struct proxy_header h;
-            if (head[0] != 0x01 &&
-                proxy_parse(head, sizeof(head), &h, NULL, 0) !=
-                    PROXY_NOT_PROXY) {
+            if (head[0] != 0x01 && proxy_parse(head, sizeof(head), &h, NULL,
+                                               0) != PROXY_NOT_PROXY) {
                 snprintf(why, why_len,
                          "PROXY header from an address not in "
                          "dicom.proxy_protocol.trusted_proxies");
                 return NET_DROP;
             }
             if (head[0] == 0x16 && head[1] == 0x03) {
-                snprintf(why, why_len,
-                         "a TLS handshake on the plain port");
+                snprintf(why, why_len, "a TLS handshake on the plain port");
                 return NET_DROP;
             }
             if (head[0] != 0x01) {
@@ -551,9 +542,8 @@ static void net_titles(const struct scp_rq *rq, char calling[17],
 /* The binding of the rule scp__caller_allowed() decides by: the first
  * matching the calling AE title and the address; NULL when none does (or
  * no list). */
-static const struct scp_caller_rule *net_rule_for(const struct scp *scp,
-                                                  const char *calling,
-                                                  const char *peer)
+static const struct scp_caller_rule *
+net_rule_for(const struct scp *scp, const char *calling, const char *peer)
 {
     if (scp->bindings.size() != scp->caller_count)
         return NULL;
@@ -581,9 +571,8 @@ static const struct scp_caller_rule *net_rule_for(const struct scp *scp,
  */
 static const char *net_refusal(struct net_loop *loop, const struct scp_rq *rq,
                                const char *calling, const char *called,
-                               const net_pending *p,
-                               unsigned char *ret_reason, char *buf,
-                               size_t buf_len)
+                               const net_pending *p, unsigned char *ret_reason,
+                               char *buf, size_t buf_len)
 {
     const char *peer = p->peer;
     struct scp *scp = loop->scp;
@@ -633,8 +622,8 @@ static const char *net_refusal(struct net_loop *loop, const struct scp_rq *rq,
  * close_notify and is freed.
  */
 static void net_refuse(struct net_loop *loop, net_pending *p,
-                       unsigned char type, unsigned char b7,
-                       unsigned char b8, unsigned char b9)
+                       unsigned char type, unsigned char b7, unsigned char b8,
+                       unsigned char b9)
 {
     if (p->session != NULL) {
         const unsigned char pdu[10] = { type, 0, 0, 0, 0, 4, 0, b7, b8, b9 };
@@ -704,8 +693,8 @@ static void net_request(struct net_loop *loop, net_pending *p)
     if (p->session != NULL) {
         const struct scp_tls_identity *id = scp__tls_peer(p->session);
         pdu = scp__tls_request(p->session, &pdu_len);
-        snprintf(cert, sizeof(cert), "%s", id->present ? id->sha256_display
-                                                       : "none");
+        snprintf(cert, sizeof(cert), "%s",
+                 id->present ? id->sha256_display : "none");
     }
     enum scp_rq_verdict verdict =
         scp_rq_check(pdu, pdu_len, &rq, why, sizeof(why));
@@ -725,8 +714,8 @@ static void net_request(struct net_loop *loop, net_pending *p)
     }
 
     unsigned char reason = 0;
-    const char *refusal = net_refusal(loop, &rq, calling, called, p,
-                                      &reason, why, sizeof(why));
+    const char *refusal =
+        net_refusal(loop, &rq, calling, called, p, &reason, why, sizeof(why));
     if (refusal != NULL) {
         if (p->tls)
             log_warning("event=rejected assoc=%lu from=%s@%s called=%s "
@@ -751,8 +740,7 @@ static void net_request(struct net_loop *loop, net_pending *p)
     if (full) {
         log_warning("event=rejected assoc=%lu from=%s@%s called=%s "
                     "reason=\"local limit exceeded (%u associations)\"",
-                    number, calling, p->peer, called,
-                    scp->max_associations);
+                    number, calling, p->peer, called, scp->max_associations);
         net_refuse(loop, p, 0x03, RJ_TRANSIENT, RJ_SOURCE_PRESENTATION,
                    RJ_REASON_LOCAL_LIMIT);
         return;
@@ -779,7 +767,7 @@ static void net_request(struct net_loop *loop, net_pending *p)
             r = scp__start_association(conn);
     }
     if (r == 0) {
-        p->session = NULL;   /* the thread's now */
+        p->session = NULL; /* the thread's now */
         return;
     }
     if (p->session != NULL)
@@ -985,14 +973,13 @@ static bool net_drain(struct net_loop *loop, int fd)
     size_t total = 0;
 
     while (total < SCP_DRAIN_MAX) {
-        ssize_t n = recv(fd, loop->buf.data(), loop->buf.size(),
-                         MSG_DONTWAIT);
+        ssize_t n = recv(fd, loop->buf.data(), loop->buf.size(), MSG_DONTWAIT);
         if (n > 0) {
             total += (size_t)n;
             continue;
         }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK ||
-                      errno == EINTR))
+        if (n < 0 &&
+            (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
             return true;
         return false;
     }
@@ -1169,11 +1156,12 @@ int scp__serve(struct scp *scp, unsigned grace_s)
     loop.scp = scp;
     loop.epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     loop.buf.resize(SCP_MAX_RQ_PDU + 6);
-    loop.closing_max = scp__closing_max(scp->max_associations,
-                                        scp->max_pending);
+    loop.closing_max =
+        scp__closing_max(scp->max_associations, scp->max_pending);
     loop.close_wait_ms = (uint64_t)(scp->timeout_s < SCP_CLOSE_WAIT_MAX_S
                                         ? scp->timeout_s
-                                        : SCP_CLOSE_WAIT_MAX_S) * 1000u;
+                                        : SCP_CLOSE_WAIT_MAX_S) *
+                         1000u;
     loop.next_number = 0;
     loop.listening = false;
     loop.stopping = false;
@@ -1238,7 +1226,7 @@ int scp__serve(struct scp *scp, unsigned grace_s)
 }
 
 int scp__open_listener(const char *bind_address, uint16_t port, int *ret_fd,
-                        char *err, size_t err_len)
+                       char *err, size_t err_len)
 {
     struct sockaddr_storage addr;
     socklen_t addr_len;
@@ -1257,7 +1245,8 @@ int scp__open_listener(const char *bind_address, uint16_t port, int *ret_fd,
             if (err != NULL)
                 snprintf(err, err_len,
                          "dicom.bind_address '%s' is not an IPv4 or IPv6 "
-                         "address", bind_address);
+                         "address",
+                         bind_address);
             return -EINVAL;
         }
     }
@@ -1265,7 +1254,7 @@ int scp__open_listener(const char *bind_address, uint16_t port, int *ret_fd,
     if (fd < 0 && family == AF_INET6 &&
         (bind_address == NULL || bind_address[0] == '\0') &&
         errno == EAFNOSUPPORT) {
-        family = AF_INET;   /* no IPv6 on this host: every IPv4 address */
+        family = AF_INET; /* no IPv6 on this host: every IPv4 address */
         fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     }
     if (fd < 0) {
@@ -1311,8 +1300,8 @@ int scp__open_listener(const char *bind_address, uint16_t port, int *ret_fd,
     return 0;
 }
 
-int scp__net_setup(struct scp *scp, const struct scp_params *params,
-                   char *err, size_t err_len)
+int scp__net_setup(struct scp *scp, const struct scp_params *params, char *err,
+                   size_t err_len)
 {
     int r;
 

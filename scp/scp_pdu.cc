@@ -59,10 +59,12 @@ thread_local int split_taken = -1;
 
 class SplitConnection : public DcmTCPConnection {
 public:
-    SplitConnection(DcmNativeSocketType sock, struct scp *scp,
-                    uint32_t max_pdu, struct scp_tls_session *tls)
+    SplitConnection(DcmNativeSocketType sock, struct scp *scp, uint32_t max_pdu,
+                    struct scp_tls_session *tls)
         : DcmTCPConnection(sock), scp_(scp), max_pdu_(max_pdu), pos_(0),
-          pass_(0), abort_(false), tls_(tls) {}
+          pass_(0), abort_(false), tls_(tls)
+    {
+    }
 
     ~SplitConnection() override { release(); }
 
@@ -137,8 +139,9 @@ private:
         setSocket((DcmNativeSocketType)-1);
         if (tls_ != NULL) {
             if (abort_) {
-                const unsigned char pdu[10] = { 0x07, 0, 0, 0, 0, 4, 0,
-                                                0,    0, 0 };
+                const unsigned char pdu[10] = {
+                    0x07, 0, 0, 0, 0, 4, 0, 0, 0, 0
+                };
                 (void)scp__tls_write(tls_, pdu, sizeof(pdu));
             }
             scp__tls_session_free(tls_);
@@ -187,7 +190,7 @@ private:
                          ((size_t)body[off + 1] << 16) |
                          ((size_t)body[off + 2] << 8) | body[off + 3];
             if (pdv < 2 || pdv > len - off - 4)
-                return;   /* DCMTK refuses it as it stands */
+                return; /* DCMTK refuses it as it stands */
             off += 4 + pdv;
             count++;
         }
@@ -201,8 +204,11 @@ private:
                          ((size_t)body[off + 2] << 8) | body[off + 3];
             size_t item = 4 + pdv;
             const unsigned char head[6] = {
-                PDU_P_DATA, 0, (unsigned char)(item >> 24),
-                (unsigned char)(item >> 16), (unsigned char)(item >> 8),
+                PDU_P_DATA,
+                0,
+                (unsigned char)(item >> 24),
+                (unsigned char)(item >> 16),
+                (unsigned char)(item >> 8),
                 (unsigned char)item,
             };
             split.insert(split.end(), head, head + sizeof(head));
@@ -228,17 +234,18 @@ private:
 
     struct scp *scp_;
     uint32_t max_pdu_;
-    std::vector<unsigned char> out_;  /* bytes for DCMTK, from pos_ */
+    std::vector<unsigned char> out_; /* bytes for DCMTK, from pos_ */
     size_t pos_;
-    size_t pass_;                     /* body bytes to pass through */
+    size_t pass_; /* body bytes to pass through */
     bool abort_;
-    struct scp_tls_session *tls_;     /* owned; NULL: plain TCP */
+    struct scp_tls_session *tls_; /* owned; NULL: plain TCP */
 };
 
 class SplitLayer : public DcmTransportLayer {
 public:
-    SplitLayer(struct scp *scp, uint32_t max_pdu)
-        : scp_(scp), max_pdu_(max_pdu) {}
+    SplitLayer(struct scp *scp, uint32_t max_pdu) : scp_(scp), max_pdu_(max_pdu)
+    {
+    }
 
     DcmTransportConnection *createConnection(DcmNativeSocketType sock,
                                              OFBool secure) override

@@ -48,7 +48,7 @@ struct rq_walk {
     const unsigned char *pdu;
     char *why;
     size_t why_len;
-    unsigned char ids[256];   /* presentation context IDs seen */
+    unsigned char ids[256]; /* presentation context IDs seen */
 };
 
 static enum scp_rq_verdict rq_fail(struct rq_walk *w, const char *fmt, ...)
@@ -105,15 +105,17 @@ static bool rq_item(struct rq_walk *w, const unsigned char *p, size_t left,
     size_t len;
 
     if (left < 4) {
-        *ret_verdict = rq_fail(w, "%s header truncated at byte %zu (%zu "
-                                  "bytes left)",
+        *ret_verdict = rq_fail(w,
+                               "%s header truncated at byte %zu (%zu "
+                               "bytes left)",
                                what, rq_offset(w, p), left);
         return false;
     }
     len = rq_be16(p + 2);
     if (len > left - 4) {
-        *ret_verdict = rq_fail(w, "%s 0x%02x at byte %zu claims %zu bytes, "
-                                  "%zu remain",
+        *ret_verdict = rq_fail(w,
+                               "%s 0x%02x at byte %zu claims %zu bytes, "
+                               "%zu remain",
                                what, p[0], rq_offset(w, p), len, left - 4);
         return false;
     }
@@ -133,9 +135,8 @@ static enum scp_rq_verdict rq_text(struct rq_walk *w, const unsigned char *p,
 }
 
 /* One Presentation Context item (PS3.8 9.3.2.2), @p at its header. */
-static enum scp_rq_verdict rq_context(struct rq_walk *w,
-                                      const unsigned char *p, size_t len,
-                                      struct scp_rq *rq)
+static enum scp_rq_verdict rq_context(struct rq_walk *w, const unsigned char *p,
+                                      size_t len, struct scp_rq *rq)
 {
     const unsigned char *sub = p + 8;
     size_t left;
@@ -145,21 +146,25 @@ static enum scp_rq_verdict rq_context(struct rq_walk *w,
     enum scp_rq_verdict v = SCP_RQ_OK;
 
     if (len < 4)
-        return rq_fail(w, "Presentation Context item at byte %zu is %zu "
-                          "bytes long (at least 4)",
+        return rq_fail(w,
+                       "Presentation Context item at byte %zu is %zu "
+                       "bytes long (at least 4)",
                        rq_offset(w, p), len);
     id = p[4];
     if (++rq->contexts > SCP_RQ_MAX_CONTEXTS)
-        return rq_fail(w, "more than %d Presentation Context items "
-                          "(PS3.8 allows %d)",
+        return rq_fail(w,
+                       "more than %d Presentation Context items "
+                       "(PS3.8 allows %d)",
                        SCP_RQ_MAX_CONTEXTS, SCP_RQ_MAX_CONTEXTS);
     if (id % 2 == 0)
-        return rq_fail(w, "Presentation Context ID %u at byte %zu is not an "
-                          "odd number from 1 to 255",
+        return rq_fail(w,
+                       "Presentation Context ID %u at byte %zu is not an "
+                       "odd number from 1 to 255",
                        id, rq_offset(w, p));
     if (w->ids[id]++)
-        return rq_fail(w, "Presentation Context ID %u proposed twice (byte "
-                          "%zu)",
+        return rq_fail(w,
+                       "Presentation Context ID %u proposed twice (byte "
+                       "%zu)",
                        id, rq_offset(w, p));
     left = len - 4;
     while (left > 0) {
@@ -171,16 +176,18 @@ static enum scp_rq_verdict rq_context(struct rq_walk *w,
             return v;
         if (type == RQ_ABSTRACT_SYNTAX) {
             if (abstract++)
-                return rq_fail(w, "Presentation Context %u has two Abstract "
-                                  "Syntax sub-items",
+                return rq_fail(w,
+                               "Presentation Context %u has two Abstract "
+                               "Syntax sub-items",
                                id);
             v = rq_text(w, sub, sub_len, RQ_UID_MAX, "Abstract Syntax");
         } else if (type == RQ_TRANSFER_SYNTAX) {
             transfer++;
             v = rq_text(w, sub, sub_len, RQ_UID_MAX, "Transfer Syntax");
         } else {
-            v = rq_fail(w, "Presentation Context %u has a sub-item of type "
-                           "0x%02x at byte %zu",
+            v = rq_fail(w,
+                        "Presentation Context %u has a sub-item of type "
+                        "0x%02x at byte %zu",
                         id, type, rq_offset(w, sub));
         }
         if (v != SCP_RQ_OK)
@@ -189,9 +196,10 @@ static enum scp_rq_verdict rq_context(struct rq_walk *w,
         left -= 4 + sub_len;
     }
     if (abstract == 0 || transfer == 0)
-        return rq_fail(w, "Presentation Context %u has %u Abstract Syntax "
-                          "and %u Transfer Syntax sub-items (1 and at least "
-                          "1)",
+        return rq_fail(w,
+                       "Presentation Context %u has %u Abstract Syntax "
+                       "and %u Transfer Syntax sub-items (1 and at least "
+                       "1)",
                        id, abstract, transfer);
     return SCP_RQ_OK;
 }
@@ -203,32 +211,36 @@ static enum scp_rq_verdict rq_role(struct rq_walk *w, const unsigned char *p,
     size_t uid_len;
 
     if (len < 4)
-        return rq_fail(w, "Role Selection sub-item at byte %zu is %zu bytes "
-                          "long (at least 4)",
+        return rq_fail(w,
+                       "Role Selection sub-item at byte %zu is %zu bytes "
+                       "long (at least 4)",
                        rq_offset(w, p), len);
     uid_len = rq_be16(p + 4);
     if (uid_len == 0 || uid_len > RQ_UID_MAX || uid_len + 4 != len)
-        return rq_fail(w, "Role Selection sub-item at byte %zu: a UID of "
-                          "%zu bytes in %zu (1-64 and 4 more)",
+        return rq_fail(w,
+                       "Role Selection sub-item at byte %zu: a UID of "
+                       "%zu bytes in %zu (1-64 and 4 more)",
                        rq_offset(w, p), uid_len, len);
     return SCP_RQ_OK;
 }
 
 /* SOP Class Extended Negotiation (PS3.7 D.3.3.5): UID length, UID, then
  * the service class application information. */
-static enum scp_rq_verdict rq_ext_neg(struct rq_walk *w,
-                                      const unsigned char *p, size_t len)
+static enum scp_rq_verdict rq_ext_neg(struct rq_walk *w, const unsigned char *p,
+                                      size_t len)
 {
     size_t uid_len;
 
     if (len < 2)
-        return rq_fail(w, "Extended Negotiation sub-item at byte %zu is %zu "
-                          "bytes long (at least 2)",
+        return rq_fail(w,
+                       "Extended Negotiation sub-item at byte %zu is %zu "
+                       "bytes long (at least 2)",
                        rq_offset(w, p), len);
     uid_len = rq_be16(p + 4);
     if (uid_len == 0 || uid_len > RQ_UID_MAX || uid_len > len - 2)
-        return rq_fail(w, "Extended Negotiation sub-item at byte %zu: a UID "
-                          "of %zu bytes in %zu",
+        return rq_fail(w,
+                       "Extended Negotiation sub-item at byte %zu: a UID "
+                       "of %zu bytes in %zu",
                        rq_offset(w, p), uid_len, len);
     return SCP_RQ_OK;
 }
@@ -245,8 +257,9 @@ static enum scp_rq_verdict rq_identity(struct rq_walk *w,
     unsigned type;
 
     if (len < 6)
-        return rq_fail(w, "User Identity sub-item at byte %zu is %zu bytes "
-                          "long (at least 6)",
+        return rq_fail(w,
+                       "User Identity sub-item at byte %zu is %zu bytes "
+                       "long (at least 6)",
                        rq_offset(w, p), len);
     type = p[4];
     primary = rq_be16(p + 6);
@@ -254,14 +267,16 @@ static enum scp_rq_verdict rq_identity(struct rq_walk *w,
         return rq_fail(w, "User Identity Type %u at byte %zu (1-%d)", type,
                        rq_offset(w, p), RQ_IDENTITY_TYPE_MAX);
     if (primary > len - 6)
-        return rq_fail(w, "User Identity sub-item at byte %zu: a primary "
-                          "field of %zu bytes in %zu",
+        return rq_fail(w,
+                       "User Identity sub-item at byte %zu: a primary "
+                       "field of %zu bytes in %zu",
                        rq_offset(w, p), primary, len);
     secondary = rq_be16(p + 8 + primary);
     if (secondary != len - 6 - primary ||
         (type != RQ_IDENTITY_USER_PASSCODE && secondary != 0))
-        return rq_fail(w, "User Identity sub-item at byte %zu: a secondary "
-                          "field of %zu bytes for type %u in %zu",
+        return rq_fail(w,
+                       "User Identity sub-item at byte %zu: a secondary "
+                       "field of %zu bytes for type %u in %zu",
                        rq_offset(w, p), secondary, type, len);
     return SCP_RQ_OK;
 }
@@ -281,15 +296,16 @@ static enum scp_rq_verdict rq_user_info(struct rq_walk *w,
         unsigned type;
         size_t sub_len;
 
-        if (!rq_item(w, sub, left, "User Information sub-item", &type,
-                     &sub_len, &v))
+        if (!rq_item(w, sub, left, "User Information sub-item", &type, &sub_len,
+                     &v))
             return v;
         seen[type]++;
         switch (type) {
         case RQ_MAX_LENGTH:
             if (sub_len != 4)
-                return rq_fail(w, "Maximum Length sub-item at byte %zu is "
-                                  "%zu bytes long (4)",
+                return rq_fail(w,
+                               "Maximum Length sub-item at byte %zu is "
+                               "%zu bytes long (4)",
                                rq_offset(w, sub), sub_len);
             rq->max_pdu = rq_be32(sub + 4);
             break;
@@ -299,8 +315,9 @@ static enum scp_rq_verdict rq_user_info(struct rq_walk *w,
             break;
         case RQ_ASYNC_OPS:
             if (sub_len != 4)
-                v = rq_fail(w, "Asynchronous Operations sub-item at byte "
-                               "%zu is %zu bytes long (4)",
+                v = rq_fail(w,
+                            "Asynchronous Operations sub-item at byte "
+                            "%zu is %zu bytes long (4)",
                             rq_offset(w, sub), sub_len);
             break;
         case RQ_ROLE_SELECTION:
@@ -317,8 +334,9 @@ static enum scp_rq_verdict rq_user_info(struct rq_walk *w,
             v = rq_identity(w, sub, sub_len);
             break;
         case RQ_USER_IDENTITY_AC:
-            v = rq_fail(w, "User Identity server response (0x59) at byte "
-                           "%zu in a request",
+            v = rq_fail(w,
+                        "User Identity server response (0x59) at byte "
+                        "%zu in a request",
                         rq_offset(w, sub));
             break;
         default:
@@ -332,15 +350,17 @@ static enum scp_rq_verdict rq_user_info(struct rq_walk *w,
             (type == RQ_MAX_LENGTH || type == RQ_IMPL_CLASS_UID ||
              type == RQ_ASYNC_OPS || type == RQ_IMPL_VERSION ||
              type == RQ_USER_IDENTITY_RQ))
-            return rq_fail(w, "User Information sub-item 0x%02x appears "
-                              "twice (byte %zu)",
+            return rq_fail(w,
+                           "User Information sub-item 0x%02x appears "
+                           "twice (byte %zu)",
                            type, rq_offset(w, sub));
         sub += 4 + sub_len;
         left -= 4 + sub_len;
     }
     if (seen[RQ_MAX_LENGTH] == 0)
-        return rq_fail(w, "User Information item at byte %zu has no "
-                          "Maximum Length sub-item",
+        return rq_fail(w,
+                       "User Information item at byte %zu has no "
+                       "Maximum Length sub-item",
                        rq_offset(w, p));
     return SCP_RQ_OK;
 }
@@ -364,10 +384,10 @@ enum scp_rq_verdict scp_rq_check(const unsigned char *pdu, size_t len,
     if (why != NULL && why_len > 0)
         why[0] = '\0';
 
-    if (len < SCP_RQ_FIXED_LEN || pdu[0] != 0x01 ||
-        rq_be32(pdu + 2) != len - 6)
-        return rq_fail(&w, "not a whole A-ASSOCIATE-RQ (%zu bytes, at "
-                           "least %d)",
+    if (len < SCP_RQ_FIXED_LEN || pdu[0] != 0x01 || rq_be32(pdu + 2) != len - 6)
+        return rq_fail(&w,
+                       "not a whole A-ASSOCIATE-RQ (%zu bytes, at "
+                       "least %d)",
                        len, SCP_RQ_FIXED_LEN);
     rq_ae_title(ret_rq->called_ae, pdu + 10);
     rq_ae_title(ret_rq->calling_ae, pdu + 26);
@@ -388,8 +408,9 @@ enum scp_rq_verdict scp_rq_check(const unsigned char *pdu, size_t len,
         switch (type) {
         case RQ_APP_CONTEXT:
             if (app++)
-                return rq_fail(&w, "two Application Context items (byte "
-                                   "%zu)",
+                return rq_fail(&w,
+                               "two Application Context items (byte "
+                               "%zu)",
                                rq_offset(&w, p));
             v = rq_text(&w, p, item_len, RQ_UID_MAX,
                         "Application Context Name");
@@ -406,8 +427,9 @@ enum scp_rq_verdict scp_rq_check(const unsigned char *pdu, size_t len,
             v = rq_context(&w, p, item_len, ret_rq);
             break;
         case RQ_PC_AC:
-            v = rq_fail(&w, "an A-ASSOCIATE-AC Presentation Context item "
-                            "(0x21) at byte %zu",
+            v = rq_fail(&w,
+                        "an A-ASSOCIATE-AC Presentation Context item "
+                        "(0x21) at byte %zu",
                         rq_offset(&w, p));
             break;
         case RQ_USER_INFO:

@@ -61,12 +61,12 @@ enum scp_rq_verdict {
 
 /* What the SCP learns from a well-formed request. */
 struct scp_rq {
-    char called_ae[17];    /* the 16 bytes as sent, trailing spaces cut */
+    char called_ae[17]; /* the 16 bytes as sent, trailing spaces cut */
     char calling_ae[17];
-    char app_context[65];  /* Application Context Name, trailing NULs and
-                            * spaces cut */
-    unsigned contexts;     /* presentation context items */
-    uint32_t max_pdu;      /* Maximum Length Received; 0: unlimited */
+    char app_context[65]; /* Application Context Name, trailing NULs and
+                           * spaces cut */
+    unsigned contexts;    /* presentation context items */
+    uint32_t max_pdu;     /* Maximum Length Received; 0: unlimited */
 };
 
 /*

@@ -47,7 +47,9 @@
 class SpoolConsumer : public DcmConsumer {
 public:
     SpoolConsumer(int fd, unsigned char *buffer)
-        : fd_(fd), error_(0), bytes_(0), buffer_(buffer), used_(0) {}
+        : fd_(fd), error_(0), bytes_(0), buffer_(buffer), used_(0)
+    {
+    }
 
     OFBool good() const override { return error_ == 0; }
     OFCondition status() const override
@@ -113,7 +115,9 @@ private:
 class SpoolOutputStream : public DcmOutputStream {
 public:
     explicit SpoolOutputStream(SpoolConsumer *consumer)
-        : DcmOutputStream(consumer) {}
+        : DcmOutputStream(consumer)
+    {
+    }
 };
 
 /* ------------------------------------------------------------------ */
@@ -122,15 +126,14 @@ public:
 
 struct store_result {
     DIC_US status;
-    char comment[128];   /* Error Comment (0000,0902), at most 64 sent */
+    char comment[128]; /* Error Comment (0000,0902), at most 64 sent */
 };
 
-static void store_fail(struct store_result *res, DIC_US status,
-                       const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static void store_fail(struct store_result *res, DIC_US status, const char *fmt,
+                       ...) __attribute__((format(printf, 3, 4)));
 
-static void store_fail(struct store_result *res, DIC_US status,
-                       const char *fmt, ...)
+static void store_fail(struct store_result *res, DIC_US status, const char *fmt,
+                       ...)
 {
     va_list ap;
 
@@ -144,8 +147,8 @@ static void store_fail(struct store_result *res, DIC_US status,
  * Writes the Part 10 preamble and File Meta Information built from the
  * command (PS3.10 7.1) through @stream.
  */
-static bool write_meta_header(DcmOutputStream &stream,
-                              const char *sop_class, const char *sop_instance,
+static bool write_meta_header(DcmOutputStream &stream, const char *sop_class,
+                              const char *sop_instance,
                               const char *transfer_syntax,
                               const char *calling_ae)
 {
@@ -159,9 +162,11 @@ static bool write_meta_header(DcmOutputStream &stream,
             .bad() ||
         meta.putAndInsertString(DCM_TransferSyntaxUID, transfer_syntax).bad() ||
         meta.putAndInsertString(DCM_ImplementationClassUID,
-                                SCP_IMPLEMENTATION_CLASS_UID).bad() ||
+                                SCP_IMPLEMENTATION_CLASS_UID)
+            .bad() ||
         meta.putAndInsertString(DCM_ImplementationVersionName,
-                                SCP_IMPLEMENTATION_VERSION_NAME).bad() ||
+                                SCP_IMPLEMENTATION_VERSION_NAME)
+            .bad() ||
         meta.putAndInsertString(DCM_SourceApplicationEntityTitle, calling_ae)
             .bad())
         return false;
@@ -169,11 +174,12 @@ static bool write_meta_header(DcmOutputStream &stream,
         return false;
     if (meta.computeGroupLengthAndPadding(EGL_withGL, EPD_noChange,
                                           EXS_LittleEndianExplicit,
-                                          EET_ExplicitLength).bad())
+                                          EET_ExplicitLength)
+            .bad())
         return false;
     meta.transferInit();
-    OFCondition cond = meta.write(stream, EXS_LittleEndianExplicit,
-                                  EET_ExplicitLength, NULL);
+    OFCondition cond =
+        meta.write(stream, EXS_LittleEndianExplicit, EET_ExplicitLength, NULL);
     meta.transferEnd();
     return cond.good() && stream.good();
 }
@@ -194,9 +200,9 @@ static bool validate_received(const char *path, const char *sop_class,
     char trimmed[UTIL_UID_MAX + 2];
     OFCondition cond;
 
-    cond = file.loadFileUntilTag(path, EXS_Unknown, EGL_noChange,
-                                 DCM_MaxReadLength, ERM_fileOnly,
-                                 DCM_PixelData);
+    cond =
+        file.loadFileUntilTag(path, EXS_Unknown, EGL_noChange,
+                              DCM_MaxReadLength, ERM_fileOnly, DCM_PixelData);
     if (cond.bad()) {
         store_fail(res, STATUS_STORE_Error_CannotUnderstand,
                    "data set cannot be parsed: %s", cond.text());
@@ -319,9 +325,10 @@ static OFCondition receive_store(struct scp_assoc *sa,
 
     if (consumer.error() != 0) {
         char errbuf[128];
-        log_err("event=spool-error assoc=%lu id=%s reason=\"write() failed: %s\"",
-                sa->number, id,
-                util_strerror(-consumer.error(), errbuf, sizeof(errbuf)));
+        log_err(
+            "event=spool-error assoc=%lu id=%s reason=\"write() failed: %s\"",
+            sa->number, id,
+            util_strerror(-consumer.error(), errbuf, sizeof(errbuf)));
         spool_discard(scp->spool, id, fd);
         store_fail(res, STATUS_STORE_Refused_OutOfResources,
                    "cannot write spool file: %s",
@@ -343,8 +350,8 @@ static OFCondition receive_store(struct scp_assoc *sa,
 
     /* 3. Validate against the command. */
     r = spool_entry_path(scp->spool, SPOOL_TMP, id, path, sizeof(path));
-    if (r < 0 || !validate_received(path, sop_class, sop_instance, study_uid,
-                                    res)) {
+    if (r < 0 ||
+        !validate_received(path, sop_class, sop_instance, study_uid, res)) {
         if (r < 0)
             store_fail(res, STATUS_STORE_Refused_OutOfResources,
                        "spool path too long");
@@ -372,8 +379,7 @@ static OFCondition receive_store(struct scp_assoc *sa,
     OFStandard::strlcpy(meta.calling_ae, sa->calling_ae,
                         sizeof(meta.calling_ae));
     if (spool_meta_write(scp->spool, id, &meta, err, sizeof(err)) < 0)
-        log_warning("event=meta-failed id=%s reason=\"%s\", ignoring", id,
-                    err);
+        log_warning("event=meta-failed id=%s reason=\"%s\", ignoring", id, err);
 
     /* 5. Only now is it safe to say success. */
     if (scp->observer.stored != NULL)
@@ -381,8 +387,8 @@ static OFCondition receive_store(struct scp_assoc *sa,
                              bytes);
     res->status = STATUS_Success;
     res->comment[0] = '\0';
-    log_info("id=%s event=received from=%s@%s sop=%s study=%s bytes=%llu",
-             id, sa->calling_ae, sa->peer, sop_instance, study_uid,
+    log_info("id=%s event=received from=%s@%s sop=%s study=%s bytes=%llu", id,
+             sa->calling_ae, sa->peer, sop_instance, study_uid,
              (unsigned long long)bytes);
     return EC_Normal;
 }
@@ -403,9 +409,9 @@ OFCondition scp__store_serve(struct scp_assoc *sa,
     res.status = STATUS_STORE_Refused_OutOfResources;
 
     if (!scp__copy_trimmed_uid(sop_class, sizeof(sop_class),
-                          req->AffectedSOPClassUID) ||
+                               req->AffectedSOPClassUID) ||
         !scp__copy_trimmed_uid(sop_instance, sizeof(sop_instance),
-                          req->AffectedSOPInstanceUID) ||
+                               req->AffectedSOPInstanceUID) ||
         !util_uid_valid(sop_class) || !util_uid_valid(sop_instance)) {
         cond = skip_data_set(sa);
         store_fail(&res, STATUS_STORE_Error_DataSetDoesNotMatchSOPClass,
@@ -437,8 +443,7 @@ OFCondition scp__store_serve(struct scp_assoc *sa,
     rsp.DataSetType = DIMSE_DATASET_NULL;
     OFStandard::strlcpy(rsp.AffectedSOPClassUID, req->AffectedSOPClassUID,
                         sizeof(rsp.AffectedSOPClassUID));
-    OFStandard::strlcpy(rsp.AffectedSOPInstanceUID,
-                        req->AffectedSOPInstanceUID,
+    OFStandard::strlcpy(rsp.AffectedSOPInstanceUID, req->AffectedSOPInstanceUID,
                         sizeof(rsp.AffectedSOPInstanceUID));
     rsp.opts = O_STORE_AFFECTEDSOPCLASSUID | O_STORE_AFFECTEDSOPINSTANCEUID;
 

@@ -55,7 +55,7 @@
 namespace {
 
 struct tls_material {
-    DcmTLSTransportLayer *layer = nullptr;   /* owns the SSL_CTX */
+    DcmTLSTransportLayer *layer = nullptr; /* owns the SSL_CTX */
     SSL_CTX *ctx = nullptr;
     std::string sha256_display;
     std::string subject;
@@ -213,8 +213,8 @@ void one_line_subject(X509 *x, char *buf, size_t len)
         buf[0] = '\0';
     if (bio == NULL)
         return;
-    if (X509_NAME_print_ex(bio, X509_get_subject_name(x), 0,
-                           XN_FLAG_RFC2253) >= 0) {
+    if (X509_NAME_print_ex(bio, X509_get_subject_name(x), 0, XN_FLAG_RFC2253) >=
+        0) {
         long n = BIO_get_mem_data(bio, &data);
         if (n > 0 && data != NULL)
             (void)snprintf(buf, len, "%.*s", (int)n, data);
@@ -222,8 +222,7 @@ void one_line_subject(X509 *x, char *buf, size_t len)
     BIO_free(bio);
 }
 
-void add_name(struct scp_tls_identity *id, const unsigned char *data,
-              int len)
+void add_name(struct scp_tls_identity *id, const unsigned char *data, int len)
 {
     if (len <= 0 || len > SCP_TLS_NAME_MAX ||
         id->name_count >= SCP_TLS_NAMES_MAX ||
@@ -252,13 +251,14 @@ void identity_of(X509 *x, struct scp_tls_identity *id)
             add_name(id, utf8, n);
         OPENSSL_free(utf8);
     }
-    GENERAL_NAMES *sans = (GENERAL_NAMES *)X509_get_ext_d2i(
-        x, NID_subject_alt_name, NULL, NULL);
+    GENERAL_NAMES *sans =
+        (GENERAL_NAMES *)X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
     for (int k = 0; sans != NULL && k < sk_GENERAL_NAME_num(sans); k++) {
         GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, k);
         if (g->type == GEN_DNS || g->type == GEN_URI) {
-            ASN1_IA5STRING *s = g->type == GEN_DNS ? g->d.dNSName
-                                                   : g->d.uniformResourceIdentifier;
+            ASN1_IA5STRING *s = g->type == GEN_DNS
+                                    ? g->d.dNSName
+                                    : g->d.uniformResourceIdentifier;
             add_name(id, ASN1_STRING_get0_data(s), ASN1_STRING_length(s));
         }
     }
@@ -279,7 +279,7 @@ const char *weak_certificate(X509 *x, bool check_signature, char *buf,
          type == EVP_PKEY_DSA || type == EVP_PKEY_DH) &&
         bits < TLS_MIN_RSA_BITS) {
         snprintf(buf, len, "%d-bit %s key, less than %d bits", bits,
-                 type == EVP_PKEY_DSA ? "DSA"
+                 type == EVP_PKEY_DSA  ? "DSA"
                  : type == EVP_PKEY_DH ? "DH"
                                        : "RSA",
                  TLS_MIN_RSA_BITS);
@@ -308,8 +308,8 @@ int build_material(const tls_config &c, std::shared_ptr<tls_material> *ret,
     std::string password;
     int r;
 
-    r = check_file("dicom.tls.certificate_file", c.certificate_file, false,
-                   err, err_len);
+    r = check_file("dicom.tls.certificate_file", c.certificate_file, false, err,
+                   err_len);
     if (r == 0)
         r = check_file("dicom.tls.private_key_file", c.private_key_file, true,
                        err, err_len);
@@ -330,8 +330,8 @@ int build_material(const tls_config &c, std::shared_ptr<tls_material> *ret,
 
     std::shared_ptr<tls_material> m = std::make_shared<tls_material>();
     ERR_clear_error();
-    m->layer = new (std::nothrow) DcmTLSTransportLayer(NET_ACCEPTOR, NULL,
-                                                       OFFalse);
+    m->layer =
+        new (std::nothrow) DcmTLSTransportLayer(NET_ACCEPTOR, NULL, OFFalse);
     if (m->layer == NULL || m->layer->getNativeHandle() == NULL) {
         explicit_bzero(&password[0], password.size());
         set_err(err, err_len, "cannot create the TLS context: %s",
@@ -342,7 +342,7 @@ int build_material(const tls_config &c, std::shared_ptr<tls_material> *ret,
     m->ctx = ctx;
 
     DcmTLSSecurityProfile profile =
-        c.profile == SCP_TLS_BCP195 ? TSP_Profile_BCP195
+        c.profile == SCP_TLS_BCP195            ? TSP_Profile_BCP195
         : c.profile == SCP_TLS_BCP195_EXTENDED ? TSP_Profile_BCP195_Extended
                                                : TSP_Profile_BCP195_ND;
     OFCondition cond = m->layer->setTLSProfile(profile);
@@ -370,8 +370,8 @@ int build_material(const tls_config &c, std::shared_ptr<tls_material> *ret,
     SSL_CTX_set_default_passwd_cb(ctx, NULL);
     SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);
     explicit_bzero(&password[0], password.size());
-    if (ok != 1 && ERR_GET_REASON(ERR_peek_last_error()) ==
-                       X509_R_KEY_VALUES_MISMATCH) {
+    if (ok != 1 &&
+        ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
         ERR_clear_error();
         set_err(err, err_len,
                 "dicom.tls.private_key_file '%s' does not match "
@@ -380,11 +380,9 @@ int build_material(const tls_config &c, std::shared_ptr<tls_material> *ret,
         return -EINVAL;
     }
     if (ok != 1) {
-        set_err(err, err_len,
-                "dicom.tls.private_key_file '%s': %s%s",
+        set_err(err, err_len, "dicom.tls.private_key_file '%s': %s%s",
                 c.private_key_file.c_str(), ssl_error_text().c_str(),
-                c.password_file.empty() ? ""
-                                        : " (check the password file)");
+                c.password_file.empty() ? "" : " (check the password file)");
         return -EINVAL;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
@@ -397,8 +395,10 @@ int build_material(const tls_config &c, std::shared_ptr<tls_material> *ret,
     }
     X509 *own = SSL_CTX_get0_certificate(ctx);
     if (own == NULL) {
-        set_err(err, err_len, "dicom.tls.certificate_file '%s': no "
-                "certificate", c.certificate_file.c_str());
+        set_err(err, err_len,
+                "dicom.tls.certificate_file '%s': no "
+                "certificate",
+                c.certificate_file.c_str());
         return -EINVAL;
     }
     if (X509_cmp_current_time(X509_get0_notAfter(own)) <= 0) {
@@ -414,8 +414,7 @@ int build_material(const tls_config &c, std::shared_ptr<tls_material> *ret,
     }
 
     if (!c.ca_file.empty()) {
-        if (SSL_CTX_load_verify_locations(ctx, c.ca_file.c_str(), NULL) !=
-            1) {
+        if (SSL_CTX_load_verify_locations(ctx, c.ca_file.c_str(), NULL) != 1) {
             set_err(err, err_len, "dicom.tls.ca_file '%s': %s",
                     c.ca_file.c_str(), ssl_error_text().c_str());
             return -EINVAL;
@@ -464,19 +463,19 @@ int build_material(const tls_config &c, std::shared_ptr<tls_material> *ret,
 
 struct scp_tls {
     tls_config config;
-    std::mutex lock;                          /* guards current */
+    std::mutex lock; /* guards current */
     std::shared_ptr<tls_material> current;
 };
 
 struct scp_tls_session {
-    std::shared_ptr<tls_material> material;   /* kept for the session */
+    std::shared_ptr<tls_material> material; /* kept for the session */
     SSL *ssl = nullptr;
     int fd = -1;
     bool handshake_done = false;
     bool check_peer = true;
-    std::vector<unsigned char> rq;            /* the A-ASSOCIATE-RQ */
+    std::vector<unsigned char> rq; /* the A-ASSOCIATE-RQ */
     size_t rq_want = 6;
-    size_t rq_pos = 0;                        /* handed to DCMTK so far */
+    size_t rq_pos = 0; /* handed to DCMTK so far */
     bool rq_done = false;
     struct scp_tls_identity peer;
 };
@@ -510,12 +509,13 @@ extern "C" int scp__tls_identity_from_file(const char *path,
     return 0;
 }
 
-extern "C" const char *scp__tls_rule_refusal(
-    const struct scp_caller_rule *rule, bool tls,
-    const struct scp_tls_identity *id, char *buf, size_t buf_len)
+extern "C" const char *scp__tls_rule_refusal(const struct scp_caller_rule *rule,
+                                             bool tls,
+                                             const struct scp_tls_identity *id,
+                                             char *buf, size_t buf_len)
 {
-    bool bound = rule->certificate_sha256_count > 0 ||
-                 rule->certificate_subject != NULL;
+    bool bound =
+        rule->certificate_sha256_count > 0 || rule->certificate_subject != NULL;
 
     if (!tls && rule->tls_only)
         return "tls_only caller on the plain port";
@@ -548,18 +548,17 @@ extern "C" const char *scp__tls_rule_refusal(
 }
 
 extern "C" int scp__tls_new(const struct scp_tls_params *params,
-                            struct scp_tls **ret_tls, char *err,
-                            size_t err_len)
+                            struct scp_tls **ret_tls, char *err, size_t err_len)
 {
     struct scp_tls *tls = new (std::nothrow) scp_tls();
 
     if (tls == NULL)
         return -ENOMEM;
     try {
-        tls->config.certificate_file = params->certificate_file
-                                           ? params->certificate_file : "";
-        tls->config.private_key_file = params->private_key_file
-                                           ? params->private_key_file : "";
+        tls->config.certificate_file =
+            params->certificate_file ? params->certificate_file : "";
+        tls->config.private_key_file =
+            params->private_key_file ? params->private_key_file : "";
         tls->config.password_file = params->private_key_password_file
                                         ? params->private_key_password_file
                                         : "";
@@ -596,8 +595,7 @@ extern "C" void scp__tls_free(struct scp_tls *tls)
     delete tls;
 }
 
-extern "C" int scp__tls_reload(struct scp_tls *tls, char *err,
-                               size_t err_len)
+extern "C" int scp__tls_reload(struct scp_tls *tls, char *err, size_t err_len)
 {
     std::shared_ptr<tls_material> fresh;
 
@@ -688,9 +686,8 @@ static void handshake_failure(struct scp_tls_session *s, int ret, char *why,
         snprintf(why, why_len, "TLS handshake failed: %s", text.c_str());
 }
 
-extern "C" int scp__tls_session_step(struct scp_tls_session *s,
-                                     size_t max_rq, char *why,
-                                     size_t why_len)
+extern "C" int scp__tls_session_step(struct scp_tls_session *s, size_t max_rq,
+                                     char *why, size_t why_len)
 {
     if (!s->handshake_done) {
         ERR_clear_error();
@@ -715,8 +712,8 @@ extern "C" int scp__tls_session_step(struct scp_tls_session *s,
             size_t old = s->rq.size();
             s->rq.resize(s->rq_want);
             ERR_clear_error();
-            int n = SSL_read(s->ssl, s->rq.data() + old,
-                             (int)(s->rq_want - old));
+            int n =
+                SSL_read(s->ssl, s->rq.data() + old, (int)(s->rq_want - old));
             if (n <= 0) {
                 s->rq.resize(old);
                 int e = SSL_get_error(s->ssl, n);
@@ -775,8 +772,8 @@ scp__tls_peer(const struct scp_tls_session *s)
     return &s->peer;
 }
 
-extern "C" void scp__tls_describe(const struct scp_tls_session *s,
-                                  char *buf, size_t len)
+extern "C" void scp__tls_describe(const struct scp_tls_session *s, char *buf,
+                                  size_t len)
 {
     snprintf(buf, len, "%s %s", SSL_get_version(s->ssl),
              SSL_get_cipher_name(s->ssl));
@@ -811,7 +808,7 @@ extern "C" ssize_t scp__tls_read(struct scp_tls_session *s, void *buf,
         if (e == SSL_ERROR_SYSCALL && errno != 0)
             return -1;
         if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
-            errno = EAGAIN;   /* a socket timeout (SO_RCVTIMEO) */
+            errno = EAGAIN; /* a socket timeout (SO_RCVTIMEO) */
         else if (e == SSL_ERROR_SYSCALL)
             return 0;
         else
@@ -828,8 +825,8 @@ extern "C" ssize_t scp__tls_write(struct scp_tls_session *s, const void *buf,
     while (done < len) {
         size_t chunk = len - done > INT32_MAX ? INT32_MAX : len - done;
         ERR_clear_error();
-        int n = SSL_write(s->ssl, (const unsigned char *)buf + done,
-                          (int)chunk);
+        int n =
+            SSL_write(s->ssl, (const unsigned char *)buf + done, (int)chunk);
         if (n > 0) {
             done += (size_t)n;
             continue;
@@ -919,8 +916,8 @@ extern "C" int scp_tls_inspect(const char *path,
 }
 
 extern "C" int scp_tls_validate(const struct scp_tls_params *params,
-                                struct scp_tls_cert_info *ret_info,
-                                char *err, size_t err_len)
+                                struct scp_tls_cert_info *ret_info, char *err,
+                                size_t err_len)
 {
     struct scp_tls *tls = NULL;
     int r = scp__tls_new(params, &tls, err, err_len);

@@ -47,10 +47,10 @@ struct scp_tls_session;
 
 /* Who the peer's certificate says it is. */
 struct scp_tls_identity {
-    bool present;                         /* a client certificate */
-    char sha256[65];                      /* lowercase hex */
-    char sha256_display[96];              /* "AB:CD:..." */
-    char subject[SCP_TLS_NAME_MAX + 1];   /* one line, RFC 2253 */
+    bool present;                       /* a client certificate */
+    char sha256[65];                    /* lowercase hex */
+    char sha256_display[96];            /* "AB:CD:..." */
+    char subject[SCP_TLS_NAME_MAX + 1]; /* one line, RFC 2253 */
     char names[SCP_TLS_NAMES_MAX][SCP_TLS_NAME_MAX + 1];
     size_t name_count;
 };
@@ -69,15 +69,14 @@ int scp__tls_identity_from_file(const char *path,
  * fingerprint list and the subject. Returns NULL when it holds, else the
  * reason, written in @buf when needed.
  */
-const char *scp__tls_rule_refusal(const struct scp_caller_rule *rule,
-                                  bool tls,
-                                  const struct scp_tls_identity *id,
-                                  char *buf, size_t buf_len);
+const char *scp__tls_rule_refusal(const struct scp_caller_rule *rule, bool tls,
+                                  const struct scp_tls_identity *id, char *buf,
+                                  size_t buf_len);
 
 /* Builds @scp's TLS state from @params (files read and checked).
  * Returns 0 or a negative errno with @err naming the file and reason. */
-int scp__tls_new(const struct scp_tls_params *params,
-                 struct scp_tls **ret_tls, char *err, size_t err_len);
+int scp__tls_new(const struct scp_tls_params *params, struct scp_tls **ret_tls,
+                 char *err, size_t err_len);
 void scp__tls_free(struct scp_tls *tls);
 
 /* Reads the files again; on failure the old material stays. */
@@ -99,8 +98,8 @@ struct scp_tls_session *scp__tls_session_new(struct scp_tls *tls, int fd);
  * the whole request is in the session (scp__tls_request()), or -1 with
  * @why. The checks of the peer certificate run once the handshake ends.
  */
-int scp__tls_session_step(struct scp_tls_session *s, size_t max_rq,
-                          char *why, size_t why_len);
+int scp__tls_session_step(struct scp_tls_session *s, size_t max_rq, char *why,
+                          size_t why_len);
 
 /* True once the handshake has completed. */
 bool scp__tls_session_ready(const struct scp_tls_session *s);
@@ -110,12 +109,10 @@ const unsigned char *scp__tls_request(const struct scp_tls_session *s,
                                       size_t *ret_len);
 
 /* The peer's identity, valid once the handshake is done. */
-const struct scp_tls_identity *
-scp__tls_peer(const struct scp_tls_session *s);
+const struct scp_tls_identity *scp__tls_peer(const struct scp_tls_session *s);
 
 /* "TLSv1.3 TLS_AES_256_GCM_SHA384", for logs. */
-void scp__tls_describe(const struct scp_tls_session *s, char *buf,
-                       size_t len);
+void scp__tls_describe(const struct scp_tls_session *s, char *buf, size_t len);
 
 /*
  * Reads for DCMTK: first what is left of the buffered request, then
@@ -127,8 +124,7 @@ ssize_t scp__tls_read(struct scp_tls_session *s, void *buf, size_t len);
 /* Writes all of @len bytes; returns @len or -1 with errno. On a
  * non-blocking socket (the loop's refusals) it gives up rather than
  * wait. */
-ssize_t scp__tls_write(struct scp_tls_session *s, const void *buf,
-                       size_t len);
+ssize_t scp__tls_write(struct scp_tls_session *s, const void *buf, size_t len);
 
 /* True if bytes are buffered in the session (not on the socket). */
 bool scp__tls_buffered(const struct scp_tls_session *s);

@@ -24,8 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "spool_int.h"
 #include "base/util.h"
+#include "spool_int.h"
 
 #define SPOOL_LOST_FOUND "lost+found"
 #define SPOOL_META "meta"
@@ -60,10 +60,8 @@ struct spool {
 };
 
 static const char *const spool_state_names[SPOOL_STATE_COUNT] = {
-    [SPOOL_TMP] = "tmp",
-    [SPOOL_INCOMING] = "incoming",
-    [SPOOL_ACTIVE] = "active",
-    [SPOOL_DEFERRED] = "deferred",
+    [SPOOL_TMP] = "tmp",       [SPOOL_INCOMING] = "incoming",
+    [SPOOL_ACTIVE] = "active", [SPOOL_DEFERRED] = "deferred",
     [SPOOL_FAILED] = "failed",
 };
 
@@ -188,8 +186,7 @@ static int spool_open_subdir(struct spool *spool, const char *name, bool owner,
         if (mkdirat(spool->dir_fd, name, 0700) == 0)
             *created = true;
         else if (errno != EEXIST)
-            return spool_syserr(err, err_len, errno, "mkdir", spool->dir,
-                                name);
+            return spool_syserr(err, err_len, errno, "mkdir", spool->dir, name);
     }
     fd = openat(spool->dir_fd, name,
                 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -247,7 +244,8 @@ int spool_open(const char *dir, unsigned flags, struct spool **ret_spool,
         if (r == -ENOENT)
             spool_err(err, err_len,
                       "spool '%s' does not exist (the daemon creates it at "
-                      "its first start)", dir);
+                      "its first start)",
+                      dir);
         else
             spool_syserr(err, err_len, -r, "open", dir, NULL);
         goto out_fail;
@@ -266,12 +264,11 @@ int spool_open(const char *dir, unsigned flags, struct spool **ret_spool,
             r = -EPERM;
             goto out_fail;
         }
-        spool->lock_fd = openat(spool->dir_fd, SPOOL_LOCK_NAME,
-                                O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
-                                0600);
+        spool->lock_fd =
+            openat(spool->dir_fd, SPOOL_LOCK_NAME,
+                   O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (spool->lock_fd < 0) {
-            r = spool_syserr(err, err_len, errno, "open", dir,
-                             SPOOL_LOCK_NAME);
+            r = spool_syserr(err, err_len, errno, "open", dir, SPOOL_LOCK_NAME);
             goto out_fail;
         }
         if (flock(spool->lock_fd, LOCK_EX | LOCK_NB) < 0) {
@@ -279,10 +276,10 @@ int spool_open(const char *dir, unsigned flags, struct spool **ret_spool,
             if (r == -EWOULDBLOCK)
                 spool_err(err, err_len,
                           "spool '%s' is in use by another stowbridge process "
-                          "(lock '%s/" SPOOL_LOCK_NAME "')", dir, dir);
+                          "(lock '%s/" SPOOL_LOCK_NAME "')",
+                          dir, dir);
             else
-                spool_syserr(err, err_len, -r, "flock", dir,
-                             SPOOL_LOCK_NAME);
+                spool_syserr(err, err_len, -r, "flock", dir, SPOOL_LOCK_NAME);
             goto out_fail;
         }
     }
@@ -293,8 +290,8 @@ int spool_open(const char *dir, unsigned flags, struct spool **ret_spool,
         if (r < 0)
             goto out_fail;
     }
-    r = spool_open_subdir(spool, SPOOL_META, owner, &created,
-                          &spool->meta_fd, err, err_len);
+    r = spool_open_subdir(spool, SPOOL_META, owner, &created, &spool->meta_fd,
+                          err, err_len);
     if (r < 0 && owner)
         goto out_fail;
     r = spool_open_subdir(spool, SPOOL_LOST_FOUND, owner, &created,
@@ -326,7 +323,7 @@ void spool_close(struct spool *spool)
     if (spool->meta_fd >= 0)
         (void)close(spool->meta_fd);
     if (spool->lock_fd >= 0)
-        (void)close(spool->lock_fd);  /* releases the flock */
+        (void)close(spool->lock_fd); /* releases the flock */
     if (spool->dir_fd >= 0)
         (void)close(spool->dir_fd);
     free(spool->dir);
@@ -452,7 +449,7 @@ int spool_recover(struct spool *spool, struct spool_recovery *ret_recovery,
                 /* A directory or so: set it aside below. */
             }
             if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-                continue;   /* gone meanwhile */
+                continue; /* gone meanwhile */
             if (!spool_entry_name(de->d_name, id) || !S_ISREG(st.st_mode) ||
                 st.st_size == 0 || state == SPOOL_TMP) {
                 if (spool_set_aside(spool, fd, de->d_name) == 0) {
@@ -469,8 +466,8 @@ int spool_recover(struct spool *spool, struct spool_recovery *ret_recovery,
                     changed[SPOOL_ACTIVE] = true;
                     changed[SPOOL_INCOMING] = true;
                 } else if (errno != ENOENT) {
-                    r = spool_syserr(err, err_len, errno, "rename",
-                                     spool->dir, de->d_name);
+                    r = spool_syserr(err, err_len, errno, "rename", spool->dir,
+                                     de->d_name);
                     break;
                 }
             }
@@ -519,8 +516,7 @@ int spool_tmp_create(struct spool *spool, char ret_id[SPOOL_ID_MAX],
                                 NULL);
         spool_file_name(id, name);
         fd = openat(spool->state_fd[SPOOL_TMP], name,
-                    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                    0600);
+                    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd >= 0)
             break;
         if (errno != EEXIST)
@@ -584,8 +580,7 @@ int spool_commit(struct spool *spool, const char *id, int fd, char *err,
         goto out_unlink_tmp;
     }
     if (spool__io.fsync(incoming_fd) < 0) {
-        r = spool_syserr(err, err_len, errno, "fsync", spool->dir,
-                         "incoming");
+        r = spool_syserr(err, err_len, errno, "fsync", spool->dir, "incoming");
         goto out_unlink_incoming;
     }
     if (spool__io.fsync(tmp_fd) < 0) {
@@ -674,7 +669,7 @@ int spool_stats(const struct spool *spool, uint64_t now_us,
                 continue;
             if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
                 !S_ISREG(st.st_mode))
-                continue;   /* moved away during the scan */
+                continue; /* moved away during the scan */
             stats[state].count++;
             stats[state].bytes += (uint64_t)st.st_size;
             if (spool_id_arrival_us(id, &arrival) == 0 && arrival < oldest_us)
@@ -831,8 +826,8 @@ int spool_list(const struct spool *spool, enum spool_state state,
 
     if ((unsigned)state >= SPOOL_STATE_COUNT)
         return -EINVAL;
-    fd = openat(spool->state_fd[state], ".", O_RDONLY | O_DIRECTORY |
-                                                 O_CLOEXEC);
+    fd =
+        openat(spool->state_fd[state], ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return spool_syserr(err, err_len, errno, "open", spool->dir,
                             spool_state_names[state]);
@@ -850,7 +845,8 @@ int spool_list(const struct spool *spool, enum spool_state state,
         if (!spool_entry_name(de->d_name, id))
             continue;
         if (fstatat(spool->state_fd[state], de->d_name, &st,
-                    AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+                    AT_SYMLINK_NOFOLLOW) < 0 ||
+            !S_ISREG(st.st_mode))
             continue;
         if (count == cap) {
             size_t new_cap = cap == 0 ? 64 : cap * 2;
@@ -866,8 +862,8 @@ int spool_list(const struct spool *spool, enum spool_state state,
         }
         memcpy(entries[count].id, id, strlen(id) + 1);
         entries[count].size = (uint64_t)st.st_size;
-        entries[count].mtime_us = (int64_t)st.st_mtim.tv_sec * 1000000 +
-                                  st.st_mtim.tv_nsec / 1000;
+        entries[count].mtime_us =
+            (int64_t)st.st_mtim.tv_sec * 1000000 + st.st_mtim.tv_nsec / 1000;
         count++;
     }
     closedir(d);
@@ -895,8 +891,7 @@ int spool_defer(struct spool *spool, const char *id, enum spool_state from,
         0) {
         if (errno == ENOENT)
             return -ENOENT;
-        return spool_syserr(err, err_len, errno, "utimensat", spool->dir,
-                            name);
+        return spool_syserr(err, err_len, errno, "utimensat", spool->dir, name);
     }
     if (from == SPOOL_DEFERRED)
         return 0;
@@ -938,8 +933,9 @@ int spool_pause_write(struct spool *spool, const struct spool_pause *pause,
     int r;
 
     spool_clean_copy(reason, sizeof(reason), pause->reason);
-    n = snprintf(text, sizeof(text), "until_us=%lld\nsince_us=%lld\n"
-                                     "reason=%s\n",
+    n = snprintf(text, sizeof(text),
+                 "until_us=%lld\nsince_us=%lld\n"
+                 "reason=%s\n",
                  (long long)pause->until_us, (long long)pause->since_us,
                  reason);
     if (n < 0 || (size_t)n >= sizeof(text))

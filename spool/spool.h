@@ -88,10 +88,10 @@ struct spool_state_stats {
 };
 
 struct spool_recovery {
-    unsigned tmp_removed;       /* partial receives deleted from tmp/ */
-    unsigned active_requeued;   /* active/ entries moved back to incoming/ */
-    unsigned set_aside;         /* foreign files moved to lost+found/ */
-    unsigned meta_removed;      /* meta/ files whose entry is gone */
+    unsigned tmp_removed;     /* partial receives deleted from tmp/ */
+    unsigned active_requeued; /* active/ entries moved back to incoming/ */
+    unsigned set_aside;       /* foreign files moved to lost+found/ */
+    unsigned meta_removed;    /* meta/ files whose entry is gone */
 };
 
 /* The directory name of @state ("tmp", "incoming", ...). */
@@ -196,14 +196,14 @@ int spool_free_mb(const struct spool *spool, uint64_t *ret_mb);
 
 /* What the uploader keeps about an entry in meta/<id>. */
 struct spool_meta {
-    char study_uid[65];       /* "" if unknown */
+    char study_uid[65]; /* "" if unknown */
     char sop_uid[65];
     char calling_ae[17];
-    uint32_t attempts;        /* upload attempts so far */
-    int64_t last_attempt_us;  /* wall clock; 0 if never */
-    long last_http_status;    /* 0 if none */
-    uint16_t last_reason;     /* STOW Failure Reason, 0 if none */
-    char last_error[256];     /* why the last attempt failed; "" if none */
+    uint32_t attempts;       /* upload attempts so far */
+    int64_t last_attempt_us; /* wall clock; 0 if never */
+    long last_http_status;   /* 0 if none */
+    uint16_t last_reason;    /* STOW Failure Reason, 0 if none */
+    char last_error[256];    /* why the last attempt failed; "" if none */
     /* Another entry with the same SOP Instance UID that this one waits
      * for, duplicates or conflicts with; "" if none. */
     char copy_of[SPOOL_ID_MAX];
@@ -213,7 +213,7 @@ struct spool_meta {
 struct spool_entry {
     char id[SPOOL_ID_MAX];
     uint64_t size;
-    int64_t mtime_us;         /* deferred/: the not-before time */
+    int64_t mtime_us; /* deferred/: the not-before time */
 };
 
 /*
@@ -253,9 +253,9 @@ int spool_remove(struct spool *spool, const char *id, enum spool_state from,
 
 /* A pause of every upload, as kept in the spool's "pause" file. */
 struct spool_pause {
-    int64_t until_us;         /* wall clock: no upload starts before it */
-    int64_t since_us;         /* when it was set */
-    char reason[160];         /* our own words, never a server's text */
+    int64_t until_us; /* wall clock: no upload starts before it */
+    int64_t since_us; /* when it was set */
+    char reason[160]; /* our own words, never a server's text */
 };
 
 /*

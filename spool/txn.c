@@ -46,8 +46,8 @@ static int txn_syserr(char *err, size_t err_len, int error, const char *call,
     char buf[128];
 
     txn_err(err, err_len, "%s() '%s/" SPOOL_TXN_DIR "%s%s' failed: %s", call,
-            spool_dir(spool), name != NULL ? "/" : "",
-            name != NULL ? name : "", util_strerror(-error, buf, sizeof(buf)));
+            spool_dir(spool), name != NULL ? "/" : "", name != NULL ? name : "",
+            util_strerror(-error, buf, sizeof(buf)));
     return -error;
 }
 
@@ -72,8 +72,8 @@ bool spool_txn_name_valid(const char *name)
 static int txn_open_dir(const struct spool *spool, bool create, int *ret_fd,
                         char *err, size_t err_len)
 {
-    int top = open(spool_dir(spool),
-                   O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int top =
+        open(spool_dir(spool), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     int fd;
 
     if (top < 0)
@@ -140,8 +140,8 @@ int spool_txn_write(struct spool *spool, const char *name, const void *data,
         return -EINVAL;
     }
     if (len > SPOOL_TXN_FILE_MAX) {
-        txn_err(err, err_len, "commit/%s: %zu bytes is more than %u", name,
-                len, SPOOL_TXN_FILE_MAX);
+        txn_err(err, err_len, "commit/%s: %zu bytes is more than %u", name, len,
+                SPOOL_TXN_FILE_MAX);
         return -EFBIG;
     }
     r = txn_open_dir(spool, true, &dfd, err, err_len);
@@ -149,8 +149,8 @@ int spool_txn_write(struct spool *spool, const char *name, const void *data,
         return r;
     (void)snprintf(tmp, sizeof(tmp), SPOOL_TXN_TMP_PREFIX "%s-%ld-%lu", name,
                    (long)getpid(), atomic_fetch_add(&spool_txn_counter, 1));
-    fd = openat(dfd, tmp,
-                O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                0600);
     if (fd < 0) {
         r = txn_syserr(err, err_len, errno, "open", spool, tmp);
         goto out_close_dir;
@@ -201,8 +201,8 @@ out_close_dir:
     return r;
 }
 
-int spool_txn_read(const struct spool *spool, const char *name,
-                   char **ret_data, size_t *ret_len)
+int spool_txn_read(const struct spool *spool, const char *name, char **ret_data,
+                   size_t *ret_len)
 {
     struct stat st;
     char *buf;

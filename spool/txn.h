@@ -57,8 +57,8 @@ int spool_txn_write(struct spool *spool, const char *name, const void *data,
  * Reads commit/@name into a new NUL-terminated buffer (caller frees) of
  * @ret_len bytes. -ENOENT when there is none.
  */
-int spool_txn_read(const struct spool *spool, const char *name,
-                   char **ret_data, size_t *ret_len);
+int spool_txn_read(const struct spool *spool, const char *name, char **ret_data,
+                   size_t *ret_len);
 
 /* True if commit/@name exists. */
 bool spool_txn_exists(const struct spool *spool, const char *name);

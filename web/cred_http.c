@@ -31,7 +31,7 @@ static size_t cred_http_on_body(char *data, size_t size, size_t nmemb,
 
     if (buf->len + n > buf->max) {
         buf->overflow = true;
-        return 0;   /* aborts the transfer: CURLE_WRITE_ERROR */
+        return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
     }
     if (buf->len + n + 1 > buf->cap) {
         size_t cap = buf->cap > 0 ? buf->cap : 4096;
@@ -75,8 +75,7 @@ static size_t cred_http_on_header(char *data, size_t size, size_t nmemb,
     }
     if (buf->www_authenticate == NULL && n > sizeof(name) - 1 &&
         strncasecmp(data, name, sizeof(name) - 1) == 0 && n < 8192) {
-        char *value = strndup(data + sizeof(name) - 1,
-                              n - (sizeof(name) - 1));
+        char *value = strndup(data + sizeof(name) - 1, n - (sizeof(name) - 1));
         if (value == NULL) {
             buf->failed = true;
             return 0;

@@ -30,22 +30,22 @@ extern "C" {
 #define CRED_HTTP_MAX_BODY (64 * 1024)
 
 struct cred_http_request {
-    const char *url;              /* required */
-    const char *form;             /* NULL: GET; else the POST body, sent as
-                                     application/x-www-form-urlencoded */
-    const char *const *headers;   /* NULL or NULL-terminated "Name: value" */
-    const char *ca_file;          /* NULL: the system's CA store */
-    unsigned timeout_s;           /* connect and total; 0: 30 s */
-    bool no_proxy;                /* never use a proxy */
-    size_t max_body;              /* 0: CRED_HTTP_MAX_BODY */
+    const char *url;            /* required */
+    const char *form;           /* NULL: GET; else the POST body, sent as
+                                   application/x-www-form-urlencoded */
+    const char *const *headers; /* NULL or NULL-terminated "Name: value" */
+    const char *ca_file;        /* NULL: the system's CA store */
+    unsigned timeout_s;         /* connect and total; 0: 30 s */
+    bool no_proxy;              /* never use a proxy */
+    size_t max_body;            /* 0: CRED_HTTP_MAX_BODY */
 };
 
 struct cred_http_response {
     long status;
-    char *body;                   /* NUL-terminated; secret: may be a token */
+    char *body; /* NUL-terminated; secret: may be a token */
     size_t body_len;
-    char *www_authenticate;       /* the first WWW-Authenticate value, or
-                                     NULL; trimmed */
+    char *www_authenticate; /* the first WWW-Authenticate value, or
+                               NULL; trimmed */
 };
 
 /*

@@ -71,8 +71,7 @@ int cred__read_file(const char *path, size_t max, char **ret_data,
     }
     if (fstat(fd, &st) < 0) {
         r = -errno;
-        cred__err(err, err_len, "fstat() '%s' failed: %s", path,
-                  strerror(-r));
+        cred__err(err, err_len, "fstat() '%s' failed: %s", path, strerror(-r));
         goto out_close;
     }
     if (!S_ISREG(st.st_mode)) {
@@ -106,8 +105,7 @@ int cred__read_file(const char *path, size_t max, char **ret_data,
             break;
         len += (size_t)n;
         if (len > max) {
-            cred__err(err, err_len, "'%s' is more than %zu bytes", path,
-                      max);
+            cred__err(err, err_len, "'%s' is more than %zu bytes", path, max);
             r = -EFBIG;
             goto out_free;
         }
@@ -158,8 +156,8 @@ char *cred__base64url(const unsigned char *data, size_t len)
     if (out == NULL)
         return NULL;
     for (i = 0; i + 2 < len; i += 3) {
-        uint32_t v = (uint32_t)data[i] << 16 | (uint32_t)data[i + 1] << 8 |
-                     data[i + 2];
+        uint32_t v =
+            (uint32_t)data[i] << 16 | (uint32_t)data[i + 1] << 8 | data[i + 2];
         out[n++] = cred_b64url[v >> 18 & 63];
         out[n++] = cred_b64url[v >> 12 & 63];
         out[n++] = cred_b64url[v >> 6 & 63];
@@ -249,8 +247,8 @@ static char *cred_encode_into(char *dst, const char *s)
 bool cred__form_add(char **form, const char *name, const char *value)
 {
     size_t old = *form != NULL ? strlen(*form) : 0;
-    size_t need = old + 1 + cred_encoded_len(name) + 1 +
-                  cred_encoded_len(value) + 1;
+    size_t need =
+        old + 1 + cred_encoded_len(name) + 1 + cred_encoded_len(value) + 1;
     char *grown = malloc(need);
     char *p;
 
@@ -383,8 +381,7 @@ static bool cred_looks_secret(const char *s, size_t len)
     return len >= 24 && upper >= 3 && lower >= 3 && digit >= 2;
 }
 
-void cred_redact_line(const char *text, size_t len, char *buf,
-                      size_t buf_len)
+void cred_redact_line(const char *text, size_t len, char *buf, size_t buf_len)
 {
     static const char redacted[] = "[redacted]";
     size_t start = 0;

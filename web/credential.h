@@ -35,8 +35,8 @@ extern "C" {
 
 /* An access token obtained by one of the credential modules. */
 struct cred_token {
-    char *access_token;    /* secret: never log */
-    int64_t expires_in_s;  /* lifetime from when it was obtained; -1 unknown */
+    char *access_token;   /* secret: never log */
+    int64_t expires_in_s; /* lifetime from when it was obtained; -1 unknown */
 };
 
 /* Wipes the token and frees it. Accepts NULL. */
@@ -45,10 +45,10 @@ void cred_token_free(struct cred_token *token);
 /* The parts of a client_credentials request authenticated by a client
  * assertion. Strings are borrowed. */
 struct cred_assertion_form {
-    const char *client_id;   /* required */
-    const char *assertion;   /* required; secret (a signed JWT) */
-    const char *scope;       /* NULL or "": not sent */
-    const char *resource;    /* NULL or "": not sent (Entra v1 endpoints) */
+    const char *client_id; /* required */
+    const char *assertion; /* required; secret (a signed JWT) */
+    const char *scope;     /* NULL or "": not sent */
+    const char *resource;  /* NULL or "": not sent (Entra v1 endpoints) */
 };
 
 /*
@@ -76,8 +76,7 @@ int cred_assertion_form_build(const struct cred_assertion_form *form,
  * letters, 3 lower-case letters and 2 digits (base64, client secrets).
  * Paths, URLs, GUIDs and AADSTS codes survive.
  */
-void cred_redact_line(const char *text, size_t len, char *buf,
-                      size_t buf_len);
+void cred_redact_line(const char *text, size_t len, char *buf, size_t buf_len);
 
 #ifdef __cplusplus
 }

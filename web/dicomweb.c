@@ -327,7 +327,7 @@ static int dicomweb_attempt(struct dicomweb *dw, struct dicomweb_conn *conn,
                             const struct dicomweb_request *req,
                             const char *token, struct dicomweb_reply *reply)
 {
-    struct dicomweb_sink sink = {.req = req};
+    struct dicomweb_sink sink = { .req = req };
     struct curl_slist *headers = NULL;
     CURL *c = conn->curl;
     char *url = NULL;
@@ -554,7 +554,7 @@ int dicomweb_stow(struct dicomweb *dw, const char *study_uid,
                   const char *const *paths, size_t count,
                   struct dicomweb_reply *ret_reply)
 {
-    struct dicomweb_stow_body body = {paths, count, NULL};
+    struct dicomweb_stow_body body = { paths, count, NULL };
     struct dicomweb_request req = {
         .accept = "application/dicom+json",
         .prepare = dicomweb_stow_prepare,

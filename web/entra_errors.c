@@ -26,11 +26,10 @@ static const struct entra_advice entra_table[] = {
       "auth.client_id: set auth.client_id to the Application (client) ID "
       "of the app registration that holds the certificate or the "
       "federated credential" },
-    { 700023,
-      "the client assertion's audience is not this tenant's token "
-      "endpoint: put the tenant ID or domain in auth.tenant (not "
-      "\"common\" or \"organizations\") and use the token URL of the "
-      "app's cloud" },
+    { 700023, "the client assertion's audience is not this tenant's token "
+              "endpoint: put the tenant ID or domain in auth.tenant (not "
+              "\"common\" or \"organizations\") and use the token URL of the "
+              "app's cloud" },
     { 700024,
       "the client assertion is not within its valid time range: set this "
       "machine's clock right (NTP); with a federated token file, the file "
@@ -46,14 +45,12 @@ static const struct entra_advice entra_table[] = {
       "the client secret is wrong: auth.client_secret_file must hold the "
       "secret's Value (shown once, when it is created), not its Secret "
       "ID" },
-    { 7000222,
-      "the client secret has expired: create a new one in the app "
-      "registration (Certificates & secrets), write it to "
-      "auth.client_secret_file and reload stowbridge (SIGHUP)" },
-    { 70011,
-      "the scope is not valid: client credentials need one resource's "
-      "/.default scope, for the Azure DICOM service "
-      "https://dicom.healthcareapis.azure.com/.default (auth.scope)" },
+    { 7000222, "the client secret has expired: create a new one in the app "
+               "registration (Certificates & secrets), write it to "
+               "auth.client_secret_file and reload stowbridge (SIGHUP)" },
+    { 70011, "the scope is not valid: client credentials need one resource's "
+             "/.default scope, for the Azure DICOM service "
+             "https://dicom.healthcareapis.azure.com/.default (auth.scope)" },
     { 500011,
       "the resource the token is asked for does not exist in this tenant: "
       "check auth.scope or auth.resource (https://dicom.healthcareapis."
@@ -131,8 +128,7 @@ unsigned long entra_error_code(const char *body, size_t len)
 }
 
 /* Whether the answer's OAuth "error" is @want. */
-static bool entra_oauth_error_is(const char *body, size_t len,
-                                 const char *want)
+static bool entra_oauth_error_is(const char *body, size_t len, const char *want)
 {
     cJSON *root = cJSON_ParseWithLength(body, len);
     const cJSON *error = cJSON_GetObjectItemCaseSensitive(root, "error");
@@ -159,7 +155,8 @@ bool entra_explain(const char *body, size_t len, enum entra_credential cred,
         else
             snprintf(buf, buf_len,
                      "AADSTS%lu: see https://login.microsoftonline.com/"
-                     "error?code=%lu for what it means", code, code);
+                     "error?code=%lu for what it means",
+                     code, code);
         if (ret_code != NULL)
             *ret_code = code;
         return true;
@@ -191,8 +188,8 @@ bool entra_explain(const char *body, size_t len, enum entra_credential cred,
     default:
         return false;
     }
-    snprintf(buf, buf_len, "invalid_client (as Entra's AADSTS%lu): %s",
-             code, advice);
+    snprintf(buf, buf_len, "invalid_client (as Entra's AADSTS%lu): %s", code,
+             advice);
     if (ret_code != NULL)
         *ret_code = code;
     return true;

@@ -31,9 +31,9 @@ extern "C" {
 /* How the bridge authenticated, to explain an answer without a code. */
 enum entra_credential {
     ENTRA_CRED_UNKNOWN = 0,
-    ENTRA_CRED_SECRET,        /* client_secret */
-    ENTRA_CRED_CERTIFICATE,   /* a client assertion we signed */
-    ENTRA_CRED_FEDERATED,     /* a federated token as the assertion */
+    ENTRA_CRED_SECRET,      /* client_secret */
+    ENTRA_CRED_CERTIFICATE, /* a client assertion we signed */
+    ENTRA_CRED_FEDERATED,   /* a federated token as the assertion */
 };
 
 /* The first Entra code in the answer @body (@len bytes), or 0. */

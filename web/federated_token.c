@@ -14,8 +14,7 @@
 #include "cred_int.h"
 #include "credential.h"
 
-const char *federated_token_path(const char *configured,
-                                 const char *auth_type,
+const char *federated_token_path(const char *configured, const char *auth_type,
                                  const char *env_value)
 {
     if (configured != NULL && configured[0] != '\0')
@@ -36,8 +35,8 @@ static bool federated_b64url_char(char c)
  * Checks that @jwt is three base64url segments, the first two JSON
  * objects, and that its exp (if any) is after @now_s.
  */
-static int federated_check_jwt(const char *jwt, const char *path,
-                               int64_t now_s, char *err, size_t err_len)
+static int federated_check_jwt(const char *jwt, const char *path, int64_t now_s,
+                               char *err, size_t err_len)
 {
     const char *seg[3];
     size_t seg_len[3];
@@ -70,14 +69,13 @@ static int federated_check_jwt(const char *jwt, const char *path,
         else
             claims = root;
     }
-    if (cred__json_int(cJSON_GetObjectItemCaseSensitive(claims, "exp"),
-                       &exp) &&
+    if (cred__json_int(cJSON_GetObjectItemCaseSensitive(claims, "exp"), &exp) &&
         exp <= now_s) {
         cred__err(err, err_len,
                   "the federated token in '%s' expired %lld s ago: nothing "
                   "refreshes the file (for Kubernetes, check the projected "
-                  "service account token volume)", path,
-                  (long long)(now_s - exp));
+                  "service account token volume)",
+                  path, (long long)(now_s - exp));
         r = -EKEYEXPIRED;
     } else {
         r = 0;
@@ -88,7 +86,8 @@ out_not_jwt:
     cred__err(err, err_len,
               "'%s' does not hold a JWT (three base64url parts separated "
               "by '.'): auth.client_assertion_file must be the federated "
-              "token itself", path);
+              "token itself",
+              path);
     return -EBADMSG;
 }
 
@@ -99,8 +98,7 @@ int federated_token_read(const char *path, int64_t now_s, char **ret_token,
     size_t len = 0;
     int r;
 
-    r = cred__read_file(path, FEDERATED_MAX_TOKEN, &data, &len, err,
-                        err_len);
+    r = cred__read_file(path, FEDERATED_MAX_TOKEN, &data, &len, err, err_len);
     if (r < 0)
         return r;
     if (strlen(data) != len) {
@@ -125,9 +123,8 @@ out_wipe:
 }
 
 int federated_token_form(const char *path, const char *client_id,
-                         const char *scope, const char *resource,
-                         int64_t now_s, char **ret_form, char *err,
-                         size_t err_len)
+                         const char *scope, const char *resource, int64_t now_s,
+                         char **ret_form, char *err, size_t err_len)
 {
     struct cred_assertion_form form;
     char *token = NULL;

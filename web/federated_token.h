@@ -45,8 +45,7 @@ extern "C" {
  * AZURE_FEDERATED_TOKEN_FILE, or NULL) when non-empty; else NULL: no
  * workload identity. A borrowed pointer to one of the arguments.
  */
-const char *federated_token_path(const char *configured,
-                                 const char *auth_type,
+const char *federated_token_path(const char *configured, const char *auth_type,
                                  const char *env_value);
 
 /*
@@ -64,9 +63,8 @@ int federated_token_read(const char *path, int64_t now_s, char **ret_token,
  * string in @ret_form holds the token: wipe and free it.
  */
 int federated_token_form(const char *path, const char *client_id,
-                         const char *scope, const char *resource,
-                         int64_t now_s, char **ret_form, char *err,
-                         size_t err_len);
+                         const char *scope, const char *resource, int64_t now_s,
+                         char **ret_form, char *err, size_t err_len);
 
 #ifdef __cplusplus
 }

@@ -88,9 +88,8 @@ static const char *http_tls_cause(long verify)
 void http_describe(CURL *curl, CURLcode rc, const char *errbuf, char *out,
                    size_t len)
 {
-    const char *detail = errbuf != NULL && errbuf[0] != '\0'
-                             ? errbuf
-                             : curl_easy_strerror(rc);
+    const char *detail =
+        errbuf != NULL && errbuf[0] != '\0' ? errbuf : curl_easy_strerror(rc);
     long verify = HTTP_X509_OK;
     long cause;
 
@@ -107,8 +106,10 @@ void http_describe(CURL *curl, CURLcode rc, const char *errbuf, char *out,
         snprintf(out, len, "TLS: %s (%s; X509 verify result %ld)",
                  http_tls_cause(cause), detail, verify);
     } else if (rc == CURLE_SSL_CACERT_BADFILE) {
-        snprintf(out, len, "TLS: the CA file in upload.ca_file cannot be "
-                           "read as PEM certificates (%s)", detail);
+        snprintf(out, len,
+                 "TLS: the CA file in upload.ca_file cannot be "
+                 "read as PEM certificates (%s)",
+                 detail);
     } else if (rc == CURLE_SSL_CONNECT_ERROR || rc == CURLE_SSL_ISSUER_ERROR) {
         snprintf(out, len, "TLS: the handshake failed (%s)", detail);
     } else if (detail != curl_easy_strerror(rc)) {
@@ -118,8 +119,8 @@ void http_describe(CURL *curl, CURLcode rc, const char *errbuf, char *out,
     }
 }
 
-bool http_header_value(const char *line, size_t n, const char *name,
-                       char *out, size_t out_len)
+bool http_header_value(const char *line, size_t n, const char *name, char *out,
+                       size_t out_len)
 {
     size_t name_len = strlen(name);
     size_t start;

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * http - what every HTTP request of web/ shares (docs/architecture.md section 6):
- * limits that keep a slow, stalled or hostile server from holding a
- * worker, no redirects, and failures described so that an operator can
- * act on them. Used by dicomweb.c (STOW-RS, QIDO-RS, the probe) and
- * oauth.c (token requests); internal to web/.
+ * http - what every HTTP request of web/ shares (docs/architecture.md section
+ * 6): limits that keep a slow, stalled or hostile server from holding a worker,
+ * no redirects, and failures described so that an operator can act on them.
+ * Used by dicomweb.c (STOW-RS, QIDO-RS, the probe) and oauth.c (token
+ * requests); internal to web/.
  *
  * Limits, with T the timeout the caller was given (upload.timeout_s):
  *   connect    T;
@@ -81,8 +81,8 @@ void http_describe(CURL *curl, CURLcode rc, const char *errbuf, char *out,
  * without surrounding white space and line end into @out (cut to fit)
  * and returns true.
  */
-bool http_header_value(const char *line, size_t n, const char *name,
-                       char *out, size_t out_len);
+bool http_header_value(const char *line, size_t n, const char *name, char *out,
+                       size_t out_len);
 
 /* True for the redirect statuses 301, 302, 303, 307 and 308. */
 bool http_is_redirect(long status);

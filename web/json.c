@@ -37,8 +37,8 @@ static long json_too_deep_at(const char *text, size_t len)
     return -1;
 }
 
-int json_parse(const char *text, size_t len, struct cJSON **ret_root,
-               char *err, size_t err_len)
+int json_parse(const char *text, size_t len, struct cJSON **ret_root, char *err,
+               size_t err_len)
 {
     const char *end = NULL;
     long deep = json_too_deep_at(text, len);
@@ -46,8 +46,10 @@ int json_parse(const char *text, size_t len, struct cJSON **ret_root,
 
     if (deep >= 0) {
         if (err != NULL && err_len > 0)
-            snprintf(err, err_len, "nested deeper than %d levels (at byte "
-                                   "%ld)", JSON_MAX_DEPTH, deep);
+            snprintf(err, err_len,
+                     "nested deeper than %d levels (at byte "
+                     "%ld)",
+                     JSON_MAX_DEPTH, deep);
         return -EBADMSG;
     }
     root = cJSON_ParseWithLengthOpts(text, len, &end, false);

@@ -32,8 +32,8 @@ struct cJSON;
  * deletes it with cJSON_Delete()). -EBADMSG: "nested deeper than 64
  * levels (at byte N)" or "not JSON (at byte N)" in @err.
  */
-int json_parse(const char *text, size_t len, struct cJSON **ret_root,
-               char *err, size_t err_len);
+int json_parse(const char *text, size_t len, struct cJSON **ret_root, char *err,
+               size_t err_len);
 
 #ifdef __cplusplus
 }

@@ -24,9 +24,9 @@
 struct jwt_credential {
     X509 *cert;
     EVP_PKEY *key;
-    char *x5t;          /* base64url SHA-1 of the DER certificate */
-    char *x5t_s256;     /* base64url SHA-256 */
-    char sha1_hex[41];  /* the thumbprint the Azure portal shows */
+    char *x5t;         /* base64url SHA-1 of the DER certificate */
+    char *x5t_s256;    /* base64url SHA-256 */
+    char sha1_hex[41]; /* the thumbprint the Azure portal shows */
     int64_t not_before;
     int64_t not_after;
 };
@@ -63,8 +63,7 @@ int jwt_alg_parse(const char *name, enum jwt_alg *ret_alg)
 }
 
 /* Whether @text holds a PEM block whose label contains @label. */
-static bool jwt_has_pem_label(const char *text, size_t len,
-                              const char *label)
+static bool jwt_has_pem_label(const char *text, size_t len, const char *label)
 {
     const char *p = text;
     const char *end = text + len;
@@ -98,10 +97,13 @@ static int jwt_not_pem(const char *text, size_t len, const char *name,
                   "convert it, e.g. 'openssl pkcs12 -in file.pfx -nokeys "
                   "-out cert.pem' and 'openssl pkcs12 -in file.pfx "
                   "-nocerts -nodes -out key.pem', or 'openssl x509 -inform "
-                  "der -in file.cer -out cert.pem'", name);
+                  "der -in file.cer -out cert.pem'",
+                  name);
     } else if (memmem(text, len, "-----BEGIN ", 11) == NULL) {
-        cred__err(err, err_len, "%s is not PEM: no '-----BEGIN' line (a %s "
-                  "is expected)", name, what);
+        cred__err(err, err_len,
+                  "%s is not PEM: no '-----BEGIN' line (a %s "
+                  "is expected)",
+                  name, what);
     } else if (!jwt_has_pem_label(text, len, label)) {
         cred__err(err, err_len, "%s holds no %s (no PEM block '%s')", name,
                   what, label);
@@ -163,7 +165,8 @@ static int jwt_load_key(const char *key_pem, size_t key_len,
                   "unencrypted key (protect it with file permissions or "
                   "systemd's LoadCredential=/LoadCredentialEncrypted=); "
                   "decrypt it with 'openssl pkey -in key.pem -out "
-                  "plain.pem'", key_name);
+                  "plain.pem'",
+                  key_name);
         return -ENOKEY;
     }
     if (key == NULL)
@@ -174,7 +177,8 @@ static int jwt_load_key(const char *key_pem, size_t key_len,
                   "%s holds a %s key, not an RSA key: PS256 and RS256 "
                   "assertions need RSA (Entra ID accepts only RSA "
                   "certificates); make one with 'openssl req -x509 "
-                  "-newkey rsa:2048 ...'", key_name,
+                  "-newkey rsa:2048 ...'",
+                  key_name,
                   EVP_PKEY_get0_type_name(key) != NULL
                       ? EVP_PKEY_get0_type_name(key)
                       : "non-RSA");
@@ -184,8 +188,8 @@ static int jwt_load_key(const char *key_pem, size_t key_len,
     if (EVP_PKEY_get_bits(key) < JWT_MIN_RSA_BITS) {
         cred__err(err, err_len,
                   "%s holds a %d-bit RSA key: at least %d bits are needed "
-                  "(RFC 7518 3.3)", key_name, EVP_PKEY_get_bits(key),
-                  JWT_MIN_RSA_BITS);
+                  "(RFC 7518 3.3)",
+                  key_name, EVP_PKEY_get_bits(key), JWT_MIN_RSA_BITS);
         EVP_PKEY_free(key);
         return -EKEYREJECTED;
     }
@@ -263,7 +267,8 @@ int jwt_credential_from_pem(const char *cert_pem, size_t cert_len,
                   "the private key in %s is not the key of the certificate "
                   "in %s: give the key the certificate was made for "
                   "(compare 'openssl x509 -noout -pubkey -in CERT' with "
-                  "'openssl pkey -pubout -in KEY')", key_name, cert_name);
+                  "'openssl pkey -pubout -in KEY')",
+                  key_name, cert_name);
         r = -EKEYREJECTED;
         goto out_fail;
     }
@@ -331,9 +336,9 @@ static void jwt_format_time(int64_t t, char buf[32])
         snprintf(buf, 32, "@%lld", (long long)t);
 }
 
-enum jwt_validity jwt_credential_check_validity(
-    const struct jwt_credential *cred, int64_t now_s, int64_t soon_s,
-    char *buf, size_t len)
+enum jwt_validity
+jwt_credential_check_validity(const struct jwt_credential *cred, int64_t now_s,
+                              int64_t soon_s, char *buf, size_t len)
 {
     char when[32];
 
@@ -341,7 +346,8 @@ enum jwt_validity jwt_credential_check_validity(
         jwt_format_time(cred->not_before, when);
         cred__err(buf, len,
                   "the client certificate is not valid before %s: check "
-                  "this machine's clock (NTP), or wait", when);
+                  "this machine's clock (NTP), or wait",
+                  when);
         return JWT_NOT_YET_VALID;
     }
     jwt_format_time(cred->not_after, when);
@@ -349,8 +355,8 @@ enum jwt_validity jwt_credential_check_validity(
         cred__err(buf, len,
                   "the client certificate expired on %s (%lld days ago): "
                   "make a new one, upload it to the app registration "
-                  "(Certificates & secrets) and reload stowbridge", when,
-                  (long long)((now_s - cred->not_after) / 86400));
+                  "(Certificates & secrets) and reload stowbridge",
+                  when, (long long)((now_s - cred->not_after) / 86400));
         return JWT_EXPIRED;
     }
     if (cred->not_after - now_s <= soon_s) {
@@ -387,7 +393,8 @@ void jwt_credential_describe(const struct jwt_credential *cred, char *buf,
     jwt_format_time(cred->not_after, until);
     cred__err(buf, len,
               "certificate subject '%s', thumbprint (SHA-1) %s, valid from "
-              "%s until %s", subject, cred->sha1_hex, from, until);
+              "%s until %s",
+              subject, cred->sha1_hex, from, until);
 }
 
 const char *jwt_credential_x5t_s256(const struct jwt_credential *cred)
@@ -408,8 +415,8 @@ static int jwt_uuid(char out[37])
     snprintf(out, 37,
              "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
              "%02x%02x%02x%02x%02x%02x",
-             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9],
-             b[10], b[11], b[12], b[13], b[14], b[15]);
+             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10],
+             b[11], b[12], b[13], b[14], b[15]);
     return 0;
 }
 
@@ -457,8 +464,7 @@ static char *jwt_claims(const struct jwt_assertion_params *params,
         cJSON_AddStringToObject(c, "jti", jti) != NULL &&
         cJSON_AddNumberToObject(c, "nbf", (double)now_s) != NULL &&
         cJSON_AddNumberToObject(c, "iat", (double)now_s) != NULL &&
-        cJSON_AddNumberToObject(c, "exp", (double)(now_s + lifetime_s)) !=
-            NULL)
+        cJSON_AddNumberToObject(c, "exp", (double)(now_s + lifetime_s)) != NULL)
         seg = jwt_segment(c);
     cJSON_Delete(c);
     return seg;
@@ -512,12 +518,11 @@ out:
 }
 
 int jwt_assertion_sign(const struct jwt_credential *cred,
-                       const struct jwt_assertion_params *params,
-                       int64_t now_s, char **ret_jwt, char *err,
-                       size_t err_len)
+                       const struct jwt_assertion_params *params, int64_t now_s,
+                       char **ret_jwt, char *err, size_t err_len)
 {
-    unsigned lifetime_s = params->lifetime_s > 0 ? params->lifetime_s
-                                                 : JWT_ASSERTION_LIFETIME_S;
+    unsigned lifetime_s =
+        params->lifetime_s > 0 ? params->lifetime_s : JWT_ASSERTION_LIFETIME_S;
     unsigned char *sig = NULL;
     size_t sig_len = 0;
     char *header = NULL;
@@ -530,8 +535,9 @@ int jwt_assertion_sign(const struct jwt_credential *cred,
 
     if (params->client_id == NULL || params->client_id[0] == '\0' ||
         params->audience == NULL || params->audience[0] == '\0') {
-        cred__err(err, err_len, "a client assertion needs a client ID and "
-                                "the token URL");
+        cred__err(err, err_len,
+                  "a client assertion needs a client ID and "
+                  "the token URL");
         return -EINVAL;
     }
     if (params->alg != JWT_ALG_PS256 && params->alg != JWT_ALG_RS256)
@@ -542,7 +548,8 @@ int jwt_assertion_sign(const struct jwt_credential *cred,
         cred__err(err, err_len,
                   "the client certificate expired on %s: the token endpoint "
                   "would refuse it; install a new certificate and key and "
-                  "reload stowbridge", when);
+                  "reload stowbridge",
+                  when);
         return -EKEYEXPIRED;
     }
     r = jwt_uuid(jti);
@@ -571,9 +578,8 @@ int jwt_assertion_sign(const struct jwt_credential *cred,
         goto out;
     }
     sig_seg = cred__base64url(sig, sig_len);
-    size_t jwt_len = sig_seg != NULL
-                         ? strlen(input) + 1 + strlen(sig_seg) + 1
-                         : 0;
+    size_t jwt_len =
+        sig_seg != NULL ? strlen(input) + 1 + strlen(sig_seg) + 1 : 0;
     jwt = sig_seg != NULL ? malloc(jwt_len) : NULL;
     if (jwt == NULL) {
         r = -ENOMEM;

@@ -51,8 +51,8 @@ extern "C" {
 #define JWT_MIN_RSA_BITS 2048
 
 enum jwt_alg {
-    JWT_ALG_PS256 = 0,    /* the default: Entra's current format */
-    JWT_ALG_RS256,        /* the older format, with x5t (SHA-1) */
+    JWT_ALG_PS256 = 0, /* the default: Entra's current format */
+    JWT_ALG_RS256,     /* the older format, with x5t (SHA-1) */
 };
 
 struct jwt_credential;
@@ -82,14 +82,13 @@ void jwt_credential_free(struct jwt_credential *cred);
 
 /* The certificate's validity, in seconds since the epoch. */
 void jwt_credential_validity(const struct jwt_credential *cred,
-                             int64_t *ret_not_before,
-                             int64_t *ret_not_after);
+                             int64_t *ret_not_before, int64_t *ret_not_after);
 
 enum jwt_validity {
     JWT_VALID = 0,
-    JWT_EXPIRES_SOON,     /* within @soon_s */
+    JWT_EXPIRES_SOON, /* within @soon_s */
     JWT_EXPIRED,
-    JWT_NOT_YET_VALID,    /* notBefore is after now: the clock? */
+    JWT_NOT_YET_VALID, /* notBefore is after now: the clock? */
 };
 
 /*
@@ -97,9 +96,9 @@ enum jwt_validity {
  * sentence in @buf (e.g. "the client certificate expires in 12 days, on
  * 2026-12-14 10:00:00 UTC: upload a new one ...").
  */
-enum jwt_validity jwt_credential_check_validity(
-    const struct jwt_credential *cred, int64_t now_s, int64_t soon_s,
-    char *buf, size_t len);
+enum jwt_validity
+jwt_credential_check_validity(const struct jwt_credential *cred, int64_t now_s,
+                              int64_t soon_s, char *buf, size_t len);
 
 /*
  * Writes what identifies the certificate into @buf: its subject, its
@@ -116,9 +115,9 @@ const char *jwt_credential_x5t_s256(const struct jwt_credential *cred);
 /* What to sign. Strings are borrowed. */
 struct jwt_assertion_params {
     enum jwt_alg alg;
-    const char *client_id;     /* iss and sub; required */
-    const char *audience;      /* aud: the token endpoint URL; required */
-    unsigned lifetime_s;       /* 0: JWT_ASSERTION_LIFETIME_S */
+    const char *client_id; /* iss and sub; required */
+    const char *audience;  /* aud: the token endpoint URL; required */
+    unsigned lifetime_s;   /* 0: JWT_ASSERTION_LIFETIME_S */
 };
 
 /*
@@ -127,9 +126,8 @@ struct jwt_assertion_params {
  * wipes and frees it). Every call draws a new jti.
  */
 int jwt_assertion_sign(const struct jwt_credential *cred,
-                       const struct jwt_assertion_params *params,
-                       int64_t now_s, char **ret_jwt, char *err,
-                       size_t err_len);
+                       const struct jwt_assertion_params *params, int64_t now_s,
+                       char **ret_jwt, char *err, size_t err_len);
 
 /* "PS256" or "RS256". */
 const char *jwt_alg_name(enum jwt_alg alg);

@@ -71,9 +71,9 @@ static char *mi_arc_url(const char *url)
     size_t out_size;
     char *out;
 
-    if (at == NULL || (at[sizeof(local) - 1] != ':' &&
-                       at[sizeof(local) - 1] != '/' &&
-                       at[sizeof(local) - 1] != '\0'))
+    if (at == NULL ||
+        (at[sizeof(local) - 1] != ':' && at[sizeof(local) - 1] != '/' &&
+         at[sizeof(local) - 1] != '\0'))
         return strdup(url);
     out_size = strlen(url) + 2;
     out = malloc(out_size);
@@ -107,15 +107,16 @@ int mi_resolve(const struct mi_params *params, const struct mi_env *env,
     if (flavor == MI_ARC && client_id != NULL) {
         cred__err(err, err_len,
                   "Azure Arc offers only the machine's system-assigned "
-                  "identity: remove auth.client_id (%s)", client_id);
+                  "identity: remove auth.client_id (%s)",
+                  client_id);
         return -EINVAL;
     }
     if (mi_or_null(params->endpoint) != NULL)
         base = strdup(params->endpoint);
     else if (flavor == MI_ARC)
-        base = mi_arc_url(env->identity_endpoint != NULL
-                              ? env->identity_endpoint
-                              : MI_ARC_URL);
+        base =
+            mi_arc_url(env->identity_endpoint != NULL ? env->identity_endpoint
+                                                      : MI_ARC_URL);
     else
         base = strdup(MI_IMDS_URL);
     if (base == NULL)
@@ -167,9 +168,9 @@ static const char *mi_hint(long status, const char *description)
     return "";
 }
 
-int mi_parse_answer(long status, const char *body, size_t len,
-                    int64_t now_s, const char *what,
-                    struct cred_token *ret_token, char *err, size_t err_len)
+int mi_parse_answer(long status, const char *body, size_t len, int64_t now_s,
+                    const char *what, struct cred_token *ret_token, char *err,
+                    size_t err_len)
 {
     cJSON *root = cJSON_ParseWithLength(body, len);
     const cJSON *item;
@@ -194,28 +195,32 @@ int mi_parse_answer(long status, const char *body, size_t len,
         if (description != NULL)
             cred_redact_line(description, strlen(description), text,
                              sizeof(text));
-        cred__err(err, err_len, "%s answered HTTP %ld%s%s%s%s%s", what,
-                  status, error != NULL ? ": error=" : "",
-                  error != NULL ? error : "", text[0] != '\0' ? ": " : "",
-                  text, mi_hint(status, description));
-        if (status == 404 || status == 408 || status == 410 ||
-            status == 429 || status >= 500 || status < 400)
+        cred__err(err, err_len, "%s answered HTTP %ld%s%s%s%s%s", what, status,
+                  error != NULL ? ": error=" : "", error != NULL ? error : "",
+                  text[0] != '\0' ? ": " : "", text,
+                  mi_hint(status, description));
+        if (status == 404 || status == 408 || status == 410 || status == 429 ||
+            status >= 500 || status < 400)
             r = -EAGAIN;
         else
             r = -EACCES;
         goto out;
     }
     if (!cJSON_IsObject(root)) {
-        cred__err(err, err_len, "%s answered 200 with a body that is not "
-                                "a JSON object (%zu bytes)", what, len);
+        cred__err(err, err_len,
+                  "%s answered 200 with a body that is not "
+                  "a JSON object (%zu bytes)",
+                  what, len);
         r = -EBADMSG;
         goto out;
     }
     item = cJSON_GetObjectItemCaseSensitive(root, "access_token");
     if (!cJSON_IsString(item) || item->valuestring[0] == '\0' ||
         !mi_printable_word(item->valuestring)) {
-        cred__err(err, err_len, "%s answered 200 without a usable "
-                                "access_token", what);
+        cred__err(err, err_len,
+                  "%s answered 200 without a usable "
+                  "access_token",
+                  what);
         r = -EBADMSG;
         goto out;
     }
@@ -230,8 +235,9 @@ int mi_parse_answer(long status, const char *body, size_t len,
     else if (have_in)
         lifetime = expires_in;
     if ((have_in || have_on) && lifetime <= 0) {
-        cred__err(err, err_len, "%s answered with a token that has already "
-                                "expired (check this machine's clock)",
+        cred__err(err, err_len,
+                  "%s answered with a token that has already "
+                  "expired (check this machine's clock)",
                   what);
         r = -EBADMSG;
         goto out;
@@ -262,7 +268,8 @@ static int mi_arc_check_path(const char *file, const char *dir, char *err,
         cred__err(err, err_len,
                   "the Azure Arc challenge names '%s', which is not in %.*s: "
                   "refused (is something other than the Arc agent listening "
-                  "on the identity endpoint?)", file, (int)dir_len, dir);
+                  "on the identity endpoint?)",
+                  file, (int)dir_len, dir);
         return -EPERM;
     }
     name = file + dir_len + 1;
@@ -271,7 +278,8 @@ static int mi_arc_check_path(const char *file, const char *dir, char *err,
         strcmp(name + name_len - 4, ".key") != 0) {
         cred__err(err, err_len,
                   "the Azure Arc challenge names '%s', which is not a .key "
-                  "file directly in %.*s: refused", file, (int)dir_len, dir);
+                  "file directly in %.*s: refused",
+                  file, (int)dir_len, dir);
         return -EPERM;
     }
     return 0;
@@ -288,8 +296,7 @@ static int mi_arc_read_key(const char *file, char **ret_key, char *err,
     int fd;
     int r;
 
-    fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK |
-                        O_NOCTTY);
+    fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) {
         r = -errno;
         if (r == -EACCES || r == -EPERM) {
@@ -297,23 +304,26 @@ static int mi_arc_read_key(const char *file, char **ret_key, char *err,
                       "cannot read the Azure Arc key file '%s': %s: the "
                       "service must run as root or in the himds group "
                       "(SupplementaryGroups=himds), with the token "
-                      "directory readable (ReadOnlyPaths=" MI_ARC_TOKEN_DIR
-                      ")", file, strerror(-r));
+                      "directory readable (ReadOnlyPaths=" MI_ARC_TOKEN_DIR ")",
+                      file, strerror(-r));
             return -EACCES;
         }
         if (r == -ELOOP) {
-            cred__err(err, err_len, "the Azure Arc key file '%s' is a "
-                                    "symbolic link: refused", file);
+            cred__err(err, err_len,
+                      "the Azure Arc key file '%s' is a "
+                      "symbolic link: refused",
+                      file);
             return -EPERM;
         }
-        cred__err(err, err_len, "cannot open the Azure Arc key file '%s': "
-                                "%s", file, strerror(-r));
+        cred__err(err, err_len,
+                  "cannot open the Azure Arc key file '%s': "
+                  "%s",
+                  file, strerror(-r));
         return -EAGAIN;
     }
     if (fstat(fd, &st) < 0) {
         r = -errno;
-        cred__err(err, err_len, "fstat() '%s' failed: %s", file,
-                  strerror(-r));
+        cred__err(err, err_len, "fstat() '%s' failed: %s", file, strerror(-r));
         goto out_close;
     }
     if (!S_ISREG(st.st_mode) || st.st_size > MI_ARC_MAX_KEY) {
@@ -341,9 +351,10 @@ static int mi_arc_read_key(const char *file, char **ret_key, char *err,
             break;
         len += (size_t)n;
         if (len > MI_ARC_MAX_KEY) {
-            cred__err(err, err_len, "the Azure Arc key file '%s' is larger "
-                                    "than %d bytes: refused", file,
-                      MI_ARC_MAX_KEY);
+            cred__err(err, err_len,
+                      "the Azure Arc key file '%s' is larger "
+                      "than %d bytes: refused",
+                      file, MI_ARC_MAX_KEY);
             r = -EPERM;
             goto out_wipe;
         }
@@ -371,14 +382,12 @@ out_close:
     return r;
 }
 
-int mi_arc_read_challenge(const char *www_authenticate,
-                          const char *token_dir, char **ret_key, char *err,
-                          size_t err_len)
+int mi_arc_read_challenge(const char *www_authenticate, const char *token_dir,
+                          char **ret_key, char *err, size_t err_len)
 {
     static const char realm[] = "Basic realm=";
-    const char *at = www_authenticate != NULL
-                         ? strcasestr(www_authenticate, realm)
-                         : NULL;
+    const char *at =
+        www_authenticate != NULL ? strcasestr(www_authenticate, realm) : NULL;
     char *file;
     int r;
 
@@ -399,14 +408,14 @@ int mi_arc_read_challenge(const char *www_authenticate,
             file[n - 2] = '\0';
     }
     if (!mi_printable_word(file)) {
-        cred__err(err, err_len, "the Azure Arc challenge names no usable "
-                                "file path: refused");
+        cred__err(err, err_len,
+                  "the Azure Arc challenge names no usable "
+                  "file path: refused");
         r = -EPERM;
         goto out;
     }
-    r = mi_arc_check_path(file, token_dir != NULL ? token_dir
-                                                  : MI_ARC_TOKEN_DIR,
-                          err, err_len);
+    r = mi_arc_check_path(
+        file, token_dir != NULL ? token_dir : MI_ARC_TOKEN_DIR, err, err_len);
     if (r == 0)
         r = mi_arc_read_key(file, ret_key, err, err_len);
 out:
@@ -461,8 +470,8 @@ int mi_get_token(const struct mi_params *params, const struct mi_env *env,
     if (r < 0)
         goto out;
     if (flavor == MI_ARC && resp.status == 401) {
-        r = mi_arc_read_challenge(resp.www_authenticate,
-                                  params->arc_token_dir, &key, err, err_len);
+        r = mi_arc_read_challenge(resp.www_authenticate, params->arc_token_dir,
+                                  &key, err, err_len);
         if (r < 0)
             goto out;
         size_t auth_len = strlen(key) + sizeof("Authorization: Basic ");
@@ -473,8 +482,8 @@ int mi_get_token(const struct mi_params *params, const struct mi_env *env,
         }
         snprintf(authorization, auth_len, "Authorization: Basic %s", key);
         cred_http_response_free(&resp);
-        r = mi_request(url, authorization, params->timeout_s, &resp, what,
-                       err, err_len);
+        r = mi_request(url, authorization, params->timeout_s, &resp, what, err,
+                       err_len);
         if (r < 0)
             goto out;
         if (resp.status == 401) {

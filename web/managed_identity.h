@@ -64,19 +64,19 @@ struct cred_token;
 #define MI_ARC_MAX_KEY 4096
 
 enum mi_flavor {
-    MI_DETECT = 0,   /* from the environment (struct mi_env) */
-    MI_IMDS,         /* Azure VM instance metadata service */
-    MI_ARC,          /* Azure Arc-enabled server */
+    MI_DETECT = 0, /* from the environment (struct mi_env) */
+    MI_IMDS,       /* Azure VM instance metadata service */
+    MI_ARC,        /* Azure Arc-enabled server */
 };
 
 /* What the detection looks at; mi_env_from_process() fills it. Strings
  * are borrowed (from the environment); NULL when unset. */
 struct mi_env {
-    const char *identity_endpoint;   /* IDENTITY_ENDPOINT */
-    const char *imds_endpoint;       /* IMDS_ENDPOINT */
-    const char *identity_header;     /* IDENTITY_HEADER */
-    const char *msi_endpoint;        /* MSI_ENDPOINT */
-    bool arc_agent_installed;        /* MI_ARC_AGENT exists */
+    const char *identity_endpoint; /* IDENTITY_ENDPOINT */
+    const char *imds_endpoint;     /* IMDS_ENDPOINT */
+    const char *identity_header;   /* IDENTITY_HEADER */
+    const char *msi_endpoint;      /* MSI_ENDPOINT */
+    bool arc_agent_installed;      /* MI_ARC_AGENT exists */
 };
 
 /* Fills @ret_env from getenv() and the file system. Not thread-safe
@@ -85,11 +85,11 @@ void mi_env_from_process(struct mi_env *ret_env);
 
 struct mi_params {
     enum mi_flavor flavor;
-    const char *resource;       /* NULL or "": CRED_AZURE_DICOM_RESOURCE */
-    const char *client_id;      /* NULL or "": the system-assigned one */
-    const char *endpoint;       /* NULL or "": the flavor's URL */
-    const char *arc_token_dir;  /* NULL: MI_ARC_TOKEN_DIR (tests only) */
-    unsigned timeout_s;         /* per request; 0: 10 s */
+    const char *resource;      /* NULL or "": CRED_AZURE_DICOM_RESOURCE */
+    const char *client_id;     /* NULL or "": the system-assigned one */
+    const char *endpoint;      /* NULL or "": the flavor's URL */
+    const char *arc_token_dir; /* NULL: MI_ARC_TOKEN_DIR (tests only) */
+    unsigned timeout_s;        /* per request; 0: 10 s */
 };
 
 /*
@@ -114,9 +114,9 @@ int mi_get_token(const struct mi_params *params, const struct mi_env *env,
  * Parses a managed identity answer (HTTP @status, @body of @len bytes)
  * into @ret_token; @now_s as above; @what names the endpoint in @err.
  */
-int mi_parse_answer(long status, const char *body, size_t len,
-                    int64_t now_s, const char *what,
-                    struct cred_token *ret_token, char *err, size_t err_len);
+int mi_parse_answer(long status, const char *body, size_t len, int64_t now_s,
+                    const char *what, struct cred_token *ret_token, char *err,
+                    size_t err_len);
 
 /*
  * From the value of an Arc 401's WWW-Authenticate header, reads the key
@@ -126,9 +126,8 @@ int mi_parse_answer(long status, const char *body, size_t len,
  * -EACCES when it cannot be read (permissions); -EBADMSG when there is no
  * "Basic realm=" or the contents are not one printable line.
  */
-int mi_arc_read_challenge(const char *www_authenticate,
-                          const char *token_dir, char **ret_key, char *err,
-                          size_t err_len);
+int mi_arc_read_challenge(const char *www_authenticate, const char *token_dir,
+                          char **ret_key, char *err, size_t err_len);
 
 #ifdef __cplusplus
 }

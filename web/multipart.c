@@ -251,7 +251,7 @@ int multipart_media_type_parse(const char *value,
                                size_t err_len)
 {
     struct multipart_media_type t;
-    bool seen[3] = {false, false, false};
+    bool seen[3] = { false, false, false };
     char show[48];
     const char *s = mp_skip_space(value);
     const char *start = s;
@@ -660,7 +660,7 @@ static int mp_begin_part(struct multipart_parser *p)
     char *h = p->headers;
     size_t len = p->header_len;
     size_t w = 0;
-    bool seen[3] = {false, false, false};
+    bool seen[3] = { false, false, false };
     bool have_line = false;
     int r;
 

@@ -61,8 +61,8 @@ void oauth_token_free(struct oauth_token *token)
 static bool oauth_error_is_permanent(const char *error)
 {
     static const char *const permanent[] = {
-        "invalid_client", "unauthorized_client", "invalid_grant",
-        "invalid_scope", "invalid_request", "unsupported_grant_type",
+        "invalid_client",   "unauthorized_client", "invalid_grant",
+        "invalid_scope",    "invalid_request",     "unsupported_grant_type",
         "invalid_resource", "unauthorized",
     };
     for (size_t i = 0; i < sizeof(permanent) / sizeof(permanent[0]); i++)
@@ -82,8 +82,7 @@ static void oauth_server_text(const struct redact *hide, const char *text,
 
 /* Reads expires_in @item into @token: a lifetime, absent, or no lifetime
  * (then what was received goes into expires_in_bad). */
-static void oauth_read_expires_in(const cJSON *item,
-                                  const struct redact *hide,
+static void oauth_read_expires_in(const cJSON *item, const struct redact *hide,
                                   struct oauth_token *token)
 {
     char text[32];
@@ -97,8 +96,8 @@ static void oauth_read_expires_in(const cJSON *item,
     if (cJSON_IsNumber(item)) {
         v = item->valuedouble;
         number = true;
-        snprintf(token->expires_in_bad, sizeof(token->expires_in_bad),
-                 "%.15g", v);
+        snprintf(token->expires_in_bad, sizeof(token->expires_in_bad), "%.15g",
+                 v);
     } else if (cJSON_IsString(item)) {
         /* Entra v1 endpoints send "3599": decimal digits only (strtod
          * alone would take "inf", "nan" and hex). */
@@ -111,14 +110,15 @@ static void oauth_read_expires_in(const cJSON *item,
             number = end != NULL && end != p && *end == '\0';
         }
         oauth_server_text(hide, p, 24, text, sizeof(text));
-        snprintf(token->expires_in_bad, sizeof(token->expires_in_bad),
-                 "'%s'", text);
+        snprintf(token->expires_in_bad, sizeof(token->expires_in_bad), "'%s'",
+                 text);
     } else {
         snprintf(token->expires_in_bad, sizeof(token->expires_in_bad),
-                 "a JSON %s", cJSON_IsBool(item)     ? "boolean"
-                              : cJSON_IsArray(item)  ? "array"
-                              : cJSON_IsObject(item) ? "object"
-                                                     : "value");
+                 "a JSON %s",
+                 cJSON_IsBool(item)     ? "boolean"
+                 : cJSON_IsArray(item)  ? "array"
+                 : cJSON_IsObject(item) ? "object"
+                                        : "value");
     }
     /* NaN fails both comparisons; the range keeps the conversion to an
      * integer defined and the milliseconds from wrapping. */
@@ -144,9 +144,10 @@ static int oauth_parse_answer(long http_status, const char *body,
     memset(&token, 0, sizeof(token));
     token.expires_in_s = -1;
     if (body_len > OAUTH_MAX_RESPONSE) {
-        oauth_err(err, err_len, "token endpoint answered HTTP %ld with %zu "
-                                "bytes, more than %d", http_status, body_len,
-                  OAUTH_MAX_RESPONSE);
+        oauth_err(err, err_len,
+                  "token endpoint answered HTTP %ld with %zu "
+                  "bytes, more than %d",
+                  http_status, body_len, OAUTH_MAX_RESPONSE);
         return -EAGAIN;
     }
     (void)json_parse(body, body_len, &root, why, sizeof(why));
@@ -165,23 +166,21 @@ static int oauth_parse_answer(long http_status, const char *body,
         if (error != NULL) {
             /* Entra puts several lines in the description: keep the
              * first, which carries the AADSTS code and its meaning. */
-            oauth_server_text(hide, error, 64, error_text,
-                              sizeof(error_text));
+            oauth_server_text(hide, error, 64, error_text, sizeof(error_text));
             if (description != NULL)
                 oauth_server_text(hide, description, REDACT_TEXT_MAX, text,
                                   sizeof(text));
             oauth_err(err, err_len,
                       "token endpoint refused: HTTP %ld, error=%s%s%s",
-                      http_status, error_text,
-                      description != NULL ? ": " : "",
+                      http_status, error_text, description != NULL ? ": " : "",
                       description != NULL ? text : "");
             r = oauth_error_is_permanent(error) ? -EACCES : -EAGAIN;
         } else {
             redact_text(hide, body, body_len, 120, text, sizeof(text));
             oauth_err(err, err_len,
                       "token endpoint answered HTTP %ld without an OAuth "
-                      "error%s%s", http_status, text[0] != '\0' ? ": " : "",
-                      text);
+                      "error%s%s",
+                      http_status, text[0] != '\0' ? ": " : "", text);
             r = http_status >= 400 && http_status < 500 && http_status != 408 &&
                         http_status != 429
                     ? -EACCES
@@ -190,8 +189,9 @@ static int oauth_parse_answer(long http_status, const char *body,
         goto out;
     }
     if (!cJSON_IsObject(root)) {
-        oauth_err(err, err_len, "token endpoint answered 200 with a body "
-                                "that is not a JSON object%s%s",
+        oauth_err(err, err_len,
+                  "token endpoint answered 200 with a body "
+                  "that is not a JSON object%s%s",
                   why[0] != '\0' ? ": " : "", why);
         r = -EAGAIN;
         goto out;
@@ -204,8 +204,8 @@ static int oauth_parse_answer(long http_status, const char *body,
     }
     token.access_token = strdup(item->valuestring);
     item = cJSON_GetObjectItemCaseSensitive(root, "token_type");
-    token.token_type = strdup(cJSON_IsString(item) ? item->valuestring
-                                                   : "Bearer");
+    token.token_type =
+        strdup(cJSON_IsString(item) ? item->valuestring : "Bearer");
     if (token.access_token == NULL || token.token_type == NULL) {
         r = -ENOMEM;
         goto out;
@@ -213,13 +213,14 @@ static int oauth_parse_answer(long http_status, const char *body,
     if (strcasecmp(token.token_type, "Bearer") != 0) {
         char type[40];
         oauth_server_text(hide, token.token_type, 24, type, sizeof(type));
-        oauth_err(err, err_len, "token endpoint issued a '%s' token, not "
-                                "a Bearer token", type);
+        oauth_err(err, err_len,
+                  "token endpoint issued a '%s' token, not "
+                  "a Bearer token",
+                  type);
         r = -EACCES;
         goto out;
     }
-    oauth_read_expires_in(cJSON_GetObjectItemCaseSensitive(root,
-                                                           "expires_in"),
+    oauth_read_expires_in(cJSON_GetObjectItemCaseSensitive(root, "expires_in"),
                           hide, &token);
     *ret_token = token;
     token.access_token = NULL;
@@ -236,8 +237,8 @@ int oauth_parse_token_response(long http_status, const char *body,
                                char *err, size_t err_len)
 {
     struct redact *nothing = redact_new();
-    int r = oauth_parse_answer(http_status, body, body_len, nothing,
-                               ret_token, err, err_len);
+    int r = oauth_parse_answer(http_status, body, body_len, nothing, ret_token,
+                               err, err_len);
 
     redact_free(nothing);
     return r;
@@ -312,18 +313,18 @@ static char *oauth_claim_text(const cJSON *root, const char *name)
         return strdup(item->valuestring);
     if (!cJSON_IsArray(item))
         return NULL;
-    cJSON_ArrayForEach(elem, item)
-        if (cJSON_IsString(elem))
-            len += strlen(elem->valuestring) + 1;
+    cJSON_ArrayForEach(elem, item) if (cJSON_IsString(elem)) len +=
+        strlen(elem->valuestring) + 1;
     out = calloc(1, len);
     if (out == NULL)
         return NULL;
     size_t used = 0;
-    cJSON_ArrayForEach(elem, item) {
+    cJSON_ArrayForEach(elem, item)
+    {
         if (!cJSON_IsString(elem))
             continue;
-        int n = snprintf(out + used, len - used, "%s%s",
-                         used > 0 ? " " : "", elem->valuestring);
+        int n = snprintf(out + used, len - used, "%s%s", used > 0 ? " " : "",
+                         elem->valuestring);
         if (n > 0)
             used += (size_t)n < len - used ? (size_t)n : len - used - 1;
     }
@@ -342,8 +343,9 @@ int oauth_decode_claims(const char *jwt, struct oauth_claims *ret_claims,
 
     memset(&claims, 0, sizeof(claims));
     if (dot1 == NULL || dot2 == NULL || strlen(jwt) > OAUTH_MAX_RESPONSE) {
-        oauth_err(err, err_len, "the access token is not a JWT (opaque "
-                                "token): its claims cannot be shown");
+        oauth_err(err, err_len,
+                  "the access token is not a JWT (opaque "
+                  "token): its claims cannot be shown");
         return -EINVAL;
     }
     payload = oauth_base64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1));
@@ -351,8 +353,9 @@ int oauth_decode_claims(const char *jwt, struct oauth_claims *ret_claims,
     free(payload);
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
-        oauth_err(err, err_len, "the access token's payload is not a JSON "
-                                "object");
+        oauth_err(err, err_len,
+                  "the access token's payload is not a JSON "
+                  "object");
         return -EINVAL;
     }
     claims.aud = oauth_claim_text(root, "aud");
@@ -440,8 +443,9 @@ int oauth_diagnose_token(const struct oauth_claims *claims, const char *url,
         return 0;
     buf[0] = '\0';
     if (claims->exp != 0 && claims->exp <= now_s) {
-        oauth_append(buf, len, "error: the token expired %lld s ago: check "
-                               "this machine's clock (NTP)\n",
+        oauth_append(buf, len,
+                     "error: the token expired %lld s ago: check "
+                     "this machine's clock (NTP)\n",
                      (long long)(now_s - claims->exp));
         errors++;
     } else if (claims->exp != 0) {
@@ -449,8 +453,9 @@ int oauth_diagnose_token(const struct oauth_claims *claims, const char *url,
                      (long long)(claims->exp - now_s));
     }
     if (claims->iat > now_s + 300) {
-        oauth_append(buf, len, "error: the token was issued %lld s in the "
-                               "future: this machine's clock is behind\n",
+        oauth_append(buf, len,
+                     "error: the token was issued %lld s in the "
+                     "future: this machine's clock is behind\n",
                      (long long)(claims->iat - now_s));
         errors++;
     }
@@ -460,23 +465,29 @@ int oauth_diagnose_token(const struct oauth_claims *claims, const char *url,
                     strlen(OAUTH_AZURE_DICOM_AUDIENCE)) != 0) {
             oauth_append(buf, len,
                          "error: the audience is '%s', not the DICOM service "
-                         "(" OAUTH_AZURE_DICOM_AUDIENCE "): set auth.scope to "
-                         OAUTH_AZURE_DICOM_AUDIENCE "/.default or use "
+                         "(" OAUTH_AZURE_DICOM_AUDIENCE
+                         "): set auth.scope to " OAUTH_AZURE_DICOM_AUDIENCE
+                         "/.default or use "
                          "auth.type \"azure\"\n",
                          oauth_or(claims->aud, "-"));
             errors++;
         } else {
-            oauth_append(buf, len, "ok: the audience is the Azure DICOM "
-                                   "service\n");
+            oauth_append(buf, len,
+                         "ok: the audience is the Azure DICOM "
+                         "service\n");
         }
     } else if (claims->aud != NULL) {
-        oauth_append(buf, len, "ok: audience '%s' (check it is the DICOMweb "
-                               "server's)\n", claims->aud);
+        oauth_append(buf, len,
+                     "ok: audience '%s' (check it is the DICOMweb "
+                     "server's)\n",
+                     claims->aud);
     }
     if (tenant != NULL && tenant[0] != '\0' && claims->tid != NULL &&
         strchr(tenant, '.') == NULL && strcasecmp(tenant, claims->tid) != 0) {
-        oauth_append(buf, len, "error: the token is from tenant %s, not the "
-                               "configured %s\n", claims->tid, tenant);
+        oauth_append(buf, len,
+                     "error: the token is from tenant %s, not the "
+                     "configured %s\n",
+                     claims->tid, tenant);
         errors++;
     }
     if (claims->roles == NULL && claims->scp == NULL)
@@ -508,8 +519,9 @@ void oauth_diagnose_forbidden(const struct oauth_claims *claims,
                  "the DICOMweb server refused the token (HTTP 403): the "
                  "login worked but this identity is not allowed to store");
     if (claims == NULL) {
-        oauth_append(buf, len, "; the token is opaque, its identity cannot "
-                               "be shown");
+        oauth_append(buf, len,
+                     "; the token is opaque, its identity cannot "
+                     "be shown");
     } else {
         oauth_append(buf, len,
                      "; token identity: appid=%s oid=%s idtyp=%s tid=%s "
@@ -520,8 +532,9 @@ void oauth_diagnose_forbidden(const struct oauth_claims *claims,
                      oauth_or(claims->roles, "none"),
                      oauth_or(claims->scp, "none"), (long long)claims->exp);
         if (claims->exp != 0 && claims->exp <= now_s)
-            oauth_append(buf, len, "; the token expired %lld s ago (check "
-                                   "this machine's clock)",
+            oauth_append(buf, len,
+                         "; the token expired %lld s ago (check "
+                         "this machine's clock)",
                          (long long)(now_s - claims->exp));
     }
     if (azure) {
@@ -583,12 +596,12 @@ struct oauth_material {
     char *static_token;
     char *ca_file;
     unsigned timeout_s;
-    struct jwt_credential *certificate;   /* NULL: no certificate */
+    struct jwt_credential *certificate; /* NULL: no certificate */
     enum jwt_alg alg;
-    char *assertion_file;                 /* NULL: no federated token */
+    char *assertion_file; /* NULL: no federated token */
     char *endpoint;
     struct mi_env mi_env;
-    char **command;                       /* NULL-terminated, or NULL */
+    char **command; /* NULL-terminated, or NULL */
     unsigned command_timeout_s;
 };
 
@@ -602,19 +615,19 @@ struct oauth_source {
 
     pthread_mutex_t lock;
     pthread_cond_t fetched;
-    struct oauth_material *material;   /* current; under lock */
+    struct oauth_material *material; /* current; under lock */
     bool background_refresh;
-    bool refresher_running;      /* a background refresh thread exists */
+    bool refresher_running; /* a background refresh thread exists */
     bool fetching;
-    char *token;                 /* current token, or NULL */
+    char *token; /* current token, or NULL */
     uint64_t generation;
     uint64_t expires_at_ms;
     uint64_t refresh_at_ms;
-    uint64_t failed_at_ms;       /* 0: the last fetch did not fail */
-    int failure;                 /* its error code */
+    uint64_t failed_at_ms; /* 0: the last fetch did not fail */
+    int failure;           /* its error code */
     char failure_text[768];
     unsigned fetches;
-    uint64_t last_fetch_ms;      /* when the last request started */
+    uint64_t last_fetch_ms; /* when the last request started */
 };
 
 static void oauth_free_secret(char *s)
@@ -692,7 +705,7 @@ static int oauth_material_new(const struct oauth_params *params,
     m->client_auth = params->client_auth;
     m->timeout_s = params->timeout_s > 0 ? params->timeout_s : 30;
     m->alg = params->assertion_alg == OAUTH_ASSERTION_RS256 ? JWT_ALG_RS256
-                                                             : JWT_ALG_PS256;
+                                                            : JWT_ALG_PS256;
     m->command_timeout_s = params->command_timeout_s;
     if (!oauth_dup(&m->token_url, params->token_url) ||
         !oauth_dup(&m->client_id, params->client_id) ||
@@ -734,11 +747,10 @@ static int oauth_material_new(const struct oauth_params *params,
         oauth_nonempty(params->client_certificate_file) != NULL) {
         const char *key = oauth_nonempty(params->client_key_file);
 
-        r = jwt_credential_from_files(params->client_certificate_file,
-                                      key != NULL
-                                          ? key
-                                          : params->client_certificate_file,
-                                      &m->certificate, err, err_len);
+        r = jwt_credential_from_files(
+            params->client_certificate_file,
+            key != NULL ? key : params->client_certificate_file,
+            &m->certificate, err, err_len);
         if (r < 0)
             goto out_free;
     }
@@ -792,8 +804,9 @@ int oauth_source_reload(struct oauth_source *source,
     int r;
 
     if (params->kind != source->kind) {
-        oauth_err(err, err_len, "auth.type changed: restart the service to "
-                                "apply it");
+        oauth_err(err, err_len,
+                  "auth.type changed: restart the service to "
+                  "apply it");
         return -EINVAL;
     }
     r = oauth_material_new(params, &m, err, err_len);
@@ -803,8 +816,8 @@ int oauth_source_reload(struct oauth_source *source,
         /* Read on every request anyway: a broken file is said now. */
         char *token = NULL;
 
-        r = federated_token_read(m->assertion_file, (int64_t)time(NULL),
-                                 &token, err, err_len);
+        r = federated_token_read(m->assertion_file, (int64_t)time(NULL), &token,
+                                 err, err_len);
         oauth_free_secret(token);
         if (r < 0) {
             oauth_material_free(m);
@@ -842,8 +855,9 @@ void oauth_source_free(struct oauth_source *source)
 /* base64 (RFC 4648 4, padded) of @n bytes at @in, in a new string. */
 static char *oauth_base64(const char *in, size_t n)
 {
-    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                              "0123456789+/";
+    static const char abc[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+        "0123456789+/";
     const unsigned char *p = (const unsigned char *)in;
     char *out = malloc((n + 2) / 3 * 4 + 1);
     size_t o = 0;
@@ -878,13 +892,12 @@ static int oauth_add_fixed_secrets(const struct oauth_material *m,
         /* As HTTP Basic carries them (RFC 6749 2.3.1: both URL-encoded
          * first), whichever way they are sent: equal to the secret. */
         CURL *curl = curl_easy_init();
-        char *user = curl != NULL ? curl_easy_escape(curl, m->client_id
-                                                           ? m->client_id
-                                                           : "", 0)
-                                  : NULL;
-        char *password = curl != NULL
-                             ? curl_easy_escape(curl, m->client_secret, 0)
-                             : NULL;
+        char *user =
+            curl != NULL
+                ? curl_easy_escape(curl, m->client_id ? m->client_id : "", 0)
+                : NULL;
+        char *password =
+            curl != NULL ? curl_easy_escape(curl, m->client_secret, 0) : NULL;
         char *pair = NULL;
         char *b64 = NULL;
 
@@ -950,8 +963,7 @@ static size_t oauth_on_body(char *data, size_t size, size_t nmemb, void *arg)
     return n;
 }
 
-static size_t oauth_on_header(char *data, size_t size, size_t nmemb,
-                              void *arg)
+static size_t oauth_on_header(char *data, size_t size, size_t nmemb, void *arg)
 {
     struct oauth_buffer *buf = arg;
     size_t n = size * nmemb;
@@ -991,8 +1003,8 @@ static bool oauth_form_add(CURL *curl, char **form, const char *name,
 }
 
 /* How @m authenticates, for entra_explain(). */
-static enum entra_credential oauth_entra_credential(
-    const struct oauth_material *m)
+static enum entra_credential
+oauth_entra_credential(const struct oauth_material *m)
 {
     if (m->certificate != NULL)
         return ENTRA_CRED_CERTIFICATE;
@@ -1046,8 +1058,8 @@ static int oauth_build_form(CURL *curl, const struct oauth_material *m,
     ok = oauth_form_add(curl, &form, "grant_type", "client_credentials");
     if (m->client_auth == OAUTH_AUTH_BODY) {
         ok = ok && oauth_form_add(curl, &form, "client_id", m->client_id);
-        ok = ok && oauth_form_add(curl, &form, "client_secret",
-                                  m->client_secret);
+        ok = ok &&
+             oauth_form_add(curl, &form, "client_secret", m->client_secret);
     } else {
         /* RFC 6749 2.3.1: both URL-encoded before Basic encoding. */
         *ret_user = curl_easy_escape(curl, m->client_id, 0);
@@ -1089,8 +1101,7 @@ static int oauth_fetch_client_credentials(const struct oauth_material *m,
     }
     if (hide != NULL)
         (void)oauth_add_fixed_secrets(m, hide);
-    r = oauth_build_form(curl, m, hide, &form, &user, &password, err,
-                         err_len);
+    r = oauth_build_form(curl, m, hide, &form, &user, &password, err, err_len);
     if (r < 0) {
         /* A certificate that stopped signing (expired) or a federated
          * token file that is missing or stale: nothing to send. */
@@ -1123,11 +1134,12 @@ static int oauth_fetch_client_credentials(const struct oauth_material *m,
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
     if (http_is_redirect(status)) {
         char where[REDACT_TEXT_MAX + 8];
-        redact_text(hide, body.location, strlen(body.location),
-                    REDACT_TEXT_MAX, where, sizeof(where));
-        oauth_err(err, err_len, "token endpoint answered HTTP %ld, a "
-                                "redirect to '%s': auth.token_url should "
-                                "change (redirects are not followed)",
+        redact_text(hide, body.location, strlen(body.location), REDACT_TEXT_MAX,
+                    where, sizeof(where));
+        oauth_err(err, err_len,
+                  "token endpoint answered HTTP %ld, a "
+                  "redirect to '%s': auth.token_url should "
+                  "change (redirects are not followed)",
                   status, where);
         r = -EACCES;
         goto out;
@@ -1139,8 +1151,8 @@ static int oauth_fetch_client_credentials(const struct oauth_material *m,
         goto out;
     }
     /* hide NULL (out of memory): the server's texts are withheld. */
-    r = oauth_parse_answer(status, body.data != NULL ? body.data : "",
-                           body.len, hide, ret_token, err, err_len);
+    r = oauth_parse_answer(status, body.data != NULL ? body.data : "", body.len,
+                           hide, ret_token, err, err_len);
     if (r < 0 && status != 200 && body.data != NULL) {
         char advice[512];
         unsigned long code = 0;
@@ -1180,18 +1192,17 @@ static int oauth_from_cred(struct cred_token *in, struct oauth_token *ret)
         return -ENOMEM;
     ret->access_token = in->access_token;
     in->access_token = NULL;
-    ret->expires_in_s = in->expires_in_s >= 1 &&
-                                in->expires_in_s <= OAUTH_MAX_LIFETIME_S
-                            ? in->expires_in_s
-                            : -1;
+    ret->expires_in_s =
+        in->expires_in_s >= 1 && in->expires_in_s <= OAUTH_MAX_LIFETIME_S
+            ? in->expires_in_s
+            : -1;
     return 0;
 }
 
 /* One token request of @m (no lock held), of whichever kind. Errors:
  * -EACCES for what configuration must fix, -EAGAIN for the rest. */
 static int oauth_fetch(const struct oauth_material *m,
-                       struct oauth_token *ret_token, char *err,
-                       size_t err_len)
+                       struct oauth_token *ret_token, char *err, size_t err_len)
 {
     struct cred_token got;
     int r;
@@ -1322,8 +1333,8 @@ static void *oauth_refresh_main(void *arg)
     char notice[160] = "";
 
     pthread_mutex_lock(&source->lock);
-    (void)oauth_fetch_locked(source, job->now_ms, notice, sizeof(notice),
-                             NULL, 0);
+    (void)oauth_fetch_locked(source, job->now_ms, notice, sizeof(notice), NULL,
+                             0);
     pthread_mutex_unlock(&source->lock);
     free(job);
     if (notice[0] != '\0' && source->notice != NULL)
@@ -1426,8 +1437,8 @@ int oauth_source_token(struct oauth_source *source, uint64_t now_ms,
         /* A token refused (401) or expired right after it came: the
          * endpoint is asked again only once the interval has passed.
          * Others wait for this fetch meanwhile (fetching is set). */
-        uint64_t wait_ms = source->last_fetch_ms +
-                           OAUTH_MIN_FETCH_INTERVAL_MS - now_ms;
+        uint64_t wait_ms =
+            source->last_fetch_ms + OAUTH_MIN_FETCH_INTERVAL_MS - now_ms;
         struct timespec ts = { (time_t)(wait_ms / 1000),
                                (long)(wait_ms % 1000) * 1000000L };
         pthread_mutex_unlock(&source->lock);

@@ -7,8 +7,8 @@
  * upload worker: one cached token, refreshed ahead of expiry (5 minutes
  * or 10% of its lifetime, whichever is less; with background_refresh in
  * a thread of its own while callers keep the current token), with one
- * fetch in flight while the other callers wait for it; a token a server refused (401) is
- * invalidated only if it is still the current one. A failed fetch is
+ * fetch in flight while the other callers wait for it; a token a server refused
+ * (401) is invalidated only if it is still the current one. A failed fetch is
  * remembered for OAUTH_FAILURE_HOLD_MS so that waiting callers do not
  * stampede a token endpoint that is down, and whatever the answers say,
  * token requests are at least OAUTH_MIN_FETCH_INTERVAL_MS apart: a caller
@@ -54,8 +54,9 @@
  * Ownership: structs filled here own their strings; release them with the
  * matching _free function, which accepts zeroed or half-filled structs.
  * Thread safety: an oauth_source may be used from any number of threads;
- * curl_global_init() must have run first. The rest is reentrant. Errors: 0 or a negative errno with a reason
- * in @err; -EBADMSG for answers that are not what the RFCs say.
+ * curl_global_init() must have run first. The rest is reentrant. Errors: 0 or a
+ * negative errno with a reason in @err; -EBADMSG for answers that are not what
+ * the RFCs say.
  */
 #ifndef STOWBRIDGE_OAUTH_H
 #define STOWBRIDGE_OAUTH_H
@@ -98,8 +99,8 @@ enum oauth_assertion_alg {
 };
 
 enum oauth_client_auth {
-    OAUTH_AUTH_BODY = 0,      /* client_id and client_secret in the form */
-    OAUTH_AUTH_BASIC,         /* HTTP Basic, ID and secret URL-encoded */
+    OAUTH_AUTH_BODY = 0, /* client_id and client_secret in the form */
+    OAUTH_AUTH_BASIC,    /* HTTP Basic, ID and secret URL-encoded */
 };
 
 /* What a token source needs; strings are copied (secrets wiped on free). */
@@ -107,14 +108,14 @@ struct oauth_params {
     enum oauth_kind kind;
     const char *token_url;
     const char *client_id;
-    const char *client_secret;    /* secret */
-    const char *scope;            /* NULL: none sent */
-    const char *resource;         /* NULL: none sent (v1-style servers) */
+    const char *client_secret; /* secret */
+    const char *scope;         /* NULL: none sent */
+    const char *resource;      /* NULL: none sent (v1-style servers) */
     enum oauth_client_auth client_auth;
-    const char *static_token;     /* secret; OAUTH_STATIC only */
-    const char *ca_file;          /* NULL: the system's CA store */
-    unsigned timeout_s;           /* connect, stall and whole-request
-                                     limit of a token request (http.h) */
+    const char *static_token; /* secret; OAUTH_STATIC only */
+    const char *ca_file;      /* NULL: the system's CA store */
+    unsigned timeout_s;       /* connect, stall and whole-request
+                                 limit of a token request (http.h) */
     /* Told (one line, no lock held, from the fetching thread) when a
      * token answer needs an operator's eye: an expires_in that is no
      * lifetime. NULL: nobody is told. */
@@ -145,8 +146,7 @@ struct oauth_params {
      * source's lock held: quick, and never calling back into the source):
      * whether a token came, its expiry as Unix time (0 on failure) and
      * the reason of a failure (no secret in it). NULL: nobody is told. */
-    void (*fetched)(void *ctx, bool ok, int64_t expires_s,
-                    const char *error);
+    void (*fetched)(void *ctx, bool ok, int64_t expires_s, const char *error);
     void *fetched_ctx;
 };
 
@@ -197,8 +197,7 @@ int oauth_source_token(struct oauth_source *source, uint64_t now_ms,
                        size_t err_len);
 
 /* After a 401: forgets the token of @generation if it is still current. */
-void oauth_source_invalidate(struct oauth_source *source,
-                             uint64_t generation);
+void oauth_source_invalidate(struct oauth_source *source, uint64_t generation);
 
 /* Number of token requests sent so far (for logs and tests). */
 unsigned oauth_source_fetches(struct oauth_source *source);
@@ -212,8 +211,8 @@ unsigned oauth_source_fetches(struct oauth_source *source);
 int oauth_source_add_secrets(struct oauth_source *source, struct redact *r);
 
 struct oauth_token {
-    char *access_token;     /* secret: never log */
-    char *token_type;       /* "Bearer" (case-insensitive) */
+    char *access_token; /* secret: never log */
+    char *token_type;   /* "Bearer" (case-insensitive) */
     /* 1..OAUTH_MAX_LIFETIME_S; -1 when absent or no lifetime. */
     int64_t expires_in_s;
     /* What was received when it was no lifetime (cleaned, cut: "-5",
@@ -224,16 +223,16 @@ struct oauth_token {
 /* Claims of a JWT access token that explain an authorization answer;
  * each string is NULL when absent. List claims are joined with ' '. */
 struct oauth_claims {
-    char *aud;       /* audience: the resource the token is for */
+    char *aud; /* audience: the resource the token is for */
     char *iss;
-    char *tid;       /* Entra tenant */
-    char *oid;       /* object ID of the identity (service principal) */
-    char *appid;     /* client ID (Entra v1 tokens) */
-    char *azp;       /* client ID (v2 tokens) */
-    char *idtyp;     /* "app" for client_credentials, "user" otherwise */
-    char *roles;     /* app roles granted */
-    char *scp;       /* delegated scopes */
-    int64_t exp;     /* expiry, seconds since the epoch; 0 if absent */
+    char *tid;   /* Entra tenant */
+    char *oid;   /* object ID of the identity (service principal) */
+    char *appid; /* client ID (Entra v1 tokens) */
+    char *azp;   /* client ID (v2 tokens) */
+    char *idtyp; /* "app" for client_credentials, "user" otherwise */
+    char *roles; /* app roles granted */
+    char *scp;   /* delegated scopes */
+    int64_t exp; /* expiry, seconds since the epoch; 0 if absent */
     int64_t iat;
 };
 

@@ -184,8 +184,8 @@ static void qido_number_text(double v, const char *vr, char *buf, size_t len)
  * ({"Alphabetic": "Wang^XiaoDong", "Ideographic": "...", "Phonetic": ""}
  * is "Wang^XiaoDong=...=", as Orthanc stores and answers it); a group
  * that is absent or null is not there. */
-static int qido_pn_text(const cJSON *value, struct buf *t,
-                        char *err, size_t err_len)
+static int qido_pn_text(const cJSON *value, struct buf *t, char *err,
+                        size_t err_len)
 {
     static const char *groups[] = { "Alphabetic", "Ideographic", "Phonetic" };
     size_t last = 0;
@@ -239,7 +239,8 @@ static int qido_parse_sequence(const cJSON *elem, const cJSON *values,
                  QIDO_MAX_DEPTH);
         return -EBADMSG;
     }
-    cJSON_ArrayForEach(value, values) {
+    cJSON_ArrayForEach(value, values)
+    {
         struct ds *item;
         if (!cJSON_IsObject(value)) {
             qido_err(err, err_len, "sequence %s: an item is not an object",
@@ -275,8 +276,10 @@ static int qido_parse_attribute(const cJSON *elem, struct ds *ds, int depth,
                      strspn(elem->string, "0123456789ABCDEFGHIJKLMNOPQRSTUV"
                                           "WXYZabcdefghijklmnopqrstuvwxyz") ==
                          strlen(elem->string);
-        qido_err(err, err_len, "member %s%s%sis not a DICOM JSON tag (8 hex "
-                 "digits)", plain ? "'" : "", plain ? elem->string : "",
+        qido_err(err, err_len,
+                 "member %s%s%sis not a DICOM JSON tag (8 hex "
+                 "digits)",
+                 plain ? "'" : "", plain ? elem->string : "",
                  plain ? "' " : "");
         return -EBADMSG;
     }
@@ -293,11 +296,11 @@ static int qido_parse_attribute(const cJSON *elem, struct ds *ds, int depth,
         return -EBADMSG;
     }
     if (strcmp(vr, "SQ") == 0)
-        return qido_parse_sequence(elem, values, tag, ds, depth, err,
-                                   err_len);
+        return qido_parse_sequence(elem, values, tag, ds, depth, err, err_len);
 
     buf_init(&text, QIDO_VALUE_MAX);
-    cJSON_ArrayForEach(value, values) {
+    cJSON_ArrayForEach(value, values)
+    {
         if (i++ > 0)
             qido_text_add(&text, "\\", 1);
         if (cJSON_IsNull(value))
@@ -312,8 +315,10 @@ static int qido_parse_attribute(const cJSON *elem, struct ds *ds, int depth,
             qido_number_text(value->valuedouble, vr, number, sizeof(number));
             qido_text_add(&text, number, strlen(number));
         } else {
-            qido_err(err, err_len, "attribute %s: a value is neither text "
-                     "nor a number", elem->string);
+            qido_err(err, err_len,
+                     "attribute %s: a value is neither text "
+                     "nor a number",
+                     elem->string);
             r = -EBADMSG;
         }
         if (r < 0)
@@ -337,7 +342,8 @@ static int qido_parse_object(const cJSON *object, struct ds *ds, int depth,
 {
     const cJSON *elem;
 
-    cJSON_ArrayForEach(elem, object) {
+    cJSON_ArrayForEach(elem, object)
+    {
         int r = qido_parse_attribute(elem, ds, depth, err, err_len);
         if (r < 0)
             return r;
@@ -355,8 +361,8 @@ void qido_results_free(struct ds **results, size_t count)
 }
 
 int qido_parse_results(const char *body, size_t body_len,
-                       struct ds ***ret_results, size_t *ret_count,
-                       char *err, size_t err_len)
+                       struct ds ***ret_results, size_t *ret_count, char *err,
+                       size_t err_len)
 {
     struct ds **results = NULL;
     const cJSON *object;
@@ -372,7 +378,7 @@ int qido_parse_results(const char *body, size_t body_len,
                             body[n] == '\r' || body[n] == '\n'))
         n++;
     if (n == body_len)
-        return 0;   /* 204, or 200 with no body: no results */
+        return 0; /* 204, or 200 with no body: no results */
 
     char why[128];
     if (json_parse(body, body_len, &root, why, sizeof(why)) < 0) {
@@ -392,7 +398,8 @@ int qido_parse_results(const char *body, size_t body_len,
             return -ENOMEM;
         }
     }
-    cJSON_ArrayForEach(object, root) {
+    cJSON_ArrayForEach(object, root)
+    {
         if (!cJSON_IsObject(object)) {
             qido_err(err, err_len, "result %zu is not a JSON object",
                      count + 1);

@@ -82,8 +82,8 @@ void qido_tag_text(uint32_t tag, char ret_text[9]);
  * owns *@ret_results (free with qido_results_free()).
  */
 int qido_parse_results(const char *body, size_t body_len,
-                       struct ds ***ret_results, size_t *ret_count,
-                       char *err, size_t err_len);
+                       struct ds ***ret_results, size_t *ret_count, char *err,
+                       size_t err_len);
 
 /* Frees what qido_parse_results() returned. Accepts NULL. */
 void qido_results_free(struct ds **results, size_t count);

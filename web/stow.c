@@ -59,9 +59,9 @@ enum stow_request_action stow_request_action(long status)
 enum stow_outcome stow_failure_outcome(uint16_t reason)
 {
     if (reason == 0xB00E)
-        return STOW_DELIVERED;            /* already exists */
+        return STOW_DELIVERED; /* already exists */
     if (reason == 0xB00F || (reason & 0xFF00) == 0xA700 || reason == 0x0110)
-        return STOW_RETRY;                /* pending, resources, processing */
+        return STOW_RETRY; /* pending, resources, processing */
     return STOW_REJECTED;
 }
 
@@ -142,8 +142,7 @@ static const char *stow_first_string(const cJSON *item, uint32_t tag)
 }
 
 /* The first number of a US element as a code; false if absent or bad. */
-static bool stow_first_code(const cJSON *item, uint32_t tag,
-                            uint16_t *ret_code)
+static bool stow_first_code(const cJSON *item, uint32_t tag, uint16_t *ret_code)
 {
     char key[9];
     const cJSON *elem;
@@ -185,11 +184,10 @@ static long stow_find(const char *const *sop_uids, size_t count,
  * Applies the items of sequence @tag in @root to @results. @failed selects
  * the Failed SOP Sequence semantics. Returns 0 or -EBADMSG.
  */
-static int stow_apply_sequence(const cJSON *root, uint32_t seq_tag,
-                               bool failed, const char *const *sop_uids,
-                               size_t count,
-                               struct stow_instance_result *results,
-                               char *err, size_t err_len)
+static int stow_apply_sequence(const cJSON *root, uint32_t seq_tag, bool failed,
+                               const char *const *sop_uids, size_t count,
+                               struct stow_instance_result *results, char *err,
+                               size_t err_len)
 {
     const cJSON *seq;
     const cJSON *items;
@@ -203,11 +201,11 @@ static int stow_apply_sequence(const cJSON *root, uint32_t seq_tag,
         return 0;
     items = cJSON_GetObjectItemCaseSensitive(seq, "Value");
     if (!cJSON_IsObject(seq) || (items != NULL && !cJSON_IsArray(items))) {
-        stow_err(err, err_len, "sequence %s is not a DICOM JSON sequence",
-                 tag);
+        stow_err(err, err_len, "sequence %s is not a DICOM JSON sequence", tag);
         return -EBADMSG;
     }
-    cJSON_ArrayForEach(item, items) {
+    cJSON_ArrayForEach(item, items)
+    {
         const char *uid;
         uint16_t code = 0;
         long i;
@@ -220,7 +218,8 @@ static int stow_apply_sequence(const cJSON *root, uint32_t seq_tag,
         if (uid == NULL) {
             stow_err(err, err_len,
                      "an item of %s has no ReferencedSOPInstanceUID "
-                     "(0008,1155)", tag);
+                     "(0008,1155)",
+                     tag);
             return -EBADMSG;
         }
         /* The same instance may be in a batch twice (sent twice by the
@@ -229,7 +228,7 @@ static int stow_apply_sequence(const cJSON *root, uint32_t seq_tag,
              i = stow_find_from(sop_uids, count, uid, (size_t)i + 1)) {
             if (failed) {
                 if (!stow_first_code(item, DCM_TAG_FailureReason, &code))
-                    code = 0x0110;  /* failed, reason not given */
+                    code = 0x0110; /* failed, reason not given */
                 results[i].outcome = stow_failure_outcome(code);
                 results[i].reason = code;
             } else {
@@ -237,9 +236,8 @@ static int stow_apply_sequence(const cJSON *root, uint32_t seq_tag,
                  * UID listed in both counts as failed. */
                 results[i].outcome = STOW_DELIVERED;
                 results[i].reason =
-                    stow_first_code(item, DCM_TAG_WarningReason, &code)
-                        ? code
-                        : 0;
+                    stow_first_code(item, DCM_TAG_WarningReason, &code) ? code
+                                                                        : 0;
             }
         }
     }
@@ -295,11 +293,11 @@ int stow_parse_response(long http_status, const char *body, size_t body_len,
         r = -EBADMSG;
         goto out;
     }
-    r = stow_apply_sequence(obj, DCM_TAG_ReferencedSOPSequence, false,
-                            sop_uids, count, results, err, err_len);
+    r = stow_apply_sequence(obj, DCM_TAG_ReferencedSOPSequence, false, sop_uids,
+                            count, results, err, err_len);
     if (r == 0)
-        r = stow_apply_sequence(obj, DCM_TAG_FailedSOPSequence, true,
-                                sop_uids, count, results, err, err_len);
+        r = stow_apply_sequence(obj, DCM_TAG_FailedSOPSequence, true, sop_uids,
+                                count, results, err, err_len);
     if (r == 0)
         memcpy(ret_results, results, count * sizeof(results[0]));
 out:

@@ -1,14 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * stow - what a STOW-RS answer (PS3.18 10.5, docs/architecture.md section 6) means
- * for each instance of a batch. The request itself is dicomweb_stow()
+ * stow - what a STOW-RS answer (PS3.18 10.5, docs/architecture.md section 6)
+ * means for each instance of a batch. The request itself is dicomweb_stow()
  * (dicomweb.h), the one DICOMweb client.
  *
  * stow_request_action() turns the HTTP status of the whole request into
  * what the uploader does next; stow_parse_response() turns a DICOM JSON
  * body (the Store Instances Response Module, PS3.18 Annex I) into one
- * outcome per instance sent, following the outcome table of docs/architecture.md
- * section 6.
+ * outcome per instance sent, following the outcome table of
+ * docs/architecture.md section 6.
  *
  * Thread safety: reentrant; JSON trees die in the function that parsed
  * them. Errors: 0 or a negative errno; -EBADMSG for a body that is not the
@@ -27,20 +27,21 @@ extern "C" {
 
 /* What becomes of one instance after an answer. */
 enum stow_outcome {
-    STOW_DELIVERED = 0,   /* stored (or already stored): unlink it */
-    STOW_RETRY,           /* transient: defer with backoff */
-    STOW_REJECTED,        /* permanent: dead letter with the reason */
+    STOW_DELIVERED = 0, /* stored (or already stored): unlink it */
+    STOW_RETRY,         /* transient: defer with backoff */
+    STOW_REJECTED,      /* permanent: dead letter with the reason */
 };
 
-/* What the HTTP status of the whole request asks for (docs/architecture.md section 6). */
+/* What the HTTP status of the whole request asks for (docs/architecture.md
+ * section 6). */
 enum stow_request_action {
-    STOW_READ_BODY = 0,   /* 200, 202, 409: per-instance outcomes in body */
-    STOW_SPLIT_BATCH,     /* 400, 413, 415: retry singly, then reject */
-    STOW_REFRESH_TOKEN,   /* 401: new token, replay once */
-    STOW_FORBIDDEN,       /* 403: long backoff, diagnose, never reject */
-    STOW_REDIRECTED,      /* 301, 302, 303, 307, 308: never followed; the
-                             URL should change (long backoff, say so) */
-    STOW_RETRY_LATER,     /* 408, 429, 5xx, anything else */
+    STOW_READ_BODY = 0, /* 200, 202, 409: per-instance outcomes in body */
+    STOW_SPLIT_BATCH,   /* 400, 413, 415: retry singly, then reject */
+    STOW_REFRESH_TOKEN, /* 401: new token, replay once */
+    STOW_FORBIDDEN,     /* 403: long backoff, diagnose, never reject */
+    STOW_REDIRECTED,    /* 301, 302, 303, 307, 308: never followed; the
+                           URL should change (long backoff, say so) */
+    STOW_RETRY_LATER,   /* 408, 429, 5xx, anything else */
 };
 
 /* One instance's fate, as far as the response tells it. */

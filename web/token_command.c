@@ -69,8 +69,8 @@ static bool tc_datetime(const char *s, struct tm *tm, const char **ret_rest)
         while (*p >= '0' && *p <= '9')
             p++;
     }
-    if (mon < 1 || mon > 12 || day < 1 || day > 31 || hour > 23 ||
-        min > 59 || sec > 60)
+    if (mon < 1 || mon > 12 || day < 1 || day > 31 || hour > 23 || min > 59 ||
+        sec > 60)
         return false;
     memset(tm, 0, sizeof(*tm));
     tm->tm_year = year - 1900;
@@ -201,15 +201,14 @@ static bool tc_token_usable(const char *s)
 }
 
 enum tc_expiry {
-    TC_NONE,        /* not said */
-    TC_AT,          /* an absolute time */
-    TC_IN,          /* a lifetime */
-    TC_BAD,         /* said, but not understood */
+    TC_NONE, /* not said */
+    TC_AT,   /* an absolute time */
+    TC_IN,   /* a lifetime */
+    TC_BAD,  /* said, but not understood */
 };
 
 int token_command_parse(const char *out, size_t len, int64_t now_s,
-                        struct cred_token *ret_token, char *err,
-                        size_t err_len)
+                        struct cred_token *ret_token, char *err, size_t err_len)
 {
     enum tc_expiry expiry = TC_NONE;
     const cJSON *token;
@@ -230,7 +229,8 @@ int token_command_parse(const char *out, size_t len, int64_t now_s,
                   "the token command's output (%zu bytes) is not a JSON "
                   "object: it must print the Azure CLI's JSON (--output "
                   "json), PowerShell's (ConvertTo-Json) or an OAuth2 token "
-                  "answer", len);
+                  "answer",
+                  len);
         r = -EBADMSG;
         goto out;
     }
@@ -239,18 +239,17 @@ int token_command_parse(const char *out, size_t len, int64_t now_s,
         item = cJSON_GetObjectItemCaseSensitive(root, "expires_on");
         if (item != NULL) {
             expiry = cred__json_int(item, &value) ? TC_AT : TC_BAD;
-        } else if ((item = cJSON_GetObjectItemCaseSensitive(root,
-                                                            "expiresOn"))) {
-            expiry = cJSON_IsString(item) &&
-                             tc_local_time(item->valuestring, &value)
-                         ? TC_AT
-                         : TC_BAD;
+        } else if ((item =
+                        cJSON_GetObjectItemCaseSensitive(root, "expiresOn"))) {
+            expiry =
+                cJSON_IsString(item) && tc_local_time(item->valuestring, &value)
+                    ? TC_AT
+                    : TC_BAD;
         }
     } else if ((token = cJSON_GetObjectItemCaseSensitive(root, "Token"))) {
         form = "PowerShell";
         if (!cJSON_IsString(token) ||
-            strcmp(token->valuestring, "System.Security.SecureString") ==
-                0) {
+            strcmp(token->valuestring, "System.Security.SecureString") == 0) {
             cred__err(err, err_len,
                       "the PowerShell token is a SecureString, which "
                       "ConvertTo-Json cannot show (Az.Accounts 5 and later): "
@@ -265,14 +264,14 @@ int token_command_parse(const char *out, size_t len, int64_t now_s,
         item = cJSON_GetObjectItemCaseSensitive(root, "ExpiresOn");
         if (item != NULL)
             expiry = tc_ps_time(item, &value) ? TC_AT : TC_BAD;
-    } else if ((token = cJSON_GetObjectItemCaseSensitive(root,
-                                                         "access_token"))) {
+    } else if ((token =
+                    cJSON_GetObjectItemCaseSensitive(root, "access_token"))) {
         form = "OAuth2";
         item = cJSON_GetObjectItemCaseSensitive(root, "expires_in");
         if (item != NULL) {
             expiry = cred__json_int(item, &value) ? TC_IN : TC_BAD;
-        } else if ((item = cJSON_GetObjectItemCaseSensitive(root,
-                                                            "expires_on"))) {
+        } else if ((item =
+                        cJSON_GetObjectItemCaseSensitive(root, "expires_on"))) {
             expiry = cred__json_int(item, &value) ? TC_AT : TC_BAD;
         }
     } else {
@@ -284,15 +283,18 @@ int token_command_parse(const char *out, size_t len, int64_t now_s,
         goto out;
     }
     if (!cJSON_IsString(token) || !tc_token_usable(token->valuestring)) {
-        cred__err(err, err_len, "the token in the %s output of the token "
-                                "command is empty or not one printable word",
+        cred__err(err, err_len,
+                  "the token in the %s output of the token "
+                  "command is empty or not one printable word",
                   form);
         r = -EBADMSG;
         goto out;
     }
     if (expiry == TC_BAD) {
-        cred__err(err, err_len, "the expiry time in the %s output of the "
-                                "token command is not understood", form);
+        cred__err(err, err_len,
+                  "the expiry time in the %s output of the "
+                  "token command is not understood",
+                  form);
         r = -EBADMSG;
         goto out;
     }
@@ -300,7 +302,8 @@ int token_command_parse(const char *out, size_t len, int64_t now_s,
     if (expiry != TC_NONE && lifetime <= 0) {
         cred__err(err, err_len,
                   "the token command printed a token that expired %lld s "
-                  "ago%s", (long long)-lifetime,
+                  "ago%s",
+                  (long long)-lifetime,
                   strcmp(form, "OAuth2") != 0
                       ? " (sign in again: 'az login' or Connect-AzAccount; "
                         "or check this machine's clock and time zone)"
@@ -335,11 +338,11 @@ out:
 /* ------------------------------------------------------------------ */
 
 struct tc_pipe {
-    int fd;             /* read end, -1 once closed */
+    int fd; /* read end, -1 once closed */
     char *data;
     size_t len;
-    size_t cap;         /* what is kept */
-    bool overflow;      /* more came than is kept */
+    size_t cap;    /* what is kept */
+    bool overflow; /* more came than is kept */
 };
 
 static uint64_t tc_now_ms(void)
@@ -431,8 +434,7 @@ static int tc_spawn(const char *const *argv, int out_fd, int err_fd,
         (r = posix_spawn_file_actions_adddup2(&fa, err_fd, 2)) == 0 &&
         (r = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP |
                                                  POSIX_SPAWN_SETSIGMASK |
-                                                 POSIX_SPAWN_SETSIGDEF)) ==
-            0 &&
+                                                 POSIX_SPAWN_SETSIGDEF)) == 0 &&
         (r = posix_spawnattr_setpgroup(&attr, 0)) == 0 &&
         (r = posix_spawnattr_setsigmask(&attr, &none)) == 0 &&
         (r = posix_spawnattr_setsigdefault(&attr, &all)) == 0)
@@ -487,7 +489,7 @@ static int tc_wait(pid_t pid, struct tc_pipe *out, struct tc_pipe *errp,
         if (pidfd >= 0)
             fds[n++] = (struct pollfd){ .fd = pidfd, .events = POLLIN };
         else if (wait_ms > 20)
-            wait_ms = 20;   /* no pidfd (old kernel): poll for the exit */
+            wait_ms = 20; /* no pidfd (old kernel): poll for the exit */
         if (poll(fds, n, wait_ms) < 0 && errno != EINTR) {
             r = -errno;
             break;
@@ -513,8 +515,7 @@ static const char *tc_basename(const char *path)
 }
 
 /* ": <first stderr line, scrubbed>" or "" into @buf. */
-static void tc_stderr_line(const struct tc_pipe *errp, char *buf,
-                           size_t len)
+static void tc_stderr_line(const struct tc_pipe *errp, char *buf, size_t len)
 {
     char line[256];
 
@@ -526,8 +527,7 @@ static void tc_stderr_line(const struct tc_pipe *errp, char *buf,
 }
 
 int token_command_run(const struct token_command_params *params,
-                      struct cred_token *ret_token, char *err,
-                      size_t err_len)
+                      struct cred_token *ret_token, char *err, size_t err_len)
 {
     unsigned timeout_s = params->timeout_s > 0
                              ? params->timeout_s
@@ -577,14 +577,16 @@ int token_command_run(const struct token_command_params *params,
                                : "");
         goto out_close;
     }
-    r = tc_wait(pid, &out, &errp,
-                tc_now_ms() + (uint64_t)timeout_s * 1000u, &status);
+    r = tc_wait(pid, &out, &errp, tc_now_ms() + (uint64_t)timeout_s * 1000u,
+                &status);
     if (r < 0) {
         /* E.g. ECHILD when SIGCHLD is ignored: the kernel reaped it. */
         (void)kill(-pid, SIGKILL);
         (void)tc_reap(pid, &status, true);
-        cred__err(err, err_len, "waiting for the token command '%s' "
-                                "failed: %s", name, strerror(-r));
+        cred__err(err, err_len,
+                  "waiting for the token command '%s' "
+                  "failed: %s",
+                  name, strerror(-r));
         goto out_close;
     }
     if (r == 0) {
@@ -595,40 +597,45 @@ int token_command_run(const struct token_command_params *params,
         tc_stderr_line(&errp, why, sizeof(why));
         cred__err(err, err_len,
                   "the token command '%s' did not finish within %u s "
-                  "(auth.command_timeout_s) and was killed%s", name,
-                  timeout_s, why);
+                  "(auth.command_timeout_s) and was killed%s",
+                  name, timeout_s, why);
         r = -ETIMEDOUT;
         goto out_close;
     }
-    if (WIFSIGNALED(status) || !WIFEXITED(status) ||
-        WEXITSTATUS(status) != 0) {
+    if (WIFSIGNALED(status) || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         tc_stderr_line(&errp, why, sizeof(why));
         if (WIFSIGNALED(status))
-            cred__err(err, err_len, "the token command '%s' was killed by "
-                                    "signal %d (%s)%s", name,
-                      WTERMSIG(status), strsignal(WTERMSIG(status)), why);
+            cred__err(err, err_len,
+                      "the token command '%s' was killed by "
+                      "signal %d (%s)%s",
+                      name, WTERMSIG(status), strsignal(WTERMSIG(status)), why);
         else
-            cred__err(err, err_len, "the token command '%s' exited with "
-                                    "status %d%s", name,
-                      WEXITSTATUS(status), why);
+            cred__err(err, err_len,
+                      "the token command '%s' exited with "
+                      "status %d%s",
+                      name, WEXITSTATUS(status), why);
         r = -EAGAIN;
         goto out_close;
     }
     if (out.overflow) {
-        cred__err(err, err_len, "the token command '%s' printed more than "
-                                "%d bytes", name, TOKEN_COMMAND_MAX_OUTPUT);
+        cred__err(err, err_len,
+                  "the token command '%s' printed more than "
+                  "%d bytes",
+                  name, TOKEN_COMMAND_MAX_OUTPUT);
         r = -EFBIG;
         goto out_close;
     }
     if (out.len == 0) {
         tc_stderr_line(&errp, why, sizeof(why));
-        cred__err(err, err_len, "the token command '%s' exited with status "
-                                "0 but printed nothing%s", name, why);
+        cred__err(err, err_len,
+                  "the token command '%s' exited with status "
+                  "0 but printed nothing%s",
+                  name, why);
         r = -EBADMSG;
         goto out_close;
     }
-    r = token_command_parse(out.data, out.len, (int64_t)time(NULL),
-                            ret_token, err, err_len);
+    r = token_command_parse(out.data, out.len, (int64_t)time(NULL), ret_token,
+                            err, err_len);
 out_close:
     for (int i = 0; i < 2; i++) {
         if (out_fds[i] >= 0)

@@ -60,8 +60,8 @@ struct cred_token;
 #define TOKEN_COMMAND_DEFAULT_TIMEOUT_S 60
 
 struct token_command_params {
-    const char *const *argv;   /* NULL-terminated; argv[0] searched in PATH */
-    unsigned timeout_s;        /* 0: TOKEN_COMMAND_DEFAULT_TIMEOUT_S */
+    const char *const *argv; /* NULL-terminated; argv[0] searched in PATH */
+    unsigned timeout_s;      /* 0: TOKEN_COMMAND_DEFAULT_TIMEOUT_S */
 };
 
 /*
@@ -69,8 +69,7 @@ struct token_command_params {
  * at the wall-clock time when it exited) into @ret_token.
  */
 int token_command_run(const struct token_command_params *params,
-                      struct cred_token *ret_token, char *err,
-                      size_t err_len);
+                      struct cred_token *ret_token, char *err, size_t err_len);
 
 /*
  * Parses the output @out (@len bytes) of a token command at wall-clock

@@ -21,11 +21,11 @@
 
 #include <curl/curl.h>
 
+#include "base/util.h"
 #include "dicomweb.h"
 #include "http.h"
 #include "multipart.h"
 #include "partfile.h"
-#include "base/util.h"
 
 /* libcurl's receive buffer: the most one write callback hands over, so
  * also how far past its budget the sink can get. */
@@ -144,9 +144,9 @@ static void wado_encode_segment(const char *text, char *out)
 int wado_url(const char *base_url, const char *study, const char *series,
              const char *instance, char **ret_url, char *err, size_t err_len)
 {
-    const char *names[3] = {"StudyInstanceUID", "SeriesInstanceUID",
-                            "SOPInstanceUID"};
-    const char *uids[3] = {study, series, instance};
+    const char *names[3] = { "StudyInstanceUID", "SeriesInstanceUID",
+                             "SOPInstanceUID" };
+    const char *uids[3] = { study, series, instance };
     char enc[3][3 * UTIL_UID_MAX + 1];
     size_t base_len = strlen(base_url);
     int r;
@@ -317,8 +317,8 @@ static int wado_on_part_end(void *ctx, const struct multipart_part *part,
  */
 static int wado_start_body(struct wado_fetch *f)
 {
-    struct multipart_callbacks cb = {wado_on_part_begin, wado_on_part_data,
-                                     wado_on_part_end, f};
+    struct multipart_callbacks cb = { wado_on_part_begin, wado_on_part_data,
+                                      wado_on_part_end, f };
     struct multipart_media_type type;
     char reason[256];
     char *ct = NULL;

@@ -53,7 +53,7 @@ struct partfile_sink;
 struct wado_client;
 
 /* The Accept header value sent when no transfer syntax is asked for. */
-#define WADO_ACCEPT_ANY                                                        \
+#define WADO_ACCEPT_ANY \
     "multipart/related; type=\"application/dicom\"; transfer-syntax=*"
 
 /* What kind of failure a fetch met; the caller decides what to do. */

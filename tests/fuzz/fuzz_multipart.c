@@ -19,12 +19,12 @@
 
 #include "web/multipart.h"
 
-#define CHECK(cond)                                                            \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            fprintf(stderr, "broken: %s (line %d)\n", #cond, __LINE__);        \
-            __builtin_trap();                                                  \
-        }                                                                      \
+#define CHECK(cond)                                                     \
+    do {                                                                \
+        if (!(cond)) {                                                  \
+            fprintf(stderr, "broken: %s (line %d)\n", #cond, __LINE__); \
+            __builtin_trap();                                           \
+        }                                                               \
     } while (0)
 
 struct rec {
@@ -112,7 +112,7 @@ struct outcome {
 static void parse(const char *ct, const uint8_t *body, size_t len, int split,
                   uint32_t seed, struct outcome *out)
 {
-    struct multipart_callbacks cb = {on_begin, on_data, on_end, NULL};
+    struct multipart_callbacks cb = { on_begin, on_data, on_end, NULL };
     struct multipart_parser *p = NULL;
     char err[256];
 

@@ -66,9 +66,8 @@ static int send_action(const char *host, int port, const char *called,
     ASC_setAPTitles(params, calling, called, NULL);
     snprintf(addr, sizeof(addr), "%s:%d", host, port);
     ASC_setPresentationAddresses(params, "localhost", addr);
-    ASC_addPresentationContext(params, 1,
-                               UID_StorageCommitmentPushModelSOPClass,
-                               ts_list, 2);
+    ASC_addPresentationContext(
+        params, 1, UID_StorageCommitmentPushModelSOPClass, ts_list, 2);
     cond = ASC_requestAssociation(net, params, &assoc);
     if (cond.bad()) {
         printf("action association-failed reason=\"%s\"\n", cond.text());
@@ -167,12 +166,11 @@ static int serve_report(T_ASC_Association *assoc, int timeout,
     for (int i = 0; i < n; i++) {
         T_ASC_PresentationContext pc;
         ASC_getPresentationContext(assoc->params, i, &pc);
-        if (strcmp(pc.abstractSyntax,
-                   UID_StorageCommitmentPushModelSOPClass) == 0) {
-            ASC_acceptPresentationContext(assoc->params,
-                                          pc.presentationContextID,
-                                          pc.proposedTransferSyntaxes[0],
-                                          pc.proposedRole);
+        if (strcmp(pc.abstractSyntax, UID_StorageCommitmentPushModelSOPClass) ==
+            0) {
+            ASC_acceptPresentationContext(
+                assoc->params, pc.presentationContextID,
+                pc.proposedTransferSyntaxes[0], pc.proposedRole);
             roles += pc.proposedRole == ASC_SC_ROLE_SCP ? "scp" : "other";
         } else {
             ASC_refusePresentationContext(assoc->params,
@@ -215,9 +213,9 @@ static int serve_report(T_ASC_Association *assoc, int timeout,
     json_str(out, tx.c_str());
     out += ", \"retrieve_ae\": ";
     json_str(out, retrieve.c_str());
-    const DcmTagKey seqs[2] = {DCM_ReferencedSOPSequence,
-                               DCM_FailedSOPSequence};
-    const char *names[2] = {"committed", "failed"};
+    const DcmTagKey seqs[2] = { DCM_ReferencedSOPSequence,
+                                DCM_FailedSOPSequence };
+    const char *names[2] = { "committed", "failed" };
     for (int s = 0; s < 2; s++) {
         DcmSequenceOfItems *seq = NULL;
         out += std::string(", \"") + names[s] + "\": [";
@@ -261,8 +259,8 @@ static int serve_report(T_ASC_Association *assoc, int timeout,
     r->opts = O_NEVENTREPORT_AFFECTEDSOPCLASSUID |
               O_NEVENTREPORT_AFFECTEDSOPINSTANCEUID |
               O_NEVENTREPORT_EVENTTYPEID;
-    cond = DIMSE_sendMessageUsingMemoryData(assoc, pid, &rsp, NULL, NULL,
-                                            NULL, NULL);
+    cond = DIMSE_sendMessageUsingMemoryData(assoc, pid, &rsp, NULL, NULL, NULL,
+                                            NULL);
     if (cond.bad()) {
         printf("report rsp-failed reason=\"%s\"\n", cond.text());
         return 1;
@@ -271,8 +269,8 @@ static int serve_report(T_ASC_Association *assoc, int timeout,
     fflush(stdout);
     /* Wait for the release. */
     memset(&msg, 0, sizeof(msg));
-    cond = DIMSE_receiveCommand(assoc, DIMSE_BLOCKING, timeout, &pid, &msg,
-                                NULL);
+    cond =
+        DIMSE_receiveCommand(assoc, DIMSE_BLOCKING, timeout, &pid, &msg, NULL);
     if (cond == DUL_PEERREQUESTEDRELEASE)
         ASC_acknowledgeRelease(assoc);
     return report_status == 0 ? 0 : 3;
@@ -300,24 +298,48 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : "";
-        if (a == "--port") { port = atoi(v); i++; }
-        else if (a == "--host") { host = v; i++; }
-        else if (a == "--called") { called = v; i++; }
-        else if (a == "--calling") { calling = v; i++; }
-        else if (a == "--tx") { tx = v; i++; }
-        else if (a == "--listen") { listen_port = atoi(v); i++; }
-        else if (a == "--wait") { wait_s = atoi(v); i++; }
-        else if (a == "--timeout") { timeout = atoi(v); i++; }
-        else if (a == "--action-type") { action_type = atoi(v); i++; }
-        else if (a == "--class") { cls = v; i++; }
-        else if (a == "--instance") { inst = v; i++; }
-        else if (a == "--report-status") {
+        if (a == "--port") {
+            port = atoi(v);
+            i++;
+        } else if (a == "--host") {
+            host = v;
+            i++;
+        } else if (a == "--called") {
+            called = v;
+            i++;
+        } else if (a == "--calling") {
+            calling = v;
+            i++;
+        } else if (a == "--tx") {
+            tx = v;
+            i++;
+        } else if (a == "--listen") {
+            listen_port = atoi(v);
+            i++;
+        } else if (a == "--wait") {
+            wait_s = atoi(v);
+            i++;
+        } else if (a == "--timeout") {
+            timeout = atoi(v);
+            i++;
+        } else if (a == "--action-type") {
+            action_type = atoi(v);
+            i++;
+        } else if (a == "--class") {
+            cls = v;
+            i++;
+        } else if (a == "--instance") {
+            inst = v;
+            i++;
+        } else if (a == "--report-status") {
             report_status = (unsigned)strtoul(v, NULL, 16);
             i++;
-        }
-        else if (a == "--no-action") no_action = true;
-        else if (a == "--no-seq") no_seq = true;
-        else file = argv[i];
+        } else if (a == "--no-action")
+            no_action = true;
+        else if (a == "--no-seq")
+            no_seq = true;
+        else
+            file = argv[i];
     }
     OFLog::configure(OFLogger::FATAL_LOG_LEVEL);
     if (!dcmDataDict.isDictionaryLoaded()) {
@@ -332,7 +354,7 @@ int main(int argc, char **argv)
             return 1;
         }
         while (fscanf(f, "%127s %127s", c, u) == 2)
-            items.push_back(item{c, u});
+            items.push_back(item{ c, u });
         fclose(f);
     }
     T_ASC_Network *lnet = NULL;
@@ -343,8 +365,8 @@ int main(int argc, char **argv)
         return 1;
     }
     if (!no_action) {
-        int r = send_action(host, port, called, calling, tx, items,
-                            action_type, cls, inst, no_seq, timeout);
+        int r = send_action(host, port, called, calling, tx, items, action_type,
+                            cls, inst, no_seq, timeout);
         if (r != 0)
             return r;
     }
@@ -353,9 +375,9 @@ int main(int argc, char **argv)
     time_t deadline = time(NULL) + wait_s;
     while (time(NULL) < deadline) {
         T_ASC_Association *assoc = NULL;
-        OFCondition cond = ASC_receiveAssociation(
-            lnet, &assoc, ASC_DEFAULTMAXPDU, NULL, NULL, OFFalse,
-            DUL_NOBLOCK, 1);
+        OFCondition cond =
+            ASC_receiveAssociation(lnet, &assoc, ASC_DEFAULTMAXPDU, NULL, NULL,
+                                   OFFalse, DUL_NOBLOCK, 1);
         if (cond == DUL_NOASSOCIATIONREQUEST) {
             ASC_destroyAssociation(&assoc);
             continue;

@@ -131,13 +131,13 @@ static long vm_hwm_kb(void)
 
 int main(int argc, char **argv)
 {
-    struct wado_request req = {NULL, NULL, NULL, NULL, NULL, NULL, NULL};
-    struct wado_params wp = {NULL, NULL, 10, 20};
-    struct partfile_params pp = {NULL, "wado", 0, on_file, NULL};
+    struct wado_request req = { NULL, NULL, NULL, NULL, NULL, NULL, NULL };
+    struct wado_params wp = { NULL, NULL, 10, 20 };
+    struct partfile_params pp = { NULL, "wado", 0, on_file, NULL };
     struct consumer c;
     struct wado_result res;
     struct partfile_stats stats;
-    const char *uids[3] = {NULL, NULL, NULL};
+    const char *uids[3] = { NULL, NULL, NULL };
     unsigned nuids = 0;
     char tmp_dir[4096];
     char got_dir[4096];

@@ -30,7 +30,7 @@
 #include "base/metrics_catalog.h"
 
 #define FAILED_ID "1764000000.123456-9f1c2b3a4d5e6f70"
-#define FAILED_REASON                                                      \
+#define FAILED_REASON \
     "rejected by the server: 0xA900 <Data Set does not match SOP Class>"
 
 static atomic_bool stop_flag;
@@ -90,21 +90,21 @@ static int fill_status(void *ctx, struct admin_status *st)
     (void)fill_ready(ctx, &st->ready);
     /* The summary of a spool of 100 000 entries. */
     st->backlog[ADMIN_BACKLOG_INCOMING] =
-        (struct admin_backlog){61234, 61234ull * 524288, 3725};
+        (struct admin_backlog){ 61234, 61234ull * 524288, 3725 };
     st->backlog[ADMIN_BACKLOG_ACTIVE] =
-        (struct admin_backlog){16, 16ull * 524288, 2};
+        (struct admin_backlog){ 16, 16ull * 524288, 2 };
     st->backlog[ADMIN_BACKLOG_DEFERRED] =
-        (struct admin_backlog){37763, 37763ull * 524288, 90061};
+        (struct admin_backlog){ 37763, 37763ull * 524288, 90061 };
     st->backlog[ADMIN_BACKLOG_FAILED] =
-        (struct admin_backlog){987, 987ull * 524288, 400000};
+        (struct admin_backlog){ 987, 987ull * 524288, 400000 };
     st->throughput.received_5m = admin_rate_get(d->received, now_ms, 300);
     st->throughput.received_1h = admin_rate_get(d->received, now_ms, 3600);
     st->throughput.delivered_5m = admin_rate_get(d->delivered, now_ms, 300);
     st->throughput.delivered_1h = admin_rate_get(d->delivered, now_ms, 3600);
     st->throughput.received_total =
         metrics_family_counter_sum(d->cat.received_instances);
-    st->throughput.delivered_total = metrics_counter_get(
-        metrics_series(d->cat.delivered_instances, NULL));
+    st->throughput.delivered_total =
+        metrics_counter_get(metrics_series(d->cat.delivered_instances, NULL));
     admin_copy_text(st->destination.url, sizeof(st->destination.url),
                     "https://contoso-dicom.dicom.azurehealthcareapis.com/v2");
     st->destination.up = true;
@@ -160,8 +160,8 @@ static int fill_status(void *ctx, struct admin_status *st)
     }
     st->study_count = 6;
     st->studies_total = 6;
-    st->event_count = admin_events_copy(d->events, st->events,
-                                        ADMIN_EVENTS_MAX);
+    st->event_count =
+        admin_events_copy(d->events, st->events, ADMIN_EVENTS_MAX);
     return 0;
 }
 
@@ -231,8 +231,7 @@ static void seed(struct demo *d)
     int64_t now = (int64_t)time(NULL);
 
     for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
-        admin_events_push_line(d->events, now - 60 + (int64_t)i * 10,
-                               lines[i]);
+        admin_events_push_line(d->events, now - 60 + (int64_t)i * 10, lines[i]);
     metrics_counter_add(METRICS_SERIES(d->cat.received_instances, "CT01"),
                         1234);
     metrics_counter_add(METRICS_SERIES(d->cat.received_bytes, "CT01"),
@@ -244,25 +243,24 @@ static void seed(struct demo *d)
     metrics_gauge_set(metrics_series(d->cat.token_expiry, NULL),
                       (double)(now + 2520));
     metrics_gauge_set(metrics_series(d->cat.destination_up, NULL), 1);
-    metrics_gauge_set(METRICS_SERIES(d->cat.spool_entries, "incoming"),
-                      61234);
+    metrics_gauge_set(METRICS_SERIES(d->cat.spool_entries, "incoming"), 61234);
     metrics_gauge_set(METRICS_SERIES(d->cat.spool_entries, "failed"), 987);
     metrics_gauge_set_fn(metrics_series(d->cat.spool_free_bytes, NULL),
                          spool_free_bytes, NULL);
     metrics_counter_add(METRICS_SERIES(d->cat.token_refreshes, "ok"), 3);
     for (int i = 0; i < 50; i++)
-        metrics_histogram_observe(
-            metrics_series(d->cat.upload_duration, NULL), 0.04 * i);
+        metrics_histogram_observe(metrics_series(d->cat.upload_duration, NULL),
+                                  0.04 * i);
 }
 
 /* The "daemon loop": heartbeat, some traffic, rate samples. */
 static void loop(struct demo *d, struct admin *a)
 {
-    struct metrics_series *mr = METRICS_SERIES(d->cat.received_instances,
-                                               "MR02");
+    struct metrics_series *mr =
+        METRICS_SERIES(d->cat.received_instances, "MR02");
     struct metrics_series *delivered =
         metrics_series(d->cat.delivered_instances, NULL);
-    struct pollfd in = {.fd = 0, .events = POLLIN};
+    struct pollfd in = { .fd = 0, .events = POLLIN };
     char buf[256];
 
     while (!atomic_load(&stop_flag)) {
@@ -270,15 +268,15 @@ static void loop(struct demo *d, struct admin *a)
         if (r > 0) {
             ssize_t n = read(0, buf, sizeof(buf));
             if (n <= 0)
-                break;              /* stdin closed: the test is gone */
+                break; /* stdin closed: the test is gone */
         }
         if (!atomic_load(&beat_off))
             admin_heartbeat(a);
         metrics_counter_add(mr, 3);
         metrics_counter_add(delivered, 2);
-        admin_rate_record(d->received, monotonic_ms(),
-                          metrics_family_counter_sum(
-                              d->cat.received_instances));
+        admin_rate_record(
+            d->received, monotonic_ms(),
+            metrics_family_counter_sum(d->cat.received_instances));
         admin_rate_record(d->delivered, monotonic_ms(),
                           metrics_counter_get(delivered));
     }
@@ -286,12 +284,12 @@ static void loop(struct demo *d, struct admin *a)
 
 int main(int argc, char **argv)
 {
-    static const char *const callers[] = {"CT01", "MR02", "US03"};
-    static const char *const action_label[] = {"action"};
-    struct metrics_catalog_params cp = {.version = "0.1.0",
-                                        .callers = callers,
-                                        .caller_count = 3};
-    struct admin_params p = {.listen = "127.0.0.1:0"};
+    static const char *const callers[] = { "CT01", "MR02", "US03" };
+    static const char *const action_label[] = { "action" };
+    struct metrics_catalog_params cp = { .version = "0.1.0",
+                                         .callers = callers,
+                                         .caller_count = 3 };
+    struct admin_params p = { .listen = "127.0.0.1:0" };
     struct demo d;
     struct admin *a = NULL;
     char *token = NULL;
@@ -344,26 +342,27 @@ int main(int argc, char **argv)
     d.received = admin_rate_new(10, 3600);
     d.delivered = admin_rate_new(10, 3600);
     if (!d.metrics || !d.events || !d.received || !d.delivered ||
-        metrics_catalog_register(d.metrics, &cp, &d.cat, err,
-                                 sizeof(err)) < 0 ||
-        metrics_family_add(d.metrics, &(struct metrics_family_params){
-                                          .name = "admin_demo_actions_total",
-                                          .help = "Actions the demo ran.",
-                                          .type = METRICS_COUNTER,
-                                          .label_names = action_label,
-                                          .label_count = 1,
-                                          .max_series = 2},
-                           &d.actions, err, sizeof(err)) < 0) {
+        metrics_catalog_register(d.metrics, &cp, &d.cat, err, sizeof(err)) <
+            0 ||
+        metrics_family_add(
+            d.metrics,
+            &(struct metrics_family_params){ .name = "admin_demo_actions_total",
+                                             .help = "Actions the demo ran.",
+                                             .type = METRICS_COUNTER,
+                                             .label_names = action_label,
+                                             .label_count = 1,
+                                             .max_series = 2 },
+            &d.actions, err, sizeof(err)) < 0) {
         fprintf(stderr, "admin_demo: setup failed: %s\n", err);
         return 1;
     }
     seed(&d);
     p.metrics = d.metrics;
-    p.provider = (struct admin_provider){.ctx = &d,
-                                         .ready = fill_ready,
-                                         .status = fill_status,
-                                         .retry_failed = retry_failed,
-                                         .retry_all_failed = retry_all};
+    p.provider = (struct admin_provider){ .ctx = &d,
+                                          .ready = fill_ready,
+                                          .status = fill_status,
+                                          .retry_failed = retry_failed,
+                                          .retry_all_failed = retry_all };
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
     signal(SIGUSR1, on_signal);

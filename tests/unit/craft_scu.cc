@@ -6,8 +6,8 @@
  *   craft_scu PORT mismatch FILE   the data set of FILE, sent as is, under a
  *                                  command whose Affected SOP Instance UID
  *                                  differs from the data set's  (-> A900)
- *   craft_scu PORT garbage FILE    a truncated element as the data set, under the
- *                                  command FILE would get       (-> C000)
+ *   craft_scu PORT garbage FILE    a truncated element as the data set, under
+ * the command FILE would get       (-> C000)
  *
  * The data set bytes go out as raw P-DATA PDVs (DUL_WritePDVs), so nothing
  * in DCMTK's sending path fixes them. Prints "status=0xNNNN" of the
@@ -107,7 +107,7 @@ int main(int argc, char **argv)
         /* SOPClassUID (0008,0016), VR UI, claiming 0xFFF0 bytes of value
          * where 64 follow: no parser can make a data set of this. */
         static const unsigned char head[] = { 0x08, 0x00, 0x16, 0x00,
-                                              'U', 'I', 0xf0, 0xff };
+                                              'U',  'I',  0xf0, 0xff };
         data.assign(head, head + sizeof(head));
         for (size_t i = 0; i < 64; i++)
             data.push_back((unsigned char)('1' + i % 9));

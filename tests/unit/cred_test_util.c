@@ -46,8 +46,9 @@ int ctu_sh(const char *fmt, ...)
     status = system(cmd);
     if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         fprintf(stderr, "command failed (%d): %s\n", status, cmd);
-        return status == -1 ? -1 : WIFEXITED(status) ? WEXITSTATUS(status)
-                                                     : 128;
+        return status == -1        ? -1
+               : WIFEXITED(status) ? WEXITSTATUS(status)
+                                   : 128;
     }
     return 0;
 }
@@ -242,8 +243,8 @@ bool ctu_process_alive(pid_t pid)
     if (stat == NULL)
         return false;
     paren = strrchr(stat, ')');
-    alive = paren != NULL && paren[1] == ' ' && paren[2] != 'Z' &&
-            paren[2] != 'X';
+    alive =
+        paren != NULL && paren[1] == ' ' && paren[2] != 'Z' && paren[2] != 'X';
     free(stat);
     return alive;
 }

@@ -46,8 +46,7 @@ void ctu_server_stop(struct ctu_server *server);
 
 /* Decodes base64url (padding optional) into a new NUL-terminated buffer;
  * NULL on bad input. */
-unsigned char *ctu_b64url_decode(const char *in, size_t len,
-                                 size_t *ret_len);
+unsigned char *ctu_b64url_decode(const char *in, size_t len, size_t *ret_len);
 
 /* Base64url (no padding) of @data into a new string. */
 char *ctu_b64url_encode(const unsigned char *data, size_t len);

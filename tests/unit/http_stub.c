@@ -74,8 +74,8 @@ static void *serve(void *arg)
         size_t header_len = 0;
         char *request = read_request(fd, &len, &header_len);
         if (request != NULL) {
-            const char *answer = stub->reply(stub->ctx, request, header_len,
-                                             len);
+            const char *answer =
+                stub->reply(stub->ctx, request, header_len, len);
             /* Kept before the answer goes out: a client that has its
              * answer finds its request here. */
             pthread_mutex_lock(&stub->lock);
@@ -93,8 +93,7 @@ static void *serve(void *arg)
     return NULL;
 }
 
-int http_stub_start(struct http_stub *stub, http_stub_reply_fn reply,
-                    void *ctx)
+int http_stub_start(struct http_stub *stub, http_stub_reply_fn reply, void *ctx)
 {
     struct sockaddr_in addr;
     socklen_t len = sizeof(addr);

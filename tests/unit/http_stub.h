@@ -28,9 +28,9 @@ struct http_stub {
     void *ctx;
     pthread_t thread;
     atomic_bool stop;
-    atomic_int requests;      /* answered or dropped so far */
+    atomic_int requests; /* answered or dropped so far */
     pthread_mutex_t lock;
-    char *last_request;       /* under lock; NUL-terminated */
+    char *last_request; /* under lock; NUL-terminated */
     size_t last_len;
     size_t last_header_len;
 };

@@ -20,12 +20,12 @@ static double free_bytes(void *ctx)
 
 int main(void)
 {
-    static const char *const callers[] = {"CT_SCANNER_1", "MR02", "US-3"};
-    static const char *const label_v[] = {"value"};
-    struct metrics_catalog_params p = {.version = "0.1.0",
-                                       .start_time_s = 1764000000,
-                                       .callers = callers,
-                                       .caller_count = 3};
+    static const char *const callers[] = { "CT_SCANNER_1", "MR02", "US-3" };
+    static const char *const label_v[] = { "value" };
+    struct metrics_catalog_params p = { .version = "0.1.0",
+                                        .start_time_s = 1764000000,
+                                        .callers = callers,
+                                        .caller_count = 3 };
     struct metrics_catalog cat;
     struct metrics_family *odd = NULL;
     struct metrics *m = metrics_new();
@@ -33,8 +33,8 @@ int main(void)
     char *text = NULL;
     size_t len = 0;
 
-    if (m == NULL || metrics_catalog_register(m, &p, &cat, err,
-                                              sizeof(err)) < 0) {
+    if (m == NULL ||
+        metrics_catalog_register(m, &p, &cat, err, sizeof(err)) < 0) {
         fprintf(stderr, "metrics_sample: %s\n", err);
         return 1;
     }
@@ -45,32 +45,32 @@ int main(void)
     metrics_counter_add(METRICS_SERIES(cat.store_refusals, "A900"), 1);
     metrics_counter_add(metrics_series(cat.delivered_instances, NULL), 1180);
     metrics_counter_add(metrics_series(cat.delivered_bytes, NULL), 620000000);
-    metrics_counter_add(METRICS_SERIES(cat.deferrals,
-                                       METRICS_REASON_SERVER_ERROR), 7);
-    metrics_counter_add(METRICS_SERIES(cat.dead_letters,
-                                       METRICS_REASON_REJECTED), 2);
-    metrics_counter_add(METRICS_SERIES(cat.http_responses,
-                                       METRICS_SERVICE_STOW, "200"), 118);
-    metrics_counter_add(METRICS_SERIES(cat.http_responses,
-                                       METRICS_SERVICE_STOW, "503"), 7);
-    metrics_counter_add(METRICS_SERIES(cat.http_responses,
-                                       METRICS_SERVICE_TOKEN, "200"), 4);
-    metrics_counter_add(METRICS_SERIES(cat.http_responses,
-                                       METRICS_SERVICE_QIDO,
-                                       METRICS_CODE_NO_ANSWER), 1);
-    metrics_counter_add(METRICS_SERIES(cat.token_refreshes,
-                                       METRICS_RESULT_OK), 4);
+    metrics_counter_add(
+        METRICS_SERIES(cat.deferrals, METRICS_REASON_SERVER_ERROR), 7);
+    metrics_counter_add(
+        METRICS_SERIES(cat.dead_letters, METRICS_REASON_REJECTED), 2);
+    metrics_counter_add(
+        METRICS_SERIES(cat.http_responses, METRICS_SERVICE_STOW, "200"), 118);
+    metrics_counter_add(
+        METRICS_SERIES(cat.http_responses, METRICS_SERVICE_STOW, "503"), 7);
+    metrics_counter_add(
+        METRICS_SERIES(cat.http_responses, METRICS_SERVICE_TOKEN, "200"), 4);
+    metrics_counter_add(METRICS_SERIES(cat.http_responses, METRICS_SERVICE_QIDO,
+                                       METRICS_CODE_NO_ANSWER),
+                        1);
+    metrics_counter_add(METRICS_SERIES(cat.token_refreshes, METRICS_RESULT_OK),
+                        4);
     metrics_gauge_set(metrics_series(cat.token_expiry, NULL), 1764003600);
     metrics_gauge_set(metrics_series(cat.destination_up, NULL), 1);
     metrics_gauge_set(metrics_series(cat.associations_active, NULL), 2);
-    metrics_gauge_set(METRICS_SERIES(cat.spool_entries,
-                                     METRICS_STATE_INCOMING), 20);
-    metrics_gauge_set(METRICS_SERIES(cat.spool_bytes,
-                                     METRICS_STATE_INCOMING), 14000000);
-    metrics_gauge_set(METRICS_SERIES(cat.spool_oldest_age,
-                                     METRICS_STATE_INCOMING), 12.5);
-    metrics_gauge_set_fn(metrics_series(cat.spool_free_bytes, NULL),
-                         free_bytes, NULL);
+    metrics_gauge_set(METRICS_SERIES(cat.spool_entries, METRICS_STATE_INCOMING),
+                      20);
+    metrics_gauge_set(METRICS_SERIES(cat.spool_bytes, METRICS_STATE_INCOMING),
+                      14000000);
+    metrics_gauge_set(
+        METRICS_SERIES(cat.spool_oldest_age, METRICS_STATE_INCOMING), 12.5);
+    metrics_gauge_set_fn(metrics_series(cat.spool_free_bytes, NULL), free_bytes,
+                         NULL);
     for (int i = 0; i < 100; i++) {
         metrics_histogram_observe(metrics_series(cat.upload_duration, NULL),
                                   0.02 * i);
@@ -81,13 +81,15 @@ int main(void)
     }
 
     /* Not in the catalog: values that need escaping, and odd floats. */
-    if (metrics_family_add(m, &(struct metrics_family_params){
-                                  .name = "stowbridge_sample_odd_values",
-                                  .help = "Sample only: escapes \\ and odd "
-                                          "floats.",
-                                  .type = METRICS_GAUGE,
-                                  .label_names = label_v, .label_count = 1,
-                                  .max_series = 8},
+    if (metrics_family_add(m,
+                           &(struct metrics_family_params){
+                               .name = "stowbridge_sample_odd_values",
+                               .help = "Sample only: escapes \\ and odd "
+                                       "floats.",
+                               .type = METRICS_GAUGE,
+                               .label_names = label_v,
+                               .label_count = 1,
+                               .max_series = 8 },
                            &odd, err, sizeof(err)) < 0) {
         fprintf(stderr, "metrics_sample: %s\n", err);
         return 1;

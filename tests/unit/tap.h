@@ -14,26 +14,26 @@
 static unsigned tap_passed;
 static unsigned tap_failed;
 
-#define CHECK(cond)                                                        \
-    do {                                                                   \
-        if (cond) {                                                        \
-            tap_passed++;                                                  \
-        } else {                                                           \
-            tap_failed++;                                                  \
+#define CHECK(cond)                                                         \
+    do {                                                                    \
+        if (cond) {                                                         \
+            tap_passed++;                                                   \
+        } else {                                                            \
+            tap_failed++;                                                   \
             fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                  \
+        }                                                                   \
     } while (0)
 
-#define CHECK_MSG(cond, ...)                                               \
-    do {                                                                   \
-        if (cond) {                                                        \
-            tap_passed++;                                                  \
-        } else {                                                           \
-            tap_failed++;                                                  \
+#define CHECK_MSG(cond, ...)                                                \
+    do {                                                                    \
+        if (cond) {                                                         \
+            tap_passed++;                                                   \
+        } else {                                                            \
+            tap_failed++;                                                   \
             fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-            fprintf(stderr, __VA_ARGS__);                                  \
-            fputc('\n', stderr);                                           \
-        }                                                                  \
+            fprintf(stderr, __VA_ARGS__);                                   \
+            fputc('\n', stderr);                                            \
+        }                                                                   \
     } while (0)
 
 static inline int tap_done(void)

@@ -39,12 +39,12 @@ static char *json_of(const char *s)
     return buf_take(&b, &len);
 }
 
-#define CHECK_STR(got, want)                                               \
-    do {                                                                   \
-        char *g_ = (got);                                                  \
-        CHECK_MSG(g_ && strcmp(g_, (want)) == 0, "got '%s' want '%s'",     \
-                  g_ ? g_ : "(null)", (want));                             \
-        free(g_);                                                          \
+#define CHECK_STR(got, want)                                          \
+    do {                                                              \
+        char *g_ = (got);                                             \
+        CHECK_MSG(g_ &&strcmp(g_, (want)) == 0, "got '%s' want '%s'", \
+                  g_ ? g_ : "(null)", (want));                        \
+        free(g_);                                                     \
     } while (0)
 
 static void test_escaping(void)
@@ -54,10 +54,12 @@ static void test_escaping(void)
     CHECK_STR(html_of("a&b \"q\""), "a&amp;b &quot;q&quot;");
     CHECK_STR(html_of("caf\xc3\xa9 \xe2\x82\xac"), "caf\xc3\xa9 \xe2\x82\xac");
     /* Broken UTF-8, overlong forms, surrogates, controls: U+FFFD. */
-    CHECK_STR(html_of("a\xff" "b"), "a\xef\xbf\xbd" "b");
+    CHECK_STR(html_of("a\xff"
+                      "b"),
+              "a\xef\xbf\xbd"
+              "b");
     CHECK_STR(html_of("\xc0\xbc"), "\xef\xbf\xbd\xef\xbf\xbd");
-    CHECK_STR(html_of("\xed\xa0\x80"),
-              "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
+    CHECK_STR(html_of("\xed\xa0\x80"), "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
     CHECK_STR(html_of("x\x01y\x7f"), "x\xef\xbf\xbdy\xef\xbf\xbd");
     CHECK_STR(html_of("cut\xe2\x82"), "cut\xef\xbf\xbd\xef\xbf\xbd");
 
@@ -79,10 +81,12 @@ static void test_buf_ceiling(void)
     CHECK(buf_take(&b, &len) == NULL);
 
     char dst[6];
-    admin_copy_text(dst, sizeof(dst), "ab\xe2\x82\xac" "cd");
+    admin_copy_text(dst, sizeof(dst),
+                    "ab\xe2\x82\xac"
+                    "cd");
     CHECK(strcmp(dst, "ab\xe2\x82\xac") == 0);
     admin_copy_text(dst, sizeof(dst), "abc\xe2\x82\xac");
-    CHECK(strcmp(dst, "abc") == 0);   /* never half a character */
+    CHECK(strcmp(dst, "abc") == 0); /* never half a character */
     admin_copy_text(dst, sizeof(dst), NULL);
     CHECK(dst[0] == '\0');
 }
@@ -94,25 +98,26 @@ static void fill(struct admin_status *st, int64_t now)
     admin_copy_text(st->version, sizeof(st->version), "0.1.0");
     admin_copy_text(st->node, sizeof(st->node), "BRIDGE<1>");
     st->started_s = now - 3 * 86400 - 3600;
-    st->ready = (struct admin_ready){.dicom_listening = true,
-                                     .dicom_port = 11112,
-                                     .spool_writable = true,
-                                     .spool_free_bytes = 50ull << 30,
-                                     .spool_min_free_bytes = 1ull << 30,
-                                     .destination_ok_s = now - 10,
-                                     .window_s = 300};
+    st->ready = (struct admin_ready){ .dicom_listening = true,
+                                      .dicom_port = 11112,
+                                      .spool_writable = true,
+                                      .spool_free_bytes = 50ull << 30,
+                                      .spool_min_free_bytes = 1ull << 30,
+                                      .destination_ok_s = now - 10,
+                                      .window_s = 300 };
     st->backlog[ADMIN_BACKLOG_INCOMING] =
-        (struct admin_backlog){61234, 61234ull * 500000, 3725};
-    st->backlog[ADMIN_BACKLOG_ACTIVE] = (struct admin_backlog){16, 8000000, 2};
+        (struct admin_backlog){ 61234, 61234ull * 500000, 3725 };
+    st->backlog[ADMIN_BACKLOG_ACTIVE] =
+        (struct admin_backlog){ 16, 8000000, 2 };
     st->backlog[ADMIN_BACKLOG_DEFERRED] =
-        (struct admin_backlog){38001, 38001ull * 500000, 90061};
+        (struct admin_backlog){ 38001, 38001ull * 500000, 90061 };
     st->backlog[ADMIN_BACKLOG_FAILED] =
-        (struct admin_backlog){987, 987ull * 500000, 400000};
-    st->throughput.received_5m = (struct admin_rate_value){2.5, 300};
+        (struct admin_backlog){ 987, 987ull * 500000, 400000 };
+    st->throughput.received_5m = (struct admin_rate_value){ 2.5, 300 };
     st->throughput.received_bytes_5m =
-        (struct admin_rate_value){1.25 * 1048576, 300};
-    st->throughput.received_1h = (struct admin_rate_value){1.0, 1200};
-    st->throughput.delivered_5m = (struct admin_rate_value){0, 0};
+        (struct admin_rate_value){ 1.25 * 1048576, 300 };
+    st->throughput.received_1h = (struct admin_rate_value){ 1.0, 1200 };
+    st->throughput.delivered_5m = (struct admin_rate_value){ 0, 0 };
     st->throughput.received_total = 123456;
     st->throughput.delivered_total = 23456;
     admin_copy_text(st->destination.url, sizeof(st->destination.url),
@@ -156,18 +161,19 @@ static void fill(struct admin_status *st, int64_t now)
     st->studies[0].failed = 3;
     st->studies[0].last_s = now - 4;
     st->event_count = 2;
-    st->events[0] = (struct admin_event){.time_s = now - 1, .level = 3};
+    st->events[0] = (struct admin_event){ .time_s = now - 1, .level = 3 };
     admin_copy_text(st->events[0].text, ADMIN_EVENT_TEXT_MAX,
                     "upload failed <script>x</script>");
-    st->events[1] = (struct admin_event){.time_s = now - 2, .level = 6};
+    st->events[1] = (struct admin_event){ .time_s = now - 2, .level = 6 };
     admin_copy_text(st->events[1].text, ADMIN_EVENT_TEXT_MAX, "started");
 }
 
 static char *page_of(const struct admin_status *st, int64_t now, bool actions)
 {
-    struct admin__page_opts o = {.refresh_s = 15, .actions = actions,
-                                 .token = actions,
-                                 .base_url = "http://127.0.0.1:9475"};
+    struct admin__page_opts o = { .refresh_s = 15,
+                                  .actions = actions,
+                                  .token = actions,
+                                  .base_url = "http://127.0.0.1:9475" };
     struct buf b;
     size_t len;
 
@@ -316,7 +322,8 @@ static void test_page_time(void)
         free(p);
     }
     printf("# status page, every list full: %.3f ms (best of 20), %zu "
-           "bytes\n", best, len);
+           "bytes\n",
+           best, len);
     /* 10 ms is the requirement; generous for a loaded machine or ASan. */
     CHECK_MSG(best < 10.0, "%.3f ms", best);
     CHECK(len > 100000 && len < ADMIN__PAGE_MAX);
@@ -325,13 +332,13 @@ static void test_page_time(void)
 static void test_health_bodies(void)
 {
     struct buf b;
-    struct admin_ready r = {.dicom_listening = true,
-                            .dicom_port = 104,
-                            .spool_writable = true,
-                            .spool_free_bytes = 2ull << 30,
-                            .spool_min_free_bytes = 1ull << 30,
-                            .destination_ok_s = 1000,
-                            .window_s = 300};
+    struct admin_ready r = { .dicom_listening = true,
+                             .dicom_port = 104,
+                             .spool_writable = true,
+                             .spool_free_bytes = 2ull << 30,
+                             .spool_min_free_bytes = 1ull << 30,
+                             .destination_ok_s = 1000,
+                             .window_s = 300 };
     size_t len;
     char *t;
 
@@ -416,8 +423,8 @@ static void test_credentials(void)
     CHECK(admin__check_credentials("Token s3cr3t-token", tok, n) ==
           ADMIN__CRED_WRONG);
     /* Basic, any user, the token as password: "admin:s3cr3t-token". */
-    CHECK(admin__check_credentials("Basic YWRtaW46czNjcjN0LXRva2Vu", tok,
-                                   n) == ADMIN__CRED_BASIC);
+    CHECK(admin__check_credentials("Basic YWRtaW46czNjcjN0LXRva2Vu", tok, n) ==
+          ADMIN__CRED_BASIC);
     /* ":s3cr3t-token" (no user). */
     CHECK(admin__check_credentials("Basic OnMzY3IzdC10b2tlbg==", tok, n) ==
           ADMIN__CRED_BASIC);
@@ -486,8 +493,9 @@ static void test_listen(void)
     CHECK(l.addr[0] == 127 && l.addr[3] == 1);
     CHECK(admin_listen_parse("[::1]:9475", &l, err, sizeof(err)) == 0);
     CHECK(l.enabled && l.ipv6 && l.loopback && l.port == 9475);
-    CHECK(admin_listen_parse("[::ffff:127.0.0.1]:80", &l, err,
-                             sizeof(err)) == 0 && l.loopback);
+    CHECK(admin_listen_parse("[::ffff:127.0.0.1]:80", &l, err, sizeof(err)) ==
+              0 &&
+          l.loopback);
     CHECK(admin_listen_parse("0.0.0.0:9475", &l, err, sizeof(err)) == 0);
     CHECK(!l.loopback);
     CHECK(admin_listen_parse("[::]:9475", &l, err, sizeof(err)) == 0);
@@ -506,8 +514,7 @@ static void test_listen(void)
     CHECK(admin_listen_parse("127.0.0.1:", &l, err, sizeof(err)) == -EINVAL);
     CHECK(admin_listen_parse("127.0.0.1:65536", &l, err, sizeof(err)) ==
           -EINVAL);
-    CHECK(admin_listen_parse("127.0.0.1:-1", &l, err, sizeof(err)) ==
-          -EINVAL);
+    CHECK(admin_listen_parse("127.0.0.1:-1", &l, err, sizeof(err)) == -EINVAL);
     CHECK(admin_listen_parse("127.0.0.1:94 75", &l, err, sizeof(err)) ==
           -EINVAL);
     CHECK(admin_listen_parse("[::1]", &l, err, sizeof(err)) == -EINVAL);
@@ -520,19 +527,19 @@ static void test_listen(void)
     CHECK(admin_config_check("127.0.0.1:9475", false, false, err,
                              sizeof(err)) == 0);
     CHECK(admin_config_check("", false, false, err, sizeof(err)) == 0);
-    CHECK(admin_config_check("[::1]:9475", false, false, err,
-                             sizeof(err)) == 0);
-    CHECK(admin_config_check("0.0.0.0:9475", false, false, err,
-                             sizeof(err)) == -EINVAL);
+    CHECK(admin_config_check("[::1]:9475", false, false, err, sizeof(err)) ==
+          0);
+    CHECK(admin_config_check("0.0.0.0:9475", false, false, err, sizeof(err)) ==
+          -EINVAL);
     CHECK(strstr(err, "admin.listen '0.0.0.0:9475' is not a loopback "
                       "address: set admin.token_file"));
     CHECK(admin_config_check("192.168.1.5:9475", true, false, err,
                              sizeof(err)) == 0);
-    CHECK(admin_config_check("127.0.0.1:9475", false, true, err,
-                             sizeof(err)) == -EINVAL);
+    CHECK(admin_config_check("127.0.0.1:9475", false, true, err, sizeof(err)) ==
+          -EINVAL);
     CHECK(strstr(err, "admin.allow_actions needs admin.token_file"));
-    CHECK(admin_config_check("127.0.0.1:9475", true, true, err,
-                             sizeof(err)) == 0);
+    CHECK(admin_config_check("127.0.0.1:9475", true, true, err, sizeof(err)) ==
+          0);
     CHECK(admin_config_check("nonsense", true, false, err, sizeof(err)) ==
           -EINVAL);
     CHECK(strncmp(err, "admin.listen: ", 14) == 0);
@@ -541,7 +548,7 @@ static void test_listen(void)
      * empty address is "off". */
     static char sentinel;
     struct admin *a = (struct admin *)(void *)&sentinel;
-    struct admin_params p = {.listen = "0.0.0.0:0"};
+    struct admin_params p = { .listen = "0.0.0.0:0" };
     CHECK(admin_new(&p, &a, err, sizeof(err)) == -EINVAL);
     p.listen = "";
     CHECK(admin_new(&p, &a, err, sizeof(err)) == 0 && a == NULL);
@@ -584,7 +591,7 @@ static void test_events(void)
     CHECK(strcmp(out[1].text, "one") == 0 && out[1].level == 6);
     admin_events_push(r, 12, 4, "three\nwith\ttabs\x1b[31m");
     admin_events_push(r, 13, 6, "bad \xff utf8");
-    CHECK(admin_events_copy(r, out, 5) == 3);   /* "one" was overwritten */
+    CHECK(admin_events_copy(r, out, 5) == 3); /* "one" was overwritten */
     CHECK(strcmp(out[0].text, "bad ? utf8") == 0);
     CHECK(strcmp(out[1].text, "three with tabs [31m") == 0);
     CHECK(strcmp(out[2].text, "two") == 0);
@@ -632,7 +639,7 @@ static void test_rate(void)
     CHECK(v.span_s == 0 && v.per_s == 0);
     admin_rate_record(r, 1000, 0);
     v = admin_rate_get(r, 1000, 300);
-    CHECK(v.span_s == 0);                  /* one sample: no rate */
+    CHECK(v.span_s == 0); /* one sample: no rate */
     /* 2 per second for 2 hours, recorded every second. */
     uint64_t t = 1000;
     uint64_t total = 0;

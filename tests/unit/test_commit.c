@@ -10,11 +10,11 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <netinet/in.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -172,8 +172,7 @@ int main(void)
         CHECK(h.request(h.ctx, &rq, err, sizeof(err)) == 0);
         CHECK(wait_file(spool, "1.2.3.101.rep", true, 5));
         CHECK(spool_txn_read(spool, "1.2.3.101.rep", &data, &len) == 0);
-        CHECK(data != NULL &&
-              strstr(data, "1.2.3.4.9 0110 3\n") != NULL);
+        CHECK(data != NULL && strstr(data, "1.2.3.4.9 0110 3\n") != NULL);
         free(data);
         data = NULL;
     }

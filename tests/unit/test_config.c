@@ -13,8 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "config/config.h"
 #include "base/log.h"
+#include "config/config.h"
 #include "tap.h"
 
 static char err[1024];
@@ -176,9 +176,9 @@ static void test_every_key(void)
             const char *name;
             int level;
         } levels[] = {
-            {"err", LOG_LEVEL_ERR},         {"error", LOG_LEVEL_ERR},
-            {"warning", LOG_LEVEL_WARNING}, {"notice", LOG_LEVEL_NOTICE},
-            {"info", LOG_LEVEL_INFO},       {"debug", LOG_LEVEL_DEBUG},
+            { "err", LOG_LEVEL_ERR },         { "error", LOG_LEVEL_ERR },
+            { "warning", LOG_LEVEL_WARNING }, { "notice", LOG_LEVEL_NOTICE },
+            { "info", LOG_LEVEL_INFO },       { "debug", LOG_LEVEL_DEBUG },
         };
         for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++) {
             char text_level[64];
@@ -269,8 +269,7 @@ static void test_non_json_numbers(void)
                  "leading zeros");
     expect_error("{\"dicom\": {\"port\": 00}}", "column 20: '00'",
                  "leading zeros");
-    expect_error("{\"dicom\": {\"port\": -0104}}", "'-0104'",
-                 "leading zeros");
+    expect_error("{\"dicom\": {\"port\": -0104}}", "'-0104'", "leading zeros");
     expect_error("{\"dicom\": {\"port\": 104.}}", "'104.' is not a JSON",
                  "fraction");
     expect_error("{\"upload\": {\"timeout_s\": 1.e1}}", "'1.e1'", NULL);
@@ -913,7 +912,8 @@ static void test_send_side(void)
                     " \"auth\": {\"type\": \"azure\", \"tenant\": "
                     "\"72f988bf-86f1-41af-91ab-2d7cd011db47\", \"client_id\": "
                     "\"app-1\", \"client_secret\": \"s3cr3t\"}}",
-                    &cfg) == 0, "%s", err);
+                    &cfg) == 0,
+              "%s", err);
     if (cfg != NULL) {
         CHECK(strcmp(cfg->auth.token_url,
                      "https://login.microsoftonline.com/72f988bf-86f1-41af-"
@@ -936,7 +936,8 @@ static void test_send_side(void)
     CHECK(parse("{\"auth\": {\"type\": \"client_credentials\", \"token_url\": "
                 "\"http://127.0.0.1:8080/token\", \"client_id\": \"c\", "
                 "\"client_secret_file\": \"/run/secret\", \"client_auth\": "
-                "\"basic\", \"resource\": \"https://x\"}}", &cfg) == 0);
+                "\"basic\", \"resource\": \"https://x\"}}",
+                &cfg) == 0);
     CHECK(cfg != NULL && strcmp(cfg->auth.client_auth, "basic") == 0);
     cfg_free(cfg);
     CHECK(parse("{\"auth\": {\"type\": \"static\", \"token\": \"t\"}}", &cfg) ==
@@ -999,13 +1000,14 @@ static void test_secret_files(void)
     chmod(secret, 0600);
 
     f = fopen(conf, "w");
-    fprintf(f, "{\"auth\": {\"type\": \"client_credentials\", \"token_url\": "
-               "\"https://idp/token\", \"client_id\": \"c\", "
-               "\"client_secret_file\": \"%s\"}}", secret);
+    fprintf(f,
+            "{\"auth\": {\"type\": \"client_credentials\", \"token_url\": "
+            "\"https://idp/token\", \"client_id\": \"c\", "
+            "\"client_secret_file\": \"%s\"}}",
+            secret);
     fclose(f);
     CHECK_MSG(cfg_load(conf, &cfg, err, sizeof(err)) == 0, "%s", err);
-    CHECK(cfg != NULL && strcmp(cfg->auth.client_secret, "from-the-file") ==
-                             0);
+    CHECK(cfg != NULL && strcmp(cfg->auth.client_secret, "from-the-file") == 0);
     cfg_free(cfg);
 
     chmod(secret, 0644);
@@ -1018,7 +1020,8 @@ static void test_secret_files(void)
     /* systemd LoadCredential=: used when no secret is configured. */
     f = fopen(conf, "w");
     fputs("{\"auth\": {\"type\": \"azure\", \"tenant\": \"contoso.com\", "
-          "\"client_id\": \"c\"}}", f);
+          "\"client_id\": \"c\"}}",
+          f);
     fclose(f);
     unsetenv("CREDENTIALS_DIRECTORY");
     CHECK(cfg_load(conf, &cfg, err, sizeof(err)) == -EINVAL);
@@ -1026,8 +1029,8 @@ static void test_secret_files(void)
                   strstr(err, "client_secret_file") != NULL,
               "%s", err);
     /* status and queue never authenticate: they load without it. */
-    CHECK_MSG(cfg_load_without_secrets(conf, &cfg, err, sizeof(err)) == 0,
-              "%s", err);
+    CHECK_MSG(cfg_load_without_secrets(conf, &cfg, err, sizeof(err)) == 0, "%s",
+              err);
     CHECK(cfg != NULL && cfg->auth.client_secret[0] == '\0');
     cfg_free(cfg);
     snprintf(text, sizeof(text), "%s/client_secret", dir);
@@ -1045,9 +1048,11 @@ static void test_secret_files(void)
     fputs("\n", f);
     fclose(f);
     f = fopen(conf, "w");
-    fprintf(f, "{\"auth\": {\"type\": \"client_credentials\", \"token_url\": "
-               "\"https://idp/token\", \"client_id\": \"c\", "
-               "\"client_secret_file\": \"%s\"}}", secret);
+    fprintf(f,
+            "{\"auth\": {\"type\": \"client_credentials\", \"token_url\": "
+            "\"https://idp/token\", \"client_id\": \"c\", "
+            "\"client_secret_file\": \"%s\"}}",
+            secret);
     fclose(f);
     CHECK(cfg_load(conf, &cfg, err, sizeof(err)) == -EINVAL);
     CHECK(strstr(err, "empty") != NULL);
@@ -1080,8 +1085,7 @@ static void test_copies_and_pauses(void)
                  "upload.on_conflict", "one of keep-first, send");
     expect_error("{\"upload\": {\"on_conflict\": 1}}", "upload.on_conflict",
                  NULL);
-    expect_error("{\"retry\": {\"max_pause_s\": 0}}", "retry.max_pause_s",
-                 "1");
+    expect_error("{\"retry\": {\"max_pause_s\": 0}}", "retry.max_pause_s", "1");
     expect_error("{\"retry\": {\"max_pause_s\": 1000000000000}}",
                  "retry.max_pause_s", "86400");
 }
@@ -1089,14 +1093,14 @@ static void test_copies_and_pauses(void)
 /* Storage Commitment keys, dicom.remote_aes and the callers' "commit". */
 static void test_commit_keys(void)
 {
-    struct cfg *cfg = expect_ok(
-        "{\"dicom\": {\"remote_aes\": [{\"ae_title\": \" CT1 \", "
-        "\"host\": \"127.0.0.1\", \"port\": 104, \"tls\": false}, "
-        "{\"ae_title\": \"MR\", \"host\": \"mr-1.example\", "
-        "\"port\": 11112}], \"allowed_callers\": [{\"ae_title\": "
-        "\"CT1\", \"commit\": false}, {\"ae_title\": \"MR\"}]}, "
-        "\"commit\": {\"max_wait_h\": 2}, \"ledger\": {\"path\": "
-        "\"/tmp/l.db\", \"keep_days\": 7}}");
+    struct cfg *cfg =
+        expect_ok("{\"dicom\": {\"remote_aes\": [{\"ae_title\": \" CT1 \", "
+                  "\"host\": \"127.0.0.1\", \"port\": 104, \"tls\": false}, "
+                  "{\"ae_title\": \"MR\", \"host\": \"mr-1.example\", "
+                  "\"port\": 11112}], \"allowed_callers\": [{\"ae_title\": "
+                  "\"CT1\", \"commit\": false}, {\"ae_title\": \"MR\"}]}, "
+                  "\"commit\": {\"max_wait_h\": 2}, \"ledger\": {\"path\": "
+                  "\"/tmp/l.db\", \"keep_days\": 7}}");
 
     CHECK(cfg != NULL);
     if (cfg != NULL) {
@@ -1135,10 +1139,8 @@ static void test_commit_keys(void)
     expect_error("{\"dicom\": {\"allowed_callers\": [{\"ae_title\": "
                  "\"A\", \"commit\": 1}]}}",
                  "dicom.allowed_callers[0].commit", "true or false");
-    expect_error("{\"commit\": {\"max_wait_h\": 0}}", "commit.max_wait_h",
-                 "1");
-    expect_error("{\"ledger\": {\"path\": \"rel.db\"}}", "ledger.path",
-                 "");
+    expect_error("{\"commit\": {\"max_wait_h\": 0}}", "commit.max_wait_h", "1");
+    expect_error("{\"ledger\": {\"path\": \"rel.db\"}}", "ledger.path", "");
 }
 
 int main(void)

@@ -101,7 +101,7 @@ static struct oauth_source *client_credentials_source(void)
 
 static struct oauth_source *static_source(const char *token)
 {
-    struct oauth_params p = {.kind = OAUTH_STATIC, .static_token = token};
+    struct oauth_params p = { .kind = OAUTH_STATIC, .static_token = token };
 
     return oauth_source_new(&p);
 }
@@ -122,14 +122,14 @@ static struct dicomweb *client_for(struct http_stub *stub,
     return dicomweb_new(&p);
 }
 
-#define OK_EMPTY                                                               \
-    "HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\n"              \
+#define OK_EMPTY                                                  \
+    "HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\n" \
     "Content-Length: 2\r\n\r\n[]"
 #define UNAUTHORIZED "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n"
 
 static void test_401_replays_once_with_a_new_token(void)
 {
-    struct script sc = {{UNAUTHORIZED, OK_EMPTY}, 2, 0};
+    struct script sc = { { UNAUTHORIZED, OK_EMPTY }, 2, 0 };
     struct oauth_source *src = client_credentials_source();
     struct http_stub stub;
     struct dicomweb *dw;
@@ -160,7 +160,7 @@ static void test_401_replays_once_with_a_new_token(void)
 
 static void test_second_401_is_the_answer(void)
 {
-    struct script sc = {{UNAUTHORIZED}, 1, 0};
+    struct script sc = { { UNAUTHORIZED }, 1, 0 };
     struct oauth_source *src = static_source("static-tok-abc");
     struct http_stub stub;
     struct dicomweb *dw;
@@ -224,7 +224,7 @@ static void b64url(const char *in, char *out, size_t out_len)
 static void test_403_diagnosis(void)
 {
     struct script sc = {
-        {"HTTP/1.1 403 Forbidden\r\nContent-Length: 9\r\n\r\nforbidden"},
+        { "HTTP/1.1 403 Forbidden\r\nContent-Length: 9\r\n\r\nforbidden" },
         1,
         0,
     };
@@ -289,11 +289,11 @@ static void test_retry_after(void)
     time_t when = time(NULL) + 100;
     struct tm tm;
     struct script sc = {
-        {"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 120\r\n"
-         "Content-Length: 0\r\n\r\n",
-         date_answer,
-         "HTTP/1.1 429 Too Many Requests\r\nRetry-After: soon\r\n"
-         "Content-Length: 0\r\n\r\n"},
+        { "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 120\r\n"
+          "Content-Length: 0\r\n\r\n",
+          date_answer,
+          "HTTP/1.1 429 Too Many Requests\r\nRetry-After: soon\r\n"
+          "Content-Length: 0\r\n\r\n" },
         3,
         0,
     };
@@ -341,7 +341,7 @@ static void test_retry_after(void)
 
 static void test_pool_reuse(void)
 {
-    struct script sc = {{OK_EMPTY}, 1, 0};
+    struct script sc = { { OK_EMPTY }, 1, 0 };
     struct http_stub stub;
     struct dicomweb *dw;
     struct dicomweb_reply rep;
@@ -383,7 +383,7 @@ static void *search_many(void *arg)
  * pool never makes more than run at once. */
 static void test_pool_threads(void)
 {
-    struct script sc = {{OK_EMPTY}, 1, 0};
+    struct script sc = { { OK_EMPTY }, 1, 0 };
     struct oauth_source *src = static_source("shared-tok");
     struct http_stub stub;
     struct dicomweb *dw;
@@ -409,7 +409,7 @@ static void test_pool_threads(void)
 
 static void test_token_failure_sends_nothing(void)
 {
-    struct script sc = {{OK_EMPTY}, 1, 0};
+    struct script sc = { { OK_EMPTY }, 1, 0 };
     struct oauth_source *src;
     struct http_stub stub;
     struct dicomweb *dw;
@@ -479,11 +479,11 @@ static void count_release(void *ctx)
 
 static void test_failures_and_hooks(void)
 {
-    struct script sc = {{"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"
-                         "0123456789"},
-                        1,
-                        0};
-    struct collector col = {.limit = sizeof(col.data)};
+    struct script sc = { { "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"
+                           "0123456789" },
+                         1,
+                         0 };
+    struct collector col = { .limit = sizeof(col.data) };
     struct dicomweb_request req = {
         .path = "/studies/1.2.3",
         .accept = "multipart/related; type=\"application/dicom\"",
@@ -492,7 +492,7 @@ static void test_failures_and_hooks(void)
         .on_body = collect,
         .ctx = &col,
     };
-    struct dicomweb_params p = {.timeout_s = 5};
+    struct dicomweb_params p = { .timeout_s = 5 };
     struct http_stub stub;
     struct dicomweb *dw;
     struct dicomweb_reply rep;
@@ -545,7 +545,7 @@ static void test_failures_and_hooks(void)
     dicomweb_reply_free(&rep);
     /* A missing file is refused before anything is sent. */
     {
-        const char *missing[] = {"/nonexistent/x.dcm"};
+        const char *missing[] = { "/nonexistent/x.dcm" };
         CHECK(dicomweb_stow(dw, "1.2.3", missing, 1, &rep) == -ENOENT);
         CHECK(strstr(rep.error, "/nonexistent/x.dcm") != NULL);
         dicomweb_reply_free(&rep);
@@ -613,11 +613,11 @@ static CURLcode stream_perform(void *ctx, CURL *curl)
 
 static void test_perform_hook(void)
 {
-    struct script sc = {{"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"
-                         "0123456789"},
-                        1,
-                        0};
-    struct streamer st = {.multi = curl_multi_init()};
+    struct script sc = { { "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"
+                           "0123456789" },
+                         1,
+                         0 };
+    struct streamer st = { .multi = curl_multi_init() };
     struct dicomweb_request req = {
         .path = "/studies/1.2.3",
         .accept = "multipart/related; type=\"application/dicom\"",
@@ -651,7 +651,7 @@ static void test_answer_cap(void)
 {
     size_t body_len = DICOMWEB_MAX_RESPONSE + 10;
     char *answer = malloc(body_len + 128);
-    struct script sc = {{answer}, 1, 0};
+    struct script sc = { { answer }, 1, 0 };
     struct http_stub stub;
     struct dicomweb *dw;
     struct dicomweb_reply rep;

@@ -11,8 +11,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "web/entra_errors.h"
 #include "tap.h"
+#include "web/entra_errors.h"
 
 /* An answer as Entra's v2 token endpoint writes it. */
 static const char *entra_body(unsigned long code, const char *text)
@@ -27,38 +27,49 @@ static const char *entra_body(unsigned long code, const char *text)
              "\"error_codes\":[%lu],\"timestamp\":\"2026-12-02 10:00:00Z\","
              "\"trace_id\":\"0e8b9c2a\",\"correlation_id\":\"5f1e7a3b\","
              "\"error_uri\":\"https://login.microsoftonline.com/error?code="
-             "%lu\"}", code, text, code, code);
+             "%lu\"}",
+             code, text, code, code);
     return body;
 }
 
 struct expectation {
     unsigned long code;
-    const char *entra_text;    /* the start of Entra's own message */
-    const char *fix;           /* a phrase the sentence must have */
+    const char *entra_text; /* the start of Entra's own message */
+    const char *fix;        /* a phrase the sentence must have */
 };
 
 static const struct expectation cases[] = {
-    { 700016, "Application with identifier 'x' was not found in the "
-              "directory 'y'.", "auth.client_id" },
-    { 700021, "Client assertion application identifier doesn't match "
-              "'client_id' parameter.", "Application (client) ID" },
-    { 700023, "Client assertion audience claim does not match Realm "
-              "issuer.", "auth.tenant" },
-    { 700024, "Client assertion is not within its valid time range.",
-      "clock" },
+    { 700016,
+      "Application with identifier 'x' was not found in the "
+      "directory 'y'.",
+      "auth.client_id" },
+    { 700021,
+      "Client assertion application identifier doesn't match "
+      "'client_id' parameter.",
+      "Application (client) ID" },
+    { 700023,
+      "Client assertion audience claim does not match Realm "
+      "issuer.",
+      "auth.tenant" },
+    { 700024, "Client assertion is not within its valid time range.", "clock" },
     { 700027, "Client assertion failed signature validation.",
       "Certificates & secrets" },
     { 7000215, "Invalid client secret provided.", "Value" },
     { 7000222, "The provided client secret keys for app 'x' are expired.",
       "create a new one" },
-    { 70011, "The provided value for the input parameter 'scope' is not "
-             "valid.", "/.default" },
-    { 500011, "The resource principal named https://dicom.healthcareapis."
-              "azure.com was not found in the tenant named y.",
+    { 70011,
+      "The provided value for the input parameter 'scope' is not "
+      "valid.",
+      "/.default" },
+    { 500011,
+      "The resource principal named https://dicom.healthcareapis."
+      "azure.com was not found in the tenant named y.",
       "auth.scope" },
     { 90002, "Tenant 'contoso' not found.", "Directory (tenant) ID" },
-    { 70021, "No matching federated identity record found for presented "
-             "assertion.", "api://AzureADTokenExchange" },
+    { 70021,
+      "No matching federated identity record found for presented "
+      "assertion.",
+      "api://AzureADTokenExchange" },
 };
 
 static void test_each_code(void)
@@ -76,7 +87,8 @@ static void test_each_code(void)
         CHECK(entra_explain(body, strlen(body), ENTRA_CRED_UNKNOWN, buf,
                             sizeof(buf), &code));
         snprintf(prefix, sizeof(prefix), "AADSTS%lu: ", e->code);
-        CHECK_MSG(code == e->code && strncmp(buf, prefix, strlen(prefix)) == 0 &&
+        CHECK_MSG(code == e->code &&
+                      strncmp(buf, prefix, strlen(prefix)) == 0 &&
                       strstr(buf, e->fix) != NULL,
                   "%lu: %s", e->code, buf);
         /* One sentence: one line. */
@@ -116,7 +128,8 @@ static void test_finding_the_code(void)
                         &code));
     CHECK_MSG(code == 53003 &&
                   strstr(buf, "AADSTS53003: see https://login.microsoftonline"
-                              ".com/error?code=53003") != NULL, "%s", buf);
+                              ".com/error?code=53003") != NULL,
+              "%s", buf);
     CHECK(entra_error_advice(53003) == NULL);
 }
 
@@ -127,11 +140,12 @@ static void test_without_code(void)
     unsigned long code = 0;
     char buf[512];
 
-    CHECK(entra_explain(t, strlen(t), ENTRA_CRED_CERTIFICATE, buf,
-                        sizeof(buf), &code));
-    CHECK_MSG(code == 700027 &&
-                  strncmp(buf, "invalid_client (as Entra's AADSTS700027): ",
-                          42) == 0, "%s", buf);
+    CHECK(entra_explain(t, strlen(t), ENTRA_CRED_CERTIFICATE, buf, sizeof(buf),
+                        &code));
+    CHECK_MSG(
+        code == 700027 &&
+            strncmp(buf, "invalid_client (as Entra's AADSTS700027): ", 42) == 0,
+        "%s", buf);
     CHECK(entra_explain(t, strlen(t), ENTRA_CRED_SECRET, buf, sizeof(buf),
                         &code));
     CHECK(code == 7000215 && strstr(buf, "AADSTS7000215") != NULL &&
@@ -144,11 +158,11 @@ static void test_without_code(void)
                          &code));
     CHECK(buf[0] == '\0' && code == 0);
     t = "{\"error\":\"temporarily_unavailable\"}";
-    CHECK(!entra_explain(t, strlen(t), ENTRA_CRED_CERTIFICATE, buf,
-                         sizeof(buf), NULL));
+    CHECK(!entra_explain(t, strlen(t), ENTRA_CRED_CERTIFICATE, buf, sizeof(buf),
+                         NULL));
     t = "<html>502 Bad Gateway</html>";
-    CHECK(!entra_explain(t, strlen(t), ENTRA_CRED_CERTIFICATE, buf,
-                         sizeof(buf), NULL));
+    CHECK(!entra_explain(t, strlen(t), ENTRA_CRED_CERTIFICATE, buf, sizeof(buf),
+                         NULL));
     CHECK(!entra_explain(NULL, 0, ENTRA_CRED_CERTIFICATE, buf, sizeof(buf),
                          NULL));
     /* A short buffer is still a string. */

@@ -18,12 +18,12 @@
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 
-#include "web/cred_http.h"
 #include "cred_test_util.h"
+#include "tap.h"
+#include "web/cred_http.h"
 #include "web/credential.h"
 #include "web/entra_errors.h"
 #include "web/federated_token.h"
-#include "tap.h"
 
 static char dir[512];
 static char file[600];
@@ -43,7 +43,8 @@ static char *make_token(const char *sub, long long exp)
     snprintf(claims, sizeof(claims),
              "{\"aud\":[\"api://AzureADTokenExchange\"],\"exp\":%lld,"
              "\"iss\":\"https://oidc.prod-aks.azure.com/tenant/\","
-             "\"sub\":\"%s\"}", exp, sub);
+             "\"sub\":\"%s\"}",
+             exp, sub);
     h = ctu_b64url_encode((const unsigned char *)header, strlen(header));
     c = ctu_b64url_encode((const unsigned char *)claims, strlen(claims));
     out = malloc(strlen(h) + strlen(c) + 64);
@@ -57,10 +58,10 @@ static void test_path_rule(void)
 {
     const char *env = "/var/run/secrets/azure/tokens/azure-identity-token";
 
-    CHECK(strcmp(federated_token_path("/etc/tok", "azure", env),
+    CHECK(strcmp(federated_token_path("/etc/tok", "azure", env), "/etc/tok") ==
+          0);
+    CHECK(strcmp(federated_token_path("/etc/tok", "client_credentials", NULL),
                  "/etc/tok") == 0);
-    CHECK(strcmp(federated_token_path("/etc/tok", "client_credentials",
-                                      NULL), "/etc/tok") == 0);
     CHECK(federated_token_path("", "azure", env) == env);
     CHECK(federated_token_path(NULL, "azure", env) == env);
     CHECK(federated_token_path(NULL, "client_credentials", env) == NULL);
@@ -75,7 +76,8 @@ static void test_path_rule(void)
 static long post(const char *url_path, const char *form, char **ret_body)
 {
     char url[128];
-    struct cred_http_request req = { .url = url, .form = form,
+    struct cred_http_request req = { .url = url,
+                                     .form = form,
                                      .timeout_s = 20 };
     struct cred_http_response resp;
     long status = 0;
@@ -122,10 +124,9 @@ static int request(const char *client_id, char **ret_access, long *ret_st)
     char *body = NULL;
     int r;
 
-    r = federated_token_form(file, client_id,
-                             "https://dicom.healthcareapis.azure.com/.default",
-                             NULL, (int64_t)time(NULL), &form, err,
-                             sizeof(err));
+    r = federated_token_form(
+        file, client_id, "https://dicom.healthcareapis.azure.com/.default",
+        NULL, (int64_t)time(NULL), &form, err, sizeof(err));
     if (r < 0)
         return r;
     *ret_st = post("/token", form, &body);
@@ -139,8 +140,8 @@ static void test_rotation(void)
 {
     long long now = (long long)time(NULL);
     char *first = make_token("system:serviceaccount:pacs:bridge", now + 3600);
-    char *second = make_token("system:serviceaccount:pacs:bridge-rotated",
-                              now + 7200);
+    char *second =
+        make_token("system:serviceaccount:pacs:bridge-rotated", now + 7200);
     char with_newline[4096];
     char *body = NULL;
     char *got;
@@ -188,8 +189,11 @@ static void test_rotation(void)
         CHECK(entra_explain(body, strlen(body), ENTRA_CRED_FEDERATED, why,
                             sizeof(why), &code));
         CHECK(code == 70021 && entra_error_transient(code));
-        CHECK_MSG(strncmp(why, "AADSTS70021: no federated identity "
-                               "credential", 45) == 0, "%s", why);
+        CHECK_MSG(strncmp(why,
+                          "AADSTS70021: no federated identity "
+                          "credential",
+                          45) == 0,
+                  "%s", why);
     }
     free(body);
     free(first);
@@ -213,12 +217,13 @@ static void test_form_and_checks(void)
              "grant_type=client_credentials&client_id=c1&client_assertion_type"
              "=urn%%3Aietf%%3Aparams%%3Aoauth%%3Aclient-assertion-type%%3A"
              "jwt-bearer&client_assertion=%s&resource=https%%3A%%2F%%2Fdicom."
-             "healthcareapis.azure.com", tok);
+             "healthcareapis.azure.com",
+             tok);
     CHECK_MSG(form != NULL && strcmp(form, expect) == 0, "%s", form);
     free(form);
     form = NULL;
-    CHECK(federated_token_form(file, NULL, NULL, NULL, (int64_t)now, &form,
-                               err, sizeof(err)) == -EINVAL);
+    CHECK(federated_token_form(file, NULL, NULL, NULL, (int64_t)now, &form, err,
+                               sizeof(err)) == -EINVAL);
     CHECK(strstr(err, "auth.client_id") != NULL);
 
     /* Expired: nothing refreshes the file. */
@@ -236,33 +241,26 @@ static void test_form_and_checks(void)
     CHECK(ctu_write(file, big, 0600) == 0);
     CHECK(federated_token_read(file, 0, &read, err, sizeof(err)) == -EFBIG);
     CHECK(ctu_write(file, "", 0600) == 0);
-    CHECK(federated_token_read(file, 0, &read, err, sizeof(err)) ==
-          -ENODATA);
+    CHECK(federated_token_read(file, 0, &read, err, sizeof(err)) == -ENODATA);
     CHECK(ctu_write(file, " \n\t\n", 0600) == 0);
-    CHECK(federated_token_read(file, 0, &read, err, sizeof(err)) ==
-          -ENODATA);
+    CHECK(federated_token_read(file, 0, &read, err, sizeof(err)) == -ENODATA);
     CHECK(ctu_write(file, "hello-world\n", 0600) == 0);
-    CHECK(federated_token_read(file, 0, &read, err, sizeof(err)) ==
-          -EBADMSG);
+    CHECK(federated_token_read(file, 0, &read, err, sizeof(err)) == -EBADMSG);
     CHECK(strstr(err, "does not hold a JWT") != NULL &&
           strstr(err, "hello-world") == NULL);
     CHECK(ctu_write(file, "eyJhIjoxfQ.eyJiIjoyfQ", 0600) == 0);
-    CHECK(federated_token_read(file, 0, &read, err, sizeof(err)) ==
-          -EBADMSG);
+    CHECK(federated_token_read(file, 0, &read, err, sizeof(err)) == -EBADMSG);
     CHECK(ctu_write(file, "bm90IGpzb24.eyJiIjoyfQ.c2ln", 0600) == 0);
-    CHECK(federated_token_read(file, 0, &read, err, sizeof(err)) ==
-          -EBADMSG);
+    CHECK(federated_token_read(file, 0, &read, err, sizeof(err)) == -EBADMSG);
     CHECK(ctu_write(file, "eyJhIjoxfQ.eyJiIjoyfQ.c2ln\nextra", 0600) == 0);
-    CHECK(federated_token_read(file, 0, &read, err, sizeof(err)) ==
-          -EBADMSG);
+    CHECK(federated_token_read(file, 0, &read, err, sizeof(err)) == -EBADMSG);
     FILE *nul = fopen(file, "w");
     CHECK(nul != NULL);
     if (nul != NULL) {
         fwrite("eyJhIjoxfQ.eyJiIjoyfQ.c2ln\0junk", 1, 31, nul);
         fclose(nul);
     }
-    CHECK(federated_token_read(file, 0, &read, err, sizeof(err)) ==
-          -EBADMSG);
+    CHECK(federated_token_read(file, 0, &read, err, sizeof(err)) == -EBADMSG);
     CHECK(strstr(err, "NUL") != NULL);
     /* No exp claim: accepted (Entra decides). */
     CHECK(ctu_write(file, "eyJhIjoxfQ.eyJiIjoyfQ.c2ln\r\n", 0600) == 0);

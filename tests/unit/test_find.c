@@ -20,17 +20,23 @@
 /* A scripted server                                                   */
 /* ------------------------------------------------------------------ */
 
-enum fake_mode { FAKE_OK, FAKE_DOWN, FAKE_500, FAKE_GARBAGE, FAKE_NO_TOKEN,
-                 FAKE_204 };
+enum fake_mode {
+    FAKE_OK,
+    FAKE_DOWN,
+    FAKE_500,
+    FAKE_GARBAGE,
+    FAKE_NO_TOKEN,
+    FAKE_204
+};
 
 struct fake {
     enum fake_mode mode;
-    unsigned total;          /* studies 0..total-1 */
-    unsigned duplicate_at;   /* offset shift after the first page, or 0 */
+    unsigned total;        /* studies 0..total-1 */
+    unsigned duplicate_at; /* offset shift after the first page, or 0 */
     unsigned requests;
     char last_url[2048];
     char first_url[2048];
-    bool patients;           /* 3 studies per patient */
+    bool patients; /* 3 studies per patient */
 };
 
 static void fake_study(char *buf, size_t len, unsigned i, bool patients)
@@ -91,7 +97,7 @@ static int fake_fetch(void *ctx, const char *path, struct find_reply *reply)
         break;
     }
     if (f->duplicate_at != 0 && offset > 0)
-        offset -= f->duplicate_at;   /* a new study shifted everything */
+        offset -= f->duplicate_at; /* a new study shifted everything */
     reply->http_status = 200;
     reply->body = malloc(cap);
     n += (size_t)snprintf(reply->body + n, cap - n, "[");
@@ -186,7 +192,7 @@ static void test_paging(void)
     CHECK_MSG(strstr(f.first_url, "/studies?00100010=NAME*&includefield=") ==
                   f.first_url,
               "%s", f.first_url);
-    CHECK(strstr(f.first_url, "=&") == NULL);   /* never "key=" */
+    CHECK(strstr(f.first_url, "=&") == NULL); /* never "key=" */
 
     /* De-duplication when offsets shift between pages. */
     f = (struct fake){ .mode = FAKE_OK, .total = 250, .duplicate_at = 1 };
@@ -272,7 +278,7 @@ static void test_failures(void)
 
     /* A key too long for a QIDO-RS URL: refused, nothing asked. */
     {
-        size_t n = 100 * 1024;   /* 300 KiB once percent-encoded */
+        size_t n = 100 * 1024; /* 300 KiB once percent-encoded */
         char *big = malloc(n + 1);
         CHECK(big != NULL);
         memset(big, '&', n);
@@ -287,8 +293,8 @@ static void test_failures(void)
         big[QIDO_URL_MAX / 3 - 1024] = '\0';
         bad = study_query(big);
         run_find(svc, SCP_FIND_STUDY_ROOT, bad, 0, &r);
-        CHECK_MSG(r.status == 0x0000 && f.requests == 1, "%04x '%s'",
-                  r.status, r.comment);
+        CHECK_MSG(r.status == 0x0000 && f.requests == 1, "%04x '%s'", r.status,
+                  r.comment);
         ds_free(r.first);
         ds_free(bad);
         free(big);
@@ -384,10 +390,11 @@ static void test_patient_level(void)
         r.first != NULL &&
         strcmp(ds_value(r.first, DCM_TAG_NumberOfPatientRelatedStudies), "3") ==
             0 &&
-        strcmp(ds_value(r.first, DCM_TAG_NumberOfPatientRelatedInstances), "15") == 0 &&
+        strcmp(ds_value(r.first, DCM_TAG_NumberOfPatientRelatedInstances),
+               "15") == 0 &&
         strcmp(ds_value(r.first, DCM_TAG_QueryRetrieveLevel), "PATIENT") == 0 &&
         ds_get(r.first, DCM_TAG_StudyInstanceUID) == NULL);
-    CHECK(f.requests == 5);   /* every page before the first answer */
+    CHECK(f.requests == 5); /* every page before the first answer */
     ds_free(r.first);
     /* A count key with a value selects on the computed count. */
     ds_put(q, DCM_TAG_NumberOfPatientRelatedStudies, "IS", "4");

@@ -23,9 +23,9 @@
 #include <openssl/x509.h>
 
 #include "cred_test_util.h"
+#include "tap.h"
 #include "web/credential.h"
 #include "web/jwt_assertion.h"
-#include "tap.h"
 
 static char dir[512];
 static char err[1024];
@@ -42,8 +42,8 @@ static const char *path(const char *name)
 
 /* The colon-separated hex after '=' of `openssl x509 -fingerprint`, as
  * bytes, base64url-encoded; and as plain upper-case hex in @hex. */
-static char *openssl_thumbprint(const char *cert, const char *digest,
-                                char *hex, size_t hex_len)
+static char *openssl_thumbprint(const char *cert, const char *digest, char *hex,
+                                size_t hex_len)
 {
     char out[640];
     unsigned char bytes[64];
@@ -52,8 +52,8 @@ static char *openssl_thumbprint(const char *cert, const char *digest,
     char *p;
 
     snprintf(out, sizeof(out), "%s.%s.txt", cert, digest);
-    if (ctu_sh("openssl x509 -in '%s' -noout -fingerprint -%s > '%s'",
-               cert, digest, out) != 0)
+    if (ctu_sh("openssl x509 -in '%s' -noout -fingerprint -%s > '%s'", cert,
+               digest, out) != 0)
         return NULL;
     text = ctu_read(out, NULL);
     if (text == NULL || (p = strchr(text, '=')) == NULL) {
@@ -80,14 +80,14 @@ static char *openssl_thumbprint(const char *cert, const char *digest,
 
 static int make_keys(void)
 {
-#define REQ "openssl req -x509 -newkey %s -nodes -keyout '%s' -out '%s' " \
-            "-days 30 -subj '/CN=%s' 2>/dev/null"
+#define REQ                                                       \
+    "openssl req -x509 -newkey %s -nodes -keyout '%s' -out '%s' " \
+    "-days 30 -subj '/CN=%s' 2>/dev/null"
     int r = 0;
 
     r |= ctu_sh(REQ, "rsa:2048", path("key.pem"), path("cert.pem"),
                 "stowbridge-test");
-    r |= ctu_sh(REQ, "rsa:3072", path("key2.pem"), path("cert2.pem"),
-                "other");
+    r |= ctu_sh(REQ, "rsa:3072", path("key2.pem"), path("cert2.pem"), "other");
     r |= ctu_sh("openssl req -x509 -newkey ec -pkeyopt "
                 "ec_paramgen_curve:P-256 -nodes -keyout '%s' -out '%s' "
                 "-days 30 -subj /CN=ec 2>/dev/null",
@@ -96,9 +96,10 @@ static int make_keys(void)
                 "rsa_keygen_bits:1024 -out '%s' 2>/dev/null",
                 path("small.pem"));
     r |= ctu_sh("openssl pkey -in '%s' -aes256 -passout pass:secret "
-                "-out '%s'", path("key.pem"), path("enc.pem"));
-    r |= ctu_sh("openssl pkey -in '%s' -traditional -out '%s'",
-                path("key.pem"), path("pkcs1.pem"));
+                "-out '%s'",
+                path("key.pem"), path("enc.pem"));
+    r |= ctu_sh("openssl pkey -in '%s' -traditional -out '%s'", path("key.pem"),
+                path("pkcs1.pem"));
     r |= ctu_sh("openssl x509 -in '%s' -outform DER -out '%s'",
                 path("cert.pem"), path("cert.der"));
     r |= ctu_sh("cat '%s' '%s' > '%s'", path("cert.pem"), path("key.pem"),
@@ -116,8 +117,7 @@ static int make_expired(void)
     FILE *f = fopen(path("cert.pem"), "r");
     FILE *k = fopen(path("key.pem"), "r");
     X509 *x = f != NULL ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
-    EVP_PKEY *key = k != NULL ? PEM_read_PrivateKey(k, NULL, NULL, NULL)
-                              : NULL;
+    EVP_PKEY *key = k != NULL ? PEM_read_PrivateKey(k, NULL, NULL, NULL) : NULL;
     FILE *out;
     int r = -1;
 
@@ -153,8 +153,7 @@ static EVP_PKEY *cert_public_key(const char *file)
 static EVP_PKEY *private_key(const char *file)
 {
     FILE *f = fopen(file, "r");
-    EVP_PKEY *key = f != NULL ? PEM_read_PrivateKey(f, NULL, NULL, NULL)
-                              : NULL;
+    EVP_PKEY *key = f != NULL ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
 
     if (f != NULL)
         fclose(f);
@@ -211,7 +210,7 @@ static unsigned char *sign_default_salt(EVP_PKEY *key, const char *input,
 struct parts {
     cJSON *header;
     cJSON *claims;
-    char *input;          /* header.claims */
+    char *input; /* header.claims */
     unsigned char *sig;
     size_t sig_len;
 };
@@ -290,10 +289,10 @@ static void test_ps256(struct jwt_credential *cred, EVP_PKEY *pub,
     char *jwt2 = NULL;
 
     CHECK(x5t_s256 != NULL);
-    CHECK_MSG(jwt_assertion_sign(cred, &params, now, &jwt, err,
-                                 sizeof(err)) == 0, "%s", err);
-    CHECK(jwt_assertion_sign(cred, &params, now, &jwt2, err,
-                             sizeof(err)) == 0);
+    CHECK_MSG(jwt_assertion_sign(cred, &params, now, &jwt, err, sizeof(err)) ==
+                  0,
+              "%s", err);
+    CHECK(jwt_assertion_sign(cred, &params, now, &jwt2, err, sizeof(err)) == 0);
     if (jwt == NULL || jwt2 == NULL || !split(jwt, &p)) {
         CHECK(!"PS256 assertion made and split");
         free(jwt);
@@ -328,11 +327,9 @@ static void test_ps256(struct jwt_credential *cred, EVP_PKEY *pub,
 
     /* The signature: RSASSA-PSS, SHA-256, salt = digest length. */
     CHECK(p.sig_len == 256);
-    CHECK(verify(pub, p.input, p.sig, p.sig_len, true,
-                 RSA_PSS_SALTLEN_DIGEST));
+    CHECK(verify(pub, p.input, p.sig, p.sig_len, true, RSA_PSS_SALTLEN_DIGEST));
     CHECK(verify(pub, p.input, p.sig, p.sig_len, true, 32));
-    CHECK(verify(pub, p.input, p.sig, p.sig_len, true,
-                 RSA_PSS_SALTLEN_AUTO));
+    CHECK(verify(pub, p.input, p.sig, p.sig_len, true, RSA_PSS_SALTLEN_AUTO));
     /* Not the largest salt (256 - 32 - 2 = 222 bytes), not PKCS#1. */
     CHECK(!verify(pub, p.input, p.sig, p.sig_len, true, 222));
     CHECK(!verify(pub, p.input, p.sig, p.sig_len, false, 0));
@@ -343,10 +340,9 @@ static void test_ps256(struct jwt_credential *cred, EVP_PKEY *pub,
     unsigned char *bad = sign_default_salt(priv, p.input, &bad_len);
     CHECK(bad != NULL);
     if (bad != NULL) {
-        CHECK(verify(pub, p.input, bad, bad_len, true,
-                     RSA_PSS_SALTLEN_AUTO));
-        CHECK(!verify(pub, p.input, bad, bad_len, true,
-                      RSA_PSS_SALTLEN_DIGEST));
+        CHECK(verify(pub, p.input, bad, bad_len, true, RSA_PSS_SALTLEN_AUTO));
+        CHECK(
+            !verify(pub, p.input, bad, bad_len, true, RSA_PSS_SALTLEN_DIGEST));
     }
     free(bad);
     parts_free(&p);
@@ -389,16 +385,14 @@ static void test_rs256(struct jwt_credential *cred, EVP_PKEY *pub)
           strcmp(str(p.claims, "iss"), params.client_id) == 0);
     CHECK(num(p.claims, "exp") == 1700000300.0);
     CHECK(verify(pub, p.input, p.sig, p.sig_len, false, 0));
-    CHECK(!verify(pub, p.input, p.sig, p.sig_len, true,
-                  RSA_PSS_SALTLEN_AUTO));
+    CHECK(!verify(pub, p.input, p.sig, p.sig_len, true, RSA_PSS_SALTLEN_AUTO));
     parts_free(&p);
     free(jwt);
     free(x5t);
     free(x5t_s256);
 }
 
-static int load(const char *cert, const char *key,
-                struct jwt_credential **ret)
+static int load(const char *cert, const char *key, struct jwt_credential **ret)
 {
     err[0] = '\0';
     return jwt_credential_from_files(path(cert), path(key), ret, err,
@@ -418,7 +412,8 @@ static void test_errors(void)
     CHECK_MSG(r == -EBADMSG && strstr(err, "not PEM") != NULL, "%s", err);
     r = load("cert.der", "key.pem", &c);
     CHECK_MSG(r == -EBADMSG && strstr(err, "binary") != NULL &&
-                  strstr(err, "pkcs12") != NULL, "%s", err);
+                  strstr(err, "pkcs12") != NULL,
+              "%s", err);
     r = load("key.pem", "key.pem", &c);
     CHECK_MSG(r == -EBADMSG && strstr(err, "no certificate") != NULL, "%s",
               err);
@@ -427,16 +422,17 @@ static void test_errors(void)
               err);
     r = load("ec_cert.pem", "ec_key.pem", &c);
     CHECK_MSG(r == -EKEYREJECTED && strstr(err, "not an RSA key") != NULL &&
-                  strstr(err, "EC") != NULL, "%s", err);
+                  strstr(err, "EC") != NULL,
+              "%s", err);
     r = load("cert.pem", "small.pem", &c);
-    CHECK_MSG(r == -EKEYREJECTED && strstr(err, "1024-bit") != NULL, "%s",
-              err);
+    CHECK_MSG(r == -EKEYREJECTED && strstr(err, "1024-bit") != NULL, "%s", err);
     r = load("cert.pem", "enc.pem", &c);
     CHECK_MSG(r == -ENOKEY && strstr(err, "encrypted") != NULL, "%s", err);
     r = load("cert.pem", "key2.pem", &c);
     CHECK_MSG(r == -EKEYREJECTED &&
                   strstr(err, "is not the key of the certificate") != NULL &&
-                  strstr(err, "key2.pem") != NULL, "%s", err);
+                  strstr(err, "key2.pem") != NULL,
+              "%s", err);
     CHECK(c == NULL);
     /* Nothing left in OpenSSL's error queue of this thread. */
     CHECK(ERR_peek_error() == 0);
@@ -469,9 +465,8 @@ static void test_forms_of_input(void)
                                       "key", &c, err, sizeof(err)) == 0);
         jwt_credential_free(c);
         c = NULL;
-        CHECK(jwt_credential_from_pem(cert, cert_len, "cert", key, 20,
-                                      "key", &c, err, sizeof(err)) ==
-              -EBADMSG);
+        CHECK(jwt_credential_from_pem(cert, cert_len, "cert", key, 20, "key",
+                                      &c, err, sizeof(err)) == -EBADMSG);
     }
     free(cert);
     free(key);
@@ -482,7 +477,8 @@ static void test_validity(struct jwt_credential *cred)
 {
     struct jwt_credential *old = NULL;
     struct jwt_assertion_params params = {
-        .client_id = "c", .audience = "https://x/token",
+        .client_id = "c",
+        .audience = "https://x/token",
     };
     int64_t nb;
     int64_t na;
@@ -501,17 +497,17 @@ static void test_validity(struct jwt_credential *cred)
     snprintf(hex, sizeof(hex), "expires in %lld days",
              (long long)((na - now) / 86400));
     CHECK_MSG(strstr(buf, hex) != NULL, "%s", buf);
-    CHECK(jwt_credential_check_validity(cred, nb - 600, 0, buf,
-                                        sizeof(buf)) == JWT_NOT_YET_VALID);
+    CHECK(jwt_credential_check_validity(cred, nb - 600, 0, buf, sizeof(buf)) ==
+          JWT_NOT_YET_VALID);
     CHECK(strstr(buf, "clock") != NULL);
 
-    char *x5t = openssl_thumbprint(path("cert.pem"), "sha1", hex,
-                                   sizeof(hex));
+    char *x5t = openssl_thumbprint(path("cert.pem"), "sha1", hex, sizeof(hex));
     CHECK(x5t != NULL);
     free(x5t);
     jwt_credential_describe(cred, buf, sizeof(buf));
     CHECK_MSG(strstr(buf, "CN=stowbridge-test") != NULL &&
-                  strstr(buf, hex) != NULL, "%s vs %s", buf, hex);
+                  strstr(buf, hex) != NULL,
+              "%s vs %s", buf, hex);
 
     /* An expired certificate loads (check can report it), never signs. */
     CHECK(make_expired() == 0);
@@ -520,8 +516,8 @@ static void test_validity(struct jwt_credential *cred)
         CHECK(jwt_credential_check_validity(old, now, 0, buf, sizeof(buf)) ==
               JWT_EXPIRED);
         CHECK(strstr(buf, "expired on") != NULL);
-        CHECK(jwt_assertion_sign(old, &params, now, &jwt, err,
-                                 sizeof(err)) == -EKEYEXPIRED);
+        CHECK(jwt_assertion_sign(old, &params, now, &jwt, err, sizeof(err)) ==
+              -EKEYEXPIRED);
         CHECK(jwt == NULL && strstr(err, "expired") != NULL);
     }
     jwt_credential_free(old);

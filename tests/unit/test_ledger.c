@@ -60,7 +60,7 @@ static struct ledger *open_with(const char *name, struct ledger_params *p)
 /* A ledger that commits at once (no batching window). */
 static struct ledger *open_fast(const char *name)
 {
-    struct ledger_params p = {.group_wait_ms = LEDGER_GROUP_WAIT_NONE};
+    struct ledger_params p = { .group_wait_ms = LEDGER_GROUP_WAIT_NONE };
 
     return open_with(name, &p);
 }
@@ -310,8 +310,8 @@ static void test_duplicates_and_study(void)
 {
     struct ledger_instance in;
     struct ledger_study_counts c;
-    struct listing l = {0};
-    struct sources src = {0};
+    struct listing l = { 0 };
+    struct sources src = { 0 };
     struct ledger_delivery d = {
         .sop_instance_uid = "1.5.1.1.1",
         .study_uid = "1.5",
@@ -465,7 +465,7 @@ static void test_text_values(void)
 
 static void test_invalid_input(void)
 {
-    struct ledger_commit_ref ref = {CT, "1.2.3"};
+    struct ledger_commit_ref ref = { CT, "1.2.3" };
     struct ledger_commit_resolution res = {
         .tx_uid = "1.9",
         .sop_instance_uid = "1.2.3",
@@ -484,7 +484,7 @@ static void test_invalid_input(void)
     char long_uid[LEDGER_UID_MAX + 2];
     char long_url[LEDGER_URL_MAX + 2];
     struct ledger *lg = open_fast("invalid.db");
-    struct ledger_params p = {0};
+    struct ledger_params p = { 0 };
     struct ledger *none = NULL;
 
     /* A NULL ledger (the daemon runs without one): -ENODEV everywhere. */
@@ -571,7 +571,7 @@ static void test_invalid_input(void)
 
     /* Read-only handles refuse writes. */
     {
-        struct ledger_params rp = {.flags = LEDGER_OPEN_READONLY};
+        struct ledger_params rp = { .flags = LEDGER_OPEN_READONLY };
         struct ledger *ro = open_with("invalid.db", &rp);
 
         if (ro != NULL) {
@@ -654,14 +654,14 @@ static void test_commit_history(void)
 {
     static const char *const tx = "1.2.826.0.1.3680043.8.498.77.1";
     struct ledger_commit_ref refs[4] = {
-        {CT, "1.8.1.1"}, /* delivered: linked to study 1.8 */
-        {CT, "1.8.1.2"}, /* named twice */
-        {CT, "1.8.1.2"},
-        {CT, "4.4.4.4"}, /* never received */
+        { CT, "1.8.1.1" }, /* delivered: linked to study 1.8 */
+        { CT, "1.8.1.2" }, /* named twice */
+        { CT, "1.8.1.2" },
+        { CT, "4.4.4.4" }, /* never received */
     };
     struct ledger_commit c;
-    struct items items = {0};
-    struct commits list = {0};
+    struct items items = { 0 };
+    struct commits list = { 0 };
     struct ledger_stats st;
     struct ledger *lg = open_fast("commit.db");
 
@@ -785,7 +785,7 @@ static int reenter_cb(void *ctx, const struct ledger_instance *i)
 static void test_reentry(void)
 {
     struct ledger *lg = open_fast("reenter.db");
-    struct reenter re = {lg, 0};
+    struct reenter re = { lg, 0 };
     struct ledger_instance in;
 
     if (lg == NULL)
@@ -802,9 +802,9 @@ static void test_reentry(void)
 
 static void test_prune(void)
 {
-    struct ledger_params p = {.group_wait_ms = LEDGER_GROUP_WAIT_NONE,
-                              .prune_chunk = 7};
-    struct ledger_commit_ref ref = {CT, "1.10.1.0"};
+    struct ledger_params p = { .group_wait_ms = LEDGER_GROUP_WAIT_NONE,
+                               .prune_chunk = 7 };
+    struct ledger_commit_ref ref = { CT, "1.10.1.0" };
     struct ledger_commit c;
     struct ledger_instance in;
     struct ledger_stats st;
@@ -891,8 +891,8 @@ static void test_prune(void)
 /* While a long prune runs, queued rows are written after one chunk. */
 static void test_prune_interleaves(void)
 {
-    struct ledger_params p = {.group_wait_ms = LEDGER_GROUP_WAIT_NONE,
-                              .prune_chunk = 100};
+    struct ledger_params p = { .group_wait_ms = LEDGER_GROUP_WAIT_NONE,
+                               .prune_chunk = 100 };
     struct ledger_stats st;
     struct ledger_instance in;
     char sop[80];
@@ -956,10 +956,10 @@ static bool wait_queue_empty(struct ledger *lg)
 
 static void test_queue_full(void)
 {
-    struct ledger_params p = {.group_wait_ms = LEDGER_GROUP_WAIT_NONE,
-                              .queue_max = 8,
-                              .queue_bytes_max = 64 * 1024,
-                              .busy_timeout_ms = 60000};
+    struct ledger_params p = { .group_wait_ms = LEDGER_GROUP_WAIT_NONE,
+                               .queue_max = 8,
+                               .queue_bytes_max = 64 * 1024,
+                               .busy_timeout_ms = 60000 };
     struct ledger_commit_ref refs[1000];
     struct ledger_instance in;
     struct ledger_stats st;
@@ -1017,8 +1017,8 @@ static void test_queue_full(void)
  * counts them and reports the error; the writer goes on. */
 static void test_write_failure(void)
 {
-    struct ledger_params p = {.group_wait_ms = LEDGER_GROUP_WAIT_NONE,
-                              .busy_timeout_ms = 50};
+    struct ledger_params p = { .group_wait_ms = LEDGER_GROUP_WAIT_NONE,
+                               .busy_timeout_ms = 50 };
     struct ledger_stats st;
     struct ledger_instance in;
     sqlite3 *blocker;
@@ -1114,7 +1114,7 @@ static int conc_check_round(struct ledger *lg, uint64_t last[CONC_THREADS])
 static void *conc_read(void *arg)
 {
     struct conc_reader *rd = arg;
-    uint64_t last[CONC_THREADS] = {0};
+    uint64_t last[CONC_THREADS] = { 0 };
 
     while (!atomic_load(rd->stop)) {
         rd->bad += conc_check_round(rd->lg, last);
@@ -1126,8 +1126,8 @@ static void *conc_read(void *arg)
 /* Child: reads with its own read-only handle until every study is full. */
 static int child_reader(const char *path)
 {
-    struct ledger_params p = {.path = path, .flags = LEDGER_OPEN_READONLY};
-    uint64_t last[CONC_THREADS] = {0};
+    struct ledger_params p = { .path = path, .flags = LEDGER_OPEN_READONLY };
+    uint64_t last[CONC_THREADS] = { 0 };
     struct ledger *lg = NULL;
     time_t end = time(NULL) + 200;
     unsigned rounds = 0;
@@ -1179,7 +1179,7 @@ static int wait_child(pid_t pid)
 
 static void test_concurrency(void)
 {
-    struct ledger_params p = {.queue_max = 512};
+    struct ledger_params p = { .queue_max = 512 };
     struct conc_writer writers[CONC_THREADS];
     pthread_t wt[CONC_THREADS];
     pthread_t rt;
@@ -1202,10 +1202,10 @@ static void test_concurrency(void)
     child = spawn_child("--child-reader", path, -1);
     CHECK(child > 0);
     atomic_init(&stop, false);
-    rd = (struct conc_reader){lg, &stop, 0, 0};
+    rd = (struct conc_reader){ lg, &stop, 0, 0 };
     CHECK(pthread_create(&rt, NULL, conc_read, &rd) == 0);
     for (unsigned t = 0; t < CONC_THREADS; t++) {
-        writers[t] = (struct conc_writer){lg, t, 0};
+        writers[t] = (struct conc_writer){ lg, t, 0 };
         CHECK(pthread_create(&wt[t], NULL, conc_write, &writers[t]) == 0);
     }
     for (unsigned t = 0; t < CONC_THREADS; t++) {
@@ -1236,7 +1236,7 @@ static void test_concurrency(void)
 /* Child: writes batches forever; after each flush prints its number. */
 static int child_writer(const char *path)
 {
-    struct ledger_params p = {.path = path};
+    struct ledger_params p = { .path = path };
     struct ledger *lg = NULL;
     char sop[80];
 
@@ -1260,7 +1260,7 @@ static int child_writer(const char *path)
 
 static void test_kill9(void)
 {
-    struct ledger_params p = {.flags = LEDGER_OPEN_CHECK};
+    struct ledger_params p = { .flags = LEDGER_OPEN_CHECK };
     struct ledger_instance in;
     char path[256];
     char sop[80];
@@ -1343,8 +1343,8 @@ static void test_garbage_file(void)
     char path[256];
     char walpath[300];
     char moved[4200];
-    struct ledger_params p = {.group_wait_ms = LEDGER_GROUP_WAIT_NONE};
-    struct ledger_params ro = {.flags = LEDGER_OPEN_READONLY};
+    struct ledger_params p = { .group_wait_ms = LEDGER_GROUP_WAIT_NONE };
+    struct ledger_params ro = { .flags = LEDGER_OPEN_READONLY };
     struct ledger_instance in;
     struct ledger *lg = NULL;
     int r;
@@ -1423,7 +1423,7 @@ static int sql_on(const char *path, const char *sql)
 
 static void test_foreign_and_newer(void)
 {
-    struct ledger_params p = {.flags = LEDGER_OPEN_RECOVER};
+    struct ledger_params p = { .flags = LEDGER_OPEN_RECOVER };
     char path[256];
     struct ledger *lg = NULL;
     int r;
@@ -1453,7 +1453,8 @@ static void test_foreign_and_newer(void)
     CHECK(strstr(err, "newer") != NULL);
     CHECK(table_rows("newer.db", "delivery") == 0); /* still there */
     {
-        struct ledger_params ro = {.path = path, .flags = LEDGER_OPEN_READONLY};
+        struct ledger_params ro = { .path = path,
+                                    .flags = LEDGER_OPEN_READONLY };
 
         CHECK(ledger_open(&ro, &lg, err, sizeof(err)) == -EPROTONOSUPPORT);
     }
@@ -1463,9 +1464,9 @@ static void test_foreign_and_newer(void)
  * statement that reads it (then the ledger says it is broken). */
 static void test_corrupt_pages(void)
 {
-    struct ledger_params p = {.group_wait_ms = LEDGER_GROUP_WAIT_NONE,
-                              .cache_kib = 64,
-                              .read_cache_kib = 64};
+    struct ledger_params p = { .group_wait_ms = LEDGER_GROUP_WAIT_NONE,
+                               .cache_kib = 64,
+                               .read_cache_kib = 64 };
     unsigned char junk[4096 * 8];
     struct ledger_instance in;
     struct ledger_stats st;
@@ -1537,7 +1538,7 @@ static void test_corrupt_pages(void)
 /* Child: tries to create a ledger in @dir (as nobody when run as root). */
 static int child_unwritable(const char *dir)
 {
-    struct ledger_params p = {0};
+    struct ledger_params p = { 0 };
     struct ledger *lg = NULL;
     char path[300];
     int r;
@@ -1561,7 +1562,7 @@ static int child_unwritable(const char *dir)
 
 static void test_unwritable(void)
 {
-    struct ledger_params p = {0};
+    struct ledger_params p = { 0 };
     struct ledger *lg = NULL;
     char dir[256];
     char path[300];
@@ -1603,7 +1604,7 @@ static void test_unwritable(void)
  * resumes once there is room again (root only: a small tmpfs). */
 static void test_disk_full(void)
 {
-    struct ledger_params p = {.group_wait_ms = LEDGER_GROUP_WAIT_NONE};
+    struct ledger_params p = { .group_wait_ms = LEDGER_GROUP_WAIT_NONE };
     struct ledger_instance in;
     struct ledger_stats st;
     struct ledger *lg = NULL;

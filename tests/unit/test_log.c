@@ -32,11 +32,11 @@ static const char *fmt(const char *format, ...)
     return formatted;
 }
 
-#define CHECK_FMT(expected, ...)                                           \
-    do {                                                                   \
-        const char *got_ = fmt(__VA_ARGS__);                               \
-        CHECK_MSG(strcmp(got_, (expected)) == 0, "got [%s] want [%s]",     \
-                  got_, (expected));                                       \
+#define CHECK_FMT(expected, ...)                                             \
+    do {                                                                     \
+        const char *got_ = fmt(__VA_ARGS__);                                 \
+        CHECK_MSG(strcmp(got_, (expected)) == 0, "got [%s] want [%s]", got_, \
+                  (expected));                                               \
     } while (0)
 
 static void test_plain_conversions(void)
@@ -50,8 +50,7 @@ static void test_plain_conversions(void)
     CHECK_FMT("t=1.50", "t=%.2f", 1.5);
     CHECK_FMT("c=A", "c=%c", 'A');
     CHECK_FMT("c=\\x0a", "c=%c", '\n');
-    CHECK_FMT("n=-5 u=65535", "n=%hd u=%hu", (short)-5,
-              (unsigned short)65535);
+    CHECK_FMT("n=-5 u=65535", "n=%hd u=%hu", (short)-5, (unsigned short)65535);
     CHECK_FMT("j=9 t=3", "j=%jd t=%td", (intmax_t)9, (ptrdiff_t)3);
 }
 
@@ -61,19 +60,19 @@ static void test_strings_in_quotes(void)
     CHECK_FMT("reason=\"a b=c\"", "reason=\"%s\"", "a b=c");
     /* A DCMTK text with a newline stays on one line. */
     CHECK_FMT("reason=\"Bad presentation context ID\\nIllegal PDU Length\"",
-              "reason=\"%s\"", "Bad presentation context ID\nIllegal PDU "
-                               "Length");
+              "reason=\"%s\"",
+              "Bad presentation context ID\nIllegal PDU "
+              "Length");
     CHECK_FMT("reason=\"a\\r\\tb\\x01\\x1b[31m\\x7f\"", "reason=\"%s\"",
               "a\r\tb\x01\x1b[31m\x7f");
     /* Quotes and backslashes cannot close the value early. */
     CHECK_FMT("reason=\"say \\\"hi\\\" \\\\ done\"", "reason=\"%s\"",
               "say \"hi\" \\ done");
     /* Valid UTF-8 is kept; invalid bytes are shown as hex. */
-    CHECK_FMT("name=\"\xe7\x8e\x8b^\xe5\xb0\x8f\xe6\x9d\xb1\"",
-              "name=\"%s\"", "\xe7\x8e\x8b^\xe5\xb0\x8f\xe6\x9d\xb1");
+    CHECK_FMT("name=\"\xe7\x8e\x8b^\xe5\xb0\x8f\xe6\x9d\xb1\"", "name=\"%s\"",
+              "\xe7\x8e\x8b^\xe5\xb0\x8f\xe6\x9d\xb1");
     CHECK_FMT("x=\"\\xff\\xc3(\\xed\\xa0\\x80\\xc0\\xaf\\xf4\\x90\\x80\\x80\"",
-              "x=\"%s\"",
-              "\xff\xc3(\xed\xa0\x80\xc0\xaf\xf4\x90\x80\x80");
+              "x=\"%s\"", "\xff\xc3(\xed\xa0\x80\xc0\xaf\xf4\x90\x80\x80");
     /* A sequence cut at the end of the string is invalid too. */
     CHECK_FMT("x=\"ab\\xe7\\x8e\"", "x=\"%s\"", "ab\xe7\x8e");
     CHECK_FMT("x=\"\xf0\x9f\x98\x80\"", "x=\"%s\"", "\xf0\x9f\x98\x80");
@@ -156,8 +155,8 @@ static void test_small_buffers(void)
     /* A UTF-8 character is never cut either. */
     n = fmt_into(buf, sizeof(buf), "x=\"%s\"",
                  "ab\xe7\x8e\x8b\xe7\x8e\x8b\xe7\x8e\x8b");
-    CHECK_MSG(strcmp(buf, "x=\"ab\xe7\x8e\x8b\xe7\x8e\x8b...") == 0,
-              "got [%s]", buf);
+    CHECK_MSG(strcmp(buf, "x=\"ab\xe7\x8e\x8b\xe7\x8e\x8b...") == 0, "got [%s]",
+              buf);
     n = fmt_into(buf, sizeof(buf), "%s", "short");
     CHECK(strcmp(buf, "short") == 0 && n == 5);
     n = fmt_into(buf, 3, "%s", "abc");
@@ -267,8 +266,8 @@ static void test_observer(void)
     log_msg(LOG_LEVEL_DEBUG, "event=hidden");
     CHECK(o.calls == 1);
     CHECK(o.level == LOG_LEVEL_WARNING);
-    CHECK_MSG(strcmp(o.line, "<4>event=x reason=\"a\\nb\"\n") == 0,
-              "got [%s]", o.line);
+    CHECK_MSG(strcmp(o.line, "<4>event=x reason=\"a\\nb\"\n") == 0, "got [%s]",
+              o.line);
     CHECK(o.len == strlen(o.line));
     log_set_observer(NULL, NULL);
     log_msg(LOG_LEVEL_ERR, "event=after");

@@ -24,9 +24,9 @@
 #include <curl/curl.h>
 
 #include "cred_test_util.h"
+#include "tap.h"
 #include "web/credential.h"
 #include "web/managed_identity.h"
-#include "tap.h"
 
 static char dir[512];
 static char tokens[600];
@@ -86,10 +86,11 @@ static void test_resolve(void)
     CHECK(mi_resolve(&p, &no_env, &flavor, &url, err, sizeof(err)) == 0);
     CHECK(flavor == MI_IMDS);
     CHECK_MSG(url != NULL &&
-                  strcmp(url, "http://169.254.169.254/metadata/identity/"
-                              "oauth2/token?api-version=2018-02-01&resource="
-                              "https%3A%2F%2Fdicom.healthcareapis.azure.com") ==
-                      0, "%s", url);
+                  strcmp(url,
+                         "http://169.254.169.254/metadata/identity/"
+                         "oauth2/token?api-version=2018-02-01&resource="
+                         "https%3A%2F%2Fdicom.healthcareapis.azure.com") == 0,
+              "%s", url);
     free(url);
     url = NULL;
     p.client_id = "0b5ed7c2-1111-2222-3333-444444444444";
@@ -98,7 +99,8 @@ static void test_resolve(void)
     CHECK_MSG(url != NULL &&
                   strstr(url, "?api-version=2018-02-01&resource=https%3A%2F%2F"
                               "other.example%2F&client_id=0b5ed7c2-1111-2222-"
-                              "3333-444444444444") != NULL, "%s", url);
+                              "3333-444444444444") != NULL,
+              "%s", url);
     free(url);
     url = NULL;
 
@@ -208,7 +210,8 @@ static void test_imds(void)
               "%s", err);
     r = get(MI_IMDS, "secretdesc", NULL, NULL, &t);
     CHECK_MSG(r == -EACCES && strstr(err, "eyJ") == NULL &&
-                  strstr(err, "[redacted]") != NULL, "%s", err);
+                  strstr(err, "[redacted]") != NULL,
+              "%s", err);
     r = get(MI_IMDS, "updating", NULL, NULL, &t);
     CHECK(r == -EAGAIN && strstr(err, "HTTP 410") != NULL &&
           strstr(err, "70 s") != NULL);
@@ -236,7 +239,8 @@ static void test_imds(void)
     };
     r = mi_get_token(&p, &no_env, 0, &t, err, sizeof(err));
     CHECK_MSG(r == -EAGAIN && strstr(err, "unreachable") != NULL &&
-                  strstr(err, "not an Azure VM") != NULL, "%s", err);
+                  strstr(err, "not an Azure VM") != NULL,
+              "%s", err);
 }
 
 /* Runs the "perm" scenario as a user that may not read the key file.
@@ -291,7 +295,8 @@ static void test_arc(void)
     r = mi_get_token(&p, &env, (int64_t)time(NULL), &t, err, sizeof(err));
     CHECK_MSG(r == 0 && t.access_token != NULL &&
                   strcmp(t.access_token, "arc.ok") == 0 &&
-                  t.expires_in_s == 3600, "%d %s", r, err);
+                  t.expires_in_s == 3600,
+              "%d %s", r, err);
     cred_token_free(&t);
     r = get(MI_ARC, "quoted", NULL, tokens, &t);
     CHECK_MSG(r == 0 && t.access_token != NULL, "%d %s", r, err);
@@ -304,13 +309,15 @@ static void test_arc(void)
               err);
     r = get(MI_ARC, "wrongdir", NULL, tokens, &t);
     CHECK_MSG(r == -EPERM && strstr(err, "/tmp/elsewhere/stolen.key") &&
-                  strstr(err, "which is not in") != NULL, "%s", err);
+                  strstr(err, "which is not in") != NULL,
+              "%s", err);
     r = get(MI_ARC, "escape", NULL, tokens, &t);
     CHECK_MSG(r == -EPERM && strstr(err, "not a .key file directly") != NULL,
               "%s", err);
     r = get(MI_ARC, "notkey", NULL, tokens, &t);
     CHECK_MSG(r == -EPERM && strstr(err, "secret.txt") != NULL &&
-                  strstr(err, ".key") != NULL, "%s", err);
+                  strstr(err, ".key") != NULL,
+              "%s", err);
     r = get(MI_ARC, "symlink", NULL, tokens, &t);
     CHECK_MSG(r == -EPERM && strstr(err, "symbolic link") != NULL, "%s", err);
     r = get(MI_ARC, "dir", NULL, tokens, &t);
@@ -326,11 +333,11 @@ static void test_arc(void)
     /* The real token directory is the default: a file elsewhere is
      * refused even when the test's directory holds it. */
     r = get(MI_ARC, "ok", NULL, NULL, &t);
-    CHECK_MSG(r == -EPERM && strstr(err, MI_ARC_TOKEN_DIR) != NULL, "%s",
-              err);
+    CHECK_MSG(r == -EPERM && strstr(err, MI_ARC_TOKEN_DIR) != NULL, "%s", err);
     r = get_unprivileged();
     CHECK_MSG(r == -EACCES && strstr(err, "Permission denied") != NULL &&
-                  strstr(err, "himds") != NULL, "%d %s", r, err);
+                  strstr(err, "himds") != NULL,
+              "%d %s", r, err);
     CHECK(t.access_token == NULL);
 }
 
@@ -375,11 +382,13 @@ static void test_parse(void)
 
     b = "{\"access_token\":\"x\",\"expires_in\":\"3599\"}";
     CHECK(mi_parse_answer(200, b, strlen(b), 0, "e", &t, err, sizeof(err)) ==
-          0 && t.expires_in_s == 3599);
+              0 &&
+          t.expires_in_s == 3599);
     cred_token_free(&t);
     b = "{\"access_token\":\"x\"}";
     CHECK(mi_parse_answer(200, b, strlen(b), 0, "e", &t, err, sizeof(err)) ==
-          0 && t.expires_in_s == -1);
+              0 &&
+          t.expires_in_s == -1);
     cred_token_free(&t);
     b = "{\"access_token\":\"x\",\"expires_in\":\"0\"}";
     CHECK(mi_parse_answer(200, b, strlen(b), 0, "e", &t, err, sizeof(err)) ==
@@ -389,8 +398,9 @@ static void test_parse(void)
           -EBADMSG);
     b = "{\"access_token\":\"x\",\"expires_in\":\"soon\","
         "\"expires_on\":\"1000\"}";
-    CHECK(mi_parse_answer(200, b, strlen(b), 400, "e", &t, err,
-                          sizeof(err)) == 0 && t.expires_in_s == 600);
+    CHECK(mi_parse_answer(200, b, strlen(b), 400, "e", &t, err, sizeof(err)) ==
+              0 &&
+          t.expires_in_s == 600);
     cred_token_free(&t);
     CHECK(t.access_token == NULL);
 }

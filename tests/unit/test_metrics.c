@@ -52,61 +52,63 @@ static int add_err(struct metrics *m, struct metrics_family_params p)
     return r;
 }
 
-static const char *const code_label[] = {"code"};
-static const char *const two_labels[] = {"service", "code"};
+static const char *const code_label[] = { "code" };
+static const char *const two_labels[] = { "service", "code" };
 
 /* The exact text of a small registry: order, HELP/TYPE, cumulative
  * buckets, _sum/_count, doubles. */
 static void test_exposition_exact(void)
 {
-    static const double bounds[] = {0.1, 1, 10};
+    static const double bounds[] = { 0.1, 1, 10 };
     struct metrics *m = metrics_new();
     struct metrics_family *req, *temp, *lat;
     char *text;
 
-    req = add(m, (struct metrics_family_params){
-                     .name = "t_requests_total", .help = "Requests by code.",
-                     .type = METRICS_COUNTER, .label_names = code_label,
-                     .label_count = 1, .max_series = 4});
-    temp = add(m, (struct metrics_family_params){
-                      .name = "t_temp_celsius",
-                      .help = "A back\\slash in help.",
-                      .type = METRICS_GAUGE});
-    lat = add(m, (struct metrics_family_params){
-                     .name = "t_latency_seconds", .help = "Latency.",
-                     .type = METRICS_HISTOGRAM, .buckets = bounds,
-                     .bucket_count = 3});
+    req = add(m, (struct metrics_family_params){ .name = "t_requests_total",
+                                                 .help = "Requests by code.",
+                                                 .type = METRICS_COUNTER,
+                                                 .label_names = code_label,
+                                                 .label_count = 1,
+                                                 .max_series = 4 });
+    temp =
+        add(m, (struct metrics_family_params){ .name = "t_temp_celsius",
+                                               .help = "A back\\slash in help.",
+                                               .type = METRICS_GAUGE });
+    lat = add(m, (struct metrics_family_params){ .name = "t_latency_seconds",
+                                                 .help = "Latency.",
+                                                 .type = METRICS_HISTOGRAM,
+                                                 .buckets = bounds,
+                                                 .bucket_count = 3 });
     metrics_counter_add(METRICS_SERIES(req, "500"), 2);
     metrics_counter_inc(METRICS_SERIES(req, "200"));
     metrics_counter_add(METRICS_SERIES(req, "200"), 41);
     metrics_gauge_set(metrics_series(temp, NULL), 21.5);
     struct metrics_series *h = metrics_series(lat, NULL);
     metrics_histogram_observe(h, 0.05);
-    metrics_histogram_observe(h, 0.1);    /* upper bounds are inclusive */
+    metrics_histogram_observe(h, 0.1); /* upper bounds are inclusive */
     metrics_histogram_observe(h, 0.5);
     metrics_histogram_observe(h, 5);
     metrics_histogram_observe(h, 50);
-    metrics_histogram_observe(h, NAN);    /* ignored */
+    metrics_histogram_observe(h, NAN); /* ignored */
     CHECK(metrics_histogram_count(h) == 5);
     CHECK(fabs(metrics_histogram_sum(h) - 55.65) < 1e-9);
 
     text = render(m);
-    const char *want =
-        "# HELP t_latency_seconds Latency.\n"
-        "# TYPE t_latency_seconds histogram\n"
-        "t_latency_seconds_bucket{le=\"0.1\"} 2\n"
-        "t_latency_seconds_bucket{le=\"1\"} 3\n"
-        "t_latency_seconds_bucket{le=\"10\"} 4\n"
-        "t_latency_seconds_bucket{le=\"+Inf\"} 5\n"
-        "t_latency_seconds_sum 55.65\n"
-        "t_latency_seconds_count 5\n"
-        "# HELP t_requests_total Requests by code.\n"
-        "# TYPE t_requests_total counter\n"
-        "t_requests_total{code=\"200\"} 42\n"
-        "t_requests_total{code=\"500\"} 2\n"
-        "# HELP t_temp_celsius A back\\\\slash in help.\n"
-        "# TYPE t_temp_celsius gauge\n"
-        "t_temp_celsius 21.5\n";
+    const char *want = "# HELP t_latency_seconds Latency.\n"
+                       "# TYPE t_latency_seconds histogram\n"
+                       "t_latency_seconds_bucket{le=\"0.1\"} 2\n"
+                       "t_latency_seconds_bucket{le=\"1\"} 3\n"
+                       "t_latency_seconds_bucket{le=\"10\"} 4\n"
+                       "t_latency_seconds_bucket{le=\"+Inf\"} 5\n"
+                       "t_latency_seconds_sum 55.65\n"
+                       "t_latency_seconds_count 5\n"
+                       "# HELP t_requests_total Requests by code.\n"
+                       "# TYPE t_requests_total counter\n"
+                       "t_requests_total{code=\"200\"} 42\n"
+                       "t_requests_total{code=\"500\"} 2\n"
+                       "# HELP t_temp_celsius A back\\\\slash in help.\n"
+                       "# TYPE t_temp_celsius gauge\n"
+                       "t_temp_celsius 21.5\n";
     CHECK_MSG(text && strcmp(text, want) == 0, "got:\n%s", text);
     free(text);
     metrics_free(m);
@@ -114,15 +116,18 @@ static void test_exposition_exact(void)
 
 static void test_escaping_and_floats(void)
 {
-    static const char *const l1[] = {"v"};
+    static const char *const l1[] = { "v" };
     struct metrics *m = metrics_new();
     struct metrics_family *g;
     char *text;
     char buf[40];
 
-    g = add(m, (struct metrics_family_params){
-                   .name = "t_gauge", .help = "G.", .type = METRICS_GAUGE,
-                   .label_names = l1, .label_count = 1, .max_series = 8});
+    g = add(m, (struct metrics_family_params){ .name = "t_gauge",
+                                               .help = "G.",
+                                               .type = METRICS_GAUGE,
+                                               .label_names = l1,
+                                               .label_count = 1,
+                                               .max_series = 8 });
     metrics_gauge_set(METRICS_SERIES(g, "a\"b\\c\nd"), 1);
     metrics_gauge_set(METRICS_SERIES(g, "nan"), NAN);
     metrics_gauge_set(METRICS_SERIES(g, "pinf"), INFINITY);
@@ -167,10 +172,12 @@ static void test_bounded_labels(void)
     char *text;
     char longv[METRICS_LABEL_VALUE_MAX + 2];
 
-    f = add(m, (struct metrics_family_params){
-                   .name = "t_by_ae_total", .help = "By AE.",
-                   .type = METRICS_COUNTER, .label_names = code_label,
-                   .label_count = 1, .max_series = 2});
+    f = add(m, (struct metrics_family_params){ .name = "t_by_ae_total",
+                                               .help = "By AE.",
+                                               .type = METRICS_COUNTER,
+                                               .label_names = code_label,
+                                               .label_count = 1,
+                                               .max_series = 2 });
     a = METRICS_SERIES(f, "CT01");
     b = METRICS_SERIES(f, "MR02");
     CHECK(a != b && !metrics_series_is_other(a) && !metrics_series_is_other(b));
@@ -189,7 +196,7 @@ static void test_bounded_labels(void)
     CHECK(METRICS_SERIES(f, "bad\xff") == c);
     CHECK(METRICS_SERIES(f, "tab\there") == c);
     CHECK(METRICS_SERIES(f, METRICS_OTHER) == c);
-    CHECK(metrics_series(f, (const char *const[]){NULL}) == c);
+    CHECK(metrics_series(f, (const char *const[]){ NULL }) == c);
     CHECK(metrics_series(f, NULL) == c);
     metrics_counter_add(a, 3);
     metrics_counter_add(c, 5);
@@ -202,11 +209,13 @@ static void test_bounded_labels(void)
     CHECK(metrics_family_counter_sum(f) == 8);
 
     /* Two labels: "other" for every label of the overflow series. */
-    struct metrics_family *h = add(
-        m, (struct metrics_family_params){
-               .name = "t_http_total", .help = "HTTP.",
-               .type = METRICS_COUNTER, .label_names = two_labels,
-               .label_count = 2, .max_series = 1});
+    struct metrics_family *h =
+        add(m, (struct metrics_family_params){ .name = "t_http_total",
+                                               .help = "HTTP.",
+                                               .type = METRICS_COUNTER,
+                                               .label_names = two_labels,
+                                               .label_count = 2,
+                                               .max_series = 1 });
     metrics_counter_inc(METRICS_SERIES(h, "stow", "200"));
     metrics_counter_inc(METRICS_SERIES(h, "stow", "503"));
     /* A partly "other" combination is a series of its own kind. */
@@ -238,14 +247,13 @@ static void test_callbacks(void)
     double free_bytes = 1234567890;
     char *text;
 
-    f = add(m, (struct metrics_family_params){
-                   .name = "t_free_bytes", .help = "Free.",
-                   .type = METRICS_GAUGE});
-    g = add(m, (struct metrics_family_params){
-                   .name = "t_renders", .help = "Renders.",
-                   .type = METRICS_GAUGE});
-    metrics_gauge_set_fn(metrics_series(f, NULL), callback_value,
-                         &free_bytes);
+    f = add(m, (struct metrics_family_params){ .name = "t_free_bytes",
+                                               .help = "Free.",
+                                               .type = METRICS_GAUGE });
+    g = add(m, (struct metrics_family_params){ .name = "t_renders",
+                                               .help = "Renders.",
+                                               .type = METRICS_GAUGE });
+    metrics_gauge_set_fn(metrics_series(f, NULL), callback_value, &free_bytes);
     CHECK(metrics_add_collector(m, collector, metrics_series(g, NULL)) == 0);
     text = render(m);
     CHECK(text && strstr(text, "t_free_bytes 1234567890\n"));
@@ -270,22 +278,23 @@ static void test_callbacks(void)
 
 static void test_registration_errors(void)
 {
-    static const double up[] = {1, 2};
-    static const double down[] = {2, 1};
-    static const double nan_b[] = {1, NAN};
-    static const char *const bad_l[] = {"__x"};
-    static const char *const le_l[] = {"le"};
-    static const char *const dup_l[] = {"a", "a"};
-    static const char *const five[] = {"a", "b", "c", "d", "e"};
+    static const double up[] = { 1, 2 };
+    static const double down[] = { 2, 1 };
+    static const double nan_b[] = { 1, NAN };
+    static const char *const bad_l[] = { "__x" };
+    static const char *const le_l[] = { "le" };
+    static const char *const dup_l[] = { "a", "a" };
+    static const char *const five[] = { "a", "b", "c", "d", "e" };
     struct metrics *m = metrics_new();
     struct metrics_family_params p;
 
-    p = (struct metrics_family_params){.name = "1abc", .help = "x",
-                                       .type = METRICS_GAUGE};
+    p = (struct metrics_family_params){ .name = "1abc",
+                                        .help = "x",
+                                        .type = METRICS_GAUGE };
     CHECK(add_err(m, p) == -EINVAL);
     p.name = "a-b";
     CHECK(add_err(m, p) == -EINVAL);
-    p.name = "a:b";                   /* colons: recording rules only */
+    p.name = "a:b"; /* colons: recording rules only */
     CHECK(add_err(m, p) == -EINVAL);
     p.name = "t_ok";
     p.help = "";
@@ -304,19 +313,25 @@ static void test_registration_errors(void)
     CHECK(metrics_family_find(m, "t_counter_total") != NULL);
     CHECK(metrics_family_find(m, "t_nothing") == NULL);
 
-    p = (struct metrics_family_params){.name = "t_h", .help = "h",
-                                       .type = METRICS_HISTOGRAM,
-                                       .buckets = up, .bucket_count = 2};
+    p = (struct metrics_family_params){ .name = "t_h",
+                                        .help = "h",
+                                        .type = METRICS_HISTOGRAM,
+                                        .buckets = up,
+                                        .bucket_count = 2 };
     CHECK(add_err(m, p) == 0);
-    p = (struct metrics_family_params){.name = "t_h_count", .help = "c",
-                                       .type = METRICS_GAUGE};
+    p = (struct metrics_family_params){ .name = "t_h_count",
+                                        .help = "c",
+                                        .type = METRICS_GAUGE };
     CHECK(add_err(m, p) == -EEXIST);
-    p = (struct metrics_family_params){.name = "t_g", .help = "g",
-                                       .type = METRICS_GAUGE};
+    p = (struct metrics_family_params){ .name = "t_g",
+                                        .help = "g",
+                                        .type = METRICS_GAUGE };
     CHECK(add_err(m, p) == 0);
-    p = (struct metrics_family_params){.name = "t", .help = "h",
-                                       .type = METRICS_HISTOGRAM,
-                                       .buckets = up, .bucket_count = 2};
+    p = (struct metrics_family_params){ .name = "t",
+                                        .help = "h",
+                                        .type = METRICS_HISTOGRAM,
+                                        .buckets = up,
+                                        .bucket_count = 2 };
     CHECK(add_err(m, p) == 0);
     p.name = "t_hx";
     p.buckets = down;
@@ -333,10 +348,12 @@ static void test_registration_errors(void)
     p.max_series = 2;
     CHECK(add_err(m, p) == -EINVAL);
 
-    p = (struct metrics_family_params){.name = "t_l", .help = "l",
-                                       .type = METRICS_GAUGE,
-                                       .label_names = bad_l,
-                                       .label_count = 1, .max_series = 2};
+    p = (struct metrics_family_params){ .name = "t_l",
+                                        .help = "l",
+                                        .type = METRICS_GAUGE,
+                                        .label_names = bad_l,
+                                        .label_count = 1,
+                                        .max_series = 2 };
     CHECK(add_err(m, p) == -EINVAL);
     p.label_names = dup_l;
     p.label_count = 2;
@@ -360,9 +377,9 @@ static void test_ceiling(void)
     char *text = NULL;
     size_t len = 0;
 
-    f = add(m, (struct metrics_family_params){
-                   .name = "t_x_total", .help = "X.",
-                   .type = METRICS_COUNTER});
+    f = add(m, (struct metrics_family_params){ .name = "t_x_total",
+                                               .help = "X.",
+                                               .type = METRICS_COUNTER });
     metrics_counter_inc(metrics_series(f, NULL));
     CHECK(metrics_render(m, 40, &text, &len) == -E2BIG);
     CHECK(text == NULL);
@@ -431,32 +448,35 @@ static void *render_loop(void *arg)
 
 static void test_concurrency(void)
 {
-    static const double b[] = {0.5, 1.5, 2.5};
-    static const char *const ae[] = {"calling_ae"};
+    static const double b[] = { 0.5, 1.5, 2.5 };
+    static const char *const ae[] = { "calling_ae" };
     struct metrics *m = metrics_new();
     struct worker w[THREADS];
     pthread_t t[THREADS];
     pthread_t rt;
-    struct renderer rd = {.m = m};
+    struct renderer rd = { .m = m };
     struct metrics_family *counter, *labeled, *hist, *gauge;
     uint64_t expect = (uint64_t)THREADS * PER_THREAD;
 
-    counter = add(m, (struct metrics_family_params){
-                         .name = "t_c_total", .help = "C.",
-                         .type = METRICS_COUNTER});
-    labeled = add(m, (struct metrics_family_params){
-                         .name = "t_l_total", .help = "L.",
-                         .type = METRICS_COUNTER, .label_names = ae,
-                         .label_count = 1, .max_series = 32});
-    hist = add(m, (struct metrics_family_params){
-                      .name = "t_h_seconds", .help = "H.",
-                      .type = METRICS_HISTOGRAM, .buckets = b,
-                      .bucket_count = 3});
+    counter = add(m, (struct metrics_family_params){ .name = "t_c_total",
+                                                     .help = "C.",
+                                                     .type = METRICS_COUNTER });
+    labeled = add(m, (struct metrics_family_params){ .name = "t_l_total",
+                                                     .help = "L.",
+                                                     .type = METRICS_COUNTER,
+                                                     .label_names = ae,
+                                                     .label_count = 1,
+                                                     .max_series = 32 });
+    hist = add(m, (struct metrics_family_params){ .name = "t_h_seconds",
+                                                  .help = "H.",
+                                                  .type = METRICS_HISTOGRAM,
+                                                  .buckets = b,
+                                                  .bucket_count = 3 });
     gauge = add(m, (struct metrics_family_params){
-                       .name = "t_g", .help = "G.", .type = METRICS_GAUGE});
+                       .name = "t_g", .help = "G.", .type = METRICS_GAUGE });
     CHECK(pthread_create(&rt, NULL, render_loop, &rd) == 0);
     for (int i = 0; i < THREADS; i++) {
-        w[i] = (struct worker){counter, labeled, hist, gauge, i};
+        w[i] = (struct worker){ counter, labeled, hist, gauge, i };
         CHECK(pthread_create(&t[i], NULL, work, &w[i]) == 0);
     }
     for (int i = 0; i < THREADS; i++)
@@ -483,11 +503,11 @@ static void test_concurrency(void)
 
 static void test_catalog(void)
 {
-    static const char *const callers[] = {"CT01", "MR02", "CT01"};
-    struct metrics_catalog_params p = {.version = "0.1.0",
-                                       .start_time_s = 1764000000,
-                                       .callers = callers,
-                                       .caller_count = 3};
+    static const char *const callers[] = { "CT01", "MR02", "CT01" };
+    struct metrics_catalog_params p = { .version = "0.1.0",
+                                        .start_time_s = 1764000000,
+                                        .callers = callers,
+                                        .caller_count = 3 };
     struct metrics_catalog cat;
     struct metrics *m = metrics_new();
     char err[256] = "";
@@ -496,10 +516,10 @@ static void test_catalog(void)
     CHECK(metrics_catalog_register(m, &p, &cat, err, sizeof(err)) == 0);
     CHECK(cat.delivery_latency != NULL && cat.build_info != NULL);
     /* Two distinct callers declared; a third goes to other. */
-    CHECK(!metrics_series_is_other(METRICS_SERIES(cat.received_instances,
-                                                  "MR02")));
-    CHECK(metrics_series_is_other(METRICS_SERIES(cat.received_instances,
-                                                 "US03")));
+    CHECK(!metrics_series_is_other(
+        METRICS_SERIES(cat.received_instances, "MR02")));
+    CHECK(metrics_series_is_other(
+        METRICS_SERIES(cat.received_instances, "US03")));
     text = render(m);
     CHECK(text && strstr(text, "stowbridge_build_info{version=\"0.1.0\"} 1\n"));
     CHECK(text && strstr(text, "stowbridge_start_time_seconds 1764000000\n"));

@@ -30,10 +30,9 @@ static int count_notify(const char *state)
     return 0;
 }
 
-static uint64_t counter(struct metrics_family *f, const char *a,
-                        const char *b)
+static uint64_t counter(struct metrics_family *f, const char *a, const char *b)
 {
-    const char *values[2] = {a, b};
+    const char *values[2] = { a, b };
 
     return metrics_counter_get(metrics_series(f, values));
 }
@@ -47,24 +46,24 @@ static void test_config_rules(void)
 {
     char err[256];
 
-    CHECK(monitor_config_check("127.0.0.1:9475", "", false, err,
-                               sizeof(err)) == 0);
+    CHECK(monitor_config_check("127.0.0.1:9475", "", false, err, sizeof(err)) ==
+          0);
     CHECK(monitor_config_check("", "", false, err, sizeof(err)) == 0);
-    CHECK(monitor_config_check("0.0.0.0:9475", "", false, err,
-                               sizeof(err)) < 0 &&
+    CHECK(monitor_config_check("0.0.0.0:9475", "", false, err, sizeof(err)) <
+              0 &&
           strstr(err, "admin.token_file") != NULL);
     CHECK(monitor_config_check("0.0.0.0:9475", "/etc/t", false, err,
                                sizeof(err)) == 0);
-    CHECK(monitor_config_check("127.0.0.1:9475", "", true, err,
-                               sizeof(err)) < 0 &&
+    CHECK(monitor_config_check("127.0.0.1:9475", "", true, err, sizeof(err)) <
+              0 &&
           strstr(err, "admin.allow_actions") != NULL);
-    CHECK(monitor_config_check("localhost:9475", "", false, err,
-                               sizeof(err)) < 0);
+    CHECK(monitor_config_check("localhost:9475", "", false, err, sizeof(err)) <
+          0);
 }
 
 static void test_hooks(const char *dir)
 {
-    static const char *const callers[] = {"CT01", "MR02"};
+    static const char *const callers[] = { "CT01", "MR02" };
     struct spool *spool = NULL;
     struct monitor *mon = NULL;
     struct oauth_params op;
@@ -74,15 +73,21 @@ static void test_hooks(const char *dir)
     CHECK(spool_open(dir, SPOOL_OPEN_OWNER, &spool, err, sizeof(err)) == 0);
     if (spool == NULL)
         return;
-    r = monitor_new(&(struct monitor_params){
-                        .version = "9.9", .node = "SB", .callers = callers,
-                        .caller_count = 2, .spool = spool, .spool_dir = dir,
-                        .dicom_port = 11112,
-                        .destination_url = "http://127.0.0.1:1/dw",
-                        .token_source = "client_credentials", .listen = "",
-                        .token_file = "", .ready_window_s = 60,
-                        .notify = count_notify},
-                    &mon, err, sizeof(err));
+    r = monitor_new(
+        &(struct monitor_params){ .version = "9.9",
+                                  .node = "SB",
+                                  .callers = callers,
+                                  .caller_count = 2,
+                                  .spool = spool,
+                                  .spool_dir = dir,
+                                  .dicom_port = 11112,
+                                  .destination_url = "http://127.0.0.1:1/dw",
+                                  .token_source = "client_credentials",
+                                  .listen = "",
+                                  .token_file = "",
+                                  .ready_window_s = 60,
+                                  .notify = count_notify },
+        &mon, err, sizeof(err));
     CHECK_MSG(r == 0, "%s", err);
     if (r < 0) {
         spool_close(spool);
@@ -114,16 +119,16 @@ static void test_hooks(const char *dir)
         const char *why;
         const char *label;
     } deferrals[] = {
-        {0, 0, "no token: token endpoint unreachable", "token_unavailable"},
-        {0, 0, "no answer from http://x: timeout", "network"},
-        {0, 0, "out of memory", "local_error"},
-        {500, 0, "HTTP 500", "server_error"},
-        {503, 0, "HTTP 503", "throttled"},
-        {429, 0, "HTTP 429", "throttled"},
-        {408, 0, "HTTP 408", "throttled"},
-        {401, 0, "HTTP 401 even with a fresh token", "unauthorized"},
-        {403, 0, "HTTP 403", "forbidden"},
-        {202, 0xA700, "HTTP 202, Failure Reason A700", "instance_retry"},
+        { 0, 0, "no token: token endpoint unreachable", "token_unavailable" },
+        { 0, 0, "no answer from http://x: timeout", "network" },
+        { 0, 0, "out of memory", "local_error" },
+        { 500, 0, "HTTP 500", "server_error" },
+        { 503, 0, "HTTP 503", "throttled" },
+        { 429, 0, "HTTP 429", "throttled" },
+        { 408, 0, "HTTP 408", "throttled" },
+        { 401, 0, "HTTP 401 even with a fresh token", "unauthorized" },
+        { 403, 0, "HTTP 403", "forbidden" },
+        { 202, 0xA700, "HTTP 202, Failure Reason A700", "instance_retry" },
     };
     for (size_t i = 0; i < sizeof(deferrals) / sizeof(deferrals[0]); i++) {
         uint64_t before = counter(cat->deferrals, deferrals[i].label, NULL);
@@ -150,8 +155,8 @@ static void test_hooks(const char *dir)
     CHECK(gauge(cat->destination_up) == 1.0);
     CHECK(counter(cat->http_responses, "stow", "200") == 1);
     CHECK(counter(cat->http_responses, "qido", "204") == 1);
-    CHECK(metrics_histogram_count(
-              metrics_series(cat->upload_duration, NULL)) == 2);
+    CHECK(metrics_histogram_count(metrics_series(cat->upload_duration, NULL)) ==
+          2);
     monitor_http(mon, MONITOR_STOW, 403, 0.1, NULL);
     CHECK(gauge(cat->destination_up) == 1.0); /* answered: reachable */
 

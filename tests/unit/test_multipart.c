@@ -15,8 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "web/multipart.h"
 #include "tap.h"
+#include "web/multipart.h"
 
 /* ------------------------------------------------------------------ */
 /* A recorder of parser events                                         */
@@ -140,7 +140,7 @@ struct outcome {
 static void parse_cuts(const char *ct, const char *body, size_t len,
                        const size_t *cuts, size_t ncuts, struct outcome *out)
 {
-    struct multipart_callbacks cb = {on_begin, on_data, on_end, NULL};
+    struct multipart_callbacks cb = { on_begin, on_data, on_end, NULL };
     struct multipart_parser *p = NULL;
     size_t at = 0;
 
@@ -206,7 +206,7 @@ static void check_splits(const char *what, const char *ct, const char *body,
             mismatches++;
         outcome_free(&got);
         for (size_t j = i; pairs && j <= len; j++) {
-            size_t cuts[2] = {i, j};
+            size_t cuts[2] = { i, j };
             parse_cuts(ct, body, len, cuts, 2, &got);
             if (!same_outcome(&whole, &got))
                 mismatches++;
@@ -336,7 +336,7 @@ static void test_media_types(void)
 
 static void test_new(void)
 {
-    struct multipart_callbacks cb = {NULL, NULL, NULL, NULL};
+    struct multipart_callbacks cb = { NULL, NULL, NULL, NULL };
     struct multipart_parser *p = NULL;
     char err[256];
 
@@ -498,18 +498,18 @@ static void test_truncated(void)
         const char *body;
         const char *where;
     } cases[] = {
-        {"--XyZ", "boundary line at the first boundary"},
-        {"--XyZ\r", "boundary line at the first boundary"},
-        {"--XyZ\r\nContent-Type: application/dicom\r\n", "headers of part 1"},
-        {"--XyZ\r\n\r\nabc", "inside part 1 after 3 data bytes"},
-        {"--XyZ\r\n\r\nabc\r\n--Xy", "inside part 1 after 3 data bytes"},
-        {"--XyZ\r\n\r\nabc\r\n--XyZ", "boundary line after part 1"},
-        {"--XyZ\r\n\r\nabc\r\n--XyZ-", "boundary line after part 1"},
-        {"--XyZ\r\n\r\nabc\r\n--XyZ\r\n", "headers of part 2"},
-        {"--XyZ\r\nContent-Length: 10\r\n\r\nabc",
-         "inside part 1 after 3 of its 10 bytes"},
-        {"--XyZ\r\nContent-Length: 3\r\n\r\nabc\r\n-",
-         "after the data of part 1"},
+        { "--XyZ", "boundary line at the first boundary" },
+        { "--XyZ\r", "boundary line at the first boundary" },
+        { "--XyZ\r\nContent-Type: application/dicom\r\n", "headers of part 1" },
+        { "--XyZ\r\n\r\nabc", "inside part 1 after 3 data bytes" },
+        { "--XyZ\r\n\r\nabc\r\n--Xy", "inside part 1 after 3 data bytes" },
+        { "--XyZ\r\n\r\nabc\r\n--XyZ", "boundary line after part 1" },
+        { "--XyZ\r\n\r\nabc\r\n--XyZ-", "boundary line after part 1" },
+        { "--XyZ\r\n\r\nabc\r\n--XyZ\r\n", "headers of part 2" },
+        { "--XyZ\r\nContent-Length: 10\r\n\r\nabc",
+          "inside part 1 after 3 of its 10 bytes" },
+        { "--XyZ\r\nContent-Length: 3\r\n\r\nabc\r\n-",
+          "after the data of part 1" },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct outcome o;
@@ -568,31 +568,32 @@ static void test_headers(void)
         const char *error; /* NULL: accepted */
         const char *log;
     } cases[] = {
-        {"Content-Type: application/dicom\r\nContent-Type: text/plain\r\n",
-         "duplicate Content-Type", NULL},
-        {"Content-Length: 1\r\ncontent-length: 1\r\n",
-         "duplicate content-length", NULL},
-        {"Content-Location: a\r\nContent-Location: b\r\n",
-         "duplicate Content-Location", NULL},
-        {"Content-Length: 1a\r\n", "is not a byte count", NULL},
-        {"Content-Length: -1\r\n", "is not a byte count", NULL},
-        {"Content-Length:\r\n", "is not a byte count", NULL},
-        {"Content-Length: 99999999999999999999\r\n", "is not a byte count",
-         NULL},
-        {"Content-Type application/dicom\r\n", "has no ':'", NULL},
-        {": x\r\n", "empty name", NULL},
-        {" folded: at start\r\n", "continuation", NULL},
-        {"Content-Type: application/\r\n", "Content-Type", NULL},
-        {"Content-Transfer-Encoding: base64\r\n", "base64", NULL},
+        { "Content-Type: application/dicom\r\nContent-Type: text/plain\r\n",
+          "duplicate Content-Type", NULL },
+        { "Content-Length: 1\r\ncontent-length: 1\r\n",
+          "duplicate content-length", NULL },
+        { "Content-Location: a\r\nContent-Location: b\r\n",
+          "duplicate Content-Location", NULL },
+        { "Content-Length: 1a\r\n", "is not a byte count", NULL },
+        { "Content-Length: -1\r\n", "is not a byte count", NULL },
+        { "Content-Length:\r\n", "is not a byte count", NULL },
+        { "Content-Length: 99999999999999999999\r\n", "is not a byte count",
+          NULL },
+        { "Content-Type application/dicom\r\n", "has no ':'", NULL },
+        { ": x\r\n", "empty name", NULL },
+        { " folded: at start\r\n", "continuation", NULL },
+        { "Content-Type: application/\r\n", "Content-Type", NULL },
+        { "Content-Transfer-Encoding: base64\r\n", "base64", NULL },
         /* Accepted. */
-        {"Content-Transfer-Encoding: binary\r\nX-Other: 1\r\n", NULL,
-         "[B 0 - - -1 -]DATA[E 0 4]"},
-        {"Content-Type: application/dicom;\r\n transfer-syntax=1.2.3\r\n", NULL,
-         "[B 0 application/dicom 1.2.3 -1 -]DATA[E 0 4]"},
-        {"Content-Type : application/dicom\t \r\n"
-         "Content-Length:4\r\n",
-         NULL, "[B 0 application/dicom - 4 -]DATA[E 0 4]"},
-        {"Content-Location:   /x y  \n", NULL, "[B 0 - - -1 /x y]DATA[E 0 4]"},
+        { "Content-Transfer-Encoding: binary\r\nX-Other: 1\r\n", NULL,
+          "[B 0 - - -1 -]DATA[E 0 4]" },
+        { "Content-Type: application/dicom;\r\n transfer-syntax=1.2.3\r\n",
+          NULL, "[B 0 application/dicom 1.2.3 -1 -]DATA[E 0 4]" },
+        { "Content-Type : application/dicom\t \r\n"
+          "Content-Length:4\r\n",
+          NULL, "[B 0 application/dicom - 4 -]DATA[E 0 4]" },
+        { "Content-Location:   /x y  \n", NULL,
+          "[B 0 - - -1 /x y]DATA[E 0 4]" },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char body[1024];
@@ -672,7 +673,7 @@ static void test_boundary_line(void)
 /* A callback's error stops everything and sticks. */
 static void test_callback_failure(void)
 {
-    struct multipart_callbacks cb = {on_begin, on_data, on_end, NULL};
+    struct multipart_callbacks cb = { on_begin, on_data, on_end, NULL };
     struct multipart_parser *p = NULL;
     struct rec r;
     char err[256];
@@ -701,7 +702,7 @@ static void test_callback_failure(void)
 /* A 64 MiB part goes through without the parser allocating anything. */
 static void test_big_part(void)
 {
-    struct multipart_callbacks cb = {on_begin, on_data, on_end, NULL};
+    struct multipart_callbacks cb = { on_begin, on_data, on_end, NULL };
     struct multipart_parser *p = NULL;
     struct rec r;
     char err[256];

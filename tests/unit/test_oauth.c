@@ -8,8 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "web/oauth.h"
 #include "tap.h"
+#include "web/oauth.h"
 
 static char err[512];
 
@@ -26,18 +26,21 @@ static void test_token_answers(void)
 
     memset(&t, 0, sizeof(t));
 
-    CHECK(parse(200, "{\"access_token\": \"abc.def.ghi\", \"token_type\": "
-                     "\"Bearer\", \"expires_in\": 3599}", &t) == 0);
-    CHECK(t.access_token != NULL && strcmp(t.access_token, "abc.def.ghi") ==
-                                        0);
+    CHECK(parse(200,
+                "{\"access_token\": \"abc.def.ghi\", \"token_type\": "
+                "\"Bearer\", \"expires_in\": 3599}",
+                &t) == 0);
+    CHECK(t.access_token != NULL && strcmp(t.access_token, "abc.def.ghi") == 0);
     CHECK(t.expires_in_s == 3599);
     oauth_token_free(&t);
     CHECK(t.access_token == NULL);
 
     /* Entra v1 sends expires_in as a string; token_type in any case. */
-    CHECK(parse(200, "{\"access_token\": \"x\", \"token_type\": \"bearer\", "
-                     "\"expires_in\": \"3600\", \"ext_expires_in\": "
-                     "\"3600\"}", &t) == 0);
+    CHECK(parse(200,
+                "{\"access_token\": \"x\", \"token_type\": \"bearer\", "
+                "\"expires_in\": \"3600\", \"ext_expires_in\": "
+                "\"3600\"}",
+                &t) == 0);
     CHECK(t.expires_in_s == 3600);
     oauth_token_free(&t);
     /* No expires_in at all. */
@@ -50,9 +53,11 @@ static void test_token_answers(void)
     oauth_token_free(&t);
 
     /* Configuration errors are permanent, with the server's words. */
-    CHECK(parse(401, "{\"error\": \"invalid_client\", \"error_description\": "
-                     "\"AADSTS7000215: Invalid client secret provided.\\r\\n"
-                     "Trace ID: 1234\"}", &t) == -EACCES);
+    CHECK(parse(401,
+                "{\"error\": \"invalid_client\", \"error_description\": "
+                "\"AADSTS7000215: Invalid client secret provided.\\r\\n"
+                "Trace ID: 1234\"}",
+                &t) == -EACCES);
     CHECK_MSG(strstr(err, "invalid_client") != NULL &&
                   strstr(err, "AADSTS7000215") != NULL &&
                   strstr(err, "Trace ID") == NULL,
@@ -85,7 +90,7 @@ static void test_lifetimes(void)
         { "\"3599\"", 3599, "" },
         { "3599.9", 3599, "" },
         { "1", 1, "" },
-        { "31622400", 31622400, "" },              /* 366 days */
+        { "31622400", 31622400, "" }, /* 366 days */
         { "31622401", -1, "31622401" },
         { "-5", -1, "-5" },
         { "0", -1, "0" },
@@ -131,11 +136,14 @@ static void test_server_texts(void)
     char filler[1001];
     memset(filler, 'x', sizeof(filler) - 1);
     filler[sizeof(filler) - 1] = '\0';
-    snprintf(body, sizeof(body), "{\"error\": \"invalid_client\", "
-             "\"error_description\": \"AADSTS7000215: %s\"}", filler);
+    snprintf(body, sizeof(body),
+             "{\"error\": \"invalid_client\", "
+             "\"error_description\": \"AADSTS7000215: %s\"}",
+             filler);
     CHECK(parse(401, body, &t) == -EACCES);
     CHECK_MSG(strstr(err, "AADSTS7000215") != NULL && strlen(err) < 320 &&
-                  strstr(err, "...") != NULL, "%s", err);
+                  strstr(err, "...") != NULL,
+              "%s", err);
 
     /* 30 000 deep: as deep as fits in OAUTH_MAX_RESPONSE. */
     for (size_t i = 0; i < 30000; i++)
@@ -168,8 +176,8 @@ static void test_claims(void)
 {
     struct oauth_claims c;
 
-    CHECK_MSG(oauth_decode_claims(jwt_app_no_roles, &c, err, sizeof(err)) ==
-                  0, "%s", err);
+    CHECK_MSG(oauth_decode_claims(jwt_app_no_roles, &c, err, sizeof(err)) == 0,
+              "%s", err);
     CHECK(c.aud != NULL &&
           strcmp(c.aud, "https://dicom.healthcareapis.azure.com") == 0);
     CHECK(c.oid != NULL && strcmp(c.oid, "sp-object-1") == 0);
@@ -183,8 +191,7 @@ static void test_claims(void)
     CHECK(c.roles != NULL && strcmp(c.roles, "DICOM.Read DICOM.Write") == 0);
     oauth_claims_free(&c);
 
-    CHECK(oauth_decode_claims("opaque-token", &c, err, sizeof(err)) ==
-          -EINVAL);
+    CHECK(oauth_decode_claims("opaque-token", &c, err, sizeof(err)) == -EINVAL);
     CHECK(strstr(err, "opaque") != NULL);
     CHECK(oauth_decode_claims("a.%%%.c", &c, err, sizeof(err)) == -EINVAL);
     CHECK(oauth_decode_claims("a.bm90IGpzb24.c", &c, err, sizeof(err)) ==
@@ -201,8 +208,8 @@ static void test_diagnosis(void)
     CHECK(oauth_decode_claims(jwt_app_no_roles, &c, err, sizeof(err)) == 0);
     oauth_diagnose_forbidden(&c, azure_url, 500, buf, sizeof(buf));
     CHECK_MSG(strstr(buf, "403") != NULL && strstr(buf, "appid=client-1") &&
-                  strstr(buf, "oid=sp-object-1") &&
-                  strstr(buf, "idtyp=app") && strstr(buf, "roles=[none]") &&
+                  strstr(buf, "oid=sp-object-1") && strstr(buf, "idtyp=app") &&
+                  strstr(buf, "roles=[none]") &&
                   strstr(buf, "DICOM Data Owner") &&
                   strstr(buf, "retried") != NULL,
               "%s", buf);
@@ -212,8 +219,8 @@ static void test_diagnosis(void)
     oauth_diagnose_forbidden(&c, azure_url, 1600, buf, sizeof(buf));
     CHECK(strstr(buf, "expired 600 s ago") != NULL);
     /* Generic OAuth2 server: no Azure advice. */
-    oauth_diagnose_forbidden(&c, "https://pacs.example.org/dicom-web", 500,
-                             buf, sizeof(buf));
+    oauth_diagnose_forbidden(&c, "https://pacs.example.org/dicom-web", 500, buf,
+                             sizeof(buf));
     CHECK(strstr(buf, "DICOM Data Owner") == NULL &&
           strstr(buf, "grant this client") != NULL);
     oauth_claims_free(&c);

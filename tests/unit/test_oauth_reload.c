@@ -47,17 +47,19 @@ static const char *token_endpoint(void *ctx, const char *request,
                        "\"error_description\": \"no\"}");
         snprintf(answer, sizeof(answer),
                  "HTTP/1.1 401 Unauthorized\r\nContent-Type: "
-                 "application/json\r\nContent-Length: %d\r\n\r\n%s", len,
-                 body);
+                 "application/json\r\nContent-Length: %d\r\n\r\n%s",
+                 len, body);
         return answer;
     }
     int n = atomic_fetch_add(&token_counter, 1) + 1;
     len = snprintf(body, sizeof(body),
                    "{\"access_token\": \"tok-%d\", \"token_type\": "
-                   "\"Bearer\", \"expires_in\": 100}", n);
+                   "\"Bearer\", \"expires_in\": 100}",
+                   n);
     snprintf(answer, sizeof(answer),
              "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-             "Content-Length: %d\r\n\r\n%s", len, body);
+             "Content-Length: %d\r\n\r\n%s",
+             len, body);
     return answer;
 }
 
@@ -253,7 +255,8 @@ int main(void)
                  "-out '%s' -days 30 -subj /CN=a 2>/dev/null",
                  key_a, cert_a) == 0);
     CHECK(ctu_sh("openssl genpkey -algorithm RSA -pkeyopt "
-                 "rsa_keygen_bits:2048 -out '%s' 2>/dev/null", key_b) == 0);
+                 "rsa_keygen_bits:2048 -out '%s' 2>/dev/null",
+                 key_b) == 0);
     CHECK(http_stub_start(&stub, token_endpoint, NULL) == 0);
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/token", stub.port);
 

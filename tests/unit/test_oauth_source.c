@@ -19,11 +19,11 @@
 #include <curl/curl.h>
 
 #include "http_stub.h"
-#include "web/oauth.h"
 #include "tap.h"
+#include "web/oauth.h"
 
 /* The endpoint's behaviour, switched by the tests. */
-static atomic_int endpoint_mode;     /* enum below */
+static atomic_int endpoint_mode; /* enum below */
 static atomic_int endpoint_delay_ms;
 static atomic_int token_counter;
 static char answer[1024];
@@ -66,11 +66,11 @@ static const char *token_endpoint(void *ctx, const char *request,
     }
     case MODE_LIFETIME: {
         char body[160];
-        int n = snprintf(body, sizeof(body),
-                         "{\"access_token\": \"tok-%d\", \"token_type\": "
-                         "\"Bearer\", \"expires_in\": %s}",
-                         atomic_fetch_add(&token_counter, 1) + 1,
-                         lifetime_json);
+        int n =
+            snprintf(body, sizeof(body),
+                     "{\"access_token\": \"tok-%d\", \"token_type\": "
+                     "\"Bearer\", \"expires_in\": %s}",
+                     atomic_fetch_add(&token_counter, 1) + 1, lifetime_json);
         snprintf(answer, sizeof(answer),
                  "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                  "Content-Length: %d\r\n\r\n%s",
@@ -175,8 +175,8 @@ static void test_form_and_cache(void)
     CHECK(oauth_source_token(src, 1, &tok, &gen, err, sizeof(err)) == 0);
     free(tok);
     CHECK(http_stub_header(&stub, "Authorization", hdr, sizeof(hdr)) != NULL);
-    CHECK_MSG(strcmp(hdr, "Basic Y2xpZW50JTNBMTpzZSUyQmNyZXQlMjZ4") == 0,
-              "%s", hdr);
+    CHECK_MSG(strcmp(hdr, "Basic Y2xpZW50JTNBMTpzZSUyQmNyZXQlMjZ4") == 0, "%s",
+              hdr);
     pthread_mutex_lock(&stub.lock);
     CHECK(strstr(stub.last_request + stub.last_header_len, "client_secret") ==
           NULL);
@@ -249,14 +249,14 @@ static void test_failures(void)
 
     /* The endpoint fails: transient. */
     atomic_store(&endpoint_mode, MODE_ERROR);
-    CHECK(oauth_source_token(src, 1000 + OAUTH_FAILURE_HOLD_MS, &tok, &gen,
-                             err, sizeof(err)) == -EAGAIN);
+    CHECK(oauth_source_token(src, 1000 + OAUTH_FAILURE_HOLD_MS, &tok, &gen, err,
+                             sizeof(err)) == -EAGAIN);
     CHECK(oauth_source_fetches(src) == 2);
 
     /* Back: a token again. */
     atomic_store(&endpoint_mode, MODE_OK);
-    CHECK(oauth_source_token(src, 1000 + 2 * OAUTH_FAILURE_HOLD_MS, &tok,
-                             &gen, err, sizeof(err)) == 0);
+    CHECK(oauth_source_token(src, 1000 + 2 * OAUTH_FAILURE_HOLD_MS, &tok, &gen,
+                             err, sizeof(err)) == 0);
     CHECK(tok != NULL);
     free(tok);
 
@@ -282,8 +282,7 @@ static void test_failures(void)
         .timeout_s = 2,
     };
     src = oauth_source_new(&p);
-    CHECK(oauth_source_token(src, 1, &tok, &gen, err, sizeof(err)) ==
-          -EAGAIN);
+    CHECK(oauth_source_token(src, 1, &tok, &gen, err, sizeof(err)) == -EAGAIN);
     CHECK_MSG(strstr(err, "unreachable") != NULL, "%s", err);
     oauth_source_free(src);
 }
@@ -338,8 +337,7 @@ static void test_nonsense_lifetimes(void)
         for (uint64_t now = 1000; now < 21000; now += 100) {
             uint64_t gen;
             char *tok = NULL;
-            if (oauth_source_token(src, now, &tok, &gen, err, sizeof(err)) <
-                0)
+            if (oauth_source_token(src, now, &tok, &gen, err, sizeof(err)) < 0)
                 failures++;
             free(tok);
         }

@@ -26,12 +26,12 @@
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
 
-#include "web/cred_http.h"
 #include "cred_test_util.h"
+#include "tap.h"
+#include "web/cred_http.h"
 #include "web/credential.h"
 #include "web/entra_errors.h"
 #include "web/jwt_assertion.h"
-#include "tap.h"
 
 static char dir[512];
 static char token_url[128];
@@ -49,8 +49,7 @@ static const char *path(const char *name)
 
 /* POSTs a client_credentials request with @assertion for @client_id.
  * Returns the HTTP status (0: no answer); the body in @ret_body. */
-static long post(const char *client_id, const char *assertion,
-                 char **ret_body)
+static long post(const char *client_id, const char *assertion, char **ret_body)
 {
     struct cred_assertion_form form = {
         .client_id = client_id,
@@ -89,8 +88,8 @@ static bool is_token_answer(const char *body)
     const cJSON *exp = cJSON_GetObjectItemCaseSensitive(root, "expires_in");
     bool ok = cJSON_IsString(tok) && tok->valuestring[0] != '\0' &&
               cJSON_IsString(type) &&
-              strcmp(type->valuestring, "Bearer") == 0 &&
-              cJSON_IsNumber(exp) && exp->valuedouble > 0;
+              strcmp(type->valuestring, "Bearer") == 0 && cJSON_IsNumber(exp) &&
+              exp->valuedouble > 0;
 
     cJSON_Delete(root);
     return ok;
@@ -100,7 +99,8 @@ static bool is_invalid_client(const char *body)
 {
     cJSON *root = body != NULL ? cJSON_Parse(body) : NULL;
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(root, "error");
-    bool is = cJSON_IsString(e) && strcmp(e->valuestring, "invalid_client") == 0;
+    bool is =
+        cJSON_IsString(e) && strcmp(e->valuestring, "invalid_client") == 0;
 
     cJSON_Delete(root);
     return is;
@@ -110,7 +110,9 @@ static char *sign(struct jwt_credential *cred, enum jwt_alg alg,
                   const char *client_id, const char *aud)
 {
     struct jwt_assertion_params p = {
-        .alg = alg, .client_id = client_id, .audience = aud,
+        .alg = alg,
+        .client_id = client_id,
+        .audience = aud,
     };
     char *jwt = NULL;
 
@@ -126,8 +128,7 @@ static char *resign_default_salt(const char *jwt, const char *key_file)
 {
     const char *dot = strrchr(jwt, '.');
     FILE *f = fopen(key_file, "r");
-    EVP_PKEY *key = f != NULL ? PEM_read_PrivateKey(f, NULL, NULL, NULL)
-                              : NULL;
+    EVP_PKEY *key = f != NULL ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     EVP_PKEY_CTX *pctx = NULL;
     unsigned char sig[1024];
@@ -161,13 +162,11 @@ static void test_accepted(struct jwt_credential *cred)
 
     jwt = sign(cred, JWT_ALG_PS256, "bridge-ps256", token_url);
     st = post("bridge-ps256", jwt, &body);
-    CHECK_MSG(st == 200 && is_token_answer(body), "PS256: %ld %s", st,
-              body);
+    CHECK_MSG(st == 200 && is_token_answer(body), "PS256: %ld %s", st, body);
     free(body);
     /* The same assertion again: the server keeps jti and refuses it. */
     st = post("bridge-ps256", jwt, &body);
-    CHECK_MSG(st >= 400 && is_invalid_client(body), "replay: %ld %s", st,
-              body);
+    CHECK_MSG(st >= 400 && is_invalid_client(body), "replay: %ld %s", st, body);
     free(body);
     free(jwt);
     /* A fresh one in the same second is fine: a new jti. */
@@ -180,8 +179,7 @@ static void test_accepted(struct jwt_credential *cred)
 
     jwt = sign(cred, JWT_ALG_RS256, "bridge-rs256", token_url);
     st = post("bridge-rs256", jwt, &body);
-    CHECK_MSG(st == 200 && is_token_answer(body), "RS256: %ld %s", st,
-              body);
+    CHECK_MSG(st == 200 && is_token_answer(body), "RS256: %ld %s", st, body);
     free(body);
     free(jwt);
 }
@@ -233,13 +231,12 @@ static void test_refused(struct jwt_credential *cred,
     bad = jwt != NULL ? resign_default_salt(jwt, path("key.pem")) : NULL;
     CHECK(bad != NULL);
     st = post("bridge-ps256", bad, &body);
-    CHECK_MSG(st == 401 && is_invalid_client(body), "default salt: %ld %s",
-              st, body);
+    CHECK_MSG(st == 401 && is_invalid_client(body), "default salt: %ld %s", st,
+              body);
     free(body);
     /* ...and takes ours, unused so far, with the same jti. */
     st = post("bridge-ps256", jwt, &body);
-    CHECK_MSG(st == 200 && is_token_answer(body), "our salt: %ld %s", st,
-              body);
+    CHECK_MSG(st == 200 && is_token_answer(body), "our salt: %ld %s", st, body);
     free(body);
     free(bad);
     free(jwt);

@@ -24,7 +24,7 @@ static void test_instances(void)
         uint16_t reason;
         enum outcome_verdict verdict;
         uint16_t kept_reason;
-        const char *why;   /* substring; NULL: why must be empty */
+        const char *why; /* substring; NULL: why must be empty */
     } rows[] = {
         { 200, STOW_DELIVERED, 0, OUTCOME_DELIVERED, 0, NULL },
         { 202, STOW_DELIVERED, 0xB000, OUTCOME_DELIVERED, 0xB000, NULL },
@@ -65,14 +65,14 @@ static void test_instances(void)
         if (rows[i].why == NULL)
             CHECK_MSG(o.why[0] == '\0', "row %zu: why '%s'", i, o.why);
         else
-            CHECK_MSG(strstr(o.why, rows[i].why) == o.why,
-                      "row %zu: why '%s'", i, o.why);
+            CHECK_MSG(strstr(o.why, rows[i].why) == o.why, "row %zu: why '%s'",
+                      i, o.why);
         /* Only the backoff decides an instance's wait. */
         CHECK(o.delay_s == 0 && o.floor_s == 0);
         /* A reason's meaning is spelled out. */
         if (rows[i].why != NULL && rows[i].reason != 0)
-            CHECK_MSG(strstr(o.why, stow_reason_text(rows[i].reason)) !=
-                          NULL, "row %zu: '%s'", i, o.why);
+            CHECK_MSG(strstr(o.why, stow_reason_text(rows[i].reason)) != NULL,
+                      "row %zu: '%s'", i, o.why);
     }
 }
 
@@ -86,19 +86,19 @@ static void test_retry_later(void)
         unsigned pause_s;
         const char *asked;
     } rows[] = {
-        { 500, 0, 600, 0, 0, "" },          /* the backoff alone */
+        { 500, 0, 600, 0, 0, "" }, /* the backoff alone */
         { 502, 0, 600, 0, 0, "" },
         { 408, 0, 600, 0, 0, "" },
-        { 503, 0, 600, 0, 0, "" },          /* no Retry-After: no pause */
+        { 503, 0, 600, 0, 0, "" }, /* no Retry-After: no pause */
         { 429, 0, 600, 0, 0, "" },
-        { 500, 30, 600, 30, 0, "" },        /* at least Retry-After */
-        { 504, 900, 600, 600, 0, "" },      /* capped */
-        { 429, 30, 600, 30, 30, "30 s" },   /* the whole service pauses */
+        { 500, 30, 600, 30, 0, "" },      /* at least Retry-After */
+        { 504, 900, 600, 600, 0, "" },    /* capped */
+        { 429, 30, 600, 30, 30, "30 s" }, /* the whole service pauses */
         { 503, 120, 600, 120, 120, "120 s" },
-        { 503, 3600, 600, 600, 600, "3600 s" },     /* capped */
+        { 503, 3600, 600, 600, 600, "3600 s" },            /* capped */
         { 429, 86400, 600, 600, 600, "at least 86400 s" }, /* maybe cut */
-        { 429, 10, 0, 1, 1, "10 s" },       /* max_pause_s is >= 1 */
-        { 503, -5, 600, 0, 0, "" },         /* nonsense is none */
+        { 429, 10, 0, 1, 1, "10 s" }, /* max_pause_s is >= 1 */
+        { 503, -5, 600, 0, 0, "" },   /* nonsense is none */
     };
 
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
@@ -140,7 +140,7 @@ static void test_expire(void)
         bool expired;
     } rows[] = {
         { OUTCOME_RETRY, 0, 168, false },
-        { OUTCOME_RETRY, 168 * HOUR_US, 168, false },   /* not older */
+        { OUTCOME_RETRY, 168 * HOUR_US, 168, false }, /* not older */
         { OUTCOME_RETRY, 168 * HOUR_US + 1, 168, true },
         { OUTCOME_RETRY, 2 * HOUR_US, 1, true },
         /* However old, what can be delivered is; a dead letter stays. */
@@ -155,13 +155,14 @@ static void test_expire(void)
         outcome_retry(503, 0x0110, 600, "HTTP 503", &o);
         o.verdict = rows[i].verdict;
         o.floor_s = 7;
-        bool r = outcome_expire(&o, now - rows[i].age_us, now,
-                                rows[i].max_age_h);
+        bool r =
+            outcome_expire(&o, now - rows[i].age_us, now, rows[i].max_age_h);
         CHECK_MSG(r == rows[i].expired, "row %zu", i);
         if (rows[i].expired) {
             char want[128];
-            snprintf(want, sizeof(want), "expired: not delivered within "
-                                         "%u h; last error: HTTP 503",
+            snprintf(want, sizeof(want),
+                     "expired: not delivered within "
+                     "%u h; last error: HTTP 503",
                      rows[i].max_age_h);
             CHECK(o.verdict == OUTCOME_DEAD_LETTER);
             CHECK_MSG(strcmp(o.why, want) == 0, "row %zu: '%s'", i, o.why);
@@ -183,8 +184,10 @@ static void test_expire(void)
         outcome_retry(0, 0, 0, longwhy, &o);
         CHECK(strlen(o.why) == OUTCOME_WHY_MAX - 1);
         CHECK(outcome_expire(&o, 0, 2 * HOUR_US, 1));
-        CHECK(strncmp(o.why, "expired: not delivered within 1 h; last "
-                             "error: xxx", 48) == 0);
+        CHECK(strncmp(o.why,
+                      "expired: not delivered within 1 h; last "
+                      "error: xxx",
+                      48) == 0);
         CHECK(strlen(o.why) < 320);
     }
 }
@@ -197,11 +200,11 @@ static void test_delay(void)
         unsigned backoff_s;
         unsigned want;
     } rows[] = {
-        { 0, 0, 40, 40 },      /* the backoff */
-        { 0, 30, 40, 40 },     /* the backoff, above the floor */
-        { 0, 90, 40, 90 },     /* the floor (Retry-After) */
-        { 600, 0, 40, 600 },   /* fixed: 403, redirect, refused client */
-        { 600, 0, 720, 600 },  /* fixed even when the backoff is longer */
+        { 0, 0, 40, 40 },     /* the backoff */
+        { 0, 30, 40, 40 },    /* the backoff, above the floor */
+        { 0, 90, 40, 90 },    /* the floor (Retry-After) */
+        { 600, 0, 40, 600 },  /* fixed: 403, redirect, refused client */
+        { 600, 0, 720, 600 }, /* fixed even when the backoff is longer */
     };
 
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {

@@ -120,7 +120,7 @@ static void test_web(void)
     CHECK(strcmp(op.client_id, "bridge") == 0);
     CHECK(strcmp(op.client_secret, "s3cret") == 0);
     CHECK(op.scope != NULL && strcmp(op.scope, "dicom") == 0);
-    CHECK(op.resource == NULL);   /* "" */
+    CHECK(op.resource == NULL); /* "" */
     CHECK(op.client_auth == OAUTH_AUTH_BASIC);
     CHECK(op.ca_file != NULL && strcmp(op.ca_file, "/etc/ca.pem") == 0);
     CHECK(op.timeout_s == 42);
@@ -139,7 +139,8 @@ static void test_web(void)
     } kinds[] = {
         { "{\"upload\": {\"url\": \"http://127.0.0.1:1\"}}", OAUTH_NONE },
         { "{\"upload\": {\"url\": \"http://127.0.0.1:1\"}, \"auth\": "
-          "{\"type\": \"static\", \"token\": \"t\"}}", OAUTH_STATIC },
+          "{\"type\": \"static\", \"token\": \"t\"}}",
+          OAUTH_STATIC },
         { "{\"upload\": {\"url\": \"http://127.0.0.1:1\"}, \"auth\": "
           "{\"type\": \"azure\", \"tenant\": \"contoso.example\", "
           "\"client_id\": \"c\", \"client_secret\": \"s\"}}",
@@ -167,13 +168,15 @@ static void test_find(void)
         bool enabled;
         enum find_profile profile;
     } rows[] = {
-        { "{}", false, FIND_PROFILE_STANDARD },  /* no upload.url */
+        { "{}", false, FIND_PROFILE_STANDARD }, /* no upload.url */
         { "{\"upload\": {\"url\": \"http://127.0.0.1:1\"}}", true,
           FIND_PROFILE_STANDARD },
         { "{\"upload\": {\"url\": \"http://127.0.0.1:1\"}, \"query\": "
-          "{\"enabled\": false}}", false, FIND_PROFILE_STANDARD },
+          "{\"enabled\": false}}",
+          false, FIND_PROFILE_STANDARD },
         { "{\"upload\": {\"url\": \"http://127.0.0.1:1\"}, \"query\": "
-          "{\"profile\": \"azure\"}}", true, FIND_PROFILE_AZURE },
+          "{\"profile\": \"azure\"}}",
+          true, FIND_PROFILE_AZURE },
         { full_text, true, FIND_PROFILE_ORTHANC },
     };
     struct find_params fp;
@@ -202,7 +205,7 @@ static void test_uploader(void)
 {
     struct cfg *cfg = parse(full_text);
     struct uploader_params up;
-    struct spool *spool = (struct spool *)&up;              /* only compared */
+    struct spool *spool = (struct spool *)&up; /* only compared */
     struct oauth_source *tokens = (struct oauth_source *)&cfg; /* same */
 
     if (cfg == NULL)

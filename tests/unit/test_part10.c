@@ -34,8 +34,7 @@ static void put(struct buf *b, const void *p, size_t n)
 
 static void put16(struct buf *b, uint16_t v)
 {
-    unsigned char x[2] = { (unsigned char)(v & 0xFF),
-                           (unsigned char)(v >> 8) };
+    unsigned char x[2] = { (unsigned char)(v & 0xFF), (unsigned char)(v >> 8) };
     if (b->be) {
         x[0] = (unsigned char)(v >> 8);
         x[1] = (unsigned char)(v & 0xFF);
@@ -111,10 +110,10 @@ static int read_buf(const struct buf *b, struct part10_info *info, char *err,
                     size_t err_len)
 {
     memset(fields, 0, sizeof(fields));
-    fields[0].tag = TAG(0x0010, 0x0010);   /* PatientName */
-    fields[1].tag = TAG(0x0020, 0x000D);   /* StudyInstanceUID */
-    fields[2].tag = TAG(0x0008, 0x0018);   /* SOPInstanceUID */
-    fields[3].tag = TAG(0x0002, 0x0003);   /* MediaStorageSOPInstanceUID */
+    fields[0].tag = TAG(0x0010, 0x0010); /* PatientName */
+    fields[1].tag = TAG(0x0020, 0x000D); /* StudyInstanceUID */
+    fields[2].tag = TAG(0x0008, 0x0018); /* SOPInstanceUID */
+    fields[3].tag = TAG(0x0002, 0x0003); /* MediaStorageSOPInstanceUID */
     return part10_read_buffer(b->data, b->len, fields, 4, info, err, err_len);
 }
 
@@ -171,8 +170,8 @@ static void check_values(const char *what)
  * value). */
 static void check_truncations(const struct buf *b, const char *what)
 {
-    static const char *expected[4] = { "Doe^Jane", "1.2.840.99.1",
-                                       "1.2.3.4.5", "1.2.3.4.5" };
+    static const char *expected[4] = { "Doe^Jane", "1.2.840.99.1", "1.2.3.4.5",
+                                       "1.2.3.4.5" };
     struct buf cut = *b;
     unsigned bad = 0;
 
@@ -243,7 +242,7 @@ static void test_un_undefined_length(void)
     b.implicit = true;
     head(&b, TAG(0xFFFE, 0xE000), "", 0xFFFFFFFFu);
     elem(&b, TAG(0x0009, 0x1011), "", "ab");
-    head(&b, TAG(0x0009, 0x1012), "", 0xFFFFFFFFu);   /* nested SQ */
+    head(&b, TAG(0x0009, 0x1012), "", 0xFFFFFFFFu); /* nested SQ */
     head(&b, TAG(0xFFFE, 0xE0DD), "", 0);
     head(&b, TAG(0xFFFE, 0xE00D), "", 0);
     head(&b, TAG(0xFFFE, 0xE0DD), "", 0);
@@ -298,7 +297,10 @@ static void test_limits_and_errors(void)
     b.len = 0;
     start(&b, "1.2.840.10008.1.2.1");
     elem(&b, TAG(0x0008, 0x0005), "CS", "ISO_IR 100");
-    put(&b, "\x08\x00\x18\x00\x01\x02\x04\x00" "abcd", 12);
+    put(&b,
+        "\x08\x00\x18\x00\x01\x02\x04\x00"
+        "abcd",
+        12);
     r = read_buf(&b, NULL, err, sizeof(err));
     CHECK(r == -EINVAL && strstr(err, "VR") != NULL);
 
@@ -355,8 +357,8 @@ static void test_file(void)
     b.len = 0;
     head(&b, TAG(0x0009, 0x1001), "UT", PART10_VALUE_MAX + 2);
     CHECK(write(fd, b.data, b.len) == (ssize_t)b.len);
-    CHECK(zeros != NULL && write(fd, zeros, PART10_VALUE_MAX + 2) ==
-                               PART10_VALUE_MAX + 2);
+    CHECK(zeros != NULL &&
+          write(fd, zeros, PART10_VALUE_MAX + 2) == PART10_VALUE_MAX + 2);
     free(zeros);
     b.len = 0;
     elem(&b, TAG(0x0010, 0x0010), "PN", "Far^Away");
@@ -405,15 +407,15 @@ static void test_instance_uids(void)
         "1.2.3.4.5.6.7.8.9.10.11.12.13.14.15.16.17.18.19.20.21.22.23.24.25";
     static const struct {
         const char *name;
-        const char *study;      /* NULL: absent */
+        const char *study; /* NULL: absent */
         const char *sop;
         int expect;
-        const char *reason;     /* in err when failing */
+        const char *reason; /* in err when failing */
     } cases[] = {
         { "valid", "1.2.840.99.1", "1.2.3.4.5", 0, NULL },
         { "64 characters", "1.2.840.99.1",
-          "1.2.3.4.5.6.7.8.9.10.11.12.13.14.15.16.17.18.19.20.21.22.23.24.1",
-          0, NULL },
+          "1.2.3.4.5.6.7.8.9.10.11.12.13.14.15.16.17.18.19.20.21.22.23.24.1", 0,
+          NULL },
         { "no study", NULL, "1.2.3.4.5", -EINVAL,
           "StudyInstanceUID is missing" },
         { "no SOP", "1.2.840.99.1", NULL, -EINVAL,
@@ -455,16 +457,14 @@ static void test_instance_uids(void)
                 continue;
             }
             err[0] = '\0';
-            r = part10_read_instance_uids(path, study, sop, err,
-                                          sizeof(err));
+            r = part10_read_instance_uids(path, study, sop, err, sizeof(err));
             (void)unlink(path);
             CHECK_MSG(r == cases[i].expect, "%s %s: %d %s", ts[t],
                       cases[i].name, r, err);
             if (cases[i].expect == 0) {
                 CHECK_MSG(strcmp(study, cases[i].study) == 0 &&
                               strcmp(sop, cases[i].sop) == 0,
-                          "%s %s: [%s] [%s]", ts[t], cases[i].name, study,
-                          sop);
+                          "%s %s: [%s] [%s]", ts[t], cases[i].name, study, sop);
             } else {
                 CHECK_MSG(strcmp(study, "untouched") == 0 &&
                               strcmp(sop, "untouched") == 0,

@@ -27,20 +27,20 @@ static void test_backoff(void)
         unsigned jitter;
         unsigned want;
     } rows[] = {
-        { 5, 600, 0, 1000, 5 },      /* never tried counts as one */
+        { 5, 600, 0, 1000, 5 }, /* never tried counts as one */
         { 5, 600, 1, 1000, 5 },
-        { 5, 600, 2, 1000, 10 },     /* doubles per attempt */
+        { 5, 600, 2, 1000, 10 }, /* doubles per attempt */
         { 5, 600, 3, 1000, 20 },
         { 5, 600, 7, 1000, 320 },
-        { 5, 600, 8, 1000, 600 },    /* capped at max_s */
-        { 5, 600, 50, 1000, 600 },   /* no overflow on many attempts */
+        { 5, 600, 8, 1000, 600 },  /* capped at max_s */
+        { 5, 600, 50, 1000, 600 }, /* no overflow on many attempts */
         { 5, 600, UINT32_MAX, 1000, 600 },
-        { 5, 600, 1, 800, 4 },       /* -20 % */
-        { 5, 600, 1, 1200, 6 },      /* +20 % */
-        { 5, 600, 50, 1200, 720 },   /* jitter applies after the cap */
-        { 5, 600, 1, 0, 4 },         /* jitter clamped to 800.. */
-        { 5, 600, 1, 5000, 6 },      /* ..1200 */
-        { 1, 1, 1, 800, 1 },         /* at least 1 s */
+        { 5, 600, 1, 800, 4 },     /* -20 % */
+        { 5, 600, 1, 1200, 6 },    /* +20 % */
+        { 5, 600, 50, 1200, 720 }, /* jitter applies after the cap */
+        { 5, 600, 1, 0, 4 },       /* jitter clamped to 800.. */
+        { 5, 600, 1, 5000, 6 },    /* ..1200 */
+        { 1, 1, 1, 800, 1 },       /* at least 1 s */
         { 0, 600, 3, 1000, 1 },
         { 10, 10, 9, 1000, 10 },
     };
@@ -88,15 +88,15 @@ static size_t make_cands(const struct cand_row *rows,
 }
 
 /* The selection as "id id id". */
-static void show_order(const struct plan_candidate *cands,
-                       const size_t *order, size_t n, char *out, size_t len)
+static void show_order(const struct plan_candidate *cands, const size_t *order,
+                       size_t n, char *out, size_t len)
 {
     size_t used = 0;
 
     out[0] = '\0';
     for (size_t i = 0; i < n && used < len; i++)
-        used += (size_t)snprintf(out + used, len - used, "%s%s",
-                                 i ? " " : "", cands[order[i]].id);
+        used += (size_t)snprintf(out + used, len - used, "%s%s", i ? " " : "",
+                                 cands[order[i]].id);
 }
 
 static void test_select(void)
@@ -114,25 +114,29 @@ static void test_select(void)
             { "r1", "S", "4", 1, true, 100, false },
             { "r2", "S", "5", 1, true, 100, false },
             { NULL, NULL, NULL, 0, false, 0, false } },
-          100, "n1 r1 n2 r2 n3" },
+          100,
+          "n1 r1 n2 r2 n3" },
         { "a retry not due yet is left out",
           { { "n1", "S", "1", 1, false, 0, false },
             { "r1", "S", "4", 1, true, 5000, false },
             { "r2", "S", "5", 1, true, 1000, false },
             { NULL, NULL, NULL, 0, false, 0, false } },
-          100, "n1 r2" },
+          100,
+          "n1 r2" },
         { "only retries",
           { { "r1", "S", "4", 1, true, 0, false },
             { "r2", "S", "5", 1, true, 1000, false },
             { NULL, NULL, NULL, 0, false, 0, false } },
-          100, "r1 r2" },
+          100,
+          "r1 r2" },
         { "the window",
           { { "n1", "S", "1", 1, false, 0, false },
             { "n2", "S", "2", 1, false, 0, false },
             { "r1", "S", "4", 1, true, 0, false },
             { "r2", "S", "5", 1, true, 0, false },
             { NULL, NULL, NULL, 0, false, 0, false } },
-          3, "n1 r1 n2" },
+          3,
+          "n1 r1 n2" },
         { "a backlog of retries never starves new images",
           { { "r1", "S", "1", 1, true, 0, false },
             { "r2", "S", "2", 1, true, 0, false },
@@ -140,11 +144,13 @@ static void test_select(void)
             { "r4", "S", "4", 1, true, 0, false },
             { "n1", "S", "5", 1, false, 0, false },
             { NULL, NULL, NULL, 0, false, 0, false } },
-          2, "n1 r1" },
+          2,
+          "n1 r1" },
         { "nothing due",
           { { "r1", "S", "1", 1, true, 1001, false },
             { NULL, NULL, NULL, 0, false, 0, false } },
-          100, "" },
+          100,
+          "" },
     };
 
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
@@ -193,7 +199,10 @@ static void show_plan(const struct plan_candidate *cands,
     }
 }
 
-#define END { NULL, NULL, NULL, 0, false, 0, false }
+#define END                                  \
+    {                                        \
+        NULL, NULL, NULL, 0, false, 0, false \
+    }
 
 static void test_batches(void)
 {
@@ -213,7 +222,11 @@ static void test_batches(void)
             { "b2", "B", "4", MB, false, 0, false },
             { "a3", "A", "5", MB, false, 0, false },
             END },
-          50, 100 * MB, 4, NULL, "a1 a2 a3|b1 b2" },
+          50,
+          100 * MB,
+          4,
+          NULL,
+          "a1 a2 a3|b1 b2" },
         { "batch_max_instances",
           { { "a1", "A", "1", MB, false, 0, false },
             { "a2", "A", "2", MB, false, 0, false },
@@ -221,7 +234,11 @@ static void test_batches(void)
             { "a4", "A", "4", MB, false, 0, false },
             { "a5", "A", "5", MB, false, 0, false },
             END },
-          2, 100 * MB, 4, NULL, "a1 a2|a3 a4|a5" },
+          2,
+          100 * MB,
+          4,
+          NULL,
+          "a1 a2|a3 a4|a5" },
         { "batch_max_bytes: an overflowing one skipped, a smaller later "
           "one still fits",
           { { "a1", "A", "1", 60 * MB, false, 0, false },
@@ -229,25 +246,41 @@ static void test_batches(void)
             { "a3", "A", "3", 40 * MB, false, 0, false },
             { "a4", "A", "4", 10 * MB, false, 0, false },
             END },
-          50, 100 * MB, 4, NULL, "a1 a3|a2 a4" },
+          50,
+          100 * MB,
+          4,
+          NULL,
+          "a1 a3|a2 a4" },
         { "exactly batch_max_bytes fits",
           { { "a1", "A", "1", 60 * MB, false, 0, false },
             { "a2", "A", "2", 40 * MB, false, 0, false },
             { "a3", "A", "3", 1, false, 0, false },
             END },
-          50, 100 * MB, 4, NULL, "a1 a2|a3" },
+          50,
+          100 * MB,
+          4,
+          NULL,
+          "a1 a2|a3" },
         { "an instance larger than batch_max_bytes goes alone",
           { { "a1", "A", "1", 10 * MB, false, 0, false },
             { "a2", "A", "2", 250 * MB, false, 0, false },
             { "a3", "A", "3", 10 * MB, false, 0, false },
             END },
-          50, 100 * MB, 4, NULL, "a1 a3|a2" },
+          50,
+          100 * MB,
+          4,
+          NULL,
+          "a1 a3|a2" },
         { "an oversized first instance, alone, others after it",
           { { "a1", "A", "1", 250 * MB, false, 0, false },
             { "a2", "A", "2", 10 * MB, false, 0, false },
             { "a3", "A", "3", 10 * MB, false, 0, false },
             END },
-          50, 100 * MB, 4, NULL, "a1|a2 a3" },
+          50,
+          100 * MB,
+          4,
+          NULL,
+          "a1|a2 a3" },
         { "fair between two studies: the small one is not held back",
           { { "a1", "A", "1", MB, false, 0, false },
             { "a2", "A", "2", MB, false, 0, false },
@@ -257,7 +290,11 @@ static void test_batches(void)
             { "a6", "A", "6", MB, false, 0, false },
             { "b1", "B", "7", MB, false, 0, false },
             END },
-          2, 100 * MB, 2, NULL, "a1 a2|b1" },
+          2,
+          100 * MB,
+          2,
+          NULL,
+          "a1 a2|b1" },
         { "round-robin: every study's first batch before any second one",
           { { "a1", "A", "1", MB, false, 0, false },
             { "a2", "A", "2", MB, false, 0, false },
@@ -266,42 +303,70 @@ static void test_batches(void)
             { "b2", "B", "5", MB, false, 0, false },
             { "b3", "B", "6", MB, false, 0, false },
             END },
-          1, 100 * MB, 5, NULL, "a1|b1|a2|b2|a3" },
+          1,
+          100 * MB,
+          5,
+          NULL,
+          "a1|b1|a2|b2|a3" },
         { "across passes: the rotation goes on after the last study",
           { { "a1", "A", "1", MB, false, 0, false },
             { "a2", "A", "2", MB, false, 0, false },
             { "b1", "B", "3", MB, false, 0, false },
             { "c1", "C", "4", MB, false, 0, false },
             END },
-          50, 100 * MB, 1, "A", "b1" },
+          50,
+          100 * MB,
+          1,
+          "A",
+          "b1" },
         { "across passes: after the last study in the order, the first",
           { { "a1", "A", "1", MB, false, 0, false },
             { "b1", "B", "3", MB, false, 0, false },
             { "c1", "C", "4", MB, false, 0, false },
             END },
-          50, 100 * MB, 1, "C", "a1" },
+          50,
+          100 * MB,
+          1,
+          "C",
+          "a1" },
         { "across passes: after a study no longer waiting, the next UID",
           { { "a1", "A", "1", MB, false, 0, false },
             { "c1", "C", "3", MB, false, 0, false },
             END },
-          50, 100 * MB, 1, "B", "c1" },
+          50,
+          100 * MB,
+          1,
+          "B",
+          "c1" },
         { "across passes: after the last UID, around to the first",
           { { "a1", "A", "1", MB, false, 0, false },
             { "b1", "B", "3", MB, false, 0, false },
             END },
-          50, 100 * MB, 1, "Z", "a1" },
+          50,
+          100 * MB,
+          1,
+          "Z",
+          "a1" },
         { "copies of one SOP Instance UID: only the earliest",
           { { "x1", "A", "S", MB, false, 0, false },
             { "x2", "A", "S", MB, false, 0, false },
             { "y1", "A", "T", MB, false, 0, false },
             { "x3", "A", "S", MB, true, 0, false },
             END },
-          50, 100 * MB, 4, NULL, "x1 y1" },
+          50,
+          100 * MB,
+          4,
+          NULL,
+          "x1 y1" },
         { "copies of one SOP Instance UID in two studies: still one",
           { { "x1", "A", "S", MB, false, 0, false },
             { "x2", "B", "S", MB, false, 0, false },
             END },
-          50, 100 * MB, 4, NULL, "x1" },
+          50,
+          100 * MB,
+          4,
+          NULL,
+          "x1" },
         { "held by the copy rules, or not indexed: never planned",
           { { "x1", "A", "S", MB, false, 0, true },
             { "x2", "A", "S", MB, false, 0, false },
@@ -309,13 +374,25 @@ static void test_batches(void)
             { "u2", "A", "", MB, false, 0, false },
             { "h1", "B", "H", MB, false, 0, true },
             END },
-          50, 100 * MB, 4, NULL, "x2" },
+          50,
+          100 * MB,
+          4,
+          NULL,
+          "x2" },
         { "no room in the queue",
           { { "a1", "A", "1", MB, false, 0, false }, END },
-          50, 100 * MB, 0, NULL, "" },
+          50,
+          100 * MB,
+          0,
+          NULL,
+          "" },
         { "everything held",
           { { "a1", "A", "1", MB, false, 0, true }, END },
-          50, 100 * MB, 4, NULL, "" },
+          50,
+          100 * MB,
+          4,
+          NULL,
+          "" },
     };
 
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
@@ -333,8 +410,7 @@ static void test_batches(void)
 
         for (size_t k = 0; k < n; k++)
             order[k] = k;
-        r = plan_batches(cands, order, n, &limits, rows[i].after_study,
-                         &plan);
+        r = plan_batches(cands, order, n, &limits, rows[i].after_study, &plan);
         CHECK_MSG(r == 0, "%s: %d", rows[i].name, r);
         show_plan(cands, &plan, got, sizeof(got));
         CHECK_MSG(strcmp(got, rows[i].want) == 0, "%s: '%s', want '%s'",

@@ -8,8 +8,8 @@
 #include <string.h>
 
 #include "dicom/dataset.h"
-#include "web/qido.h"
 #include "tap.h"
+#include "web/qido.h"
 
 static void test_url_encoding(void)
 {
@@ -38,7 +38,7 @@ static void test_url_encoding(void)
         char *big = malloc(QIDO_URL_MAX / 2);
         int err = 0;
         CHECK(big != NULL);
-        memset(big, '%', QIDO_URL_MAX / 2 - 1);   /* each becomes %25 */
+        memset(big, '%', QIDO_URL_MAX / 2 - 1); /* each becomes %25 */
         big[QIDO_URL_MAX / 2 - 1] = '\0';
         qido_url_init(&url, "/studies");
         qido_url_add(&url, "00100010", big, 0);
@@ -122,20 +122,22 @@ static void test_parse_empty(void)
 
     CHECK(qido_parse_results("", 0, &results, &count, err, sizeof(err)) == 0);
     CHECK(results == NULL && count == 0);
-    CHECK(qido_parse_results(" \r\n", 3, &results, &count, err,
-                             sizeof(err)) == 0 && count == 0);
+    CHECK(qido_parse_results(" \r\n", 3, &results, &count, err, sizeof(err)) ==
+              0 &&
+          count == 0);
     CHECK(qido_parse_results("[]", 2, &results, &count, err, sizeof(err)) ==
-              0 && count == 0);
+              0 &&
+          count == 0);
 }
 
 static void test_parse_refused(void)
 {
     static const char *const bad[] = {
-        "[{\"0010",                                   /* cut short */
-        "{\"00100010\": {\"vr\": \"PN\"}}",           /* not an array */
-        "[1, 2]",                                     /* not objects */
-        "[{\"PatientName\": {\"vr\": \"PN\"}}]",      /* not a tag */
-        "[{\"00100010\": {\"Value\": [\"x\"]}}]",     /* no vr */
+        "[{\"0010",                               /* cut short */
+        "{\"00100010\": {\"vr\": \"PN\"}}",       /* not an array */
+        "[1, 2]",                                 /* not objects */
+        "[{\"PatientName\": {\"vr\": \"PN\"}}]",  /* not a tag */
+        "[{\"00100010\": {\"Value\": [\"x\"]}}]", /* no vr */
         "[{\"00100010\": {\"vr\": \"PN\", \"Value\": \"x\"}}]",
         "[{\"00100020\": {\"vr\": \"LO\", \"Value\": [{}]}}]",
         "[{\"00100010\": {\"vr\": \"PN\", \"Value\": [7]}}]",
@@ -167,8 +169,8 @@ static void test_parse_refused(void)
         struct ds **results = NULL;
         size_t count = 0;
         char err[128];
-        CHECK(qido_parse_results(deep, n, &results, &count, err,
-                                 sizeof(err)) == -EBADMSG);
+        CHECK(qido_parse_results(deep, n, &results, &count, err, sizeof(err)) ==
+              -EBADMSG);
         CHECK_MSG(strstr(err, "sequences nested deeper than 8") != NULL, "%s",
                   err);
     }
@@ -193,8 +195,9 @@ static void test_parse_refused(void)
         char err[128];
         CHECK(qido_parse_results(echo, strlen(echo), &results, &count, err,
                                  sizeof(err)) == -EBADMSG);
-        CHECK_MSG(strstr(err, "DOE") == NULL && strstr(err, "member is not") !=
-                                                    NULL, "%s", err);
+        CHECK_MSG(strstr(err, "DOE") == NULL &&
+                      strstr(err, "member is not") != NULL,
+                  "%s", err);
     }
 }
 

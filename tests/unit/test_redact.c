@@ -34,9 +34,11 @@ static void test_secrets(void)
                  "bad secret [redacted] given") == 0);
     /* As the form body carries it, and as a JSON writer escapes it. */
     CHECK_MSG(strcmp(hide(r, "body: client_secret=pa55%2Bword%2Fx&a=b"),
-                     "body: client_secret=[redacted]&a=b") == 0, "%s", out);
+                     "body: client_secret=[redacted]&a=b") == 0,
+              "%s", out);
     CHECK_MSG(strcmp(hide(r, "{\"s\": \"pa55%2bword%2fx\"}"),
-                     "{'s': '[redacted]'}") == 0, "%s", out);
+                     "{'s': '[redacted]'}") == 0,
+              "%s", out);
     /* Inside a longer word too (4 bytes or more). */
     CHECK(strstr(hide(r, "xxpa55+word/xyy"), "pa55") == NULL);
     redact_free(r);
@@ -73,37 +75,40 @@ static void test_person_names(void)
     CHECK(redact_add_value(r, "PN", "DOE^JOHN^^^") == 0);
     for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
         hide(r, forms[i]);
-        CHECK_MSG(strstr(out, "DOE") == NULL && strstr(out, "JOHN") == NULL &&
-                      strstr(out, "Doe") == NULL &&
-                      strstr(out, "John") == NULL &&
-                      strstr(out, "doe") == NULL &&
-                      strstr(out, "john") == NULL &&
-                      strstr(out, REDACT_MARK) != NULL,
-                  "%s -> %s", forms[i], out);
+        CHECK_MSG(
+            strstr(out, "DOE") == NULL && strstr(out, "JOHN") == NULL &&
+                strstr(out, "Doe") == NULL && strstr(out, "John") == NULL &&
+                strstr(out, "doe") == NULL && strstr(out, "john") == NULL &&
+                strstr(out, REDACT_MARK) != NULL,
+            "%s -> %s", forms[i], out);
     }
     /* Codes and words around stay. */
     CHECK_MSG(strcmp(hide(r, "HTTP 400: PatientName DOE^JOHN invalid"),
                      "HTTP 400: PatientName [redacted] invalid") == 0,
               "%s", out);
     CHECK_MSG(strcmp(hide(r, "HTTP 400: DOE^J. JOHN"),
-                     "HTTP 400: [redacted]^J. [redacted]") == 0, "%s", out);
+                     "HTTP 400: [redacted]^J. [redacted]") == 0,
+              "%s", out);
     redact_free(r);
 
     /* Non-ASCII: UTF-8, percent-encoded, JSON-escaped; Latin-1 letters
      * case-insensitively. */
     r = redact_new();
-    CHECK(redact_add_value(r, "PN", "M\xc3\xbcller^J\xc3\xbcrgen=\xe5\xb1\xb1"
-                                    "\xe7\x94\xb0^\xe5\xa4\xaa\xe9\x83\x8e") ==
-          0);
+    CHECK(redact_add_value(r, "PN",
+                           "M\xc3\xbcller^J\xc3\xbcrgen=\xe5\xb1\xb1"
+                           "\xe7\x94\xb0^\xe5\xa4\xaa\xe9\x83\x8e") == 0);
     CHECK_MSG(strcmp(hide(r, "name M\xc3\x9cLLER J\xc3\x9cRGEN"),
-                     "name [redacted] [redacted]") == 0, "%s", out);
+                     "name [redacted] [redacted]") == 0,
+              "%s", out);
     CHECK_MSG(strcmp(hide(r, "\xe5\xb1\xb1\xe7\x94\xb0\xe5\xa4\xaa\xe9\x83"
                              "\x8e"),
-                     "[redacted][redacted]") == 0, "%s", out);
-    CHECK_MSG(strcmp(hide(r, "PatientName=%E5%B1%B1%E7%94%B0"),
-                     "PatientName=[redacted]") == 0, "%s", out);
-    CHECK_MSG(strcmp(hide(r, "\"\\u5c71\\u7530\""), "'[redacted]'") == 0,
+                     "[redacted][redacted]") == 0,
               "%s", out);
+    CHECK_MSG(strcmp(hide(r, "PatientName=%E5%B1%B1%E7%94%B0"),
+                     "PatientName=[redacted]") == 0,
+              "%s", out);
+    CHECK_MSG(strcmp(hide(r, "\"\\u5c71\\u7530\""), "'[redacted]'") == 0, "%s",
+              out);
     redact_free(r);
 
     /* Words of a component: a double family name. */
@@ -122,12 +127,13 @@ static void test_ids_and_codes(void)
     CHECK(redact_add_value(r, "LO", "7\\P0042") == 0);
     CHECK_MSG(strcmp(hide(r, "AADSTS7000215: bad, patient 7, id P0042"),
                      "AADSTS7000215: bad, patient [redacted], id "
-                     "[redacted]") == 0, "%s", out);
+                     "[redacted]") == 0,
+              "%s", out);
     CHECK_MSG(strcmp(hide(r, "Failure Reason 0xA700 (7)"),
-                     "Failure Reason 0xA700 ([redacted])") == 0, "%s", out);
+                     "Failure Reason 0xA700 ([redacted])") == 0,
+              "%s", out);
     /* Longer ones everywhere. */
-    CHECK_MSG(strcmp(hide(r, "MRNP0042X"), "MRN[redacted]X") == 0, "%s",
-              out);
+    CHECK_MSG(strcmp(hide(r, "MRNP0042X"), "MRN[redacted]X") == 0, "%s", out);
     redact_free(r);
 }
 
@@ -135,10 +141,23 @@ static void test_dates(void)
 {
     struct redact *r = redact_new();
     const char *forms[] = {
-        "19650412", "1965-04-12", "1965/04/12", "1965.04.12", "12.04.1965",
-        "12/04/1965", "04/12/1965", "12-04-1965", "12.4.1965", "4/12/1965",
-        "12 Apr 1965", "12 April 1965", "April 12, 1965", "apr 12, 1965",
-        "12-APR-1965", "12.04.65", "born 1965-04-12T00:00:00",
+        "19650412",
+        "1965-04-12",
+        "1965/04/12",
+        "1965.04.12",
+        "12.04.1965",
+        "12/04/1965",
+        "04/12/1965",
+        "12-04-1965",
+        "12.4.1965",
+        "4/12/1965",
+        "12 Apr 1965",
+        "12 April 1965",
+        "April 12, 1965",
+        "apr 12, 1965",
+        "12-APR-1965",
+        "12.04.65",
+        "born 1965-04-12T00:00:00",
     };
 
     CHECK(redact_add_value(r, "DA", "19650412") == 0);
@@ -151,7 +170,8 @@ static void test_dates(void)
     /* A range gives both ends. */
     CHECK(redact_add_value(r, "DA", "20200101-20201231") == 0);
     CHECK_MSG(strcmp(hide(r, "from 2020-01-01 to 31.12.2020"),
-                     "from [redacted] to [redacted]") == 0, "%s", out);
+                     "from [redacted] to [redacted]") == 0,
+              "%s", out);
     redact_free(r);
 }
 
@@ -177,15 +197,16 @@ static void test_dataset(void)
                              "PatientID=PID-99 HEAD SCAN OTHER-1"),
                      "query STUDY CT MR 1.2.3.4 PatientName=[redacted]* "
                      "PatientID=[redacted] [redacted] [redacted] "
-                     "[redacted]") == 0, "%s", out);
+                     "[redacted]") == 0,
+              "%s", out);
 
     /* Merged into another set. */
     struct redact *all = redact_new();
     CHECK(redact_add_literal(all, "tok-secret") == 0);
     CHECK(redact_merge(all, r) == 0);
     CHECK(redact_count(all) == redact_count(r) + 1);
-    CHECK_MSG(strcmp(hide(all, "DOE tok-secret"), "[redacted] [redacted]") ==
-                  0, "%s", out);
+    CHECK_MSG(strcmp(hide(all, "DOE tok-secret"), "[redacted] [redacted]") == 0,
+              "%s", out);
     redact_free(all);
     redact_free(r);
     ds_free(ds);
@@ -198,7 +219,8 @@ static void test_cleaning_and_cut(void)
 
     /* One line, quotes, control characters, invalid UTF-8. */
     CHECK_MSG(strcmp(hide(r, "  line one\r\n\tline \"two\"\x01\x7f end\xff "),
-                     "line one line 'two' end?") == 0, "%s", out);
+                     "line one line 'two' end?") == 0,
+              "%s", out);
     /* The cut counts bytes, never splits a character, says it cut. */
     redact_text(r, "abcdefghij", 10, 5, small, sizeof(small));
     CHECK_MSG(strcmp(small, "abcde...") == 0, "%s", small);

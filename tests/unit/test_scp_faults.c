@@ -31,13 +31,19 @@
 #include "spool/spool_int.h"
 #include "tap.h"
 
-enum fault_op { FAULT_NONE, FAULT_WRITE, FAULT_FSYNC, FAULT_RENAME, FAULT_CLOSE };
+enum fault_op {
+    FAULT_NONE,
+    FAULT_WRITE,
+    FAULT_FSYNC,
+    FAULT_RENAME,
+    FAULT_CLOSE
+};
 
 /* Armed by the main thread, read by association threads: atomic, since
  * what orders the two (storescu, another process) is invisible to TSan. */
 static struct {
-    atomic_int op;      /* enum fault_op */
-    atomic_int nth;     /* fail the nth call of op (1-based) */
+    atomic_int op;  /* enum fault_op */
+    atomic_int nth; /* fail the nth call of op (1-based) */
     atomic_int error;
     atomic_int calls;
     atomic_int fired;
@@ -182,11 +188,12 @@ static int make_dicom(const char *dir, const char *name, const char *sop_uid,
     f = fopen(dump, "w");
     if (f == NULL)
         return -errno;
-    fprintf(f, "(0008,0016) UI =CTImageStorage\n"
-               "(0008,0018) UI [%s]\n"
-               "(0008,0060) CS [CT]\n"
-               "(0010,0010) PN [Test^Patient]\n"
-               "(0010,0020) LO [TEST0001]\n",
+    fprintf(f,
+            "(0008,0016) UI =CTImageStorage\n"
+            "(0008,0018) UI [%s]\n"
+            "(0008,0060) CS [CT]\n"
+            "(0010,0010) PN [Test^Patient]\n"
+            "(0010,0020) LO [TEST0001]\n",
             sop_uid);
     if (with_study)
         fprintf(f, "(0020,000d) UI [1.2.826.0.1.3680043.2.1125.1.1]\n");
@@ -247,7 +254,8 @@ static char *run_storescu(int port, const char *file)
 
     snprintf(cmd, sizeof(cmd),
              "timeout 60 storescu -v -aet FAULTSCU -aec STOWBRIDGE "
-             "127.0.0.1 %d '%s' 2>&1", port, file);
+             "127.0.0.1 %d '%s' 2>&1",
+             port, file);
     return run_capture(cmd);
 }
 
@@ -300,7 +308,7 @@ static int raw_associate(int port)
 
     memset(pdu, 0, sizeof(pdu));
     pdu[0] = 0x01;
-    pdu[n + 1] = 1;                               /* protocol version */
+    pdu[n + 1] = 1; /* protocol version */
     memcpy(pdu + n + 4, "STOWBRIDGE      ", 16);
     memcpy(pdu + n + 20, "RELEASEHOLD     ", 16);
     n += 68;
@@ -344,8 +352,8 @@ static double now_s(void)
  * The slot must be free at once (the next storescu served) and the
  * socket closed by the SCP within dicom.timeout_s.
  */
-static void test_release_hold(struct server *srv, int port,
-                              unsigned timeout_s, const char *file)
+static void test_release_hold(struct server *srv, int port, unsigned timeout_s,
+                              const char *file)
 {
     static const unsigned char rq[10] = { 0x05, 0, 0, 0, 0, 4, 0, 0, 0, 0 };
     unsigned char buf[64];
@@ -428,8 +436,8 @@ int main(void)
     CHECK(make_dicom(dir, "nostudy", "1.2.826.0.1.3680043.2.1125.1.4", false,
                      nostudy, sizeof(nostudy)) == 0);
 
-    CHECK(spool_open(spool_dir, SPOOL_OPEN_OWNER, &spool, err,
-                     sizeof(err)) == 0);
+    CHECK(spool_open(spool_dir, SPOOL_OPEN_OWNER, &spool, err, sizeof(err)) ==
+          0);
     CHECK(spool_recover(spool, &rec, err, sizeof(err)) == 0);
     CHECK(scp_global_init(err, sizeof(err)) == 0);
 
@@ -476,8 +484,8 @@ int main(void)
                   "%s: expected A700, storescu said: %s", fc->name, out);
         CHECK_MSG(count_entries(spool_dir, "incoming") == 0,
                   "%s: incoming/ not empty", fc->name);
-        CHECK_MSG(count_entries(spool_dir, "tmp") == 0,
-                  "%s: tmp/ not empty", fc->name);
+        CHECK_MSG(count_entries(spool_dir, "tmp") == 0, "%s: tmp/ not empty",
+                  fc->name);
         free(out);
 
         /* The same SCP keeps serving once the disk is healthy again. */

@@ -168,27 +168,27 @@ static void test_good(void)
      * the top level and in the user information: all accepted. */
     struct buf extra = { .len = 0 };
     struct buf v = { .len = 0 };
-    put_item(&extra, 0x53, "\0\1\0\1", 4);               /* async ops */
+    put_item(&extra, 0x53, "\0\1\0\1", 4); /* async ops */
     put_u16(&v, (unsigned)strlen(VERIFICATION));
     put(&v, VERIFICATION, strlen(VERIFICATION));
     put_u8(&v, 1);
     put_u8(&v, 0);
-    put_item(&extra, 0x54, v.data, v.len);               /* role */
-    put_text_item(&extra, 0x55, "RAWPEER_1");            /* version */
+    put_item(&extra, 0x54, v.data, v.len);    /* role */
+    put_text_item(&extra, 0x55, "RAWPEER_1"); /* version */
     v.len = 0;
     put_u16(&v, (unsigned)strlen(VERIFICATION));
     put(&v, VERIFICATION, strlen(VERIFICATION));
     put(&v, "\1\0", 2);
-    put_item(&extra, 0x56, v.data, v.len);               /* ext neg */
+    put_item(&extra, 0x56, v.data, v.len); /* ext neg */
     v.len = 0;
-    put_u8(&v, 2);                                       /* user+pass */
+    put_u8(&v, 2); /* user+pass */
     put_u8(&v, 0);
     put_u16(&v, 4);
     put(&v, "user", 4);
     put_u16(&v, 6);
     put(&v, "secret", 6);
-    put_item(&extra, 0x58, v.data, v.len);               /* identity */
-    put_item(&extra, 0x5f, "\1\2\3", 3);                 /* undefined */
+    put_item(&extra, 0x58, v.data, v.len); /* identity */
+    put_item(&extra, 0x5f, "\1\2\3", 3);   /* undefined */
     good(&b, &extra);
     CHECK_MSG(check(&b, why, sizeof(why)) == SCP_RQ_OK, "all sub-items: %s",
               why);

@@ -30,7 +30,7 @@
 /* The digests the fake digest function hands out, by ID. */
 struct fake {
     const char *ids[8];
-    unsigned char bytes[8];   /* the SHA-256 is this byte, repeated */
+    unsigned char bytes[8]; /* the SHA-256 is this byte, repeated */
     const char *ts[8];
     int error[8];
     unsigned calls;
@@ -62,7 +62,7 @@ static enum sopindex_verdict verdict(struct sopindex *ix, const char *id,
     struct sopindex_judgement j;
 
     if (sopindex_judge(ix, id, fake_digest, f, &j) < 0)
-        return (enum sopindex_verdict)-1;
+        return (enum sopindex_verdict) - 1;
     if (first != NULL)
         *first = j.first;
     return j.verdict;
@@ -83,7 +83,7 @@ static void test_basics(void)
     CHECK(strcmp(sopindex_study(ix, ID_A), STUDY) == 0);
     CHECK(strcmp(sopindex_sop(ix, ID_A), SOP) == 0);
     CHECK(sopindex_study(ix, ID_B) == NULL && sopindex_sop(ix, ID_B) == NULL);
-    sopindex_remove(ix, ID_B);    /* unknown: nothing happens */
+    sopindex_remove(ix, ID_B); /* unknown: nothing happens */
     sopindex_remove(ix, ID_A);
     CHECK(sopindex_count(ix) == 0 && !sopindex_contains(ix, ID_A));
     struct sopindex_judgement j;
@@ -151,8 +151,7 @@ static void test_arrival_order(void)
     /* A delivered: B is now the first copy. */
     struct sopindex_member *run = NULL;
     size_t n = 9;
-    CHECK(sopindex_take_run(ix, ID_A, &run, &n) == 0 && n == 0 &&
-          run == NULL);
+    CHECK(sopindex_take_run(ix, ID_A, &run, &n) == 0 && n == 0 && run == NULL);
     CHECK(verdict(ix, ID_B, &f, NULL) == SOPINDEX_SEND);
     sopindex_set_in_flight(ix, ID_B, true);
     CHECK(sopindex_add(ix, ID_A, STUDY, SOP, 10, SPOOL_INCOMING) == 0);
@@ -190,7 +189,7 @@ static void test_duplicate_runs(void)
 
     CHECK(sopindex_take_run(ix, ID_A, &run, &n) == 0);
     CHECK_MSG(n == 1 && strcmp(run[0].id, ID_B) == 0 &&
-              run[0].state == SPOOL_INCOMING,
+                  run[0].state == SPOOL_INCOMING,
               "run of A: %zu members", n);
     free(run);
     CHECK(!sopindex_contains(ix, ID_A) && !sopindex_contains(ix, ID_B));
@@ -216,8 +215,8 @@ static void test_duplicate_runs(void)
     CHECK(verdict(ix, ID_B, &g, NULL) == SOPINDEX_DUPLICATE);
     CHECK(sopindex_take_run(ix, ID_A, &run, &n) == 0);
     CHECK_MSG(n == 2 && strcmp(run[0].id, ID_B) == 0 &&
-              run[0].state == SPOOL_DEFERRED &&
-              strcmp(run[1].id, ID_C) == 0,
+                  run[0].state == SPOOL_DEFERRED &&
+                  strcmp(run[1].id, ID_C) == 0,
               "run of the chain: %zu members", n);
     free(run);
     CHECK_MSG(sopindex_contains(ix, ID_D) && sopindex_count(ix) == 1,
@@ -230,7 +229,8 @@ static void test_duplicate_runs(void)
 static void test_transfer_syntax_counts(void)
 {
     struct sopindex *ix = sopindex_new();
-    struct fake f = { .ids = { ID_A, ID_B }, .bytes = { 5, 5 },
+    struct fake f = { .ids = { ID_A, ID_B },
+                      .bytes = { 5, 5 },
                       .ts = { "1.2.840.10008.1.2.1", "1.2.840.10008.1.2" } };
     struct sopindex_judgement j;
 
@@ -239,8 +239,7 @@ static void test_transfer_syntax_counts(void)
     CHECK(sopindex_judge(ix, ID_B, fake_digest, &f, &j) == 0);
     CHECK(j.verdict == SOPINDEX_CONFLICT);
     CHECK(strcmp(j.digest.transfer_syntax, "1.2.840.10008.1.2") == 0 &&
-          strcmp(j.other_digest.transfer_syntax, "1.2.840.10008.1.2.1") ==
-              0);
+          strcmp(j.other_digest.transfer_syntax, "1.2.840.10008.1.2.1") == 0);
     sopindex_free(ix);
 }
 
@@ -249,7 +248,8 @@ static void test_transfer_syntax_counts(void)
 static void test_digest_error(void)
 {
     struct sopindex *ix = sopindex_new();
-    struct fake f = { .ids = { ID_A, ID_B }, .bytes = { 1, 1 },
+    struct fake f = { .ids = { ID_A, ID_B },
+                      .bytes = { 1, 1 },
                       .error = { -EIO, 0 } };
     struct sopindex_judgement j;
 
@@ -326,10 +326,9 @@ static void test_many(void)
         if (sopindex_judge(ix, id, fake_digest, &f, &j) < 0)
             continue;
         send += j.verdict == SOPINDEX_SEND;
-        held += j.verdict == SOPINDEX_WAIT;   /* the fake knows no IDs */
+        held += j.verdict == SOPINDEX_WAIT; /* the fake knows no IDs */
     }
-    CHECK_MSG(send == N / 2 && held == N / 2, "%zu sent, %zu held", send,
-              held);
+    CHECK_MSG(send == N / 2 && held == N / 2, "%zu sent, %zu held", send, held);
     for (unsigned i = 0; i < N; i += 2) {
         snprintf(id, sizeof(id), "1700000000.%06u-%016x", i % 1000000, i);
         sopindex_remove(ix, id);
@@ -368,11 +367,12 @@ static void put(struct buf *b, const void *data, size_t len)
 static void put_short(struct buf *b, uint16_t group, uint16_t element,
                       const char *vr, const void *value, uint16_t len)
 {
-    unsigned char h[8] = { (unsigned char)group, (unsigned char)(group >> 8),
-                           (unsigned char)element,
-                           (unsigned char)(element >> 8),
-                           (unsigned char)vr[0], (unsigned char)vr[1],
-                           (unsigned char)len, (unsigned char)(len >> 8) };
+    unsigned char h[8] = {
+        (unsigned char)group,   (unsigned char)(group >> 8),
+        (unsigned char)element, (unsigned char)(element >> 8),
+        (unsigned char)vr[0],   (unsigned char)vr[1],
+        (unsigned char)len,     (unsigned char)(len >> 8)
+    };
     put(b, h, sizeof(h));
     put(b, value, len);
 }
@@ -380,11 +380,16 @@ static void put_short(struct buf *b, uint16_t group, uint16_t element,
 static void put_long(struct buf *b, uint16_t group, uint16_t element,
                      const char *vr, const void *value, uint32_t len)
 {
-    unsigned char h[12] = { (unsigned char)group, (unsigned char)(group >> 8),
+    unsigned char h[12] = { (unsigned char)group,
+                            (unsigned char)(group >> 8),
                             (unsigned char)element,
                             (unsigned char)(element >> 8),
-                            (unsigned char)vr[0], (unsigned char)vr[1], 0, 0,
-                            (unsigned char)len, (unsigned char)(len >> 8),
+                            (unsigned char)vr[0],
+                            (unsigned char)vr[1],
+                            0,
+                            0,
+                            (unsigned char)len,
+                            (unsigned char)(len >> 8),
                             (unsigned char)(len >> 16),
                             (unsigned char)(len >> 24) };
     put(b, h, sizeof(h));
@@ -402,12 +407,10 @@ static struct buf part10(const char *source_ae, const char *ts,
     uint32_t group_len;
 
     put_long(&meta, 0x0002, 0x0001, "OB", "\0\1", 2);
-    put_short(&meta, 0x0002, 0x0002, "UI", "1.2.840.10008.5.1.4.1.1.7\0",
-              26);
+    put_short(&meta, 0x0002, 0x0002, "UI", "1.2.840.10008.5.1.4.1.1.7\0", 26);
     put_short(&meta, 0x0002, 0x0003, "UI", "1.2.3.4.5\0", 10);
     put_short(&meta, 0x0002, 0x0010, "UI", ts, (uint16_t)strlen(ts));
-    put_short(&meta, 0x0002, 0x0012, "UI", "1.2.276.0.7230010.3.0.3.6.7\0",
-              28);
+    put_short(&meta, 0x0002, 0x0012, "UI", "1.2.276.0.7230010.3.0.3.6.7\0", 28);
     put_short(&meta, 0x0002, 0x0016, "AE", source_ae,
               (uint16_t)strlen(source_ae));
     memset(preamble, 0, sizeof(preamble));
@@ -475,10 +478,8 @@ static void test_digest_file(void)
     struct buf f1 = part10("CT1 ", "1.2.840.10008.1.2.1\0", &ds);
     struct buf f2 = part10("ANOTHER_MODALITY", "1.2.840.10008.1.2.1\0", &ds);
     CHECK(write_file(p1, &f1) == 0 && write_file(p2, &f2) == 0);
-    CHECK_MSG(sopindex_digest_file(p1, &d1, err, sizeof(err)) == 0, "%s",
-              err);
-    CHECK_MSG(sopindex_digest_file(p2, &d2, err, sizeof(err)) == 0, "%s",
-              err);
+    CHECK_MSG(sopindex_digest_file(p1, &d1, err, sizeof(err)) == 0, "%s", err);
+    CHECK_MSG(sopindex_digest_file(p2, &d2, err, sizeof(err)) == 0, "%s", err);
     CHECK_MSG(memcmp(d1.sha256, want, 32) == 0,
               "the digest is SHA-256 of the bytes after the meta group");
     CHECK(memcmp(d1.sha256, d2.sha256, 32) == 0);

@@ -82,8 +82,8 @@ static void test_layout_and_lock(void)
     CHECK(spool_open(path, 0, &reader, err, sizeof(err)) == -ENOENT);
     CHECK_MSG(strstr(err, "does not exist") != NULL, "%s", err);
 
-    CHECK_MSG(spool_open(path, SPOOL_OPEN_OWNER, &owner, err,
-                         sizeof(err)) == 0, "%s", err);
+    CHECK_MSG(spool_open(path, SPOOL_OPEN_OWNER, &owner, err, sizeof(err)) == 0,
+              "%s", err);
     strcat(root, "/spool");
     for (size_t i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
         snprintf(path, sizeof(path), "%s/%s", root, subdirs[i]);
@@ -96,8 +96,8 @@ static void test_layout_and_lock(void)
     /* A second owner (another daemon) is refused while the lock is held. */
     CHECK(spool_open(root, SPOOL_OPEN_OWNER, &second, err, sizeof(err)) ==
           -EWOULDBLOCK);
-    CHECK_MSG(strstr(err, "in use by another stowbridge process") != NULL,
-              "%s", err);
+    CHECK_MSG(strstr(err, "in use by another stowbridge process") != NULL, "%s",
+              err);
     CHECK(second == NULL);
     /* Tools open it without the lock. */
     CHECK(spool_open(root, 0, &reader, err, sizeof(err)) == 0);
@@ -132,8 +132,7 @@ static void test_receive_path(void)
     CHECK(spool_id_valid(id));
     CHECK(count_files("incoming") == 1);
     CHECK(count_files("tmp") == 0);
-    CHECK(spool_entry_path(spool, SPOOL_INCOMING, id, path, sizeof(path)) ==
-          0);
+    CHECK(spool_entry_path(spool, SPOOL_INCOMING, id, path, sizeof(path)) == 0);
     CHECK(stat(path, &st) == 0 && (st.st_mode & 07777) == 0600);
     f = fopen(path, "r");
     CHECK(f != NULL && fgets(buf, sizeof(buf), f) != NULL &&
@@ -156,7 +155,8 @@ static void test_receive_path(void)
         if (to == (int)at)
             continue;
         CHECK_MSG(spool_move(spool, id, at, (enum spool_state)to, err,
-                             sizeof(err)) == 0, "%s", err);
+                             sizeof(err)) == 0,
+                  "%s", err);
         at = (enum spool_state)to;
     }
     CHECK(spool_move(spool, id, SPOOL_INCOMING, SPOOL_ACTIVE, err,
@@ -182,8 +182,7 @@ static void test_ids(void)
     CHECK(!spool_id_valid("x1763855999.123456-9f1c2b3a4d5e6f70"));
     CHECK(!spool_id_valid("1763855999.123456-9f1c2b3a4d5e6f70.dcm"));
     CHECK(!spool_id_valid("../1763855999.123456-9f1c2b3a4d5e6f7"));
-    CHECK(spool_id_arrival_us("1763855999.123456-9f1c2b3a4d5e6f70", &us) ==
-          0);
+    CHECK(spool_id_arrival_us("1763855999.123456-9f1c2b3a4d5e6f70", &us) == 0);
     CHECK(us == UINT64_C(1763855999123456));
     CHECK(spool_id_arrival_us("junk", &us) == -EINVAL);
     CHECK(spool_state_parse("deferred", &state) == 0 &&
@@ -309,12 +308,9 @@ static void test_faults(void)
         int nth;
         const char *what;
     } cases[] = {
-        { OP_WRITE, 1, "first write" },
-        { OP_WRITE, 2, "second write" },
-        { OP_FSYNC, 1, "file fsync" },
-        { OP_FSYNC, 2, "incoming/ fsync" },
-        { OP_FSYNC, 3, "tmp/ fsync" },
-        { OP_RENAME, 1, "rename" },
+        { OP_WRITE, 1, "first write" }, { OP_WRITE, 2, "second write" },
+        { OP_FSYNC, 1, "file fsync" },  { OP_FSYNC, 2, "incoming/ fsync" },
+        { OP_FSYNC, 3, "tmp/ fsync" },  { OP_RENAME, 1, "rename" },
         { OP_CLOSE, 1, "close" },
     };
     static const int errnos[] = { EIO, ENOSPC };
@@ -416,8 +412,10 @@ static void test_upload_support(void)
     struct stat st;
     char cmd[256];
 
-    snprintf(cmd, sizeof(cmd), "rm -f '%s'/incoming/* '%s'/deferred/* "
-                               "'%s'/failed/*", root, root, root);
+    snprintf(cmd, sizeof(cmd),
+             "rm -f '%s'/incoming/* '%s'/deferred/* "
+             "'%s'/failed/*",
+             root, root, root);
     (void)!system(cmd);
     CHECK(spool_open(root, SPOOL_OPEN_OWNER, &spool, err, sizeof(err)) == 0);
     for (int i = 0; i < 3; i++)
@@ -443,8 +441,7 @@ static void test_upload_support(void)
     CHECK_MSG(strcmp(back.last_error, "line one line=two") == 0, "%s",
               back.last_error);
     CHECK(spool_meta_read(spool, ids[1], &back) == -ENOENT);
-    CHECK(spool_meta_write(spool, "../x", &meta, err, sizeof(err)) ==
-          -EINVAL);
+    CHECK(spool_meta_write(spool, "../x", &meta, err, sizeof(err)) == -EINVAL);
 
     /* Listing: arrival order, sizes. */
     CHECK(spool_list(spool, SPOOL_INCOMING, &entries, &count, err,
@@ -457,8 +454,8 @@ static void test_upload_support(void)
     /* Deferral keeps the not-before time as the mtime. */
     CHECK(spool_defer(spool, ids[1], SPOOL_INCOMING, 1900000000123456, err,
                       sizeof(err)) == 0);
-    CHECK(spool_entry_path(spool, SPOOL_DEFERRED, ids[1], path,
-                           sizeof(path)) == 0);
+    CHECK(spool_entry_path(spool, SPOOL_DEFERRED, ids[1], path, sizeof(path)) ==
+          0);
     CHECK(stat(path, &st) == 0 && st.st_mtim.tv_sec == 1900000000 &&
           st.st_mtim.tv_nsec == 123456000);
     CHECK(spool_list(spool, SPOOL_DEFERRED, &entries, &count, err,

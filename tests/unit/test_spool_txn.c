@@ -60,8 +60,8 @@ int main(void)
     CHECK(spool_txn_prepare(spool, err, sizeof(err)) == 0);
     CHECK(access(path, F_OK) < 0 && errno == ENOENT);
 
-    CHECK(spool_txn_write(spool, "1.2.3.req", "abc\n", 4, SPOOL_TXN_EXCL,
-                          err, sizeof(err)) == 0);
+    CHECK(spool_txn_write(spool, "1.2.3.req", "abc\n", 4, SPOOL_TXN_EXCL, err,
+                          sizeof(err)) == 0);
     CHECK(spool_txn_exists(spool, "1.2.3.req"));
     CHECK(spool_txn_write(spool, "1.2.3.req", "x", 1, SPOOL_TXN_EXCL, err,
                           sizeof(err)) == -EEXIST);
@@ -71,8 +71,8 @@ int main(void)
     free(data);
     data = NULL;
     /* Without EXCL: replaced whole. */
-    CHECK(spool_txn_write(spool, "1.2.3.req", "defg", 4, 0, err,
-                          sizeof(err)) == 0);
+    CHECK(spool_txn_write(spool, "1.2.3.req", "defg", 4, 0, err, sizeof(err)) ==
+          0);
     CHECK(spool_txn_read(spool, "1.2.3.req", &data, &len) == 0);
     CHECK(len == 4 && data != NULL && strcmp(data, "defg") == 0);
     free(data);
@@ -81,8 +81,8 @@ int main(void)
     snprintf(path, sizeof(path), "%s/commit/1.2.3.req", root);
     CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
 
-    CHECK(spool_txn_write(spool, "1.2.1.rep", "r", 1, 0, err,
-                          sizeof(err)) == 0);
+    CHECK(spool_txn_write(spool, "1.2.1.rep", "r", 1, 0, err, sizeof(err)) ==
+          0);
     CHECK(spool_txn_list(spool, &names, &count, err, sizeof(err)) == 0);
     CHECK(count == 2 && strcmp(names[0], "1.2.1.rep") == 0 &&
           strcmp(names[1], "1.2.3.req") == 0);
@@ -93,8 +93,8 @@ int main(void)
     CHECK(!spool_txn_name_valid(".hidden"));
     CHECK(!spool_txn_name_valid(""));
     CHECK(!spool_txn_name_valid("a/b"));
-    CHECK(spool_txn_write(spool, "../escape", "x", 1, 0, err,
-                          sizeof(err)) == -EINVAL);
+    CHECK(spool_txn_write(spool, "../escape", "x", 1, 0, err, sizeof(err)) ==
+          -EINVAL);
 
     /* A failing fsync of the file: an error, no file, no temp left. */
     spool__io.fsync = failing_fsync;

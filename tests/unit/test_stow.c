@@ -6,8 +6,8 @@
 #include <errno.h>
 #include <string.h>
 
-#include "web/stow.h"
 #include "tap.h"
+#include "web/stow.h"
 
 static const char *const uids[] = { "1.2.3.1", "1.2.3.2", "1.2.3.3" };
 static struct stow_instance_result res[3];
@@ -21,12 +21,11 @@ static int parse(long status, const char *body)
                                sizeof(err));
 }
 
-#define REF(uid) \
-    "{\"00081155\": {\"vr\": \"UI\", \"Value\": [\"" uid "\"]}}"
-#define REF_WARN(uid, code) \
+#define REF(uid) "{\"00081155\": {\"vr\": \"UI\", \"Value\": [\"" uid "\"]}}"
+#define REF_WARN(uid, code)                                       \
     "{\"00081155\": {\"vr\": \"UI\", \"Value\": [\"" uid "\"]}, " \
     "\"00081196\": {\"vr\": \"US\", \"Value\": [" code "]}}"
-#define FAIL(uid, code) \
+#define FAIL(uid, code)                                           \
     "{\"00081155\": {\"vr\": \"UI\", \"Value\": [\"" uid "\"]}, " \
     "\"00081197\": {\"vr\": \"US\", \"Value\": [" code "]}}"
 
@@ -78,42 +77,51 @@ static void test_reasons(void)
 static void test_bodies(void)
 {
     /* 200: all referenced, one with a warning (Azure's 45063 on implicit). */
-    CHECK(parse(200, "{\"00081199\": {\"vr\": \"SQ\", \"Value\": ["
-                     REF("1.2.3.1") ", " REF_WARN("1.2.3.2", "45063") ", "
-                     REF("1.2.3.3") "]}}") == 0);
+    CHECK(
+        parse(
+            200,
+            "{\"00081199\": {\"vr\": \"SQ\", \"Value\": [" REF(
+                "1.2.3.1") ", " REF_WARN("1.2.3.2",
+                                         "45063") ", " REF("1.2.3.3") "]}}") ==
+        0);
     CHECK(res[0].outcome == STOW_DELIVERED && res[0].reason == 0);
     CHECK(res[1].outcome == STOW_DELIVERED && res[1].reason == 45063);
     CHECK(res[2].outcome == STOW_DELIVERED && res[2].http_status == 200);
 
     /* 202 mixed: stored, already there, and rejected. */
-    CHECK(parse(202, "{\"00081199\": {\"vr\": \"SQ\", \"Value\": ["
-                     REF("1.2.3.1") "]}, \"00081198\": {\"vr\": \"SQ\", "
-                     "\"Value\": [" FAIL("1.2.3.2", "45070") ", "
-                     FAIL("1.2.3.3", "43264") "]}}") == 0);
+    CHECK(
+        parse(202,
+              "{\"00081199\": {\"vr\": \"SQ\", \"Value\": [" REF(
+                  "1.2.3.1") "]}, \"00081198\": {\"vr\": \"SQ\", "
+                             "\"Value\": [" FAIL("1.2.3.2", "45070") ", " FAIL(
+                                 "1.2.3.3", "43264") "]}}") == 0);
     CHECK(res[0].outcome == STOW_DELIVERED);
     CHECK(res[1].outcome == STOW_DELIVERED && res[1].reason == 0xB00E);
     CHECK(res[2].outcome == STOW_REJECTED && res[2].reason == 0xA900);
     CHECK(res[2].http_status == 202);
 
     /* 409: every one failed, for transient and permanent reasons. */
-    CHECK(parse(409, "{\"00081198\": {\"vr\": \"SQ\", \"Value\": ["
-                     FAIL("1.2.3.1", "42752") ", " FAIL("1.2.3.2", "272")
-                     ", " FAIL("1.2.3.3", "290") "]}}") == 0);
+    CHECK(parse(409, "{\"00081198\": {\"vr\": \"SQ\", \"Value\": [" FAIL(
+                         "1.2.3.1",
+                         "42752") ", " FAIL("1.2.3.2",
+                                            "272") ", " FAIL("1.2.3.3",
+                                                             "290") "]}}") ==
+          0);
     CHECK(res[0].outcome == STOW_RETRY && res[0].reason == 0xA700);
     CHECK(res[1].outcome == STOW_RETRY && res[1].reason == 0x0110);
     CHECK(res[2].outcome == STOW_REJECTED && res[2].reason == 0x0122);
 
     /* Not mentioned at all: not known to be stored, so send again. */
-    CHECK(parse(200, "{\"00081199\": {\"vr\": \"SQ\", \"Value\": ["
-                     REF("1.2.3.1") ", " REF("9.9.9") "]}}") == 0);
+    CHECK(parse(200, "{\"00081199\": {\"vr\": \"SQ\", \"Value\": [" REF(
+                         "1.2.3.1") ", " REF("9.9.9") "]}}") == 0);
     CHECK(res[0].outcome == STOW_DELIVERED);
     CHECK(res[1].outcome == STOW_RETRY && res[2].outcome == STOW_RETRY);
 
     /* The same instance twice in one batch: the answer covers both. */
     {
         const char *const dup[] = { "1.2.3.1", "1.2.3.1" };
-        const char *body = "{\"00081199\": {\"vr\": \"SQ\", \"Value\": ["
-                           REF("1.2.3.1") "]}}";
+        const char *body =
+            "{\"00081199\": {\"vr\": \"SQ\", \"Value\": [" REF("1.2.3.1") "]}}";
         struct stow_instance_result two[2];
         CHECK(stow_parse_response(200, body, strlen(body), dup, 2, two, err,
                                   sizeof(err)) == 0);
@@ -122,25 +130,25 @@ static void test_bodies(void)
     }
 
     /* Listed as referenced and failed: failed wins. */
-    CHECK(parse(202, "{\"00081199\": {\"vr\": \"SQ\", \"Value\": ["
-                     REF("1.2.3.1") "]}, \"00081198\": {\"vr\": \"SQ\", "
-                     "\"Value\": [" FAIL("1.2.3.1", "49152") "]}}") == 0);
+    CHECK(parse(202, "{\"00081199\": {\"vr\": \"SQ\", \"Value\": [" REF(
+                         "1.2.3.1") "]}, \"00081198\": {\"vr\": \"SQ\", "
+                                    "\"Value\": [" FAIL("1.2.3.1",
+                                                        "49152") "]}}") == 0);
     CHECK(res[0].outcome == STOW_REJECTED && res[0].reason == 0xC000);
 
     /* A failed item without a reason: processing failure, retried. */
-    CHECK(parse(409, "{\"00081198\": {\"vr\": \"SQ\", \"Value\": ["
-                     REF("1.2.3.3") "]}}") == 0);
+    CHECK(parse(409, "{\"00081198\": {\"vr\": \"SQ\", \"Value\": [" REF(
+                         "1.2.3.3") "]}}") == 0);
     CHECK(res[2].outcome == STOW_RETRY && res[2].reason == 0x0110);
 
     /* Wrapped in an array (some servers), empty sequences, empty 200. */
-    CHECK(parse(200, "[{\"00081199\": {\"vr\": \"SQ\", \"Value\": ["
-                     REF("1.2.3.2") "]}}]") == 0);
+    CHECK(parse(200, "[{\"00081199\": {\"vr\": \"SQ\", \"Value\": [" REF(
+                         "1.2.3.2") "]}}]") == 0);
     CHECK(res[1].outcome == STOW_DELIVERED && res[0].outcome == STOW_RETRY);
     CHECK(parse(200, "{\"00081199\": {\"vr\": \"SQ\"}}") == 0);
     CHECK(res[0].outcome == STOW_RETRY);
     CHECK(parse(200, "  \n") == 0);
-    CHECK(res[0].outcome == STOW_DELIVERED && res[2].outcome ==
-                                                  STOW_DELIVERED);
+    CHECK(res[0].outcome == STOW_DELIVERED && res[2].outcome == STOW_DELIVERED);
 }
 
 static void test_broken_bodies(void)
@@ -155,7 +163,8 @@ static void test_broken_bodies(void)
     CHECK(parse(200, "{\"00081199\": {\"vr\": \"SQ\", \"Value\": [7]}}") ==
           -EBADMSG);
     CHECK(parse(200, "{\"00081199\": {\"vr\": \"SQ\", \"Value\": [{}]}}") ==
-          -EBADMSG && strstr(err, "(0008,1155)") != NULL);
+              -EBADMSG &&
+          strstr(err, "(0008,1155)") != NULL);
     /* Results are written only on success. */
     CHECK(res[0].outcome == (enum stow_outcome)0xffffffff);
 

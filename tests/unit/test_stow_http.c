@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_stow_http - the STOW-RS request (dicomweb_stow()) on the wire,
- * against a capturing HTTP server in this process: golden multipart framing, headers (type,
- * boundary, Accept, Authorization, no Expect, no Content-Disposition),
- * a body over 1 MiB, the reply (status, body, Retry-After), and failures
- * (missing file, connection refused, connection dropped).
+ * against a capturing HTTP server in this process: golden multipart framing,
+ * headers (type, boundary, Accept, Authorization, no Expect, no
+ * Content-Disposition), a body over 1 MiB, the reply (status, body,
+ * Retry-After), and failures (missing file, connection refused, connection
+ * dropped).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -16,10 +17,10 @@
 #include <curl/curl.h>
 
 #include "http_stub.h"
+#include "tap.h"
 #include "web/dicomweb.h"
 #include "web/oauth.h"
 #include "web/stow.h"
-#include "tap.h"
 
 /* Answers every request with the raw HTTP text in @ctx (NULL: drop). */
 static const char *fixed_reply(void *ctx, const char *request,
@@ -96,7 +97,8 @@ static void test_golden_framing(void)
 
     CHECK_MSG(strncmp(cap.last_request,
                       "POST /dicom-web/studies/1.2.840.99.1 HTTP/1.1\r\n",
-                      47) == 0, "%.60s", cap.last_request);
+                      47) == 0,
+              "%.60s", cap.last_request);
     CHECK(http_stub_header(&cap, "Content-Type", ct, sizeof(ct)) != NULL);
     const char *prefix = "multipart/related; type=\"application/dicom\"; "
                          "boundary=";
@@ -128,8 +130,7 @@ static void test_golden_framing(void)
     struct http_stub cap2;
     char ct2[256];
     CHECK(http_stub_start(&cap2, fixed_reply,
-                          "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n") ==
-          0);
+                          "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n") == 0);
     snprintf(base, sizeof(base), "http://127.0.0.1:%d", cap2.port);
     dicomweb_free(client);
     params.base_url = base;
@@ -138,8 +139,7 @@ static void test_golden_framing(void)
     http_stub_stop(&cap2);
     CHECK(rep.http_status == 200 && rep.retry_after_s == -1);
     CHECK(rep.body != NULL && rep.body_len == 0);
-    CHECK(strncmp(cap2.last_request, "POST /studies/1.2.3 HTTP/1.1", 28) ==
-          0);
+    CHECK(strncmp(cap2.last_request, "POST /studies/1.2.3 HTTP/1.1", 28) == 0);
     CHECK(http_stub_header(&cap2, "Authorization", tmp, sizeof(tmp)) == NULL);
     CHECK(http_stub_header(&cap2, "Content-Type", ct2, sizeof(ct2)) != NULL &&
           strcmp(ct2, ct) != 0);
@@ -164,8 +164,7 @@ static void test_large_body(void)
     write_file("big.dcm", data, big, path, sizeof(path));
     free(data);
     CHECK(http_stub_start(&cap, fixed_reply,
-                          "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n") ==
-          0);
+                          "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n") == 0);
     snprintf(base, sizeof(base), "http://127.0.0.1:%d", cap.port);
     params.base_url = base;
     struct dicomweb *client = new_client(&params, "t");
@@ -251,7 +250,8 @@ static void test_redirect_not_followed(void)
     CHECK(rep.http_status == 308 &&
           stow_request_action(rep.http_status) == STOW_REDIRECTED);
     CHECK_MSG(strcmp(rep.location, "http://127.0.0.1:9/moved/studies/1.2.3") ==
-                  0, "%s", rep.location);
+                  0,
+              "%s", rep.location);
     CHECK(atomic_load(&cap.requests) == 1);
     CHECK(http_stub_header(&cap, "Authorization", hdr, sizeof(hdr)) != NULL &&
           strcmp(hdr, "Bearer tok") == 0);
@@ -274,9 +274,9 @@ static void test_retry_after(void)
     CHECK(dicomweb_parse_retry_after("12abc", 0) == -1);
     /* Sun, 06 Nov 1994 08:49:37 GMT = 784111777 */
     CHECK(dicomweb_parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT",
-                                 784111777 - 30) == 30);
+                                     784111777 - 30) == 30);
     CHECK(dicomweb_parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT",
-                                 784111777 + 30) == 0);
+                                     784111777 + 30) == 0);
 }
 
 int main(void)

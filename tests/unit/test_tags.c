@@ -30,8 +30,8 @@ int main(void)
         CHECK_MSG(strlen(all[i].vr) == 2 && strstr(vrs, all[i].vr) != NULL,
                   "%s: VR %s", all[i].keyword, all[i].vr);
         CHECK(dicom_tag_lookup(all[i].tag) != NULL &&
-              strcmp(dicom_tag_lookup(all[i].tag)->keyword,
-                     all[i].keyword) == 0);
+              strcmp(dicom_tag_lookup(all[i].tag)->keyword, all[i].keyword) ==
+                  0);
         CHECK(dicom_tag_by_keyword(all[i].keyword) == all[i].tag);
     }
     CHECK(DCM_TAG_PatientName == 0x00100010u);
@@ -40,8 +40,7 @@ int main(void)
     CHECK(dicom_tag_by_keyword("NoSuchKeyword") == 0);
     dicom_tag_json_key(DCM_TAG_ReferencedSOPSequence, key);
     CHECK(strcmp(key, "00081199") == 0);
-    CHECK(strcmp(dicom_tag_describe(DCM_TAG_StudyInstanceUID, buf,
-                                     sizeof(buf)),
+    CHECK(strcmp(dicom_tag_describe(DCM_TAG_StudyInstanceUID, buf, sizeof(buf)),
                  "StudyInstanceUID (0020,000D)") == 0);
     CHECK(strcmp(dicom_tag_describe(0x0009100Au, buf, sizeof(buf)),
                  "(0009,100A)") == 0);

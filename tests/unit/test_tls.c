@@ -95,10 +95,11 @@ int main(void)
     CHECK(strcmp(id.sha256, hex) == 0);
     CHECK_MSG(strcmp(id.subject, "CN=CT01,O=Hospital") == 0, "subject %s",
               id.subject);
-    CHECK(id.name_count == 3);   /* the CN, the DNS and URI names */
+    CHECK(id.name_count == 3); /* the CN, the DNS and URI names */
 
-    const char *fps[] = { "0000000000000000000000000000000000000000000000000000000000000000",
-                          hex };
+    const char *fps[] = {
+        "0000000000000000000000000000000000000000000000000000000000000000", hex
+    };
     memset(&rule, 0, sizeof(rule));
     CHECK(scp__tls_rule_refusal(&rule, false, NULL, buf, sizeof(buf)) == NULL);
     CHECK(scp__tls_rule_refusal(&rule, true, &id, buf, sizeof(buf)) == NULL);
@@ -115,8 +116,8 @@ int main(void)
     CHECK(scp__tls_rule_refusal(&rule, true, NULL, buf, sizeof(buf)) != NULL);
     rule.certificate_sha256_count = 0;
     const char *subjects_ok[] = { "CT01", "ct01.example", "urn:dicom:ct01" };
-    const char *subjects_bad[] = { "ct01", "CT0", "Hospital", "192.0.2.1",
-                                   "CN=CT01", "ct01.example." };
+    const char *subjects_bad[] = { "ct01",      "CT0",     "Hospital",
+                                   "192.0.2.1", "CN=CT01", "ct01.example." };
     for (size_t i = 0; i < 3; i++) {
         rule.certificate_subject = subjects_ok[i];
         CHECK_MSG(scp__tls_rule_refusal(&rule, true, &id, buf, sizeof(buf)) ==
@@ -139,8 +140,8 @@ int main(void)
     CHECK(id.name_count == 1 && strcmp(id.names[0], "PLAIN") == 0);
 
     /* DER works too; a key file or a missing file is refused, named. */
-    CHECK(in_dir("openssl x509 -in plain.pem -outform DER -out plain.der")
-          == 0);
+    CHECK(in_dir("openssl x509 -in plain.pem -outform DER -out plain.der") ==
+          0);
     snprintf(path, sizeof(path), "%s/plain.der", dir);
     CHECK(scp__tls_identity_from_file(path, &id, err, sizeof(err)) == 0);
     snprintf(path, sizeof(path), "%s/plain.key", dir);

@@ -21,8 +21,8 @@
 #include <unistd.h>
 
 #include "cred_test_util.h"
-#include "web/credential.h"
 #include "tap.h"
+#include "web/credential.h"
 #include "web/token_command.h"
 
 static char dir[512];
@@ -30,15 +30,20 @@ static char pidfile[600];
 static char err[1024];
 
 static const char *const az_argv[] = {
-    "az", "account", "get-access-token", "--resource",
-    "https://dicom.healthcareapis.azure.com", "--output", "json", NULL,
+    "az",
+    "account",
+    "get-access-token",
+    "--resource",
+    "https://dicom.healthcareapis.azure.com",
+    "--output",
+    "json",
+    NULL,
 };
 
 static int run_mode(const char *mode, unsigned timeout_s,
                     struct cred_token *ret)
 {
-    struct token_command_params p = { .argv = az_argv,
-                                      .timeout_s = timeout_s };
+    struct token_command_params p = { .argv = az_argv, .timeout_s = timeout_s };
 
     setenv("FAKE_AZ_MODE", mode, 1);
     err[0] = '\0';
@@ -63,8 +68,8 @@ static void expect_token(const char *mode, const char *token, int64_t lo,
     int r = run_mode(mode, 30, &t);
 
     CHECK_MSG(r == 0 && t.access_token != NULL &&
-                  strcmp(t.access_token, token) == 0 &&
-                  t.expires_in_s >= lo && t.expires_in_s <= hi,
+                  strcmp(t.access_token, token) == 0 && t.expires_in_s >= lo &&
+                  t.expires_in_s <= hi,
               "%s: r=%d token=%s expires_in=%lld err=%s", mode, r,
               t.access_token, (long long)t.expires_in_s, err);
     cred_token_free(&t);
@@ -73,8 +78,8 @@ static void expect_token(const char *mode, const char *token, int64_t lo,
 static void test_forms(void)
 {
     expect_token("cli-epoch",
-                 "eyJ0eXAiOiJKV1QifQ.eyJhdWQiOiJkaWNvbSJ9.c2lnLWNsaQ",
-                 3500, 3600);
+                 "eyJ0eXAiOiJKV1QifQ.eyJhdWQiOiJkaWNvbSJ9.c2lnLWNsaQ", 3500,
+                 3600);
     expect_token("cli-epoch-string", "cli.string", 1100, 1200);
     /* Local time, in a zone that is not UTC (TZ set in main()). */
     expect_token("cli-local", "cli.local", 1700, 1800);
@@ -140,8 +145,8 @@ static void test_processes(void)
     /* The grandchild gets SIGKILL too; init reaps it soon after. */
     for (int i = 0; i < 200 && child > 0 && ctu_process_alive(child); i++)
         usleep(50000);
-    CHECK_MSG(child > 0 && !ctu_process_alive(child),
-              "its child %d survived", child);
+    CHECK_MSG(child > 0 && !ctu_process_alive(child), "its child %d survived",
+              child);
     CHECK(t.access_token == NULL);
 }
 
@@ -153,25 +158,28 @@ static void test_failures(void)
     r = run_mode("fail", 30, &t);
     CHECK(r == -EAGAIN && t.access_token == NULL);
     CHECK_MSG(strstr(err, "the token command 'az' exited with status 1: "
-                          "ERROR: AADSTS70043: refresh token expired;") !=
-                  NULL, "%s", err);
+                          "ERROR: AADSTS70043: refresh token expired;") != NULL,
+              "%s", err);
     /* Token-shaped parts stripped, the rest (path, advice) kept. */
     CHECK_MSG(strstr(err, "eyJ") == NULL && strstr(err, "Zk8Q") == NULL &&
                   strstr(err, "cached [redacted] and secret [redacted] in "
                               "/home/u/.azure/msal_token_cache.json, run "
-                              "'az login'") != NULL, "%s", err);
+                              "'az login'") != NULL,
+              "%s", err);
     /* Only the first line. */
     CHECK(strstr(err, "second line") == NULL);
 
     r = run_mode("fail-quiet", 30, &t);
     CHECK_MSG(r == -EAGAIN && strstr(err, "exited with status 2 (nothing on "
-                                          "stderr)") != NULL, "%s", err);
-    r = run_mode("signal", 30, &t);
-    CHECK_MSG(r == -EAGAIN && strstr(err, "killed by signal 9") != NULL,
+                                          "stderr)") != NULL,
               "%s", err);
+    r = run_mode("signal", 30, &t);
+    CHECK_MSG(r == -EAGAIN && strstr(err, "killed by signal 9") != NULL, "%s",
+              err);
     r = run_mode("garbage", 30, &t);
     CHECK_MSG(r == -EBADMSG && strstr(err, "not a JSON object") != NULL &&
-                  strstr(err, "secret") == NULL, "%s", err);
+                  strstr(err, "secret") == NULL,
+              "%s", err);
     r = run_mode("big", 30, &t);
     CHECK_MSG(r == -EFBIG && strstr(err, "more than") != NULL, "%s", err);
     r = run_mode("empty", 30, &t);
@@ -179,10 +187,12 @@ static void test_failures(void)
               err);
     r = run_mode("expired", 30, &t);
     CHECK_MSG(r == -EKEYEXPIRED && strstr(err, "az login") != NULL &&
-                  strstr(err, "cli.old") == NULL, "%s", err);
+                  strstr(err, "cli.old") == NULL,
+              "%s", err);
     r = run_mode("ps-secure", 30, &t);
     CHECK_MSG(r == -EBADMSG && strstr(err, "SecureString") != NULL &&
-                  strstr(err, "ConvertFrom-SecureString") != NULL, "%s", err);
+                  strstr(err, "ConvertFrom-SecureString") != NULL,
+              "%s", err);
     CHECK(t.access_token == NULL);
 
     static const char *const missing[] = { "no-such-token-tool", NULL };
@@ -216,41 +226,51 @@ static void expect_lifetime(const char *json, int64_t now, int64_t want)
 
 static void test_parser(void)
 {
-    const int64_t now = 1700000000;   /* 2023-11-14 22:13:20 UTC */
+    const int64_t now = 1700000000; /* 2023-11-14 22:13:20 UTC */
     struct cred_token t;
 
     /* Azure CLI. expires_on wins over expiresOn. */
     expect_lifetime("{\"accessToken\":\"a\",\"expires_on\":1700003600,"
-                    "\"expiresOn\":\"1999-01-01 00:00:00.000000\"}", now,
-                    3600);
+                    "\"expiresOn\":\"1999-01-01 00:00:00.000000\"}",
+                    now, 3600);
     expect_lifetime("{\"accessToken\":\"a\",\"expires_on\":\"1700000060\"}",
                     now, 60);
     /* TZ is UTC+05:30 here: 2023-11-15 03:43:20 local = 22:13:20 UTC. */
     expect_lifetime("{\"accessToken\":\"a\",\"expiresOn\":"
-                    "\"2023-11-15 04:43:20.000000\"}", now, 3600);
+                    "\"2023-11-15 04:43:20.000000\"}",
+                    now, 3600);
     expect_lifetime("{\"accessToken\":\"a\",\"expiresOn\":"
-                    "\"2023-11-15 03:53:20\"}", now, 600);
+                    "\"2023-11-15 03:53:20\"}",
+                    now, 600);
     /* PowerShell. */
     expect_lifetime("{\"Token\":\"p\",\"ExpiresOn\":"
-                    "\"2023-11-14T23:13:20+00:00\"}", now, 3600);
+                    "\"2023-11-14T23:13:20+00:00\"}",
+                    now, 3600);
     expect_lifetime("{\"Token\":\"p\",\"ExpiresOn\":"
-                    "\"2023-11-15T00:13:20.1234567+01:00\"}", now, 3600);
+                    "\"2023-11-15T00:13:20.1234567+01:00\"}",
+                    now, 3600);
     expect_lifetime("{\"Token\":\"p\",\"ExpiresOn\":"
-                    "\"2023-11-14T18:13:20-05:00\"}", now, 3600);
+                    "\"2023-11-14T18:13:20-05:00\"}",
+                    now, 3600);
     expect_lifetime("{\"Token\":\"p\",\"ExpiresOn\":\"2023-11-14T22:23:20Z\"}",
                     now, 600);
     expect_lifetime("{\"Token\":\"p\",\"ExpiresOn\":"
-                    "\"\\/Date(1700003600000)\\/\"}", now, 3600);
+                    "\"\\/Date(1700003600000)\\/\"}",
+                    now, 3600);
     expect_lifetime("{\"Token\":\"p\",\"ExpiresOn\":"
-                    "\"/Date(1700003600999+0100)/\"}", now, 3600);
-    expect_lifetime("{\"Token\":\"p\",\"ExpiresOn\":{\"UtcTicks\":"
-                    "638373968000000000,\"DateTime\":\"x\"}}", now, 0 + 0 +
-                    (638373968000000000LL - 621355968000000000LL) / 10000000 -
-                        now);
+                    "\"/Date(1700003600999+0100)/\"}",
+                    now, 3600);
+    expect_lifetime(
+        "{\"Token\":\"p\",\"ExpiresOn\":{\"UtcTicks\":"
+        "638373968000000000,\"DateTime\":\"x\"}}",
+        now,
+        0 + 0 + (638373968000000000LL - 621355968000000000LL) / 10000000 - now);
     expect_lifetime("{\"Token\":\"p\",\"ExpiresOn\":{\"value\":"
-                    "\"/Date(1700000600000)/\"}}", now, 600);
+                    "\"/Date(1700000600000)/\"}}",
+                    now, 600);
     expect_lifetime("{\"Token\":\"p\",\"ExpiresOn\":{\"UtcDateTime\":"
-                    "\"2023-11-14T22:23:20Z\"}}", now, 600);
+                    "\"2023-11-14T22:23:20Z\"}}",
+                    now, 600);
     /* OAuth2. */
     expect_lifetime("{\"access_token\":\"o\",\"expires_in\":3599}", now, 3599);
     expect_lifetime("{\"access_token\":\"o\",\"expires_in\":\"3599\"}", now,
@@ -264,12 +284,12 @@ static void test_parser(void)
     CHECK(parse("{\"accessToken\":\"a\",\"expiresOn\":\"tomorrow\"}", now,
                 &t) == -EBADMSG);
     CHECK(strstr(err, "expiry time") != NULL);
-    CHECK(parse("{\"Token\":\"p\",\"ExpiresOn\":\"2023-13-14T00:00:00Z\"}",
-                now, &t) == -EBADMSG);
-    CHECK(parse("{\"Token\":\"p\",\"ExpiresOn\":\"/Date(abc)/\"}", now,
+    CHECK(parse("{\"Token\":\"p\",\"ExpiresOn\":\"2023-13-14T00:00:00Z\"}", now,
                 &t) == -EBADMSG);
-    CHECK(parse("{\"access_token\":\"o\",\"expires_in\":\"soon\"}", now,
-                &t) == -EBADMSG);
+    CHECK(parse("{\"Token\":\"p\",\"ExpiresOn\":\"/Date(abc)/\"}", now, &t) ==
+          -EBADMSG);
+    CHECK(parse("{\"access_token\":\"o\",\"expires_in\":\"soon\"}", now, &t) ==
+          -EBADMSG);
     CHECK(parse("{\"access_token\":\"o\",\"expires_in\":0}", now, &t) ==
           -EKEYEXPIRED);
     CHECK(parse("{\"access_token\":\"two words\"}", now, &t) == -EBADMSG);
@@ -294,8 +314,7 @@ static void test_redaction(void)
     text = "\n\n  Error: token eyJhbGciOiJIUzI1NiJ9.eyJ4IjoxfQ.abc rejected\n"
            "second";
     cred_redact_line(text, strlen(text), buf, sizeof(buf));
-    CHECK_MSG(strcmp(buf, "Error: token [redacted] rejected") == 0, "%s",
-              buf);
+    CHECK_MSG(strcmp(buf, "Error: token [redacted] rejected") == 0, "%s", buf);
     text = "key=0123456789abcdef0123456789abcdef0123 guid "
            "72f988bf-86f1-41af-91ab-2d7cd011db47 ok";
     cred_redact_line(text, strlen(text), buf, sizeof(buf));
@@ -307,8 +326,8 @@ static void test_redaction(void)
     CHECK(strcmp(buf, text) == 0);
     text = "bearer dGhpcyBpcyBhIHNlY3JldCB0b2tlbg== AADSTS7000215:x\tbell\a";
     cred_redact_line(text, strlen(text), buf, sizeof(buf));
-    CHECK_MSG(strcmp(buf, "bearer [redacted] AADSTS7000215:x?bell?") == 0,
-              "%s", buf);
+    CHECK_MSG(strcmp(buf, "bearer [redacted] AADSTS7000215:x?bell?") == 0, "%s",
+              buf);
     text = "word1 word2 word3";
     cred_redact_line(text, strlen(text), buf, 10);
     CHECK_MSG(strcmp(buf, "word1 ...") == 0, "%s", buf);

@@ -7,8 +7,8 @@
 #include <string.h>
 
 #include "base/log.h"
-#include "tap.h"
 #include "base/util.h"
+#include "tap.h"
 
 static void test_uids(void)
 {
@@ -110,15 +110,15 @@ static void test_utf8(void)
         size_t len;
     } cases[] = {
         { "A", 1 },
-        { "\xc3\xbc", 2 },             /* u-umlaut */
-        { "\xe2\x82\xac", 3 },         /* euro sign */
-        { "\xf0\x9f\x98\x80", 4 },     /* U+1F600 */
-        { "\xc0\x80", 0 },             /* overlong NUL */
-        { "\xe0\x80\xaf", 0 },         /* overlong '/' */
-        { "\xed\xa0\x80", 0 },         /* a surrogate */
-        { "\xf4\x90\x80\x80", 0 },     /* past U+10FFFF */
-        { "\xc3", 0 },                 /* cut by the NUL */
-        { "\x80", 0 },                 /* a continuation byte alone */
+        { "\xc3\xbc", 2 },         /* u-umlaut */
+        { "\xe2\x82\xac", 3 },     /* euro sign */
+        { "\xf0\x9f\x98\x80", 4 }, /* U+1F600 */
+        { "\xc0\x80", 0 },         /* overlong NUL */
+        { "\xe0\x80\xaf", 0 },     /* overlong '/' */
+        { "\xed\xa0\x80", 0 },     /* a surrogate */
+        { "\xf4\x90\x80\x80", 0 }, /* past U+10FFFF */
+        { "\xc3", 0 },             /* cut by the NUL */
+        { "\x80", 0 },             /* a continuation byte alone */
         { "\xff", 0 },
     };
 

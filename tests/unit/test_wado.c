@@ -13,6 +13,7 @@
  * write that fails. The sink alone: prefix, directory, over-budget rule,
  * wait and wake.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -22,16 +23,15 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <dirent.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
 
 #include "http_stub.h"
+#include "tap.h"
 #include "web/multipart.h"
 #include "web/partfile.h"
-#include "tap.h"
 #include "web/wado.h"
 
 static char dir[] = "/tmp/stowbridge-wado-XXXXXX";
@@ -248,8 +248,8 @@ static void fetch(const char *reply, const struct wado_request *req,
                   struct consumer *c, uint64_t budget, struct run *out)
 {
     struct http_stub stub;
-    struct partfile_params pp = {dir, "wado", budget, on_file, c};
-    struct wado_params wp = {NULL, NULL, 5, 10};
+    struct partfile_params pp = { dir, "wado", budget, on_file, c };
+    struct wado_params wp = { NULL, NULL, 5, 10 };
     struct partfile_sink *sink = NULL;
     pthread_t thread;
     char base[128];
@@ -289,8 +289,8 @@ static void fetch(const char *reply, const struct wado_request *req,
     http_stub_free(&stub);
 }
 
-static const struct wado_request study_req = {"1.2.840.99.1", NULL, NULL, NULL,
-                                              NULL,           NULL, NULL};
+static const struct wado_request study_req = { "1.2.840.99.1", NULL, NULL, NULL,
+                                               NULL,           NULL, NULL };
 
 /* ------------------------------------------------------------------ */
 /* Tests                                                               */
@@ -357,9 +357,9 @@ static void test_url(void)
     CHECK(wado_accept(NULL, accept, 10) == -ENAMETOOLONG);
 }
 
-#define MP_HEAD                                                                \
-    "HTTP/1.1 200 OK\r\nConnection: close\r\n"                                 \
-    "Content-Type: multipart/related; type=\"application/dicom\"; "            \
+#define MP_HEAD                                                     \
+    "HTTP/1.1 200 OK\r\nConnection: close\r\n"                      \
+    "Content-Type: multipart/related; type=\"application/dicom\"; " \
     "boundary=\"b0-b1\"\r\n"
 
 static void test_parts_to_files(void)
@@ -468,25 +468,25 @@ static void test_statuses(void)
         long status;
         const char *text;
     } cases[] = {
-        {"HTTP/1.1 406 Not Acceptable\r\nContent-Length: 43\r\n\r\n"
-         "{\"message\":\"multi instance transcoding\"}\r\n",
-         -EPROTO, WADO_NOT_ACCEPTABLE, 406, "transfer-syntax=*"},
-        {"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", -ENOENT,
-         WADO_NOT_FOUND, 404, "no such study"},
-        {"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n", -EACCES,
-         WADO_UNAUTHORIZED, 401, "token was refused"},
-        {"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n", -EACCES,
-         WADO_FORBIDDEN, 403, "may not read"},
-        {"HTTP/1.1 503 Busy\r\nRetry-After: 7\r\nContent-Length: 4\r\n\r\n"
-         "busy",
-         -EPROTO, WADO_SERVER_ERROR, 503, "Retry-After 7 s"},
-        {"HTTP/1.1 500 Internal\r\nContent-Length: 0\r\n\r\n", -EPROTO,
-         WADO_SERVER_ERROR, 500, "server error"},
-        {"HTTP/1.1 302 Found\r\nLocation: http://e/\r\nContent-Length: 0"
-         "\r\n\r\n",
-         -EPROTO, WADO_HTTP_ERROR, 302, "HTTP 302"},
-        {"HTTP/1.1 204 No Content\r\n\r\n", -EPROTO, WADO_HTTP_ERROR, 204,
-         "expected 200"},
+        { "HTTP/1.1 406 Not Acceptable\r\nContent-Length: 43\r\n\r\n"
+          "{\"message\":\"multi instance transcoding\"}\r\n",
+          -EPROTO, WADO_NOT_ACCEPTABLE, 406, "transfer-syntax=*" },
+        { "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", -ENOENT,
+          WADO_NOT_FOUND, 404, "no such study" },
+        { "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n", -EACCES,
+          WADO_UNAUTHORIZED, 401, "token was refused" },
+        { "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n", -EACCES,
+          WADO_FORBIDDEN, 403, "may not read" },
+        { "HTTP/1.1 503 Busy\r\nRetry-After: 7\r\nContent-Length: 4\r\n\r\n"
+          "busy",
+          -EPROTO, WADO_SERVER_ERROR, 503, "Retry-After 7 s" },
+        { "HTTP/1.1 500 Internal\r\nContent-Length: 0\r\n\r\n", -EPROTO,
+          WADO_SERVER_ERROR, 500, "server error" },
+        { "HTTP/1.1 302 Found\r\nLocation: http://e/\r\nContent-Length: 0"
+          "\r\n\r\n",
+          -EPROTO, WADO_HTTP_ERROR, 302, "HTTP 302" },
+        { "HTTP/1.1 204 No Content\r\n\r\n", -EPROTO, WADO_HTTP_ERROR, 204,
+          "expected 200" },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct consumer c;
@@ -529,22 +529,22 @@ static void test_garbage(void)
         const char *reply;
         const char *text;
     } cases[] = {
-        {"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 13"
-         "\r\n\r\n<html></html>",
-         "text/html, not multipart/related"},
-        {"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
-         "without a Content-Type"},
-        {"HTTP/1.1 200 OK\r\nContent-Type: multipart/related\r\n"
-         "Content-Length: 3\r\n\r\nabc",
-         "no boundary parameter"},
-        {MP_HEAD "Content-Length: 21\r\n\r\n<html>oops</html>\r\n\r\n",
-         "no boundary in the 21 bytes"},
-        {MP_HEAD "Content-Length: 62\r\n\r\n--b0-b1\r\n"
-                 "Content-Type: application/dicom+json\r\n\r\n[]\r\n--b0-b1--",
-         "part 1 is application/dicom+json, not application/dicom"},
-        {MP_HEAD "Content-Length: 41\r\n\r\n--b0-b1\r\n"
-                 "Content-Length: x\r\n\r\n\r\n--b0-b1--",
-         "Content-Length 'x' is not a byte count"},
+        { "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 13"
+          "\r\n\r\n<html></html>",
+          "text/html, not multipart/related" },
+        { "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
+          "without a Content-Type" },
+        { "HTTP/1.1 200 OK\r\nContent-Type: multipart/related\r\n"
+          "Content-Length: 3\r\n\r\nabc",
+          "no boundary parameter" },
+        { MP_HEAD "Content-Length: 21\r\n\r\n<html>oops</html>\r\n\r\n",
+          "no boundary in the 21 bytes" },
+        { MP_HEAD "Content-Length: 62\r\n\r\n--b0-b1\r\n"
+                  "Content-Type: application/dicom+json\r\n\r\n[]\r\n--b0-b1--",
+          "part 1 is application/dicom+json, not application/dicom" },
+        { MP_HEAD "Content-Length: 41\r\n\r\n--b0-b1\r\n"
+                  "Content-Length: x\r\n\r\n\r\n--b0-b1--",
+          "Content-Length 'x' is not a byte count" },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct consumer c;
@@ -569,22 +569,22 @@ static void test_truncated(void)
         unsigned whole; /* parts complete before the cut */
     } cases[] = {
         /* The connection closes before the HTTP Content-Length. */
-        {MP_HEAD "Content-Length: 500\r\n\r\n--b0-b1\r\n\r\nfirst\r\n"
-                 "--b0-b1\r\n\r\nsecond, cut",
-         "inside part 2 after 11 data bytes", 1},
+        { MP_HEAD "Content-Length: 500\r\n\r\n--b0-b1\r\n\r\nfirst\r\n"
+                  "--b0-b1\r\n\r\nsecond, cut",
+          "inside part 2 after 11 data bytes", 1 },
         /* Chunked, without the last chunk. */
-        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
-         "Content-Type: multipart/related; boundary=b0-b1\r\n\r\n"
-         "15\r\n--b0-b1\r\n\r\nfirst\r\n--b\r\n"
-         "D\r\n0-b1\r\n\r\nsecon\r\n",
-         "inside part 2 after 5 data bytes", 1},
+        { "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+          "Content-Type: multipart/related; boundary=b0-b1\r\n\r\n"
+          "15\r\n--b0-b1\r\n\r\nfirst\r\n--b\r\n"
+          "D\r\n0-b1\r\n\r\nsecon\r\n",
+          "inside part 2 after 5 data bytes", 1 },
         /* HTTP-complete, but no close delimiter. */
-        {MP_HEAD "Content-Length: 32\r\n\r\n--b0-b1\r\n\r\nfirst\r\n"
-                 "--b0-b1\r\n\r\nsec",
-         "inside part 2 after 3 data bytes", 1},
-        {MP_HEAD "Content-Length: 25\r\n\r\n--b0-b1\r\n\r\nfirst\r\n"
-                 "--b0-b1",
-         "boundary line after part 1", 0}, /* its line is not whole */
+        { MP_HEAD "Content-Length: 32\r\n\r\n--b0-b1\r\n\r\nfirst\r\n"
+                  "--b0-b1\r\n\r\nsec",
+          "inside part 2 after 3 data bytes", 1 },
+        { MP_HEAD "Content-Length: 25\r\n\r\n--b0-b1\r\n\r\nfirst\r\n"
+                  "--b0-b1",
+          "boundary line after part 1", 0 }, /* its line is not whole */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct consumer c;
@@ -638,8 +638,8 @@ static void test_transport(void)
 
     /* Nobody listening. */
     struct http_stub stub;
-    struct wado_params wp = {NULL, NULL, 5, 10};
-    struct partfile_params pp = {dir, NULL, 0, on_file, &c};
+    struct wado_params wp = { NULL, NULL, 5, 10 };
+    struct partfile_params pp = { dir, NULL, 0, on_file, &c };
     struct partfile_sink *sink = NULL;
     struct wado_result res;
     char base[128];
@@ -869,7 +869,7 @@ static void test_sink(void)
     struct partfile_sink *s = NULL;
     struct multipart_part part;
     uint64_t kept = 0;
-    struct partfile_params pp = {dir, "x", 1000, keep_file, &kept};
+    struct partfile_params pp = { dir, "x", 1000, keep_file, &kept };
     char err[256];
     char data[600];
     atomic_int wakes = 0;
@@ -900,7 +900,7 @@ static void test_sink(void)
     CHECK(partfile_over_budget(s));
     CHECK(partfile_wait_budget(s, 50) == -ETIMEDOUT);
     partfile_set_waker(s, count_wake, &wakes);
-    struct releaser rl = {s, 1200};
+    struct releaser rl = { s, 1200 };
     pthread_t t;
     pthread_create(&t, NULL, release_later, &rl);
     CHECK(partfile_wait_budget(s, 10000) == 0);
