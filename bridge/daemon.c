@@ -612,6 +612,9 @@ out:
     /* Association threads still running (grace expired) keep using the
      * spool and SCP: leave them to process exit rather than free them. */
     if (scp == NULL || scp_active_associations(scp) == 0) {
+        /* First the monitor's threads: its readiness probe uses a QIDO-RS
+         * client and its refresh thread the spool, both freed below. */
+        monitor_stop(monitor);
         commit_stop(committer);
         ledger_close(ledger);
         find_web_free(commit_web);
