@@ -644,8 +644,9 @@ static int main_check(const struct cfg *cfg, bool dump)
     return failures == 0 ? 0 : EXIT_RUNTIME;
 }
 
-/* A subcommand of words and --config FILE in any order. */
-static int main_words(int argc, char **argv, const char *name,
+/* A subcommand of at most @max_words (<= 4) words and --config FILE in
+ * any order. */
+static int main_words(int argc, char **argv, const char *name, int max_words,
                       int (*fn)(const struct cfg *, int, char **))
 {
     struct main_opts opts;
@@ -660,7 +661,7 @@ static int main_words(int argc, char **argv, const char *name,
             opts.config_path = argv[++i];
         } else if (strncmp(argv[i], "--config=", 9) == 0) {
             opts.config_path = argv[i] + 9;
-        } else if (nwords < 4) {
+        } else if (nwords < max_words) {
             words[nwords++] = argv[i];
         } else {
             fprintf(stderr, "stowbridge %s: too many arguments\n", name);
@@ -670,35 +671,6 @@ static int main_words(int argc, char **argv, const char *name,
     if (main_load_config(&opts, name, false, &cfg) < 0)
         return EXIT_USAGE;
     status = fn(cfg, nwords, words);
-    cfg_free(cfg);
-    return status;
-}
-
-/* `queue`: words and --config FILE in any order. */
-static int main_queue(int argc, char **argv)
-{
-    struct main_opts opts;
-    struct cfg *cfg = NULL;
-    char *words[3];
-    int nwords = 0;
-    int status;
-
-    memset(&opts, 0, sizeof(opts));
-    for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
-            opts.config_path = argv[++i];
-        } else if (strncmp(argv[i], "--config=", 9) == 0) {
-            opts.config_path = argv[i] + 9;
-        } else if (nwords < 3) {
-            words[nwords++] = argv[i];
-        } else {
-            fprintf(stderr, "stowbridge queue: too many arguments\n");
-            return EXIT_USAGE;
-        }
-    }
-    if (main_load_config(&opts, "queue", false, &cfg) < 0)
-        return EXIT_USAGE;
-    status = queue_main(cfg, nwords, words);
     cfg_free(cfg);
     return status;
 }
@@ -727,11 +699,11 @@ int main(int argc, char **argv)
     }
 
     if (strcmp(cmd, "queue") == 0)
-        return main_queue(argc - 2, argv + 2);
+        return main_words(argc - 2, argv + 2, "queue", 3, queue_main);
     if (strcmp(cmd, "study") == 0)
-        return main_words(argc - 2, argv + 2, "study", study_main);
+        return main_words(argc - 2, argv + 2, "study", 4, study_main);
     if (strcmp(cmd, "commit") == 0)
-        return main_words(argc - 2, argv + 2, "commit", commit_cmd_main);
+        return main_words(argc - 2, argv + 2, "commit", 4, commit_cmd_main);
     if (strcmp(cmd, "tls-fingerprint") == 0) {
         if (argc != 3) {
             fprintf(stderr, "stowbridge: usage: stowbridge tls-fingerprint "

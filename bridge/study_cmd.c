@@ -129,16 +129,15 @@ static int on_source(void *ctx, const struct ledger_study_source *s)
     return 0;
 }
 
-static int on_study_commit(void *ctx, const struct ledger_commit *c,
-                           const struct ledger_commit_study *s)
+/* One commitment transaction as a JSON object; NULL: out of memory. */
+static cJSON *commit_json(const struct ledger_commit *c)
 {
-    struct study_ctx *sc = ctx;
     cJSON *o = cJSON_CreateObject();
     char a[32];
     char b[32];
 
     if (o == NULL)
-        return -ENOMEM;
+        return NULL;
     cJSON_AddStringToObject(o, "tx", c->tx_uid);
     cJSON_AddStringToObject(o, "calling_ae", c->calling_ae);
     cJSON_AddStringToObject(o, "received", iso(c->received_ms, a));
@@ -148,6 +147,17 @@ static int on_study_commit(void *ctx, const struct ledger_commit *c,
     cJSON_AddNumberToObject(o, "committed", (double)c->committed);
     cJSON_AddNumberToObject(o, "failed", (double)c->failed);
     cJSON_AddNumberToObject(o, "pending", (double)c->pending);
+    return o;
+}
+
+static int on_study_commit(void *ctx, const struct ledger_commit *c,
+                           const struct ledger_commit_study *s)
+{
+    struct study_ctx *sc = ctx;
+    cJSON *o = commit_json(c);
+
+    if (o == NULL)
+        return -ENOMEM;
     cJSON_AddNumberToObject(o, "study_items", (double)s->items);
     cJSON_AddNumberToObject(o, "study_committed", (double)s->committed);
     cJSON_AddNumberToObject(o, "study_failed", (double)s->failed);
@@ -359,26 +369,6 @@ struct list_ctx {
     cJSON *array;
     const struct cfg *cfg;
 };
-
-static cJSON *commit_json(const struct ledger_commit *c)
-{
-    cJSON *o = cJSON_CreateObject();
-    char a[32];
-    char b[32];
-
-    if (o == NULL)
-        return NULL;
-    cJSON_AddStringToObject(o, "tx", c->tx_uid);
-    cJSON_AddStringToObject(o, "calling_ae", c->calling_ae);
-    cJSON_AddStringToObject(o, "received", iso(c->received_ms, a));
-    cJSON_AddStringToObject(o, "reported", iso(c->reported_ms, b));
-    cJSON_AddNumberToObject(o, "event_type", c->event_type);
-    cJSON_AddNumberToObject(o, "items", (double)c->items);
-    cJSON_AddNumberToObject(o, "committed", (double)c->committed);
-    cJSON_AddNumberToObject(o, "failed", (double)c->failed);
-    cJSON_AddNumberToObject(o, "pending", (double)c->pending);
-    return o;
-}
 
 static void commit_print(const struct ledger_commit *c)
 {
