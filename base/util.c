@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -179,4 +180,15 @@ size_t util_utf8_sequence(const unsigned char *p)
         (cp >= 0xd800 && cp <= 0xdfff))
         return 0;
     return n;
+}
+
+void util_err(char *err, size_t err_len, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err == NULL || err_len == 0)
+        return;
+    va_start(ap, fmt);
+    (void)vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
 }

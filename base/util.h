@@ -78,6 +78,14 @@ size_t util_utf8_sequence(const unsigned char *p);
 /* Formats -@neg_errno as text (thread-safe strerror). */
 const char *util_strerror(int neg_errno, char *buf, size_t len);
 
+/*
+ * The one formatter of the optional "char *err, size_t err_len" reason
+ * parameter (STYLE, Errors): printf-formats into @err, cut to fit and
+ * NUL-terminated; does nothing when @err is NULL or @err_len is 0.
+ */
+void util_err(char *err, size_t err_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 #ifdef __cplusplus
 }
 #endif

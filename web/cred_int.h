@@ -3,7 +3,9 @@
  * cred_int - helpers shared only by the credential modules of web/
  * (credential.h). Not a public interface: names carry "cred__".
  *
- * Errors: 0 or a negative errno with a reason in @err (when non-NULL).
+ * Errors: 0 or a negative errno with a reason in @err (when non-NULL),
+ * formatted with util_err() (base/util.h), as is every reason of these
+ * modules; random bytes come from util_random_bytes().
  */
 #ifndef STOWBRIDGE_CRED_INT_H
 #define STOWBRIDGE_CRED_INT_H
@@ -13,10 +15,6 @@
 #include <stdint.h>
 
 struct cJSON;
-
-/* snprintf into @err (if non-NULL and @err_len > 0). */
-void cred__err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 
 /* Wipes the NUL-terminated @s and frees it. Accepts NULL. */
 void cred__free_secret(char *s);
@@ -33,9 +31,6 @@ void cred__free_secret_n(void *p, size_t len);
  */
 int cred__read_file(const char *path, size_t max, char **ret_data,
                     size_t *ret_len, char *err, size_t err_len);
-
-/* Fills @buf with @len bytes from getrandom(2). */
-int cred__random(void *buf, size_t len);
 
 /* A new NUL-terminated string: unpadded base64url (RFC 4648 5) of @data.
  * NULL on out-of-memory. */

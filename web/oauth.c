@@ -17,6 +17,7 @@
 #include <curl/curl.h>
 #include <pthread.h>
 
+#include "base/util.h"
 #include "credential.h"
 #include "dicom/redact.h"
 #include "entra_errors.h"
@@ -29,20 +30,6 @@
 
 /* The audience of tokens for the Azure Health Data Services DICOM service. */
 #define OAUTH_AZURE_DICOM_AUDIENCE "https://dicom.healthcareapis.azure.com"
-
-static void oauth_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void oauth_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || err_len == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 void oauth_token_free(struct oauth_token *token)
 {
@@ -144,10 +131,10 @@ static int oauth_parse_answer(long http_status, const char *body,
     memset(&token, 0, sizeof(token));
     token.expires_in_s = -1;
     if (body_len > OAUTH_MAX_RESPONSE) {
-        oauth_err(err, err_len,
-                  "token endpoint answered HTTP %ld with %zu "
-                  "bytes, more than %d",
-                  http_status, body_len, OAUTH_MAX_RESPONSE);
+        util_err(err, err_len,
+                 "token endpoint answered HTTP %ld with %zu "
+                 "bytes, more than %d",
+                 http_status, body_len, OAUTH_MAX_RESPONSE);
         return -EAGAIN;
     }
     (void)json_parse(body, body_len, &root, why, sizeof(why));
@@ -170,17 +157,17 @@ static int oauth_parse_answer(long http_status, const char *body,
             if (description != NULL)
                 oauth_server_text(hide, description, REDACT_TEXT_MAX, text,
                                   sizeof(text));
-            oauth_err(err, err_len,
-                      "token endpoint refused: HTTP %ld, error=%s%s%s",
-                      http_status, error_text, description != NULL ? ": " : "",
-                      description != NULL ? text : "");
+            util_err(err, err_len,
+                     "token endpoint refused: HTTP %ld, error=%s%s%s",
+                     http_status, error_text, description != NULL ? ": " : "",
+                     description != NULL ? text : "");
             r = oauth_error_is_permanent(error) ? -EACCES : -EAGAIN;
         } else {
             redact_text(hide, body, body_len, 120, text, sizeof(text));
-            oauth_err(err, err_len,
-                      "token endpoint answered HTTP %ld without an OAuth "
-                      "error%s%s",
-                      http_status, text[0] != '\0' ? ": " : "", text);
+            util_err(err, err_len,
+                     "token endpoint answered HTTP %ld without an OAuth "
+                     "error%s%s",
+                     http_status, text[0] != '\0' ? ": " : "", text);
             r = http_status >= 400 && http_status < 500 && http_status != 408 &&
                         http_status != 429
                     ? -EACCES
@@ -189,16 +176,16 @@ static int oauth_parse_answer(long http_status, const char *body,
         goto out;
     }
     if (!cJSON_IsObject(root)) {
-        oauth_err(err, err_len,
-                  "token endpoint answered 200 with a body "
-                  "that is not a JSON object%s%s",
-                  why[0] != '\0' ? ": " : "", why);
+        util_err(err, err_len,
+                 "token endpoint answered 200 with a body "
+                 "that is not a JSON object%s%s",
+                 why[0] != '\0' ? ": " : "", why);
         r = -EAGAIN;
         goto out;
     }
     item = cJSON_GetObjectItemCaseSensitive(root, "access_token");
     if (!cJSON_IsString(item) || item->valuestring[0] == '\0') {
-        oauth_err(err, err_len, "token endpoint answer has no access_token");
+        util_err(err, err_len, "token endpoint answer has no access_token");
         r = -EAGAIN;
         goto out;
     }
@@ -213,10 +200,10 @@ static int oauth_parse_answer(long http_status, const char *body,
     if (strcasecmp(token.token_type, "Bearer") != 0) {
         char type[40];
         oauth_server_text(hide, token.token_type, 24, type, sizeof(type));
-        oauth_err(err, err_len,
-                  "token endpoint issued a '%s' token, not "
-                  "a Bearer token",
-                  type);
+        util_err(err, err_len,
+                 "token endpoint issued a '%s' token, not "
+                 "a Bearer token",
+                 type);
         r = -EACCES;
         goto out;
     }
@@ -343,9 +330,9 @@ int oauth_decode_claims(const char *jwt, struct oauth_claims *ret_claims,
 
     memset(&claims, 0, sizeof(claims));
     if (dot1 == NULL || dot2 == NULL || strlen(jwt) > OAUTH_MAX_RESPONSE) {
-        oauth_err(err, err_len,
-                  "the access token is not a JWT (opaque "
-                  "token): its claims cannot be shown");
+        util_err(err, err_len,
+                 "the access token is not a JWT (opaque "
+                 "token): its claims cannot be shown");
         return -EINVAL;
     }
     payload = oauth_base64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1));
@@ -353,9 +340,9 @@ int oauth_decode_claims(const char *jwt, struct oauth_claims *ret_claims,
     free(payload);
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
-        oauth_err(err, err_len,
-                  "the access token's payload is not a JSON "
-                  "object");
+        util_err(err, err_len,
+                 "the access token's payload is not a JSON "
+                 "object");
         return -EINVAL;
     }
     claims.aud = oauth_claim_text(root, "aud");
@@ -722,7 +709,7 @@ static int oauth_material_new(const struct oauth_params *params,
     }
     if (params->kind == OAUTH_COMMAND) {
         if (params->command == NULL || params->command[0] == NULL) {
-            oauth_err(err, err_len, "the token command is empty");
+            util_err(err, err_len, "the token command is empty");
             r = -EINVAL;
             goto out_free;
         }
@@ -804,9 +791,9 @@ int oauth_source_reload(struct oauth_source *source,
     int r;
 
     if (params->kind != source->kind) {
-        oauth_err(err, err_len,
-                  "auth.type changed: restart the service to "
-                  "apply it");
+        util_err(err, err_len,
+                 "auth.type changed: restart the service to "
+                 "apply it");
         return -EINVAL;
     }
     r = oauth_material_new(params, &m, err, err_len);
@@ -1127,7 +1114,7 @@ static int oauth_fetch_client_credentials(const struct oauth_material *m,
     if (rc != CURLE_OK) {
         char why[512];
         http_describe(curl, rc, errbuf, why, sizeof(why));
-        oauth_err(err, err_len, "token endpoint unreachable: %s", why);
+        util_err(err, err_len, "token endpoint unreachable: %s", why);
         r = -EAGAIN;
         goto out;
     }
@@ -1136,17 +1123,17 @@ static int oauth_fetch_client_credentials(const struct oauth_material *m,
         char where[REDACT_TEXT_MAX + 8];
         redact_text(hide, body.location, strlen(body.location), REDACT_TEXT_MAX,
                     where, sizeof(where));
-        oauth_err(err, err_len,
-                  "token endpoint answered HTTP %ld, a "
-                  "redirect to '%s': auth.token_url should "
-                  "change (redirects are not followed)",
-                  status, where);
+        util_err(err, err_len,
+                 "token endpoint answered HTTP %ld, a "
+                 "redirect to '%s': auth.token_url should "
+                 "change (redirects are not followed)",
+                 status, where);
         r = -EACCES;
         goto out;
     }
     if (body.overflow) {
-        oauth_err(err, err_len, "token endpoint answer over %d bytes",
-                  OAUTH_MAX_RESPONSE);
+        util_err(err, err_len, "token endpoint answer over %d bytes",
+                 OAUTH_MAX_RESPONSE);
         r = -EAGAIN;
         goto out;
     }
@@ -1304,9 +1291,8 @@ static int oauth_fetch_locked(struct oauth_source *source, uint64_t now_ms,
     } else {
         source->failed_at_ms = now_ms > 0 ? now_ms : 1;
         source->failure = r;
-        oauth_err(source->failure_text, sizeof(source->failure_text), "%s",
-                  why);
-        oauth_err(err, err_len, "%s", why);
+        util_err(source->failure_text, sizeof(source->failure_text), "%s", why);
+        util_err(err, err_len, "%s", why);
     }
     pthread_cond_broadcast(&source->fetched);
     if (source->fetched_fn != NULL)
@@ -1426,7 +1412,7 @@ int oauth_source_token(struct oauth_source *source, uint64_t now_ms,
         }
         if (held) {
             r = source->failure;
-            oauth_err(err, err_len, "%s", source->failure_text);
+            util_err(err, err_len, "%s", source->failure_text);
             pthread_mutex_unlock(&source->lock);
             return r;
         }

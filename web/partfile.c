@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/util.h"
 #include "multipart.h"
 
 /* "<prefix>-" + 16 hex + ".dcm" + NUL */
@@ -50,28 +50,14 @@ struct partfile_sink {
     void *wake_ctx;
 };
 
-static void pf_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void pf_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || err_len == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
 /* "call() 'path' failed: reason"; returns -@errnum. */
 static int pf_syserr(char *err, size_t err_len, int errnum, const char *call,
                      const char *path)
 {
     char buf[128];
 
-    pf_err(err, err_len, "%s() '%s' failed: %s", call, path,
-           strerror_r(errnum, buf, sizeof(buf)));
+    util_err(err, err_len, "%s() '%s' failed: %s", call, path,
+             strerror_r(errnum, buf, sizeof(buf)));
     return -errnum;
 }
 
@@ -92,14 +78,14 @@ int partfile_new(const struct partfile_params *params,
     pthread_condattr_t attr;
 
     if (!pf_prefix_valid(prefix)) {
-        pf_err(err, err_len,
-               "file name prefix must be 1..%d letters, digits, "
-               "'-' or '_'",
-               PARTFILE_PREFIX_MAX);
+        util_err(err, err_len,
+                 "file name prefix must be 1..%d letters, digits, "
+                 "'-' or '_'",
+                 PARTFILE_PREFIX_MAX);
         return -EINVAL;
     }
     if (params->on_file == NULL || params->dir == NULL) {
-        pf_err(err, err_len, "a directory and a file callback are required");
+        util_err(err, err_len, "a directory and a file callback are required");
         return -EINVAL;
     }
     s = calloc(1, sizeof(*s));
@@ -176,8 +162,8 @@ int partfile_begin(struct partfile_sink *s, const struct multipart_part *part,
     int fd = -1;
 
     if (s->fd >= 0) {
-        pf_err(err, err_len, "part %u begun while part %u is open",
-               part->index + 1, s->index + 1);
+        util_err(err, err_len, "part %u begun while part %u is open",
+                 part->index + 1, s->index + 1);
         return -EBUSY;
     }
     for (int attempt = 0; attempt < 8 && fd < 0; attempt++) {
@@ -199,8 +185,8 @@ int partfile_begin(struct partfile_sink *s, const struct multipart_part *part,
     if (fd < 0) {
         int errnum = errno;
         char buf[128];
-        pf_err(err, err_len, "open() '%s/%s' failed: %s", s->dir, s->name,
-               strerror_r(errnum, buf, sizeof(buf)));
+        util_err(err, err_len, "open() '%s/%s' failed: %s", s->dir, s->name,
+                 strerror_r(errnum, buf, sizeof(buf)));
         return -errnum;
     }
     if (asprintf(&s->path, "%s/%s", s->dir, s->name) < 0) {
@@ -238,7 +224,7 @@ int partfile_write(struct partfile_sink *s, const void *data, size_t len,
     size_t left = len;
 
     if (s->fd < 0) {
-        pf_err(err, err_len, "data without an open part");
+        util_err(err, err_len, "data without an open part");
         return -EBADF;
     }
     while (left > 0) {
@@ -269,7 +255,7 @@ int partfile_end(struct partfile_sink *s, char *err, size_t err_len)
     int r;
 
     if (s->fd < 0) {
-        pf_err(err, err_len, "end without an open part");
+        util_err(err, err_len, "end without an open part");
         return -EBADF;
     }
     r = close(s->fd);

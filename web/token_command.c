@@ -21,6 +21,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "base/util.h"
 #include "cred_int.h"
 #include "credential.h"
 
@@ -225,12 +226,12 @@ int token_command_parse(const char *out, size_t len, int64_t now_s,
     }
     root = cJSON_ParseWithLength(out, len);
     if (!cJSON_IsObject(root)) {
-        cred__err(err, err_len,
-                  "the token command's output (%zu bytes) is not a JSON "
-                  "object: it must print the Azure CLI's JSON (--output "
-                  "json), PowerShell's (ConvertTo-Json) or an OAuth2 token "
-                  "answer",
-                  len);
+        util_err(err, err_len,
+                 "the token command's output (%zu bytes) is not a JSON "
+                 "object: it must print the Azure CLI's JSON (--output "
+                 "json), PowerShell's (ConvertTo-Json) or an OAuth2 token "
+                 "answer",
+                 len);
         r = -EBADMSG;
         goto out;
     }
@@ -250,14 +251,14 @@ int token_command_parse(const char *out, size_t len, int64_t now_s,
         form = "PowerShell";
         if (!cJSON_IsString(token) ||
             strcmp(token->valuestring, "System.Security.SecureString") == 0) {
-            cred__err(err, err_len,
-                      "the PowerShell token is a SecureString, which "
-                      "ConvertTo-Json cannot show (Az.Accounts 5 and later): "
-                      "print it as text, e.g. $t = Get-AzAccessToken "
-                      "-ResourceUrl https://dicom.healthcareapis.azure.com; "
-                      "@{Token = ($t.Token | ConvertFrom-SecureString "
-                      "-AsPlainText); ExpiresOn = $t.ExpiresOn} | "
-                      "ConvertTo-Json");
+            util_err(err, err_len,
+                     "the PowerShell token is a SecureString, which "
+                     "ConvertTo-Json cannot show (Az.Accounts 5 and later): "
+                     "print it as text, e.g. $t = Get-AzAccessToken "
+                     "-ResourceUrl https://dicom.healthcareapis.azure.com; "
+                     "@{Token = ($t.Token | ConvertFrom-SecureString "
+                     "-AsPlainText); ExpiresOn = $t.ExpiresOn} | "
+                     "ConvertTo-Json");
             r = -EBADMSG;
             goto out;
         }
@@ -275,39 +276,39 @@ int token_command_parse(const char *out, size_t len, int64_t now_s,
             expiry = cred__json_int(item, &value) ? TC_AT : TC_BAD;
         }
     } else {
-        cred__err(err, err_len,
-                  "the token command printed JSON without \"accessToken\" "
-                  "(Azure CLI), \"Token\" (PowerShell) or \"access_token\" "
-                  "(OAuth2)");
+        util_err(err, err_len,
+                 "the token command printed JSON without \"accessToken\" "
+                 "(Azure CLI), \"Token\" (PowerShell) or \"access_token\" "
+                 "(OAuth2)");
         r = -EBADMSG;
         goto out;
     }
     if (!cJSON_IsString(token) || !tc_token_usable(token->valuestring)) {
-        cred__err(err, err_len,
-                  "the token in the %s output of the token "
-                  "command is empty or not one printable word",
-                  form);
+        util_err(err, err_len,
+                 "the token in the %s output of the token "
+                 "command is empty or not one printable word",
+                 form);
         r = -EBADMSG;
         goto out;
     }
     if (expiry == TC_BAD) {
-        cred__err(err, err_len,
-                  "the expiry time in the %s output of the "
-                  "token command is not understood",
-                  form);
+        util_err(err, err_len,
+                 "the expiry time in the %s output of the "
+                 "token command is not understood",
+                 form);
         r = -EBADMSG;
         goto out;
     }
     lifetime = expiry == TC_AT ? value - now_s : expiry == TC_IN ? value : -1;
     if (expiry != TC_NONE && lifetime <= 0) {
-        cred__err(err, err_len,
-                  "the token command printed a token that expired %lld s "
-                  "ago%s",
-                  (long long)-lifetime,
-                  strcmp(form, "OAuth2") != 0
-                      ? " (sign in again: 'az login' or Connect-AzAccount; "
-                        "or check this machine's clock and time zone)"
-                      : "");
+        util_err(err, err_len,
+                 "the token command printed a token that expired %lld s "
+                 "ago%s",
+                 (long long)-lifetime,
+                 strcmp(form, "OAuth2") != 0
+                     ? " (sign in again: 'az login' or Connect-AzAccount; "
+                       "or check this machine's clock and time zone)"
+                     : "");
         r = -EKEYEXPIRED;
         goto out;
     }
@@ -544,7 +545,7 @@ int token_command_run(const struct token_command_params *params,
 
     if (params->argv == NULL || params->argv[0] == NULL ||
         params->argv[0][0] == '\0') {
-        cred__err(err, err_len, "auth.command is empty");
+        util_err(err, err_len, "auth.command is empty");
         return -EINVAL;
     }
     name = tc_basename(params->argv[0]);
@@ -559,7 +560,7 @@ int token_command_run(const struct token_command_params *params,
     if (r == 0)
         r = tc_pipe_open(err_fds);
     if (r < 0) {
-        cred__err(err, err_len, "pipe2() failed: %s", strerror(-r));
+        util_err(err, err_len, "pipe2() failed: %s", strerror(-r));
         goto out_close;
     }
     r = tc_spawn(params->argv, out_fds[1], err_fds[1], &pid);
@@ -570,11 +571,11 @@ int token_command_run(const struct token_command_params *params,
     errp.fd = err_fds[0];
     out_fds[0] = err_fds[0] = -1;
     if (r < 0) {
-        cred__err(err, err_len, "cannot run the token command '%s': %s%s",
-                  params->argv[0], strerror(-r),
-                  r == -ENOENT ? " (not found in PATH; give the full path "
-                                 "in auth.command)"
-                               : "");
+        util_err(err, err_len, "cannot run the token command '%s': %s%s",
+                 params->argv[0], strerror(-r),
+                 r == -ENOENT ? " (not found in PATH; give the full path "
+                                "in auth.command)"
+                              : "");
         goto out_close;
     }
     r = tc_wait(pid, &out, &errp, tc_now_ms() + (uint64_t)timeout_s * 1000u,
@@ -583,10 +584,10 @@ int token_command_run(const struct token_command_params *params,
         /* E.g. ECHILD when SIGCHLD is ignored: the kernel reaped it. */
         (void)kill(-pid, SIGKILL);
         (void)tc_reap(pid, &status, true);
-        cred__err(err, err_len,
-                  "waiting for the token command '%s' "
-                  "failed: %s",
-                  name, strerror(-r));
+        util_err(err, err_len,
+                 "waiting for the token command '%s' "
+                 "failed: %s",
+                 name, strerror(-r));
         goto out_close;
     }
     if (r == 0) {
@@ -595,42 +596,42 @@ int token_command_run(const struct token_command_params *params,
         (void)tc_reap(pid, &status, true);
         tc_drain(&errp);
         tc_stderr_line(&errp, why, sizeof(why));
-        cred__err(err, err_len,
-                  "the token command '%s' did not finish within %u s "
-                  "(auth.command_timeout_s) and was killed%s",
-                  name, timeout_s, why);
+        util_err(err, err_len,
+                 "the token command '%s' did not finish within %u s "
+                 "(auth.command_timeout_s) and was killed%s",
+                 name, timeout_s, why);
         r = -ETIMEDOUT;
         goto out_close;
     }
     if (WIFSIGNALED(status) || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         tc_stderr_line(&errp, why, sizeof(why));
         if (WIFSIGNALED(status))
-            cred__err(err, err_len,
-                      "the token command '%s' was killed by "
-                      "signal %d (%s)%s",
-                      name, WTERMSIG(status), strsignal(WTERMSIG(status)), why);
+            util_err(err, err_len,
+                     "the token command '%s' was killed by "
+                     "signal %d (%s)%s",
+                     name, WTERMSIG(status), strsignal(WTERMSIG(status)), why);
         else
-            cred__err(err, err_len,
-                      "the token command '%s' exited with "
-                      "status %d%s",
-                      name, WEXITSTATUS(status), why);
+            util_err(err, err_len,
+                     "the token command '%s' exited with "
+                     "status %d%s",
+                     name, WEXITSTATUS(status), why);
         r = -EAGAIN;
         goto out_close;
     }
     if (out.overflow) {
-        cred__err(err, err_len,
-                  "the token command '%s' printed more than "
-                  "%d bytes",
-                  name, TOKEN_COMMAND_MAX_OUTPUT);
+        util_err(err, err_len,
+                 "the token command '%s' printed more than "
+                 "%d bytes",
+                 name, TOKEN_COMMAND_MAX_OUTPUT);
         r = -EFBIG;
         goto out_close;
     }
     if (out.len == 0) {
         tc_stderr_line(&errp, why, sizeof(why));
-        cred__err(err, err_len,
-                  "the token command '%s' exited with status "
-                  "0 but printed nothing%s",
-                  name, why);
+        util_err(err, err_len,
+                 "the token command '%s' exited with status "
+                 "0 but printed nothing%s",
+                 name, why);
         r = -EBADMSG;
         goto out_close;
     }

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_util - UID and AE title validation, trimming, IPv4 networks, log
- * level names.
+ * level names, the error formatter.
  */
 #include <errno.h>
 #include <string.h>
@@ -128,6 +128,24 @@ static void test_utf8(void)
                   "case %zu", i);
 }
 
+/* util_err: formats, cuts to fit with a NUL, and writes nothing when
+ * there is no room or no buffer. */
+static void test_err(void)
+{
+    char err[8];
+
+    util_err(err, sizeof(err), "%s %d", "code", 42);
+    CHECK(strcmp(err, "code 42") == 0);
+    util_err(err, sizeof(err), "%s", "longer than eight");
+    CHECK(strcmp(err, "longer ") == 0);
+    memcpy(err, "kept", 5);
+    util_err(err, 0, "%s", "nothing");
+    CHECK(strcmp(err, "kept") == 0);
+    util_err(NULL, 16, "%s", "nowhere"); /* must not crash */
+    util_err(err, 1, "%s", "x");
+    CHECK(err[0] == '\0');
+}
+
 int main(void)
 {
     test_uids();
@@ -136,5 +154,6 @@ int main(void)
     test_log_levels();
     test_random();
     test_utf8();
+    test_err();
     return tap_done();
 }
