@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * cred_int - helpers shared only by the credential modules of web/
- * (credential.h). Not a public interface: names carry "cred__".
+ * cred_int - helpers shared only inside web/: by the credential modules
+ * (credential.h) and the token cache (oauth.c, which reads JWTs with the
+ * same base64url decoder). Not a public interface: names carry "cred__".
  *
  * Errors: 0 or a negative errno with a reason in @err (when non-NULL),
  * formatted with util_err() (base/util.h), as is every reason of these
@@ -36,9 +37,16 @@ int cred__read_file(const char *path, size_t max, char **ret_data,
  * NULL on out-of-memory. */
 char *cred__base64url(const unsigned char *data, size_t len);
 
-/* Decodes unpadded base64url @in (@len bytes) into a new NUL-terminated
- * buffer (@ret_len bytes without the NUL). NULL on bad input or OOM. */
-char *cred__base64url_decode(const char *in, size_t len, size_t *ret_len);
+/*
+ * Decodes unpadded base64url @in (@len bytes) into a new NUL-terminated
+ * buffer (@ret_len bytes without the NUL, when not NULL). NULL on bad
+ * input or OOM. @lenient, for reading what a server sent only to show
+ * it: the standard alphabet's '+' and '/' too, '=' ends the input, and a
+ * lone trailing character (fewer than 8 bits) is dropped instead of
+ * refused.
+ */
+char *cred__base64url_decode(const char *in, size_t len, bool lenient,
+                             size_t *ret_len);
 
 /*
  * Appends "name=value" to the growing form @*form ("&" first when not
@@ -54,5 +62,13 @@ bool cred__json_int(const struct cJSON *item, int64_t *ret);
 
 /* Trims ASCII white space at both ends of @s in place; returns @s. */
 char *cred__trim(char *s);
+
+/*
+ * The "error" and "error_description" members of an OAuth 2.0 error
+ * answer @root (RFC 6749 5.2), borrowed from it; NULL where a member is
+ * absent or not a string, or @root is NULL or not an object.
+ */
+void cred__oauth_error(const struct cJSON *root, const char **ret_error,
+                       const char **ret_description);
 
 #endif

@@ -148,7 +148,8 @@ char *cred__base64url(const unsigned char *data, size_t len)
     return out;
 }
 
-char *cred__base64url_decode(const char *in, size_t len, size_t *ret_len)
+char *cred__base64url_decode(const char *in, size_t len, bool lenient,
+                             size_t *ret_len)
 {
     char *out = malloc(len * 3 / 4 + 3);
     uint32_t acc = 0;
@@ -159,11 +160,19 @@ char *cred__base64url_decode(const char *in, size_t len, size_t *ret_len)
         return NULL;
     for (size_t i = 0; i < len; i++) {
         const char *p = in[i] != '\0' ? strchr(cred_b64url, in[i]) : NULL;
-        if (p == NULL) {
+        uint32_t v;
+
+        if (p != NULL)
+            v = (uint32_t)(p - cred_b64url);
+        else if (lenient && (in[i] == '+' || in[i] == '/'))
+            v = in[i] == '+' ? 62 : 63;
+        else if (lenient && in[i] == '=')
+            break;
+        else {
             free(out);
             return NULL;
         }
-        acc = acc << 6 | (uint32_t)(p - cred_b64url);
+        acc = acc << 6 | v;
         bits += 6;
         if (bits >= 8) {
             bits -= 8;
@@ -171,7 +180,7 @@ char *cred__base64url_decode(const char *in, size_t len, size_t *ret_len)
         }
     }
     /* A lone trailing character carries fewer than 8 bits: not base64. */
-    if (bits >= 6) {
+    if (bits >= 6 && !lenient) {
         free(out);
         return NULL;
     }
@@ -242,6 +251,18 @@ bool cred__form_add(char **form, const char *name, const char *value)
     cred__free_secret(*form);
     *form = grown;
     return true;
+}
+
+void cred__oauth_error(const cJSON *root, const char **ret_error,
+                       const char **ret_description)
+{
+    const cJSON *error = cJSON_GetObjectItemCaseSensitive(root, "error");
+    const cJSON *description =
+        cJSON_GetObjectItemCaseSensitive(root, "error_description");
+
+    *ret_error = cJSON_IsString(error) ? error->valuestring : NULL;
+    *ret_description =
+        cJSON_IsString(description) ? description->valuestring : NULL;
 }
 
 bool cred__json_int(const cJSON *item, int64_t *ret)

@@ -58,7 +58,7 @@ static int federated_check_jwt(const char *jwt, const char *path, int64_t now_s,
             p++;
     }
     for (int i = 0; i < 2; i++) {
-        json = cred__base64url_decode(seg[i], seg_len[i], NULL);
+        json = cred__base64url_decode(seg[i], seg_len[i], false, NULL);
         cJSON *root = json != NULL ? cJSON_Parse(json) : NULL;
         free(json);
         if (!cJSON_IsObject(root)) {

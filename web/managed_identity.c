@@ -183,16 +183,11 @@ int mi_parse_answer(long status, const char *body, size_t len, int64_t now_s,
     int r;
 
     if (status != 200) {
-        const char *error = NULL;
-        const char *description = NULL;
+        const char *error;
+        const char *description;
         char text[256] = "";
 
-        item = cJSON_GetObjectItemCaseSensitive(root, "error");
-        if (cJSON_IsString(item))
-            error = item->valuestring;
-        item = cJSON_GetObjectItemCaseSensitive(root, "error_description");
-        if (cJSON_IsString(item))
-            description = item->valuestring;
+        cred__oauth_error(root, &error, &description);
         if (description != NULL)
             cred_redact_line(description, strlen(description), text,
                              sizeof(text));

@@ -18,6 +18,7 @@
 #include <pthread.h>
 
 #include "base/util.h"
+#include "cred_int.h"
 #include "credential.h"
 #include "dicom/redact.h"
 #include "entra_errors.h"
@@ -139,17 +140,12 @@ static int oauth_parse_answer(long http_status, const char *body,
     }
     (void)json_parse(body, body_len, &root, why, sizeof(why));
     if (http_status != 200) {
-        const char *error = NULL;
-        const char *description = NULL;
+        const char *error;
+        const char *description;
         char error_text[80];
         char text[REDACT_TEXT_MAX + 8];
 
-        item = cJSON_GetObjectItemCaseSensitive(root, "error");
-        if (cJSON_IsString(item))
-            error = item->valuestring;
-        item = cJSON_GetObjectItemCaseSensitive(root, "error_description");
-        if (cJSON_IsString(item))
-            description = item->valuestring;
+        cred__oauth_error(root, &error, &description);
         if (error != NULL) {
             /* Entra puts several lines in the description: keep the
              * first, which carries the AADSTS code and its meaning. */
@@ -247,47 +243,6 @@ void oauth_claims_free(struct oauth_claims *claims)
     memset(claims, 0, sizeof(*claims));
 }
 
-/* Decodes unpadded base64url @in (length @len) into a new NUL-terminated
- * buffer; NULL on bad input or out of memory. */
-static char *oauth_base64url_decode(const char *in, size_t len)
-{
-    char *out = malloc(len * 3 / 4 + 4);
-    uint32_t acc = 0;
-    int bits = 0;
-    size_t n = 0;
-
-    if (out == NULL)
-        return NULL;
-    for (size_t i = 0; i < len; i++) {
-        char c = in[i];
-        int v;
-        if (c >= 'A' && c <= 'Z')
-            v = c - 'A';
-        else if (c >= 'a' && c <= 'z')
-            v = c - 'a' + 26;
-        else if (c >= '0' && c <= '9')
-            v = c - '0' + 52;
-        else if (c == '-' || c == '+')
-            v = 62;
-        else if (c == '_' || c == '/')
-            v = 63;
-        else if (c == '=')
-            break;
-        else {
-            free(out);
-            return NULL;
-        }
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[n++] = (char)((acc >> bits) & 0xff);
-        }
-    }
-    out[n] = '\0';
-    return out;
-}
-
 /* A string claim, or a list of strings joined with ' '; NULL if absent. */
 static char *oauth_claim_text(const cJSON *root, const char *name)
 {
@@ -335,7 +290,8 @@ int oauth_decode_claims(const char *jwt, struct oauth_claims *ret_claims,
                  "token): its claims cannot be shown");
         return -EINVAL;
     }
-    payload = oauth_base64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1));
+    payload =
+        cred__base64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1), true, NULL);
     root = payload != NULL ? cJSON_Parse(payload) : NULL;
     free(payload);
     if (!cJSON_IsObject(root)) {
@@ -383,7 +339,7 @@ int oauth_jwt_segment_json(const char *jwt, int index, char **ret_json)
     end = strchr(start, '.');
     if (end == NULL)
         return -EINVAL;
-    decoded = oauth_base64url_decode(start, (size_t)(end - start));
+    decoded = cred__base64url_decode(start, (size_t)(end - start), true, NULL);
     root = decoded != NULL ? cJSON_Parse(decoded) : NULL;
     free(decoded);
     if (!cJSON_IsObject(root)) {
