@@ -118,6 +118,16 @@ int partfile_new(const struct partfile_params *params,
     return 0;
 }
 
+/* Forgets the names of the part that was open (its path and
+ * Content-Location). */
+static void pf_forget_part(struct partfile_sink *s)
+{
+    free(s->path);
+    s->path = NULL;
+    free(s->content_location);
+    s->content_location = NULL;
+}
+
 /* Closes and removes the open part's file; gives back its bytes. */
 static void pf_drop(struct partfile_sink *s)
 {
@@ -126,10 +136,7 @@ static void pf_drop(struct partfile_sink *s)
     (void)close(s->fd);
     (void)unlinkat(s->dir_fd, s->name, 0);
     s->fd = -1;
-    free(s->path);
-    s->path = NULL;
-    free(s->content_location);
-    s->content_location = NULL;
+    pf_forget_part(s);
     pthread_mutex_lock(&s->lock);
     s->current = 0;
     pthread_cond_broadcast(&s->released);
@@ -289,18 +296,12 @@ int partfile_end(struct partfile_sink *s, char *err, size_t err_len)
         pthread_mutex_unlock(&s->lock);
         goto out_remove;
     }
-    free(s->path);
-    s->path = NULL;
-    free(s->content_location);
-    s->content_location = NULL;
+    pf_forget_part(s);
     return 0;
 
 out_remove:
     (void)unlinkat(s->dir_fd, s->name, 0);
-    free(s->path);
-    s->path = NULL;
-    free(s->content_location);
-    s->content_location = NULL;
+    pf_forget_part(s);
     pthread_mutex_lock(&s->lock);
     s->current = 0;
     pthread_mutex_unlock(&s->lock);
