@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 struct cJSON;
+struct cred_token;
 
 /* Wipes the NUL-terminated @s and frees it. Accepts NULL. */
 void cred__free_secret(char *s);
@@ -62,6 +63,11 @@ bool cred__json_int(const struct cJSON *item, int64_t *ret);
 
 /* Trims ASCII white space at both ends of @s in place; returns @s. */
 char *cred__trim(char *s);
+
+/* Hands out a copy of the token @value with @lifetime (seconds; -1:
+ * unknown) in @ret_token. 0, or -ENOMEM with @ret_token untouched. */
+int cred__token_set(struct cred_token *ret_token, const char *value,
+                    int64_t lifetime);
 
 /*
  * The "error" and "error_description" members of an OAuth 2.0 error

@@ -253,6 +253,18 @@ bool cred__form_add(char **form, const char *name, const char *value)
     return true;
 }
 
+int cred__token_set(struct cred_token *ret_token, const char *value,
+                    int64_t lifetime)
+{
+    char *copy = strdup(value);
+
+    if (copy == NULL)
+        return -ENOMEM;
+    ret_token->access_token = copy;
+    ret_token->expires_in_s = lifetime;
+    return 0;
+}
+
 void cred__oauth_error(const cJSON *root, const char **ret_error,
                        const char **ret_description)
 {

@@ -238,13 +238,7 @@ int mi_parse_answer(long status, const char *body, size_t len, int64_t now_s,
         r = -EBADMSG;
         goto out;
     }
-    ret_token->access_token = strdup(item->valuestring);
-    if (ret_token->access_token == NULL) {
-        r = -ENOMEM;
-        goto out;
-    }
-    ret_token->expires_in_s = lifetime;
-    r = 0;
+    r = cred__token_set(ret_token, item->valuestring, lifetime);
 out:
     cJSON_Delete(root);
     return r;

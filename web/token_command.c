@@ -312,13 +312,7 @@ int token_command_parse(const char *out, size_t len, int64_t now_s,
         r = -EKEYEXPIRED;
         goto out;
     }
-    ret_token->access_token = strdup(token->valuestring);
-    if (ret_token->access_token == NULL) {
-        r = -ENOMEM;
-        goto out;
-    }
-    ret_token->expires_in_s = lifetime;
-    r = 0;
+    r = cred__token_set(ret_token, token->valuestring, lifetime);
 out:
     /* The tree holds the token: wipe it before it goes. */
     if (root != NULL) {
