@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -60,6 +61,11 @@ uint64_t util_now_monotonic_ms(void);
 
 /* Wall clock in microseconds since the epoch. */
 uint64_t util_now_realtime_us(void);
+
+/* The absolute time @ms milliseconds from now on @clock (CLOCK_REALTIME,
+ * CLOCK_MONOTONIC), normalised: the deadline pthread_cond_timedwait()
+ * takes for a condition variable on that clock. */
+void util_deadline_ms(clockid_t clock, uint64_t ms, struct timespec *ret);
 
 /*
  * Fills @buf with @len bytes from the kernel's random source

@@ -1184,13 +1184,7 @@ static void *scheduler_main(void *arg)
                 wait_ms = 1;
         }
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += wait_ms / 1000;
-        ts.tv_nsec += (wait_ms % 1000) * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        util_deadline_ms(CLOCK_REALTIME, (uint64_t)wait_ms, &ts);
         pthread_mutex_lock(&up->lock);
         if (!atomic_load(&up->stop))
             pthread_cond_timedwait(&up->changed, &up->lock, &ts);

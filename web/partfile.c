@@ -338,13 +338,7 @@ int partfile_wait_budget(struct partfile_sink *s, unsigned timeout_ms)
     struct timespec deadline;
     int r = 0;
 
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    util_deadline_ms(CLOCK_MONOTONIC, timeout_ms, &deadline);
     pthread_mutex_lock(&s->lock);
     while (pf_over_budget_locked(s)) {
         int w = pthread_cond_timedwait(&s->released, &s->lock, &deadline);

@@ -4,7 +4,9 @@
  * level names, the error formatter.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/log.h"
 #include "base/util.h"
@@ -146,6 +148,24 @@ static void test_err(void)
     CHECK(err[0] == '\0');
 }
 
+/* util_deadline_ms: later than now by the delay, nanoseconds in range. */
+static void test_deadline(void)
+{
+    struct timespec before;
+    struct timespec d;
+    int64_t diff_ms;
+
+    (void)clock_gettime(CLOCK_MONOTONIC, &before);
+    util_deadline_ms(CLOCK_MONOTONIC, 1999, &d);
+    CHECK(d.tv_nsec >= 0 && d.tv_nsec < 1000000000L);
+    diff_ms = (int64_t)(d.tv_sec - before.tv_sec) * 1000 +
+              (d.tv_nsec - before.tv_nsec) / 1000000;
+    CHECK(diff_ms >= 1999 && diff_ms < 1999 + 1000);
+    util_deadline_ms(CLOCK_REALTIME, 0, &d);
+    CHECK(d.tv_nsec >= 0 && d.tv_nsec < 1000000000L);
+    CHECK(d.tv_sec >= (time_t)(util_now_realtime_us() / 1000000u) - 1);
+}
+
 int main(void)
 {
     test_uids();
@@ -155,5 +175,6 @@ int main(void)
     test_random();
     test_utf8();
     test_err();
+    test_deadline();
     return tap_done();
 }
