@@ -140,7 +140,7 @@ static int on_source(void *ctx, const struct ledger_study_source *s)
 }
 
 /* One commitment transaction as a JSON object; NULL: out of memory. */
-static cJSON *commit_json(const struct ledger_commit *c)
+static cJSON *tx_json(const struct ledger_commit *c)
 {
     cJSON *o = cJSON_CreateObject();
     char a[32];
@@ -164,7 +164,7 @@ static int on_study_commit(void *ctx, const struct ledger_commit *c,
                            const struct ledger_commit_study *s)
 {
     struct study_ctx *sc = ctx;
-    cJSON *o = commit_json(c);
+    cJSON *o = tx_json(c);
 
     if (o == NULL)
         return -ENOMEM;
@@ -375,7 +375,7 @@ struct list_ctx {
     const struct cfg *cfg;
 };
 
-static void commit_print(const struct ledger_commit *c)
+static void tx_print(const struct ledger_commit *c)
 {
     char a[32];
     char b[32];
@@ -393,11 +393,11 @@ static int on_list(void *ctx, const struct ledger_commit *c)
     struct list_ctx *lc = ctx;
 
     if (lc->json) {
-        cJSON *o = commit_json(c);
+        cJSON *o = tx_json(c);
         if (o != NULL)
             cJSON_AddItemToArray(lc->array, o);
     } else {
-        commit_print(c);
+        tx_print(c);
     }
     return 0;
 }
@@ -431,7 +431,7 @@ static int on_item(void *ctx, const struct ledger_commit_item *i)
 }
 
 /* `commit list`: the latest STUDY_LIST_MAX transactions. */
-static int commit_list(struct ledger *lg, struct list_ctx *lc)
+static int cmd_commit_list(struct ledger *lg, struct list_ctx *lc)
 {
     int status = 0;
 
@@ -443,8 +443,8 @@ static int commit_list(struct ledger *lg, struct list_ctx *lc)
 }
 
 /* `commit show TRANSACTION_UID`: the transaction and its instances. */
-static int commit_show(struct ledger *lg, const char *tx_uid,
-                       struct list_ctx *lc)
+static int cmd_commit_show(struct ledger *lg, const char *tx_uid,
+                           struct list_ctx *lc)
 {
     struct ledger_commit c;
     int r = ledger_commit_find(lg, tx_uid, &c);
@@ -461,7 +461,7 @@ static int commit_show(struct ledger *lg, const char *tx_uid,
         return STUDY_EXIT_RUNTIME;
     }
     if (lc->json) {
-        cJSON *o = commit_json(&c);
+        cJSON *o = tx_json(&c);
         (void)ledger_commit_items(lg, tx_uid, on_item, lc);
         if (o != NULL) {
             cJSON_AddItemToObject(o, "instances", lc->array);
@@ -470,7 +470,7 @@ static int commit_show(struct ledger *lg, const char *tx_uid,
             cJSON_Delete(o);
         }
     } else {
-        commit_print(&c);
+        tx_print(&c);
         (void)ledger_commit_items(lg, tx_uid, on_item, lc);
     }
     return 0;
@@ -514,9 +514,9 @@ int commit_cmd_main(const struct cfg *cfg, int argc, char **argv)
         return STUDY_EXIT_RUNTIME;
     }
     if (strcmp(words[0], "list") == 0)
-        status = commit_list(lg, &lc);
+        status = cmd_commit_list(lg, &lc);
     else
-        status = commit_show(lg, words[1], &lc);
+        status = cmd_commit_show(lg, words[1], &lc);
     cJSON_Delete(lc.array);
     ledger_close(lg);
     return status;

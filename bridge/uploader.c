@@ -412,7 +412,8 @@ static void requeue_all(struct uploader *up, const struct batch *b)
 /* ------------------------------------------------------------------ */
 
 /* A 403's diagnosis, when the DICOMweb client says it is due. */
-static void log_forbidden(struct uploader *up, const struct dicomweb_reply *rep)
+static void report_forbidden(struct uploader *up,
+                             const struct dicomweb_reply *rep)
 {
     if (rep->diagnosis_due)
         log_err("event=forbidden url=%s diagnosis=\"%s\"", up->url,
@@ -606,7 +607,7 @@ static void apply_answer(struct worker *w, const struct batch *b,
                   "(see 'stowbridge token')");
         break;
     case STOW_FORBIDDEN:
-        log_forbidden(up, rep);
+        report_forbidden(up, rep);
         defer_all(up, b, 403, up->params.retry_max_s,
                   "HTTP 403: the token's identity may not store here (see "
                   "the event=forbidden log line)");
@@ -1042,9 +1043,9 @@ static int gather_candidates(struct uploader *up,
 
 /* Moves the entries of planned batch @pb to active/ and queues them for
  * the workers. Returns true when a batch was queued. */
-static bool queue_batch(struct uploader *up, const struct plan *plan,
-                        const struct plan_batch *pb,
-                        const struct plan_candidate *cands)
+static bool enqueue_batch(struct uploader *up, const struct plan *plan,
+                          const struct plan_batch *pb,
+                          const struct plan_candidate *cands)
 {
     struct batch *b = calloc(1, sizeof(*b));
     const char *study = cands[pb->study_candidate].study_uid;
@@ -1152,7 +1153,7 @@ static unsigned schedule_pass(struct uploader *up)
         plan_batches(cands, order, n_order, &limits, up->last_study, &plan) < 0)
         goto out;
     for (size_t i = 0; i < plan.batch_count && !atomic_load(&up->stop); i++)
-        if (queue_batch(up, &plan, &plan.batches[i], cands))
+        if (enqueue_batch(up, &plan, &plan.batches[i], cands))
             queued++;
 
 out:
