@@ -208,33 +208,23 @@ enum tc_expiry {
     TC_BAD,  /* said, but not understood */
 };
 
-int token_command_parse(const char *out, size_t len, int64_t now_s,
-                        struct cred_token *ret_token, char *err, size_t err_len)
+/*
+ * Finds the token in the token command's output @root, in one of three
+ * forms (Azure CLI, PowerShell, an OAuth2 answer): the token's member in
+ * *@ret_token, the form's name in *@ret_form, and what the output says of
+ * the expiry in *@ret_expiry and *@ret_value. -EBADMSG with a reason for
+ * none of them, or for PowerShell's SecureString.
+ */
+static int tc_find_token(const cJSON *root, const cJSON **ret_token,
+                         const char **ret_form, enum tc_expiry *ret_expiry,
+                         int64_t *ret_value, char *err, size_t err_len)
 {
     enum tc_expiry expiry = TC_NONE;
     const cJSON *token;
     const cJSON *item;
     const char *form;
     int64_t value = 0;
-    int64_t lifetime;
-    cJSON *root;
-    int r;
 
-    if (len >= 3 && memcmp(out, "\xEF\xBB\xBF", 3) == 0) {
-        out += 3;
-        len -= 3;
-    }
-    root = cJSON_ParseWithLength(out, len);
-    if (!cJSON_IsObject(root)) {
-        util_err(err, err_len,
-                 "the token command's output (%zu bytes) is not a JSON "
-                 "object: it must print the Azure CLI's JSON (--output "
-                 "json), PowerShell's (ConvertTo-Json) or an OAuth2 token "
-                 "answer",
-                 len);
-        r = -EBADMSG;
-        goto out;
-    }
     if ((token = cJSON_GetObjectItemCaseSensitive(root, "accessToken"))) {
         form = "Azure CLI";
         item = cJSON_GetObjectItemCaseSensitive(root, "expires_on");
@@ -259,8 +249,7 @@ int token_command_parse(const char *out, size_t len, int64_t now_s,
                      "@{Token = ($t.Token | ConvertFrom-SecureString "
                      "-AsPlainText); ExpiresOn = $t.ExpiresOn} | "
                      "ConvertTo-Json");
-            r = -EBADMSG;
-            goto out;
+            return -EBADMSG;
         }
         item = cJSON_GetObjectItemCaseSensitive(root, "ExpiresOn");
         if (item != NULL)
@@ -280,9 +269,44 @@ int token_command_parse(const char *out, size_t len, int64_t now_s,
                  "the token command printed JSON without \"accessToken\" "
                  "(Azure CLI), \"Token\" (PowerShell) or \"access_token\" "
                  "(OAuth2)");
+        return -EBADMSG;
+    }
+    *ret_token = token;
+    *ret_form = form;
+    *ret_expiry = expiry;
+    *ret_value = value;
+    return 0;
+}
+
+int token_command_parse(const char *out, size_t len, int64_t now_s,
+                        struct cred_token *ret_token, char *err, size_t err_len)
+{
+    enum tc_expiry expiry = TC_NONE;
+    const cJSON *token = NULL;
+    const char *form = NULL;
+    int64_t value = 0;
+    int64_t lifetime;
+    cJSON *root;
+    int r;
+
+    if (len >= 3 && memcmp(out, "\xEF\xBB\xBF", 3) == 0) {
+        out += 3;
+        len -= 3;
+    }
+    root = cJSON_ParseWithLength(out, len);
+    if (!cJSON_IsObject(root)) {
+        util_err(err, err_len,
+                 "the token command's output (%zu bytes) is not a JSON "
+                 "object: it must print the Azure CLI's JSON (--output "
+                 "json), PowerShell's (ConvertTo-Json) or an OAuth2 token "
+                 "answer",
+                 len);
         r = -EBADMSG;
         goto out;
     }
+    r = tc_find_token(root, &token, &form, &expiry, &value, err, err_len);
+    if (r < 0)
+        goto out;
     if (!cJSON_IsString(token) || !tc_token_usable(token->valuestring)) {
         util_err(err, err_len,
                  "the token in the %s output of the token "
