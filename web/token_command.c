@@ -545,6 +545,78 @@ static void tc_stderr_line(const struct tc_pipe *errp, char *buf, size_t len)
         snprintf(buf, len, " (nothing on stderr)");
 }
 
+/*
+ * Waits for the token command @pid (@name, for messages) at most
+ * @timeout_s while reading its output into @out and @errp, kills its
+ * process group if it overstays, and judges how it ended. Returns 0 when
+ * it exited with 0 and printed something within the limit, else a
+ * negative errno with the reason: -ETIMEDOUT, -EAGAIN (it failed), -EFBIG
+ * (too much output), -EBADMSG (nothing), or what waiting failed with.
+ */
+static int tc_finish(pid_t pid, const char *name, unsigned timeout_s,
+                     struct tc_pipe *out, struct tc_pipe *errp, char *err,
+                     size_t err_len)
+{
+    char why[300];
+    int status = 0;
+    int r;
+
+    r = tc_wait(pid, out, errp, tc_now_ms() + (uint64_t)timeout_s * 1000u,
+                &status);
+    if (r < 0) {
+        /* E.g. ECHILD when SIGCHLD is ignored: the kernel reaped it. */
+        (void)kill(-pid, SIGKILL);
+        (void)tc_reap(pid, &status, true);
+        util_err(err, err_len,
+                 "waiting for the token command '%s' "
+                 "failed: %s",
+                 name, strerror(-r));
+        return r;
+    }
+    if (r == 0) {
+        /* The whole group: az runs Python, which may have children. */
+        (void)kill(-pid, SIGKILL);
+        (void)tc_reap(pid, &status, true);
+        tc_drain(errp);
+        tc_stderr_line(errp, why, sizeof(why));
+        util_err(err, err_len,
+                 "the token command '%s' did not finish within %u s "
+                 "(auth.command_timeout_s) and was killed%s",
+                 name, timeout_s, why);
+        return -ETIMEDOUT;
+    }
+    if (WIFSIGNALED(status) || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        tc_stderr_line(errp, why, sizeof(why));
+        if (WIFSIGNALED(status))
+            util_err(err, err_len,
+                     "the token command '%s' was killed by "
+                     "signal %d (%s)%s",
+                     name, WTERMSIG(status), strsignal(WTERMSIG(status)), why);
+        else
+            util_err(err, err_len,
+                     "the token command '%s' exited with "
+                     "status %d%s",
+                     name, WEXITSTATUS(status), why);
+        return -EAGAIN;
+    }
+    if (out->overflow) {
+        util_err(err, err_len,
+                 "the token command '%s' printed more than "
+                 "%d bytes",
+                 name, TOKEN_COMMAND_MAX_OUTPUT);
+        return -EFBIG;
+    }
+    if (out->len == 0) {
+        tc_stderr_line(errp, why, sizeof(why));
+        util_err(err, err_len,
+                 "the token command '%s' exited with status "
+                 "0 but printed nothing%s",
+                 name, why);
+        return -EBADMSG;
+    }
+    return 0;
+}
+
 int token_command_run(const struct token_command_params *params,
                       struct cred_token *ret_token, char *err, size_t err_len)
 {
@@ -555,9 +627,7 @@ int token_command_run(const struct token_command_params *params,
     struct tc_pipe errp = { -1, NULL, 0, TOKEN_COMMAND_MAX_STDERR, false };
     int out_fds[2] = { -1, -1 };
     int err_fds[2] = { -1, -1 };
-    char why[300];
     const char *name;
-    int status = 0;
     pid_t pid;
     int r;
 
@@ -596,63 +666,9 @@ int token_command_run(const struct token_command_params *params,
                               : "");
         goto out_close;
     }
-    r = tc_wait(pid, &out, &errp, tc_now_ms() + (uint64_t)timeout_s * 1000u,
-                &status);
-    if (r < 0) {
-        /* E.g. ECHILD when SIGCHLD is ignored: the kernel reaped it. */
-        (void)kill(-pid, SIGKILL);
-        (void)tc_reap(pid, &status, true);
-        util_err(err, err_len,
-                 "waiting for the token command '%s' "
-                 "failed: %s",
-                 name, strerror(-r));
+    r = tc_finish(pid, name, timeout_s, &out, &errp, err, err_len);
+    if (r < 0)
         goto out_close;
-    }
-    if (r == 0) {
-        /* The whole group: az runs Python, which may have children. */
-        (void)kill(-pid, SIGKILL);
-        (void)tc_reap(pid, &status, true);
-        tc_drain(&errp);
-        tc_stderr_line(&errp, why, sizeof(why));
-        util_err(err, err_len,
-                 "the token command '%s' did not finish within %u s "
-                 "(auth.command_timeout_s) and was killed%s",
-                 name, timeout_s, why);
-        r = -ETIMEDOUT;
-        goto out_close;
-    }
-    if (WIFSIGNALED(status) || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        tc_stderr_line(&errp, why, sizeof(why));
-        if (WIFSIGNALED(status))
-            util_err(err, err_len,
-                     "the token command '%s' was killed by "
-                     "signal %d (%s)%s",
-                     name, WTERMSIG(status), strsignal(WTERMSIG(status)), why);
-        else
-            util_err(err, err_len,
-                     "the token command '%s' exited with "
-                     "status %d%s",
-                     name, WEXITSTATUS(status), why);
-        r = -EAGAIN;
-        goto out_close;
-    }
-    if (out.overflow) {
-        util_err(err, err_len,
-                 "the token command '%s' printed more than "
-                 "%d bytes",
-                 name, TOKEN_COMMAND_MAX_OUTPUT);
-        r = -EFBIG;
-        goto out_close;
-    }
-    if (out.len == 0) {
-        tc_stderr_line(&errp, why, sizeof(why));
-        util_err(err, err_len,
-                 "the token command '%s' exited with status "
-                 "0 but printed nothing%s",
-                 name, why);
-        r = -EBADMSG;
-        goto out_close;
-    }
     r = token_command_parse(out.data, out.len, (int64_t)time(NULL), ret_token,
                             err, err_len);
 out_close:
