@@ -1022,6 +1022,28 @@ static int oauth_build_form(CURL *curl, const struct oauth_material *m,
 /* One client_credentials request (no lock held). Fills @ret_token or
  * @err, in which the server's texts carry none of the source's secrets,
  * and an Entra error gets its sentence. */
+/*
+ * After a refusal @r of the token endpoint with the answer @body: appends
+ * what Entra's error code means for credential @m to @err ("; ...") when
+ * entra_explain() knows it. Returns @r, or -EAGAIN for a code that passes
+ * by itself (a new federated credential still propagating).
+ */
+static int oauth_explain_entra(const struct oauth_material *m, const char *body,
+                               size_t len, int r, char *err, size_t err_len)
+{
+    char advice[512];
+    unsigned long code = 0;
+    size_t used;
+
+    if (!entra_explain(body, len, oauth_entra_credential(m), advice,
+                       sizeof(advice), &code))
+        return r;
+    used = strnlen(err, err_len);
+    if (used + 1 < err_len)
+        snprintf(err + used, err_len - used, "; %s", advice);
+    return entra_error_transient(code) ? -EAGAIN : r;
+}
+
 static int oauth_fetch_client_credentials(const struct oauth_material *m,
                                           struct oauth_token *ret_token,
                                           char *err, size_t err_len)
@@ -1096,20 +1118,8 @@ static int oauth_fetch_client_credentials(const struct oauth_material *m,
     /* hide NULL (out of memory): the server's texts are withheld. */
     r = oauth_parse_answer(status, body.data != NULL ? body.data : "", body.len,
                            hide, ret_token, err, err_len);
-    if (r < 0 && status != 200 && body.data != NULL) {
-        char advice[512];
-        unsigned long code = 0;
-
-        if (entra_explain(body.data, body.len, oauth_entra_credential(m),
-                          advice, sizeof(advice), &code)) {
-            size_t used = strnlen(err, err_len);
-            if (used + 1 < err_len)
-                snprintf(err + used, err_len - used, "; %s", advice);
-            /* A new federated credential still propagating. */
-            if (entra_error_transient(code))
-                r = -EAGAIN;
-        }
-    }
+    if (r < 0 && status != 200 && body.data != NULL)
+        r = oauth_explain_entra(m, body.data, body.len, r, err, err_len);
 out:
     oauth_free_secret(form);
     if (password != NULL) {
