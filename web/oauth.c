@@ -1022,6 +1022,27 @@ static int oauth_build_form(CURL *curl, const struct oauth_material *m,
 /* One client_credentials request (no lock held). Fills @ret_token or
  * @err, in which the server's texts carry none of the source's secrets,
  * and an Entra error gets its sentence. */
+/* The token request on @curl: POST @form to auth.token_url, the answer
+ * into @body, HTTP Basic with @user and @password when @user is set. */
+static void oauth_setup_request(CURL *curl, const struct oauth_material *m,
+                                const char *form, const char *user,
+                                const char *password, struct oauth_buffer *body,
+                                char *errbuf)
+{
+    http_setup(curl, m->timeout_s, (long)m->timeout_s, m->ca_file, errbuf);
+    curl_easy_setopt(curl, CURLOPT_URL, m->token_url);
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, form);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, oauth_on_body);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, body);
+    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, oauth_on_header);
+    curl_easy_setopt(curl, CURLOPT_HEADERDATA, body);
+    if (user != NULL) {
+        curl_easy_setopt(curl, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+        curl_easy_setopt(curl, CURLOPT_USERNAME, user);
+        curl_easy_setopt(curl, CURLOPT_PASSWORD, password);
+    }
+}
+
 /*
  * After a refusal @r of the token endpoint with the answer @body: appends
  * what Entra's error code means for credential @m to @err ("; ...") when
@@ -1075,19 +1096,7 @@ static int oauth_fetch_client_credentials(const struct oauth_material *m,
         goto out;
     }
 
-    http_setup(curl, m->timeout_s, (long)m->timeout_s, m->ca_file, errbuf);
-    curl_easy_setopt(curl, CURLOPT_URL, m->token_url);
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, form);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, oauth_on_body);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
-    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, oauth_on_header);
-    curl_easy_setopt(curl, CURLOPT_HEADERDATA, &body);
-    if (user != NULL) {
-        curl_easy_setopt(curl, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
-        curl_easy_setopt(curl, CURLOPT_USERNAME, user);
-        curl_easy_setopt(curl, CURLOPT_PASSWORD, password);
-    }
-
+    oauth_setup_request(curl, m, form, user, password, &body, errbuf);
     rc = curl_easy_perform(curl);
     if (rc != CURLE_OK) {
         char why[512];
