@@ -116,6 +116,46 @@ static void oauth_read_expires_in(const cJSON *item, const struct redact *hide,
     }
 }
 
+/*
+ * What a token endpoint's refusal (any status but 200) says, into @err:
+ * the OAuth error and its description from @root (RFC 6749 5.2), or the
+ * start of @body when it has none, with the values of @hide hidden.
+ * Returns -EACCES when asking again will not help (a permanent OAuth
+ * error, or a 4xx but 408 and 429 without one), else -EAGAIN.
+ */
+static int oauth_refusal(long http_status, const cJSON *root, const char *body,
+                         size_t body_len, const struct redact *hide, char *err,
+                         size_t err_len)
+{
+    const char *error;
+    const char *description;
+    char error_text[80];
+    char text[REDACT_TEXT_MAX + 8];
+
+    cred__oauth_error(root, &error, &description);
+    if (error != NULL) {
+        /* Entra puts several lines in the description: keep the
+         * first, which carries the AADSTS code and its meaning. */
+        oauth_server_text(hide, error, 64, error_text, sizeof(error_text));
+        if (description != NULL)
+            oauth_server_text(hide, description, REDACT_TEXT_MAX, text,
+                              sizeof(text));
+        util_err(err, err_len, "token endpoint refused: HTTP %ld, error=%s%s%s",
+                 http_status, error_text, description != NULL ? ": " : "",
+                 description != NULL ? text : "");
+        return oauth_error_is_permanent(error) ? -EACCES : -EAGAIN;
+    }
+    redact_text(hide, body, body_len, 120, text, sizeof(text));
+    util_err(err, err_len,
+             "token endpoint answered HTTP %ld without an OAuth "
+             "error%s%s",
+             http_status, text[0] != '\0' ? ": " : "", text);
+    return http_status >= 400 && http_status < 500 && http_status != 408 &&
+                   http_status != 429
+               ? -EACCES
+               : -EAGAIN;
+}
+
 /* oauth_parse_token_response() with the values of @hide hidden in the
  * server's texts (NULL: they are withheld). */
 static int oauth_parse_answer(long http_status, const char *body,
@@ -140,35 +180,8 @@ static int oauth_parse_answer(long http_status, const char *body,
     }
     (void)json_parse(body, body_len, &root, why, sizeof(why));
     if (http_status != 200) {
-        const char *error;
-        const char *description;
-        char error_text[80];
-        char text[REDACT_TEXT_MAX + 8];
-
-        cred__oauth_error(root, &error, &description);
-        if (error != NULL) {
-            /* Entra puts several lines in the description: keep the
-             * first, which carries the AADSTS code and its meaning. */
-            oauth_server_text(hide, error, 64, error_text, sizeof(error_text));
-            if (description != NULL)
-                oauth_server_text(hide, description, REDACT_TEXT_MAX, text,
-                                  sizeof(text));
-            util_err(err, err_len,
-                     "token endpoint refused: HTTP %ld, error=%s%s%s",
-                     http_status, error_text, description != NULL ? ": " : "",
-                     description != NULL ? text : "");
-            r = oauth_error_is_permanent(error) ? -EACCES : -EAGAIN;
-        } else {
-            redact_text(hide, body, body_len, 120, text, sizeof(text));
-            util_err(err, err_len,
-                     "token endpoint answered HTTP %ld without an OAuth "
-                     "error%s%s",
-                     http_status, text[0] != '\0' ? ": " : "", text);
-            r = http_status >= 400 && http_status < 500 && http_status != 408 &&
-                        http_status != 429
-                    ? -EACCES
-                    : -EAGAIN;
-        }
+        r = oauth_refusal(http_status, root, body, body_len, hide, err,
+                          err_len);
         goto out;
     }
     if (!cJSON_IsObject(root)) {
