@@ -275,6 +275,41 @@ static int mi_arc_check_path(const char *file, const char *dir, char *err,
     return 0;
 }
 
+/* Opens the Arc key file @file (no symbolic link). Returns the fd, or
+ * -EACCES (not in the himds group), -EPERM (a link), -EAGAIN (else),
+ * with the reason. */
+static int mi_arc_open_key(const char *file, char *err, size_t err_len)
+{
+    int fd =
+        open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
+    int r;
+
+    if (fd >= 0)
+        return fd;
+    r = -errno;
+    if (r == -EACCES || r == -EPERM) {
+        util_err(err, err_len,
+                 "cannot read the Azure Arc key file '%s': %s: the "
+                 "service must run as root or in the himds group "
+                 "(SupplementaryGroups=himds), with the token "
+                 "directory readable (ReadOnlyPaths=" MI_ARC_TOKEN_DIR ")",
+                 file, strerror(-r));
+        return -EACCES;
+    }
+    if (r == -ELOOP) {
+        util_err(err, err_len,
+                 "the Azure Arc key file '%s' is a "
+                 "symbolic link: refused",
+                 file);
+        return -EPERM;
+    }
+    util_err(err, err_len,
+             "cannot open the Azure Arc key file '%s': "
+             "%s",
+             file, strerror(-r));
+    return -EAGAIN;
+}
+
 /* Reads the checked key file @file into a new string. */
 static int mi_arc_read_key(const char *file, char **ret_key, char *err,
                            size_t err_len)
@@ -286,31 +321,9 @@ static int mi_arc_read_key(const char *file, char **ret_key, char *err,
     int fd;
     int r;
 
-    fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
-    if (fd < 0) {
-        r = -errno;
-        if (r == -EACCES || r == -EPERM) {
-            util_err(err, err_len,
-                     "cannot read the Azure Arc key file '%s': %s: the "
-                     "service must run as root or in the himds group "
-                     "(SupplementaryGroups=himds), with the token "
-                     "directory readable (ReadOnlyPaths=" MI_ARC_TOKEN_DIR ")",
-                     file, strerror(-r));
-            return -EACCES;
-        }
-        if (r == -ELOOP) {
-            util_err(err, err_len,
-                     "the Azure Arc key file '%s' is a "
-                     "symbolic link: refused",
-                     file);
-            return -EPERM;
-        }
-        util_err(err, err_len,
-                 "cannot open the Azure Arc key file '%s': "
-                 "%s",
-                 file, strerror(-r));
-        return -EAGAIN;
-    }
+    fd = mi_arc_open_key(file, err, err_len);
+    if (fd < 0)
+        return fd;
     if (fstat(fd, &st) < 0) {
         r = -errno;
         util_err(err, err_len, "fstat() '%s' failed: %s", file, strerror(-r));
