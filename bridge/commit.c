@@ -2,13 +2,20 @@
 /*
  * commit - see commit.h.
  *
- * Locking: cs->lock guards the transaction list, each item's result and
- * the counters. The engine thread is the only one that removes a
- * transaction or changes its state after it was written, so it keeps
- * pointers to transactions across unlocked look-ups; the handler only
- * appends, the delivery hook only resolves pending items. No file,
- * network or ledger call runs with the lock held, except the ledger's
- * queueing calls (a bounded copy under its own mutex).
+ * Threads: the engine resolves items and writes reports; one sender per
+ * dicom.remote_aes entry delivers the reports of its AE, so an AE that
+ * does not answer (up to dicom.timeout_s an attempt) delays only its own
+ * reports; the engine keeps the reports of callers without an entry.
+ *
+ * Locking: cs->lock guards the transaction list, each item's result,
+ * each transaction's state and the counters. A transaction has one
+ * owner that may keep a pointer to it across unlocked work and is the
+ * only one to remove it or change its state: the engine while it is
+ * pending (TX_PENDING), then the sender of its caller's AE (TX_REPORT;
+ * the engine when the caller has no entry). The handler only appends,
+ * the delivery hook only resolves pending items. No file, network or
+ * ledger call runs with the lock held, except the ledger's queueing calls
+ * (a bounded copy under its own mutex).
  */
 #include "commit.h"
 
@@ -46,6 +53,10 @@
 /* How long a report may keep trying after commit.max_wait_h. */
 #define COMMIT_REPORT_EXTRA_H 24
 #define COMMIT_PRUNE_EVERY_MS (3600 * 1000)
+/* After a failed attempt to an AE, no report goes to it for this long,
+ * doubling per failure in a row up to commit.report_retry_max_s: a
+ * modality that is down is asked once per pause, not once per report. */
+#define COMMIT_AE_HOLD_MIN_S 2
 /* Deliveries remembered in memory, newest last: they cover the ledger's
  * batching window (an instance delivered just before the request is not
  * yet readable there) and a daemon running without a ledger. */
@@ -89,9 +100,22 @@ struct commit_recent {
     char study[UTIL_UID_MAX + 1];
 };
 
+/* The thread that delivers the reports of one remote AE. */
+struct commit_sender {
+    struct commit_service *cs;
+    const struct commit_remote *remote;
+    pthread_t thread;
+    bool started;
+    pthread_cond_t cond; /* with cs->lock */
+    bool kick;
+    unsigned failures;     /* attempts failed in a row (network, ACSE) */
+    int64_t hold_until_ms; /* no attempt before (after a failure) */
+};
+
 struct commit_service {
     struct commit_params p;
     struct commit_remote *remotes;
+    struct commit_sender *senders; /* one per remote */
     char *our_ae;
     char *destination;
 
@@ -99,6 +123,7 @@ struct commit_service {
     pthread_cond_t cond;
     pthread_t thread;
     bool thread_started;
+    bool sync_inited; /* lock, conds */
     bool stop;
     bool kick;
     bool kick_resolve; /* a new request: look at the spool now */
@@ -929,6 +954,27 @@ static const struct commit_remote *remote_for(struct commit_service *cs,
     return NULL;
 }
 
+/* The sender of @ae's reports, or NULL when @ae has no entry. */
+static struct commit_sender *sender_for(struct commit_service *cs,
+                                        const char *ae)
+{
+    for (size_t i = 0; i < cs->p.remote_count; i++)
+        if (strcmp(cs->remotes[i].ae_title, ae) == 0)
+            return &cs->senders[i];
+    return NULL;
+}
+
+/* Wakes the sender of @tx's caller (lock held). */
+static void sender_kick(struct commit_service *cs, const struct commit_tx *tx)
+{
+    struct commit_sender *s = sender_for(cs, tx->caller);
+
+    if (s != NULL) {
+        s->kick = true;
+        pthread_cond_signal(&s->cond);
+    }
+}
+
 static void tx_counts(const struct commit_tx *tx, size_t *ret_ok,
                       size_t *ret_failed)
 {
@@ -969,6 +1015,7 @@ static void report_write(struct commit_service *cs, struct commit_tx *tx)
     tx->state = TX_REPORT;
     tx->attempts = 0;
     tx->next_attempt_ms = 0;
+    sender_kick(cs, tx);
     pthread_mutex_unlock(&cs->lock);
 }
 
@@ -989,8 +1036,24 @@ static void tx_finish(struct commit_service *cs, struct commit_tx *tx)
     tx_free(tx);
 }
 
-/* One attempt to deliver the report of @tx. */
-static void report_send(struct commit_service *cs, struct commit_tx *tx)
+/* The pause after @failures attempts failed in a row: 2 s doubling, at
+ * most commit.report_retry_max_s. */
+static unsigned retry_pause_s(const struct commit_service *cs,
+                              unsigned failures)
+{
+    unsigned pause_s = COMMIT_REPORT_RETRY_MIN_S;
+
+    for (unsigned a = 0; a < failures && pause_s < cs->p.report_retry_max_s;
+         a++)
+        pause_s *= 2;
+    return pause_s > cs->p.report_retry_max_s ? cs->p.report_retry_max_s
+                                              : pause_s;
+}
+
+/* One attempt to deliver the report of @tx, by its owner: @sender (the
+ * caller's AE) or the engine (NULL: no dicom.remote_aes entry). */
+static void report_send(struct commit_service *cs, struct commit_sender *sender,
+                        struct commit_tx *tx)
 {
     const struct commit_remote *remote = remote_for(cs, tx->caller);
     struct scp_commit_result *results;
@@ -1045,6 +1108,20 @@ static void report_send(struct commit_service *cs, struct commit_tx *tx)
                                        &status, err, sizeof(err));
             free(results);
         }
+        if (r < 0 && sender != NULL) {
+            /* The AE did not answer or refused the association: hold
+             * its other reports too. */
+            pthread_mutex_lock(&cs->lock);
+            sender->hold_until_ms =
+                now + (int64_t)retry_pause_s(cs, sender->failures) * 1000;
+            sender->failures++;
+            pthread_mutex_unlock(&cs->lock);
+        } else if (sender != NULL) {
+            pthread_mutex_lock(&cs->lock);
+            sender->failures = 0;
+            sender->hold_until_ms = 0;
+            pthread_mutex_unlock(&cs->lock);
+        }
         if (r == 0 && status == 0) {
             log_info("event=commit-reported tx=%s to=%s@%s:%u "
                      "event_type=%u items=%zu committed=%zu failed=%zu "
@@ -1065,12 +1142,7 @@ static void report_send(struct commit_service *cs, struct commit_tx *tx)
             snprintf(err, sizeof(err), "the peer answered status %04X",
                      (unsigned)status);
     }
-    pause_s = COMMIT_REPORT_RETRY_MIN_S;
-    for (unsigned a = 0; a < tx->attempts && pause_s < cs->p.report_retry_max_s;
-         a++)
-        pause_s *= 2;
-    if (pause_s > cs->p.report_retry_max_s)
-        pause_s = cs->p.report_retry_max_s;
+    pause_s = retry_pause_s(cs, tx->attempts);
     if (remote != NULL)
         log_warning("event=commit-report-deferred tx=%s to=%s@%s:%u "
                     "attempts=%u next=%us reason=\"%s\", will retry",
@@ -1130,23 +1202,81 @@ static void engine_pass(struct commit_service *cs, bool resolve)
     for (size_t i = 0; i < n; i++)
         report_write(cs, due_now[i]);
 
-    /* Reports due: deliver them (at most 64 a pass). */
+    /* Reports due whose caller has no dicom.remote_aes entry (the
+     * engine's: they only log and wait to be abandoned). The senders
+     * deliver the others. */
     n = 0;
     pthread_mutex_lock(&cs->lock);
     for (struct commit_tx *t = cs->txs; t != NULL && n < 64; t = t->next)
-        if (t->state == TX_REPORT && t->next_attempt_ms <= now)
+        if (t->state == TX_REPORT && t->next_attempt_ms <= now &&
+            sender_for(cs, t->caller) == NULL)
             due_now[n++] = t;
     pthread_mutex_unlock(&cs->lock);
-    for (size_t i = 0; i < n; i++) {
-        bool stop;
+    for (size_t i = 0; i < n; i++)
+        report_send(cs, NULL, due_now[i]);
+}
 
-        pthread_mutex_lock(&cs->lock);
-        stop = cs->stop;
-        pthread_mutex_unlock(&cs->lock);
-        if (stop)
-            break;
-        report_send(cs, due_now[i]);
+/*
+ * The oldest report of @s's AE due now (lock held), or NULL; sets
+ * *@ret_wait_ms to how long to sleep when there is none.
+ */
+static struct commit_tx *sender_pick(struct commit_sender *s, int64_t now,
+                                     int64_t *ret_wait_ms)
+{
+    struct commit_service *cs = s->cs;
+    int64_t wait = COMMIT_TICK_MS;
+
+    if (now < s->hold_until_ms) {
+        *ret_wait_ms =
+            s->hold_until_ms - now < wait ? s->hold_until_ms - now : wait;
+        return NULL;
     }
+    for (struct commit_tx *t = cs->txs; t != NULL; t = t->next) {
+        if (t->state != TX_REPORT || strcmp(t->caller, s->remote->ae_title))
+            continue;
+        if (t->next_attempt_ms <= now)
+            return t;
+        if (t->next_attempt_ms - now < wait)
+            wait = t->next_attempt_ms - now;
+    }
+    *ret_wait_ms = wait;
+    return NULL;
+}
+
+static void *sender_main(void *arg)
+{
+    struct commit_sender *s = arg;
+    struct commit_service *cs = s->cs;
+
+    pthread_mutex_lock(&cs->lock);
+    while (!cs->stop) {
+        int64_t wait_ms = 0;
+        struct commit_tx *tx = sender_pick(s, now_ms(), &wait_ms);
+
+        if (tx != NULL) {
+            pthread_mutex_unlock(&cs->lock);
+            report_send(cs, s, tx);
+            pthread_mutex_lock(&cs->lock);
+            continue;
+        }
+        if (!s->kick) {
+            struct timespec ts;
+
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            if (wait_ms < 10)
+                wait_ms = 10;
+            ts.tv_sec += wait_ms / 1000;
+            ts.tv_nsec += (wait_ms % 1000) * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            (void)pthread_cond_timedwait(&s->cond, &cs->lock, &ts);
+        }
+        s->kick = false;
+    }
+    pthread_mutex_unlock(&cs->lock);
+    return NULL;
 }
 
 static void *engine_main(void *arg)
@@ -1262,7 +1392,9 @@ struct commit_service *commit_start(const struct commit_params *params,
         }
     }
     cs->recent = calloc(COMMIT_RECENT_MAX, sizeof(*cs->recent));
-    if (cs->recent == NULL)
+    cs->senders = calloc(params->remote_count ? params->remote_count : 1,
+                         sizeof(*cs->senders));
+    if (cs->recent == NULL || cs->senders == NULL)
         goto out_nomem;
     if (cs->p.report_retry_max_s == 0)
         cs->p.report_retry_max_s = 300;
@@ -1270,7 +1402,13 @@ struct commit_service *commit_start(const struct commit_params *params,
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&cs->cond, &ca);
+    for (size_t i = 0; i < cs->p.remote_count; i++) {
+        cs->senders[i].cs = cs;
+        cs->senders[i].remote = &cs->remotes[i];
+        pthread_cond_init(&cs->senders[i].cond, &ca);
+    }
     pthread_condattr_destroy(&ca);
+    cs->sync_inited = true;
     cs->last_prune_ms = 0;
     if (load_files(cs, err, err_len) < 0) {
         commit_stop(cs);
@@ -1283,6 +1421,16 @@ struct commit_service *commit_start(const struct commit_params *params,
         return NULL;
     }
     cs->thread_started = true;
+    for (size_t i = 0; i < cs->p.remote_count; i++) {
+        if (pthread_create(&cs->senders[i].thread, NULL, sender_main,
+                           &cs->senders[i]) != 0) {
+            snprintf(err, err_len, "cannot start the report thread of %s",
+                     cs->remotes[i].ae_title);
+            commit_stop(cs);
+            return NULL;
+        }
+        cs->senders[i].started = true;
+    }
     return cs;
 
 out_nomem:
@@ -1295,12 +1443,21 @@ void commit_stop(struct commit_service *cs)
 {
     if (cs == NULL)
         return;
-    if (cs->thread_started) {
+    if (cs->sync_inited) {
         pthread_mutex_lock(&cs->lock);
         cs->stop = true;
         pthread_cond_signal(&cs->cond);
+        for (size_t i = 0; i < cs->p.remote_count; i++)
+            pthread_cond_signal(&cs->senders[i].cond);
         pthread_mutex_unlock(&cs->lock);
-        pthread_join(cs->thread, NULL);
+        /* A report being sent finishes or times out (dicom.timeout_s). */
+        for (size_t i = 0; i < cs->p.remote_count; i++)
+            if (cs->senders[i].started)
+                pthread_join(cs->senders[i].thread, NULL);
+        if (cs->thread_started)
+            pthread_join(cs->thread, NULL);
+        for (size_t i = 0; i < cs->p.remote_count; i++)
+            pthread_cond_destroy(&cs->senders[i].cond);
         pthread_mutex_destroy(&cs->lock);
         pthread_cond_destroy(&cs->cond);
     }
@@ -1316,6 +1473,7 @@ void commit_stop(struct commit_service *cs)
         }
         free(cs->remotes);
     }
+    free(cs->senders);
     free(cs->recent);
     free(cs->our_ae);
     free(cs->destination);

@@ -34,8 +34,12 @@
  *
  * Program code: it logs (one line per request, resolution and report
  * attempt). Thread safety: the handler and commit_note_delivered() may be
- * called from any thread; one engine thread does the look-ups and sends
- * the reports.
+ * called from any thread; one engine thread does the look-ups and
+ * writes the reports; one thread per dicom.remote_aes entry sends that
+ * AE's reports (one at a time, oldest first), so an AE that does not
+ * answer delays no other AE's reports. After a failed attempt (network
+ * or association) an AE gets no report for a pause doubling from 2 s up
+ * to commit.report_retry_max_s.
  */
 #ifndef STOWBRIDGE_BRIDGE_COMMIT_H
 #define STOWBRIDGE_BRIDGE_COMMIT_H

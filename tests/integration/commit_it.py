@@ -320,6 +320,68 @@ def test_port_closed(work):
         mock.close()
 
 
+def test_parallel_reports(work):
+    """Reports go out in parallel per remote AE: MOD1's address accepts
+    the TCP connection and never answers the A-ASSOCIATE-RQ (each attempt
+    hangs for dicom.timeout_s = 60 s), MOD3's port is closed; MOD2's
+    report still arrives while MOD1's first attempt is hanging."""
+    import socket
+    mock = it.MockWeb()
+    silent = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)          # never accepted: the kernel completes it
+    closed = it.free_port()
+    listen2 = it.free_port()
+    remotes = [
+        {"ae_title": "MOD1", "host": "127.0.0.1",
+         "port": silent.getsockname()[1]},
+        {"ae_title": "MOD2", "host": "127.0.0.1", "port": listen2},
+        {"ae_title": "MOD3", "host": "127.0.0.1", "port": closed}]
+    d = commit_daemon(work, mock.port, listen2,
+                      dicom={"remote_aes": remotes, "timeout_s": 60}).start()
+    try:
+        study, files = make_files(work, 2)
+        store(d, files)
+        uids = [u for _, u in files]
+        wait_for(lambda: delivered(mock, uids), 60, "delivered")
+        items = [(CT, u) for u in uids]
+        r, tx1 = scu(d, items, calling="MOD1")
+        check(action_status(r.stdout) == "0000", "MOD1: N-ACTION-RSP 0000")
+        r, tx3 = scu(d, items, calling="MOD3")
+        check(action_status(r.stdout) == "0000", "MOD3: N-ACTION-RSP 0000")
+        wait_for(lambda: "event=commit-resolved tx=%s" % tx1 in d.log_text()
+                 and "event=commit-resolved tx=%s" % tx3 in d.log_text(),
+                 30, "MOD1's and MOD3's transactions resolved")
+        time.sleep(1)   # MOD1's first attempt is under way
+        t0 = time.time()
+        r, tx2 = scu(d, items, calling="MOD2", listen=listen2, wait=50)
+        lag = time.time() - t0
+        rep = report_of(r.stdout)
+        check(rep is not None and rep["tx"] == tx2 and
+              rep["event_type"] == 1, "MOD2's report came (%s)" % r.stdout)
+        print("MOD2: N-ACTION to report %.2f s while MOD1 hangs" % lag)
+        log = d.log_text()
+        check("event=commit-report-deferred tx=%s" % tx1 not in log,
+              "MOD1's first attempt was still hanging")
+        check(lag < 30, "MOD2 did not wait for MOD1's attempt (%.1f s)" %
+              lag)
+        check("event=commit-report-deferred tx=%s" % tx3 in log,
+              "MOD3 (port closed) was tried and deferred")
+        # MOD1 refuses now (its listener closed: RST): deferred, kept.
+        silent.close()
+        wait_for(lambda: "event=commit-report-deferred tx=%s" % tx1 in
+                 d.log_text(), 90, "MOD1's attempt failed")
+        check(os.path.exists(os.path.join(d.spool, "commit", tx1 + ".rep"))
+              and os.path.exists(os.path.join(d.spool, "commit",
+                                              tx3 + ".rep")),
+              "MOD1's and MOD3's reports are kept")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        silent.close()
+        d.stop()
+        mock.close()
+
+
 def test_many(work):
     """500 instances in one transaction, asked right after their upload
     (some still queued): every one listed; the time from the last
