@@ -53,6 +53,10 @@
 /* How long a report may keep trying after commit.max_wait_h. */
 #define COMMIT_REPORT_EXTRA_H 24
 #define COMMIT_PRUNE_EVERY_MS (3600 * 1000)
+/* How often the engine looks at the ledger's health, and the longest
+ * pause between two attempts to open it again. */
+#define COMMIT_LEDGER_CHECK_MS 2000
+#define COMMIT_LEDGER_BACKOFF_MAX_S 300
 /* After a failed attempt to an AE, no report goes to it for this long,
  * doubling per failure in a row up to commit.report_retry_max_s: a
  * modality that is down is asked once per pause, not once per report. */
@@ -131,12 +135,36 @@ struct commit_service {
     struct commit_tx *txs;
     struct commit_counts counts;
     int64_t last_prune_ms;
-    bool ledger_broken_logged;
     uint64_t ledger_dropped_logged;
+
+    /* The ledger (owned): the handle is swapped under the write lock;
+     * every call on it holds the read lock (ledger_get()/ledger_put()).
+     * The rest is the engine's. */
+    pthread_rwlock_t ledger_lock;
+    struct ledger *ledger;
+    char *ledger_file; /* params->ledger_path; NULL: no ledger */
+    uint64_t ledger_failed_seen;
+    uint64_t ledger_written_at_open;
+    bool ledger_down_logged; /* the ledger is down and that was said */
+    unsigned ledger_backoff_s;
+    int64_t ledger_next_open_ms;
+    int64_t ledger_next_check_ms;
     struct commit_recent *recent; /* ring of COMMIT_RECENT_MAX */
     size_t recent_next;
     size_t recent_count;
 };
+
+/* The ledger for one call (NULL: none now); ledger_put() after it. */
+static struct ledger *ledger_get(struct commit_service *cs)
+{
+    pthread_rwlock_rdlock(&cs->ledger_lock);
+    return cs->ledger;
+}
+
+static void ledger_put(struct commit_service *cs)
+{
+    pthread_rwlock_unlock(&cs->ledger_lock);
+}
 
 /* Copies @src into @dst (capacity @size), cut to fit. */
 static void copy_str(char *dst, size_t size, const char *src)
@@ -417,17 +445,18 @@ static int commit_request(void *ctx, const struct scp_commit_request *rq,
         tx_free(tx);
         return r;
     }
-    if (cs->p.ledger != NULL) {
+    if (cs->ledger_file != NULL) {
         struct ledger_commit_ref *refs = calloc(rq->item_count, sizeof(*refs));
         if (refs != NULL) {
             for (size_t i = 0; i < rq->item_count; i++) {
                 refs[i].sop_class_uid = rq->items[i].sop_class_uid;
                 refs[i].sop_instance_uid = rq->items[i].sop_instance_uid;
             }
-            r = ledger_record_commit_received(cs->p.ledger, rq->tx_uid,
+            r = ledger_record_commit_received(ledger_get(cs), rq->tx_uid,
                                               rq->calling_ae, tx->received_ms,
                                               refs, rq->item_count);
-            if (r < 0)
+            ledger_put(cs);
+            if (r < 0 && r != -ENODEV)
                 log_warning("event=ledger-dropped tx=%s reason=\"the "
                             "ledger did not take the request (%d)\", "
                             "ignoring",
@@ -470,7 +499,7 @@ static void ledger_resolved(struct commit_service *cs, const char *tx_uid,
 {
     struct ledger_commit_resolution res;
 
-    if (cs->p.ledger == NULL)
+    if (cs->ledger_file == NULL)
         return;
     memset(&res, 0, sizeof(res));
     res.tx_uid = tx_uid;
@@ -480,7 +509,8 @@ static void ledger_resolved(struct commit_service *cs, const char *tx_uid,
     res.failure_reason = it->reason;
     res.basis = it->basis;
     res.resolved_ms = now_ms();
-    (void)ledger_record_commit_resolved(cs->p.ledger, &res);
+    (void)ledger_record_commit_resolved(ledger_get(cs), &res);
+    ledger_put(cs);
 }
 
 void commit_note_delivered(void *ctx, const char *id,
@@ -510,7 +540,7 @@ void commit_note_delivered(void *ctx, const char *id,
     }
     part10_fields_clear(f, 2);
 
-    if (cs->p.ledger != NULL) {
+    if (cs->ledger_file != NULL) {
         struct ledger_delivery d;
         int r;
 
@@ -526,7 +556,8 @@ void commit_note_delivered(void *ctx, const char *id,
         d.delivered_ms = now_ms();
         d.bytes = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
         d.outcome = already ? LEDGER_ALREADY_EXISTED : LEDGER_STORED;
-        r = ledger_record_delivery(cs->p.ledger, &d);
+        r = ledger_record_delivery(ledger_get(cs), &d);
+        ledger_put(cs);
         if (r < 0 && r != -ENODEV)
             log_debug("id=%s event=ledger-dropped sop=%s reason=\"%d\"", id,
                       meta->sop_uid, r);
@@ -824,10 +855,13 @@ static void resolve_pass(struct commit_service *cs)
     }
 
     /* 1. Delivered by us, as the ledger knows. */
-    for (size_t i = 0; i < n && cs->p.ledger != NULL; i++) {
+    for (size_t i = 0; i < n && cs->ledger_file != NULL; i++) {
         struct ledger_instance li;
+        int found =
+            ledger_find_instance(ledger_get(cs), work[i].copy.inst, &li);
 
-        if (ledger_find_instance(cs->p.ledger, work[i].copy.inst, &li) != 0)
+        ledger_put(cs);
+        if (found != 0)
             continue;
         work_set(&work[i],
                  li.sop_class_uid[0] != '\0' &&
@@ -1129,9 +1163,11 @@ static void report_send(struct commit_service *cs, struct commit_sender *sender,
                      tx->uid, remote->ae_title, remote->host,
                      (unsigned)remote->port, failed ? 2u : 1u, tx->n, ok,
                      failed, tx->attempts + 1);
-            if (cs->p.ledger != NULL)
-                (void)ledger_record_commit_reported(cs->p.ledger, tx->uid,
+            if (cs->ledger_file != NULL) {
+                (void)ledger_record_commit_reported(ledger_get(cs), tx->uid,
                                                     failed ? 2u : 1u, now);
+                ledger_put(cs);
+            }
             pthread_mutex_lock(&cs->lock);
             cs->counts.reports_sent++;
             pthread_mutex_unlock(&cs->lock);
@@ -1153,6 +1189,159 @@ static void report_send(struct commit_service *cs, struct commit_sender *sender,
 }
 
 /* ------------------------------------------------------------------ */
+/* The ledger's health                                                 */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Opens the ledger at cs->ledger_file and puts it in place (engine, or
+ * commit_start() before the threads). Logs the outcome only when the
+ * state changes: the first failure of a run of failures, and the first
+ * success after one.
+ */
+static void ledger_try_open(struct commit_service *cs, int64_t now)
+{
+    struct ledger_params lp;
+    struct ledger_stats st;
+    struct ledger *lg = NULL;
+    char err[512];
+    int r;
+
+    memset(&lp, 0, sizeof(lp));
+    lp.path = cs->ledger_file;
+    lp.flags = LEDGER_OPEN_RECOVER;
+    r = ledger_open(&lp, &lg, err, sizeof(err));
+    if (r < 0) {
+        if (!cs->ledger_down_logged)
+            log_warning("event=ledger-unavailable path=%s reason=\"%s\", "
+                        "retrying (every %u s at most): deliveries are not "
+                        "recorded meanwhile and commitment asks the server",
+                        cs->ledger_file, err, COMMIT_LEDGER_BACKOFF_MAX_S);
+        else
+            log_debug("event=ledger-unavailable path=%s reason=\"%s\"",
+                      cs->ledger_file, err);
+        cs->ledger_down_logged = true;
+        cs->ledger_next_open_ms = now + (int64_t)cs->ledger_backoff_s * 1000;
+        cs->ledger_backoff_s =
+            cs->ledger_backoff_s * 2 > COMMIT_LEDGER_BACKOFF_MAX_S
+                ? COMMIT_LEDGER_BACKOFF_MAX_S
+                : cs->ledger_backoff_s * 2;
+        return;
+    }
+    if (ledger_moved_aside(lg) != NULL)
+        log_warning("event=ledger-moved-aside path=%s to=%s reason=\"%s\"",
+                    cs->ledger_file, ledger_moved_aside(lg),
+                    ledger_moved_aside_reason(lg));
+    memset(&st, 0, sizeof(st));
+    (void)ledger_stats(lg, &st);
+    cs->ledger_failed_seen = st.failed;
+    cs->ledger_written_at_open = st.written;
+    pthread_rwlock_wrlock(&cs->ledger_lock);
+    cs->ledger = lg;
+    pthread_rwlock_unlock(&cs->ledger_lock);
+    pthread_mutex_lock(&cs->lock);
+    if (cs->ledger_down_logged)
+        cs->counts.ledger_reopens++;
+    pthread_mutex_unlock(&cs->lock);
+    if (cs->ledger_down_logged)
+        log_notice("event=ledger-reopened path=%s: deliveries are recorded "
+                   "again",
+                   cs->ledger_file);
+    else
+        log_info("event=ledger-open path=%s keep_days=%u", cs->ledger_file,
+                 cs->p.keep_days);
+    cs->ledger_down_logged = false;
+}
+
+/*
+ * Why the open ledger @lg can no longer be used, in @why (NULL: it is
+ * fine): the writer found it corrupt or its header was overwritten
+ * (*@ret_corrupt), its writes fail with I/O errors, or its file was
+ * removed or replaced (SQLite would go on writing into the removed file).
+ */
+static const char *ledger_trouble(struct commit_service *cs, struct ledger *lg,
+                                  char *why, size_t len, bool *ret_corrupt)
+{
+    struct ledger_stats st;
+    int r;
+
+    *ret_corrupt = false;
+    if (ledger_stats(lg, &st) == 0) {
+        bool new_failures = st.failed > cs->ledger_failed_seen;
+
+        cs->ledger_failed_seen = st.failed;
+        if (st.broken) {
+            *ret_corrupt = true;
+            snprintf(why, len, "corrupt: %s", st.last_error_text);
+            return why;
+        }
+        if (new_failures && st.last_error == -EIO) {
+            snprintf(why, len, "I/O error: %s", st.last_error_text);
+            return why;
+        }
+        /* Healthy and writing since it was opened: the next trouble
+         * starts from the shortest pause again. */
+        if (st.written > cs->ledger_written_at_open && !new_failures)
+            cs->ledger_backoff_s = 1;
+    }
+    r = ledger_check_file(lg, why, len);
+    if (r == -EUCLEAN)
+        *ret_corrupt = true;
+    return r < 0 && r != -ENODEV ? why : NULL;
+}
+
+/*
+ * Every COMMIT_LEDGER_CHECK_MS (engine): a ledger in trouble is closed
+ * (moved aside when corrupt) and opened again; a ledger that could not be
+ * opened is tried again with a pause doubling from 1 s up to
+ * COMMIT_LEDGER_BACKOFF_MAX_S. The ledger is not the spool: meanwhile
+ * deliveries go on and commitment asks the server.
+ */
+static void ledger_watch(struct commit_service *cs, int64_t now)
+{
+    struct ledger *lg;
+    char why[256];
+    bool corrupt = false;
+
+    if (cs->ledger_file == NULL || now < cs->ledger_next_check_ms)
+        return;
+    cs->ledger_next_check_ms = now + COMMIT_LEDGER_CHECK_MS;
+    lg = cs->ledger; /* only the engine changes it */
+    if (lg != NULL) {
+        if (ledger_trouble(cs, lg, why, sizeof(why), &corrupt) == NULL)
+            return;
+        log_err("event=ledger-broken path=%s reason=\"%s\", reopening it: "
+                "deliveries go on, commitment asks the server meanwhile",
+                cs->ledger_file, why);
+        cs->ledger_down_logged = true;
+        pthread_rwlock_wrlock(&cs->ledger_lock);
+        cs->ledger = NULL;
+        pthread_rwlock_unlock(&cs->ledger_lock);
+        ledger_close(lg);
+        if (corrupt) {
+            char moved[4200];
+            char err[512];
+
+            if (ledger_move_aside(cs->ledger_file, moved, sizeof(moved), err,
+                                  sizeof(err)) == 0)
+                log_warning("event=ledger-moved-aside path=%s to=%s "
+                            "reason=\"corrupt\"",
+                            cs->ledger_file, moved);
+            else
+                log_warning("event=ledger-move-failed path=%s reason=\"%s\"",
+                            cs->ledger_file, err);
+        }
+        cs->ledger_next_open_ms = now + (int64_t)cs->ledger_backoff_s * 1000;
+        cs->ledger_backoff_s =
+            cs->ledger_backoff_s * 2 > COMMIT_LEDGER_BACKOFF_MAX_S
+                ? COMMIT_LEDGER_BACKOFF_MAX_S
+                : cs->ledger_backoff_s * 2;
+        return;
+    }
+    if (now >= cs->ledger_next_open_ms)
+        ledger_try_open(cs, now);
+}
+
+/* ------------------------------------------------------------------ */
 /* The engine                                                          */
 /* ------------------------------------------------------------------ */
 
@@ -1162,24 +1351,19 @@ static void engine_pass(struct commit_service *cs, bool resolve)
     size_t n;
     int64_t now = now_ms();
 
-    if (cs->p.ledger != NULL && cs->p.keep_days > 0 &&
+    ledger_watch(cs, now);
+    if (cs->p.keep_days > 0 &&
         now - cs->last_prune_ms >= COMMIT_PRUNE_EVERY_MS) {
+        struct ledger *lg = ledger_get(cs);
         struct ledger_stats st;
 
-        cs->last_prune_ms = now;
-        (void)ledger_prune(cs->p.ledger,
-                           now - (int64_t)cs->p.keep_days * 86400 * 1000);
-        /* Said once an hour at most: the ledger never stops delivery. */
-        if (ledger_stats(cs->p.ledger, &st) == 0) {
-            if (st.broken && !cs->ledger_broken_logged) {
-                log_err("event=ledger-broken path=%s reason=\"%s\": "
-                        "deliveries are no longer recorded (commitment "
-                        "asks the server); restart the daemon (a ledger found "
-                        "corrupt at open is moved aside)",
-                        ledger_path(cs->p.ledger), st.last_error_text);
-                cs->ledger_broken_logged = true;
-            }
-            if (st.dropped + st.failed > cs->ledger_dropped_logged) {
+        if (lg != NULL) {
+            cs->last_prune_ms = now;
+            (void)ledger_prune(lg,
+                               now - (int64_t)cs->p.keep_days * 86400 * 1000);
+            /* Said once an hour at most: the ledger never stops delivery. */
+            if (ledger_stats(lg, &st) == 0 &&
+                st.dropped + st.failed > cs->ledger_dropped_logged) {
                 log_warning("event=ledger-lost dropped=%llu failed=%llu "
                             "reason=\"%s\", ignoring",
                             (unsigned long long)st.dropped,
@@ -1187,6 +1371,7 @@ static void engine_pass(struct commit_service *cs, bool resolve)
                 cs->ledger_dropped_logged = st.dropped + st.failed;
             }
         }
+        ledger_put(cs);
     }
     if (resolve)
         resolve_pass(cs);
@@ -1408,8 +1593,16 @@ struct commit_service *commit_start(const struct commit_params *params,
         pthread_cond_init(&cs->senders[i].cond, &ca);
     }
     pthread_condattr_destroy(&ca);
+    pthread_rwlock_init(&cs->ledger_lock, NULL);
     cs->sync_inited = true;
     cs->last_prune_ms = 0;
+    cs->ledger_backoff_s = 1;
+    if (params->ledger_path != NULL && params->ledger_path[0] != '\0') {
+        cs->ledger_file = strdup(params->ledger_path);
+        if (cs->ledger_file == NULL)
+            goto out_nomem;
+        ledger_try_open(cs, now_ms());
+    }
     if (load_files(cs, err, err_len) < 0) {
         commit_stop(cs);
         return NULL;
@@ -1460,7 +1653,10 @@ void commit_stop(struct commit_service *cs)
             pthread_cond_destroy(&cs->senders[i].cond);
         pthread_mutex_destroy(&cs->lock);
         pthread_cond_destroy(&cs->cond);
+        ledger_close(cs->ledger); /* commits what is queued */
+        pthread_rwlock_destroy(&cs->ledger_lock);
     }
+    free(cs->ledger_file);
     while (cs->txs != NULL) {
         struct commit_tx *tx = cs->txs;
         cs->txs = tx->next;

@@ -52,7 +52,6 @@
 
 struct commit_service;
 struct find_web;
-struct ledger;
 struct spool;
 struct spool_meta;
 
@@ -64,8 +63,10 @@ struct commit_remote {
 };
 
 struct commit_params {
-    struct spool *spool;     /* borrowed, owner mode */
-    struct ledger *ledger;   /* borrowed; NULL: no ledger */
+    struct spool *spool; /* borrowed, owner mode */
+    /* The delivery ledger's file, opened (LEDGER_OPEN_RECOVER) and owned
+     * by the service; NULL or "": no ledger. */
+    const char *ledger_path;
     struct find_web *web;    /* borrowed; NULL: no QIDO-RS look-up */
     const char *our_ae;      /* Retrieve AE Title, calling AE */
     const char *destination; /* upload.url, for the ledger */
@@ -109,6 +110,7 @@ struct commit_counts {
     unsigned long reports_waiting; /* resolved, report not delivered */
     unsigned long reports_sent;
     unsigned long qido_lookups;
+    unsigned long ledger_reopens; /* opened again after trouble */
 };
 void commit_get_counts(struct commit_service *cs,
                        struct commit_counts *ret_counts);

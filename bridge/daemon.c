@@ -38,7 +38,6 @@
 #include "commit.h"
 #include "config/config.h"
 #include "find.h"
-#include "ledger/ledger.h"
 #include "monitor.h"
 #include "params.h"
 #include "scp/scp.h"
@@ -257,42 +256,6 @@ void daemon_listen_params(const struct cfg *cfg, struct scp_params *params,
 }
 
 /*
- * Opens the delivery ledger (ledger.path, or <spool.dir>/ledger.db). A
- * ledger that cannot be opened is logged and left out: it loses no image
- * (commitment then asks the server), so the daemon runs without it.
- */
-static struct ledger *daemon_open_ledger(const struct cfg *cfg)
-{
-    struct ledger_params lp;
-    struct ledger *lg = NULL;
-    char path[4096];
-    char err[512];
-    int r;
-
-    if (study_ledger_path(cfg, path, sizeof(path)) < 0) {
-        log_warning("event=ledger-off reason=\"path too long\", ignoring");
-        return NULL;
-    }
-    memset(&lp, 0, sizeof(lp));
-    lp.path = path;
-    lp.flags = LEDGER_OPEN_RECOVER;
-    r = ledger_open(&lp, &lg, err, sizeof(err));
-    if (r < 0) {
-        log_warning("event=ledger-off reason=\"%s\", ignoring: deliveries "
-                    "are not recorded and commitment asks the server",
-                    err);
-        return NULL;
-    }
-    if (ledger_moved_aside(lg) != NULL)
-        log_warning("event=ledger-moved-aside path=%s to=%s reason=\"%s\"",
-                    path, ledger_moved_aside(lg),
-                    ledger_moved_aside_reason(lg));
-    log_info("event=ledger-open path=%s keep_days=%u", path,
-             cfg->ledger.keep_days);
-    return lg;
-}
-
-/*
  * Raises the soft RLIMIT_NOFILE to the hard limit (systemd's LimitNOFILE=
  * sets both; a shell may have a lower soft one) and says whether what the
  * configuration may hold at once fits: associations, pending connections
@@ -375,7 +338,6 @@ int daemon_run(const struct cfg *cfg, const char *config_path)
     struct find_service *finder = NULL;
     struct find_web *find_web = NULL;
     struct scp_find_handler find_handler;
-    struct ledger *ledger = NULL;
     struct find_web *commit_web = NULL;
     struct commit_service *committer = NULL;
     struct commit_remote *remotes = NULL;
@@ -474,8 +436,13 @@ int daemon_run(const struct cfg *cfg, const char *config_path)
 
     if (tokens != NULL) {
         struct commit_params cp;
+        char ledger_path[4096];
 
-        ledger = daemon_open_ledger(cfg);
+        if (study_ledger_path(cfg, ledger_path, sizeof(ledger_path)) < 0) {
+            log_warning("event=ledger-off reason=\"path too long\", "
+                        "ignoring");
+            ledger_path[0] = '\0';
+        }
         commit_web =
             find_web_new(cfg->upload.url,
                          cfg->upload.ca_file[0] ? cfg->upload.ca_file : NULL,
@@ -494,7 +461,8 @@ int daemon_run(const struct cfg *cfg, const char *config_path)
         }
         memset(&cp, 0, sizeof(cp));
         cp.spool = spool;
-        cp.ledger = ledger;
+        /* The service opens it, and opens it again when it breaks. */
+        cp.ledger_path = ledger_path;
         cp.web = commit_web;
         cp.our_ae = cfg->dicom.ae_title;
         cp.destination = cfg->upload.url;
@@ -613,7 +581,6 @@ out:
      * spool and SCP: leave them to process exit rather than free them. */
     if (scp == NULL || scp_active_associations(scp) == 0) {
         commit_stop(committer);
-        ledger_close(ledger);
         find_web_free(commit_web);
         daemon_scp = NULL;
         scp_free(scp);

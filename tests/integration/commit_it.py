@@ -382,6 +382,85 @@ def test_parallel_reports(work):
         mock.close()
 
 
+def study_json(d, study):
+    r = run([it.BINARY, "study", study, "--json", "--config", d.config])
+    check(r.returncode == 0, "study --json exits 0 (%s)" %
+          (r.stdout + r.stderr)[-300:])
+    return json.loads(r.stdout)
+
+
+def ledger_delivered(d, study):
+    try:
+        return study_json(d, study)["delivered"]["instances"]
+    except Failure:
+        return -1
+
+
+def test_ledger_reopen(work):
+    """A ledger that breaks while the daemon runs is opened again:
+    removed (SQLite would go on writing into the removed file), then
+    overwritten with garbage (corrupt: moved aside). Deliveries and
+    commitment go on meanwhile; ledger records resume."""
+    mock = it.MockWeb()
+    listen = it.free_port()
+    d = commit_daemon(work, mock.port, listen).start()
+    db = os.path.join(d.spool, "ledger.db")
+    try:
+        mock.qido = qido_from(mock)
+        study_a, files = make_files(work, 2, prefix="a")
+        store(d, files)
+        wait_for(lambda: delivered(mock, [u for _, u in files]), 60,
+                 "study A delivered")
+        wait_for(lambda: ledger_delivered(d, study_a) == 2, 30,
+                 "study A in the ledger")
+
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(db + suffix):
+                os.unlink(db + suffix)
+        wait_for(lambda: "event=ledger-reopened" in d.log_text(), 30,
+                 "the removed ledger opened again")
+        log = d.log_text()
+        check(log.count("event=ledger-broken") == 1 and
+              "was removed\"" in log,
+              "logged once, with the reason")
+        check(os.path.exists(db), "a new ledger file")
+        study_b, files_b = make_files(work, 2, prefix="b")
+        store(d, files_b)
+        wait_for(lambda: delivered(mock, [u for _, u in files_b]), 60,
+                 "study B delivered")
+        wait_for(lambda: ledger_delivered(d, study_b) == 2, 30,
+                 "study B recorded in the new ledger")
+        r, tx = scu(d, [(CT, u) for _, u in files_b], listen=listen,
+                    wait=30)
+        rep = report_of(r.stdout)
+        check(rep is not None and rep["event_type"] == 1,
+              "commitment goes on (%s)" % r.stdout)
+
+        # Garbage over the file in place (same inode): corrupt.
+        with open(db, "r+b") as f:
+            f.write(b"this is not a database " * 400)
+            f.flush()
+            os.fsync(f.fileno())
+        study_c, files_c = make_files(work, 2, prefix="c")
+        store(d, files_c)
+        wait_for(lambda: delivered(mock, [u for _, u in files_c]), 60,
+                 "study C delivered while the ledger is corrupt")
+        wait_for(lambda: d.log_text().count("event=ledger-reopened") == 2,
+                 60, "the corrupt ledger moved aside and opened again")
+        check(any(n.startswith("ledger.db.corrupt-")
+                  for n in os.listdir(d.spool)), "the corrupt file kept aside")
+        study_e, files_e = make_files(work, 2, prefix="e")
+        store(d, files_e)
+        wait_for(lambda: delivered(mock, [u for _, u in files_e]), 60,
+                 "study E delivered")
+        wait_for(lambda: ledger_delivered(d, study_e) == 2, 30,
+                 "records resume after the corruption")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        d.stop()
+        mock.close()
+
+
 def test_many(work):
     """500 instances in one transaction, asked right after their upload
     (some still queued): every one listed; the time from the last

@@ -6,7 +6,9 @@
  * the same Transaction UID -EEXIST; a delivery resolves its items; the
  * resolved transaction's report is written and kept while the modality's
  * port is closed; a restart reads requests and reports back; files that
- * are not transactions are left alone; an instance in failed/ is 0110.
+ * are not transactions are left alone; an instance in failed/ is 0110;
+ * the ledger the service owns is opened once its directory exists, and
+ * opened again when its file is removed, records resuming.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -15,10 +17,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "bridge/commit.h"
+#include "ledger/ledger.h"
 #include "scp/scp.h"
 #include "spool/spool.h"
 #include "spool/txn.h"
@@ -57,12 +61,14 @@ static bool wait_file(struct spool *spool, const char *name, bool present,
     return false;
 }
 
-static struct commit_service *start(struct spool *spool,
-                                    const struct commit_remote *remote)
+static struct commit_service *start_ledger(struct spool *spool,
+                                           const struct commit_remote *remote,
+                                           const char *ledger_path)
 {
     struct commit_params p;
 
     memset(&p, 0, sizeof(p));
+    p.ledger_path = ledger_path;
     p.spool = spool;
     p.our_ae = "STOWBRIDGE";
     p.destination = "http://127.0.0.1:1/dicom-web";
@@ -72,6 +78,96 @@ static struct commit_service *start(struct spool *spool,
     p.report_retry_max_s = 2;
     p.timeout_s = 2;
     return commit_start(&p, err, sizeof(err));
+}
+
+static struct commit_service *start(struct spool *spool,
+                                    const struct commit_remote *remote)
+{
+    return start_ledger(spool, remote, NULL);
+}
+
+/* True once the ledger at @path (read-only) knows @sop, within @seconds. */
+static bool ledger_has(const char *path, const char *sop, int seconds)
+{
+    for (int i = 0; i <= seconds * 10; i++) {
+        struct ledger_params p = { .path = path,
+                                   .flags = LEDGER_OPEN_READONLY };
+        struct ledger *lg = NULL;
+        struct ledger_instance li;
+        bool found = false;
+
+        if (ledger_open(&p, &lg, err, sizeof(err)) == 0) {
+            found = ledger_find_instance(lg, sop, &li) == 0;
+            ledger_close(lg);
+        }
+        if (found)
+            return true;
+        if (i < seconds * 10)
+            usleep(100 * 1000);
+    }
+    return false;
+}
+
+static bool wait_reopens(struct commit_service *cs, unsigned long n,
+                         int seconds)
+{
+    struct commit_counts c;
+
+    for (int i = 0; i < seconds * 20; i++) {
+        commit_get_counts(cs, &c);
+        if (c.ledger_reopens >= n)
+            return true;
+        usleep(50 * 1000);
+    }
+    return false;
+}
+
+static void deliver(struct commit_service *cs, const char *sop, const char *id)
+{
+    struct spool_meta meta;
+
+    memset(&meta, 0, sizeof(meta));
+    snprintf(meta.sop_uid, sizeof(meta.sop_uid), "%s", sop);
+    snprintf(meta.study_uid, sizeof(meta.study_uid), "1.2.3");
+    snprintf(meta.calling_ae, sizeof(meta.calling_ae), "MOD1");
+    commit_note_delivered(cs, id, &meta, false);
+}
+
+/*
+ * The ledger the service owns: a directory that does not exist yet (the
+ * open is retried with backoff until it does), then its file removed
+ * while running (opened again; records resume).
+ */
+static void test_ledger_reopen(struct spool *spool,
+                               const struct commit_remote *remote)
+{
+    char dir[128];
+    char path[160];
+    char side[200];
+    struct commit_service *cs;
+
+    snprintf(dir, sizeof(dir), "%s/ledger-dir", root);
+    snprintf(path, sizeof(path), "%s/ledger.db", dir);
+    cs = start_ledger(spool, remote, path);
+    CHECK_MSG(cs != NULL, "%s", err);
+    if (cs == NULL)
+        return;
+    CHECK(mkdir(dir, 0700) == 0);
+    CHECK_MSG(wait_reopens(cs, 1, 20), "opened once its directory exists");
+    deliver(cs, "1.2.3.5.1", "1763855999.200001-9f1c2b3a4d5e6f70");
+    CHECK(ledger_has(path, "1.2.3.5.1", 10));
+
+    CHECK(unlink(path) == 0);
+    snprintf(side, sizeof(side), "%s-wal", path);
+    (void)unlink(side);
+    snprintf(side, sizeof(side), "%s-shm", path);
+    (void)unlink(side);
+    CHECK_MSG(wait_reopens(cs, 2, 20), "opened again once removed");
+    deliver(cs, "1.2.3.5.2", "1763855999.200002-9f1c2b3a4d5e6f71");
+    CHECK(ledger_has(path, "1.2.3.5.2", 10));
+    /* A new ledger: the row of the removed file is gone with it. */
+    CHECK(!ledger_has(path, "1.2.3.5.1", 0));
+    commit_stop(cs);
 }
 
 int main(void)
@@ -194,6 +290,8 @@ int main(void)
     commit_handler_init(cs, &h);
     CHECK(h.request(h.ctx, &rq, err, sizeof(err)) == -EALREADY);
     commit_stop(cs);
+
+    test_ledger_reopen(spool, &remote);
 
     spool_close(spool);
     char cmd[128];
