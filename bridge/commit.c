@@ -94,6 +94,11 @@ struct commit_tx {
     unsigned attempts;
     int64_t next_attempt_ms;
     bool no_remote_logged;
+    /* commit.same_association: the request's association is open and
+     * its thread owns the report (report_take()/report_done()); the
+     * results it was given. */
+    bool on_assoc;
+    struct scp_commit_result *assoc_results;
     struct commit_tx *next;
 };
 
@@ -184,6 +189,7 @@ static void tx_free(struct commit_tx *tx)
 {
     if (tx == NULL)
         return;
+    free(tx->assoc_results);
     free(tx->items);
     free(tx);
 }
@@ -410,6 +416,7 @@ static int commit_request(void *ctx, const struct scp_commit_request *rq,
     tx->n = rq->item_count;
     tx->unresolved = rq->item_count;
     tx->state = TX_WRITING;
+    tx->on_assoc = rq->report_here && cs->p.same_association;
     for (size_t i = 0; i < rq->item_count; i++) {
         snprintf(tx->items[i].cls, sizeof(tx->items[i].cls), "%s",
                  rq->items[i].sop_class_uid);
@@ -467,11 +474,99 @@ static int commit_request(void *ctx, const struct scp_commit_request *rq,
     return 0;
 }
 
+/* The report of @tx, the association thread's to send (lock held). */
+static int assoc_report(struct commit_service *cs, struct commit_tx *tx,
+                        struct scp_commit_report *ret)
+{
+    struct scp_commit_result *res = calloc(tx->n, sizeof(*res));
+
+    if (res == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < tx->n; i++) {
+        res[i].sop_class_uid = tx->items[i].cls;
+        res[i].sop_instance_uid = tx->items[i].inst;
+        res[i].failure_reason = tx->items[i].reason;
+    }
+    free(tx->assoc_results);
+    tx->assoc_results = res;
+    ret->tx_uid = tx->uid;
+    ret->retrieve_ae = cs->our_ae;
+    ret->items = res;
+    ret->item_count = tx->n;
+    return 1;
+}
+
+static void report_reported(struct commit_service *cs, struct commit_tx *tx,
+                            const char *to, const char *via);
+static void sender_kick(struct commit_service *cs, const struct commit_tx *tx);
+static void commit_report_done(void *ctx, const char *tx_uid, bool sent,
+                               const char *why);
+
+static int commit_report_take(void *ctx, const char *tx_uid,
+                              struct scp_commit_report *ret_report)
+{
+    struct commit_service *cs = ctx;
+    struct commit_tx *tx;
+    int r = -ENOENT;
+
+    pthread_mutex_lock(&cs->lock);
+    tx = tx_find(cs, tx_uid);
+    if (tx != NULL && tx->on_assoc)
+        r = tx->state == TX_REPORT ? assoc_report(cs, tx, ret_report) : 0;
+    pthread_mutex_unlock(&cs->lock);
+    if (r == -ENOMEM) /* a new association then, from the sender */
+        commit_report_done(cs, tx_uid, false, "out of memory");
+    return r;
+}
+
+static void commit_report_done(void *ctx, const char *tx_uid, bool sent,
+                               const char *why)
+{
+    struct commit_service *cs = ctx;
+    struct commit_tx *tx;
+
+    pthread_mutex_lock(&cs->lock);
+    tx = tx_find(cs, tx_uid);
+    if (tx == NULL || !tx->on_assoc) {
+        pthread_mutex_unlock(&cs->lock);
+        return;
+    }
+    free(tx->assoc_results);
+    tx->assoc_results = NULL;
+    if (!sent) {
+        tx->on_assoc = false; /* the sender's (or engine's) from now on */
+        tx->next_attempt_ms = 0;
+        sender_kick(cs, tx);
+        commit_kick(cs);
+    }
+    pthread_mutex_unlock(&cs->lock);
+    if (sent) {
+        /* Still on_assoc: nobody else touches it. */
+        report_reported(cs, tx, tx->caller, "same-association");
+        return;
+    }
+    if (why != NULL)
+        log_warning("event=commit-report-deferred tx=%s to=%s "
+                    "via=same-association reason=\"%s\", sending it on a "
+                    "new association",
+                    tx_uid, tx->caller, why);
+    else
+        log_info("event=commit-report-new-association tx=%s to=%s "
+                 "reason=\"the request's association ended before the "
+                 "report was ready\"",
+                 tx_uid, tx->caller);
+}
+
 void commit_handler_init(struct commit_service *cs,
                          struct scp_commit_handler *ret_handler)
 {
+    memset(ret_handler, 0, sizeof(*ret_handler));
     ret_handler->ctx = cs;
     ret_handler->request = commit_request;
+    if (cs->p.same_association) {
+        ret_handler->report_take = commit_report_take;
+        ret_handler->report_done = commit_report_done;
+    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -1084,6 +1179,30 @@ static unsigned retry_pause_s(const struct commit_service *cs,
                                               : pause_s;
 }
 
+/* The report of @tx was accepted (by its owner): logged, recorded in the
+ * ledger, and the transaction finished. */
+static void report_reported(struct commit_service *cs, struct commit_tx *tx,
+                            const char *to, const char *via)
+{
+    size_t ok = 0;
+    size_t failed = 0;
+
+    tx_counts(tx, &ok, &failed);
+    log_info("event=commit-reported tx=%s to=%s via=%s event_type=%u "
+             "items=%zu committed=%zu failed=%zu attempts=%u",
+             tx->uid, to, via, failed ? 2u : 1u, tx->n, ok, failed,
+             tx->attempts + 1);
+    if (cs->ledger_file != NULL) {
+        (void)ledger_record_commit_reported(ledger_get(cs), tx->uid,
+                                            failed ? 2u : 1u, now_ms());
+        ledger_put(cs);
+    }
+    pthread_mutex_lock(&cs->lock);
+    cs->counts.reports_sent++;
+    pthread_mutex_unlock(&cs->lock);
+    tx_finish(cs, tx);
+}
+
 /* One attempt to deliver the report of @tx, by its owner: @sender (the
  * caller's AE) or the engine (NULL: no dicom.remote_aes entry). */
 static void report_send(struct commit_service *cs, struct commit_sender *sender,
@@ -1157,21 +1276,11 @@ static void report_send(struct commit_service *cs, struct commit_sender *sender,
             pthread_mutex_unlock(&cs->lock);
         }
         if (r == 0 && status == 0) {
-            log_info("event=commit-reported tx=%s to=%s@%s:%u "
-                     "event_type=%u items=%zu committed=%zu failed=%zu "
-                     "attempts=%u",
-                     tx->uid, remote->ae_title, remote->host,
-                     (unsigned)remote->port, failed ? 2u : 1u, tx->n, ok,
-                     failed, tx->attempts + 1);
-            if (cs->ledger_file != NULL) {
-                (void)ledger_record_commit_reported(ledger_get(cs), tx->uid,
-                                                    failed ? 2u : 1u, now);
-                ledger_put(cs);
-            }
-            pthread_mutex_lock(&cs->lock);
-            cs->counts.reports_sent++;
-            pthread_mutex_unlock(&cs->lock);
-            tx_finish(cs, tx);
+            char where[UTIL_AE_TITLE_MAX + 300];
+
+            snprintf(where, sizeof(where), "%s@%s:%u", remote->ae_title,
+                     remote->host, (unsigned)remote->port);
+            report_reported(cs, tx, where, "new-association");
             return;
         }
         if (r == 0)
@@ -1394,7 +1503,7 @@ static void engine_pass(struct commit_service *cs, bool resolve)
     pthread_mutex_lock(&cs->lock);
     for (struct commit_tx *t = cs->txs; t != NULL && n < 64; t = t->next)
         if (t->state == TX_REPORT && t->next_attempt_ms <= now &&
-            sender_for(cs, t->caller) == NULL)
+            !t->on_assoc && sender_for(cs, t->caller) == NULL)
             due_now[n++] = t;
     pthread_mutex_unlock(&cs->lock);
     for (size_t i = 0; i < n; i++)
@@ -1417,7 +1526,8 @@ static struct commit_tx *sender_pick(struct commit_sender *s, int64_t now,
         return NULL;
     }
     for (struct commit_tx *t = cs->txs; t != NULL; t = t->next) {
-        if (t->state != TX_REPORT || strcmp(t->caller, s->remote->ae_title))
+        if (t->state != TX_REPORT || t->on_assoc ||
+            strcmp(t->caller, s->remote->ae_title))
             continue;
         if (t->next_attempt_ms <= now)
             return t;

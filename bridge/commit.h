@@ -77,6 +77,10 @@ struct commit_params {
     unsigned timeout_s;          /* dicom.timeout_s for reports */
     uint64_t min_free_mb;        /* spool.min_free_mb */
     unsigned keep_days;          /* ledger.keep_days: hourly prune */
+    /* commit.same_association: the handler offers report_take, so a
+     * report is tried first on its request's association while the SCU
+     * keeps it open (scp.h), then on a new one. */
+    bool same_association;
 };
 
 /*

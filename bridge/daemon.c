@@ -473,6 +473,7 @@ int daemon_run(const struct cfg *cfg, const char *config_path)
         cp.timeout_s = cfg->dicom.timeout_s;
         cp.min_free_mb = cfg->spool.min_free_mb;
         cp.keep_days = cfg->ledger.keep_days;
+        cp.same_association = cfg->commit.same_association;
         committer = commit_start(&cp, err, sizeof(err));
         if (committer == NULL) {
             log_err("event=start-failed reason=\"storage commitment: %s\"",

@@ -382,6 +382,82 @@ def test_parallel_reports(work):
         mock.close()
 
 
+def reports_of(out):
+    return [json.loads(m) for m in re.findall(r"^report (\{.*\})$", out,
+                                                re.M)]
+
+
+def test_same_association(work):
+    """commit.same_association: the report goes on the N-ACTION's
+    association while the SCU keeps it open; refused there, or the
+    association released first, it goes on a new one; off (the default),
+    never on the same association."""
+    mock = it.MockWeb()
+    listen = it.free_port()
+    d = commit_daemon(work, mock.port, listen,
+                      commit={"same_association": True}).start()
+    try:
+        study, files = make_files(work, 3)
+        store(d, files)
+        uids = [u for _, u in files]
+        wait_for(lambda: delivered(mock, uids), 60, "delivered")
+        items = [(CT, u) for u in uids]
+
+        r, tx = scu(d, items, listen=listen, wait=4,
+                    extra=["--same-assoc", "8"])
+        reps = reports_of(r.stdout)
+        check(action_status(r.stdout) == "0000", "N-ACTION-RSP 0000")
+        check(len(reps) == 1 and reps[0]["via"] == "same" and
+              reps[0]["tx"] == tx and reps[0]["event_type"] == 1 and
+              sorted(u for _, u in reps[0]["committed"]) == sorted(uids),
+              "the report on the same association, once (%s)" % r.stdout)
+        check("report no-more" in r.stdout, "no second report")
+        check(re.search(r"event=commit-reported tx=%s to=MOD1 "
+                        r"via=same-association event_type=1" % tx,
+                        d.log_text()), "logged via=same-association")
+
+        r, tx = scu(d, items, listen=listen, wait=30,
+                    extra=["--same-assoc", "8", "--report-status", "0110"])
+        reps = reports_of(r.stdout)
+        check([x["via"] for x in reps] == ["same", "new"] and
+              all(x["tx"] == tx for x in reps),
+              "refused on the same association: sent on a new one (%s)" %
+              r.stdout)
+        check("event=commit-report-deferred tx=%s to=MOD1 "
+              "via=same-association" % tx in d.log_text(),
+              "the refusal logged")
+
+        r, tx = scu(d, items, listen=listen, wait=30)
+        reps = reports_of(r.stdout)
+        check(len(reps) == 1 and reps[0]["via"] == "new" and
+              reps[0]["role"] == "scp",
+              "SCU released at once: a new association (%s)" % r.stdout)
+        wait_for(lambda: os.listdir(os.path.join(d.spool, "commit")) == [],
+                 10, "commit/ emptied")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        d.stop()
+        mock.close()
+
+    # Off (the default): never on the same association.
+    mock = it.MockWeb()
+    d = commit_daemon(work, mock.port, listen).start()
+    try:
+        study, files = make_files(work, 1, prefix="off")
+        store(d, files)
+        wait_for(lambda: delivered(mock, [files[0][1]]), 60, "delivered")
+        r, tx = scu(d, [(CT, files[0][1])], listen=listen, wait=30,
+                    extra=["--same-assoc", "3"])
+        reps = reports_of(r.stdout)
+        check("same-assoc none" in r.stdout and len(reps) == 1 and
+              reps[0]["via"] == "new",
+              "off: nothing on the same association (%s)" % r.stdout)
+        check(d.stop() == 0, "clean stop")
+    finally:
+        d.stop()
+        mock.close()
+
+
 def study_json(d, study):
     r = run([it.BINARY, "study", study, "--json", "--config", d.config])
     check(r.returncode == 0, "study --json exits 0 (%s)" %

@@ -8,7 +8,8 @@
  * port is closed; a restart reads requests and reports back; files that
  * are not transactions are left alone; an instance in failed/ is 0110;
  * the ledger the service owns is opened once its directory exists, and
- * opened again when its file is removed, records resuming.
+ * opened again when its file is removed, records resuming;
+ * commit.same_association through the handler (report_take, report_done).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -78,6 +79,82 @@ static struct commit_service *start_ledger(struct spool *spool,
     p.report_retry_max_s = 2;
     p.timeout_s = 2;
     return commit_start(&p, err, sizeof(err));
+}
+
+static void deliver(struct commit_service *cs, const char *sop, const char *id);
+
+/*
+ * commit.same_association through the handler: report_take() says "not
+ * yet" while the request is pending, then gives every instance; a report
+ * sent there finishes the transaction; one handed back (association
+ * ended) goes to the sender, which keeps it while the port is closed.
+ */
+static void test_same_association(struct spool *spool,
+                                  const struct commit_remote *remote)
+{
+    static const char *cls = "1.2.840.10008.5.1.4.1.1.2";
+    struct commit_params p;
+    struct commit_service *cs;
+    struct scp_commit_handler h;
+    struct scp_commit_ref ref;
+    struct scp_commit_request rq;
+    struct scp_commit_report rep;
+    struct commit_counts before;
+    struct commit_counts c;
+
+    memset(&p, 0, sizeof(p));
+    p.spool = spool;
+    p.our_ae = "STOWBRIDGE";
+    p.remotes = remote;
+    p.remote_count = 1;
+    p.max_wait_h = 24;
+    p.report_retry_max_s = 2;
+    p.timeout_s = 2;
+    p.same_association = true;
+    cs = commit_start(&p, err, sizeof(err));
+    CHECK_MSG(cs != NULL, "%s", err);
+    if (cs == NULL)
+        return;
+    commit_handler_init(cs, &h);
+    CHECK(h.report_take != NULL && h.report_done != NULL);
+    memset(&ref, 0, sizeof(ref));
+    snprintf(ref.sop_class_uid, sizeof(ref.sop_class_uid), "%s", cls);
+    snprintf(ref.sop_instance_uid, sizeof(ref.sop_instance_uid), "1.2.3.6.1");
+    memset(&rq, 0, sizeof(rq));
+    rq.tx_uid = "1.2.3.200";
+    rq.calling_ae = "MOD1";
+    rq.peer = "127.0.0.1";
+    rq.items = &ref;
+    rq.item_count = 1;
+    rq.report_here = true;
+    CHECK(h.request(h.ctx, &rq, err, sizeof(err)) == 0);
+    CHECK(h.report_take(h.ctx, "1.2.3.200", &rep) == 0);
+    CHECK(h.report_take(h.ctx, "1.2.3.999", &rep) < 0);
+    deliver(cs, "1.2.3.6.1", "1763855999.300001-9f1c2b3a4d5e6f70");
+    CHECK(wait_file(spool, "1.2.3.200.rep", true, 5));
+    CHECK(h.report_take(h.ctx, "1.2.3.200", &rep) == 1);
+    CHECK(rep.item_count == 1 && strcmp(rep.tx_uid, "1.2.3.200") == 0 &&
+          strcmp(rep.items[0].sop_instance_uid, "1.2.3.6.1") == 0 &&
+          rep.items[0].failure_reason == 0 &&
+          strcmp(rep.retrieve_ae, "STOWBRIDGE") == 0);
+    commit_get_counts(cs, &before);
+    h.report_done(h.ctx, "1.2.3.200", true, NULL);
+    CHECK(!spool_txn_exists(spool, "1.2.3.200.rep"));
+    commit_get_counts(cs, &c);
+    /* (The reports of main()'s transactions are still waiting.) */
+    CHECK(c.reports_sent == 1 &&
+          c.reports_waiting + 1 == before.reports_waiting);
+    CHECK(h.report_take(h.ctx, "1.2.3.200", &rep) < 0);
+
+    /* Handed back before it was ready: the sender's now. */
+    rq.tx_uid = "1.2.3.201";
+    CHECK(h.request(h.ctx, &rq, err, sizeof(err)) == 0);
+    h.report_done(h.ctx, "1.2.3.201", false, NULL);
+    CHECK(h.report_take(h.ctx, "1.2.3.201", &rep) < 0);
+    CHECK(wait_file(spool, "1.2.3.201.rep", true, 10));
+    commit_stop(cs);
+    CHECK(spool_txn_exists(spool, "1.2.3.201.rep"));
+    CHECK(spool_txn_remove(spool, "1.2.3.201.rep", err, sizeof(err)) == 0);
 }
 
 static struct commit_service *start(struct spool *spool,
@@ -292,6 +369,7 @@ int main(void)
     commit_stop(cs);
 
     test_ledger_reopen(spool, &remote);
+    test_same_association(spool, &remote);
 
     spool_close(spool);
     char cmd[128];
