@@ -42,7 +42,6 @@
 #include "params.h"
 #include "scp/scp.h"
 #include "spool/spool.h"
-#include "study_cmd.h"
 #include "uploader.h"
 #include "web/dicomweb.h"
 #include "web/oauth.h"
@@ -436,44 +435,25 @@ int daemon_run(const struct cfg *cfg, const char *config_path)
 
     if (tokens != NULL) {
         struct commit_params cp;
+        struct dicomweb_params web;
         char ledger_path[4096];
 
-        if (study_ledger_path(cfg, ledger_path, sizeof(ledger_path)) < 0) {
-            log_warning("event=ledger-off reason=\"path too long\", "
-                        "ignoring");
-            ledger_path[0] = '\0';
-        }
+        params_dicomweb(cfg, &web);
         commit_web =
-            find_web_new(cfg->upload.url,
-                         cfg->upload.ca_file[0] ? cfg->upload.ca_file : NULL,
-                         cfg->upload.timeout_s, tokens);
-        if (cfg->dicom.remote_ae_count > 0)
-            remotes = calloc(cfg->dicom.remote_ae_count, sizeof(*remotes));
+            find_web_new(web.base_url, web.ca_file, web.timeout_s, tokens);
         if (commit_web == NULL ||
-            (cfg->dicom.remote_ae_count > 0 && remotes == NULL)) {
+            params_commit(cfg, ledger_path, sizeof(ledger_path), &remotes,
+                          &cp) < 0) {
             log_err("event=start-failed reason=\"out of memory\"");
             goto out;
         }
-        for (size_t i = 0; i < cfg->dicom.remote_ae_count; i++) {
-            remotes[i].ae_title = cfg->dicom.remote_aes[i].ae_title;
-            remotes[i].host = cfg->dicom.remote_aes[i].host;
-            remotes[i].port = (uint16_t)cfg->dicom.remote_aes[i].port;
-        }
-        memset(&cp, 0, sizeof(cp));
+        if (cp.ledger_path == NULL)
+            log_warning("event=ledger-off reason=\"path too long\", "
+                        "ignoring");
+        /* The service opens the ledger, and opens it again when it
+         * breaks. */
         cp.spool = spool;
-        /* The service opens it, and opens it again when it breaks. */
-        cp.ledger_path = ledger_path;
         cp.web = commit_web;
-        cp.our_ae = cfg->dicom.ae_title;
-        cp.destination = cfg->upload.url;
-        cp.remotes = remotes;
-        cp.remote_count = cfg->dicom.remote_ae_count;
-        cp.max_wait_h = cfg->commit.max_wait_h;
-        cp.report_retry_max_s = cfg->commit.report_retry_max_s;
-        cp.timeout_s = cfg->dicom.timeout_s;
-        cp.min_free_mb = cfg->spool.min_free_mb;
-        cp.keep_days = cfg->ledger.keep_days;
-        cp.same_association = cfg->commit.same_association;
         committer = commit_start(&cp, err, sizeof(err));
         if (committer == NULL) {
             log_err("event=start-failed reason=\"storage commitment: %s\"",
