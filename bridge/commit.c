@@ -1502,8 +1502,9 @@ static void engine_pass(struct commit_service *cs, bool resolve)
     n = 0;
     pthread_mutex_lock(&cs->lock);
     for (struct commit_tx *t = cs->txs; t != NULL && n < 64; t = t->next)
-        if (t->state == TX_REPORT && t->next_attempt_ms <= now &&
-            !t->on_assoc && sender_for(cs, t->caller) == NULL)
+        /* Owner first: another's next_attempt_ms is not ours to read. */
+        if (t->state == TX_REPORT && sender_for(cs, t->caller) == NULL &&
+            !t->on_assoc && t->next_attempt_ms <= now)
             due_now[n++] = t;
     pthread_mutex_unlock(&cs->lock);
     for (size_t i = 0; i < n; i++)

@@ -23,8 +23,16 @@
  * and the report sent to the caller's dicom.remote_aes entry on a new
  * association, retried with a doubling pause (2 s up to
  * commit.report_retry_max_s) until commit.max_wait_h + 24 h after the
- * request, then abandoned (logged). Requests and reports are read back at
+ * request, then abandoned (logged). With commit.same_association it is
+ * first offered to the request's own association while that stays open
+ * (scp.h report_take/report_done). Requests and reports are read back at
  * start, so both survive a restart and kill -9.
+ *
+ * The ledger: opened by commit_start() from params->ledger_path and
+ * owned; the engine looks at it every 2 s and, when it was removed,
+ * replaced, overwritten, found corrupt or fails with I/O errors, closes
+ * it (moving a corrupt file aside) and opens it again; a failed open is
+ * retried after 1 s doubling up to 300 s. Deliveries never wait for it.
  *
  * Files (text, one record a line, UIDs and AE titles only):
  *   commit/<tx>.req  "stowbridge-commit 1", "tx", "caller", "peer",
