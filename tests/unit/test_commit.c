@@ -276,6 +276,7 @@ int main(void)
     commit_handler_init(cs, &h);
 
     memset(refs, 0, sizeof(refs));
+    memset(&rq, 0, sizeof(rq));
     snprintf(refs[0].sop_class_uid, sizeof(refs[0].sop_class_uid), "%s", cls);
     snprintf(refs[0].sop_instance_uid, sizeof(refs[0].sop_instance_uid),
              "1.2.3.4.1");
