@@ -537,6 +537,68 @@ def test_ledger_reopen(work):
         mock.close()
 
 
+def test_ledger_io_error(work):
+    """The ledger's writes fail with EIO (an LD_PRELOAD library plays the
+    failing disk): logged, the ledger closed and opened again with
+    backoff; deliveries and commitment go on; once the disk is back the
+    ledger records again."""
+    lib = os.environ.get("SB_FAULT_IO_LIB", "")
+    if not os.path.exists(lib):
+        print("skipped: no fault_io library (run through CTest)")
+        sys.exit(77)
+    mock = it.MockWeb()
+    listen = it.free_port()
+    flag = os.path.join(work, "disk-fails")
+    d = commit_daemon(work, mock.port, listen)
+    env = dict(os.environ, LD_PRELOAD=lib, SB_FAULT_IO_FLAG=flag,
+               SB_FAULT_IO_MATCH="ledger.db",
+               ASAN_OPTIONS="verify_asan_link_order=0:" +
+               os.environ.get("ASAN_OPTIONS", ""))
+    d.start(env=env)
+    try:
+        mock.qido = qido_from(mock)
+        study_a, files = make_files(work, 2, prefix="a")
+        store(d, files)
+        wait_for(lambda: ledger_delivered(d, study_a) == 2, 60,
+                 "study A in the ledger")
+        open(flag, "w").close()
+        study_b, files_b = make_files(work, 2, prefix="b")
+        store(d, files_b)
+        wait_for(lambda: delivered(mock, [u for _, u in files_b]), 60,
+                 "study B delivered while the ledger's disk fails")
+        wait_for(lambda: re.search(r'event=ledger-broken .*reason="I/O '
+                                   r'error', d.log_text()), 60,
+                 "the I/O errors seen and logged")
+        r, tx = scu(d, [(CT, u) for _, u in files_b], listen=listen,
+                    wait=30)
+        rep = report_of(r.stdout)
+        check(rep is not None and rep["event_type"] == 1,
+              "commitment goes on (%s)" % r.stdout)
+        os.unlink(flag)
+        wait_for(lambda: "event=ledger-reopened" in d.log_text(), 120,
+                 "opened again once the disk is back")
+        study_c, files_c = make_files(work, 2, prefix="c")
+        store(d, files_c)
+        wait_for(lambda: ledger_delivered(d, study_c) == 2, 60,
+                 "records resume")
+        log = d.log_text()
+        broken = log.count("event=ledger-broken")
+        for line in log.splitlines():
+            if "event=ledger-" in line:
+                print(line)
+        print("ledger-broken lines: %d, unavailable: %d, reopened: %d" % (
+            broken, log.count("event=ledger-unavailable"),
+            log.count("event=ledger-reopened")))
+        check(broken <= log.count("event=ledger-reopened") + 1,
+              "logged once per change of state")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        if os.path.exists(flag):
+            os.unlink(flag)
+        d.stop()
+        mock.close()
+
+
 def test_many(work):
     """500 instances in one transaction, asked right after their upload
     (some still queued): every one listed; the time from the last
