@@ -23,8 +23,16 @@
  * and the report sent to the caller's dicom.remote_aes entry on a new
  * association, retried with a doubling pause (2 s up to
  * commit.report_retry_max_s) until commit.max_wait_h + 24 h after the
- * request, then abandoned (logged). Requests and reports are read back at
+ * request, then abandoned (logged). With commit.same_association it is
+ * first offered to the request's own association while that stays open
+ * (scp.h report_take/report_done). Requests and reports are read back at
  * start, so both survive a restart and kill -9.
+ *
+ * The ledger: opened by commit_start() from params->ledger_path and
+ * owned; the engine looks at it every 2 s and, when it was removed,
+ * replaced, overwritten, found corrupt or fails with I/O errors, closes
+ * it (moving a corrupt file aside) and opens it again; a failed open is
+ * retried after 1 s doubling up to 300 s. Deliveries never wait for it.
  *
  * Files (text, one record a line, UIDs and AE titles only):
  *   commit/<tx>.req  "stowbridge-commit 1", "tx", "caller", "peer",
@@ -34,8 +42,12 @@
  *
  * Program code: it logs (one line per request, resolution and report
  * attempt). Thread safety: the handler and commit_note_delivered() may be
- * called from any thread; one engine thread does the look-ups and sends
- * the reports.
+ * called from any thread; one engine thread does the look-ups and
+ * writes the reports; one thread per dicom.remote_aes entry sends that
+ * AE's reports (one at a time, oldest first), so an AE that does not
+ * answer delays no other AE's reports. After a failed attempt (network
+ * or association) an AE gets no report for a pause doubling from 2 s up
+ * to commit.report_retry_max_s.
  */
 #ifndef STOWBRIDGE_BRIDGE_COMMIT_H
 #define STOWBRIDGE_BRIDGE_COMMIT_H
@@ -48,7 +60,6 @@
 
 struct commit_service;
 struct find_web;
-struct ledger;
 struct spool;
 struct spool_meta;
 
@@ -60,8 +71,10 @@ struct commit_remote {
 };
 
 struct commit_params {
-    struct spool *spool;     /* borrowed, owner mode */
-    struct ledger *ledger;   /* borrowed; NULL: no ledger */
+    struct spool *spool; /* borrowed, owner mode */
+    /* The delivery ledger's file, opened (LEDGER_OPEN_RECOVER) and owned
+     * by the service; NULL or "": no ledger. */
+    const char *ledger_path;
     struct find_web *web;    /* borrowed; NULL: no QIDO-RS look-up */
     const char *our_ae;      /* Retrieve AE Title, calling AE */
     const char *destination; /* upload.url, for the ledger */
@@ -72,6 +85,10 @@ struct commit_params {
     unsigned timeout_s;          /* dicom.timeout_s for reports */
     uint64_t min_free_mb;        /* spool.min_free_mb */
     unsigned keep_days;          /* ledger.keep_days: hourly prune */
+    /* commit.same_association: the handler offers report_take, so a
+     * report is tried first on its request's association while the SCU
+     * keeps it open (scp.h), then on a new one. */
+    bool same_association;
 };
 
 /*
@@ -105,6 +122,7 @@ struct commit_counts {
     unsigned long reports_waiting; /* resolved, report not delivered */
     unsigned long reports_sent;
     unsigned long qido_lookups;
+    unsigned long ledger_reopens; /* opened again after trouble */
 };
 void commit_get_counts(struct commit_service *cs,
                        struct commit_counts *ret_counts);

@@ -21,6 +21,7 @@
 #include "config/config.h"
 #include "dicom/redact.h"
 #include "ledger/ledger.h"
+#include "params.h"
 #include "servertext.h"
 #include "spool/spool.h"
 #include "spool/txn.h"
@@ -32,13 +33,7 @@
 
 int study_ledger_path(const struct cfg *cfg, char *buf, size_t len)
 {
-    int r;
-
-    if (cfg->ledger.path[0] != '\0')
-        r = snprintf(buf, len, "%s", cfg->ledger.path);
-    else
-        r = snprintf(buf, len, "%s/ledger.db", cfg->spool.dir);
-    return r < 0 || (size_t)r >= len ? -ENAMETOOLONG : 0;
+    return params_ledger_path(cfg, buf, len); /* the daemon's rule */
 }
 
 /* ISO 8601 UTC of @ms, or "-" for 0. */

@@ -768,6 +768,17 @@ static const struct cfg_key cfg_keys[] = {
                "(the pause starts at 2 s and doubles), in seconds.",
     },
     {
+        .path = "commit.same_association",
+        .type = CFG_BOOL,
+        .offset = CFG_OFF(commit.same_association),
+        .def_uint = 0,
+        .doc = "Try each report first on the association that carried its "
+               "request, while the modality keeps it open (PS3.4 J.3.3); "
+               "if it is gone or the attempt fails, the report goes on a "
+               "new association as always. Off: many modalities release "
+               "right after the N-ACTION response.",
+    },
+    {
         .path = "ledger.path",
         .type = CFG_STRING,
         .offset = CFG_OFF(ledger.path),

@@ -173,6 +173,7 @@ struct cfg_commit {
     bool enabled;                /* true; needs upload.url */
     unsigned max_wait_h;         /* 24: then still-queued instances fail */
     unsigned report_retry_max_s; /* 300: longest pause between attempts */
+    bool same_association;       /* false: try the request's association */
 };
 
 /* The delivery ledger (ledger/ledger.h). */

@@ -30,12 +30,15 @@ bool scp__caller_may_commit(const struct scp *scp, const char *calling_ae,
 
 /* Answers one N-ACTION-RQ of association @number on @assoc (see scp.h,
  * Storage Commitment). Returns a bad condition only when the association
- * failed (the caller then aborts it). */
+ * failed (the caller then aborts it). With @ret_report_here (capacity
+ * UTIL_UID_MAX + 1; NULL: never), the Transaction UID of a request
+ * accepted with report_here goes there ("" otherwise): the caller then
+ * owes the handler its report_done(). */
 OFCondition scp__commit_action(struct scp *scp, T_ASC_Association *assoc,
                                unsigned long number, const char *calling_ae,
                                const char *peer,
                                T_ASC_PresentationContextID pres_id,
-                               T_DIMSE_N_ActionRQ *req);
+                               T_DIMSE_N_ActionRQ *req, char *ret_report_here);
 
 /* One presentation context to propose on an outbound association. */
 struct scp_out_context {

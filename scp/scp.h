@@ -150,7 +150,9 @@ struct scp_find_handler {
  * scp/commit.cc validates an N-ACTION-RQ (Action Type 1) and hands the
  * request to the handler, which must make it durable before it returns 0;
  * only then is N-ACTION-RSP 0000 sent. The report (N-EVENT-REPORT) goes
- * out later, on an association we open (scp_commit_send_report()).
+ * out later, on an association we open (scp_commit_send_report()), or
+ * first on the request's own association while the SCU keeps it open,
+ * when the handler offers report_take (commit.same_association).
  */
 
 /* Most Referenced SOP Sequence items one request may name; more is
@@ -171,7 +173,13 @@ struct scp_commit_request {
     const char *peer;                   /* dotted IPv4 */
     const struct scp_commit_ref *items; /* in request order, >= 1 */
     size_t item_count;
+    /* scp/ will ask report_take() for this request's report while its
+     * association stays open (the handler offers it and we hold the SCP
+     * role of the context there); report_done() ends that. */
+    bool report_here;
 };
+
+struct scp_commit_report;
 
 /*
  * Who takes commitment requests: called from association threads.
@@ -185,6 +193,24 @@ struct scp_commit_handler {
     void *ctx;
     int (*request)(void *ctx, const struct scp_commit_request *rq, char *err,
                    size_t err_len);
+    /*
+     * Optional (NULL: reports only go out on new associations). For a
+     * request accepted with report_here, the association thread asks
+     * about once a second while the association is idle: 1 the report is
+     * ready and *@ret_report is filled (valid until report_done()); 0 not
+     * yet; < 0 it will not be sent here (scp/ stops asking).
+     */
+    int (*report_take)(void *ctx, const char *tx_uid,
+                       struct scp_commit_report *ret_report);
+    /*
+     * Ends report_here for @tx_uid, once: @sent when the SCU answered the
+     * N-EVENT-REPORT with 0000 on this association; otherwise @why says
+     * why the attempt failed, or is NULL when the association ended before
+     * the report was taken. Unless @sent, the provider sends the report on
+     * a new association.
+     */
+    void (*report_done)(void *ctx, const char *tx_uid, bool sent,
+                        const char *why);
 };
 
 /* A remote AE we open associations to (dicom.remote_aes). */

@@ -156,6 +156,8 @@ struct scp_assoc {
     char peer[64];
     unsigned long stores; /* C-STORE-RQs served */
     unsigned long finds;  /* C-FIND-RQs served */
+    /* commit.cc: reports to try on this association; NULL: none. */
+    struct scp_commit_waiting *commit_waiting;
 };
 
 /*
@@ -183,6 +185,12 @@ OFCondition scp__find_serve(struct scp_assoc *sa,
 OFCondition scp__commit_serve(struct scp_assoc *sa,
                               T_ASC_PresentationContextID pres_id,
                               T_DIMSE_Message *msg);
+/* commit.cc, commit.same_association: while @sa is idle, sends the
+ * reports that are ready on it. 0 go on; 1 the SCU released meanwhile
+ * (acknowledged); -1 the association failed (abort it). */
+int scp__commit_idle(struct scp_assoc *sa);
+/* commit.cc: @sa ended; its reports not sent go on new associations. */
+void scp__commit_assoc_end(struct scp_assoc *sa);
 
 /* charset.cc */
 
