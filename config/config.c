@@ -2557,9 +2557,28 @@ static int cfg_validate_credentials(const struct cfg *cfg, char *err,
  * the DICOM service scope.
  */
 /*
+ * True if the credential file @path exists and holds only whitespace: the
+ * unit's fallback (SetCredential=tls_key:\n) when the file its
+ * LoadCredential= names is missing. A PEM key starts within 64 bytes.
+ */
+static bool cfg_credential_blank(const char *path)
+{
+    char buf[64];
+    ssize_t n;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+
+    if (fd < 0)
+        return false;
+    n = read(fd, buf, sizeof(buf));
+    (void)close(fd);
+    return n >= 0 && cfg_blank(buf, (size_t)n);
+}
+
+/*
  * The DICOM listeners: a bind address that parses, at least one port,
  * distinct ports, what TLS needs, and certificate bindings only with TLS.
- * A TLS key left empty is the systemd credential tls_key when present.
+ * A TLS key left empty is the systemd credential tls_key when present
+ * (and not blank).
  */
 static int cfg_validate_dicom(struct cfg *cfg, char *err, size_t err_len)
 {
@@ -2595,12 +2614,21 @@ static int cfg_validate_dicom(struct cfg *cfg, char *err, size_t err_len)
     if (on && tls->private_key_file[0] == '\0') {
         const char *dir = getenv("CREDENTIALS_DIRECTORY");
         char path[4096];
+        bool blank = false;
 
         if (dir != NULL && dir[0] == '/') {
             (void)snprintf(path, sizeof(path), "%s/tls_key", dir);
-            if (access(path, F_OK) == 0 &&
+            blank = cfg_credential_blank(path);
+            if (!blank && access(path, F_OK) == 0 &&
                 cfg_set_string(&tls->private_key_file, path) < 0)
                 return -ENOMEM;
+        }
+        if (blank) {
+            cfg_err(err, err_len,
+                    "config: dicom.tls.private_key_file is \"\" and the "
+                    "systemd credential tls_key is empty: the key file the "
+                    "unit's LoadCredential=tls_key: names is missing");
+            return -EINVAL;
         }
         if (tls->private_key_file[0] == '\0') {
             cfg_err(err, err_len,

@@ -759,6 +759,51 @@ def test_config(work):
     d.start(wait=False)
     check(d.proc.wait(30) != 0 and "check the password file"
           in d.log_text(), "a wrong password is a start-up error")
+    # The key as the systemd credential tls_key (private_key_file "",
+    # the packaged unit's LoadCredential=tls_key:/etc/stowbridge/tls/key.pem).
+    creds = os.path.join(work, "credentials")
+    os.makedirs(creds, 0o700)
+    shutil.copy(pki.path("server.key"), os.path.join(creds, "tls_key"))
+    os.chmod(os.path.join(creds, "tls_key"), 0o400)
+    env = dict(os.environ, CREDENTIALS_DIRECTORY=creds)
+    d = Daemon(work, dicom={"tls": tls_config(pki, private_key_file="")})
+    d.tls_port = d.cfg["dicom"]["tls"]["port"]
+    d.start(env=env)
+    deadline = time.monotonic() + 10
+    r = echo_tls(d, pki, calling="ANY")
+    while r.returncode != 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        r = echo_tls(d, pki, calling="ANY")
+    check(r.returncode == 0, "private_key_file \"\": the key from "
+          "$CREDENTIALS_DIRECTORY/tls_key serves TLS: %s" % r.stderr)
+    check(d.stop() == 0, "clean stop")
+    r = run([it.BINARY, "check", "--config", d.config], env=env)
+    check(r.returncode == 0 and "tls: ok" in r.stdout, "check with the "
+          "credential tls_key: %s" % r.stdout[-300:])
+    # The unit's fallback when key.pem is missing (SetCredential=tls_key:\n):
+    # a configuration error naming the credential, exit status 2.
+    os.chmod(os.path.join(creds, "tls_key"), 0o600)
+    with open(os.path.join(creds, "tls_key"), "w") as f:
+        f.write("\n")
+    empty_text = "the systemd credential tls_key is empty"
+    d = Daemon(work, dicom={"tls": tls_config(pki, private_key_file="")})
+    d.start(wait=False, env=env)
+    rc = d.proc.wait(30)
+    check(rc == 2 and empty_text in d.log_text(), "an empty credential "
+          "tls_key: exit status 2 (%d), naming it: %s" % (rc,
+                                                          d.log_text()[-300:]))
+    r = run([it.BINARY, "check", "--config", d.config], env=env)
+    check(r.returncode != 0 and empty_text in r.stdout + r.stderr,
+          "check with an empty credential tls_key fails, naming it: %s"
+          % (r.stdout + r.stderr)[-300:])
+    # No credential at all.
+    env = {k: v for k, v in os.environ.items()
+           if k != "CREDENTIALS_DIRECTORY"}
+    d.start(wait=False, env=env)
+    rc = d.proc.wait(30)
+    check(rc == 2 and "dicom.tls.private_key_file is needed" in
+          d.log_text(), "no key and no credential tls_key: exit status 2 "
+          "(%d), naming the key" % rc)
     # Plain port 0: TLS only.
     d = Daemon(work, dicom={"port": 0, "tls": tls_config(pki)})
     d.tls_port = d.cfg["dicom"]["tls"]["port"]
