@@ -939,6 +939,9 @@ def test_config(work):
     check(rc == 2 and "dicom.tls.private_key_file is needed" in
           d.log_text(), "no key and no credential tls_key: exit status 2 "
           "(%d), naming the key" % rc)
+    r = run([it.BINARY, "status", "--config", d.config], env=env)
+    check(r.returncode == 0, "status (no TLS port, no key needed) runs "
+          "without the credential tls_key: %s" % (r.stdout + r.stderr)[-300:])
     # Plain port 0: TLS only.
     d = Daemon(work, dicom={"port": 0, "tls": tls_config(pki)})
     d.tls_port = d.cfg["dicom"]["tls"]["port"]
