@@ -20,6 +20,10 @@
 #    Besides the ratio of the medians, the median of the per-round ratios
 #    (each TLS run against the plain run just before it), which the
 #    shared disk's and CPU's swings between rounds disturb less.
+#    Then the same plain/TLS rounds against a second stowbridge whose
+#    spool is on tmpfs (/dev/shm, where fsync costs nothing; for
+#    comparison only, never run the service like this): what TLS costs
+#    the receive path itself, without the disk's commit latency.
 # 2. Handshakes: HANDSHAKES short associations in a row, plain then TLS,
 #    to the same stowbridge: with echoscu (one process, one C-ECHO each:
 #    its own start-up and certificate loading are in the time), and with
@@ -52,6 +56,7 @@ pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    [ -n "${shm:-}" ] && rm -rf "$shm"
     if [ -n "${KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -90,8 +95,9 @@ wait_echo() {
     return 1
 }
 
-# start_sb NAME [MAX_PENDING]: a stowbridge with a plain and a TLS port;
-# sets sb_pid, sb_port, sb_tls_port.
+# start_sb NAME [MAX_PENDING [SPOOL_PARENT]]: a stowbridge with a plain and
+# a TLS port, its spool in SPOOL_PARENT/spool-NAME (default the work
+# directory); sets sb_pid, sb_port, sb_tls_port.
 start_sb() {
     sb_port=$(free_port)
     sb_tls_port=$(free_port)
@@ -102,7 +108,7 @@ start_sb() {
                       "certificate_file": "$pki/server.pem",
                       "private_key_file": "$pki/server.key",
                       "ca_file": "$pki/ca.pem" } },
-  "spool": { "dir": "$work/spool-$1", "min_free_mb": 0 },
+  "spool": { "dir": "${3:-$work}/spool-$1", "min_free_mb": 0 },
   "log": { "level": "notice" } }
 JSON
     "$bin" run --config "$work/$1.json" 2>"$work/$1.log" &
@@ -163,6 +169,31 @@ for round in $(seq 1 "$rounds"); do
 done
 find "$incoming" -type f -delete
 rm -rf "${work:?}/storescp"/* "${work:?}/storescp-tls"/*
+
+# The same on tmpfs (no disk), if /dev/shm has room for two runs.
+shm_plain=()
+shm_tls=()
+if [ -d /dev/shm ] && [ -w /dev/shm ] &&
+    [ "$(df -P -k /dev/shm | awk 'NR == 2 {print $4}')" -gt $((total_bytes / 512)) ]; then
+    shm=$(mktemp -d /dev/shm/stowbridge-bench-tls.XXXXXX)
+    main_pid=$sb_pid
+    main_port=$sb_port
+    main_tls_port=$sb_tls_port
+    start_sb shm 32 "$shm"
+    for round in $(seq 1 "$rounds"); do
+        echo "tmpfs round $round/$rounds"
+        find "$shm/spool-shm/incoming" -type f -delete
+        shm_plain+=("$(send "$sb_port" STOWBRIDGE)")
+        find "$shm/spool-shm/incoming" -type f -delete
+        shm_tls+=("$(send "$sb_tls_port" STOWBRIDGE "${tls_scu[@]}")")
+    done
+    kill -TERM "$sb_pid"
+    wait "$sb_pid" || true
+    rm -rf "$shm"
+    sb_pid=$main_pid
+    sb_port=$main_port
+    sb_tls_port=$main_tls_port
+fi
 
 # --- 2. handshakes ---------------------------------------------------------
 # assocs PORT [TLS-OPTIONS...]: HANDSHAKES echoscu runs in a row; prints
@@ -234,7 +265,8 @@ wait "$sampler" 2>/dev/null || true
     "$handshakes" "$hs_plain" "$hs_tls" "$sb_hwm" "$((per * 16))" \
     "$mem_received" "$scu_failed" "$mem_s" "$rss_before" "$mem_hwm" \
     "$rss_log" "$work/handshakes.txt" "$(grep -c 'event=dropped' "$work/sb.log" || true)" \
-    "$(grep -c 'event=dropped' "$work/mem.log" || true)" <<'PY'
+    "$(grep -c 'event=dropped' "$work/mem.log" || true)" "${shm_plain[*]}" \
+    "${shm_tls[*]}" <<'PY'
 import statistics, sys
 a = sys.argv
 n, size = int(a[1]), int(a[2])
@@ -258,6 +290,15 @@ for name, t in zip(names, (sb_p, sb_t, ref_p, ref_t)):
 print(f"ratio stowbridge TLS / plain: {sb_p/sb_t:.2f} (target >= 0.8); "
       f"median of the per-round ratios "
       f"{statistics.median(p / t for p, t in zip(runs[0], runs[1])):.2f}")
+if a[23].strip():
+    sp = [float(x) for x in a[23].split()]
+    st = [float(x) for x in a[24].split()]
+    print(f"spool on tmpfs (no fsync cost, comparison only): plain {sp}, "
+          f"TLS {st}")
+    print(f"  plain {n/statistics.median(sp):7.1f} inst/s, TLS "
+          f"{n/statistics.median(st):7.1f} inst/s; ratio TLS / plain "
+          f"{statistics.median(sp)/statistics.median(st):.2f}, per-round "
+          f"{statistics.median(p / t for p, t in zip(sp, st)):.2f}")
 print(f"ratio storescp TLS / plain:   {ref_p/ref_t:.2f}")
 print(f"ratio stowbridge TLS / storescp TLS: {ref_t/sb_t:.2f}")
 print(f"{hs_n} short associations (echoscu, one C-ECHO each): plain "
