@@ -39,6 +39,7 @@
 
 #include "dcmtk/dcmdata/dccodec.h"
 #include "dcmtk/dcmdata/dcdeftag.h"
+#include "dcmtk/dcmdata/dcfilefo.h"
 #include "dcmtk/dcmdata/dcrledrg.h"
 #include "dcmtk/dcmdata/dcuid.h"
 #include "dcmtk/dcmdata/dcxfer.h"
@@ -261,15 +262,22 @@ static void log_done(const struct retrieve_op *op, uint16_t status,
 {
     const struct retrieve_counts *c = &op->counts;
 
-    log_notice("event=retrieve_done kind=%s assoc=%lu calling_ae=%s peer=%s "
-               "destination=%s level=%s total=%u completed=%u failed=%u "
-               "warning=%u status=%04x%s%s%s",
-               kind_name(op->kind), op->sa->number, op->sa->calling_ae,
-               op->sa->peer, op->destination[0] ? op->destination : "-",
-               op->level[0] ? op->level : "-", c->total, c->completed,
-               c->failed, c->warning, (unsigned)status,
-               reason != NULL ? " reason=\"" : "", reason != NULL ? reason : "",
-               reason != NULL ? "\"" : "");
+    if (reason == NULL)
+        log_notice("event=retrieve_done kind=%s assoc=%lu calling_ae=%s "
+                   "peer=%s destination=%s level=%s total=%u completed=%u "
+                   "failed=%u warning=%u status=%04x",
+                   kind_name(op->kind), op->sa->number, op->sa->calling_ae,
+                   op->sa->peer, op->destination[0] ? op->destination : "-",
+                   op->level[0] ? op->level : "-", c->total, c->completed,
+                   c->failed, c->warning, (unsigned)status);
+    else
+        log_notice("event=retrieve_done kind=%s assoc=%lu calling_ae=%s "
+                   "peer=%s destination=%s level=%s total=%u completed=%u "
+                   "failed=%u warning=%u status=%04x reason=\"%s\"",
+                   kind_name(op->kind), op->sa->number, op->sa->calling_ae,
+                   op->sa->peer, op->destination[0] ? op->destination : "-",
+                   op->level[0] ? op->level : "-", c->total, c->completed,
+                   c->failed, c->warning, (unsigned)status, reason);
 }
 
 /*
@@ -572,10 +580,41 @@ static enum sub_result send_item(struct retrieve_op *op,
                             sizeof(req.MoveOriginatorApplicationEntityTitle));
         req.MoveOriginatorID = op->msg_id;
     }
-    OFCondition cond = DIMSE_storeUser(
-        assoc, pc, &req, item->path, NULL, NULL, NULL, DIMSE_NONBLOCKING,
-        (int)op->sa->scp->timeout_s, &rsp, &detail,
-        op->kind == SCP_RETRIEVE_GET ? &cancel : NULL, (long)item->size);
+    /* A compressed file going out uncompressed is decoded here: DIMSE
+     * re-encodes a data set but never changes its pixel representation. */
+    T_ASC_PresentationContext accepted;
+    std::unique_ptr<DcmFileFormat> decoded;
+    if (ASC_findAcceptedPresentationContext(assoc->params, pc, &accepted)
+            .good() &&
+        strcmp(accepted.acceptedTransferSyntax, item->transfer_syntax) != 0 &&
+        DcmXfer(item->transfer_syntax).isEncapsulated()) {
+        E_TransferSyntax to =
+            DcmXfer(accepted.acceptedTransferSyntax).getXfer();
+        decoded.reset(new (std::nothrow) DcmFileFormat());
+        OFCondition dc = decoded ? decoded->loadFile(item->path)
+                                 : OFCondition(EC_MemoryExhausted);
+        if (dc.good())
+            dc = decoded->getDataset()->chooseRepresentation(to, NULL);
+        if (dc.good() && !decoded->getDataset()->canWriteXfer(to))
+            dc = makeOFCondition(0, 1, OF_error, "cannot write the syntax");
+        if (dc.bad()) {
+            log_warning("event=retrieve-sub-failed kind=%s assoc=%lu "
+                        "destination=%s sop_class=%s transfer_syntax=%s "
+                        "reason=\"cannot decode to %s: %s\"",
+                        kind_name(op->kind), op->sa->number,
+                        op->destination[0] ? op->destination
+                                           : op->sa->calling_ae,
+                        item->sop_class_uid, item->transfer_syntax,
+                        accepted.acceptedTransferSyntax, dc.text());
+            return SUB_FAILED;
+        }
+    }
+    OFCondition cond =
+        DIMSE_storeUser(assoc, pc, &req, decoded ? NULL : item->path,
+                        decoded ? decoded->getDataset() : NULL, NULL, NULL,
+                        DIMSE_NONBLOCKING, (int)op->sa->scp->timeout_s, &rsp,
+                        &detail, op->kind == SCP_RETRIEVE_GET ? &cancel : NULL,
+                        decoded ? 0 : (long)item->size);
     delete detail;
     if (cancel.cancelEncountered &&
         cancel.req.MessageIDBeingRespondedTo == op->msg_id)
@@ -734,8 +773,7 @@ static OFCondition serve_retrieve(struct retrieve_op *op,
         return refuse(op, st.status, st.comment);
     }
     op->counts.total = info.total;
-    if (op->kind == SCP_RETRIEVE_MOVE || op->kind == SCP_RETRIEVE_GET)
-        register_decoders();
+    register_decoders();
 
     /* The sub-operations. */
     struct scp_outbound ob;
@@ -898,8 +936,8 @@ static OFCondition serve_retrieve(struct retrieve_op *op,
     } else if (op->counts.completed == 0 && op->counts.warning == 0) {
         final_status = STATUS_MOVE_Refused_OutOfResourcesSubOperations;
         if (ob_failed && op->kind == SCP_RETRIEVE_MOVE) {
-            snprintf(comment, sizeof(comment), "destination %s: %s",
-                     op->destination, ob_err);
+            snprintf(comment, sizeof(comment),
+                     "cannot send to Move Destination %s", op->destination);
             final_comment = comment;
         } else {
             final_comment = "no sub-operation succeeded";
