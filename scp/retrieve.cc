@@ -866,7 +866,8 @@ static OFCondition serve_retrieve(struct retrieve_op *op,
 
         enum sub_result res = SUB_FAILED;
         if (item.path == NULL) {
-            log_warning("event=retrieve-sub-failed kind=%s assoc=%lu "
+            /* The fetch logged the failure once for its whole request. */
+            log_debug("event=retrieve-sub-failed kind=%s assoc=%lu "
                         "reason=\"%s\"",
                         kind_name(op->kind), sa->number,
                         item.why != NULL ? item.why : "not fetched");
