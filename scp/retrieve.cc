@@ -57,6 +57,9 @@
 /* How long one wait for the next sub-operation lasts before a C-CANCEL
  * and the stop flag are looked at again. */
 #define RETRIEVE_WAIT_MS 200
+/* While the fetch is slow, a pending response with unchanged counts
+ * goes out this often, so an SCU with a DIMSE timeout keeps waiting. */
+#define RETRIEVE_KEEPALIVE_MS 10000u
 /* Our maximum receive PDU on sub-associations. */
 #define RETRIEVE_OUT_PDU 116794u
 /* A requestor may propose at most 128 presentation contexts (odd IDs
@@ -785,6 +788,7 @@ static OFCondition serve_retrieve(struct retrieve_op *op,
     size_t ready_pos = 0;
     bool handed_all = info.total == 0;
     DIC_US next_message_id = 1;
+    uint64_t last_response_ms = util_now_monotonic_ms();
     uint16_t final_status = STATUS_Success;
     const char *final_comment = NULL;
     char comment[65] = "";
@@ -824,8 +828,18 @@ static OFCondition serve_retrieve(struct retrieve_op *op,
                 h->release(guard.session, &item);
             break;
         }
-        if (!have)
+        if (!have) {
+            if (util_now_monotonic_ms() - last_response_ms >=
+                RETRIEVE_KEEPALIVE_MS) {
+                cond = send_response(op, STATUS_Pending, NULL, false);
+                if (cond.bad()) {
+                    broken = true;
+                    break;
+                }
+                last_response_ms = util_now_monotonic_ms();
+            }
             continue;
+        }
 
         /* C-MOVE: the sub-association, once, when the first file is
          * here (with whatever else is ready by then). */
@@ -868,9 +882,9 @@ static OFCondition serve_retrieve(struct retrieve_op *op,
         if (item.path == NULL) {
             /* The fetch logged the failure once for its whole request. */
             log_debug("event=retrieve-sub-failed kind=%s assoc=%lu "
-                        "reason=\"%s\"",
-                        kind_name(op->kind), sa->number,
-                        item.why != NULL ? item.why : "not fetched");
+                      "reason=\"%s\"",
+                      kind_name(op->kind), sa->number,
+                      item.why != NULL ? item.why : "not fetched");
         } else if (op->kind == SCP_RETRIEVE_MOVE && ob_failed) {
             res = SUB_FAILED;
         } else {
@@ -904,6 +918,7 @@ static OFCondition serve_retrieve(struct retrieve_op *op,
                 broken = true;
                 break;
             }
+            last_response_ms = util_now_monotonic_ms();
         }
     }
     /* Files taken but not sent. */
