@@ -584,7 +584,8 @@ def test_reload(work):
 
 
 def test_options(work):
-    """dicom.tls.client_certificate optional and none, profile bcp195,
+    """dicom.tls.client_certificate optional and none, certificate_sha256
+    in any case with or without colons, profile bcp195,
     dicom.bind_address (::1 and 127.0.0.1 only), and the CRL: a revoked
     client certificate refused, a CRL revoking one more re-read on SIGHUP
     (new associations refused, others still served)."""
@@ -623,6 +624,30 @@ def test_options(work):
     check(rc == 2 and "a certificate binding needs client certificates"
           in d.log_text(), "none with certificate bindings: a start-up "
           "error (%d)" % rc)
+    # certificate_sha256 in any case, with or without colons; a bad one
+    # is a start-up error.
+    fp = fingerprint(pki.dir, "mr02")
+    d = Daemon(work, dicom={"tls": tls_config(pki), "allowed_callers": [
+        {"ae_title": "MR02", "certificate_sha256": [fp.replace(":", "")]},
+        {"ae_title": "MR03",
+         "certificate_sha256": [fp.lower(), "00" * 32]},
+        {"ae_title": "ECHOSCU"}]})
+    d.tls_port = d.cfg["dicom"]["tls"]["port"]
+    start(d)
+    for calling in ("MR02", "MR03"):
+        r = echo_tls(d, pki, cert="mr02", calling=calling)
+        check(r.returncode == 0, "certificate_sha256 for %s (upper case "
+              "without colons, lower case with): %s" % (calling, r.stderr))
+    r = echo_tls(d, pki, cert="ct01", calling="MR03")
+    check(r.returncode != 0, "another certificate for MR03 refused")
+    check(d.stop() == 0, "clean stop")
+    d = Daemon(work, dicom={"tls": tls_config(pki), "allowed_callers": [
+        {"ae_title": "MR02", "certificate_sha256": [fp[:-3]]}]})
+    d.start(wait=False)
+    rc = d.proc.wait(30)
+    check(rc == 2 and "certificate_sha256[0]: expected a SHA-256 "
+          "fingerprint" in d.log_text(), "a short fingerprint is a "
+          "start-up error (%d)" % rc)
     # bcp195.
     d = start(tls_daemon(work, pki, profile="bcp195"))
     r = echo_tls(d, pki)
