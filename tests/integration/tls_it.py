@@ -588,7 +588,8 @@ def test_options(work):
     in any case with or without colons, profile bcp195,
     dicom.bind_address (::1 and 127.0.0.1 only), and the CRL: a revoked
     client certificate refused, a CRL revoking one more re-read on SIGHUP
-    (new associations refused, others still served)."""
+    (new associations refused, others still served); the CA file
+    re-read on SIGHUP."""
     pki = Pki(work)
     # optional: with or without a certificate; a bad one still refused.
     d = start(tls_daemon(work, pki, client_certificate="optional"))
@@ -726,6 +727,26 @@ def test_options(work):
     check(r.returncode != 0, "the CRL in use is kept (CT01 still refused)")
     r = it.echo(d.port)
     check(r.returncode == 0, "plain port served throughout: %s" % r.stderr)
+    check(d.stop() == 0, "clean stop")
+    # The CA file, re-read on SIGHUP: a second CA trusted from then on.
+    live_ca = pki.path("live-ca.pem")
+    shutil.copy(pki.path("ca.pem"), live_ca)
+    d = start(tls_daemon(work, pki, ca_file=live_ca))
+    r = echo_tls(d, pki, cert="rogue", calling="ECHOSCU")
+    check(r.returncode != 0, "a certificate of the other CA refused")
+    with open(live_ca, "a") as f, open(pki.path("rogue-ca.pem")) as g:
+        f.write(g.read())
+    n = len(re.findall("event=tls-reloaded", d.log_text()))
+    d.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while (len(re.findall("event=tls-reloaded", d.log_text())) == n
+           and time.monotonic() < deadline):
+        time.sleep(0.1)
+    r = echo_tls(d, pki, cert="rogue", calling="ECHOSCU")
+    check(r.returncode == 0, "after SIGHUP with the other CA added to "
+          "ca_file: accepted: %s" % r.stderr)
+    r = echo_tls(d, pki)
+    check(r.returncode == 0, "the first CA still trusted: %s" % r.stderr)
     check(d.stop() == 0, "clean stop")
 
 
