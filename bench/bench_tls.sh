@@ -23,7 +23,9 @@
 #    Then the same plain/TLS rounds against a second stowbridge whose
 #    spool is on tmpfs (/dev/shm, where fsync costs nothing; for
 #    comparison only, never run the service like this): what TLS costs
-#    the receive path itself, without the disk's commit latency.
+#    the receive path itself, without the disk's commit latency. For each
+#    run the receiver's CPU time (user + system, from /proc) is recorded
+#    too: whether the receiver or the sender is the limit.
 # 2. Handshakes: HANDSHAKES short associations in a row, plain then TLS,
 #    to the same stowbridge: with echoscu (one process, one C-ECHO each:
 #    its own start-up and certificate loading are in the time), and with
@@ -129,23 +131,33 @@ ref_tls_port=$(free_port)
 mkdir -p "$work/storescp" "$work/storescp-tls"
 TCP_NODELAY=1 storescp -aet STORESCP --max-pdu 131072 -od "$work/storescp" \
     "$ref_port" &
-pids+=("$!")
+ref_pid=$!
+pids+=("$ref_pid")
 TCP_NODELAY=1 storescp -aet STORESCP --max-pdu 131072 -od "$work/storescp-tls" \
     +tls "$pki/server.key" "$pki/server.pem" +cf "$pki/ca.pem" "$ref_tls_port" &
-pids+=("$!")
+ref_tls_pid=$!
+pids+=("$ref_tls_pid")
 wait_echo "$ref_port" STORESCP
 wait_echo "$ref_tls_port" STORESCP "${tls_scu[@]}"
 
-# send PORT AET [TLS-OPTIONS...]: the whole set on one association; prints
-# the seconds it took.
+# The CPU seconds (user + system) process PID has used.
+cpu_of() {
+    awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"
+}
+# send PORT AET PID CPU_LOG [TLS-OPTIONS...]: the whole set on one
+# association; prints the seconds it took, appends the CPU seconds the
+# receiver PID used meanwhile to CPU_LOG.
 send() {
-    local port=$1 aet=$2 t0 t1
-    shift 2
+    local port=$1 aet=$2 pid=$3 log=$4 t0 t1 c0 c1
+    shift 4
     sync
+    c0=$(cpu_of "$pid")
     t0=$(now)
     TCP_NODELAY=1 storescu -aec "$aet" --max-pdu 131072 "$@" +sd 127.0.0.1 \
         "$port" "$work/in" >/dev/null
     t1=$(now)
+    c1=$(cpu_of "$pid")
+    echo "$c1 - $c0" | bc >>"$log"
     echo "$t1 - $t0" | bc
 }
 incoming=$work/spool-sb/incoming
@@ -158,14 +170,16 @@ received_tls=0
 for round in $(seq 1 "$rounds"); do
     echo "round $round/$rounds"
     find "$incoming" -type f -delete
-    sb_plain+=("$(send "$sb_port" STOWBRIDGE)")
+    sb_plain+=("$(send "$sb_port" STOWBRIDGE "$sb_pid" "$work/cpu.sb_plain")")
     received_plain=$(find "$incoming" -type f | wc -l)
     find "$incoming" -type f -delete
-    sb_tls+=("$(send "$sb_tls_port" STOWBRIDGE "${tls_scu[@]}")")
+    sb_tls+=("$(send "$sb_tls_port" STOWBRIDGE "$sb_pid" "$work/cpu.sb_tls" \
+        "${tls_scu[@]}")")
     received_tls=$(find "$incoming" -type f | wc -l)
     rm -rf "${work:?}/storescp"/* "${work:?}/storescp-tls"/*
-    ref_plain+=("$(send "$ref_port" STORESCP)")
-    ref_tls+=("$(send "$ref_tls_port" STORESCP "${tls_scu[@]}")")
+    ref_plain+=("$(send "$ref_port" STORESCP "$ref_pid" "$work/cpu.ref_plain")")
+    ref_tls+=("$(send "$ref_tls_port" STORESCP "$ref_tls_pid" "$work/cpu.ref_tls" \
+        "${tls_scu[@]}")")
 done
 find "$incoming" -type f -delete
 rm -rf "${work:?}/storescp"/* "${work:?}/storescp-tls"/*
@@ -183,9 +197,10 @@ if [ -d /dev/shm ] && [ -w /dev/shm ] &&
     for round in $(seq 1 "$rounds"); do
         echo "tmpfs round $round/$rounds"
         find "$shm/spool-shm/incoming" -type f -delete
-        shm_plain+=("$(send "$sb_port" STOWBRIDGE)")
+        shm_plain+=("$(send "$sb_port" STOWBRIDGE "$sb_pid" "$work/cpu.shm_plain")")
         find "$shm/spool-shm/incoming" -type f -delete
-        shm_tls+=("$(send "$sb_tls_port" STOWBRIDGE "${tls_scu[@]}")")
+        shm_tls+=("$(send "$sb_tls_port" STOWBRIDGE "$sb_pid" "$work/cpu.shm_tls" \
+            "${tls_scu[@]}")")
     done
     kill -TERM "$sb_pid"
     wait "$sb_pid" || true
@@ -266,7 +281,7 @@ wait "$sampler" 2>/dev/null || true
     "$mem_received" "$scu_failed" "$mem_s" "$rss_before" "$mem_hwm" \
     "$rss_log" "$work/handshakes.txt" "$(grep -c 'event=dropped' "$work/sb.log" || true)" \
     "$(grep -c 'event=dropped' "$work/mem.log" || true)" "${shm_plain[*]}" \
-    "${shm_tls[*]}" <<'PY'
+    "${shm_tls[*]}" "$work" <<'PY'
 import statistics, sys
 a = sys.argv
 n, size = int(a[1]), int(a[2])
@@ -300,6 +315,15 @@ if a[23].strip():
           f"{statistics.median(sp)/statistics.median(st):.2f}, per-round "
           f"{statistics.median(p / t for p, t in zip(sp, st)):.2f}")
 print(f"ratio storescp TLS / plain:   {ref_p/ref_t:.2f}")
+cpu = []
+for kind in ("sb_plain", "sb_tls", "shm_plain", "shm_tls", "ref_plain",
+             "ref_tls"):
+    try:
+        vals = [float(x) for x in open(a[25] + "/cpu." + kind)]
+    except OSError:
+        continue
+    cpu.append(f"{kind} {statistics.median(vals):.2f} s")
+print("receiver CPU (user + system) per run, medians: " + ", ".join(cpu))
 print(f"ratio stowbridge TLS / storescp TLS: {ref_t/sb_t:.2f}")
 print(f"{hs_n} short associations (echoscu, one C-ECHO each): plain "
       f"{hs_n/hs_p:.1f}/s, TLS {hs_n/hs_t:.1f}/s; TLS costs "

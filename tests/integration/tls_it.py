@@ -584,10 +584,12 @@ def test_reload(work):
 
 
 def test_options(work):
-    """dicom.tls.client_certificate optional and none, profile bcp195,
+    """dicom.tls.client_certificate optional and none, certificate_sha256
+    in any case with or without colons, profile bcp195,
     dicom.bind_address (::1 and 127.0.0.1 only), and the CRL: a revoked
     client certificate refused, a CRL revoking one more re-read on SIGHUP
-    (new associations refused, others still served)."""
+    (new associations refused, others still served); the CA file
+    re-read on SIGHUP."""
     pki = Pki(work)
     # optional: with or without a certificate; a bad one still refused.
     d = start(tls_daemon(work, pki, client_certificate="optional"))
@@ -623,6 +625,30 @@ def test_options(work):
     check(rc == 2 and "a certificate binding needs client certificates"
           in d.log_text(), "none with certificate bindings: a start-up "
           "error (%d)" % rc)
+    # certificate_sha256 in any case, with or without colons; a bad one
+    # is a start-up error.
+    fp = fingerprint(pki.dir, "mr02")
+    d = Daemon(work, dicom={"tls": tls_config(pki), "allowed_callers": [
+        {"ae_title": "MR02", "certificate_sha256": [fp.replace(":", "")]},
+        {"ae_title": "MR03",
+         "certificate_sha256": [fp.lower(), "00" * 32]},
+        {"ae_title": "ECHOSCU"}]})
+    d.tls_port = d.cfg["dicom"]["tls"]["port"]
+    start(d)
+    for calling in ("MR02", "MR03"):
+        r = echo_tls(d, pki, cert="mr02", calling=calling)
+        check(r.returncode == 0, "certificate_sha256 for %s (upper case "
+              "without colons, lower case with): %s" % (calling, r.stderr))
+    r = echo_tls(d, pki, cert="ct01", calling="MR03")
+    check(r.returncode != 0, "another certificate for MR03 refused")
+    check(d.stop() == 0, "clean stop")
+    d = Daemon(work, dicom={"tls": tls_config(pki), "allowed_callers": [
+        {"ae_title": "MR02", "certificate_sha256": [fp[:-3]]}]})
+    d.start(wait=False)
+    rc = d.proc.wait(30)
+    check(rc == 2 and "certificate_sha256[0]: expected a SHA-256 "
+          "fingerprint" in d.log_text(), "a short fingerprint is a "
+          "start-up error (%d)" % rc)
     # bcp195.
     d = start(tls_daemon(work, pki, profile="bcp195"))
     r = echo_tls(d, pki)
@@ -701,6 +727,26 @@ def test_options(work):
     check(r.returncode != 0, "the CRL in use is kept (CT01 still refused)")
     r = it.echo(d.port)
     check(r.returncode == 0, "plain port served throughout: %s" % r.stderr)
+    check(d.stop() == 0, "clean stop")
+    # The CA file, re-read on SIGHUP: a second CA trusted from then on.
+    live_ca = pki.path("live-ca.pem")
+    shutil.copy(pki.path("ca.pem"), live_ca)
+    d = start(tls_daemon(work, pki, ca_file=live_ca))
+    r = echo_tls(d, pki, cert="rogue", calling="ECHOSCU")
+    check(r.returncode != 0, "a certificate of the other CA refused")
+    with open(live_ca, "a") as f, open(pki.path("rogue-ca.pem")) as g:
+        f.write(g.read())
+    n = len(re.findall("event=tls-reloaded", d.log_text()))
+    d.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while (len(re.findall("event=tls-reloaded", d.log_text())) == n
+           and time.monotonic() < deadline):
+        time.sleep(0.1)
+    r = echo_tls(d, pki, cert="rogue", calling="ECHOSCU")
+    check(r.returncode == 0, "after SIGHUP with the other CA added to "
+          "ca_file: accepted: %s" % r.stderr)
+    r = echo_tls(d, pki)
+    check(r.returncode == 0, "the first CA still trusted: %s" % r.stderr)
     check(d.stop() == 0, "clean stop")
 
 
