@@ -382,8 +382,8 @@ struct scp_params {
     size_t trusted_proxy_count;
     unsigned max_associations;
     /* Connections still sending their A-ASSOCIATE-RQ (0: the default);
-     * when full, the oldest of the address holding the most is dropped,
-     * and one address may hold at most a quarter of them. */
+     * when full, the oldest of the address holding the most is dropped;
+     * while there is room, nobody is. */
     unsigned max_pending;
     uint32_t max_pdu;   /* our maximum receive PDU length */
     unsigned timeout_s; /* ACSE and DIMSE timeout, idle limit */

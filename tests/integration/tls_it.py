@@ -484,6 +484,41 @@ def test_stall(work):
     check(d.stop() == 0, "clean stop")
 
 
+def test_many_at_once(work):
+    """16 TLS associations opened at the same instant from one address,
+    with the default dicom.max_pending (32): every one is served and none
+    is evicted while there is room (one PACS may open many at once)."""
+    pki = Pki(work)
+    d = start(tls_daemon(work, pki))
+    files = make_files(work, 16)
+    procs = []
+    for f in files:
+        procs.append(subprocess.Popen(
+            ["storescu", "-to", "30", "-ta", "30", "-td", "60",
+             "-aet", "CT01", "-aec", "STOWBRIDGE", *tls_args(pki),
+             "127.0.0.1", str(d.tls_port), f],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    failed = []
+    for p in procs:
+        out, _ = p.communicate(timeout=240)
+        if p.returncode != 0:
+            failed.append(out[-200:])
+    check(not failed, "16 TLS C-STOREs at once from one address all "
+          "served: %s" % failed[:2])
+    check("evicted" not in d.log_text(), "none evicted while there is room")
+    check(wait_for_count(d, 16), "16 instances in the spool")
+    check(d.stop() == 0, "clean stop")
+
+
+def wait_for_count(d, n, seconds=30):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if len(d.entries("incoming")) + len(d.entries("active")) >= n:
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def test_kill9(work):
     """kill -9 during a TLS C-STORE run; after a restart every
     acknowledged UID is in the spool."""
