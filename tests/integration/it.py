@@ -128,7 +128,7 @@ class Daemon:
             finally:
                 notify.close()
         if wait:
-            deadline = time.time() + 20
+            deadline = time.time() + 60
             while time.time() < deadline:
                 if self.proc.poll() is not None:
                     raise Failure("daemon exited at start: " + self.log_text())

@@ -1007,7 +1007,7 @@ def test_fd_limit(work):
     d.proc = subprocess.Popen([it.BINARY, "run", "--config", d.config],
                               stdout=d.log, stderr=d.log,
                               preexec_fn=low_limit)
-    it.wait_for(lambda: it.echo(d.port).returncode == 0, 20,
+    it.wait_for(lambda: it.echo(d.port).returncode == 0, 60,
                 "the daemon answers C-ECHO")
     pid = d.proc.pid
     # Hold 150 associations open (Verification), then flood with more
@@ -1058,7 +1058,7 @@ def test_fd_limit(work):
     check("Too many open files" in last and "count=" in last,
           "the line has the reason and a count: " + last)
     close_all(held + extra)
-    it.wait_for(lambda: it.echo(d.port).returncode == 0, 20,
+    it.wait_for(lambda: it.echo(d.port).returncode == 0, 60,
                 "echoscu served once the connections closed")
     ok, took, _ = timed_echo(d.port)
     check(ok and took < ECHO_LIMIT_S, "echoscu in %.2f s" % took)
