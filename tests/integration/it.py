@@ -758,7 +758,8 @@ class MockWeb:
         self.stow_requests = []      # (study, [sop uids], [part types])
         self.stored = {}             # sop uid -> part bytes
         # sop uid -> the Failure Reason "ok" answers for it (45070: it is
-        # also stored), whichever batch it comes in.
+        # also stored), whichever batch it comes in; a batch of only such
+        # instances is answered 409, with others 202.
         self.reasons = {}
         self.resets = 0
         # QIDO-RS: a callable (path, headers) -> (status, body, headers);
@@ -895,7 +896,10 @@ class MockWeb:
                 answer = {"00081199": {"vr": "SQ", "Value": ref}}
                 if failed:
                     answer["00081198"] = {"vr": "SQ", "Value": failed}
-                self.reply(202 if failed else 200, json.dumps(answer),
+                status = 202 if failed else 200
+                if mode == "ok" and failed and not ref:
+                    status = 409
+                self.reply(status, json.dumps(answer),
                            "application/dicom+json")
 
             def do_GET(self):
@@ -1332,13 +1336,17 @@ def test_upload_faults(work):
         study = generate_uid()
         n = [0]
 
-        def send(count, of=study):
+        def make(count, of=study):
             files = []
             for i in range(count):
                 p = os.path.join(work, "f%d.dcm" % n[0])
                 n[0] += 1
                 make_instance(p, study=of, size=32)
                 files.append(p)
+            return files
+
+        def send(count, of=study, files=None):
+            files = files or make(count, of)
             r = storescu(d.port, files)
             check(len(acknowledged_files(r.stdout + r.stderr)) == count,
                   "%d stored" % count)
@@ -1374,15 +1382,20 @@ def test_upload_faults(work):
                   d.entries("failed")[0])[:-4])).read(),
               "the 415 is the recorded reason")
         # 409, every instance already there (45070): delivered, not failed.
-        # The event=delivered lines follow the removals: wait for both.
-        mock.stow_mode = "exists409"
-        uids = send(2)
+        # The answer is per instance (MockWeb.reasons), so it holds however
+        # the two are batched. The event=delivered lines follow the
+        # removals: wait for both.
+        mock.stow_mode = "ok"
+        files = make(2)
+        mock.reasons = {sop_uid(f): 45070 for f in files}
+        uids = send(2, files=files)
         wait_for(lambda: spool_empty(d) and
                  d.log_text().count("status=409") >= 2, 30,
                  "409 already stored")
         check(len(d.entries("failed")) == 1 and
               d.log_text().count("status=409") == 2,
               "409 with 45070 counts as delivered")
+        mock.reasons = {}
         # Garbage JSON in a 200: deferred, then delivered.
         mock.stow_mode = "garbage"
         uids = send(1)
