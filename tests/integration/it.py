@@ -86,6 +86,9 @@ class Daemon:
                       "timeout_s": 10},
             "spool": {"dir": self.spool, "min_free_mb": 0},
             "log": {"level": "debug"},
+            # No admin endpoint unless a test asks for one: the default
+            # port (9475) would be fought over by daemons running at once.
+            "admin": {"listen": ""},
         }
         for section, values in overrides.items():
             self.cfg.setdefault(section, {}).update(values)
