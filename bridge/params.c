@@ -303,6 +303,9 @@ int params_commit(const struct cfg *cfg, char *ledger_path, size_t path_len,
             remotes[i].ae_title = cfg->dicom.remote_aes[i].ae_title;
             remotes[i].host = cfg->dicom.remote_aes[i].host;
             remotes[i].port = (uint16_t)cfg->dicom.remote_aes[i].port;
+            remotes[i].tls = cfg->dicom.remote_aes[i].tls;
+            remotes[i].certificate_sha256 =
+                cfg->dicom.remote_aes[i].certificate_sha256;
         }
     }
     memset(ret, 0, sizeof(*ret));
