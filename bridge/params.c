@@ -164,6 +164,10 @@ void params_find(const struct cfg *cfg, struct find_params *ret)
         ret->profile = FIND_PROFILE_STANDARD;
     ret->page_size = cfg->query.page_size;
     ret->max_results = cfg->query.max_results;
+    /* C-MOVE and C-GET are answered by this AE when retrieve is offered
+     * (the daemon sets it up whenever it queries: both need upload.url). */
+    ret->retrieve_ae =
+        params_retrieve_enabled(cfg) ? cfg->dicom.ae_title : NULL;
 }
 
 bool params_retrieve_enabled(const struct cfg *cfg)

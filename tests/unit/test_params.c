@@ -194,6 +194,14 @@ static void test_find(void)
                   (int)fp.profile);
         CHECK(fp.fetch == NULL && fp.fetch_ctx == NULL);
         CHECK(fp.page_size == cfg->query.page_size);
+        /* Retrieve AE Title: ours whenever retrieve is offered (it needs
+         * upload.url, as C-FIND does), else none. */
+        if (params_retrieve_enabled(cfg))
+            CHECK(fp.retrieve_ae != NULL &&
+                  strcmp(fp.retrieve_ae, cfg->dicom.ae_title) == 0);
+        else
+            CHECK(fp.retrieve_ae == NULL);
+        CHECK_MSG(params_retrieve_enabled(cfg) == (i > 0), "row %zu", i);
         cfg_free(cfg);
     }
     struct cfg *cfg = parse(full_text);
