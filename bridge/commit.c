@@ -124,7 +124,9 @@ struct commit_sender {
 struct commit_service {
     struct commit_params p;
     struct commit_remote *remotes;
-    struct commit_sender *senders; /* one per remote */
+    struct commit_sender *senders;   /* one per remote */
+    struct scp_outbound_tls out_tls; /* strings ours; with has_out_tls */
+    bool has_out_tls;
     char *our_ae;
     char *destination;
 
@@ -1257,8 +1259,11 @@ static void report_send(struct commit_service *cs, struct commit_sender *sender,
             to.ae_title = remote->ae_title;
             to.host = remote->host;
             to.port = remote->port;
-            r = scp_commit_send_report(cs->our_ae, &to, &rep, cs->p.timeout_s,
-                                       &status, err, sizeof(err));
+            to.tls = remote->tls;
+            to.certificate_sha256 = remote->certificate_sha256;
+            r = scp_commit_send_report(
+                cs->our_ae, &to, cs->has_out_tls ? &cs->out_tls : NULL, &rep,
+                cs->p.timeout_s, &status, err, sizeof(err));
             free(results);
         }
         if (r < 0 && sender != NULL) {
@@ -1659,6 +1664,49 @@ static int load_files(struct commit_service *cs, char *err, size_t err_len)
     return 0;
 }
 
+/* A copy of the strings of @s in *@ret, or NULL; false when out of
+ * memory. */
+static bool dup_or_null(const char *s, const char **ret)
+{
+    *ret = NULL;
+    if (s == NULL)
+        return true;
+    *ret = strdup(s);
+    return *ret != NULL;
+}
+
+/* Copies params->outbound_tls into cs->out_tls; -EINVAL (with @err) when
+ * a remote needs TLS and there is none, -ENOMEM. */
+static int out_tls_copy(struct commit_service *cs,
+                        const struct commit_params *params, char *err,
+                        size_t err_len)
+{
+    const struct scp_outbound_tls *t = params->outbound_tls;
+
+    for (size_t i = 0; i < params->remote_count; i++)
+        if (params->remotes[i].tls && (t == NULL || t->ca_file == NULL)) {
+            snprintf(err, err_len,
+                     "remote AE %s needs TLS but no outbound TLS is set "
+                     "(dicom.tls.ca_file)",
+                     params->remotes[i].ae_title);
+            return -EINVAL;
+        }
+    if (t == NULL)
+        return 0;
+    cs->out_tls.profile = t->profile;
+    cs->out_tls.security_level = t->security_level;
+    if (!dup_or_null(t->ca_file, &cs->out_tls.ca_file) ||
+        !dup_or_null(t->certificate_file, &cs->out_tls.certificate_file) ||
+        !dup_or_null(t->private_key_file, &cs->out_tls.private_key_file) ||
+        !dup_or_null(t->private_key_password_file,
+                     &cs->out_tls.private_key_password_file)) {
+        snprintf(err, err_len, "out of memory");
+        return -ENOMEM;
+    }
+    cs->has_out_tls = t->ca_file != NULL;
+    return 0;
+}
+
 struct commit_service *commit_start(const struct commit_params *params,
                                     char *err, size_t err_len)
 {
@@ -1677,15 +1725,28 @@ struct commit_service *commit_start(const struct commit_params *params,
         if (cs->remotes == NULL)
             goto out_nomem;
         for (size_t i = 0; i < params->remote_count; i++) {
-            cs->remotes[i].port = params->remotes[i].port;
-            cs->remotes[i].ae_title = strdup(params->remotes[i].ae_title);
-            cs->remotes[i].host = strdup(params->remotes[i].host);
+            const struct commit_remote *in = &params->remotes[i];
+
+            cs->remotes[i].port = in->port;
+            cs->remotes[i].tls = in->tls;
+            cs->remotes[i].ae_title = strdup(in->ae_title);
+            cs->remotes[i].host = strdup(in->host);
+            if (in->certificate_sha256 != NULL)
+                cs->remotes[i].certificate_sha256 =
+                    strdup(in->certificate_sha256);
             if (cs->remotes[i].ae_title == NULL ||
-                cs->remotes[i].host == NULL) {
+                cs->remotes[i].host == NULL ||
+                (in->certificate_sha256 != NULL &&
+                 cs->remotes[i].certificate_sha256 == NULL)) {
                 cs->p.remote_count = i + 1;
                 goto out_nomem;
             }
         }
+    }
+    cs->p.outbound_tls = NULL; /* borrowed: cs->out_tls is the copy */
+    if (out_tls_copy(cs, params, err, err_len) < 0) {
+        commit_stop(cs);
+        return NULL;
     }
     cs->recent = calloc(COMMIT_RECENT_MAX, sizeof(*cs->recent));
     cs->senders = calloc(params->remote_count ? params->remote_count : 1,
@@ -1777,9 +1838,14 @@ void commit_stop(struct commit_service *cs)
         for (size_t i = 0; i < cs->p.remote_count; i++) {
             free((char *)cs->remotes[i].ae_title);
             free((char *)cs->remotes[i].host);
+            free((char *)cs->remotes[i].certificate_sha256);
         }
         free(cs->remotes);
     }
+    free((char *)cs->out_tls.ca_file);
+    free((char *)cs->out_tls.certificate_file);
+    free((char *)cs->out_tls.private_key_file);
+    free((char *)cs->out_tls.private_key_password_file);
     free(cs->senders);
     free(cs->recent);
     free(cs->our_ae);

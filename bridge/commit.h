@@ -21,12 +21,14 @@
  * When every instance is resolved the report (every instance, Event Type
  * 1 or 2) is written durably as commit/<tx>.rep, the request file removed,
  * and the report sent to the caller's dicom.remote_aes entry on a new
- * association, retried with a doubling pause (2 s up to
- * commit.report_retry_max_s) until commit.max_wait_h + 24 h after the
- * request, then abandoned (logged). With commit.same_association it is
- * first offered to the request's own association while that stays open
- * (scp.h report_take/report_done). Requests and reports are read back at
- * start, so both survive a restart and kill -9.
+ * association (DICOM TLS when the entry has "tls": the remote's
+ * certificate verified and its pin compared; a failed handshake or a
+ * wrong pin is a failed attempt, logged with the reason), retried with a
+ * doubling pause (2 s up to commit.report_retry_max_s) until commit.max_wait_h
+ * + 24 h after the request, then abandoned (logged). With
+ * commit.same_association it is first offered to the request's own association
+ * while that stays open (scp.h report_take/report_done). Requests and reports
+ * are read back at start, so both survive a restart and kill -9.
  *
  * The ledger: opened by commit_start() from params->ledger_path and
  * owned; the engine looks at it every 2 s and, when it was removed,
@@ -68,6 +70,10 @@ struct commit_remote {
     const char *ae_title;
     const char *host;
     uint16_t port;
+    bool tls; /* reports over DICOM TLS with commit_params.outbound_tls */
+    /* NULL, or the SHA-256 (64 lowercase hex digits) the remote's
+     * certificate must have; with tls only. */
+    const char *certificate_sha256;
 };
 
 struct commit_params {
@@ -80,6 +86,9 @@ struct commit_params {
     const char *destination; /* upload.url, for the ledger */
     const struct commit_remote *remotes;
     size_t remote_count;
+    /* Outbound DICOM TLS (dicom.tls.*, as C-MOVE), copied; NULL: none,
+     * and then no remote may have tls (commit_start() fails). */
+    const struct scp_outbound_tls *outbound_tls;
     unsigned max_wait_h;         /* commit.max_wait_h */
     unsigned report_retry_max_s; /* commit.report_retry_max_s */
     unsigned timeout_s;          /* dicom.timeout_s for reports */

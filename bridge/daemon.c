@@ -496,6 +496,7 @@ int daemon_run(const struct cfg *cfg, const char *config_path)
          * breaks. */
         cp.spool = spool;
         cp.web = commit_web;
+        cp.outbound_tls = params.outbound_tls; /* as C-MOVE */
         committer = commit_start(&cp, err, sizeof(err));
         if (committer == NULL) {
             log_err("event=start-failed reason=\"storage commitment: %s\"",

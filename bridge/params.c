@@ -164,6 +164,10 @@ void params_find(const struct cfg *cfg, struct find_params *ret)
         ret->profile = FIND_PROFILE_STANDARD;
     ret->page_size = cfg->query.page_size;
     ret->max_results = cfg->query.max_results;
+    /* C-MOVE and C-GET are answered by this AE when retrieve is offered
+     * (the daemon sets it up whenever it queries: both need upload.url). */
+    ret->retrieve_ae =
+        params_retrieve_enabled(cfg) ? cfg->dicom.ae_title : NULL;
 }
 
 bool params_retrieve_enabled(const struct cfg *cfg)
@@ -303,6 +307,9 @@ int params_commit(const struct cfg *cfg, char *ledger_path, size_t path_len,
             remotes[i].ae_title = cfg->dicom.remote_aes[i].ae_title;
             remotes[i].host = cfg->dicom.remote_aes[i].host;
             remotes[i].port = (uint16_t)cfg->dicom.remote_aes[i].port;
+            remotes[i].tls = cfg->dicom.remote_aes[i].tls;
+            remotes[i].certificate_sha256 =
+                cfg->dicom.remote_aes[i].certificate_sha256;
         }
     }
     memset(ret, 0, sizeof(*ret));

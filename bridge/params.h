@@ -123,7 +123,8 @@ int params_ledger_path(const struct cfg *cfg, char *buf, size_t len);
  * (NULL when there are none; they borrow the config's strings); the
  * ledger's path (params_ledger_path()) into @ledger_path (capacity
  * @path_len), ->ledger_path NULL when it does not fit. The caller sets
- * ->spool and ->web. Returns 0 or -ENOMEM.
+ * ->spool, ->web and ->outbound_tls (params_scp_remotes()'s, for the
+ * remotes with tls). Returns 0 or -ENOMEM.
  */
 int params_commit(const struct cfg *cfg, char *ledger_path, size_t path_len,
                   struct commit_remote **ret_remotes,

@@ -3,7 +3,8 @@
  * commit - the Storage Commitment Push Model SCP (PS3.4 Annex J; scp.h):
  * the N-ACTION-RQ checked and handed to the provider, which makes it
  * durable before we answer 0000, and the N-EVENT-REPORT sent back on an
- * association of our own (outbound.cc) with the SCP role.
+ * association of our own (outbound.cc) with the SCP role, over DICOM TLS
+ * when the remote AE's entry says "tls" (the material C-MOVE uses).
  *
  * N-ACTION-RSP statuses (PS3.7 10.1.4.1.10, PS3.4 J.3.2.1.3):
  *   0118 Requested SOP Class is not Storage Commitment Push Model, or the
@@ -515,6 +516,7 @@ commit_exchange(T_ASC_Association *assoc, T_ASC_PresentationContextID pres_id,
 }
 
 int scp_commit_send_report(const char *our_ae, const struct scp_remote *to,
+                           const struct scp_outbound_tls *tls,
                            const struct scp_commit_report *report,
                            unsigned timeout_s, uint16_t *ret_status, char *err,
                            size_t err_len)
@@ -529,18 +531,32 @@ int scp_commit_send_report(const char *our_ae, const struct scp_remote *to,
     DcmDataset info;
     unsigned event_type = 0;
     enum commit_exchange_end end;
+    struct scp_out_tls out_tls;
     int r;
 
     if (!commit_event_info(report, &info, &event_type)) {
         (void)snprintf(err, err_len, "cannot build the event information");
         return -ENOMEM;
     }
+    if (tls != NULL && tls->ca_file != NULL) {
+        out_tls.on = true;
+        out_tls.ca_file = tls->ca_file;
+        if (tls->certificate_file != NULL)
+            out_tls.certificate_file = tls->certificate_file;
+        if (tls->private_key_file != NULL)
+            out_tls.private_key_file = tls->private_key_file;
+        if (tls->private_key_password_file != NULL)
+            out_tls.private_key_password_file = tls->private_key_password_file;
+        out_tls.profile = tls->profile;
+        out_tls.security_level = tls->security_level;
+    }
     ctx.abstract_syntax = UID_StorageCommitmentPushModelSOPClass;
     ctx.transfer_syntaxes = ts;
     ctx.transfer_syntax_count = 2;
     ctx.role = ASC_SC_ROLE_SCP;
-    r = scp__outbound_open(our_ae, to, &ctx, 1, SCP_COMMIT_OUT_PDU, timeout_s,
-                           &ob, err, err_len);
+    r = scp__outbound_open_tls(our_ae, to, to->tls ? &out_tls : NULL, &ctx, 1,
+                               SCP_COMMIT_OUT_PDU, timeout_s, &ob, err,
+                               err_len);
     if (r < 0)
         return r;
     pres_id = scp__outbound_context(&ob, UID_StorageCommitmentPushModelSOPClass,

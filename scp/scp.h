@@ -258,14 +258,21 @@ struct scp_commit_report {
  * Opens an association from @our_ae to @to proposing Storage Commitment
  * Push Model with the SCP role (SCU-role 0, SCP-role 1), Explicit and
  * Implicit VR Little Endian, sends the N-EVENT-REPORT-RQ and waits for its
- * response, then releases. Every step is bounded by @timeout_s. Returns 0
- * with the response status in *@ret_status (0000 success; any other status
- * is the peer's answer); -ECONNREFUSED, -ETIMEDOUT, -EHOSTUNREACH etc. when
- * no association could be had; -EPROTO when it was rejected, the context
- * or the role refused, or no response came; with the reason in @err.
- * Thread-safe (one network per call).
+ * response, then releases. When @to->tls, over DICOM TLS with @tls (NULL:
+ * plain only; a remote with tls then gets -EINVAL), as C-MOVE does: the
+ * remote's certificate verified against tls->ca_file, its SHA-256 compared
+ * with @to->certificate_sha256 when set (-EPERM on a mismatch, the
+ * association aborted before anything is sent), our client certificate
+ * when tls->certificate_file is set. Every step is bounded by @timeout_s.
+ * Returns 0 with the response status in *@ret_status (0000 success; any
+ * other status is the peer's answer); -ECONNREFUSED, -ETIMEDOUT,
+ * -EHOSTUNREACH, -EIO (an untrusted certificate among them) etc. when no
+ * association could be had; -EPROTO when it was rejected, the context or
+ * the role refused, or no response came; with the reason in @err.
+ * Thread-safe (one network and one TLS layer per call).
  */
 int scp_commit_send_report(const char *our_ae, const struct scp_remote *to,
+                           const struct scp_outbound_tls *tls,
                            const struct scp_commit_report *report,
                            unsigned timeout_s, uint16_t *ret_status, char *err,
                            size_t err_len);

@@ -771,6 +771,106 @@ def test_orthanc_scu(work):
         orthanc.close()
 
 
+def test_tls_report(work):
+    """A dicom.remote_aes entry with "tls": true and a certificate_sha256
+    pin gets its report over DICOM TLS (commit_scu --tls): a certificate
+    from an unknown CA, then one from our CA that is not the pinned one:
+    no report (nothing sent), the reason logged, retried; the pinned one:
+    the same report arrives."""
+    import tls_it
+    pki = os.path.join(work, "pki")
+    os.makedirs(pki)
+    tls_it.make_ca(pki, "ca")
+    tls_it.make_ca(pki, "rogue-ca")
+    for name, ca in (("mod1", "ca"), ("other", "ca"), ("rogue", "rogue-ca")):
+        tls_it.make_leaf(pki, name, ca, cn="MOD1", san="IP:127.0.0.1")
+    pin = tls_it.fingerprint(pki, "mod1").replace(":", "").lower()
+    mock = it.MockWeb()
+    listen = it.free_port()
+    d = it.Daemon(
+        work, upload={"url": "http://127.0.0.1:%d/dicom-web" % mock.port,
+                      "timeout_s": 5},
+        retry={"min_s": 1, "max_s": 2},
+        dicom={"tls": {"ca_file": os.path.join(pki, "ca.pem")},
+               "remote_aes": [{"ae_title": "MOD1", "host": "127.0.0.1",
+                               "port": listen, "tls": True,
+                               "certificate_sha256": pin}]},
+        commit={"report_retry_max_s": 2}, log={"level": "debug"}).start()
+    procs = []
+    try:
+        study, files = make_files(work, 2)
+        store(d, files)
+        uids = [u for _, u in files]
+        wait_for(lambda: delivered(mock, uids), 60, "delivered")
+
+        def tls_scu(cert, no_action, wait, tx=None):
+            extra = ["--tls", os.path.join(pki, cert + ".key"),
+                     os.path.join(pki, cert + ".pem")]
+            if no_action:
+                extra.append("--no-action")
+            p, tx = scu(d, [(CT, u) for u in uids], tx=tx, listen=listen,
+                        wait=wait, extra=extra, background=True)
+            procs.append(p)
+            return p, tx
+
+        def deferred(tx, n):
+            return re.findall(r"event=commit-report-deferred tx=%s "
+                              r"to=MOD1@127\.0\.0\.1:%d attempts=\d+ "
+                              r"next=\d+s reason=\"([^\"]*)\""
+                              % (re.escape(tx), listen), d.log_text())[n:]
+
+        # 1. A certificate our CA did not sign: the handshake fails.
+        p, tx = tls_scu("rogue", False, 60)
+        wait_for(lambda: deferred(tx, 0), 60, "an attempt with the rogue "
+                 "certificate failed")
+        why = deferred(tx, 0)[0]
+        print("untrusted:", why)
+        check("pinned" not in why and re.search(
+            r"certif|verif|TLS|SSL|handshake", why, re.I),
+            "the log says the TLS handshake failed (%s)" % why)
+        p.terminate()
+        out = p.communicate(timeout=30)[0]
+        check(report_of(out) is None, "no report to the untrusted one")
+        check("report tls-failed" in out, "it saw a failed handshake")
+        seen = len(deferred(tx, 0))
+
+        # 2. Our CA, but not the pinned certificate.
+        p, _ = tls_scu("other", True, 60, tx=tx)
+        wait_for(lambda: any("pinned" in w for w in deferred(tx, seen)),
+                 60, "an attempt with the wrong pin failed")
+        why = [w for w in deferred(tx, seen) if "pinned" in w][0]
+        print("wrong pin:", why)
+        check("certificate_sha256" in why, "the log names the pin (%s)" % why)
+        p.terminate()
+        out = p.communicate(timeout=30)[0]
+        check(report_of(out) is None and "report {" not in out,
+              "no N-EVENT-REPORT to the wrong certificate (%s)" % out)
+        check("event=commit-reported tx=%s" % tx not in d.log_text(),
+              "not reported yet")
+
+        # 3. The pinned certificate: the retry delivers the same report.
+        t0 = time.time()
+        p, _ = tls_scu("mod1", True, 60, tx=tx)
+        out = p.communicate(timeout=90)[0]
+        rep = report_of(out)
+        print("pinned: report %.2f s after listening" % (time.time() - t0))
+        check(p.returncode == 0 and rep is not None,
+              "the report came over TLS (%s)" % out)
+        check(rep["tx"] == tx and rep["event_type"] == 1 and
+              sorted(u for _, u in rep["committed"]) == sorted(uids),
+              "Event Type 1, both instances")
+        wait_for(lambda: "event=commit-reported tx=%s" % tx in d.log_text(),
+                 10, "report logged")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        d.stop()
+        mock.close()
+
+
 def test_study_cmd(work):
     """stowbridge study UID [--json] and commit list|show, read-only while
     the daemon runs."""

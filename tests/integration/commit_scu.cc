@@ -19,6 +19,11 @@
  *   --same-assoc S    keep the N-ACTION's association open up to S
  *                     seconds for the report on it, then release
  *   --timeout S       DIMSE/ACSE timeout (default 30)
+ *   --tls KEY CERT    take the report association over DICOM TLS with
+ *                     this key and certificate (PEM; no client
+ *                     certificate asked for); a failed handshake is
+ *                     printed as "report tls-failed reason=..." and the
+ *                     next association waited for
  * Prints "action status=XXXX comment=..." and, for each report,
  * "report {json}" ("via": "same" on the N-ACTION's association, "new" on
  * one the bridge opened). Exit status: 0, 1 on a protocol failure, 2 when
@@ -40,6 +45,7 @@
 #include "dcmtk/dcmnet/assoc.h"
 #include "dcmtk/dcmnet/dimse.h"
 #include "dcmtk/dcmnet/diutil.h"
+#include "dcmtk/dcmtls/tlslayer.h"
 #include "dcmtk/oflog/oflog.h"
 
 struct item {
@@ -360,6 +366,9 @@ int main(int argc, char **argv)
     bool no_action = false;
     bool no_seq = false;
     unsigned report_status = 0;
+    const char *tls_key = NULL;
+    const char *tls_cert = NULL;
+    DcmTLSTransportLayer *tls_layer = NULL;
     std::vector<item> items;
 
     for (int i = 1; i < argc; i++) {
@@ -404,6 +413,10 @@ int main(int argc, char **argv)
         } else if (a == "--report-status") {
             report_status = (unsigned)strtoul(v, NULL, 16);
             i++;
+        } else if (a == "--tls" && i + 2 < argc) {
+            tls_key = argv[i + 1];
+            tls_cert = argv[i + 2];
+            i += 2;
         } else if (a == "--no-action")
             no_action = true;
         else if (a == "--no-seq")
@@ -434,6 +447,25 @@ int main(int argc, char **argv)
         fprintf(stderr, "cannot listen on %d\n", listen_port);
         return 1;
     }
+    if (lnet != NULL && tls_key != NULL) {
+        tls_layer = new DcmTLSTransportLayer(NET_ACCEPTOR, NULL, OFFalse);
+        OFCondition c = tls_layer->setTLSProfile(TSP_Profile_BCP195_ND);
+        if (c.good())
+            c = tls_layer->activateCipherSuites();
+        if (c.good())
+            c = tls_layer->setPrivateKeyFile(tls_key, DCF_Filetype_PEM);
+        if (c.good())
+            c = tls_layer->setCertificateFile(tls_cert, DCF_Filetype_PEM);
+        if (c.good() && !tls_layer->checkPrivateKeyMatchesCertificate())
+            c = EC_IllegalCall;
+        tls_layer->setCertificateVerification(DCV_ignoreCertificate);
+        if (c.good())
+            c = ASC_setTransportLayer(lnet, tls_layer, 0);
+        if (c.bad()) {
+            fprintf(stderr, "TLS set-up failed: %s\n", c.text());
+            return 1;
+        }
+    }
     if (!no_action) {
         int r = send_action(host, port, called, calling, tx, items, action_type,
                             cls, inst, no_seq, timeout, same_wait,
@@ -446,14 +478,18 @@ int main(int argc, char **argv)
     time_t deadline = time(NULL) + wait_s;
     while (time(NULL) < deadline) {
         T_ASC_Association *assoc = NULL;
-        OFCondition cond =
-            ASC_receiveAssociation(lnet, &assoc, ASC_DEFAULTMAXPDU, NULL, NULL,
-                                   OFFalse, DUL_NOBLOCK, 1);
+        OFCondition cond = ASC_receiveAssociation(
+            lnet, &assoc, ASC_DEFAULTMAXPDU, NULL, NULL,
+            tls_layer != NULL ? OFTrue : OFFalse, DUL_NOBLOCK, 1);
         if (cond == DUL_NOASSOCIATIONREQUEST) {
             ASC_destroyAssociation(&assoc);
             continue;
         }
         if (cond.bad()) {
+            if (tls_layer != NULL) {
+                printf("report tls-failed reason=\"%s\"\n", cond.text());
+                fflush(stdout);
+            }
             ASC_dropAssociation(assoc);
             ASC_destroyAssociation(&assoc);
             continue;

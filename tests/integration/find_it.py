@@ -572,8 +572,10 @@ def compare_answers(label, got, expected_keys, keys, level):
     and that each answer carries exactly the requested keys."""
     check(set(got) == set(expected_keys),
           "%s: matches %s" % (label, sorted(got)))
-    wanted = set(keys) | {"QueryRetrieveLevel"}
+    wanted = set(keys) | {"QueryRetrieveLevel", "RetrieveAETitle"}
     for uid, a in got.items():
+        check(values(a, "RetrieveAETitle") == "STOWBRIDGE",
+              "%s: Retrieve AE Title = ours" % label)
         present = {e.keyword for e in a} - {"SpecificCharacterSet"}
         check(present == wanted,
               "%s: answer %s carries exactly the requested keys (%s)"

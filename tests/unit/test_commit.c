@@ -247,13 +247,96 @@ static void test_ledger_reopen(struct spool *spool,
     commit_stop(cs);
 }
 
+/*
+ * Reports over DICOM TLS (dicom.remote_aes "tls"): a remote with tls and
+ * no outbound TLS material is refused at start; the material and the pin
+ * are copied (the caller's strings may go); scp_commit_send_report()
+ * refuses a TLS remote without material and fails, sending nothing, when
+ * the CA file cannot be read.
+ */
+static void test_tls(struct spool *spool)
+{
+    static const struct scp_commit_result item = { "1.2.840.10008.5.1.4.1.1.2",
+                                                   "1.2.3.4.1", 0 };
+    struct commit_remote tls_remote = { "MODTLS", "127.0.0.1", closed_port(),
+                                        true, NULL };
+    struct scp_outbound_tls out;
+    struct scp_commit_report rep;
+    struct scp_remote to;
+    struct commit_params p;
+    struct commit_service *cs;
+    char ca[64];
+    char pin[65];
+    uint16_t status = 0xffff;
+
+    memset(&p, 0, sizeof(p));
+    p.spool = spool;
+    p.our_ae = "STOWBRIDGE";
+    p.remotes = &tls_remote;
+    p.remote_count = 1;
+    p.max_wait_h = 24;
+    p.report_retry_max_s = 2;
+    p.timeout_s = 2;
+    err[0] = '\0';
+    cs = commit_start(&p, err, sizeof(err));
+    CHECK(cs == NULL);
+    CHECK_MSG(strstr(err, "MODTLS needs TLS") != NULL, "%s", err);
+    commit_stop(cs);
+
+    memset(&out, 0, sizeof(out));
+    out.ca_file = NULL;
+    p.outbound_tls = &out;
+    cs = commit_start(&p, err, sizeof(err));
+    CHECK_MSG(cs == NULL, "a CA file is needed");
+    commit_stop(cs);
+
+    snprintf(ca, sizeof(ca), "/nonexistent/ca.pem");
+    memset(pin, 'a', 64);
+    pin[64] = '\0';
+    out.ca_file = ca;
+    out.profile = SCP_TLS_BCP195_ND;
+    out.security_level = 2;
+    tls_remote.certificate_sha256 = pin;
+    cs = commit_start(&p, err, sizeof(err));
+    CHECK_MSG(cs != NULL, "%s", err);
+    memset(ca, 0, sizeof(ca));
+    memset(pin, 0, sizeof(pin));
+    commit_stop(cs);
+
+    memset(&rep, 0, sizeof(rep));
+    rep.tx_uid = "1.2.3.77";
+    rep.retrieve_ae = "STOWBRIDGE";
+    rep.items = &item;
+    rep.item_count = 1;
+    memset(&to, 0, sizeof(to));
+    to.ae_title = "MODTLS";
+    to.host = "127.0.0.1";
+    to.port = closed_port();
+    to.tls = true;
+    err[0] = '\0';
+    CHECK(scp_commit_send_report("STOWBRIDGE", &to, NULL, &rep, 2, &status, err,
+                                 sizeof(err)) == -EINVAL);
+    CHECK_MSG(strstr(err, "needs TLS") != NULL, "%s", err);
+    snprintf(ca, sizeof(ca), "/nonexistent/ca.pem");
+    err[0] = '\0';
+    CHECK(scp_commit_send_report("STOWBRIDGE", &to, &out, &rep, 2, &status, err,
+                                 sizeof(err)) == -EINVAL);
+    CHECK_MSG(strstr(err, "CA file") != NULL, "%s", err);
+    CHECK(status == 0xffff);
+    /* Not tls: the material is not used, the closed port answers. */
+    to.tls = false;
+    CHECK(scp_commit_send_report("STOWBRIDGE", &to, &out, &rep, 2, &status, err,
+                                 sizeof(err)) == -ECONNREFUSED);
+}
+
 int main(void)
 {
     static const char *cls = "1.2.840.10008.5.1.4.1.1.2";
     struct scp_commit_ref refs[3];
     struct scp_commit_request rq;
     struct scp_commit_handler h;
-    struct commit_remote remote = { "MOD1", "127.0.0.1", closed_port() };
+    struct commit_remote remote = { "MOD1", "127.0.0.1", closed_port(), false,
+                                    NULL };
     struct commit_counts counts;
     struct commit_service *cs;
     struct spool *spool = NULL;
@@ -371,6 +454,7 @@ int main(void)
 
     test_ledger_reopen(spool, &remote);
     test_same_association(spool, &remote);
+    test_tls(spool);
 
     spool_close(spool);
     char cmd[128];

@@ -194,6 +194,14 @@ static void test_find(void)
                   (int)fp.profile);
         CHECK(fp.fetch == NULL && fp.fetch_ctx == NULL);
         CHECK(fp.page_size == cfg->query.page_size);
+        /* Retrieve AE Title: ours whenever retrieve is offered (it needs
+         * upload.url, as C-FIND does), else none. */
+        if (params_retrieve_enabled(cfg))
+            CHECK(fp.retrieve_ae != NULL &&
+                  strcmp(fp.retrieve_ae, cfg->dicom.ae_title) == 0);
+        else
+            CHECK(fp.retrieve_ae == NULL);
+        CHECK_MSG(params_retrieve_enabled(cfg) == (i > 0), "row %zu", i);
         cfg_free(cfg);
     }
     struct cfg *cfg = parse(full_text);
@@ -249,7 +257,9 @@ static void test_commit(void)
         "{\"dicom\": {\"ae_title\": \"GATEWAY\", \"timeout_s\": 9, "
         "\"remote_aes\": [{\"ae_title\": \"CT1\", \"host\": \"10.1.2.3\", "
         "\"port\": 104}, {\"ae_title\": \"MR1\", \"host\": \"mr.example\", "
-        "\"port\": 11112}]}, \"spool\": {\"dir\": \"/srv/spool\", "
+        "\"port\": 11112, \"tls\": true, \"certificate_sha256\": \""
+        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\"}], "
+        "\"tls\": {\"ca_file\": \"/etc/ca.pem\"}}, \"spool\": {\"dir\": \"/srv/spool\", "
         "\"min_free_mb\": 77}, \"upload\": {\"url\": \"https://p.example\"}, "
         "\"commit\": {\"max_wait_h\": 5, \"report_retry_max_s\": 60, "
         "\"same_association\": true}, \"ledger\": {\"keep_days\": 3}}");
@@ -271,7 +281,13 @@ static void test_commit(void)
               remotes[0].port == 104);
         CHECK(remotes[1].ae_title == cfg->dicom.remote_aes[1].ae_title &&
               remotes[1].port == 11112);
+        /* TLS and the pin, for the report (the material comes from
+         * params_scp_remotes()). */
+        CHECK(!remotes[0].tls && remotes[0].certificate_sha256 == NULL);
+        CHECK(remotes[1].tls && remotes[1].certificate_sha256 != NULL &&
+              strncmp(remotes[1].certificate_sha256, "00112233", 8) == 0);
     }
+    CHECK(cp.outbound_tls == NULL);
     CHECK(cp.max_wait_h == 5 && cp.report_retry_max_s == 60);
     CHECK(cp.timeout_s == 9 && cp.min_free_mb == 77 && cp.keep_days == 3);
     CHECK(cp.same_association);
