@@ -58,21 +58,6 @@ struct scp_outbound {
     DcmTransportLayer *tls_layer; /* ours, outbound TLS only */
 };
 
-/*
- * Opens a plain TCP association (only ae_title, host and port of @remote
- * are read) from @our_ae to @remote proposing @contexts (at
- * most 128), with our maximum PDU @max_pdu, connect and ACSE bounded by
- * @timeout_s. On success *@ret is open and at least one context was
- * accepted (check each with scp__outbound_context()). Errors: -ECONNREFUSED,
- * -ETIMEDOUT, -EHOSTUNREACH, -ENOENT (host unknown), -EIO (other network
- * failures), -EPROTO (rejected: the reason in @err), -ENOMEM.
- */
-int scp__outbound_open(const char *our_ae, const struct scp_remote *remote,
-                       const struct scp_out_context *contexts,
-                       size_t context_count, uint32_t max_pdu,
-                       unsigned timeout_s, struct scp_outbound *ret, char *err,
-                       size_t err_len);
-
 /* Outbound DICOM TLS material (scp_params.outbound_tls), copied. */
 struct scp_out_tls {
     bool on = false;
@@ -85,11 +70,18 @@ struct scp_out_tls {
 };
 
 /*
- * scp__outbound_open() over DICOM TLS when @tls is not NULL (and
- * @remote->tls): the remote's certificate verified against tls->ca_file
- * and, when @remote->certificate_sha256 is set, its SHA-256 compared
- * (-EPERM on a mismatch, the association aborted); our client
- * certificate when tls->certificate_file is set. One TLS layer per call.
+ * Opens an association from @our_ae to @remote proposing @contexts (at
+ * most 128), with our maximum PDU @max_pdu, connect and ACSE bounded by
+ * @timeout_s: plain TCP, or DICOM TLS when @tls is not NULL and
+ * @remote->tls is set. Over TLS the remote's certificate is verified
+ * against tls->ca_file and, when @remote->certificate_sha256 is set, its
+ * SHA-256 compared (-EPERM on a mismatch, the association aborted); our
+ * client certificate is sent when tls->certificate_file is set; one TLS
+ * layer per call. On success *@ret is open and at least one context was
+ * accepted (check each with scp__outbound_context()). Errors:
+ * -ECONNREFUSED, -ETIMEDOUT, -EHOSTUNREACH, -ENOENT (host unknown), -EIO
+ * (other network failures), -EPROTO (rejected: the reason in @err),
+ * -EPERM, -ENOMEM.
  */
 int scp__outbound_open_tls(const char *our_ae, const struct scp_remote *remote,
                            const struct scp_out_tls *tls,
