@@ -5,7 +5,8 @@
 #   bench/bench_receive.sh [BUILD_DIR] [COUNT] [SIZE_KB]
 #   (environment: ROUNDS=5 alternating rounds, ASSOC_COUNT=1000 instances
 #    per association in the four-association run, SKIP_RSS=1 to leave out
-#    the 1000-association RSS run)
+#    the 1000-association RSS run, BASELINE=OTHER_BUILD_DIR to measure
+#    that build's stowbridge too, in the same rounds: before/after)
 #
 # Every round, alternating, on the same disk:
 #   a. the disk's own limits for one writer (build/spool/disk_limits: the
@@ -15,8 +16,10 @@
 #   c. the same files -> DCMTK storescp (no fsync at all),
 #   d. the disk's limits for four writers at once,
 #   e. four storescu at once (ASSOC_COUNT instances each) -> stowbridge,
-#   f. the same four at once -> storescp --fork.
-# Then stowbridge with fsync disabled (eatmydata, three rounds, for
+#   f. the same four at once -> storescp --fork,
+#   (b', e': the BASELINE build's stowbridge, if given, after b and e).
+# Then stowbridge with fsync disabled (eatmydata, or else the
+# build's spool/libbench_nofsync.so preloaded; three rounds, for
 # comparison only), and 1000 associations in a row (one C-ECHO each) with
 # VmRSS sampled after 100 and 1000. Prints medians with the range of the
 # rounds, the ratios to storescp and to the disk's limits, and
@@ -93,6 +96,18 @@ sb_pid=$!
 pids+=("$sb_pid")
 wait_echo "$sb_port" STOWBRIDGE
 
+base_port=""
+if [ -n "${BASELINE:-}" ]; then
+    [ -x "$BASELINE/bridge/stowbridge" ] || { echo "no $BASELINE/bridge/stowbridge" >&2; exit 2; }
+    base_port=$(free_port)
+    sed "s/\"port\": $sb_port/\"port\": $base_port/; s|$work/spool|$work/spool-base|" \
+        "$work/sb.json" > "$work/base.json"
+    "$BASELINE/bridge/stowbridge" run --config "$work/base.json" 2>"$work/base.log" &
+    base_pid=$!
+    pids+=("$base_pid")
+    wait_echo "$base_port" STOWBRIDGE
+fi
+
 # One storescp per association (--fork), unique names since the four
 # associations send the same files.
 ref_port=$(free_port)
@@ -103,7 +118,7 @@ wait_echo "$ref_port" STORESCP
 
 : > "$work/limits1"
 : > "$work/limits4"
-sb_times=() ref_times=() sb4_times=() ref4_times=()
+sb_times=() ref_times=() sb4_times=() ref4_times=() base_times=() base4_times=()
 for round in $(seq 1 "$rounds"); do
     echo "round $round/$rounds..."
     nice "$limits" "$work/limits" "$inst_bytes" "$limit_count" 1 >> "$work/limits1"
@@ -115,6 +130,11 @@ for round in $(seq 1 "$rounds"); do
     rm -rf "$work/storescp"/*; sync
     ref_times+=("$(send STORESCP "$ref_port" "$work/in")")
 
+    if [ -n "$base_port" ]; then
+        clear_spool "$work/spool-base"
+        base_times+=("$(send STOWBRIDGE "$base_port" "$work/in")")
+    fi
+
     nice "$limits" "$work/limits" "$inst_bytes" $((limit_count / 4 + 1)) 4 >> "$work/limits4"
 
     clear_spool "$work/spool"
@@ -123,7 +143,16 @@ for round in $(seq 1 "$rounds"); do
 
     rm -rf "$work/storescp"/*; sync
     ref4_times+=("$(send STORESCP "$ref_port" "$work/in4" 4)")
+
+    if [ -n "$base_port" ]; then
+        clear_spool "$work/spool-base"
+        base4_times+=("$(send STOWBRIDGE "$base_port" "$work/in4" 4)")
+    fi
 done
+if [ -n "$base_port" ]; then
+    clear_spool "$work/spool-base"
+    kill -TERM "$base_pid"; wait "$base_pid" || true
+fi
 clear_spool "$work/spool"
 rm -rf "$work/storescp"/*
 sb_hwm=$(awk '/VmHWM/ {print $2}' "/proc/$sb_pid/status")
@@ -131,11 +160,17 @@ sb_hwm=$(awk '/VmHWM/ {print $2}' "/proc/$sb_pid/status")
 # --- the price of durability: stowbridge with fsync disabled -------------
 # (eatmydata turns fsync into a no-op; never run the service like this)
 nofsync=""
+nofsync_cmd=()
 if command -v eatmydata >/dev/null; then
+    nofsync_cmd=(eatmydata)
+elif [ -f "$build/spool/libbench_nofsync.so" ]; then
+    nofsync_cmd=(env "LD_PRELOAD=$build/spool/libbench_nofsync.so")
+fi
+if [ "${#nofsync_cmd[@]}" -gt 0 ]; then
     nf_port=$(free_port)
     sed "s/\"port\": $sb_port/\"port\": $nf_port/; s|$work/spool|$work/spool-nofsync|" \
         "$work/sb.json" > "$work/nf.json"
-    eatmydata "$bin" run --config "$work/nf.json" 2>/dev/null &
+    "${nofsync_cmd[@]}" "$bin" run --config "$work/nf.json" 2>/dev/null &
     nf_pid=$!
     pids+=("$nf_pid")
     wait_echo "$nf_port" STOWBRIDGE
@@ -164,7 +199,8 @@ kill -TERM "$sb_pid"; wait "$sb_pid" || true
 /usr/bin/python3 - "$count" "$total_bytes" "${sb_times[*]}" "${ref_times[*]}" \
     "$received" "$sb_hwm" "$rss100" "$rss1000" "$nofsync" \
     "$assoc_count" "${sb4_times[*]}" "${ref4_times[*]}" "$received4" \
-    "$work/limits1" "$work/limits4" "$sb_hwm_end" <<'PY'
+    "$work/limits1" "$work/limits4" "$sb_hwm_end" "${base_times[*]:-}" \
+    "${base4_times[*]:-}" <<'PY'
 import collections, statistics, sys
 a = sys.argv
 n, size = int(a[1]), int(a[2])
@@ -177,6 +213,8 @@ sb4_runs = [float(x) for x in a[11].split()]
 ref4_runs = [float(x) for x in a[12].split()]
 received4 = int(a[13])
 hwm_end = int(a[16])
+base_runs = [float(x) for x in a[17].split()] if len(a) > 17 else []
+base4_runs = [float(x) for x in a[18].split()] if len(a) > 18 else []
 
 def limits(path):
     rows = collections.OrderedDict()
@@ -206,6 +244,12 @@ print(f"  storescp   (no fsync)    : {ref:8.1f} [{ref_lo:.0f}..{ref_hi:.0f}]"
       f"  {ref * size / n / 1e6:7.1f} MB/s")
 print(f"  ratio stowbridge/storescp: {sb / ref:.2f} (per round: "
       + " ".join(f"{r / s:.2f}" for s, r in zip(sb_runs, ref_runs)) + ")")
+if base_runs:
+    b, b_lo, b_hi = rate(n, base_runs)
+    print(f"  baseline build           : {b:8.1f} [{b_lo:.0f}..{b_hi:.0f}]"
+          f"  ratio to storescp {b / ref:.2f} (per round: "
+          + " ".join(f"{r / s:.2f}" for s, r in zip(base_runs, ref_runs))
+          + f"); this build {sb / b:.2f}x the baseline")
 print("  the disk's limits, one writer, same rounds:")
 for row, v in lim1.items():
     m = statistics.median(v)
@@ -213,7 +257,7 @@ for row, v in lim1.items():
           f"  stowbridge at {sb / m:.2f} of it")
 if nofsync.strip():
     nf, nf_lo, nf_hi = rate(n, [float(x) for x in nofsync.split()])
-    print(f"  stowbridge without fsync (eatmydata, comparison only): "
+    print(f"  stowbridge without fsync (comparison only): "
           f"{nf:8.1f} [{nf_lo:.0f}..{nf_hi:.0f}], {nf / ref:.2f}x storescp")
 
 sb4, sb4_lo, sb4_hi = rate(4 * n4, sb4_runs)
@@ -225,6 +269,12 @@ print(f"  stowbridge             : {sb4:8.1f} [{sb4_lo:.0f}..{sb4_hi:.0f}]"
 print(f"  storescp --fork        : {ref4:8.1f} [{ref4_lo:.0f}..{ref4_hi:.0f}]")
 print(f"  ratio stowbridge/storescp: {sb4 / ref4:.2f} (per round: "
       + " ".join(f"{r / s:.2f}" for s, r in zip(sb4_runs, ref4_runs)) + ")")
+if base4_runs:
+    b, b_lo, b_hi = rate(4 * n4, base4_runs)
+    print(f"  baseline build         : {b:8.1f} [{b_lo:.0f}..{b_hi:.0f}]"
+          f"  ratio to storescp {b / ref4:.2f} (per round: "
+          + " ".join(f"{r / s:.2f}" for s, r in zip(base4_runs, ref4_runs))
+          + f"); this build {sb4 / b:.2f}x the baseline")
 print("  the disk's limits, four writers, same rounds:")
 for row, v in lim4.items():
     m = statistics.median(v)
