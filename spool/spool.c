@@ -391,7 +391,8 @@ int spool_open(const char *dir, unsigned flags, struct spool **ret_spool,
         if (r < 0)
             goto out_fail;
     }
-    spool->tmpfile = !spool__no_tmpfile && spool_probe_tmpfile(spool);
+    /* Operator tools (no lock) write nothing, not even the probe. */
+    spool->tmpfile = owner && !spool__no_tmpfile && spool_probe_tmpfile(spool);
     *ret_spool = spool;
     return 0;
 

@@ -126,9 +126,10 @@ bool spool_id_valid(const char *id);
  * by the current user and not writable by others, and takes the exclusive
  * lock; a second owner gets -EWOULDBLOCK with a message naming the lock.
  * Without it (operator tools, status), nothing is created or locked.
- * Either way it probes once whether an O_TMPFILE file can be created in
- * incoming/ and linked by linkat() (via /proc/self/fd); if not, receives
- * go through tmp/ and a rename.
+ * The owner probes once whether an O_TMPFILE file can be created in
+ * incoming/ and linked by linkat() (via /proc/self/fd); if not (and
+ * always without SPOOL_OPEN_OWNER), receives go through tmp/ and a
+ * rename.
  */
 int spool_open(const char *dir, unsigned flags, struct spool **ret_spool,
                char *err, size_t err_len);
@@ -198,8 +199,9 @@ int spool_commit_labelled(struct spool *spool, const char *id, int fd,
                           size_t err_len);
 
 /*
- * Receive path, abandon: closes @fd (if >= 0) and removes tmp/<id>.dcm.
- * Never fails visibly: a leftover temp file is removed at next start.
+ * Receive path, abandon: closes @fd (if >= 0), which frees an O_TMPFILE
+ * file, and removes tmp/<id>.dcm (the other path). Never fails visibly: a
+ * leftover temp file is removed at next start.
  */
 void spool_discard(struct spool *spool, const char *id, int fd);
 
