@@ -39,6 +39,7 @@
 
 #include "admin_int.h"
 #include "base/metrics.h"
+#include "base/util.h"
 
 #define ADMIN_HEADER_MEMORY (16u * 1024u)
 #define ADMIN_POLL_MAX_MS 1000
@@ -75,20 +76,6 @@ struct admin {
 
     struct admin_conn *conns; /* server thread only */
 };
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || err_len == 0)
-        return;
-    va_start(ap, fmt);
-    (void)vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 static uint64_t now_monotonic_ms(void)
 {
@@ -656,8 +643,8 @@ static int open_listener(const struct admin_listen *l, int *ret_fd,
     fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         r = -errno;
-        set_err(err, err_len, "socket() for admin.listen '%s' failed: %s", text,
-                strerror(-r));
+        util_err(err, err_len, "socket() for admin.listen '%s' failed: %s",
+                 text, strerror(-r));
         return r;
     }
     (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -666,15 +653,15 @@ static int open_listener(const struct admin_listen *l, int *ret_fd,
     if (bind(fd, (struct sockaddr *)&ss, len) < 0 ||
         listen(fd, ADMIN_LISTEN_BACKLOG) < 0) {
         r = -errno;
-        set_err(err, err_len, "bind() to admin.listen '%s' failed: %s", text,
-                strerror(-r));
+        util_err(err, err_len, "bind() to admin.listen '%s' failed: %s", text,
+                 strerror(-r));
         (void)close(fd);
         return r;
     }
     len = sizeof(ss);
     if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
         r = -errno;
-        set_err(err, err_len, "getsockname() failed: %s", strerror(-r));
+        util_err(err, err_len, "getsockname() failed: %s", strerror(-r));
         (void)close(fd);
         return r;
     }
@@ -701,8 +688,8 @@ static int start_mhd(struct admin *a, const struct admin_params *p, bool ipv6,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, a,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, a, MHD_OPTION_END);
     if (a->mhd == NULL) {
-        set_err(err, err_len, "libmicrohttpd could not start on port %u",
-                (unsigned)a->port);
+        util_err(err, err_len, "libmicrohttpd could not start on port %u",
+                 (unsigned)a->port);
         return -EIO;
     }
     return 0;
@@ -719,10 +706,10 @@ static int start_thread(struct admin *a, char *err, size_t err_len)
     r = pthread_create(&a->thread, NULL, server_thread, a);
     (void)pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (r != 0) {
-        set_err(err, err_len,
-                "pthread_create() for the admin server "
-                "failed: %s",
-                strerror(r));
+        util_err(err, err_len,
+                 "pthread_create() for the admin server "
+                 "failed: %s",
+                 strerror(r));
         return -r;
     }
     (void)pthread_setname_np(a->thread, "sb-admin");
@@ -783,7 +770,7 @@ int admin_new(const struct admin_params *p, struct admin **ret_admin, char *err,
     a->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (a->wake_fd < 0) {
         r = -errno;
-        set_err(err, err_len, "eventfd() failed: %s", strerror(-r));
+        util_err(err, err_len, "eventfd() failed: %s", strerror(-r));
         goto out_free;
     }
     r = start_mhd(a, p, l.ipv6, err, err_len);

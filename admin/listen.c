@@ -4,6 +4,7 @@
  * rules (see admin.h).
  */
 #include "admin.h"
+#include "base/util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -11,20 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || err_len == 0)
-        return;
-    va_start(ap, fmt);
-    (void)vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 static int parse_port(const char *s, uint16_t *ret_port)
 {
@@ -59,55 +46,55 @@ int admin_listen_parse(const char *text, struct admin_listen *ret_listen,
     if (text[0] == '[') {
         const char *close = strchr(text, ']');
         if (close == NULL || close[1] != ':') {
-            set_err(err, err_len, "'%s' is not [IPv6 address]:port", text);
+            util_err(err, err_len, "'%s' is not [IPv6 address]:port", text);
             return -EINVAL;
         }
         len = (size_t)(close - text - 1);
         if (len == 0 || len >= sizeof(host)) {
-            set_err(err, err_len, "'%s': bad IPv6 address", text);
+            util_err(err, err_len, "'%s': bad IPv6 address", text);
             return -EINVAL;
         }
         memcpy(host, text + 1, len);
         host[len] = '\0';
         port = close + 2;
         if (inet_pton(AF_INET6, host, l.addr) != 1) {
-            set_err(err, err_len, "'%s': '%s' is not a numeric IPv6 address",
-                    text, host);
+            util_err(err, err_len, "'%s': '%s' is not a numeric IPv6 address",
+                     text, host);
             return -EINVAL;
         }
         l.ipv6 = true;
     } else {
         const char *colon = strrchr(text, ':');
         if (colon == NULL) {
-            set_err(err, err_len, "'%s' is not address:port (e.g. %s)", text,
-                    ADMIN_DEFAULT_LISTEN);
+            util_err(err, err_len, "'%s' is not address:port (e.g. %s)", text,
+                     ADMIN_DEFAULT_LISTEN);
             return -EINVAL;
         }
         if (memchr(text, ':', (size_t)(colon - text)) != NULL) {
-            set_err(err, err_len,
-                    "'%s': write an IPv6 address in brackets, "
-                    "[::1]:%d",
-                    text, ADMIN_DEFAULT_PORT);
+            util_err(err, err_len,
+                     "'%s': write an IPv6 address in brackets, "
+                     "[::1]:%d",
+                     text, ADMIN_DEFAULT_PORT);
             return -EINVAL;
         }
         len = (size_t)(colon - text);
         if (len == 0 || len >= sizeof(host)) {
-            set_err(err, err_len, "'%s': bad address", text);
+            util_err(err, err_len, "'%s': bad address", text);
             return -EINVAL;
         }
         memcpy(host, text, len);
         host[len] = '\0';
         port = colon + 1;
         if (inet_pton(AF_INET, host, l.addr) != 1) {
-            set_err(err, err_len,
-                    "'%s': '%s' is not a numeric IPv4 address "
-                    "(host names are not accepted)",
-                    text, host);
+            util_err(err, err_len,
+                     "'%s': '%s' is not a numeric IPv4 address "
+                     "(host names are not accepted)",
+                     text, host);
             return -EINVAL;
         }
     }
     if (parse_port(port, &l.port) < 0) {
-        set_err(err, err_len, "'%s': the port must be 0..65535", text);
+        util_err(err, err_len, "'%s': the port must be 0..65535", text);
         return -EINVAL;
     }
     if (l.ipv6) {
@@ -132,20 +119,20 @@ int admin_config_check(const char *listen, bool have_token, bool allow_actions,
 
     r = admin_listen_parse(listen, &l, why, sizeof(why));
     if (r < 0) {
-        set_err(err, err_len, "admin.listen: %s", why);
+        util_err(err, err_len, "admin.listen: %s", why);
         return r;
     }
     if (l.enabled && !l.loopback && !have_token) {
-        set_err(err, err_len,
-                "admin.listen '%s' is not a loopback address: "
-                "set admin.token_file (a bearer token) to serve it there",
-                listen);
+        util_err(err, err_len,
+                 "admin.listen '%s' is not a loopback address: "
+                 "set admin.token_file (a bearer token) to serve it there",
+                 listen);
         return -EINVAL;
     }
     if (allow_actions && !have_token) {
-        set_err(err, err_len,
-                "admin.allow_actions needs admin.token_file: "
-                "actions are only taken with the bearer token");
+        util_err(err, err_len,
+                 "admin.allow_actions needs admin.token_file: "
+                 "actions are only taken with the bearer token");
         return -EINVAL;
     }
     return 0;

@@ -45,6 +45,7 @@
 #include <cjson/cJSON.h>
 
 #include "base/log.h"
+#include "base/util.h"
 
 /* Largest file cfg_load() reads. */
 #define CFG_FILE_MAX (1024 * 1024)
@@ -880,21 +881,6 @@ static const struct cfg_key cfg_keys[] = {
 
 #define CFG_KEY_COUNT (sizeof(cfg_keys) / sizeof(cfg_keys[0]))
 
-static void cfg_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Formats a message into @err, if the caller asked for one. */
-static void cfg_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || err_len == 0)
-        return;
-    va_start(ap, fmt);
-    (void)vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
 /*
  * Copies at most @max bytes of @text (@len bytes long) into @buf for a
  * message: control characters become '?', and "..." marks a cut. @buf
@@ -1169,10 +1155,10 @@ static void cfg_unknown_key(const char *section, const char *name, char *err,
     }
     (void)cfg_quote_str(quoted, sizeof(quoted), path);
     if (best_d <= CFG_SUGGEST_DISTANCE)
-        cfg_err(err, err_len, "config: unknown key '%s' (did you mean '%s'?)",
-                quoted, best);
+        util_err(err, err_len, "config: unknown key '%s' (did you mean '%s'?)",
+                 quoted, best);
     else
-        cfg_err(err, err_len, "config: unknown key '%s'", quoted);
+        util_err(err, err_len, "config: unknown key '%s'", quoted);
 }
 
 /* "a string", "a number", ... for "got ..." in messages. */
@@ -1227,18 +1213,19 @@ static int cfg_parse_ae_title(const cJSON *item, const char *path,
     char *ae;
 
     if (!cJSON_IsString(item)) {
-        cfg_err(err, err_len,
-                "config: %s: expected an AE title (a string of 1-16 "
-                "characters), got %s",
-                path, cfg_json_type(item));
+        util_err(err, err_len,
+                 "config: %s: expected an AE title (a string of 1-16 "
+                 "characters), got %s",
+                 path, cfg_json_type(item));
         return -EINVAL;
     }
     if (!util_ae_title_valid(item->valuestring)) {
-        cfg_err(err, err_len,
-                "config: %s: expected an AE title (1-16 characters, not "
-                "all spaces, no backslash or control characters), got "
-                "\"%s\"",
-                path, cfg_quote_str(quoted, sizeof(quoted), item->valuestring));
+        util_err(err, err_len,
+                 "config: %s: expected an AE title (1-16 characters, not "
+                 "all spaces, no backslash or control characters), got "
+                 "\"%s\"",
+                 path,
+                 cfg_quote_str(quoted, sizeof(quoted), item->valuestring));
         return -EINVAL;
     }
     (void)util_trim_copy(trimmed, sizeof(trimmed), item->valuestring);
@@ -1280,11 +1267,12 @@ static int cfg_parse_hosts(struct cfg_caller *caller, const cJSON *list,
     const cJSON *host;
 
     if (!cJSON_IsArray(list) || n == 0) {
-        cfg_err(err, err_len,
-                "config: %s[%zu].hosts: expected a non-empty list of IPv4 "
-                "addresses or networks " CFG_NET_EXAMPLE " (leave \"hosts\" "
-                "out to accept any address), got %s",
-                lpath, index, cJSON_IsArray(list) ? "[]" : cfg_json_type(list));
+        util_err(err, err_len,
+                 "config: %s[%zu].hosts: expected a non-empty list of IPv4 "
+                 "addresses or networks " CFG_NET_EXAMPLE " (leave \"hosts\" "
+                 "out to accept any address), got %s",
+                 lpath, index,
+                 cJSON_IsArray(list) ? "[]" : cfg_json_type(list));
         return -EINVAL;
     }
     caller->hosts = calloc(n, sizeof(*caller->hosts));
@@ -1296,19 +1284,19 @@ static int cfg_parse_hosts(struct cfg_caller *caller, const cJSON *list,
         char quoted[CFG_QUOTE_MAX + 4];
 
         if (!cJSON_IsString(host)) {
-            cfg_err(err, err_len,
-                    "config: %s[%zu].hosts[%zu]: expected an IPv4 address or "
-                    "network " CFG_NET_EXAMPLE " as a string, got %s",
-                    lpath, index, h, cfg_json_type(host));
+            util_err(err, err_len,
+                     "config: %s[%zu].hosts[%zu]: expected an IPv4 address or "
+                     "network " CFG_NET_EXAMPLE " as a string, got %s",
+                     lpath, index, h, cfg_json_type(host));
             return -EINVAL;
         }
         if (util_ipv4_net_parse(host->valuestring, &caller->hosts[h]) < 0) {
-            cfg_err(err, err_len,
-                    "config: %s[%zu].hosts[%zu]: expected an IPv4 address or "
-                    "network " CFG_NET_EXAMPLE ", got \"%s\"%s",
-                    lpath, index, h,
-                    cfg_quote_str(quoted, sizeof(quoted), host->valuestring),
-                    cfg_net_why(host->valuestring));
+            util_err(err, err_len,
+                     "config: %s[%zu].hosts[%zu]: expected an IPv4 address or "
+                     "network " CFG_NET_EXAMPLE ", got \"%s\"%s",
+                     lpath, index, h,
+                     cfg_quote_str(quoted, sizeof(quoted), host->valuestring),
+                     cfg_net_why(host->valuestring));
             return -EINVAL;
         }
         caller->host_count++;
@@ -1348,12 +1336,12 @@ static int cfg_parse_fingerprints(struct cfg_caller *caller, const cJSON *list,
     const cJSON *item;
 
     if (!cJSON_IsArray(list) || n == 0 || n > CFG_UIDS_MAX) {
-        cfg_err(err, err_len,
-                "config: %s[%zu].certificate_sha256: expected a non-empty "
-                "list of SHA-256 fingerprints, got %s",
-                lpath, index,
-                cJSON_IsArray(list) ? "[] or a longer list"
-                                    : cfg_json_type(list));
+        util_err(err, err_len,
+                 "config: %s[%zu].certificate_sha256: expected a non-empty "
+                 "list of SHA-256 fingerprints, got %s",
+                 lpath, index,
+                 cJSON_IsArray(list) ? "[] or a longer list"
+                                     : cfg_json_type(list));
         return -EINVAL;
     }
     caller->certificate_sha256 = calloc(n, sizeof(char *));
@@ -1366,11 +1354,11 @@ static int cfg_parse_fingerprints(struct cfg_caller *caller, const cJSON *list,
 
         if (!cJSON_IsString(item) ||
             cfg_parse_one_fingerprint(item->valuestring, hex) < 0) {
-            cfg_err(err, err_len,
-                    "config: %s[%zu].certificate_sha256[%zu]: expected a "
-                    "SHA-256 fingerprint (64 hex digits, colons allowed), as "
-                    "'stowbridge tls-fingerprint FILE' prints it",
-                    lpath, index, k);
+            util_err(err, err_len,
+                     "config: %s[%zu].certificate_sha256[%zu]: expected a "
+                     "SHA-256 fingerprint (64 hex digits, colons allowed), as "
+                     "'stowbridge tls-fingerprint FILE' prints it",
+                     lpath, index, k);
             return -EINVAL;
         }
         caller->certificate_sha256[k] = strdup(hex);
@@ -1393,10 +1381,10 @@ static int cfg_parse_caller(struct cfg_caller *caller, const cJSON *item,
     caller->commit = true;
     caller->retrieve = true;
     if (!cJSON_IsObject(item)) {
-        cfg_err(err, err_len,
-                "config: %s[%zu]: expected an object with \"ae_title\" "
-                "and/or \"hosts\", got %s",
-                lpath, index, cfg_json_type(item));
+        util_err(err, err_len,
+                 "config: %s[%zu]: expected an object with \"ae_title\" "
+                 "and/or \"hosts\", got %s",
+                 lpath, index, cfg_json_type(item));
         return -EINVAL;
     }
     cJSON_ArrayForEach(member, item)
@@ -1414,26 +1402,26 @@ static int cfg_parse_caller(struct cfg_caller *caller, const cJSON *item,
             !is_sha && !is_subject && !is_tls_only) {
             char quoted[CFG_NAME_MAX + 4];
 
-            cfg_err(err, err_len,
-                    "config: unknown key '%s[%zu].%s' (an entry takes "
-                    "\"ae_title\", \"hosts\", \"find\", \"commit\", "
-                    "\"retrieve\", \"certificate_sha256\", "
-                    "\"certificate_subject\" and "
-                    "\"tls_only\")",
-                    lpath, index,
-                    cfg_quote_str(quoted, sizeof(quoted), member->string));
+            util_err(err, err_len,
+                     "config: unknown key '%s[%zu].%s' (an entry takes "
+                     "\"ae_title\", \"hosts\", \"find\", \"commit\", "
+                     "\"retrieve\", \"certificate_sha256\", "
+                     "\"certificate_subject\" and "
+                     "\"tls_only\")",
+                     lpath, index,
+                     cfg_quote_str(quoted, sizeof(quoted), member->string));
             return -EINVAL;
         }
         if (cfg_duplicate(item, member)) {
-            cfg_err(err, err_len, "config: duplicate key '%s[%zu].%s'", lpath,
-                    index, member->string);
+            util_err(err, err_len, "config: duplicate key '%s[%zu].%s'", lpath,
+                     index, member->string);
             return -EINVAL;
         }
         if (is_find || is_commit || is_retrieve) {
             if (!cJSON_IsBool(member)) {
-                cfg_err(err, err_len,
-                        "config: %s[%zu].%s: expected true or false, got %s",
-                        lpath, index, member->string, cfg_json_type(member));
+                util_err(err, err_len,
+                         "config: %s[%zu].%s: expected true or false, got %s",
+                         lpath, index, member->string, cfg_json_type(member));
                 return -EINVAL;
             }
             if (is_find)
@@ -1446,10 +1434,10 @@ static int cfg_parse_caller(struct cfg_caller *caller, const cJSON *item,
         }
         if (is_tls_only) {
             if (!cJSON_IsBool(member)) {
-                cfg_err(err, err_len,
-                        "config: %s[%zu].tls_only: expected true or false, "
-                        "got %s",
-                        lpath, index, cfg_json_type(member));
+                util_err(err, err_len,
+                         "config: %s[%zu].tls_only: expected true or false, "
+                         "got %s",
+                         lpath, index, cfg_json_type(member));
                 return -EINVAL;
             }
             caller->tls_only = cJSON_IsTrue(member);
@@ -1458,13 +1446,13 @@ static int cfg_parse_caller(struct cfg_caller *caller, const cJSON *item,
         if (is_subject) {
             if (!cJSON_IsString(member) || member->valuestring[0] == '\0' ||
                 strlen(member->valuestring) > 255) {
-                cfg_err(err, err_len,
-                        "config: %s[%zu].certificate_subject: expected the "
-                        "certificate's CN or a DNS/URI name (1-255 "
-                        "characters), got %s",
-                        lpath, index,
-                        cJSON_IsString(member) ? "an empty or longer string"
-                                               : cfg_json_type(member));
+                util_err(err, err_len,
+                         "config: %s[%zu].certificate_subject: expected the "
+                         "certificate's CN or a DNS/URI name (1-255 "
+                         "characters), got %s",
+                         lpath, index,
+                         cJSON_IsString(member) ? "an empty or longer string"
+                                                : cfg_json_type(member));
                 return -EINVAL;
             }
             caller->certificate_subject = strdup(member->valuestring);
@@ -1493,10 +1481,10 @@ static int cfg_parse_caller(struct cfg_caller *caller, const cJSON *item,
             return r;
     }
     if (caller->ae_title == NULL && caller->host_count == 0) {
-        cfg_err(err, err_len,
-                "config: %s[%zu]: an entry needs \"ae_title\", \"hosts\" "
-                "or both, got an empty object",
-                lpath, index);
+        util_err(err, err_len,
+                 "config: %s[%zu]: an entry needs \"ae_title\", \"hosts\" "
+                 "or both, got an empty object",
+                 lpath, index);
         return -EINVAL;
     }
     return 0;
@@ -1517,10 +1505,10 @@ static int cfg_parse_callers(struct cfg *cfg, const struct cfg_key *key,
     int r;
 
     if (!cJSON_IsArray(list)) {
-        cfg_err(err, err_len,
-                "config: %s: expected a list of {\"ae_title\": ..., "
-                "\"hosts\": [...]} objects, got %s",
-                key->path, cfg_json_type(list));
+        util_err(err, err_len,
+                 "config: %s: expected a list of {\"ae_title\": ..., "
+                 "\"hosts\": [...]} objects, got %s",
+                 key->path, cfg_json_type(list));
         return -EINVAL;
     }
     if (n == 0)
@@ -1553,10 +1541,10 @@ static int cfg_parse_remote(struct cfg_remote_ae *remote, const cJSON *item,
     int r;
 
     if (!cJSON_IsObject(item)) {
-        cfg_err(err, err_len,
-                "config: %s[%zu]: expected an object with \"ae_title\", "
-                "\"host\" and \"port\", got %s",
-                lpath, index, cfg_json_type(item));
+        util_err(err, err_len,
+                 "config: %s[%zu]: expected an object with \"ae_title\", "
+                 "\"host\" and \"port\", got %s",
+                 lpath, index, cfg_json_type(item));
         return -EINVAL;
     }
     cJSON_ArrayForEach(member, item)
@@ -1564,8 +1552,8 @@ static int cfg_parse_remote(struct cfg_remote_ae *remote, const cJSON *item,
         const char *name = member->string;
 
         if (cfg_duplicate(item, member)) {
-            cfg_err(err, err_len, "config: duplicate key '%s[%zu].%s'", lpath,
-                    index, name);
+            util_err(err, err_len, "config: duplicate key '%s[%zu].%s'", lpath,
+                     index, name);
             return -EINVAL;
         }
         (void)snprintf(path, sizeof(path), "%s[%zu].%s", lpath, index, name);
@@ -1584,14 +1572,14 @@ static int cfg_parse_remote(struct cfg_remote_ae *remote, const cJSON *item,
                      (h[i] >= 'A' && h[i] <= 'Z') ||
                      (h[i] >= '0' && h[i] <= '9') || h[i] == '.' || h[i] == '-';
             if (!ok) {
-                cfg_err(err, err_len,
-                        "config: %s: expected an IPv4 address or a host "
-                        "name (letters, digits, '.' and '-'), got %s%s%s",
-                        path, cJSON_IsString(member) ? "\"" : "",
-                        cJSON_IsString(member)
-                            ? cfg_quote_str(quoted, sizeof(quoted), h)
-                            : cfg_json_type(member),
-                        cJSON_IsString(member) ? "\"" : "");
+                util_err(err, err_len,
+                         "config: %s: expected an IPv4 address or a host "
+                         "name (letters, digits, '.' and '-'), got %s%s%s",
+                         path, cJSON_IsString(member) ? "\"" : "",
+                         cJSON_IsString(member)
+                             ? cfg_quote_str(quoted, sizeof(quoted), h)
+                             : cfg_json_type(member),
+                         cJSON_IsString(member) ? "\"" : "");
                 return -EINVAL;
             }
             remote->host = strdup(h);
@@ -1601,20 +1589,20 @@ static int cfg_parse_remote(struct cfg_remote_ae *remote, const cJSON *item,
             if (!cJSON_IsNumber(member) || member->valuedouble < 1 ||
                 member->valuedouble > 65535 ||
                 member->valuedouble != (double)(int)member->valuedouble) {
-                cfg_err(err, err_len,
-                        "config: %s: expected a port from 1 to 65535, got %s",
-                        path,
-                        cJSON_IsNumber(member) ? "another number"
-                                               : cfg_json_type(member));
+                util_err(err, err_len,
+                         "config: %s: expected a port from 1 to 65535, got %s",
+                         path,
+                         cJSON_IsNumber(member) ? "another number"
+                                                : cfg_json_type(member));
                 return -EINVAL;
             }
             remote->port = (unsigned)member->valuedouble;
             has_port = true;
         } else if (strcmp(name, "tls") == 0) {
             if (!cJSON_IsBool(member)) {
-                cfg_err(err, err_len,
-                        "config: %s: expected true or false, got %s", path,
-                        cfg_json_type(member));
+                util_err(err, err_len,
+                         "config: %s: expected true or false, got %s", path,
+                         cfg_json_type(member));
                 return -EINVAL;
             }
             remote->tls = cJSON_IsTrue(member);
@@ -1623,30 +1611,30 @@ static int cfg_parse_remote(struct cfg_remote_ae *remote, const cJSON *item,
 
             if (!cJSON_IsString(member) ||
                 cfg_parse_one_fingerprint(member->valuestring, hex) < 0) {
-                cfg_err(err, err_len,
-                        "config: %s: expected a SHA-256 fingerprint (64 hex "
-                        "digits, colons allowed), as 'stowbridge "
-                        "tls-fingerprint FILE' prints it",
-                        path);
+                util_err(err, err_len,
+                         "config: %s: expected a SHA-256 fingerprint (64 hex "
+                         "digits, colons allowed), as 'stowbridge "
+                         "tls-fingerprint FILE' prints it",
+                         path);
                 return -EINVAL;
             }
             remote->certificate_sha256 = strdup(hex);
             if (remote->certificate_sha256 == NULL)
                 return -ENOMEM;
         } else {
-            cfg_err(err, err_len,
-                    "config: unknown key '%s[%zu].%s' (an entry takes "
-                    "\"ae_title\", \"host\", \"port\", \"tls\" and "
-                    "\"certificate_sha256\")",
-                    lpath, index, cfg_quote_str(quoted, sizeof(quoted), name));
+            util_err(err, err_len,
+                     "config: unknown key '%s[%zu].%s' (an entry takes "
+                     "\"ae_title\", \"host\", \"port\", \"tls\" and "
+                     "\"certificate_sha256\")",
+                     lpath, index, cfg_quote_str(quoted, sizeof(quoted), name));
             return -EINVAL;
         }
     }
     if (remote->ae_title == NULL || remote->host == NULL || !has_port) {
-        cfg_err(err, err_len,
-                "config: %s[%zu]: an entry needs \"ae_title\", \"host\" "
-                "and \"port\"",
-                lpath, index);
+        util_err(err, err_len,
+                 "config: %s[%zu]: an entry needs \"ae_title\", \"host\" "
+                 "and \"port\"",
+                 lpath, index);
         return -EINVAL;
     }
     return 0;
@@ -1664,10 +1652,10 @@ static int cfg_parse_remotes(struct cfg *cfg, const struct cfg_key *key,
     int r;
 
     if (!cJSON_IsArray(list)) {
-        cfg_err(err, err_len,
-                "config: %s: expected a list of {\"ae_title\": ..., "
-                "\"host\": ..., \"port\": ...} objects, got %s",
-                key->path, cfg_json_type(list));
+        util_err(err, err_len,
+                 "config: %s: expected a list of {\"ae_title\": ..., "
+                 "\"host\": ..., \"port\": ...} objects, got %s",
+                 key->path, cfg_json_type(list));
         return -EINVAL;
     }
     if (n == 0)
@@ -1687,10 +1675,10 @@ static int cfg_parse_remotes(struct cfg *cfg, const struct cfg_key *key,
         for (size_t j = 0; j < index; j++) {
             if (strcmp((*remotes)[j].ae_title, (*remotes)[index].ae_title) ==
                 0) {
-                cfg_err(err, err_len,
-                        "config: %s[%zu].ae_title: \"%s\" is already "
-                        "listed at [%zu]",
-                        key->path, index, (*remotes)[index].ae_title, j);
+                util_err(err, err_len,
+                         "config: %s[%zu].ae_title: \"%s\" is already "
+                         "listed at [%zu]",
+                         key->path, index, (*remotes)[index].ae_title, j);
                 return -EINVAL;
             }
         }
@@ -1712,10 +1700,10 @@ static int cfg_parse_uids(struct cfg *cfg, const struct cfg_key *key,
     const cJSON *item;
 
     if (!cJSON_IsArray(list) || n > CFG_UIDS_MAX) {
-        cfg_err(err, err_len,
-                "config: %s: expected a list of at most %d UIDs, got %s",
-                key->path, CFG_UIDS_MAX,
-                cJSON_IsArray(list) ? "a longer list" : cfg_json_type(list));
+        util_err(err, err_len,
+                 "config: %s: expected a list of at most %d UIDs, got %s",
+                 key->path, CFG_UIDS_MAX,
+                 cJSON_IsArray(list) ? "a longer list" : cfg_json_type(list));
         return -EINVAL;
     }
     if (n == 0)
@@ -1728,15 +1716,16 @@ static int cfg_parse_uids(struct cfg *cfg, const struct cfg_key *key,
         char quoted[CFG_QUOTE_MAX + 4];
 
         if (!cJSON_IsString(item) || !util_uid_valid(item->valuestring)) {
-            cfg_err(err, err_len,
-                    "config: %s[%zu]: expected a UID (digits and dots, at "
-                    "most 64 characters), got %s%s%s",
-                    key->path, *count,
-                    cJSON_IsString(item) ? "\"" : cfg_json_type(item),
-                    cJSON_IsString(item) ? cfg_quote_str(quoted, sizeof(quoted),
-                                                         item->valuestring)
-                                         : "",
-                    cJSON_IsString(item) ? "\"" : "");
+            util_err(
+                err, err_len,
+                "config: %s[%zu]: expected a UID (digits and dots, at "
+                "most 64 characters), got %s%s%s",
+                key->path, *count,
+                cJSON_IsString(item) ? "\"" : cfg_json_type(item),
+                cJSON_IsString(item)
+                    ? cfg_quote_str(quoted, sizeof(quoted), item->valuestring)
+                    : "",
+                cJSON_IsString(item) ? "\"" : "");
             return -EINVAL;
         }
         (*uids)[*count] = strdup(item->valuestring);
@@ -1793,11 +1782,11 @@ static int cfg_parse_nets(struct cfg *cfg, const struct cfg_key *key,
     const cJSON *item;
 
     if (!cJSON_IsArray(list) || n > CFG_UIDS_MAX) {
-        cfg_err(err, err_len,
-                "config: %s: expected a list of at most %d addresses or "
-                "networks, got %s",
-                key->path, CFG_UIDS_MAX,
-                cJSON_IsArray(list) ? "a longer list" : cfg_json_type(list));
+        util_err(err, err_len,
+                 "config: %s: expected a list of at most %d addresses or "
+                 "networks, got %s",
+                 key->path, CFG_UIDS_MAX,
+                 cJSON_IsArray(list) ? "a longer list" : cfg_json_type(list));
         return -EINVAL;
     }
     if (n == 0)
@@ -1810,16 +1799,17 @@ static int cfg_parse_nets(struct cfg *cfg, const struct cfg_key *key,
         char quoted[CFG_QUOTE_MAX + 4];
 
         if (!cJSON_IsString(item) || !cfg_net_valid(item->valuestring)) {
-            cfg_err(err, err_len,
-                    "config: %s[%zu]: expected an IPv4 or IPv6 address or "
-                    "CIDR network such as \"10.0.0.5\", \"10.0.0.0/8\" or "
-                    "\"fd00::/64\", got %s%s%s",
-                    key->path, *count,
-                    cJSON_IsString(item) ? "\"" : cfg_json_type(item),
-                    cJSON_IsString(item) ? cfg_quote_str(quoted, sizeof(quoted),
-                                                         item->valuestring)
-                                         : "",
-                    cJSON_IsString(item) ? "\"" : "");
+            util_err(
+                err, err_len,
+                "config: %s[%zu]: expected an IPv4 or IPv6 address or "
+                "CIDR network such as \"10.0.0.5\", \"10.0.0.0/8\" or "
+                "\"fd00::/64\", got %s%s%s",
+                key->path, *count,
+                cJSON_IsString(item) ? "\"" : cfg_json_type(item),
+                cJSON_IsString(item)
+                    ? cfg_quote_str(quoted, sizeof(quoted), item->valuestring)
+                    : "",
+                cJSON_IsString(item) ? "\"" : "");
             return -EINVAL;
         }
         (*nets)[*count] = strdup(item->valuestring);
@@ -1844,11 +1834,11 @@ static int cfg_parse_argv(struct cfg *cfg, const struct cfg_key *key,
     const cJSON *item;
 
     if (!cJSON_IsArray(list) || n > CFG_ARGV_MAX) {
-        cfg_err(err, err_len,
-                "config: %s: expected a list of at most %d strings (the "
-                "program and its arguments, no shell), got %s",
-                key->path, CFG_ARGV_MAX,
-                cJSON_IsArray(list) ? "a longer list" : cfg_json_type(list));
+        util_err(err, err_len,
+                 "config: %s: expected a list of at most %d strings (the "
+                 "program and its arguments, no shell), got %s",
+                 key->path, CFG_ARGV_MAX,
+                 cJSON_IsArray(list) ? "a longer list" : cfg_json_type(list));
         return -EINVAL;
     }
     if (n == 0)
@@ -1860,7 +1850,7 @@ static int cfg_parse_argv(struct cfg *cfg, const struct cfg_key *key,
     {
         if (!cJSON_IsString(item) || item->valuestring[0] == '\0' ||
             strlen(item->valuestring) > CFG_ARGV_WORD_MAX) {
-            cfg_err(
+            util_err(
                 err, err_len,
                 "config: %s[%zu]: expected a non-empty string of at most "
                 "%d bytes, got %s",
@@ -1922,27 +1912,27 @@ static int cfg_check_string(const struct cfg_key *key, const char *value,
     switch (key->check) {
     case CFG_CHECK_ABS_PATH:
         if (value[0] != '/') {
-            cfg_err(err, err_len,
-                    "config: %s: expected an absolute path, got \"%s\"",
-                    key->path, cfg_quote_str(quoted, sizeof(quoted), value));
+            util_err(err, err_len,
+                     "config: %s: expected an absolute path, got \"%s\"",
+                     key->path, cfg_quote_str(quoted, sizeof(quoted), value));
             return -EINVAL;
         }
         break;
     case CFG_CHECK_OPT_PATH:
         if (value[0] != '\0' && value[0] != '/') {
-            cfg_err(err, err_len,
-                    "config: %s: expected an absolute path (or \"\"), got "
-                    "\"%s\"",
-                    key->path, cfg_quote_str(quoted, sizeof(quoted), value));
+            util_err(err, err_len,
+                     "config: %s: expected an absolute path (or \"\"), got "
+                     "\"%s\"",
+                     key->path, cfg_quote_str(quoted, sizeof(quoted), value));
             return -EINVAL;
         }
         break;
     case CFG_CHECK_URL:
         if (value[0] != '\0' && !cfg_url_valid(value)) {
-            cfg_err(err, err_len,
-                    "config: %s: expected an http:// or https:// URL (or "
-                    "\"\"), got \"%s\"",
-                    key->path, cfg_quote_str(quoted, sizeof(quoted), value));
+            util_err(err, err_len,
+                     "config: %s: expected an http:// or https:// URL (or "
+                     "\"\"), got \"%s\"",
+                     key->path, cfg_quote_str(quoted, sizeof(quoted), value));
             return -EINVAL;
         }
         break;
@@ -1960,9 +1950,9 @@ static int cfg_check_string(const struct cfg_key *key, const char *value,
                 }
             }
             choices[j] = '\0';
-            cfg_err(err, err_len, "config: %s: expected one of %s, got \"%s\"",
-                    key->path, choices,
-                    cfg_quote_str(quoted, sizeof(quoted), value));
+            util_err(err, err_len, "config: %s: expected one of %s, got \"%s\"",
+                     key->path, choices,
+                     cfg_quote_str(quoted, sizeof(quoted), value));
             return -EINVAL;
         }
         break;
@@ -1992,11 +1982,11 @@ static int cfg_parse_string(struct cfg *cfg, const struct cfg_key *key,
     case CFG_CHECK_CHOICE:
     case CFG_CHECK_NONE:
         if (!cJSON_IsString(item)) {
-            cfg_err(err, err_len, "config: %s: expected %s, got %s", key->path,
-                    key->check == CFG_CHECK_ABS_PATH ? "an absolute path"
-                    : key->check == CFG_CHECK_URL    ? "an http(s) URL"
-                                                     : "a string",
-                    cfg_json_type(item));
+            util_err(err, err_len, "config: %s: expected %s, got %s", key->path,
+                     key->check == CFG_CHECK_ABS_PATH ? "an absolute path"
+                     : key->check == CFG_CHECK_URL    ? "an http(s) URL"
+                                                      : "a string",
+                     cfg_json_type(item));
             return -EINVAL;
         }
         r = cfg_check_string(key, item->valuestring, err, err_len);
@@ -2019,19 +2009,19 @@ static int cfg_parse_uint(struct cfg *cfg, const struct cfg_key *key,
     double v;
 
     if (!cJSON_IsNumber(item)) {
-        cfg_err(err, err_len,
-                "config: %s: expected an integer from %u to %u, got %s",
-                key->path, key->min, key->max, cfg_json_type(item));
+        util_err(err, err_len,
+                 "config: %s: expected an integer from %u to %u, got %s",
+                 key->path, key->min, key->max, cfg_json_type(item));
         return -EINVAL;
     }
     v = item->valuedouble;
     /* The range check first: only then is the cast defined. */
     if (!((v >= key->min && v <= key->max) || (key->zero_ok && v == 0)) ||
         v != (double)(unsigned)v) {
-        cfg_err(err, err_len,
-                "config: %s: expected an integer from %u to %u, got %s",
-                key->path, key->min, key->max,
-                cfg_number_text(number, sizeof(number), v));
+        util_err(err, err_len,
+                 "config: %s: expected an integer from %u to %u, got %s",
+                 key->path, key->min, key->max,
+                 cfg_number_text(number, sizeof(number), v));
         return -EINVAL;
     }
     *(unsigned *)cfg_field(cfg, key->offset) = (unsigned)v;
@@ -2045,16 +2035,16 @@ static int cfg_parse_level(struct cfg *cfg, const struct cfg_key *key,
     enum log_level level;
 
     if (!cJSON_IsString(item)) {
-        cfg_err(err, err_len,
-                "config: %s: expected one of " CFG_LEVEL_NAMES ", got %s",
-                key->path, cfg_json_type(item));
+        util_err(err, err_len,
+                 "config: %s: expected one of " CFG_LEVEL_NAMES ", got %s",
+                 key->path, cfg_json_type(item));
         return -EINVAL;
     }
     if (log_level_parse(item->valuestring, &level) < 0) {
-        cfg_err(err, err_len,
-                "config: %s: expected one of " CFG_LEVEL_NAMES ", got \"%s\"",
-                key->path,
-                cfg_quote_str(quoted, sizeof(quoted), item->valuestring));
+        util_err(err, err_len,
+                 "config: %s: expected one of " CFG_LEVEL_NAMES ", got \"%s\"",
+                 key->path,
+                 cfg_quote_str(quoted, sizeof(quoted), item->valuestring));
         return -EINVAL;
     }
     *(int *)cfg_field(cfg, key->offset) = (int)level;
@@ -2065,8 +2055,8 @@ static int cfg_parse_bool(struct cfg *cfg, const struct cfg_key *key,
                           const cJSON *item, char *err, size_t err_len)
 {
     if (!cJSON_IsBool(item)) {
-        cfg_err(err, err_len, "config: %s: expected true or false, got %s",
-                key->path, cfg_json_type(item));
+        util_err(err, err_len, "config: %s: expected true or false, got %s",
+                 key->path, cfg_json_type(item));
         return -EINVAL;
     }
     *(bool *)cfg_field(cfg, key->offset) = cJSON_IsTrue(item);
@@ -2237,21 +2227,21 @@ static void cfg_syntax_error(const char *text, size_t len, size_t pos,
     while (eol < len && text[eol] != '\n' && text[eol] != '\r')
         eol++;
     if (pos == len)
-        cfg_err(err, err_len,
-                "config: line %zu, column %zu: syntax error at the end of "
-                "the file",
-                line, col);
+        util_err(err, err_len,
+                 "config: line %zu, column %zu: syntax error at the end of "
+                 "the file",
+                 line, col);
     else if (eol == pos)
-        cfg_err(err, err_len,
-                "config: line %zu, column %zu: syntax error at the end of "
-                "the line",
-                line, col);
+        util_err(err, err_len,
+                 "config: line %zu, column %zu: syntax error at the end of "
+                 "the line",
+                 line, col);
     else
-        cfg_err(err, err_len,
-                "config: line %zu, column %zu: syntax error near '%s'", line,
-                col,
-                cfg_quote(quoted, sizeof(quoted), text + pos, eol - pos,
-                          CFG_QUOTE_MAX));
+        util_err(err, err_len,
+                 "config: line %zu, column %zu: syntax error near '%s'", line,
+                 col,
+                 cfg_quote(quoted, sizeof(quoted), text + pos, eol - pos,
+                           CFG_QUOTE_MAX));
 }
 
 /* Length of the JSON number (RFC 8259 6) at @s, or 0 if @s (@n bytes)
@@ -2332,15 +2322,15 @@ static int cfg_check_numbers(const char *text, size_t len, char *err,
                             i + (c == '-') + 1 < len &&
                             text[i + (c == '-') + 1] >= '0' &&
                             text[i + (c == '-') + 1] <= '9';
-                cfg_err(err, err_len,
-                        "config: line %zu, column %zu: '%s' is not a JSON "
-                        "number (%s)",
-                        line, col,
-                        cfg_quote(quoted, sizeof(quoted), text + i, run,
-                                  CFG_QUOTE_MAX),
-                        zero ? "no leading zeros: write it without them"
-                             : "digits, then an optional fraction '.5' and "
-                               "exponent 'e3'");
+                util_err(err, err_len,
+                         "config: line %zu, column %zu: '%s' is not a JSON "
+                         "number (%s)",
+                         line, col,
+                         cfg_quote(quoted, sizeof(quoted), text + i, run,
+                                   CFG_QUOTE_MAX),
+                         zero ? "no leading zeros: write it without them"
+                              : "digits, then an optional fraction '.5' and "
+                                "exponent 'e3'");
                 return -EINVAL;
             }
             i += run - 1;
@@ -2389,7 +2379,7 @@ static int cfg_parse_subsection(struct cfg *cfg, const char *section,
             return -EINVAL;
         }
         if (cfg_duplicate(sub, item)) {
-            cfg_err(err, err_len, "config: duplicate key '%s'", key->path);
+            util_err(err, err_len, "config: duplicate key '%s'", key->path);
             return -EINVAL;
         }
         r = cfg_parse_value(cfg, key, item, err, err_len);
@@ -2412,14 +2402,14 @@ static int cfg_parse_section(struct cfg *cfg, const cJSON *section, char *err,
         if (key == NULL &&
             cfg_subsection_known(section->string, item->string)) {
             if (cfg_duplicate(section, item)) {
-                cfg_err(err, err_len, "config: duplicate key '%s.%s'",
-                        section->string, item->string);
+                util_err(err, err_len, "config: duplicate key '%s.%s'",
+                         section->string, item->string);
                 return -EINVAL;
             }
             if (!cJSON_IsObject(item)) {
-                cfg_err(err, err_len,
-                        "config: %s.%s: expected an object, got %s",
-                        section->string, item->string, cfg_json_type(item));
+                util_err(err, err_len,
+                         "config: %s.%s: expected an object, got %s",
+                         section->string, item->string, cfg_json_type(item));
                 return -EINVAL;
             }
             r = cfg_parse_subsection(cfg, section->string, item, err, err_len);
@@ -2432,7 +2422,7 @@ static int cfg_parse_section(struct cfg *cfg, const cJSON *section, char *err,
             return -EINVAL;
         }
         if (cfg_duplicate(section, item)) {
-            cfg_err(err, err_len, "config: duplicate key '%s'", key->path);
+            util_err(err, err_len, "config: duplicate key '%s'", key->path);
             return -EINVAL;
         }
         r = cfg_parse_value(cfg, key, item, err, err_len);
@@ -2448,8 +2438,8 @@ static int cfg_needs(const char *value, const char *type, const char *path,
 {
     if (value[0] != '\0')
         return 0;
-    cfg_err(err, err_len, "config: auth.type \"%s\" needs %s%s", type, path,
-            why);
+    util_err(err, err_len, "config: auth.type \"%s\" needs %s%s", type, path,
+             why);
     return -EINVAL;
 }
 
@@ -2552,11 +2542,11 @@ static int cfg_validate_credentials(const struct cfg *cfg, char *err,
         b = assertion;
     }
     if (a != NULL) {
-        cfg_err(err, err_len,
-                "config: %s and %s exclude each other: authenticate with a "
-                "secret, a certificate or a federated token file, one of "
-                "them",
-                a, b);
+        util_err(err, err_len,
+                 "config: %s and %s exclude each other: authenticate with a "
+                 "secret, a certificate or a federated token file, one of "
+                 "them",
+                 a, b);
         return -EINVAL;
     }
     if (auth->client_secret_expires[0] != '\0') {
@@ -2568,49 +2558,50 @@ static int cfg_validate_credentials(const struct cfg *cfg, char *err,
         end = strptime(auth->client_secret_expires, "%Y-%m-%d", &tm);
         if (end == NULL || *end != '\0' ||
             strlen(auth->client_secret_expires) != 10) {
-            cfg_err(err, err_len,
-                    "config: auth.client_secret_expires: expected a date "
-                    "YYYY-MM-DD, got \"%s\"",
-                    cfg_quote_str(quoted, sizeof(quoted),
-                                  auth->client_secret_expires));
+            util_err(err, err_len,
+                     "config: auth.client_secret_expires: expected a date "
+                     "YYYY-MM-DD, got \"%s\"",
+                     cfg_quote_str(quoted, sizeof(quoted),
+                                   auth->client_secret_expires));
             return -EINVAL;
         }
     }
     if (auth->client_key_file[0] != '\0' &&
         auth->client_certificate_file[0] == '\0') {
-        cfg_err(err, err_len,
-                "config: auth.client_key_file needs "
-                "auth.client_certificate_file (the certificate it belongs "
-                "to)");
+        util_err(err, err_len,
+                 "config: auth.client_key_file needs "
+                 "auth.client_certificate_file (the certificate it belongs "
+                 "to)");
         return -EINVAL;
     }
     if (!oauth && (cert != NULL || assertion != NULL)) {
-        cfg_err(err, err_len,
-                "config: %s is for auth.type \"client_credentials\" or "
-                "\"azure\", not \"%s\"",
-                cert != NULL ? cert : assertion, type);
+        util_err(err, err_len,
+                 "config: %s is for auth.type \"client_credentials\" or "
+                 "\"azure\", not \"%s\"",
+                 cert != NULL ? cert : assertion, type);
         return -EINVAL;
     }
     a = cfg_first_set(auth, mi_keys);
     if (a != NULL && strcmp(type, "managed_identity") != 0) {
-        cfg_err(err, err_len,
-                "config: %s is for auth.type \"managed_identity\", not "
-                "\"%s\"",
-                a, type);
+        util_err(err, err_len,
+                 "config: %s is for auth.type \"managed_identity\", not "
+                 "\"%s\"",
+                 a, type);
         return -EINVAL;
     }
     a = cfg_first_set(auth, command_keys);
     if (a != NULL && strcmp(type, "command") != 0) {
-        cfg_err(err, err_len,
-                "config: %s is for auth.type \"command\", not \"%s\"", a, type);
+        util_err(err, err_len,
+                 "config: %s is for auth.type \"command\", not \"%s\"", a,
+                 type);
         return -EINVAL;
     }
     if ((strcmp(type, "managed_identity") == 0 ||
          strcmp(type, "command") == 0) &&
         (secret != NULL || auth->token[0] != '\0')) {
-        cfg_err(err, err_len,
-                "config: auth.type \"%s\" uses no secret: remove %s", type,
-                secret != NULL ? secret : "auth.token");
+        util_err(err, err_len,
+                 "config: auth.type \"%s\" uses no secret: remove %s", type,
+                 secret != NULL ? secret : "auth.token");
         return -EINVAL;
     }
     return 0;
@@ -2655,49 +2646,49 @@ static int cfg_validate_dicom(struct cfg *cfg, char *err, size_t err_len)
     if (d->bind_address[0] != '\0' &&
         inet_pton(AF_INET, d->bind_address, buf) != 1 &&
         inet_pton(AF_INET6, d->bind_address, buf) != 1) {
-        cfg_err(err, err_len,
-                "config: dicom.bind_address: expected an IPv4 or IPv6 "
-                "address (or \"\" for all), got \"%s\"",
-                cfg_quote_str(quoted, sizeof(quoted), d->bind_address));
+        util_err(err, err_len,
+                 "config: dicom.bind_address: expected an IPv4 or IPv6 "
+                 "address (or \"\" for all), got \"%s\"",
+                 cfg_quote_str(quoted, sizeof(quoted), d->bind_address));
         return -EINVAL;
     }
     if (d->port == 0 && !on) {
-        cfg_err(err, err_len,
-                "config: dicom.port: expected an integer from 1 to 65535, "
-                "got 0 (0, no plain port, needs dicom.tls.certificate_file: "
-                "nothing would listen)");
+        util_err(err, err_len,
+                 "config: dicom.port: expected an integer from 1 to 65535, "
+                 "got 0 (0, no plain port, needs dicom.tls.certificate_file: "
+                 "nothing would listen)");
         return -EINVAL;
     }
     if (on && d->port == tls->port) {
-        cfg_err(err, err_len,
-                "config: dicom.tls.port must differ from dicom.port (both "
-                "%u)",
-                d->port);
+        util_err(err, err_len,
+                 "config: dicom.tls.port must differ from dicom.port (both "
+                 "%u)",
+                 d->port);
         return -EINVAL;
     }
     if (on && tls->ca_file[0] == '\0' &&
         strcmp(tls->client_certificate, "none") != 0) {
-        cfg_err(err, err_len,
-                "config: dicom.tls.ca_file is needed to verify client "
-                "certificates (dicom.tls.client_certificate \"%s\")",
-                tls->client_certificate);
+        util_err(err, err_len,
+                 "config: dicom.tls.ca_file is needed to verify client "
+                 "certificates (dicom.tls.client_certificate \"%s\")",
+                 tls->client_certificate);
         return -EINVAL;
     }
     for (size_t i = 0; i < d->remote_ae_count; i++) {
         const struct cfg_remote_ae *ra = &d->remote_aes[i];
 
         if (ra->certificate_sha256 != NULL && !ra->tls) {
-            cfg_err(err, err_len,
-                    "config: dicom.remote_aes[%zu]: certificate_sha256 needs "
-                    "\"tls\": true",
-                    i);
+            util_err(err, err_len,
+                     "config: dicom.remote_aes[%zu]: certificate_sha256 needs "
+                     "\"tls\": true",
+                     i);
             return -EINVAL;
         }
         if (ra->tls && tls->ca_file[0] == '\0') {
-            cfg_err(err, err_len,
-                    "config: dicom.remote_aes[%zu]: \"tls\": true needs "
-                    "dicom.tls.ca_file to verify the remote's certificate",
-                    i);
+            util_err(err, err_len,
+                     "config: dicom.remote_aes[%zu]: \"tls\": true needs "
+                     "dicom.tls.ca_file to verify the remote's certificate",
+                     i);
             return -EINVAL;
         }
     }
@@ -2707,19 +2698,19 @@ static int cfg_validate_dicom(struct cfg *cfg, char *err, size_t err_len)
             c->certificate_sha256_count > 0 || c->certificate_subject != NULL;
 
         if ((bound || c->tls_only) && !on) {
-            cfg_err(err, err_len,
-                    "config: dicom.allowed_callers[%zu]: certificate_sha256, "
-                    "certificate_subject and tls_only need TLS "
-                    "(dicom.tls.certificate_file)",
-                    i);
+            util_err(err, err_len,
+                     "config: dicom.allowed_callers[%zu]: certificate_sha256, "
+                     "certificate_subject and tls_only need TLS "
+                     "(dicom.tls.certificate_file)",
+                     i);
             return -EINVAL;
         }
         if (bound && strcmp(tls->client_certificate, "none") == 0) {
-            cfg_err(err, err_len,
-                    "config: dicom.allowed_callers[%zu]: a certificate "
-                    "binding needs client certificates "
-                    "(dicom.tls.client_certificate is \"none\")",
-                    i);
+            util_err(err, err_len,
+                     "config: dicom.allowed_callers[%zu]: a certificate "
+                     "binding needs client certificates "
+                     "(dicom.tls.client_certificate is \"none\")",
+                     i);
             return -EINVAL;
         }
     }
@@ -2736,19 +2727,19 @@ static int cfg_validate(struct cfg *cfg, char *err, size_t err_len)
 
     if (strcmp(cfg->query.profile, "azure") == 0 &&
         cfg->query.page_size > 200) {
-        cfg_err(err, err_len,
-                "config: query.page_size: the Azure DICOM service takes at "
-                "most 200 results a page (limit), got %u",
-                cfg->query.page_size);
+        util_err(err, err_len,
+                 "config: query.page_size: the Azure DICOM service takes at "
+                 "most 200 results a page (limit), got %u",
+                 cfg->query.page_size);
         return -EINVAL;
     }
     r = cfg_validate_dicom(cfg, err, err_len);
     if (r < 0)
         return r;
     if (cfg->retry.min_s > cfg->retry.max_s) {
-        cfg_err(err, err_len,
-                "config: retry.min_s (%u) must not exceed retry.max_s (%u)",
-                cfg->retry.min_s, cfg->retry.max_s);
+        util_err(err, err_len,
+                 "config: retry.min_s (%u) must not exceed retry.max_s (%u)",
+                 cfg->retry.min_s, cfg->retry.max_s);
         return -EINVAL;
     }
     r = cfg_validate_credentials(cfg, err, err_len);
@@ -2757,19 +2748,19 @@ static int cfg_validate(struct cfg *cfg, char *err, size_t err_len)
     if (strcmp(type, "client_credentials") == 0 || strcmp(type, "azure") == 0) {
         if (auth->client_secret[0] != '\0' &&
             auth->client_secret_file[0] != '\0') {
-            cfg_err(err, err_len,
-                    "config: set auth.client_secret or "
-                    "auth.client_secret_file, not both");
+            util_err(err, err_len,
+                     "config: set auth.client_secret or "
+                     "auth.client_secret_file, not both");
             return -EINVAL;
         }
         r = cfg_needs(auth->client_id, type, "auth.client_id", "", err,
                       err_len);
     }
     if (r == 0 && strcmp(type, "command") == 0 && auth->command_count == 0) {
-        cfg_err(err, err_len,
-                "config: auth.type \"command\" needs auth.command (the "
-                "program and its arguments, such as [\"az\", \"account\", "
-                "\"get-access-token\", ...])");
+        util_err(err, err_len,
+                 "config: auth.type \"command\" needs auth.command (the "
+                 "program and its arguments, such as [\"az\", \"account\", "
+                 "\"get-access-token\", ...])");
         r = -EINVAL;
     }
     if (r == 0 && strcmp(type, "client_credentials") == 0)
@@ -2779,10 +2770,10 @@ static int cfg_validate(struct cfg *cfg, char *err, size_t err_len)
         r = cfg_needs(auth->tenant, type, "auth.tenant",
                       " (the directory (tenant) ID)", err, err_len);
         if (r == 0 && !cfg_tenant_valid(auth->tenant)) {
-            cfg_err(err, err_len,
-                    "config: auth.tenant: expected a directory (tenant) ID "
-                    "or domain, got \"%s\"",
-                    cfg_quote_str(quoted, sizeof(quoted), auth->tenant));
+            util_err(err, err_len,
+                     "config: auth.tenant: expected a directory (tenant) ID "
+                     "or domain, got \"%s\"",
+                     cfg_quote_str(quoted, sizeof(quoted), auth->tenant));
             r = -EINVAL;
         }
         if (r == 0 && auth->token_url[0] == '\0') {
@@ -2822,20 +2813,20 @@ int cfg_parse(const char *text, size_t len, struct cfg **ret_cfg, char *err,
         memcpy(copy, text, len);
     copy[len] = '\0';
     if (memchr(copy, '\0', len) != NULL) {
-        cfg_err(err, err_len, "config: the file contains a NUL byte");
+        util_err(err, err_len, "config: the file contains a NUL byte");
         r = -EINVAL;
         goto out_free;
     }
     if (cfg_blank_comments(copy, len, &bad_line) < 0) {
-        cfg_err(err, err_len, "config: line %zu: unterminated /* comment",
-                bad_line);
+        util_err(err, err_len, "config: line %zu: unterminated /* comment",
+                 bad_line);
         r = -EINVAL;
         goto out_free;
     }
     if (cfg_blank(copy, len)) {
-        cfg_err(err, err_len,
-                "config: the file is empty (expected a JSON object, at "
-                "least {})");
+        util_err(err, err_len,
+                 "config: the file is empty (expected a JSON object, at "
+                 "least {})");
         r = -EINVAL;
         goto out_free;
     }
@@ -2852,9 +2843,9 @@ int cfg_parse(const char *text, size_t len, struct cfg **ret_cfg, char *err,
     if (r < 0)
         goto out_free;
     if (!cJSON_IsObject(root)) {
-        cfg_err(err, err_len,
-                "config: expected a JSON object at the top level, got %s",
-                cfg_json_type(root));
+        util_err(err, err_len,
+                 "config: expected a JSON object at the top level, got %s",
+                 cfg_json_type(root));
         r = -EINVAL;
         goto out_free;
     }
@@ -2870,14 +2861,14 @@ int cfg_parse(const char *text, size_t len, struct cfg **ret_cfg, char *err,
             goto out_free;
         }
         if (cfg_duplicate(root, section)) {
-            cfg_err(err, err_len, "config: duplicate key '%s'",
-                    section->string);
+            util_err(err, err_len, "config: duplicate key '%s'",
+                     section->string);
             r = -EINVAL;
             goto out_free;
         }
         if (!cJSON_IsObject(section)) {
-            cfg_err(err, err_len, "config: %s: expected an object, got %s",
-                    section->string, cfg_json_type(section));
+            util_err(err, err_len, "config: %s: expected an object, got %s",
+                     section->string, cfg_json_type(section));
             r = -EINVAL;
             goto out_free;
         }
@@ -2917,20 +2908,20 @@ static int cfg_read_file(const char *path, char **ret_text, size_t *ret_len,
     fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) {
         r = -errno;
-        cfg_err(err, err_len, "%s: cannot open: %s", path,
-                util_strerror(r, ebuf, sizeof(ebuf)));
+        util_err(err, err_len, "%s: cannot open: %s", path,
+                 util_strerror(r, ebuf, sizeof(ebuf)));
         return r;
     }
     if (fstat(fd, &st) < 0) {
         r = -errno;
-        cfg_err(err, err_len, "%s: cannot stat: %s", path,
-                util_strerror(r, ebuf, sizeof(ebuf)));
+        util_err(err, err_len, "%s: cannot stat: %s", path,
+                 util_strerror(r, ebuf, sizeof(ebuf)));
         goto out_close;
     }
     if (S_ISDIR(st.st_mode)) {
         r = -EISDIR;
-        cfg_err(err, err_len, "%s: cannot read: %s", path,
-                util_strerror(r, ebuf, sizeof(ebuf)));
+        util_err(err, err_len, "%s: cannot read: %s", path,
+                 util_strerror(r, ebuf, sizeof(ebuf)));
         goto out_close;
     }
     if (S_ISREG(st.st_mode) && st.st_size > CFG_FILE_MAX)
@@ -2964,8 +2955,8 @@ static int cfg_read_file(const char *path, char **ret_text, size_t *ret_len,
             continue;
         if (n < 0) {
             r = -errno;
-            cfg_err(err, err_len, "%s: cannot read: %s", path,
-                    util_strerror(r, ebuf, sizeof(ebuf)));
+            util_err(err, err_len, "%s: cannot read: %s", path,
+                     util_strerror(r, ebuf, sizeof(ebuf)));
             goto out_free;
         }
         if (n == 0)
@@ -2982,8 +2973,8 @@ static int cfg_read_file(const char *path, char **ret_text, size_t *ret_len,
 
 out_too_large:
     r = -EFBIG;
-    cfg_err(err, err_len, "%s: file too large (the limit is %d bytes)", path,
-            CFG_FILE_MAX);
+    util_err(err, err_len, "%s: file too large (the limit is %d bytes)", path,
+             CFG_FILE_MAX);
 out_free:
     free(text);
 out_close:
@@ -3003,24 +2994,24 @@ static int cfg_read_secret(const char *path, bool check_mode, char **ret,
 
     if (stat(path, &st) < 0) {
         r = -errno;
-        cfg_err(err, err_len,
-                "config: auth.client_secret_file: cannot "
-                "read '%s': %s",
-                path, strerror(-r));
+        util_err(err, err_len,
+                 "config: auth.client_secret_file: cannot "
+                 "read '%s': %s",
+                 path, strerror(-r));
         return r;
     }
     if (!S_ISREG(st.st_mode)) {
-        cfg_err(err, err_len,
-                "config: auth.client_secret_file: '%s' is not "
-                "a regular file",
-                path);
+        util_err(err, err_len,
+                 "config: auth.client_secret_file: '%s' is not "
+                 "a regular file",
+                 path);
         return -EINVAL;
     }
     if (check_mode && (st.st_mode & 0007) != 0) {
-        cfg_err(err, err_len,
-                "config: auth.client_secret_file: '%s' is readable by others "
-                "(mode %04o); chmod 0600 or 0640 it",
-                path, (unsigned)(st.st_mode & 07777));
+        util_err(err, err_len,
+                 "config: auth.client_secret_file: '%s' is readable by others "
+                 "(mode %04o); chmod 0600 or 0640 it",
+                 path, (unsigned)(st.st_mode & 07777));
         return -EPERM;
     }
     r = cfg_read_file(path, &text, &len, err, err_len);
@@ -3033,10 +3024,10 @@ static int cfg_read_secret(const char *path, bool check_mode, char **ret,
         memchr(text, '\n', len) != NULL) {
         explicit_bzero(text, len);
         free(text);
-        cfg_err(err, err_len,
-                "config: the client secret in '%s' is empty "
-                "or not one line",
-                path);
+        util_err(err, err_len,
+                 "config: the client secret in '%s' is empty "
+                 "or not one line",
+                 path);
         return -EINVAL;
     }
     *ret = text;
@@ -3075,10 +3066,10 @@ static int cfg_resolve_other_credentials(struct cfg *cfg, char *err,
          * mode says. */
         if (auth->client_key_file[0] != '\0' && !from_creds &&
             stat(auth->client_key_file, &st) == 0 && (st.st_mode & 0007) != 0) {
-            cfg_err(err, err_len,
-                    "config: auth.client_key_file: '%s' is readable by "
-                    "others (mode %04o); chmod 0600 or 0640 it",
-                    auth->client_key_file, (unsigned)(st.st_mode & 07777));
+            util_err(err, err_len,
+                     "config: auth.client_key_file: '%s' is readable by "
+                     "others (mode %04o); chmod 0600 or 0640 it",
+                     auth->client_key_file, (unsigned)(st.st_mode & 07777));
             return -EPERM;
         }
         return 0;
@@ -3133,11 +3124,11 @@ static int cfg_resolve_secret(struct cfg *cfg, char *err, size_t err_len)
         auth->client_secret = secret;
     }
     if (auth->client_secret[0] == '\0') {
-        cfg_err(err, err_len,
-                "config: auth.type \"%s\" needs a client secret: "
-                "auth.client_secret_file (preferred), auth.client_secret, or "
-                "the systemd credential client_secret",
-                auth->type);
+        util_err(err, err_len,
+                 "config: auth.type \"%s\" needs a client secret: "
+                 "auth.client_secret_file (preferred), auth.client_secret, or "
+                 "the systemd credential client_secret",
+                 auth->type);
         return -EINVAL;
     }
     return 0;
@@ -3165,17 +3156,17 @@ static int cfg_resolve_tls_key(struct cfg *cfg, char *err, size_t err_len)
                 return -ENOMEM;
         }
         if (blank) {
-            cfg_err(err, err_len,
-                    "config: dicom.tls.private_key_file is \"\" and the "
-                    "systemd credential tls_key is empty: the key file the "
-                    "unit's LoadCredential=tls_key: names is missing");
+            util_err(err, err_len,
+                     "config: dicom.tls.private_key_file is \"\" and the "
+                     "systemd credential tls_key is empty: the key file the "
+                     "unit's LoadCredential=tls_key: names is missing");
             return -EINVAL;
         }
         if (tls->private_key_file[0] == '\0') {
-            cfg_err(err, err_len,
-                    "config: dicom.tls.private_key_file is needed with "
-                    "dicom.tls.certificate_file (or the systemd credential "
-                    "tls_key, LoadCredential=)");
+            util_err(err, err_len,
+                     "config: dicom.tls.private_key_file is needed with "
+                     "dicom.tls.certificate_file (or the systemd credential "
+                     "tls_key, LoadCredential=)");
             return -EINVAL;
         }
     }
@@ -3211,8 +3202,8 @@ static int cfg_load_file(const char *path, bool with_secrets,
 
         if (strncmp(msg, prefix, sizeof(prefix) - 1) == 0)
             msg += sizeof(prefix) - 1;
-        cfg_err(err, err_len, "%s: %s", path,
-                r == -ENOMEM ? "out of memory" : msg);
+        util_err(err, err_len, "%s: %s", path,
+                 r == -ENOMEM ? "out of memory" : msg);
     }
     return r;
 }

@@ -30,20 +30,6 @@
 
 #include "base/util.h"
 
-static void out_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void out_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || err_len == 0)
-        return;
-    va_start(ap, fmt);
-    (void)vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
 /* The errno a failed ASC_requestAssociation() most likely stands for:
  * DCMTK gives the socket error only as text. */
 static int out_errno_of(const OFCondition &cond)
@@ -74,8 +60,8 @@ static int out_read_password(const std::string &path, std::string &ret,
 
     if (f == NULL) {
         int r = -errno;
-        out_err(err, err_len, "cannot open %s: %s", path.c_str(),
-                strerror(errno));
+        util_err(err, err_len, "cannot open %s: %s", path.c_str(),
+                 strerror(errno));
         return r;
     }
     size_t n = fread(buf, 1, sizeof(buf) - 1, f);
@@ -97,7 +83,7 @@ static DcmTLSTransportLayer *out_tls_layer(const struct scp_out_tls *tls,
     OFCondition cond;
 
     if (layer == NULL || layer->getNativeHandle() == NULL) {
-        out_err(err, err_len, "cannot create the TLS context");
+        util_err(err, err_len, "cannot create the TLS context");
         delete layer;
         return NULL;
     }
@@ -109,15 +95,15 @@ static DcmTLSTransportLayer *out_tls_layer(const struct scp_out_tls *tls,
     if (cond.good())
         cond = layer->activateCipherSuites();
     if (cond.bad()) {
-        out_err(err, err_len, "TLS profile: %s", cond.text());
+        util_err(err, err_len, "TLS profile: %s", cond.text());
         delete layer;
         return NULL;
     }
     cond = layer->addTrustedCertificateFile(tls->ca_file.c_str(),
                                             DCF_Filetype_PEM);
     if (cond.bad()) {
-        out_err(err, err_len, "cannot read the CA file %s: %s",
-                tls->ca_file.c_str(), cond.text());
+        util_err(err, err_len, "cannot read the CA file %s: %s",
+                 tls->ca_file.c_str(), cond.text());
         delete layer;
         return NULL;
     }
@@ -139,10 +125,10 @@ static DcmTLSTransportLayer *out_tls_layer(const struct scp_out_tls *tls,
             cond = layer->setCertificateFile(tls->certificate_file.c_str(),
                                              DCF_Filetype_PEM);
         if (cond.bad() || !layer->checkPrivateKeyMatchesCertificate()) {
-            out_err(err, err_len,
-                    "cannot use the client certificate %s with its key: %s",
-                    tls->certificate_file.c_str(),
-                    cond.bad() ? cond.text() : "they do not match");
+            util_err(err, err_len,
+                     "cannot use the client certificate %s with its key: %s",
+                     tls->certificate_file.c_str(),
+                     cond.bad() ? cond.text() : "they do not match");
             delete layer;
             return NULL;
         }
@@ -164,21 +150,21 @@ static int out_check_pin(T_ASC_Association *assoc, const char *pin, char *err,
     char hex[2 * EVP_MAX_MD_SIZE + 1];
 
     if (len == 0 || ASC_getPeerCertificate(assoc, &der[0], len) != len) {
-        out_err(err, err_len, "the remote presented no certificate");
+        util_err(err, err_len, "the remote presented no certificate");
         return -EPERM;
     }
     if (EVP_Digest(der.data(), der.size(), md, &md_len, EVP_sha256(), NULL) !=
         1) {
-        out_err(err, err_len, "cannot hash the remote's certificate");
+        util_err(err, err_len, "cannot hash the remote's certificate");
         return -EIO;
     }
     for (unsigned int i = 0; i < md_len; i++)
         snprintf(hex + 2 * i, 3, "%02x", md[i]);
     if (strcmp(hex, pin) != 0) {
-        out_err(err, err_len,
-                "the remote's certificate (SHA-256 %.16s...) is not the "
-                "pinned one (certificate_sha256 %.16s...)",
-                hex, pin);
+        util_err(err, err_len,
+                 "the remote's certificate (SHA-256 %.16s...) is not the "
+                 "pinned one (certificate_sha256 %.16s...)",
+                 hex, pin);
         return -EPERM;
     }
     return 0;
@@ -201,21 +187,21 @@ int scp__outbound_open_tls(const char *our_ae, const struct scp_remote *remote,
 
     memset(ret, 0, sizeof(*ret));
     if (context_count == 0 || context_count > 128) {
-        out_err(err, err_len, "%zu presentation contexts (1 to 128)",
-                context_count);
+        util_err(err, err_len, "%zu presentation contexts (1 to 128)",
+                 context_count);
         return -EINVAL;
     }
     if (snprintf(address, sizeof(address), "%s:%u", remote->host,
                  (unsigned)remote->port) >= (int)sizeof(address)) {
-        out_err(err, err_len, "host name too long");
+        util_err(err, err_len, "host name too long");
         return -EINVAL;
     }
     /* The connect timeout is a DCMTK global (dul.h); every outbound use
      * sets the same kind of bound, so a race only swaps like for like. */
     dcmConnectionTimeout.set((Sint32)timeout_s);
     if (remote->tls && (tls == NULL || !tls->on)) {
-        out_err(err, err_len, "%s needs TLS and no TLS material is set",
-                remote->ae_title);
+        util_err(err, err_len, "%s needs TLS and no TLS material is set",
+                 remote->ae_title);
         return -EINVAL;
     }
     if (remote->tls) {
@@ -225,7 +211,7 @@ int scp__outbound_open_tls(const char *our_ae, const struct scp_remote *remote,
     }
     cond = ASC_initializeNetwork(NET_REQUESTOR, 0, (int)timeout_s, &net);
     if (cond.bad()) {
-        out_err(err, err_len, "cannot set up the network: %s", cond.text());
+        util_err(err, err_len, "cannot set up the network: %s", cond.text());
         delete layer;
         return -EIO;
     }
@@ -234,7 +220,7 @@ int scp__outbound_open_tls(const char *our_ae, const struct scp_remote *remote,
     if (cond.good())
         cond = ASC_createAssociationParameters(&params, (long)max_pdu);
     if (cond.bad()) {
-        out_err(err, err_len, "%s", cond.text());
+        util_err(err, err_len, "%s", cond.text());
         (void)ASC_dropNetwork(&net);
         delete layer;
         return -ENOMEM;
@@ -254,7 +240,7 @@ int scp__outbound_open_tls(const char *our_ae, const struct scp_remote *remote,
             params, (T_ASC_PresentationContextID)(2 * i + 1),
             c->abstract_syntax, ts, (int)n, c->role);
         if (cond.bad()) {
-            out_err(err, err_len, "%s", cond.text());
+            util_err(err, err_len, "%s", cond.text());
             (void)ASC_destroyAssociationParameters(&params);
             (void)ASC_dropNetwork(&net);
             delete layer;
@@ -270,11 +256,11 @@ int scp__outbound_open_tls(const char *our_ae, const struct scp_remote *remote,
 
             (void)ASC_getRejectParameters(params, &rej);
             (void)ASC_printRejectParameters(text, &rej);
-            out_err(err, err_len, "association rejected by %s@%s: %s",
-                    remote->ae_title, address, text.c_str());
+            util_err(err, err_len, "association rejected by %s@%s: %s",
+                     remote->ae_title, address, text.c_str());
         } else {
-            out_err(err, err_len, "no association with %s@%s: %s",
-                    remote->ae_title, address, cond.text());
+            util_err(err, err_len, "no association with %s@%s: %s",
+                     remote->ae_title, address, cond.text());
         }
         if (assoc != NULL) {
             (void)ASC_dropAssociation(assoc);
@@ -297,8 +283,8 @@ int scp__outbound_open_tls(const char *our_ae, const struct scp_remote *remote,
         }
     }
     if (ASC_countAcceptedPresentationContexts(assoc->params) == 0) {
-        out_err(err, err_len, "%s@%s accepted no presentation context",
-                remote->ae_title, address);
+        util_err(err, err_len, "%s@%s accepted no presentation context",
+                 remote->ae_title, address);
         scp__outbound_close(ret, false);
         return -EPROTO;
     }

@@ -32,20 +32,6 @@
 #include "base/util.h"
 #include "scp_int.h"
 
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || err_len == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
 /* Copies a DIMSE UID field without the trailing spaces or NULs some SCUs
  * send; returns false if it does not fit. */
 bool scp__copy_trimmed_uid(char *dst, size_t dst_size, const char *src)
@@ -70,8 +56,8 @@ extern "C" int scp_global_init(char *err, size_t err_len)
         /* DCMTK reads TCP_NODELAY from the environment when it creates a
          * socket; without it a C-STORE stream crawls (Nagle). */
         if (setenv("TCP_NODELAY", "1", 1) != 0) {
-            set_err(err, err_len, "setenv() TCP_NODELAY failed: %s",
-                    strerror(errno));
+            util_err(err, err_len, "setenv() TCP_NODELAY failed: %s",
+                     strerror(errno));
             return -errno;
         }
         /* DCMTK's own logger would print PHI at debug level and its own
@@ -79,14 +65,14 @@ extern "C" int scp_global_init(char *err, size_t err_len)
         OFLog::configure(OFLogger::FATAL_LOG_LEVEL);
         dcmDisableGethostbyaddr.set(OFTrue);
         if (!dcmDataDict.isDictionaryLoaded()) {
-            set_err(err, err_len,
-                    "DCMTK data dictionary not loaded (check DCMDICTPATH "
-                    "and the libdcmtk package)");
+            util_err(err, err_len,
+                     "DCMTK data dictionary not loaded (check DCMDICTPATH "
+                     "and the libdcmtk package)");
             return -ENOENT;
         }
         return 0;
     } catch (...) {
-        set_err(err, err_len, "DCMTK initialisation failed");
+        util_err(err, err_len, "DCMTK initialisation failed");
         return -EIO;
     }
 }
@@ -134,7 +120,7 @@ extern "C" int scp_new(const struct scp_params *params, struct scp **ret_scp,
 
     try {
         if (params->spool == NULL || params->max_associations == 0) {
-            set_err(err, err_len, "invalid SCP parameters");
+            util_err(err, err_len, "invalid SCP parameters");
             return -EINVAL;
         }
         scp = new (std::nothrow) struct scp();
@@ -146,7 +132,7 @@ extern "C" int scp_new(const struct scp_params *params, struct scp **ret_scp,
         if (util_trim_copy(scp->ae_title, sizeof(scp->ae_title),
                            params->ae_title) < 0 ||
             !util_ae_title_valid(scp->ae_title)) {
-            set_err(err, err_len, "invalid AE title");
+            util_err(err, err_len, "invalid AE title");
             scp_free(scp);
             return -EINVAL;
         }
@@ -176,7 +162,7 @@ extern "C" int scp_new(const struct scp_params *params, struct scp **ret_scp,
         scp->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (scp->wake_fd < 0) {
             r = -errno;
-            set_err(err, err_len, "eventfd() failed: %s", strerror(errno));
+            util_err(err, err_len, "eventfd() failed: %s", strerror(errno));
             scp_free(scp);
             return r;
         }
@@ -201,8 +187,8 @@ extern "C" int scp_new(const struct scp_params *params, struct scp **ret_scp,
         dcmExternalSocketHandle.set(-1);
         pthread_mutex_unlock(&scp__handover_lock);
         if (cond.bad()) {
-            set_err(err, err_len, "DCMTK network initialisation failed: %s",
-                    cond.text());
+            util_err(err, err_len, "DCMTK network initialisation failed: %s",
+                     cond.text());
             scp_free(scp);
             return -EIO;
         }
@@ -213,15 +199,15 @@ extern "C" int scp_new(const struct scp_params *params, struct scp **ret_scp,
         }
         cond = ASC_setTransportLayer(scp->network, scp->layer, 0);
         if (cond.bad()) {
-            set_err(err, err_len, "DCMTK transport layer failed: %s",
-                    cond.text());
+            util_err(err, err_len, "DCMTK transport layer failed: %s",
+                     cond.text());
             scp_free(scp);
             return -EIO;
         }
         *ret_scp = scp;
         return 0;
     } catch (...) {
-        set_err(err, err_len, "SCP initialisation failed");
+        util_err(err, err_len, "SCP initialisation failed");
         scp_free(scp);
         return -EIO;
     }

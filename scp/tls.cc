@@ -44,6 +44,7 @@
 #include "dcmtk/config/osconfig.h"
 #include "dcmtk/dcmtls/tlslayer.h"
 
+#include "base/util.h"
 #include "scp.h"
 
 /* The longest password file we read. */
@@ -73,20 +74,6 @@ struct tls_config {
     unsigned security_level;
 };
 
-void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || err_len == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
 /* The oldest OpenSSL error queued, as text, and the queue cleared. */
 std::string ssl_error_text()
 {
@@ -109,24 +96,24 @@ int check_file(const char *what, const std::string &path, bool secret,
 
     if (stat(path.c_str(), &st) < 0) {
         int e = errno;
-        set_err(err, err_len, "%s '%s': %s", what, path.c_str(), strerror(e));
+        util_err(err, err_len, "%s '%s': %s", what, path.c_str(), strerror(e));
         return -e;
     }
     if (!S_ISREG(st.st_mode)) {
-        set_err(err, err_len, "%s '%s': not a regular file", what,
-                path.c_str());
+        util_err(err, err_len, "%s '%s': not a regular file", what,
+                 path.c_str());
         return -EINVAL;
     }
     if (secret && (st.st_mode & 0007) != 0) {
-        set_err(err, err_len,
-                "%s '%s' is readable by others (mode %04o); chmod 0600 or "
-                "0640 it",
-                what, path.c_str(), (unsigned)(st.st_mode & 07777));
+        util_err(err, err_len,
+                 "%s '%s' is readable by others (mode %04o); chmod 0600 or "
+                 "0640 it",
+                 what, path.c_str(), (unsigned)(st.st_mode & 07777));
         return -EPERM;
     }
     if (access(path.c_str(), R_OK) < 0) {
         int e = errno;
-        set_err(err, err_len, "%s '%s': %s", what, path.c_str(), strerror(e));
+        util_err(err, err_len, "%s '%s': %s", what, path.c_str(), strerror(e));
         return -e;
     }
     return 0;
@@ -142,8 +129,8 @@ int read_password(const std::string &path, std::string *ret, char *err,
 
     if (fd < 0) {
         int e = errno;
-        set_err(err, err_len, "dicom.tls.private_key_password_file '%s': %s",
-                path.c_str(), strerror(e));
+        util_err(err, err_len, "dicom.tls.private_key_password_file '%s': %s",
+                 path.c_str(), strerror(e));
         return -e;
     }
     while (len < sizeof(buf)) {
@@ -157,10 +144,10 @@ int read_password(const std::string &path, std::string *ret, char *err,
     (void)close(fd);
     if (len > TLS_PASSWORD_MAX) {
         explicit_bzero(buf, sizeof(buf));
-        set_err(err, err_len,
-                "dicom.tls.private_key_password_file '%s': longer than %d "
-                "bytes",
-                path.c_str(), TLS_PASSWORD_MAX);
+        util_err(err, err_len,
+                 "dicom.tls.private_key_password_file '%s': longer than %d "
+                 "bytes",
+                 path.c_str(), TLS_PASSWORD_MAX);
         return -EINVAL;
     }
     while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
@@ -334,8 +321,8 @@ int build_material(const tls_config &c, std::shared_ptr<tls_material> *ret,
         new (std::nothrow) DcmTLSTransportLayer(NET_ACCEPTOR, NULL, OFFalse);
     if (m->layer == NULL || m->layer->getNativeHandle() == NULL) {
         explicit_bzero(&password[0], password.size());
-        set_err(err, err_len, "cannot create the TLS context: %s",
-                ssl_error_text().c_str());
+        util_err(err, err_len, "cannot create the TLS context: %s",
+                 ssl_error_text().c_str());
         return -ENOMEM;
     }
     SSL_CTX *ctx = m->layer->getNativeHandle();
@@ -350,7 +337,7 @@ int build_material(const tls_config &c, std::shared_ptr<tls_material> *ret,
         cond = m->layer->activateCipherSuites();
     if (cond.bad()) {
         explicit_bzero(&password[0], password.size());
-        set_err(err, err_len, "dicom.tls.profile: %s", cond.text());
+        util_err(err, err_len, "dicom.tls.profile: %s", cond.text());
         return -EINVAL;
     }
     SSL_CTX_set_security_level(ctx, (int)c.security_level);
@@ -359,8 +346,8 @@ int build_material(const tls_config &c, std::shared_ptr<tls_material> *ret,
     if (SSL_CTX_use_certificate_chain_file(ctx, c.certificate_file.c_str()) !=
         1) {
         explicit_bzero(&password[0], password.size());
-        set_err(err, err_len, "dicom.tls.certificate_file '%s': %s",
-                c.certificate_file.c_str(), ssl_error_text().c_str());
+        util_err(err, err_len, "dicom.tls.certificate_file '%s': %s",
+                 c.certificate_file.c_str(), ssl_error_text().c_str());
         return -EINVAL;
     }
     SSL_CTX_set_default_passwd_cb(ctx, password_cb);
@@ -373,37 +360,37 @@ int build_material(const tls_config &c, std::shared_ptr<tls_material> *ret,
     if (ok != 1 &&
         ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
         ERR_clear_error();
-        set_err(err, err_len,
-                "dicom.tls.private_key_file '%s' does not match "
-                "dicom.tls.certificate_file '%s'",
-                c.private_key_file.c_str(), c.certificate_file.c_str());
+        util_err(err, err_len,
+                 "dicom.tls.private_key_file '%s' does not match "
+                 "dicom.tls.certificate_file '%s'",
+                 c.private_key_file.c_str(), c.certificate_file.c_str());
         return -EINVAL;
     }
     if (ok != 1) {
-        set_err(err, err_len, "dicom.tls.private_key_file '%s': %s%s",
-                c.private_key_file.c_str(), ssl_error_text().c_str(),
-                c.password_file.empty() ? "" : " (check the password file)");
+        util_err(err, err_len, "dicom.tls.private_key_file '%s': %s%s",
+                 c.private_key_file.c_str(), ssl_error_text().c_str(),
+                 c.password_file.empty() ? "" : " (check the password file)");
         return -EINVAL;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
-        set_err(err, err_len,
-                "dicom.tls.private_key_file '%s' does not match "
-                "dicom.tls.certificate_file '%s': %s",
-                c.private_key_file.c_str(), c.certificate_file.c_str(),
-                ssl_error_text().c_str());
+        util_err(err, err_len,
+                 "dicom.tls.private_key_file '%s' does not match "
+                 "dicom.tls.certificate_file '%s': %s",
+                 c.private_key_file.c_str(), c.certificate_file.c_str(),
+                 ssl_error_text().c_str());
         return -EINVAL;
     }
     X509 *own = SSL_CTX_get0_certificate(ctx);
     if (own == NULL) {
-        set_err(err, err_len,
-                "dicom.tls.certificate_file '%s': no "
-                "certificate",
-                c.certificate_file.c_str());
+        util_err(err, err_len,
+                 "dicom.tls.certificate_file '%s': no "
+                 "certificate",
+                 c.certificate_file.c_str());
         return -EINVAL;
     }
     if (X509_cmp_current_time(X509_get0_notAfter(own)) <= 0) {
-        set_err(err, err_len, "dicom.tls.certificate_file '%s': expired",
-                c.certificate_file.c_str());
+        util_err(err, err_len, "dicom.tls.certificate_file '%s': expired",
+                 c.certificate_file.c_str());
         return -EINVAL;
     }
     {
@@ -415,8 +402,8 @@ int build_material(const tls_config &c, std::shared_ptr<tls_material> *ret,
 
     if (!c.ca_file.empty()) {
         if (SSL_CTX_load_verify_locations(ctx, c.ca_file.c_str(), NULL) != 1) {
-            set_err(err, err_len, "dicom.tls.ca_file '%s': %s",
-                    c.ca_file.c_str(), ssl_error_text().c_str());
+            util_err(err, err_len, "dicom.tls.ca_file '%s': %s",
+                     c.ca_file.c_str(), ssl_error_text().c_str());
             return -EINVAL;
         }
         STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(c.ca_file.c_str());
@@ -432,8 +419,8 @@ int build_material(const tls_config &c, std::shared_ptr<tls_material> *ret,
 
         if (f == NULL) {
             int e = errno;
-            set_err(err, err_len, "dicom.tls.crl_file '%s': %s",
-                    c.crl_file.c_str(), strerror(e));
+            util_err(err, err_len, "dicom.tls.crl_file '%s': %s",
+                     c.crl_file.c_str(), strerror(e));
             return -e;
         }
         while ((crl = PEM_read_X509_CRL(f, NULL, NULL, NULL)) != NULL) {
@@ -443,8 +430,8 @@ int build_material(const tls_config &c, std::shared_ptr<tls_material> *ret,
         (void)fclose(f);
         ERR_clear_error();
         if (added == 0) {
-            set_err(err, err_len, "dicom.tls.crl_file '%s': no PEM CRL in it",
-                    c.crl_file.c_str());
+            util_err(err, err_len, "dicom.tls.crl_file '%s': no PEM CRL in it",
+                     c.crl_file.c_str());
             return -EINVAL;
         }
         (void)X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
@@ -489,7 +476,7 @@ extern "C" int scp__tls_identity_from_file(const char *path,
 
     if (f == NULL) {
         int e = errno;
-        set_err(err, err_len, "cannot open '%s': %s", path, strerror(e));
+        util_err(err, err_len, "cannot open '%s': %s", path, strerror(e));
         return -e;
     }
     x = PEM_read_X509(f, NULL, NULL, NULL);
@@ -500,8 +487,8 @@ extern "C" int scp__tls_identity_from_file(const char *path,
     }
     (void)fclose(f);
     if (x == NULL) {
-        set_err(err, err_len, "'%s': no PEM or DER certificate: %s", path,
-                ssl_error_text().c_str());
+        util_err(err, err_len, "'%s': no PEM or DER certificate: %s", path,
+                 ssl_error_text().c_str());
         return -EINVAL;
     }
     identity_of(x, ret_id);
@@ -569,10 +556,10 @@ extern "C" int scp__tls_new(const struct scp_tls_params *params,
         tls->config.security_level = params->security_level;
         if (tls->config.ca_file.empty() &&
             params->client_certificate != SCP_TLS_CLIENT_NONE) {
-            set_err(err, err_len,
-                    "dicom.tls.ca_file is needed to verify client "
-                    "certificates (or set dicom.tls.client_certificate to "
-                    "\"none\")");
+            util_err(err, err_len,
+                     "dicom.tls.ca_file is needed to verify client "
+                     "certificates (or set dicom.tls.client_certificate to "
+                     "\"none\")");
             delete tls;
             return -EINVAL;
         }
@@ -583,7 +570,7 @@ extern "C" int scp__tls_new(const struct scp_tls_params *params,
         }
     } catch (...) {
         delete tls;
-        set_err(err, err_len, "out of memory");
+        util_err(err, err_len, "out of memory");
         return -ENOMEM;
     }
     *ret_tls = tls;
@@ -606,7 +593,7 @@ extern "C" int scp__tls_reload(struct scp_tls *tls, char *err, size_t err_len)
         std::lock_guard<std::mutex> guard(tls->lock);
         tls->current.swap(fresh);
     } catch (...) {
-        set_err(err, err_len, "out of memory");
+        util_err(err, err_len, "out of memory");
         return -ENOMEM;
     }
     return 0;
@@ -895,7 +882,7 @@ extern "C" int scp_tls_inspect(const char *path,
 
     if (f == NULL) {
         int e = errno;
-        set_err(err, err_len, "cannot open '%s': %s", path, strerror(e));
+        util_err(err, err_len, "cannot open '%s': %s", path, strerror(e));
         return -e;
     }
     x = PEM_read_X509(f, NULL, NULL, NULL);
@@ -906,8 +893,8 @@ extern "C" int scp_tls_inspect(const char *path,
     }
     (void)fclose(f);
     if (x == NULL) {
-        set_err(err, err_len, "'%s': no PEM or DER certificate: %s", path,
-                ssl_error_text().c_str());
+        util_err(err, err_len, "'%s': no PEM or DER certificate: %s", path,
+                 ssl_error_text().c_str());
         return -EINVAL;
     }
     info_of(x, ret_info);

@@ -114,29 +114,15 @@ static const char *const spool_state_names[SPOOL_STATE_COUNT] = {
     [SPOOL_FAILED] = "failed",
 };
 
-static void spool_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void spool_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || err_len == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
 /* "<call>() '<what>' failed: <strerror>" and returns -errno. */
 static int spool_syserr(char *err, size_t err_len, int error, const char *call,
                         const char *dir, const char *name)
 {
     char buf[128];
 
-    spool_err(err, err_len, "%s() '%s%s%s' failed: %s", call, dir,
-              name != NULL ? "/" : "", name != NULL ? name : "",
-              util_strerror(-error, buf, sizeof(buf)));
+    util_err(err, err_len, "%s() '%s%s%s' failed: %s", call, dir,
+             name != NULL ? "/" : "", name != NULL ? name : "",
+             util_strerror(-error, buf, sizeof(buf)));
     return -error;
 }
 
@@ -247,11 +233,11 @@ static int spool_open_subdir(struct spool *spool, const char *name, bool owner,
         return r;
     }
     if (owner && (st.st_uid != geteuid() || (st.st_mode & 0022) != 0)) {
-        spool_err(err, err_len,
-                  "spool directory '%s/%s' must be owned by uid %u and not "
-                  "writable by group or others (it is uid %u, mode %04o)",
-                  spool->dir, name, (unsigned)geteuid(), (unsigned)st.st_uid,
-                  (unsigned)(st.st_mode & 07777));
+        util_err(err, err_len,
+                 "spool directory '%s/%s' must be owned by uid %u and not "
+                 "writable by group or others (it is uid %u, mode %04o)",
+                 spool->dir, name, (unsigned)geteuid(), (unsigned)st.st_uid,
+                 (unsigned)(st.st_mode & 07777));
         close(fd);
         return -EPERM;
     }
@@ -330,10 +316,10 @@ int spool_open(const char *dir, unsigned flags, struct spool **ret_spool,
     if (spool->dir_fd < 0) {
         r = -errno;
         if (r == -ENOENT)
-            spool_err(err, err_len,
-                      "spool '%s' does not exist (the daemon creates it at "
-                      "its first start)",
-                      dir);
+            util_err(err, err_len,
+                     "spool '%s' does not exist (the daemon creates it at "
+                     "its first start)",
+                     dir);
         else
             spool_syserr(err, err_len, -r, "open", dir, NULL);
         goto out_fail;
@@ -344,11 +330,11 @@ int spool_open(const char *dir, unsigned flags, struct spool **ret_spool,
             goto out_fail;
         }
         if (st.st_uid != geteuid() || (st.st_mode & 0022) != 0) {
-            spool_err(err, err_len,
-                      "spool directory '%s' must be owned by uid %u and not "
-                      "writable by group or others (it is uid %u, mode %04o)",
-                      dir, (unsigned)geteuid(), (unsigned)st.st_uid,
-                      (unsigned)(st.st_mode & 07777));
+            util_err(err, err_len,
+                     "spool directory '%s' must be owned by uid %u and not "
+                     "writable by group or others (it is uid %u, mode %04o)",
+                     dir, (unsigned)geteuid(), (unsigned)st.st_uid,
+                     (unsigned)(st.st_mode & 07777));
             r = -EPERM;
             goto out_fail;
         }
@@ -362,10 +348,10 @@ int spool_open(const char *dir, unsigned flags, struct spool **ret_spool,
         if (flock(spool->lock_fd, LOCK_EX | LOCK_NB) < 0) {
             r = -errno;
             if (r == -EWOULDBLOCK)
-                spool_err(err, err_len,
-                          "spool '%s' is in use by another stowbridge process "
-                          "(lock '%s/" SPOOL_LOCK_NAME "')",
-                          dir, dir);
+                util_err(err, err_len,
+                         "spool '%s' is in use by another stowbridge process "
+                         "(lock '%s/" SPOOL_LOCK_NAME "')",
+                         dir, dir);
             else
                 spool_syserr(err, err_len, -r, "flock", dir, SPOOL_LOCK_NAME);
             goto out_fail;
@@ -764,7 +750,7 @@ int spool_commit_labelled(struct spool *spool, const char *id, int fd,
     if (!spool_id_valid(id)) {
         if (fd >= 0)
             (void)spool__io.close(fd);
-        spool_err(err, err_len, "invalid spool entry ID");
+        util_err(err, err_len, "invalid spool entry ID");
         return -EINVAL;
     }
     spool_file_name(id, name);
@@ -863,7 +849,7 @@ int spool_move(struct spool *spool, const char *id, enum spool_state from,
 
     if (!spool_id_valid(id) || (unsigned)from >= SPOOL_STATE_COUNT ||
         (unsigned)to >= SPOOL_STATE_COUNT) {
-        spool_err(err, err_len, "invalid spool entry or state");
+        util_err(err, err_len, "invalid spool entry or state");
         return -EINVAL;
     }
     spool_file_name(id, name);

@@ -26,28 +26,14 @@
 
 static atomic_ulong spool_txn_counter;
 
-static void txn_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void txn_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || err_len == 0)
-        return;
-    va_start(ap, fmt);
-    (void)vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
 static int txn_syserr(char *err, size_t err_len, int error, const char *call,
                       const struct spool *spool, const char *name)
 {
     char buf[128];
 
-    txn_err(err, err_len, "%s() '%s/" SPOOL_TXN_DIR "%s%s' failed: %s", call,
-            spool_dir(spool), name != NULL ? "/" : "", name != NULL ? name : "",
-            util_strerror(-error, buf, sizeof(buf)));
+    util_err(err, err_len, "%s() '%s/" SPOOL_TXN_DIR "%s%s' failed: %s", call,
+             spool_dir(spool), name != NULL ? "/" : "",
+             name != NULL ? name : "", util_strerror(-error, buf, sizeof(buf)));
     return -error;
 }
 
@@ -136,12 +122,12 @@ int spool_txn_write(struct spool *spool, const char *name, const void *data,
     int r;
 
     if (!spool_txn_name_valid(name)) {
-        txn_err(err, err_len, "invalid commit/ file name");
+        util_err(err, err_len, "invalid commit/ file name");
         return -EINVAL;
     }
     if (len > SPOOL_TXN_FILE_MAX) {
-        txn_err(err, err_len, "commit/%s: %zu bytes is more than %u", name, len,
-                SPOOL_TXN_FILE_MAX);
+        util_err(err, err_len, "commit/%s: %zu bytes is more than %u", name,
+                 len, SPOOL_TXN_FILE_MAX);
         return -EFBIG;
     }
     r = txn_open_dir(spool, true, &dfd, err, err_len);
@@ -179,7 +165,7 @@ int spool_txn_write(struct spool *spool, const char *name, const void *data,
         if (r != -EEXIST)
             (void)txn_syserr(err, err_len, -r, "rename", spool, name);
         else
-            txn_err(err, err_len, "commit/%s exists already", name);
+            util_err(err, err_len, "commit/%s exists already", name);
         goto out_unlink;
     }
     if (spool__io.fsync(dfd) < 0) {
@@ -330,7 +316,7 @@ int spool_txn_list(const struct spool *spool, char ***ret_names,
 out_nomem:
     (void)closedir(d);
     spool_txn_list_free(names, count);
-    txn_err(err, err_len, "out of memory");
+    util_err(err, err_len, "out of memory");
     return -ENOMEM;
 }
 
