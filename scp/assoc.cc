@@ -115,35 +115,10 @@ static const char *verification_transfer_syntaxes[] = {
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
-bool scp__caller_allowed(const struct scp *scp, const char *calling_ae,
-                         const char *peer_ip, bool *ret_find)
+const struct scp_caller_rule *scp__caller_rule(const struct scp *scp,
+                                               const char *calling_ae,
+                                               const char *peer_ip)
 {
-    *ret_find = scp->find != NULL;
-    if (scp->caller_count == 0)
-        return true;
-    for (size_t i = 0; i < scp->caller_count; i++) {
-        const struct scp_caller_rule *rule = &scp->callers[i];
-        bool host_ok = rule->host_count == 0;
-
-        if (rule->ae_title != NULL && strcmp(rule->ae_title, calling_ae) != 0)
-            continue;
-        for (size_t h = 0; h < rule->host_count && !host_ok; h++)
-            host_ok = util_ipv4_net_contains(&rule->hosts[h], peer_ip);
-        if (host_ok) {
-            *ret_find = scp->find != NULL && rule->find;
-            return true;
-        }
-    }
-    return false;
-}
-
-bool scp__caller_may_retrieve(const struct scp *scp, const char *calling_ae,
-                              const char *peer_ip)
-{
-    if (scp->retrieve == NULL)
-        return false;
-    if (scp->caller_count == 0)
-        return true;
     for (size_t i = 0; i < scp->caller_count; i++) {
         const struct scp_caller_rule *rule = &scp->callers[i];
         bool host_ok = rule->host_count == 0;
@@ -153,9 +128,37 @@ bool scp__caller_may_retrieve(const struct scp *scp, const char *calling_ae,
         for (size_t h = 0; h < rule->host_count && !host_ok; h++)
             host_ok = util_ipv4_net_contains(&rule->hosts[h], peer_ip);
         if (host_ok)
-            return rule->retrieve;
+            return rule;
     }
-    return false;
+    return NULL;
+}
+
+bool scp__caller_allowed(const struct scp *scp, const char *calling_ae,
+                         const char *peer_ip, bool *ret_find)
+{
+    const struct scp_caller_rule *rule;
+
+    *ret_find = scp->find != NULL;
+    if (scp->caller_count == 0)
+        return true;
+    rule = scp__caller_rule(scp, calling_ae, peer_ip);
+    if (rule == NULL)
+        return false;
+    *ret_find = scp->find != NULL && rule->find;
+    return true;
+}
+
+bool scp__caller_may_retrieve(const struct scp *scp, const char *calling_ae,
+                              const char *peer_ip)
+{
+    const struct scp_caller_rule *rule;
+
+    if (scp->retrieve == NULL)
+        return false;
+    if (scp->caller_count == 0)
+        return true;
+    rule = scp__caller_rule(scp, calling_ae, peer_ip);
+    return rule != NULL && rule->retrieve;
 }
 
 static void reject_association(T_ASC_Association *assoc,

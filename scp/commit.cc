@@ -73,22 +73,14 @@ struct scp_commit_waiting {
 bool scp__caller_may_commit(const struct scp *scp, const char *calling_ae,
                             const char *peer_ip)
 {
+    const struct scp_caller_rule *rule;
+
     if (scp->commit == NULL)
         return false;
     if (scp->caller_count == 0)
         return true;
-    for (size_t i = 0; i < scp->caller_count; i++) {
-        const struct scp_caller_rule *rule = &scp->callers[i];
-        bool host_ok = rule->host_count == 0;
-
-        if (rule->ae_title != NULL && strcmp(rule->ae_title, calling_ae) != 0)
-            continue;
-        for (size_t h = 0; h < rule->host_count && !host_ok; h++)
-            host_ok = util_ipv4_net_contains(&rule->hosts[h], peer_ip);
-        if (host_ok)
-            return rule->commit;
-    }
-    return false;
+    rule = scp__caller_rule(scp, calling_ae, peer_ip);
+    return rule != NULL && rule->commit;
 }
 
 /* Copies @src without trailing spaces/NULs (DCMTK leaves UI padding). */

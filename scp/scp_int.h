@@ -324,6 +324,13 @@ void scp__abort_on_close(DcmTransportConnection *conn);
  * A-ASSOCIATE-RQ is already buffered by then. */
 extern pthread_mutex_t scp__handover_lock;
 
+/* The first dicom.allowed_callers rule that @calling_ae at @peer_ip
+ * matches (its AE title, when the rule names one, and one of its hosts,
+ * when it lists any), or NULL. */
+const struct scp_caller_rule *scp__caller_rule(const struct scp *scp,
+                                               const char *calling_ae,
+                                               const char *peer_ip);
+
 /* True if the caller may associate (dicom.allowed_callers); @ret_find
  * tells whether it may also query (C-FIND offered and its matching rule
  * allows it). */

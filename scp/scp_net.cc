@@ -538,20 +538,14 @@ static void net_titles(const struct scp_rq *rq, char calling[17],
 static const struct scp_caller_rule *
 net_rule_for(const struct scp *scp, const char *calling, const char *peer)
 {
+    const struct scp_caller_rule *rule;
+
     if (scp->bindings.size() != scp->caller_count)
         return NULL;
-    for (size_t i = 0; i < scp->caller_count; i++) {
-        const struct scp_caller_rule *rule = &scp->callers[i];
-        bool host_ok = rule->host_count == 0;
-
-        if (rule->ae_title != NULL && strcmp(rule->ae_title, calling) != 0)
-            continue;
-        for (size_t h = 0; h < rule->host_count && !host_ok; h++)
-            host_ok = util_ipv4_net_contains(&rule->hosts[h], peer);
-        if (host_ok)
-            return &scp->bindings[i]->rule;
-    }
-    return NULL;
+    rule = scp__caller_rule(scp, calling, peer);
+    if (rule == NULL)
+        return NULL;
+    return &scp->bindings[(size_t)(rule - scp->callers)]->rule;
 }
 
 /*
