@@ -87,10 +87,10 @@ instances_in() {
         /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["CountInstances"])'
 }
 
-# send_once NAME SCRAPE -> prints "WALL_S DAEMON_CPU_TICKS ADMIN_NS MONITOR_NS":
+# send_once NAME SCRAPE -> prints "WALL_S DAEMON_CPU_TICKS ADMIN_NS MONITOR_NS ORTHANC_TICKS":
 # the seconds from the first C-STORE until Orthanc holds every instance, and
 # over that same interval the daemon's CPU ticks, the sb-admin thread's and
-# the sb-monitor (summary refresh) thread's run time.
+# the sb-monitor (summary refresh) thread's run time, and Orthanc's CPU ticks.
 send_once() {
     local name=$1 scrape=$2
     start_orthanc "$name"
@@ -121,18 +121,18 @@ JSON
     admin_tid=$(task_of "$sb_pid" sb-admin)
     mon_tid=$(task_of "$sb_pid" sb-monitor)
     [ -n "$admin_tid" ] && [ -n "$mon_tid" ] || { echo "no sb-admin/sb-monitor thread in $sb_pid" >&2; exit 1; }
-    local t0 t1 c0 c1 a0 a1 m0 m1
-    c0=$(proc_ticks "$sb_pid"); a0=$(task_ns "$sb_pid" "$admin_tid"); m0=$(task_ns "$sb_pid" "$mon_tid")
+    local t0 t1 c0 c1 a0 a1 m0 m1 o0 o1
+    o0=$(proc_ticks "$orthanc_pid"); c0=$(proc_ticks "$sb_pid"); a0=$(task_ns "$sb_pid" "$admin_tid"); m0=$(task_ns "$sb_pid" "$mon_tid")
     t0=$(now)
     TCP_NODELAY=1 storescu -aec STOWBRIDGE --max-pdu 131072 +sd 127.0.0.1 "$sb_port" "$work/in" >&2
     while [ "$(instances_in "$orthanc_port")" -lt "$count" ]; do sleep 0.05; done
     t1=$(now)
-    c1=$(proc_ticks "$sb_pid"); a1=$(task_ns "$sb_pid" "$admin_tid"); m1=$(task_ns "$sb_pid" "$mon_tid")
+    o1=$(proc_ticks "$orthanc_pid"); c1=$(proc_ticks "$sb_pid"); a1=$(task_ns "$sb_pid" "$admin_tid"); m1=$(task_ns "$sb_pid" "$mon_tid")
     [ -n "$scraper" ] && { kill "$scraper"; wait "$scraper" 2>/dev/null || true; }
     kill -TERM "$sb_pid"; wait "$sb_pid" || true
     kill -TERM "$orthanc_pid"; wait "$orthanc_pid" || true
     rm -rf "${work:?}/$name" "$work/$name-spool"
-    /usr/bin/python3 -c "print(f'{$t1 - $t0:.3f} $((c1 - c0)) $((a1 - a0)) $((m1 - m0))')"
+    /usr/bin/python3 -c "print(f'{$t1 - $t0:.3f} $((c1 - c0)) $((a1 - a0)) $((m1 - m0)) $((o1 - o0))')"
 }
 
 echo "generating $count instances of ~${size_kb} KB (one study)..."
@@ -142,7 +142,7 @@ scraped=()
 for round in $(seq 1 "${ROUNDS:-5}"); do
     quiet+=("$(send_once "q$round" no)")
     scraped+=("$(send_once "s$round" yes)")
-    echo "round $round (wall s, daemon CPU ticks, sb-admin ns, sb-monitor ns):" \
+    echo "round $round (wall s, daemon CPU ticks, sb-admin ns, sb-monitor ns, Orthanc CPU ticks):" \
         "quiet ${quiet[-1]}, scraped every second ${scraped[-1]}"
 done
 
@@ -205,9 +205,9 @@ kill -TERM "$big_pid"; wait "$big_pid" || true
 import statistics, sys
 n = int(sys.argv[1])
 hz, cores = int(sys.argv[9]), int(sys.argv[10])
-def rounds(arg):  # [(wall s, daemon CPU s, admin CPU s, monitor CPU s)]
-    return [(float(w), int(c) / hz, int(a) / 1e9, int(m) / 1e9)
-            for w, c, a, m in (r.split() for r in arg.split(","))]
+def rounds(arg):  # [(wall s, daemon CPU s, admin CPU s, monitor CPU s, Orthanc CPU s)]
+    return [(float(w), int(c) / hz, int(a) / 1e9, int(m) / 1e9, int(o) / hz)
+            for w, c, a, m, o in (r.split() for r in arg.split(","))]
 q, s = rounds(sys.argv[2]), rounds(sys.argv[3])
 med = statistics.median
 def pct(v, p):
@@ -224,6 +224,7 @@ for label, r in (("quiet", q), ("/metrics + / every 1 s", s)):
           f"sb-monitor thread: median {med(x[3] for x in r) * 1000:.2f} ms")
     print(f"    daemon CPU / round wall: median {med(x[1] / x[0] for x in r) * 100:.1f} % of one core "
           f"({cores} cores)")
+    print(f"    Orthanc CPU: median {med(x[4] for x in r):.2f} s = {med(x[4] / n * 1000 for x in r):.3f} ms/instance")
 wq, ws = med(x[0] for x in q), med(x[0] for x in s)
 cq, cs = med(x[1] for x in q), med(x[1] for x in s)
 # The scrape's own cost: what the admin thread spent in the scraped round
@@ -233,6 +234,10 @@ base = med(x[2] for x in q)
 frac = [(x[2] - base) / x[1] * 100 for x in s]
 print(f"  scrape cost, admin thread CPU over the daemon's CPU, scraped rounds: median {med(frac):.3f} % "
       f"(runs {min(frac):.3f} - {max(frac):.3f} %), {med(extra) * 1000:.2f} ms per round")
+mbase = med(x[3] for x in q)
+both = [(x[2] - base + x[3] - mbase) / x[1] * 100 for x in s]
+print(f"  upper bound, admin + monitor threads' extra CPU over the daemon's CPU: median {med(both):.3f} % "
+      f"(runs {min(both):.3f} - {max(both):.3f} %)")
 print(f"  daemon CPU per instance, scraped vs quiet (medians): {100 * (cs - cq) / cq:+.1f} % "
       f"(rounds spread quiet {min(x[1] for x in q):.2f}-{max(x[1] for x in q):.2f} s, "
       f"scraped {min(x[1] for x in s):.2f}-{max(x[1] for x in s):.2f} s)")
@@ -240,6 +245,10 @@ print(f"  wall clock, scraped vs quiet (medians): {100 * (ws - wq) / wq:+.1f} % 
 print(f"  physical limit: daemon {cq / n * 1000:.3f} ms CPU per instance vs {wq / n * 1000:.3f} ms wall "
       f"per instance; CPU-bound on {cores} cores the daemon alone would carry "
       f"~{cores * n / cq:.0f} inst/s")
+oq = med(x[4] for x in q)
+print(f"  daemon + Orthanc CPU per quiet round: {cq + oq:.2f} s of the {cores * wq:.2f} core-seconds "
+      f"the round's wall time offers ({100 * (cq + oq) / (cores * wq):.0f} %; the rest: storescu, "
+      f"the other users of this machine)")
 for name, arg in (("/metrics", sys.argv[4]), ("/ (status page)", sys.argv[5])):
     t = [float(x) * 1000 for x in arg.split()]
     print(f"{name} over a spool of {sys.argv[6]} entries, 200 requests: "
