@@ -236,7 +236,7 @@ print(f"  scrape cost, admin thread CPU over the daemon's CPU, scraped rounds: m
       f"(runs {min(frac):.3f} - {max(frac):.3f} %), {med(extra) * 1000:.2f} ms per round")
 mbase = med(x[3] for x in q)
 both = [(x[2] - base + x[3] - mbase) / x[1] * 100 for x in s]
-print(f"  upper bound, admin + monitor threads' extra CPU over the daemon's CPU: median {med(both):.3f} % "
+print(f"  with the monitor thread too, admin + monitor threads' extra CPU over the daemon's CPU: median {med(both):.3f} % "
       f"(runs {min(both):.3f} - {max(both):.3f} %)")
 print(f"  daemon CPU per instance, scraped vs quiet (medians): {100 * (cs - cq) / cq:+.1f} % "
       f"(rounds spread quiet {min(x[1] for x in q):.2f}-{max(x[1] for x in q):.2f} s, "
