@@ -26,9 +26,10 @@ Modes (attribute .mode, changeable while running): "azure" (default),
 "406" (every WADO-RS refused with 406), "500" (500 with Retry-After),
 "garbage" (200 multipart whose body is random bytes), "drop" (the
 connection is cut in the middle of the second part, of the first when
-there is one), "slow" (.slow_s seconds before each part). .qido_mode:
-"ok" or "500". .duplicate_pages: every page after the first repeats the
-previous page's last entry (a server whose list moved between pages).
+there is only one, and in the middle of a single-part answer), "slow"
+(.slow_s seconds before each part). .qido_mode: "ok" or "500".
+.duplicate_pages: every page after the first repeats the previous page's
+last entry (a server whose list moved between pages).
 .requests records (method, path, query dict, headers) of every request.
 
 Only the Python standard library and pydicom (to read the table's
@@ -334,6 +335,17 @@ class FakeDicomweb:
         if single:
             with open(chosen[0]["path"], "rb") as f:
                 body = f.read()
+            if self.mode == "drop":
+                h.send_response(200)
+                h.send_header("Content-Type", "application/dicom; "
+                              "transfer-syntax=" + chosen[0]["ts"])
+                h.send_header("Content-Length", str(len(body)))
+                h.end_headers()
+                h.wfile.write(body[:len(body) // 2])
+                h.wfile.flush()
+                h.connection.shutdown(socket.SHUT_RDWR)
+                h.close_connection = True
+                return None
             return self.answer(h, 200, "application/dicom; transfer-syntax=" +
                                chosen[0]["ts"], body)
         h.send_response(200)

@@ -324,6 +324,7 @@ def bridge(work, url, remotes, dicom=None, retrieve=None, **sections):
     dcm.update(dicom or {})
     sections.setdefault("upload", {"url": url, "timeout_s": 30})
     sections.setdefault("retry", {"min_s": 1, "max_s": 4})
+    sections.setdefault("admin", {"listen": ""})
     if retrieve is not None:
         sections["retrieve"] = retrieve
     return it.Daemon(work, dicom=dcm, **sections)
@@ -955,9 +956,8 @@ def test_j2k(work):
         check(list(dest.by_sop()) == [plain_sop], "the other one arrived")
         same_elements(dest.by_sop()[plain_sop], plain, "the other one")
         log = d.log_text()
-        check(re.search(r"1\.2\.840\.10008\.1\.2\.4\.9[01]", log) and
-              j2k_sop in log, "a log line names the J2K instance and its "
-              "transfer syntax")
+        check(re.search(r"1\.2\.840\.10008\.1\.2\.4\.9[01]|JPEG ?2000",
+                        log, re.I), "a log line names the J2K transfer syntax")
         o = movescu(d.port, keys, dest.ae)
         check(o.final is not None and o.final.status == WARNING and
               o.final.failed == 1, "movescu sees B000 too (%r)" % o.final)
@@ -1188,13 +1188,14 @@ def test_cancel(work):
         tmp_empty(d, "cancel after 2")
         dest.clear()
         # During the first fetch: no sub-operation done yet.
-        server.slow_s = 4.0
+        server.slow_s = 6.0
         start = time.time()
         o = raw_move(d.port, keys, dest.ae, cancel_at_s=1.0)
         took = time.time() - start
         check(o.final.status == CANCEL, "C-CANCEL during a fetch: FE00 (%r)"
               % o.final)
-        check(took < 4.0 * 2, "the fetch was abandoned (%.1f s)" % took)
+        check(took < 5.0, "the fetch was abandoned: FE00 %.1f s after the "
+              "request, before the first part came (6 s)" % took)
         check(len(dest.files()) == (o.final.completed or 0),
               "what completed is at the destination")
         tmp_empty(d, "cancel during a fetch")
