@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -173,7 +172,7 @@ class Dest:
     for @classes)."""
 
     def __init__(self, work, ae="DEST", accept="all", classes=(CT,),
-                 debug=True, port=None):
+                 debug=True, port=None, extra=()):
         self.ae = ae
         self.port = port or it.free_port()
         self.dir = os.path.join(work, "dest-" + ae)
@@ -196,6 +195,7 @@ class Dest:
                 f.write("[[Profiles]]\n[ExplicitOnly]\n"
                         "PresentationContexts = Explicit\n")
             args += ["-xf", cfg, "ExplicitOnly"]
+        args += list(extra)
         args.append(str(self.port))
         self.log_path = os.path.join(work, "storescp-%s.log" % ae)
         self.log = open(self.log_path, "ab")
@@ -1407,6 +1407,69 @@ def test_refused(work):
     finally:
         d2.stop()
         dest.close()
+
+
+def test_tls_dest(work):
+    """Outbound TLS (a remote AE with "tls": true): our CA file and client
+    certificate; the destination's certificate pinned by
+    certificate_sha256 (DCMTK 3.6.7 checks no host name). A wrong pin and
+    a certificate from another CA: every sub-operation failed, nothing
+    sent in the clear."""
+    import tls_it
+    pki = os.path.join(work, "pki")
+    os.makedirs(pki)
+    tls_it.make_ca(pki, "ca")
+    tls_it.make_ca(pki, "rogue-ca")
+    tls_it.make_leaf(pki, "bridge", "ca", cn="STOWBRIDGE")
+    tls_it.make_leaf(pki, "dest", "ca", cn="dest.example")
+    tls_it.make_leaf(pki, "other", "ca", cn="other.example")
+    tls_it.make_leaf(pki, "rogue", "rogue-ca", cn="dest.example")
+
+    def tls_dest(ae, cert):
+        return Dest(work, ae=ae, extra=[
+            "+tls", os.path.join(pki, cert + ".key"),
+            os.path.join(pki, cert + ".pem"),
+            "+cf", os.path.join(pki, "ca.pem")])
+    good = tls_dest("TLSDEST", "dest")
+    rogue = tls_dest("ROGUE", "rogue")
+    pin = tls_it.fingerprint(pki, "dest")
+    wrong = tls_it.fingerprint(pki, "other")
+    study, files = small_study(work)
+    server = fake_dicomweb.FakeDicomweb(
+        [fake_dicomweb.instance_of(p) for p in files.values()])
+    d = bridge(work, server.base, [
+        good.remote(tls=True, certificate_sha256=pin),
+        dict(good.remote(tls=True, certificate_sha256=wrong),
+             ae_title="WRONGPIN"),
+        dict(good.remote(tls=True), ae_title="NOPIN"),
+        rogue.remote(tls=True)],
+        dicom={"tls": {"port": it.free_port(),
+                       "certificate_file": os.path.join(pki, "bridge.pem"),
+                       "private_key_file": os.path.join(pki, "bridge.key"),
+                       "ca_file": os.path.join(pki, "ca.pem")}})
+    d.start()
+    try:
+        keys = [("QueryRetrieveLevel", "STUDY"), ("StudyInstanceUID", study)]
+        o = movescu(d.port, keys, "TLSDEST")
+        check_success(o, 3, "TLS destination, pinned")
+        check_received(good.by_sop(), files, "over TLS")
+        good.clear()
+        o = movescu(d.port, keys, "NOPIN")
+        check_success(o, 3, "TLS destination, CA-verified, no pin")
+        good.clear()
+        for ae, target in (("WRONGPIN", good), ("ROGUE", rogue)):
+            o = raw_move(d.port, keys, ae)
+            check(o.final.status == ALL_FAILED or
+                  0xC000 <= o.final.status <= 0xCFFF,
+                  "%s: refused, A702 or Cxxx (%r)" % (ae, o.final))
+            check(not o.final.completed and target.files() == [],
+                  "%s: nothing sent" % ae)
+        check(d.stop() == 0, "clean stop")
+    finally:
+        d.stop()
+        good.close()
+        rogue.close()
+        server.close()
 
 
 def test_spool(work):
