@@ -46,6 +46,9 @@ CT = "1.2.840.10008.5.1.4.1.1.2"
 MOVE = {"S": "1.2.840.10008.5.1.4.1.2.2.2", "P": "1.2.840.10008.5.1.4.1.2.1.2"}
 GET = {"S": "1.2.840.10008.5.1.4.1.2.2.3", "P": "1.2.840.10008.5.1.4.1.2.1.3"}
 C_MOVE_RQ, C_MOVE_RSP = 0x0021, 0x8021
+C_GET_RQ, C_GET_RSP = 0x0010, 0x8010
+C_STORE_RQ, C_STORE_RSP = 0x0001, 0x8001
+MR = "1.2.840.10008.5.1.4.1.1.4"
 PENDING, SUCCESS, WARNING, CANCEL = 0xFF00, 0x0000, 0xB000, 0xFE00
 REFUSED_RESOURCES, ALL_FAILED, DEST_UNKNOWN = 0xA701, 0xA702, 0xA801
 
@@ -511,6 +514,102 @@ def raw_move(port, keys, dest, model="S", calling="RAWMOVE", cancel_after=None,
             timer.cancel()
         peer.release()
         return Outcome(rsps, "", 0)
+    finally:
+        peer.close()
+
+
+def get_rq(msg_id, sop_class):
+    return dp.command([(0x0002, dp.uid_bytes(sop_class)),
+                       (0x0100, dp.us(C_GET_RQ)), (0x0110, dp.us(msg_id)),
+                       (0x0700, dp.us(0)), (0x0800, dp.us(0))])
+
+
+def store_rsp(msg_id, sop_class, sop_instance, status=0):
+    return dp.command([(0x0002, dp.uid_bytes(sop_class)),
+                       (0x0100, dp.us(C_STORE_RSP)), (0x0120, dp.us(msg_id)),
+                       (0x0800, dp.us(dp.NO_DATA_SET)),
+                       (0x0900, dp.us(status)),
+                       (0x1000, dp.uid_bytes(sop_instance))])
+
+
+def role_item(uid, scu, scp):
+    u = uid.encode()
+    return dp.item(0x54, len(u).to_bytes(2, "big") + u + bytes([scu, scp]))
+
+
+def raw_get(port, keys, storage, out_dir, model="S", calling="RAWGET",
+            cancel_after=None, timeout=300):
+    """C-GET over raw PDUs: proposes the GET context and, for each
+    (sop_class, scp_role) of @storage, a storage context (with a role
+    selection item asking for the SCP role when scp_role); answers every
+    C-STORE-RQ with 0000 and writes its data set to @out_dir/SOP.dcm.
+    Returns (Outcome, {sop: (context id, path)})."""
+    os.makedirs(out_dir, exist_ok=True)
+    contexts = [(1, GET[model], [EXPLICIT])]
+    roles = b""
+    for n, (uid, scp) in enumerate(storage):
+        contexts.append((3 + 2 * n, uid, [EXPLICIT]))
+        if scp:
+            roles += role_item(uid, 0, 1)
+    peer = dp.Peer(port, timeout=30)
+    try:
+        kind, _ = peer.associate(calling=calling, contexts=contexts,
+                                 user=dp.user_info(extra=roles))
+        if kind != dp.ASSOCIATE_AC or peer.contexts.get(1, (1,))[0] != 0:
+            raise Failure("the C-GET context was not accepted")
+        msg_id = 9
+        peer.send_message(1, get_rq(msg_id, GET[model]),
+                          dp.dataset_bytes(identifier(keys)))
+        rsps, stored = [], {}
+        start = time.monotonic()
+        while True:
+            cmd, data, pc = peer.read_message(
+                timeout=max(1, timeout - (time.monotonic() - start)))
+            field = dp.field_us(cmd, 0x0100)
+            if field == C_STORE_RQ:
+                sop = dp.field_uid(cmd, 0x1000)
+                cls = dp.field_uid(cmd, 0x0002)
+                ds = pydicom.filereader.read_dataset(
+                    io.BytesIO(data or b""), is_implicit_VR=False,
+                    is_little_endian=True)
+                meta = pydicom.dataset.FileMetaDataset()
+                meta.MediaStorageSOPClassUID = cls
+                meta.MediaStorageSOPInstanceUID = sop
+                meta.TransferSyntaxUID = EXPLICIT
+                path = os.path.join(out_dir, sop + ".dcm")
+                fds = pydicom.dataset.FileDataset(path, ds, file_meta=meta,
+                                                  preamble=b"\0" * 128)
+                fds.is_little_endian, fds.is_implicit_VR = True, False
+                fds.save_as(path, write_like_original=False)
+                stored[sop] = (pc, path)
+                peer.send_message(pc, store_rsp(
+                    dp.field_us(cmd, 0x0110), cls, sop))
+                continue
+            if field != C_GET_RSP:
+                raise Failure("unexpected command %04X" % field)
+            failed = []
+            ident = None
+            if data:
+                ident = pydicom.filereader.read_dataset(
+                    io.BytesIO(data), is_implicit_VR=False,
+                    is_little_endian=True)
+                if "FailedSOPInstanceUIDList" in ident:
+                    v = ident.FailedSOPInstanceUIDList
+                    failed = [str(x) for x in (v if isinstance(
+                        v, (list, pydicom.multival.MultiValue)) else [v])]
+            comment = cmd.get(0x00000902)
+            rsp = Rsp(dp.field_us(cmd, 0x0900), dp.field_us(cmd, 0x1020),
+                      dp.field_us(cmd, 0x1021), dp.field_us(cmd, 0x1022),
+                      dp.field_us(cmd, 0x1023), failed,
+                      comment.rstrip(b"\0 ").decode("ascii", "replace")
+                      if comment is not None else None, ident)
+            rsps.append(rsp)
+            if rsp.status != PENDING:
+                break
+            if cancel_after is not None and len(rsps) == cancel_after:
+                peer.send_message(1, dp.cancel_rq(msg_id))
+        peer.release()
+        return Outcome(rsps, "", 0), stored
     finally:
         peer.close()
 
@@ -996,6 +1095,60 @@ def small_study(work, count=3, series_count=1):
         p = os.path.join(src, "s%03d.dcm" % i)
         files[make_ct(p, study, series[i % series_count], number=i + 1)] = p
     return study, files
+
+
+def test_get_roles(work):
+    """C-GET stores only on storage contexts whose SCP role the SCU asked
+    for: a CT (role selection SCP) arrives on its context, an MR (no role
+    selection item) is counted failed and listed; a C-CANCEL after the
+    first pending response ends a slow C-GET with FE00."""
+    src = os.path.join(work, "src")
+    os.makedirs(src)
+    study, series = generate_uid(), generate_uid()
+    ct = os.path.join(src, "ct.dcm")
+    ct_sop = make_ct(ct, study, series)
+    mr = os.path.join(src, "mr.dcm")
+    mr_sop = retag(os.path.join(it.TEST_FILES, "MR_small.dcm"), mr, study,
+                   series)
+    server = fake_dicomweb.FakeDicomweb(
+        [fake_dicomweb.instance_of(p) for p in (ct, mr)])
+    d = bridge(work, server.base, []).start()
+    try:
+        keys = [("QueryRetrieveLevel", "STUDY"), ("StudyInstanceUID", study)]
+        o, stored = raw_get(d.port, keys, [(CT, True), (MR, False)],
+                            os.path.join(work, "get"))
+        check_counts(o, 2, "C-GET roles")
+        check(o.final.status == WARNING and o.final.completed == 1 and
+              o.final.failed == 1 and o.final.failed_uids == [mr_sop],
+              "C-GET: B000, the MR (no SCP role) failed and listed (%r)" %
+              o.final)
+        check(list(stored) == [ct_sop] and stored[ct_sop][0] == 3,
+              "the CT came on its own storage context (3)")
+        same_elements(stored[ct_sop][1], ct, "C-GET CT")
+        o, stored = raw_get(d.port, keys, [(CT, True), (MR, True)],
+                            os.path.join(work, "get2"))
+        check_success(o, 2, "C-GET, both roles")
+        same_elements(stored[mr_sop][1], mr, "C-GET MR")
+        # C-CANCEL during a slow C-GET.
+        study8, files = small_study(work, count=6)
+        server.instances += [fake_dicomweb.instance_of(p)
+                             for p in files.values()]
+        server.mode = "slow"
+        server.slow_s = 1.0
+        o, stored = raw_get(d.port, [("QueryRetrieveLevel", "STUDY"),
+                                     ("StudyInstanceUID", study8)],
+                            [(CT, True)], os.path.join(work, "get3"),
+                            cancel_after=1)
+        check(o.final.status == CANCEL and
+              (o.final.completed or 0) < 6,
+              "C-GET cancelled: FE00 (%r)" % o.final)
+        check(len(stored) == o.final.completed, "as many stored as "
+              "completed (%d)" % len(stored))
+        tmp_empty(d, "C-GET")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        d.stop()
+        server.close()
 
 
 def test_unknown_dest(work):
