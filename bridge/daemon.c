@@ -41,6 +41,7 @@
 #include "ledger/ledger.h"
 #include "monitor.h"
 #include "params.h"
+#include "retrieve.h"
 #include "scp/scp.h"
 #include "spool/spool.h"
 #include "study_cmd.h"
@@ -381,6 +382,12 @@ int daemon_run(const struct cfg *cfg, const char *config_path)
     struct commit_remote *remotes = NULL;
     struct scp_commit_handler commit_handler;
     struct scp_find_handler find_timed;
+    struct find_web *retrieve_web = NULL;
+    struct retrieve_service *retriever = NULL;
+    struct scp_retrieve_handler retrieve_handler;
+    struct scp_remote *scp_remotes = NULL;
+    struct scp_outbound_tls outbound_tls;
+    bool outbound_tls_used = false;
     struct monitor *monitor = NULL;
     char err[512];
     int status = 1;
@@ -472,6 +479,33 @@ int daemon_run(const struct cfg *cfg, const char *config_path)
         params.find = &find_timed;
     }
 
+    if (params_scp_remotes(cfg, &scp_remotes, &outbound_tls,
+                           &outbound_tls_used) < 0) {
+        log_err("event=start-failed reason=\"out of memory\"");
+        goto out;
+    }
+    params.remotes = scp_remotes;
+    params.remote_count = cfg->dicom.remote_ae_count;
+    params.outbound_tls = outbound_tls_used ? &outbound_tls : NULL;
+    if (tokens != NULL && params_retrieve_enabled(cfg)) {
+        struct retrieve_params rp;
+
+        retrieve_web =
+            find_web_new(cfg->upload.url,
+                         cfg->upload.ca_file[0] ? cfg->upload.ca_file : NULL,
+                         cfg->upload.timeout_s, tokens);
+        params_retrieve(cfg, spool, tokens, &rp);
+        rp.qido = find_web_fetch;
+        rp.qido_ctx = retrieve_web;
+        retriever = retrieve_web != NULL ? retrieve_service_new(&rp) : NULL;
+        if (retriever == NULL) {
+            log_err("event=start-failed reason=\"out of memory\"");
+            goto out;
+        }
+        retrieve_handler_init(retriever, &retrieve_handler);
+        params.retrieve = &retrieve_handler;
+    }
+
     if (tokens != NULL) {
         struct commit_params cp;
 
@@ -552,14 +586,15 @@ int daemon_run(const struct cfg *cfg, const char *config_path)
     }
     log_notice("event=started version=%s ae=%s port=%u tls_port=%u "
                "spool=%s max_associations=%u callers=%s mode=%s find=%s "
-               "commit=%s",
+               "commit=%s retrieve=%s",
                STOWBRIDGE_VERSION, cfg->dicom.ae_title, cfg->dicom.port,
                params.tls != NULL ? cfg->dicom.tls.port : 0u, cfg->spool.dir,
                cfg->dicom.max_associations,
                cfg->dicom.allowed_caller_count > 0 ? "allow-list" : "any",
                uploader != NULL ? "upload" : "receive-only",
                finder == NULL ? "off" : cfg->query.profile,
-               params.commit != NULL ? "on" : "off");
+               params.commit != NULL ? "on" : "off",
+               params.retrieve != NULL ? "on" : "off");
     if (finder == NULL && cfg->query.enabled)
         log_notice("event=find-off reason=\"C-FIND needs upload.url (the "
                    "QIDO-RS server)\"");
@@ -620,10 +655,13 @@ out:
         spool_close(spool);
         find_service_free(finder);
         find_web_free(find_web);
+        retrieve_service_free(retriever);
+        find_web_free(retrieve_web);
         oauth_source_free(tokens);
         monitor_free(monitor);
     }
     free(rules);
     free(remotes);
+    free(scp_remotes);
     return status;
 }

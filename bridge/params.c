@@ -13,6 +13,7 @@
 #include "config/config.h"
 #include "find.h"
 #include "monitor.h"
+#include "retrieve.h"
 #include "scp/scp.h"
 #include "uploader.h"
 #include "web/dicomweb.h"
@@ -53,6 +54,7 @@ int params_scp_callers(const struct cfg *cfg,
         rules[i].host_count = cfg->dicom.allowed_callers[i].host_count;
         rules[i].find = cfg->dicom.allowed_callers[i].find;
         rules[i].commit = cfg->dicom.allowed_callers[i].commit;
+        rules[i].retrieve = cfg->dicom.allowed_callers[i].retrieve;
         rules[i].certificate_sha256 =
             (const char *const *)cfg->dicom.allowed_callers[i]
                 .certificate_sha256;
@@ -160,6 +162,64 @@ void params_find(const struct cfg *cfg, struct find_params *ret)
         ret->profile = FIND_PROFILE_STANDARD;
     ret->page_size = cfg->query.page_size;
     ret->max_results = cfg->query.max_results;
+}
+
+bool params_retrieve_enabled(const struct cfg *cfg)
+{
+    return params_uploading(cfg);
+}
+
+void params_retrieve(const struct cfg *cfg, struct spool *spool,
+                     struct oauth_source *tokens, struct retrieve_params *ret)
+{
+    memset(ret, 0, sizeof(*ret));
+    ret->spool = spool;
+    ret->max_temp_bytes = (uint64_t)cfg->retrieve.max_temp_mb << 20;
+    ret->max_parallel = cfg->retrieve.max_parallel;
+    ret->page_size = cfg->query.page_size < 200 ? cfg->query.page_size : 200;
+    ret->base_url = cfg->upload.url;
+    ret->ca_file = params_or_null(cfg->upload.ca_file);
+    ret->timeout_s = cfg->upload.timeout_s;
+    ret->tokens = tokens;
+}
+
+int params_scp_remotes(const struct cfg *cfg, struct scp_remote **ret_remotes,
+                       struct scp_outbound_tls *ret_tls, bool *ret_has_tls)
+{
+    size_t n = cfg->dicom.remote_ae_count;
+    const struct cfg_tls *tls = &cfg->dicom.tls;
+    struct scp_remote *remotes = NULL;
+
+    *ret_remotes = NULL;
+    *ret_has_tls = false;
+    memset(ret_tls, 0, sizeof(*ret_tls));
+    if (n > 0) {
+        remotes = calloc(n, sizeof(*remotes));
+        if (remotes == NULL)
+            return -ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct cfg_remote_ae *r = &cfg->dicom.remote_aes[i];
+
+        remotes[i].ae_title = r->ae_title;
+        remotes[i].host = r->host;
+        remotes[i].port = (uint16_t)r->port;
+        remotes[i].tls = r->tls;
+        remotes[i].certificate_sha256 = r->certificate_sha256;
+        *ret_has_tls = *ret_has_tls || r->tls;
+    }
+    ret_tls->ca_file = params_or_null(tls->ca_file);
+    ret_tls->certificate_file = params_or_null(tls->certificate_file);
+    ret_tls->private_key_file = params_or_null(tls->private_key_file);
+    ret_tls->private_key_password_file =
+        params_or_null(tls->private_key_password_file);
+    ret_tls->profile = strcmp(tls->profile, "bcp195") == 0 ? SCP_TLS_BCP195
+                       : strcmp(tls->profile, "bcp195-extended") == 0
+                           ? SCP_TLS_BCP195_EXTENDED
+                           : SCP_TLS_BCP195_ND;
+    ret_tls->security_level = tls->security_level;
+    *ret_remotes = remotes;
+    return 0;
 }
 
 void params_uploader(const struct cfg *cfg, struct spool *spool,

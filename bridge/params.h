@@ -22,7 +22,10 @@ struct find_params;
 struct monitor_params;
 struct oauth_params;
 struct oauth_source;
+struct retrieve_params;
 struct scp_caller_rule;
+struct scp_outbound_tls;
+struct scp_remote;
 struct scp_params;
 struct spool;
 struct uploader_params;
@@ -62,6 +65,25 @@ bool params_find_enabled(const struct cfg *cfg);
 /* query.* as the C-FIND provider's params; the fetch function is the
  * caller's to set. */
 void params_find(const struct cfg *cfg, struct find_params *ret);
+
+/* True when C-MOVE and C-GET are to be offered: an upload.url (the
+ * QIDO-RS and WADO-RS server is the STOW-RS one). */
+bool params_retrieve_enabled(const struct cfg *cfg);
+
+/* retrieve.*, upload.url/ca_file/timeout_s as the retrieve provider's
+ * params, fetching into @spool with tokens from @tokens; the QIDO-RS
+ * fetch is the caller's to set. */
+void params_retrieve(const struct cfg *cfg, struct spool *spool,
+                     struct oauth_source *tokens, struct retrieve_params *ret);
+
+/*
+ * dicom.remote_aes as the SCP's remotes in *@ret_remotes (caller frees
+ * with free(); NULL when there are none), and dicom.tls.* as outbound TLS
+ * material in @ret_tls; *@ret_has_tls tells whether any remote uses TLS
+ * (then @ret_tls is to be passed). Returns 0 or -ENOMEM.
+ */
+int params_scp_remotes(const struct cfg *cfg, struct scp_remote **ret_remotes,
+                       struct scp_outbound_tls *ret_tls, bool *ret_has_tls);
 
 /* upload.*, retry.* as the uploader's params, sending what is in @spool
  * with tokens from @tokens (both borrowed). */

@@ -192,7 +192,8 @@ static const struct cfg_key cfg_keys[] = {
                "and IPv6 networks are not accepted in \"hosts\". An empty "
                "list accepts any caller. \"find\": false lets that caller "
                "store but not query (C-FIND); \"commit\": false, store but "
-               "not ask for Storage Commitment; both default to true. Over "
+               "not ask for Storage Commitment; \"retrieve\": false, not "
+               "C-MOVE or C-GET; all default to true. Over "
                "TLS, \"certificate_sha256\" (a list of SHA-256 "
                "fingerprints, hex, colons optional) and "
                "\"certificate_subject\" (the exact CN or a DNS/URI "
@@ -248,14 +249,22 @@ static const struct cfg_key cfg_keys[] = {
         .count_offset = CFG_OFF(dicom.remote_ae_count),
         .doc = "Where remote AEs listen, for the associations we open: a "
                "Storage Commitment report goes to the calling AE's entry "
-               "(a caller without one gets no report, which is logged). "
-               "Each entry has \"ae_title\", \"host\" (an IPv4 address or "
-               "a host name) and \"port\"; \"tls\" must be false for now "
-               "(outbound DICOM TLS is not supported yet).",
-        .example = "[\n"
-                   "    {\"ae_title\": \"CT1\", \"host\": \"10.1.2.3\", "
-                   "\"port\": 104}\n"
-                   "]",
+               "(a caller without one gets no report, which is logged), "
+               "and a C-MOVE's Move Destination must be one of them (else "
+               "A801). Each entry has \"ae_title\", \"host\" (an IPv4 "
+               "address or a host name) and \"port\"; \"tls\": true "
+               "opens DICOM TLS, verified against dicom.tls.ca_file, with "
+               "dicom.tls.certificate_file as our client certificate; "
+               "\"certificate_sha256\" (hex, colons optional) pins the "
+               "remote's certificate, since DCMTK checks no host name.",
+        .example =
+            "[\n"
+            "    {\"ae_title\": \"CT1\", \"host\": \"10.1.2.3\", "
+            "\"port\": 104},\n"
+            "    {\"ae_title\": \"PACS\", \"host\": \"pacs.example\", "
+            "\"port\": 2762,\n"
+            "     \"tls\": true, \"certificate_sha256\": \"3F:A2:...\"}\n"
+            "]",
     },
     {
         .path = "dicom.tls.port",
@@ -768,6 +777,30 @@ static const struct cfg_key cfg_keys[] = {
                "(the pause starts at 2 s and doubles), in seconds.",
     },
     {
+        .path = "retrieve.max_temp_mb",
+        .type = CFG_UINT,
+        .offset = CFG_OFF(retrieve.max_temp_mb),
+        .def_uint = 256,
+        .min = 1,
+        .max = 1048576,
+        .doc = "MiB of instances one C-MOVE or C-GET may have fetched "
+               "(WADO-RS, into the spool's tmp/) ahead of sending them; the "
+               "fetch pauses beyond it. One instance larger than this is "
+               "still fetched whole. Retrieve is offered only with "
+               "upload.url.",
+    },
+    {
+        .path = "retrieve.max_parallel",
+        .type = CFG_UINT,
+        .offset = CFG_OFF(retrieve.max_parallel),
+        .def_uint = 4,
+        .min = 1,
+        .max = 64,
+        .doc = "C-MOVE and C-GET operations served at once; one more is "
+               "refused at once with A701 and an Error Comment (not "
+               "queued).",
+    },
+    {
         .path = "ledger.path",
         .type = CFG_STRING,
         .offset = CFG_OFF(ledger.path),
@@ -946,6 +979,7 @@ static void cfg_free_remotes(struct cfg_remote_ae *remotes, size_t count)
     for (size_t i = 0; i < count; i++) {
         free(remotes[i].ae_title);
         free(remotes[i].host);
+        free(remotes[i].certificate_sha256);
     }
     free(remotes);
 }
@@ -1271,6 +1305,25 @@ static int cfg_parse_hosts(struct cfg_caller *caller, const cJSON *list,
     return 0;
 }
 
+/* A SHA-256 fingerprint in hex, with or without colons, any case, as 64
+ * lowercase hex digits into @hex. Returns 0 or -EINVAL. */
+static int cfg_parse_one_fingerprint(const char *text, char hex[65])
+{
+    size_t len = 0;
+
+    for (const char *c = text; *c; c++) {
+        if (*c == ':')
+            continue;
+        if (len == 64 ||
+            !((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f') ||
+              (*c >= 'A' && *c <= 'F')))
+            return -EINVAL;
+        hex[len++] = (char)(*c >= 'A' && *c <= 'F' ? *c - 'A' + 'a' : *c);
+    }
+    hex[len] = '\0';
+    return len == 64 ? 0 : -EINVAL;
+}
+
 /*
  * Parses the "certificate_sha256" list of entry @index: each a SHA-256
  * fingerprint in hex, with or without colons, any case; stored as 64
@@ -1299,21 +1352,9 @@ static int cfg_parse_fingerprints(struct cfg_caller *caller, const cJSON *list,
     {
         size_t k = caller->certificate_sha256_count;
         char hex[65];
-        size_t len = 0;
-        bool ok = cJSON_IsString(item);
 
-        for (const char *c = ok ? item->valuestring : ""; ok && *c; c++) {
-            if (*c == ':')
-                continue;
-            if (len == 64 ||
-                !((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f') ||
-                  (*c >= 'A' && *c <= 'F'))) {
-                ok = false;
-                break;
-            }
-            hex[len++] = (char)(*c >= 'A' && *c <= 'F' ? *c - 'A' + 'a' : *c);
-        }
-        if (!ok || len != 64) {
+        if (!cJSON_IsString(item) ||
+            cfg_parse_one_fingerprint(item->valuestring, hex) < 0) {
             cfg_err(err, err_len,
                     "config: %s[%zu].certificate_sha256[%zu]: expected a "
                     "SHA-256 fingerprint (64 hex digits, colons allowed), as "
@@ -1321,7 +1362,6 @@ static int cfg_parse_fingerprints(struct cfg_caller *caller, const cJSON *list,
                     lpath, index, k);
             return -EINVAL;
         }
-        hex[64] = '\0';
         caller->certificate_sha256[k] = strdup(hex);
         if (caller->certificate_sha256[k] == NULL)
             return -ENOMEM;
@@ -1340,6 +1380,7 @@ static int cfg_parse_caller(struct cfg_caller *caller, const cJSON *item,
 
     caller->find = true;
     caller->commit = true;
+    caller->retrieve = true;
     if (!cJSON_IsObject(item)) {
         cfg_err(err, err_len,
                 "config: %s[%zu]: expected an object with \"ae_title\" "
@@ -1353,18 +1394,20 @@ static int cfg_parse_caller(struct cfg_caller *caller, const cJSON *item,
         bool is_hosts = strcmp(member->string, "hosts") == 0;
         bool is_find = strcmp(member->string, "find") == 0;
         bool is_commit = strcmp(member->string, "commit") == 0;
+        bool is_retrieve = strcmp(member->string, "retrieve") == 0;
         bool is_sha = strcmp(member->string, "certificate_sha256") == 0;
         bool is_subject = strcmp(member->string, "certificate_subject") == 0;
         bool is_tls_only = strcmp(member->string, "tls_only") == 0;
 
-        if (!is_ae && !is_hosts && !is_find && !is_commit && !is_sha &&
-            !is_subject && !is_tls_only) {
+        if (!is_ae && !is_hosts && !is_find && !is_commit && !is_retrieve &&
+            !is_sha && !is_subject && !is_tls_only) {
             char quoted[CFG_NAME_MAX + 4];
 
             cfg_err(err, err_len,
                     "config: unknown key '%s[%zu].%s' (an entry takes "
                     "\"ae_title\", \"hosts\", \"find\", \"commit\", "
-                    "\"certificate_sha256\", \"certificate_subject\" and "
+                    "\"retrieve\", \"certificate_sha256\", "
+                    "\"certificate_subject\" and "
                     "\"tls_only\")",
                     lpath, index,
                     cfg_quote_str(quoted, sizeof(quoted), member->string));
@@ -1375,7 +1418,7 @@ static int cfg_parse_caller(struct cfg_caller *caller, const cJSON *item,
                     index, member->string);
             return -EINVAL;
         }
-        if (is_find || is_commit) {
+        if (is_find || is_commit || is_retrieve) {
             if (!cJSON_IsBool(member)) {
                 cfg_err(err, err_len,
                         "config: %s[%zu].%s: expected true or false, got %s",
@@ -1384,8 +1427,10 @@ static int cfg_parse_caller(struct cfg_caller *caller, const cJSON *item,
             }
             if (is_find)
                 caller->find = cJSON_IsTrue(member);
-            else
+            else if (is_commit)
                 caller->commit = cJSON_IsTrue(member);
+            else
+                caller->retrieve = cJSON_IsTrue(member);
             continue;
         }
         if (is_tls_only) {
@@ -1561,18 +1606,27 @@ static int cfg_parse_remote(struct cfg_remote_ae *remote, const cJSON *item,
                         cfg_json_type(member));
                 return -EINVAL;
             }
-            if (cJSON_IsTrue(member)) {
+            remote->tls = cJSON_IsTrue(member);
+        } else if (strcmp(name, "certificate_sha256") == 0) {
+            char hex[65];
+
+            if (!cJSON_IsString(member) ||
+                cfg_parse_one_fingerprint(member->valuestring, hex) < 0) {
                 cfg_err(err, err_len,
-                        "config: %s: outbound DICOM TLS is not supported "
-                        "yet; set false",
+                        "config: %s: expected a SHA-256 fingerprint (64 hex "
+                        "digits, colons allowed), as 'stowbridge "
+                        "tls-fingerprint FILE' prints it",
                         path);
                 return -EINVAL;
             }
-            remote->tls = false;
+            remote->certificate_sha256 = strdup(hex);
+            if (remote->certificate_sha256 == NULL)
+                return -ENOMEM;
         } else {
             cfg_err(err, err_len,
                     "config: unknown key '%s[%zu].%s' (an entry takes "
-                    "\"ae_title\", \"host\", \"port\" and \"tls\")",
+                    "\"ae_title\", \"host\", \"port\", \"tls\" and "
+                    "\"certificate_sha256\")",
                     lpath, index, cfg_quote_str(quoted, sizeof(quoted), name));
             return -EINVAL;
         }
@@ -2618,6 +2672,24 @@ static int cfg_validate_dicom(struct cfg *cfg, char *err, size_t err_len)
                 tls->client_certificate);
         return -EINVAL;
     }
+    for (size_t i = 0; i < d->remote_ae_count; i++) {
+        const struct cfg_remote_ae *ra = &d->remote_aes[i];
+
+        if (ra->certificate_sha256 != NULL && !ra->tls) {
+            cfg_err(err, err_len,
+                    "config: dicom.remote_aes[%zu]: certificate_sha256 needs "
+                    "\"tls\": true",
+                    i);
+            return -EINVAL;
+        }
+        if (ra->tls && tls->ca_file[0] == '\0') {
+            cfg_err(err, err_len,
+                    "config: dicom.remote_aes[%zu]: \"tls\": true needs "
+                    "dicom.tls.ca_file to verify the remote's certificate",
+                    i);
+            return -EINVAL;
+        }
+    }
     for (size_t i = 0; i < d->allowed_caller_count; i++) {
         const struct cfg_caller *c = &d->allowed_callers[i];
         bool bound =
@@ -3175,6 +3247,8 @@ static void cfg_put_callers(FILE *out, const struct cfg_caller *callers,
             fputs(", \"find\": false", out);
         if (!c->commit)
             fputs(", \"commit\": false", out);
+        if (!c->retrieve)
+            fputs(", \"retrieve\": false", out);
         if (c->tls_only)
             fputs(", \"tls_only\": true", out);
         if (c->certificate_subject != NULL) {
@@ -3207,8 +3281,13 @@ static void cfg_put_remotes(FILE *out, const struct cfg_remote_ae *remotes,
         cfg_put_string(out, r->ae_title);
         fputs(", \"host\": ", out);
         cfg_put_string(out, r->host);
-        fprintf(out, ", \"port\": %u, \"tls\": %s}%s\n", r->port,
-                r->tls ? "true" : "false", i + 1 < count ? "," : "");
+        fprintf(out, ", \"port\": %u, \"tls\": %s", r->port,
+                r->tls ? "true" : "false");
+        if (r->certificate_sha256 != NULL) {
+            fputs(", \"certificate_sha256\": ", out);
+            cfg_put_string(out, r->certificate_sha256);
+        }
+        fprintf(out, "}%s\n", i + 1 < count ? "," : "");
     }
     fprintf(out, "%s]", indent);
 }

@@ -42,6 +42,8 @@ struct cfg_caller {
     bool find;
     /* "commit": may this caller ask for Storage Commitment? Default true. */
     bool commit;
+    /* "retrieve": may this caller C-MOVE and C-GET? Default true. */
+    bool retrieve;
     /* "certificate_sha256": fingerprints of the client certificates it
      * may present, normalised to 64 lowercase hex digits; none: any. */
     char **certificate_sha256;
@@ -58,7 +60,10 @@ struct cfg_remote_ae {
     char *ae_title; /* trimmed, 1..16 characters */
     char *host;     /* IPv4 address or host name */
     unsigned port;  /* 1..65535 */
-    bool tls;       /* false (true is refused for now) */
+    bool tls;       /* false: plain TCP; true: DICOM TLS (dicom.tls.*) */
+    /* "certificate_sha256": NULL, or the SHA-256 fingerprint the remote's
+     * certificate must have (64 lowercase hex digits); TLS only. */
+    char *certificate_sha256;
 };
 
 /* dicom.tls: the DICOM TLS listener; off while certificate_file is "". */
@@ -175,6 +180,12 @@ struct cfg_commit {
     unsigned report_retry_max_s; /* 300: longest pause between attempts */
 };
 
+/* C-MOVE and C-GET through QIDO-RS and WADO-RS (issue 15). */
+struct cfg_retrieve {
+    unsigned max_temp_mb;  /* 256: fetched ahead of the sending, on disk */
+    unsigned max_parallel; /* 4: C-MOVE/C-GET at once; more get A701 */
+};
+
 /* The delivery ledger (ledger/ledger.h). */
 struct cfg_ledger {
     char *path;         /* "": <spool.dir>/ledger.db */
@@ -198,6 +209,7 @@ struct cfg {
     struct cfg_retry retry;
     struct cfg_query query;
     struct cfg_commit commit;
+    struct cfg_retrieve retrieve;
     struct cfg_ledger ledger;
     struct cfg_admin admin;
 };

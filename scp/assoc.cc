@@ -10,7 +10,7 @@
  *   serve_commands()     release, abort, idle timeout and shutdown, and
  *                        every command handed to its service by the
  *                        table scp_services[] (echo.cc, store.cc,
- *                        find.cc); and
+ *                        find.cc, commit.cc, retrieve.cc); and
  *   end_association()    frees the DCMTK association without waiting for
  *                        the peer, hands the socket back to the loop and
  *                        frees the slot at once.
@@ -137,6 +137,27 @@ bool scp__caller_allowed(const struct scp *scp, const char *calling_ae,
     return false;
 }
 
+bool scp__caller_may_retrieve(const struct scp *scp, const char *calling_ae,
+                              const char *peer_ip)
+{
+    if (scp->retrieve == NULL)
+        return false;
+    if (scp->caller_count == 0)
+        return true;
+    for (size_t i = 0; i < scp->caller_count; i++) {
+        const struct scp_caller_rule *rule = &scp->callers[i];
+        bool host_ok = rule->host_count == 0;
+
+        if (rule->ae_title != NULL && strcmp(rule->ae_title, calling_ae) != 0)
+            continue;
+        for (size_t h = 0; h < rule->host_count && !host_ok; h++)
+            host_ok = util_ipv4_net_contains(&rule->hosts[h], peer_ip);
+        if (host_ok)
+            return rule->retrieve;
+    }
+    return false;
+}
+
 static void reject_association(T_ASC_Association *assoc,
                                T_ASC_RejectParametersResult result,
                                T_ASC_RejectParametersSource source,
@@ -213,6 +234,8 @@ enum refusal {
     REFUSE_FIND_CALLER,
     REFUSE_COMMIT_OFF,
     REFUSE_COMMIT_CALLER,
+    REFUSE_RETRIEVE_OFF,
+    REFUSE_RETRIEVE_CALLER,
     REFUSE_TRANSFER_SYNTAX,
 };
 
@@ -239,6 +262,11 @@ static const char *refusal_text(enum refusal why)
     case REFUSE_COMMIT_CALLER:
         return "not allowed for this caller: commit false in "
                "dicom.allowed_callers";
+    case REFUSE_RETRIEVE_OFF:
+        return "not supported: C-MOVE and C-GET need upload.url";
+    case REFUSE_RETRIEVE_CALLER:
+        return "not allowed for this caller: retrieve false in "
+               "dicom.allowed_callers";
     case REFUSE_TRANSFER_SYNTAX:
         return "no proposed transfer syntax is accepted";
     case REFUSE_NONE:
@@ -258,7 +286,7 @@ static const char *refusal_text(enum refusal why)
  */
 static enum refusal classify_syntax(const struct scp *scp, const char *uid,
                                     bool find_allowed, bool commit_allowed,
-                                    int *ret_group)
+                                    bool retrieve_allowed, int *ret_group)
 {
     size_t root_len = strlen(SCP_STORAGE_ROOT);
 
@@ -277,6 +305,12 @@ static enum refusal classify_syntax(const struct scp *scp, const char *uid,
         if (scp->find == NULL)
             return REFUSE_FIND_OFF;
         return find_allowed ? REFUSE_NONE : REFUSE_FIND_CALLER;
+    }
+    if (scp__is_retrieve_class(uid)) {
+        *ret_group = 1;
+        if (scp->retrieve == NULL)
+            return REFUSE_RETRIEVE_OFF;
+        return retrieve_allowed ? REFUSE_NONE : REFUSE_RETRIEVE_CALLER;
     }
     *ret_group = 2;
     for (const std::string &extra : scp->extra_storage)
@@ -311,14 +345,17 @@ static void note_refusal(std::vector<refused_syntax> &refused, const char *uid,
 
 /*
  * Accepts Verification, the storage SOP classes of classify_syntax() and,
- * when @find_allowed, the Patient Root and Study Root C-FIND models; every
- * other context is refused (abstract syntax not supported, or transfer
- * syntaxes not supported). The refused abstract syntaxes go to @refused
- * with the reason. Returns the number of accepted presentation contexts,
- * or -1.
+ * when @find_allowed, the Patient Root and Study Root C-FIND models, and
+ * when @retrieve_allowed their MOVE and GET models (a storage context
+ * proposed with the SCP role for C-GET is then accepted with the role
+ * proposed); every other context is refused (abstract syntax not
+ * supported, or transfer syntaxes not supported). The refused abstract syntaxes
+ * go to @refused with the reason. Returns the number of accepted presentation
+ * contexts, or -1.
  */
 static int negotiate_contexts(const struct scp *scp, T_ASC_Association *assoc,
                               bool find_allowed, bool commit_allowed,
+                              bool retrieve_allowed,
                               std::vector<refused_syntax> &refused)
 {
     std::vector<std::string> groups[3];
@@ -340,8 +377,9 @@ static int negotiate_contexts(const struct scp *scp, T_ASC_Association *assoc,
         int group = -1;
         if (ASC_getPresentationContext(assoc->params, i, &pc).bad())
             return -1;
-        enum refusal why = classify_syntax(scp, pc.abstractSyntax, find_allowed,
-                                           commit_allowed, &group);
+        enum refusal why =
+            classify_syntax(scp, pc.abstractSyntax, find_allowed,
+                            commit_allowed, retrieve_allowed, &group);
         if (why != REFUSE_NONE) {
             note_refusal(refused, pc.abstractSyntax, why);
             continue;
@@ -373,6 +411,20 @@ static int negotiate_contexts(const struct scp *scp, T_ASC_Association *assoc,
             return -1;
         if (pc.resultReason == ASC_P_ACCEPTANCE) {
             accepted++;
+            /* C-GET: the SCU takes the SCP role of storage contexts so
+             * that we send C-STORE on this association. */
+            int group = -1;
+            if (retrieve_allowed && scp->retrieve != NULL &&
+                (pc.proposedRole == ASC_SC_ROLE_SCP ||
+                 pc.proposedRole == ASC_SC_ROLE_SCUSCP) &&
+                classify_syntax(scp, pc.abstractSyntax, false, false, false,
+                                &group) == REFUSE_NONE &&
+                group == 2 &&
+                ASC_acceptPresentationContext(
+                    assoc->params, pc.presentationContextID,
+                    pc.acceptedTransferSyntax, pc.proposedRole)
+                    .bad())
+                return -1;
         } else if (pc.resultReason == ASC_P_NOTYETNEGOTIATED) {
             if (ASC_refusePresentationContext(assoc->params,
                                               pc.presentationContextID,
@@ -484,6 +536,8 @@ static const struct scp_service scp_services[] = {
     { DIMSE_C_STORE_RQ, scp__store_serve },
     { DIMSE_C_FIND_RQ, scp__find_serve },
     { DIMSE_N_ACTION_RQ, scp__commit_serve },
+    { DIMSE_C_MOVE_RQ, scp__move_serve },
+    { DIMSE_C_GET_RQ, scp__get_serve },
     { DIMSE_C_CANCEL_RQ, ignore_cancel },
 };
 
@@ -631,6 +685,7 @@ static bool accept_association(struct scp *scp, T_ASC_Association *assoc,
         why = why_buf;
     } else if (negotiate_contexts(scp, assoc, find_allowed,
                                   scp__caller_may_commit(scp, calling, peer),
+                                  scp__caller_may_retrieve(scp, calling, peer),
                                   refused) < 0) {
         reject_association(assoc, ASC_RESULT_REJECTEDPERMANENT,
                            ASC_SOURCE_SERVICEUSER, ASC_REASON_SU_NOREASON);

@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <string>
+
 #include "dcmtk/config/osconfig.h"
 #include "dcmtk/dcmnet/assoc.h"
 #include "dcmtk/dcmnet/dimse.h"
@@ -22,6 +24,7 @@
 #include "scp.h"
 
 struct scp;
+class DcmTransportLayer;
 
 /* True if the caller may ask for Storage Commitment (commitment offered
  * and its matching dicom.allowed_callers rule allows it). */
@@ -49,10 +52,12 @@ struct scp_out_context {
 struct scp_outbound {
     T_ASC_Network *net;
     T_ASC_Association *assoc;
+    DcmTransportLayer *tls_layer; /* ours, outbound TLS only */
 };
 
 /*
- * Opens an association from @our_ae to @remote proposing @contexts (at
+ * Opens a plain TCP association (only ae_title, host and port of @remote
+ * are read) from @our_ae to @remote proposing @contexts (at
  * most 128), with our maximum PDU @max_pdu, connect and ACSE bounded by
  * @timeout_s. On success *@ret is open and at least one context was
  * accepted (check each with scp__outbound_context()). Errors: -ECONNREFUSED,
@@ -64,6 +69,31 @@ int scp__outbound_open(const char *our_ae, const struct scp_remote *remote,
                        size_t context_count, uint32_t max_pdu,
                        unsigned timeout_s, struct scp_outbound *ret, char *err,
                        size_t err_len);
+
+/* Outbound DICOM TLS material (scp_params.outbound_tls), copied. */
+struct scp_out_tls {
+    bool on = false;
+    std::string ca_file;
+    std::string certificate_file; /* "": no client certificate */
+    std::string private_key_file;
+    std::string private_key_password_file; /* "": not encrypted */
+    enum scp_tls_profile profile = SCP_TLS_BCP195_ND;
+    unsigned security_level = 2;
+};
+
+/*
+ * scp__outbound_open() over DICOM TLS when @tls is not NULL (and
+ * @remote->tls): the remote's certificate verified against tls->ca_file
+ * and, when @remote->certificate_sha256 is set, its SHA-256 compared
+ * (-EPERM on a mismatch, the association aborted); our client
+ * certificate when tls->certificate_file is set. One TLS layer per call.
+ */
+int scp__outbound_open_tls(const char *our_ae, const struct scp_remote *remote,
+                           const struct scp_out_tls *tls,
+                           const struct scp_out_context *contexts,
+                           size_t context_count, uint32_t max_pdu,
+                           unsigned timeout_s, struct scp_outbound *ret,
+                           char *err, size_t err_len);
 
 /*
  * The accepted context for @abstract_syntax whose accepted role is @role

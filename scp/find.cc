@@ -42,7 +42,7 @@ static bool vr_name_usable(const char *vr)
 
 /* Copies the DCMTK item @item into @out (values as text). Returns false
  * on out-of-memory. */
-static bool item_to_ds(DcmItem *item, struct ds *out)
+bool scp__item_to_ds(DcmItem *item, struct ds *out)
 {
     for (unsigned long i = 0; i < item->card(); i++) {
         DcmElement *el = item->getElement(i);
@@ -60,7 +60,7 @@ static bool item_to_ds(DcmItem *item, struct ds *out)
                 return false;
             for (unsigned long j = 0; j < seq->card(); j++) {
                 struct ds *sub = ds_add_item(attr);
-                if (sub == NULL || !item_to_ds(seq->getItem(j), sub))
+                if (sub == NULL || !scp__item_to_ds(seq->getItem(j), sub))
                     return false;
             }
             continue;
@@ -272,7 +272,7 @@ OFCondition scp__find_serve(struct scp_assoc *sa,
                                   "unsupported Specific Character Set", NULL);
     }
     ds_ptr request(ds_new());
-    if (!request || !item_to_ds(identifier.get(), request.get()))
+    if (!request || !scp__item_to_ds(identifier.get(), request.get()))
         return send_find_response(sa, pres_id, req,
                                   STATUS_FIND_Refused_OutOfResources,
                                   "out of memory", NULL);

@@ -111,6 +111,7 @@ static int copy_lists(struct scp *scp, const struct scp_params *params)
             out->host_count = in->host_count;
             out->find = in->find;
             out->commit = in->commit;
+            out->retrieve = in->retrieve;
             if (in->host_count > 0) {
                 util_ipv4_net *hosts =
                     new (std::nothrow) util_ipv4_net[in->host_count];
@@ -163,6 +164,11 @@ extern "C" int scp_new(const struct scp_params *params, struct scp **ret_scp,
         scp->observer = params->observer;
 
         int r = copy_lists(scp, params);
+        if (r < 0) {
+            scp_free(scp);
+            return r;
+        }
+        r = scp__retrieve_setup(scp, params, err, err_len);
         if (r < 0) {
             scp_free(scp);
             return r;

@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * scp - the DIMSE service provider: C-ECHO, C-STORE into the spool,
- * C-FIND handed to a C callback, and Storage Commitment (N-ACTION handed
+ * C-FIND handed to a C callback, Storage Commitment (N-ACTION handed
  * to a C callback, the N-EVENT-REPORT sent on an association we open;
- * see "Storage Commitment" below) (docs/architecture.md). The only C++
+ * see "Storage Commitment" below), and C-MOVE and C-GET whose instances a
+ * C callback hands over as files (see "C-MOVE and C-GET" below)
+ * (docs/architecture.md). The only C++
  * module; this header is plain C and no C++ type or exception crosses it.
  *
  * Built on DCMTK's ASC_/DIMSE_ API with our own accept loop (DcmSCPPool
@@ -68,8 +70,9 @@ struct scp_caller_rule {
     const char *ae_title;              /* NULL: any calling AE title */
     const struct util_ipv4_net *hosts; /* host_count 0: any address */
     size_t host_count;
-    bool find;   /* may query with C-FIND */
-    bool commit; /* may ask Storage Commitment */
+    bool find;     /* may query with C-FIND */
+    bool commit;   /* may ask Storage Commitment */
+    bool retrieve; /* may C-MOVE and C-GET */
     /* SHA-256 fingerprints of the client certificates this caller may
      * present (64 lowercase hex digits each); count 0: any. */
     const char *const *certificate_sha256;
@@ -192,6 +195,21 @@ struct scp_remote {
     const char *ae_title;
     const char *host; /* IPv4 address or host name */
     uint16_t port;
+    bool tls; /* DICOM TLS with scp_params.outbound_tls */
+    /* NULL, or the SHA-256 of the certificate the remote must present
+     * (64 lowercase hex digits), checked after the handshake. */
+    const char *certificate_sha256;
+};
+
+/* Our side of outbound DICOM TLS (dicom.tls.*): the CAs that verify a
+ * remote's certificate and our client certificate. Paths are copied. */
+struct scp_outbound_tls {
+    const char *ca_file;                   /* required */
+    const char *certificate_file;          /* NULL: no client certificate */
+    const char *private_key_file;          /* with certificate_file */
+    const char *private_key_password_file; /* NULL: not encrypted */
+    enum scp_tls_profile profile;
+    unsigned security_level;
 };
 
 /* One instance of a report: @failure_reason 0 is committed; otherwise a
@@ -225,6 +243,86 @@ int scp_commit_send_report(const char *our_ae, const struct scp_remote *to,
                            const struct scp_commit_report *report,
                            unsigned timeout_s, uint16_t *ret_status, char *err,
                            size_t err_len);
+
+/*
+ * --- C-MOVE and C-GET (PS3.4 C.4.2, C.4.3) ----------------------------
+ * Offered (Patient Root and Study Root MOVE and GET) when
+ * scp_params.retrieve is set, to callers whose rule allows "retrieve".
+ * scp/retrieve.cc receives the identifier, checks the Move Destination
+ * against scp_params.remotes (unknown: A801), hands the identifier to the
+ * handler and then sends each instance the handler hands out as a file:
+ * C-MOVE on one sub-association to the destination (at most 128
+ * presentation contexts: each SOP class with Explicit and Implicit VR
+ * Little Endian, plus the stored transfer syntaxes seen), C-GET on the
+ * caller's own association through the storage contexts it negotiated
+ * with the SCP role. An instance stored in a syntax the other side did
+ * not accept is decoded (JPEG, JPEG-LS, RLE) to an uncompressed one it
+ * did accept, or counted failed. Pending responses carry the four counts;
+ * the final one is 0000, B000 with the Failed SOP Instance UID List, A702
+ * when every sub-operation failed, or FE00 after C-CANCEL. One
+ * event=retrieve_done line is logged per operation (UIDs of nothing, AE
+ * titles and counts only).
+ */
+enum scp_retrieve_kind {
+    SCP_RETRIEVE_MOVE = 0,
+    SCP_RETRIEVE_GET,
+};
+
+/* A refusal of begin(): status (A701, A900, Cxxx ...) and Error
+ * Comment (at most 64 characters are sent). */
+struct scp_retrieve_status {
+    uint16_t status;
+    char comment[65];
+};
+
+/* What begin() found; borrowed from the session until end(). */
+struct scp_retrieve_info {
+    unsigned total; /* sub-operations: every instance next() hands out */
+    /* The distinct SOP classes among them (for the sub-association). */
+    const char *const *sop_classes;
+    size_t sop_class_count;
+};
+
+/* One sub-operation, as next() hands it out; strings valid until its
+ * release(). */
+struct scp_retrieve_item {
+    const char *path;             /* Part 10 file; NULL: failed, see why */
+    const char *sop_class_uid;    /* "" when not known (failed item) */
+    const char *sop_instance_uid; /* always set */
+    const char *transfer_syntax;  /* of the file; "" when failed */
+    const char *why;              /* path NULL: why it could not be had */
+    uint64_t size;                /* bytes of the file */
+    void *ref;                    /* the handler's */
+};
+
+/*
+ * Who answers C-MOVE and C-GET, from the association's thread:
+ *   begin:   one operation of @kind for @caller; @destination is the
+ *            Move Destination (C-MOVE) or NULL. Fills @ret_info and
+ *            returns a session, or NULL with a refusal in @ret_status.
+ *   next:    waits up to @wait_ms for the next sub-operation: 1 with
+ *            *@ret_item filled, -EAGAIN when none is ready yet (the
+ *            caller checks for C-CANCEL and asks again), 0 once all
+ *            ret_info->total were handed out. Every instance comes out
+ *            once, as a file or as a failure.
+ *   release: the caller is done with @item (sent or not): the file goes.
+ *   cancel:  stop fetching; next() then hands out what remains as
+ *            failures, quickly.
+ *   end:     releases the session (and any file not yet handed out).
+ */
+struct scp_retrieve_handler {
+    void *ctx;
+    void *(*begin)(void *ctx, enum scp_retrieve_kind kind,
+                   enum scp_find_model model, const struct ds *identifier,
+                   const char *caller, const char *destination,
+                   struct scp_retrieve_info *ret_info,
+                   struct scp_retrieve_status *ret_status);
+    int (*next)(void *session, unsigned wait_ms,
+                struct scp_retrieve_item *ret_item);
+    void (*release)(void *session, const struct scp_retrieve_item *item);
+    void (*cancel)(void *session);
+    void (*end)(void *session);
+};
 
 /*
  * Who is told what the SCP did (the daemon's metrics), from association
@@ -273,6 +371,15 @@ struct scp_params {
     /* NULL: Storage Commitment is not offered. Borrowed; must outlive the
      * scp. */
     const struct scp_commit_handler *commit;
+    /* NULL: C-MOVE and C-GET are not offered. Borrowed; must outlive
+     * the scp. */
+    const struct scp_retrieve_handler *retrieve;
+    /* Move destinations and commitment report targets
+     * (dicom.remote_aes); copied. */
+    const struct scp_remote *remotes;
+    size_t remote_count;
+    /* NULL: no remote may have tls set. Copied. */
+    const struct scp_outbound_tls *outbound_tls;
     /* Accept every abstract syntax under the storage root
      * 1.2.840.10008.5.1.4.1.1. as storage, not only DCMTK 3.6.7's list. */
     bool accept_unknown_storage_classes;

@@ -10,6 +10,9 @@
  *   echo.cc     C-ECHO;
  *   store.cc    C-STORE, into the spool;
  *   find.cc     C-FIND, handed to the C handler of scp_params.find;
+ *   retrieve.cc C-MOVE and C-GET, handed to the C handler of
+ *               scp_params.retrieve, sent on a sub-association
+ *               (outbound.cc) or the caller's association;
  *   charset.cc  the character sets of C-FIND identifiers;
  *   commit.cc   Storage Commitment's N-ACTION and N-EVENT-REPORT, and
  *   outbound.cc associations we open (commit_int.h);
@@ -55,11 +58,13 @@
 #include "dcmtk/ofstd/ofstring.h"
 
 #include "base/util.h"
+#include "commit_int.h"
 #include "proxy.h"
 #include "scp.h"
 
 struct scp_tls;
 struct scp_tls_session;
+class DcmItem;
 class DcmTransportConnection;
 class DcmTransportLayer;
 
@@ -95,6 +100,15 @@ struct scp_caller_binding {
     struct scp_caller_rule rule;
 };
 
+/* One entry of scp_params.remotes, copied. */
+struct scp_remote_entry {
+    std::string ae_title;
+    std::string host;
+    uint16_t port = 0;
+    bool tls = false;
+    std::string certificate_sha256; /* "": no pin */
+};
+
 struct scp {
     char ae_title[UTIL_AE_TITLE_MAX + 1];
     uint16_t port;
@@ -108,6 +122,9 @@ struct scp {
     uint64_t min_free_mb;
     const struct scp_find_handler *find;     /* NULL: no C-FIND */
     const struct scp_commit_handler *commit; /* NULL: no commitment */
+    const struct scp_retrieve_handler *retrieve = nullptr; /* NULL: none */
+    std::vector<scp_remote_entry> remotes;
+    struct scp_out_tls out_tls; /* on: outbound TLS material */
     bool accept_unknown_storage;
     std::vector<std::string> extra_storage;
     struct scp_observer observer;
@@ -154,8 +171,9 @@ struct scp_assoc {
     unsigned long number;
     char calling_ae[UTIL_AE_TITLE_MAX + 1];
     char peer[64];
-    unsigned long stores; /* C-STORE-RQs served */
-    unsigned long finds;  /* C-FIND-RQs served */
+    unsigned long stores;    /* C-STORE-RQs served */
+    unsigned long finds;     /* C-FIND-RQs served */
+    unsigned long retrieves; /* C-MOVE-RQs and C-GET-RQs served */
 };
 
 /*
@@ -179,6 +197,30 @@ OFCondition scp__store_serve(struct scp_assoc *sa,
 OFCondition scp__find_serve(struct scp_assoc *sa,
                             T_ASC_PresentationContextID pres_id,
                             T_DIMSE_Message *msg);
+/* retrieve.cc: C-MOVE-RQ and C-GET-RQ. */
+OFCondition scp__move_serve(struct scp_assoc *sa,
+                            T_ASC_PresentationContextID pres_id,
+                            T_DIMSE_Message *msg);
+OFCondition scp__get_serve(struct scp_assoc *sa,
+                           T_ASC_PresentationContextID pres_id,
+                           T_DIMSE_Message *msg);
+
+/* True for the Patient Root and Study Root MOVE and GET SOP classes. */
+bool scp__is_retrieve_class(const char *uid);
+
+/* Copies the retrieve handler, the remote AEs and the outbound TLS
+ * material of @params into @scp (scp_new()). */
+int scp__retrieve_setup(struct scp *scp, const struct scp_params *params,
+                        char *err, size_t err_len);
+
+/* The remote AE called @ae_title, or NULL. */
+const scp_remote_entry *scp__find_remote(const struct scp *scp,
+                                         const char *ae_title);
+
+/* find.cc: copies the DCMTK item @item into @out (values as text);
+ * false on out-of-memory. */
+bool scp__item_to_ds(DcmItem *item, struct ds *out);
+
 /* commit.cc: N-ACTION-RQ of Storage Commitment (commit_int.h). */
 OFCondition scp__commit_serve(struct scp_assoc *sa,
                               T_ASC_PresentationContextID pres_id,
@@ -279,6 +321,11 @@ extern pthread_mutex_t scp__handover_lock;
  * allows it). */
 bool scp__caller_allowed(const struct scp *scp, const char *calling_ae,
                          const char *peer_ip, bool *ret_find);
+
+/* True if the caller may C-MOVE and C-GET (retrieve offered and its
+ * matching dicom.allowed_callers rule allows it). */
+bool scp__caller_may_retrieve(const struct scp *scp, const char *calling_ae,
+                              const char *peer_ip);
 
 /* Starts the thread that serves @conn (which it then owns). Returns 0, or
  * a positive errno when no thread could be started (@conn is still the

@@ -1119,7 +1119,7 @@ static void test_commit_keys(void)
     }
     expect_error("{\"dicom\": {\"remote_aes\": [{\"ae_title\": \"A\", "
                  "\"host\": \"h\", \"port\": 1, \"tls\": true}]}}",
-                 "dicom.remote_aes[0].tls", "not supported");
+                 "dicom.remote_aes[0]", "dicom.tls.ca_file");
     expect_error("{\"dicom\": {\"remote_aes\": [{\"ae_title\": \"A\", "
                  "\"host\": \"h\"}]}}",
                  "dicom.remote_aes[0]", "\"port\"");
