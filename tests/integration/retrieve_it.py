@@ -220,7 +220,8 @@ class Dest:
             return f.read().decode("utf-8", "replace")
 
     def associations(self):
-        return self.log_text().count("Association Received")
+        return len(re.findall(r"(?m)^I: Association Received$",
+                              self.log_text()))
 
     def files(self):
         return sorted(os.path.join(self.dir, n) for n in os.listdir(self.dir)
