@@ -15,6 +15,10 @@
 #      (transfer-syntax=*), the body split into files (wado_split.py),
 #      then storescu sending them, one after the other.
 # Before both, one untimed WADO-RS fetch warms Orthanc's caches.
+# storescp and storescu run with TCP_NODELAY=1 (DCMTK's switch for
+# Nagle's algorithm; without it each C-STORE waits ~40 ms for a delayed
+# ACK on loopback and both sides measure only that); stowbridge runs with
+# the environment it is given.
 # Targets: ratio baseline/stowbridge >= 1.0, peak RSS <= 40 MB.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -76,7 +80,7 @@ accept='multipart/related; type="application/dicom"; transfer-syntax=*'
 # --- the destination: storescp ------------------------------------------------
 d_port=$(free_port)
 mkdir -p "$work/dest"
-storescp -aet DEST -pdu 131072 -od "$work/dest" "$d_port" > "$work/dest.log" 2>&1 &
+TCP_NODELAY=1 storescp -aet DEST -pdu 131072 -od "$work/dest" "$d_port" > "$work/dest.log" 2>&1 &
 pids+=("$!")
 for _ in $(seq 1 100); do
     echoscu -aec DEST 127.0.0.1 "$d_port" 2>/dev/null && break
@@ -120,7 +124,7 @@ curl -sf -D "$work/wado.hdr" -o "$work/wado.body" -H "Accept: $accept" "$base/st
 t3=$(now)
 parts=$(/usr/bin/python3 "$here/wado_split.py" "$work/wado.hdr" "$work/wado.body" "$work/parts")
 t4=$(now)
-storescu -aec DEST --max-pdu 131072 +sd 127.0.0.1 "$d_port" "$work/parts"
+TCP_NODELAY=1 storescu -aec DEST --max-pdu 131072 +sd 127.0.0.1 "$d_port" "$work/parts"
 t5=$(now)
 got2=$(received)
 [ "$got2" -eq "$count" ] && [ "$parts" -eq "$count" ] ||

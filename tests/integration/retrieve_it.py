@@ -1152,6 +1152,150 @@ def test_get_roles(work):
         server.close()
 
 
+def test_bad_identifier(work):
+    """Identifiers PS3.4 C.4.2.1.4 does not allow: refused (A900 or Cxxx)
+    before anything is listed or fetched."""
+    study, files = small_study(work)
+    server = fake_dicomweb.FakeDicomweb(
+        [fake_dicomweb.instance_of(p) for p in files.values()])
+    dest = Dest(work)
+    d = bridge(work, server.base, [dest]).start()
+    try:
+        series = uids(next(iter(files.values())))[2]
+        cases = [
+            ("S", [("QueryRetrieveLevel", "PATIENT"), ("PatientID", "RTPAT1")],
+             "PATIENT level in Study Root"),
+            ("S", [("QueryRetrieveLevel", "SERIES"),
+                   ("StudyInstanceUID", study)],
+             "SERIES level without SeriesInstanceUID"),
+            ("S", [("StudyInstanceUID", study)], "no QueryRetrieveLevel"),
+            ("S", [("QueryRetrieveLevel", "FRAME"),
+                   ("StudyInstanceUID", study)], "an unknown level"),
+            ("S", [("QueryRetrieveLevel", "IMAGE"),
+                   ("StudyInstanceUID", study),
+                   ("SeriesInstanceUID", series)],
+             "IMAGE level without SOPInstanceUID"),
+            ("P", [("QueryRetrieveLevel", "STUDY"),
+                   ("StudyInstanceUID", "*")], "a wildcard as a unique key"),
+        ]
+        before = len(server.requests)
+        for model, keys, label in cases:
+            o = raw_move(d.port, keys, dest.ae, model=model)
+            check(not o.pending and (o.final.status == 0xA900 or
+                                     0xC000 <= o.final.status <= 0xCFFF),
+                  "%s: refused, A900 or Cxxx (%r)" % (label, o.final))
+        check(dest.files() == [] and not [
+            r for r in server.requests[before:]
+            if r[1].endswith("/instances") or not server.is_qido(r[1])],
+            "nothing listed or fetched for them")
+        o = movescu(d.port, [("QueryRetrieveLevel", "STUDY"),
+                             ("StudyInstanceUID", study)], dest.ae)
+        check_success(o, 3, "a valid identifier afterwards")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        d.stop()
+        dest.close()
+        server.close()
+
+
+def test_dest_refuses(work):
+    """The destination accepts none of the proposed contexts (it takes
+    MR only, the study is CT): every sub-operation failed, A702 and the
+    list."""
+    study, files = small_study(work)
+    server = fake_dicomweb.FakeDicomweb(
+        [fake_dicomweb.instance_of(p) for p in files.values()])
+    dest = Dest(work, accept="explicit", classes=(MR,))
+    d = bridge(work, server.base, [dest]).start()
+    try:
+        o = raw_move(d.port, [("QueryRetrieveLevel", "STUDY"),
+                              ("StudyInstanceUID", study)], dest.ae)
+        check(o.final.status == ALL_FAILED and o.final.failed == 3 and
+              not o.final.completed and
+              sorted(o.final.failed_uids) == sorted(files),
+              "no context accepted: A702, 3 failed and listed (%r)" % o.final)
+        check(dest.files() == [], "nothing stored")
+        tmp_empty(d, "destination refuses")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        d.stop()
+        dest.close()
+        server.close()
+
+
+def test_caller_abort(work):
+    """The C-MOVE SCU aborts mid-way: the retrieve stops, its files go,
+    one retrieve_done line, the max_parallel slot is free again."""
+    study, files = small_study(work, count=6)
+    server = fake_dicomweb.FakeDicomweb(
+        [fake_dicomweb.instance_of(p) for p in files.values()])
+    server.mode = "slow"
+    server.slow_s = 1.0
+    dest = Dest(work)
+    d = bridge(work, server.base, [dest], retrieve={"max_parallel": 1})
+    d.start()
+    try:
+        keys = [("QueryRetrieveLevel", "STUDY"), ("StudyInstanceUID", study)]
+        peer = dp.Peer(d.port, timeout=30)
+        kind, _ = peer.associate(calling="RAWMOVE", contexts=[
+            (1, MOVE["S"], [EXPLICIT])])
+        check(kind == dp.ASSOCIATE_AC, "associated")
+        peer.send_message(1, move_rq(3, dest.ae, MOVE["S"]),
+                          dp.dataset_bytes(identifier(keys)))
+        cmd, _, _ = peer.read_message(timeout=60)
+        check(dp.field_us(cmd, 0x0900) == PENDING, "a first pending response")
+        peer.send(dp.raw_ab())
+        peer.close()
+        check_done_lines(d, 1, "aborted by the caller")
+        tmp_empty(d, "aborted by the caller")
+        check(it.echo(d.port).returncode == 0, "the daemon still answers")
+        server.mode = "azure"
+        dest.clear()
+        o = movescu(d.port, keys, dest.ae)
+        check_success(o, 6, "the slot is free again (max_parallel 1)")
+        check_received(dest.by_sop(), files, "after the abort")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        d.stop()
+        dest.close()
+        server.close()
+
+
+def test_kill9(work):
+    """kill -9 of the daemon in the middle of a retrieve: after a restart
+    nothing of it is left in the spool's tmp/, and a retrieve works."""
+    study, files = small_study(work, count=6)
+    server = fake_dicomweb.FakeDicomweb(
+        [fake_dicomweb.instance_of(p) for p in files.values()])
+    server.mode = "slow"
+    server.slow_s = 1.0
+    dest = Dest(work)
+    d = bridge(work, server.base, [dest]).start()
+    try:
+        keys = [("QueryRetrieveLevel", "STUDY"), ("StudyInstanceUID", study)]
+        result = {}
+        t = threading.Thread(target=lambda: result.update(
+            o=movescu(d.port, keys, dest.ae, timeout=120)))
+        t.start()
+        wait_for(lambda: len(dest.files()) >= 2, 60, "two sent")
+        d.stop(sig=9)
+        t.join(120)
+        check(result["o"].final is None or
+              result["o"].final.status != SUCCESS,
+              "the SCU saw no success (%r)" % result["o"].final)
+        d.start()
+        tmp_empty(d, "restart after kill -9")
+        server.mode = "azure"
+        dest.clear()
+        o = movescu(d.port, keys, dest.ae)
+        check_success(o, 6, "a retrieve after the restart")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        d.stop()
+        dest.close()
+        server.close()
+
+
 def test_unknown_dest(work):
     """A Move Destination not in dicom.remote_aes: A801 with an Error
     Comment, nothing fetched."""
