@@ -1296,6 +1296,67 @@ def test_kill9(work):
         server.close()
 
 
+def test_budget(work):
+    """retrieve.max_temp_mb bounds what is fetched ahead: with 1 MiB and a
+    destination slower than the server (storescp without TCP_NODELAY,
+    ~40 ms per C-STORE), the spool's tmp/ never holds much more than
+    1 MiB plus the instance being written, and all 30 arrive."""
+    src = os.path.join(work, "src")
+    os.makedirs(src)
+    study, series = generate_uid(), generate_uid()
+    files = {}
+    for i in range(30):
+        p = os.path.join(src, "b%02d.dcm" % i)
+        files[make_ct(p, study, series, size=256, number=i + 1)] = p
+    one = max(os.path.getsize(p) for p in files.values())
+    server = fake_dicomweb.FakeDicomweb(
+        [fake_dicomweb.instance_of(p) for p in files.values()])
+    dest = Dest(work, debug=False)
+    d = bridge(work, server.base, [dest], retrieve={"max_temp_mb": 1})
+    d.start()
+    try:
+        tmp = os.path.join(d.spool, "tmp")
+        peak = [0]
+        running = [True]
+
+        def sample():
+            while running[0]:
+                total = 0
+                try:
+                    for n in os.listdir(tmp):
+                        try:
+                            total += os.path.getsize(os.path.join(tmp, n))
+                        except OSError:
+                            pass
+                except OSError:
+                    pass
+                peak[0] = max(peak[0], total)
+                time.sleep(0.005)
+        t = threading.Thread(target=sample)
+        t.start()
+        try:
+            o = movescu(d.port, [("QueryRetrieveLevel", "STUDY"),
+                                 ("StudyInstanceUID", study)], dest.ae)
+        finally:
+            running[0] = False
+            t.join()
+        check_success(o, 30, "30 instances of %d KiB under a 1 MiB budget"
+                      % (one // 1024))
+        check_received(dest.by_sop(), files, "under a budget")
+        print("  tmp/ peak: %d KiB (budget 1024 KiB, one instance %d KiB)" %
+              (peak[0] // 1024, one // 1024))
+        check(peak[0] > 0, "the fetch went through tmp/")
+        check(peak[0] <= (1 << 20) + 2 * one, "tmp/ stayed within the "
+              "budget plus the instance in flight (%d KiB)" %
+              (peak[0] // 1024))
+        tmp_empty(d, "budget")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        d.stop()
+        dest.close()
+        server.close()
+
+
 def test_unknown_dest(work):
     """A Move Destination not in dicom.remote_aes: A801 with an Error
     Comment, nothing fetched."""
