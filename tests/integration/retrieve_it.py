@@ -1039,7 +1039,28 @@ def test_j2k(work):
     j2k_only = os.path.join(src, "j2k-only.dcm")
     j2k_only_sop = retag(os.path.join(it.TEST_FILES, "JPEG2000.dcm"),
                          j2k_only, only, generate_uid())
-    orthanc.upload([j2k, plain, j2k_only])
+    # Two more studies of a plain CT and a J2K instance in two series, in
+    # both orders (series UIDs ending .1 and .2), for the destination that
+    # takes J2K: whichever comes first, both must arrive as stored.
+    both = []
+    for first in ("plain", "j2k"):
+        st = generate_uid()
+        paths = {}
+        base = "1.2.826.0.1.3680043.8.498.%d" % (
+            int.from_bytes(os.urandom(8), "big") | (1 << 63))
+        for n, kind in enumerate((first, "j2k" if first == "plain"
+                                  else "plain")):
+            se = base + ".%d" % (n + 1)
+            p = os.path.join(src, "%s-first-%s.dcm" % (first, kind))
+            if kind == "j2k":
+                sop = retag(os.path.join(it.TEST_FILES, "JPEG2000.dcm"), p,
+                            st, se)
+            else:
+                sop = make_ct(p, st, se)
+            paths[sop] = p
+        both.append((first, st, paths))
+    orthanc.upload([j2k, plain, j2k_only] +
+                   [p for _, _, paths in both for p in paths.values()])
     sc = str(pydicom.dcmread(j2k, stop_before_pixels=True).SOPClassUID)
     dest = Dest(work, accept="explicit", classes=(CT, sc))
     anyts = Dest(work, ae="ANYTS", accept="all")
@@ -1068,9 +1089,13 @@ def test_j2k(work):
               o.final.failed == 1 and o.final.failed_uids == [j2k_only_sop],
               "J2K only: A702 with the failed list (%r)" % o.final)
         check(dest.files() == [], "J2K only: nothing arrived")
-        o = movescu(d.port, keys, anyts.ae)
-        check_success(o, 2, "J2K to a destination taking it")
-        same_elements(anyts.by_sop()[j2k_sop], j2k, "J2K as stored")
+        for first, st, paths in both:
+            anyts.clear()
+            o = movescu(d.port, [("QueryRetrieveLevel", "STUDY"),
+                                 ("StudyInstanceUID", st)], anyts.ae)
+            label = "J2K to a destination taking it (%s first)" % first
+            check_success(o, 2, label)
+            check_received(anyts.by_sop(), paths, label)
         # C-GET with uncompressed syntaxes only: the same accounting.
         out = os.path.join(work, "get")
         o = getscu(d.port, keys, out)
