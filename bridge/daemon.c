@@ -302,6 +302,9 @@ static struct ledger *daemon_open_ledger(const struct cfg *cfg)
  * daemon still runs: out of descriptors, the SCP pauses accepting and
  * refuses callers cleanly (event=accept-failed).
  */
+/* Descriptors one C-MOVE or C-GET may hold at once. */
+#define DAEMON_RETRIEVE_FDS 8
+
 static void daemon_size_fds(const struct cfg *cfg,
                             const struct scp_params *params, bool uploading)
 {
@@ -311,7 +314,12 @@ static void daemon_size_fds(const struct cfg *cfg,
 
     if (uploading)
         need += (unsigned long long)cfg->upload.workers *
-                (cfg->upload.batch_max_instances + DAEMON_WORKER_FDS);
+                    (cfg->upload.batch_max_instances + DAEMON_WORKER_FDS) +
+                /* C-MOVE/C-GET: the tmp/ directory, the part being
+                 * written, the file being sent, WADO-RS and QIDO-RS
+                 * sockets, the sub-association. */
+                (unsigned long long)cfg->retrieve.max_parallel *
+                    DAEMON_RETRIEVE_FDS;
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
         log_warning("event=fd-limit reason=\"getrlimit() failed: %s\", "
                     "ignoring",

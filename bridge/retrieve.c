@@ -1035,9 +1035,10 @@ static void *rt_begin(void *ctx, enum scp_retrieve_kind kind,
     r = take_from_spool(s);
     for (size_t k = 0; r == 0 && k < s->plan.resource_count; k++)
         r = list_resource(s, k, st);
-    if (r == -ENOMEM) {
+    if (r < 0 && (r == -ENOMEM || st->status == 0)) {
         st->status = STATUS_OUT_OF_RESOURCES_MATCHES;
-        snprintf(st->comment, sizeof(st->comment), "out of memory");
+        snprintf(st->comment, sizeof(st->comment), "%s",
+                 r == -ENOMEM ? "out of memory" : "more than 65535 instances");
     }
     if (r < 0) {
         session_free(s);

@@ -265,8 +265,7 @@ static const char *refusal_text(enum refusal why)
     case REFUSE_RETRIEVE_OFF:
         return "not supported: C-MOVE and C-GET need upload.url";
     case REFUSE_RETRIEVE_CALLER:
-        return "not allowed for this caller: retrieve false in "
-               "dicom.allowed_callers";
+        return "not allowed for this caller (retrieve false)";
     case REFUSE_TRANSFER_SYNTAX:
         return "no proposed transfer syntax is accepted";
     case REFUSE_NONE:

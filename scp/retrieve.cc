@@ -417,11 +417,43 @@ static const char *const plain_syntaxes[] = {
     UID_LittleEndianImplicitTransferSyntax,
 };
 
+/* Stored syntaxes proposed for every SOP class beyond those of the files
+ * at hand (a file fetched after the sub-association opened may be in one
+ * of them), most common in archives first. */
+static const char *const common_syntaxes[] = {
+    UID_JPEGProcess14SV1TransferSyntax,
+    UID_JPEGLSLosslessTransferSyntax,
+    UID_JPEG2000LosslessOnlyTransferSyntax,
+    UID_JPEGProcess1TransferSyntax,
+    UID_JPEG2000TransferSyntax,
+    UID_RLELosslessTransferSyntax,
+    UID_JPEGProcess2_4TransferSyntax,
+    UID_JPEGLSLossyTransferSyntax,
+    UID_DeflatedExplicitVRLittleEndianTransferSyntax,
+    UID_MPEG2MainProfileAtMainLevelTransferSyntax,
+    UID_MPEG4HighProfileLevel4_1TransferSyntax,
+    UID_HEVCMainProfileLevel5_1TransferSyntax,
+};
+
+static void add_pair(std::vector<std::pair<std::string, std::string>> &pairs,
+                     const std::string &c, const std::string &t)
+{
+    std::pair<std::string, std::string> p(c, t);
+
+    for (const auto &q : pairs)
+        if (q == p)
+            return;
+    pairs.push_back(p);
+}
+
 /*
- * The contexts to propose: each SOP class (of the listing and of the
- * files at hand) with Explicit and Implicit VR Little Endian, then each
- * (SOP class, stored syntax) pair of the files at hand, then the stored
- * syntaxes seen for the other classes; at most 128.
+ * The contexts to propose, at most 128: each SOP class (of the listing
+ * and of the files at hand) with Explicit and Implicit VR Little Endian;
+ * then each (SOP class, stored syntax) pair of the files at hand; then,
+ * syntax by syntax (those seen first, then common_syntaxes[]), that
+ * syntax for every class, while room remains. A destination accepts what
+ * it takes; a file whose stored syntax it did not accept is decoded or
+ * fails (pick_context()).
  */
 static void
 build_contexts(const struct scp_retrieve_info *info,
@@ -444,26 +476,18 @@ build_contexts(const struct scp_retrieve_info *info,
             continue;
         if (!list_has(syntaxes, it.transfer_syntax))
             syntaxes.push_back(it.transfer_syntax);
-        std::pair<std::string, std::string> p(it.sop_class_uid,
-                                              it.transfer_syntax);
-        bool seen = false;
-        for (const auto &q : compressed)
-            seen = seen || q == p;
-        if (!seen)
-            compressed.push_back(p);
+        add_pair(compressed, it.sop_class_uid, it.transfer_syntax);
     }
+    for (const char *t : common_syntaxes)
+        if (!list_has(syntaxes, t))
+            syntaxes.push_back(t);
     if (classes.size() > RETRIEVE_MAX_CONTEXTS)
         classes.resize(RETRIEVE_MAX_CONTEXTS);
-    for (const std::string &c : classes)
-        for (const std::string &t : syntaxes) {
-            std::pair<std::string, std::string> p(c, t);
-            bool seen = false;
-            for (const auto &q : compressed)
-                seen = seen || q == p;
-            if (!seen)
-                compressed.push_back(p);
-        }
     size_t room = RETRIEVE_MAX_CONTEXTS - classes.size();
+    for (const std::string &t : syntaxes)
+        for (const std::string &c : classes)
+            if (compressed.size() < room)
+                add_pair(compressed, c, t);
     if (compressed.size() > room)
         compressed.resize(room);
 }

@@ -481,7 +481,8 @@ def test_refused_log(work):
         # Storage Commitment is offered with upload.url since issue 12:
         # turned off here so that it is still a refused context.
         d = Daemon(work, upload={"url": url}, dicom={"allowed_callers": [
-            {"ae_title": "STOREONLY", "find": False}, {"ae_title": "ECHOSCU"},
+            {"ae_title": "STOREONLY", "find": False, "retrieve": False},
+            {"ae_title": "ECHOSCU"},
             {"ae_title": "MANY"}]}, commit={"enabled": False}).start()
         refused = ["1.2.840.10008.5.1.4.1.2.2.2",        # Study Root MOVE
                    "1.2.840.10008.5.1.4.1.2.2.3",        # Study Root GET
@@ -500,9 +501,9 @@ def test_refused_log(work):
         line = lines[0]
         print("logged:", line)
         for name in ("MOVEStudyRootQueryRetrieveInformationModel "
-                     "(not supported)",
+                     "(not allowed for this caller (retrieve false)",
                      "GETStudyRootQueryRetrieveInformationModel "
-                     "(not supported)",
+                     "(not allowed for this caller (retrieve false)",
                      "StorageCommitmentPushModelSOPClass (not supported: "
                      "Storage Commitment is off",
                      "FINDModalityWorklistInformationModel (not supported)",
