@@ -1382,6 +1382,73 @@ def test_budget(work):
         server.close()
 
 
+def dcmtk_storage_classes():
+    """The storage SOP classes of DCMTK's AllDICOMStorageSCP profile
+    (/etc/dcmtk/storescp.cfg) that pydicom can name: about 120 UIDs."""
+    from pydicom.uid import UID_dictionary
+    with open("/etc/dcmtk/storescp.cfg") as f:
+        text = f.read()
+    section = text[text.index("[AllDICOMStorageSCP]"):
+                   text.index("[[Profiles]]")]
+    names = set(re.findall(r"= (\w+)\\", section))
+    names.discard("VerificationSOPClass")
+    by_keyword = {v[4]: k for k, v in UID_dictionary.items() if len(v) > 4}
+    return sorted(by_keyword[n] for n in names if n in by_keyword)
+
+
+def test_many_classes(work):
+    """One instance each of 131 SOP classes (DCMTK's storage classes and
+    private ones, to a promiscuous destination): the sub-association
+    proposes at most 128 contexts; instances of classes that found no
+    context are counted failed and listed (B000), the rest arrive."""
+    classes = dcmtk_storage_classes()
+    classes += ["1.2.826.0.1.3680043.9.7156.1.%d" % n
+                for n in range(1, 132 - len(classes))]
+    check(len(classes) == 131, "131 SOP classes")
+    src = os.path.join(work, "src")
+    os.makedirs(src)
+    study = generate_uid()
+    files = {}
+    for n, uid in enumerate(classes):
+        p = os.path.join(src, "c%03d.dcm" % n)
+        make_ct(p, study, generate_uid(), size=8, number=n + 1)
+        ds = pydicom.dcmread(p)
+        ds.SOPClassUID = uid
+        ds.file_meta.MediaStorageSOPClassUID = uid
+        ds.save_as(p, write_like_original=False)
+        files[str(ds.SOPInstanceUID)] = p
+    server = fake_dicomweb.FakeDicomweb(
+        [fake_dicomweb.instance_of(p) for p in files.values()])
+    dest = Dest(work, debug=False, extra=["-pm"])
+    d = bridge(work, server.base, [dest]).start()
+    try:
+        o = raw_move(d.port, [("QueryRetrieveLevel", "STUDY"),
+                              ("StudyInstanceUID", study)], dest.ae)
+        check_counts(o, 131, "131 classes")
+        m = re.search(r"event=retrieve-sub-association .*?contexts=(\d+)",
+                      d.log_text())
+        check(m is not None and int(m.group(1)) <= 128,
+              "at most 128 contexts proposed (%s)" % (m and m.group(1)))
+        f = o.final
+        check(f.completed + f.failed == 131 and f.completed >= 64,
+              "every instance accounted for, %d sent, %d failed" %
+              (f.completed, f.failed))
+        check((f.status == WARNING) == (f.failed > 0) and
+              len(f.failed_uids) == f.failed,
+              "B000 lists the %d failed (%r)" % (f.failed, f))
+        got = dest.by_sop()
+        check(len(got) == f.completed and
+              not set(got) & set(f.failed_uids) and
+              set(got) | set(f.failed_uids) == set(files),
+              "the sent ones arrived, the failed ones did not")
+        check(dest.associations() == 1, "one sub-association")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        d.stop()
+        dest.close()
+        server.close()
+
+
 def test_unknown_dest(work):
     """A Move Destination not in dicom.remote_aes: A801 with an Error
     Comment, nothing fetched."""
