@@ -1462,6 +1462,33 @@ def test_many_classes(work):
         server.close()
 
 
+def test_move_to_self(work):
+    """The workstation pattern: movescu names itself as the Move
+    Destination and takes the sub-association on its own port (+P) while
+    its C-MOVE association waits for the responses."""
+    study, files = small_study(work, count=4, series_count=2)
+    server = fake_dicomweb.FakeDicomweb(
+        [fake_dicomweb.instance_of(p) for p in files.values()])
+    port = it.free_port()
+    d = bridge(work, server.base, [{"ae_title": "MOVESCU",
+                                    "host": "127.0.0.1", "port": port,
+                                    "tls": False}]).start()
+    try:
+        out = os.path.join(work, "self")
+        os.makedirs(out)
+        o = movescu(d.port, [("QueryRetrieveLevel", "STUDY"),
+                             ("StudyInstanceUID", study)], "MOVESCU",
+                    extra=["+P", str(port), "-od", out, "+xa"])
+        check_success(o, 4, "C-MOVE to the SCU itself")
+        got = {uids(os.path.join(out, f))[3]: os.path.join(out, f)
+               for f in os.listdir(out)}
+        check_received(got, files, "C-MOVE to the SCU itself")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        d.stop()
+        server.close()
+
+
 def test_unknown_dest(work):
     """A Move Destination not in dicom.remote_aes: A801 with an Error
     Comment, nothing fetched."""
