@@ -1489,6 +1489,60 @@ def test_move_to_self(work):
         server.close()
 
 
+def test_parallel(work):
+    """Three C-MOVEs and a C-GET at once (retrieve.max_parallel 4): each
+    on its own sub-association, each complete, nothing mixed up."""
+    studies = []
+    rows = []
+    for n in range(4):
+        sub = os.path.join(work, "s%d" % n)
+        study, files = small_study(sub, count=12, series_count=3)
+        studies.append((study, files))
+        rows += [fake_dicomweb.instance_of(p) for p in files.values()]
+    server = fake_dicomweb.FakeDicomweb(rows)
+    dests = [Dest(work, ae="DEST%d" % n, debug=False) for n in range(3)]
+    d = bridge(work, server.base, dests).start()
+    try:
+        results = {}
+
+        def move(n):
+            results[n] = movescu(d.port, [
+                ("QueryRetrieveLevel", "STUDY"),
+                ("StudyInstanceUID", studies[n][0])], dests[n].ae,
+                calling="MOVESCU%d" % n)
+
+        def get():
+            results[3] = getscu(d.port, [
+                ("QueryRetrieveLevel", "STUDY"),
+                ("StudyInstanceUID", studies[3][0])],
+                os.path.join(work, "get"))
+        threads = [threading.Thread(target=move, args=(n,))
+                   for n in range(3)] + [threading.Thread(target=get)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        for n in range(3):
+            check_success(results[n], 12, "parallel C-MOVE %d" % n)
+            check_received(dests[n].by_sop(), studies[n][1],
+                           "parallel C-MOVE %d" % n)
+            check(dests[n].associations() == 1,
+                  "parallel C-MOVE %d: one sub-association" % n)
+        check_success(results[3], 12, "parallel C-GET")
+        out = os.path.join(work, "get")
+        got = {uids(os.path.join(out, f))[3]: os.path.join(out, f)
+               for f in os.listdir(out)}
+        check_received(got, studies[3][1], "parallel C-GET")
+        check_done_lines(d, 4, "four retrieves")
+        tmp_empty(d, "parallel")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        d.stop()
+        for x in dests:
+            x.close()
+        server.close()
+
+
 def test_unknown_dest(work):
     """A Move Destination not in dicom.remote_aes: A801 with an Error
     Comment, nothing fetched."""
