@@ -177,6 +177,7 @@ void params_retrieve(const struct cfg *cfg, struct spool *spool,
     ret->max_temp_bytes = (uint64_t)cfg->retrieve.max_temp_mb << 20;
     ret->max_parallel = cfg->retrieve.max_parallel;
     ret->page_size = cfg->query.page_size < 200 ? cfg->query.page_size : 200;
+    ret->qido_raw_caret = strcmp(cfg->query.profile, "orthanc") == 0;
     ret->base_url = cfg->upload.url;
     ret->ca_file = params_or_null(cfg->upload.ca_file);
     ret->timeout_s = cfg->upload.timeout_s;

@@ -534,7 +534,8 @@ static int list_resource(struct rt_session *s, size_t k,
 
         qido_url_init(&url, plan->resources[k]);
         if (plan->level == RETRIEVE_PATIENT)
-            qido_url_add(&url, "PatientID", plan->patient_id, 0);
+            qido_url_add(&url, "PatientID", plan->patient_id,
+                         p->qido_raw_caret ? QIDO_RAW_CARET : 0);
         qido_url_add(&url, "includefield", "00080016", 0);
         qido_url_add(&url, "includefield", "0020000D", 0);
         qido_url_add(&url, "includefield", "0020000E", 0);

@@ -57,7 +57,10 @@ struct retrieve_params {
     uint64_t max_temp_bytes; /* retrieve.max_temp_mb per operation */
     unsigned max_parallel;   /* retrieve.max_parallel */
     unsigned page_size;      /* QIDO-RS limit; 0 or > 200: 200 */
-    find_fetch_fn qido;      /* QIDO-RS GET of a path and query */
+    /* query.profile orthanc: '^' of a Patient ID is sent raw (Orthanc
+     * does not percent-decode QIDO-RS parameters). */
+    bool qido_raw_caret;
+    find_fetch_fn qido; /* QIDO-RS GET of a path and query */
     void *qido_ctx;
     const char *base_url;        /* WADO-RS root (upload.url) */
     const char *ca_file;         /* NULL: the system's */

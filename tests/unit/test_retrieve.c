@@ -538,6 +538,42 @@ static void test_listing_failures(void)
     remove_tree();
 }
 
+/* PATIENT level: /instances?PatientID=, '^' encoded unless the server
+ * takes it raw (query.profile orthanc). */
+static void test_patient_level(void)
+{
+    struct spool *spool = spool_with_instance("1.2.3.999");
+
+    for (int raw = 0; raw < 2; raw++) {
+        struct qido_script q = { .instances = 0, .page = 200 };
+        struct retrieve_params p = base_params(spool, &q);
+        struct retrieve_service *svc;
+        struct scp_retrieve_handler h;
+        struct scp_retrieve_info info;
+        struct scp_retrieve_status st;
+        struct ds *id = ident("PATIENT", "DOE^J", NULL, NULL, NULL);
+
+        p.qido_raw_caret = raw == 1;
+        svc = retrieve_service_new(&p);
+        retrieve_handler_init(svc, &h);
+        void *s = h.begin(h.ctx, SCP_RETRIEVE_MOVE, SCP_FIND_PATIENT_ROOT, id,
+                          "MOVESCU", "DEST", &info, &st);
+        CHECK(s != NULL && info.total == 0);
+        CHECK(q.calls == 1);
+        CHECK(strncmp(q.paths[0], "/instances?", 11) == 0);
+        CHECK_MSG(strstr(q.paths[0], raw ? "PatientID=DOE^J&"
+                                         : "PatientID=DOE%5EJ&") != NULL,
+                  "%s", q.paths[0]);
+        CHECK(strstr(q.paths[0], "includefield=0020000D") != NULL);
+        if (s != NULL)
+            h.end(s);
+        ds_free(id);
+        retrieve_service_free(svc);
+    }
+    spool_close(spool);
+    remove_tree();
+}
+
 /* ------------------------------------------------------------------ */
 /* Configuration and params                                            */
 /* ------------------------------------------------------------------ */
@@ -592,6 +628,7 @@ static void test_config(void)
         params_retrieve(cfg, NULL, NULL, &rp);
         CHECK(rp.max_temp_bytes == 8u << 20 && rp.max_parallel == 2);
         CHECK(rp.page_size <= 200);
+        CHECK(!rp.qido_raw_caret);
         CHECK(strcmp(rp.base_url, "http://x/dicom-web") == 0);
         CHECK(params_scp_remotes(cfg, &remotes, &tls, &has_tls) == 0);
         CHECK(has_tls && remotes != NULL);
@@ -652,6 +689,7 @@ int main(void)
     test_plans();
     test_listing();
     test_listing_failures();
+    test_patient_level();
     test_config();
     curl_global_cleanup();
     return tap_done();
