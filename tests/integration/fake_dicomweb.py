@@ -29,8 +29,13 @@ connection is cut in the middle of the second part, of the first when
 there is only one, and in the middle of a single-part answer), "slow"
 (.slow_s seconds before each part). .qido_mode: "ok" or "500".
 .duplicate_pages: every page after the first repeats the previous page's
-last entry (a server whose list moved between pages).
-.requests records (method, path, query dict, headers) of every request.
+last entry (a server whose list moved between pages). .strict: QIDO-RS
+as Azure's query parser takes it: per resource only the attributes of
+its levels may be filtered (others 400), one non-empty value each,
+exact matching (no wildcards, no UID lists: taken literally),
+includefield=all alone.
+.requests records (method, path, query dict, headers) of every request,
+.rejected the path and query of every request answered 400.
 
 Only the Python standard library and pydicom (to read the table's
 headers).
@@ -71,6 +76,22 @@ RESOURCE_UIDS = {
     "series": [],
 }
 QUERY_WORDS = {"limit", "offset", "includefield", "fuzzymatching"}
+# .strict (Azure's QueryParser, protocol-facts.md 3.4): the attributes
+# each level may filter on, and which levels each resource takes.
+STRICT_LEVELS = {
+    "study": {"StudyInstanceUID", "PatientName", "PatientID",
+              "AccessionNumber", "StudyDate"},
+    "series": {"SeriesInstanceUID", "Modality"},
+    "instance": {"SOPInstanceUID"},
+}
+STRICT_RESOURCES = {
+    ("studies", False, False): ("study",),
+    ("series", False, False): ("study", "series"),
+    ("instances", False, False): ("study", "series", "instance"),
+    ("series", True, False): ("series",),
+    ("instances", True, False): ("series", "instance"),
+    ("instances", True, True): ("instance",),
+}
 
 
 def instance_of(path):
@@ -117,8 +138,10 @@ class FakeDicomweb:
         self.mode = "azure"
         self.qido_mode = "ok"
         self.duplicate_pages = False
+        self.strict = False
         self.slow_s = 1.0
         self.requests = []
+        self.rejected = []
         self.lock = threading.Lock()
         outer = self
 
@@ -189,6 +212,12 @@ class FakeDicomweb:
         h.end_headers()
         h.wfile.write(body)
 
+    def bad(self, h, ctype, body):
+        """400, remembered in .rejected (the request's path and query)."""
+        with self.lock:
+            self.rejected.append(h.path)
+        return self.answer(h, 400, ctype, body)
+
     @staticmethod
     def chunk(h, data):
         if data:
@@ -206,7 +235,7 @@ class FakeDicomweb:
         m = re.fullmatch(r"/v2/studies/([0-9.]+)(?:/series/([0-9.]+)"
                          r"(?:/instances/([0-9.]+))?)?", path)
         if m is None:
-            return self.answer(h, 400, "application/json",
+            return self.bad(h, "application/json",
                                b'{"message":"bad path"}')
         return self.wado(h, *m.groups())
 
@@ -223,14 +252,30 @@ class FakeDicomweb:
             filters["SeriesInstanceUID"] = series
         include = set()
         include_all = False
+        allowed = set()
+        for lv in STRICT_RESOURCES.get((level, bool(study), bool(series)),
+                                       ()):
+            allowed |= STRICT_LEVELS[lv]
         for name, values in query.items():
             if name in QUERY_WORDS:
                 continue
             kw = key_of(name)
-            if kw is None:
-                return self.answer(h, 400, "application/json", json.dumps(
-                    {"message": "unknown query parameter " + name}).encode())
+            if kw is None or (self.strict and kw not in allowed):
+                return self.bad(h, "application/json", json.dumps(
+                    {"message": "unknown or unsupported query parameter " +
+                     name}).encode())
+            if self.strict and (len(values) > 1 or values[0] == ""):
+                return self.bad(h, "application/json", json.dumps(
+                    {"message": "duplicate or empty attribute " +
+                     name}).encode())
             filters[kw] = values[-1]
+        if self.strict:
+            fields = [f for v in query.get("includefield", [])
+                      for f in v.split(",")]
+            if "all" in fields and len(fields) > 1:
+                return self.bad(h, "application/json",
+                                   b'{"message":"includefield=all with '
+                                   b'other fields"}')
         for value in query.get("includefield", []):
             for name in value.split(","):
                 if name == "all":
@@ -241,14 +286,19 @@ class FakeDicomweb:
             limit = int(query.get("limit", ["100"])[-1])
             offset = int(query.get("offset", ["0"])[-1])
         except ValueError:
-            return self.answer(h, 400, "application/json",
+            return self.bad(h, "application/json",
                                b'{"message":"bad limit or offset"}')
         if limit < 1 or limit > MAX_LIMIT or offset < 0:
-            return self.answer(h, 400, "application/json", json.dumps(
+            return self.bad(h, "application/json", json.dumps(
                 {"message": "The limit must be between 1 and %d" %
                  MAX_LIMIT}).encode())
-        rows = [r for r in self.instances
-                if all(matches(r.get(k), v) for k, v in filters.items())]
+        if self.strict:
+            # Exact matching only: '*', '?' and ',' are taken literally.
+            rows = [r for r in self.instances
+                    if all(r.get(k) == v for k, v in filters.items())]
+        else:
+            rows = [r for r in self.instances
+                    if all(matches(r.get(k), v) for k, v in filters.items())]
         if level != "instances":
             key = "StudyInstanceUID" if level == "studies" else \
                 "SeriesInstanceUID"

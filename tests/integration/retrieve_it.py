@@ -1853,10 +1853,14 @@ def test_azure(work):
     list that moves between pages (de-duplicated)."""
     study, files = small_study(work, count=250, series_count=2)
     rows = [fake_dicomweb.instance_of(p) for p in files.values()]
+    study2, files2 = small_study(os.path.join(work, "two"), count=2)
+    rows += [fake_dicomweb.instance_of(p) for p in files2.values()]
     server = fake_dicomweb.FakeDicomweb(rows)
     server.duplicate_pages = True
+    server.strict = True
     dest = Dest(work, debug=False)
-    d = bridge(work, server.base, [dest]).start()
+    d = bridge(work, server.base, [dest], query={"profile": "azure"})
+    d.start()
     try:
         o = movescu(d.port, [("QueryRetrieveLevel", "STUDY"),
                              ("StudyInstanceUID", study)], dest.ae)
@@ -1892,6 +1896,37 @@ def test_azure(work):
         print("  %d QIDO-RS, %d WADO-RS requests" % (len(qido), len(wado)))
         check(len(wado) <= 4, "WADO-RS per series, not per instance (%d)" %
               len(wado))
+        # UID lists (no list matching on Azure: one query per UID, or the
+        # bridge filters): two studies; two instances of one series.
+        dest.clear()
+        o = movescu(d.port, [("QueryRetrieveLevel", "STUDY"),
+                             ("StudyInstanceUID", study2 + "\\" + study)],
+                    dest.ae)
+        check_success(o, 252, "two studies by a UID list")
+        check(sorted(dest.by_sop()) == sorted(list(files) + list(files2)),
+              "two studies: all 252 arrived once")
+        by_series = {}
+        for sop, p in files.items():
+            by_series.setdefault(uids(p)[2], []).append(sop)
+        series, sops = sorted(by_series.items())[0]
+        dest.clear()
+        o = movescu(d.port, [("QueryRetrieveLevel", "IMAGE"),
+                             ("StudyInstanceUID", study),
+                             ("SeriesInstanceUID", series),
+                             ("SOPInstanceUID", sops[0] + "\\" + sops[1])],
+                    dest.ae)
+        check_success(o, 2, "two instances by a UID list")
+        check_received(dest.by_sop(), {x: files[x] for x in sops[:2]},
+                       "two instances by a UID list")
+        dest.clear()
+        o = movescu(d.port, [("QueryRetrieveLevel", "SERIES"),
+                             ("StudyInstanceUID", study),
+                             ("SeriesInstanceUID", series)], dest.ae)
+        check_success(o, len(sops), "one series")
+        check(sorted(dest.by_sop()) == sorted(sops), "one series: its %d"
+              % len(sops))
+        check(not server.rejected, "no request refused with 400 (%s)" %
+              server.rejected[:3])
         tmp_empty(d, "Azure")
         check(d.stop() == 0, "clean stop")
     finally:
