@@ -1543,6 +1543,54 @@ def test_parallel(work):
         server.close()
 
 
+def test_patient_chars(work):
+    """PATIENT level against Orthanc (query.profile orthanc) for Patient
+    IDs with characters that need care in a URL: '^', space, '+', '&',
+    '%' and non-ASCII; each gets exactly its own patient's instances."""
+    orthanc = Orthanc(work)
+    ids = ["RT^PAT 1", "RT+PAT&2", "RT%PAT=3", "RT\u00c9PAT4", "RTPAT5"]
+    src = os.path.join(work, "src")
+    os.makedirs(src)
+    want = {}
+    for n, pid in enumerate(ids):
+        p = os.path.join(src, "p%d.dcm" % n)
+        make_ct(p, generate_uid(), generate_uid(), patient=pid)
+        if not pid.isascii():
+            ds = pydicom.dcmread(p)
+            ds.SpecificCharacterSet = "ISO_IR 192"
+            ds.save_as(p, write_like_original=False)
+        want[pid] = {uids(p)[3]: p}
+    orthanc.upload([p for w in want.values() for p in w.values()])
+    dest = Dest(work)
+    d = bridge(work, orthanc.dicomweb, [dest], query={"profile": "orthanc"})
+    d.start()
+    try:
+        wrong = []
+        for pid, files in want.items():
+            dest.clear()
+            args = ["-k", "SpecificCharacterSet=ISO_IR 192"] \
+                if not pid.isascii() else []
+            o = movescu(d.port, [("QueryRetrieveLevel", "PATIENT"),
+                                 ("PatientID", pid)], dest.ae, model="P",
+                        extra=args)
+            got = sorted(dest.by_sop())
+            print("  Patient ID %r: %r, %d arrived" % (pid, o.final,
+                                                     len(got)))
+            if o.final is None or o.final.status != SUCCESS or \
+                    got != sorted(files):
+                wrong.append(pid)
+            else:
+                same_elements(dest.by_sop()[got[0]], files[got[0]],
+                              "Patient ID %r" % pid)
+        check(not wrong, "each Patient ID gets its patient's instance "
+              "(wrong: %r)" % wrong)
+        check(d.stop() == 0, "clean stop")
+    finally:
+        d.stop()
+        dest.close()
+        orthanc.close()
+
+
 def test_unknown_dest(work):
     """A Move Destination not in dicom.remote_aes: A801 with an Error
     Comment, nothing fetched."""
