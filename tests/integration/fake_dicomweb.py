@@ -32,8 +32,8 @@ there is only one, and in the middle of a single-part answer), "slow"
 last entry (a server whose list moved between pages). .strict: QIDO-RS
 as Azure's query parser takes it: per resource only the attributes of
 its levels may be filtered (others 400), one non-empty value each,
-exact matching (no wildcards, no UID lists: taken literally),
-includefield=all alone.
+exact matching (no wildcards, no UID lists: taken literally; strings but
+UIDs case-insensitive), includefield=all alone.
 .requests records (method, path, query dict, headers) of every request,
 .rejected the path and query of every request answered 400.
 
@@ -293,9 +293,16 @@ class FakeDicomweb:
                 {"message": "The limit must be between 1 and %d" %
                  MAX_LIMIT}).encode())
         if self.strict:
-            # Exact matching only: '*', '?' and ',' are taken literally.
+            # Exact matching only: '*', '?' and ',' are taken literally;
+            # strings other than UIDs case-insensitively (as Azure does).
+            def same(k, value, wanted):
+                if value is None:
+                    return False
+                if ATTRS[k][1] == "UI":
+                    return value == wanted
+                return value.lower() == wanted.lower()
             rows = [r for r in self.instances
-                    if all(r.get(k) == v for k, v in filters.items())]
+                    if all(same(k, r.get(k), v) for k, v in filters.items())]
         else:
             rows = [r for r in self.instances
                     if all(matches(r.get(k), v) for k, v in filters.items())]

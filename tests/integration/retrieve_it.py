@@ -1591,6 +1591,40 @@ def test_patient_chars(work):
         orthanc.close()
 
 
+def test_azure_case(work):
+    """Azure matches strings case-insensitively; DICOM matching of a
+    Patient ID is case-sensitive (PS3.4 C.2.2.2.1). Two patients RTCASE1
+    and rtcase1: a PATIENT-level C-MOVE of each (query.profile azure)
+    gets only that patient's instance."""
+    src = os.path.join(work, "src")
+    os.makedirs(src)
+    want = {}
+    for n, pid in enumerate(("RTCASE1", "rtcase1")):
+        p = os.path.join(src, "c%d.dcm" % n)
+        make_ct(p, generate_uid(), generate_uid(), patient=pid)
+        want[pid] = {uids(p)[3]: p}
+    server = fake_dicomweb.FakeDicomweb(
+        [fake_dicomweb.instance_of(p) for w in want.values()
+         for p in w.values()])
+    server.strict = True
+    dest = Dest(work)
+    d = bridge(work, server.base, [dest], query={"profile": "azure"})
+    d.start()
+    try:
+        for pid, files in want.items():
+            dest.clear()
+            o = movescu(d.port, [("QueryRetrieveLevel", "PATIENT"),
+                                 ("PatientID", pid)], dest.ae, model="P")
+            label = "Patient ID %s" % pid
+            check_success(o, 1, label)
+            check_received(dest.by_sop(), files, label)
+        check(d.stop() == 0, "clean stop")
+    finally:
+        d.stop()
+        dest.close()
+        server.close()
+
+
 def test_unknown_dest(work):
     """A Move Destination not in dicom.remote_aes: A801 with an Error
     Comment, nothing fetched."""
