@@ -1625,6 +1625,42 @@ def test_azure_case(work):
         server.close()
 
 
+def test_patient_root_keys(work):
+    """Patient Root: the unique keys of the levels above are part of the
+    match (PS3.4 C.4.2.2.1). A STUDY or SERIES level C-MOVE naming another
+    patient's ID moves nothing (0000 with zero sub-operations, or a
+    refusal); with the right ID it moves the study."""
+    src = os.path.join(work, "src")
+    os.makedirs(src)
+    p = os.path.join(src, "a.dcm")
+    study, series = generate_uid(), generate_uid()
+    make_ct(p, study, series, patient="RTPAT1")
+    server = fake_dicomweb.FakeDicomweb([fake_dicomweb.instance_of(p)])
+    dest = Dest(work)
+    d = bridge(work, server.base, [dest]).start()
+    try:
+        for level, keys in (
+                ("STUDY", [("StudyInstanceUID", study)]),
+                ("SERIES", [("StudyInstanceUID", study),
+                            ("SeriesInstanceUID", series)])):
+            dest.clear()
+            o = raw_move(d.port, [("QueryRetrieveLevel", level),
+                                  ("PatientID", "RTOTHER")] + keys,
+                         dest.ae, model="P")
+            check(not o.final.completed and dest.files() == [],
+                  "%s level, another Patient ID: nothing moved (%r)" %
+                  (level, o.final))
+            o = raw_move(d.port, [("QueryRetrieveLevel", level),
+                                  ("PatientID", "RTPAT1")] + keys,
+                         dest.ae, model="P")
+            check_success(o, 1, "%s level, the right Patient ID" % level)
+        check(d.stop() == 0, "clean stop")
+    finally:
+        d.stop()
+        dest.close()
+        server.close()
+
+
 def test_unknown_dest(work):
     """A Move Destination not in dicom.remote_aes: A801 with an Error
     Comment, nothing fetched."""
