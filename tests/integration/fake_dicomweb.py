@@ -33,7 +33,8 @@ last entry (a server whose list moved between pages). .strict: QIDO-RS
 as Azure's query parser takes it: per resource only the attributes of
 its levels may be filtered (others 400), one non-empty value each,
 exact matching (no wildcards, no UID lists: taken literally; strings but
-UIDs case-insensitive), includefield=all alone.
+UIDs case-insensitive), includefield=all alone. .foreign: a row (not in the table) sent as an
+extra first part of every multipart WADO-RS answer.
 .requests records (method, path, query dict, headers) of every request,
 .rejected the path and query of every request answered 400.
 
@@ -139,6 +140,7 @@ class FakeDicomweb:
         self.qido_mode = "ok"
         self.duplicate_pages = False
         self.strict = False
+        self.foreign = None
         self.slow_s = 1.0
         self.requests = []
         self.rejected = []
@@ -410,6 +412,9 @@ class FakeDicomweb:
                       boundary)
         h.send_header("Transfer-Encoding", "chunked")
         h.end_headers()
+        if self.foreign is not None:
+            # A server that slips in an instance nobody asked for.
+            chosen = [self.foreign] + chosen
         cut = 1 if len(chosen) > 1 else 0
         for n, row in enumerate(chosen):
             if self.mode == "slow":

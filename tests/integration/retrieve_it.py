@@ -1661,6 +1661,33 @@ def test_patient_root_keys(work):
         server.close()
 
 
+def test_wado_foreign(work):
+    """The server slips an instance of another study into every WADO-RS
+    answer: it is never sent (nobody asked for it), the listed ones are."""
+    study, files = small_study(work, count=3)
+    other = os.path.join(work, "other.dcm")
+    other_sop = make_ct(other, generate_uid(), generate_uid(),
+                        patient="RTOTHER")
+    server = fake_dicomweb.FakeDicomweb(
+        [fake_dicomweb.instance_of(p) for p in files.values()])
+    server.foreign = fake_dicomweb.instance_of(other)
+    dest = Dest(work)
+    d = bridge(work, server.base, [dest]).start()
+    try:
+        o = movescu(d.port, [("QueryRetrieveLevel", "STUDY"),
+                             ("StudyInstanceUID", study)], dest.ae)
+        check_success(o, 3, "the three listed")
+        check(other_sop not in dest.by_sop(), "the foreign instance was not "
+              "sent")
+        check_received(dest.by_sop(), files, "only the listed")
+        tmp_empty(d, "foreign part")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        d.stop()
+        dest.close()
+        server.close()
+
+
 def test_unknown_dest(work):
     """A Move Destination not in dicom.remote_aes: A801 with an Error
     Comment, nothing fetched."""
