@@ -34,7 +34,8 @@ as Azure's query parser takes it: per resource only the attributes of
 its levels may be filtered (others 400), one non-empty value each,
 exact matching (no wildcards, no UID lists: taken literally; strings but
 UIDs case-insensitive), includefield=all alone. .foreign: a row (not in the table) sent as an
-extra first part of every multipart WADO-RS answer.
+extra first part of every multipart WADO-RS answer. .bearer: the token
+every GET must carry (Authorization: Bearer ...), else 401.
 .requests records (method, path, query dict, headers) of every request,
 .rejected the path and query of every request answered 400.
 
@@ -141,6 +142,7 @@ class FakeDicomweb:
         self.duplicate_pages = False
         self.strict = False
         self.foreign = None
+        self.bearer = None
         self.slow_s = 1.0
         self.requests = []
         self.rejected = []
@@ -229,6 +231,11 @@ class FakeDicomweb:
         parts = urllib.parse.urlsplit(h.path)
         query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
         self.record(h, query)
+        if self.bearer is not None and \
+                h.headers.get("Authorization") != "Bearer " + self.bearer:
+            return self.answer(h, 401, "application/json",
+                               b'{"message":"unauthorized"}',
+                               [("WWW-Authenticate", "Bearer")])
         path = parts.path
         m = re.fullmatch(r"/v2(?:/studies/([0-9.]+)(?:/series/([0-9.]+))?)?"
                          r"/(instances|series|studies)", path)

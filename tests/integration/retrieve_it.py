@@ -1688,6 +1688,44 @@ def test_wado_foreign(work):
         server.close()
 
 
+def test_token(work):
+    """QIDO-RS and WADO-RS carry the upload's Bearer token (auth.type
+    static); the token is never logged; a server that refuses the token
+    (401) makes the C-MOVE fail with a status and comment, not 0000."""
+    study, files = small_study(work)
+    server = fake_dicomweb.FakeDicomweb(
+        [fake_dicomweb.instance_of(p) for p in files.values()])
+    token = "tok-" + os.urandom(12).hex()
+    server.bearer = token
+    dest = Dest(work)
+    d = bridge(work, server.base, [dest],
+               auth={"type": "static", "token": token}).start()
+    try:
+        keys = [("QueryRetrieveLevel", "STUDY"), ("StudyInstanceUID", study)]
+        o = movescu(d.port, keys, dest.ae)
+        check_success(o, 3, "with the Bearer token")
+        check_received(dest.by_sop(), files, "with the Bearer token")
+        used = [r for r in server.requests if r[0] == "GET"]
+        check(used and all(r[3].get("Authorization") == "Bearer " + token
+                           for r in used),
+              "every QIDO-RS and WADO-RS request carried the token (%d)" %
+              len(used))
+        server.bearer = "another-token"
+        dest.clear()
+        o = raw_move(d.port, keys, dest.ae)
+        check(o.final.status not in (SUCCESS, PENDING, WARNING) and
+              not o.final.completed and o.final.comment,
+              "a refused token: a failure status with a comment (%r)" %
+              o.final)
+        check(dest.files() == [], "nothing sent")
+        check(token not in d.log_text(), "the token is not in the log")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        d.stop()
+        dest.close()
+        server.close()
+
+
 def test_unknown_dest(work):
     """A Move Destination not in dicom.remote_aes: A801 with an Error
     Comment, nothing fetched."""
