@@ -987,20 +987,25 @@ def compressed_set(work, study, series):
 
 
 def test_decompress(work):
-    """JPEG, JPEG-LS and RLE stored; a destination accepting only Explicit
-    VR LE gets them decompressed, equal to what DCMTK's decoders make; an
-    SCU accepting all syntaxes gets them as stored."""
+    """JPEG (lossless, and 8-bit colour baseline), JPEG-LS and RLE stored;
+    a destination accepting only Explicit VR LE gets them decompressed,
+    equal to what DCMTK's decoders make; an SCU accepting all syntaxes
+    gets them as stored."""
     orthanc = Orthanc(work)
     study, series = generate_uid(), generate_uid()
     packed = compressed_set(work, study, series)
+    baseline = os.path.join(work, "src", "baseline.dcm")
+    packed[retag(os.path.join(it.TEST_FILES, "SC_rgb_jpeg_dcmtk.dcm"),
+                 baseline, study, series)] = baseline
     orthanc.upload(list(packed.values()))
-    dest = Dest(work, accept="explicit")
+    sc = str(pydicom.dcmread(baseline, stop_before_pixels=True).SOPClassUID)
+    dest = Dest(work, accept="explicit", classes=(CT, sc))
     anyts = Dest(work, ae="ANYTS", accept="all")
     d = bridge(work, orthanc.dicomweb, [dest, anyts]).start()
     try:
         keys = [("QueryRetrieveLevel", "STUDY"), ("StudyInstanceUID", study)]
         o = movescu(d.port, keys, dest.ae)
-        check_success(o, 3, "compressed to an Explicit-LE-only destination")
+        check_success(o, 4, "compressed to an Explicit-LE-only destination")
         got = dest.by_sop()
         check(sorted(got) == sorted(packed), "all three arrived")
         for sop, path in packed.items():
@@ -1009,7 +1014,7 @@ def test_decompress(work):
             same_elements(got[sop], decompressed(path, work), "%s decoded"
                           % ts_of(path))
         o = movescu(d.port, keys, anyts.ae)
-        check_success(o, 3, "compressed to a destination taking all")
+        check_success(o, 4, "compressed to a destination taking all")
         got = anyts.by_sop()
         for sop, path in packed.items():
             check(ts_of(got[sop]) == ts_of(path), "%s kept as stored" %
@@ -1018,7 +1023,7 @@ def test_decompress(work):
         # C-GET: getscu proposes only uncompressed syntaxes by default.
         out = os.path.join(work, "get")
         o = getscu(d.port, keys, out)
-        check_success(o, 3, "C-GET of compressed instances, uncompressed")
+        check_success(o, 4, "C-GET of compressed instances, uncompressed")
         for f in os.listdir(out):
             p = os.path.join(out, f)
             sop = uids(p)[3]
