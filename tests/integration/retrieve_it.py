@@ -1731,6 +1731,37 @@ def test_token(work):
         server.close()
 
 
+def test_paging_boundary(work):
+    """QIDO-RS pages at the edges: a study of exactly 200 instances (the
+    next page is a 204) and one of 201 (the second page holds one)."""
+    rows, studies = [], []
+    for count in (200, 201):
+        study, files = small_study(os.path.join(work, "p%d" % count),
+                                   count=count)
+        rows += [fake_dicomweb.instance_of(p) for p in files.values()]
+        studies.append((study, files))
+    server = fake_dicomweb.FakeDicomweb(rows)
+    server.strict = True
+    dest = Dest(work, debug=False)
+    d = bridge(work, server.base, [dest], query={"profile": "azure"})
+    d.start()
+    try:
+        for study, files in studies:
+            dest.clear()
+            o = movescu(d.port, [("QueryRetrieveLevel", "STUDY"),
+                                 ("StudyInstanceUID", study)], dest.ae)
+            check_success(o, len(files), "%d instances" % len(files))
+            check(sorted(dest.by_sop()) == sorted(files),
+                  "%d instances: each once" % len(files))
+        check(not server.rejected, "no request refused (%s)" %
+              server.rejected[:3])
+        check(d.stop() == 0, "clean stop")
+    finally:
+        d.stop()
+        dest.close()
+        server.close()
+
+
 def test_unknown_dest(work):
     """A Move Destination not in dicom.remote_aes: A801 with an Error
     Comment, nothing fetched."""
