@@ -169,13 +169,14 @@ def decompressed(path, work):
 
 
 class Dest:
-    """A storescp move destination on loopback. @accept: "all" (every
+    """A storescp move destination on loopback (Nagle off unless
+    @nodelay is False). @accept: "all" (every
     transfer syntax DCMTK knows), "uncompressed" (storescp's default) or
     "explicit" (Explicit VR LE only, from a generated configuration file,
     for @classes)."""
 
     def __init__(self, work, ae="DEST", accept="all", classes=(CT,),
-                 debug=True, port=None, extra=()):
+                 debug=True, port=None, extra=(), nodelay=True):
         self.ae = ae
         self.port = port or it.free_port()
         self.dir = os.path.join(work, "dest-" + ae)
@@ -202,8 +203,11 @@ class Dest:
         args.append(str(self.port))
         self.log_path = os.path.join(work, "storescp-%s.log" % ae)
         self.log = open(self.log_path, "ab")
+        # TCP_NODELAY=1: DCMTK turns Nagle's algorithm off, else every
+        # C-STORE-RSP waits ~40 ms for a delayed ACK on loopback.
+        env = dict(os.environ, TCP_NODELAY="1") if nodelay else None
         self.proc = subprocess.Popen(args, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, env=env)
         wait_for(lambda: listening(self.port) or self.proc.poll() is not None,
                  20, "storescp %s listening" % ae)
         if self.proc.poll() is not None:
@@ -690,6 +694,12 @@ def hwm_kb(pid):
     raise Failure("no VmHWM for %d" % pid)
 
 
+def clean_stop(d):
+    """SIGTERM: the daemon exits 0 (its exit status in the message)."""
+    rc = d.stop()
+    check(rc == 0, "clean stop (exit status %s)" % rc)
+
+
 def sanitized(d):
     """True when the daemon is an ASan/TSan build (scripts/test.sh)."""
     with open("/proc/%d/maps" % d.proc.pid) as f:
@@ -825,7 +835,7 @@ def test_levels_move(work):
         check_success(o, 2, "raw C-MOVE SERIES")
         check(o.final.ident is None, "a 0000 response carries no identifier")
         no_patient_data(d, "RTPAT1", "RTPAT2", "Retrieve^Test")
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         dest.close()
@@ -855,7 +865,7 @@ def test_levels_get(work):
         check_success(o, 0, "C-GET no match")
         check(os.listdir(out) == [], "C-GET no match: nothing sent")
         no_patient_data(d, "RTPAT1", "RTPAT2", "Retrieve^Test")
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         orthanc.close()
@@ -925,7 +935,7 @@ def test_big(work):
             check(peak2 - base < 24 * 1024, "C-GET: RSS flat, VmHWM +%d KiB"
                   % (peak2 - base))
         tmp_empty(d, "105 MB C-GET")
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         dest.close()
@@ -962,7 +972,7 @@ def test_many(work):
             same_elements(got[sop], want[sop], "instance " + sop[-12:])
         tmp_empty(d, "500 instances")
         check_done_lines(d, 1, "500 instances")
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         dest.close()
@@ -1032,7 +1042,7 @@ def test_decompress(work):
             same_elements(p, decompressed(packed[sop], work), "C-GET: %s "
                           "decoded" % ts_of(packed[sop]))
         tmp_empty(d, "decompress")
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         dest.close()
@@ -1121,7 +1131,7 @@ def test_j2k(work):
               o.final.completed == 1 and o.final.failed == 1,
               "C-GET: B000, 1 completed, 1 failed (%r)" % o.final)
         tmp_empty(d, "J2K")
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         dest.close()
@@ -1189,7 +1199,7 @@ def test_get_roles(work):
         check(len(stored) == o.final.completed, "as many stored as "
               "completed (%d)" % len(stored))
         tmp_empty(d, "C-GET")
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         server.close()
@@ -1234,7 +1244,7 @@ def test_bad_identifier(work):
         o = movescu(d.port, [("QueryRetrieveLevel", "STUDY"),
                              ("StudyInstanceUID", study)], dest.ae)
         check_success(o, 3, "a valid identifier afterwards")
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         dest.close()
@@ -1259,7 +1269,7 @@ def test_dest_refuses(work):
               "no context accepted: A702, 3 failed and listed (%r)" % o.final)
         check(dest.files() == [], "nothing stored")
         tmp_empty(d, "destination refuses")
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         dest.close()
@@ -1297,7 +1307,7 @@ def test_caller_abort(work):
         o = movescu(d.port, keys, dest.ae)
         check_success(o, 6, "the slot is free again (max_parallel 1)")
         check_received(dest.by_sop(), files, "after the abort")
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         dest.close()
@@ -1332,7 +1342,7 @@ def test_kill9(work):
         dest.clear()
         o = movescu(d.port, keys, dest.ae)
         check_success(o, 6, "a retrieve after the restart")
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         dest.close()
@@ -1354,7 +1364,7 @@ def test_budget(work):
     one = max(os.path.getsize(p) for p in files.values())
     server = fake_dicomweb.FakeDicomweb(
         [fake_dicomweb.instance_of(p) for p in files.values()])
-    dest = Dest(work, debug=False)
+    dest = Dest(work, debug=False, nodelay=False)
     d = bridge(work, server.base, [dest], retrieve={"max_temp_mb": 1})
     d.start()
     try:
@@ -1393,7 +1403,7 @@ def test_budget(work):
               "budget plus the instance in flight (%d KiB)" %
               (peak[0] // 1024))
         tmp_empty(d, "budget")
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         dest.close()
@@ -1460,7 +1470,7 @@ def test_many_classes(work):
               set(got) | set(f.failed_uids) == set(files),
               "the sent ones arrived, the failed ones did not")
         check(dest.associations() == 1, "one sub-association")
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         dest.close()
@@ -1488,7 +1498,7 @@ def test_move_to_self(work):
         got = {uids(os.path.join(out, f))[3]: os.path.join(out, f)
                for f in os.listdir(out)}
         check_received(got, files, "C-MOVE to the SCU itself")
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         server.close()
@@ -1540,7 +1550,7 @@ def test_parallel(work):
         check_received(got, studies[3][1], "parallel C-GET")
         check_done_lines(d, 4, "four retrieves")
         tmp_empty(d, "parallel")
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         for x in dests:
@@ -1589,7 +1599,7 @@ def test_patient_chars(work):
                               "Patient ID %r" % pid)
         check(not wrong, "each Patient ID gets its patient's instance "
               "(wrong: %r)" % wrong)
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         dest.close()
@@ -1623,7 +1633,7 @@ def test_azure_case(work):
             label = "Patient ID %s" % pid
             check_success(o, 1, label)
             check_received(dest.by_sop(), files, label)
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         dest.close()
@@ -1659,7 +1669,7 @@ def test_patient_root_keys(work):
                                   ("PatientID", "RTPAT1")] + keys,
                          dest.ae, model="P")
             check_success(o, 1, "%s level, the right Patient ID" % level)
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         dest.close()
@@ -1686,7 +1696,7 @@ def test_wado_foreign(work):
               "sent")
         check_received(dest.by_sop(), files, "only the listed")
         tmp_empty(d, "foreign part")
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         dest.close()
@@ -1724,7 +1734,7 @@ def test_token(work):
               o.final)
         check(dest.files() == [], "nothing sent")
         check(token not in d.log_text(), "the token is not in the log")
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         dest.close()
@@ -1755,7 +1765,7 @@ def test_paging_boundary(work):
                   "%d instances: each once" % len(files))
         check(not server.rejected, "no request refused (%s)" %
               server.rejected[:3])
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         dest.close()
@@ -1788,7 +1798,7 @@ def test_unknown_dest(work):
               "they are: %s unknown (%r)" % (dest.ae.lower(), o.final))
         o = movescu(d.port, keys, dest.ae)
         check_success(o, 3, "the known destination still works")
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         dest.close()
@@ -1826,7 +1836,7 @@ def test_dest_down(work):
         o = movescu(d.port, keys, "DOWN")
         check_success(o, 3, "destination back")
         check_received(dest.by_sop(), files, "destination back")
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         if dest:
@@ -1869,7 +1879,7 @@ def wado_fault(work, mode, expect_completed):
         o = movescu(d.port, keys, dest.ae)
         check_success(o, 3, "%s, then the server mended" % mode)
         check_received(dest.by_sop(), files, "after " + mode)
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         dest.close()
@@ -1913,7 +1923,7 @@ def test_qido_500(work):
               o.final.comment)
         check(dest.files() == [] and server.wado_requests() == [],
               "nothing fetched, nothing sent")
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         dest.close()
@@ -1968,7 +1978,7 @@ def test_cancel(work):
         o = movescu(d.port, keys, dest.ae)
         check_success(o, 8, "the next C-MOVE")
         check_received(dest.by_sop(), files, "after the cancels")
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         dest.close()
@@ -2024,7 +2034,7 @@ def test_orthanc_scu(work):
         check_received(dest.by_sop(), select(layout, "A2"),
                        "Orthanc moved a series")
         check_done_lines(d, 3, "Orthanc's three moves")
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         dest.close()
@@ -2058,7 +2068,7 @@ def test_orthanc_dest(work):
             ref = path if ts == ts_of(path) else decompressed(path, work)
             same_elements(got, ref, "Orthanc got %s as %s" %
                           (ts_of(path), ts))
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         target.close()
@@ -2147,7 +2157,7 @@ def test_azure(work):
         check(not server.rejected, "no request refused with 400 (%s)" %
               server.rejected[:3])
         tmp_empty(d, "Azure")
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         dest.close()
@@ -2195,7 +2205,7 @@ def test_refused(work):
               "over max_parallel: A701 with an Error Comment (%r)" % o.final)
         t.join(120)
         check(first["o"].final.status == SUCCESS, "the first one completed")
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         server.close()
@@ -2208,7 +2218,7 @@ def test_refused(work):
         check(not o.rsps and re.search(
             "No valid Presentation Context|No Acceptable Presentation",
             o.text), "without upload.url no C-MOVE context")
-        check(d2.stop() == 0, "clean stop")
+        clean_stop(d2)
     finally:
         d2.stop()
         dest.close()
@@ -2269,7 +2279,7 @@ def test_tls_dest(work):
                   "%s: refused, A702 or Cxxx (%r)" % (ae, o.final))
             check(not o.final.completed and target.files() == [],
                   "%s: nothing sent" % ae)
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         good.close()
@@ -2304,7 +2314,7 @@ def test_spool(work):
               "(%r)" % o.final)
         check(o.final.status == SUCCESS and o.final.completed == 2,
               "0000, 2 completed (%r)" % o.final)
-        check(d.stop() == 0, "clean stop")
+        clean_stop(d)
     finally:
         d.stop()
         dest.close()
