@@ -1772,6 +1772,52 @@ def test_paging_boundary(work):
         server.close()
 
 
+def test_dest_dies(work):
+    """The destination dies mid-way (storescp killed after two
+    instances): what was sent counts completed, the rest failed and
+    listed (B000), no hang, nothing left in tmp/."""
+    study, files = small_study(work, count=6)
+    server = fake_dicomweb.FakeDicomweb(
+        [fake_dicomweb.instance_of(p) for p in files.values()])
+    server.mode = "slow"
+    server.slow_s = 0.7
+    dest = Dest(work)
+    d = bridge(work, server.base, [dest]).start()
+    try:
+        result = {}
+        t = threading.Thread(target=lambda: result.update(o=raw_move(
+            d.port, [("QueryRetrieveLevel", "STUDY"),
+                     ("StudyInstanceUID", study)], dest.ae, timeout=120)))
+        start = time.time()
+        t.start()
+        wait_for(lambda: len(dest.files()) >= 2, 60, "two arrived")
+        dest.proc.kill()
+        dest.proc.wait(10)
+        sent = set(dest.by_sop())
+        t.join(120)
+        took = time.time() - start
+        o = result.get("o")
+        check(o is not None and o.final is not None, "a final response "
+              "(%.1f s)" % took)
+        f = o.final
+        check(f.status == WARNING and f.completed >= 2 and
+              f.completed + f.failed == 6,
+              "B000, %s completed, %s failed (%r)" % (f.completed, f.failed,
+                                                     f))
+        check(set(f.failed_uids) <= set(files) - sent,
+              "the failed list names only instances that did not arrive")
+        check(len(f.failed_uids) == f.failed, "...all %d of them" %
+              f.failed)
+        check(took < 60, "no hang (%.1f s)" % took)
+        tmp_empty(d, "destination died")
+        check(it.echo(d.port).returncode == 0, "the daemon still answers")
+        clean_stop(d)
+    finally:
+        d.stop()
+        dest.close()
+        server.close()
+
+
 def test_unknown_dest(work):
     """A Move Destination not in dicom.remote_aes: A801 with an Error
     Comment, nothing fetched."""
