@@ -271,18 +271,173 @@ static void out_plain(struct log_out *o, const char *p, int n)
         out_unit(o, p + i, 1);
 }
 
+/* Takes the widths and precisions given as '*' from the arguments, as
+ * printf does: a negative width is the '-' flag, a negative precision
+ * none. Widths are capped at 10000. */
+static void spec_take_stars(struct log_spec *spec, va_list *ap)
+{
+    if (spec->width == -2) {
+        spec->width = va_arg(*ap, int);
+        if (spec->width < 0) {
+            size_t nf = strlen(spec->flags);
+            if (nf + 1 < sizeof(spec->flags))
+                spec->flags[nf] = '-';
+            spec->width = spec->width == INT_MIN ? INT_MAX : -spec->width;
+        }
+        if (spec->width > 10000)
+            spec->width = 10000;
+    }
+    if (spec->precision == -2) {
+        spec->precision = va_arg(*ap, int);
+        if (spec->precision < 0)
+            spec->precision = -1;
+    }
+}
+
+/* A %s: escaped (see out_escaped()), padded to the width by what it
+ * shows. */
+static void out_string(struct log_out *o, const struct log_spec *spec,
+                       const char *s, bool quoted)
+{
+    size_t max = spec->precision >= 0 ? (size_t)spec->precision : (size_t)-1;
+    size_t start = o->pos;
+
+    if (s == NULL)
+        s = "(null)";
+    if (spec->width > 0 && strchr(spec->flags, '-') == NULL) {
+        /* Right-aligned: pad by the unescaped length. */
+        size_t raw = strnlen(s, max);
+        for (size_t k = raw; k < (size_t)spec->width; k++)
+            out_unit(o, " ", 1);
+    }
+    out_escaped(o, s, max, quoted);
+    for (size_t k = o->pos - start; spec->width > 0 && k < (size_t)spec->width;
+         k++)
+        out_unit(o, " ", 1);
+}
+
 /* The numeric conversions are handed to snprintf() with a specification
  * rebuilt by spec_format() from what parse_spec() accepted (flags, width,
  * precision, a length modifier and one known conversion), never with text
  * from outside: a non-literal format is safe here. */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wformat-nonliteral"
+
+/* A signed integer conversion (d, i) of the argument's length. */
+static int format_signed(char *tmp, size_t len, const char *f,
+                         const struct log_spec *spec, va_list *ap)
+{
+    const char *l = spec->length;
+
+    if (strcmp(l, "l") == 0)
+        return snprintf(tmp, len, f, va_arg(*ap, long));
+    if (strcmp(l, "ll") == 0)
+        return snprintf(tmp, len, f, va_arg(*ap, long long));
+    if (strcmp(l, "z") == 0)
+        return snprintf(tmp, len, f, va_arg(*ap, ssize_t));
+    if (strcmp(l, "j") == 0)
+        return snprintf(tmp, len, f, va_arg(*ap, intmax_t));
+    if (strcmp(l, "t") == 0)
+        return snprintf(tmp, len, f, va_arg(*ap, ptrdiff_t));
+    return snprintf(tmp, len, f, va_arg(*ap, int));
+}
+
+/* An unsigned integer conversion (u, o, x, X) of the argument's length. */
+static int format_unsigned(char *tmp, size_t len, const char *f,
+                           const struct log_spec *spec, va_list *ap)
+{
+    const char *l = spec->length;
+
+    if (strcmp(l, "l") == 0)
+        return snprintf(tmp, len, f, va_arg(*ap, unsigned long));
+    if (strcmp(l, "ll") == 0)
+        return snprintf(tmp, len, f, va_arg(*ap, unsigned long long));
+    if (strcmp(l, "z") == 0)
+        return snprintf(tmp, len, f, va_arg(*ap, size_t));
+    if (strcmp(l, "j") == 0)
+        return snprintf(tmp, len, f, va_arg(*ap, uintmax_t));
+    if (strcmp(l, "t") == 0)
+        return snprintf(tmp, len, f, va_arg(*ap, ptrdiff_t));
+    return snprintf(tmp, len, f, va_arg(*ap, unsigned int));
+}
+
+/*
+ * One conversion @spec (its '*' arguments already taken) of the next
+ * argument, written to @o; @saved_errno is what %m shows. Returns false
+ * when the rest of the format must be left out (%n, or a conversion we do
+ * not know: the types of the arguments after it are unknown too).
+ */
+static bool out_conversion(struct log_out *o, const struct log_spec *spec,
+                           bool quoted, int saved_errno, va_list *ap)
+{
+    char spec_fmt[48];
+    char tmp[512];
+    int n = 0;
+
+    spec_format(spec, spec_fmt, sizeof(spec_fmt));
+    switch (spec->conversion) {
+    case 's':
+        out_string(o, spec, va_arg(*ap, const char *), quoted);
+        return true;
+    case 'd':
+    case 'i':
+        n = format_signed(tmp, sizeof(tmp), spec_fmt, spec, ap);
+        break;
+    case 'u':
+    case 'o':
+    case 'x':
+    case 'X':
+        n = format_unsigned(tmp, sizeof(tmp), spec_fmt, spec, ap);
+        break;
+    case 'c':
+        n = snprintf(tmp, sizeof(tmp), spec_fmt, va_arg(*ap, int));
+        if (n == 1 &&
+            ((unsigned char)tmp[0] < 0x20 || (unsigned char)tmp[0] >= 0x7F)) {
+            out_hex(o, (unsigned char)tmp[0]);
+            return true;
+        }
+        break;
+    case 'e':
+    case 'E':
+    case 'f':
+    case 'F':
+    case 'g':
+    case 'G':
+    case 'a':
+    case 'A':
+        if (strcmp(spec->length, "L") == 0)
+            n = snprintf(tmp, sizeof(tmp), spec_fmt, va_arg(*ap, long double));
+        else
+            n = snprintf(tmp, sizeof(tmp), spec_fmt, va_arg(*ap, double));
+        break;
+    case 'p':
+        n = snprintf(tmp, sizeof(tmp), spec_fmt, va_arg(*ap, void *));
+        break;
+    case 'm': {
+        char ebuf[128];
+        out_escaped(o, strerror_r(saved_errno, ebuf, sizeof(ebuf)), (size_t)-1,
+                    quoted);
+        return true;
+    }
+    default:
+        out_unit(o, "<bad format>", 12);
+        return false;
+    }
+    if (n < 0)
+        n = 0;
+    if ((size_t)n >= sizeof(tmp))
+        n = (int)sizeof(tmp) - 1;
+    out_plain(o, tmp, n);
+    return true;
+}
+#pragma GCC diagnostic pop
+
 size_t log_vformat(char *buf, size_t len, const char *fmt, va_list ap)
 {
     struct log_out o = { buf, 0, 0, false };
     int saved_errno = errno;
     bool quoted = false;
-    char tmp[512];
+    va_list args;
 
     if (len == 0)
         return 0;
@@ -292,10 +447,9 @@ size_t log_vformat(char *buf, size_t len, const char *fmt, va_list ap)
     }
     o.cap = len - 1 - 3;
 
+    va_copy(args, ap);
     for (const char *p = fmt; *p != '\0' && !o.truncated;) {
         struct log_spec spec;
-        char spec_fmt[48];
-        int n = 0;
 
         if (*p != '%') {
             if (*p == '"')
@@ -310,124 +464,11 @@ size_t log_vformat(char *buf, size_t len, const char *fmt, va_list ap)
             continue;
         }
         p = parse_spec(p + 1, &spec);
-        if (spec.width == -2) {
-            spec.width = va_arg(ap, int);
-            if (spec.width < 0) {
-                /* printf: a negative width is the '-' flag. */
-                size_t nf = strlen(spec.flags);
-                if (nf + 1 < sizeof(spec.flags))
-                    spec.flags[nf] = '-';
-                spec.width = spec.width == INT_MIN ? INT_MAX : -spec.width;
-            }
-            if (spec.width > 10000)
-                spec.width = 10000;
-        }
-        if (spec.precision == -2) {
-            spec.precision = va_arg(ap, int);
-            if (spec.precision < 0)
-                spec.precision = -1;
-        }
-        spec_format(&spec, spec_fmt, sizeof(spec_fmt));
-
-        switch (spec.conversion) {
-        case 's': {
-            const char *s = va_arg(ap, const char *);
-            size_t max =
-                spec.precision >= 0 ? (size_t)spec.precision : (size_t)-1;
-            size_t start = o.pos;
-            if (s == NULL)
-                s = "(null)";
-            if (spec.width > 0 && strchr(spec.flags, '-') == NULL) {
-                /* Right-aligned: pad by the unescaped length. */
-                size_t raw = strnlen(s, max);
-                for (size_t k = raw; k < (size_t)spec.width; k++)
-                    out_unit(&o, " ", 1);
-            }
-            out_escaped(&o, s, max, quoted);
-            for (size_t k = o.pos - start;
-                 spec.width > 0 && k < (size_t)spec.width; k++)
-                out_unit(&o, " ", 1);
-            continue;
-        }
-        case 'd':
-        case 'i':
-            if (strcmp(spec.length, "l") == 0)
-                n = snprintf(tmp, sizeof(tmp), spec_fmt, va_arg(ap, long));
-            else if (strcmp(spec.length, "ll") == 0)
-                n = snprintf(tmp, sizeof(tmp), spec_fmt, va_arg(ap, long long));
-            else if (strcmp(spec.length, "z") == 0)
-                n = snprintf(tmp, sizeof(tmp), spec_fmt, va_arg(ap, ssize_t));
-            else if (strcmp(spec.length, "j") == 0)
-                n = snprintf(tmp, sizeof(tmp), spec_fmt, va_arg(ap, intmax_t));
-            else if (strcmp(spec.length, "t") == 0)
-                n = snprintf(tmp, sizeof(tmp), spec_fmt, va_arg(ap, ptrdiff_t));
-            else
-                n = snprintf(tmp, sizeof(tmp), spec_fmt, va_arg(ap, int));
-            break;
-        case 'u':
-        case 'o':
-        case 'x':
-        case 'X':
-            if (strcmp(spec.length, "l") == 0)
-                n = snprintf(tmp, sizeof(tmp), spec_fmt,
-                             va_arg(ap, unsigned long));
-            else if (strcmp(spec.length, "ll") == 0)
-                n = snprintf(tmp, sizeof(tmp), spec_fmt,
-                             va_arg(ap, unsigned long long));
-            else if (strcmp(spec.length, "z") == 0)
-                n = snprintf(tmp, sizeof(tmp), spec_fmt, va_arg(ap, size_t));
-            else if (strcmp(spec.length, "j") == 0)
-                n = snprintf(tmp, sizeof(tmp), spec_fmt, va_arg(ap, uintmax_t));
-            else if (strcmp(spec.length, "t") == 0)
-                n = snprintf(tmp, sizeof(tmp), spec_fmt, va_arg(ap, ptrdiff_t));
-            else
-                n = snprintf(tmp, sizeof(tmp), spec_fmt,
-                             va_arg(ap, unsigned int));
-            break;
-        case 'c':
-            n = snprintf(tmp, sizeof(tmp), spec_fmt, va_arg(ap, int));
-            if (n == 1 && ((unsigned char)tmp[0] < 0x20 ||
-                           (unsigned char)tmp[0] >= 0x7F)) {
-                out_hex(&o, (unsigned char)tmp[0]);
-                continue;
-            }
-            break;
-        case 'e':
-        case 'E':
-        case 'f':
-        case 'F':
-        case 'g':
-        case 'G':
-        case 'a':
-        case 'A':
-            if (strcmp(spec.length, "L") == 0)
-                n = snprintf(tmp, sizeof(tmp), spec_fmt,
-                             va_arg(ap, long double));
-            else
-                n = snprintf(tmp, sizeof(tmp), spec_fmt, va_arg(ap, double));
-            break;
-        case 'p':
-            n = snprintf(tmp, sizeof(tmp), spec_fmt, va_arg(ap, void *));
-            break;
-        case 'm': {
-            char ebuf[128];
-            out_escaped(&o, strerror_r(saved_errno, ebuf, sizeof(ebuf)),
-                        (size_t)-1, quoted);
-            continue;
-        }
-        default:
-            /* %n or something unknown: the argument types after it are
-             * unknown too, so the rest of the format is left out. */
-            out_unit(&o, "<bad format>", 12);
+        spec_take_stars(&spec, &args);
+        if (!out_conversion(&o, &spec, quoted, saved_errno, &args))
             o.truncated = true;
-            continue;
-        }
-        if (n < 0)
-            n = 0;
-        if ((size_t)n >= sizeof(tmp))
-            n = (int)sizeof(tmp) - 1;
-        out_plain(&o, tmp, n);
     }
+    va_end(args);
     if (o.truncated) {
         memcpy(o.buf + o.pos, "...", 3);
         o.pos += 3;
@@ -436,7 +477,6 @@ size_t log_vformat(char *buf, size_t len, const char *fmt, va_list ap)
     errno = saved_errno;
     return o.pos;
 }
-#pragma GCC diagnostic pop
 
 void log_msg(enum log_level level, const char *fmt, ...)
 {

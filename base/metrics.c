@@ -16,7 +16,6 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,20 +25,6 @@
 #include "util.h"
 
 /* ---- small helpers ---------------------------------------------------- */
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || err_len == 0)
-        return;
-    va_start(ap, fmt);
-    (void)vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 static uint64_t double_bits(double d)
 {
@@ -254,71 +239,71 @@ static int params_check(const struct metrics_family_params *p, char *err,
                         size_t err_len)
 {
     if (!name_valid(p->name) || strlen(p->name) > 120) {
-        set_err(err, err_len,
-                "metric name '%s' is not [a-zA-Z_][a-zA-Z0-9_]* "
-                "of at most 120 characters",
-                p->name ? p->name : "(null)");
+        util_err(err, err_len,
+                 "metric name '%s' is not [a-zA-Z_][a-zA-Z0-9_]* "
+                 "of at most 120 characters",
+                 p->name ? p->name : "(null)");
         return -EINVAL;
     }
     if (p->type == METRICS_COUNTER && !ends_with(p->name, "_total")) {
-        set_err(err, err_len, "counter '%s' must end in _total", p->name);
+        util_err(err, err_len, "counter '%s' must end in _total", p->name);
         return -EINVAL;
     }
     if (p->type != METRICS_COUNTER && ends_with(p->name, "_total")) {
-        set_err(err, err_len, "only counters end in _total ('%s')", p->name);
+        util_err(err, err_len, "only counters end in _total ('%s')", p->name);
         return -EINVAL;
     }
     if (p->type != METRICS_COUNTER && p->type != METRICS_GAUGE &&
         p->type != METRICS_HISTOGRAM) {
-        set_err(err, err_len, "metric '%s': unknown type", p->name);
+        util_err(err, err_len, "metric '%s': unknown type", p->name);
         return -EINVAL;
     }
     if (p->help == NULL || p->help[0] == '\0' || strchr(p->help, '\n')) {
-        set_err(err, err_len, "metric '%s' needs a one-line help text",
-                p->name);
+        util_err(err, err_len, "metric '%s' needs a one-line help text",
+                 p->name);
         return -EINVAL;
     }
     if (p->label_count > METRICS_LABELS_MAX ||
         (p->label_count > 0 && p->label_names == NULL)) {
-        set_err(err, err_len, "metric '%s': at most %d label names", p->name,
-                METRICS_LABELS_MAX);
+        util_err(err, err_len, "metric '%s': at most %d label names", p->name,
+                 METRICS_LABELS_MAX);
         return -EINVAL;
     }
     for (size_t i = 0; i < p->label_count; i++) {
         const char *l = p->label_names[i];
         if (!name_valid(l) || strncmp(l, "__", 2) == 0 ||
             (p->type == METRICS_HISTOGRAM && strcmp(l, "le") == 0)) {
-            set_err(err, err_len, "metric '%s': bad label name '%s'", p->name,
-                    l ? l : "(null)");
+            util_err(err, err_len, "metric '%s': bad label name '%s'", p->name,
+                     l ? l : "(null)");
             return -EINVAL;
         }
         for (size_t j = 0; j < i; j++)
             if (strcmp(l, p->label_names[j]) == 0) {
-                set_err(err, err_len, "metric '%s': label '%s' twice", p->name,
-                        l);
+                util_err(err, err_len, "metric '%s': label '%s' twice", p->name,
+                         l);
                 return -EINVAL;
             }
     }
     if (p->label_count > 0 &&
         (p->max_series < 1 || p->max_series > METRICS_SERIES_PER_FAMILY_MAX)) {
-        set_err(err, err_len, "metric '%s': max_series must be 1..%d", p->name,
-                METRICS_SERIES_PER_FAMILY_MAX);
+        util_err(err, err_len, "metric '%s': max_series must be 1..%d", p->name,
+                 METRICS_SERIES_PER_FAMILY_MAX);
         return -EINVAL;
     }
     if (p->type == METRICS_HISTOGRAM) {
         if (p->buckets == NULL || p->bucket_count < 1 ||
             p->bucket_count > METRICS_BUCKETS_MAX) {
-            set_err(err, err_len, "histogram '%s' needs 1..%d buckets", p->name,
-                    METRICS_BUCKETS_MAX);
+            util_err(err, err_len, "histogram '%s' needs 1..%d buckets",
+                     p->name, METRICS_BUCKETS_MAX);
             return -EINVAL;
         }
         for (size_t i = 0; i < p->bucket_count; i++)
             if (!isfinite(p->buckets[i]) ||
                 (i > 0 && !(p->buckets[i] > p->buckets[i - 1]))) {
-                set_err(err, err_len,
-                        "histogram '%s': bucket bounds must be "
-                        "finite and strictly increasing",
-                        p->name);
+                util_err(err, err_len,
+                         "histogram '%s': bucket bounds must be "
+                         "finite and strictly increasing",
+                         p->name);
                 return -EINVAL;
             }
     }
@@ -385,13 +370,13 @@ int metrics_family_add(struct metrics *m,
         return r;
     f = family_new(params);
     if (f == NULL) {
-        set_err(err, err_len, "metric '%s': out of memory", params->name);
+        util_err(err, err_len, "metric '%s': out of memory", params->name);
         return -ENOMEM;
     }
     pthread_mutex_lock(&m->lock);
     if (name_taken(m, f->name, f->type)) {
         pthread_mutex_unlock(&m->lock);
-        set_err(err, err_len, "metric name '%s' is already taken", f->name);
+        util_err(err, err_len, "metric name '%s' is already taken", f->name);
         family_free(f);
         return -EEXIST;
     }
@@ -400,7 +385,7 @@ int metrics_family_add(struct metrics *m,
         struct metrics_family **a = realloc(m->families, cap * sizeof(*a));
         if (a == NULL) {
             pthread_mutex_unlock(&m->lock);
-            set_err(err, err_len, "metric '%s': out of memory", f->name);
+            util_err(err, err_len, "metric '%s': out of memory", f->name);
             family_free(f);
             return -ENOMEM;
         }

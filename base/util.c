@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,6 +128,20 @@ uint64_t util_now_realtime_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+void util_deadline_ms(clockid_t clock, uint64_t ms, struct timespec *ret)
+{
+    struct timespec ts;
+
+    (void)clock_gettime(clock, &ts);
+    ts.tv_sec += (time_t)(ms / 1000u);
+    ts.tv_nsec += (long)(ms % 1000u) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    *ret = ts;
+}
+
 int util_random_bytes(void *buf, size_t len)
 {
     unsigned char *p = buf;
@@ -179,4 +194,15 @@ size_t util_utf8_sequence(const unsigned char *p)
         (cp >= 0xd800 && cp <= 0xdfff))
         return 0;
     return n;
+}
+
+void util_err(char *err, size_t err_len, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err == NULL || err_len == 0)
+        return;
+    va_start(ap, fmt);
+    (void)vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
 }

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -61,6 +62,11 @@ uint64_t util_now_monotonic_ms(void);
 /* Wall clock in microseconds since the epoch. */
 uint64_t util_now_realtime_us(void);
 
+/* The absolute time @ms milliseconds from now on @clock (CLOCK_REALTIME,
+ * CLOCK_MONOTONIC), normalised: the deadline pthread_cond_timedwait()
+ * takes for a condition variable on that clock. */
+void util_deadline_ms(clockid_t clock, uint64_t ms, struct timespec *ret);
+
 /*
  * Fills @buf with @len bytes from the kernel's random source
  * (getrandom(2)). Returns 0 or a negative errno.
@@ -77,6 +83,14 @@ size_t util_utf8_sequence(const unsigned char *p);
 
 /* Formats -@neg_errno as text (thread-safe strerror). */
 const char *util_strerror(int neg_errno, char *buf, size_t len);
+
+/*
+ * The one formatter of the optional "char *err, size_t err_len" reason
+ * parameter (STYLE, Errors): printf-formats into @err, cut to fit and
+ * NUL-terminated; does nothing when @err is NULL or @err_len is 0.
+ */
+void util_err(char *err, size_t err_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 #ifdef __cplusplus
 }

@@ -2,13 +2,20 @@
 /*
  * commit - see commit.h.
  *
- * Locking: cs->lock guards the transaction list, each item's result and
- * the counters. The engine thread is the only one that removes a
- * transaction or changes its state after it was written, so it keeps
- * pointers to transactions across unlocked look-ups; the handler only
- * appends, the delivery hook only resolves pending items. No file,
- * network or ledger call runs with the lock held, except the ledger's
- * queueing calls (a bounded copy under its own mutex).
+ * Threads: the engine resolves items and writes reports; one sender per
+ * dicom.remote_aes entry delivers the reports of its AE, so an AE that
+ * does not answer (up to dicom.timeout_s an attempt) delays only its own
+ * reports; the engine keeps the reports of callers without an entry.
+ *
+ * Locking: cs->lock guards the transaction list, each item's result,
+ * each transaction's state and the counters. A transaction has one
+ * owner that may keep a pointer to it across unlocked work and is the
+ * only one to remove it or change its state: the engine while it is
+ * pending (TX_PENDING), then the sender of its caller's AE (TX_REPORT;
+ * the engine when the caller has no entry). The handler only appends,
+ * the delivery hook only resolves pending items. No file, network or
+ * ledger call runs with the lock held, except the ledger's queueing calls
+ * (a bounded copy under its own mutex).
  */
 #include "commit.h"
 
@@ -46,6 +53,14 @@
 /* How long a report may keep trying after commit.max_wait_h. */
 #define COMMIT_REPORT_EXTRA_H 24
 #define COMMIT_PRUNE_EVERY_MS (3600 * 1000)
+/* How often the engine looks at the ledger's health, and the longest
+ * pause between two attempts to open it again. */
+#define COMMIT_LEDGER_CHECK_MS 2000
+#define COMMIT_LEDGER_BACKOFF_MAX_S 300
+/* After a failed attempt to an AE, no report goes to it for this long,
+ * doubling per failure in a row up to commit.report_retry_max_s: a
+ * modality that is down is asked once per pause, not once per report. */
+#define COMMIT_AE_HOLD_MIN_S 2
 /* Deliveries remembered in memory, newest last: they cover the ledger's
  * batching window (an instance delivered just before the request is not
  * yet readable there) and a daemon running without a ledger. */
@@ -79,6 +94,11 @@ struct commit_tx {
     unsigned attempts;
     int64_t next_attempt_ms;
     bool no_remote_logged;
+    /* commit.same_association: the request's association is open and
+     * its thread owns the report (report_take()/report_done()); the
+     * results it was given. */
+    bool on_assoc;
+    struct scp_commit_result *assoc_results;
     struct commit_tx *next;
 };
 
@@ -89,9 +109,24 @@ struct commit_recent {
     char study[UTIL_UID_MAX + 1];
 };
 
+/* The thread that delivers the reports of one remote AE. */
+struct commit_sender {
+    struct commit_service *cs;
+    const struct commit_remote *remote;
+    pthread_t thread;
+    bool started;
+    pthread_cond_t cond; /* with cs->lock */
+    bool kick;
+    unsigned failures;     /* attempts failed in a row (network, ACSE) */
+    int64_t hold_until_ms; /* no attempt before (after a failure) */
+};
+
 struct commit_service {
     struct commit_params p;
     struct commit_remote *remotes;
+    struct commit_sender *senders;   /* one per remote */
+    struct scp_outbound_tls out_tls; /* strings ours; with has_out_tls */
+    bool has_out_tls;
     char *our_ae;
     char *destination;
 
@@ -99,6 +134,7 @@ struct commit_service {
     pthread_cond_t cond;
     pthread_t thread;
     bool thread_started;
+    bool sync_inited; /* lock, conds */
     bool stop;
     bool kick;
     bool kick_resolve; /* a new request: look at the spool now */
@@ -106,12 +142,36 @@ struct commit_service {
     struct commit_tx *txs;
     struct commit_counts counts;
     int64_t last_prune_ms;
-    bool ledger_broken_logged;
     uint64_t ledger_dropped_logged;
+
+    /* The ledger (owned): the handle is swapped under the write lock;
+     * every call on it holds the read lock (ledger_get()/ledger_put()).
+     * The rest is the engine's. */
+    pthread_rwlock_t ledger_lock;
+    struct ledger *ledger;
+    char *ledger_file; /* params->ledger_path; NULL: no ledger */
+    uint64_t ledger_failed_seen;
+    uint64_t ledger_written_at_open;
+    bool ledger_down_logged; /* the ledger is down and that was said */
+    unsigned ledger_backoff_s;
+    int64_t ledger_next_open_ms;
+    int64_t ledger_next_check_ms;
     struct commit_recent *recent; /* ring of COMMIT_RECENT_MAX */
     size_t recent_next;
     size_t recent_count;
 };
+
+/* The ledger for one call (NULL: none now); ledger_put() after it. */
+static struct ledger *ledger_get(struct commit_service *cs)
+{
+    pthread_rwlock_rdlock(&cs->ledger_lock);
+    return cs->ledger;
+}
+
+static void ledger_put(struct commit_service *cs)
+{
+    pthread_rwlock_unlock(&cs->ledger_lock);
+}
 
 /* Copies @src into @dst (capacity @size), cut to fit. */
 static void copy_str(char *dst, size_t size, const char *src)
@@ -131,6 +191,7 @@ static void tx_free(struct commit_tx *tx)
 {
     if (tx == NULL)
         return;
+    free(tx->assoc_results);
     free(tx->items);
     free(tx);
 }
@@ -357,6 +418,7 @@ static int commit_request(void *ctx, const struct scp_commit_request *rq,
     tx->n = rq->item_count;
     tx->unresolved = rq->item_count;
     tx->state = TX_WRITING;
+    tx->on_assoc = rq->report_here && cs->p.same_association;
     for (size_t i = 0; i < rq->item_count; i++) {
         snprintf(tx->items[i].cls, sizeof(tx->items[i].cls), "%s",
                  rq->items[i].sop_class_uid);
@@ -392,17 +454,18 @@ static int commit_request(void *ctx, const struct scp_commit_request *rq,
         tx_free(tx);
         return r;
     }
-    if (cs->p.ledger != NULL) {
+    if (cs->ledger_file != NULL) {
         struct ledger_commit_ref *refs = calloc(rq->item_count, sizeof(*refs));
         if (refs != NULL) {
             for (size_t i = 0; i < rq->item_count; i++) {
                 refs[i].sop_class_uid = rq->items[i].sop_class_uid;
                 refs[i].sop_instance_uid = rq->items[i].sop_instance_uid;
             }
-            r = ledger_record_commit_received(cs->p.ledger, rq->tx_uid,
+            r = ledger_record_commit_received(ledger_get(cs), rq->tx_uid,
                                               rq->calling_ae, tx->received_ms,
                                               refs, rq->item_count);
-            if (r < 0)
+            ledger_put(cs);
+            if (r < 0 && r != -ENODEV)
                 log_warning("event=ledger-dropped tx=%s reason=\"the "
                             "ledger did not take the request (%d)\", "
                             "ignoring",
@@ -413,11 +476,99 @@ static int commit_request(void *ctx, const struct scp_commit_request *rq,
     return 0;
 }
 
+/* The report of @tx, the association thread's to send (lock held). */
+static int assoc_report(struct commit_service *cs, struct commit_tx *tx,
+                        struct scp_commit_report *ret)
+{
+    struct scp_commit_result *res = calloc(tx->n, sizeof(*res));
+
+    if (res == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < tx->n; i++) {
+        res[i].sop_class_uid = tx->items[i].cls;
+        res[i].sop_instance_uid = tx->items[i].inst;
+        res[i].failure_reason = tx->items[i].reason;
+    }
+    free(tx->assoc_results);
+    tx->assoc_results = res;
+    ret->tx_uid = tx->uid;
+    ret->retrieve_ae = cs->our_ae;
+    ret->items = res;
+    ret->item_count = tx->n;
+    return 1;
+}
+
+static void report_reported(struct commit_service *cs, struct commit_tx *tx,
+                            const char *to, const char *via);
+static void sender_kick(struct commit_service *cs, const struct commit_tx *tx);
+static void commit_report_done(void *ctx, const char *tx_uid, bool sent,
+                               const char *why);
+
+static int commit_report_take(void *ctx, const char *tx_uid,
+                              struct scp_commit_report *ret_report)
+{
+    struct commit_service *cs = ctx;
+    struct commit_tx *tx;
+    int r = -ENOENT;
+
+    pthread_mutex_lock(&cs->lock);
+    tx = tx_find(cs, tx_uid);
+    if (tx != NULL && tx->on_assoc)
+        r = tx->state == TX_REPORT ? assoc_report(cs, tx, ret_report) : 0;
+    pthread_mutex_unlock(&cs->lock);
+    if (r == -ENOMEM) /* a new association then, from the sender */
+        commit_report_done(cs, tx_uid, false, "out of memory");
+    return r;
+}
+
+static void commit_report_done(void *ctx, const char *tx_uid, bool sent,
+                               const char *why)
+{
+    struct commit_service *cs = ctx;
+    struct commit_tx *tx;
+
+    pthread_mutex_lock(&cs->lock);
+    tx = tx_find(cs, tx_uid);
+    if (tx == NULL || !tx->on_assoc) {
+        pthread_mutex_unlock(&cs->lock);
+        return;
+    }
+    free(tx->assoc_results);
+    tx->assoc_results = NULL;
+    if (!sent) {
+        tx->on_assoc = false; /* the sender's (or engine's) from now on */
+        tx->next_attempt_ms = 0;
+        sender_kick(cs, tx);
+        commit_kick(cs);
+    }
+    pthread_mutex_unlock(&cs->lock);
+    if (sent) {
+        /* Still on_assoc: nobody else touches it. */
+        report_reported(cs, tx, tx->caller, "same-association");
+        return;
+    }
+    if (why != NULL)
+        log_warning("event=commit-report-deferred tx=%s to=%s "
+                    "via=same-association reason=\"%s\", sending it on a "
+                    "new association",
+                    tx_uid, tx->caller, why);
+    else
+        log_info("event=commit-report-new-association tx=%s to=%s "
+                 "reason=\"the request's association ended before the "
+                 "report was ready\"",
+                 tx_uid, tx->caller);
+}
+
 void commit_handler_init(struct commit_service *cs,
                          struct scp_commit_handler *ret_handler)
 {
+    memset(ret_handler, 0, sizeof(*ret_handler));
     ret_handler->ctx = cs;
     ret_handler->request = commit_request;
+    if (cs->p.same_association) {
+        ret_handler->report_take = commit_report_take;
+        ret_handler->report_done = commit_report_done;
+    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -445,7 +596,7 @@ static void ledger_resolved(struct commit_service *cs, const char *tx_uid,
 {
     struct ledger_commit_resolution res;
 
-    if (cs->p.ledger == NULL)
+    if (cs->ledger_file == NULL)
         return;
     memset(&res, 0, sizeof(res));
     res.tx_uid = tx_uid;
@@ -455,7 +606,8 @@ static void ledger_resolved(struct commit_service *cs, const char *tx_uid,
     res.failure_reason = it->reason;
     res.basis = it->basis;
     res.resolved_ms = now_ms();
-    (void)ledger_record_commit_resolved(cs->p.ledger, &res);
+    (void)ledger_record_commit_resolved(ledger_get(cs), &res);
+    ledger_put(cs);
 }
 
 void commit_note_delivered(void *ctx, const char *id,
@@ -485,7 +637,7 @@ void commit_note_delivered(void *ctx, const char *id,
     }
     part10_fields_clear(f, 2);
 
-    if (cs->p.ledger != NULL) {
+    if (cs->ledger_file != NULL) {
         struct ledger_delivery d;
         int r;
 
@@ -501,7 +653,8 @@ void commit_note_delivered(void *ctx, const char *id,
         d.delivered_ms = now_ms();
         d.bytes = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
         d.outcome = already ? LEDGER_ALREADY_EXISTED : LEDGER_STORED;
-        r = ledger_record_delivery(cs->p.ledger, &d);
+        r = ledger_record_delivery(ledger_get(cs), &d);
+        ledger_put(cs);
         if (r < 0 && r != -ENODEV)
             log_debug("id=%s event=ledger-dropped sop=%s reason=\"%d\"", id,
                       meta->sop_uid, r);
@@ -799,10 +952,13 @@ static void resolve_pass(struct commit_service *cs)
     }
 
     /* 1. Delivered by us, as the ledger knows. */
-    for (size_t i = 0; i < n && cs->p.ledger != NULL; i++) {
+    for (size_t i = 0; i < n && cs->ledger_file != NULL; i++) {
         struct ledger_instance li;
+        int found =
+            ledger_find_instance(ledger_get(cs), work[i].copy.inst, &li);
 
-        if (ledger_find_instance(cs->p.ledger, work[i].copy.inst, &li) != 0)
+        ledger_put(cs);
+        if (found != 0)
             continue;
         work_set(&work[i],
                  li.sop_class_uid[0] != '\0' &&
@@ -929,6 +1085,27 @@ static const struct commit_remote *remote_for(struct commit_service *cs,
     return NULL;
 }
 
+/* The sender of @ae's reports, or NULL when @ae has no entry. */
+static struct commit_sender *sender_for(struct commit_service *cs,
+                                        const char *ae)
+{
+    for (size_t i = 0; i < cs->p.remote_count; i++)
+        if (strcmp(cs->remotes[i].ae_title, ae) == 0)
+            return &cs->senders[i];
+    return NULL;
+}
+
+/* Wakes the sender of @tx's caller (lock held). */
+static void sender_kick(struct commit_service *cs, const struct commit_tx *tx)
+{
+    struct commit_sender *s = sender_for(cs, tx->caller);
+
+    if (s != NULL) {
+        s->kick = true;
+        pthread_cond_signal(&s->cond);
+    }
+}
+
 static void tx_counts(const struct commit_tx *tx, size_t *ret_ok,
                       size_t *ret_failed)
 {
@@ -969,6 +1146,7 @@ static void report_write(struct commit_service *cs, struct commit_tx *tx)
     tx->state = TX_REPORT;
     tx->attempts = 0;
     tx->next_attempt_ms = 0;
+    sender_kick(cs, tx);
     pthread_mutex_unlock(&cs->lock);
 }
 
@@ -989,8 +1167,48 @@ static void tx_finish(struct commit_service *cs, struct commit_tx *tx)
     tx_free(tx);
 }
 
-/* One attempt to deliver the report of @tx. */
-static void report_send(struct commit_service *cs, struct commit_tx *tx)
+/* The pause after @failures attempts failed in a row: 2 s doubling, at
+ * most commit.report_retry_max_s. */
+static unsigned retry_pause_s(const struct commit_service *cs,
+                              unsigned failures)
+{
+    unsigned pause_s = COMMIT_REPORT_RETRY_MIN_S;
+
+    for (unsigned a = 0; a < failures && pause_s < cs->p.report_retry_max_s;
+         a++)
+        pause_s *= 2;
+    return pause_s > cs->p.report_retry_max_s ? cs->p.report_retry_max_s
+                                              : pause_s;
+}
+
+/* The report of @tx was accepted (by its owner): logged, recorded in the
+ * ledger, and the transaction finished. */
+static void report_reported(struct commit_service *cs, struct commit_tx *tx,
+                            const char *to, const char *via)
+{
+    size_t ok = 0;
+    size_t failed = 0;
+
+    tx_counts(tx, &ok, &failed);
+    log_info("event=commit-reported tx=%s to=%s via=%s event_type=%u "
+             "items=%zu committed=%zu failed=%zu attempts=%u",
+             tx->uid, to, via, failed ? 2u : 1u, tx->n, ok, failed,
+             tx->attempts + 1);
+    if (cs->ledger_file != NULL) {
+        (void)ledger_record_commit_reported(ledger_get(cs), tx->uid,
+                                            failed ? 2u : 1u, now_ms());
+        ledger_put(cs);
+    }
+    pthread_mutex_lock(&cs->lock);
+    cs->counts.reports_sent++;
+    pthread_mutex_unlock(&cs->lock);
+    tx_finish(cs, tx);
+}
+
+/* One attempt to deliver the report of @tx, by its owner: @sender (the
+ * caller's AE) or the engine (NULL: no dicom.remote_aes entry). */
+static void report_send(struct commit_service *cs, struct commit_sender *sender,
+                        struct commit_tx *tx)
 {
     const struct commit_remote *remote = remote_for(cs, tx->caller);
     struct scp_commit_result *results;
@@ -1041,36 +1259,40 @@ static void report_send(struct commit_service *cs, struct commit_tx *tx)
             to.ae_title = remote->ae_title;
             to.host = remote->host;
             to.port = remote->port;
-            r = scp_commit_send_report(cs->our_ae, &to, &rep, cs->p.timeout_s,
-                                       &status, err, sizeof(err));
+            to.tls = remote->tls;
+            to.certificate_sha256 = remote->certificate_sha256;
+            r = scp_commit_send_report(
+                cs->our_ae, &to, cs->has_out_tls ? &cs->out_tls : NULL, &rep,
+                cs->p.timeout_s, &status, err, sizeof(err));
             free(results);
         }
-        if (r == 0 && status == 0) {
-            log_info("event=commit-reported tx=%s to=%s@%s:%u "
-                     "event_type=%u items=%zu committed=%zu failed=%zu "
-                     "attempts=%u",
-                     tx->uid, remote->ae_title, remote->host,
-                     (unsigned)remote->port, failed ? 2u : 1u, tx->n, ok,
-                     failed, tx->attempts + 1);
-            if (cs->p.ledger != NULL)
-                (void)ledger_record_commit_reported(cs->p.ledger, tx->uid,
-                                                    failed ? 2u : 1u, now);
+        if (r < 0 && sender != NULL) {
+            /* The AE did not answer or refused the association: hold
+             * its other reports too. */
             pthread_mutex_lock(&cs->lock);
-            cs->counts.reports_sent++;
+            sender->hold_until_ms =
+                now + (int64_t)retry_pause_s(cs, sender->failures) * 1000;
+            sender->failures++;
             pthread_mutex_unlock(&cs->lock);
-            tx_finish(cs, tx);
+        } else if (sender != NULL) {
+            pthread_mutex_lock(&cs->lock);
+            sender->failures = 0;
+            sender->hold_until_ms = 0;
+            pthread_mutex_unlock(&cs->lock);
+        }
+        if (r == 0 && status == 0) {
+            char where[UTIL_AE_TITLE_MAX + 300];
+
+            snprintf(where, sizeof(where), "%s@%s:%u", remote->ae_title,
+                     remote->host, (unsigned)remote->port);
+            report_reported(cs, tx, where, "new-association");
             return;
         }
         if (r == 0)
             snprintf(err, sizeof(err), "the peer answered status %04X",
                      (unsigned)status);
     }
-    pause_s = COMMIT_REPORT_RETRY_MIN_S;
-    for (unsigned a = 0; a < tx->attempts && pause_s < cs->p.report_retry_max_s;
-         a++)
-        pause_s *= 2;
-    if (pause_s > cs->p.report_retry_max_s)
-        pause_s = cs->p.report_retry_max_s;
+    pause_s = retry_pause_s(cs, tx->attempts);
     if (remote != NULL)
         log_warning("event=commit-report-deferred tx=%s to=%s@%s:%u "
                     "attempts=%u next=%us reason=\"%s\", will retry",
@@ -1078,6 +1300,159 @@ static void report_send(struct commit_service *cs, struct commit_tx *tx)
                     (unsigned)remote->port, tx->attempts + 1, pause_s, err);
     tx->attempts++;
     tx->next_attempt_ms = now + (int64_t)pause_s * 1000;
+}
+
+/* ------------------------------------------------------------------ */
+/* The ledger's health                                                 */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Opens the ledger at cs->ledger_file and puts it in place (engine, or
+ * commit_start() before the threads). Logs the outcome only when the
+ * state changes: the first failure of a run of failures, and the first
+ * success after one.
+ */
+static void ledger_try_open(struct commit_service *cs, int64_t now)
+{
+    struct ledger_params lp;
+    struct ledger_stats st;
+    struct ledger *lg = NULL;
+    char err[512];
+    int r;
+
+    memset(&lp, 0, sizeof(lp));
+    lp.path = cs->ledger_file;
+    lp.flags = LEDGER_OPEN_RECOVER;
+    r = ledger_open(&lp, &lg, err, sizeof(err));
+    if (r < 0) {
+        if (!cs->ledger_down_logged)
+            log_warning("event=ledger-unavailable path=%s reason=\"%s\", "
+                        "retrying (every %u s at most): deliveries are not "
+                        "recorded meanwhile and commitment asks the server",
+                        cs->ledger_file, err, COMMIT_LEDGER_BACKOFF_MAX_S);
+        else
+            log_debug("event=ledger-unavailable path=%s reason=\"%s\"",
+                      cs->ledger_file, err);
+        cs->ledger_down_logged = true;
+        cs->ledger_next_open_ms = now + (int64_t)cs->ledger_backoff_s * 1000;
+        cs->ledger_backoff_s =
+            cs->ledger_backoff_s * 2 > COMMIT_LEDGER_BACKOFF_MAX_S
+                ? COMMIT_LEDGER_BACKOFF_MAX_S
+                : cs->ledger_backoff_s * 2;
+        return;
+    }
+    if (ledger_moved_aside(lg) != NULL)
+        log_warning("event=ledger-moved-aside path=%s to=%s reason=\"%s\"",
+                    cs->ledger_file, ledger_moved_aside(lg),
+                    ledger_moved_aside_reason(lg));
+    memset(&st, 0, sizeof(st));
+    (void)ledger_stats(lg, &st);
+    cs->ledger_failed_seen = st.failed;
+    cs->ledger_written_at_open = st.written;
+    pthread_rwlock_wrlock(&cs->ledger_lock);
+    cs->ledger = lg;
+    pthread_rwlock_unlock(&cs->ledger_lock);
+    pthread_mutex_lock(&cs->lock);
+    if (cs->ledger_down_logged)
+        cs->counts.ledger_reopens++;
+    pthread_mutex_unlock(&cs->lock);
+    if (cs->ledger_down_logged)
+        log_notice("event=ledger-reopened path=%s: deliveries are recorded "
+                   "again",
+                   cs->ledger_file);
+    else
+        log_info("event=ledger-open path=%s keep_days=%u", cs->ledger_file,
+                 cs->p.keep_days);
+    cs->ledger_down_logged = false;
+}
+
+/*
+ * Why the open ledger @lg can no longer be used, in @why (NULL: it is
+ * fine): the writer found it corrupt or its header was overwritten
+ * (*@ret_corrupt), its writes fail with I/O errors, or its file was
+ * removed or replaced (SQLite would go on writing into the removed file).
+ */
+static const char *ledger_trouble(struct commit_service *cs, struct ledger *lg,
+                                  char *why, size_t len, bool *ret_corrupt)
+{
+    struct ledger_stats st;
+    int r;
+
+    *ret_corrupt = false;
+    if (ledger_stats(lg, &st) == 0) {
+        bool new_failures = st.failed > cs->ledger_failed_seen;
+
+        cs->ledger_failed_seen = st.failed;
+        if (st.broken) {
+            *ret_corrupt = true;
+            snprintf(why, len, "corrupt: %s", st.last_error_text);
+            return why;
+        }
+        if (new_failures && st.last_error == -EIO) {
+            snprintf(why, len, "I/O error: %s", st.last_error_text);
+            return why;
+        }
+        /* Healthy and writing since it was opened: the next trouble
+         * starts from the shortest pause again. */
+        if (st.written > cs->ledger_written_at_open && !new_failures)
+            cs->ledger_backoff_s = 1;
+    }
+    r = ledger_check_file(lg, why, len);
+    if (r == -EUCLEAN)
+        *ret_corrupt = true;
+    return r < 0 && r != -ENODEV ? why : NULL;
+}
+
+/*
+ * Every COMMIT_LEDGER_CHECK_MS (engine): a ledger in trouble is closed
+ * (moved aside when corrupt) and opened again; a ledger that could not be
+ * opened is tried again with a pause doubling from 1 s up to
+ * COMMIT_LEDGER_BACKOFF_MAX_S. The ledger is not the spool: meanwhile
+ * deliveries go on and commitment asks the server.
+ */
+static void ledger_watch(struct commit_service *cs, int64_t now)
+{
+    struct ledger *lg;
+    char why[256];
+    bool corrupt = false;
+
+    if (cs->ledger_file == NULL || now < cs->ledger_next_check_ms)
+        return;
+    cs->ledger_next_check_ms = now + COMMIT_LEDGER_CHECK_MS;
+    lg = cs->ledger; /* only the engine changes it */
+    if (lg != NULL) {
+        if (ledger_trouble(cs, lg, why, sizeof(why), &corrupt) == NULL)
+            return;
+        log_err("event=ledger-broken path=%s reason=\"%s\", reopening it: "
+                "deliveries go on, commitment asks the server meanwhile",
+                cs->ledger_file, why);
+        cs->ledger_down_logged = true;
+        pthread_rwlock_wrlock(&cs->ledger_lock);
+        cs->ledger = NULL;
+        pthread_rwlock_unlock(&cs->ledger_lock);
+        ledger_close(lg);
+        if (corrupt) {
+            char moved[4200];
+            char err[512];
+
+            if (ledger_move_aside(cs->ledger_file, moved, sizeof(moved), err,
+                                  sizeof(err)) == 0)
+                log_warning("event=ledger-moved-aside path=%s to=%s "
+                            "reason=\"corrupt\"",
+                            cs->ledger_file, moved);
+            else
+                log_warning("event=ledger-move-failed path=%s reason=\"%s\"",
+                            cs->ledger_file, err);
+        }
+        cs->ledger_next_open_ms = now + (int64_t)cs->ledger_backoff_s * 1000;
+        cs->ledger_backoff_s =
+            cs->ledger_backoff_s * 2 > COMMIT_LEDGER_BACKOFF_MAX_S
+                ? COMMIT_LEDGER_BACKOFF_MAX_S
+                : cs->ledger_backoff_s * 2;
+        return;
+    }
+    if (now >= cs->ledger_next_open_ms)
+        ledger_try_open(cs, now);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1090,24 +1465,19 @@ static void engine_pass(struct commit_service *cs, bool resolve)
     size_t n;
     int64_t now = now_ms();
 
-    if (cs->p.ledger != NULL && cs->p.keep_days > 0 &&
+    ledger_watch(cs, now);
+    if (cs->p.keep_days > 0 &&
         now - cs->last_prune_ms >= COMMIT_PRUNE_EVERY_MS) {
+        struct ledger *lg = ledger_get(cs);
         struct ledger_stats st;
 
-        cs->last_prune_ms = now;
-        (void)ledger_prune(cs->p.ledger,
-                           now - (int64_t)cs->p.keep_days * 86400 * 1000);
-        /* Said once an hour at most: the ledger never stops delivery. */
-        if (ledger_stats(cs->p.ledger, &st) == 0) {
-            if (st.broken && !cs->ledger_broken_logged) {
-                log_err("event=ledger-broken path=%s reason=\"%s\": "
-                        "deliveries are no longer recorded (commitment "
-                        "asks the server); restart the daemon (a ledger found "
-                        "corrupt at open is moved aside)",
-                        ledger_path(cs->p.ledger), st.last_error_text);
-                cs->ledger_broken_logged = true;
-            }
-            if (st.dropped + st.failed > cs->ledger_dropped_logged) {
+        if (lg != NULL) {
+            cs->last_prune_ms = now;
+            (void)ledger_prune(lg,
+                               now - (int64_t)cs->p.keep_days * 86400 * 1000);
+            /* Said once an hour at most: the ledger never stops delivery. */
+            if (ledger_stats(lg, &st) == 0 &&
+                st.dropped + st.failed > cs->ledger_dropped_logged) {
                 log_warning("event=ledger-lost dropped=%llu failed=%llu "
                             "reason=\"%s\", ignoring",
                             (unsigned long long)st.dropped,
@@ -1115,6 +1485,7 @@ static void engine_pass(struct commit_service *cs, bool resolve)
                 cs->ledger_dropped_logged = st.dropped + st.failed;
             }
         }
+        ledger_put(cs);
     }
     if (resolve)
         resolve_pass(cs);
@@ -1130,23 +1501,83 @@ static void engine_pass(struct commit_service *cs, bool resolve)
     for (size_t i = 0; i < n; i++)
         report_write(cs, due_now[i]);
 
-    /* Reports due: deliver them (at most 64 a pass). */
+    /* Reports due whose caller has no dicom.remote_aes entry (the
+     * engine's: they only log and wait to be abandoned). The senders
+     * deliver the others. */
     n = 0;
     pthread_mutex_lock(&cs->lock);
     for (struct commit_tx *t = cs->txs; t != NULL && n < 64; t = t->next)
-        if (t->state == TX_REPORT && t->next_attempt_ms <= now)
+        /* Owner first: another's next_attempt_ms is not ours to read. */
+        if (t->state == TX_REPORT && sender_for(cs, t->caller) == NULL &&
+            !t->on_assoc && t->next_attempt_ms <= now)
             due_now[n++] = t;
     pthread_mutex_unlock(&cs->lock);
-    for (size_t i = 0; i < n; i++) {
-        bool stop;
+    for (size_t i = 0; i < n; i++)
+        report_send(cs, NULL, due_now[i]);
+}
 
-        pthread_mutex_lock(&cs->lock);
-        stop = cs->stop;
-        pthread_mutex_unlock(&cs->lock);
-        if (stop)
-            break;
-        report_send(cs, due_now[i]);
+/*
+ * The oldest report of @s's AE due now (lock held), or NULL; sets
+ * *@ret_wait_ms to how long to sleep when there is none.
+ */
+static struct commit_tx *sender_pick(struct commit_sender *s, int64_t now,
+                                     int64_t *ret_wait_ms)
+{
+    struct commit_service *cs = s->cs;
+    int64_t wait = COMMIT_TICK_MS;
+
+    if (now < s->hold_until_ms) {
+        *ret_wait_ms =
+            s->hold_until_ms - now < wait ? s->hold_until_ms - now : wait;
+        return NULL;
     }
+    for (struct commit_tx *t = cs->txs; t != NULL; t = t->next) {
+        if (t->state != TX_REPORT || t->on_assoc ||
+            strcmp(t->caller, s->remote->ae_title))
+            continue;
+        if (t->next_attempt_ms <= now)
+            return t;
+        if (t->next_attempt_ms - now < wait)
+            wait = t->next_attempt_ms - now;
+    }
+    *ret_wait_ms = wait;
+    return NULL;
+}
+
+static void *sender_main(void *arg)
+{
+    struct commit_sender *s = arg;
+    struct commit_service *cs = s->cs;
+
+    pthread_mutex_lock(&cs->lock);
+    while (!cs->stop) {
+        int64_t wait_ms = 0;
+        struct commit_tx *tx = sender_pick(s, now_ms(), &wait_ms);
+
+        if (tx != NULL) {
+            pthread_mutex_unlock(&cs->lock);
+            report_send(cs, s, tx);
+            pthread_mutex_lock(&cs->lock);
+            continue;
+        }
+        if (!s->kick) {
+            struct timespec ts;
+
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            if (wait_ms < 10)
+                wait_ms = 10;
+            ts.tv_sec += wait_ms / 1000;
+            ts.tv_nsec += (wait_ms % 1000) * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            (void)pthread_cond_timedwait(&s->cond, &cs->lock, &ts);
+        }
+        s->kick = false;
+    }
+    pthread_mutex_unlock(&cs->lock);
+    return NULL;
 }
 
 static void *engine_main(void *arg)
@@ -1233,6 +1664,49 @@ static int load_files(struct commit_service *cs, char *err, size_t err_len)
     return 0;
 }
 
+/* A copy of the strings of @s in *@ret, or NULL; false when out of
+ * memory. */
+static bool dup_or_null(const char *s, const char **ret)
+{
+    *ret = NULL;
+    if (s == NULL)
+        return true;
+    *ret = strdup(s);
+    return *ret != NULL;
+}
+
+/* Copies params->outbound_tls into cs->out_tls; -EINVAL (with @err) when
+ * a remote needs TLS and there is none, -ENOMEM. */
+static int out_tls_copy(struct commit_service *cs,
+                        const struct commit_params *params, char *err,
+                        size_t err_len)
+{
+    const struct scp_outbound_tls *t = params->outbound_tls;
+
+    for (size_t i = 0; i < params->remote_count; i++)
+        if (params->remotes[i].tls && (t == NULL || t->ca_file == NULL)) {
+            snprintf(err, err_len,
+                     "remote AE %s needs TLS but no outbound TLS is set "
+                     "(dicom.tls.ca_file)",
+                     params->remotes[i].ae_title);
+            return -EINVAL;
+        }
+    if (t == NULL)
+        return 0;
+    cs->out_tls.profile = t->profile;
+    cs->out_tls.security_level = t->security_level;
+    if (!dup_or_null(t->ca_file, &cs->out_tls.ca_file) ||
+        !dup_or_null(t->certificate_file, &cs->out_tls.certificate_file) ||
+        !dup_or_null(t->private_key_file, &cs->out_tls.private_key_file) ||
+        !dup_or_null(t->private_key_password_file,
+                     &cs->out_tls.private_key_password_file)) {
+        snprintf(err, err_len, "out of memory");
+        return -ENOMEM;
+    }
+    cs->has_out_tls = t->ca_file != NULL;
+    return 0;
+}
+
 struct commit_service *commit_start(const struct commit_params *params,
                                     char *err, size_t err_len)
 {
@@ -1251,18 +1725,33 @@ struct commit_service *commit_start(const struct commit_params *params,
         if (cs->remotes == NULL)
             goto out_nomem;
         for (size_t i = 0; i < params->remote_count; i++) {
-            cs->remotes[i].port = params->remotes[i].port;
-            cs->remotes[i].ae_title = strdup(params->remotes[i].ae_title);
-            cs->remotes[i].host = strdup(params->remotes[i].host);
+            const struct commit_remote *in = &params->remotes[i];
+
+            cs->remotes[i].port = in->port;
+            cs->remotes[i].tls = in->tls;
+            cs->remotes[i].ae_title = strdup(in->ae_title);
+            cs->remotes[i].host = strdup(in->host);
+            if (in->certificate_sha256 != NULL)
+                cs->remotes[i].certificate_sha256 =
+                    strdup(in->certificate_sha256);
             if (cs->remotes[i].ae_title == NULL ||
-                cs->remotes[i].host == NULL) {
+                cs->remotes[i].host == NULL ||
+                (in->certificate_sha256 != NULL &&
+                 cs->remotes[i].certificate_sha256 == NULL)) {
                 cs->p.remote_count = i + 1;
                 goto out_nomem;
             }
         }
     }
+    cs->p.outbound_tls = NULL; /* borrowed: cs->out_tls is the copy */
+    if (out_tls_copy(cs, params, err, err_len) < 0) {
+        commit_stop(cs);
+        return NULL;
+    }
     cs->recent = calloc(COMMIT_RECENT_MAX, sizeof(*cs->recent));
-    if (cs->recent == NULL)
+    cs->senders = calloc(params->remote_count ? params->remote_count : 1,
+                         sizeof(*cs->senders));
+    if (cs->recent == NULL || cs->senders == NULL)
         goto out_nomem;
     if (cs->p.report_retry_max_s == 0)
         cs->p.report_retry_max_s = 300;
@@ -1270,8 +1759,22 @@ struct commit_service *commit_start(const struct commit_params *params,
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&cs->cond, &ca);
+    for (size_t i = 0; i < cs->p.remote_count; i++) {
+        cs->senders[i].cs = cs;
+        cs->senders[i].remote = &cs->remotes[i];
+        pthread_cond_init(&cs->senders[i].cond, &ca);
+    }
     pthread_condattr_destroy(&ca);
+    pthread_rwlock_init(&cs->ledger_lock, NULL);
+    cs->sync_inited = true;
     cs->last_prune_ms = 0;
+    cs->ledger_backoff_s = 1;
+    if (params->ledger_path != NULL && params->ledger_path[0] != '\0') {
+        cs->ledger_file = strdup(params->ledger_path);
+        if (cs->ledger_file == NULL)
+            goto out_nomem;
+        ledger_try_open(cs, now_ms());
+    }
     if (load_files(cs, err, err_len) < 0) {
         commit_stop(cs);
         return NULL;
@@ -1283,6 +1786,16 @@ struct commit_service *commit_start(const struct commit_params *params,
         return NULL;
     }
     cs->thread_started = true;
+    for (size_t i = 0; i < cs->p.remote_count; i++) {
+        if (pthread_create(&cs->senders[i].thread, NULL, sender_main,
+                           &cs->senders[i]) != 0) {
+            snprintf(err, err_len, "cannot start the report thread of %s",
+                     cs->remotes[i].ae_title);
+            commit_stop(cs);
+            return NULL;
+        }
+        cs->senders[i].started = true;
+    }
     return cs;
 
 out_nomem:
@@ -1295,15 +1808,27 @@ void commit_stop(struct commit_service *cs)
 {
     if (cs == NULL)
         return;
-    if (cs->thread_started) {
+    if (cs->sync_inited) {
         pthread_mutex_lock(&cs->lock);
         cs->stop = true;
         pthread_cond_signal(&cs->cond);
+        for (size_t i = 0; i < cs->p.remote_count; i++)
+            pthread_cond_signal(&cs->senders[i].cond);
         pthread_mutex_unlock(&cs->lock);
-        pthread_join(cs->thread, NULL);
+        /* A report being sent finishes or times out (dicom.timeout_s). */
+        for (size_t i = 0; i < cs->p.remote_count; i++)
+            if (cs->senders[i].started)
+                pthread_join(cs->senders[i].thread, NULL);
+        if (cs->thread_started)
+            pthread_join(cs->thread, NULL);
+        for (size_t i = 0; i < cs->p.remote_count; i++)
+            pthread_cond_destroy(&cs->senders[i].cond);
         pthread_mutex_destroy(&cs->lock);
         pthread_cond_destroy(&cs->cond);
+        ledger_close(cs->ledger); /* commits what is queued */
+        pthread_rwlock_destroy(&cs->ledger_lock);
     }
+    free(cs->ledger_file);
     while (cs->txs != NULL) {
         struct commit_tx *tx = cs->txs;
         cs->txs = tx->next;
@@ -1313,9 +1838,15 @@ void commit_stop(struct commit_service *cs)
         for (size_t i = 0; i < cs->p.remote_count; i++) {
             free((char *)cs->remotes[i].ae_title);
             free((char *)cs->remotes[i].host);
+            free((char *)cs->remotes[i].certificate_sha256);
         }
         free(cs->remotes);
     }
+    free((char *)cs->out_tls.ca_file);
+    free((char *)cs->out_tls.certificate_file);
+    free((char *)cs->out_tls.private_key_file);
+    free((char *)cs->out_tls.private_key_password_file);
+    free(cs->senders);
     free(cs->recent);
     free(cs->our_ae);
     free(cs->destination);

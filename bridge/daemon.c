@@ -38,13 +38,11 @@
 #include "commit.h"
 #include "config/config.h"
 #include "find.h"
-#include "ledger/ledger.h"
 #include "monitor.h"
 #include "params.h"
 #include "retrieve.h"
 #include "scp/scp.h"
 #include "spool/spool.h"
-#include "study_cmd.h"
 #include "uploader.h"
 #include "web/dicomweb.h"
 #include "web/oauth.h"
@@ -258,42 +256,6 @@ void daemon_listen_params(const struct cfg *cfg, struct scp_params *params,
 }
 
 /*
- * Opens the delivery ledger (ledger.path, or <spool.dir>/ledger.db). A
- * ledger that cannot be opened is logged and left out: it loses no image
- * (commitment then asks the server), so the daemon runs without it.
- */
-static struct ledger *daemon_open_ledger(const struct cfg *cfg)
-{
-    struct ledger_params lp;
-    struct ledger *lg = NULL;
-    char path[4096];
-    char err[512];
-    int r;
-
-    if (study_ledger_path(cfg, path, sizeof(path)) < 0) {
-        log_warning("event=ledger-off reason=\"path too long\", ignoring");
-        return NULL;
-    }
-    memset(&lp, 0, sizeof(lp));
-    lp.path = path;
-    lp.flags = LEDGER_OPEN_RECOVER;
-    r = ledger_open(&lp, &lg, err, sizeof(err));
-    if (r < 0) {
-        log_warning("event=ledger-off reason=\"%s\", ignoring: deliveries "
-                    "are not recorded and commitment asks the server",
-                    err);
-        return NULL;
-    }
-    if (ledger_moved_aside(lg) != NULL)
-        log_warning("event=ledger-moved-aside path=%s to=%s reason=\"%s\"",
-                    path, ledger_moved_aside(lg),
-                    ledger_moved_aside_reason(lg));
-    log_info("event=ledger-open path=%s keep_days=%u", path,
-             cfg->ledger.keep_days);
-    return lg;
-}
-
-/*
  * Raises the soft RLIMIT_NOFILE to the hard limit (systemd's LimitNOFILE=
  * sets both; a shell may have a lower soft one) and says whether what the
  * configuration may hold at once fits: associations, pending connections
@@ -384,7 +346,6 @@ int daemon_run(const struct cfg *cfg, const char *config_path)
     struct find_service *finder = NULL;
     struct find_web *find_web = NULL;
     struct scp_find_handler find_handler;
-    struct ledger *ledger = NULL;
     struct find_web *commit_web = NULL;
     struct commit_service *committer = NULL;
     struct commit_remote *remotes = NULL;
@@ -516,37 +477,26 @@ int daemon_run(const struct cfg *cfg, const char *config_path)
 
     if (tokens != NULL) {
         struct commit_params cp;
+        struct dicomweb_params web;
+        char ledger_path[4096];
 
-        ledger = daemon_open_ledger(cfg);
+        params_dicomweb(cfg, &web);
         commit_web =
-            find_web_new(cfg->upload.url,
-                         cfg->upload.ca_file[0] ? cfg->upload.ca_file : NULL,
-                         cfg->upload.timeout_s, tokens);
-        if (cfg->dicom.remote_ae_count > 0)
-            remotes = calloc(cfg->dicom.remote_ae_count, sizeof(*remotes));
+            find_web_new(web.base_url, web.ca_file, web.timeout_s, tokens);
         if (commit_web == NULL ||
-            (cfg->dicom.remote_ae_count > 0 && remotes == NULL)) {
+            params_commit(cfg, ledger_path, sizeof(ledger_path), &remotes,
+                          &cp) < 0) {
             log_err("event=start-failed reason=\"out of memory\"");
             goto out;
         }
-        for (size_t i = 0; i < cfg->dicom.remote_ae_count; i++) {
-            remotes[i].ae_title = cfg->dicom.remote_aes[i].ae_title;
-            remotes[i].host = cfg->dicom.remote_aes[i].host;
-            remotes[i].port = (uint16_t)cfg->dicom.remote_aes[i].port;
-        }
-        memset(&cp, 0, sizeof(cp));
+        if (cp.ledger_path == NULL)
+            log_warning("event=ledger-off reason=\"path too long\", "
+                        "ignoring");
+        /* The service opens the ledger, and opens it again when it
+         * breaks. */
         cp.spool = spool;
-        cp.ledger = ledger;
         cp.web = commit_web;
-        cp.our_ae = cfg->dicom.ae_title;
-        cp.destination = cfg->upload.url;
-        cp.remotes = remotes;
-        cp.remote_count = cfg->dicom.remote_ae_count;
-        cp.max_wait_h = cfg->commit.max_wait_h;
-        cp.report_retry_max_s = cfg->commit.report_retry_max_s;
-        cp.timeout_s = cfg->dicom.timeout_s;
-        cp.min_free_mb = cfg->spool.min_free_mb;
-        cp.keep_days = cfg->ledger.keep_days;
+        cp.outbound_tls = params.outbound_tls; /* as C-MOVE */
         committer = commit_start(&cp, err, sizeof(err));
         if (committer == NULL) {
             log_err("event=start-failed reason=\"storage commitment: %s\"",
@@ -655,8 +605,10 @@ out:
     /* Association threads still running (grace expired) keep using the
      * spool and SCP: leave them to process exit rather than free them. */
     if (scp == NULL || scp_active_associations(scp) == 0) {
+        /* First the monitor's threads: its readiness probe uses a QIDO-RS
+         * client and its refresh thread the spool, both freed below. */
+        monitor_stop(monitor);
         commit_stop(committer);
-        ledger_close(ledger);
         find_web_free(commit_web);
         daemon_scp = NULL;
         scp_free(scp);

@@ -119,6 +119,7 @@ static void key_set_free(struct key_set *set)
 
 struct find_service {
     struct find_params params;
+    char retrieve_ae[UTIL_AE_TITLE_MAX + 1]; /* "": retrieve not offered */
     atomic_ulong requests;
 };
 
@@ -181,6 +182,14 @@ struct find_service *find_service_new(const struct find_params *params)
     if (svc == NULL)
         return NULL;
     svc->params = *params;
+    if (params->retrieve_ae != NULL &&
+        strlen(params->retrieve_ae) >= sizeof(svc->retrieve_ae)) {
+        free(svc);
+        return NULL;
+    }
+    snprintf(svc->retrieve_ae, sizeof(svc->retrieve_ae), "%s",
+             params->retrieve_ae != NULL ? params->retrieve_ae : "");
+    svc->params.retrieve_ae = svc->retrieve_ae;
     if (svc->params.page_size == 0)
         svc->params.page_size = 100;
     if (svc->params.max_results == 0)
@@ -504,12 +513,16 @@ static int copy_sequence(struct ds_attr *dst, const struct ds_attr *src,
 
 /*
  * The response identifier for @entity: exactly the keys asked for, with
- * the entity's values (zero length when it has none), and the
- * QueryRetrieveLevel. NULL on out-of-memory.
+ * the entity's values (zero length when it has none), the
+ * QueryRetrieveLevel, and the Retrieve AE Title: ours when retrieve is
+ * offered (asked for or not), else zero length when asked for (the
+ * server's is never passed on: C-MOVE is not answered there for us).
+ * NULL on out-of-memory.
  */
 static struct ds *build_answer(const struct find_session *s,
                                const struct ds *entity)
 {
+    const char *retrieve_ae = s->svc->retrieve_ae;
     struct ds *answer = ds_new();
 
     if (answer == NULL)
@@ -526,6 +539,12 @@ static struct ds *build_answer(const struct find_session *s,
         if (key->tag == DCM_TAG_QueryRetrieveLevel) {
             if (ds_put(answer, DCM_TAG_QueryRetrieveLevel, "CS",
                        find__level_names[s->level]) == NULL)
+                goto oom;
+            continue;
+        }
+        if (key->tag == DCM_TAG_RetrieveAETitle) {
+            if (ds_put(answer, DCM_TAG_RetrieveAETitle, "AE",
+                       retrieve_ae[0] != '\0' ? retrieve_ae : NULL) == NULL)
                 goto oom;
             continue;
         }
@@ -551,6 +570,10 @@ static struct ds *build_answer(const struct find_session *s,
     if (ds_get(answer, DCM_TAG_QueryRetrieveLevel) == NULL &&
         ds_put(answer, DCM_TAG_QueryRetrieveLevel, "CS",
                find__level_names[s->level]) == NULL)
+        goto oom;
+    if (retrieve_ae[0] != '\0' &&
+        ds_get(answer, DCM_TAG_RetrieveAETitle) == NULL &&
+        ds_put(answer, DCM_TAG_RetrieveAETitle, "AE", retrieve_ae) == NULL)
         goto oom;
     return answer;
 oom:

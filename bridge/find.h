@@ -19,6 +19,9 @@
  *            were read (then the last status is A700 with a comment);
  *            duplicates across pages dropped by unique key; a C-CANCEL
  *            stops before the next page.
+ *   answers  the keys asked for, Query/Retrieve Level, and Retrieve AE
+ *            Title = find_params.retrieve_ae (ours) when retrieve is
+ *            offered.
  *   errors   a failed QIDO-RS request (network, HTTP status, bad JSON,
  *            token) ends the C-FIND with a Cxxx status and an error
  *            comment, never an empty success:
@@ -87,6 +90,12 @@ struct find_params {
     unsigned max_results; /* query.max_results */
     find_fetch_fn fetch;
     void *fetch_ctx;
+    /* Retrieve AE Title (0008,0054) of every answer, at every level
+     * (PS3.4 C.4.1.1.3.2), whether asked for or not: our dicom.ae_title
+     * when we answer C-MOVE/C-GET (copied). NULL or "": retrieve is not
+     * offered; the key is then answered zero length when asked for, and
+     * never taken from the server. */
+    const char *retrieve_ae;
 };
 
 struct find_service;

@@ -410,6 +410,120 @@ static int main_token(const struct cfg *cfg, bool raw)
     return errors == 0 ? 0 : EXIT_RUNTIME;
 }
 
+/* `check`, the client certificate and its key: they match, and the
+ * certificate's validity. Returns the number of failures, or -1 when they
+ * cannot be read at all (nothing after it is checked). */
+static int main_check_certificate(const struct cfg_auth *auth, int64_t now)
+{
+    struct jwt_credential *cred = NULL;
+    const char *key = auth->client_key_file[0] != '\0'
+                          ? auth->client_key_file
+                          : auth->client_certificate_file;
+    char err[768];
+    char text[768];
+    int failures = 0;
+
+    if (jwt_credential_from_files(auth->client_certificate_file, key, &cred,
+                                  err, sizeof(err)) < 0) {
+        printf("certificate: FAILED: %s\n", err);
+        return -1;
+    }
+    jwt_credential_describe(cred, text, sizeof(text));
+    printf("certificate: ok (the key matches; %s; %s)\n", text,
+           auth->assertion_alg);
+    switch (jwt_credential_check_validity(cred, now, MAIN_EXPIRY_WARNING_S,
+                                          text, sizeof(text))) {
+    case JWT_VALID:
+        printf("certificate: ok (%s)\n", text);
+        break;
+    case JWT_EXPIRES_SOON:
+        printf("certificate: warning: %s\n", text);
+        break;
+    case JWT_EXPIRED:
+    case JWT_NOT_YET_VALID:
+        printf("certificate: FAILED: %s\n", text);
+        failures++;
+        break;
+    }
+    jwt_credential_free(cred);
+    return failures;
+}
+
+/* `check`, the federated token file. Returns the number of failures. */
+static int main_check_federated(const struct cfg_auth *auth, int64_t now)
+{
+    char *token = NULL;
+    char err[768];
+
+    if (federated_token_read(auth->client_assertion_file, now, &token, err,
+                             sizeof(err)) < 0) {
+        printf("federated token: FAILED: %s\n", err);
+        return 1;
+    }
+    printf("federated token: ok (%s, read again for every token "
+           "request)\n",
+           auth->client_assertion_file);
+    explicit_bzero(token, strlen(token));
+    free(token);
+    return 0;
+}
+
+/* `check`, the managed identity endpoint. Returns the number of
+ * failures. */
+static int main_check_managed_identity(const struct cfg_auth *auth)
+{
+    struct mi_params mp;
+    struct mi_env env;
+    enum mi_flavor flavor;
+    char *url = NULL;
+    char err[768];
+
+    memset(&mp, 0, sizeof(mp));
+    mp.resource = auth->resource;
+    mp.client_id = auth->client_id;
+    mp.endpoint = auth->endpoint;
+    mi_env_from_process(&env);
+    if (mi_resolve(&mp, &env, &flavor, &url, err, sizeof(err)) < 0) {
+        printf("managed identity: FAILED: %s\n", err);
+        return 1;
+    }
+    printf("managed identity: %s, %s\n",
+           flavor == MI_ARC ? "Azure Arc" : "Azure VM (IMDS)", url);
+    free(url);
+    return 0;
+}
+
+/* `check`, the client secret's expiry as auth.client_secret_expires
+ * states it. Returns the number of failures. */
+static int main_check_secret_expiry(const struct cfg_auth *auth, int64_t now)
+{
+    struct tm tm;
+    int64_t at;
+
+    memset(&tm, 0, sizeof(tm));
+    if (strptime(auth->client_secret_expires, "%Y-%m-%d", &tm) == NULL)
+        return 0;
+    at = (int64_t)timegm(&tm);
+    if (at <= now) {
+        printf("secret: FAILED: the client secret expired on %s "
+               "(as auth.client_secret_expires states; Entra "
+               "answers AADSTS7000222): create a new secret under "
+               "the app's Certificates & secrets, put it in the "
+               "secret file and send SIGHUP (systemctl kill -s HUP "
+               "stowbridge)\n",
+               auth->client_secret_expires);
+        return 1;
+    }
+    if (at - now <= MAIN_EXPIRY_WARNING_S)
+        printf("secret: warning: the client secret expires in %lld "
+               "days, on %s: create a new one, put it in the secret "
+               "file and send SIGHUP before then\n",
+               (long long)((at - now) / 86400), auth->client_secret_expires);
+    else
+        printf("secret: ok (expires on %s)\n", auth->client_secret_expires);
+    return 0;
+}
+
 /*
  * `check`, the credential files: the certificate and key (they match, the
  * certificate's validity), the federated token file, the managed identity
@@ -419,103 +533,23 @@ static int main_check_credentials(const struct cfg *cfg)
 {
     const struct cfg_auth *auth = &cfg->auth;
     int64_t now = (int64_t)time(NULL);
-    char err[768];
-    char text[768];
     int failures = 0;
 
     if (auth->client_certificate_file[0] != '\0') {
-        struct jwt_credential *cred = NULL;
-        const char *key = auth->client_key_file[0] != '\0'
-                              ? auth->client_key_file
-                              : auth->client_certificate_file;
+        int r = main_check_certificate(auth, now);
 
-        if (jwt_credential_from_files(auth->client_certificate_file, key, &cred,
-                                      err, sizeof(err)) < 0) {
-            printf("certificate: FAILED: %s\n", err);
+        if (r < 0)
             return 1;
-        }
-        jwt_credential_describe(cred, text, sizeof(text));
-        printf("certificate: ok (the key matches; %s; %s)\n", text,
-               auth->assertion_alg);
-        switch (jwt_credential_check_validity(cred, now, MAIN_EXPIRY_WARNING_S,
-                                              text, sizeof(text))) {
-        case JWT_VALID:
-            printf("certificate: ok (%s)\n", text);
-            break;
-        case JWT_EXPIRES_SOON:
-            printf("certificate: warning: %s\n", text);
-            break;
-        case JWT_EXPIRED:
-        case JWT_NOT_YET_VALID:
-            printf("certificate: FAILED: %s\n", text);
-            failures++;
-            break;
-        }
-        jwt_credential_free(cred);
+        failures += r;
     }
-    if (auth->client_assertion_file[0] != '\0') {
-        char *token = NULL;
-
-        if (federated_token_read(auth->client_assertion_file, now, &token, err,
-                                 sizeof(err)) < 0) {
-            printf("federated token: FAILED: %s\n", err);
-            failures++;
-        } else {
-            printf("federated token: ok (%s, read again for every token "
-                   "request)\n",
-                   auth->client_assertion_file);
-            explicit_bzero(token, strlen(token));
-            free(token);
-        }
-    }
-    if (strcmp(auth->type, "managed_identity") == 0) {
-        struct mi_params mp;
-        struct mi_env env;
-        enum mi_flavor flavor;
-        char *url = NULL;
-
-        memset(&mp, 0, sizeof(mp));
-        mp.resource = auth->resource;
-        mp.client_id = auth->client_id;
-        mp.endpoint = auth->endpoint;
-        mi_env_from_process(&env);
-        if (mi_resolve(&mp, &env, &flavor, &url, err, sizeof(err)) < 0) {
-            printf("managed identity: FAILED: %s\n", err);
-            failures++;
-        } else {
-            printf("managed identity: %s, %s\n",
-                   flavor == MI_ARC ? "Azure Arc" : "Azure VM (IMDS)", url);
-            free(url);
-        }
-    }
+    if (auth->client_assertion_file[0] != '\0')
+        failures += main_check_federated(auth, now);
+    if (strcmp(auth->type, "managed_identity") == 0)
+        failures += main_check_managed_identity(auth);
     if (auth->client_secret_expires[0] != '\0' &&
         auth->client_certificate_file[0] == '\0' &&
-        auth->client_assertion_file[0] == '\0') {
-        struct tm tm;
-        memset(&tm, 0, sizeof(tm));
-        if (strptime(auth->client_secret_expires, "%Y-%m-%d", &tm) != NULL) {
-            int64_t at = (int64_t)timegm(&tm);
-            if (at <= now) {
-                printf("secret: FAILED: the client secret expired on %s "
-                       "(as auth.client_secret_expires states; Entra "
-                       "answers AADSTS7000222): create a new secret under "
-                       "the app's Certificates & secrets, put it in the "
-                       "secret file and send SIGHUP (systemctl kill -s HUP "
-                       "stowbridge)\n",
-                       auth->client_secret_expires);
-                failures++;
-            } else if (at - now <= MAIN_EXPIRY_WARNING_S) {
-                printf("secret: warning: the client secret expires in %lld "
-                       "days, on %s: create a new one, put it in the secret "
-                       "file and send SIGHUP before then\n",
-                       (long long)((at - now) / 86400),
-                       auth->client_secret_expires);
-            } else {
-                printf("secret: ok (expires on %s)\n",
-                       auth->client_secret_expires);
-            }
-        }
-    }
+        auth->client_assertion_file[0] == '\0')
+        failures += main_check_secret_expiry(auth, now);
     return failures;
 }
 
@@ -644,8 +678,9 @@ static int main_check(const struct cfg *cfg, bool dump)
     return failures == 0 ? 0 : EXIT_RUNTIME;
 }
 
-/* A subcommand of words and --config FILE in any order. */
-static int main_words(int argc, char **argv, const char *name,
+/* A subcommand of at most @max_words (<= 4) words and --config FILE in
+ * any order. */
+static int main_words(int argc, char **argv, const char *name, int max_words,
                       int (*fn)(const struct cfg *, int, char **))
 {
     struct main_opts opts;
@@ -660,7 +695,7 @@ static int main_words(int argc, char **argv, const char *name,
             opts.config_path = argv[++i];
         } else if (strncmp(argv[i], "--config=", 9) == 0) {
             opts.config_path = argv[i] + 9;
-        } else if (nwords < 4) {
+        } else if (nwords < max_words) {
             words[nwords++] = argv[i];
         } else {
             fprintf(stderr, "stowbridge %s: too many arguments\n", name);
@@ -670,35 +705,6 @@ static int main_words(int argc, char **argv, const char *name,
     if (main_load_config(&opts, name, false, &cfg) < 0)
         return EXIT_USAGE;
     status = fn(cfg, nwords, words);
-    cfg_free(cfg);
-    return status;
-}
-
-/* `queue`: words and --config FILE in any order. */
-static int main_queue(int argc, char **argv)
-{
-    struct main_opts opts;
-    struct cfg *cfg = NULL;
-    char *words[3];
-    int nwords = 0;
-    int status;
-
-    memset(&opts, 0, sizeof(opts));
-    for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
-            opts.config_path = argv[++i];
-        } else if (strncmp(argv[i], "--config=", 9) == 0) {
-            opts.config_path = argv[i] + 9;
-        } else if (nwords < 3) {
-            words[nwords++] = argv[i];
-        } else {
-            fprintf(stderr, "stowbridge queue: too many arguments\n");
-            return EXIT_USAGE;
-        }
-    }
-    if (main_load_config(&opts, "queue", false, &cfg) < 0)
-        return EXIT_USAGE;
-    status = queue_main(cfg, nwords, words);
     cfg_free(cfg);
     return status;
 }
@@ -727,11 +733,11 @@ int main(int argc, char **argv)
     }
 
     if (strcmp(cmd, "queue") == 0)
-        return main_queue(argc - 2, argv + 2);
+        return main_words(argc - 2, argv + 2, "queue", 3, queue_main);
     if (strcmp(cmd, "study") == 0)
-        return main_words(argc - 2, argv + 2, "study", study_main);
+        return main_words(argc - 2, argv + 2, "study", 4, study_main);
     if (strcmp(cmd, "commit") == 0)
-        return main_words(argc - 2, argv + 2, "commit", commit_cmd_main);
+        return main_words(argc - 2, argv + 2, "commit", 4, commit_cmd_main);
     if (strcmp(cmd, "tls-fingerprint") == 0) {
         if (argc != 3) {
             fprintf(stderr, "stowbridge: usage: stowbridge tls-fingerprint "

@@ -1274,7 +1274,7 @@ void monitor_set_listening(struct monitor *mon, bool listening)
         atomic_store(&mon->listening, listening);
 }
 
-void monitor_free(struct monitor *mon)
+void monitor_stop(struct monitor *mon)
 {
     if (mon == NULL)
         return;
@@ -1286,8 +1286,18 @@ void monitor_free(struct monitor *mon)
         (void)pthread_join(mon->thread, NULL);
         if (mon->probe_started)
             (void)pthread_join(mon->probe_thread, NULL);
+        mon->thread_started = false;
+        mon->probe_started = false;
     }
     admin_free(mon->admin);
+    mon->admin = NULL;
+}
+
+void monitor_free(struct monitor *mon)
+{
+    if (mon == NULL)
+        return;
+    monitor_stop(mon);
     log_set_observer(NULL, NULL);
     metrics_free(mon->metrics);
     admin_events_free(mon->events);

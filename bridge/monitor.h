@@ -106,7 +106,15 @@ int monitor_new(const struct monitor_params *params,
  */
 int monitor_start(struct monitor *monitor, char *err, size_t err_len);
 
-/* Stops the threads and frees. Accepts NULL. Call only once every
+/*
+ * Stops the refresh and probe threads and the HTTP server, and waits for
+ * them: afterwards the monitor touches nothing it was given (the spool,
+ * the readiness probe's QIDO-RS client, the SCP), so those may be freed.
+ * The hooks stay callable until monitor_free(). Idempotent; accepts NULL.
+ */
+void monitor_stop(struct monitor *monitor);
+
+/* monitor_stop(), then frees. Accepts NULL. Call only once every
  * component that reports to it stopped. */
 void monitor_free(struct monitor *monitor);
 

@@ -6,10 +6,12 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/log.h"
+#include "commit.h"
 #include "config/config.h"
 #include "find.h"
 #include "monitor.h"
@@ -162,6 +164,10 @@ void params_find(const struct cfg *cfg, struct find_params *ret)
         ret->profile = FIND_PROFILE_STANDARD;
     ret->page_size = cfg->query.page_size;
     ret->max_results = cfg->query.max_results;
+    /* C-MOVE and C-GET are answered by this AE when retrieve is offered
+     * (the daemon sets it up whenever it queries: both need upload.url). */
+    ret->retrieve_ae =
+        params_retrieve_enabled(cfg) ? cfg->dicom.ae_title : NULL;
 }
 
 bool params_retrieve_enabled(const struct cfg *cfg)
@@ -272,5 +278,54 @@ int params_monitor(const struct cfg *cfg, struct spool *spool,
     ret->allow_actions = cfg->admin.allow_actions;
     ret->ready_window_s = cfg->admin.ready_window_s;
     *ret_callers = callers;
+    return 0;
+}
+
+int params_ledger_path(const struct cfg *cfg, char *buf, size_t len)
+{
+    int r;
+
+    if (cfg->ledger.path[0] != '\0')
+        r = snprintf(buf, len, "%s", cfg->ledger.path);
+    else
+        r = snprintf(buf, len, "%s/ledger.db", cfg->spool.dir);
+    return r < 0 || (size_t)r >= len ? -ENAMETOOLONG : 0;
+}
+
+int params_commit(const struct cfg *cfg, char *ledger_path, size_t path_len,
+                  struct commit_remote **ret_remotes, struct commit_params *ret)
+{
+    struct commit_remote *remotes = NULL;
+    size_t n = cfg->dicom.remote_ae_count;
+
+    *ret_remotes = NULL;
+    if (n > 0) {
+        remotes = calloc(n, sizeof(*remotes));
+        if (remotes == NULL)
+            return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+            remotes[i].ae_title = cfg->dicom.remote_aes[i].ae_title;
+            remotes[i].host = cfg->dicom.remote_aes[i].host;
+            remotes[i].port = (uint16_t)cfg->dicom.remote_aes[i].port;
+            remotes[i].tls = cfg->dicom.remote_aes[i].tls;
+            remotes[i].certificate_sha256 =
+                cfg->dicom.remote_aes[i].certificate_sha256;
+        }
+    }
+    memset(ret, 0, sizeof(*ret));
+    ret->ledger_path = params_ledger_path(cfg, ledger_path, path_len) == 0
+                           ? ledger_path
+                           : NULL;
+    ret->our_ae = cfg->dicom.ae_title;
+    ret->destination = cfg->upload.url;
+    ret->remotes = remotes;
+    ret->remote_count = n;
+    ret->max_wait_h = cfg->commit.max_wait_h;
+    ret->report_retry_max_s = cfg->commit.report_retry_max_s;
+    ret->timeout_s = cfg->dicom.timeout_s;
+    ret->min_free_mb = cfg->spool.min_free_mb;
+    ret->keep_days = cfg->ledger.keep_days;
+    ret->same_association = cfg->commit.same_association;
+    *ret_remotes = remotes;
     return 0;
 }

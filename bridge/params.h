@@ -3,20 +3,28 @@
  * params - the one place where the configuration becomes the parameter
  * structs of the modules (STYLE.md "Modules get *_params structs, never
  * the config object"): the SCP's, the C-FIND provider's, the token
- * source's, the STOW-RS client's and the uploader's. A new config key is
- * mapped here and nowhere else.
+ * source's, the STOW-RS client's, the uploader's, the monitor's and the
+ * Storage Commitment provider's. A new config key is mapped here and
+ * nowhere else. Like the uploader's and the monitor's, the provider's
+ * params are only filled: sb_params uses their header (bridge/commit.h),
+ * never their library.
  *
  * Pure: no I/O, no logging (the token source's notices are routed to the
  * log by the callback it is given). Strings are borrowed from @cfg, which
  * must outlive the params; an empty optional string ("") becomes NULL.
- * Errors: params_scp_callers() returns -ENOMEM; the rest cannot fail.
+ * Errors: params_scp_callers(), params_monitor() and params_commit()
+ * return -ENOMEM; params_ledger_path() -ENAMETOOLONG; the rest cannot
+ * fail.
  */
 #ifndef STOWBRIDGE_PARAMS_H
 #define STOWBRIDGE_PARAMS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 struct cfg;
+struct commit_params;
+struct commit_remote;
 struct dicomweb_params;
 struct find_params;
 struct monitor_params;
@@ -99,5 +107,27 @@ void params_uploader(const struct cfg *cfg, struct spool *spool,
  */
 int params_monitor(const struct cfg *cfg, struct spool *spool,
                    const char ***ret_callers, struct monitor_params *ret);
+
+/*
+ * The delivery ledger's file: ledger.path, or <spool.dir>/ledger.db when
+ * it is "" (the daemon writes it, `study` and `commit` read it), into
+ * @buf (capacity @len). 0 or -ENAMETOOLONG.
+ */
+int params_ledger_path(const struct cfg *cfg, char *buf, size_t len);
+
+/*
+ * dicom.ae_title, dicom.remote_aes, dicom.timeout_s, upload.url,
+ * spool.min_free_mb, commit.* and ledger.* as the Storage Commitment
+ * provider's params (bridge/commit.h). The remote AEs go into a new array
+ * in *@ret_remotes that the caller frees with free() after commit_start()
+ * (NULL when there are none; they borrow the config's strings); the
+ * ledger's path (params_ledger_path()) into @ledger_path (capacity
+ * @path_len), ->ledger_path NULL when it does not fit. The caller sets
+ * ->spool, ->web and ->outbound_tls (params_scp_remotes()'s, for the
+ * remotes with tls). Returns 0 or -ENOMEM.
+ */
+int params_commit(const struct cfg *cfg, char *ledger_path, size_t path_len,
+                  struct commit_remote **ret_remotes,
+                  struct commit_params *ret);
 
 #endif

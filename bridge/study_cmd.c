@@ -21,6 +21,7 @@
 #include "config/config.h"
 #include "dicom/redact.h"
 #include "ledger/ledger.h"
+#include "params.h"
 #include "servertext.h"
 #include "spool/spool.h"
 #include "spool/txn.h"
@@ -32,13 +33,7 @@
 
 int study_ledger_path(const struct cfg *cfg, char *buf, size_t len)
 {
-    int r;
-
-    if (cfg->ledger.path[0] != '\0')
-        r = snprintf(buf, len, "%s", cfg->ledger.path);
-    else
-        r = snprintf(buf, len, "%s/ledger.db", cfg->spool.dir);
-    return r < 0 || (size_t)r >= len ? -ENAMETOOLONG : 0;
+    return params_ledger_path(cfg, buf, len); /* the daemon's rule */
 }
 
 /* ISO 8601 UTC of @ms, or "-" for 0. */
@@ -51,6 +46,16 @@ static const char *iso(int64_t ms, char buf[32])
         return "-";
     (void)strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
     return buf;
+}
+
+/* Prints @o as indented JSON and a newline (nothing if out of memory). */
+static void print_json(const cJSON *o)
+{
+    char *text = cJSON_Print(o);
+
+    if (text != NULL)
+        printf("%s\n", text);
+    free(text);
 }
 
 /* Opens the ledger read-only; NULL (said why on stderr) if it cannot. */
@@ -129,16 +134,15 @@ static int on_source(void *ctx, const struct ledger_study_source *s)
     return 0;
 }
 
-static int on_study_commit(void *ctx, const struct ledger_commit *c,
-                           const struct ledger_commit_study *s)
+/* One commitment transaction as a JSON object; NULL: out of memory. */
+static cJSON *tx_json(const struct ledger_commit *c)
 {
-    struct study_ctx *sc = ctx;
     cJSON *o = cJSON_CreateObject();
     char a[32];
     char b[32];
 
     if (o == NULL)
-        return -ENOMEM;
+        return NULL;
     cJSON_AddStringToObject(o, "tx", c->tx_uid);
     cJSON_AddStringToObject(o, "calling_ae", c->calling_ae);
     cJSON_AddStringToObject(o, "received", iso(c->received_ms, a));
@@ -148,6 +152,17 @@ static int on_study_commit(void *ctx, const struct ledger_commit *c,
     cJSON_AddNumberToObject(o, "committed", (double)c->committed);
     cJSON_AddNumberToObject(o, "failed", (double)c->failed);
     cJSON_AddNumberToObject(o, "pending", (double)c->pending);
+    return o;
+}
+
+static int on_study_commit(void *ctx, const struct ledger_commit *c,
+                           const struct ledger_commit_study *s)
+{
+    struct study_ctx *sc = ctx;
+    cJSON *o = tx_json(c);
+
+    if (o == NULL)
+        return -ENOMEM;
     cJSON_AddNumberToObject(o, "study_items", (double)s->items);
     cJSON_AddNumberToObject(o, "study_committed", (double)s->committed);
     cJSON_AddNumberToObject(o, "study_failed", (double)s->failed);
@@ -291,7 +306,6 @@ int study_main(const struct cfg *cfg, int argc, char **argv)
     cJSON *failed;
     char a[32];
     char b[32];
-    char *text;
 
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0)
@@ -338,14 +352,10 @@ int study_main(const struct cfg *cfg, int argc, char **argv)
         cJSON_Delete(sc.root);
         return STUDY_EXIT_RUNTIME;
     }
-    if (json) {
-        text = cJSON_Print(sc.root);
-        if (text != NULL)
-            printf("%s\n", text);
-        free(text);
-    } else {
+    if (json)
+        print_json(sc.root);
+    else
         study_print_text(sc.root);
-    }
     cJSON_Delete(sc.root);
     return 0;
 }
@@ -360,27 +370,7 @@ struct list_ctx {
     const struct cfg *cfg;
 };
 
-static cJSON *commit_json(const struct ledger_commit *c)
-{
-    cJSON *o = cJSON_CreateObject();
-    char a[32];
-    char b[32];
-
-    if (o == NULL)
-        return NULL;
-    cJSON_AddStringToObject(o, "tx", c->tx_uid);
-    cJSON_AddStringToObject(o, "calling_ae", c->calling_ae);
-    cJSON_AddStringToObject(o, "received", iso(c->received_ms, a));
-    cJSON_AddStringToObject(o, "reported", iso(c->reported_ms, b));
-    cJSON_AddNumberToObject(o, "event_type", c->event_type);
-    cJSON_AddNumberToObject(o, "items", (double)c->items);
-    cJSON_AddNumberToObject(o, "committed", (double)c->committed);
-    cJSON_AddNumberToObject(o, "failed", (double)c->failed);
-    cJSON_AddNumberToObject(o, "pending", (double)c->pending);
-    return o;
-}
-
-static void commit_print(const struct ledger_commit *c)
+static void tx_print(const struct ledger_commit *c)
 {
     char a[32];
     char b[32];
@@ -398,11 +388,11 @@ static int on_list(void *ctx, const struct ledger_commit *c)
     struct list_ctx *lc = ctx;
 
     if (lc->json) {
-        cJSON *o = commit_json(c);
+        cJSON *o = tx_json(c);
         if (o != NULL)
             cJSON_AddItemToArray(lc->array, o);
     } else {
-        commit_print(c);
+        tx_print(c);
     }
     return 0;
 }
@@ -435,13 +425,59 @@ static int on_item(void *ctx, const struct ledger_commit_item *i)
     return 0;
 }
 
+/* `commit list`: the latest STUDY_LIST_MAX transactions. */
+static int cmd_commit_list(struct ledger *lg, struct list_ctx *lc)
+{
+    int status = 0;
+
+    if (ledger_commit_list(lg, 0, STUDY_LIST_MAX, on_list, lc) < 0)
+        status = STUDY_EXIT_RUNTIME;
+    if (lc->json)
+        print_json(lc->array);
+    return status;
+}
+
+/* `commit show TRANSACTION_UID`: the transaction and its instances. */
+static int cmd_commit_show(struct ledger *lg, const char *tx_uid,
+                           struct list_ctx *lc)
+{
+    struct ledger_commit c;
+    int r = ledger_commit_find(lg, tx_uid, &c);
+
+    if (r == -ENOENT) {
+        fprintf(stderr,
+                "stowbridge: no such commitment transaction: "
+                "%s\n",
+                tx_uid);
+        return STUDY_EXIT_RUNTIME;
+    }
+    if (r < 0) {
+        fprintf(stderr, "stowbridge: cannot read the ledger (%d)\n", r);
+        return STUDY_EXIT_RUNTIME;
+    }
+    if (lc->json) {
+        cJSON *o = tx_json(&c);
+        (void)ledger_commit_items(lg, tx_uid, on_item, lc);
+        if (o != NULL) {
+            cJSON_AddItemToObject(o, "instances", lc->array);
+            lc->array = NULL;
+            print_json(o);
+            cJSON_Delete(o);
+        }
+    } else {
+        tx_print(&c);
+        (void)ledger_commit_items(lg, tx_uid, on_item, lc);
+    }
+    return 0;
+}
+
 int commit_cmd_main(const struct cfg *cfg, int argc, char **argv)
 {
     struct list_ctx lc;
     struct ledger *lg;
     const char *words[2] = { NULL, NULL };
     int nwords = 0;
-    int status = 0;
+    int status;
 
     memset(&lc, 0, sizeof(lc));
     lc.cfg = cfg;
@@ -472,46 +508,10 @@ int commit_cmd_main(const struct cfg *cfg, int argc, char **argv)
         ledger_close(lg);
         return STUDY_EXIT_RUNTIME;
     }
-    if (strcmp(words[0], "list") == 0) {
-        if (ledger_commit_list(lg, 0, STUDY_LIST_MAX, on_list, &lc) < 0)
-            status = STUDY_EXIT_RUNTIME;
-        if (lc.json) {
-            char *text = cJSON_Print(lc.array);
-            if (text != NULL)
-                printf("%s\n", text);
-            free(text);
-        }
-    } else {
-        struct ledger_commit c;
-        int r = ledger_commit_find(lg, words[1], &c);
-
-        if (r == -ENOENT) {
-            fprintf(stderr,
-                    "stowbridge: no such commitment transaction: "
-                    "%s\n",
-                    words[1]);
-            status = STUDY_EXIT_RUNTIME;
-        } else if (r < 0) {
-            fprintf(stderr, "stowbridge: cannot read the ledger (%d)\n", r);
-            status = STUDY_EXIT_RUNTIME;
-        } else if (lc.json) {
-            cJSON *o = commit_json(&c);
-            (void)ledger_commit_items(lg, words[1], on_item, &lc);
-            if (o != NULL) {
-                char *text;
-                cJSON_AddItemToObject(o, "instances", lc.array);
-                lc.array = NULL;
-                text = cJSON_Print(o);
-                if (text != NULL)
-                    printf("%s\n", text);
-                free(text);
-                cJSON_Delete(o);
-            }
-        } else {
-            commit_print(&c);
-            (void)ledger_commit_items(lg, words[1], on_item, &lc);
-        }
-    }
+    if (strcmp(words[0], "list") == 0)
+        status = cmd_commit_list(lg, &lc);
+    else
+        status = cmd_commit_show(lg, words[1], &lc);
     cJSON_Delete(lc.array);
     ledger_close(lg);
     return status;

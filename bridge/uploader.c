@@ -289,8 +289,9 @@ static void save_meta(struct uploader *up, const char *id,
         log_warning("id=%s event=meta-failed reason=\"%s\", ignoring", id, err);
 }
 
-static void outcome_delivered(struct uploader *up, const char *id, long status,
-                              uint16_t warning)
+/* The server has @id: it leaves the spool (a Warning Reason is logged). */
+static void deliver_entry(struct uploader *up, const char *id, long status,
+                          uint16_t warning)
 {
     struct spool_meta meta;
     char err[256];
@@ -312,8 +313,8 @@ static void outcome_delivered(struct uploader *up, const char *id, long status,
     report_landing(up, id, LANDED_DELIVERED, NULL);
 }
 
-static void outcome_failed(struct uploader *up, const char *id, long status,
-                           uint16_t reason, const char *why);
+static void fail_entry(struct uploader *up, const char *id, long status,
+                       uint16_t reason, const char *why);
 
 /* Defers @id as retry @o says (the outcome table, outcome.h); an entry
  * older than retry.max_age_h is failed as expired instead: we stop
@@ -331,8 +332,7 @@ static void defer_entry(struct uploader *up, const char *id,
     if (spool_id_arrival_us(id, &arrival) == 0 &&
         outcome_expire(&expired, (int64_t)arrival, now_us(),
                        up->params.max_age_h)) {
-        outcome_failed(up, id, expired.http_status, expired.reason,
-                       expired.why);
+        fail_entry(up, id, expired.http_status, expired.reason, expired.why);
         return;
     }
     load_meta(up, id, &meta);
@@ -353,18 +353,9 @@ static void defer_entry(struct uploader *up, const char *id,
     report_landing(up, id, LANDED_DEFERRED, NULL);
 }
 
-/* Defers @id for @delay_s (0: the backoff for its attempts). */
-static void outcome_deferred(struct uploader *up, const char *id, long status,
-                             uint16_t reason, unsigned delay_s, const char *why)
-{
-    struct outcome o;
-
-    outcome_retry(status, reason, delay_s, why, &o);
-    defer_entry(up, id, &o);
-}
-
-static void outcome_failed(struct uploader *up, const char *id, long status,
-                           uint16_t reason, const char *why)
+/* A dead letter: @id goes to failed/, with @why kept in meta/. */
+static void fail_entry(struct uploader *up, const char *id, long status,
+                       uint16_t reason, const char *why)
 {
     struct spool_meta meta;
     char err[256];
@@ -385,11 +376,23 @@ static void outcome_failed(struct uploader *up, const char *id, long status,
     report_landing(up, id, LANDED_FAILED, why);
 }
 
+/* Defers every entry of @b as retry @o says. */
+static void defer_batch(struct uploader *up, const struct batch *b,
+                        const struct outcome *o)
+{
+    for (size_t i = 0; i < b->count; i++)
+        defer_entry(up, b->ids[i], o);
+}
+
+/* Defers every entry of @b for @delay_s (0: the backoff for its
+ * attempts), with @why. */
 static void defer_all(struct uploader *up, const struct batch *b, long status,
                       unsigned delay_s, const char *why)
 {
-    for (size_t i = 0; i < b->count; i++)
-        outcome_deferred(up, b->ids[i], status, 0, delay_s, why);
+    struct outcome o;
+
+    outcome_retry(status, 0, delay_s, why, &o);
+    defer_batch(up, b, &o);
 }
 
 /* Back to incoming/: the transfer was cut short by a stop. */
@@ -409,7 +412,8 @@ static void requeue_all(struct uploader *up, const struct batch *b)
 /* ------------------------------------------------------------------ */
 
 /* A 403's diagnosis, when the DICOMweb client says it is due. */
-static void log_forbidden(struct uploader *up, const struct dicomweb_reply *rep)
+static void report_forbidden(struct uploader *up,
+                             const struct dicomweb_reply *rep)
 {
     if (rep->diagnosis_due)
         log_err("event=forbidden url=%s diagnosis=\"%s\"", up->url,
@@ -434,7 +438,7 @@ static struct redact *hide_for(struct uploader *up, const struct batch *b,
     return hide;
 }
 
-static void send_batch(struct worker *w, struct batch *b, bool may_split);
+static void send_batch(struct worker *w, const struct batch *b, bool may_split);
 
 /* Applies the per-instance results of a 200/202/409 answer. */
 static void apply_results(struct uploader *up, const struct batch *b,
@@ -472,13 +476,13 @@ static void apply_results(struct uploader *up, const struct batch *b,
             if (up->params.on_delivered != NULL)
                 up->params.on_delivered(up->params.on_delivered_ctx, b->ids[i],
                                         &metas[i], results[i].reason == 0xB00E);
-            outcome_delivered(up, b->ids[i], rep->http_status, o.reason);
+            deliver_entry(up, b->ids[i], rep->http_status, o.reason);
             break;
         case OUTCOME_RETRY:
             defer_entry(up, b->ids[i], &o);
             break;
         case OUTCOME_DEAD_LETTER:
-            outcome_failed(up, b->ids[i], rep->http_status, o.reason, o.why);
+            fail_entry(up, b->ids[i], rep->http_status, o.reason, o.why);
             break;
         }
     }
@@ -488,15 +492,147 @@ out:
     free(results);
 }
 
-static void send_batch(struct worker *w, struct batch *b, bool may_split)
+/*
+ * No answer at all (connection, DNS, TLS, timeout): retry with backoff;
+ * UPLOADER_DOWN_AFTER failures in a row pause every upload ("destination
+ * down") for a time that grows with them.
+ */
+static void no_answer(struct uploader *up, const struct batch *b,
+                      const struct dicomweb_reply *rep)
+{
+    unsigned failures = atomic_fetch_add(&up->connection_failures, 1) + 1;
+    char why[768];
+
+    snprintf(why, sizeof(why), "no answer from %s: %s", up->url, rep->error);
+    defer_all(up, b, 0, 0, why);
+    if (failures >= UPLOADER_DOWN_AFTER) {
+        unsigned pause = backoff_s(up, failures - UPLOADER_DOWN_AFTER + 1);
+        char reason[sizeof(((struct spool_pause *)0)->reason)];
+        snprintf(reason, sizeof(reason),
+                 "the destination is down: %u "
+                 "connection failures in a row",
+                 failures);
+        pause_uploads(up, pause, reason);
+        log_warning("event=destination-down url=%s failures=%u "
+                    "pause=%us",
+                    up->url, failures, pause);
+    }
+}
+
+/*
+ * 400, 413, 415: a batch is split and each instance sent alone once; an
+ * instance alone that still gets it goes to failed/ with the server's
+ * text, without what it echoes of the instance.
+ */
+static void refused_batch(struct worker *w, const struct batch *b,
+                          const struct dicomweb_reply *rep, bool may_split)
+{
+    struct uploader *up = w->up;
+    struct redact *hide;
+    char why[768];
+    char err[512];
+
+    if (may_split && b->count > 1) {
+        log_notice("event=split study=%s instances=%zu status=%ld", b->study,
+                   b->count, rep->http_status);
+        for (size_t i = 0; i < b->count; i++) {
+            struct batch one = { .count = 1, .ids = &b->ids[i] };
+            memcpy(one.study, b->study, sizeof(one.study));
+            send_batch(w, &one, false);
+        }
+        return;
+    }
+    hide = hide_for(up, b, rep);
+    redact_text(hide, rep->body, rep->body_len, REDACT_TEXT_MAX, err,
+                sizeof(err));
+    redact_free(hide);
+    snprintf(why, sizeof(why), "HTTP %ld for this instance alone: %s",
+             rep->http_status, err);
+    for (size_t i = 0; i < b->count; i++)
+        fail_entry(up, b->ids[i], rep->http_status, 0, why);
+}
+
+/* 301, 302, 303, 307, 308: a configuration problem: never followed,
+ * retried slowly, logged as event=redirected. */
+static void redirected(struct uploader *up, const struct batch *b,
+                       const struct dicomweb_reply *rep)
+{
+    struct redact *hide = hide_for(up, b, rep);
+    char why[768];
+
+    servertext_redirect(hide, rep->http_status, rep->location, why,
+                        sizeof(why));
+    redact_free(hide);
+    log_err("event=redirected url=%s status=%ld reason=\"%s\"", up->url,
+            rep->http_status, why);
+    defer_all(up, b, rep->http_status, up->params.retry_max_s, why);
+}
+
+/* 408, 429, 5xx and the rest: retry, at least Retry-After; a 429 or 503
+ * with Retry-After pauses every upload (outcome_for_retry_later()). */
+static void retry_later(struct uploader *up, const struct batch *b,
+                        const struct dicomweb_reply *rep)
+{
+    struct outcome later;
+    struct outcome_pause pause;
+
+    outcome_for_retry_later(rep->http_status, rep->retry_after_s,
+                            up->params.max_pause_s, &later, &pause);
+    if (pause.seconds > 0) {
+        pause_uploads(up, pause.seconds, pause.reason);
+        log_notice("event=paused url=%s status=%ld retry_after=\"%s\" "
+                   "seconds=%u max_pause_s=%u",
+                   up->url, rep->http_status, pause.asked, pause.seconds,
+                   up->params.max_pause_s);
+    }
+    defer_batch(up, b, &later);
+}
+
+/* What the HTTP answer @rep to @b means for its entries (the outcome
+ * table, docs/architecture.md section 6). */
+static void apply_answer(struct worker *w, const struct batch *b,
+                         const struct dicomweb_reply *rep, bool may_split)
+{
+    struct uploader *up = w->up;
+
+    switch (stow_request_action(rep->http_status)) {
+    case STOW_READ_BODY:
+        apply_results(up, b, rep);
+        break;
+    case STOW_REFRESH_TOKEN:
+        /* The DICOMweb client already replayed once with a new token. */
+        defer_all(up, b, 401, 0,
+                  "HTTP 401 even with a fresh token: the server does not "
+                  "accept tokens from this issuer or for this audience "
+                  "(see 'stowbridge token')");
+        break;
+    case STOW_FORBIDDEN:
+        report_forbidden(up, rep);
+        defer_all(up, b, 403, up->params.retry_max_s,
+                  "HTTP 403: the token's identity may not store here (see "
+                  "the event=forbidden log line)");
+        break;
+    case STOW_SPLIT_BATCH:
+        refused_batch(w, b, rep, may_split);
+        break;
+    case STOW_REDIRECTED:
+        redirected(up, b, rep);
+        break;
+    case STOW_RETRY_LATER:
+        retry_later(up, b, rep);
+        break;
+    }
+}
+
+/* Sends @b once (a 401 is replayed by the DICOMweb client, not here) and
+ * applies what came of it to each of its entries. */
+static void send_batch(struct worker *w, const struct batch *b, bool may_split)
 {
     struct uploader *up = w->up;
     const char **paths = calloc(b->count, sizeof(*paths));
     char(*path_buf)[4096] = calloc(b->count, sizeof(*path_buf));
     struct dicomweb_reply rep;
-    struct redact *hide = NULL;
     char why[768];
-    char err[512];
     int r;
 
     memset(&rep, 0, sizeof(rep));
@@ -530,98 +666,15 @@ static void send_batch(struct worker *w, struct batch *b, bool may_split)
         snprintf(why, sizeof(why), "no token: %s", rep.error);
         /* A refused client is a configuration problem: retry slowly. */
         defer_all(up, b, 0, r == -EACCES ? up->params.retry_max_s : 0, why);
-        goto out;
-    }
-    if (r == -ECANCELED) {
+    } else if (r == -ECANCELED) {
         requeue_all(up, b);
-        goto out;
-    }
-    if (r < 0) {
-        unsigned failures = atomic_fetch_add(&up->connection_failures, 1) + 1;
-        snprintf(why, sizeof(why), "no answer from %s: %s", up->url, rep.error);
-        defer_all(up, b, 0, 0, why);
-        if (failures >= UPLOADER_DOWN_AFTER) {
-            unsigned pause = backoff_s(up, failures - UPLOADER_DOWN_AFTER + 1);
-            char reason[sizeof(((struct spool_pause *)0)->reason)];
-            snprintf(reason, sizeof(reason),
-                     "the destination is down: %u "
-                     "connection failures in a row",
-                     failures);
-            pause_uploads(up, pause, reason);
-            log_warning("event=destination-down url=%s failures=%u "
-                        "pause=%us",
-                        up->url, failures, pause);
-        }
-        goto out;
-    }
-    atomic_store(&up->connection_failures, 0);
-
-    switch (stow_request_action(rep.http_status)) {
-    case STOW_READ_BODY:
-        apply_results(up, b, &rep);
-        break;
-    case STOW_REFRESH_TOKEN:
-        /* The DICOMweb client already replayed once with a new token. */
-        defer_all(up, b, 401, 0,
-                  "HTTP 401 even with a fresh token: the server does not "
-                  "accept tokens from this issuer or for this audience "
-                  "(see 'stowbridge token')");
-        break;
-    case STOW_FORBIDDEN:
-        log_forbidden(up, &rep);
-        defer_all(up, b, 403, up->params.retry_max_s,
-                  "HTTP 403: the token's identity may not store here (see "
-                  "the event=forbidden log line)");
-        break;
-    case STOW_SPLIT_BATCH:
-        if (may_split && b->count > 1) {
-            log_notice("event=split study=%s instances=%zu status=%ld",
-                       b->study, b->count, rep.http_status);
-            for (size_t i = 0; i < b->count; i++) {
-                struct batch one = { .count = 1, .ids = &b->ids[i] };
-                memcpy(one.study, b->study, sizeof(one.study));
-                send_batch(w, &one, false);
-            }
-            break;
-        }
-        /* The server's words, without what it echoes of the instance. */
-        hide = hide_for(up, b, &rep);
-        redact_text(hide, rep.body, rep.body_len, REDACT_TEXT_MAX, err,
-                    sizeof(err));
-        snprintf(why, sizeof(why), "HTTP %ld for this instance alone: %s",
-                 rep.http_status, err);
-        for (size_t i = 0; i < b->count; i++)
-            outcome_failed(up, b->ids[i], rep.http_status, 0, why);
-        break;
-    case STOW_REDIRECTED:
-        /* A configuration problem: never followed, retried slowly. */
-        hide = hide_for(up, b, &rep);
-        servertext_redirect(hide, rep.http_status, rep.location, why,
-                            sizeof(why));
-        log_err("event=redirected url=%s status=%ld reason=\"%s\"", up->url,
-                rep.http_status, why);
-        defer_all(up, b, rep.http_status, up->params.retry_max_s, why);
-        break;
-    case STOW_RETRY_LATER: {
-        struct outcome later;
-        struct outcome_pause pause;
-
-        outcome_for_retry_later(rep.http_status, rep.retry_after_s,
-                                up->params.max_pause_s, &later, &pause);
-        if (pause.seconds > 0) {
-            pause_uploads(up, pause.seconds, pause.reason);
-            log_notice("event=paused url=%s status=%ld retry_after=\"%s\" "
-                       "seconds=%u max_pause_s=%u",
-                       up->url, rep.http_status, pause.asked, pause.seconds,
-                       up->params.max_pause_s);
-        }
-        for (size_t i = 0; i < b->count; i++)
-            defer_entry(up, b->ids[i], &later);
-        break;
-    }
+    } else if (r < 0) {
+        no_answer(up, b, &rep);
+    } else {
+        atomic_store(&up->connection_failures, 0);
+        apply_answer(w, b, &rep, may_split);
     }
 out:
-    redact_free(hide);
     dicomweb_reply_free(&rep);
     free(paths);
     free(path_buf);
@@ -712,7 +765,7 @@ static void fail_from(struct uploader *up, enum spool_state state,
 
     if (spool_move(up->params.spool, id, state, SPOOL_ACTIVE, err,
                    sizeof(err)) == 0)
-        outcome_failed(up, id, 0, 0, why);
+        fail_entry(up, id, 0, 0, why);
 }
 
 /* One state's listing in a scheduling pass. */
@@ -990,9 +1043,9 @@ static int gather_candidates(struct uploader *up,
 
 /* Moves the entries of planned batch @pb to active/ and queues them for
  * the workers. Returns true when a batch was queued. */
-static bool queue_batch(struct uploader *up, const struct plan *plan,
-                        const struct plan_batch *pb,
-                        const struct plan_candidate *cands)
+static bool enqueue_batch(struct uploader *up, const struct plan *plan,
+                          const struct plan_batch *pb,
+                          const struct plan_candidate *cands)
 {
     struct batch *b = calloc(1, sizeof(*b));
     const char *study = cands[pb->study_candidate].study_uid;
@@ -1100,7 +1153,7 @@ static unsigned schedule_pass(struct uploader *up)
         plan_batches(cands, order, n_order, &limits, up->last_study, &plan) < 0)
         goto out;
     for (size_t i = 0; i < plan.batch_count && !atomic_load(&up->stop); i++)
-        if (queue_batch(up, &plan, &plan.batches[i], cands))
+        if (enqueue_batch(up, &plan, &plan.batches[i], cands))
             queued++;
 
 out:
@@ -1132,19 +1185,46 @@ static void *scheduler_main(void *arg)
                 wait_ms = 1;
         }
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += wait_ms / 1000;
-        ts.tv_nsec += (wait_ms % 1000) * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        util_deadline_ms(CLOCK_REALTIME, (uint64_t)wait_ms, &ts);
         pthread_mutex_lock(&up->lock);
         if (!atomic_load(&up->stop))
             pthread_cond_timedwait(&up->changed, &up->lock, &ts);
         pthread_mutex_unlock(&up->lock);
     }
     return NULL;
+}
+
+/* The DICOMweb client of the workers: one pooled handle each. */
+static struct dicomweb *open_web(struct uploader *up)
+{
+    struct dicomweb_params wp = {
+        .base_url = up->url,
+        .ca_file = up->ca_file,
+        .timeout_s = up->params.timeout_s,
+        .tokens = up->params.tokens,
+        .pool_size = up->worker_count,
+        .cancelled = uploader_cancelled,
+        .cancel_ctx = up,
+    };
+
+    return dicomweb_new(&wp);
+}
+
+/* Frees @up and what it holds, once its threads are joined (or were
+ * never started); its locks must have been initialised. */
+static void uploader_release(struct uploader *up)
+{
+    pthread_cond_destroy(&up->changed);
+    pthread_mutex_destroy(&up->pause_lock);
+    pthread_mutex_destroy(&up->lock);
+    sopindex_free(up->index);
+    dicomweb_free(up->web);
+    free(up->landings);
+    free(up->queue);
+    free(up->workers);
+    free(up->url);
+    free(up->ca_file);
+    free(up);
 }
 
 struct uploader *uploader_start(const struct uploader_params *params)
@@ -1173,21 +1253,10 @@ struct uploader *uploader_start(const struct uploader_params *params)
     up->params.url = up->url;
     up->params.ca_file = up->ca_file;
     adopt_pause(up);
-    {
-        struct dicomweb_params wp = {
-            .base_url = up->url,
-            .ca_file = up->ca_file,
-            .timeout_s = params->timeout_s,
-            .tokens = params->tokens,
-            .pool_size = up->worker_count,
-            .cancelled = uploader_cancelled,
-            .cancel_ctx = up,
-        };
-        up->web = dicomweb_new(&wp);
-        if (up->web == NULL) {
-            log_err("event=uploader-failed reason=\"out of memory\"");
-            goto fail;
-        }
+    up->web = open_web(up);
+    if (up->web == NULL) {
+        log_err("event=uploader-failed reason=\"out of memory\"");
+        goto fail;
     }
 
     for (unsigned i = 0; i < up->worker_count; i++) {
@@ -1223,16 +1292,7 @@ struct uploader *uploader_start(const struct uploader_params *params)
     return up;
 
 fail:
-    dicomweb_free(up->web);
-    pthread_cond_destroy(&up->changed);
-    pthread_mutex_destroy(&up->pause_lock);
-    pthread_mutex_destroy(&up->lock);
-    sopindex_free(up->index);
-    free(up->queue);
-    free(up->workers);
-    free(up->url);
-    free(up->ca_file);
-    free(up);
+    uploader_release(up);
     return NULL;
 }
 
@@ -1253,16 +1313,6 @@ void uploader_stop(struct uploader *up)
         requeue_all(up, up->queue[i]);
         batch_free(up->queue[i]);
     }
-    pthread_cond_destroy(&up->changed);
-    pthread_mutex_destroy(&up->pause_lock);
-    pthread_mutex_destroy(&up->lock);
-    sopindex_free(up->index);
-    dicomweb_free(up->web);
-    free(up->landings);
-    free(up->queue);
-    free(up->workers);
-    free(up->url);
-    free(up->ca_file);
-    free(up);
+    uploader_release(up);
     log_notice("event=uploader-stopped");
 }

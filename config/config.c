@@ -777,6 +777,17 @@ static const struct cfg_key cfg_keys[] = {
                "(the pause starts at 2 s and doubles), in seconds.",
     },
     {
+        .path = "commit.same_association",
+        .type = CFG_BOOL,
+        .offset = CFG_OFF(commit.same_association),
+        .def_uint = 0,
+        .doc = "Try each report first on the association that carried its "
+               "request, while the modality keeps it open (PS3.4 J.3.3); "
+               "if it is gone or the attempt fails, the report goes on a "
+               "new association as always. Off: many modalities release "
+               "right after the N-ACTION response.",
+    },
+    {
         .path = "retrieve.max_temp_mb",
         .type = CFG_UINT,
         .offset = CFG_OFF(retrieve.max_temp_mb),
@@ -2611,9 +2622,27 @@ static int cfg_validate_credentials(const struct cfg *cfg, char *err,
  * the DICOM service scope.
  */
 /*
+ * True if the credential file @path exists and holds only whitespace: the
+ * unit's fallback (SetCredential=tls_key:\n) when the file its
+ * LoadCredential= names is missing. A PEM key starts within 64 bytes.
+ */
+static bool cfg_credential_blank(const char *path)
+{
+    char buf[64];
+    ssize_t n;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+
+    if (fd < 0)
+        return false;
+    n = read(fd, buf, sizeof(buf));
+    (void)close(fd);
+    return n >= 0 && cfg_blank(buf, (size_t)n);
+}
+
+/*
  * The DICOM listeners: a bind address that parses, at least one port,
  * distinct ports, what TLS needs, and certificate bindings only with TLS.
- * A TLS key left empty is the systemd credential tls_key when present.
+ * The key itself is cfg_resolve_tls_key()'s (cfg_load() only).
  */
 static int cfg_validate_dicom(struct cfg *cfg, char *err, size_t err_len)
 {
@@ -2645,24 +2674,6 @@ static int cfg_validate_dicom(struct cfg *cfg, char *err, size_t err_len)
                 "%u)",
                 d->port);
         return -EINVAL;
-    }
-    if (on && tls->private_key_file[0] == '\0') {
-        const char *dir = getenv("CREDENTIALS_DIRECTORY");
-        char path[4096];
-
-        if (dir != NULL && dir[0] == '/') {
-            (void)snprintf(path, sizeof(path), "%s/tls_key", dir);
-            if (access(path, F_OK) == 0 &&
-                cfg_set_string(&tls->private_key_file, path) < 0)
-                return -ENOMEM;
-        }
-        if (tls->private_key_file[0] == '\0') {
-            cfg_err(err, err_len,
-                    "config: dicom.tls.private_key_file is needed with "
-                    "dicom.tls.certificate_file (or the systemd credential "
-                    "tls_key, LoadCredential=)");
-            return -EINVAL;
-        }
     }
     if (on && tls->ca_file[0] == '\0' &&
         strcmp(tls->client_certificate, "none") != 0) {
@@ -3132,6 +3143,45 @@ static int cfg_resolve_secret(struct cfg *cfg, char *err, size_t err_len)
     return 0;
 }
 
+/*
+ * A TLS key left empty is the systemd credential tls_key when present and
+ * not blank; cfg_load() only, so that status and queue (which never open
+ * the TLS port) run without the credential only the service has.
+ */
+static int cfg_resolve_tls_key(struct cfg *cfg, char *err, size_t err_len)
+{
+    struct cfg_tls *tls = &cfg->dicom.tls;
+
+    if (tls->certificate_file[0] != '\0' && tls->private_key_file[0] == '\0') {
+        const char *dir = getenv("CREDENTIALS_DIRECTORY");
+        char path[4096];
+        bool blank = false;
+
+        if (dir != NULL && dir[0] == '/') {
+            (void)snprintf(path, sizeof(path), "%s/tls_key", dir);
+            blank = cfg_credential_blank(path);
+            if (!blank && access(path, F_OK) == 0 &&
+                cfg_set_string(&tls->private_key_file, path) < 0)
+                return -ENOMEM;
+        }
+        if (blank) {
+            cfg_err(err, err_len,
+                    "config: dicom.tls.private_key_file is \"\" and the "
+                    "systemd credential tls_key is empty: the key file the "
+                    "unit's LoadCredential=tls_key: names is missing");
+            return -EINVAL;
+        }
+        if (tls->private_key_file[0] == '\0') {
+            cfg_err(err, err_len,
+                    "config: dicom.tls.private_key_file is needed with "
+                    "dicom.tls.certificate_file (or the systemd credential "
+                    "tls_key, LoadCredential=)");
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
 static int cfg_load_file(const char *path, bool with_secrets,
                          struct cfg **ret_cfg, char *err, size_t err_len)
 {
@@ -3149,6 +3199,8 @@ static int cfg_load_file(const char *path, bool with_secrets,
     free(text);
     if (r == 0 && with_secrets) {
         r = cfg_resolve_secret(*ret_cfg, inner, sizeof(inner));
+        if (r == 0)
+            r = cfg_resolve_tls_key(*ret_cfg, inner, sizeof(inner));
         if (r < 0) {
             cfg_free(*ret_cfg);
             *ret_cfg = NULL;

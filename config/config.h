@@ -178,6 +178,7 @@ struct cfg_commit {
     bool enabled;                /* true; needs upload.url */
     unsigned max_wait_h;         /* 24: then still-queued instances fail */
     unsigned report_retry_max_s; /* 300: longest pause between attempts */
+    bool same_association;       /* false: try the request's association */
 };
 
 /* C-MOVE and C-GET through QIDO-RS and WADO-RS (issue 15). */

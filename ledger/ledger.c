@@ -666,6 +666,14 @@ int ledger_open(const struct ledger_params *params, struct ledger **ret_ledger,
         r = ledger__reader_prepare(lg, err, err_len);
     if (r == 0 && !lg->readonly)
         r = ledger__writer_start(lg, err, err_len);
+    if (r == 0 && !lg->readonly) {
+        struct stat st;
+
+        if (stat(lg->path, &st) == 0) {
+            lg->file_dev = st.st_dev;
+            lg->file_ino = st.st_ino;
+        }
+    }
     if (r < 0) {
         ledger_close(lg);
         return r;
@@ -698,6 +706,77 @@ void ledger_close(struct ledger *lg)
     free(lg->moved_aside);
     free(lg->path);
     free(lg);
+}
+
+int ledger_check_file(struct ledger *lg, char *err, size_t err_len)
+{
+    static const char magic[16] = "SQLite format 3";
+    unsigned char head[100];
+    struct stat st;
+    ssize_t n;
+    uint32_t app;
+    int fd;
+
+    if (lg == NULL || lg->readonly) {
+        ledger__err(err, err_len, "no ledger open for writing");
+        return -ENODEV;
+    }
+    fd = open(lg->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+
+        if (e == ENOENT) {
+            ledger__err(err, err_len, "ledger '%s' was removed", lg->path);
+            return -ENOENT;
+        }
+        if (e == ELOOP) {
+            ledger__err(err, err_len, "ledger '%s' was replaced by a symlink",
+                        lg->path);
+            return -ESTALE;
+        }
+        ledger__err(err, err_len, "ledger '%s' cannot be opened: %s", lg->path,
+                    strerror(e));
+        /* Permissions (e.g. chmod): the open handle still works. */
+        return e == EACCES || e == EPERM ? 0 : -EIO;
+    }
+    if (fstat(fd, &st) != 0) {
+        ledger__err(err, err_len, "ledger '%s': fstat: %s", lg->path,
+                    strerror(errno));
+        (void)close(fd);
+        return -EIO;
+    }
+    if (st.st_dev != lg->file_dev || st.st_ino != lg->file_ino) {
+        (void)close(fd);
+        ledger__err(err, err_len, "ledger '%s' was replaced by another file",
+                    lg->path);
+        return -ESTALE;
+    }
+    n = pread(fd, head, sizeof(head), 0);
+    (void)close(fd);
+    if (n < 0) {
+        ledger__err(err, err_len, "ledger '%s': read: %s", lg->path,
+                    strerror(errno));
+        return -EIO;
+    }
+    /* A new ledger may still have its first pages in the -wal file only:
+     * a short file is not wrong, a wrong header is. */
+    if (n >= (ssize_t)sizeof(magic) && memcmp(head, magic, sizeof(magic))) {
+        ledger__err(err, err_len,
+                    "ledger '%s' was overwritten: not an SQLite header",
+                    lg->path);
+        return -EUCLEAN;
+    }
+    if (n >= 72) {
+        app = (uint32_t)head[68] << 24 | (uint32_t)head[69] << 16 |
+              (uint32_t)head[70] << 8 | (uint32_t)head[71];
+        if (app != 0 && app != (uint32_t)LEDGER__APP_ID) {
+            ledger__err(err, err_len,
+                        "ledger '%s' was overwritten: application_id %#x",
+                        lg->path, (unsigned)app);
+            return -EUCLEAN;
+        }
+    }
+    return 0;
 }
 
 const char *ledger_path(const struct ledger *lg)

@@ -186,6 +186,18 @@ const char *ledger_moved_aside(const struct ledger *lg);
 const char *ledger_moved_aside_reason(const struct ledger *lg);
 
 /*
+ * Whether the file @lg writes is still at its path and still a ledger,
+ * looked at without SQLite (which goes on writing into a removed file and
+ * may not read the header again for a long time): 0 it is; -ENOENT it was
+ * removed; -ESTALE another file is at the path now; -EUCLEAN its header is
+ * no longer SQLite's, or names another application; -EIO it cannot be
+ * read; -ENODEV NULL or read-only handle. The reason goes to @err. One
+ * open, fstat and 100-byte read: for a daemon's periodic look, which then
+ * ledger_close()s, moves a corrupt file aside and opens again.
+ */
+int ledger_check_file(struct ledger *lg, char *err, size_t err_len);
+
+/*
  * Moves the ledger file @path and its -wal file aside to
  * "<path>.corrupt-<YYYYmmddTHHMMSSZ>[-N]" (and removes its -shm file), so a
  * new ledger can be created there. For a daemon whose writer reported

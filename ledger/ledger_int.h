@@ -24,6 +24,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "ledger.h"
 
@@ -183,6 +184,8 @@ struct ledger {
     char *moved_aside; /* NULL or where a bad file went */
     char moved_reason[256];
     bool readonly;
+    dev_t file_dev; /* the file the writer opened (ledger_check_file()) */
+    ino_t file_ino;
 
     /* Reading. */
     pthread_mutex_t rlock;

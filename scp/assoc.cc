@@ -573,6 +573,9 @@ static enum assoc_end serve_commands(struct scp_assoc *sa)
                                     &status_detail);
         delete status_detail;
         if (cond == DIMSE_NODATAAVAILABLE) {
+            int sent = scp__commit_idle(sa); /* commit.same_association */
+            if (sent != 0)
+                return sent > 0 ? END_RELEASED : END_ABORT;
             if (util_now_monotonic_ms() - idle_since >
                 (uint64_t)scp->timeout_s * 1000u) {
                 log_notice("event=closing assoc=%lu from=%s@%s stores=%lu "
@@ -782,6 +785,7 @@ static void serve_connection(struct scp_conn *conn)
                 sa.number, sa.calling_ae, sa.peer);
     else
         how = serve_commands(&sa);
+    scp__commit_assoc_end(&sa);
     free(sa.write_buffer);
     if (scp->observer.association != NULL)
         scp->observer.association(scp->observer.ctx, -1);

@@ -3,7 +3,8 @@
  * commit - the Storage Commitment Push Model SCP (PS3.4 Annex J; scp.h):
  * the N-ACTION-RQ checked and handed to the provider, which makes it
  * durable before we answer 0000, and the N-EVENT-REPORT sent back on an
- * association of our own (outbound.cc) with the SCP role.
+ * association of our own (outbound.cc) with the SCP role, over DICOM TLS
+ * when the remote AE's entry says "tls" (the material C-MOVE uses).
  *
  * N-ACTION-RSP statuses (PS3.7 10.1.4.1.10, PS3.4 J.3.2.1.3):
  *   0118 Requested SOP Class is not Storage Commitment Push Model, or the
@@ -20,6 +21,19 @@
  *        durable.
  * A request repeated with the same Transaction UID and items (an SCU that
  * lost our first answer) is answered 0000 again and reported once.
+ *
+ * commit.same_association (the handler offers report_take): a request
+ * accepted on a context where we hold the SCP role (the requestor did not
+ * take the SCP role alone; PS3.4 J.3.3: the SCP may send the
+ * N-EVENT-REPORT on the association of the N-ACTION while it is open) is
+ * remembered on the association; while the association is idle its
+ * thread asks about once a second whether the report is ready and sends
+ * it there, on the N-ACTION's context, waiting up to dicom.timeout_s for
+ * the response. A failed attempt, or the association ending first, hands
+ * the report back to the provider, which sends it on a new association.
+ * A command the SCU sends while we wait for its N-EVENT-REPORT-RSP cannot
+ * be served: the association is aborted (logged) and the report goes on
+ * a new association.
  */
 #include "commit_int.h"
 
@@ -29,6 +43,7 @@
 #include <string.h>
 
 #include <new>
+#include <string>
 #include <vector>
 
 #include "dcmtk/dcmdata/dcdeftag.h"
@@ -44,6 +59,16 @@
 
 /* Our maximum receive PDU on report associations. */
 #define SCP_COMMIT_OUT_PDU 116794u
+
+/* A request whose report is to be tried on its own association. */
+struct scp_commit_wait {
+    std::string tx_uid;
+    T_ASC_PresentationContextID pres_id; /* the N-ACTION's context */
+};
+
+struct scp_commit_waiting {
+    std::vector<scp_commit_wait> txs;
+};
 
 bool scp__caller_may_commit(const struct scp *scp, const char *calling_ae,
                             const char *peer_ip)
@@ -249,11 +274,23 @@ static void commit_validate(struct scp *scp, T_ASC_Association *assoc,
     }
 }
 
+/* True when we hold the SCP role of accepted context @pres_id: the
+ * requestor did not take the SCP role alone (role selection). */
+static bool commit_we_are_scp(T_ASC_Association *assoc,
+                              T_ASC_PresentationContextID pres_id)
+{
+    T_ASC_PresentationContext pc;
+
+    return ASC_findAcceptedPresentationContext(assoc->params, pres_id, &pc)
+               .good() &&
+           pc.acceptedRole != ASC_SC_ROLE_SCP;
+}
+
 OFCondition scp__commit_action(struct scp *scp, T_ASC_Association *assoc,
                                unsigned long number, const char *calling_ae,
                                const char *peer,
                                T_ASC_PresentationContextID pres_id,
-                               T_DIMSE_N_ActionRQ *req)
+                               T_DIMSE_N_ActionRQ *req, char *ret_report_here)
 {
     T_ASC_PresentationContextID data_pres_id = pres_id;
     DcmDataset *info = NULL;
@@ -263,6 +300,8 @@ OFCondition scp__commit_action(struct scp *scp, T_ASC_Association *assoc,
     uint16_t status = STATUS_N_Success;
     OFCondition cond;
 
+    if (ret_report_here != NULL)
+        ret_report_here[0] = '\0';
     if (req->DataSetType != DIMSE_DATASET_NULL) {
         cond = DIMSE_receiveDataSetInMemory(assoc, DIMSE_BLOCKING,
                                             (int)scp->timeout_s, &data_pres_id,
@@ -299,7 +338,13 @@ OFCondition scp__commit_action(struct scp *scp, T_ASC_Association *assoc,
         rq.peer = peer;
         rq.items = items.data();
         rq.item_count = items.size();
+        rq.report_here = ret_report_here != NULL &&
+                         scp->commit->report_take != NULL &&
+                         scp->commit->report_done != NULL &&
+                         commit_we_are_scp(assoc, pres_id);
         r = scp->commit->request(scp->commit->ctx, &rq, why, sizeof(why));
+        if (r == 0 && rq.report_here)
+            OFStandard::strlcpy(ret_report_here, tx_uid, UTIL_UID_MAX + 1);
         if (r == -EALREADY) {
             log_notice("event=commit-repeated assoc=%lu from=%s@%s tx=%s "
                        "items=%zu reason=\"same Transaction UID and items "
@@ -341,8 +386,24 @@ OFCondition scp__commit_serve(struct scp_assoc *sa,
                               T_ASC_PresentationContextID pres_id,
                               T_DIMSE_Message *msg)
 {
-    return scp__commit_action(sa->scp, sa->assoc, sa->number, sa->calling_ae,
-                              sa->peer, pres_id, &msg->msg.NActionRQ);
+    char here[UTIL_UID_MAX + 1] = "";
+    OFCondition cond =
+        scp__commit_action(sa->scp, sa->assoc, sa->number, sa->calling_ae,
+                           sa->peer, pres_id, &msg->msg.NActionRQ, here);
+
+    if (here[0] != '\0') {
+        /* The request is durable and answered: remember it here. Out of
+         * memory only means the report goes on a new association. */
+        try {
+            if (sa->commit_waiting == NULL)
+                sa->commit_waiting = new scp_commit_waiting;
+            sa->commit_waiting->txs.push_back(scp_commit_wait{ here, pres_id });
+        } catch (const std::bad_alloc &) {
+            sa->scp->commit->report_done(sa->scp->commit->ctx, here, false,
+                                         "out of memory");
+        }
+    }
+    return cond;
 }
 
 /* Builds the N-EVENT-REPORT's Event Information (PS3.4 J.3.3.1.2). */
@@ -385,7 +446,77 @@ static bool commit_event_info(const struct scp_commit_report *report,
     return true;
 }
 
+/* How one N-EVENT-REPORT exchange ended. */
+enum commit_exchange_end {
+    EXCHANGE_ANSWERED = 0, /* a response came: its status is the answer */
+    EXCHANGE_FAILED,       /* the association cannot go on: abort it */
+    EXCHANGE_RELEASED,     /* the peer released (acknowledged) instead */
+};
+
+/*
+ * Sends the N-EVENT-REPORT-RQ with @info on context @pres_id of @assoc
+ * and waits up to @timeout_s for its response (status in *@ret_status).
+ */
+static enum commit_exchange_end
+commit_exchange(T_ASC_Association *assoc, T_ASC_PresentationContextID pres_id,
+                DcmDataset *info, unsigned event_type, unsigned timeout_s,
+                uint16_t *ret_status, char *err, size_t err_len)
+{
+    T_ASC_PresentationContextID rsp_pres_id = 0;
+    T_DIMSE_Message msg;
+    T_DIMSE_Message rsp;
+    DcmDataset *detail = NULL;
+    OFCondition cond;
+
+    memset(&msg, 0, sizeof(msg));
+    msg.CommandField = DIMSE_N_EVENT_REPORT_RQ;
+    msg.msg.NEventReportRQ.MessageID = assoc->nextMsgID++;
+    OFStandard::strlcpy(msg.msg.NEventReportRQ.AffectedSOPClassUID,
+                        UID_StorageCommitmentPushModelSOPClass,
+                        sizeof(msg.msg.NEventReportRQ.AffectedSOPClassUID));
+    OFStandard::strlcpy(msg.msg.NEventReportRQ.AffectedSOPInstanceUID,
+                        UID_StorageCommitmentPushModelSOPInstance,
+                        sizeof(msg.msg.NEventReportRQ.AffectedSOPInstanceUID));
+    msg.msg.NEventReportRQ.DataSetType = DIMSE_DATASET_PRESENT;
+    msg.msg.NEventReportRQ.EventTypeID = (DIC_US)event_type;
+    cond = DIMSE_sendMessageUsingMemoryData(assoc, pres_id, &msg, NULL, info,
+                                            NULL, NULL);
+    if (cond.bad()) {
+        (void)snprintf(err, err_len, "sending N-EVENT-REPORT-RQ: %s",
+                       cond.text());
+        return EXCHANGE_FAILED;
+    }
+    memset(&rsp, 0, sizeof(rsp));
+    cond = DIMSE_receiveCommand(assoc, DIMSE_BLOCKING, (int)timeout_s,
+                                &rsp_pres_id, &rsp, &detail);
+    delete detail;
+    if (cond == DUL_PEERREQUESTEDRELEASE) {
+        (void)ASC_acknowledgeRelease(assoc);
+        (void)snprintf(err, err_len,
+                       "the peer released the association "
+                       "instead of answering");
+        return EXCHANGE_RELEASED;
+    }
+    if (cond.bad() || rsp.CommandField != DIMSE_N_EVENT_REPORT_RSP ||
+        rsp.msg.NEventReportRSP.MessageIDBeingRespondedTo !=
+            msg.msg.NEventReportRQ.MessageID) {
+        (void)snprintf(err, err_len, "no N-EVENT-REPORT-RSP: %s",
+                       cond.bad() ? cond.text() : "another message came");
+        return EXCHANGE_FAILED;
+    }
+    if (rsp.msg.NEventReportRSP.DataSetType != DIMSE_DATASET_NULL) {
+        DcmDataset *reply = NULL;
+        (void)DIMSE_receiveDataSetInMemory(assoc, DIMSE_BLOCKING,
+                                           (int)timeout_s, &rsp_pres_id, &reply,
+                                           NULL, NULL);
+        delete reply;
+    }
+    *ret_status = rsp.msg.NEventReportRSP.DimseStatus;
+    return EXCHANGE_ANSWERED;
+}
+
 int scp_commit_send_report(const char *our_ae, const struct scp_remote *to,
+                           const struct scp_outbound_tls *tls,
                            const struct scp_commit_report *report,
                            unsigned timeout_s, uint16_t *ret_status, char *err,
                            size_t err_len)
@@ -397,25 +528,35 @@ int scp_commit_send_report(const char *our_ae, const struct scp_remote *to,
     struct scp_out_context ctx;
     struct scp_outbound ob;
     T_ASC_PresentationContextID pres_id;
-    T_ASC_PresentationContextID rsp_pres_id = 0;
-    T_DIMSE_Message msg;
-    T_DIMSE_Message rsp;
-    DcmDataset *detail = NULL;
     DcmDataset info;
     unsigned event_type = 0;
-    OFCondition cond;
+    enum commit_exchange_end end;
+    struct scp_out_tls out_tls;
     int r;
 
     if (!commit_event_info(report, &info, &event_type)) {
         (void)snprintf(err, err_len, "cannot build the event information");
         return -ENOMEM;
     }
+    if (tls != NULL && tls->ca_file != NULL) {
+        out_tls.on = true;
+        out_tls.ca_file = tls->ca_file;
+        if (tls->certificate_file != NULL)
+            out_tls.certificate_file = tls->certificate_file;
+        if (tls->private_key_file != NULL)
+            out_tls.private_key_file = tls->private_key_file;
+        if (tls->private_key_password_file != NULL)
+            out_tls.private_key_password_file = tls->private_key_password_file;
+        out_tls.profile = tls->profile;
+        out_tls.security_level = tls->security_level;
+    }
     ctx.abstract_syntax = UID_StorageCommitmentPushModelSOPClass;
     ctx.transfer_syntaxes = ts;
     ctx.transfer_syntax_count = 2;
     ctx.role = ASC_SC_ROLE_SCP;
-    r = scp__outbound_open(our_ae, to, &ctx, 1, SCP_COMMIT_OUT_PDU, timeout_s,
-                           &ob, err, err_len);
+    r = scp__outbound_open_tls(our_ae, to, to->tls ? &out_tls : NULL, &ctx, 1,
+                               SCP_COMMIT_OUT_PDU, timeout_s, &ob, err,
+                               err_len);
     if (r < 0)
         return r;
     pres_id = scp__outbound_context(&ob, UID_StorageCommitmentPushModelSOPClass,
@@ -432,45 +573,87 @@ int scp_commit_send_report(const char *our_ae, const struct scp_remote *to,
         scp__outbound_close(&ob, false);
         return -EPROTO;
     }
-    memset(&msg, 0, sizeof(msg));
-    msg.CommandField = DIMSE_N_EVENT_REPORT_RQ;
-    msg.msg.NEventReportRQ.MessageID = ob.assoc->nextMsgID++;
-    OFStandard::strlcpy(msg.msg.NEventReportRQ.AffectedSOPClassUID,
-                        UID_StorageCommitmentPushModelSOPClass,
-                        sizeof(msg.msg.NEventReportRQ.AffectedSOPClassUID));
-    OFStandard::strlcpy(msg.msg.NEventReportRQ.AffectedSOPInstanceUID,
-                        UID_StorageCommitmentPushModelSOPInstance,
-                        sizeof(msg.msg.NEventReportRQ.AffectedSOPInstanceUID));
-    msg.msg.NEventReportRQ.DataSetType = DIMSE_DATASET_PRESENT;
-    msg.msg.NEventReportRQ.EventTypeID = (DIC_US)event_type;
-    cond = DIMSE_sendMessageUsingMemoryData(ob.assoc, pres_id, &msg, NULL,
-                                            &info, NULL, NULL);
-    if (cond.bad()) {
-        (void)snprintf(err, err_len, "sending N-EVENT-REPORT-RQ: %s",
-                       cond.text());
-        scp__outbound_close(&ob, true);
+    end = commit_exchange(ob.assoc, pres_id, &info, event_type, timeout_s,
+                          ret_status, err, err_len);
+    if (end != EXCHANGE_ANSWERED) {
+        scp__outbound_close(&ob, end == EXCHANGE_FAILED);
         return -EPROTO;
     }
-    memset(&rsp, 0, sizeof(rsp));
-    cond = DIMSE_receiveCommand(ob.assoc, DIMSE_BLOCKING, (int)timeout_s,
-                                &rsp_pres_id, &rsp, &detail);
-    delete detail;
-    if (cond.bad() || rsp.CommandField != DIMSE_N_EVENT_REPORT_RSP ||
-        rsp.msg.NEventReportRSP.MessageIDBeingRespondedTo !=
-            msg.msg.NEventReportRQ.MessageID) {
-        (void)snprintf(err, err_len, "no N-EVENT-REPORT-RSP: %s",
-                       cond.bad() ? cond.text() : "another message came");
-        scp__outbound_close(&ob, true);
-        return -EPROTO;
-    }
-    if (rsp.msg.NEventReportRSP.DataSetType != DIMSE_DATASET_NULL) {
-        DcmDataset *reply = NULL;
-        (void)DIMSE_receiveDataSetInMemory(ob.assoc, DIMSE_BLOCKING,
-                                           (int)timeout_s, &rsp_pres_id, &reply,
-                                           NULL, NULL);
-        delete reply;
-    }
-    *ret_status = rsp.msg.NEventReportRSP.DimseStatus;
     scp__outbound_close(&ob, false);
     return 0;
+}
+
+int scp__commit_idle(struct scp_assoc *sa)
+{
+    struct scp_commit_waiting *w = sa->commit_waiting;
+    const struct scp_commit_handler *h = sa->scp->commit;
+    int ended = 0;
+
+    if (w == NULL || w->txs.empty() || h == NULL)
+        return 0;
+    for (size_t i = 0; i < w->txs.size() && ended == 0;) {
+        struct scp_commit_report report;
+        DcmDataset info;
+        std::string tx;
+        T_ASC_PresentationContextID pres_id = w->txs[i].pres_id;
+        unsigned event_type = 0;
+        uint16_t status = 0;
+        char err[256] = "";
+        bool sent = false;
+        int r;
+
+        /* The SCU sent something: the command loop serves it first. */
+        if (ASC_dataWaiting(sa->assoc, 0))
+            break;
+        r = h->report_take(h->ctx, w->txs[i].tx_uid.c_str(), &report);
+        if (r == 0) {
+            i++;
+            continue;
+        }
+        tx.swap(w->txs[i].tx_uid);
+        w->txs.erase(w->txs.begin() + (long)i);
+        if (r < 0)
+            continue;
+        if (!commit_event_info(&report, &info, &event_type)) {
+            (void)snprintf(err, sizeof(err),
+                           "cannot build the event information");
+        } else {
+            enum commit_exchange_end end =
+                commit_exchange(sa->assoc, pres_id, &info, event_type,
+                                sa->scp->timeout_s, &status, err, sizeof(err));
+
+            if (end == EXCHANGE_ANSWERED && status == 0)
+                sent = true;
+            else if (end == EXCHANGE_ANSWERED)
+                (void)snprintf(err, sizeof(err), "the SCU answered status %04X",
+                               (unsigned)status);
+            else
+                ended = end == EXCHANGE_RELEASED ? 1 : -1;
+        }
+        h->report_done(h->ctx, tx.c_str(), sent, sent ? NULL : err);
+        if (ended > 0)
+            log_info("event=released assoc=%lu from=%s@%s stores=%lu "
+                     "reason=\"during the N-EVENT-REPORT of tx=%s\"",
+                     sa->number, sa->calling_ae, sa->peer, sa->stores,
+                     tx.c_str());
+        else if (ended < 0)
+            log_warning("event=dropped assoc=%lu from=%s@%s stores=%lu "
+                        "reason=\"N-EVENT-REPORT of tx=%s: %s\"",
+                        sa->number, sa->calling_ae, sa->peer, sa->stores,
+                        tx.c_str(), err);
+    }
+    return ended;
+}
+
+void scp__commit_assoc_end(struct scp_assoc *sa)
+{
+    struct scp_commit_waiting *w = sa->commit_waiting;
+
+    if (w == NULL)
+        return;
+    for (const scp_commit_wait &wt : w->txs)
+        sa->scp->commit->report_done(sa->scp->commit->ctx, wt.tx_uid.c_str(),
+                                     false, NULL);
+    delete w;
+    sa->commit_waiting = NULL;
 }

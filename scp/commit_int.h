@@ -33,12 +33,15 @@ bool scp__caller_may_commit(const struct scp *scp, const char *calling_ae,
 
 /* Answers one N-ACTION-RQ of association @number on @assoc (see scp.h,
  * Storage Commitment). Returns a bad condition only when the association
- * failed (the caller then aborts it). */
+ * failed (the caller then aborts it). With @ret_report_here (capacity
+ * UTIL_UID_MAX + 1; NULL: never), the Transaction UID of a request
+ * accepted with report_here goes there ("" otherwise): the caller then
+ * owes the handler its report_done(). */
 OFCondition scp__commit_action(struct scp *scp, T_ASC_Association *assoc,
                                unsigned long number, const char *calling_ae,
                                const char *peer,
                                T_ASC_PresentationContextID pres_id,
-                               T_DIMSE_N_ActionRQ *req);
+                               T_DIMSE_N_ActionRQ *req, char *ret_report_here);
 
 /* One presentation context to propose on an outbound association. */
 struct scp_out_context {
@@ -55,21 +58,6 @@ struct scp_outbound {
     DcmTransportLayer *tls_layer; /* ours, outbound TLS only */
 };
 
-/*
- * Opens a plain TCP association (only ae_title, host and port of @remote
- * are read) from @our_ae to @remote proposing @contexts (at
- * most 128), with our maximum PDU @max_pdu, connect and ACSE bounded by
- * @timeout_s. On success *@ret is open and at least one context was
- * accepted (check each with scp__outbound_context()). Errors: -ECONNREFUSED,
- * -ETIMEDOUT, -EHOSTUNREACH, -ENOENT (host unknown), -EIO (other network
- * failures), -EPROTO (rejected: the reason in @err), -ENOMEM.
- */
-int scp__outbound_open(const char *our_ae, const struct scp_remote *remote,
-                       const struct scp_out_context *contexts,
-                       size_t context_count, uint32_t max_pdu,
-                       unsigned timeout_s, struct scp_outbound *ret, char *err,
-                       size_t err_len);
-
 /* Outbound DICOM TLS material (scp_params.outbound_tls), copied. */
 struct scp_out_tls {
     bool on = false;
@@ -82,11 +70,18 @@ struct scp_out_tls {
 };
 
 /*
- * scp__outbound_open() over DICOM TLS when @tls is not NULL (and
- * @remote->tls): the remote's certificate verified against tls->ca_file
- * and, when @remote->certificate_sha256 is set, its SHA-256 compared
- * (-EPERM on a mismatch, the association aborted); our client
- * certificate when tls->certificate_file is set. One TLS layer per call.
+ * Opens an association from @our_ae to @remote proposing @contexts (at
+ * most 128), with our maximum PDU @max_pdu, connect and ACSE bounded by
+ * @timeout_s: plain TCP, or DICOM TLS when @tls is not NULL and
+ * @remote->tls is set. Over TLS the remote's certificate is verified
+ * against tls->ca_file and, when @remote->certificate_sha256 is set, its
+ * SHA-256 compared (-EPERM on a mismatch, the association aborted); our
+ * client certificate is sent when tls->certificate_file is set; one TLS
+ * layer per call. On success *@ret is open and at least one context was
+ * accepted (check each with scp__outbound_context()). Errors:
+ * -ECONNREFUSED, -ETIMEDOUT, -EHOSTUNREACH, -ENOENT (host unknown), -EIO
+ * (other network failures), -EPROTO (rejected: the reason in @err),
+ * -EPERM, -ENOMEM.
  */
 int scp__outbound_open_tls(const char *our_ae, const struct scp_remote *remote,
                            const struct scp_out_tls *tls,

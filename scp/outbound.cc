@@ -184,23 +184,6 @@ static int out_check_pin(T_ASC_Association *assoc, const char *pin, char *err,
     return 0;
 }
 
-int scp__outbound_open(const char *our_ae, const struct scp_remote *remote,
-                       const struct scp_out_context *contexts,
-                       size_t context_count, uint32_t max_pdu,
-                       unsigned timeout_s, struct scp_outbound *ret, char *err,
-                       size_t err_len)
-{
-    struct scp_remote plain;
-
-    /* Plain TCP: callers of this one fill ae_title, host and port only. */
-    memset(&plain, 0, sizeof(plain));
-    plain.ae_title = remote->ae_title;
-    plain.host = remote->host;
-    plain.port = remote->port;
-    return scp__outbound_open_tls(our_ae, &plain, NULL, contexts, context_count,
-                                  max_pdu, timeout_s, ret, err, err_len);
-}
-
 int scp__outbound_open_tls(const char *our_ae, const struct scp_remote *remote,
                            const struct scp_out_tls *tls,
                            const struct scp_out_context *contexts,

@@ -153,7 +153,9 @@ struct scp_find_handler {
  * scp/commit.cc validates an N-ACTION-RQ (Action Type 1) and hands the
  * request to the handler, which must make it durable before it returns 0;
  * only then is N-ACTION-RSP 0000 sent. The report (N-EVENT-REPORT) goes
- * out later, on an association we open (scp_commit_send_report()).
+ * out later, on an association we open (scp_commit_send_report()), or
+ * first on the request's own association while the SCU keeps it open,
+ * when the handler offers report_take (commit.same_association).
  */
 
 /* Most Referenced SOP Sequence items one request may name; more is
@@ -174,7 +176,13 @@ struct scp_commit_request {
     const char *peer;                   /* dotted IPv4 */
     const struct scp_commit_ref *items; /* in request order, >= 1 */
     size_t item_count;
+    /* scp/ will ask report_take() for this request's report while its
+     * association stays open (the handler offers it and we hold the SCP
+     * role of the context there); report_done() ends that. */
+    bool report_here;
 };
+
+struct scp_commit_report;
 
 /*
  * Who takes commitment requests: called from association threads.
@@ -188,6 +196,24 @@ struct scp_commit_handler {
     void *ctx;
     int (*request)(void *ctx, const struct scp_commit_request *rq, char *err,
                    size_t err_len);
+    /*
+     * Optional (NULL: reports only go out on new associations). For a
+     * request accepted with report_here, the association thread asks
+     * about once a second while the association is idle: 1 the report is
+     * ready and *@ret_report is filled (valid until report_done()); 0 not
+     * yet; < 0 it will not be sent here (scp/ stops asking).
+     */
+    int (*report_take)(void *ctx, const char *tx_uid,
+                       struct scp_commit_report *ret_report);
+    /*
+     * Ends report_here for @tx_uid, once: @sent when the SCU answered the
+     * N-EVENT-REPORT with 0000 on this association; otherwise @why says
+     * why the attempt failed, or is NULL when the association ended before
+     * the report was taken. Unless @sent, the provider sends the report on
+     * a new association.
+     */
+    void (*report_done)(void *ctx, const char *tx_uid, bool sent,
+                        const char *why);
 };
 
 /* A remote AE we open associations to (dicom.remote_aes). */
@@ -232,14 +258,21 @@ struct scp_commit_report {
  * Opens an association from @our_ae to @to proposing Storage Commitment
  * Push Model with the SCP role (SCU-role 0, SCP-role 1), Explicit and
  * Implicit VR Little Endian, sends the N-EVENT-REPORT-RQ and waits for its
- * response, then releases. Every step is bounded by @timeout_s. Returns 0
- * with the response status in *@ret_status (0000 success; any other status
- * is the peer's answer); -ECONNREFUSED, -ETIMEDOUT, -EHOSTUNREACH etc. when
- * no association could be had; -EPROTO when it was rejected, the context
- * or the role refused, or no response came; with the reason in @err.
- * Thread-safe (one network per call).
+ * response, then releases. When @to->tls, over DICOM TLS with @tls (NULL:
+ * plain only; a remote with tls then gets -EINVAL), as C-MOVE does: the
+ * remote's certificate verified against tls->ca_file, its SHA-256 compared
+ * with @to->certificate_sha256 when set (-EPERM on a mismatch, the
+ * association aborted before anything is sent), our client certificate
+ * when tls->certificate_file is set. Every step is bounded by @timeout_s.
+ * Returns 0 with the response status in *@ret_status (0000 success; any
+ * other status is the peer's answer); -ECONNREFUSED, -ETIMEDOUT,
+ * -EHOSTUNREACH, -EIO (an untrusted certificate among them) etc. when no
+ * association could be had; -EPROTO when it was rejected, the context or
+ * the role refused, or no response came; with the reason in @err.
+ * Thread-safe (one network and one TLS layer per call).
  */
 int scp_commit_send_report(const char *our_ae, const struct scp_remote *to,
+                           const struct scp_outbound_tls *tls,
                            const struct scp_commit_report *report,
                            unsigned timeout_s, uint16_t *ret_status, char *err,
                            size_t err_len);
@@ -356,8 +389,8 @@ struct scp_params {
     size_t trusted_proxy_count;
     unsigned max_associations;
     /* Connections still sending their A-ASSOCIATE-RQ (0: the default);
-     * when full, the oldest of the address holding the most is dropped,
-     * and one address may hold at most a quarter of them. */
+     * when full, the oldest of the address holding the most is dropped;
+     * while there is room, nobody is. */
     unsigned max_pending;
     uint32_t max_pdu;   /* our maximum receive PDU length */
     unsigned timeout_s; /* ACSE and DIMSE timeout, idle limit */

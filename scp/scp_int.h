@@ -174,6 +174,8 @@ struct scp_assoc {
     unsigned long stores;    /* C-STORE-RQs served */
     unsigned long finds;     /* C-FIND-RQs served */
     unsigned long retrieves; /* C-MOVE-RQs and C-GET-RQs served */
+    /* commit.cc: reports to try on this association; NULL: none. */
+    struct scp_commit_waiting *commit_waiting;
 };
 
 /*
@@ -225,6 +227,12 @@ bool scp__item_to_ds(DcmItem *item, struct ds *out);
 OFCondition scp__commit_serve(struct scp_assoc *sa,
                               T_ASC_PresentationContextID pres_id,
                               T_DIMSE_Message *msg);
+/* commit.cc, commit.same_association: while @sa is idle, sends the
+ * reports that are ready on it. 0 go on; 1 the SCU released meanwhile
+ * (acknowledged); -1 the association failed (abort it). */
+int scp__commit_idle(struct scp_assoc *sa);
+/* commit.cc: @sa ended; its reports not sent go on new associations. */
+void scp__commit_assoc_end(struct scp_assoc *sa);
 
 /* charset.cc */
 

@@ -9,10 +9,11 @@
  *            count against dicom.max_associations but against
  *            dicom.max_pending, with a deadline of dicom.timeout_s for the
  *            whole request. When the set is full, a new connection evicts
- *            the oldest pending one of the address holding the most (an
- *            address holding a quarter of the set loses its own oldest):
- *            a trickling flood keeps being replaced by newcomers while a
- *            real SCU, whose request arrives at once, gets through.
+ *            the oldest pending one of the address holding the most: a
+ *            trickling flood keeps being replaced by newcomers while a
+ *            real SCU, whose request arrives at once, gets through. While
+ *            there is room nobody is evicted, so one PACS may open many
+ *            (TLS) associations at the same instant.
  *   closing  an association that ended (rejected, aborted, released) or
  *            a request we refused: our last PDU is sent and the write
  *            side shut down; whatever the peer sends is read and dropped
@@ -279,30 +280,22 @@ static void net_drop_pending(struct net_loop *loop, size_t i, const char *why)
  * oldest of @addr's own when it holds its share, else, when the set is
  * full, the oldest of the address holding the most.
  */
-static void net_make_room(struct net_loop *loop, const unsigned char *addr)
+static void net_make_room(struct net_loop *loop)
 {
-    unsigned share = loop->scp->max_pending / 4;
     size_t victim = SIZE_MAX;
-    size_t same = 0;
+    size_t best = 0;
 
-    if (share == 0)
-        share = 1;
-    for (const net_pending &p : loop->pending)
-        same += memcmp(p.addr, addr, 16) == 0;
-    if (same >= share) {
-        for (size_t i = 0; i < loop->pending.size() && victim == SIZE_MAX; i++)
-            if (memcmp(loop->pending[i].addr, addr, 16) == 0)
-                victim = i;
-    } else if (loop->pending.size() >= loop->scp->max_pending) {
-        size_t best = 0;
-        for (size_t i = 0; i < loop->pending.size(); i++) {
-            size_t count = 0;
-            for (const net_pending &p : loop->pending)
-                count += memcmp(p.addr, loop->pending[i].addr, 16) == 0;
-            if (count > best) { /* the first one is the oldest */
-                best = count;
-                victim = i;
-            }
+    /* Only a full set evicts: many handshakes at once from one PACS (or
+     * one load balancer) are fine while there is room. */
+    if (loop->pending.size() < loop->scp->max_pending)
+        return;
+    for (size_t i = 0; i < loop->pending.size(); i++) {
+        size_t count = 0;
+        for (const net_pending &p : loop->pending)
+            count += memcmp(p.addr, loop->pending[i].addr, 16) == 0;
+        if (count > best) { /* the first one is the oldest */
+            best = count;
+            victim = i;
         }
     }
     if (victim == SIZE_MAX)
@@ -310,9 +303,9 @@ static void net_make_room(struct net_loop *loop, const unsigned char *addr)
     char why[192];
     snprintf(why, sizeof(why),
              "evicted: the oldest of %zu connections still sending their "
-             "association request (dicom.max_pending %u, at most %u from "
-             "one address)",
-             loop->pending.size(), loop->scp->max_pending, share);
+             "association request (dicom.max_pending %u full; %zu of them "
+             "from this address, the most of any)",
+             loop->pending.size(), loop->scp->max_pending, best);
     net_drop_pending(loop, victim, why);
 }
 
@@ -945,7 +938,7 @@ static void net_accept(struct net_loop *loop, int listen_fd, uint64_t now)
         p.since_ms = now;
         p.deadline_ms = now + (uint64_t)scp->timeout_s * 1000u;
         p.want = 6;
-        net_make_room(loop, p.addr);
+        net_make_room(loop);
         try {
             loop->pending.push_back(p);
         } catch (...) {

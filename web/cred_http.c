@@ -11,6 +11,7 @@
 
 #include <curl/curl.h>
 
+#include "base/util.h"
 #include "cred_int.h"
 
 struct cred_http_buffer {
@@ -157,13 +158,13 @@ int cred_http_perform(const struct cred_http_request *req,
         goto out;
     }
     if (buf.overflow) {
-        cred__err(err, err_len, "the answer of %s is larger than %zu bytes",
-                  req->url, buf.max);
+        util_err(err, err_len, "the answer of %s is larger than %zu bytes",
+                 req->url, buf.max);
         r = -EAGAIN;
         goto out;
     }
     if (rc != CURLE_OK) {
-        cred__err(err, err_len, "%s: %s", req->url, curl_easy_strerror(rc));
+        util_err(err, err_len, "%s: %s", req->url, curl_easy_strerror(rc));
         r = -EAGAIN;
         goto out;
     }

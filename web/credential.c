@@ -6,28 +6,16 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
 
+#include "base/util.h"
 #include "cred_int.h"
-
-void cred__err(char *err, size_t err_len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || err_len == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 void cred__free_secret(char *s)
 {
@@ -66,22 +54,22 @@ int cred__read_file(const char *path, size_t max, char **ret_data,
     fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
         r = -errno;
-        cred__err(err, err_len, "cannot open '%s': %s", path, strerror(-r));
+        util_err(err, err_len, "cannot open '%s': %s", path, strerror(-r));
         return r;
     }
     if (fstat(fd, &st) < 0) {
         r = -errno;
-        cred__err(err, err_len, "fstat() '%s' failed: %s", path, strerror(-r));
+        util_err(err, err_len, "fstat() '%s' failed: %s", path, strerror(-r));
         goto out_close;
     }
     if (!S_ISREG(st.st_mode)) {
-        cred__err(err, err_len, "'%s' is not a regular file", path);
+        util_err(err, err_len, "'%s' is not a regular file", path);
         r = -EINVAL;
         goto out_close;
     }
     if ((uint64_t)st.st_size > max) {
-        cred__err(err, err_len, "'%s' is %lld bytes, more than %zu", path,
-                  (long long)st.st_size, max);
+        util_err(err, err_len, "'%s' is %lld bytes, more than %zu", path,
+                 (long long)st.st_size, max);
         r = -EFBIG;
         goto out_close;
     }
@@ -97,21 +85,21 @@ int cred__read_file(const char *path, size_t max, char **ret_data,
             continue;
         if (n < 0) {
             r = -errno;
-            cred__err(err, err_len, "read() '%s' failed: %s", path,
-                      strerror(-r));
+            util_err(err, err_len, "read() '%s' failed: %s", path,
+                     strerror(-r));
             goto out_free;
         }
         if (n == 0)
             break;
         len += (size_t)n;
         if (len > max) {
-            cred__err(err, err_len, "'%s' is more than %zu bytes", path, max);
+            util_err(err, err_len, "'%s' is more than %zu bytes", path, max);
             r = -EFBIG;
             goto out_free;
         }
     }
     if (len == 0) {
-        cred__err(err, err_len, "'%s' is empty", path);
+        util_err(err, err_len, "'%s' is empty", path);
         r = -ENODATA;
         goto out_free;
     }
@@ -125,23 +113,6 @@ out_free:
 out_close:
     (void)close(fd);
     return r;
-}
-
-int cred__random(void *buf, size_t len)
-{
-    unsigned char *p = buf;
-
-    while (len > 0) {
-        ssize_t n = getrandom(p, len, 0);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
 }
 
 static const char cred_b64url[] =
@@ -177,7 +148,8 @@ char *cred__base64url(const unsigned char *data, size_t len)
     return out;
 }
 
-char *cred__base64url_decode(const char *in, size_t len, size_t *ret_len)
+char *cred__base64url_decode(const char *in, size_t len, bool lenient,
+                             size_t *ret_len)
 {
     char *out = malloc(len * 3 / 4 + 3);
     uint32_t acc = 0;
@@ -188,11 +160,19 @@ char *cred__base64url_decode(const char *in, size_t len, size_t *ret_len)
         return NULL;
     for (size_t i = 0; i < len; i++) {
         const char *p = in[i] != '\0' ? strchr(cred_b64url, in[i]) : NULL;
-        if (p == NULL) {
+        uint32_t v;
+
+        if (p != NULL)
+            v = (uint32_t)(p - cred_b64url);
+        else if (lenient && (in[i] == '+' || in[i] == '/'))
+            v = in[i] == '+' ? 62 : 63;
+        else if (lenient && in[i] == '=')
+            break;
+        else {
             free(out);
             return NULL;
         }
-        acc = acc << 6 | (uint32_t)(p - cred_b64url);
+        acc = acc << 6 | v;
         bits += 6;
         if (bits >= 8) {
             bits -= 8;
@@ -200,7 +180,7 @@ char *cred__base64url_decode(const char *in, size_t len, size_t *ret_len)
         }
     }
     /* A lone trailing character carries fewer than 8 bits: not base64. */
-    if (bits >= 6) {
+    if (bits >= 6 && !lenient) {
         free(out);
         return NULL;
     }
@@ -271,6 +251,30 @@ bool cred__form_add(char **form, const char *name, const char *value)
     cred__free_secret(*form);
     *form = grown;
     return true;
+}
+
+int cred__token_set(struct cred_token *ret_token, const char *value,
+                    int64_t lifetime)
+{
+    char *copy = strdup(value);
+
+    if (copy == NULL)
+        return -ENOMEM;
+    ret_token->access_token = copy;
+    ret_token->expires_in_s = lifetime;
+    return 0;
+}
+
+void cred__oauth_error(const cJSON *root, const char **ret_error,
+                       const char **ret_description)
+{
+    const cJSON *error = cJSON_GetObjectItemCaseSensitive(root, "error");
+    const cJSON *description =
+        cJSON_GetObjectItemCaseSensitive(root, "error_description");
+
+    *ret_error = cJSON_IsString(error) ? error->valuestring : NULL;
+    *ret_description =
+        cJSON_IsString(description) ? description->valuestring : NULL;
 }
 
 bool cred__json_int(const cJSON *item, int64_t *ret)

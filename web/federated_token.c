@@ -11,6 +11,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "base/util.h"
 #include "cred_int.h"
 #include "credential.h"
 
@@ -57,7 +58,7 @@ static int federated_check_jwt(const char *jwt, const char *path, int64_t now_s,
             p++;
     }
     for (int i = 0; i < 2; i++) {
-        json = cred__base64url_decode(seg[i], seg_len[i], NULL);
+        json = cred__base64url_decode(seg[i], seg_len[i], false, NULL);
         cJSON *root = json != NULL ? cJSON_Parse(json) : NULL;
         free(json);
         if (!cJSON_IsObject(root)) {
@@ -71,11 +72,11 @@ static int federated_check_jwt(const char *jwt, const char *path, int64_t now_s,
     }
     if (cred__json_int(cJSON_GetObjectItemCaseSensitive(claims, "exp"), &exp) &&
         exp <= now_s) {
-        cred__err(err, err_len,
-                  "the federated token in '%s' expired %lld s ago: nothing "
-                  "refreshes the file (for Kubernetes, check the projected "
-                  "service account token volume)",
-                  path, (long long)(now_s - exp));
+        util_err(err, err_len,
+                 "the federated token in '%s' expired %lld s ago: nothing "
+                 "refreshes the file (for Kubernetes, check the projected "
+                 "service account token volume)",
+                 path, (long long)(now_s - exp));
         r = -EKEYEXPIRED;
     } else {
         r = 0;
@@ -83,11 +84,11 @@ static int federated_check_jwt(const char *jwt, const char *path, int64_t now_s,
     cJSON_Delete(claims);
     return r;
 out_not_jwt:
-    cred__err(err, err_len,
-              "'%s' does not hold a JWT (three base64url parts separated "
-              "by '.'): auth.client_assertion_file must be the federated "
-              "token itself",
-              path);
+    util_err(err, err_len,
+             "'%s' does not hold a JWT (three base64url parts separated "
+             "by '.'): auth.client_assertion_file must be the federated "
+             "token itself",
+             path);
     return -EBADMSG;
 }
 
@@ -102,13 +103,13 @@ int federated_token_read(const char *path, int64_t now_s, char **ret_token,
     if (r < 0)
         return r;
     if (strlen(data) != len) {
-        cred__err(err, err_len, "'%s' holds a NUL byte: not a token", path);
+        util_err(err, err_len, "'%s' holds a NUL byte: not a token", path);
         r = -EBADMSG;
         goto out_wipe;
     }
     cred__trim(data);
     if (data[0] == '\0') {
-        cred__err(err, err_len, "'%s' holds only white space", path);
+        util_err(err, err_len, "'%s' holds only white space", path);
         r = -ENODATA;
         goto out_wipe;
     }
@@ -139,7 +140,7 @@ int federated_token_form(const char *path, const char *client_id,
     form.resource = resource;
     r = cred_assertion_form_build(&form, ret_form);
     if (r == -EINVAL)
-        cred__err(err, err_len, "workload identity needs auth.client_id");
+        util_err(err, err_len, "workload identity needs auth.client_id");
     cred__free_secret(token);
     return r;
 }

@@ -19,6 +19,7 @@
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
+#include "base/util.h"
 #include "cred_int.h"
 
 struct jwt_credential {
@@ -92,24 +93,24 @@ static int jwt_not_pem(const char *text, size_t len, const char *name,
                        size_t err_len)
 {
     if (len > 0 && (unsigned char)text[0] == 0x30) {
-        cred__err(err, err_len,
-                  "%s is binary (DER or a PKCS#12 .pfx file), not PEM: "
-                  "convert it, e.g. 'openssl pkcs12 -in file.pfx -nokeys "
-                  "-out cert.pem' and 'openssl pkcs12 -in file.pfx "
-                  "-nocerts -nodes -out key.pem', or 'openssl x509 -inform "
-                  "der -in file.cer -out cert.pem'",
-                  name);
+        util_err(err, err_len,
+                 "%s is binary (DER or a PKCS#12 .pfx file), not PEM: "
+                 "convert it, e.g. 'openssl pkcs12 -in file.pfx -nokeys "
+                 "-out cert.pem' and 'openssl pkcs12 -in file.pfx "
+                 "-nocerts -nodes -out key.pem', or 'openssl x509 -inform "
+                 "der -in file.cer -out cert.pem'",
+                 name);
     } else if (memmem(text, len, "-----BEGIN ", 11) == NULL) {
-        cred__err(err, err_len,
-                  "%s is not PEM: no '-----BEGIN' line (a %s "
-                  "is expected)",
-                  name, what);
+        util_err(err, err_len,
+                 "%s is not PEM: no '-----BEGIN' line (a %s "
+                 "is expected)",
+                 name, what);
     } else if (!jwt_has_pem_label(text, len, label)) {
-        cred__err(err, err_len, "%s holds no %s (no PEM block '%s')", name,
-                  what, label);
+        util_err(err, err_len, "%s holds no %s (no PEM block '%s')", name, what,
+                 label);
     } else {
-        cred__err(err, err_len, "%s: its %s cannot be read: %s", name, what,
-                  jwt_openssl_reason("damaged PEM"));
+        util_err(err, err_len, "%s: its %s cannot be read: %s", name, what,
+                 jwt_openssl_reason("damaged PEM"));
     }
     ERR_clear_error();
     return -EBADMSG;
@@ -149,8 +150,8 @@ static int jwt_load_key(const char *key_pem, size_t key_len,
     BIO *bio;
 
     if (key_len > JWT_MAX_KEY_FILE || key_len > (size_t)INT32_MAX) {
-        cred__err(err, err_len, "%s is larger than %d bytes", key_name,
-                  JWT_MAX_KEY_FILE);
+        util_err(err, err_len, "%s is larger than %d bytes", key_name,
+                 JWT_MAX_KEY_FILE);
         return -EFBIG;
     }
     bio = BIO_new_mem_buf(key_pem, (int)key_len);
@@ -160,36 +161,36 @@ static int jwt_load_key(const char *key_pem, size_t key_len,
     BIO_free(bio);
     if (key == NULL && pw.asked) {
         ERR_clear_error();
-        cred__err(err, err_len,
-                  "%s is encrypted with a pass phrase: stowbridge needs an "
-                  "unencrypted key (protect it with file permissions or "
-                  "systemd's LoadCredential=/LoadCredentialEncrypted=); "
-                  "decrypt it with 'openssl pkey -in key.pem -out "
-                  "plain.pem'",
-                  key_name);
+        util_err(err, err_len,
+                 "%s is encrypted with a pass phrase: stowbridge needs an "
+                 "unencrypted key (protect it with file permissions or "
+                 "systemd's LoadCredential=/LoadCredentialEncrypted=); "
+                 "decrypt it with 'openssl pkey -in key.pem -out "
+                 "plain.pem'",
+                 key_name);
         return -ENOKEY;
     }
     if (key == NULL)
         return jwt_not_pem(key_pem, key_len, key_name, "private key",
                            "PRIVATE KEY", err, err_len);
     if (!EVP_PKEY_is_a(key, "RSA")) {
-        cred__err(err, err_len,
-                  "%s holds a %s key, not an RSA key: PS256 and RS256 "
-                  "assertions need RSA (Entra ID accepts only RSA "
-                  "certificates); make one with 'openssl req -x509 "
-                  "-newkey rsa:2048 ...'",
-                  key_name,
-                  EVP_PKEY_get0_type_name(key) != NULL
-                      ? EVP_PKEY_get0_type_name(key)
-                      : "non-RSA");
+        util_err(err, err_len,
+                 "%s holds a %s key, not an RSA key: PS256 and RS256 "
+                 "assertions need RSA (Entra ID accepts only RSA "
+                 "certificates); make one with 'openssl req -x509 "
+                 "-newkey rsa:2048 ...'",
+                 key_name,
+                 EVP_PKEY_get0_type_name(key) != NULL
+                     ? EVP_PKEY_get0_type_name(key)
+                     : "non-RSA");
         EVP_PKEY_free(key);
         return -EKEYREJECTED;
     }
     if (EVP_PKEY_get_bits(key) < JWT_MIN_RSA_BITS) {
-        cred__err(err, err_len,
-                  "%s holds a %d-bit RSA key: at least %d bits are needed "
-                  "(RFC 7518 3.3)",
-                  key_name, EVP_PKEY_get_bits(key), JWT_MIN_RSA_BITS);
+        util_err(err, err_len,
+                 "%s holds a %d-bit RSA key: at least %d bits are needed "
+                 "(RFC 7518 3.3)",
+                 key_name, EVP_PKEY_get_bits(key), JWT_MIN_RSA_BITS);
         EVP_PKEY_free(key);
         return -EKEYREJECTED;
     }
@@ -238,8 +239,8 @@ int jwt_credential_from_pem(const char *cert_pem, size_t cert_len,
     cert_name = cert_name != NULL ? cert_name : "the certificate";
     key_name = key_name != NULL ? key_name : "the private key";
     if (cert_len > JWT_MAX_CERT_FILE) {
-        cred__err(err, err_len, "%s is larger than %d bytes", cert_name,
-                  JWT_MAX_CERT_FILE);
+        util_err(err, err_len, "%s is larger than %d bytes", cert_name,
+                 JWT_MAX_CERT_FILE);
         return -EFBIG;
     }
     cred = calloc(1, sizeof(*cred));
@@ -263,20 +264,20 @@ int jwt_credential_from_pem(const char *cert_pem, size_t cert_len,
     cert_key = X509_get0_pubkey(cred->cert);
     if (cert_key == NULL || EVP_PKEY_eq(cert_key, cred->key) != 1) {
         ERR_clear_error();
-        cred__err(err, err_len,
-                  "the private key in %s is not the key of the certificate "
-                  "in %s: give the key the certificate was made for "
-                  "(compare 'openssl x509 -noout -pubkey -in CERT' with "
-                  "'openssl pkey -pubout -in KEY')",
-                  key_name, cert_name);
+        util_err(err, err_len,
+                 "the private key in %s is not the key of the certificate "
+                 "in %s: give the key the certificate was made for "
+                 "(compare 'openssl x509 -noout -pubkey -in CERT' with "
+                 "'openssl pkey -pubout -in KEY')",
+                 key_name, cert_name);
         r = -EKEYREJECTED;
         goto out_fail;
     }
     r = jwt_thumbprints(cred);
     if (r < 0) {
         ERR_clear_error();
-        cred__err(err, err_len, "cannot compute the thumbprint of %s",
-                  cert_name);
+        util_err(err, err_len, "cannot compute the thumbprint of %s",
+                 cert_name);
         goto out_fail;
     }
     cred->not_before = jwt_asn1_time(X509_get0_notBefore(cred->cert));
@@ -344,31 +345,31 @@ jwt_credential_check_validity(const struct jwt_credential *cred, int64_t now_s,
 
     if (now_s < cred->not_before) {
         jwt_format_time(cred->not_before, when);
-        cred__err(buf, len,
-                  "the client certificate is not valid before %s: check "
-                  "this machine's clock (NTP), or wait",
-                  when);
+        util_err(buf, len,
+                 "the client certificate is not valid before %s: check "
+                 "this machine's clock (NTP), or wait",
+                 when);
         return JWT_NOT_YET_VALID;
     }
     jwt_format_time(cred->not_after, when);
     if (now_s >= cred->not_after) {
-        cred__err(buf, len,
-                  "the client certificate expired on %s (%lld days ago): "
-                  "make a new one, upload it to the app registration "
-                  "(Certificates & secrets) and reload stowbridge",
-                  when, (long long)((now_s - cred->not_after) / 86400));
+        util_err(buf, len,
+                 "the client certificate expired on %s (%lld days ago): "
+                 "make a new one, upload it to the app registration "
+                 "(Certificates & secrets) and reload stowbridge",
+                 when, (long long)((now_s - cred->not_after) / 86400));
         return JWT_EXPIRED;
     }
     if (cred->not_after - now_s <= soon_s) {
-        cred__err(buf, len,
-                  "the client certificate expires in %lld days, on %s: "
-                  "upload its successor to the app registration "
-                  "(Certificates & secrets), install it and reload "
-                  "stowbridge (SIGHUP) before then",
-                  (long long)((cred->not_after - now_s) / 86400), when);
+        util_err(buf, len,
+                 "the client certificate expires in %lld days, on %s: "
+                 "upload its successor to the app registration "
+                 "(Certificates & secrets), install it and reload "
+                 "stowbridge (SIGHUP) before then",
+                 (long long)((cred->not_after - now_s) / 86400), when);
         return JWT_EXPIRES_SOON;
     }
-    cred__err(buf, len, "the client certificate is valid until %s", when);
+    util_err(buf, len, "the client certificate is valid until %s", when);
     return JWT_VALID;
 }
 
@@ -391,10 +392,10 @@ void jwt_credential_describe(const struct jwt_credential *cred, char *buf,
     ERR_clear_error();
     jwt_format_time(cred->not_before, from);
     jwt_format_time(cred->not_after, until);
-    cred__err(buf, len,
-              "certificate subject '%s', thumbprint (SHA-1) %s, valid from "
-              "%s until %s",
-              subject, cred->sha1_hex, from, until);
+    util_err(buf, len,
+             "certificate subject '%s', thumbprint (SHA-1) %s, valid from "
+             "%s until %s",
+             subject, cred->sha1_hex, from, until);
 }
 
 const char *jwt_credential_x5t_s256(const struct jwt_credential *cred)
@@ -406,7 +407,7 @@ const char *jwt_credential_x5t_s256(const struct jwt_credential *cred)
 static int jwt_uuid(char out[37])
 {
     unsigned char b[16];
-    int r = cred__random(b, sizeof(b));
+    int r = util_random_bytes(b, sizeof(b));
 
     if (r < 0)
         return r;
@@ -535,9 +536,9 @@ int jwt_assertion_sign(const struct jwt_credential *cred,
 
     if (params->client_id == NULL || params->client_id[0] == '\0' ||
         params->audience == NULL || params->audience[0] == '\0') {
-        cred__err(err, err_len,
-                  "a client assertion needs a client ID and "
-                  "the token URL");
+        util_err(err, err_len,
+                 "a client assertion needs a client ID and "
+                 "the token URL");
         return -EINVAL;
     }
     if (params->alg != JWT_ALG_PS256 && params->alg != JWT_ALG_RS256)
@@ -545,16 +546,16 @@ int jwt_assertion_sign(const struct jwt_credential *cred,
     if (now_s >= cred->not_after) {
         char when[32];
         jwt_format_time(cred->not_after, when);
-        cred__err(err, err_len,
-                  "the client certificate expired on %s: the token endpoint "
-                  "would refuse it; install a new certificate and key and "
-                  "reload stowbridge",
-                  when);
+        util_err(err, err_len,
+                 "the client certificate expired on %s: the token endpoint "
+                 "would refuse it; install a new certificate and key and "
+                 "reload stowbridge",
+                 when);
         return -EKEYEXPIRED;
     }
     r = jwt_uuid(jti);
     if (r < 0) {
-        cred__err(err, err_len, "getrandom() failed: %s", strerror(-r));
+        util_err(err, err_len, "getrandom() failed: %s", strerror(-r));
         return r;
     }
     header = jwt_header(cred, params->alg);
@@ -572,8 +573,8 @@ int jwt_assertion_sign(const struct jwt_credential *cred,
     snprintf(input, input_len, "%s.%s", header, claims);
     r = jwt_sign_bytes(cred->key, params->alg, input, &sig, &sig_len);
     if (r < 0) {
-        cred__err(err, err_len, "signing the client assertion failed: %s",
-                  jwt_openssl_reason("OpenSSL error"));
+        util_err(err, err_len, "signing the client assertion failed: %s",
+                 jwt_openssl_reason("OpenSSL error"));
         ERR_clear_error();
         goto out;
     }

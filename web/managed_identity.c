@@ -14,6 +14,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "base/util.h"
 #include "cred_http.h"
 #include "cred_int.h"
 #include "credential.h"
@@ -38,12 +39,12 @@ static int mi_detect(const struct mi_env *env, enum mi_flavor *ret_flavor,
                      char *err, size_t err_len)
 {
     if (env->identity_endpoint != NULL && env->identity_header != NULL) {
-        cred__err(err, err_len,
-                  "IDENTITY_ENDPOINT and IDENTITY_HEADER are set: this is "
-                  "Azure App Service, Functions, Container Apps or Service "
-                  "Fabric, whose managed identity stowbridge does not "
-                  "support; use a certificate or workload identity "
-                  "(auth.client_assertion_file) instead");
+        util_err(err, err_len,
+                 "IDENTITY_ENDPOINT and IDENTITY_HEADER are set: this is "
+                 "Azure App Service, Functions, Container Apps or Service "
+                 "Fabric, whose managed identity stowbridge does not "
+                 "support; use a certificate or workload identity "
+                 "(auth.client_assertion_file) instead");
         return -EINVAL;
     }
     if ((env->identity_endpoint != NULL && env->imds_endpoint != NULL) ||
@@ -52,10 +53,10 @@ static int mi_detect(const struct mi_env *env, enum mi_flavor *ret_flavor,
         return 0;
     }
     if (env->msi_endpoint != NULL) {
-        cred__err(err, err_len,
-                  "MSI_ENDPOINT is set: this is Azure Cloud Shell, whose "
-                  "identity is a user's; use auth.type \"command\" with the "
-                  "Azure CLI instead");
+        util_err(err, err_len,
+                 "MSI_ENDPOINT is set: this is Azure Cloud Shell, whose "
+                 "identity is a user's; use auth.type \"command\" with the "
+                 "Azure CLI instead");
         return -EINVAL;
     }
     *ret_flavor = MI_IMDS;
@@ -105,10 +106,10 @@ int mi_resolve(const struct mi_params *params, const struct mi_env *env,
             return r;
     }
     if (flavor == MI_ARC && client_id != NULL) {
-        cred__err(err, err_len,
-                  "Azure Arc offers only the machine's system-assigned "
-                  "identity: remove auth.client_id (%s)",
-                  client_id);
+        util_err(err, err_len,
+                 "Azure Arc offers only the machine's system-assigned "
+                 "identity: remove auth.client_id (%s)",
+                 client_id);
         return -EINVAL;
     }
     if (mi_or_null(params->endpoint) != NULL)
@@ -182,23 +183,18 @@ int mi_parse_answer(long status, const char *body, size_t len, int64_t now_s,
     int r;
 
     if (status != 200) {
-        const char *error = NULL;
-        const char *description = NULL;
+        const char *error;
+        const char *description;
         char text[256] = "";
 
-        item = cJSON_GetObjectItemCaseSensitive(root, "error");
-        if (cJSON_IsString(item))
-            error = item->valuestring;
-        item = cJSON_GetObjectItemCaseSensitive(root, "error_description");
-        if (cJSON_IsString(item))
-            description = item->valuestring;
+        cred__oauth_error(root, &error, &description);
         if (description != NULL)
             cred_redact_line(description, strlen(description), text,
                              sizeof(text));
-        cred__err(err, err_len, "%s answered HTTP %ld%s%s%s%s%s", what, status,
-                  error != NULL ? ": error=" : "", error != NULL ? error : "",
-                  text[0] != '\0' ? ": " : "", text,
-                  mi_hint(status, description));
+        util_err(err, err_len, "%s answered HTTP %ld%s%s%s%s%s", what, status,
+                 error != NULL ? ": error=" : "", error != NULL ? error : "",
+                 text[0] != '\0' ? ": " : "", text,
+                 mi_hint(status, description));
         if (status == 404 || status == 408 || status == 410 || status == 429 ||
             status >= 500 || status < 400)
             r = -EAGAIN;
@@ -207,20 +203,20 @@ int mi_parse_answer(long status, const char *body, size_t len, int64_t now_s,
         goto out;
     }
     if (!cJSON_IsObject(root)) {
-        cred__err(err, err_len,
-                  "%s answered 200 with a body that is not "
-                  "a JSON object (%zu bytes)",
-                  what, len);
+        util_err(err, err_len,
+                 "%s answered 200 with a body that is not "
+                 "a JSON object (%zu bytes)",
+                 what, len);
         r = -EBADMSG;
         goto out;
     }
     item = cJSON_GetObjectItemCaseSensitive(root, "access_token");
     if (!cJSON_IsString(item) || item->valuestring[0] == '\0' ||
         !mi_printable_word(item->valuestring)) {
-        cred__err(err, err_len,
-                  "%s answered 200 without a usable "
-                  "access_token",
-                  what);
+        util_err(err, err_len,
+                 "%s answered 200 without a usable "
+                 "access_token",
+                 what);
         r = -EBADMSG;
         goto out;
     }
@@ -235,20 +231,14 @@ int mi_parse_answer(long status, const char *body, size_t len, int64_t now_s,
     else if (have_in)
         lifetime = expires_in;
     if ((have_in || have_on) && lifetime <= 0) {
-        cred__err(err, err_len,
-                  "%s answered with a token that has already "
-                  "expired (check this machine's clock)",
-                  what);
+        util_err(err, err_len,
+                 "%s answered with a token that has already "
+                 "expired (check this machine's clock)",
+                 what);
         r = -EBADMSG;
         goto out;
     }
-    ret_token->access_token = strdup(item->valuestring);
-    if (ret_token->access_token == NULL) {
-        r = -ENOMEM;
-        goto out;
-    }
-    ret_token->expires_in_s = lifetime;
-    r = 0;
+    r = cred__token_set(ret_token, item->valuestring, lifetime);
 out:
     cJSON_Delete(root);
     return r;
@@ -265,24 +255,59 @@ static int mi_arc_check_path(const char *file, const char *dir, char *err,
     while (dir_len > 1 && dir[dir_len - 1] == '/')
         dir_len--;
     if (strncmp(file, dir, dir_len) != 0 || file[dir_len] != '/') {
-        cred__err(err, err_len,
-                  "the Azure Arc challenge names '%s', which is not in %.*s: "
-                  "refused (is something other than the Arc agent listening "
-                  "on the identity endpoint?)",
-                  file, (int)dir_len, dir);
+        util_err(err, err_len,
+                 "the Azure Arc challenge names '%s', which is not in %.*s: "
+                 "refused (is something other than the Arc agent listening "
+                 "on the identity endpoint?)",
+                 file, (int)dir_len, dir);
         return -EPERM;
     }
     name = file + dir_len + 1;
     name_len = strlen(name);
     if (name_len <= 4 || strchr(name, '/') != NULL || name[0] == '.' ||
         strcmp(name + name_len - 4, ".key") != 0) {
-        cred__err(err, err_len,
-                  "the Azure Arc challenge names '%s', which is not a .key "
-                  "file directly in %.*s: refused",
-                  file, (int)dir_len, dir);
+        util_err(err, err_len,
+                 "the Azure Arc challenge names '%s', which is not a .key "
+                 "file directly in %.*s: refused",
+                 file, (int)dir_len, dir);
         return -EPERM;
     }
     return 0;
+}
+
+/* Opens the Arc key file @file (no symbolic link). Returns the fd, or
+ * -EACCES (not in the himds group), -EPERM (a link), -EAGAIN (else),
+ * with the reason. */
+static int mi_arc_open_key(const char *file, char *err, size_t err_len)
+{
+    int fd =
+        open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
+    int r;
+
+    if (fd >= 0)
+        return fd;
+    r = -errno;
+    if (r == -EACCES || r == -EPERM) {
+        util_err(err, err_len,
+                 "cannot read the Azure Arc key file '%s': %s: the "
+                 "service must run as root or in the himds group "
+                 "(SupplementaryGroups=himds), with the token "
+                 "directory readable (ReadOnlyPaths=" MI_ARC_TOKEN_DIR ")",
+                 file, strerror(-r));
+        return -EACCES;
+    }
+    if (r == -ELOOP) {
+        util_err(err, err_len,
+                 "the Azure Arc key file '%s' is a "
+                 "symbolic link: refused",
+                 file);
+        return -EPERM;
+    }
+    util_err(err, err_len,
+             "cannot open the Azure Arc key file '%s': "
+             "%s",
+             file, strerror(-r));
+    return -EAGAIN;
 }
 
 /* Reads the checked key file @file into a new string. */
@@ -296,44 +321,22 @@ static int mi_arc_read_key(const char *file, char **ret_key, char *err,
     int fd;
     int r;
 
-    fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
-    if (fd < 0) {
-        r = -errno;
-        if (r == -EACCES || r == -EPERM) {
-            cred__err(err, err_len,
-                      "cannot read the Azure Arc key file '%s': %s: the "
-                      "service must run as root or in the himds group "
-                      "(SupplementaryGroups=himds), with the token "
-                      "directory readable (ReadOnlyPaths=" MI_ARC_TOKEN_DIR ")",
-                      file, strerror(-r));
-            return -EACCES;
-        }
-        if (r == -ELOOP) {
-            cred__err(err, err_len,
-                      "the Azure Arc key file '%s' is a "
-                      "symbolic link: refused",
-                      file);
-            return -EPERM;
-        }
-        cred__err(err, err_len,
-                  "cannot open the Azure Arc key file '%s': "
-                  "%s",
-                  file, strerror(-r));
-        return -EAGAIN;
-    }
+    fd = mi_arc_open_key(file, err, err_len);
+    if (fd < 0)
+        return fd;
     if (fstat(fd, &st) < 0) {
         r = -errno;
-        cred__err(err, err_len, "fstat() '%s' failed: %s", file, strerror(-r));
+        util_err(err, err_len, "fstat() '%s' failed: %s", file, strerror(-r));
         goto out_close;
     }
     if (!S_ISREG(st.st_mode) || st.st_size > MI_ARC_MAX_KEY) {
-        cred__err(err, err_len,
-                  S_ISREG(st.st_mode)
-                      ? "the Azure Arc key file '%s' is larger than %d "
-                        "bytes: refused"
-                      : "the Azure Arc key file '%s' is not a regular file "
-                        "(limit %d bytes): refused",
-                  file, MI_ARC_MAX_KEY);
+        util_err(err, err_len,
+                 S_ISREG(st.st_mode)
+                     ? "the Azure Arc key file '%s' is larger than %d "
+                       "bytes: refused"
+                     : "the Azure Arc key file '%s' is not a regular file "
+                       "(limit %d bytes): refused",
+                 file, MI_ARC_MAX_KEY);
         r = -EPERM;
         goto out_close;
     }
@@ -343,18 +346,18 @@ static int mi_arc_read_key(const char *file, char **ret_key, char *err,
             continue;
         if (n < 0) {
             r = -errno;
-            cred__err(err, err_len, "read() '%s' failed: %s", file,
-                      strerror(-r));
+            util_err(err, err_len, "read() '%s' failed: %s", file,
+                     strerror(-r));
             goto out_wipe;
         }
         if (n == 0)
             break;
         len += (size_t)n;
         if (len > MI_ARC_MAX_KEY) {
-            cred__err(err, err_len,
-                      "the Azure Arc key file '%s' is larger "
-                      "than %d bytes: refused",
-                      file, MI_ARC_MAX_KEY);
+            util_err(err, err_len,
+                     "the Azure Arc key file '%s' is larger "
+                     "than %d bytes: refused",
+                     file, MI_ARC_MAX_KEY);
             r = -EPERM;
             goto out_wipe;
         }
@@ -363,8 +366,8 @@ static int mi_arc_read_key(const char *file, char **ret_key, char *err,
     while (len > 0 && strchr(" \t\r\n", buf[len - 1]) != NULL)
         buf[--len] = '\0';
     if (len == 0 || !mi_printable_word(buf)) {
-        cred__err(err, err_len, "the Azure Arc key file '%s' is %s", file,
-                  len == 0 ? "empty" : "not one printable word: refused");
+        util_err(err, err_len, "the Azure Arc key file '%s' is %s", file,
+                 len == 0 ? "empty" : "not one printable word: refused");
         r = -EBADMSG;
         goto out_wipe;
     }
@@ -392,9 +395,9 @@ int mi_arc_read_challenge(const char *www_authenticate, const char *token_dir,
     int r;
 
     if (at == NULL) {
-        cred__err(err, err_len,
-                  "the Azure Arc identity endpoint answered 401 without "
-                  "'WWW-Authenticate: Basic realm=<key file>'");
+        util_err(err, err_len,
+                 "the Azure Arc identity endpoint answered 401 without "
+                 "'WWW-Authenticate: Basic realm=<key file>'");
         return -EBADMSG;
     }
     file = strdup(at + sizeof(realm) - 1);
@@ -408,9 +411,9 @@ int mi_arc_read_challenge(const char *www_authenticate, const char *token_dir,
             file[n - 2] = '\0';
     }
     if (!mi_printable_word(file)) {
-        cred__err(err, err_len,
-                  "the Azure Arc challenge names no usable "
-                  "file path: refused");
+        util_err(err, err_len,
+                 "the Azure Arc challenge names no usable "
+                 "file path: refused");
         r = -EPERM;
         goto out;
     }
@@ -439,12 +442,12 @@ static int mi_request(const char *url, const char *authorization,
     req.no_proxy = true;
     r = cred_http_perform(&req, ret, why, sizeof(why));
     if (r == -EAGAIN)
-        cred__err(err, err_len, "%s is unreachable (%s)%s", what, why,
-                  strstr(what, "Arc") != NULL
-                      ? ": is the Azure Connected Machine agent (himds) "
-                        "running?"
-                      : ": this is not an Azure VM, or something blocks "
-                        "169.254.169.254");
+        util_err(err, err_len, "%s is unreachable (%s)%s", what, why,
+                 strstr(what, "Arc") != NULL
+                     ? ": is the Azure Connected Machine agent (himds) "
+                       "running?"
+                     : ": this is not an Azure VM, or something blocks "
+                       "169.254.169.254");
     return r;
 }
 
@@ -487,10 +490,10 @@ int mi_get_token(const struct mi_params *params, const struct mi_env *env,
         if (r < 0)
             goto out;
         if (resp.status == 401) {
-            cred__err(err, err_len,
-                      "%s refused the key of its own challenge file (HTTP "
-                      "401): the agent may have rotated it, will retry",
-                      what);
+            util_err(err, err_len,
+                     "%s refused the key of its own challenge file (HTTP "
+                     "401): the agent may have rotated it, will retry",
+                     what);
             r = -EAGAIN;
             goto out;
         }

@@ -17,6 +17,8 @@
 #include <curl/curl.h>
 #include <pthread.h>
 
+#include "base/util.h"
+#include "cred_int.h"
 #include "credential.h"
 #include "dicom/redact.h"
 #include "entra_errors.h"
@@ -29,20 +31,6 @@
 
 /* The audience of tokens for the Azure Health Data Services DICOM service. */
 #define OAUTH_AZURE_DICOM_AUDIENCE "https://dicom.healthcareapis.azure.com"
-
-static void oauth_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void oauth_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || err_len == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 void oauth_token_free(struct oauth_token *token)
 {
@@ -128,6 +116,46 @@ static void oauth_read_expires_in(const cJSON *item, const struct redact *hide,
     }
 }
 
+/*
+ * What a token endpoint's refusal (any status but 200) says, into @err:
+ * the OAuth error and its description from @root (RFC 6749 5.2), or the
+ * start of @body when it has none, with the values of @hide hidden.
+ * Returns -EACCES when asking again will not help (a permanent OAuth
+ * error, or a 4xx but 408 and 429 without one), else -EAGAIN.
+ */
+static int oauth_refusal(long http_status, const cJSON *root, const char *body,
+                         size_t body_len, const struct redact *hide, char *err,
+                         size_t err_len)
+{
+    const char *error;
+    const char *description;
+    char error_text[80];
+    char text[REDACT_TEXT_MAX + 8];
+
+    cred__oauth_error(root, &error, &description);
+    if (error != NULL) {
+        /* Entra puts several lines in the description: keep the
+         * first, which carries the AADSTS code and its meaning. */
+        oauth_server_text(hide, error, 64, error_text, sizeof(error_text));
+        if (description != NULL)
+            oauth_server_text(hide, description, REDACT_TEXT_MAX, text,
+                              sizeof(text));
+        util_err(err, err_len, "token endpoint refused: HTTP %ld, error=%s%s%s",
+                 http_status, error_text, description != NULL ? ": " : "",
+                 description != NULL ? text : "");
+        return oauth_error_is_permanent(error) ? -EACCES : -EAGAIN;
+    }
+    redact_text(hide, body, body_len, 120, text, sizeof(text));
+    util_err(err, err_len,
+             "token endpoint answered HTTP %ld without an OAuth "
+             "error%s%s",
+             http_status, text[0] != '\0' ? ": " : "", text);
+    return http_status >= 400 && http_status < 500 && http_status != 408 &&
+                   http_status != 429
+               ? -EACCES
+               : -EAGAIN;
+}
+
 /* oauth_parse_token_response() with the values of @hide hidden in the
  * server's texts (NULL: they are withheld). */
 static int oauth_parse_answer(long http_status, const char *body,
@@ -144,61 +172,29 @@ static int oauth_parse_answer(long http_status, const char *body,
     memset(&token, 0, sizeof(token));
     token.expires_in_s = -1;
     if (body_len > OAUTH_MAX_RESPONSE) {
-        oauth_err(err, err_len,
-                  "token endpoint answered HTTP %ld with %zu "
-                  "bytes, more than %d",
-                  http_status, body_len, OAUTH_MAX_RESPONSE);
+        util_err(err, err_len,
+                 "token endpoint answered HTTP %ld with %zu "
+                 "bytes, more than %d",
+                 http_status, body_len, OAUTH_MAX_RESPONSE);
         return -EAGAIN;
     }
     (void)json_parse(body, body_len, &root, why, sizeof(why));
     if (http_status != 200) {
-        const char *error = NULL;
-        const char *description = NULL;
-        char error_text[80];
-        char text[REDACT_TEXT_MAX + 8];
-
-        item = cJSON_GetObjectItemCaseSensitive(root, "error");
-        if (cJSON_IsString(item))
-            error = item->valuestring;
-        item = cJSON_GetObjectItemCaseSensitive(root, "error_description");
-        if (cJSON_IsString(item))
-            description = item->valuestring;
-        if (error != NULL) {
-            /* Entra puts several lines in the description: keep the
-             * first, which carries the AADSTS code and its meaning. */
-            oauth_server_text(hide, error, 64, error_text, sizeof(error_text));
-            if (description != NULL)
-                oauth_server_text(hide, description, REDACT_TEXT_MAX, text,
-                                  sizeof(text));
-            oauth_err(err, err_len,
-                      "token endpoint refused: HTTP %ld, error=%s%s%s",
-                      http_status, error_text, description != NULL ? ": " : "",
-                      description != NULL ? text : "");
-            r = oauth_error_is_permanent(error) ? -EACCES : -EAGAIN;
-        } else {
-            redact_text(hide, body, body_len, 120, text, sizeof(text));
-            oauth_err(err, err_len,
-                      "token endpoint answered HTTP %ld without an OAuth "
-                      "error%s%s",
-                      http_status, text[0] != '\0' ? ": " : "", text);
-            r = http_status >= 400 && http_status < 500 && http_status != 408 &&
-                        http_status != 429
-                    ? -EACCES
-                    : -EAGAIN;
-        }
+        r = oauth_refusal(http_status, root, body, body_len, hide, err,
+                          err_len);
         goto out;
     }
     if (!cJSON_IsObject(root)) {
-        oauth_err(err, err_len,
-                  "token endpoint answered 200 with a body "
-                  "that is not a JSON object%s%s",
-                  why[0] != '\0' ? ": " : "", why);
+        util_err(err, err_len,
+                 "token endpoint answered 200 with a body "
+                 "that is not a JSON object%s%s",
+                 why[0] != '\0' ? ": " : "", why);
         r = -EAGAIN;
         goto out;
     }
     item = cJSON_GetObjectItemCaseSensitive(root, "access_token");
     if (!cJSON_IsString(item) || item->valuestring[0] == '\0') {
-        oauth_err(err, err_len, "token endpoint answer has no access_token");
+        util_err(err, err_len, "token endpoint answer has no access_token");
         r = -EAGAIN;
         goto out;
     }
@@ -213,10 +209,10 @@ static int oauth_parse_answer(long http_status, const char *body,
     if (strcasecmp(token.token_type, "Bearer") != 0) {
         char type[40];
         oauth_server_text(hide, token.token_type, 24, type, sizeof(type));
-        oauth_err(err, err_len,
-                  "token endpoint issued a '%s' token, not "
-                  "a Bearer token",
-                  type);
+        util_err(err, err_len,
+                 "token endpoint issued a '%s' token, not "
+                 "a Bearer token",
+                 type);
         r = -EACCES;
         goto out;
     }
@@ -258,47 +254,6 @@ void oauth_claims_free(struct oauth_claims *claims)
     free(claims->roles);
     free(claims->scp);
     memset(claims, 0, sizeof(*claims));
-}
-
-/* Decodes unpadded base64url @in (length @len) into a new NUL-terminated
- * buffer; NULL on bad input or out of memory. */
-static char *oauth_base64url_decode(const char *in, size_t len)
-{
-    char *out = malloc(len * 3 / 4 + 4);
-    uint32_t acc = 0;
-    int bits = 0;
-    size_t n = 0;
-
-    if (out == NULL)
-        return NULL;
-    for (size_t i = 0; i < len; i++) {
-        char c = in[i];
-        int v;
-        if (c >= 'A' && c <= 'Z')
-            v = c - 'A';
-        else if (c >= 'a' && c <= 'z')
-            v = c - 'a' + 26;
-        else if (c >= '0' && c <= '9')
-            v = c - '0' + 52;
-        else if (c == '-' || c == '+')
-            v = 62;
-        else if (c == '_' || c == '/')
-            v = 63;
-        else if (c == '=')
-            break;
-        else {
-            free(out);
-            return NULL;
-        }
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[n++] = (char)((acc >> bits) & 0xff);
-        }
-    }
-    out[n] = '\0';
-    return out;
 }
 
 /* A string claim, or a list of strings joined with ' '; NULL if absent. */
@@ -343,19 +298,20 @@ int oauth_decode_claims(const char *jwt, struct oauth_claims *ret_claims,
 
     memset(&claims, 0, sizeof(claims));
     if (dot1 == NULL || dot2 == NULL || strlen(jwt) > OAUTH_MAX_RESPONSE) {
-        oauth_err(err, err_len,
-                  "the access token is not a JWT (opaque "
-                  "token): its claims cannot be shown");
+        util_err(err, err_len,
+                 "the access token is not a JWT (opaque "
+                 "token): its claims cannot be shown");
         return -EINVAL;
     }
-    payload = oauth_base64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1));
+    payload =
+        cred__base64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1), true, NULL);
     root = payload != NULL ? cJSON_Parse(payload) : NULL;
     free(payload);
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
-        oauth_err(err, err_len,
-                  "the access token's payload is not a JSON "
-                  "object");
+        util_err(err, err_len,
+                 "the access token's payload is not a JSON "
+                 "object");
         return -EINVAL;
     }
     claims.aud = oauth_claim_text(root, "aud");
@@ -396,7 +352,7 @@ int oauth_jwt_segment_json(const char *jwt, int index, char **ret_json)
     end = strchr(start, '.');
     if (end == NULL)
         return -EINVAL;
-    decoded = oauth_base64url_decode(start, (size_t)(end - start));
+    decoded = cred__base64url_decode(start, (size_t)(end - start), true, NULL);
     root = decoded != NULL ? cJSON_Parse(decoded) : NULL;
     free(decoded);
     if (!cJSON_IsObject(root)) {
@@ -722,7 +678,7 @@ static int oauth_material_new(const struct oauth_params *params,
     }
     if (params->kind == OAUTH_COMMAND) {
         if (params->command == NULL || params->command[0] == NULL) {
-            oauth_err(err, err_len, "the token command is empty");
+            util_err(err, err_len, "the token command is empty");
             r = -EINVAL;
             goto out_free;
         }
@@ -804,9 +760,9 @@ int oauth_source_reload(struct oauth_source *source,
     int r;
 
     if (params->kind != source->kind) {
-        oauth_err(err, err_len,
-                  "auth.type changed: restart the service to "
-                  "apply it");
+        util_err(err, err_len,
+                 "auth.type changed: restart the service to "
+                 "apply it");
         return -EINVAL;
     }
     r = oauth_material_new(params, &m, err, err_len);
@@ -1079,6 +1035,49 @@ static int oauth_build_form(CURL *curl, const struct oauth_material *m,
 /* One client_credentials request (no lock held). Fills @ret_token or
  * @err, in which the server's texts carry none of the source's secrets,
  * and an Entra error gets its sentence. */
+/* The token request on @curl: POST @form to auth.token_url, the answer
+ * into @body, HTTP Basic with @user and @password when @user is set. */
+static void oauth_setup_request(CURL *curl, const struct oauth_material *m,
+                                const char *form, const char *user,
+                                const char *password, struct oauth_buffer *body,
+                                char *errbuf)
+{
+    http_setup(curl, m->timeout_s, (long)m->timeout_s, m->ca_file, errbuf);
+    curl_easy_setopt(curl, CURLOPT_URL, m->token_url);
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, form);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, oauth_on_body);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, body);
+    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, oauth_on_header);
+    curl_easy_setopt(curl, CURLOPT_HEADERDATA, body);
+    if (user != NULL) {
+        curl_easy_setopt(curl, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+        curl_easy_setopt(curl, CURLOPT_USERNAME, user);
+        curl_easy_setopt(curl, CURLOPT_PASSWORD, password);
+    }
+}
+
+/*
+ * After a refusal @r of the token endpoint with the answer @body: appends
+ * what Entra's error code means for credential @m to @err ("; ...") when
+ * entra_explain() knows it. Returns @r, or -EAGAIN for a code that passes
+ * by itself (a new federated credential still propagating).
+ */
+static int oauth_explain_entra(const struct oauth_material *m, const char *body,
+                               size_t len, int r, char *err, size_t err_len)
+{
+    char advice[512];
+    unsigned long code = 0;
+    size_t used;
+
+    if (!entra_explain(body, len, oauth_entra_credential(m), advice,
+                       sizeof(advice), &code))
+        return r;
+    used = strnlen(err, err_len);
+    if (used + 1 < err_len)
+        snprintf(err + used, err_len - used, "; %s", advice);
+    return entra_error_transient(code) ? -EAGAIN : r;
+}
+
 static int oauth_fetch_client_credentials(const struct oauth_material *m,
                                           struct oauth_token *ret_token,
                                           char *err, size_t err_len)
@@ -1110,24 +1109,12 @@ static int oauth_fetch_client_credentials(const struct oauth_material *m,
         goto out;
     }
 
-    http_setup(curl, m->timeout_s, (long)m->timeout_s, m->ca_file, errbuf);
-    curl_easy_setopt(curl, CURLOPT_URL, m->token_url);
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, form);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, oauth_on_body);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
-    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, oauth_on_header);
-    curl_easy_setopt(curl, CURLOPT_HEADERDATA, &body);
-    if (user != NULL) {
-        curl_easy_setopt(curl, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
-        curl_easy_setopt(curl, CURLOPT_USERNAME, user);
-        curl_easy_setopt(curl, CURLOPT_PASSWORD, password);
-    }
-
+    oauth_setup_request(curl, m, form, user, password, &body, errbuf);
     rc = curl_easy_perform(curl);
     if (rc != CURLE_OK) {
         char why[512];
         http_describe(curl, rc, errbuf, why, sizeof(why));
-        oauth_err(err, err_len, "token endpoint unreachable: %s", why);
+        util_err(err, err_len, "token endpoint unreachable: %s", why);
         r = -EAGAIN;
         goto out;
     }
@@ -1136,37 +1123,25 @@ static int oauth_fetch_client_credentials(const struct oauth_material *m,
         char where[REDACT_TEXT_MAX + 8];
         redact_text(hide, body.location, strlen(body.location), REDACT_TEXT_MAX,
                     where, sizeof(where));
-        oauth_err(err, err_len,
-                  "token endpoint answered HTTP %ld, a "
-                  "redirect to '%s': auth.token_url should "
-                  "change (redirects are not followed)",
-                  status, where);
+        util_err(err, err_len,
+                 "token endpoint answered HTTP %ld, a "
+                 "redirect to '%s': auth.token_url should "
+                 "change (redirects are not followed)",
+                 status, where);
         r = -EACCES;
         goto out;
     }
     if (body.overflow) {
-        oauth_err(err, err_len, "token endpoint answer over %d bytes",
-                  OAUTH_MAX_RESPONSE);
+        util_err(err, err_len, "token endpoint answer over %d bytes",
+                 OAUTH_MAX_RESPONSE);
         r = -EAGAIN;
         goto out;
     }
     /* hide NULL (out of memory): the server's texts are withheld. */
     r = oauth_parse_answer(status, body.data != NULL ? body.data : "", body.len,
                            hide, ret_token, err, err_len);
-    if (r < 0 && status != 200 && body.data != NULL) {
-        char advice[512];
-        unsigned long code = 0;
-
-        if (entra_explain(body.data, body.len, oauth_entra_credential(m),
-                          advice, sizeof(advice), &code)) {
-            size_t used = strnlen(err, err_len);
-            if (used + 1 < err_len)
-                snprintf(err + used, err_len - used, "; %s", advice);
-            /* A new federated credential still propagating. */
-            if (entra_error_transient(code))
-                r = -EAGAIN;
-        }
-    }
+    if (r < 0 && status != 200 && body.data != NULL)
+        r = oauth_explain_entra(m, body.data, body.len, r, err, err_len);
 out:
     oauth_free_secret(form);
     if (password != NULL) {
@@ -1304,9 +1279,8 @@ static int oauth_fetch_locked(struct oauth_source *source, uint64_t now_ms,
     } else {
         source->failed_at_ms = now_ms > 0 ? now_ms : 1;
         source->failure = r;
-        oauth_err(source->failure_text, sizeof(source->failure_text), "%s",
-                  why);
-        oauth_err(err, err_len, "%s", why);
+        util_err(source->failure_text, sizeof(source->failure_text), "%s", why);
+        util_err(err, err_len, "%s", why);
     }
     pthread_cond_broadcast(&source->fetched);
     if (source->fetched_fn != NULL)
@@ -1426,7 +1400,7 @@ int oauth_source_token(struct oauth_source *source, uint64_t now_ms,
         }
         if (held) {
             r = source->failure;
-            oauth_err(err, err_len, "%s", source->failure_text);
+            util_err(err, err_len, "%s", source->failure_text);
             pthread_mutex_unlock(&source->lock);
             return r;
         }

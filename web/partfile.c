@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/util.h"
 #include "multipart.h"
 
 /* "<prefix>-" + 16 hex + ".dcm" + NUL */
@@ -50,28 +50,14 @@ struct partfile_sink {
     void *wake_ctx;
 };
 
-static void pf_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void pf_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || err_len == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
 /* "call() 'path' failed: reason"; returns -@errnum. */
 static int pf_syserr(char *err, size_t err_len, int errnum, const char *call,
                      const char *path)
 {
     char buf[128];
 
-    pf_err(err, err_len, "%s() '%s' failed: %s", call, path,
-           strerror_r(errnum, buf, sizeof(buf)));
+    util_err(err, err_len, "%s() '%s' failed: %s", call, path,
+             strerror_r(errnum, buf, sizeof(buf)));
     return -errnum;
 }
 
@@ -92,14 +78,14 @@ int partfile_new(const struct partfile_params *params,
     pthread_condattr_t attr;
 
     if (!pf_prefix_valid(prefix)) {
-        pf_err(err, err_len,
-               "file name prefix must be 1..%d letters, digits, "
-               "'-' or '_'",
-               PARTFILE_PREFIX_MAX);
+        util_err(err, err_len,
+                 "file name prefix must be 1..%d letters, digits, "
+                 "'-' or '_'",
+                 PARTFILE_PREFIX_MAX);
         return -EINVAL;
     }
     if (params->on_file == NULL || params->dir == NULL) {
-        pf_err(err, err_len, "a directory and a file callback are required");
+        util_err(err, err_len, "a directory and a file callback are required");
         return -EINVAL;
     }
     s = calloc(1, sizeof(*s));
@@ -132,6 +118,16 @@ int partfile_new(const struct partfile_params *params,
     return 0;
 }
 
+/* Forgets the names of the part that was open (its path and
+ * Content-Location). */
+static void pf_forget_part(struct partfile_sink *s)
+{
+    free(s->path);
+    s->path = NULL;
+    free(s->content_location);
+    s->content_location = NULL;
+}
+
 /* Closes and removes the open part's file; gives back its bytes. */
 static void pf_drop(struct partfile_sink *s)
 {
@@ -140,10 +136,7 @@ static void pf_drop(struct partfile_sink *s)
     (void)close(s->fd);
     (void)unlinkat(s->dir_fd, s->name, 0);
     s->fd = -1;
-    free(s->path);
-    s->path = NULL;
-    free(s->content_location);
-    s->content_location = NULL;
+    pf_forget_part(s);
     pthread_mutex_lock(&s->lock);
     s->current = 0;
     pthread_cond_broadcast(&s->released);
@@ -176,8 +169,8 @@ int partfile_begin(struct partfile_sink *s, const struct multipart_part *part,
     int fd = -1;
 
     if (s->fd >= 0) {
-        pf_err(err, err_len, "part %u begun while part %u is open",
-               part->index + 1, s->index + 1);
+        util_err(err, err_len, "part %u begun while part %u is open",
+                 part->index + 1, s->index + 1);
         return -EBUSY;
     }
     for (int attempt = 0; attempt < 8 && fd < 0; attempt++) {
@@ -199,8 +192,8 @@ int partfile_begin(struct partfile_sink *s, const struct multipart_part *part,
     if (fd < 0) {
         int errnum = errno;
         char buf[128];
-        pf_err(err, err_len, "open() '%s/%s' failed: %s", s->dir, s->name,
-               strerror_r(errnum, buf, sizeof(buf)));
+        util_err(err, err_len, "open() '%s/%s' failed: %s", s->dir, s->name,
+                 strerror_r(errnum, buf, sizeof(buf)));
         return -errnum;
     }
     if (asprintf(&s->path, "%s/%s", s->dir, s->name) < 0) {
@@ -238,7 +231,7 @@ int partfile_write(struct partfile_sink *s, const void *data, size_t len,
     size_t left = len;
 
     if (s->fd < 0) {
-        pf_err(err, err_len, "data without an open part");
+        util_err(err, err_len, "data without an open part");
         return -EBADF;
     }
     while (left > 0) {
@@ -269,7 +262,7 @@ int partfile_end(struct partfile_sink *s, char *err, size_t err_len)
     int r;
 
     if (s->fd < 0) {
-        pf_err(err, err_len, "end without an open part");
+        util_err(err, err_len, "end without an open part");
         return -EBADF;
     }
     r = close(s->fd);
@@ -303,18 +296,12 @@ int partfile_end(struct partfile_sink *s, char *err, size_t err_len)
         pthread_mutex_unlock(&s->lock);
         goto out_remove;
     }
-    free(s->path);
-    s->path = NULL;
-    free(s->content_location);
-    s->content_location = NULL;
+    pf_forget_part(s);
     return 0;
 
 out_remove:
     (void)unlinkat(s->dir_fd, s->name, 0);
-    free(s->path);
-    s->path = NULL;
-    free(s->content_location);
-    s->content_location = NULL;
+    pf_forget_part(s);
     pthread_mutex_lock(&s->lock);
     s->current = 0;
     pthread_mutex_unlock(&s->lock);
@@ -351,13 +338,7 @@ int partfile_wait_budget(struct partfile_sink *s, unsigned timeout_ms)
     struct timespec deadline;
     int r = 0;
 
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    util_deadline_ms(CLOCK_MONOTONIC, timeout_ms, &deadline);
     pthread_mutex_lock(&s->lock);
     while (pf_over_budget_locked(s)) {
         int w = pthread_cond_timedwait(&s->released, &s->lock, &deadline);

@@ -11,32 +11,18 @@
 
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
 
+#include "base/util.h"
 #include "dicom/dataset.h"
 #include "json.h"
 
 /* Deeper sequence nesting than this is refused (a hostile body). */
 #define QIDO_MAX_DEPTH 8
-
-static void qido_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void qido_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || err_len == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 /* ------------------------------------------------------------------ */
 /* URLs                                                                */
@@ -196,7 +182,7 @@ static int qido_pn_text(const cJSON *value, struct buf *t, char *err,
         return 0;
     }
     if (!cJSON_IsObject(value)) {
-        qido_err(err, err_len, "a PN value is neither an object nor text");
+        util_err(err, err_len, "a PN value is neither an object nor text");
         return -EBADMSG;
     }
     for (size_t g = 0; g < 3; g++) {
@@ -204,7 +190,7 @@ static int qido_pn_text(const cJSON *value, struct buf *t, char *err,
         if (part == NULL || cJSON_IsNull(part))
             continue;
         if (!cJSON_IsString(part)) {
-            qido_err(err, err_len, "PN %s is not text", groups[g]);
+            util_err(err, err_len, "PN %s is not text", groups[g]);
             return -EBADMSG;
         }
         parts[g] = part->valuestring;
@@ -235,7 +221,7 @@ static int qido_parse_sequence(const cJSON *elem, const cJSON *values,
     if (attr == NULL)
         return -ENOMEM;
     if (depth >= QIDO_MAX_DEPTH) {
-        qido_err(err, err_len, "sequences nested deeper than %d",
+        util_err(err, err_len, "sequences nested deeper than %d",
                  QIDO_MAX_DEPTH);
         return -EBADMSG;
     }
@@ -243,7 +229,7 @@ static int qido_parse_sequence(const cJSON *elem, const cJSON *values,
     {
         struct ds *item;
         if (!cJSON_IsObject(value)) {
-            qido_err(err, err_len, "sequence %s: an item is not an object",
+            util_err(err, err_len, "sequence %s: an item is not an object",
                      elem->string);
             return -EBADMSG;
         }
@@ -276,7 +262,7 @@ static int qido_parse_attribute(const cJSON *elem, struct ds *ds, int depth,
                      strspn(elem->string, "0123456789ABCDEFGHIJKLMNOPQRSTUV"
                                           "WXYZabcdefghijklmnopqrstuvwxyz") ==
                          strlen(elem->string);
-        qido_err(err, err_len,
+        util_err(err, err_len,
                  "member %s%s%sis not a DICOM JSON tag (8 hex "
                  "digits)",
                  plain ? "'" : "", plain ? elem->string : "",
@@ -285,13 +271,13 @@ static int qido_parse_attribute(const cJSON *elem, struct ds *ds, int depth,
     }
     if (!cJSON_IsObject(elem) || !cJSON_IsString(vr_json) ||
         strlen(vr_json->valuestring) != 2) {
-        qido_err(err, err_len, "attribute %s has no valid \"vr\"",
+        util_err(err, err_len, "attribute %s has no valid \"vr\"",
                  elem->string);
         return -EBADMSG;
     }
     memcpy(vr, vr_json->valuestring, 3);
     if (values != NULL && !cJSON_IsArray(values)) {
-        qido_err(err, err_len, "attribute %s: \"Value\" is not an array",
+        util_err(err, err_len, "attribute %s: \"Value\" is not an array",
                  elem->string);
         return -EBADMSG;
     }
@@ -315,7 +301,7 @@ static int qido_parse_attribute(const cJSON *elem, struct ds *ds, int depth,
             qido_number_text(value->valuedouble, vr, number, sizeof(number));
             qido_text_add(&text, number, strlen(number));
         } else {
-            qido_err(err, err_len,
+            util_err(err, err_len,
                      "attribute %s: a value is neither text "
                      "nor a number",
                      elem->string);
@@ -325,7 +311,7 @@ static int qido_parse_attribute(const cJSON *elem, struct ds *ds, int depth,
             break;
     }
     if (r == 0 && buf_error(&text) == -E2BIG) {
-        qido_err(err, err_len, "attribute %s: values over %d bytes",
+        util_err(err, err_len, "attribute %s: values over %d bytes",
                  elem->string, QIDO_VALUE_MAX);
         r = -EBADMSG;
     } else if (r == 0 && buf_error(&text) < 0) {
@@ -382,11 +368,11 @@ int qido_parse_results(const char *body, size_t body_len,
 
     char why[128];
     if (json_parse(body, body_len, &root, why, sizeof(why)) < 0) {
-        qido_err(err, err_len, "the answer is %s", why);
+        util_err(err, err_len, "the answer is %s", why);
         return -EBADMSG;
     }
     if (!cJSON_IsArray(root)) {
-        qido_err(err, err_len, "the answer is not a JSON array");
+        util_err(err, err_len, "the answer is not a JSON array");
         cJSON_Delete(root);
         return -EBADMSG;
     }
@@ -401,7 +387,7 @@ int qido_parse_results(const char *body, size_t body_len,
     cJSON_ArrayForEach(object, root)
     {
         if (!cJSON_IsObject(object)) {
-            qido_err(err, err_len, "result %zu is not a JSON object",
+            util_err(err, err_len, "result %zu is not a JSON object",
                      count + 1);
             r = -EBADMSG;
             break;

@@ -10,7 +10,6 @@
 #include "stow.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,23 +17,10 @@
 
 #include <cjson/cJSON.h>
 
+#include "base/util.h"
 #include "dicom/tags.h"
 #include "http.h"
 #include "json.h"
-
-static void stow_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void stow_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || err_len == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 enum stow_request_action stow_request_action(long status)
 {
@@ -201,7 +187,7 @@ static int stow_apply_sequence(const cJSON *root, uint32_t seq_tag, bool failed,
         return 0;
     items = cJSON_GetObjectItemCaseSensitive(seq, "Value");
     if (!cJSON_IsObject(seq) || (items != NULL && !cJSON_IsArray(items))) {
-        stow_err(err, err_len, "sequence %s is not a DICOM JSON sequence", tag);
+        util_err(err, err_len, "sequence %s is not a DICOM JSON sequence", tag);
         return -EBADMSG;
     }
     cJSON_ArrayForEach(item, items)
@@ -211,12 +197,12 @@ static int stow_apply_sequence(const cJSON *root, uint32_t seq_tag, bool failed,
         long i;
 
         if (!cJSON_IsObject(item)) {
-            stow_err(err, err_len, "an item of %s is not an object", tag);
+            util_err(err, err_len, "an item of %s is not an object", tag);
             return -EBADMSG;
         }
         uid = stow_first_string(item, DCM_TAG_ReferencedSOPInstanceUID);
         if (uid == NULL) {
-            stow_err(err, err_len,
+            util_err(err, err_len,
                      "an item of %s has no ReferencedSOPInstanceUID "
                      "(0008,1155)",
                      tag);
@@ -269,7 +255,7 @@ int stow_parse_response(long http_status, const char *body, size_t body_len,
                 body[i] == '\t';
     if (blank) {
         if (http_status != 200) {
-            stow_err(err, err_len, "HTTP %ld with an empty body", http_status);
+            util_err(err, err_len, "HTTP %ld with an empty body", http_status);
             r = -EBADMSG;
             goto out;
         }
@@ -281,7 +267,7 @@ int stow_parse_response(long http_status, const char *body, size_t body_len,
 
     r = json_parse(body, body_len, &root, why, sizeof(why));
     if (r < 0) {
-        stow_err(err, err_len, "the body is %s", why);
+        util_err(err, err_len, "the body is %s", why);
         goto out;
     }
     /* Servers answer an object; some wrap it in a one-element array. */
@@ -289,7 +275,7 @@ int stow_parse_response(long http_status, const char *body, size_t body_len,
     if (cJSON_IsArray(root) && cJSON_GetArraySize(root) == 1)
         obj = cJSON_GetArrayItem(root, 0);
     if (!cJSON_IsObject(obj)) {
-        stow_err(err, err_len, "the body is not a DICOM JSON object");
+        util_err(err, err_len, "the body is not a DICOM JSON object");
         r = -EBADMSG;
         goto out;
     }

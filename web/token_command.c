@@ -21,6 +21,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "base/util.h"
 #include "cred_int.h"
 #include "credential.h"
 
@@ -207,33 +208,23 @@ enum tc_expiry {
     TC_BAD,  /* said, but not understood */
 };
 
-int token_command_parse(const char *out, size_t len, int64_t now_s,
-                        struct cred_token *ret_token, char *err, size_t err_len)
+/*
+ * Finds the token in the token command's output @root, in one of three
+ * forms (Azure CLI, PowerShell, an OAuth2 answer): the token's member in
+ * *@ret_token, the form's name in *@ret_form, and what the output says of
+ * the expiry in *@ret_expiry and *@ret_value. -EBADMSG with a reason for
+ * none of them, or for PowerShell's SecureString.
+ */
+static int tc_find_token(const cJSON *root, const cJSON **ret_token,
+                         const char **ret_form, enum tc_expiry *ret_expiry,
+                         int64_t *ret_value, char *err, size_t err_len)
 {
     enum tc_expiry expiry = TC_NONE;
     const cJSON *token;
     const cJSON *item;
     const char *form;
     int64_t value = 0;
-    int64_t lifetime;
-    cJSON *root;
-    int r;
 
-    if (len >= 3 && memcmp(out, "\xEF\xBB\xBF", 3) == 0) {
-        out += 3;
-        len -= 3;
-    }
-    root = cJSON_ParseWithLength(out, len);
-    if (!cJSON_IsObject(root)) {
-        cred__err(err, err_len,
-                  "the token command's output (%zu bytes) is not a JSON "
-                  "object: it must print the Azure CLI's JSON (--output "
-                  "json), PowerShell's (ConvertTo-Json) or an OAuth2 token "
-                  "answer",
-                  len);
-        r = -EBADMSG;
-        goto out;
-    }
     if ((token = cJSON_GetObjectItemCaseSensitive(root, "accessToken"))) {
         form = "Azure CLI";
         item = cJSON_GetObjectItemCaseSensitive(root, "expires_on");
@@ -250,16 +241,15 @@ int token_command_parse(const char *out, size_t len, int64_t now_s,
         form = "PowerShell";
         if (!cJSON_IsString(token) ||
             strcmp(token->valuestring, "System.Security.SecureString") == 0) {
-            cred__err(err, err_len,
-                      "the PowerShell token is a SecureString, which "
-                      "ConvertTo-Json cannot show (Az.Accounts 5 and later): "
-                      "print it as text, e.g. $t = Get-AzAccessToken "
-                      "-ResourceUrl https://dicom.healthcareapis.azure.com; "
-                      "@{Token = ($t.Token | ConvertFrom-SecureString "
-                      "-AsPlainText); ExpiresOn = $t.ExpiresOn} | "
-                      "ConvertTo-Json");
-            r = -EBADMSG;
-            goto out;
+            util_err(err, err_len,
+                     "the PowerShell token is a SecureString, which "
+                     "ConvertTo-Json cannot show (Az.Accounts 5 and later): "
+                     "print it as text, e.g. $t = Get-AzAccessToken "
+                     "-ResourceUrl https://dicom.healthcareapis.azure.com; "
+                     "@{Token = ($t.Token | ConvertFrom-SecureString "
+                     "-AsPlainText); ExpiresOn = $t.ExpiresOn} | "
+                     "ConvertTo-Json");
+            return -EBADMSG;
         }
         item = cJSON_GetObjectItemCaseSensitive(root, "ExpiresOn");
         if (item != NULL)
@@ -275,49 +265,78 @@ int token_command_parse(const char *out, size_t len, int64_t now_s,
             expiry = cred__json_int(item, &value) ? TC_AT : TC_BAD;
         }
     } else {
-        cred__err(err, err_len,
-                  "the token command printed JSON without \"accessToken\" "
-                  "(Azure CLI), \"Token\" (PowerShell) or \"access_token\" "
-                  "(OAuth2)");
+        util_err(err, err_len,
+                 "the token command printed JSON without \"accessToken\" "
+                 "(Azure CLI), \"Token\" (PowerShell) or \"access_token\" "
+                 "(OAuth2)");
+        return -EBADMSG;
+    }
+    *ret_token = token;
+    *ret_form = form;
+    *ret_expiry = expiry;
+    *ret_value = value;
+    return 0;
+}
+
+int token_command_parse(const char *out, size_t len, int64_t now_s,
+                        struct cred_token *ret_token, char *err, size_t err_len)
+{
+    enum tc_expiry expiry = TC_NONE;
+    const cJSON *token = NULL;
+    const char *form = NULL;
+    int64_t value = 0;
+    int64_t lifetime;
+    cJSON *root;
+    int r;
+
+    if (len >= 3 && memcmp(out, "\xEF\xBB\xBF", 3) == 0) {
+        out += 3;
+        len -= 3;
+    }
+    root = cJSON_ParseWithLength(out, len);
+    if (!cJSON_IsObject(root)) {
+        util_err(err, err_len,
+                 "the token command's output (%zu bytes) is not a JSON "
+                 "object: it must print the Azure CLI's JSON (--output "
+                 "json), PowerShell's (ConvertTo-Json) or an OAuth2 token "
+                 "answer",
+                 len);
         r = -EBADMSG;
         goto out;
     }
+    r = tc_find_token(root, &token, &form, &expiry, &value, err, err_len);
+    if (r < 0)
+        goto out;
     if (!cJSON_IsString(token) || !tc_token_usable(token->valuestring)) {
-        cred__err(err, err_len,
-                  "the token in the %s output of the token "
-                  "command is empty or not one printable word",
-                  form);
+        util_err(err, err_len,
+                 "the token in the %s output of the token "
+                 "command is empty or not one printable word",
+                 form);
         r = -EBADMSG;
         goto out;
     }
     if (expiry == TC_BAD) {
-        cred__err(err, err_len,
-                  "the expiry time in the %s output of the "
-                  "token command is not understood",
-                  form);
+        util_err(err, err_len,
+                 "the expiry time in the %s output of the "
+                 "token command is not understood",
+                 form);
         r = -EBADMSG;
         goto out;
     }
     lifetime = expiry == TC_AT ? value - now_s : expiry == TC_IN ? value : -1;
     if (expiry != TC_NONE && lifetime <= 0) {
-        cred__err(err, err_len,
-                  "the token command printed a token that expired %lld s "
-                  "ago%s",
-                  (long long)-lifetime,
-                  strcmp(form, "OAuth2") != 0
-                      ? " (sign in again: 'az login' or Connect-AzAccount; "
-                        "or check this machine's clock and time zone)"
-                      : "");
+        util_err(err, err_len,
+                 "the token command printed a token that expired %lld s "
+                 "ago%s",
+                 (long long)-lifetime,
+                 strcmp(form, "OAuth2") != 0
+                     ? " (sign in again: 'az login' or Connect-AzAccount; "
+                       "or check this machine's clock and time zone)"
+                     : "");
         r = -EKEYEXPIRED;
         goto out;
     }
-    ret_token->access_token = strdup(token->valuestring);
-    if (ret_token->access_token == NULL) {
-        r = -ENOMEM;
-        goto out;
-    }
-    ret_token->expires_in_s = lifetime;
-    r = 0;
+    r = cred__token_set(ret_token, token->valuestring, lifetime);
 out:
     /* The tree holds the token: wipe it before it goes. */
     if (root != NULL) {
@@ -526,6 +545,78 @@ static void tc_stderr_line(const struct tc_pipe *errp, char *buf, size_t len)
         snprintf(buf, len, " (nothing on stderr)");
 }
 
+/*
+ * Waits for the token command @pid (@name, for messages) at most
+ * @timeout_s while reading its output into @out and @errp, kills its
+ * process group if it overstays, and judges how it ended. Returns 0 when
+ * it exited with 0 and printed something within the limit, else a
+ * negative errno with the reason: -ETIMEDOUT, -EAGAIN (it failed), -EFBIG
+ * (too much output), -EBADMSG (nothing), or what waiting failed with.
+ */
+static int tc_finish(pid_t pid, const char *name, unsigned timeout_s,
+                     struct tc_pipe *out, struct tc_pipe *errp, char *err,
+                     size_t err_len)
+{
+    char why[300];
+    int status = 0;
+    int r;
+
+    r = tc_wait(pid, out, errp, tc_now_ms() + (uint64_t)timeout_s * 1000u,
+                &status);
+    if (r < 0) {
+        /* E.g. ECHILD when SIGCHLD is ignored: the kernel reaped it. */
+        (void)kill(-pid, SIGKILL);
+        (void)tc_reap(pid, &status, true);
+        util_err(err, err_len,
+                 "waiting for the token command '%s' "
+                 "failed: %s",
+                 name, strerror(-r));
+        return r;
+    }
+    if (r == 0) {
+        /* The whole group: az runs Python, which may have children. */
+        (void)kill(-pid, SIGKILL);
+        (void)tc_reap(pid, &status, true);
+        tc_drain(errp);
+        tc_stderr_line(errp, why, sizeof(why));
+        util_err(err, err_len,
+                 "the token command '%s' did not finish within %u s "
+                 "(auth.command_timeout_s) and was killed%s",
+                 name, timeout_s, why);
+        return -ETIMEDOUT;
+    }
+    if (WIFSIGNALED(status) || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        tc_stderr_line(errp, why, sizeof(why));
+        if (WIFSIGNALED(status))
+            util_err(err, err_len,
+                     "the token command '%s' was killed by "
+                     "signal %d (%s)%s",
+                     name, WTERMSIG(status), strsignal(WTERMSIG(status)), why);
+        else
+            util_err(err, err_len,
+                     "the token command '%s' exited with "
+                     "status %d%s",
+                     name, WEXITSTATUS(status), why);
+        return -EAGAIN;
+    }
+    if (out->overflow) {
+        util_err(err, err_len,
+                 "the token command '%s' printed more than "
+                 "%d bytes",
+                 name, TOKEN_COMMAND_MAX_OUTPUT);
+        return -EFBIG;
+    }
+    if (out->len == 0) {
+        tc_stderr_line(errp, why, sizeof(why));
+        util_err(err, err_len,
+                 "the token command '%s' exited with status "
+                 "0 but printed nothing%s",
+                 name, why);
+        return -EBADMSG;
+    }
+    return 0;
+}
+
 int token_command_run(const struct token_command_params *params,
                       struct cred_token *ret_token, char *err, size_t err_len)
 {
@@ -536,15 +627,13 @@ int token_command_run(const struct token_command_params *params,
     struct tc_pipe errp = { -1, NULL, 0, TOKEN_COMMAND_MAX_STDERR, false };
     int out_fds[2] = { -1, -1 };
     int err_fds[2] = { -1, -1 };
-    char why[300];
     const char *name;
-    int status = 0;
     pid_t pid;
     int r;
 
     if (params->argv == NULL || params->argv[0] == NULL ||
         params->argv[0][0] == '\0') {
-        cred__err(err, err_len, "auth.command is empty");
+        util_err(err, err_len, "auth.command is empty");
         return -EINVAL;
     }
     name = tc_basename(params->argv[0]);
@@ -559,7 +648,7 @@ int token_command_run(const struct token_command_params *params,
     if (r == 0)
         r = tc_pipe_open(err_fds);
     if (r < 0) {
-        cred__err(err, err_len, "pipe2() failed: %s", strerror(-r));
+        util_err(err, err_len, "pipe2() failed: %s", strerror(-r));
         goto out_close;
     }
     r = tc_spawn(params->argv, out_fds[1], err_fds[1], &pid);
@@ -570,70 +659,16 @@ int token_command_run(const struct token_command_params *params,
     errp.fd = err_fds[0];
     out_fds[0] = err_fds[0] = -1;
     if (r < 0) {
-        cred__err(err, err_len, "cannot run the token command '%s': %s%s",
-                  params->argv[0], strerror(-r),
-                  r == -ENOENT ? " (not found in PATH; give the full path "
-                                 "in auth.command)"
-                               : "");
+        util_err(err, err_len, "cannot run the token command '%s': %s%s",
+                 params->argv[0], strerror(-r),
+                 r == -ENOENT ? " (not found in PATH; give the full path "
+                                "in auth.command)"
+                              : "");
         goto out_close;
     }
-    r = tc_wait(pid, &out, &errp, tc_now_ms() + (uint64_t)timeout_s * 1000u,
-                &status);
-    if (r < 0) {
-        /* E.g. ECHILD when SIGCHLD is ignored: the kernel reaped it. */
-        (void)kill(-pid, SIGKILL);
-        (void)tc_reap(pid, &status, true);
-        cred__err(err, err_len,
-                  "waiting for the token command '%s' "
-                  "failed: %s",
-                  name, strerror(-r));
+    r = tc_finish(pid, name, timeout_s, &out, &errp, err, err_len);
+    if (r < 0)
         goto out_close;
-    }
-    if (r == 0) {
-        /* The whole group: az runs Python, which may have children. */
-        (void)kill(-pid, SIGKILL);
-        (void)tc_reap(pid, &status, true);
-        tc_drain(&errp);
-        tc_stderr_line(&errp, why, sizeof(why));
-        cred__err(err, err_len,
-                  "the token command '%s' did not finish within %u s "
-                  "(auth.command_timeout_s) and was killed%s",
-                  name, timeout_s, why);
-        r = -ETIMEDOUT;
-        goto out_close;
-    }
-    if (WIFSIGNALED(status) || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        tc_stderr_line(&errp, why, sizeof(why));
-        if (WIFSIGNALED(status))
-            cred__err(err, err_len,
-                      "the token command '%s' was killed by "
-                      "signal %d (%s)%s",
-                      name, WTERMSIG(status), strsignal(WTERMSIG(status)), why);
-        else
-            cred__err(err, err_len,
-                      "the token command '%s' exited with "
-                      "status %d%s",
-                      name, WEXITSTATUS(status), why);
-        r = -EAGAIN;
-        goto out_close;
-    }
-    if (out.overflow) {
-        cred__err(err, err_len,
-                  "the token command '%s' printed more than "
-                  "%d bytes",
-                  name, TOKEN_COMMAND_MAX_OUTPUT);
-        r = -EFBIG;
-        goto out_close;
-    }
-    if (out.len == 0) {
-        tc_stderr_line(&errp, why, sizeof(why));
-        cred__err(err, err_len,
-                  "the token command '%s' exited with status "
-                  "0 but printed nothing%s",
-                  name, why);
-        r = -EBADMSG;
-        goto out_close;
-    }
     r = token_command_parse(out.data, out.len, (int64_t)time(NULL), ret_token,
                             err, err_len);
 out_close:

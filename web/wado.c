@@ -72,20 +72,6 @@ struct wado_fetch {
     char curl_error[CURL_ERROR_SIZE];
 };
 
-static void wado_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void wado_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || err_len == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
 const char *wado_failure_name(enum wado_failure failure)
 {
     switch (failure) {
@@ -152,7 +138,7 @@ int wado_url(const char *base_url, const char *study, const char *series,
     int r;
 
     if (study == NULL || (instance != NULL && series == NULL)) {
-        wado_err(err, err_len,
+        util_err(err, err_len,
                  "a retrieve needs a study, and a series for "
                  "an instance");
         return -EINVAL;
@@ -162,7 +148,7 @@ int wado_url(const char *base_url, const char *study, const char *series,
         if (uids[i] == NULL)
             continue;
         if (!util_uid_valid(uids[i])) {
-            wado_err(err, err_len, "%s is not a valid UID", names[i]);
+            util_err(err, err_len, "%s is not a valid UID", names[i]);
             return -EINVAL;
         }
         wado_encode_segment(uids[i], enc[i]);
@@ -279,7 +265,7 @@ static int wado_on_part_begin(void *ctx, const struct multipart_part *part,
 
     if (part->has_content_type &&
         strcmp(part->content_type.type, "application/dicom") != 0) {
-        wado_err(err, err_len, "part %u is %s, not application/dicom",
+        util_err(err, err_len, "part %u is %s, not application/dicom",
                  part->index + 1, part->content_type.type);
         f->part_failure = WADO_BAD_BODY;
         return -EBADMSG;

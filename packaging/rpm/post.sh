@@ -11,6 +11,11 @@ fi
 if [ ! -d /var/spool/stowbridge ]; then
     install -d -m 0700 -o stowbridge -g stowbridge /var/spool/stowbridge
 fi
+# The DICOM TLS files (the key through LoadCredential=): created when
+# missing, an existing directory is never touched.
+if [ ! -d /etc/stowbridge/tls ]; then
+    install -d -m 0750 -o root -g stowbridge /etc/stowbridge/tls
+fi
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload >/dev/null 2>&1 || :
 fi

@@ -320,6 +320,285 @@ def test_port_closed(work):
         mock.close()
 
 
+def test_parallel_reports(work):
+    """Reports go out in parallel per remote AE: MOD1's address accepts
+    the TCP connection and never answers the A-ASSOCIATE-RQ (each attempt
+    hangs for dicom.timeout_s = 60 s), MOD3's port is closed; MOD2's
+    report still arrives while MOD1's first attempt is hanging."""
+    import socket
+    mock = it.MockWeb()
+    silent = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)          # never accepted: the kernel completes it
+    closed = it.free_port()
+    listen2 = it.free_port()
+    remotes = [
+        {"ae_title": "MOD1", "host": "127.0.0.1",
+         "port": silent.getsockname()[1]},
+        {"ae_title": "MOD2", "host": "127.0.0.1", "port": listen2},
+        {"ae_title": "MOD3", "host": "127.0.0.1", "port": closed}]
+    d = commit_daemon(work, mock.port, listen2,
+                      dicom={"remote_aes": remotes, "timeout_s": 60}).start()
+    try:
+        study, files = make_files(work, 2)
+        store(d, files)
+        uids = [u for _, u in files]
+        wait_for(lambda: delivered(mock, uids), 60, "delivered")
+        items = [(CT, u) for u in uids]
+        r, tx1 = scu(d, items, calling="MOD1")
+        check(action_status(r.stdout) == "0000", "MOD1: N-ACTION-RSP 0000")
+        r, tx3 = scu(d, items, calling="MOD3")
+        check(action_status(r.stdout) == "0000", "MOD3: N-ACTION-RSP 0000")
+        wait_for(lambda: "event=commit-resolved tx=%s" % tx1 in d.log_text()
+                 and "event=commit-resolved tx=%s" % tx3 in d.log_text(),
+                 30, "MOD1's and MOD3's transactions resolved")
+        time.sleep(1)   # MOD1's first attempt is under way
+        t0 = time.time()
+        r, tx2 = scu(d, items, calling="MOD2", listen=listen2, wait=50)
+        lag = time.time() - t0
+        rep = report_of(r.stdout)
+        check(rep is not None and rep["tx"] == tx2 and
+              rep["event_type"] == 1, "MOD2's report came (%s)" % r.stdout)
+        print("MOD2: N-ACTION to report %.2f s while MOD1 hangs" % lag)
+        log = d.log_text()
+        check("event=commit-report-deferred tx=%s" % tx1 not in log,
+              "MOD1's first attempt was still hanging")
+        check(lag < 30, "MOD2 did not wait for MOD1's attempt (%.1f s)" %
+              lag)
+        check("event=commit-report-deferred tx=%s" % tx3 in log,
+              "MOD3 (port closed) was tried and deferred")
+        # MOD1 refuses now (its listener closed: RST): deferred, kept.
+        silent.close()
+        wait_for(lambda: "event=commit-report-deferred tx=%s" % tx1 in
+                 d.log_text(), 90, "MOD1's attempt failed")
+        check(os.path.exists(os.path.join(d.spool, "commit", tx1 + ".rep"))
+              and os.path.exists(os.path.join(d.spool, "commit",
+                                              tx3 + ".rep")),
+              "MOD1's and MOD3's reports are kept")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        silent.close()
+        d.stop()
+        mock.close()
+
+
+def reports_of(out):
+    return [json.loads(m) for m in re.findall(r"^report (\{.*\})$", out,
+                                                re.M)]
+
+
+def test_same_association(work):
+    """commit.same_association: the report goes on the N-ACTION's
+    association while the SCU keeps it open; refused there, or the
+    association released first, it goes on a new one; off (the default),
+    never on the same association."""
+    mock = it.MockWeb()
+    listen = it.free_port()
+    d = commit_daemon(work, mock.port, listen,
+                      commit={"same_association": True}).start()
+    try:
+        study, files = make_files(work, 3)
+        store(d, files)
+        uids = [u for _, u in files]
+        wait_for(lambda: delivered(mock, uids), 60, "delivered")
+        items = [(CT, u) for u in uids]
+
+        r, tx = scu(d, items, listen=listen, wait=4,
+                    extra=["--same-assoc", "8"])
+        reps = reports_of(r.stdout)
+        check(action_status(r.stdout) == "0000", "N-ACTION-RSP 0000")
+        check(len(reps) == 1 and reps[0]["via"] == "same" and
+              reps[0]["tx"] == tx and reps[0]["event_type"] == 1 and
+              sorted(u for _, u in reps[0]["committed"]) == sorted(uids),
+              "the report on the same association, once (%s)" % r.stdout)
+        check("report no-more" in r.stdout, "no second report")
+        check(re.search(r"event=commit-reported tx=%s to=MOD1 "
+                        r"via=same-association event_type=1" % tx,
+                        d.log_text()), "logged via=same-association")
+
+        r, tx = scu(d, items, listen=listen, wait=30,
+                    extra=["--same-assoc", "8", "--report-status", "0110"])
+        reps = reports_of(r.stdout)
+        check([x["via"] for x in reps] == ["same", "new"] and
+              all(x["tx"] == tx for x in reps),
+              "refused on the same association: sent on a new one (%s)" %
+              r.stdout)
+        check("event=commit-report-deferred tx=%s to=MOD1 "
+              "via=same-association" % tx in d.log_text(),
+              "the refusal logged")
+
+        r, tx = scu(d, items, listen=listen, wait=30)
+        reps = reports_of(r.stdout)
+        check(len(reps) == 1 and reps[0]["via"] == "new" and
+              reps[0]["role"] == "scp",
+              "SCU released at once: a new association (%s)" % r.stdout)
+        wait_for(lambda: os.listdir(os.path.join(d.spool, "commit")) == [],
+                 10, "commit/ emptied")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        d.stop()
+        mock.close()
+
+    # Off (the default): never on the same association.
+    mock = it.MockWeb()
+    d = commit_daemon(work, mock.port, listen).start()
+    try:
+        study, files = make_files(work, 1, prefix="off")
+        store(d, files)
+        wait_for(lambda: delivered(mock, [files[0][1]]), 60, "delivered")
+        r, tx = scu(d, [(CT, files[0][1])], listen=listen, wait=30,
+                    extra=["--same-assoc", "3"])
+        reps = reports_of(r.stdout)
+        check("same-assoc none" in r.stdout and len(reps) == 1 and
+              reps[0]["via"] == "new",
+              "off: nothing on the same association (%s)" % r.stdout)
+        check(d.stop() == 0, "clean stop")
+    finally:
+        d.stop()
+        mock.close()
+
+
+def study_json(d, study):
+    r = run([it.BINARY, "study", study, "--json", "--config", d.config])
+    check(r.returncode == 0, "study --json exits 0 (%s)" %
+          (r.stdout + r.stderr)[-300:])
+    return json.loads(r.stdout)
+
+
+def ledger_delivered(d, study):
+    try:
+        return study_json(d, study)["delivered"]["instances"]
+    except Failure:
+        return -1
+
+
+def test_ledger_reopen(work):
+    """A ledger that breaks while the daemon runs is opened again:
+    removed (SQLite would go on writing into the removed file), then
+    overwritten with garbage (corrupt: moved aside). Deliveries and
+    commitment go on meanwhile; ledger records resume."""
+    mock = it.MockWeb()
+    listen = it.free_port()
+    d = commit_daemon(work, mock.port, listen).start()
+    db = os.path.join(d.spool, "ledger.db")
+    try:
+        mock.qido = qido_from(mock)
+        study_a, files = make_files(work, 2, prefix="a")
+        store(d, files)
+        wait_for(lambda: delivered(mock, [u for _, u in files]), 60,
+                 "study A delivered")
+        wait_for(lambda: ledger_delivered(d, study_a) == 2, 30,
+                 "study A in the ledger")
+
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(db + suffix):
+                os.unlink(db + suffix)
+        wait_for(lambda: "event=ledger-reopened" in d.log_text(), 30,
+                 "the removed ledger opened again")
+        log = d.log_text()
+        check(log.count("event=ledger-broken") == 1 and
+              "was removed\"" in log,
+              "logged once, with the reason")
+        check(os.path.exists(db), "a new ledger file")
+        study_b, files_b = make_files(work, 2, prefix="b")
+        store(d, files_b)
+        wait_for(lambda: delivered(mock, [u for _, u in files_b]), 60,
+                 "study B delivered")
+        wait_for(lambda: ledger_delivered(d, study_b) == 2, 30,
+                 "study B recorded in the new ledger")
+        r, tx = scu(d, [(CT, u) for _, u in files_b], listen=listen,
+                    wait=30)
+        rep = report_of(r.stdout)
+        check(rep is not None and rep["event_type"] == 1,
+              "commitment goes on (%s)" % r.stdout)
+
+        # Garbage over the file in place (same inode): corrupt.
+        with open(db, "r+b") as f:
+            f.write(b"this is not a database " * 400)
+            f.flush()
+            os.fsync(f.fileno())
+        study_c, files_c = make_files(work, 2, prefix="c")
+        store(d, files_c)
+        wait_for(lambda: delivered(mock, [u for _, u in files_c]), 60,
+                 "study C delivered while the ledger is corrupt")
+        wait_for(lambda: d.log_text().count("event=ledger-reopened") == 2,
+                 60, "the corrupt ledger moved aside and opened again")
+        check(any(n.startswith("ledger.db.corrupt-")
+                  for n in os.listdir(d.spool)), "the corrupt file kept aside")
+        study_e, files_e = make_files(work, 2, prefix="e")
+        store(d, files_e)
+        wait_for(lambda: delivered(mock, [u for _, u in files_e]), 60,
+                 "study E delivered")
+        wait_for(lambda: ledger_delivered(d, study_e) == 2, 30,
+                 "records resume after the corruption")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        d.stop()
+        mock.close()
+
+
+def test_ledger_io_error(work):
+    """The ledger's writes fail with EIO (an LD_PRELOAD library plays the
+    failing disk): logged, the ledger closed and opened again with
+    backoff; deliveries and commitment go on; once the disk is back the
+    ledger records again."""
+    lib = os.environ.get("SB_FAULT_IO_LIB", "")
+    if not os.path.exists(lib):
+        print("skipped: no fault_io library (run through CTest)")
+        sys.exit(77)
+    mock = it.MockWeb()
+    listen = it.free_port()
+    flag = os.path.join(work, "disk-fails")
+    d = commit_daemon(work, mock.port, listen)
+    env = dict(os.environ, LD_PRELOAD=lib, SB_FAULT_IO_FLAG=flag,
+               SB_FAULT_IO_MATCH="ledger.db",
+               ASAN_OPTIONS="verify_asan_link_order=0:" +
+               os.environ.get("ASAN_OPTIONS", ""))
+    d.start(env=env)
+    try:
+        mock.qido = qido_from(mock)
+        study_a, files = make_files(work, 2, prefix="a")
+        store(d, files)
+        wait_for(lambda: ledger_delivered(d, study_a) == 2, 60,
+                 "study A in the ledger")
+        open(flag, "w").close()
+        study_b, files_b = make_files(work, 2, prefix="b")
+        store(d, files_b)
+        wait_for(lambda: delivered(mock, [u for _, u in files_b]), 60,
+                 "study B delivered while the ledger's disk fails")
+        wait_for(lambda: re.search(r'event=ledger-broken .*reason="I/O '
+                                   r'error', d.log_text()), 60,
+                 "the I/O errors seen and logged")
+        r, tx = scu(d, [(CT, u) for _, u in files_b], listen=listen,
+                    wait=30)
+        rep = report_of(r.stdout)
+        check(rep is not None and rep["event_type"] == 1,
+              "commitment goes on (%s)" % r.stdout)
+        os.unlink(flag)
+        wait_for(lambda: "event=ledger-reopened" in d.log_text(), 120,
+                 "opened again once the disk is back")
+        study_c, files_c = make_files(work, 2, prefix="c")
+        store(d, files_c)
+        wait_for(lambda: ledger_delivered(d, study_c) == 2, 60,
+                 "records resume")
+        log = d.log_text()
+        broken = log.count("event=ledger-broken")
+        for line in log.splitlines():
+            if "event=ledger-" in line:
+                print(line)
+        print("ledger-broken lines: %d, unavailable: %d, reopened: %d" % (
+            broken, log.count("event=ledger-unavailable"),
+            log.count("event=ledger-reopened")))
+        check(broken <= log.count("event=ledger-reopened") + 1,
+              "logged once per change of state")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        if os.path.exists(flag):
+            os.unlink(flag)
+        d.stop()
+        mock.close()
+
+
 def test_many(work):
     """500 instances in one transaction, asked right after their upload
     (some still queued): every one listed; the time from the last
@@ -490,6 +769,106 @@ def test_orthanc_scu(work):
         if d:
             d.stop()
         orthanc.close()
+
+
+def test_tls_report(work):
+    """A dicom.remote_aes entry with "tls": true and a certificate_sha256
+    pin gets its report over DICOM TLS (commit_scu --tls): a certificate
+    from an unknown CA, then one from our CA that is not the pinned one:
+    no report (nothing sent), the reason logged, retried; the pinned one:
+    the same report arrives."""
+    import tls_it
+    pki = os.path.join(work, "pki")
+    os.makedirs(pki)
+    tls_it.make_ca(pki, "ca")
+    tls_it.make_ca(pki, "rogue-ca")
+    for name, ca in (("mod1", "ca"), ("other", "ca"), ("rogue", "rogue-ca")):
+        tls_it.make_leaf(pki, name, ca, cn="MOD1", san="IP:127.0.0.1")
+    pin = tls_it.fingerprint(pki, "mod1").replace(":", "").lower()
+    mock = it.MockWeb()
+    listen = it.free_port()
+    d = it.Daemon(
+        work, upload={"url": "http://127.0.0.1:%d/dicom-web" % mock.port,
+                      "timeout_s": 5},
+        retry={"min_s": 1, "max_s": 2},
+        dicom={"tls": {"ca_file": os.path.join(pki, "ca.pem")},
+               "remote_aes": [{"ae_title": "MOD1", "host": "127.0.0.1",
+                               "port": listen, "tls": True,
+                               "certificate_sha256": pin}]},
+        commit={"report_retry_max_s": 2}, log={"level": "debug"}).start()
+    procs = []
+    try:
+        study, files = make_files(work, 2)
+        store(d, files)
+        uids = [u for _, u in files]
+        wait_for(lambda: delivered(mock, uids), 60, "delivered")
+
+        def tls_scu(cert, no_action, wait, tx=None):
+            extra = ["--tls", os.path.join(pki, cert + ".key"),
+                     os.path.join(pki, cert + ".pem")]
+            if no_action:
+                extra.append("--no-action")
+            p, tx = scu(d, [(CT, u) for u in uids], tx=tx, listen=listen,
+                        wait=wait, extra=extra, background=True)
+            procs.append(p)
+            return p, tx
+
+        def deferred(tx, n):
+            return re.findall(r"event=commit-report-deferred tx=%s "
+                              r"to=MOD1@127\.0\.0\.1:%d attempts=\d+ "
+                              r"next=\d+s reason=\"([^\"]*)\""
+                              % (re.escape(tx), listen), d.log_text())[n:]
+
+        # 1. A certificate our CA did not sign: the handshake fails.
+        p, tx = tls_scu("rogue", False, 60)
+        wait_for(lambda: deferred(tx, 0), 60, "an attempt with the rogue "
+                 "certificate failed")
+        why = deferred(tx, 0)[0]
+        print("untrusted:", why)
+        check("pinned" not in why and re.search(
+            r"certif|verif|TLS|SSL|handshake", why, re.I),
+            "the log says the TLS handshake failed (%s)" % why)
+        p.terminate()
+        out = p.communicate(timeout=30)[0]
+        check(report_of(out) is None, "no report to the untrusted one")
+        check("report tls-failed" in out, "it saw a failed handshake")
+        seen = len(deferred(tx, 0))
+
+        # 2. Our CA, but not the pinned certificate.
+        p, _ = tls_scu("other", True, 60, tx=tx)
+        wait_for(lambda: any("pinned" in w for w in deferred(tx, seen)),
+                 60, "an attempt with the wrong pin failed")
+        why = [w for w in deferred(tx, seen) if "pinned" in w][0]
+        print("wrong pin:", why)
+        check("certificate_sha256" in why, "the log names the pin (%s)" % why)
+        p.terminate()
+        out = p.communicate(timeout=30)[0]
+        check(report_of(out) is None and "report {" not in out,
+              "no N-EVENT-REPORT to the wrong certificate (%s)" % out)
+        check("event=commit-reported tx=%s" % tx not in d.log_text(),
+              "not reported yet")
+
+        # 3. The pinned certificate: the retry delivers the same report.
+        t0 = time.time()
+        p, _ = tls_scu("mod1", True, 60, tx=tx)
+        out = p.communicate(timeout=90)[0]
+        rep = report_of(out)
+        print("pinned: report %.2f s after listening" % (time.time() - t0))
+        check(p.returncode == 0 and rep is not None,
+              "the report came over TLS (%s)" % out)
+        check(rep["tx"] == tx and rep["event_type"] == 1 and
+              sorted(u for _, u in rep["committed"]) == sorted(uids),
+              "Event Type 1, both instances")
+        wait_for(lambda: "event=commit-reported tx=%s" % tx in d.log_text(),
+                 10, "report logged")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        d.stop()
+        mock.close()
 
 
 def test_study_cmd(work):

@@ -15,10 +15,19 @@
  *   --action-type N   --class UID --instance UID   to craft bad requests
  *   --no-seq          leave the Referenced SOP Sequence out
  *   --report-status X answer the N-EVENT-REPORT with status X (hex)
+ *                     (the first one only: a retry is answered 0000)
+ *   --same-assoc S    keep the N-ACTION's association open up to S
+ *                     seconds for the report on it, then release
  *   --timeout S       DIMSE/ACSE timeout (default 30)
- * Prints "action status=XXXX comment=..." and, for a report,
- * "report {json}". Exit status: 0, 1 on a protocol failure, 2 when no
- * report came within --wait.
+ *   --tls KEY CERT    take the report association over DICOM TLS with
+ *                     this key and certificate (PEM; no client
+ *                     certificate asked for); a failed handshake is
+ *                     printed as "report tls-failed reason=..." and the
+ *                     next association waited for
+ * Prints "action status=XXXX comment=..." and, for each report,
+ * "report {json}" ("via": "same" on the N-ACTION's association, "new" on
+ * one the bridge opened). Exit status: 0, 1 on a protocol failure, 2 when
+ * no report came at all.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +45,7 @@
 #include "dcmtk/dcmnet/assoc.h"
 #include "dcmtk/dcmnet/dimse.h"
 #include "dcmtk/dcmnet/diutil.h"
+#include "dcmtk/dcmtls/tlslayer.h"
 #include "dcmtk/oflog/oflog.h"
 
 struct item {
@@ -48,11 +58,15 @@ static const char *ts_list[] = {
     UID_LittleEndianImplicitTransferSyntax,
 };
 
+static int same_assoc_report(T_ASC_Association *assoc, int wait_s, int timeout,
+                             unsigned report_status);
+
 static int send_action(const char *host, int port, const char *called,
                        const char *calling, const char *tx,
                        const std::vector<item> &items, int action_type,
                        const char *cls, const char *inst, bool no_seq,
-                       int timeout)
+                       int timeout, int same_wait, unsigned *report_status,
+                       bool *ret_got)
 {
     T_ASC_Network *net = NULL;
     T_ASC_Parameters *params = NULL;
@@ -139,6 +153,19 @@ static int send_action(const char *host, int port, const char *called,
     printf("action status=%04X comment=\"%s\"\n",
            (unsigned)rsp.msg.NActionRSP.DimseStatus, comment.c_str());
     fflush(stdout);
+    if (same_wait > 0) {
+        int r = same_assoc_report(assoc, same_wait, timeout, *report_status);
+        if (r == 0 || r == 3)
+            *ret_got = true;
+        if (r == 3) /* refused: the retry on a new association gets 0000 */
+            *report_status = 0;
+        if (r == 1) {
+            ASC_abortAssociation(assoc);
+            ASC_destroyAssociation(&assoc);
+            ASC_dropNetwork(&net);
+            return 1;
+        }
+    }
     ASC_releaseAssociation(assoc);
     ASC_destroyAssociation(&assoc);
     ASC_dropNetwork(&net);
@@ -155,6 +182,11 @@ static void json_str(std::string &out, const char *s)
     }
     out += '"';
 }
+
+static int read_report(T_ASC_Association *assoc, int timeout,
+                       unsigned report_status, const std::string &roles,
+                       const char *via, T_DIMSE_Message *msg,
+                       T_ASC_PresentationContextID pid);
 
 /* Serves one report association; 0 when a report was read and answered. */
 static int serve_report(T_ASC_Association *assoc, int timeout,
@@ -189,6 +221,27 @@ static int serve_report(T_ASC_Association *assoc, int timeout,
         printf("report bad-command reason=\"%s\"\n", cond.text());
         return 1;
     }
+    int r = read_report(assoc, timeout, report_status, roles, "new", &msg, pid);
+    if (r == 1)
+        return 1;
+    /* Wait for the release. */
+    memset(&msg, 0, sizeof(msg));
+    cond =
+        DIMSE_receiveCommand(assoc, DIMSE_BLOCKING, timeout, &pid, &msg, NULL);
+    if (cond == DUL_PEERREQUESTEDRELEASE)
+        ASC_acknowledgeRelease(assoc);
+    return r;
+}
+
+/* Reads the data set of N-EVENT-REPORT-RQ @msg, prints the report and
+ * answers @report_status: 0 answered 0000, 3 answered another status, 1
+ * on a failure. */
+static int read_report(T_ASC_Association *assoc, int timeout,
+                       unsigned report_status, const std::string &roles,
+                       const char *via, T_DIMSE_Message *msg,
+                       T_ASC_PresentationContextID pid)
+{
+    OFCondition cond;
     DcmDataset *ds = NULL;
     T_ASC_PresentationContextID dpid = 0;
     cond = DIMSE_receiveDataSetInMemory(assoc, DIMSE_BLOCKING, timeout, &dpid,
@@ -197,7 +250,7 @@ static int serve_report(T_ASC_Association *assoc, int timeout,
         printf("report no-dataset reason=\"%s\"\n", cond.text());
         return 1;
     }
-    T_DIMSE_N_EventReportRQ *rq = &msg.msg.NEventReportRQ;
+    T_DIMSE_N_EventReportRQ *rq = &msg->msg.NEventReportRQ;
     OFString tx;
     OFString retrieve;
     ds->findAndGetOFString(DCM_TransactionUID, tx);
@@ -209,6 +262,8 @@ static int serve_report(T_ASC_Association *assoc, int timeout,
     json_str(out, rq->AffectedSOPInstanceUID);
     out += ", \"role\": ";
     json_str(out, roles.c_str());
+    out += ", \"via\": ";
+    json_str(out, via);
     out += ", \"tx\": ";
     json_str(out, tx.c_str());
     out += ", \"retrieve_ae\": ";
@@ -267,13 +322,29 @@ static int serve_report(T_ASC_Association *assoc, int timeout,
     }
     printf("report %s\n", out.c_str());
     fflush(stdout);
-    /* Wait for the release. */
-    memset(&msg, 0, sizeof(msg));
-    cond =
-        DIMSE_receiveCommand(assoc, DIMSE_BLOCKING, timeout, &pid, &msg, NULL);
-    if (cond == DUL_PEERREQUESTEDRELEASE)
-        ASC_acknowledgeRelease(assoc);
     return report_status == 0 ? 0 : 3;
+}
+
+/* Waits up to @wait_s on the N-ACTION's association for the report: 0
+ * answered 0000, 3 answered another status, 2 none came, 1 failure. */
+static int same_assoc_report(T_ASC_Association *assoc, int wait_s, int timeout,
+                             unsigned report_status)
+{
+    T_DIMSE_Message msg;
+    T_ASC_PresentationContextID pid = 0;
+    memset(&msg, 0, sizeof(msg));
+    OFCondition cond = DIMSE_receiveCommand(assoc, DIMSE_NONBLOCKING, wait_s,
+                                            &pid, &msg, NULL);
+    if (cond == DIMSE_NODATAAVAILABLE) {
+        printf("same-assoc none\n");
+        return 2;
+    }
+    if (cond.bad() || msg.CommandField != DIMSE_N_EVENT_REPORT_RQ) {
+        printf("same-assoc bad-command reason=\"%s\"\n", cond.text());
+        return 1;
+    }
+    return read_report(assoc, timeout, report_status, "same", "same", &msg,
+                       pid);
 }
 
 int main(int argc, char **argv)
@@ -290,9 +361,14 @@ int main(int argc, char **argv)
     int wait_s = 0;
     int timeout = 30;
     int action_type = 1;
+    int same_wait = 0;
+    bool got_report = false;
     bool no_action = false;
     bool no_seq = false;
     unsigned report_status = 0;
+    const char *tls_key = NULL;
+    const char *tls_cert = NULL;
+    DcmTLSTransportLayer *tls_layer = NULL;
     std::vector<item> items;
 
     for (int i = 1; i < argc; i++) {
@@ -331,9 +407,16 @@ int main(int argc, char **argv)
         } else if (a == "--instance") {
             inst = v;
             i++;
+        } else if (a == "--same-assoc") {
+            same_wait = atoi(v);
+            i++;
         } else if (a == "--report-status") {
             report_status = (unsigned)strtoul(v, NULL, 16);
             i++;
+        } else if (a == "--tls" && i + 2 < argc) {
+            tls_key = argv[i + 1];
+            tls_cert = argv[i + 2];
+            i += 2;
         } else if (a == "--no-action")
             no_action = true;
         else if (a == "--no-seq")
@@ -364,25 +447,49 @@ int main(int argc, char **argv)
         fprintf(stderr, "cannot listen on %d\n", listen_port);
         return 1;
     }
+    if (lnet != NULL && tls_key != NULL) {
+        tls_layer = new DcmTLSTransportLayer(NET_ACCEPTOR, NULL, OFFalse);
+        OFCondition c = tls_layer->setTLSProfile(TSP_Profile_BCP195_ND);
+        if (c.good())
+            c = tls_layer->activateCipherSuites();
+        if (c.good())
+            c = tls_layer->setPrivateKeyFile(tls_key, DCF_Filetype_PEM);
+        if (c.good())
+            c = tls_layer->setCertificateFile(tls_cert, DCF_Filetype_PEM);
+        if (c.good() && !tls_layer->checkPrivateKeyMatchesCertificate())
+            c = EC_IllegalCall;
+        tls_layer->setCertificateVerification(DCV_ignoreCertificate);
+        if (c.good())
+            c = ASC_setTransportLayer(lnet, tls_layer, 0);
+        if (c.bad()) {
+            fprintf(stderr, "TLS set-up failed: %s\n", c.text());
+            return 1;
+        }
+    }
     if (!no_action) {
         int r = send_action(host, port, called, calling, tx, items, action_type,
-                            cls, inst, no_seq, timeout);
+                            cls, inst, no_seq, timeout, same_wait,
+                            &report_status, &got_report);
         if (r != 0)
             return r;
     }
     if (lnet == NULL || wait_s <= 0)
-        return 0;
+        return same_wait > 0 && !got_report ? 2 : 0;
     time_t deadline = time(NULL) + wait_s;
     while (time(NULL) < deadline) {
         T_ASC_Association *assoc = NULL;
-        OFCondition cond =
-            ASC_receiveAssociation(lnet, &assoc, ASC_DEFAULTMAXPDU, NULL, NULL,
-                                   OFFalse, DUL_NOBLOCK, 1);
+        OFCondition cond = ASC_receiveAssociation(
+            lnet, &assoc, ASC_DEFAULTMAXPDU, NULL, NULL,
+            tls_layer != NULL ? OFTrue : OFFalse, DUL_NOBLOCK, 1);
         if (cond == DUL_NOASSOCIATIONREQUEST) {
             ASC_destroyAssociation(&assoc);
             continue;
         }
         if (cond.bad()) {
+            if (tls_layer != NULL) {
+                printf("report tls-failed reason=\"%s\"\n", cond.text());
+                fflush(stdout);
+            }
             ASC_dropAssociation(assoc);
             ASC_destroyAssociation(&assoc);
             continue;
@@ -394,11 +501,17 @@ int main(int argc, char **argv)
             ASC_dropNetwork(&lnet);
             return r;
         }
+        got_report = true;
         /* r == 3: refused with --report-status; wait for the retry with
          * a success answer. */
         report_status = 0;
     }
-    printf("report none\n");
     ASC_dropNetwork(&lnet);
+    if (got_report && report_status == 0 && same_wait > 0) {
+        /* The report came on the N-ACTION's association, none after it. */
+        printf("report no-more\n");
+        return 0;
+    }
+    printf("report none\n");
     return 2;
 }

@@ -19,6 +19,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 
@@ -154,8 +155,10 @@ def query_file(work, keys, charset=None):
 
 
 def findscu(port, keys, model=STUDY_ROOT, work=None, charset=None,
-            extra=(), calling="FINDSCU", called="STOWBRIDGE", timeout=60):
-    """Runs one C-FIND. Returns (answers, final status, output)."""
+            extra=(), calling="FINDSCU", called="STOWBRIDGE", timeout=60,
+            watch=None):
+    """Runs one C-FIND. Returns (answers, final status, output). @watch,
+    if given, is called with each line of findscu's output as it comes."""
     outdir = os.path.join(work, "rsp-%s" % generate_uid()[-12:])
     os.makedirs(outdir)
     qfile = query_file(work, keys, charset)
@@ -163,9 +166,25 @@ def findscu(port, keys, model=STUDY_ROOT, work=None, charset=None,
            "-od", outdir] + list(extra) + \
         ["127.0.0.1", str(port), qfile]
     # -d output holds names in the query's character set: not UTF-8.
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                       errors="replace")
-    out = r.stdout + r.stderr
+    if watch is None:
+        r = subprocess.run(cmd, capture_output=True, text=True,
+                           timeout=timeout, errors="replace")
+        out = r.stdout + r.stderr
+    else:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True,
+                                errors="replace")
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        lines = []
+        try:
+            for line in proc.stdout:
+                lines.append(line)
+                watch(line)
+            proc.wait()
+        finally:
+            timer.cancel()
+        out = "".join(lines)
     answers = [pydicom.dcmread(os.path.join(outdir, n))
                for n in sorted(os.listdir(outdir))]
     statuses = re.findall(r"DIMSE Status\s*:\s*0x([0-9a-fA-F]{4})", out)
@@ -248,9 +267,18 @@ class Qido:
         self.requests = []
         self.fault = None        # None | 500 | garbage | drop | 403 | 401once
         self.insert_after_first_page = None   # a study to add mid-query
+        # A threading.Event: pages from offset gate_offset on wait for it
+        # (at most 60 s) before they are answered.
+        self.gate = None
+        self.gate_offset = 0
 
     def handle(self, path, headers):
         self.requests.append(path)
+        if self.gate is not None:
+            query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(
+                path).query))
+            if int(query.get("offset", 0)) >= self.gate_offset:
+                self.gate.wait(60)
         if self.fault == "500":
             return 500, "oops", []
         if self.fault == "garbage":
@@ -544,8 +572,10 @@ def compare_answers(label, got, expected_keys, keys, level):
     and that each answer carries exactly the requested keys."""
     check(set(got) == set(expected_keys),
           "%s: matches %s" % (label, sorted(got)))
-    wanted = set(keys) | {"QueryRetrieveLevel"}
+    wanted = set(keys) | {"QueryRetrieveLevel", "RetrieveAETitle"}
     for uid, a in got.items():
+        check(values(a, "RetrieveAETitle") == "STOWBRIDGE",
+              "%s: Retrieve AE Title = ours" % label)
         present = {e.keyword for e in a} - {"SpecificCharacterSet"}
         check(present == wanted,
               "%s: answer %s carries exactly the requested keys (%s)"
@@ -684,7 +714,9 @@ def test_find_paging(work):
     keys = {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": "",
             "PatientName": "PAGE*", "PatientID": ""}
     try:
-        d = new_daemon(work, upload={"url": url, "timeout_s": 10},
+        # upload.timeout_s 60: the C-CANCEL case below holds a page until
+        # findscu has sent its C-CANCEL.
+        d = new_daemon(work, upload={"url": url, "timeout_s": 60},
                    query={"page_size": 100, "max_results": 5000}).start()
         answers, final, _ = findscu(d.port, keys, work=work)
         uids = [str(a.StudyInstanceUID) for a in answers]
@@ -713,12 +745,26 @@ def test_find_paging(work):
               % len(uids))
         db.instances.remove(extra)
         # C-CANCEL after the first responses: no more QIDO-RS requests.
-        db.requests.clear()
-        answers, final, out = findscu(d.port, keys, work=work,
-                                      extra=["--cancel", "3"])
-        check(final == "FE00", "C-CANCEL answered FE00 (%s)" % final)
         # The C-CANCEL races the burst of the first page's responses: the
-        # next page may already be on its way, none after it.
+        # next page may already be on its way, none after it. On a loaded
+        # machine findscu can fall further behind the burst than one page,
+        # so the second page is answered only once findscu has sent its
+        # C-CANCEL: then no third page may be asked for.
+        db.requests.clear()
+        cancel_sent = threading.Event()
+        db.gate, db.gate_offset = cancel_sent, 100
+
+        def watch(line):
+            if "Sending Cancel Request" in line:
+                cancel_sent.set()
+        try:
+            answers, final, out = findscu(d.port, keys, work=work,
+                                          extra=["--cancel", "3"],
+                                          watch=watch)
+        finally:
+            db.gate = None
+        check(cancel_sent.is_set(), "findscu sent its C-CANCEL")
+        check(final == "FE00", "C-CANCEL answered FE00 (%s)" % final)
         pages = len([p for p in db.requests if "limit=" in p])
         check(pages <= 2 and len(answers) < 450,
               "C-CANCEL stopped the paging (%d of 5 pages, %d answers)"
@@ -788,7 +834,11 @@ def test_find_faults(work):
                 "token_url": "http://127.0.0.1:%d/token" % mock.port,
                 "client_id": "client-7",
                 "client_secret_file": os.path.join(work, "secret")}
-        d = new_daemon(work, upload={"url": url, "timeout_s": 3}, auth=auth,
+        # upload.timeout_s is only a bound on a hang here: every fault
+        # below answers (or refuses) at once. 3 s let a slow answer from
+        # this Python server on a loaded machine (ASan, CI) become C001
+        # where C002 or C003 is checked; 30 s cannot.
+        d = new_daemon(work, upload={"url": url, "timeout_s": 30}, auth=auth,
                    dicom={"allowed_callers": [
                        {"ae_title": "FINDSCU"}, {"ae_title": "ECHOSCU"},
                        {"ae_title": "STOREONLY", "find": False}]}).start()
@@ -816,7 +866,7 @@ def test_find_faults(work):
         # A token endpoint that is not there (a fresh daemon: no token
         # cached), then no server at all.
         dead = "http://127.0.0.1:%d" % free_port()
-        notoken = new_daemon(work, upload={"url": url, "timeout_s": 3},
+        notoken = new_daemon(work, upload={"url": url, "timeout_s": 30},
                          auth=dict(auth, token_url=dead + "/token")).start()
         answers, final, out = findscu(notoken.port, keys, work=work)
         check(answers == [] and final == "C004",

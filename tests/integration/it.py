@@ -86,6 +86,9 @@ class Daemon:
                       "timeout_s": 10},
             "spool": {"dir": self.spool, "min_free_mb": 0},
             "log": {"level": "debug"},
+            # No admin endpoint unless a test asks for one: the default
+            # port (9475) would be fought over by daemons running at once.
+            "admin": {"listen": ""},
         }
         for section, values in overrides.items():
             self.cfg.setdefault(section, {}).update(values)
@@ -96,12 +99,39 @@ class Daemon:
         self.proc = None
 
     def start(self, wait=True, env=None):
+        """Starts the daemon. wait=True: returns once it answers C-ECHO;
+        "ready": once it sent READY=1 (the port is listening), for a
+        daemon that refuses our echoscu; False: at once."""
+        notify = None
+        if wait == "ready":
+            path = os.path.join(self.work, "notify-%d.sock" % self.port)
+            if os.path.exists(path):
+                os.unlink(path)
+            notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            notify.bind(path)
+            env = dict(env or os.environ, NOTIFY_SOCKET=path)
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([BINARY, "run", "--config", self.config],
                                      stdout=self.log, stderr=self.log,
                                      env=env)
+        if notify is not None:
+            try:
+                deadline = time.time() + 30
+                notify.settimeout(0.2)
+                while time.time() < deadline:
+                    if self.proc.poll() is not None:
+                        raise Failure("daemon exited at start: " +
+                                      self.log_text())
+                    try:
+                        if notify.recv(256).startswith(b"READY=1"):
+                            return self
+                    except socket.timeout:
+                        pass
+                raise Failure("daemon never sent READY=1")
+            finally:
+                notify.close()
         if wait:
-            deadline = time.time() + 20
+            deadline = time.time() + 60
             while time.time() < deadline:
                 if self.proc.poll() is not None:
                     raise Failure("daemon exited at start: " + self.log_text())
@@ -411,15 +441,10 @@ def test_reject(work):
           "wrong called AE rejected: called AE not recognized")
     d.stop()
 
+    # Our echoscu (ECHOSCU) may not call these two: wait for READY=1.
     d = Daemon(work, dicom={"allowed_callers": [
-        {"ae_title": "GOODSCU", "hosts": ["127.0.0.1"]}]}).start(wait=False)
-    time.sleep(1)
-    r = None
-    for _ in range(50):
-        r = echo(d.port, calling="GOODSCU")
-        if r.returncode == 0:
-            break
-        time.sleep(0.1)
+        {"ae_title": "GOODSCU", "hosts": ["127.0.0.1"]}]}).start(wait="ready")
+    r = echo(d.port, calling="GOODSCU")
     check(r.returncode == 0, "allowed caller GOODSCU@127.0.0.1 accepted")
     r = echo(d.port, calling="BADSCU")
     check(r.returncode != 0 and "Calling AE Title Not Recognized" in r.stderr,
@@ -429,8 +454,7 @@ def test_reject(work):
     d.stop()
 
     d = Daemon(work, dicom={"allowed_callers": [
-        {"ae_title": "GOODSCU", "hosts": ["10.1.2.0/24"]}]}).start(wait=False)
-    time.sleep(1.5)
+        {"ae_title": "GOODSCU", "hosts": ["10.1.2.0/24"]}]}).start(wait="ready")
     r = echo(d.port, calling="GOODSCU")
     check(r.returncode != 0 and "Calling AE Title Not Recognized" in r.stderr,
           "GOODSCU from 127.0.0.1 rejected when only 10.1.2.0/24 may call")
@@ -446,13 +470,10 @@ def test_reject(work):
     check("local limit exceeded" in d.log_text(), "logged: local limit")
     for s in held:
         s.close()
-    ok = False
-    for _ in range(50):
-        if echo(d.port).returncode == 0:
-            ok = True
-            break
-        time.sleep(0.2)
-    check(ok, "served again once the held associations are gone")
+    # The slots free as the association threads see the peers gone.
+    check(wait_for(lambda: echo(d.port).returncode == 0, 60,
+                   "the held associations to end"),
+          "served again once the held associations are gone")
     check(d.stop() == 0, "clean stop")
 
 
@@ -550,7 +571,11 @@ def test_disk_full(work):
 
 
 def test_garbage(work):
-    d = Daemon(work, dicom={"timeout_s": 3}).start()
+    # dicom.timeout_s 10: "at once" below is under half of it, so it says
+    # the next association did not wait for a held socket's timeout, with
+    # room for a sanitizer build on a loaded machine.
+    timeout_s = 10
+    d = Daemon(work, dicom={"timeout_s": timeout_s}).start()
     cases = [
         ("random bytes", os.urandom(5000), True),
         ("truncated A-ASSOCIATE-RQ, closed",
@@ -574,9 +599,12 @@ def test_garbage(work):
             held.append(s)
         t = time.time()
         r = echo(d.port)
-        check(r.returncode == 0 and time.time() - t < 3,
-              "after %s: the next association is served at once" % what)
-    time.sleep(4)
+        took = time.time() - t
+        check(r.returncode == 0 and took < timeout_s / 2,
+              "after %s: the next association is served at once (%.2f s)"
+              % (what, took))
+    wait_for(lambda: "incomplete A-ASSOCIATE-RQ (timeout)" in d.log_text(),
+             timeout_s + 30, "the held half PDU to be dropped")
     for s in held:
         s.close()
     log = d.log_text()
@@ -611,9 +639,12 @@ def test_kill9(work):
         scu = subprocess.Popen(
             ["storescu", "-v", "-aec", "STOWBRIDGE", "127.0.0.1",
              str(d.port), *files], stdout=out, stderr=subprocess.STDOUT)
+        # event=received is logged before its 0000 goes out, and storescu
+        # sends the next C-STORE only once it read the last answer: 101
+        # lines mean storescu saw at least 100 answers.
         deadline = time.time() + 120
         while time.time() < deadline:
-            if d.log_text().count("event=received") >= 100:
+            if d.log_text().count("event=received") >= 101:
                 break
             time.sleep(0.01)
         d.proc.kill()  # SIGKILL in the middle of the run
@@ -716,14 +747,23 @@ class MockWeb:
         self.claims = {"aud": "https://dicom.example.org", "oid": "sp-42",
                        "appid": "client-7", "idtyp": "app", "tid": "t-1"}
         self.token_requests = []
+        # time.monotonic() after which each token given out has expired
+        # for the daemon too (it counts the lifetime from before its
+        # request, so from before this server saw it).
+        self.token_expiries = []
         self.auth_headers = []
         self.token_lifetime = 3599
+        self.retry_after = "2"       # what 429once answers in Retry-After
         self.stow_mode = "ok"        # ok | mixed | 403 | 401once | 500once
         #                              | split415 | reject415 | garbage
         #                              | reset
         #                              | 429once | slow
         self.stow_requests = []      # (study, [sop uids], [part types])
         self.stored = {}             # sop uid -> part bytes
+        # sop uid -> the Failure Reason "ok" answers for it (45070: it is
+        # also stored), whichever batch it comes in; a batch of only such
+        # instances is answered 409, with others 202.
+        self.reasons = {}
         self.resets = 0
         # QIDO-RS: a callable (path, headers) -> (status, body, headers);
         # status None drops the connection. None: GET /studies answers [].
@@ -754,6 +794,7 @@ class MockWeb:
                     self.connection.shutdown(socket.SHUT_RDWR)
                     self.close_connection = True
                     return
+                seen = time.monotonic()
                 body = self.rfile.read(n)
                 if self.path.startswith("/dicom-web/studies/"):
                     self.stow(body)
@@ -765,6 +806,8 @@ class MockWeb:
                         "error_description": "AADSTS7000215: Invalid client "
                                              "secret provided."}))
                     return
+                with mock.lock:
+                    mock.token_expiries.append(seen + mock.token_lifetime)
                 claims = dict(mock.claims, exp=int(time.time()) + 3600,
                               iat=int(time.time()))
                 self.reply(200, json.dumps({
@@ -827,7 +870,7 @@ class MockWeb:
                     return
                 if mode == "429once":
                     self.send_response(429)
-                    self.send_header("Retry-After", "2")
+                    self.send_header("Retry-After", mock.retry_after)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
@@ -842,6 +885,13 @@ class MockWeb:
                         failed.append(item)
                         with mock.lock:
                             mock.stored[uid] = data
+                    elif mode == "ok" and uid in mock.reasons:
+                        reason = mock.reasons[uid]
+                        item["00081197"] = {"vr": "US", "Value": [reason]}
+                        failed.append(item)
+                        if reason == 45070:
+                            with mock.lock:
+                                mock.stored[uid] = data
                     else:
                         ref.append(item)
                         with mock.lock:
@@ -849,7 +899,10 @@ class MockWeb:
                 answer = {"00081199": {"vr": "SQ", "Value": ref}}
                 if failed:
                     answer["00081198"] = {"vr": "SQ", "Value": failed}
-                self.reply(202 if failed else 200, json.dumps(answer),
+                status = 202 if failed else 200
+                if mode == "ok" and failed and not ref:
+                    status = 409
+                self.reply(status, json.dumps(answer),
                            "application/dicom+json")
 
             def do_GET(self):
@@ -1034,7 +1087,9 @@ def test_upload(work):
                 files.append(p)
         r = storescu(d.port, files)
         check(len(acknowledged_files(r.stdout + r.stderr)) == 6, "6 stored")
-        wait_for(lambda: spool_empty(d), 30, "uploads")
+        # Each event=delivered line follows its entry's removal.
+        wait_for(lambda: spool_empty(d) and
+                 d.log_text().count("event=delivered") >= 6, 30, "uploads")
         check(set(mock.stored) == uids, "every instance reached the server")
         by_study = {}
         for study, sent, types in mock.stow_requests:
@@ -1065,7 +1120,10 @@ def test_upload(work):
 def test_upload_outcomes(work):
     mock = MockWeb()
     try:
-        d = upload_daemon(work, mock).start()
+        # retry.max_s 60: the 403 entry (retried after max_s) stays in
+        # deferred/ while queue show and queue delete look at it; the
+        # other retries here wait retry.min_s or Retry-After.
+        d = upload_daemon(work, mock, retry={"max_s": 60}).start()
         study = generate_uid()
 
         def send(n, tag):
@@ -1079,10 +1137,19 @@ def test_upload_outcomes(work):
                   "%d stored (%s)" % (n, tag))
             return files
 
-        # 202: one rejected (A900), one already there (45070), one stored.
-        mock.stow_mode = "mixed"
-        files = send(3, "mixed")
+        # 202: one rejected (A900), one already there (45070), one stored;
+        # the answers are per instance, so they hold however the three
+        # are batched.
+        files = []
+        for i in range(3):
+            files.append(os.path.join(work, "mixed%d.dcm" % i))
+            make_instance(files[-1], study=study, size=32)
+        mock.reasons = {sop_uid(files[0]): 43264, sop_uid(files[1]): 45070}
+        r = storescu(d.port, files)
+        check(len(acknowledged_files(r.stdout + r.stderr)) == 3,
+              "3 stored (mixed)")
         wait_for(lambda: spool_empty(d), 30, "mixed outcomes")
+        mock.reasons = {}
         failed = d.entries("failed")
         check(len(failed) == 1 and sop_uid(failed[0]) == sop_uid(files[0]),
               "the A900 instance is in failed/")
@@ -1104,7 +1171,6 @@ def test_upload_outcomes(work):
               "last reason:  A900 (data set does not match SOP Class)" in
               r.stdout and "attempts:     1" in r.stdout,
               "queue show gives state, reason and attempts")
-        mock.stow_mode = "ok"
         r = run([BINARY, "queue", "retry", fid, "--config", d.config])
         check(r.returncode == 0 and "failed -> incoming" in r.stdout,
               "queue retry moves it back")
@@ -1273,23 +1339,42 @@ def test_upload_faults(work):
         study = generate_uid()
         n = [0]
 
-        def send(count):
+        def make(count, of=study):
             files = []
             for i in range(count):
                 p = os.path.join(work, "f%d.dcm" % n[0])
                 n[0] += 1
-                make_instance(p, study=study, size=32)
+                make_instance(p, study=of, size=32)
                 files.append(p)
+            return files
+
+        def send(count, of=study, files=None):
+            files = files or make(count, of)
             r = storescu(d.port, files)
             check(len(acknowledged_files(r.stdout + r.stderr)) == count,
                   "%d stored" % count)
             return [sop_uid(f) for f in files]
 
-        # 415 for the batch: split, each alone is accepted.
+        # 415 for the batch: split, each alone is accepted. A batch of
+        # three needs the three in incoming/ at one scheduling pass, so
+        # uploads are paused while they arrive (a 429 with Retry-After for
+        # an instance of another study), then resumed.
+        mock.retry_after = "3600"
+        mock.stow_mode = "429once"
+        held = send(1, of=generate_uid())
+        wait_for(lambda: re.search(r'event=deferred sop=%s .*reason="HTTP '
+                                   r'429' % re.escape(held[0]),
+                                   d.log_text()), 30, "uploads paused")
         mock.stow_mode = "split415"
         uids = send(3)
-        wait_for(lambda: set(uids) <= set(mock.stored), 30, "split")
-        check("event=split" in d.log_text(), "the batch was split")
+        check(not set(uids) & set(mock.stored), "nothing sent while paused")
+        r = run([BINARY, "queue", "resume", "--config", d.config])
+        check(r.returncode == 0 and "pause lifted" in r.stdout,
+              "queue resume: " + r.stdout.strip())
+        wait_for(lambda: set(uids + held) <= set(mock.stored), 30, "split")
+        check(re.search(r"event=split study=%s instances=3 status=415"
+                        % re.escape(study), d.log_text()),
+              "the batch of three was split")
         check(not d.entries("failed"), "nothing dead-lettered by a split")
         # 415 for the instance alone: dead-lettered with the reason.
         mock.stow_mode = "reject415"
@@ -1300,12 +1385,20 @@ def test_upload_faults(work):
                   d.entries("failed")[0])[:-4])).read(),
               "the 415 is the recorded reason")
         # 409, every instance already there (45070): delivered, not failed.
-        mock.stow_mode = "exists409"
-        uids = send(2)
-        wait_for(lambda: spool_empty(d), 30, "409 already stored")
+        # The answer is per instance (MockWeb.reasons), so it holds however
+        # the two are batched. The event=delivered lines follow the
+        # removals: wait for both.
+        mock.stow_mode = "ok"
+        files = make(2)
+        mock.reasons = {sop_uid(f): 45070 for f in files}
+        uids = send(2, files=files)
+        wait_for(lambda: spool_empty(d) and
+                 d.log_text().count("status=409") >= 2, 30,
+                 "409 already stored")
         check(len(d.entries("failed")) == 1 and
               d.log_text().count("status=409") == 2,
               "409 with 45070 counts as delivered")
+        mock.reasons = {}
         # Garbage JSON in a 200: deferred, then delivered.
         mock.stow_mode = "garbage"
         uids = send(1)
@@ -1319,10 +1412,10 @@ def test_upload_faults(work):
         # The server is down: everything waits in deferred/, then goes.
         mock.close()
         uids = send(4)
-        wait_for(lambda: len(d.entries("deferred")) == 4, 30, "deferred")
+        wait_for(lambda: len(d.entries("deferred")) == 4 and
+                 "no answer from" in d.log_text(), 30, "deferred")
         check(len(d.entries("failed")) == 1 and not d.entries("incoming"),
               "a dead server defers, never dead-letters")
-        check("no answer from" in d.log_text(), "the outage is logged")
         # The server comes back on the same port (the uploader's URL).
         mock = restart_mock_on(port)
         wait_for(lambda: set(uids) <= set(mock.stored), 60,
@@ -1399,22 +1492,33 @@ def test_upload_expiry(work):
         check("expired: not delivered within 1 h; last error: HTTP 500" in
               meta, "an old entry whose attempt fails is failed as expired")
 
-        # Tokens live 1 s here, so the next upload needs a new one.
-        mock.token_lifetime = 1
-        time.sleep(1.2)
+        # Tokens live 1 s here: once every token given out so far has
+        # expired (the last one counted from when its request came in,
+        # which is after the daemon started its clock), the next upload
+        # needs a new one, and the endpoint refuses it.
         mock.token_mode = "refuse"
+        with mock.lock:
+            expiry = max(mock.token_expiries)
+        wait_for(lambda: time.monotonic() > expiry, 30,
+                 "the daemon's last token to expire")
         p = os.path.join(work, "t.dcm")
         uid = make_instance(p, size=16)
         r = storescu(d.port, [p])
         check(len(acknowledged_files(r.stdout + r.stderr)) == 1, "stored")
-        wait_for(lambda: d.entries("deferred"), 30, "deferred without token")
-        check("no token: token endpoint refused" in d.log_text() and
-              len(d.entries("failed")) == 1,
+        # The event=deferred line follows the move to deferred/: wait for
+        # the line, not the directory.
+        deferred = r'id=(\S+) event=deferred .*reason="no token: token ' \
+            r'endpoint refused'
+        wait_for(lambda: re.search(deferred, d.log_text()), 30,
+                 "deferred without token")
+        check(len(d.entries("failed")) == 1,
               "a refused token defers, never dead-letters")
         mock.token_mode = "ok"
-        subprocess.run([BINARY, "queue", "retry",
-                        os.path.basename(d.entries("deferred")[0])[:-4],
-                        "--config", d.config], capture_output=True)
+        # The entry may already be on its retry (deferred/ -> active/):
+        # queue retry then finds nothing to move, and the retry delivers it.
+        run([BINARY, "queue", "retry",
+             re.search(deferred, d.log_text()).group(1),
+             "--config", d.config])
         wait_for(lambda: uid in mock.stored, 30, "delivered once the token "
                  "endpoint accepts the client again")
         check(d.stop() == 0, "clean stop")

@@ -363,7 +363,7 @@ def test_duplicate(work):
         server.mode = "ok"
         wait_for(lambda: it.spool_empty(d), 60, "delivery")
         # Each line follows its spool change.
-        wait_for(lambda: log_event(d, "duplicate-removed", id_b), 10,
+        wait_for(lambda: log_event(d, "duplicate-removed", id_b), 30,
                  "the duplicate's removal logged")
         posts = server.posts_of(sop)
         check(all(p[2] == "CT1" for p in posts) and posts[-1][3] == 200,
@@ -549,7 +549,7 @@ def test_pause_restart(work):
         server.mode = "ok"
         d = daemon(work, server, spool=spool,
                    retry={"max_pause_s": 30}).start()
-        wait_for(lambda: "recorded before this start" in d.log_text(), 10,
+        wait_for(lambda: "recorded before this start" in d.log_text(), 30,
                  "the old pause is obeyed")
         check(status_json(d)["paused"]["remaining_s"] <= 30,
               "cut to today's retry.max_pause_s")
@@ -684,7 +684,7 @@ def test_orthanc(work):
                 check(os.path.exists(entry_path(d, "failed", id_b)),
                       "keep-first: B in failed/")
             else:
-                wait_for(lambda: log_event(d, "delivered", id_b), 10,
+                wait_for(lambda: log_event(d, "delivered", id_b), 30,
                          "B's delivery logged")
                 delivered = re.search(r"id=%s event=delivered .*status=200" %
                                       id_b, d.log_text())

@@ -263,7 +263,10 @@ def test_stow_echo(work):
         cfg = config(work, srv.url(), srv.url("/token"))
         d = daemon(work, cfg).start()
         send_one(work, d, "echo")
-        wait_for(lambda: d.entries("failed"), 30, "the 400 dead-letters it")
+        # event=failed is logged after the move to failed/: wait for both.
+        wait_for(lambda: d.entries("failed") and
+                 "event=failed" in d.log_text(), 30,
+                 "the 400 dead-letters it")
         token = seen["token"]
         check(len(token) > 20, "the server saw the bearer token")
         fid = os.path.basename(d.entries("failed")[0])[:-4]

@@ -8,7 +8,7 @@ dir, HAProxy in front, and raw peers that stall or lie.
 usage: tls_it.py BINARY CRAFT_SCU TEST
 
 TEST is one of: both, rejects, stall, kill9, reload, haproxy, proxy_untrusted,
-config. Each prints what it measured and exits non-zero on the first
+config, options. Each prints what it measured and exits non-zero on the first
 failed check.
 """
 import glob
@@ -133,7 +133,8 @@ def fingerprint(d, name):
 
 class Pki:
     """CA, server, CT01 and MR02 modality certificates, an expired one, one
-    from an unknown CA and a 1024-bit one, all in @work/pki."""
+    from an unknown CA, a 1024-bit one and a SHA-1-signed one, all in
+    @work/pki."""
 
     def __init__(self, work):
         self.dir = d = os.path.join(work, "pki")
@@ -150,6 +151,7 @@ class Pki:
         make_leaf(d, "expired", "ca", cn="CT01", past=True)
         make_leaf(d, "rogue", "rogue-ca", cn="CT01")
         make_leaf(d, "weak", "ca", cn="CT01", bits=1024)
+        make_leaf(d, "sha1", "ca", cn="CT01", md="sha1")
 
     def path(self, name):
         return os.path.join(self.dir, name)
@@ -393,6 +395,14 @@ def test_rejects(work):
                       r"(weak|small)|client certificate refused: 1024-bit "
                       r"RSA key)") is not None,
           "1024-bit key refused and logged")
+    # A client certificate signed with SHA-1, from our CA.
+    got = tls_client(d, pki, "sha1")
+    check(not (isinstance(got, bytes) and got[:1] == b"\x02"),
+          "SHA-1-signed client certificate: no A-ASSOCIATE-AC (%r)" % (got,))
+    check(wait_log(d, r"reason=\"(TLS handshake failed: [^\"]*signature "
+                      r"digest algorithm too weak|client certificate "
+                      r"refused: certificate signed with SHA1)") is not None,
+          "SHA-1 signature refused and logged")
     # Plain DICOM on the TLS port, TLS on the plain port.
     s = socket.create_connection(("127.0.0.1", d.tls_port), timeout=10)
     s.sendall(associate_rq(b"ECHOSCU"))
@@ -415,6 +425,10 @@ def test_rejects(work):
     got = tls_client(d2, pki, "weak", b"ECHOSCU")
     check(isinstance(got, bytes) and got[:1] == b"\x02",
           "security_level 0: the 1024-bit certificate is accepted (%r)"
+          % (got,))
+    got = tls_client(d2, pki, "sha1", b"ECHOSCU")
+    check(isinstance(got, bytes) and got[:1] == b"\x02",
+          "security_level 0: the SHA-1-signed certificate is accepted (%r)"
           % (got,))
     check(d2.stop() == 0, "clean stop")
 
@@ -468,6 +482,41 @@ def test_stall(work):
     r = store_tls(d, pki, files)
     check(r.returncode == 0, "served after the stalls: %s" % r.stderr)
     check(d.stop() == 0, "clean stop")
+
+
+def test_many_at_once(work):
+    """16 TLS associations opened at the same instant from one address,
+    with the default dicom.max_pending (32): every one is served and none
+    is evicted while there is room (one PACS may open many at once)."""
+    pki = Pki(work)
+    d = start(tls_daemon(work, pki))
+    files = make_files(work, 16)
+    procs = []
+    for f in files:
+        procs.append(subprocess.Popen(
+            ["storescu", "-to", "30", "-ta", "30", "-td", "60",
+             "-aet", "CT01", "-aec", "STOWBRIDGE", *tls_args(pki),
+             "127.0.0.1", str(d.tls_port), f],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    failed = []
+    for p in procs:
+        out, _ = p.communicate(timeout=240)
+        if p.returncode != 0:
+            failed.append(out[-200:])
+    check(not failed, "16 TLS C-STOREs at once from one address all "
+          "served: %s" % failed[:2])
+    check("evicted" not in d.log_text(), "none evicted while there is room")
+    check(wait_for_count(d, 16), "16 instances in the spool")
+    check(d.stop() == 0, "clean stop")
+
+
+def wait_for_count(d, n, seconds=30):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if len(d.entries("incoming")) + len(d.entries("active")) >= n:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def test_kill9(work):
@@ -566,6 +615,173 @@ def test_reload(work):
                       r"certificate_file") is not None,
           "garbage certificate refused")
     check(server_fingerprint(d.tls_port) == new, "old material kept")
+    check(d.stop() == 0, "clean stop")
+
+
+def test_options(work):
+    """dicom.tls.client_certificate optional and none, certificate_sha256
+    in any case with or without colons, profile bcp195,
+    dicom.bind_address (::1 and 127.0.0.1 only), and the CRL: a revoked
+    client certificate refused, a CRL revoking one more re-read on SIGHUP
+    (new associations refused, others still served); the CA file
+    re-read on SIGHUP."""
+    pki = Pki(work)
+    # optional: with or without a certificate; a bad one still refused.
+    d = start(tls_daemon(work, pki, client_certificate="optional"))
+    r = echo_tls(d, pki, cert=None, calling="ECHOSCU")
+    check(r.returncode == 0, "optional: no client certificate accepted: %s"
+          % r.stderr)
+    r = echo_tls(d, pki, cert="ct01", calling="CT01")
+    check(r.returncode == 0, "optional: CT01's certificate accepted (and "
+          "bound): %s" % r.stderr)
+    r = echo_tls(d, pki, cert=None, calling="CT01")
+    check(r.returncode != 0, "optional: CT01 (bound to a certificate) "
+          "without one refused")
+    check(wait_log(d, r"event=rejected assoc=\d+ from=CT01@127.0.0.1 "
+                      r"called=STOWBRIDGE port=tls ") is not None,
+          "optional: the certificate-less CT01 logged as rejected")
+    r = echo_tls(d, pki, cert="rogue", calling="ECHOSCU")
+    check(r.returncode != 0, "optional: a certificate from an unknown CA "
+          "still refused")
+    check(d.stop() == 0, "clean stop")
+    # none: no certificate asked for; bindings are a configuration error.
+    d = Daemon(work, dicom={"tls": tls_config(pki, client_certificate="none",
+                                              ca_file="")})
+    d.tls_port = d.cfg["dicom"]["tls"]["port"]
+    start(d)
+    r = echo_tls(d, pki, cert=None, calling="ANY")
+    check(r.returncode == 0, "none: accepted without a certificate: %s"
+          % r.stderr)
+    check(d.stop() == 0, "clean stop")
+    d = Daemon(work, dicom={"tls": tls_config(pki, client_certificate="none"),
+                            "allowed_callers": callers(pki)})
+    d.start(wait=False)
+    rc = d.proc.wait(30)
+    check(rc == 2 and "a certificate binding needs client certificates"
+          in d.log_text(), "none with certificate bindings: a start-up "
+          "error (%d)" % rc)
+    # certificate_sha256 in any case, with or without colons; a bad one
+    # is a start-up error.
+    fp = fingerprint(pki.dir, "mr02")
+    d = Daemon(work, dicom={"tls": tls_config(pki), "allowed_callers": [
+        {"ae_title": "MR02", "certificate_sha256": [fp.replace(":", "")]},
+        {"ae_title": "MR03",
+         "certificate_sha256": [fp.lower(), "00" * 32]},
+        {"ae_title": "ECHOSCU"}]})
+    d.tls_port = d.cfg["dicom"]["tls"]["port"]
+    start(d)
+    for calling in ("MR02", "MR03"):
+        r = echo_tls(d, pki, cert="mr02", calling=calling)
+        check(r.returncode == 0, "certificate_sha256 for %s (upper case "
+              "without colons, lower case with): %s" % (calling, r.stderr))
+    r = echo_tls(d, pki, cert="ct01", calling="MR03")
+    check(r.returncode != 0, "another certificate for MR03 refused")
+    check(d.stop() == 0, "clean stop")
+    d = Daemon(work, dicom={"tls": tls_config(pki), "allowed_callers": [
+        {"ae_title": "MR02", "certificate_sha256": [fp[:-3]]}]})
+    d.start(wait=False)
+    rc = d.proc.wait(30)
+    check(rc == 2 and "certificate_sha256[0]: expected a SHA-256 "
+          "fingerprint" in d.log_text(), "a short fingerprint is a "
+          "start-up error (%d)" % rc)
+    # bcp195.
+    d = start(tls_daemon(work, pki, profile="bcp195"))
+    r = echo_tls(d, pki)
+    check(r.returncode == 0, "profile bcp195: %s" % r.stderr)
+    check(d.stop() == 0, "clean stop")
+    # bind_address.
+    for addr, served, refused in (("::1", "::1", "127.0.0.1"),
+                                  ("127.0.0.1", "127.0.0.1", "::1")):
+        d = Daemon(work, dicom={"bind_address": addr,
+                                "tls": tls_config(pki)})
+        d.tls_port = d.cfg["dicom"]["tls"]["port"]
+        d.start(wait=False)
+        ok = False
+        deadline = time.monotonic() + 10
+        while not ok and time.monotonic() < deadline:
+            try:
+                socket.create_connection((served, d.tls_port), 1).close()
+                ok = True
+            except OSError:
+                time.sleep(0.1)
+        check(ok, "bind_address %s: the TLS port listens there" % addr)
+        for port in (d.port, d.tls_port):
+            try:
+                socket.create_connection((refused, port), 2).close()
+                reached = True
+            except OSError:
+                reached = False
+            check(not reached, "bind_address %s: port %d not reachable on "
+                  "%s" % (addr, port, refused))
+        s = socket.create_connection((served, d.port), timeout=10)
+        s.sendall(associate_rq(b"ECHOSCU"))
+        check(s.recv(64)[:1] == b"\x02", "bind_address %s: plain "
+              "association on %s accepted" % (addr, served))
+        s.close()
+        got = tls_client(d, pki, "ct01", b"CT01", host=served)
+        check(isinstance(got, bytes) and got[:1] == b"\x02",
+              "bind_address %s: TLS association on %s accepted (%r)"
+              % (addr, served, got))
+        check(d.stop() == 0, "clean stop")
+    # CRL: MR02 revoked; then CT01 too, re-read on SIGHUP.
+    conf = ca_conf(pki.dir, "ca")
+    crl = pki.path("crl.pem")
+    openssl("ca", "-config", conf, "-revoke", "mr02.pem", cwd=pki.dir)
+    openssl("ca", "-config", conf, "-gencrl", "-out", "crl.pem",
+            cwd=pki.dir)
+    d = start(tls_daemon(work, pki, crl_file=crl))
+    r = echo_tls(d, pki, cert="mr02", calling="MR02")
+    check(r.returncode != 0, "crl_file: MR02's revoked certificate refused")
+    check(wait_log(d, r"reason=\"TLS handshake failed: [^\"]*\(certificate: "
+                      r"certificate revoked\)") is not None,
+          "revoked certificate logged")
+    r = echo_tls(d, pki)
+    check(r.returncode == 0, "crl_file: CT01 still accepted: %s" % r.stderr)
+    openssl("ca", "-config", conf, "-revoke", "ct01.pem", cwd=pki.dir)
+    openssl("ca", "-config", conf, "-gencrl", "-out", "crl.pem",
+            cwd=pki.dir)
+    n = len(re.findall("event=tls-reloaded", d.log_text()))
+    d.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while (len(re.findall("event=tls-reloaded", d.log_text())) == n
+           and time.monotonic() < deadline):
+        time.sleep(0.1)
+    check(len(re.findall("event=tls-reloaded", d.log_text())) > n,
+          "SIGHUP: the TLS files re-read")
+    r = echo_tls(d, pki)
+    check(r.returncode != 0, "after SIGHUP the new CRL refuses CT01")
+    r = echo_tls(d, pki, cert="ct01", calling="CTNAME")
+    check(r.returncode != 0, "CT01's certificate refused whatever the AE")
+    # A broken CRL keeps the one in use.
+    with open(crl, "w") as f:
+        f.write("not a CRL\n")
+    d.proc.send_signal(signal.SIGHUP)
+    check(wait_log(d, r"event=tls-reload-failed reason=\"dicom.tls.crl_file")
+          is not None, "a broken CRL: reload refused, logged")
+    r = echo_tls(d, pki)
+    check(r.returncode != 0, "the CRL in use is kept (CT01 still refused)")
+    r = it.echo(d.port)
+    check(r.returncode == 0, "plain port served throughout: %s" % r.stderr)
+    check(d.stop() == 0, "clean stop")
+    # The CA file, re-read on SIGHUP: a second CA trusted from then on.
+    live_ca = pki.path("live-ca.pem")
+    shutil.copy(pki.path("ca.pem"), live_ca)
+    d = start(tls_daemon(work, pki, ca_file=live_ca))
+    r = echo_tls(d, pki, cert="rogue", calling="ECHOSCU")
+    check(r.returncode != 0, "a certificate of the other CA refused")
+    with open(live_ca, "a") as f, open(pki.path("rogue-ca.pem")) as g:
+        f.write(g.read())
+    n = len(re.findall("event=tls-reloaded", d.log_text()))
+    d.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while (len(re.findall("event=tls-reloaded", d.log_text())) == n
+           and time.monotonic() < deadline):
+        time.sleep(0.1)
+    r = echo_tls(d, pki, cert="rogue", calling="ECHOSCU")
+    check(r.returncode == 0, "after SIGHUP with the other CA added to "
+          "ca_file: accepted: %s" % r.stderr)
+    r = echo_tls(d, pki)
+    check(r.returncode == 0, "the first CA still trusted: %s" % r.stderr)
     check(d.stop() == 0, "clean stop")
 
 
@@ -759,6 +975,54 @@ def test_config(work):
     d.start(wait=False)
     check(d.proc.wait(30) != 0 and "check the password file"
           in d.log_text(), "a wrong password is a start-up error")
+    # The key as the systemd credential tls_key (private_key_file "",
+    # the packaged unit's LoadCredential=tls_key:/etc/stowbridge/tls/key.pem).
+    creds = os.path.join(work, "credentials")
+    os.makedirs(creds, 0o700)
+    shutil.copy(pki.path("server.key"), os.path.join(creds, "tls_key"))
+    os.chmod(os.path.join(creds, "tls_key"), 0o400)
+    env = dict(os.environ, CREDENTIALS_DIRECTORY=creds)
+    d = Daemon(work, dicom={"tls": tls_config(pki, private_key_file="")})
+    d.tls_port = d.cfg["dicom"]["tls"]["port"]
+    d.start(env=env)
+    deadline = time.monotonic() + 10
+    r = echo_tls(d, pki, calling="ANY")
+    while r.returncode != 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        r = echo_tls(d, pki, calling="ANY")
+    check(r.returncode == 0, "private_key_file \"\": the key from "
+          "$CREDENTIALS_DIRECTORY/tls_key serves TLS: %s" % r.stderr)
+    check(d.stop() == 0, "clean stop")
+    r = run([it.BINARY, "check", "--config", d.config], env=env)
+    check(r.returncode == 0 and "tls: ok" in r.stdout, "check with the "
+          "credential tls_key: %s" % r.stdout[-300:])
+    # The unit's fallback when key.pem is missing (SetCredential=tls_key:\n):
+    # a configuration error naming the credential, exit status 2.
+    os.chmod(os.path.join(creds, "tls_key"), 0o600)
+    with open(os.path.join(creds, "tls_key"), "w") as f:
+        f.write("\n")
+    empty_text = "the systemd credential tls_key is empty"
+    d = Daemon(work, dicom={"tls": tls_config(pki, private_key_file="")})
+    d.start(wait=False, env=env)
+    rc = d.proc.wait(30)
+    check(rc == 2 and empty_text in d.log_text(), "an empty credential "
+          "tls_key: exit status 2 (%d), naming it: %s" % (rc,
+                                                          d.log_text()[-300:]))
+    r = run([it.BINARY, "check", "--config", d.config], env=env)
+    check(r.returncode != 0 and empty_text in r.stdout + r.stderr,
+          "check with an empty credential tls_key fails, naming it: %s"
+          % (r.stdout + r.stderr)[-300:])
+    # No credential at all.
+    env = {k: v for k, v in os.environ.items()
+           if k != "CREDENTIALS_DIRECTORY"}
+    d.start(wait=False, env=env)
+    rc = d.proc.wait(30)
+    check(rc == 2 and "dicom.tls.private_key_file is needed" in
+          d.log_text(), "no key and no credential tls_key: exit status 2 "
+          "(%d), naming the key" % rc)
+    r = run([it.BINARY, "status", "--config", d.config], env=env)
+    check(r.returncode == 0, "status (no TLS port, no key needed) runs "
+          "without the credential tls_key: %s" % (r.stdout + r.stderr)[-300:])
     # Plain port 0: TLS only.
     d = Daemon(work, dicom={"port": 0, "tls": tls_config(pki)})
     d.tls_port = d.cfg["dicom"]["tls"]["port"]

@@ -84,9 +84,11 @@ static void *serve(void *arg)
             stub->last_len = len;
             stub->last_header_len = header_len;
             pthread_mutex_unlock(&stub->lock);
+            /* Counted before the answer too: a client that has its
+             * answer must see its request counted. */
+            atomic_fetch_add(&stub->requests, 1);
             if (answer != NULL)
                 (void)!write(fd, answer, strlen(answer));
-            atomic_fetch_add(&stub->requests, 1);
         }
         close(fd);
     }

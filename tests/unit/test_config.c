@@ -1113,10 +1113,16 @@ static void test_commit_keys(void)
         CHECK(cfg->dicom.allowed_callers[1].find);
         CHECK(cfg->commit.enabled && cfg->commit.max_wait_h == 2);
         CHECK(cfg->commit.report_retry_max_s == 300);
+        CHECK(!cfg->commit.same_association);
         CHECK(strcmp(cfg->ledger.path, "/tmp/l.db") == 0);
         CHECK(cfg->ledger.keep_days == 7);
         cfg_free(cfg);
     }
+    cfg = expect_ok("{\"commit\": {\"same_association\": true}}");
+    CHECK(cfg != NULL && cfg->commit.same_association);
+    cfg_free(cfg);
+    expect_error("{\"commit\": {\"same_association\": 1}}",
+                 "commit.same_association", NULL);
     expect_error("{\"dicom\": {\"remote_aes\": [{\"ae_title\": \"A\", "
                  "\"host\": \"h\", \"port\": 1, \"tls\": true}]}}",
                  "dicom.remote_aes[0]", "dicom.tls.ca_file");

@@ -36,21 +36,28 @@ struct fake {
     unsigned requests;
     char last_url[2048];
     char first_url[2048];
-    bool patients; /* 3 studies per patient */
+    bool patients;  /* 3 studies per patient */
+    bool server_ae; /* the server answers a Retrieve AE Title of its own */
 };
 
-static void fake_study(char *buf, size_t len, unsigned i, bool patients)
+static void fake_study(char *buf, size_t len, unsigned i, bool patients,
+                       bool server_ae)
 {
     unsigned patient = patients ? i / 3 : i;
 
     snprintf(buf, len,
-             "{\"0020000D\": {\"vr\": \"UI\", \"Value\": [\"1.2.3.%u\"]},"
+             "{%s\"0020000D\": {\"vr\": \"UI\", \"Value\": [\"1.2.3.%u\"]},"
              "\"00100010\": {\"vr\": \"PN\", \"Value\": [{\"Alphabetic\": "
              "\"NAME^%04u\"}]},"
              "\"00100020\": {\"vr\": \"LO\", \"Value\": [\"ID%04u\"]},"
              "\"00080020\": {\"vr\": \"DA\", \"Value\": [\"2020%02u%02u\"]},"
              "\"00201206\": {\"vr\": \"IS\", \"Value\": [2]},"
              "\"00201208\": {\"vr\": \"IS\", \"Value\": [5]}}",
+             server_ae ? "\"00080054\": {\"vr\": \"AE\", \"Value\": "
+                         "[\"SERVERAE\"]}, \"0020000E\": {\"vr\": \"UI\", "
+                         "\"Value\": [\"1.2.3.1.1\"]}, \"00080018\": {\"vr\": "
+                         "\"UI\", \"Value\": [\"1.2.3.1.1.1\"]}, "
+                       : "",
              i, patient, patient, 1 + i % 12, 1 + i % 28);
 }
 
@@ -66,7 +73,7 @@ static int fake_fetch(void *ctx, const char *path, struct find_reply *reply)
     struct fake *f = ctx;
     unsigned long limit = url_number(path, "limit=");
     unsigned long offset = url_number(path, "offset=");
-    size_t cap = 1024 + limit * 400;
+    size_t cap = 1024 + limit * 700;
     size_t n = 0;
 
     if (f->requests == 0)
@@ -102,8 +109,8 @@ static int fake_fetch(void *ctx, const char *path, struct find_reply *reply)
     reply->body = malloc(cap);
     n += (size_t)snprintf(reply->body + n, cap - n, "[");
     for (unsigned long i = offset; i < offset + limit && i < f->total; i++) {
-        char one[400];
-        fake_study(one, sizeof(one), (unsigned)i, f->patients);
+        char one[700];
+        fake_study(one, sizeof(one), (unsigned)i, f->patients, f->server_ae);
         n += (size_t)snprintf(reply->body + n, cap - n, "%s%s",
                               i > offset ? "," : "", one);
     }
@@ -155,7 +162,7 @@ static void run_find(struct find_service *svc, enum scp_find_model model,
 static struct find_service *service(struct fake *f, enum find_profile p,
                                     unsigned page, unsigned max)
 {
-    struct find_params params = { p, page, max, fake_fetch, f };
+    struct find_params params = { p, page, max, fake_fetch, f, NULL };
 
     return find_service_new(&params);
 }
@@ -404,9 +411,109 @@ static void test_patient_level(void)
     find_service_free(svc);
 }
 
+/* The Retrieve AE Title of @r's first answer: NULL absent, "" zero
+ * length. Frees the answer. */
+static const char *first_retrieve_ae(struct run_result *r, char *buf,
+                                     size_t len)
+{
+    const struct ds_attr *a =
+        r->first != NULL ? ds_get(r->first, DCM_TAG_RetrieveAETitle) : NULL;
+    const char *out = NULL;
+
+    if (a != NULL) {
+        snprintf(buf, len, "%s", a->value != NULL ? a->value : "");
+        out = buf;
+        CHECK(strcmp(a->vr, "AE") == 0);
+    }
+    ds_free(r->first);
+    r->first = NULL;
+    return out;
+}
+
+/*
+ * Retrieve AE Title (0008,0054), PS3.4 C.4.1.1.3.2: with retrieve offered,
+ * ours in every answer at every level, asked for or not, never the
+ * server's; without, zero length when asked for and absent otherwise.
+ */
+static void test_retrieve_ae(void)
+{
+    struct fake f = { .mode = FAKE_OK, .total = 4, .server_ae = true };
+    struct find_params params = {
+        FIND_PROFILE_STANDARD, 10, 5000, fake_fetch, &f, "GATEWAY"
+    };
+    struct find_service *svc = find_service_new(&params);
+    struct find_service *plain = service(&f, FIND_PROFILE_STANDARD, 10, 5000);
+    static const char *levels[] = { "PATIENT", "STUDY", "SERIES", "IMAGE" };
+    char too_long[32];
+    struct run_result r;
+    char buf[64];
+    const char *ae;
+
+    CHECK(svc != NULL && plain != NULL);
+    if (svc == NULL || plain == NULL)
+        return;
+    for (size_t i = 0; i < 4; i++) {
+        for (int asked = 0; asked < 2; asked++) {
+            struct ds *q = ds_new();
+            enum scp_find_model model =
+                i == 0 ? SCP_FIND_PATIENT_ROOT : SCP_FIND_STUDY_ROOT;
+
+            ds_put(q, DCM_TAG_QueryRetrieveLevel, "CS", levels[i]);
+            ds_put(q, DCM_TAG_PatientID, "LO", NULL);
+            if (i >= 2)
+                ds_put(q, DCM_TAG_StudyInstanceUID, "UI", "1.2.3.1");
+            if (i == 3)
+                ds_put(q, DCM_TAG_SeriesInstanceUID, "UI", NULL);
+            if (asked)
+                ds_put(q, DCM_TAG_RetrieveAETitle, "AE", NULL);
+            run_find(svc, model, q, 0, &r);
+            CHECK_MSG(r.answers >= 1 && r.status == 0, "%s: %u answers %04X",
+                      levels[i], r.answers, r.status);
+            ae = first_retrieve_ae(&r, buf, sizeof(buf));
+            CHECK_MSG(ae != NULL && strcmp(ae, "GATEWAY") == 0,
+                      "%s asked=%d: Retrieve AE Title %s", levels[i], asked,
+                      ae != NULL ? ae : "(absent)");
+            /* Not offered: zero length when asked for, else absent. */
+            run_find(plain, model, q, 0, &r);
+            CHECK(r.answers >= 1 && r.status == 0);
+            ae = first_retrieve_ae(&r, buf, sizeof(buf));
+            if (asked)
+                CHECK_MSG(ae != NULL && ae[0] == '\0', "%s: %s", levels[i],
+                          ae != NULL ? ae : "(absent)");
+            else
+                CHECK_MSG(ae == NULL, "%s: %s", levels[i], ae);
+            ds_free(q);
+        }
+    }
+    /* The key is ours: never a match parameter nor an includefield. */
+    CHECK_MSG(strstr(f.last_url, "00080054") == NULL, "%s", f.last_url);
+    find_service_free(svc);
+    find_service_free(plain);
+
+    /* "" is "not offered"; a title longer than 16 is refused. */
+    params.retrieve_ae = "";
+    svc = find_service_new(&params);
+    CHECK(svc != NULL);
+    if (svc != NULL) {
+        struct ds *q = study_query("*");
+
+        ds_put(q, DCM_TAG_RetrieveAETitle, "AE", NULL);
+        run_find(svc, SCP_FIND_STUDY_ROOT, q, 0, &r);
+        ae = first_retrieve_ae(&r, buf, sizeof(buf));
+        CHECK(ae != NULL && ae[0] == '\0');
+        ds_free(q);
+        find_service_free(svc);
+    }
+    memset(too_long, 'A', 17);
+    too_long[17] = '\0';
+    params.retrieve_ae = too_long;
+    CHECK(find_service_new(&params) == NULL);
+}
+
 int main(void)
 {
     test_paging();
+    test_retrieve_ae();
     test_failures();
     test_urls();
     test_patient_level();

@@ -1657,6 +1657,57 @@ static void test_disk_full(void)
     CHECK(system(cmd) == 0);
 }
 
+/* ledger_check_file(): removed, replaced, overwritten, a read-only or
+ * NULL handle, and a file that is fine. */
+static void test_check_file(void)
+{
+    char path[256];
+    char moved[300];
+    struct ledger *lg = open_fast("check.db");
+    struct ledger_params rp = { .flags = LEDGER_OPEN_READONLY };
+    struct ledger *ro = NULL;
+    int fd;
+
+    if (lg == NULL)
+        return;
+    path_in(path, sizeof(path), "check.db");
+    CHECK(record(lg, "1.2.3.1", "1.2.3", "1.2.3.9", T0, LEDGER_STORED) == 0);
+    CHECK(ledger_flush(lg, 5000) == 0);
+    CHECK_MSG(ledger_check_file(lg, err, sizeof(err)) == 0, "%s", err);
+    rp.path = path;
+    CHECK(ledger_open(&rp, &ro, err, sizeof(err)) == 0);
+    CHECK(ledger_check_file(ro, err, sizeof(err)) == -ENODEV);
+    ledger_close(ro);
+    CHECK(ledger_check_file(NULL, err, sizeof(err)) == -ENODEV);
+    /* chmod: the open handle still works, nothing to do. */
+    CHECK(chmod(path, 0) == 0);
+    CHECK(ledger_check_file(lg, err, sizeof(err)) == 0);
+    CHECK(chmod(path, 0600) == 0);
+
+    /* Overwritten in place: the header is not SQLite's. */
+    fd = open(path, O_WRONLY);
+    CHECK(fd >= 0 && pwrite(fd, "garbage garbage garbage", 23, 0) == 23);
+    if (fd >= 0)
+        close(fd);
+    CHECK(ledger_check_file(lg, err, sizeof(err)) == -EUCLEAN);
+    CHECK(strstr(err, "overwritten") != NULL);
+
+    /* Replaced by another file, then removed. */
+    (void)snprintf(moved, sizeof(moved), "%s.old", path);
+    CHECK(rename(path, moved) == 0);
+    CHECK(ledger_check_file(lg, err, sizeof(err)) == -ENOENT);
+    CHECK(strstr(err, "removed") != NULL);
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    CHECK(fd >= 0);
+    if (fd >= 0)
+        close(fd);
+    CHECK(ledger_check_file(lg, err, sizeof(err)) == -ESTALE);
+    CHECK(unlink(path) == 0);
+    CHECK(ledger_check_file(lg, err, sizeof(err)) == -ENOENT);
+    ledger_close(lg);
+    (void)unlink(moved);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--child-reader") == 0)
@@ -1689,6 +1740,7 @@ int main(int argc, char **argv)
     test_corrupt_pages();
     test_unwritable();
     test_disk_full();
+    test_check_file();
     {
         char cmd[128];
 

@@ -8,10 +8,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include "base/log.h"
@@ -52,6 +54,42 @@ static void test_plain_conversions(void)
     CHECK_FMT("c=\\x0a", "c=%c", '\n');
     CHECK_FMT("n=-5 u=65535", "n=%hd u=%hu", (short)-5, (unsigned short)65535);
     CHECK_FMT("j=9 t=3", "j=%jd t=%td", (intmax_t)9, (ptrdiff_t)3);
+}
+
+/* The same without the format check, for formats the compiler would
+ * refuse: what the formatter does with them is the test. */
+static const char *fmt_unchecked(const char *format, ...)
+{
+    va_list ap;
+
+    va_start(ap, format);
+    (void)log_vformat(formatted, sizeof(formatted), format, ap);
+    va_end(ap);
+    return formatted;
+}
+
+/* Every length of the integer conversions, long double, pointers, a
+ * negative '*' width and precision; %n and unknown conversions end the
+ * line (the types of the arguments after them are unknown). */
+static void test_lengths_and_bad_formats(void)
+{
+    int written = 0;
+
+    CHECK_FMT("l=-1 ll=-2 z=-3 j=-4 t=-5", "l=%li ll=%lli z=%zd j=%ji t=%ti",
+              -1L, -2LL, (ssize_t)-3, (intmax_t)-4, (ptrdiff_t)-5);
+    CHECK_FMT("u=1 o=10 x=ff X=FF z=5 j=6 t=7",
+              "u=%u o=%llo x=%lx X=%zX z=%zu j=%ju t=%tu", 1u, 8ULL, 255UL,
+              (size_t)255, (size_t)5, (uintmax_t)6, (ptrdiff_t)7);
+    CHECK_FMT("L=2.50 e=1.0e+00 g=0.5", "L=%.2Lf e=%.1e g=%g", (long double)2.5,
+              1.0, 0.5);
+    CHECK_FMT("p=0x10", "p=%p", (void *)0x10);
+    CHECK_FMT("[42  ] [ab]", "[%*d] [%.*s]", -4, 42, -1, "ab");
+    CHECK_MSG(strcmp(fmt_unchecked("a=%d %n b=%s", 1, &written, "x"),
+                     "a=1 <bad format>...") == 0,
+              "got [%s]", formatted);
+    CHECK(written == 0);
+    CHECK_MSG(strcmp(fmt_unchecked("a=%y b=%d", 2), "a=<bad format>...") == 0,
+              "got [%s]", formatted);
 }
 
 static void test_strings_in_quotes(void)
@@ -281,6 +319,7 @@ static void test_observer(void)
 int main(void)
 {
     test_plain_conversions();
+    test_lengths_and_bad_formats();
     test_strings_in_quotes();
     test_strings_unquoted();
     test_precision_and_width();

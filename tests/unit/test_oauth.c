@@ -2,13 +2,19 @@
 /*
  * test_oauth - token endpoint answers, JWT claims, and the 403 diagnosis
  * (the "login works but the server says 403" case this product exists to
- * explain).
+ * explain); and the one base64url decoder of web/ (cred_int.h), strict
+ * for credentials, lenient for the tokens it only shows.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "tap.h"
+#include "web/cred_int.h"
 #include "web/oauth.h"
 
 static char err[512];
@@ -241,6 +247,73 @@ static void test_diagnosis(void)
     CHECK(strlen(buf) == 15);
 }
 
+/* Decodes @in with cred__base64url_decode(); true when the result is
+ * @want (NULL: refused). */
+static bool b64_is(const char *in, bool lenient, const char *want)
+{
+    size_t len = 0;
+    char *out = cred__base64url_decode(in, strlen(in), lenient, &len);
+    bool same;
+
+    if (out == NULL || want == NULL) {
+        free(out);
+        return out == NULL && want == NULL;
+    }
+    same = len == strlen(want) && strcmp(out, want) == 0;
+    free(out);
+    return same;
+}
+
+static void test_base64url(void)
+{
+    /* Both forms: the URL alphabet, no padding. */
+    CHECK(b64_is("eyJhIjoxfQ", false, "{\"a\":1}"));
+    CHECK(b64_is("eyJhIjoxfQ", true, "{\"a\":1}"));
+    CHECK(b64_is("", false, ""));
+    CHECK(b64_is("-_-_", false, "\xfb\xff\xbf"));
+    /* Strict: the standard alphabet, padding and a lone trailing
+     * character are refused; a NUL or a space anywhere too. */
+    CHECK(b64_is("+/+/", false, NULL));
+    CHECK(b64_is("eyJhIjoxfQ==", false, NULL));
+    CHECK(b64_is("YWJjZGVmY", false, NULL));
+    CHECK(b64_is("ey J", false, NULL));
+    CHECK(cred__base64url_decode("ab\0d", 4, false, NULL) == NULL);
+    /* Lenient: '+' and '/' are 62 and 63, '=' ends it, a lone trailing
+     * character is dropped; anything else is still refused. */
+    CHECK(b64_is("+/+/", true, "\xfb\xff\xbf"));
+    CHECK(b64_is("eyJhIjoxfQ==", true, "{\"a\":1}"));
+    CHECK(b64_is("eyJhIjoxfQ==junk", true, "{\"a\":1}"));
+    CHECK(b64_is("YWJjZGVmY", true, "abcdef"));
+    CHECK(b64_is("ey J", true, NULL));
+    CHECK(cred__base64url_decode("ab\0d", 4, true, NULL) == NULL);
+}
+
+/* cred__oauth_error(): the two members of an OAuth 2.0 error answer,
+ * NULL where absent or not strings. */
+static void test_oauth_error_members(void)
+{
+    const char *error = "x";
+    const char *description = "x";
+    cJSON *root = cJSON_Parse("{\"error\":\"invalid_client\","
+                              "\"error_description\":\"AADSTS7000215: no\"}");
+
+    cred__oauth_error(root, &error, &description);
+    CHECK(error != NULL && strcmp(error, "invalid_client") == 0);
+    CHECK(description != NULL && strcmp(description, "AADSTS7000215: no") == 0);
+    cJSON_Delete(root);
+    root = cJSON_Parse("{\"error\":7,\"error_description\":null}");
+    cred__oauth_error(root, &error, &description);
+    CHECK(error == NULL && description == NULL);
+    cJSON_Delete(root);
+    root = cJSON_Parse("[\"error\"]");
+    cred__oauth_error(root, &error, &description);
+    CHECK(error == NULL && description == NULL);
+    cJSON_Delete(root);
+    error = description = "x";
+    cred__oauth_error(NULL, &error, &description);
+    CHECK(error == NULL && description == NULL);
+}
+
 int main(void)
 {
     test_token_answers();
@@ -248,5 +321,7 @@ int main(void)
     test_server_texts();
     test_claims();
     test_diagnosis();
+    test_base64url();
+    test_oauth_error_members();
     return tap_done();
 }

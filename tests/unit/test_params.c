@@ -3,12 +3,15 @@
  * test_params - the configuration mapped to each module's params
  * (bridge/params.h): every field from its key, empty optional strings as
  * NULL, the auth type and profile names as enums, MiB as bytes, the
- * caller rules borrowing the config, and receive-only without upload.url.
+ * caller rules borrowing the config, receive-only without upload.url, and
+ * the Storage Commitment provider's params with the ledger's path.
  */
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "bridge/commit.h"
 #include "bridge/find.h"
 #include "bridge/params.h"
 #include "bridge/uploader.h"
@@ -191,6 +194,14 @@ static void test_find(void)
                   (int)fp.profile);
         CHECK(fp.fetch == NULL && fp.fetch_ctx == NULL);
         CHECK(fp.page_size == cfg->query.page_size);
+        /* Retrieve AE Title: ours whenever retrieve is offered (it needs
+         * upload.url, as C-FIND does), else none. */
+        if (params_retrieve_enabled(cfg))
+            CHECK(fp.retrieve_ae != NULL &&
+                  strcmp(fp.retrieve_ae, cfg->dicom.ae_title) == 0);
+        else
+            CHECK(fp.retrieve_ae == NULL);
+        CHECK_MSG(params_retrieve_enabled(cfg) == (i > 0), "row %zu", i);
         cfg_free(cfg);
     }
     struct cfg *cfg = parse(full_text);
@@ -240,11 +251,72 @@ static void test_uploader(void)
     cfg_free(cfg);
 }
 
+static void test_commit(void)
+{
+    struct cfg *cfg = parse(
+        "{\"dicom\": {\"ae_title\": \"GATEWAY\", \"timeout_s\": 9, "
+        "\"remote_aes\": [{\"ae_title\": \"CT1\", \"host\": \"10.1.2.3\", "
+        "\"port\": 104}, {\"ae_title\": \"MR1\", \"host\": \"mr.example\", "
+        "\"port\": 11112, \"tls\": true, \"certificate_sha256\": \""
+        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\"}], "
+        "\"tls\": {\"ca_file\": \"/etc/ca.pem\"}}, \"spool\": {\"dir\": \"/srv/spool\", "
+        "\"min_free_mb\": 77}, \"upload\": {\"url\": \"https://p.example\"}, "
+        "\"commit\": {\"max_wait_h\": 5, \"report_retry_max_s\": 60, "
+        "\"same_association\": true}, \"ledger\": {\"keep_days\": 3}}");
+    struct commit_params cp;
+    struct commit_remote *remotes = NULL;
+    char path[64];
+    char tiny[8];
+
+    if (cfg == NULL)
+        return;
+    CHECK(params_commit(cfg, path, sizeof(path), &remotes, &cp) == 0);
+    CHECK(cp.ledger_path == path && strcmp(path, "/srv/spool/ledger.db") == 0);
+    CHECK(strcmp(cp.our_ae, "GATEWAY") == 0);
+    CHECK(strcmp(cp.destination, "https://p.example") == 0);
+    CHECK(cp.remote_count == 2 && cp.remotes == remotes && remotes != NULL);
+    if (remotes != NULL) {
+        CHECK(strcmp(remotes[0].ae_title, "CT1") == 0 &&
+              strcmp(remotes[0].host, "10.1.2.3") == 0 &&
+              remotes[0].port == 104);
+        CHECK(remotes[1].ae_title == cfg->dicom.remote_aes[1].ae_title &&
+              remotes[1].port == 11112);
+        /* TLS and the pin, for the report (the material comes from
+         * params_scp_remotes()). */
+        CHECK(!remotes[0].tls && remotes[0].certificate_sha256 == NULL);
+        CHECK(remotes[1].tls && remotes[1].certificate_sha256 != NULL &&
+              strncmp(remotes[1].certificate_sha256, "00112233", 8) == 0);
+    }
+    CHECK(cp.outbound_tls == NULL);
+    CHECK(cp.max_wait_h == 5 && cp.report_retry_max_s == 60);
+    CHECK(cp.timeout_s == 9 && cp.min_free_mb == 77 && cp.keep_days == 3);
+    CHECK(cp.same_association);
+    CHECK(cp.spool == NULL && cp.web == NULL);
+    free(remotes);
+    /* A path that does not fit: no ledger. */
+    CHECK(params_commit(cfg, tiny, sizeof(tiny), &remotes, &cp) == 0);
+    CHECK(cp.ledger_path == NULL);
+    CHECK(params_ledger_path(cfg, tiny, sizeof(tiny)) == -ENAMETOOLONG);
+    free(remotes);
+    cfg_free(cfg);
+
+    /* Defaults: no remote AEs, same_association off, ledger.path kept. */
+    cfg = parse("{\"ledger\": {\"path\": \"/var/lib/l.db\"}}");
+    if (cfg == NULL)
+        return;
+    CHECK(params_commit(cfg, path, sizeof(path), &remotes, &cp) == 0);
+    CHECK(remotes == NULL && cp.remotes == NULL && cp.remote_count == 0);
+    CHECK(!cp.same_association && cp.max_wait_h == 24);
+    CHECK(cp.ledger_path != NULL && strcmp(path, "/var/lib/l.db") == 0);
+    cfg_free(cfg);
+}
+
 int main(void)
 {
     test_scp();
     test_web();
     test_find();
     test_uploader();
+    test_commit();
     return tap_done();
 }

@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_util - UID and AE title validation, trimming, IPv4 networks, log
- * level names.
+ * level names, the error formatter.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/log.h"
 #include "base/util.h"
@@ -128,6 +130,42 @@ static void test_utf8(void)
                   "case %zu", i);
 }
 
+/* util_err: formats, cuts to fit with a NUL, and writes nothing when
+ * there is no room or no buffer. */
+static void test_err(void)
+{
+    char err[8];
+
+    util_err(err, sizeof(err), "%s %d", "code", 42);
+    CHECK(strcmp(err, "code 42") == 0);
+    util_err(err, sizeof(err), "%s", "longer than eight");
+    CHECK(strcmp(err, "longer ") == 0);
+    memcpy(err, "kept", 5);
+    util_err(err, 0, "%s", "nothing");
+    CHECK(strcmp(err, "kept") == 0);
+    util_err(NULL, 16, "%s", "nowhere"); /* must not crash */
+    util_err(err, 1, "%s", "x");
+    CHECK(err[0] == '\0');
+}
+
+/* util_deadline_ms: later than now by the delay, nanoseconds in range. */
+static void test_deadline(void)
+{
+    struct timespec before;
+    struct timespec d;
+    int64_t diff_ms;
+
+    (void)clock_gettime(CLOCK_MONOTONIC, &before);
+    util_deadline_ms(CLOCK_MONOTONIC, 1999, &d);
+    CHECK(d.tv_nsec >= 0 && d.tv_nsec < 1000000000L);
+    diff_ms = (int64_t)(d.tv_sec - before.tv_sec) * 1000 +
+              (d.tv_nsec - before.tv_nsec) / 1000000;
+    CHECK(diff_ms >= 1999 && diff_ms < 1999 + 1000);
+    util_deadline_ms(CLOCK_REALTIME, 0, &d);
+    CHECK(d.tv_nsec >= 0 && d.tv_nsec < 1000000000L);
+    CHECK(d.tv_sec >= (time_t)(util_now_realtime_us() / 1000000u) - 1);
+}
+
 int main(void)
 {
     test_uids();
@@ -136,5 +174,7 @@ int main(void)
     test_log_levels();
     test_random();
     test_utf8();
+    test_err();
+    test_deadline();
     return tap_done();
 }
