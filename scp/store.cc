@@ -348,8 +348,9 @@ static OFCondition receive_store(struct scp_assoc *sa,
         return EC_Normal;
     }
 
-    /* 3. Validate against the command. */
-    r = spool_entry_path(scp->spool, SPOOL_TMP, id, path, sizeof(path));
+    /* 3. Validate against the command (the file is not linked yet: read
+     * it by the path the spool gives). */
+    r = spool_tmp_path(scp->spool, id, fd, path, sizeof(path));
     if (r < 0 ||
         !validate_received(path, sop_class, sop_instance, study_uid, res)) {
         if (r < 0)
@@ -359,9 +360,17 @@ static OFCondition receive_store(struct scp_assoc *sa,
         return EC_Normal;
     }
 
-    /* 4. Commit: fsync, rename into incoming/, fsync directories. */
+    /* 4. Commit: labelled with what the uploader needs (UIDs, calling
+     * AE), the file and its entry in incoming/ made durable; no meta/
+     * sidecar on this path (spool.h). */
     uint64_t bytes = consumer.bytes();
-    r = spool_commit(scp->spool, id, fd, err, sizeof(err));
+    struct spool_meta label;
+    memset(&label, 0, sizeof(label));
+    OFStandard::strlcpy(label.study_uid, study_uid, sizeof(label.study_uid));
+    OFStandard::strlcpy(label.sop_uid, sop_instance, sizeof(label.sop_uid));
+    OFStandard::strlcpy(label.calling_ae, sa->calling_ae,
+                        sizeof(label.calling_ae));
+    r = spool_commit_labelled(scp->spool, id, fd, &label, err, sizeof(err));
     if (r < 0) {
         log_err("event=spool-error assoc=%lu id=%s reason=\"%s\"", sa->number,
                 id, err);
@@ -369,17 +378,6 @@ static OFCondition receive_store(struct scp_assoc *sa,
                    "cannot commit spool file");
         return EC_Normal;
     }
-
-    /* What the uploader will need, kept beside the entry; losing it does
-     * no harm (the UIDs can be read from the file again). */
-    struct spool_meta meta;
-    memset(&meta, 0, sizeof(meta));
-    OFStandard::strlcpy(meta.study_uid, study_uid, sizeof(meta.study_uid));
-    OFStandard::strlcpy(meta.sop_uid, sop_instance, sizeof(meta.sop_uid));
-    OFStandard::strlcpy(meta.calling_ae, sa->calling_ae,
-                        sizeof(meta.calling_ae));
-    if (spool_meta_write(scp->spool, id, &meta, err, sizeof(err)) < 0)
-        log_warning("event=meta-failed id=%s reason=\"%s\", ignoring", id, err);
 
     /* 5. Only now is it safe to say success. */
     if (scp->observer.stored != NULL)

@@ -3,10 +3,17 @@
  * spool - see spool.h for the contract.
  *
  * Every state is a directory opened once (O_DIRECTORY) at spool_open();
- * all operations are relative to those fds (openat, renameat, unlinkat,
- * fstatat, fsync of the directory fd). The write, fsync, renameat and close
- * calls on the receive path go through spool__io so that tests can make
- * them fail (spool_int.h).
+ * all operations are relative to those fds (openat, renameat, linkat,
+ * unlinkat, fstatat, fsync of the directory fd). The write, fsync,
+ * renameat, linkat, fsetxattr and close calls on the receive path go
+ * through spool__io so that tests can make them fail (spool_int.h).
+ *
+ * Group commit (spool_dir_sync()): a commit takes a ticket after its link
+ * or rename and waits until an fsync of the directory that started after
+ * its ticket has finished; whichever waiting commit finds no fsync running
+ * issues the next one for every ticket handed out so far, then hands the
+ * result to each commit it covered. One association never waits (there is
+ * nobody to share with); several share one directory flush.
  */
 #include "spool.h"
 
@@ -14,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +29,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,21 +43,58 @@
 #define SPOOL_PAUSE_TMP ".pause.tmp"
 #define SPOOL_SUFFIX ".dcm"
 #define SPOOL_NAME_MAX (SPOOL_ID_MAX + sizeof(SPOOL_SUFFIX))
+/* The entry's label (spool_commit_labelled()). */
+#define SPOOL_LABEL_XATTR "user.stowbridge"
+#define SPOOL_LABEL_MAX 512
+/* Where spool_open() tries linkat() of an O_TMPFILE file (tmp/ is emptied
+ * at start, so a crash during the probe leaves nothing behind). */
+#define SPOOL_PROBE_NAME ".tmpfile-probe"
+
+static int spool_fsetxattr(int fd, const char *name, const void *value,
+                           size_t size, int flags)
+{
+    return fsetxattr(fd, name, value, size, flags);
+}
 
 struct spool__io_ops spool__io = {
     .write = write,
     .fsync = fsync,
     .renameat = renameat,
+    .linkat = linkat,
+    .fsetxattr = spool_fsetxattr,
     .close = close,
 };
+
+bool spool__no_tmpfile = false;
 
 void spool__io_reset(void)
 {
     spool__io.write = write;
     spool__io.fsync = fsync;
     spool__io.renameat = renameat;
+    spool__io.linkat = linkat;
+    spool__io.fsetxattr = spool_fsetxattr;
     spool__io.close = close;
 }
+
+/* A commit waiting for a directory fsync (on its own stack). */
+struct spool_sync_waiter {
+    uint64_t ticket;
+    int result; /* 0 or -errno of the fsync that covered the ticket */
+    bool done;
+    struct spool_sync_waiter *next;
+};
+
+/* The group commit of one directory. */
+struct spool_dirsync {
+    pthread_mutex_t mutex;
+    pthread_cond_t done_cond;
+    uint64_t tickets; /* handed out so far */
+    bool running;     /* an fsync is in progress */
+    struct spool_sync_waiter *waiters;
+    uint64_t fsyncs; /* counters for tests (spool__dirsync_counts()) */
+    uint64_t entries;
+};
 
 struct spool {
     char *dir;
@@ -57,6 +103,9 @@ struct spool {
     int lost_found_fd;
     int meta_fd;
     int lock_fd;
+    bool tmpfile; /* receives are O_TMPFILE files of incoming/ */
+    bool sync_ready;
+    struct spool_dirsync sync[SPOOL_STATE_COUNT];
 };
 
 static const char *const spool_state_names[SPOOL_STATE_COUNT] = {
@@ -210,6 +259,37 @@ static int spool_open_subdir(struct spool *spool, const char *name, bool owner,
     return 0;
 }
 
+/* "/proc/self/fd/<fd>": the name by which linkat() gives an O_TMPFILE
+ * file its first link (AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH). */
+static void spool_fd_path(int fd, char *buf, size_t len)
+{
+    snprintf(buf, len, "/proc/self/fd/%d", fd);
+}
+
+/*
+ * True if an anonymous file can be made in incoming/ and linked into a
+ * directory of the spool: O_TMPFILE is supported by the file system and
+ * /proc/self/fd is there. The probe's link goes to tmp/ and is removed.
+ */
+static bool spool_probe_tmpfile(struct spool *spool)
+{
+    char path[64];
+    bool ok;
+    int fd = openat(spool->state_fd[SPOOL_INCOMING], ".",
+                    O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+
+    if (fd < 0)
+        return false;
+    spool_fd_path(fd, path, sizeof(path));
+    (void)unlinkat(spool->state_fd[SPOOL_TMP], SPOOL_PROBE_NAME, 0);
+    ok = linkat(AT_FDCWD, path, spool->state_fd[SPOOL_TMP], SPOOL_PROBE_NAME,
+                AT_SYMLINK_FOLLOW) == 0;
+    if (ok)
+        (void)unlinkat(spool->state_fd[SPOOL_TMP], SPOOL_PROBE_NAME, 0);
+    (void)close(fd);
+    return ok;
+}
+
 int spool_open(const char *dir, unsigned flags, struct spool **ret_spool,
                char *err, size_t err_len)
 {
@@ -222,6 +302,14 @@ int spool_open(const char *dir, unsigned flags, struct spool **ret_spool,
     spool = calloc(1, sizeof(*spool));
     if (spool == NULL)
         return -ENOMEM;
+    for (int i = 0; i < SPOOL_STATE_COUNT; i++) {
+        if (pthread_mutex_init(&spool->sync[i].mutex, NULL) != 0 ||
+            pthread_cond_init(&spool->sync[i].done_cond, NULL) != 0) {
+            free(spool);
+            return -ENOMEM;
+        }
+    }
+    spool->sync_ready = true;
     spool->dir_fd = -1;
     spool->lost_found_fd = -1;
     spool->meta_fd = -1;
@@ -303,6 +391,8 @@ int spool_open(const char *dir, unsigned flags, struct spool **ret_spool,
         if (r < 0)
             goto out_fail;
     }
+    /* Operator tools (no lock) write nothing, not even the probe. */
+    spool->tmpfile = owner && !spool__no_tmpfile && spool_probe_tmpfile(spool);
     *ret_spool = spool;
     return 0;
 
@@ -326,6 +416,11 @@ void spool_close(struct spool *spool)
         (void)close(spool->lock_fd); /* releases the flock */
     if (spool->dir_fd >= 0)
         (void)close(spool->dir_fd);
+    if (spool->sync_ready)
+        for (int i = 0; i < SPOOL_STATE_COUNT; i++) {
+            pthread_mutex_destroy(&spool->sync[i].mutex);
+            pthread_cond_destroy(&spool->sync[i].done_cond);
+        }
     free(spool->dir);
     free(spool);
 }
@@ -509,6 +604,20 @@ int spool_tmp_create(struct spool *spool, char ret_id[SPOOL_ID_MAX],
     char name[SPOOL_NAME_MAX];
     int fd = -1;
 
+    if (spool->tmpfile) {
+        int r = spool_new_id(id);
+        if (r < 0)
+            return spool_syserr(err, err_len, -r, "getrandom", spool->dir,
+                                NULL);
+        fd = openat(spool->state_fd[SPOOL_INCOMING], ".",
+                    O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        if (fd < 0)
+            return spool_syserr(err, err_len, errno, "open(O_TMPFILE)",
+                                spool->dir, "incoming");
+        memcpy(ret_id, id, strlen(id) + 1);
+        *ret_fd = fd;
+        return 0;
+    }
     for (int attempt = 0; attempt < 8; attempt++) {
         int r = spool_new_id(id);
         if (r < 0)
@@ -516,7 +625,7 @@ int spool_tmp_create(struct spool *spool, char ret_id[SPOOL_ID_MAX],
                                 NULL);
         spool_file_name(id, name);
         fd = openat(spool->state_fd[SPOOL_TMP], name,
-                    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+                    O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd >= 0)
             break;
         if (errno != EEXIST)
@@ -527,6 +636,25 @@ int spool_tmp_create(struct spool *spool, char ret_id[SPOOL_ID_MAX],
     memcpy(ret_id, id, strlen(id) + 1);
     *ret_fd = fd;
     return 0;
+}
+
+int spool_tmp_path(const struct spool *spool, const char *id, int fd, char *buf,
+                   size_t len)
+{
+    int n;
+
+    if (spool->tmpfile)
+        n = snprintf(buf, len, "/proc/self/fd/%d", fd);
+    else
+        n = snprintf(buf, len, "%s/tmp/%s" SPOOL_SUFFIX, spool->dir, id);
+    if (n < 0 || (size_t)n >= len)
+        return -ENAMETOOLONG;
+    return 0;
+}
+
+bool spool_uses_tmpfile(const struct spool *spool)
+{
+    return spool->tmpfile;
 }
 
 int spool_write_all(int fd, const void *buf, size_t len)
@@ -548,13 +676,89 @@ int spool_write_all(int fd, const void *buf, size_t len)
     return 0;
 }
 
-int spool_commit(struct spool *spool, const char *id, int fd, char *err,
-                 size_t err_len)
+/*
+ * Makes every link or rename done in @state's directory before this call
+ * durable: a group commit (see the top of this file). Returns 0 or the
+ * negative errno of the fsync that covered this call.
+ */
+static int spool_dir_sync(struct spool *spool, enum spool_state state)
+{
+    struct spool_dirsync *s = &spool->sync[state];
+    struct spool_sync_waiter me = { 0, 0, false, NULL };
+
+    pthread_mutex_lock(&s->mutex);
+    me.ticket = ++s->tickets;
+    me.next = s->waiters;
+    s->waiters = &me;
+    while (!me.done) {
+        if (s->running) {
+            pthread_cond_wait(&s->done_cond, &s->mutex);
+            continue;
+        }
+        /* Lead the next fsync: it covers every ticket handed out so far,
+         * since each was taken after its link or rename returned. */
+        uint64_t upto = s->tickets;
+        uint64_t covered = 0;
+        s->running = true;
+        pthread_mutex_unlock(&s->mutex);
+        int r = spool__io.fsync(spool->state_fd[state]) < 0 ? -errno : 0;
+        pthread_mutex_lock(&s->mutex);
+        s->running = false;
+        for (struct spool_sync_waiter **pp = &s->waiters; *pp != NULL;) {
+            struct spool_sync_waiter *w = *pp;
+            if (w->ticket <= upto) {
+                w->result = r;
+                w->done = true;
+                *pp = w->next;
+                covered++;
+            } else {
+                pp = &w->next;
+            }
+        }
+        s->fsyncs++;
+        s->entries += covered;
+        pthread_cond_broadcast(&s->done_cond);
+    }
+    pthread_mutex_unlock(&s->mutex);
+    return me.result;
+}
+
+void spool__dirsync_counts(const struct spool *spool, enum spool_state state,
+                           uint64_t *ret_fsyncs, uint64_t *ret_entries)
+{
+    struct spool_dirsync *s = (struct spool_dirsync *)&spool->sync[state];
+
+    pthread_mutex_lock(&s->mutex);
+    *ret_fsyncs = s->fsyncs;
+    *ret_entries = s->entries;
+    pthread_mutex_unlock(&s->mutex);
+}
+
+/* The label's text: the meta/ format, limited to what the receiver knows. */
+static int spool_label_text(const struct spool_meta *label, char *buf,
+                            size_t len);
+
+/* Writes the label onto @fd; true if the file system took it. */
+static bool spool_label(int fd, const struct spool_meta *label)
+{
+    char text[SPOOL_LABEL_MAX];
+    int n = spool_label_text(label, text, sizeof(text));
+
+    if (n < 0)
+        return false;
+    return spool__io.fsetxattr(fd, SPOOL_LABEL_XATTR, text, (size_t)n, 0) == 0;
+}
+
+int spool_commit_labelled(struct spool *spool, const char *id, int fd,
+                          const struct spool_meta *label, char *err,
+                          size_t err_len)
 {
     int tmp_fd = spool->state_fd[SPOOL_TMP];
     int incoming_fd = spool->state_fd[SPOOL_INCOMING];
     char name[SPOOL_NAME_MAX];
-    char where[SPOOL_NAME_MAX + 16];
+    char where[SPOOL_NAME_MAX + 32];
+    char fd_path[64];
+    bool labelled;
     int r;
 
     if (!spool_id_valid(id)) {
@@ -564,28 +768,63 @@ int spool_commit(struct spool *spool, const char *id, int fd, char *err,
         return -EINVAL;
     }
     spool_file_name(id, name);
-    snprintf(where, sizeof(where), "tmp/%s", name);
+    if (spool->tmpfile)
+        snprintf(where, sizeof(where), "incoming/(O_TMPFILE for %s)", name);
+    else
+        snprintf(where, sizeof(where), "tmp/%s", name);
 
+    /* The label rides in the inode, made durable by the same fsync. */
+    labelled = label == NULL || spool_label(fd, label);
     if (spool__io.fsync(fd) < 0) {
         r = spool_syserr(err, err_len, errno, "fsync", spool->dir, where);
         (void)spool__io.close(fd);
         goto out_unlink_tmp;
     }
-    if (spool__io.close(fd) < 0) {
-        r = spool_syserr(err, err_len, errno, "close", spool->dir, where);
-        goto out_unlink_tmp;
+    if (spool->tmpfile) {
+        /* The first and only name: the entry appears whole in incoming/
+         * and no other directory ever names it. */
+        spool_fd_path(fd, fd_path, sizeof(fd_path));
+        if (spool__io.linkat(AT_FDCWD, fd_path, incoming_fd, name,
+                             AT_SYMLINK_FOLLOW) < 0) {
+            r = spool_syserr(err, err_len, errno, "linkat", spool->dir, where);
+            (void)spool__io.close(fd);
+            return r;
+        }
+        if (spool__io.close(fd) < 0) {
+            r = spool_syserr(err, err_len, errno, "close", spool->dir, where);
+            goto out_unlink_incoming;
+        }
+        r = spool_dir_sync(spool, SPOOL_INCOMING);
+        if (r < 0) {
+            r = spool_syserr(err, err_len, -r, "fsync", spool->dir, "incoming");
+            goto out_unlink_incoming;
+        }
+    } else {
+        if (spool__io.close(fd) < 0) {
+            r = spool_syserr(err, err_len, errno, "close", spool->dir, where);
+            goto out_unlink_tmp;
+        }
+        if (spool__io.renameat(tmp_fd, name, incoming_fd, name) < 0) {
+            r = spool_syserr(err, err_len, errno, "rename", spool->dir, where);
+            goto out_unlink_tmp;
+        }
+        r = spool_dir_sync(spool, SPOOL_INCOMING);
+        if (r < 0) {
+            r = spool_syserr(err, err_len, -r, "fsync", spool->dir, "incoming");
+            goto out_unlink_incoming;
+        }
+        /* Without a journal that makes the rename atomic, tmp/ may still
+         * name the file after a crash until tmp/ itself is durable. */
+        r = spool_dir_sync(spool, SPOOL_TMP);
+        if (r < 0) {
+            r = spool_syserr(err, err_len, -r, "fsync", spool->dir, "tmp");
+            goto out_unlink_incoming;
+        }
     }
-    if (spool__io.renameat(tmp_fd, name, incoming_fd, name) < 0) {
-        r = spool_syserr(err, err_len, errno, "rename", spool->dir, where);
-        goto out_unlink_tmp;
-    }
-    if (spool__io.fsync(incoming_fd) < 0) {
-        r = spool_syserr(err, err_len, errno, "fsync", spool->dir, "incoming");
-        goto out_unlink_incoming;
-    }
-    if (spool__io.fsync(tmp_fd) < 0) {
-        r = spool_syserr(err, err_len, errno, "fsync", spool->dir, "tmp");
-        goto out_unlink_incoming;
+    if (!labelled) {
+        /* The file system refused the label: keep it beside the entry as
+         * before (not fsynced; its loss costs only a re-read). */
+        (void)spool_meta_write(spool, id, label, NULL, 0);
     }
     return 0;
 
@@ -594,8 +833,15 @@ out_unlink_incoming:
     (void)unlinkat(incoming_fd, name, 0);
     return r;
 out_unlink_tmp:
-    (void)unlinkat(tmp_fd, name, 0);
+    if (!spool->tmpfile)
+        (void)unlinkat(tmp_fd, name, 0);
     return r;
+}
+
+int spool_commit(struct spool *spool, const char *id, int fd, char *err,
+                 size_t err_len)
+{
+    return spool_commit_labelled(spool, id, fd, NULL, err, err_len);
 }
 
 void spool_discard(struct spool *spool, const char *id, int fd)
@@ -755,24 +1001,28 @@ int spool_meta_write(struct spool *spool, const char *id,
     return 0;
 }
 
-int spool_meta_read(const struct spool *spool, const char *id,
-                    struct spool_meta *ret_meta)
+static int spool_label_text(const struct spool_meta *label, char *buf,
+                            size_t len)
+{
+    char study[65];
+    char sop[65];
+    char ae[17];
+    int n;
+
+    spool_clean_copy(study, sizeof(study), label->study_uid);
+    spool_clean_copy(sop, sizeof(sop), label->sop_uid);
+    spool_clean_copy(ae, sizeof(ae), label->calling_ae);
+    n = snprintf(buf, len, "study=%s\nsop=%s\nfrom=%s\n", study, sop, ae);
+    if (n < 0 || (size_t)n >= len)
+        return -EINVAL;
+    return n;
+}
+
+/* Parses the meta/ line format (also the label's) in @text (modified). */
+static void spool_meta_parse(char *text, struct spool_meta *ret_meta)
 {
     struct spool_meta meta;
-    char text[1100];
-    ssize_t n;
-    int fd;
 
-    if (!spool_id_valid(id) || spool->meta_fd < 0)
-        return -EINVAL;
-    fd = openat(spool->meta_fd, id, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    n = read(fd, text, sizeof(text) - 1);
-    (void)close(fd);
-    if (n < 0)
-        return -EIO;
-    text[n] = '\0';
     memset(&meta, 0, sizeof(meta));
     for (char *line = text; line != NULL && *line != '\0';) {
         char *next = strchr(line, '\n');
@@ -804,6 +1054,54 @@ int spool_meta_read(const struct spool *spool, const char *id,
         line = next;
     }
     *ret_meta = meta;
+}
+
+/* Reads the label of entry @id, in whichever state it is; -ENOENT if the
+ * entry is gone or has no label. */
+static int spool_label_read(const struct spool *spool, const char *id,
+                            struct spool_meta *ret_meta)
+{
+    char name[SPOOL_NAME_MAX];
+    char text[SPOOL_LABEL_MAX + 1];
+
+    spool_file_name(id, name);
+    for (int state = SPOOL_INCOMING; state < SPOOL_STATE_COUNT; state++) {
+        int fd = openat(spool->state_fd[state], name,
+                        O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+        if (fd < 0)
+            continue; /* not in this state (or moved meanwhile) */
+        ssize_t n = fgetxattr(fd, SPOOL_LABEL_XATTR, text, SPOOL_LABEL_MAX);
+        (void)close(fd);
+        if (n < 0)
+            return -ENOENT; /* no label (or none readable) */
+        text[n] = '\0';
+        spool_meta_parse(text, ret_meta);
+        return 0;
+    }
+    return -ENOENT;
+}
+
+int spool_meta_read(const struct spool *spool, const char *id,
+                    struct spool_meta *ret_meta)
+{
+    char text[1100];
+    ssize_t n;
+    int fd;
+
+    if (!spool_id_valid(id) || spool->meta_fd < 0)
+        return -EINVAL;
+    fd = openat(spool->meta_fd, id, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return spool_label_read(spool, id, ret_meta);
+        return -errno;
+    }
+    n = read(fd, text, sizeof(text) - 1);
+    (void)close(fd);
+    if (n < 0)
+        return -EIO;
+    text[n] = '\0';
+    spool_meta_parse(text, ret_meta);
     return 0;
 }
 

@@ -4,15 +4,24 @@
  * uploaders (docs/architecture.md section 4).
  *
  * Layout under the spool directory (mode 0700, owned by the service user):
- *   tmp/       being received; never acknowledged; emptied at start
+ *   tmp/       being received, where the file system has no O_TMPFILE
+ *              (elsewhere a receive is an anonymous O_TMPFILE inode of
+ *              incoming/ until its commit); never acknowledged; emptied
+ *              at start
  *   incoming/  acknowledged, waiting for the first upload attempt
  *   active/    claimed for an upload in progress; moved back at start
  *   deferred/  last attempt failed transiently (mtime = not-before time)
  *   failed/    dead letter, kept until an operator acts
  *   lost+found/ files found in the spool that are not valid entries
  *   meta/      one small text file per entry (UIDs, attempts, last error),
- *              named by the ID; its loss does no harm (the UIDs can be read
- *              again from the entry, the counters restart)
+ *              named by the ID, written by the uploader; its loss does no
+ *              harm (the UIDs can be read again from the entry, the
+ *              counters restart). The receiver writes none: what it knows
+ *              (Study and SOP Instance UIDs, calling AE) is the entry's
+ *              label, the extended attribute "user.stowbridge" set before
+ *              the commit's fsync, which spool_meta_read() returns when
+ *              meta/<id> does not exist. Only where the file system
+ *              refuses the label does the receiver write meta/<id>.
  *   .lock      flock(2)ed by the one daemon that owns the spool
  *   pause      present while the daemon pauses every upload (a 429/503
  *              with Retry-After, or the destination down): the not-before
@@ -26,9 +35,15 @@
  * entry's age in every state), e.g. "1763855999.123456-9f1c2b3a4d5e6f70".
  *
  * Durability contract: spool_commit() returns 0 only after the file's data
- * and both directory entries are on stable storage (fsync of the file,
- * rename, fsync of the target and source directories). A failing fsync is
- * never retried and the entry is dropped: the caller must then refuse the
+ * and its directory entry in incoming/ are on stable storage, and no other
+ * directory still names it: with O_TMPFILE (probed at spool_open()),
+ * fsync of the file, linkat() into incoming/, fsync of incoming/; without,
+ * fsync of the file, rename from tmp/, fsync of incoming/ and of tmp/.
+ * Commits running at the same time on several threads share each
+ * directory fsync (group commit): one fsync started after an entry's link
+ * or rename covers it, and each caller returns only once such an fsync
+ * succeeded. A failing fsync is never retried and the entry is dropped
+ * (every entry that fsync covered): the caller must then refuse the
  * instance (A700), never acknowledge it.
  *
  * All state changes are atomic renames within the spool. A rename that
@@ -37,7 +52,8 @@
  *
  * Thread safety: after spool_open(), every function may be called from any
  * thread at the same time; the spool keeps no mutable in-memory state
- * other than its directory fds (which are read-only after open).
+ * other than its directory fds (read-only after open) and the group
+ * commit's queue of waiting commits (under its own mutex).
  * The spool parses no DICOM and does no HTTP.
  *
  * Errors: functions return 0 or a negative errno; when an @err buffer is
@@ -57,6 +73,7 @@ extern "C" {
 #endif
 
 struct spool;
+struct spool_meta;
 
 enum spool_state {
     SPOOL_TMP = 0,
@@ -109,6 +126,10 @@ bool spool_id_valid(const char *id);
  * by the current user and not writable by others, and takes the exclusive
  * lock; a second owner gets -EWOULDBLOCK with a message naming the lock.
  * Without it (operator tools, status), nothing is created or locked.
+ * The owner probes once whether an O_TMPFILE file can be created in
+ * incoming/ and linked by linkat() (via /proc/self/fd); if not (and
+ * always without SPOOL_OPEN_OWNER), receives go through tmp/ and a
+ * rename.
  */
 int spool_open(const char *dir, unsigned flags, struct spool **ret_spool,
                char *err, size_t err_len);
@@ -129,12 +150,26 @@ int spool_recover(struct spool *spool, struct spool_recovery *ret_recovery,
                   char *err, size_t err_len);
 
 /*
- * Receive path, step 1: creates a new empty entry file in tmp/
- * (O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC, mode 0600) with a fresh ID.
- * Returns its ID in @ret_id and an fd open for writing in @ret_fd.
+ * Receive path, step 1: creates a new empty entry file under a fresh ID:
+ * an anonymous file in incoming/ (O_TMPFILE, mode 0600) where the file
+ * system has O_TMPFILE, else tmp/<id>.dcm (O_CREAT|O_EXCL|O_NOFOLLOW).
+ * Returns its ID in @ret_id and an fd open for reading and writing in
+ * @ret_fd.
  */
 int spool_tmp_create(struct spool *spool, char ret_id[SPOOL_ID_MAX],
                      int *ret_fd, char *err, size_t err_len);
+
+/*
+ * A path by which the file being received (@id, @fd from
+ * spool_tmp_create()) can be opened for reading before its commit:
+ * "/proc/self/fd/<fd>" for an anonymous file, else tmp/<id>.dcm.
+ * Returns 0 or -ENAMETOOLONG.
+ */
+int spool_tmp_path(const struct spool *spool, const char *id, int fd, char *buf,
+                   size_t len);
+
+/* True if receives are anonymous O_TMPFILE files (see spool_open()). */
+bool spool_uses_tmpfile(const struct spool *spool);
 
 /*
  * Writes all @len bytes of @buf to @fd (retrying short writes and EINTR).
@@ -143,17 +178,30 @@ int spool_tmp_create(struct spool *spool, char ret_id[SPOOL_ID_MAX],
 int spool_write_all(int fd, const void *buf, size_t len);
 
 /*
- * Receive path, step 2: makes tmp/<id>.dcm durable in incoming/: fsync
- * @fd, close it, rename into incoming/, fsync incoming/ and tmp/.
- * Always consumes @fd. On any failure the temp file is removed and the
- * entry does not exist; nothing is left in incoming/.
+ * Receive path, step 2: makes the received file durable as
+ * incoming/<id>.dcm (the sequence under "Durability contract" above).
+ * Always consumes @fd. On any failure the file is removed and the entry
+ * does not exist; nothing is left in incoming/ or tmp/.
  */
 int spool_commit(struct spool *spool, const char *id, int fd, char *err,
                  size_t err_len);
 
 /*
- * Receive path, abandon: closes @fd (if >= 0) and removes tmp/<id>.dcm.
- * Never fails visibly: a leftover temp file is removed at next start.
+ * spool_commit() that first labels the file with @label's study_uid,
+ * sop_uid and calling_ae (the "user.stowbridge" extended attribute, set
+ * before the fsync, so it is as durable as the data). Where the file
+ * system refuses the label (no user xattrs, no room), the commit goes on
+ * and writes meta/<id> with those values after it, as before; neither is
+ * load-bearing.
+ */
+int spool_commit_labelled(struct spool *spool, const char *id, int fd,
+                          const struct spool_meta *label, char *err,
+                          size_t err_len);
+
+/*
+ * Receive path, abandon: closes @fd (if >= 0), which frees an O_TMPFILE
+ * file, and removes tmp/<id>.dcm (the other path). Never fails visibly: a
+ * leftover temp file is removed at next start.
  */
 void spool_discard(struct spool *spool, const char *id, int fd);
 
@@ -224,7 +272,8 @@ struct spool_entry {
 int spool_meta_write(struct spool *spool, const char *id,
                      const struct spool_meta *meta, char *err, size_t err_len);
 
-/* Reads meta/<id> into @ret_meta; -ENOENT when there is none. */
+/* Reads meta/<id> into @ret_meta; where there is none, the entry's label
+ * (only the UIDs and the calling AE then); -ENOENT when neither exists. */
 int spool_meta_read(const struct spool *spool, const char *id,
                     struct spool_meta *ret_meta);
 

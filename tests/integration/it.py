@@ -677,6 +677,26 @@ def test_kill9(work):
     check(d2.stop() == 0, "clean stop")
 
 
+def receiving(d):
+    """True while the daemon writes a file being received: a name in tmp/,
+    or (O_TMPFILE, the spool's usual path) an open anonymous file of
+    incoming/, which /proc shows as "incoming/#<inode> (deleted)"."""
+    if os.listdir(os.path.join(d.spool, "tmp")):
+        return True
+    fds = "/proc/%d/fd" % d.proc.pid
+    try:
+        for fd in os.listdir(fds):
+            try:
+                target = os.readlink(os.path.join(fds, fd))
+            except OSError:
+                continue
+            if target.startswith(os.path.join(d.spool, "incoming", "#")):
+                return True
+    except OSError:
+        pass
+    return False
+
+
 def test_sigterm(work):
     big = os.path.join(work, "big.dcm")
     make_big_instance(big, 60)
@@ -685,11 +705,10 @@ def test_sigterm(work):
                             "127.0.0.1", str(d.port), big],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True)
-    tmp = os.path.join(d.spool, "tmp")
     deadline = time.time() + 60
-    while time.time() < deadline and not os.listdir(tmp):
+    while time.time() < deadline and not receiving(d):
         time.sleep(0.005)
-    check(bool(os.listdir(tmp)), "a C-STORE is in flight")
+    check(receiving(d), "a C-STORE is in flight")
     d.proc.send_signal(signal.SIGTERM)
     out, _ = scu.communicate(timeout=120)
     rc = d.proc.wait(60)

@@ -866,6 +866,17 @@ for i in $(seq 1 300); do
         grep -q '"deferred": {"count": 0' status.json && break
     sleep 0.2
 done
+# systemctl reload: ExecReload= sends SIGHUP to the main process, which
+# re-reads its credentials and TLS files and keeps running.
+reload_pid=$(systemctl show -p MainPID --value stowbridge.service)
+systemctl reload stowbridge.service >reload.log 2>&1
+echo $? >reload.rc
+for i in $(seq 1 100); do
+    journalctl -u stowbridge.service --no-pager -o cat | grep -q "event=reloaded" && break
+    sleep 0.2
+done
+[ "$(systemctl show -p MainPID --value stowbridge.service)" = "$reload_pid" ] &&
+    systemctl is-active stowbridge.service >active.after-reload
 show >show.before-kill
 kill -9 "$(systemctl show -p MainPID --value stowbridge.service)"
 sleep 1
@@ -990,6 +1001,9 @@ if wait_file "$PROBE/done" 600; then
               test "$(cat "$PROBE/version.after-upgrade")" = "$UP_VERSION"'
     check "remove stops the service" \
         test "$(cat "$PROBE/active.after-remove")" != active
+    check "systemctl reload: SIGHUP through ExecReload=, the credentials re-read, the same process still running" \
+        eval 'test "$(cat "$PROBE/reload.rc")" = 0 && grep -qx active "$PROBE/active.after-reload" &&
+              grep -q "event=reloaded" "$PROBE/journal.txt"'
     check "the journal shows the start, the stop on SIGTERM and no error" \
         eval 'grep -q "event=started" "$PROBE/journal.txt" && grep -q "event=stopping signal=SIGTERM" "$PROBE/journal.txt" &&
               ! grep -q "event=start-failed" "$PROBE/journal.txt"'

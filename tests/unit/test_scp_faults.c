@@ -5,6 +5,10 @@
  * close of a C-STORE fails with EIO or ENOSPC, and the test checks that
  * storescu is answered A700 (never 0000), that nothing is left in
  * incoming/ or tmp/, and that the next C-STORE on a healthy disk succeeds.
+ * The spool's O_TMPFILE + linkat path is tested, or, with the environment
+ * variable STOWBRIDGE_TEST_NO_TMPFILE=1 (the second CTest entry), its
+ * tmp/ + rename path; a refused label (fsetxattr) still stores, with the
+ * meta/ file instead.
  * Also: the free-space admission check (A700), a data set without
  * StudyInstanceUID (A900), and an association whose peer keeps its socket
  * after A-RELEASE-RP: its slot is free at once (DCMTK's
@@ -36,6 +40,8 @@ enum fault_op {
     FAULT_WRITE,
     FAULT_FSYNC,
     FAULT_RENAME,
+    FAULT_LINK,
+    FAULT_LABEL,
     FAULT_CLOSE
 };
 
@@ -53,6 +59,8 @@ static ssize_t (*real_write)(int, const void *, size_t);
 static int (*real_fsync)(int);
 static int (*real_renameat)(int, const char *, int, const char *);
 static int (*real_close)(int);
+static int (*real_linkat)(int, const char *, int, const char *, int);
+static int (*real_fsetxattr)(int, const char *, const void *, size_t, int);
 
 static bool fault_hit(enum fault_op op)
 {
@@ -89,6 +97,25 @@ static int fault_renameat(int a, const char *b, int c, const char *d)
         return -1;
     }
     return real_renameat(a, b, c, d);
+}
+
+static int fault_linkat(int a, const char *b, int c, const char *d, int f)
+{
+    if (fault_hit(FAULT_LINK)) {
+        errno = atomic_load(&fault.error);
+        return -1;
+    }
+    return real_linkat(a, b, c, d, f);
+}
+
+static int fault_fsetxattr(int fd, const char *name, const void *value,
+                           size_t size, int flags)
+{
+    if (fault_hit(FAULT_LABEL)) {
+        errno = atomic_load(&fault.error);
+        return -1;
+    }
+    return real_fsetxattr(fd, name, value, size, flags);
 }
 
 static int fault_close(int fd)
@@ -165,6 +192,32 @@ static unsigned count_entries(const char *dir, const char *sub)
             n++;
     closedir(d);
     return n;
+}
+
+/* The ID of one entry in @sub (there is exactly one). */
+static int first_entry_id(const char *dir, const char *sub,
+                          char ret_id[SPOOL_ID_MAX])
+{
+    char path[8400];
+    struct dirent *de;
+    int r = -ENOENT;
+    DIR *d;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, sub);
+    d = opendir(path);
+    if (d == NULL)
+        return -errno;
+    while ((de = readdir(d)) != NULL) {
+        size_t len = strlen(de->d_name);
+        if (de->d_name[0] == '.' || len <= 4 || len - 4 >= SPOOL_ID_MAX)
+            continue;
+        memcpy(ret_id, de->d_name, len - 4);
+        ret_id[len - 4] = '\0';
+        r = 0;
+        break;
+    }
+    closedir(d);
+    return r;
 }
 
 static void empty_dir(const char *dir, const char *sub)
@@ -392,25 +445,37 @@ static void test_release_hold(struct server *srv, int port, unsigned timeout_s,
     close(fd);
 }
 
+enum { ON_TMPFILE = 1, ON_RENAME = 2, ON_BOTH = 3 };
+
 struct fault_case {
     const char *name;
     enum fault_op op;
     int nth;
     int error;
+    int paths;   /* the receive paths where the call exists */
+    bool stores; /* the C-STORE still succeeds (0000) */
 };
 
 int main(void)
 {
     static const struct fault_case cases[] = {
-        { "first write ENOSPC (meta header)", FAULT_WRITE, 1, ENOSPC },
-        { "third write EIO (data set)", FAULT_WRITE, 3, EIO },
-        { "file fsync EIO", FAULT_FSYNC, 1, EIO },
-        { "incoming/ fsync EIO", FAULT_FSYNC, 2, EIO },
-        { "tmp/ fsync EIO", FAULT_FSYNC, 3, EIO },
-        { "file fsync ENOSPC", FAULT_FSYNC, 1, ENOSPC },
-        { "rename EIO", FAULT_RENAME, 1, EIO },
-        { "close EIO", FAULT_CLOSE, 1, EIO },
+        { "first write ENOSPC (meta header)", FAULT_WRITE, 1, ENOSPC, ON_BOTH,
+          false },
+        { "third write EIO (data set)", FAULT_WRITE, 3, EIO, ON_BOTH, false },
+        { "file fsync EIO", FAULT_FSYNC, 1, EIO, ON_BOTH, false },
+        { "incoming/ fsync EIO", FAULT_FSYNC, 2, EIO, ON_BOTH, false },
+        { "tmp/ fsync EIO", FAULT_FSYNC, 3, EIO, ON_RENAME, false },
+        { "file fsync ENOSPC", FAULT_FSYNC, 1, ENOSPC, ON_BOTH, false },
+        { "rename EIO", FAULT_RENAME, 1, EIO, ON_RENAME, false },
+        { "linkat EIO", FAULT_LINK, 1, EIO, ON_TMPFILE, false },
+        { "linkat ENOSPC", FAULT_LINK, 1, ENOSPC, ON_TMPFILE, false },
+        { "close EIO", FAULT_CLOSE, 1, EIO, ON_BOTH, false },
+        { "label ENOTSUP", FAULT_LABEL, 1, ENOTSUP, ON_BOTH, true },
+        { "label ENOSPC", FAULT_LABEL, 1, ENOSPC, ON_BOTH, true },
     };
+    const char *no_tmpfile = getenv("STOWBRIDGE_TEST_NO_TMPFILE");
+    int path = no_tmpfile != NULL && strcmp(no_tmpfile, "1") == 0 ? ON_RENAME
+                                                                  : ON_TMPFILE;
     char tmpl[] = "/tmp/stowbridge-scpfault-XXXXXX";
     char spool_dir[4200];
     char file[4200];
@@ -436,8 +501,10 @@ int main(void)
     CHECK(make_dicom(dir, "nostudy", "1.2.826.0.1.3680043.2.1125.1.4", false,
                      nostudy, sizeof(nostudy)) == 0);
 
+    spool__no_tmpfile = path == ON_RENAME;
     CHECK(spool_open(spool_dir, SPOOL_OPEN_OWNER, &spool, err, sizeof(err)) ==
           0);
+    CHECK(spool_uses_tmpfile(spool) == (path == ON_TMPFILE));
     CHECK(spool_recover(spool, &rec, err, sizeof(err)) == 0);
     CHECK(scp_global_init(err, sizeof(err)) == 0);
 
@@ -459,6 +526,10 @@ int main(void)
     real_fsync = spool__io.fsync;
     real_renameat = spool__io.renameat;
     real_close = spool__io.close;
+    real_linkat = spool__io.linkat;
+    real_fsetxattr = spool__io.fsetxattr;
+    spool__io.linkat = fault_linkat;
+    spool__io.fsetxattr = fault_fsetxattr;
     spool__io.write = fault_write;
     spool__io.fsync = fault_fsync;
     spool__io.renameat = fault_renameat;
@@ -470,16 +541,41 @@ int main(void)
     out = run_storescu(port, file);
     CHECK_MSG(stored_ok(out), "healthy store: %s", out);
     CHECK(count_entries(spool_dir, "incoming") == 1);
+    /* No meta/ sidecar on the receive path: the entry is labelled. */
+    CHECK(count_entries(spool_dir, "meta") == 0);
+    {
+        char id[SPOOL_ID_MAX];
+        struct spool_meta label;
+        CHECK(first_entry_id(spool_dir, "incoming", id) == 0 &&
+              spool_meta_read(spool, id, &label) == 0 &&
+              strcmp(label.study_uid, "1.2.826.0.1.3680043.2.1125.1.1") == 0 &&
+              strcmp(label.sop_uid, "1.2.826.0.1.3680043.2.1125.1.3") == 0 &&
+              strcmp(label.calling_ae, "FAULTSCU") == 0);
+    }
     free(out);
     empty_dir(spool_dir, "incoming");
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const struct fault_case *fc = &cases[i];
 
+        if ((fc->paths & path) == 0)
+            continue;
         fault_arm(fc->op, fc->nth, fc->error);
         out = run_storescu(port, file);
         CHECK_MSG(atomic_load(&fault.fired) == 1, "%s: fault did not fire",
                   fc->name);
+        if (fc->stores) {
+            /* Not load-bearing: stored, the label kept in meta/. */
+            CHECK_MSG(stored_ok(out), "%s: expected 0000, storescu said: %s",
+                      fc->name, out);
+            CHECK_MSG(count_entries(spool_dir, "incoming") == 1 &&
+                          count_entries(spool_dir, "meta") == 1,
+                      "%s: not one entry with its meta/ file", fc->name);
+            free(out);
+            empty_dir(spool_dir, "incoming");
+            empty_dir(spool_dir, "meta");
+            continue;
+        }
         CHECK_MSG(refused_out_of_resources(out) && !stored_ok(out),
                   "%s: expected A700, storescu said: %s", fc->name, out);
         CHECK_MSG(count_entries(spool_dir, "incoming") == 0,

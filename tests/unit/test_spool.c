@@ -3,15 +3,22 @@
  * test_spool - the spool: layout and modes, the owner lock, the receive
  * path (create, write, commit, discard), every state transition, start-up
  * recovery, statistics, IDs, concurrent commits, and fault injection on
- * every write, fsync, rename and close of a commit.
+ * every write, fsync, rename, link, label and close of a commit, on both
+ * receive paths (O_TMPFILE + linkat, and tmp/ + rename); the label that
+ * replaces the receiver's meta/ sidecar; the group commit of concurrent
+ * commits (shared directory fsyncs, each commit returning only after an
+ * fsync that started after its own link succeeded, and a failing shared
+ * fsync failing exactly the commits it covered).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "spool/spool.h"
@@ -142,11 +149,38 @@ static void test_receive_path(void)
     CHECK(spool_entry_path(spool, SPOOL_INCOMING, id, path, 8) ==
           -ENAMETOOLONG);
 
-    /* Discard removes the temp file. */
+    /* Discard removes the temp file (an O_TMPFILE one has no name at
+     * all: it is readable by the path the spool gives, and goes with its
+     * fd). */
+    CHECK(spool_uses_tmpfile(spool)); /* this test runs on ext4 or tmpfs */
+    CHECK(spool_tmp_create(spool, id, &fd, err, sizeof(err)) == 0);
+    CHECK(count_files("tmp") == 0 && count_files("incoming") == 1);
+    CHECK(spool_write_all(fd, "abc", 3) == 0);
+    CHECK(spool_tmp_path(spool, id, fd, path, sizeof(path)) == 0);
+    f = fopen(path, "r");
+    CHECK(f != NULL && fgets(buf, sizeof(buf), f) != NULL &&
+          strcmp(buf, "abc") == 0);
+    if (f != NULL)
+        fclose(f);
+    CHECK(spool_tmp_path(spool, id, fd, path, 4) == -ENAMETOOLONG);
+    spool_discard(spool, id, fd);
+    CHECK(count_files("tmp") == 0 && count_files("incoming") == 1);
+    spool_close(spool);
+
+    /* Without O_TMPFILE: a named file in tmp/. */
+    spool__no_tmpfile = true;
+    CHECK(spool_open(root, SPOOL_OPEN_OWNER, &spool, err, sizeof(err)) == 0);
+    spool__no_tmpfile = false;
+    CHECK(!spool_uses_tmpfile(spool));
     CHECK(spool_tmp_create(spool, id, &fd, err, sizeof(err)) == 0);
     CHECK(count_files("tmp") == 1);
+    CHECK(spool_tmp_path(spool, id, fd, path, sizeof(path)) == 0 &&
+          strstr(path, "/tmp/") != NULL && access(path, F_OK) == 0);
     spool_discard(spool, id, fd);
     CHECK(count_files("tmp") == 0);
+    CHECK(commit_one(spool, "y", id) == 0);
+    CHECK(count_files("tmp") == 0 && count_files("incoming") == 2);
+    CHECK(spool_remove(spool, id, SPOOL_INCOMING, err, sizeof(err)) == 0);
 
     /* Transitions between every pair of states; ENOENT is a lost race. */
     CHECK(commit_one(spool, "x", id) == 0);
@@ -252,7 +286,7 @@ static void test_recovery_and_stats(void)
 }
 
 /* Fault injection: the N-th call of one operation fails with an errno. */
-enum fault_op { OP_NONE, OP_WRITE, OP_FSYNC, OP_RENAME, OP_CLOSE };
+enum fault_op { OP_NONE, OP_WRITE, OP_FSYNC, OP_RENAME, OP_LINK, OP_CLOSE };
 static enum fault_op fault_op;
 static int fault_nth;
 static int fault_errno;
@@ -291,6 +325,15 @@ static int f_renameat(int a, const char *b, int c, const char *d)
     return renameat(a, b, c, d);
 }
 
+static int f_linkat(int a, const char *b, int c, const char *d, int flags)
+{
+    if (fault_now(OP_LINK)) {
+        errno = fault_errno;
+        return -1;
+    }
+    return linkat(a, b, c, d, flags);
+}
+
 static int f_close(int fd)
 {
     if (fault_now(OP_CLOSE)) {
@@ -301,39 +344,57 @@ static int f_close(int fd)
     return close(fd);
 }
 
-static void test_faults(void)
+struct fault_case {
+    enum fault_op op;
+    int nth;
+    const char *what;
+};
+
+/* Every write, fsync, link or rename and close of one commit fails in
+ * turn, with EIO and ENOSPC: the commit fails with that errno and leaves
+ * nothing in incoming/ or tmp/. */
+static void test_faults_on(bool tmpfile)
 {
-    static const struct {
-        enum fault_op op;
-        int nth;
-        const char *what;
-    } cases[] = {
+    static const struct fault_case tmpfile_cases[] = {
+        { OP_WRITE, 1, "first write" }, { OP_WRITE, 2, "second write" },
+        { OP_FSYNC, 1, "file fsync" },  { OP_FSYNC, 2, "incoming/ fsync" },
+        { OP_LINK, 1, "linkat" },       { OP_CLOSE, 1, "close" },
+    };
+    static const struct fault_case rename_cases[] = {
         { OP_WRITE, 1, "first write" }, { OP_WRITE, 2, "second write" },
         { OP_FSYNC, 1, "file fsync" },  { OP_FSYNC, 2, "incoming/ fsync" },
         { OP_FSYNC, 3, "tmp/ fsync" },  { OP_RENAME, 1, "rename" },
         { OP_CLOSE, 1, "close" },
     };
+    const struct fault_case *cases = tmpfile ? tmpfile_cases : rename_cases;
+    size_t ncases = tmpfile ? sizeof(tmpfile_cases) / sizeof(tmpfile_cases[0])
+                            : sizeof(rename_cases) / sizeof(rename_cases[0]);
     static const int errnos[] = { EIO, ENOSPC };
     struct spool *spool = NULL;
     char id[SPOOL_ID_MAX];
     unsigned before;
 
+    spool__no_tmpfile = !tmpfile;
     CHECK(spool_open(root, SPOOL_OPEN_OWNER, &spool, err, sizeof(err)) == 0);
+    spool__no_tmpfile = false;
+    CHECK(spool_uses_tmpfile(spool) == tmpfile);
     before = count_files("incoming");
     spool__io.write = f_write;
     spool__io.fsync = f_fsync;
     spool__io.renameat = f_renameat;
+    spool__io.linkat = f_linkat;
     spool__io.close = f_close;
 
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    for (size_t i = 0; i < ncases; i++) {
         for (size_t e = 0; e < 2; e++) {
             fault_op = cases[i].op;
             fault_nth = cases[i].nth;
             fault_errno = errnos[e];
             fault_calls = 0;
             int r = commit_one(spool, "0123456789abcdef", id);
-            CHECK_MSG(r == -errnos[e], "%s/%d: got %d", cases[i].what,
-                      errnos[e], r);
+            CHECK_MSG(r == -errnos[e], "%s/%s/%d: got %d",
+                      tmpfile ? "tmpfile" : "rename", cases[i].what, errnos[e],
+                      r);
             CHECK_MSG(count_files("incoming") == before,
                       "%s: incoming/ changed", cases[i].what);
             CHECK_MSG(count_files("tmp") == 0, "%s: tmp/ not empty",
@@ -349,6 +410,300 @@ static void test_faults(void)
     CHECK(spool_move(spool, id, SPOOL_INCOMING, SPOOL_FAILED, err,
                      sizeof(err)) == 0);
     spool_close(spool);
+}
+
+static void test_faults(void)
+{
+    test_faults_on(true);
+    test_faults_on(false);
+}
+
+static int label_errno;
+static int f_fsetxattr(int fd, const char *name, const void *value, size_t n,
+                       int flags)
+{
+    if (label_errno != 0) {
+        errno = label_errno;
+        return -1;
+    }
+    return fsetxattr(fd, name, value, n, flags);
+}
+
+/* Creates, fills and commits one labelled entry. */
+static int commit_labelled(struct spool *spool, const struct spool_meta *label,
+                           char id[SPOOL_ID_MAX])
+{
+    int fd;
+    int r = spool_tmp_create(spool, id, &fd, err, sizeof(err));
+
+    if (r < 0)
+        return r;
+    r = spool_write_all(fd, "DICM", 4);
+    if (r < 0) {
+        spool_discard(spool, id, fd);
+        return r;
+    }
+    return spool_commit_labelled(spool, id, fd, label, err, sizeof(err));
+}
+
+/* The label: no meta/ file on the receive path, the UIDs and the calling
+ * AE read back through spool_meta_read() in every state; meta/ wins once
+ * written; where the file system refuses the label, meta/ as before. */
+static void test_label(void)
+{
+    static const int refusals[] = { ENOTSUP, ENOSPC, EIO };
+    struct spool_meta label;
+    struct spool_meta back;
+    struct spool *spool = NULL;
+    char id[SPOOL_ID_MAX];
+    char path[512];
+    char raw[600];
+    unsigned meta_before = count_files("meta");
+
+    memset(&label, 0, sizeof(label));
+    strcpy(label.study_uid, "1.2.840.99.1");
+    strcpy(label.sop_uid, "1.2.840.99.1.2\nsop=9.9");
+    strcpy(label.calling_ae, "CT_ROOM_1");
+    for (int tmpfile = 1; tmpfile >= 0; tmpfile--) {
+        spool__no_tmpfile = !tmpfile;
+        CHECK(spool_open(root, SPOOL_OPEN_OWNER, &spool, err, sizeof(err)) ==
+              0);
+        spool__no_tmpfile = false;
+        CHECK_MSG(commit_labelled(spool, &label, id) == 0, "%s", err);
+        CHECK(count_files("meta") == meta_before);
+        CHECK(spool_entry_path(spool, SPOOL_INCOMING, id, path, sizeof(path)) ==
+              0);
+        ssize_t n = getxattr(path, "user.stowbridge", raw, sizeof(raw) - 1);
+        CHECK(n > 0);
+        raw[n > 0 ? n : 0] = '\0';
+        CHECK_MSG(strcmp(raw, "study=1.2.840.99.1\nsop=1.2.840.99.1.2 sop=9.9\n"
+                              "from=CT_ROOM_1\n") == 0,
+                  "label %s", raw);
+        for (int state = SPOOL_INCOMING; state < SPOOL_STATE_COUNT; state++) {
+            if (state != SPOOL_INCOMING)
+                CHECK(spool_move(spool, id, (enum spool_state)(state - 1),
+                                 (enum spool_state)state, err,
+                                 sizeof(err)) == 0);
+            memset(&back, 0x55, sizeof(back));
+            CHECK_MSG(spool_meta_read(spool, id, &back) == 0, "state %d",
+                      state);
+            CHECK(strcmp(back.study_uid, "1.2.840.99.1") == 0 &&
+                  strcmp(back.sop_uid, "1.2.840.99.1.2 sop=9.9") == 0 &&
+                  strcmp(back.calling_ae, "CT_ROOM_1") == 0 &&
+                  back.attempts == 0 && back.last_error[0] == '\0' &&
+                  back.copy_of[0] == '\0');
+        }
+        /* The uploader's meta/ file, once written, is what is read. */
+        back.attempts = 2;
+        CHECK(spool_meta_write(spool, id, &back, err, sizeof(err)) == 0);
+        CHECK(spool_meta_read(spool, id, &back) == 0 && back.attempts == 2 &&
+              strcmp(back.calling_ae, "CT_ROOM_1") == 0);
+        CHECK(spool_remove(spool, id, SPOOL_FAILED, err, sizeof(err)) == 0);
+        CHECK(spool_meta_read(spool, id, &back) == -ENOENT);
+
+        /* Refused label: the commit succeeds, meta/ keeps the values. */
+        spool__io.fsetxattr = f_fsetxattr;
+        for (size_t i = 0; i < sizeof(refusals) / sizeof(refusals[0]); i++) {
+            label_errno = refusals[i];
+            CHECK_MSG(commit_labelled(spool, &label, id) == 0, "%s", err);
+            CHECK(count_files("meta") == meta_before + 1);
+            CHECK(spool_entry_path(spool, SPOOL_INCOMING, id, path,
+                                   sizeof(path)) == 0);
+            CHECK(getxattr(path, "user.stowbridge", raw, sizeof(raw)) < 0);
+            CHECK(spool_meta_read(spool, id, &back) == 0 &&
+                  strcmp(back.sop_uid, "1.2.840.99.1.2 sop=9.9") == 0 &&
+                  strcmp(back.calling_ae, "CT_ROOM_1") == 0);
+            CHECK(spool_remove(spool, id, SPOOL_INCOMING, err, sizeof(err)) ==
+                  0);
+        }
+        label_errno = 0;
+        spool__io_reset();
+        /* No label asked for: neither an xattr nor meta/. */
+        CHECK(commit_one(spool, "plain", id) == 0);
+        CHECK(spool_meta_read(spool, id, &back) == -ENOENT);
+        CHECK(spool_remove(spool, id, SPOOL_INCOMING, err, sizeof(err)) == 0);
+        spool_close(spool);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Group commit                                                        */
+/* ------------------------------------------------------------------ */
+
+/* The hooks of the group commit test, called from several threads. */
+static atomic_uint_fast64_t dir_fsync_starts; /* directory fsyncs begun */
+static atomic_uint_fast64_t last_ok_start;    /* latest begun and succeeded */
+static atomic_int dir_fail_every;             /* 0: never */
+static atomic_uint_fast64_t dir_failures;
+static _Thread_local uint64_t my_link_seq;
+
+static bool is_dir(int fd)
+{
+    struct stat st;
+
+    return fstat(fd, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int g_fsync(int fd)
+{
+    if (!is_dir(fd))
+        return fsync(fd);
+    uint64_t seq = atomic_fetch_add(&dir_fsync_starts, 1) + 1;
+    /* A slow flush, so that commits pile up behind it. */
+    usleep(3000);
+    int every = atomic_load(&dir_fail_every);
+    if (every > 0 && seq % (uint64_t)every == 0) {
+        atomic_fetch_add(&dir_failures, 1);
+        errno = EIO;
+        return -1;
+    }
+    int r = fsync(fd);
+    if (r == 0) {
+        uint64_t prev = atomic_load(&last_ok_start);
+        while (prev < seq &&
+               !atomic_compare_exchange_weak(&last_ok_start, &prev, seq))
+            ;
+    }
+    return r;
+}
+
+static int g_link(int a, const char *b, int c, const char *d, int flags)
+{
+    int r = linkat(a, b, c, d, flags);
+    /* Every directory fsync begun after this point may cover the link. */
+    my_link_seq = atomic_load(&dir_fsync_starts);
+    return r;
+}
+
+static int g_rename(int a, const char *b, int c, const char *d)
+{
+    int r = renameat(a, b, c, d);
+    my_link_seq = atomic_load(&dir_fsync_starts);
+    return r;
+}
+
+#define GROUP_THREADS 8
+#define GROUP_COMMITS 40
+
+struct group_worker {
+    struct spool *spool;
+    pthread_barrier_t *start;
+    char ids[GROUP_COMMITS][SPOOL_ID_MAX];
+    int results[GROUP_COMMITS];
+    bool covered[GROUP_COMMITS]; /* a good fsync began after the link */
+};
+
+static void *group_main(void *arg)
+{
+    struct group_worker *w = arg;
+    char my_err[256];
+
+    pthread_barrier_wait(w->start);
+    for (int i = 0; i < GROUP_COMMITS; i++) {
+        int fd;
+        w->results[i] =
+            spool_tmp_create(w->spool, w->ids[i], &fd, my_err, sizeof(my_err));
+        if (w->results[i] < 0)
+            continue;
+        (void)spool_write_all(fd, "data", 4);
+        my_link_seq = UINT64_MAX;
+        w->results[i] =
+            spool_commit(w->spool, w->ids[i], fd, my_err, sizeof(my_err));
+        w->covered[i] = my_link_seq != UINT64_MAX &&
+                        atomic_load(&last_ok_start) > my_link_seq;
+    }
+    return NULL;
+}
+
+static void group_run(bool tmpfile, int fail_every)
+{
+    static struct group_worker workers[GROUP_THREADS];
+    pthread_t threads[GROUP_THREADS];
+    pthread_barrier_t start;
+    struct spool *spool = NULL;
+    uint64_t fsyncs = 0;
+    uint64_t entries = 0;
+    unsigned ok = 0;
+    unsigned failed = 0;
+    unsigned uncovered = 0;
+    unsigned misplaced = 0;
+    char cmd[256];
+    char path[512];
+
+    snprintf(cmd, sizeof(cmd), "rm -f '%s'/incoming/*", root);
+    (void)!system(cmd);
+    spool__no_tmpfile = !tmpfile;
+    CHECK(spool_open(root, SPOOL_OPEN_OWNER, &spool, err, sizeof(err)) == 0);
+    spool__no_tmpfile = false;
+    atomic_store(&dir_fsync_starts, 0);
+    atomic_store(&last_ok_start, 0);
+    atomic_store(&dir_failures, 0);
+    atomic_store(&dir_fail_every, fail_every);
+    spool__io.fsync = g_fsync;
+    spool__io.linkat = g_link;
+    spool__io.renameat = g_rename;
+    pthread_barrier_init(&start, NULL, GROUP_THREADS);
+    for (int t = 0; t < GROUP_THREADS; t++) {
+        memset(&workers[t], 0, sizeof(workers[t]));
+        workers[t].spool = spool;
+        workers[t].start = &start;
+        pthread_create(&threads[t], NULL, group_main, &workers[t]);
+    }
+    for (int t = 0; t < GROUP_THREADS; t++)
+        pthread_join(threads[t], NULL);
+    pthread_barrier_destroy(&start);
+    spool__io_reset();
+
+    for (int t = 0; t < GROUP_THREADS; t++)
+        for (int i = 0; i < GROUP_COMMITS; i++) {
+            const struct group_worker *w = &workers[t];
+            bool there = spool_entry_path(spool, SPOOL_INCOMING, w->ids[i],
+                                          path, sizeof(path)) == 0 &&
+                         access(path, F_OK) == 0;
+            if (w->results[i] == 0) {
+                ok++;
+                uncovered += !w->covered[i];
+                misplaced += !there;
+            } else {
+                failed++;
+                misplaced += there;
+            }
+        }
+    spool__dirsync_counts(spool, SPOOL_INCOMING, &fsyncs, &entries);
+    const char *mode = tmpfile ? "tmpfile" : "rename";
+    CHECK_MSG(ok + failed == GROUP_THREADS * GROUP_COMMITS, "%s", mode);
+    CHECK_MSG(count_files("incoming") == ok, "%s: %u in incoming/, %u ok", mode,
+              count_files("incoming"), ok);
+    CHECK_MSG(misplaced == 0, "%s: %u entries where their result says not",
+              mode, misplaced);
+    CHECK_MSG(uncovered == 0,
+              "%s: %u commits returned before a directory fsync begun "
+              "after their link had succeeded",
+              mode, uncovered);
+    CHECK_MSG(entries == GROUP_THREADS * GROUP_COMMITS && fsyncs * 2 <= entries,
+              "%s: %llu incoming/ fsyncs for %llu commits: not shared", mode,
+              (unsigned long long)fsyncs, (unsigned long long)entries);
+    if (fail_every == 0)
+        CHECK_MSG(failed == 0, "%s: %u failed", mode, failed);
+    else
+        CHECK_MSG(failed > 0 && atomic_load(&dir_failures) > 0 &&
+                      failed >= atomic_load(&dir_failures),
+                  "%s: %u failed commits for %llu failed fsyncs", mode, failed,
+                  (unsigned long long)atomic_load(&dir_failures));
+    printf("# group commit (%s, fail every %d): %llu incoming/ fsyncs for "
+           "%llu commits, %u failed\n",
+           mode, fail_every, (unsigned long long)fsyncs,
+           (unsigned long long)entries, failed);
+    spool_close(spool);
+    (void)!system(cmd);
+}
+
+static void test_group_commit(void)
+{
+    group_run(true, 0);
+    group_run(true, 4);
+    group_run(false, 0);
+    group_run(false, 3);
 }
 
 struct committer {
@@ -499,6 +854,8 @@ int main(void)
     test_ids();
     test_recovery_and_stats();
     test_faults();
+    test_label();
+    test_group_commit();
     test_concurrency();
     test_upload_support();
     (void)!system(cmd);

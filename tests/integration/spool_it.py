@@ -1,0 +1,119 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
+"""Integration tests of issue 16 (the commit at the disk's limit), with the
+real stowbridge binary and DCMTK's storescu:
+
+- kill9_concurrent: four associations store at once (their commits share
+  directory fsyncs, the group commit) and the daemon is killed with
+  SIGKILL mid-run; after a restart every instance any of them saw
+  acknowledged is in incoming/, complete, and nothing else is left
+  half-written (tmp/ empty, no entry that is not a whole Part 10 file).
+- label: a received entry has no meta/ file but its label xattr, and the
+  operator's `queue show` prints its UIDs and calling AE from it.
+
+usage: spool_it.py BINARY CRAFT_SCU TEST
+"""
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import it  # noqa: E402
+from it import check, run  # noqa: E402
+
+from pydicom.uid import generate_uid  # noqa: E402
+
+
+def test_kill9_concurrent(work):
+    study = generate_uid()
+    sets = []
+    for a in range(4):
+        src = os.path.join(work, "src%d" % a)
+        os.makedirs(src)
+        files = []
+        for i in range(150):
+            p = os.path.join(src, "i%03d.dcm" % i)
+            it.make_instance(p, study=study, size=96)
+            files.append(p)
+        sets.append(files)
+    d = it.Daemon(work).start()
+    outs, scus = [], []
+    for a, files in enumerate(sets):
+        out = open(os.path.join(work, "storescu%d.out" % a), "w")
+        outs.append(out)
+        scus.append(subprocess.Popen(
+            ["storescu", "-v", "-aet", "SCU%d" % a, "-aec", "STOWBRIDGE",
+             "127.0.0.1", str(d.port), *files],
+            stdout=out, stderr=subprocess.STDOUT))
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if d.log_text().count("event=received") >= 200:
+            break
+        time.sleep(0.01)
+    d.proc.kill()  # SIGKILL while four associations commit
+    d.proc.wait()
+    acked = []
+    for a, scu in enumerate(scus):
+        scu.wait(timeout=60)
+        outs[a].close()
+        with open(outs[a].name) as f:
+            acked += it.acknowledged_files(f.read())
+    check(200 <= len(acked) < 600,
+          "killed mid-run: the four storescu saw %d acknowledged" % len(acked))
+
+    d2 = it.Daemon(work, spool_dir=d.spool)
+    d2.port = d.port
+    d2.config = d.config
+    d2.start()
+    check(not d2.entries("tmp"), "after restart tmp/ is empty")
+    spooled = {}
+    for e in d2.entries():
+        spooled[it.sop_uid(e)] = e  # also proves every entry parses
+    missing = [p for p in acked if it.sop_uid(p) not in spooled]
+    check(not missing, "every acknowledged instance (%d) is in incoming/ "
+          "(%d entries)" % (len(acked), len(spooled)))
+    incomplete = [p for p in acked
+                  if not it.same_dataset(p, spooled[it.sop_uid(p)])]
+    check(not incomplete, "every acknowledged entry is complete")
+    check(len(spooled) <= 600, "no entry twice")
+    check(d2.stop() == 0, "clean stop")
+
+
+def test_label(work):
+    src = os.path.join(work, "one.dcm")
+    study = generate_uid()
+    it.make_instance(src, study=study, size=32)
+    d = it.Daemon(work).start()
+    r = it.storescu(d.port, [src], calling="MODALITY7")
+    check(r.returncode == 0 and it.acknowledged_files(r.stdout + r.stderr)
+          == [src], "stored with 0000")
+    entries = d.entries()
+    check(len(entries) == 1, "one entry")
+    check(not os.listdir(os.path.join(d.spool, "meta")),
+          "no meta/ file written on the receive path")
+    label = os.getxattr(entries[0], "user.stowbridge").decode()
+    sop = it.sop_uid(src)
+    check(label == "study=%s\nsop=%s\nfrom=MODALITY7\n" % (study, sop),
+          "the label holds the UIDs and the calling AE: %r" % label)
+    entry_id = os.path.basename(entries[0])[:-len(".dcm")]
+    r = run([it.BINARY, "queue", "show", entry_id, "--config", d.config])
+    check(r.returncode == 0, "queue show exits 0 (%s)" % r.stderr)
+    check("study:        %s" % study in r.stdout and
+          "sop:          %s" % sop in r.stdout and
+          "from:         MODALITY7" in r.stdout,
+          "queue show prints the label's values:\n" + r.stdout)
+    check(d.stop() == 0, "clean stop")
+
+
+def main():
+    it.BINARY, it.CRAFT_SCU, name = sys.argv[1], sys.argv[2], sys.argv[3]
+    test = globals().get("test_" + name)
+    if test is None:
+        print("no such test:", name)
+        return 2
+    return it.run_test(test, name)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
