@@ -371,6 +371,7 @@ struct rt_item {
     uint64_t size;
     enum item_state state;
     bool from_spool; /* a hard link, outside the sink's budget */
+    bool invalid;    /* listed with an invalid Study/Series UID: failed */
     char why[160];   /* failed: why */
 };
 
@@ -400,6 +401,7 @@ struct rt_session {
     bool forbidden_logged;
     uint64_t started_ms;
     unsigned spool_served;
+    size_t invalid_listed; /* listed with invalid UIDs (logged once) */
 };
 
 static uint64_t uid_hash(const char *s)
@@ -681,23 +683,37 @@ static int list_resource(struct rt_session *s, size_t k,
                 study = plan->studies[0];
             if (series == NULL && plan->series_count == 1)
                 series = plan->series[0];
-            if (sop == NULL || !util_uid_valid(sop) || study == NULL ||
-                !util_uid_valid(study) || series == NULL ||
-                !util_uid_valid(series))
-                continue; /* nothing we could fetch it by */
-            if (!plan_wants_instance(plan, sop))
+            bool sop_ok = sop != NULL && util_uid_valid(sop);
+            bool study_ok = study != NULL && util_uid_valid(study);
+            bool series_ok = series != NULL && util_uid_valid(series);
+
+            if (!sop_ok && plan->level == RETRIEVE_IMAGE)
+                continue; /* not one of the UIDs asked */
+            if (sop_ok && !plan_wants_instance(plan, sop))
                 continue;
+            if (!study_ok)
+                study = "";
+            if (!series_ok)
+                series = "";
             /* The server's match is not trusted (§4, §5 of issue 15): a
              * case-insensitive or broadened match never sends another
              * patient's or study's instance. */
             if (!patient_matches(plan, ds_value(results[i], TAG_PATIENT_ID),
                                  server_exact) ||
-                (plan->study_count > 0 &&
+                (study_ok && plan->study_count > 0 &&
                  !uid_in(study, plan->studies, plan->study_count)) ||
-                (plan->series_count > 0 &&
+                (series_ok && plan->series_count > 0 &&
                  !uid_in(series, plan->series, plan->series_count))) {
                 rejected++;
                 continue;
+            }
+            /* Nothing we could fetch it by: a failed sub-operation when
+             * it has a SOP Instance UID to report (§2), else only
+             * counted in the log. */
+            if (!sop_ok || !study_ok || !series_ok) {
+                s->invalid_listed++;
+                if (!sop_ok)
+                    continue;
             }
             if (cls == NULL || !util_uid_valid(cls))
                 cls = "";
@@ -710,6 +726,8 @@ static int list_resource(struct rt_session *s, size_t k,
                                      : "out of memory");
                 return r;
             }
+            if (r == 1 && (!study_ok || !series_ok))
+                s->items[s->count - 1].invalid = true;
             added += (size_t)r;
         }
         /* A page's first result again: a server that ignores offset. */
@@ -916,12 +934,13 @@ static void *fetch_thread(void *arg)
     while (k < s->count) {
         size_t end = k + 1;
 
-        if (s->items[k].from_spool) {
+        if (s->items[k].from_spool || s->items[k].invalid) {
             k++;
             continue;
         }
         if (s->plan.level != RETRIEVE_IMAGE)
             while (end < s->count && !s->items[end].from_spool &&
+                   !s->items[end].invalid &&
                    strcmp(s->items[end].study, s->items[k].study) == 0 &&
                    strcmp(s->items[end].series, s->items[k].series) == 0)
                 end++;
@@ -1217,6 +1236,13 @@ static void *rt_begin(void *ctx, enum scp_retrieve_kind kind,
     for (size_t k = 0; k < s->count; k++)
         if (s->items[k].from_spool)
             push_locked(s, k);
+        else if (s->items[k].invalid)
+            fail_item_locked(s, k, "listed with an invalid UID");
+    if (s->invalid_listed > 0)
+        log_warning("event=retrieve-invalid-uids caller=%s instances=%zu "
+                    "reason=\"listed with an invalid SOP, Study or Series "
+                    "Instance UID: failed\"",
+                    caller, s->invalid_listed);
     if (s->sink != NULL) {
         r = pthread_create(&s->thread, NULL, fetch_thread, s);
         if (r != 0) {

@@ -145,6 +145,7 @@ struct qido_script {
     const char *const *pids;
     size_t pid_count;
     const char *study; /* Study UID listed for odd k (NULL: STUDY) */
+    int bad; /* instance 0: 1 a 66-character Series UID, 2 no valid SOP UID */
     char paths[16][512];
     size_t calls;
 };
@@ -159,12 +160,16 @@ static char *instance_json(const struct qido_script *q, size_t k,
         snprintf(pid, sizeof(pid),
                  ",\"00100020\":{\"vr\":\"LO\",\"Value\":[\"%s\"]}",
                  q->pids[k % q->pid_count]);
+    if (k == 0 && q->bad == 1)
+        series =
+            "1.2.826.0.1.3680043.10.1.1.11111111111111111111111111111111111"
+            "111";
     if (asprintf(&out,
                  "{\"00080016\":{\"vr\":\"UI\",\"Value\":[\"%s\"]},"
-                 "\"00080018\":{\"vr\":\"UI\",\"Value\":[\"1.2.3.%zu\"]},"
+                 "\"00080018\":{\"vr\":\"UI\",\"Value\":[\"1.2.%s%zu\"]},"
                  "\"0020000D\":{\"vr\":\"UI\",\"Value\":[\"%s\"]},"
                  "\"0020000E\":{\"vr\":\"UI\",\"Value\":[\"%s\"]}%s}",
-                 k % 2 ? MR : CT, k + 1,
+                 k % 2 ? MR : CT, k == 0 && q->bad == 2 ? "x." : "3.", k + 1,
                  q->study != NULL && k % 2 ? q->study : STUDY, series, pid) < 0)
         return NULL;
     return out;
@@ -798,6 +803,72 @@ static void test_patient_chars(void)
     CHECK(n == 0);
 }
 
+/* §2: an instance listed with an invalid Series UID is a failed
+ * sub-operation (named by its SOP Instance UID), not dropped; one
+ * without a valid SOP Instance UID cannot be named and is left out. */
+static void test_invalid_uids(void)
+{
+    struct spool *spool = spool_with_instance("9.9.9.999");
+    struct qido_script q = { .instances = 3, .page = 200, .bad = 1 };
+    struct retrieve_params p = base_params(spool, &q);
+    struct retrieve_service *svc = retrieve_service_new(&p);
+    struct scp_retrieve_handler h;
+    struct scp_retrieve_info info;
+    struct scp_retrieve_status st;
+    unsigned files = 0, failed = 0, invalid = 0;
+    struct ds *id =
+        ident("STUDY", NULL, "1.2.826.0.1.3680043.10.5", NULL, NULL);
+    void *s;
+
+    q.study = NULL;
+    retrieve_handler_init(svc, &h);
+    /* The listing is of another study than the spool's: 3 instances. */
+    s = h.begin(h.ctx, SCP_RETRIEVE_MOVE, SCP_FIND_STUDY_ROOT, id, "MOVESCU",
+                "DEST", &info, &st);
+    CHECK(s != NULL);
+    CHECK_MSG(s == NULL || info.total == 0, "total %u", info.total);
+    if (s != NULL)
+        h.end(s);
+    ds_free(id);
+    /* The study listed: instance 1.2.3.1 has a 66-character Series UID. */
+    id = ident("STUDY", NULL, STUDY, NULL, NULL);
+    s = h.begin(h.ctx, SCP_RETRIEVE_MOVE, SCP_FIND_STUDY_ROOT, id, "MOVESCU",
+                "DEST", &info, &st);
+    CHECK(s != NULL && info.total == 3 + 1);
+    for (unsigned spins = 0; s != NULL && spins < 300;) {
+        struct scp_retrieve_item item;
+        int r = h.next(s, 200, &item);
+        if (r == 0)
+            break;
+        if (r == -EAGAIN) {
+            spins++;
+            continue;
+        }
+        if (item.path != NULL)
+            files++;
+        else
+            failed++;
+        if (item.path == NULL && strcmp(item.sop_instance_uid, "1.2.3.1") == 0)
+            invalid += strstr(item.why, "invalid UID") != NULL;
+        h.release(s, &item);
+    }
+    CHECK_MSG(files == 1 && failed == 3 && invalid == 1, "%u %u %u", files,
+              failed, invalid);
+    if (s != NULL)
+        h.end(s);
+    ds_free(id);
+    retrieve_service_free(svc);
+    spool_close(spool);
+    remove_tree();
+    /* No valid SOP Instance UID: left out (and logged), the rest stay. */
+    q.bad = 2;
+    char path[512];
+    unsigned n = listed_total(&q, false, 0, SCP_FIND_STUDY_ROOT,
+                              ident("STUDY", NULL, STUDY, NULL, NULL), path,
+                              sizeof(path));
+    CHECK_MSG(n == 2 + 1, "no SOP UID: %u", n); /* + the spool's */
+}
+
 /* ------------------------------------------------------------------ */
 /* Configuration and params                                            */
 /* ------------------------------------------------------------------ */
@@ -917,6 +988,7 @@ int main(void)
     test_rematch();
     test_patient_root_keys();
     test_patient_chars();
+    test_invalid_uids();
     test_config();
     curl_global_cleanup();
     return tap_done();
