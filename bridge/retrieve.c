@@ -238,6 +238,23 @@ int retrieve_plan(const struct ds *identifier, enum scp_find_model model,
         *ret_plan = plan;
         return 0;
     }
+    /* Patient Root: the Patient ID is the unique key of the level above
+     * (PS3.4 C.4.2.2.1); a study of another patient matches nothing. */
+    if (model == SCP_FIND_PATIENT_ROOT) {
+        const char *pid = ds_value(identifier, TAG_PATIENT_ID);
+        char buf[65];
+
+        if (pid != NULL && (util_trim_copy(buf, sizeof(buf), pid) < 0 ||
+                            strpbrk(buf, "\\*?") != NULL)) {
+            set_err(err, err_len, "Patient ID (0010,0020) must be one value");
+            return -EINVAL;
+        }
+        if (pid != NULL && buf[0] != '\0') {
+            plan.patient_id = strdup(buf);
+            if (plan.patient_id == NULL)
+                return -ENOMEM;
+        }
+    }
     size_t max_studies = plan.level == RETRIEVE_STUDY ? RETRIEVE_MAX_KEYS : 1;
     r = split_uids(identifier, TAG_STUDY_UID, max_studies, &plan.studies,
                    &plan.study_count);
@@ -354,6 +371,7 @@ struct rt_item {
     uint64_t size;
     enum item_state state;
     bool from_spool; /* a hard link, outside the sink's budget */
+    bool invalid;    /* listed with an invalid Study/Series UID: failed */
     char why[160];   /* failed: why */
 };
 
@@ -383,6 +401,7 @@ struct rt_session {
     bool forbidden_logged;
     uint64_t started_ms;
     unsigned spool_served;
+    size_t invalid_listed; /* listed with invalid UIDs (logged once) */
 };
 
 static uint64_t uid_hash(const char *s)
@@ -497,6 +516,78 @@ static bool plan_wants_instance(const struct retrieve_plan *plan,
     return false;
 }
 
+/* True if @value reaches a server that does not percent-decode (query.
+ * profile orthanc) as itself: the rule of find_plan.c. */
+static bool survives_without_decoding(const char *value)
+{
+    for (const char *p = value; *p; p++) {
+        char c = *p;
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+              (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' ||
+              c == '~' || c == '^'))
+            return false;
+    }
+    return true;
+}
+
+/*
+ * The PatientID parameter of a PATIENT-level listing into @buf: the
+ * Patient ID itself, or, when the server cannot match it exactly (orthanc
+ * profile: a character that needs percent-decoding), a wildcard prefix up
+ * to the first such character ("" when there is none: no filter). Every
+ * result is matched exactly afterwards (patient_matches()). Returns true
+ * if the server was asked for the exact value.
+ */
+static bool patient_filter(const struct retrieve_params *p, const char *pid,
+                           char *buf, size_t len)
+{
+    size_t n = 0;
+
+    if (!p->qido_raw_caret || survives_without_decoding(pid)) {
+        snprintf(buf, len, "%s", pid);
+        return true;
+    }
+    while (pid[n] != '\0') {
+        char one[2] = { pid[n], '\0' };
+        if (!survives_without_decoding(one))
+            break;
+        n++;
+    }
+    if (n == 0)
+        buf[0] = '\0';
+    else
+        snprintf(buf, len, "%.*s*", (int)n, pid);
+    return false;
+}
+
+/*
+ * True if a listed instance's Patient ID @value is the plan's: exact and
+ * case-sensitive after trimming spaces (PS3.4 C.2.2.2.1), whatever the
+ * server matched (Azure folds case). An instance without one is taken
+ * only when the server was asked to match the exact value.
+ */
+static bool patient_matches(const struct retrieve_plan *plan, const char *value,
+                            bool server_exact)
+{
+    char pid[65];
+
+    if (plan->patient_id == NULL)
+        return true;
+    if (value == NULL || value[0] == '\0')
+        return server_exact && plan->level == RETRIEVE_PATIENT;
+    return util_trim_copy(pid, sizeof(pid), value) == 0 &&
+           strcmp(pid, plan->patient_id) == 0;
+}
+
+/* True if the listed @uid is one of @list (@count of them). */
+static bool uid_in(const char *uid, char *const *list, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        if (strcmp(list[i], uid) == 0)
+            return true;
+    return false;
+}
+
 /* Maps a failed QIDO-RS page to a refusal. */
 static void listing_status(const struct find_reply *reply, int r,
                            struct scp_retrieve_status *st)
@@ -523,20 +614,28 @@ static int list_resource(struct rt_session *s, size_t k,
     const struct retrieve_params *p = &s->svc->p;
     const struct retrieve_plan *plan = &s->plan;
     unsigned long offset = 0;
+    char pid_filter[80] = "";
+    char prev_first[UTIL_UID_MAX + 2] = "";
+    bool server_exact = false;
 
+    if (plan->level == RETRIEVE_PATIENT)
+        server_exact =
+            patient_filter(p, plan->patient_id, pid_filter, sizeof(pid_filter));
     for (;;) {
         struct qido_url url;
         struct find_reply reply;
         struct ds **results = NULL;
-        size_t n = 0, added = 0;
+        size_t n = 0, added = 0, rejected = 0;
         char err[256];
         int r;
 
         qido_url_init(&url, plan->resources[k]);
-        if (plan->level == RETRIEVE_PATIENT)
-            qido_url_add(&url, "PatientID", plan->patient_id,
+        if (pid_filter[0] != '\0')
+            qido_url_add(&url, "PatientID", pid_filter,
                          p->qido_raw_caret ? QIDO_RAW_CARET : 0);
         qido_url_add(&url, "includefield", "00080016", 0);
+        if (plan->patient_id != NULL)
+            qido_url_add(&url, "includefield", "00100020", 0);
         qido_url_add(&url, "includefield", "0020000D", 0);
         qido_url_add(&url, "includefield", "0020000E", 0);
         qido_url_add_uint(&url, "limit", p->page_size);
@@ -584,12 +683,38 @@ static int list_resource(struct rt_session *s, size_t k,
                 study = plan->studies[0];
             if (series == NULL && plan->series_count == 1)
                 series = plan->series[0];
-            if (sop == NULL || !util_uid_valid(sop) || study == NULL ||
-                !util_uid_valid(study) || series == NULL ||
-                !util_uid_valid(series))
-                continue; /* nothing we could fetch it by */
-            if (!plan_wants_instance(plan, sop))
+            bool sop_ok = sop != NULL && util_uid_valid(sop);
+            bool study_ok = study != NULL && util_uid_valid(study);
+            bool series_ok = series != NULL && util_uid_valid(series);
+
+            if (!sop_ok && plan->level == RETRIEVE_IMAGE)
+                continue; /* not one of the UIDs asked */
+            if (sop_ok && !plan_wants_instance(plan, sop))
                 continue;
+            if (!study_ok)
+                study = "";
+            if (!series_ok)
+                series = "";
+            /* The server's match is not trusted (§4, §5 of issue 15): a
+             * case-insensitive or broadened match never sends another
+             * patient's or study's instance. */
+            if (!patient_matches(plan, ds_value(results[i], TAG_PATIENT_ID),
+                                 server_exact) ||
+                (study_ok && plan->study_count > 0 &&
+                 !uid_in(study, plan->studies, plan->study_count)) ||
+                (series_ok && plan->series_count > 0 &&
+                 !uid_in(series, plan->series, plan->series_count))) {
+                rejected++;
+                continue;
+            }
+            /* Nothing we could fetch it by: a failed sub-operation when
+             * it has a SOP Instance UID to report (§2), else only
+             * counted in the log. */
+            if (!sop_ok || !study_ok || !series_ok) {
+                s->invalid_listed++;
+                if (!sop_ok)
+                    continue;
+            }
             if (cls == NULL || !util_uid_valid(cls))
                 cls = "";
             r = add_item(s, study, series, sop, cls);
@@ -601,12 +726,24 @@ static int list_resource(struct rt_session *s, size_t k,
                                      : "out of memory");
                 return r;
             }
+            if (r == 1 && (!study_ok || !series_ok))
+                s->items[s->count - 1].invalid = true;
             added += (size_t)r;
         }
+        /* A page's first result again: a server that ignores offset. */
+        const char *first = n > 0 ? ds_value(results[0], TAG_SOP_UID) : NULL;
+        bool repeated = first != NULL && strcmp(first, prev_first) == 0;
+        snprintf(prev_first, sizeof(prev_first), "%s",
+                 first != NULL ? first : "");
         qido_results_free(results, n);
+        if (rejected > 0)
+            log_info("event=retrieve-not-matched caller=%s instances=%zu "
+                     "reason=\"listed but not matching the identifier's "
+                     "keys\"",
+                     s->caller, rejected);
         /* A short page is the last; a page of nothing new too (a server
-         * that ignores offset). */
-        if (n < p->page_size || added == 0)
+         * that ignores offset), unless it held only other patients'. */
+        if (n < p->page_size || repeated || (added == 0 && rejected == 0))
             return 0;
         offset += n;
     }
@@ -797,12 +934,13 @@ static void *fetch_thread(void *arg)
     while (k < s->count) {
         size_t end = k + 1;
 
-        if (s->items[k].from_spool) {
+        if (s->items[k].from_spool || s->items[k].invalid) {
             k++;
             continue;
         }
         if (s->plan.level != RETRIEVE_IMAGE)
             while (end < s->count && !s->items[end].from_spool &&
+                   !s->items[end].invalid &&
                    strcmp(s->items[end].study, s->items[k].study) == 0 &&
                    strcmp(s->items[end].series, s->items[k].series) == 0)
                 end++;
@@ -866,6 +1004,13 @@ static bool spool_file_matches(const struct retrieve_plan *plan,
                 strcmp(plan->series[0], f[1].value) == 0 &&
                 plan_wants_instance(plan, f[2].value);
         break;
+    }
+    /* Patient Root above PATIENT level: the Patient ID asked too. */
+    if (match && plan->level != RETRIEVE_PATIENT && plan->patient_id != NULL) {
+        char pid[65];
+        match = f[4].value != NULL &&
+                util_trim_copy(pid, sizeof(pid), f[4].value) == 0 &&
+                strcmp(pid, plan->patient_id) == 0;
     }
     if (match) {
         snprintf(study, PART10_UID_MAX, "%s", f[0].value);
@@ -1091,6 +1236,13 @@ static void *rt_begin(void *ctx, enum scp_retrieve_kind kind,
     for (size_t k = 0; k < s->count; k++)
         if (s->items[k].from_spool)
             push_locked(s, k);
+        else if (s->items[k].invalid)
+            fail_item_locked(s, k, "listed with an invalid UID");
+    if (s->invalid_listed > 0)
+        log_warning("event=retrieve-invalid-uids caller=%s instances=%zu "
+                    "reason=\"listed with an invalid SOP, Study or Series "
+                    "Instance UID: failed\"",
+                    caller, s->invalid_listed);
     if (s->sink != NULL) {
         r = pthread_create(&s->thread, NULL, fetch_thread, s);
         if (r != 0) {

@@ -13,6 +13,22 @@
  *             /studies/{s}/series/{se}/instances for each Series UID; IMAGE
  *             that series' listing kept to the SOP Instance UIDs asked.
  *             Zero matches: success with zero sub-operations.
+ *   matching  the server's match is not trusted: every result is checked
+ *             here before it becomes a sub-operation. Patient ID exact
+ *             and case-sensitive after trimming spaces (PS3.4 C.2.2.2.1;
+ *             Azure folds case), asked with includefield=00100020; Study
+ *             and Series UIDs exact. Patient Root above PATIENT level: the
+ *             identifier's Patient ID (if any) must be the instances' (an
+ *             instance that lists none is left out), so another
+ *             patient's study is zero sub-operations, as dcmqrdb answers
+ *             (the spool's instances are checked alike). query.profile
+ *             orthanc: a Patient ID with a character Orthanc cannot match
+ *             exactly (find_plan.c's rule: anything but A-Z a-z 0-9 - . _
+ *             ~ ^) is listed by a wildcard prefix up to it ("RT*"), or
+ *             with no PatientID filter when it is the first.
+ *             Not matching: left out, counted once in the log. Listed
+ *             with an invalid Study or Series UID: a failed
+ *             sub-operation; without a valid SOP Instance UID: logged.
  *   spool     instances still in our spool (incoming/, active/,
  *             deferred/: not delivered yet) that the identifier names are
  *             served from there (a hard link in the spool's tmp/), before
@@ -89,8 +105,10 @@ enum retrieve_level {
 /* What a retrieve identifier asks for. */
 struct retrieve_plan {
     enum retrieve_level level;
-    char *patient_id; /* PATIENT level; owned */
-    char **studies;   /* STUDY: one or more; SERIES/IMAGE: exactly one */
+    /* PATIENT level; Patient Root above it, the identifier's if not
+     * empty (one value); owned */
+    char *patient_id;
+    char **studies; /* STUDY: one or more; SERIES/IMAGE: exactly one */
     size_t study_count;
     char **series; /* SERIES: one or more; IMAGE: exactly one */
     size_t series_count;

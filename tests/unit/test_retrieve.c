@@ -141,20 +141,36 @@ struct qido_script {
     size_t instances; /* in the listing */
     size_t dup_every; /* every Nth result repeats the one before */
     size_t page;      /* the server's page size (it honours limit) */
+    /* Patient ID of instance k: pids[k % pid_count]; none: not listed. */
+    const char *const *pids;
+    size_t pid_count;
+    const char *study; /* Study UID listed for odd k (NULL: STUDY) */
+    int bad; /* instance 0: 1 a 66-character Series UID, 2 no valid SOP UID */
     char paths[16][512];
     size_t calls;
 };
 
-static char *instance_json(size_t k, const char *series)
+static char *instance_json(const struct qido_script *q, size_t k,
+                           const char *series)
 {
     char *out = NULL;
+    char pid[128] = "";
 
+    if (q->pid_count > 0)
+        snprintf(pid, sizeof(pid),
+                 ",\"00100020\":{\"vr\":\"LO\",\"Value\":[\"%s\"]}",
+                 q->pids[k % q->pid_count]);
+    if (k == 0 && q->bad == 1)
+        series =
+            "1.2.826.0.1.3680043.10.1.1.11111111111111111111111111111111111"
+            "111";
     if (asprintf(&out,
                  "{\"00080016\":{\"vr\":\"UI\",\"Value\":[\"%s\"]},"
-                 "\"00080018\":{\"vr\":\"UI\",\"Value\":[\"1.2.3.%zu\"]},"
-                 "\"0020000D\":{\"vr\":\"UI\",\"Value\":[\"" STUDY "\"]},"
-                 "\"0020000E\":{\"vr\":\"UI\",\"Value\":[\"%s\"]}}",
-                 k % 2 ? MR : CT, k + 1, series) < 0)
+                 "\"00080018\":{\"vr\":\"UI\",\"Value\":[\"1.2.%s%zu\"]},"
+                 "\"0020000D\":{\"vr\":\"UI\",\"Value\":[\"%s\"]},"
+                 "\"0020000E\":{\"vr\":\"UI\",\"Value\":[\"%s\"]}%s}",
+                 k % 2 ? MR : CT, k == 0 && q->bad == 2 ? "x." : "3.", k + 1,
+                 q->study != NULL && k % 2 ? q->study : STUDY, series, pid) < 0)
         return NULL;
     return out;
 }
@@ -200,7 +216,7 @@ static int fake_qido(void *ctx, const char *path_and_query,
         if (q->dup_every > 0 && k > 0 && k % q->dup_every == 0)
             k--;
         char *one =
-            instance_json(k, k < q->instances / 2 ? SERIES_A : SERIES_B);
+            instance_json(q, k, k < q->instances / 2 ? SERIES_A : SERIES_B);
         size_t n = strlen(one);
         while (len + n + 4 > cap) {
             cap *= 2;
@@ -574,6 +590,285 @@ static void test_patient_level(void)
     remove_tree();
 }
 
+/* One listing of @id: the total, the first QIDO-RS path in @ret_path. */
+static unsigned listed_total(struct qido_script *q, bool raw, unsigned page,
+                             enum scp_find_model model, struct ds *id,
+                             char *ret_path, size_t path_len)
+{
+    struct retrieve_params p = base_params(NULL, q);
+    struct retrieve_service *svc;
+    struct scp_retrieve_handler h;
+    struct scp_retrieve_info info;
+    struct scp_retrieve_status st;
+    unsigned total = 9999;
+
+    p.spool = spool_with_instance("1.2.3.999");
+    p.qido_raw_caret = raw;
+    if (page > 0)
+        p.page_size = page;
+    q->calls = 0;
+    svc = retrieve_service_new(&p);
+    retrieve_handler_init(svc, &h);
+    void *s = h.begin(h.ctx, SCP_RETRIEVE_MOVE, model, id, "MOVESCU", "DEST",
+                      &info, &st);
+    CHECK_MSG(s != NULL, "begin: %04x %s", st.status, st.comment);
+    if (s != NULL) {
+        unsigned files = 0, failed = 0;
+        total = info.total;
+        drain(&h, s, info.total, &files, &failed, NULL);
+        h.end(s);
+    }
+    snprintf(ret_path, path_len, "%s", q->paths[0]);
+    retrieve_service_free(svc);
+    spool_close(p.spool);
+    remove_tree();
+    ds_free(id);
+    return total;
+}
+
+/* §4: the server's match is re-checked: Patient ID exact and
+ * case-sensitive (Azure folds case), Study and Series UIDs exact. */
+static void test_rematch(void)
+{
+    static const char *const mixed[] = { "RTCASE1", "rtcase1" };
+    static const char *const padded[] = { "RTCASE1 ", "RTCASE11" };
+    struct qido_script q = { .instances = 6, .page = 200 };
+    char path[512];
+    unsigned n;
+
+    q.pids = mixed;
+    q.pid_count = 2;
+    n = listed_total(&q, false, 0, SCP_FIND_PATIENT_ROOT,
+                     ident("PATIENT", "RTCASE1", NULL, NULL, NULL), path,
+                     sizeof(path));
+    CHECK_MSG(n == 3, "case-folded match kept: %u", n);
+    CHECK(strstr(path, "includefield=00100020") != NULL);
+    CHECK(strstr(path, "PatientID=RTCASE1&") != NULL);
+    n = listed_total(&q, false, 0, SCP_FIND_PATIENT_ROOT,
+                     ident("PATIENT", "rtcase1", NULL, NULL, NULL), path,
+                     sizeof(path));
+    CHECK(n == 3);
+    /* Trailing spaces are not significant; a longer ID is another. */
+    q.pids = padded;
+    n = listed_total(&q, false, 0, SCP_FIND_PATIENT_ROOT,
+                     ident("PATIENT", "RTCASE1", NULL, NULL, NULL), path,
+                     sizeof(path));
+    CHECK_MSG(n == 3, "padded: %u", n);
+    /* No Patient ID listed: the server matched the exact value. */
+    q.pid_count = 0;
+    n = listed_total(&q, false, 0, SCP_FIND_PATIENT_ROOT,
+                     ident("PATIENT", "RTCASE1", NULL, NULL, NULL), path,
+                     sizeof(path));
+    CHECK(n == 6);
+    /* Pages of other patients' instances do not end the listing. */
+    q.pids = mixed;
+    q.pid_count = 2;
+    static const char *const mostly_other[] = {
+        "rtcase1", "rtcase1", "rtcase1", "rtcase1", "rtcase1", "RTCASE1"
+    };
+    q.pids = mostly_other;
+    q.pid_count = 6;
+    n = listed_total(&q, false, 2, SCP_FIND_PATIENT_ROOT,
+                     ident("PATIENT", "RTCASE1", NULL, NULL, NULL), path,
+                     sizeof(path));
+    CHECK_MSG(n == 1 && q.calls == 4, "paged: %u in %zu", n, q.calls);
+    /* A result of another study (server ignored the path): left out. */
+    q.pid_count = 0;
+    q.study = "1.2.826.0.1.3680043.10.77";
+    n = listed_total(&q, false, 0, SCP_FIND_STUDY_ROOT,
+                     ident("STUDY", NULL, STUDY, NULL, NULL), path,
+                     sizeof(path));
+    CHECK_MSG(n == 3 + 1, "other study: %u", n); /* + the spool's */
+    n = listed_total(&q, false, 0, SCP_FIND_STUDY_ROOT,
+                     ident("SERIES", NULL, STUDY, SERIES_A "\\" SERIES_B, NULL),
+                     path, sizeof(path));
+    CHECK_MSG(n == 3 + 1, "other study at SERIES: %u", n);
+}
+
+/* §5: Patient Root above PATIENT level, the identifier's Patient ID must
+ * be the listed instances' (and the spool's, Patient ID "P1"): another
+ * patient's study is zero sub-operations. */
+static void test_patient_root_keys(void)
+{
+    static const char *const one[] = { "RTPAT1" };
+    struct qido_script q = { .instances = 4, .page = 200 };
+    char path[512];
+    unsigned n;
+
+    q.pids = one;
+    q.pid_count = 1;
+    n = listed_total(&q, false, 0, SCP_FIND_PATIENT_ROOT,
+                     ident("STUDY", "RTOTHER", STUDY, NULL, NULL), path,
+                     sizeof(path));
+    CHECK_MSG(n == 0, "STUDY of another patient: %u", n);
+    CHECK(strstr(path, "includefield=00100020") != NULL);
+    CHECK(strstr(path, "PatientID") == NULL);
+    n = listed_total(&q, false, 0, SCP_FIND_PATIENT_ROOT,
+                     ident("SERIES", "RTOTHER", STUDY, SERIES_A, NULL), path,
+                     sizeof(path));
+    CHECK_MSG(n == 0, "SERIES of another patient: %u", n);
+    n = listed_total(&q, false, 0, SCP_FIND_PATIENT_ROOT,
+                     ident("IMAGE", "rtpat1", STUDY, SERIES_A, "1.2.3.1"), path,
+                     sizeof(path));
+    CHECK_MSG(n == 0, "IMAGE of another patient: %u", n);
+    n = listed_total(&q, false, 0, SCP_FIND_PATIENT_ROOT,
+                     ident("STUDY", "RTPAT1", STUDY, NULL, NULL), path,
+                     sizeof(path));
+    CHECK_MSG(n == 4, "the right patient: %u", n);
+    /* Not listed: cannot be checked, so nothing is sent. */
+    q.pid_count = 0;
+    n = listed_total(&q, false, 0, SCP_FIND_PATIENT_ROOT,
+                     ident("STUDY", "RTPAT1", STUDY, NULL, NULL), path,
+                     sizeof(path));
+    CHECK_MSG(n == 0, "no Patient ID listed: %u", n);
+    /* No or an empty Patient ID: the study alone (and no includefield). */
+    n = listed_total(&q, false, 0, SCP_FIND_PATIENT_ROOT,
+                     ident("STUDY", "", STUDY, NULL, NULL), path, sizeof(path));
+    CHECK(n == 4 + 1 && strstr(path, "00100020") == NULL);
+    /* Study Root: the Patient ID is not a key of the model. */
+    q.pid_count = 1;
+    n = listed_total(&q, false, 0, SCP_FIND_STUDY_ROOT,
+                     ident("STUDY", "RTOTHER", STUDY, NULL, NULL), path,
+                     sizeof(path));
+    CHECK(n == 4 + 1);
+    /* The spool's instance (Patient ID "P1") is checked too. */
+    n = listed_total(&q, false, 0, SCP_FIND_PATIENT_ROOT,
+                     ident("STUDY", "P1", STUDY, NULL, NULL), path,
+                     sizeof(path));
+    CHECK_MSG(n == 1, "the spool's only: %u", n);
+    /* A list or a wildcard is no unique key: A900. */
+    static const char *const bad[] = { "RT*", "RT?", "A\\B" };
+    for (size_t i = 0; i < 3; i++) {
+        struct retrieve_plan plan;
+        char err[128] = "";
+        struct ds *id = ident("STUDY", bad[i], STUDY, NULL, NULL);
+        CHECK(retrieve_plan(id, SCP_FIND_PATIENT_ROOT, &plan, err,
+                            sizeof(err)) == -EINVAL);
+        CHECK(strstr(err, "Patient ID") != NULL);
+        ds_free(id);
+    }
+}
+
+/* §3: a Patient ID the orthanc profile cannot send exactly is listed by a
+ * wildcard prefix (or without filter) and matched exactly here. */
+static void test_patient_chars(void)
+{
+    static const char *const near[] = { "RT+PAT&2", "RT+PAT&22", "RT",
+                                        "rt+pat&2" };
+    struct qido_script q = { .instances = 8, .page = 200 };
+    char path[512];
+    unsigned n;
+
+    q.pids = near;
+    q.pid_count = 4;
+    n = listed_total(&q, true, 0, SCP_FIND_PATIENT_ROOT,
+                     ident("PATIENT", "RT+PAT&2", NULL, NULL, NULL), path,
+                     sizeof(path));
+    CHECK_MSG(n == 2, "orthanc, + and &: %u", n);
+    CHECK_MSG(strstr(path, "PatientID=RT*&") != NULL, "%s", path);
+    /* Standard profile: percent-encoded, exact on the server and here. */
+    n = listed_total(&q, false, 0, SCP_FIND_PATIENT_ROOT,
+                     ident("PATIENT", "RT+PAT&2", NULL, NULL, NULL), path,
+                     sizeof(path));
+    CHECK(n == 2);
+    CHECK_MSG(strstr(path, "PatientID=RT%2BPAT%262&") != NULL, "%s", path);
+    /* Space, '%', '=' and non-ASCII: the prefix up to the first. */
+    static const char *const others[] = { "RT^PAT 1", "RT%PAT=3",
+                                          "RT\xc3\x89PAT4", "RT^PAT" };
+    static const char *const prefix[] = { "PatientID=RT^PAT*&",
+                                          "PatientID=RT*&", "PatientID=RT*&",
+                                          "PatientID=RT^PAT&" };
+    q.pids = others;
+    for (size_t i = 0; i < 4; i++) {
+        n = listed_total(&q, true, 0, SCP_FIND_PATIENT_ROOT,
+                         ident("PATIENT", others[i], NULL, NULL, NULL), path,
+                         sizeof(path));
+        CHECK_MSG(n == 2, "case %zu: %u", i, n);
+        CHECK_MSG(strstr(path, prefix[i]) != NULL, "case %zu: %s", i, path);
+    }
+    /* Nothing before the first such character: no filter at all; an
+     * instance without a Patient ID cannot be checked and is left out. */
+    static const char *const lead[] = { " X", "+X", "X" };
+    q.pids = lead;
+    q.pid_count = 3;
+    n = listed_total(&q, true, 0, SCP_FIND_PATIENT_ROOT,
+                     ident("PATIENT", "+X", NULL, NULL, NULL), path,
+                     sizeof(path));
+    CHECK_MSG(n == 3, "+X: %u", n);
+    CHECK_MSG(strstr(path, "PatientID") == NULL, "%s", path);
+    q.pid_count = 0;
+    n = listed_total(&q, true, 0, SCP_FIND_PATIENT_ROOT,
+                     ident("PATIENT", "+X", NULL, NULL, NULL), path,
+                     sizeof(path));
+    CHECK(n == 0);
+}
+
+/* §2: an instance listed with an invalid Series UID is a failed
+ * sub-operation (named by its SOP Instance UID), not dropped; one
+ * without a valid SOP Instance UID cannot be named and is left out. */
+static void test_invalid_uids(void)
+{
+    struct spool *spool = spool_with_instance("9.9.9.999");
+    struct qido_script q = { .instances = 3, .page = 200, .bad = 1 };
+    struct retrieve_params p = base_params(spool, &q);
+    struct retrieve_service *svc = retrieve_service_new(&p);
+    struct scp_retrieve_handler h;
+    struct scp_retrieve_info info;
+    struct scp_retrieve_status st;
+    unsigned files = 0, failed = 0, invalid = 0;
+    struct ds *id =
+        ident("STUDY", NULL, "1.2.826.0.1.3680043.10.5", NULL, NULL);
+    void *s;
+
+    q.study = NULL;
+    retrieve_handler_init(svc, &h);
+    /* The listing is of another study than the spool's: 3 instances. */
+    s = h.begin(h.ctx, SCP_RETRIEVE_MOVE, SCP_FIND_STUDY_ROOT, id, "MOVESCU",
+                "DEST", &info, &st);
+    CHECK(s != NULL);
+    CHECK_MSG(s == NULL || info.total == 0, "total %u", info.total);
+    if (s != NULL)
+        h.end(s);
+    ds_free(id);
+    /* The study listed: instance 1.2.3.1 has a 66-character Series UID. */
+    id = ident("STUDY", NULL, STUDY, NULL, NULL);
+    s = h.begin(h.ctx, SCP_RETRIEVE_MOVE, SCP_FIND_STUDY_ROOT, id, "MOVESCU",
+                "DEST", &info, &st);
+    CHECK(s != NULL && info.total == 3 + 1);
+    for (unsigned spins = 0; s != NULL && spins < 300;) {
+        struct scp_retrieve_item item;
+        int r = h.next(s, 200, &item);
+        if (r == 0)
+            break;
+        if (r == -EAGAIN) {
+            spins++;
+            continue;
+        }
+        if (item.path != NULL)
+            files++;
+        else
+            failed++;
+        if (item.path == NULL && strcmp(item.sop_instance_uid, "1.2.3.1") == 0)
+            invalid += strstr(item.why, "invalid UID") != NULL;
+        h.release(s, &item);
+    }
+    CHECK_MSG(files == 1 && failed == 3 && invalid == 1, "%u %u %u", files,
+              failed, invalid);
+    if (s != NULL)
+        h.end(s);
+    ds_free(id);
+    retrieve_service_free(svc);
+    spool_close(spool);
+    remove_tree();
+    /* No valid SOP Instance UID: left out (and logged), the rest stay. */
+    q.bad = 2;
+    char path[512];
+    unsigned n = listed_total(&q, false, 0, SCP_FIND_STUDY_ROOT,
+                              ident("STUDY", NULL, STUDY, NULL, NULL), path,
+                              sizeof(path));
+    CHECK_MSG(n == 2 + 1, "no SOP UID: %u", n); /* + the spool's */
+}
+
 /* ------------------------------------------------------------------ */
 /* Configuration and params                                            */
 /* ------------------------------------------------------------------ */
@@ -690,6 +985,10 @@ int main(void)
     test_listing();
     test_listing_failures();
     test_patient_level();
+    test_rematch();
+    test_patient_root_keys();
+    test_patient_chars();
+    test_invalid_uids();
     test_config();
     curl_global_cleanup();
     return tap_done();
