@@ -499,6 +499,7 @@ int main(int argc, char **argv)
         ASC_destroyAssociation(&assoc);
         if (r == 0 || r == 1) {
             ASC_dropNetwork(&lnet);
+            delete tls_layer; /* after the network that used it */
             return r;
         }
         got_report = true;
@@ -507,6 +508,7 @@ int main(int argc, char **argv)
         report_status = 0;
     }
     ASC_dropNetwork(&lnet);
+    delete tls_layer;
     if (got_report && report_status == 0 && same_wait > 0) {
         /* The report came on the N-ACTION's association, none after it. */
         printf("report no-more\n");
