@@ -387,9 +387,24 @@ int daemon_run(const struct cfg *cfg, const char *config_path)
         goto out;
     }
     log_notice("event=spool-recovered dir=%s tmp_removed=%u "
-               "active_requeued=%u set_aside=%u",
+               "active_requeued=%u set_aside=%u journal_records=%u "
+               "journal_restored=%u",
                cfg->spool.dir, recovery.tmp_removed, recovery.active_requeued,
-               recovery.set_aside);
+               recovery.set_aside, recovery.journal_records,
+               recovery.journal_restored);
+    if (recovery.journal_restored > 0)
+        log_warning("event=spool-journal-restored count=%u dir=%s "
+                    "reason=\"entries a crash had lost or damaged since the "
+                    "journal's last checkpoint were written again from it\"",
+                    recovery.journal_restored, cfg->spool.dir);
+    r = spool_journal_start(spool, cfg->spool.journal_mb,
+                            cfg->spool.journal_checkpoint_ms, err, sizeof(err));
+    if (r < 0)
+        /* E.g. no room for its segments: receiving still works, with
+         * two flushes in a row per instance instead of one. */
+        log_warning("event=spool-journal-unavailable dir=%s reason=\"%s\" "
+                    "action=\"instances are committed file by file\"",
+                    cfg->spool.dir, err);
     if (recovery.set_aside > 0)
         log_warning("event=spool-foreign-files count=%u dir=%s/lost+found "
                     "reason=\"files that are not spool entries were moved "

@@ -389,6 +389,36 @@ static const struct cfg_key cfg_keys[] = {
                "resources).",
     },
     {
+        .path = "spool.journal_mb",
+        .type = CFG_UINT,
+        .offset = CFG_OFF(spool.journal_mb),
+        .def_uint = 256,
+        .min = 0,
+        .max = 65536,
+        .doc =
+            "Size (MiB, at least 8) of the spool's intake journal "
+            "(<spool.dir>/journal/, written with zeros once): each "
+            "received instance up to an eighth of it is made durable "
+            "with one flush there before its success is answered, and "
+            "its file in incoming/ later by a checkpoint (spool.journal_checkpoint_ms). "
+            "0: every instance is made durable file by file (two "
+            "flushes in a row).",
+    },
+    {
+        .path = "spool.journal_checkpoint_ms",
+        .type = CFG_UINT,
+        .offset = CFG_OFF(spool.journal_checkpoint_ms),
+        .def_uint = 1000,
+        .min = 100,
+        .max = 600000,
+        .doc = "How often (ms) the intake journal's checkpoint makes the "
+               "files received since the last one durable with one "
+               "syncfs() (sooner when a quarter of the journal was "
+               "written). Longer: fewer flushes, more to replay after a "
+               "crash, and an entry delivered within it may be sent again "
+               "after one.",
+    },
+    {
         .path = "log.level",
         .type = CFG_LEVEL,
         .offset = CFG_OFF(log.level),

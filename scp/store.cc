@@ -317,9 +317,12 @@ static OFCondition receive_store(struct scp_assoc *sa,
         cond = DIMSE_receiveDataSetInFile(sa->assoc, DIMSE_NONBLOCKING,
                                           (int)scp->timeout_s, &data_pres_id,
                                           &stream, NULL, NULL);
-        if (cond.good() && consumer.finish())
+        if (cond.good() && consumer.finish() && !spool_uses_journal(scp->spool))
             /* Start writeback now so that it overlaps the validation
-             * below; spool_commit()'s fsync then has little left to do. */
+             * below; spool_commit()'s fsync then has little left to do.
+             * (With the journal the file's own writeback waits for the
+             * checkpoint: started now it would only lengthen the
+             * journal's flush.) */
             (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
     }
 

@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "base/util.h"
+#include "journal.h"
 #include "spool_int.h"
 
 #define SPOOL_LOST_FOUND "lost+found"
@@ -63,9 +64,14 @@ struct spool__io_ops spool__io = {
     .linkat = linkat,
     .fsetxattr = spool_fsetxattr,
     .close = close,
+    .pwrite = pwrite,
+    .pread = pread,
+    .fdatasync = fdatasync,
+    .syncfs = syncfs,
 };
 
 bool spool__no_tmpfile = false;
+bool spool__journal_crash_on_close = false;
 
 void spool__io_reset(void)
 {
@@ -75,6 +81,10 @@ void spool__io_reset(void)
     spool__io.linkat = linkat;
     spool__io.fsetxattr = spool_fsetxattr;
     spool__io.close = close;
+    spool__io.pwrite = pwrite;
+    spool__io.pread = pread;
+    spool__io.fdatasync = fdatasync;
+    spool__io.syncfs = syncfs;
 }
 
 /* A commit waiting for a directory fsync (on its own stack). */
@@ -105,6 +115,8 @@ struct spool {
     int lock_fd;
     bool tmpfile; /* receives are O_TMPFILE files of incoming/ */
     bool sync_ready;
+    bool recovered;                /* spool_recover() ran */
+    struct spool_journal *journal; /* NULL: commits file by file */
     struct spool_dirsync sync[SPOOL_STATE_COUNT];
 };
 
@@ -391,6 +403,10 @@ void spool_close(struct spool *spool)
 {
     if (spool == NULL)
         return;
+    if (spool->journal != NULL && spool__journal_crash_on_close)
+        spool__journal_abandon(spool->journal);
+    else
+        spool_journal_close(spool->journal);
     for (int i = 0; i < SPOOL_STATE_COUNT; i++)
         if (spool->state_fd[i] >= 0)
             (void)close(spool->state_fd[i]);
@@ -490,12 +506,128 @@ static unsigned spool_remove_orphan_meta(struct spool *spool)
     return removed;
 }
 
+static void spool_meta_parse(char *text, struct spool_meta *ret_meta);
+
+/* Writes journal record @jr's data as @state/<name>: through tmp/ and a
+ * rename (which replaces a damaged file), labelled, fsynced. */
+static int spool_restore_entry(struct spool *spool,
+                               const struct spool_journal_record *jr,
+                               enum spool_state state, const char *name)
+{
+    int tmp_fd = spool->state_fd[SPOOL_TMP];
+    unsigned char *buf = malloc(64u * 1024u);
+    bool labelled = jr->label_len == 0;
+    uint64_t done = 0;
+    int fd, r = 0;
+
+    if (buf == NULL)
+        return -ENOMEM;
+    fd = openat(tmp_fd, name,
+                O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        free(buf);
+        return -errno;
+    }
+    while (done < jr->data_len && r == 0) {
+        uint64_t left = jr->data_len - done;
+        size_t n = left < 64u * 1024u ? (size_t)left : 64u * 1024u;
+        ssize_t got =
+            spool__io.pread(jr->seg_fd, buf, n, jr->data_offset + (off_t)done);
+        if (got <= 0)
+            r = got < 0 ? -errno : -EIO;
+        else
+            r = spool_write_all(fd, buf, (size_t)got);
+        done += got > 0 ? (uint64_t)got : 0;
+    }
+    free(buf);
+    if (r == 0 && !labelled)
+        labelled = spool__io.fsetxattr(fd, SPOOL_LABEL_XATTR, jr->label,
+                                       jr->label_len, 0) == 0;
+    if (r == 0 && spool__io.fsync(fd) < 0)
+        r = -errno;
+    if (spool__io.close(fd) < 0 && r == 0)
+        r = -errno;
+    if (r == 0 &&
+        spool__io.renameat(tmp_fd, name, spool->state_fd[state], name) < 0)
+        r = -errno;
+    if (r < 0) {
+        (void)unlinkat(tmp_fd, name, 0);
+        return r;
+    }
+    if (spool__io.fsync(spool->state_fd[state]) < 0 ||
+        spool__io.fsync(tmp_fd) < 0)
+        return -errno;
+    if (!labelled) {
+        struct spool_meta meta;
+        char text[sizeof(jr->label)];
+        char id[SPOOL_ID_MAX];
+        memcpy(text, jr->label, sizeof(text));
+        spool_meta_parse(text, &meta);
+        if (spool_entry_name(name, id))
+            (void)spool_meta_write(spool, id, &meta, NULL, 0);
+    }
+    return 0;
+}
+
+struct spool_replay {
+    struct spool *spool;
+    struct spool_recovery *rec;
+};
+
+/* One journal record at start-up: its entry must exist, whole, in some
+ * state; where it does not (a crash lost the file's data or its name
+ * before the checkpoint), it is written again from the record. An entry
+ * delivered and removed within the last checkpoint interval comes back
+ * too and is sent again (at-least-once, as for active/). */
+static int spool_replay_record(void *ctx, const struct spool_journal_record *jr)
+{
+    struct spool_replay *replay = ctx;
+    struct spool *spool = replay->spool;
+    char name[SPOOL_NAME_MAX];
+    int r;
+
+    if (!spool_id_valid(jr->id))
+        return 0; /* not one of ours: nothing to restore */
+    spool_file_name(jr->id, name);
+    for (int state = SPOOL_INCOMING; state < SPOOL_STATE_COUNT; state++) {
+        struct stat st;
+        uint32_t crc = 0;
+        int fd = openat(spool->state_fd[state], name,
+                        O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+        if (fd < 0)
+            continue;
+        bool intact = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+                      (uint64_t)st.st_size == jr->data_len &&
+                      spool_journal_crc_of(fd, 0, jr->data_len, &crc) == 0 &&
+                      crc == jr->data_crc;
+        (void)close(fd);
+        if (intact)
+            return 0;
+        r = spool_restore_entry(spool, jr, (enum spool_state)state, name);
+        if (r == 0)
+            replay->rec->journal_restored++;
+        return r;
+    }
+    r = spool_restore_entry(spool, jr, SPOOL_INCOMING, name);
+    if (r == 0)
+        replay->rec->journal_restored++;
+    return r;
+}
+
 int spool_recover(struct spool *spool, struct spool_recovery *ret_recovery,
                   char *err, size_t err_len)
 {
-    struct spool_recovery rec = { 0, 0, 0, 0 };
+    struct spool_recovery rec = { 0, 0, 0, 0, 0, 0 };
     bool changed[SPOOL_STATE_COUNT] = { false };
     int r = 0;
+
+    /* First what the journal holds since its checkpoint: it may re-create
+     * or repair entries, which the scan below then sees as any other. */
+    struct spool_replay replay = { spool, &rec };
+    r = spool_journal_replay(spool->dir_fd, spool->dir, spool_replay_record,
+                             &replay, &rec.journal_records, err, err_len);
+    if (r < 0)
+        return r;
 
     for (int state = 0; state < SPOOL_STATE_COUNT && r == 0; state++) {
         int fd = spool->state_fd[state];
@@ -564,8 +696,44 @@ int spool_recover(struct spool *spool, struct spool_recovery *ret_recovery,
     if (r < 0)
         return r;
     rec.meta_removed = spool_remove_orphan_meta(spool);
+    spool->recovered = true;
     *ret_recovery = rec;
     return 0;
+}
+
+int spool_journal_start(struct spool *spool, unsigned size_mb,
+                        unsigned checkpoint_ms, char *err, size_t err_len)
+{
+    if (spool->lock_fd < 0 || !spool->recovered || spool->journal != NULL) {
+        util_err(err, err_len,
+                 "the journal starts once, in the owner, after recovery");
+        return -EINVAL;
+    }
+    if (size_mb == 0)
+        return spool_journal_remove(spool->dir_fd, spool->dir, err, err_len);
+    return spool_journal_open(spool->dir_fd, spool->dir, size_mb, checkpoint_ms,
+                              &spool->journal, err, err_len);
+}
+
+bool spool_uses_journal(const struct spool *spool)
+{
+    return spool->journal != NULL;
+}
+
+void spool__journal_counts_of(const struct spool *spool, uint64_t *ret_records,
+                              uint64_t *ret_flushes, uint64_t *ret_checkpoints)
+{
+    *ret_records = *ret_flushes = *ret_checkpoints = 0;
+    if (spool->journal != NULL)
+        spool__journal_counts(spool->journal, ret_records, ret_flushes,
+                              ret_checkpoints);
+}
+
+int spool__journal_checkpoint(struct spool *spool)
+{
+    return spool->journal != NULL
+               ? spool_journal_checkpoint(spool->journal, NULL, 0)
+               : 0;
 }
 
 static int spool_new_id(char ret_id[SPOOL_ID_MAX])
@@ -735,6 +903,67 @@ static bool spool_label(int fd, const struct spool_meta *label)
     return spool__io.fsetxattr(fd, SPOOL_LABEL_XATTR, text, (size_t)n, 0) == 0;
 }
 
+/*
+ * The journal's commit: the record made durable (one flush, shared with
+ * concurrent commits), then the entry named in incoming/ with no fsync of
+ * its own (the journal's checkpoint makes it durable). -EAGAIN: the
+ * journal has no room for it now; nothing was done and @fd is still open.
+ */
+static int spool_commit_journal(struct spool *spool, const char *name,
+                                const char *id, int fd, const char *where,
+                                const struct spool_meta *label, char *err,
+                                size_t err_len)
+{
+    int incoming_fd = spool->state_fd[SPOOL_INCOMING];
+    char text[SPOOL_LABEL_MAX];
+    char fd_path[64];
+    struct stat st;
+    uint64_t seq = 0;
+    int n = 0;
+    int r;
+
+    if (label != NULL && (n = spool_label_text(label, text, sizeof(text))) < 0)
+        n = 0;
+    if (fstat(fd, &st) < 0 ||
+        (uint64_t)st.st_size > spool_journal_max_record(spool->journal))
+        return -EAGAIN;
+    r = spool_journal_append(spool->journal, id, text, (size_t)n, fd,
+                             (uint64_t)st.st_size, &seq, err, err_len);
+    if (r == -EAGAIN)
+        return r;
+    if (r < 0) {
+        (void)spool__io.close(fd);
+        if (!spool->tmpfile)
+            (void)unlinkat(spool->state_fd[SPOOL_TMP], name, 0);
+        return r;
+    }
+    if (spool->tmpfile) {
+        spool_fd_path(fd, fd_path, sizeof(fd_path));
+        if (spool__io.linkat(AT_FDCWD, fd_path, incoming_fd, name,
+                             AT_SYMLINK_FOLLOW) < 0) {
+            r = spool_syserr(err, err_len, errno, "linkat", spool->dir, where);
+            (void)spool__io.close(fd);
+            goto out;
+        }
+    } else if (spool__io.renameat(spool->state_fd[SPOOL_TMP], name, incoming_fd,
+                                  name) < 0) {
+        r = spool_syserr(err, err_len, errno, "rename", spool->dir, where);
+        (void)spool__io.close(fd);
+        (void)unlinkat(spool->state_fd[SPOOL_TMP], name, 0);
+        goto out;
+    }
+    if (spool__io.close(fd) < 0) {
+        r = spool_syserr(err, err_len, errno, "close", spool->dir, where);
+        (void)unlinkat(incoming_fd, name, 0);
+    }
+out:
+    if (r < 0)
+        spool_journal_cancel(spool->journal, seq); /* refused: not replayed */
+    else
+        spool_journal_finish(spool->journal, seq);
+    return r;
+}
+
 int spool_commit_labelled(struct spool *spool, const char *id, int fd,
                           const struct spool_meta *label, char *err,
                           size_t err_len)
@@ -761,6 +990,16 @@ int spool_commit_labelled(struct spool *spool, const char *id, int fd,
 
     /* The label rides in the inode, made durable by the same fsync. */
     labelled = label == NULL || spool_label(fd, label);
+    if (spool->journal != NULL) {
+        r = spool_commit_journal(spool, name, id, fd, where, label, err,
+                                 err_len);
+        if (r != -EAGAIN) {
+            if (r == 0 && !labelled)
+                (void)spool_meta_write(spool, id, label, NULL, 0);
+            return r;
+        }
+        /* No room in the journal now: the file's own commit. */
+    }
     if (spool__io.fsync(fd) < 0) {
         r = spool_syserr(err, err_len, errno, "fsync", spool->dir, where);
         (void)spool__io.close(fd);

@@ -34,17 +34,27 @@
  * the time is the arrival time (so the ID sorts by arrival and tells the
  * entry's age in every state), e.g. "1763855999.123456-9f1c2b3a4d5e6f70".
  *
- * Durability contract: spool_commit() returns 0 only after the file's data
- * and its directory entry in incoming/ are on stable storage, and no other
- * directory still names it: with O_TMPFILE (probed at spool_open()),
- * fsync of the file, linkat() into incoming/, fsync of incoming/; without,
- * fsync of the file, rename from tmp/, fsync of incoming/ and of tmp/.
+ * Durability contract: spool_commit() returns 0 only after the instance
+ * is on stable storage and will be incoming/<id>.dcm (with its label)
+ * after any crash. With the intake journal (spool_journal_start(), the
+ * daemon's default): its bytes and label are appended as a checksummed
+ * record to a pre-allocated journal segment and fdatasync()ed (one
+ * flush), then the file is linked into incoming/; its own fsyncs are
+ * deferred to the journal's checkpoint (one syncfs() a second), and
+ * spool_recover() re-creates from the journal any entry a crash lost or
+ * damaged since. Without it (or for an instance bigger than half a
+ * segment, or while the journal has no room): with O_TMPFILE (probed at
+ * spool_open()), fsync of the file, linkat() into incoming/, fsync of
+ * incoming/; without, fsync of the file, rename from tmp/, fsync of
+ * incoming/ and of tmp/.
  * Commits running at the same time on several threads share each
- * directory fsync (group commit): one fsync started after an entry's link
- * or rename covers it, and each caller returns only once such an fsync
- * succeeded. A failing fsync is never retried and the entry is dropped
- * (every entry that fsync covered): the caller must then refuse the
- * instance (A700), never acknowledge it.
+ * fdatasync of the journal and each directory fsync (group commit): one
+ * flush started after an entry's record was written (or its link or
+ * rename) covers it, and each caller returns only once such a flush
+ * succeeded. A failing flush is never retried and the entry is dropped
+ * (every entry that flush covered): the caller must then refuse the
+ * instance (A700), never acknowledge it. A journal that failed once takes
+ * no more records until restart (commits go file by file).
  *
  * All state changes are atomic renames within the spool. A rename that
  * fails with ENOENT lost a race with another actor (daemon or operator
@@ -52,8 +62,9 @@
  *
  * Thread safety: after spool_open(), every function may be called from any
  * thread at the same time; the spool keeps no mutable in-memory state
- * other than its directory fds (read-only after open) and the group
- * commit's queue of waiting commits (under its own mutex).
+ * other than its directory fds (read-only after open), the group
+ * commit's queue of waiting commits (under its own mutex) and the
+ * journal's (journal.h; it runs one checkpoint thread).
  * The spool parses no DICOM and does no HTTP.
  *
  * Errors: functions return 0 or a negative errno; when an @err buffer is
@@ -105,10 +116,12 @@ struct spool_state_stats {
 };
 
 struct spool_recovery {
-    unsigned tmp_removed;     /* partial receives deleted from tmp/ */
-    unsigned active_requeued; /* active/ entries moved back to incoming/ */
-    unsigned set_aside;       /* foreign files moved to lost+found/ */
-    unsigned meta_removed;    /* meta/ files whose entry is gone */
+    unsigned tmp_removed;      /* partial receives deleted from tmp/ */
+    unsigned active_requeued;  /* active/ entries moved back to incoming/ */
+    unsigned set_aside;        /* foreign files moved to lost+found/ */
+    unsigned meta_removed;     /* meta/ files whose entry is gone */
+    unsigned journal_records;  /* journal records newer than its checkpoint */
+    unsigned journal_restored; /* entries re-created or repaired from them */
 };
 
 /* The directory name of @state ("tmp", "incoming", ...). */
@@ -148,6 +161,19 @@ const char *spool_dir(const struct spool *spool);
  */
 int spool_recover(struct spool *spool, struct spool_recovery *ret_recovery,
                   char *err, size_t err_len);
+
+/*
+ * Owner only, after spool_recover(): commits go through the intake
+ * journal of @size_mb MiB (at least 8) under <dir>/journal/, created
+ * (written with zeros) or resized here, checkpointed every @checkpoint_ms
+ * (0: 1000); @size_mb 0 removes any journal and commits go file by file. See
+ * "Durability contract" and docs/architecture.md section 4.
+ */
+int spool_journal_start(struct spool *spool, unsigned size_mb,
+                        unsigned checkpoint_ms, char *err, size_t err_len);
+
+/* True if commits go through the intake journal. */
+bool spool_uses_journal(const struct spool *spool);
 
 /*
  * Receive path, step 1: creates a new empty entry file under a fresh ID:

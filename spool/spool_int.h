@@ -5,7 +5,8 @@
  * forces the tmp/ + rename receive path, and the group commit's counters.
  *
  * The spool performs its write, fsync, rename, link, label (fsetxattr)
- * and close calls through spool__io. Tests replace entries to make the
+ * and close calls, and the journal its pwrite, pread, fdatasync and
+ * syncfs calls, through spool__io. Tests replace entries to make the
  * N-th call fail with a chosen errno (EIO, ENOSPC) and check that nothing
  * is acknowledged and nothing is left in incoming/. Production code never
  * changes spool__io or spool__no_tmpfile.
@@ -29,6 +30,10 @@ struct spool__io_ops {
     int (*fsetxattr)(int fd, const char *name, const void *value, size_t size,
                      int flags);
     int (*close)(int fd);
+    ssize_t (*pwrite)(int fd, const void *buf, size_t len, off_t off);
+    ssize_t (*pread)(int fd, void *buf, size_t len, off_t off);
+    int (*fdatasync)(int fd);
+    int (*syncfs)(int fd);
 };
 
 /* The hooks in use; initialised to the libc functions. */
@@ -47,5 +52,17 @@ extern bool spool__no_tmpfile;
  */
 void spool__dirsync_counts(const struct spool *spool, enum spool_state state,
                            uint64_t *ret_fsyncs, uint64_t *ret_entries);
+
+/* The journal's counters (spool.journal_mb > 0): records appended,
+ * fdatasyncs issued, checkpoints made; all 0 without a journal. */
+void spool__journal_counts_of(const struct spool *spool, uint64_t *ret_records,
+                              uint64_t *ret_flushes, uint64_t *ret_checkpoints);
+
+/* Checkpoints the journal now (what its thread does every second). */
+int spool__journal_checkpoint(struct spool *spool);
+
+/* When true, spool_close() leaves the journal as a crash would: no final
+ * checkpoint, so the next spool_recover() replays it. */
+extern bool spool__journal_crash_on_close;
 
 #endif

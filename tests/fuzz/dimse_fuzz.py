@@ -476,7 +476,8 @@ class Daemon:
         with open(self.config, "w") as f:
             f.write('{"dicom": {"port": %d, "timeout_s": 3, '
                     '"max_associations": 16}, "spool": {"dir": "%s", '
-                    '"min_free_mb": 0}, "log": {"level": "warning"}}'
+                    '"min_free_mb": 0, "journal_mb": 8}, '
+                    '"log": {"level": "warning"}}'
                     % (self.port, self.spool))
         self.log_path = os.path.join(work, "daemon.log")
         self.log = open(self.log_path, "ab")

@@ -143,7 +143,7 @@ def make_cert(work, name, days=365):
 def write_config(work, name, mock, auth, **sections):
     cfg = {
         "spool": {"dir": os.path.join(work, "spool-" + name),
-                  "min_free_mb": 0},
+                  "min_free_mb": 0, "journal_mb": 8},
         "dicom": {"port": it.free_port()},
         "upload": {"url": "http://127.0.0.1:%d/dicom-web" % mock.port,
                    "timeout_s": 5},

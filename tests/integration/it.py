@@ -84,7 +84,9 @@ class Daemon:
         self.cfg = {
             "dicom": {"ae_title": "STOWBRIDGE", "port": self.port,
                       "timeout_s": 10},
-            "spool": {"dir": self.spool, "min_free_mb": 0},
+            # A small intake journal: written with zeros at every first
+            # start, and records up to 1 MiB still go through it.
+            "spool": {"dir": self.spool, "min_free_mb": 0, "journal_mb": 8},
             "log": {"level": "debug"},
             # No admin endpoint unless a test asks for one: the default
             # port (9475) would be fought over by daemons running at once.
@@ -971,7 +973,8 @@ def jwt(claims):
 
 def upload_config(work, mock, url=None, **auth):
     cfg = {
-        "spool": {"dir": os.path.join(work, "spool"), "min_free_mb": 0},
+        "spool": {"dir": os.path.join(work, "spool"), "min_free_mb": 0,
+                  "journal_mb": 8},
         "dicom": {"port": free_port()},
         "upload": {"url": url or "http://127.0.0.1:%d/dicom-web" % mock.port,
                    "timeout_s": 5},

@@ -191,7 +191,7 @@ def config(work, url, token_url=None, name="c.json", **sections):
         "dicom": {"ae_title": "STOWBRIDGE", "port": free_port(),
                   "timeout_s": 10},
         "spool": {"dir": os.path.join(work, "spool-" + name), "min_free_mb":
-                  0},
+                  0, "journal_mb": 8},
         "upload": {"url": url, "timeout_s": 5},
         "retry": {"min_s": 1, "max_s": 4},
         "log": {"level": "debug"},
