@@ -105,9 +105,9 @@ struct cfg_dicom {
 };
 
 struct cfg_spool {
-    char *dir;            /* "/var/spool/stowbridge" */
-    unsigned min_free_mb; /* 512, 0..1048576 */
-    unsigned journal_mb;  /* 256, 0..65536; 0: no intake journal */
+    char *dir;                      /* "/var/spool/stowbridge" */
+    unsigned min_free_mb;           /* 512, 0..1048576 */
+    unsigned journal_mb;            /* 256, 0..65536; 0: no intake journal */
     unsigned journal_checkpoint_ms; /* 1000, 100..600000 */
 };
 
