@@ -398,7 +398,8 @@ int daemon_run(const struct cfg *cfg, const char *config_path)
                     "journal's last checkpoint were written again from it\"",
                     recovery.journal_restored, cfg->spool.dir);
     r = spool_journal_start(spool, cfg->spool.journal_mb,
-                            cfg->spool.journal_checkpoint_ms, err, sizeof(err));
+                            cfg->spool.journal_checkpoint_ms,
+                            cfg->spool.journal_max_kb, err, sizeof(err));
     if (r < 0)
         /* E.g. no room for its segments: receiving still works, with
          * two flushes in a row per instance instead of one. */

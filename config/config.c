@@ -398,11 +398,23 @@ static const struct cfg_key cfg_keys[] = {
         .doc =
             "Size (MiB, at least 8) of the spool's intake journal "
             "(<spool.dir>/journal/, written with zeros once): each "
-            "received instance up to an eighth of it is made durable "
+            "received instance up to spool.journal_max_kb is made durable "
             "with one flush there before its success is answered, and "
             "its file in incoming/ later by a checkpoint (spool.journal_checkpoint_ms). "
             "0: every instance is made durable file by file (two "
             "flushes in a row).",
+    },
+    {
+        .path = "spool.journal_max_kb",
+        .type = CFG_UINT,
+        .offset = CFG_OFF(spool.journal_max_kb),
+        .def_uint = 256,
+        .min = 4,
+        .max = 1048576,
+        .doc = "Instances up to this size (KiB; and up to an eighth of "
+               "spool.journal_mb) go through the intake journal; bigger "
+               "ones are committed file by file, where writing their bytes "
+               "a second time costs more than the flush it saves.",
     },
     {
         .path = "spool.journal_checkpoint_ms",

@@ -74,6 +74,7 @@ struct spool_journal {
     unsigned nseg;
     uint64_t seg_size;
     unsigned interval_ms; /* checkpoint at least this often */
+    uint64_t max_record;  /* bytes of data; bigger instances: file path */
     struct journal_segment seg[SPOOL_JOURNAL_SEGMENTS];
 
     pthread_mutex_t mutex;
@@ -549,6 +550,7 @@ static void *checkpoint_thread(void *arg);
 
 int spool_journal_open(int spool_dir_fd, const char *spool_dir,
                        unsigned size_mb, unsigned checkpoint_ms,
+                       unsigned max_record_kb,
                        struct spool_journal **ret_journal, char *err,
                        size_t err_len)
 {
@@ -569,6 +571,10 @@ int spool_journal_open(int spool_dir_fd, const char *spool_dir,
     j->nseg = SPOOL_JOURNAL_SEGMENTS;
     j->seg_size = seg_size;
     j->interval_ms = checkpoint_ms > 0 ? checkpoint_ms : 1000u;
+    /* Half a segment at most: a big instance never takes a whole one. */
+    j->max_record = seg_size / 2 - JOURNAL_BLOCK;
+    if (max_record_kb > 0 && (uint64_t)max_record_kb * 1024u < j->max_record)
+        j->max_record = (uint64_t)max_record_kb * 1024u;
     for (unsigned i = 0; i < j->nseg; i++)
         j->seg[i].fd = -1;
     pthread_mutex_init(&j->mutex, NULL);
@@ -660,8 +666,7 @@ fail:
 
 uint64_t spool_journal_max_record(const struct spool_journal *journal)
 {
-    /* Half a segment: a big instance never takes a whole one. */
-    return journal->seg_size / 2 - JOURNAL_BLOCK;
+    return journal->max_record;
 }
 
 /* Marks the journal broken from record @seq on (mutex held). */

@@ -55,12 +55,14 @@ struct spool_journal;
  * Opens (creating or resizing if needed) the journal under @spool_dir_fd
  * with @size_mb MiB in SPOOL_JOURNAL_SEGMENTS segments, and starts its
  * checkpoint thread, which checkpoints every @checkpoint_ms (and sooner
- * when a quarter of the journal was written). Call only after
+ * when a quarter of the journal was written); it takes instances up to
+ * @max_record_kb KiB (0: no limit but half a segment). Call only after
  * spool_journal_replay() (a resize rewrites the segments). @spool_dir is for
  * messages only.
  */
 int spool_journal_open(int spool_dir_fd, const char *spool_dir,
                        unsigned size_mb, unsigned checkpoint_ms,
+                       unsigned max_record_kb,
                        struct spool_journal **ret_journal, char *err,
                        size_t err_len);
 

@@ -229,9 +229,11 @@ static int spool_open_subdir(struct spool *spool, const char *name, bool owner,
     struct stat st;
     int fd;
 
+    bool made = false;
+
     if (owner) {
         if (mkdirat(spool->dir_fd, name, 0700) == 0)
-            *created = true;
+            *created = made = true;
         else if (errno != EEXIST)
             return spool_syserr(err, err_len, errno, "mkdir", spool->dir, name);
     }
@@ -239,6 +241,14 @@ static int spool_open_subdir(struct spool *spool, const char *name, bool owner,
                 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return spool_syserr(err, err_len, errno, "open", spool->dir, name);
+    /* A new directory's own inode: without a journal, the parent's fsync
+     * (spool_open()) does not write it (the power-loss test found
+     * e2fsck clearing fresh subdirectories). */
+    if (made && spool__io.fsync(fd) < 0) {
+        int r = spool_syserr(err, err_len, errno, "fsync", spool->dir, name);
+        close(fd);
+        return r;
+    }
     if (fstat(fd, &st) < 0) {
         int r = spool_syserr(err, err_len, errno, "fstat", spool->dir, name);
         close(fd);
@@ -320,7 +330,9 @@ int spool_open(const char *dir, unsigned flags, struct spool **ret_spool,
         goto out_fail;
     }
 
-    if (owner && mkdir(dir, 0700) < 0 && errno != EEXIST) {
+    if (owner && mkdir(dir, 0700) == 0)
+        created = true; /* fsynced below, with its parent */
+    else if (owner && errno != EEXIST) {
         r = spool_syserr(err, err_len, errno, "mkdir", dir, NULL);
         goto out_fail;
     }
@@ -388,6 +400,13 @@ int spool_open(const char *dir, unsigned flags, struct spool **ret_spool,
         r = spool_fsync_dir(spool, spool->dir_fd, NULL, err, err_len);
         if (r < 0)
             goto out_fail;
+        /* The spool directory's own name (it may be new as well). */
+        int parent =
+            openat(spool->dir_fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (parent >= 0) {
+            (void)spool__io.fsync(parent);
+            close(parent);
+        }
     }
     /* Operator tools (no lock) write nothing, not even the probe. */
     spool->tmpfile = owner && !spool__no_tmpfile && spool_probe_tmpfile(spool);
@@ -702,7 +721,8 @@ int spool_recover(struct spool *spool, struct spool_recovery *ret_recovery,
 }
 
 int spool_journal_start(struct spool *spool, unsigned size_mb,
-                        unsigned checkpoint_ms, char *err, size_t err_len)
+                        unsigned checkpoint_ms, unsigned max_record_kb,
+                        char *err, size_t err_len)
 {
     if (spool->lock_fd < 0 || !spool->recovered || spool->journal != NULL) {
         util_err(err, err_len,
@@ -712,7 +732,7 @@ int spool_journal_start(struct spool *spool, unsigned size_mb,
     if (size_mb == 0)
         return spool_journal_remove(spool->dir_fd, spool->dir, err, err_len);
     return spool_journal_open(spool->dir_fd, spool->dir, size_mb, checkpoint_ms,
-                              &spool->journal, err, err_len);
+                              max_record_kb, &spool->journal, err, err_len);
 }
 
 bool spool_uses_journal(const struct spool *spool)
@@ -1014,6 +1034,17 @@ int spool_commit_labelled(struct spool *spool, const char *id, int fd,
             r = spool_syserr(err, err_len, errno, "linkat", spool->dir, where);
             (void)spool__io.close(fd);
             return r;
+        }
+        /* The link raised the inode's link count from 0 to 1, and
+         * fsync(incoming/) writes the directory, not the file's inode:
+         * without a journal to carry both, the entry's name could reach
+         * the disk with an inode e2fsck then deletes (found by the
+         * power-loss test, tests/power). futimens() marks the inode
+         * dirty, so that fsync() writes it. */
+        if (futimens(fd, NULL) < 0 || spool__io.fsync(fd) < 0) {
+            r = spool_syserr(err, err_len, errno, "fsync", spool->dir, where);
+            (void)spool__io.close(fd);
+            goto out_unlink_incoming;
         }
         if (spool__io.close(fd) < 0) {
             r = spool_syserr(err, err_len, errno, "close", spool->dir, where);

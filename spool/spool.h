@@ -42,11 +42,13 @@
  * flush), then the file is linked into incoming/; its own fsyncs are
  * deferred to the journal's checkpoint (one syncfs() a second), and
  * spool_recover() re-creates from the journal any entry a crash lost or
- * damaged since. Without it (or for an instance bigger than half a
- * segment, or while the journal has no room): with O_TMPFILE (probed at
- * spool_open()), fsync of the file, linkat() into incoming/, fsync of
- * incoming/; without, fsync of the file, rename from tmp/, fsync of
- * incoming/ and of tmp/.
+ * damaged since. Without it (or for an instance bigger than
+ * spool.journal_max_kb, or while the journal has no room): with O_TMPFILE
+ * (probed at spool_open()), fsync of the file, linkat() into incoming/, fsync
+ * of the file again (its inode's new link count: a file system without a
+ * journal does not write it with the directory), fsync of incoming/;
+ * without, fsync of the file, rename from tmp/, fsync of incoming/ and of
+ * tmp/.
  * Commits running at the same time on several threads share each
  * fdatasync of the journal and each directory fsync (group commit): one
  * flush started after an entry's record was written (or its link or
@@ -166,11 +168,14 @@ int spool_recover(struct spool *spool, struct spool_recovery *ret_recovery,
  * Owner only, after spool_recover(): commits go through the intake
  * journal of @size_mb MiB (at least 8) under <dir>/journal/, created
  * (written with zeros) or resized here, checkpointed every @checkpoint_ms
- * (0: 1000); @size_mb 0 removes any journal and commits go file by file. See
- * "Durability contract" and docs/architecture.md section 4.
+ * (0: 1000), for instances up to @max_record_kb KiB (0: up to an eighth of
+ * the journal; bigger ones commit file by file); @size_mb 0 removes any
+ * journal and commits go file by file. See "Durability contract" and
+ * docs/architecture.md section 4.
  */
 int spool_journal_start(struct spool *spool, unsigned size_mb,
-                        unsigned checkpoint_ms, char *err, size_t err_len);
+                        unsigned checkpoint_ms, unsigned max_record_kb,
+                        char *err, size_t err_len);
 
 /* True if commits go through the intake journal. */
 bool spool_uses_journal(const struct spool *spool);

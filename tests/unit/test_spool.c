@@ -356,9 +356,13 @@ struct fault_case {
 static void test_faults_on(bool tmpfile)
 {
     static const struct fault_case tmpfile_cases[] = {
-        { OP_WRITE, 1, "first write" }, { OP_WRITE, 2, "second write" },
-        { OP_FSYNC, 1, "file fsync" },  { OP_FSYNC, 2, "incoming/ fsync" },
-        { OP_LINK, 1, "linkat" },       { OP_CLOSE, 1, "close" },
+        { OP_WRITE, 1, "first write" },
+        { OP_WRITE, 2, "second write" },
+        { OP_FSYNC, 1, "file fsync" },
+        { OP_FSYNC, 2, "file fsync after linkat" },
+        { OP_FSYNC, 3, "incoming/ fsync" },
+        { OP_LINK, 1, "linkat" },
+        { OP_CLOSE, 1, "close" },
     };
     static const struct fault_case rename_cases[] = {
         { OP_WRITE, 1, "first write" }, { OP_WRITE, 2, "second write" },

@@ -69,7 +69,7 @@ static struct spool *open_daemon(unsigned journal_mb,
         return NULL;
     }
     /* Only the tests' own calls (and a full quarter) checkpoint. */
-    if (spool_journal_start(spool, journal_mb, 3600u * 1000u, err,
+    if (spool_journal_start(spool, journal_mb, 3600u * 1000u, 0, err,
                             sizeof(err)) < 0) {
         CHECK_MSG(0, "journal: %s", err);
         spool_close(spool);
