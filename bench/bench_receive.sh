@@ -9,7 +9,9 @@
 #    that build's stowbridge too, in the same rounds: before/after;
 #    JOURNAL_MB=256 the intake journal's size, spool.journal_mb, and
 #    BASELINE_JOURNAL_MB the baseline's: BASELINE=build BASELINE_JOURNAL_MB=0
-#    compares the journal with the file-by-file commit of the same build)
+#    compares the journal with the file-by-file commit of the same build;
+#    JOURNAL_MAX_KB and BASELINE_JOURNAL_MAX_KB likewise set
+#    spool.journal_max_kb, the biggest instance the journal takes)
 #
 # Every round, alternating, on the same disk:
 #   a. the disk's own limits for one writer (build/spool/disk_limits: the
@@ -36,6 +38,8 @@ rounds=${ROUNDS:-5}
 assoc_count=${ASSOC_COUNT:-1000}
 journal_mb=${JOURNAL_MB:-256}
 base_journal_mb=${BASELINE_JOURNAL_MB:-$journal_mb}
+journal_max_kb=${JOURNAL_MAX_KB:-256}
+base_journal_max_kb=${BASELINE_JOURNAL_MAX_KB:-$journal_max_kb}
 [ "$assoc_count" -gt "$count" ] && assoc_count=$count
 bin=$build/bridge/stowbridge
 limits=$build/spool/disk_limits
@@ -111,7 +115,8 @@ limit_count=$((count < 300 ? count : 300))
 sb_port=$(free_port)
 cat > "$work/sb.json" <<JSON
 { "dicom": { "port": $sb_port, "max_pdu": 131072 },
-  "spool": { "dir": "$work/spool", "min_free_mb": 0, "journal_mb": $journal_mb },
+  "spool": { "dir": "$work/spool", "min_free_mb": 0, "journal_mb": $journal_mb,
+             "journal_max_kb": $journal_max_kb },
   "log": { "level": "notice" } }
 JSON
 "$bin" run --config "$work/sb.json" 2>"$work/sb.log" &
@@ -123,7 +128,7 @@ base_port=""
 if [ -n "${BASELINE:-}" ]; then
     [ -x "$BASELINE/bridge/stowbridge" ] || { echo "no $BASELINE/bridge/stowbridge" >&2; exit 2; }
     base_port=$(free_port)
-    sed "s/\"port\": $sb_port/\"port\": $base_port/; s|$work/spool|$work/spool-base|; s/\"journal_mb\": $journal_mb/\"journal_mb\": $base_journal_mb/" \
+    sed "s/\"port\": $sb_port/\"port\": $base_port/; s|$work/spool|$work/spool-base|; s/\"journal_mb\": $journal_mb/\"journal_mb\": $base_journal_mb/; s/\"journal_max_kb\": $journal_max_kb/\"journal_max_kb\": $base_journal_max_kb/" \
         "$work/sb.json" > "$work/base.json"
     "$BASELINE/bridge/stowbridge" run --config "$work/base.json" 2>"$work/base.log" &
     base_pid=$!
