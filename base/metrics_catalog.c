@@ -21,6 +21,7 @@ static const char *const label_service_code[] = { "service", "code" };
 static const char *const label_result[] = { "result" };
 static const char *const label_state[] = { "state" };
 static const char *const label_version[] = { "version" };
+static const char *const label_path[] = { "path" };
 
 /* Seconds. An upload request: one STOW-RS batch. */
 static const double buckets_upload[] = { 0.05, 0.1, 0.25, 0.5, 1,  2.5,
@@ -112,6 +113,19 @@ static const struct family_def defs[] = {
     DEF(spool_free_bytes, .name = "stowbridge_spool_free_bytes",
         .help = "Free bytes on the spool's file system for the service.",
         .type = METRICS_GAUGE),
+    DEF(spool_commits, .name = "stowbridge_spool_commits_total",
+        .help = "Instances made durable before their success, by path: "
+                "the intake journal (one shared flush) or file by file.",
+        .type = METRICS_COUNTER, LABELS(label_path), .max_series = 2),
+    DEF(spool_journal_flushes, .name = "stowbridge_spool_journal_flushes_total",
+        .help = "The intake journal's flushes (fdatasync), each shared by "
+                "the commits that wrote meanwhile.",
+        .type = METRICS_COUNTER),
+    DEF(spool_journal_up, .name = "stowbridge_spool_journal_up",
+        .help = "1 if the intake journal takes records; 0 if it is off "
+                "(spool.journal_mb 0, no room at start) or failed (see the "
+                "log: event=spool-journal-error).",
+        .type = METRICS_GAUGE),
     DEF(upload_duration, .name = "stowbridge_upload_request_duration_seconds",
         .help = "Time of one STOW-RS request, from connect to the last "
                 "byte of the answer.",
@@ -181,6 +195,8 @@ int metrics_catalog_register(struct metrics *m,
         (void)METRICS_SERIES(cat.spool_bytes, spool_states[i]);
         (void)METRICS_SERIES(cat.spool_oldest_age, spool_states[i]);
     }
+    (void)METRICS_SERIES(cat.spool_commits, METRICS_PATH_JOURNAL);
+    (void)METRICS_SERIES(cat.spool_commits, METRICS_PATH_FILE);
     /* Both results exist from the start, so a rule can compare them. */
     (void)METRICS_SERIES(cat.token_refreshes, METRICS_RESULT_OK);
     (void)METRICS_SERIES(cat.token_refreshes, METRICS_RESULT_FAILED);

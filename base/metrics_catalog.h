@@ -25,6 +25,9 @@
  *   stowbridge_spool_bytes                        gauge      state
  *   stowbridge_spool_oldest_age_seconds           gauge      state
  *   stowbridge_spool_free_bytes                   gauge      -
+ *   stowbridge_spool_commits_total                counter    path
+ *   stowbridge_spool_journal_flushes_total        counter    -
+ *   stowbridge_spool_journal_up                   gauge      -
  *   stowbridge_upload_request_duration_seconds    histogram  -
  *   stowbridge_cfind_duration_seconds             histogram  -
  *   stowbridge_delivery_latency_seconds           histogram  -
@@ -39,6 +42,7 @@
  *               or METRICS_CODE_NO_ANSWER when no HTTP answer came.
  *   result      METRICS_RESULT_OK / METRICS_RESULT_FAILED.
  *   state       METRICS_STATE_* (the spool directories that hold entries).
+ *   path        METRICS_PATH_JOURNAL / METRICS_PATH_FILE (the commit).
  *
  * Thread safety and errors: as metrics.h. The catalog struct is filled
  * once and read-only afterwards.
@@ -87,6 +91,9 @@ struct metrics_family;
 #define METRICS_STATE_DEFERRED "deferred"
 #define METRICS_STATE_FAILED "failed"
 
+#define METRICS_PATH_JOURNAL "journal"
+#define METRICS_PATH_FILE "file"
+
 struct metrics_catalog_params {
     const char *version; /* stowbridge_build_info{version} */
     double start_time_s; /* Unix time the daemon started */
@@ -116,6 +123,9 @@ struct metrics_catalog {
     struct metrics_family *spool_bytes;
     struct metrics_family *spool_oldest_age;
     struct metrics_family *spool_free_bytes;
+    struct metrics_family *spool_commits;
+    struct metrics_family *spool_journal_flushes;
+    struct metrics_family *spool_journal_up;
     struct metrics_family *upload_duration;
     struct metrics_family *cfind_duration;
     struct metrics_family *delivery_latency;

@@ -86,6 +86,10 @@ struct monitor {
     struct metrics_series *cfind_time;
     struct metrics_series *latency;
     struct metrics_series *free_bytes_gauge;
+    struct metrics_series *commits_journal;
+    struct metrics_series *commits_file;
+    struct metrics_series *journal_flushes;
+    struct metrics_series *journal_up;
     struct metrics_series *spool_count[ADMIN_BACKLOG_COUNT];
     struct metrics_series *spool_bytes[ADMIN_BACKLOG_COUNT];
     struct metrics_series *spool_age[ADMIN_BACKLOG_COUNT];
@@ -104,6 +108,7 @@ struct monitor {
     struct spool_state_stats stats[SPOOL_STATE_COUNT];
     int64_t stats_time_s; /* when they were taken; 0: never */
     uint64_t free_bytes;
+    struct spool_commit_stats seen; /* the spool's counts at the last render */
     bool writable;
     char spool_error[ADMIN_TEXT_MAX];
     struct admin_failed_entry *failed; /* ADMIN_FAILED_MAX, newest first */
@@ -1072,6 +1077,18 @@ static void monitor_collect(void *ctx)
         metrics_gauge_set(mon->spool_age[i], (double)age);
     }
     metrics_gauge_set(mon->free_bytes_gauge, (double)mon->free_bytes);
+    if (mon->spool != NULL) {
+        struct spool_commit_stats cs;
+        spool_commit_counts(mon->spool, &cs);
+        metrics_counter_add(mon->commits_journal,
+                            cs.journal_commits - mon->seen.journal_commits);
+        metrics_counter_add(mon->commits_file,
+                            cs.file_commits - mon->seen.file_commits);
+        metrics_counter_add(mon->journal_flushes,
+                            cs.journal_flushes - mon->seen.journal_flushes);
+        metrics_gauge_set(mon->journal_up, cs.journal_up ? 1 : 0);
+        mon->seen = cs;
+    }
     pthread_mutex_unlock(&mon->lock);
 }
 
@@ -1145,6 +1162,12 @@ int monitor_new(const struct monitor_params *p, struct monitor **ret_monitor,
     mon->cfind_time = metrics_series(mon->cat.cfind_duration, NULL);
     mon->latency = metrics_series(mon->cat.delivery_latency, NULL);
     mon->free_bytes_gauge = metrics_series(mon->cat.spool_free_bytes, NULL);
+    mon->commits_journal =
+        METRICS_SERIES(mon->cat.spool_commits, METRICS_PATH_JOURNAL);
+    mon->commits_file =
+        METRICS_SERIES(mon->cat.spool_commits, METRICS_PATH_FILE);
+    mon->journal_flushes = metrics_series(mon->cat.spool_journal_flushes, NULL);
+    mon->journal_up = metrics_series(mon->cat.spool_journal_up, NULL);
     for (int i = 0; i < ADMIN_BACKLOG_COUNT; i++) {
         mon->spool_count[i] =
             METRICS_SERIES(mon->cat.spool_entries, monitor_state_names[i]);

@@ -75,6 +75,7 @@ struct spool_journal {
     uint64_t seg_size;
     unsigned interval_ms; /* checkpoint at least this often */
     uint64_t max_record;  /* bytes of data; bigger instances: file path */
+    bool inode_flush;     /* futimens() + fsync() instead of fdatasync() */
     struct journal_segment seg[SPOOL_JOURNAL_SEGMENTS];
 
     pthread_mutex_t mutex;
@@ -550,7 +551,7 @@ static void *checkpoint_thread(void *arg);
 
 int spool_journal_open(int spool_dir_fd, const char *spool_dir,
                        unsigned size_mb, unsigned checkpoint_ms,
-                       unsigned max_record_kb,
+                       unsigned max_record_kb, bool inode_flush,
                        struct spool_journal **ret_journal, char *err,
                        size_t err_len)
 {
@@ -571,6 +572,7 @@ int spool_journal_open(int spool_dir_fd, const char *spool_dir,
     j->nseg = SPOOL_JOURNAL_SEGMENTS;
     j->seg_size = seg_size;
     j->interval_ms = checkpoint_ms > 0 ? checkpoint_ms : 1000u;
+    j->inode_flush = inode_flush;
     /* Half a segment at most: a big instance never takes a whole one. */
     j->max_record = seg_size / 2 - JOURNAL_BLOCK;
     if (max_record_kb > 0 && (uint64_t)max_record_kb * 1024u < j->max_record)
@@ -662,6 +664,16 @@ int spool_journal_open(int spool_dir_fd, const char *spool_dir,
 fail:
     spool_journal_close(j);
     return r;
+}
+
+bool spool_journal_up(struct spool_journal *j)
+{
+    bool up;
+
+    pthread_mutex_lock(&j->mutex);
+    up = j->broken_seq == 0;
+    pthread_mutex_unlock(&j->mutex);
+    return up;
 }
 
 uint64_t spool_journal_max_record(const struct spool_journal *journal)
@@ -783,9 +795,18 @@ static int journal_flush(struct spool_journal *j, uint64_t target)
             fds[n++] = j->seg[i].fd;
     j->flushing = true;
     pthread_mutex_unlock(&j->mutex);
-    for (unsigned i = 0; i < n && r == 0; i++)
-        if (spool__io.fdatasync(fds[i]) < 0)
+    for (unsigned i = 0; i < n && r == 0; i++) {
+        /* Without a file-system journal, ext4 before Linux 6.5 issues no
+         * cache flush for an fdatasync() that has no metadata to write
+         * (an overwrite): give it the mtime to write (spool.c,
+         * spool_fs_journaled()). */
+        if (j->inode_flush)
+            r = futimens(fds[i], NULL) < 0 || spool__io.fsync(fds[i]) < 0
+                    ? -errno
+                    : 0;
+        else if (spool__io.fdatasync(fds[i]) < 0)
             r = -errno;
+    }
     pthread_mutex_lock(&j->mutex);
     j->flushing = false;
     j->flushes++;

@@ -39,6 +39,7 @@
 #ifndef STOWBRIDGE_SPOOL_JOURNAL_H
 #define STOWBRIDGE_SPOOL_JOURNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -56,18 +57,23 @@ struct spool_journal;
  * with @size_mb MiB in SPOOL_JOURNAL_SEGMENTS segments, and starts its
  * checkpoint thread, which checkpoints every @checkpoint_ms (and sooner
  * when a quarter of the journal was written); it takes instances up to
- * @max_record_kb KiB (0: no limit but half a segment). Call only after
- * spool_journal_replay() (a resize rewrites the segments). @spool_dir is for
- * messages only.
+ * @max_record_kb KiB (0: no limit but half a segment). @inode_flush: the
+ * file system has no journal of its own, so each flush dirties the
+ * segment's inode (futimens) and fsyncs it rather than fdatasync(). Call only
+ * after spool_journal_replay() (a resize rewrites the segments). @spool_dir is
+ * for messages only.
  */
 int spool_journal_open(int spool_dir_fd, const char *spool_dir,
                        unsigned size_mb, unsigned checkpoint_ms,
-                       unsigned max_record_kb,
+                       unsigned max_record_kb, bool inode_flush,
                        struct spool_journal **ret_journal, char *err,
                        size_t err_len);
 
 /* Checkpoints what it can, stops the thread, frees. Accepts NULL. */
 void spool_journal_close(struct spool_journal *journal);
+
+/* False once a write, flush or checkpoint failed (until restart). */
+bool spool_journal_up(struct spool_journal *journal);
 
 /* The largest instance the journal takes (bigger ones: the file path). */
 uint64_t spool_journal_max_record(const struct spool_journal *journal);

@@ -180,6 +180,17 @@ int spool_journal_start(struct spool *spool, unsigned size_mb,
 /* True if commits go through the intake journal. */
 bool spool_uses_journal(const struct spool *spool);
 
+/* How instances were made durable since spool_open() (for metrics). */
+struct spool_commit_stats {
+    bool journal_up;          /* the journal takes records (on, not failed) */
+    uint64_t journal_commits; /* instances made durable through it */
+    uint64_t file_commits;    /* instances committed file by file */
+    uint64_t journal_flushes; /* its fdatasyncs (shared by group commits) */
+};
+
+void spool_commit_counts(const struct spool *spool,
+                         struct spool_commit_stats *ret_stats);
+
 /*
  * Receive path, step 1: creates a new empty entry file under a fresh ID:
  * an anonymous file in incoming/ (O_TMPFILE, mode 0600) where the file

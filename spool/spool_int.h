@@ -61,6 +61,17 @@ void spool__journal_counts_of(const struct spool *spool, uint64_t *ret_records,
 /* Checkpoints the journal now (what its thread does every second). */
 int spool__journal_checkpoint(struct spool *spool);
 
+/* Before spool_open(): SPOOL__FS_DETECT (what production does) or a
+ * forced answer to "has the file system a journal of its own?". Without
+ * one: an inode fsync after each link, futimens() + fsync() instead of
+ * fdatasync() for the intake journal. */
+enum spool__fs_mode {
+    SPOOL__FS_DETECT = 0,
+    SPOOL__FS_JOURNALED,
+    SPOOL__FS_UNJOURNALED,
+};
+extern enum spool__fs_mode spool__fs_mode;
+
 /* When true, spool_close() leaves the journal as a crash would: no final
  * checkpoint, so the next spool_recover() replays it. */
 extern bool spool__journal_crash_on_close;

@@ -24,6 +24,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import it  # noqa: E402
@@ -121,11 +122,25 @@ def test_journal_restore(work):
         it.make_instance(p, study=study, size=40)
         files.append(p)
     # A checkpoint a minute: the test's crash comes before it.
+    admin_port = it.free_port()
     d = it.Daemon(work, spool={"journal_mb": 16,
-                               "journal_checkpoint_ms": 60000}).start()
+                               "journal_checkpoint_ms": 60000},
+                  admin={"listen": "127.0.0.1:%d" % admin_port}).start()
     r = it.storescu(d.port, files, calling="MODALITY3")
     acked = it.acknowledged_files(r.stdout + r.stderr)
     check(len(acked) == len(files), "all %d acknowledged" % len(files))
+    # The journal's metrics: every commit through it, shared flushes.
+    metrics = urllib.request.urlopen(
+        "http://127.0.0.1:%d/metrics" % admin_port, timeout=10).read().decode()
+    check('stowbridge_spool_commits_total{path="journal"} %d' % len(files)
+          in metrics and
+          'stowbridge_spool_commits_total{path="file"} 0' in metrics,
+          "/metrics counts %d commits through the journal" % len(files))
+    check("stowbridge_spool_journal_up 1" in metrics, "journal up")
+    flushes = [line for line in metrics.splitlines()
+               if line.startswith("stowbridge_spool_journal_flushes_total ")]
+    check(len(flushes) == 1 and 0 < int(flushes[0].split()[1]) <= len(files),
+          "one flush per commit at most: %s" % flushes)
     entries = sorted(d.entries())
     check(len(entries) == len(files), "all in incoming/")
     before = {}

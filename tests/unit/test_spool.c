@@ -353,8 +353,15 @@ struct fault_case {
 /* Every write, fsync, link or rename and close of one commit fails in
  * turn, with EIO and ENOSPC: the commit fails with that errno and leaves
  * nothing in incoming/ or tmp/. */
-static void test_faults_on(bool tmpfile)
+static void test_faults_on(bool tmpfile, bool journaled_fs)
 {
+    /* On a file system with a journal of its own there is no inode fsync
+     * after the link (spool_fs_journaled()). */
+    static const struct fault_case journaled_cases[] = {
+        { OP_WRITE, 1, "first write" }, { OP_WRITE, 2, "second write" },
+        { OP_FSYNC, 1, "file fsync" },  { OP_FSYNC, 2, "incoming/ fsync" },
+        { OP_LINK, 1, "linkat" },       { OP_CLOSE, 1, "close" },
+    };
     static const struct fault_case tmpfile_cases[] = {
         { OP_WRITE, 1, "first write" },
         { OP_WRITE, 2, "second write" },
@@ -370,17 +377,23 @@ static void test_faults_on(bool tmpfile)
         { OP_FSYNC, 3, "tmp/ fsync" },  { OP_RENAME, 1, "rename" },
         { OP_CLOSE, 1, "close" },
     };
-    const struct fault_case *cases = tmpfile ? tmpfile_cases : rename_cases;
-    size_t ncases = tmpfile ? sizeof(tmpfile_cases) / sizeof(tmpfile_cases[0])
-                            : sizeof(rename_cases) / sizeof(rename_cases[0]);
+    const struct fault_case *cases = !tmpfile       ? rename_cases
+                                     : journaled_fs ? journaled_cases
+                                                    : tmpfile_cases;
+    size_t ncases = !tmpfile ? sizeof(rename_cases) / sizeof(rename_cases[0])
+                    : journaled_fs
+                        ? sizeof(journaled_cases) / sizeof(journaled_cases[0])
+                        : sizeof(tmpfile_cases) / sizeof(tmpfile_cases[0]);
     static const int errnos[] = { EIO, ENOSPC };
     struct spool *spool = NULL;
     char id[SPOOL_ID_MAX];
     unsigned before;
 
     spool__no_tmpfile = !tmpfile;
+    spool__fs_mode = journaled_fs ? SPOOL__FS_JOURNALED : SPOOL__FS_UNJOURNALED;
     CHECK(spool_open(root, SPOOL_OPEN_OWNER, &spool, err, sizeof(err)) == 0);
     spool__no_tmpfile = false;
+    spool__fs_mode = SPOOL__FS_DETECT;
     CHECK(spool_uses_tmpfile(spool) == tmpfile);
     before = count_files("incoming");
     spool__io.write = f_write;
@@ -418,8 +431,9 @@ static void test_faults_on(bool tmpfile)
 
 static void test_faults(void)
 {
-    test_faults_on(true);
-    test_faults_on(false);
+    test_faults_on(true, false);
+    test_faults_on(true, true);
+    test_faults_on(false, false);
 }
 
 static int label_errno;

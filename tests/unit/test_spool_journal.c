@@ -187,6 +187,10 @@ static void test_commit(void)
               (unsigned long long)records);
     CHECK_MSG(flushes == 3, "one fdatasync each, got %llu",
               (unsigned long long)flushes);
+    struct spool_commit_stats cs;
+    spool_commit_counts(spool, &cs);
+    CHECK(cs.journal_up && cs.journal_commits == 3 && cs.file_commits == 1 &&
+          cs.journal_flushes == 3);
     CHECK(count_files("meta") == 0 && count_files("tmp") == 0);
     spool_close(spool);
 
@@ -477,6 +481,16 @@ static int f_fdatasync(int fd)
     return fdatasync(fd);
 }
 
+/* Without a file-system journal the journal flushes with fsync(). */
+static int f_fsync(int fd)
+{
+    if (fault_op == F_FDATASYNC) {
+        errno = fault_errno;
+        return -1;
+    }
+    return fsync(fd);
+}
+
 static int f_linkat(int olddirfd, const char *oldpath, int newdirfd,
                     const char *newpath, int flags)
 {
@@ -498,7 +512,7 @@ static int f_syncfs(int fd)
     return syncfs(fd);
 }
 
-static void test_faults(void)
+static void test_faults_in(enum spool__fs_mode mode)
 {
     static const struct {
         enum fault_op op;
@@ -513,6 +527,7 @@ static void test_faults(void)
     char id[SPOOL_ID_MAX], id2[SPOOL_ID_MAX];
     struct spool *spool;
 
+    spool__fs_mode = mode;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         reset_root();
         spool = open_daemon(8, NULL);
@@ -521,6 +536,7 @@ static void test_faults(void)
         spool__io.pwrite = f_pwrite;
         spool__io.pread = f_pread;
         spool__io.fdatasync = f_fdatasync;
+        spool__io.fsync = f_fsync;
         fault_op = cases[i].op;
         fault_errno = EIO;
         int r = commit_body(spool, 1, 5000, id);
@@ -537,6 +553,11 @@ static void test_faults(void)
                   cases[i].what, err);
         spool__journal_counts_of(spool, &records, &flushes, &ckpts);
         CHECK_MSG(records == 1, "%s: no second record", cases[i].what);
+        struct spool_commit_stats cs;
+        spool_commit_counts(spool, &cs);
+        CHECK_MSG(
+            !cs.journal_up && cs.journal_commits == 0 && cs.file_commits == 1,
+            "%s: the journal is down, one commit file by file", cases[i].what);
         CHECK(entry_is(spool, SPOOL_INCOMING, id2, 2, 5000));
         spool__io_reset();
         spool_close(spool);
@@ -614,6 +635,15 @@ static void test_faults(void)
     CHECK_MSG(rec.journal_records == 1, "replayed on the next attempt");
     CHECK(spool != NULL && entry_is(spool, SPOOL_INCOMING, id, 5, 7000));
     spool_close(spool);
+    spool__fs_mode = SPOOL__FS_DETECT;
+}
+
+/* Both flushes: fdatasync() where the file system has a journal of its
+ * own, futimens() + fsync() where it has none. */
+static void test_faults(void)
+{
+    test_faults_in(SPOOL__FS_JOURNALED);
+    test_faults_in(SPOOL__FS_UNJOURNALED);
 }
 
 int main(void)
