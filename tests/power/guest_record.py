@@ -113,8 +113,11 @@ def record(plan, var, work):
     with open(cfg_path, "w") as f:
         json.dump(cfg, f)
     daemon_log = open(os.path.join(work, "guest-daemon-%s.log" % name), "wb")
+    env = dict(os.environ)
+    if plan.get("preload"):
+        env["LD_PRELOAD"] = plan["preload"]  # the self-check only
     proc = subprocess.Popen([plan["stowbridge"], "run", "--config", cfg_path],
-                            stdout=daemon_log, stderr=daemon_log)
+                            stdout=daemon_log, stderr=daemon_log, env=env)
     deadline = time.time() + 60
     while not echo_ok(port):
         if proc.poll() is not None or time.time() > deadline:

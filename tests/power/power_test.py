@@ -4,6 +4,7 @@
 
 usage: power_test.py STOWBRIDGE WORK_DIR [--count N] [--variants a,b]
                      [--max-checkpoints N] [--keep] [--tcg]
+                     [--expect-loss PRELOAD_LIB]
 
 1. Boots a qemu guest (vm.py) with a Debian kernel that has dm-log-writes;
    in it (guest_record.py) the daemon receives N instances onto ext4 over
@@ -21,6 +22,10 @@ usage: power_test.py STOWBRIDGE WORK_DIR [--count N] [--variants a,b]
        set is byte for byte the one sent;
    (b) every entry in those states is one of the instances sent, whole:
        nothing torn, zero-filled or foreign would ever be uploaded.
+--expect-loss runs the daemon in the guest with PRELOAD_LIB preloaded
+(bench/nofsync.c: fsync does nothing) and inverts the verdict: exits 0
+only if the checks found an acknowledged instance lost, which shows they
+can fail.
 Exits 0 if every checkpoint passed, 1 on any failure, 77 (skipped, with
 the reason) only if qemu, a static busybox or the guest kernel cannot be
 had, or the test does not run as root (loop mounts).
@@ -395,7 +400,7 @@ def parse_args(argv):
     args = {"stowbridge": os.path.abspath(argv[1]),
             "work": os.path.abspath(argv[2]), "count": None,
             "variants": ["journal", "nojournal"], "max_checkpoints": 150,
-            "keep": False, "tcg": False}
+            "keep": False, "tcg": False, "preload": None}
     rest = argv[3:]
     while rest:
         opt = rest.pop(0)
@@ -409,6 +414,8 @@ def parse_args(argv):
             args["keep"] = True
         elif opt == "--tcg":
             args["tcg"] = True
+        elif opt == "--expect-loss":
+            args["preload"] = os.path.abspath(rest.pop(0))
         else:
             raise SystemExit("unknown option " + opt)
     return args
@@ -467,7 +474,8 @@ def main(argv):
                               log_dev="/dev/vd" + letters[len(disks) + 1]))
         disks += [data, logi]
     plan = {"stowbridge": args["stowbridge"], "instances": manifest,
-            "variants": plan_vars, "ts_flag": "-xe"}
+            "variants": plan_vars, "ts_flag": "-xe",
+            "preload": args["preload"]}
     with open(os.path.join(work, "plan.json"), "w") as f:
         json.dump(plan, f, indent=1)
     with open(os.path.join(work, "guest.sh"), "w") as f:
@@ -530,6 +538,15 @@ def main(argv):
                   "repaired them" % (res["variant"], res["preen_stops"]))
     print("power: %d checkpoints in %.1f s in all: %s" % (
         total, time.time() - t0, "FAILED" if failed else "all passed"))
+    if args["preload"]:
+        lost = sum(1 for res in results for f in res["failures"]
+                   if "not in the spool" in f)
+        print("power: self-check with %s preloaded: %s" % (
+            os.path.basename(args["preload"]),
+            "the checks found acknowledged instances lost at %d "
+            "checkpoints, as they must" % lost if lost else
+            "FAILED: the checks found no loss"))
+        return 0 if lost else 1
     if not failed and not args["keep"]:
         for name in os.listdir(work):
             if name.endswith(".img"):
