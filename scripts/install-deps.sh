@@ -27,11 +27,19 @@ packages=(
     prometheus chromium
     haproxy            # a real load balancer sending PROXY v1/v2 (tls_it.py)
     clang-format       # scripts/format-check.sh (Debian 12: clang-format 14)
+    # The power-loss test (tests/power): a qemu guest with a static
+    # busybox initramfs, dm-log-writes driven by dmsetup, e2fsck.
+    qemu-system-x86 busybox-static dmsetup e2fsprogs
 )
 # Node.js and npm run the test OAuth server (tests/oidc, oidc-provider);
 # a machine that already has them (from any source) keeps its own.
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
+
+# Its guest kernel: Debian's linux-image-amd64, unpacked into
+# /var/cache/stowbridge-power, never installed (a failure only skips it).
+bash "$(dirname "$0")/../tests/power/guest_kernel.sh" >/dev/null ||
+    echo "install-deps.sh: no guest kernel; tests/power will be skipped" >&2
 
 missing=()
 for p in "${packages[@]}"; do
