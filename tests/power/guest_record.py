@@ -105,7 +105,8 @@ def record(plan, var, work):
     port = free_port()
     cfg = {
         "dicom": {"ae_title": "STOWBRIDGE", "port": port, "timeout_s": 30},
-        "spool": dict(plan.get("spool_extra", {}), dir=spool, min_free_mb=0),
+        "spool": dict(plan.get("spool_extra", {}), **var.get("spool", {}),
+                      dir=spool, min_free_mb=0),
         "log": {"level": "info"},
         "admin": {"listen": ""},
     }
