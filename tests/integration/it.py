@@ -180,11 +180,14 @@ def echo(port, called="STOWBRIDGE", calling="ECHOSCU", extra=()):
 NODELAY_ENV = dict(os.environ, TCP_NODELAY="1")
 
 
-def storescu(port, files, extra=(), calling="STORESCU", timeout=300):
+def storescu(port, files, extra=(), calling="STORESCU", timeout=300,
+             nodelay=True):
+    """storescu -v of @files; @nodelay False leaves Nagle on (a paced
+    SCU, as DCMTK's default is)."""
     return run(["storescu", "-v", "-to", "5", "-ta", "30", "-td", "60",
                 "-aet", calling, "-aec", "STOWBRIDGE", *extra,
                 "127.0.0.1", str(port), *files], timeout=timeout,
-               env=NODELAY_ENV)
+               env=NODELAY_ENV if nodelay else None)
 
 
 def acknowledged_files(output):
