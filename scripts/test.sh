@@ -15,6 +15,10 @@ bash scripts/lint.sh
 bash scripts/format-check.sh
 
 jobs=$(nproc)
+# Tests at once (ctest -j): most tests wait on sockets and timers, not on
+# the CPU; those that must run alone have the CTest property RUN_SERIAL
+# (tests/integration/CMakeLists.txt, tests/packaging).
+test_jobs=${STOWBRIDGE_TEST_JOBS:-2}
 # run_suite DIR [CMAKE_ARGS...] [-- CTEST_ARGS...]
 run_suite() {
     local dir=$1; shift
@@ -24,7 +28,8 @@ run_suite() {
     ctest_args=("$@")
     cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "${cmake_args[@]}" >/dev/null
     cmake --build "$dir" -j"$jobs"
-    ctest --test-dir "$dir" --output-on-failure --timeout 400 "${ctest_args[@]}"
+    ctest --test-dir "$dir" --output-on-failure --timeout 400 -j"$test_jobs" \
+        "${ctest_args[@]}"
 }
 
 echo "== normal build"

@@ -182,15 +182,18 @@ def test_poison(work):
     d = commit_daemon(work, mock.port, listen,
                       upload={"batch_max_instances": 2}).start()
     try:
-        mock.stow_mode = "mixed"   # the first of a batch: A900, rejected
+        # The first instance rejected (A900), by its UID: the "mixed" mode
+        # (the first of each batch) rejected both whenever the scheduler
+        # took them in two batches of one.
         study, files = make_files(work, 2)
+        mock.reasons = {files[0][1]: 43264}
         store(d, files)
         wait_for(lambda: d.entries("failed") and delivered(mock, [files[1][1]])
                  or len(mock.stored) >= 1 and d.entries("failed"), 60,
                  "one rejected, one stored")
         failed_id = os.path.basename(d.entries("failed")[0])[:-4]
         stored = list(mock.stored)
-        mock.stow_mode = "ok"
+        mock.reasons = {}
         items = [(CT, u) for _, u in files]
         r, tx = scu(d, items, listen=listen, wait=30)
         rep = report_of(r.stdout)

@@ -584,8 +584,13 @@ scrape_configs:
 # ---- load: 200 concurrent requests during a 1000-instance run --------------
 
 def timed_store(d, files):
+    """storescu with Nagle on (DCMTK's default): ~40 ms per instance,
+    so ingest is paced by the SCU, not by the CPU, and the rates
+    compared below say whether the admin load blocks ingest, not how
+    the 2 cores were shared with 200 Python client threads."""
     t0 = time.time()
-    r = it.storescu(d.port, files, calling="CT01", timeout=600)
+    r = it.storescu(d.port, files, calling="CT01", timeout=600,
+                    nodelay=False)
     took = time.time() - t0
     check(r.returncode == 0, "storescu sent %d instances in %.2f s"
           % (len(files), took))
@@ -593,7 +598,9 @@ def timed_store(d, files):
 
 
 def test_load(work):
-    files = instances(work, 1000, "l", size=128)
+    # 400 instances: ~17 s of requests from the 200 clients per round
+    # (~100 000 requests), as telling as 1000 and 40 s shorter per round.
+    files = instances(work, 400, "l", size=128)
     d = daemon(work)
     d.start()
     counts = {"ok": 0, "other": 0}
@@ -639,17 +646,18 @@ def test_load(work):
         for t in threads:
             t.join(60)
         ratio = quiet / loaded
-        msg = ("1000 instances: %.2f s alone, %.2f s with 200 concurrent "
+        msg = ("%d instances: %.2f s alone, %.2f s with 200 concurrent "
                "admin clients (%d requests served, %d not): ingest at "
                "%.0f %% of the quiet run"
-               % (quiet, loaded, counts["ok"], counts["other"],
+               % (len(files), quiet, loaded, counts["ok"], counts["other"],
                   100 * ratio))
         print(msg)
         os.makedirs(OUT_DIR, exist_ok=True)
         with open(os.path.join(OUT_DIR, "load.txt"), "w") as f:
             f.write(msg + "\n")
         check(counts["ok"] >= 200, "the admin clients were served")
-        check(len(d.entries("incoming")) == 2050, "every instance spooled")
+        check(len(d.entries("incoming")) == 50 + 2 * len(files),
+              "every instance spooled")
         # Not asserted tightly: 2 shared cores. Only a collapse fails.
         check(ratio > 0.5, "ingest did not collapse under the requests")
         code, _, _, _ = get(work, d, "/healthz")

@@ -302,7 +302,7 @@ class Orthanc(it.Orthanc):
         for i in range(0, len(files), 200):
             r = run(["storescu", "-aec", self.aet, "-to", "10", "-ta", "30",
                      "-td", "60", "127.0.0.1", str(self.dicom_port)] +
-                    files[i:i + 200], timeout=300)
+                    files[i:i + 200], timeout=300, env=it.NODELAY_ENV)
             if r.returncode != 0:
                 raise Failure("storescu to Orthanc: %s" % r.stderr[-500:])
 
