@@ -12,8 +12,8 @@
  *                        table scp_services[] (echo.cc, store.cc,
  *                        find.cc, commit.cc, retrieve.cc); and
  *   end_association()    frees the DCMTK association without waiting for
- *                        the peer, hands the socket back to the loop and
- *                        frees the slot at once.
+ *                        the peer and hands the socket back to the loop;
+ *                        connection_thread() then frees the slot, last.
  *
  * A new DIMSE service is one file with its scp__<service>_serve() and one
  * row in scp_services[], plus its SOP classes in classify_syntax().
@@ -29,6 +29,8 @@
 #include <memory>
 #include <string>
 #include <vector>
+
+#include <openssl/crypto.h>
 
 #include "dcmtk/dcmdata/dcuid.h"
 #include "dcmtk/dcmnet/assoc.h"
@@ -498,15 +500,13 @@ enum assoc_end {
  * connection loop (scp_pdu.cc), which closes it once the peer has closed
  * or within dicom.timeout_s. Then frees the slot, at once.
  */
-static void end_association(struct scp *scp, T_ASC_Association **passoc,
-                            bool send_abort)
+static void end_association(T_ASC_Association **passoc, bool send_abort)
 {
     if (send_abort && *passoc != NULL && (*passoc)->DULassociation != NULL)
         scp__abort_on_close(
             DUL_getTransportConnection((*passoc)->DULassociation));
     (void)ASC_dropAssociation(*passoc);
     (void)ASC_destroyAssociation(passoc);
-    scp__association_done(scp);
 }
 
 /*
@@ -733,7 +733,7 @@ static bool accept_association(struct scp *scp, T_ASC_Association *assoc,
 /*
  * One association, from the whole A-ASSOCIATE-RQ the loop checked to the
  * end: DCMTK parses it, we accept or reject, serve, and hand the socket
- * back. The loop took the association slot; end_association() frees it.
+ * back. The loop took the association slot; connection_thread() frees it.
  */
 static void serve_connection(struct scp_conn *conn)
 {
@@ -764,7 +764,7 @@ static void serve_connection(struct scp_conn *conn)
             scp__send_abort(conn->fd, 0, 0);
             scp__hand_back(scp, conn->fd);
         }
-        end_association(scp, &assoc, true);
+        end_association(&assoc, true);
         return;
     }
 
@@ -774,7 +774,7 @@ static void serve_connection(struct scp_conn *conn)
     OFStandard::strlcpy(sa.peer, conn->peer, sizeof(sa.peer));
     if (!accept_association(scp, assoc, conn->number, sa.calling_ae,
                             sizeof(sa.calling_ae), sa.peer)) {
-        end_association(scp, &assoc, false);
+        end_association(&assoc, false);
         return;
     }
 
@@ -792,12 +792,13 @@ static void serve_connection(struct scp_conn *conn)
     free(sa.write_buffer);
     if (scp->observer.association != NULL)
         scp->observer.association(scp->observer.ctx, -1);
-    end_association(scp, &sa.assoc, how == END_ABORT);
+    end_association(&sa.assoc, how == END_ABORT);
 }
 
 static void *connection_thread(void *arg)
 {
     struct scp_conn *conn = (struct scp_conn *)arg;
+    struct scp *scp = conn->scp;
 
     try {
         serve_connection(conn);
@@ -809,6 +810,12 @@ static void *connection_thread(void *arg)
                 conn->peer);
     }
     delete conn;
+    /* OpenSSL's per-thread state (the error queue) goes before the slot:
+     * once the last slot is free the daemon may exit, and a detached
+     * thread still on its way out would leave it behind (LeakSanitizer
+     * saw it in it_tls_rejects). */
+    OPENSSL_thread_stop();
+    scp__association_done(scp);
     return NULL;
 }
 
