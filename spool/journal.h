@@ -48,7 +48,7 @@ struct spool_journal;
 
 /* The journal's directory under the spool directory. */
 #define SPOOL_JOURNAL_DIR "journal"
-/* Smallest and default sizes (spool.journal_mb). */
+/* The smallest spool.journal_mb, and how many segments it is cut into. */
 #define SPOOL_JOURNAL_MIN_MB 8u
 #define SPOOL_JOURNAL_SEGMENTS 4u
 
