@@ -993,6 +993,20 @@ static bool spool_label(int fd, const struct spool_meta *label)
     return spool__io.fsetxattr(fd, SPOOL_LABEL_XATTR, text, (size_t)n, 0) == 0;
 }
 
+/* Gives the O_TMPFILE file @fd its first and only name, incoming/@name
+ * (@where names it in the error). */
+static int spool_link_incoming(struct spool *spool, int fd, const char *name,
+                               const char *where, char *err, size_t err_len)
+{
+    char fd_path[64];
+
+    spool_fd_path(fd, fd_path, sizeof(fd_path));
+    if (spool__io.linkat(AT_FDCWD, fd_path, spool->state_fd[SPOOL_INCOMING],
+                         name, AT_SYMLINK_FOLLOW) < 0)
+        return spool_syserr(err, err_len, errno, "linkat", spool->dir, where);
+    return 0;
+}
+
 /*
  * The journal's commit: the record made durable (one flush, shared with
  * concurrent commits), then the entry named in incoming/ with no fsync of
@@ -1006,7 +1020,6 @@ static int spool_commit_journal(struct spool *spool, const char *name,
 {
     int incoming_fd = spool->state_fd[SPOOL_INCOMING];
     char text[SPOOL_LABEL_MAX];
-    char fd_path[64];
     struct stat st;
     uint64_t seq = 0;
     int n = 0;
@@ -1028,10 +1041,8 @@ static int spool_commit_journal(struct spool *spool, const char *name,
         return r;
     }
     if (spool->tmpfile) {
-        spool_fd_path(fd, fd_path, sizeof(fd_path));
-        if (spool__io.linkat(AT_FDCWD, fd_path, incoming_fd, name,
-                             AT_SYMLINK_FOLLOW) < 0) {
-            r = spool_syserr(err, err_len, errno, "linkat", spool->dir, where);
+        r = spool_link_incoming(spool, fd, name, where, err, err_len);
+        if (r < 0) {
             (void)spool__io.close(fd);
             goto out;
         }
@@ -1062,7 +1073,6 @@ int spool_commit_labelled(struct spool *spool, const char *id, int fd,
     int incoming_fd = spool->state_fd[SPOOL_INCOMING];
     char name[SPOOL_NAME_MAX];
     char where[SPOOL_NAME_MAX + 32];
-    char fd_path[64];
     bool labelled;
     int r;
 
@@ -1100,10 +1110,8 @@ int spool_commit_labelled(struct spool *spool, const char *id, int fd,
     if (spool->tmpfile) {
         /* The first and only name: the entry appears whole in incoming/
          * and no other directory ever names it. */
-        spool_fd_path(fd, fd_path, sizeof(fd_path));
-        if (spool__io.linkat(AT_FDCWD, fd_path, incoming_fd, name,
-                             AT_SYMLINK_FOLLOW) < 0) {
-            r = spool_syserr(err, err_len, errno, "linkat", spool->dir, where);
+        r = spool_link_incoming(spool, fd, name, where, err, err_len);
+        if (r < 0) {
             (void)spool__io.close(fd);
             return r;
         }
