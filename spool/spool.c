@@ -786,9 +786,14 @@ int spool_journal_start(struct spool *spool, unsigned size_mb,
     }
     if (size_mb == 0)
         return spool_journal_remove(spool->dir_fd, spool->dir, err, err_len);
-    return spool_journal_open(spool->dir_fd, spool->dir, size_mb, checkpoint_ms,
-                              max_record_kb, !spool->fs_journaled,
-                              &spool->journal, err, err_len);
+    int r = spool_journal_open(
+        spool->dir_fd, spool->dir, size_mb, checkpoint_ms, max_record_kb,
+        !spool->fs_journaled, &spool->journal, err, err_len);
+    if (r < 0)
+        /* E.g. no room for every segment: the ones made would only take
+         * space from the entries (recovery ran, so none holds a record). */
+        (void)spool_journal_remove(spool->dir_fd, spool->dir, NULL, 0);
+    return r;
 }
 
 bool spool_uses_journal(const struct spool *spool)

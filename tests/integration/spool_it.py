@@ -17,6 +17,9 @@ real stowbridge binary and DCMTK's storescu:
   restart every acknowledged instance is back, byte for byte, with its
   label, the log says how many were restored, and a clean stop leaves
   nothing to replay.
+- journal_no_room: a spool on a 24 MiB file system asks for a 64 MiB
+  journal: the daemon says why it cannot have it, starts anyway, stores
+  file by file, and /metrics shows the journal down.
 
 usage: spool_it.py BINARY CRAFT_SCU TEST
 """
@@ -205,6 +208,42 @@ def test_journal_restore(work):
     check("journal_records=0 journal_restored=0" in d3.log_text(),
           "after a clean stop nothing is replayed")
     check(d3.stop() == 0, "clean stop")
+
+
+def test_journal_no_room(work):
+    fs = os.path.join(work, "small")
+    kind = it.mount_small_fs(fs, 24)
+    if kind is None:
+        print("skip: cannot mount a small file system here (needs root)")
+        sys.exit(it.SKIP)
+    try:
+        admin_port = it.free_port()
+        d = it.Daemon(work, spool_dir=os.path.join(fs, "spool"),
+                      spool={"journal_mb": 64},
+                      admin={"listen": "127.0.0.1:%d" % admin_port}).start()
+        check("event=spool-journal-unavailable" in d.log_text(),
+              "the log says the journal could not be had (%s)" % kind)
+        files = []
+        for i in range(3):
+            p = os.path.join(work, "n%d.dcm" % i)
+            it.make_instance(p, size=40)
+            files.append(p)
+        r = it.storescu(d.port, files)
+        check(len(it.acknowledged_files(r.stdout + r.stderr)) == 3,
+              "stores anyway")
+        check(len(d.entries()) == 3, "three entries in incoming/")
+        check(not os.path.exists(os.path.join(fs, "spool", "journal")),
+              "the segments it could make are removed: their space is the "
+              "entries'")
+        metrics = urllib.request.urlopen(
+            "http://127.0.0.1:%d/metrics" % admin_port,
+            timeout=10).read().decode()
+        check("stowbridge_spool_journal_up 0" in metrics and
+              'stowbridge_spool_commits_total{path="file"} 3' in metrics,
+              "/metrics: journal down, three commits file by file")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        it.run(["umount", "-l", fs])
 
 
 def main():
