@@ -533,8 +533,10 @@ static int seg_create(int dir_fd, unsigned i, uint64_t size)
     zeros = calloc(1, 1u << 20);
     if (zeros == NULL)
         r = -ENOMEM;
-    for (uint64_t off = 0; r == 0 && off < size; off += 1u << 20)
-        r = pwrite_all(fd, zeros, 1u << 20, (off_t)off);
+    for (uint64_t off = 0; r == 0 && off < size; off += 1u << 20) {
+        uint64_t n = size - off < (1u << 20) ? size - off : (1u << 20);
+        r = pwrite_all(fd, zeros, (size_t)n, (off_t)off);
+    }
     free(zeros);
     if (r == 0 && spool__io.fsync(fd) < 0)
         r = -errno;

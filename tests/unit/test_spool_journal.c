@@ -378,6 +378,16 @@ static void test_ring(void)
         CHECK_MSG(records == 1, "1.5 MiB fits half of a 4 MiB segment");
         spool_close(spool);
     }
+    /* A size whose quarter is no whole MiB: segments of exactly that. */
+    spool = open_daemon(10, NULL);
+    if (spool != NULL) {
+        struct stat st;
+        char path[300];
+        snprintf(path, sizeof(path), "%s/journal/seg.1", root);
+        CHECK_MSG(stat(path, &st) == 0 && st.st_size == 2621440,
+                  "10 MiB: segments of 2.5 MiB");
+        spool_close(spool);
+    }
 }
 
 /* ---- group commit ---------------------------------------------------- */
