@@ -801,7 +801,7 @@ static int journal_flush(struct spool_journal *j, uint64_t target)
         /* Without a file-system journal, ext4 before Linux 6.5 issues no
          * cache flush for an fdatasync() that has no metadata to write
          * (an overwrite): give it the mtime to write (spool.c,
-         * spool_fs_journaled()). */
+         * spool_datasync_flushes()). */
         if (j->inode_flush)
             r = futimens(fds[i], NULL) < 0 || spool__io.fsync(fds[i]) < 0
                     ? -errno
