@@ -20,6 +20,7 @@
 
 #include "dcmtk/dcmdata/dcdeftag.h"
 #include "dcmtk/dcmdata/dcfilefo.h"
+#include "dcmtk/dcmdata/dcistrmb.h"
 #include "dcmtk/dcmdata/dcmetinf.h"
 #include "dcmtk/dcmdata/dcostrma.h"
 #include "dcmtk/dcmdata/dcuid.h"
@@ -37,17 +38,25 @@
 #define SCP_IMPLEMENTATION_VERSION_NAME "STOWBRIDGE_" STOWBRIDGE_VERSION
 
 /*
- * A DcmConsumer that writes to a spool fd through spool_write_all(), in
- * chunks of SCP_WRITE_BUFFER bytes (DCMTK hands over one PDV fragment at a
- * time, often ~10 KB: one write(2) each would cost more than the fsync).
- * After the first failure it accepts nothing more and remembers the errno,
- * so the caller answers A700 whatever DCMTK made of the short write.
- * finish() must be called at the end: it writes what is buffered.
+ * A DcmConsumer that collects the received file in @buffer
+ * (SCP_WRITE_BUFFER bytes; DCMTK hands over one PDV fragment at a time,
+ * often ~10 KB: one write(2) each would cost more than the fsync).
+ *
+ * With a file (@fd >= 0) it writes the buffer out through
+ * spool_write_all() whenever it fills. Without one (@fd < 0: the spool
+ * takes instances held in memory, up to @hold_max bytes) it keeps
+ * everything in the buffer; once the file outgrows @hold_max it creates
+ * the spool file (spool_tmp_create(), which gives it a new ID) and goes on
+ * as above. After the first failure it accepts nothing more and remembers
+ * the errno, so the caller answers A700 whatever DCMTK made of the short
+ * write. finish() must be called at the end.
  */
 class SpoolConsumer : public DcmConsumer {
 public:
-    SpoolConsumer(int fd, unsigned char *buffer)
-        : fd_(fd), error_(0), bytes_(0), buffer_(buffer), used_(0)
+    SpoolConsumer(struct spool *spool, int fd, char *id, unsigned char *buffer,
+                  size_t hold_max)
+        : spool_(spool), fd_(fd), id_(id), error_(0), failed_call_("write"),
+          bytes_(0), buffer_(buffer), used_(0), hold_max_(hold_max)
     {
     }
 
@@ -56,7 +65,7 @@ public:
     {
         return error_ == 0 ? EC_Normal : EC_InvalidStream;
     }
-    OFBool isFlushed() const override { return used_ == 0; }
+    OFBool isFlushed() const override { return used_ == 0 || held(); }
     offile_off_t avail() const override
     {
         return error_ == 0 ? (offile_off_t)(1 << 30) : 0;
@@ -81,11 +90,23 @@ public:
         bytes_ += (uint64_t)buflen;
         return buflen;
     }
-    void flush() override { (void)drain(); }
+    /* Called by DCMTK between elements: a held file stays in memory. */
+    void flush() override
+    {
+        if (fd_ >= 0)
+            (void)drain();
+    }
 
-    /* Writes out what is buffered; false (and error() set) on failure. */
-    bool finish() { return drain(); }
+    /* The end of the data set: a held file stays in the buffer, anything
+     * else is written out. False (and error() set) on failure. */
+    bool finish() { return held() || drain(); }
+    /* True if the whole file is in held_data() and no file was made. */
+    bool held() const { return error_ == 0 && fd_ < 0 && used_ <= hold_max_; }
+    const unsigned char *held_data() const { return buffer_; }
+    size_t held_len() const { return used_; }
+    int fd() const { return fd_; }
     int error() const { return error_; }
+    const char *failed_call() const { return failed_call_; }
     uint64_t bytes() const { return bytes_; }
 
 private:
@@ -93,6 +114,17 @@ private:
     {
         if (error_ != 0)
             return false;
+        if (fd_ < 0) {
+            /* Too big to hold: from here on a file, under a new ID. */
+            char err[256];
+            int r = spool_tmp_create(spool_, id_, &fd_, err, sizeof(err));
+            if (r < 0) {
+                error_ = -r;
+                failed_call_ = "open";
+                fd_ = -1;
+                return false;
+            }
+        }
         if (used_ == 0)
             return true;
         int r = spool_write_all(fd_, buffer_, used_);
@@ -104,11 +136,15 @@ private:
         return true;
     }
 
+    struct spool *spool_;
     int fd_;
+    char *id_; /* SPOOL_ID_MAX bytes, the caller's */
     int error_;
+    const char *failed_call_;
     uint64_t bytes_;
     unsigned char *buffer_;
     size_t used_;
+    size_t hold_max_;
 };
 
 /* DcmOutputStream's constructor is protected: this is the usual shim. */
@@ -127,6 +163,13 @@ public:
 struct store_result {
     DIC_US status;
     char comment[128]; /* Error Comment (0000,0902), at most 64 sent */
+    /* Committed through the journal from memory: the entry is written
+     * after the answer (spool_publish_held()). */
+    bool publish;
+    uint64_t seq;
+    char id[SPOOL_ID_MAX];
+    size_t held_len;
+    struct spool_meta label;
 };
 
 static void store_fail(struct store_result *res, DIC_US status, const char *fmt,
@@ -188,9 +231,11 @@ static bool write_meta_header(DcmOutputStream &stream, const char *sop_class,
  * Checks the received file against the command (step 3 of
  * receive_store()): it parses as Part 10; SOPClassUID (0008,0016) and
  * SOPInstanceUID (0008,0018) equal the command's; StudyInstanceUID
- * (0020,000D) is present and valid. Reads only up to the pixel data.
+ * (0020,000D) is present and valid. Reads only up to the pixel data, from
+ * @held (@held_len bytes) when the file is held in memory, else from @path.
  */
-static bool validate_received(const char *path, const char *sop_class,
+static bool validate_received(const char *path, const unsigned char *held,
+                              size_t held_len, const char *sop_class,
                               const char *sop_instance,
                               char study_uid[UTIL_UID_MAX + 1],
                               struct store_result *res)
@@ -200,9 +245,21 @@ static bool validate_received(const char *path, const char *sop_class,
     char trimmed[UTIL_UID_MAX + 2];
     OFCondition cond;
 
-    cond =
-        file.loadFileUntilTag(path, EXS_Unknown, EGL_noChange,
-                              DCM_MaxReadLength, ERM_fileOnly, DCM_PixelData);
+    if (held != NULL) {
+        DcmInputBufferStream in;
+        in.setBuffer(held, (offile_off_t)held_len);
+        in.setEos();
+        file.setReadMode(ERM_fileOnly);
+        file.transferInit();
+        cond = file.readUntilTag(in, EXS_Unknown, EGL_noChange,
+                                 DCM_MaxReadLength, DCM_PixelData);
+        file.transferEnd();
+        in.releaseBuffer();
+    } else {
+        cond = file.loadFileUntilTag(path, EXS_Unknown, EGL_noChange,
+                                     DCM_MaxReadLength, ERM_fileOnly,
+                                     DCM_PixelData);
+    }
     if (cond.bad()) {
         store_fail(res, STATUS_STORE_Error_CannotUnderstand,
                    "data set cannot be parsed: %s", cond.text());
@@ -243,6 +300,65 @@ static OFCondition skip_data_set(struct scp_assoc *sa)
 
     return DIMSE_ignoreDataSet(sa->assoc, DIMSE_NONBLOCKING,
                                (int)sa->scp->timeout_s, &bytes, &pdvs);
+}
+
+/*
+ * Step 4 of receive_store(): makes the received instance durable under
+ * @id (updated if a file had to be made for it) with @res->label. A held
+ * instance goes through the journal from memory, its entry written after
+ * the answer (@res->publish); if the journal does not take it now, it is
+ * written to a spool file and committed like any other. False: refused,
+ * @res filled, nothing left behind.
+ */
+static bool commit_received(struct scp_assoc *sa, SpoolConsumer *consumer,
+                            char id[SPOOL_ID_MAX], struct store_result *res)
+{
+    struct spool *spool = sa->scp->spool;
+    char err[512];
+    int fd = consumer->fd();
+    int r;
+
+    if (consumer->held()) {
+        r = spool_commit_held(spool, id, consumer->held_data(),
+                              consumer->held_len(), &res->label, &res->seq, err,
+                              sizeof(err));
+        if (r == 0) {
+            res->publish = true;
+            res->held_len = consumer->held_len();
+            memcpy(res->id, id, SPOOL_ID_MAX);
+            return true;
+        }
+        if (r == -EAGAIN) {
+            /* Not through the journal now: a file, committed its way. */
+            r = spool_tmp_create(spool, id, &fd, err, sizeof(err));
+            if (r == 0) {
+                r = spool_write_all(fd, consumer->held_data(),
+                                    consumer->held_len());
+                if (r < 0) {
+                    char why[128];
+                    util_err(err, sizeof(err), "write() failed: %s",
+                             util_strerror(r, why, sizeof(why)));
+                    spool_discard(spool, id, fd);
+                }
+            }
+        }
+        if (r < 0) {
+            log_err("event=spool-error assoc=%lu id=%s reason=\"%s\"",
+                    sa->number, id, err);
+            store_fail(res, STATUS_STORE_Refused_OutOfResources,
+                       "cannot commit spool file");
+            return false;
+        }
+    }
+    r = spool_commit_labelled(spool, id, fd, &res->label, err, sizeof(err));
+    if (r < 0) {
+        log_err("event=spool-error assoc=%lu id=%s reason=\"%s\"", sa->number,
+                id, err);
+        store_fail(res, STATUS_STORE_Refused_OutOfResources,
+                   "cannot commit spool file");
+        return false;
+    }
+    return true;
 }
 
 /*
@@ -288,8 +404,19 @@ static OFCondition receive_store(struct scp_assoc *sa,
         return cond;
     }
 
-    /* 2. Receive straight into a new file in tmp/. */
-    r = spool_tmp_create(scp->spool, id, &fd, err, sizeof(err));
+    /* 2. Receive: into memory where the spool takes held instances and
+     * the file fits (spool_commit_held()), else straight into a new
+     * spool file. */
+    size_t hold_max = spool_held_max(scp->spool);
+    if (hold_max > SCP_WRITE_BUFFER)
+        hold_max = SCP_WRITE_BUFFER;
+    if (hold_max > 0) {
+        r = spool_new_id(id);
+        if (r < 0)
+            util_err(err, sizeof(err), "no random bytes for an entry ID");
+    } else {
+        r = spool_tmp_create(scp->spool, id, &fd, err, sizeof(err));
+    }
     if (r < 0) {
         OFCondition cond = skip_data_set(sa);
         log_err("event=spool-error assoc=%lu reason=\"%s\"", sa->number, err);
@@ -298,7 +425,7 @@ static OFCondition receive_store(struct scp_assoc *sa,
         return cond;
     }
 
-    SpoolConsumer consumer(fd, sa->write_buffer);
+    SpoolConsumer consumer(scp->spool, fd, id, sa->write_buffer, hold_max);
     SpoolOutputStream stream(&consumer);
     T_ASC_PresentationContextID data_pres_id = pres_id;
     OFCondition cond = EC_Normal;
@@ -308,7 +435,7 @@ static OFCondition receive_store(struct scp_assoc *sa,
         cond = skip_data_set(sa);
         if (consumer.error() == 0) {
             /* DCMTK could not build the meta header: not a disk error. */
-            spool_discard(scp->spool, id, fd);
+            spool_discard(scp->spool, id, consumer.fd());
             store_fail(res, STATUS_STORE_Refused_OutOfResources,
                        "cannot build the file meta information");
             return cond;
@@ -317,21 +444,22 @@ static OFCondition receive_store(struct scp_assoc *sa,
         cond = DIMSE_receiveDataSetInFile(sa->assoc, DIMSE_NONBLOCKING,
                                           (int)scp->timeout_s, &data_pres_id,
                                           &stream, NULL, NULL);
-        if (cond.good() && consumer.finish() && !spool_uses_journal(scp->spool))
+        if (cond.good() && consumer.finish() && !consumer.held() &&
+            !spool_uses_journal(scp->spool))
             /* Start writeback now so that it overlaps the validation
              * below; spool_commit()'s fsync then has little left to do.
              * (With the journal the file's own writeback waits for the
              * checkpoint: started now it would only lengthen the
              * journal's flush.) */
-            (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+            (void)sync_file_range(consumer.fd(), 0, 0, SYNC_FILE_RANGE_WRITE);
     }
+    fd = consumer.fd(); /* made during the receive if the file outgrew memory */
 
     if (consumer.error() != 0) {
         char errbuf[128];
-        log_err(
-            "event=spool-error assoc=%lu id=%s reason=\"write() failed: %s\"",
-            sa->number, id,
-            util_strerror(-consumer.error(), errbuf, sizeof(errbuf)));
+        log_err("event=spool-error assoc=%lu id=%s reason=\"%s() failed: %s\"",
+                sa->number, id, consumer.failed_call(),
+                util_strerror(-consumer.error(), errbuf, sizeof(errbuf)));
         spool_discard(scp->spool, id, fd);
         store_fail(res, STATUS_STORE_Refused_OutOfResources,
                    "cannot write spool file: %s",
@@ -351,11 +479,15 @@ static OFCondition receive_store(struct scp_assoc *sa,
         return EC_Normal;
     }
 
-    /* 3. Validate against the command (the file is not linked yet: read
-     * it by the path the spool gives). */
-    r = spool_tmp_path(scp->spool, id, fd, path, sizeof(path));
+    /* 3. Validate against the command (a file is not linked yet: read it
+     * by the path the spool gives). */
+    r = consumer.held()
+            ? 0
+            : spool_tmp_path(scp->spool, id, fd, path, sizeof(path));
     if (r < 0 ||
-        !validate_received(path, sop_class, sop_instance, study_uid, res)) {
+        !validate_received(path, consumer.held() ? consumer.held_data() : NULL,
+                           consumer.held_len(), sop_class, sop_instance,
+                           study_uid, res)) {
         if (r < 0)
             store_fail(res, STATUS_STORE_Refused_OutOfResources,
                        "spool path too long");
@@ -364,25 +496,19 @@ static OFCondition receive_store(struct scp_assoc *sa,
     }
 
     /* 4. Commit: labelled with what the uploader needs (UIDs, calling
-     * AE), the file and its entry in incoming/ made durable; no meta/
-     * sidecar on this path (spool.h). */
-    uint64_t bytes = consumer.bytes();
-    struct spool_meta label;
-    memset(&label, 0, sizeof(label));
-    OFStandard::strlcpy(label.study_uid, study_uid, sizeof(label.study_uid));
-    OFStandard::strlcpy(label.sop_uid, sop_instance, sizeof(label.sop_uid));
-    OFStandard::strlcpy(label.calling_ae, sa->calling_ae,
-                        sizeof(label.calling_ae));
-    r = spool_commit_labelled(scp->spool, id, fd, &label, err, sizeof(err));
-    if (r < 0) {
-        log_err("event=spool-error assoc=%lu id=%s reason=\"%s\"", sa->number,
-                id, err);
-        store_fail(res, STATUS_STORE_Refused_OutOfResources,
-                   "cannot commit spool file");
+     * AE); no meta/ sidecar on this path (spool.h). */
+    memset(&res->label, 0, sizeof(res->label));
+    OFStandard::strlcpy(res->label.study_uid, study_uid,
+                        sizeof(res->label.study_uid));
+    OFStandard::strlcpy(res->label.sop_uid, sop_instance,
+                        sizeof(res->label.sop_uid));
+    OFStandard::strlcpy(res->label.calling_ae, sa->calling_ae,
+                        sizeof(res->label.calling_ae));
+    if (!commit_received(sa, &consumer, id, res))
         return EC_Normal;
-    }
 
     /* 5. Only now is it safe to say success. */
+    uint64_t bytes = consumer.bytes();
     if (scp->observer.stored != NULL)
         scp->observer.stored(scp->observer.ctx, sa->calling_ae, study_uid,
                              bytes);
@@ -463,5 +589,15 @@ OFCondition scp__store_serve(struct scp_assoc *sa,
                     "reason=\"%s\"",
                     sa->number, sa->calling_ae, sa->peer, sop_instance,
                     cond.text());
+    if (res.publish) {
+        /* Durable in the journal since before the answer; now the entry
+         * itself, off the modality's wait (spool.h). */
+        char err[640];
+        if (spool_publish_held(sa->scp->spool, res.id, res.seq,
+                               sa->write_buffer, res.held_len, &res.label, err,
+                               sizeof(err)) < 0)
+            log_err("event=spool-error assoc=%lu id=%s reason=\"%s\"",
+                    sa->number, res.id, err);
+    }
     return cond;
 }

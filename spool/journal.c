@@ -735,6 +735,22 @@ void spool_journal_cancel(struct spool_journal *journal, uint64_t seq)
     spool_journal_finish(journal, seq);
 }
 
+void spool_journal_keep(struct spool_journal *journal, uint64_t seq,
+                        const char *reason)
+{
+    char why[320];
+
+    snprintf(why, sizeof(why),
+             "record %" PRIu64
+             " is kept, its entry restored from it at the next start: %s",
+             seq, reason);
+    pthread_mutex_lock(&journal->mutex);
+    /* Past every record appended so far: those still waiting for their
+     * flush complete, nothing new is taken, nothing is retired. */
+    journal_break(journal, journal->next_seq + 1, why);
+    pthread_mutex_unlock(&journal->mutex);
+}
+
 void spool_journal_finish(struct spool_journal *journal, uint64_t seq)
 {
     pthread_mutex_lock(&journal->mutex);
@@ -742,19 +758,16 @@ void spool_journal_finish(struct spool_journal *journal, uint64_t seq)
     pthread_mutex_unlock(&journal->mutex);
 }
 
-/* Writes the record (outside the mutex). */
-static int record_write(struct spool_journal *j, int seg_fd, uint64_t off,
-                        uint64_t seq, const char *id, const char *label,
-                        size_t label_len, int data_fd, uint64_t data_len)
+/* Copies the first @data_len bytes of @data_fd to @off of @seg_fd and
+ * returns their CRC-32C in *ret_crc. */
+static int record_copy(int seg_fd, uint64_t off, int data_fd, uint64_t data_len,
+                       uint32_t *ret_crc)
 {
     unsigned char *buf = malloc(JOURNAL_COPY_CHUNK);
-    unsigned char hdr[JOURNAL_BLOCK];
-    uint64_t magic = JOURNAL_RECORD_MAGIC;
-    uint32_t crc = 0, hcrc, llen = (uint32_t)label_len;
+    uint32_t crc = 0;
     uint64_t done = 0;
     int r = 0;
 
-    (void)j;
     if (buf == NULL)
         return -ENOMEM;
     while (done < data_len && r == 0) {
@@ -764,11 +777,33 @@ static int record_write(struct spool_journal *j, int seg_fd, uint64_t off,
         r = pread_all(data_fd, buf, n, (off_t)done);
         if (r == 0) {
             crc = spool_crc32c(crc, buf, n);
-            r = pwrite_all(seg_fd, buf, n, (off_t)(off + JOURNAL_BLOCK + done));
+            r = pwrite_all(seg_fd, buf, n, (off_t)(off + done));
         }
         done += n;
     }
     free(buf);
+    *ret_crc = crc;
+    return r;
+}
+
+/* Writes the record (outside the mutex): the data from @data if it is not
+ * NULL, else from @data_fd; then its header. */
+static int record_write(int seg_fd, uint64_t off, uint64_t seq, const char *id,
+                        const char *label, size_t label_len, const void *data,
+                        int data_fd, uint64_t data_len)
+{
+    unsigned char hdr[JOURNAL_BLOCK];
+    uint64_t magic = JOURNAL_RECORD_MAGIC;
+    uint32_t crc = 0, hcrc, llen = (uint32_t)label_len;
+    int r;
+
+    if (data != NULL) {
+        crc = spool_crc32c(0, data, (size_t)data_len);
+        r = pwrite_all(seg_fd, data, (size_t)data_len,
+                       (off_t)(off + JOURNAL_BLOCK));
+    } else {
+        r = record_copy(seg_fd, off + JOURNAL_BLOCK, data_fd, data_len, &crc);
+    }
     if (r < 0)
         return r;
     memset(hdr, 0, sizeof(hdr));
@@ -827,9 +862,9 @@ static int journal_flush(struct spool_journal *j, uint64_t target)
 }
 
 int spool_journal_append(struct spool_journal *j, const char *id,
-                         const char *label, size_t label_len, int data_fd,
-                         uint64_t data_len, uint64_t *ret_seq, char *err,
-                         size_t err_len)
+                         const char *label, size_t label_len, const void *data,
+                         int data_fd, uint64_t data_len, uint64_t *ret_seq,
+                         char *err, size_t err_len)
 {
     uint64_t reclen = JOURNAL_BLOCK + round_block(data_len);
     uint64_t seq, off;
@@ -870,7 +905,7 @@ int spool_journal_append(struct spool_journal *j, const char *id,
         pthread_cond_signal(&j->ckpt_wakeup);
     pthread_mutex_unlock(&j->mutex);
 
-    r = record_write(j, j->seg[segi].fd, off, seq, id, label, label_len,
+    r = record_write(j->seg[segi].fd, off, seq, id, label, label_len, data,
                      data_fd, data_len);
 
     pthread_mutex_lock(&j->mutex);

@@ -79,8 +79,10 @@ bool spool_journal_up(struct spool_journal *journal);
 uint64_t spool_journal_max_record(const struct spool_journal *journal);
 
 /*
- * Appends a record for entry @id: @label (text, may be empty) and the
- * first @data_len bytes of @data_fd; returns once the record is durable.
+ * Appends a record for entry @id: @label (text, may be empty) and
+ * @data_len bytes, from @data if it is not NULL (an instance held in
+ * memory), else the first @data_len of @data_fd; returns once the record
+ * is durable.
  * On 0, *ret_seq must later be passed to spool_journal_finish().
  * -EAGAIN: no room now (the caller commits the file's own way; nothing was
  * written). Any other error: the record is not durable (the caller refuses
@@ -88,9 +90,9 @@ uint64_t spool_journal_max_record(const struct spool_journal *journal);
  * records (-EAGAIN from then on) and says why in @err.
  */
 int spool_journal_append(struct spool_journal *journal, const char *id,
-                         const char *label, size_t label_len, int data_fd,
-                         uint64_t data_len, uint64_t *ret_seq, char *err,
-                         size_t err_len);
+                         const char *label, size_t label_len, const void *data,
+                         int data_fd, uint64_t data_len, uint64_t *ret_seq,
+                         char *err, size_t err_len);
 
 /* The commit of record @seq is over (its entry linked, or given up). */
 void spool_journal_finish(struct spool_journal *journal, uint64_t seq);
@@ -98,6 +100,15 @@ void spool_journal_finish(struct spool_journal *journal, uint64_t seq);
 /* spool_journal_finish() for a commit that was refused after its record
  * became durable (the link failed): the record is invalidated first. */
 void spool_journal_cancel(struct spool_journal *journal, uint64_t seq);
+
+/*
+ * Record @seq was acknowledged but its entry could not be written
+ * (@reason says why): the record must outlive this run. The journal stops
+ * taking records and checkpointing (as after any journal error), so that
+ * the next start's replay writes the entry from it. @seq stays unfinished.
+ */
+void spool_journal_keep(struct spool_journal *journal, uint64_t seq,
+                        const char *reason);
 
 /* Makes everything so far durable with one syncfs() and checkpoints it
  * (the checkpoint thread does this on its own; tests and close call it). */

@@ -863,7 +863,7 @@ int spool__journal_checkpoint(struct spool *spool)
                : 0;
 }
 
-static int spool_new_id(char ret_id[SPOOL_ID_MAX])
+int spool_new_id(char ret_id[SPOOL_ID_MAX])
 {
     uint64_t now = util_now_realtime_us();
     unsigned char rnd[8];
@@ -1067,7 +1067,7 @@ static int spool_commit_journal(struct spool *spool, const char *name,
     if (fstat(fd, &st) < 0 ||
         (uint64_t)st.st_size > spool_journal_max_record(spool->journal))
         return -EAGAIN;
-    r = spool_journal_append(spool->journal, id, text, (size_t)n, fd,
+    r = spool_journal_append(spool->journal, id, text, (size_t)n, NULL, fd,
                              (uint64_t)st.st_size, &seq, err, err_len);
     if (r == -EAGAIN)
         return r;
@@ -1211,6 +1211,92 @@ out_unlink_incoming:
 out_unlink_tmp:
     if (!spool->tmpfile)
         (void)unlinkat(tmp_fd, name, 0);
+    return r;
+}
+
+size_t spool_held_max(const struct spool *spool)
+{
+    if (spool->journal == NULL || !spool_journal_up(spool->journal))
+        return 0;
+    return (size_t)spool_journal_max_record(spool->journal);
+}
+
+int spool_commit_held(struct spool *spool, const char *id, const void *data,
+                      size_t len, const struct spool_meta *label,
+                      uint64_t *ret_seq, char *err, size_t err_len)
+{
+    char text[SPOOL_LABEL_MAX];
+    int n = 0;
+    int r;
+
+    if (!spool_id_valid(id)) {
+        util_err(err, err_len, "invalid spool entry ID");
+        return -EINVAL;
+    }
+    if (spool->journal == NULL)
+        return -EAGAIN;
+    if (label != NULL && (n = spool_label_text(label, text, sizeof(text))) < 0)
+        n = 0;
+    r = spool_journal_append(spool->journal, id, text, (size_t)n, data, -1,
+                             (uint64_t)len, ret_seq, err, err_len);
+    if (r == 0)
+        atomic_fetch_add(&spool->journal_commits, 1);
+    return r;
+}
+
+int spool_publish_held(struct spool *spool, const char *id, uint64_t seq,
+                       const void *data, size_t len,
+                       const struct spool_meta *label, char *err,
+                       size_t err_len)
+{
+    char made_id[SPOOL_ID_MAX];
+    char name[SPOOL_NAME_MAX];
+    char made[SPOOL_NAME_MAX];
+    char where[SPOOL_NAME_MAX + 16];
+    char why[640];
+    bool labelled;
+    int fd = -1;
+    int r;
+
+    /* The entry keeps the ID it was acknowledged under (the journal's
+     * record names it); spool_tmp_create()'s own ID only names tmp/. */
+    spool_file_name(id, name);
+    snprintf(where, sizeof(where), "incoming/%s", name);
+    r = spool_tmp_create(spool, made_id, &fd, why, sizeof(why));
+    if (r < 0)
+        goto out_keep;
+    spool_file_name(made_id, made);
+    r = spool_write_all(fd, data, len);
+    if (r < 0) {
+        spool_syserr(why, sizeof(why), -r, "write", spool->dir, where);
+        goto out_close;
+    }
+    labelled = label == NULL || spool_label(fd, label);
+    if (spool->tmpfile)
+        r = spool_link_incoming(spool, fd, name, where, why, sizeof(why));
+    else if (spool__io.renameat(spool->state_fd[SPOOL_TMP], made,
+                                spool->state_fd[SPOOL_INCOMING], name) < 0)
+        r = spool_syserr(why, sizeof(why), errno, "rename", spool->dir, where);
+    if (r < 0)
+        goto out_close;
+    if (spool__io.close(fd) < 0) {
+        /* Its data may never reach the disk: the record restores it. */
+        r = spool_syserr(why, sizeof(why), errno, "close", spool->dir, where);
+        (void)unlinkat(spool->state_fd[SPOOL_INCOMING], name, 0);
+        goto out_keep;
+    }
+    if (!labelled)
+        (void)spool_meta_write(spool, id, label, NULL, 0);
+    spool_journal_finish(spool->journal, seq);
+    return 0;
+
+out_close:
+    (void)spool__io.close(fd);
+    if (!spool->tmpfile)
+        (void)unlinkat(spool->state_fd[SPOOL_TMP], made, 0);
+out_keep:
+    util_err(err, err_len, "%s", why);
+    spool_journal_keep(spool->journal, seq, why);
     return r;
 }
 

@@ -241,6 +241,42 @@ int spool_commit_labelled(struct spool *spool, const char *id, int fd,
                           size_t err_len);
 
 /*
+ * The receive path for an instance held whole in memory (the default for
+ * instances up to spool.journal_max_kb, which fit the receive buffer):
+ *
+ *   spool_held_max()     the biggest file (meta header included) it takes:
+ *                        0 without a journal or once it failed;
+ *   spool_new_id()       the entry's ID, made at arrival;
+ *   spool_commit_held()  step 2 for @data (@len bytes, the whole Part 10
+ *                        file): appends it and @label to the journal and
+ *                        returns once the record is durable, so 0000 may be
+ *                        answered; *ret_seq is for spool_publish_held();
+ *   spool_publish_held() after the answer: writes the entry itself,
+ *                        incoming/<id>.dcm, labelled, with no flush (the
+ *                        journal's checkpoint makes it durable, as for
+ *                        every journal commit). Must follow every
+ *                        successful spool_commit_held(), even if the
+ *                        answer could not be sent. If it fails the entry is
+ *                        not lost: the journal keeps its record, stops
+ *                        (event=spool-journal-error) and the next start
+ *                        restores the entry from it.
+ *
+ * -EAGAIN from spool_commit_held(): the journal does not take it now
+ * (full, failed, too big); nothing was done: commit it through a file
+ * (spool_tmp_create(), spool_write_all(), spool_commit_labelled()). Any
+ * other error: not durable, refuse the instance.
+ */
+size_t spool_held_max(const struct spool *spool);
+int spool_new_id(char ret_id[SPOOL_ID_MAX]);
+int spool_commit_held(struct spool *spool, const char *id, const void *data,
+                      size_t len, const struct spool_meta *label,
+                      uint64_t *ret_seq, char *err, size_t err_len);
+int spool_publish_held(struct spool *spool, const char *id, uint64_t seq,
+                       const void *data, size_t len,
+                       const struct spool_meta *label, char *err,
+                       size_t err_len);
+
+/*
  * Receive path, abandon: closes @fd (if >= 0), which frees an O_TMPFILE
  * file, and removes tmp/<id>.dcm (the other path). Never fails visibly: a
  * leftover temp file is removed at next start.

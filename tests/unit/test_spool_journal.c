@@ -10,7 +10,9 @@
  * concurrent commits (shared fdatasyncs); and fault injection on every
  * new call: pwrite, pread, fdatasync, syncfs (the commit refused, nothing
  * in incoming/, the journal stops and commits go file by file, the
- * daemon's next start restores what the files lack).
+ * daemon's next start restores what the files lack); instances held in
+ * memory (spool_commit_held(), spool_publish_held()): durable before
+ * their entry exists, restored after a crash or a failed entry write.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -648,6 +650,231 @@ static void test_faults_in(enum spool__fs_mode mode)
     spool__fs_mode = SPOOL__FS_DETECT;
 }
 
+/* ---- instances held in memory ------------------------------------------ */
+
+enum held_fault { H_NONE, H_WRITE, H_LINK, H_RENAME, H_CLOSE, H_LABEL };
+static enum held_fault held_fault;
+
+static ssize_t h_write(int fd, const void *b, size_t n)
+{
+    if (held_fault == H_WRITE) {
+        errno = EIO;
+        return -1;
+    }
+    return write(fd, b, n);
+}
+
+static int h_linkat(int olddirfd, const char *oldpath, int newdirfd,
+                    const char *newpath, int flags)
+{
+    if (held_fault == H_LINK) {
+        errno = ENOSPC;
+        return -1;
+    }
+    return linkat(olddirfd, oldpath, newdirfd, newpath, flags);
+}
+
+static int h_renameat(int olddirfd, const char *oldpath, int newdirfd,
+                      const char *newpath)
+{
+    if (held_fault == H_RENAME) {
+        errno = EIO;
+        return -1;
+    }
+    return renameat(olddirfd, oldpath, newdirfd, newpath);
+}
+
+static int h_close(int fd)
+{
+    int r = close(fd);
+    if (held_fault == H_CLOSE) {
+        errno = EIO;
+        return -1;
+    }
+    return r;
+}
+
+static int h_fsetxattr(int fd, const char *name, const void *value, size_t size,
+                       int flags)
+{
+    (void)fd;
+    (void)name;
+    (void)value;
+    (void)size;
+    (void)flags;
+    errno = ENOTSUP;
+    return -1;
+}
+
+/* Entry number @k (@len bytes) made durable from memory; *ret_body is the
+ * caller's to publish and free. */
+static int commit_held_body(struct spool *spool, unsigned k, size_t len,
+                            char id[SPOOL_ID_MAX], uint64_t *ret_seq,
+                            struct spool_meta *label, unsigned char **ret_body)
+{
+    int r;
+
+    memset(label, 0, sizeof(*label));
+    snprintf(label->study_uid, sizeof(label->study_uid), "1.2.3");
+    snprintf(label->sop_uid, sizeof(label->sop_uid), "1.2.3.%u", k);
+    snprintf(label->calling_ae, sizeof(label->calling_ae), "MODALITY");
+    *ret_body = body(k, len);
+    if (*ret_body == NULL || spool_new_id(id) < 0)
+        return -ENOMEM;
+    r = spool_commit_held(spool, id, *ret_body, len, label, ret_seq, err,
+                          sizeof(err));
+    if (r < 0) {
+        free(*ret_body);
+        *ret_body = NULL;
+    }
+    return r;
+}
+
+/* A held instance is durable before its entry exists; the entry comes
+ * after (spool_publish_held()); a stop or crash between the two loses
+ * nothing; one too big for the journal is not taken. */
+static void test_held(void)
+{
+    struct spool *spool;
+    struct spool_recovery rec;
+    struct spool_meta label;
+    struct spool_commit_stats cs;
+    char id[3][SPOOL_ID_MAX];
+    unsigned char *b;
+    uint64_t seq, records, flushes, ckpts;
+
+    reset_root();
+    spool = open_daemon(8, NULL);
+    if (spool == NULL)
+        return;
+    size_t max = spool_held_max(spool);
+    CHECK_MSG(max > 1000 * 1024 && max <= 1024 * 1024,
+              "an 8 MiB journal holds instances up to 1 MiB: %zu", max);
+    CHECK(commit_held_body(spool, 1, 5000, id[0], &seq, &label, &b) == 0);
+    CHECK_MSG(count_files("incoming") == 0,
+              "durable in the journal, no entry yet");
+    CHECK(spool_publish_held(spool, id[0], seq, b, 5000, &label, err,
+                             sizeof(err)) == 0);
+    free(b);
+    CHECK(entry_is(spool, SPOOL_INCOMING, id[0], 1, 5000));
+    CHECK(count_files("tmp") == 0 && count_files("meta") == 0);
+    spool_commit_counts(spool, &cs);
+    CHECK(cs.journal_up && cs.journal_commits == 1 && cs.file_commits == 0);
+
+    /* Not taken: too big (nothing written), or no data ID. */
+    b = body(9, max + 1);
+    CHECK(spool_new_id(id[2]) == 0);
+    CHECK(b != NULL && spool_commit_held(spool, id[2], b, max + 1, &label, &seq,
+                                         err, sizeof(err)) == -EAGAIN);
+    CHECK(spool_commit_held(spool, "../x", b, 10, &label, &seq, err,
+                            sizeof(err)) == -EINVAL);
+    free(b);
+    spool__journal_counts_of(spool, &records, &flushes, &ckpts);
+    CHECK_MSG(records == 1, "one record, got %llu",
+              (unsigned long long)records);
+
+    /* Acknowledged, then a crash before the entry was written. */
+    CHECK(commit_held_body(spool, 2, 70000, id[1], &seq, &label, &b) == 0);
+    free(b);
+    spool__journal_crash_on_close = true;
+    spool_close(spool);
+    spool__journal_crash_on_close = false;
+    spool = open_daemon(8, &rec);
+    if (spool == NULL)
+        return;
+    CHECK_MSG(rec.journal_restored == 1, "the unwritten entry is restored: %u",
+              rec.journal_restored);
+    CHECK(entry_is(spool, SPOOL_INCOMING, id[0], 1, 5000));
+    CHECK(entry_is(spool, SPOOL_INCOMING, id[1], 2, 70000));
+
+    /* A clean stop between the two: the checkpoint keeps the record. */
+    CHECK(commit_held_body(spool, 3, 3000, id[2], &seq, &label, &b) == 0);
+    free(b);
+    spool_close(spool);
+    spool = open_daemon(8, &rec);
+    CHECK(spool != NULL && rec.journal_restored == 1 &&
+          entry_is(spool, SPOOL_INCOMING, id[2], 3, 3000));
+
+    /* No room for the label: the entry is written, its label in meta/. */
+    spool__io.fsetxattr = h_fsetxattr;
+    CHECK(commit_held_body(spool, 4, 3000, id[0], &seq, &label, &b) == 0);
+    CHECK(spool_publish_held(spool, id[0], seq, b, 3000, &label, err,
+                             sizeof(err)) == 0);
+    free(b);
+    spool__io_reset();
+    CHECK(count_files("meta") == 1 &&
+          entry_is(spool, SPOOL_INCOMING, id[0], 4, 3000));
+    spool_close(spool);
+}
+
+/* Writing the entry fails after the answer: the record stays, the
+ * journal stops (file by file from then on), the next start restores. */
+static void test_held_faults_in(bool no_tmpfile)
+{
+    static const struct {
+        enum held_fault fault;
+        const char *what;
+        bool tmpfile; /* the call exists on the O_TMPFILE path */
+        bool rename;  /* ... on the tmp/ + rename path */
+    } cases[] = {
+        { H_WRITE, "write", true, true },
+        { H_LINK, "linkat", true, false },
+        { H_RENAME, "rename", false, true },
+        { H_CLOSE, "close", true, true },
+    };
+    struct spool *spool;
+    struct spool_recovery rec;
+    struct spool_meta label;
+    struct spool_commit_stats cs;
+    char id[SPOOL_ID_MAX], id2[SPOOL_ID_MAX];
+    unsigned char *b;
+    uint64_t seq;
+
+    spool__no_tmpfile = no_tmpfile;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (no_tmpfile ? !cases[i].rename : !cases[i].tmpfile)
+            continue;
+        reset_root();
+        spool = open_daemon(8, NULL);
+        if (spool == NULL)
+            break;
+        CHECK(spool_uses_tmpfile(spool) == !no_tmpfile);
+        CHECK(commit_held_body(spool, 5, 9000, id, &seq, &label, &b) == 0);
+        spool__io.write = h_write;
+        spool__io.linkat = h_linkat;
+        spool__io.renameat = h_renameat;
+        spool__io.close = h_close;
+        held_fault = cases[i].fault;
+        int r = spool_publish_held(spool, id, seq, b, 9000, &label, err,
+                                   sizeof(err));
+        held_fault = H_NONE;
+        spool__io_reset();
+        free(b);
+        CHECK_MSG(r < 0 && strstr(err, cases[i].what) != NULL,
+                  "%s fails: said so (%d: %s)", cases[i].what, r, err);
+        CHECK_MSG(count_files("incoming") == 0 && count_files("tmp") == 0,
+                  "%s: no entry, nothing left in tmp/", cases[i].what);
+        spool_commit_counts(spool, &cs);
+        CHECK_MSG(!cs.journal_up && spool_held_max(spool) == 0,
+                  "%s: the journal stopped taking records", cases[i].what);
+        /* The next commit goes file by file. */
+        CHECK(commit_body(spool, 6, 9000, id2) == 0);
+        CHECK(entry_is(spool, SPOOL_INCOMING, id2, 6, 9000));
+        spool_close(spool);
+        spool = open_daemon(8, &rec);
+        if (spool == NULL)
+            break;
+        CHECK_MSG(rec.journal_restored == 1 &&
+                      entry_is(spool, SPOOL_INCOMING, id, 5, 9000),
+                  "%s: the next start restores the entry (%u)", cases[i].what,
+                  rec.journal_restored);
+        CHECK(entry_is(spool, SPOOL_INCOMING, id2, 6, 9000));
+        CHECK(count_files("incoming") == 2 && spool_held_max(spool) > 0);
+        spool_close(spool);
+    }
+    spool__no_tmpfile = false;
+}
+
 /* Both flushes: fdatasync() where the file system has a journal of its
  * own, futimens() + fsync() where it has none. */
 static void test_faults(void)
@@ -673,6 +900,9 @@ int main(void)
     test_ring();
     test_group_commit();
     test_faults();
+    test_held();
+    test_held_faults_in(false);
+    test_held_faults_in(true);
     (void)!system(cmd);
     return tap_done();
 }
