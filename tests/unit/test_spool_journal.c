@@ -875,6 +875,56 @@ static void test_held_faults_in(bool no_tmpfile)
     spool__no_tmpfile = false;
 }
 
+static atomic_int einval_left;
+
+static ssize_t einval_pwrite(int fd, const void *b, size_t n, off_t off)
+{
+    if (atomic_fetch_sub(&einval_left, 1) > 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    return pwrite(fd, b, n, off);
+}
+
+/* Records are written with O_DIRECT; a file system that refuses a direct
+ * write (EINVAL) has the journal go on through the page cache, with no
+ * commit refused and nothing lost. */
+static void test_direct_fallback(void)
+{
+    struct spool *spool;
+    struct spool_recovery rec;
+    struct spool_commit_stats cs;
+    char id[2][SPOOL_ID_MAX];
+    uint64_t records, flushes, ckpts;
+
+    reset_root();
+    spool = open_daemon(8, NULL);
+    if (spool == NULL)
+        return;
+    spool__io.pwrite = einval_pwrite;
+    atomic_store(&einval_left, 1);
+    CHECK_MSG(commit_body(spool, 7, 12345, id[0]) == 0,
+              "EINVAL once: written again without O_DIRECT (%s)", err);
+    CHECK_MSG(commit_body(spool, 8, 300, id[1]) == 0, "then %s", err);
+    spool__io_reset();
+    spool__journal_counts_of(spool, &records, &flushes, &ckpts);
+    spool_commit_counts(spool, &cs);
+    CHECK_MSG(records == 2 && cs.journal_up && cs.journal_commits == 2,
+              "both through the journal, still up (%llu)",
+              (unsigned long long)records);
+    spool__journal_crash_on_close = true;
+    spool_close(spool);
+    spool__journal_crash_on_close = false;
+    (void)unlink(entry_path(SPOOL_INCOMING, id[0]));
+    (void)unlink(entry_path(SPOOL_INCOMING, id[1]));
+    spool = open_daemon(8, &rec);
+    CHECK_MSG(rec.journal_restored == 2, "both restored from their records: %u",
+              rec.journal_restored);
+    CHECK(spool != NULL && entry_is(spool, SPOOL_INCOMING, id[0], 7, 12345) &&
+          entry_is(spool, SPOOL_INCOMING, id[1], 8, 300));
+    spool_close(spool);
+}
+
 /* Both flushes: fdatasync() where the file system has a journal of its
  * own, futimens() + fsync() where it has none. */
 static void test_faults(void)
@@ -903,6 +953,7 @@ int main(void)
     test_held();
     test_held_faults_in(false);
     test_held_faults_in(true);
+    test_direct_fallback();
     (void)!system(cmd);
     return tap_done();
 }
