@@ -8,7 +8,8 @@
  * The spool's O_TMPFILE + linkat path is tested, or, with the environment
  * variable STOWBRIDGE_TEST_NO_TMPFILE=1 (the second CTest entry), its
  * tmp/ + rename path; a refused label (fsetxattr) still stores, with the
- * meta/ file instead.
+ * meta/ file instead; with the intake journal, a failed write of the
+ * entry after 0000 (the record restores it at the next start).
  * Also: the free-space admission check (A700), a data set without
  * StudyInstanceUID (A900), and an association whose peer keeps its socket
  * after A-RELEASE-RP: its slot is free at once (DCMTK's
@@ -229,9 +230,13 @@ static void empty_dir(const char *dir, const char *sub)
 
 /* Writes a small CT image with dump2dcm; @with_study false leaves out
  * StudyInstanceUID. */
+/* A CT instance of 512 x 640 pixels (655360 bytes), or 128 x 128
+ * (32768 bytes) if @small. */
 static int make_dicom(const char *dir, const char *name, const char *sop_uid,
-                      bool with_study, char *ret_path, size_t len)
+                      bool with_study, bool small, char *ret_path, size_t len)
 {
+    unsigned rows = small ? 128 : 512, columns = small ? 128 : 640;
+
     char dump[4096];
     char cmd[16384];
     FILE *f;
@@ -250,21 +255,23 @@ static int make_dicom(const char *dir, const char *name, const char *sop_uid,
             sop_uid);
     if (with_study)
         fprintf(f, "(0020,000d) UI [1.2.826.0.1.3680043.2.1125.1.1]\n");
-    fprintf(f, "(0020,000e) UI [1.2.826.0.1.3680043.2.1125.1.2]\n"
-               "(0028,0002) US 1\n"
-               "(0028,0004) CS [MONOCHROME2]\n"
-               "(0028,0010) US 512\n"
-               "(0028,0011) US 640\n"
-               "(0028,0100) US 16\n"
-               "(0028,0101) US 12\n"
-               "(0028,0102) US 11\n"
-               "(0028,0103) US 0\n");
+    fprintf(f,
+            "(0020,000e) UI [1.2.826.0.1.3680043.2.1125.1.2]\n"
+            "(0028,0002) US 1\n"
+            "(0028,0004) CS [MONOCHROME2]\n"
+            "(0028,0010) US %u\n"
+            "(0028,0011) US %u\n"
+            "(0028,0100) US 16\n"
+            "(0028,0101) US 12\n"
+            "(0028,0102) US 11\n"
+            "(0028,0103) US 0\n",
+            rows, columns);
     fclose(f);
     snprintf(cmd, sizeof(cmd),
-             "head -c 655360 /dev/urandom > '%s/%s.raw' && "
+             "head -c %u /dev/urandom > '%s/%s.raw' && "
              "echo '(7fe0,0010) OW =%s/%s.raw' >> '%s' && "
              "dump2dcm -q +te '%s' '%s'",
-             dir, name, dir, name, dump, dump, ret_path);
+             rows * columns * 2, dir, name, dir, name, dump, dump, ret_path);
     return system(cmd) == 0 ? 0 : -EIO;
 }
 
@@ -445,6 +452,82 @@ static void test_release_hold(struct server *srv, int port, unsigned timeout_s,
     close(fd);
 }
 
+/*
+ * With the intake journal (the daemon's default), an instance that fits
+ * in memory is answered 0000 once its journal record is durable and its
+ * entry is written after the answer. When that write fails, the answer
+ * stands: the journal stops (the next C-STORE is committed file by file)
+ * and the next start writes the entry from its record.
+ */
+static void test_journal_entry_fault(const char *dir, const char *file,
+                                     const struct scp_params *base)
+{
+    char spool_dir[4200];
+    char err[512];
+    struct spool_recovery rec;
+    struct spool_commit_stats cs;
+    struct scp_params params = *base;
+    struct spool *spool = NULL;
+    struct server srv;
+    char *out;
+
+    snprintf(spool_dir, sizeof(spool_dir), "%s/journal-spool", dir);
+    if (spool_open(spool_dir, SPOOL_OPEN_OWNER, &spool, err, sizeof(err)) < 0 ||
+        spool_recover(spool, &rec, err, sizeof(err)) < 0 ||
+        spool_journal_start(spool, 8, 3600u * 1000u, 0, err, sizeof(err)) < 0) {
+        CHECK_MSG(0, "journal spool: %s", err);
+        spool_close(spool);
+        return;
+    }
+    atomic_store(&stop_flag, false);
+    params.port = (uint16_t)free_port();
+    params.spool = spool;
+    params.min_free_mb = 0;
+    params.max_associations = 4;
+    params.timeout_s = 10;
+    CHECK_MSG(scp_new(&params, &srv.scp, err, sizeof(err)) == 0, "%s", err);
+    CHECK(pthread_create(&srv.thread, NULL, server_main, &srv) == 0);
+
+    fault_arm(FAULT_NONE, 0, 0);
+    out = run_storescu(params.port, file);
+    CHECK_MSG(stored_ok(out), "journal, healthy: %s", out);
+    free(out);
+    CHECK(count_entries(spool_dir, "incoming") == 1);
+
+    /* The entry's write (the only write of a held instance) fails. */
+    fault_arm(FAULT_WRITE, 1, EIO);
+    out = run_storescu(params.port, file);
+    CHECK_MSG(atomic_load(&fault.fired) == 1, "the entry write was made");
+    CHECK_MSG(stored_ok(out), "durable in the journal: 0000 stands: %s", out);
+    free(out);
+    spool_commit_counts(spool, &cs);
+    CHECK_MSG(count_entries(spool_dir, "incoming") == 1 && !cs.journal_up &&
+                  cs.journal_commits == 2,
+              "no entry yet, the journal stopped");
+
+    fault_arm(FAULT_NONE, 0, 0);
+    out = run_storescu(params.port, file);
+    CHECK_MSG(stored_ok(out), "then file by file: %s", out);
+    free(out);
+    spool_commit_counts(spool, &cs);
+    CHECK(count_entries(spool_dir, "incoming") == 2 && cs.file_commits == 1);
+
+    atomic_store(&stop_flag, true);
+    pthread_join(srv.thread, NULL);
+    scp_free(srv.scp);
+    spool_close(spool);
+
+    /* The next start: the entry written from its record. */
+    spool = NULL;
+    CHECK(spool_open(spool_dir, SPOOL_OPEN_OWNER, &spool, err, sizeof(err)) ==
+              0 &&
+          spool_recover(spool, &rec, err, sizeof(err)) == 0);
+    CHECK_MSG(rec.journal_restored == 1 &&
+                  count_entries(spool_dir, "incoming") == 3,
+              "restored at start: %u", rec.journal_restored);
+    spool_close(spool);
+}
+
 enum { ON_TMPFILE = 1, ON_RENAME = 2, ON_BOTH = 3 };
 
 struct fault_case {
@@ -480,6 +563,7 @@ int main(void)
     char spool_dir[4200];
     char file[4200];
     char nostudy[4200];
+    char small[4200];
     char err[512];
     struct spool_recovery rec;
     struct spool *spool = NULL;
@@ -496,10 +580,12 @@ int main(void)
     snprintf(spool_dir, sizeof(spool_dir), "%s/spool", dir);
     log_set_level(LOG_LEVEL_DEBUG);
 
-    CHECK(make_dicom(dir, "ct", "1.2.826.0.1.3680043.2.1125.1.3", true, file,
-                     sizeof(file)) == 0);
+    CHECK(make_dicom(dir, "ct", "1.2.826.0.1.3680043.2.1125.1.3", true, false,
+                     file, sizeof(file)) == 0);
+    CHECK(make_dicom(dir, "small", "1.2.826.0.1.3680043.2.1125.1.5", true, true,
+                     small, sizeof(small)) == 0);
     CHECK(make_dicom(dir, "nostudy", "1.2.826.0.1.3680043.2.1125.1.4", false,
-                     nostudy, sizeof(nostudy)) == 0);
+                     false, nostudy, sizeof(nostudy)) == 0);
 
     spool__no_tmpfile = path == ON_RENAME;
     CHECK(spool_open(spool_dir, SPOOL_OPEN_OWNER, &spool, err, sizeof(err)) ==
@@ -658,8 +744,9 @@ int main(void)
     pthread_join(srv.thread, NULL);
     scp_free(srv.scp);
 
-    spool__io_reset();
     spool_close(spool);
+    test_journal_entry_fault(dir, small, &params);
+    spool__io_reset();
     {
         char cmd[8600];
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
