@@ -373,14 +373,31 @@ def store_raw(p, pc_id, sop_class, sop_uid, study):
     return dp.field_us(cmd, 0x0900), data
 
 
-def spooled_dataset(d, sop_uid):
+def spooled_dataset(d, sop_uid, seconds=10.0):
+    """The data set and meta header of the spool entry holding @sop_uid.
+    An instance the journal took is durable before 0000 and its entry file
+    is written just after the answer (before the next command is read), so
+    a peer that looks while its association is open may have to wait a
+    moment; an entry appears whole (linked once written)."""
     import pydicom
-    for path in d.entries():
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        if str(ds.SOPInstanceUID) == sop_uid:
-            body, meta = it.dataset_bytes(path)
-            return body, meta
-    return None, None
+    deadline = time.monotonic() + seconds
+    while True:
+        for path in d.entries():
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            if str(ds.SOPInstanceUID) == sop_uid:
+                body, meta = it.dataset_bytes(path)
+                return body, meta
+        if time.monotonic() >= deadline:
+            return None, None
+        time.sleep(0.02)
+
+
+def spool_count_reaches(d, n, seconds=10.0):
+    """True once incoming/ holds @n entries (see spooled_dataset())."""
+    deadline = time.monotonic() + seconds
+    while len(d.entries()) < n and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return len(d.entries()) == n
 
 
 def test_storage_classes(work):
@@ -579,7 +596,7 @@ def test_max_pdu(work):
         status, _ = store_raw(p, 3, dp.CT_IMAGE,
                               "1.2.826.0.1.3680043.9.7156.6.2", study)
         check(status == 0, "C-STORE-RSP 0000 arrives in 14-byte PDUs")
-        check(len(d.entries()) == 1, "and the instance is spooled")
+        check(spool_count_reaches(d, 1), "and the instance is spooled")
         p.send_message(1, dp.echo_rq(2))
         cmd, _, _ = p.read_message()
         check(dp.field_us(cmd, 0x0900) == 0, "C-ECHO-RSP 0000")
