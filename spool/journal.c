@@ -255,19 +255,23 @@ static bool segments_set_direct(struct spool_journal *j, bool on)
  * pwrite_all() to a segment. With O_DIRECT a file system that does not
  * take direct writes after all answers EINVAL: the journal then goes on
  * through the page cache (every segment, for good), and the write is
- * made again that way.
+ * made again that way (once: a second EINVAL is the caller's error).
  */
 static int seg_pwrite(struct spool_journal *j, int seg_fd, const void *buf,
                       size_t len, uint64_t off)
 {
     int r = pwrite_all(seg_fd, buf, len, (off_t)off);
 
-    if (r == -EINVAL && atomic_exchange(&j->direct, false)) {
+    if (r == -EINVAL) {
+        /* Every thread that saw it clears the flags itself (idempotent)
+         * before its retry, so none retries while they are still set. */
+        bool was_direct = atomic_exchange(&j->direct, false);
         (void)segments_set_direct(j, false);
-        log_notice("event=spool-journal-buffered dir=%s reason=\"the file "
-                   "system refused a direct write (EINVAL); the journal "
-                   "writes through the page cache\"",
-                   j->spool_dir);
+        if (was_direct)
+            log_notice("event=spool-journal-buffered dir=%s reason=\"the "
+                       "file system refused a direct write (EINVAL); the "
+                       "journal writes through the page cache\"",
+                       j->spool_dir);
         r = pwrite_all(seg_fd, buf, len, (off_t)off);
     }
     return r;
