@@ -100,6 +100,13 @@ public:
     /* The end of the data set: a held file stays in the buffer, anything
      * else is written out. False (and error() set) on failure. */
     bool finish() { return held() || drain(); }
+    /* A held file after all: written out to a new spool file (fd()),
+     * as when it outgrows the buffer. False (and error() set) on failure. */
+    bool to_file()
+    {
+        hold_max_ = 0;
+        return drain();
+    }
     /* True if the whole file is in held_data() and no file was made. */
     bool held() const { return error_ == 0 && fd_ < 0 && used_ <= hold_max_; }
     const unsigned char *held_data() const { return buffer_; }
@@ -330,17 +337,16 @@ static bool commit_received(struct scp_assoc *sa, SpoolConsumer *consumer,
         }
         if (r == -EAGAIN) {
             /* Not through the journal now: a file, committed its way. */
-            r = spool_tmp_create(spool, id, &fd, err, sizeof(err));
-            if (r == 0) {
-                r = spool_write_all(fd, consumer->held_data(),
-                                    consumer->held_len());
-                if (r < 0) {
-                    char why[128];
-                    util_err(err, sizeof(err), "write() failed: %s",
-                             util_strerror(r, why, sizeof(why)));
-                    spool_discard(spool, id, fd);
-                }
+            if (consumer->to_file()) {
+                r = 0;
+            } else {
+                char why[128];
+                util_err(err, sizeof(err), "%s() failed: %s",
+                         consumer->failed_call(),
+                         util_strerror(-consumer->error(), why, sizeof(why)));
+                spool_discard(spool, id, consumer->fd());
             }
+            fd = consumer->fd();
         }
         if (r < 0) {
             log_err("event=spool-error assoc=%lu id=%s reason=\"%s\"",
