@@ -77,6 +77,7 @@ struct spool__io_ops spool__io = {
 bool spool__no_tmpfile = false;
 bool spool__journal_crash_on_close = false;
 enum spool__fs_mode spool__fs_mode = SPOOL__FS_DETECT;
+_Atomic bool spool__journal_refuses;
 
 void spool__io_reset(void)
 {
@@ -1127,7 +1128,7 @@ int spool_commit_labelled(struct spool *spool, const char *id, int fd,
 
     /* The label rides in the inode, made durable by the same fsync. */
     labelled = label == NULL || spool_label(fd, label);
-    if (spool->journal != NULL) {
+    if (spool->journal != NULL && !spool__journal_refuses) {
         r = spool_commit_journal(spool, name, id, fd, where, label, err,
                                  err_len);
         if (r != -EAGAIN) {
@@ -1233,7 +1234,7 @@ int spool_commit_held(struct spool *spool, const char *id, const void *data,
         util_err(err, err_len, "invalid spool entry ID");
         return -EINVAL;
     }
-    if (spool->journal == NULL)
+    if (spool->journal == NULL || spool__journal_refuses)
         return -EAGAIN;
     if (label != NULL && (n = spool_label_text(label, text, sizeof(text))) < 0)
         n = 0;

@@ -14,6 +14,7 @@
 #ifndef STOWBRIDGE_SPOOL_INT_H
 #define STOWBRIDGE_SPOOL_INT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -71,6 +72,11 @@ enum spool__fs_mode {
     SPOOL__FS_UNJOURNALED,
 };
 extern enum spool__fs_mode spool__fs_mode;
+
+/* When true, the journal takes no record (-EAGAIN), as when it is full:
+ * spool_commit_held() refuses and spool_commit_labelled() commits file by
+ * file. */
+extern _Atomic bool spool__journal_refuses;
 
 /* When true, spool_close() leaves the journal as a crash would: no final
  * checkpoint, so the next spool_recover() replays it. */

@@ -494,6 +494,28 @@ static void test_journal_entry_fault(const char *dir, const char *file,
     free(out);
     CHECK(count_entries(spool_dir, "incoming") == 1);
 
+    /* The journal does not take a held instance now (full): it is written
+     * to a spool file and committed file by file, or refused if that
+     * write fails. */
+    spool__journal_refuses = true;
+    out = run_storescu(params.port, file);
+    CHECK_MSG(stored_ok(out), "journal full: through a file: %s", out);
+    free(out);
+    spool_commit_counts(spool, &cs);
+    CHECK_MSG(count_entries(spool_dir, "incoming") == 2 &&
+                  cs.file_commits == 1 && cs.journal_up,
+              "the entry is there at once, committed file by file");
+    fault_arm(FAULT_WRITE, 1, EIO);
+    out = run_storescu(params.port, file);
+    CHECK_MSG(atomic_load(&fault.fired) == 1 && refused_out_of_resources(out) &&
+                  !stored_ok(out),
+              "journal full, the file's write fails: A700: %s", out);
+    free(out);
+    CHECK(count_entries(spool_dir, "incoming") == 2 &&
+          count_entries(spool_dir, "tmp") == 0);
+    spool__journal_refuses = false;
+    fault_arm(FAULT_NONE, 0, 0);
+
     /* The entry's write (the only write of a held instance) fails. */
     fault_arm(FAULT_WRITE, 1, EIO);
     out = run_storescu(params.port, file);
@@ -501,7 +523,7 @@ static void test_journal_entry_fault(const char *dir, const char *file,
     CHECK_MSG(stored_ok(out), "durable in the journal: 0000 stands: %s", out);
     free(out);
     spool_commit_counts(spool, &cs);
-    CHECK_MSG(count_entries(spool_dir, "incoming") == 1 && !cs.journal_up &&
+    CHECK_MSG(count_entries(spool_dir, "incoming") == 2 && !cs.journal_up &&
                   cs.journal_commits == 2,
               "no entry yet, the journal stopped");
 
@@ -510,7 +532,7 @@ static void test_journal_entry_fault(const char *dir, const char *file,
     CHECK_MSG(stored_ok(out), "then file by file: %s", out);
     free(out);
     spool_commit_counts(spool, &cs);
-    CHECK(count_entries(spool_dir, "incoming") == 2 && cs.file_commits == 1);
+    CHECK(count_entries(spool_dir, "incoming") == 3 && cs.file_commits == 2);
 
     atomic_store(&stop_flag, true);
     pthread_join(srv.thread, NULL);
@@ -523,7 +545,7 @@ static void test_journal_entry_fault(const char *dir, const char *file,
               0 &&
           spool_recover(spool, &rec, err, sizeof(err)) == 0);
     CHECK_MSG(rec.journal_restored == 1 &&
-                  count_entries(spool_dir, "incoming") == 3,
+                  count_entries(spool_dir, "incoming") == 4,
               "restored at start: %u", rec.journal_restored);
     spool_close(spool);
 }
