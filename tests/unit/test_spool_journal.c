@@ -805,6 +805,39 @@ static void test_held(void)
     CHECK(count_files("meta") == 1 &&
           entry_is(spool, SPOOL_INCOMING, id[0], 4, 3000));
     spool_close(spool);
+
+    /* The record's write or flush fails: not durable, refused (the
+     * caller answers A700), nothing in incoming/, the journal stops. */
+    static const enum fault_op record_faults[] = { F_PWRITE, F_FDATASYNC };
+    for (size_t i = 0; i < 2; i++) {
+        unsigned before;
+        reset_root();
+        spool = open_daemon(8, NULL);
+        if (spool == NULL)
+            return;
+        before = count_files("incoming");
+        spool__io.pwrite = f_pwrite;
+        spool__io.fdatasync = f_fdatasync;
+        spool__io.fsync = f_fsync;
+        fault_op = record_faults[i];
+        fault_errno = EIO;
+        CHECK_MSG(commit_held_body(spool, 5, 4000, id[1], &seq, &label, &b) ==
+                      -EIO,
+                  "held, %s fails: refused", i == 0 ? "pwrite" : "fdatasync");
+        fault_op = F_NONE;
+        spool__io_reset();
+        spool_commit_counts(spool, &cs);
+        CHECK(count_files("incoming") == before && !cs.journal_up &&
+              spool_held_max(spool) == 0 && cs.journal_commits == 0);
+        spool__journal_crash_on_close = true;
+        spool_close(spool);
+        spool__journal_crash_on_close = false;
+        spool = open_daemon(8, &rec);
+        CHECK_MSG(rec.journal_restored == 0 && count_files("incoming") == 0,
+                  "a refused record is never replayed (%u)",
+                  rec.journal_restored);
+        spool_close(spool);
+    }
 }
 
 /* Writing the entry fails after the answer: the record stays, the
