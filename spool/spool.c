@@ -4,9 +4,10 @@
  *
  * Every state is a directory opened once (O_DIRECTORY) at spool_open();
  * all operations are relative to those fds (openat, renameat, linkat,
- * unlinkat, fstatat, fsync of the directory fd). The write, fsync,
- * renameat, linkat, fsetxattr and close calls on the receive path go
- * through spool__io so that tests can make them fail (spool_int.h).
+ * unlinkat, fstatat, fsync of the directory fd). The openat (of a
+ * received file), write, fsync, renameat, linkat, fsetxattr and close
+ * calls on the receive path go through spool__io so that tests can make
+ * them fail (spool_int.h).
  *
  * Group commit (spool_dir_sync()): a commit takes a ticket after its link
  * or rename and waits until an fsync of the directory that started after
@@ -61,7 +62,14 @@ static int spool_fsetxattr(int fd, const char *name, const void *value,
     return fsetxattr(fd, name, value, size, flags);
 }
 
+/* openat() is variadic: the hook has a fixed signature. */
+static int spool_openat(int dirfd, const char *path, int flags, mode_t mode)
+{
+    return openat(dirfd, path, flags, mode);
+}
+
 struct spool__io_ops spool__io = {
+    .openat = spool_openat,
     .write = write,
     .fsync = fsync,
     .renameat = renameat,
@@ -81,6 +89,7 @@ _Atomic bool spool__journal_refuses;
 
 void spool__io_reset(void)
 {
+    spool__io.openat = spool_openat;
     spool__io.write = write;
     spool__io.fsync = fsync;
     spool__io.renameat = renameat;
@@ -891,11 +900,11 @@ int spool_tmp_create(struct spool *spool, char ret_id[SPOOL_ID_MAX],
         if (r < 0)
             return spool_syserr(err, err_len, -r, "getrandom", spool->dir,
                                 NULL);
-        fd = openat(spool->state_fd[SPOOL_INCOMING], ".",
-                    O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        fd = spool__io.openat(spool->state_fd[SPOOL_INCOMING], ".",
+                              O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
         if (fd < 0)
-            return spool_syserr(err, err_len, errno, "open(O_TMPFILE)",
-                                spool->dir, "incoming");
+            return spool_syserr(err, err_len, errno, "open", spool->dir,
+                                "incoming/ (O_TMPFILE)");
         memcpy(ret_id, id, strlen(id) + 1);
         *ret_fd = fd;
         return 0;
@@ -906,12 +915,16 @@ int spool_tmp_create(struct spool *spool, char ret_id[SPOOL_ID_MAX],
             return spool_syserr(err, err_len, -r, "getrandom", spool->dir,
                                 NULL);
         spool_file_name(id, name);
-        fd = openat(spool->state_fd[SPOOL_TMP], name,
-                    O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        fd = spool__io.openat(
+            spool->state_fd[SPOOL_TMP], name,
+            O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd >= 0)
             break;
-        if (errno != EEXIST)
-            return spool_syserr(err, err_len, errno, "open", spool->dir, name);
+        if (errno != EEXIST) {
+            char where[SPOOL_NAME_MAX + 8];
+            snprintf(where, sizeof(where), "tmp/%s", name);
+            return spool_syserr(err, err_len, errno, "open", spool->dir, where);
+        }
     }
     if (fd < 0)
         return spool_syserr(err, err_len, EEXIST, "open", spool->dir, "tmp");

@@ -1,15 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * spool_int.h - declarations shared only inside the spool module and with
- * its tests: the I/O hooks used for fault injection, the switch that
- * forces the tmp/ + rename receive path, and the group commit's counters.
+ * its tests: the I/O hooks used for fault injection, the switches that
+ * force the tmp/ + rename receive path (spool__no_tmpfile) and make the
+ * journal take no record, as when it is full (spool__journal_refuses),
+ * and the group commit's counters.
  *
- * The spool performs its write, fsync, rename, link, label (fsetxattr)
- * and close calls, and the journal its pwrite, pread, fdatasync and
- * syncfs calls, through spool__io. Tests replace entries to make the
- * N-th call fail with a chosen errno (EIO, ENOSPC) and check that nothing
- * is acknowledged and nothing is left in incoming/. Production code never
- * changes spool__io or spool__no_tmpfile.
+ * The spool performs its receive-file creation (openat), write, fsync,
+ * rename, link, label (fsetxattr) and close calls, and the journal its pwrite,
+ * pread, fdatasync and syncfs calls, through spool__io. Tests replace entries
+ * to make the N-th call fail with a chosen errno (EIO, ENOSPC) and check that
+ * nothing is acknowledged and nothing is left in incoming/. Production code
+ * never changes spool__io, spool__no_tmpfile or spool__journal_refuses.
  */
 #ifndef STOWBRIDGE_SPOOL_INT_H
 #define STOWBRIDGE_SPOOL_INT_H
@@ -22,6 +24,8 @@
 #include "spool.h"
 
 struct spool__io_ops {
+    /* The receive path's file creation (spool_tmp_create()). */
+    int (*openat)(int dirfd, const char *path, int flags, mode_t mode);
     ssize_t (*write)(int fd, const void *buf, size_t len);
     int (*fsync)(int fd);
     int (*renameat)(int olddirfd, const char *oldpath, int newdirfd,

@@ -38,6 +38,7 @@
 
 enum fault_op {
     FAULT_NONE,
+    FAULT_OPEN,
     FAULT_WRITE,
     FAULT_FSYNC,
     FAULT_RENAME,
@@ -56,6 +57,7 @@ static struct {
     atomic_int fired;
 } fault;
 
+static int (*real_openat)(int, const char *, int, mode_t);
 static ssize_t (*real_write)(int, const void *, size_t);
 static int (*real_fsync)(int);
 static int (*real_renameat)(int, const char *, int, const char *);
@@ -71,6 +73,15 @@ static bool fault_hit(enum fault_op op)
         return false;
     atomic_fetch_add(&fault.fired, 1);
     return true;
+}
+
+static int fault_openat(int dirfd, const char *path, int flags, mode_t mode)
+{
+    if (fault_hit(FAULT_OPEN)) {
+        errno = atomic_load(&fault.error);
+        return -1;
+    }
+    return real_openat(dirfd, path, flags, mode);
 }
 
 static ssize_t fault_write(int fd, const void *buf, size_t len)
@@ -460,6 +471,7 @@ static void test_release_hold(struct server *srv, int port, unsigned timeout_s,
  * and the next start writes the entry from its record.
  */
 static void test_journal_entry_fault(const char *dir, const char *file,
+                                     const char *big,
                                      const struct scp_params *base)
 {
     char spool_dir[4200];
@@ -494,6 +506,18 @@ static void test_journal_entry_fault(const char *dir, const char *file,
     free(out);
     CHECK(count_entries(spool_dir, "incoming") == 1);
 
+    /* An instance bigger than the receive buffer spills to a spool file
+     * once it outgrows it: that file's creation failing refuses it. */
+    fault_arm(FAULT_OPEN, 1, EMFILE);
+    out = run_storescu(params.port, big);
+    CHECK_MSG(atomic_load(&fault.fired) == 1 && refused_out_of_resources(out) &&
+                  !stored_ok(out),
+              "the spill file cannot be created: A700: %s", out);
+    free(out);
+    CHECK(count_entries(spool_dir, "incoming") == 1 &&
+          count_entries(spool_dir, "tmp") == 0);
+    fault_arm(FAULT_NONE, 0, 0);
+
     /* The journal does not take a held instance now (full): it is written
      * to a spool file and committed file by file, or refused if that
      * write fails. */
@@ -510,6 +534,14 @@ static void test_journal_entry_fault(const char *dir, const char *file,
     CHECK_MSG(atomic_load(&fault.fired) == 1 && refused_out_of_resources(out) &&
                   !stored_ok(out),
               "journal full, the file's write fails: A700: %s", out);
+    free(out);
+    CHECK(count_entries(spool_dir, "incoming") == 2 &&
+          count_entries(spool_dir, "tmp") == 0);
+    fault_arm(FAULT_OPEN, 1, EMFILE);
+    out = run_storescu(params.port, file);
+    CHECK_MSG(atomic_load(&fault.fired) == 1 && refused_out_of_resources(out) &&
+                  !stored_ok(out),
+              "journal full, the file cannot be created: A700: %s", out);
     free(out);
     CHECK(count_entries(spool_dir, "incoming") == 2 &&
           count_entries(spool_dir, "tmp") == 0);
@@ -564,6 +596,7 @@ struct fault_case {
 int main(void)
 {
     static const struct fault_case cases[] = {
+        { "open EMFILE", FAULT_OPEN, 1, EMFILE, ON_BOTH, false },
         { "first write ENOSPC (meta header)", FAULT_WRITE, 1, ENOSPC, ON_BOTH,
           false },
         { "third write EIO (data set)", FAULT_WRITE, 3, EIO, ON_BOTH, false },
@@ -630,12 +663,14 @@ int main(void)
 
     /* The hooks go in before the server thread starts (which orders them
      * before its reads). */
+    real_openat = spool__io.openat;
     real_write = spool__io.write;
     real_fsync = spool__io.fsync;
     real_renameat = spool__io.renameat;
     real_close = spool__io.close;
     real_linkat = spool__io.linkat;
     real_fsetxattr = spool__io.fsetxattr;
+    spool__io.openat = fault_openat;
     spool__io.linkat = fault_linkat;
     spool__io.fsetxattr = fault_fsetxattr;
     spool__io.write = fault_write;
@@ -767,7 +802,7 @@ int main(void)
     scp_free(srv.scp);
 
     spool_close(spool);
-    test_journal_entry_fault(dir, small, &params);
+    test_journal_entry_fault(dir, small, file, &params);
     spool__io_reset();
     {
         char cmd[8600];

@@ -652,8 +652,17 @@ static void test_faults_in(enum spool__fs_mode mode)
 
 /* ---- instances held in memory ------------------------------------------ */
 
-enum held_fault { H_NONE, H_WRITE, H_LINK, H_RENAME, H_CLOSE, H_LABEL };
+enum held_fault { H_NONE, H_OPEN, H_WRITE, H_LINK, H_RENAME, H_CLOSE, H_LABEL };
 static enum held_fault held_fault;
+
+static int h_openat(int dirfd, const char *path, int flags, mode_t mode)
+{
+    if (held_fault == H_OPEN) {
+        errno = EMFILE;
+        return -1;
+    }
+    return openat(dirfd, path, flags, mode);
+}
 
 static ssize_t h_write(int fd, const void *b, size_t n)
 {
@@ -850,9 +859,8 @@ static void test_held_faults_in(bool no_tmpfile)
         bool tmpfile; /* the call exists on the O_TMPFILE path */
         bool rename;  /* ... on the tmp/ + rename path */
     } cases[] = {
-        { H_WRITE, "write", true, true },
-        { H_LINK, "linkat", true, false },
-        { H_RENAME, "rename", false, true },
+        { H_OPEN, "open", true, true },    { H_WRITE, "write", true, true },
+        { H_LINK, "linkat", true, false }, { H_RENAME, "rename", false, true },
         { H_CLOSE, "close", true, true },
     };
     struct spool *spool;
@@ -873,6 +881,7 @@ static void test_held_faults_in(bool no_tmpfile)
             break;
         CHECK(spool_uses_tmpfile(spool) == !no_tmpfile);
         CHECK(commit_held_body(spool, 5, 9000, id, &seq, &label, &b) == 0);
+        spool__io.openat = h_openat;
         spool__io.write = h_write;
         spool__io.linkat = h_linkat;
         spool__io.renameat = h_renameat;
