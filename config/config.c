@@ -408,13 +408,14 @@ static const struct cfg_key cfg_keys[] = {
         .path = "spool.journal_max_kb",
         .type = CFG_UINT,
         .offset = CFG_OFF(spool.journal_max_kb),
-        .def_uint = 256,
+        .def_uint = 1024,
         .min = 4,
         .max = 1048576,
         .doc = "Instances up to this size (KiB; and up to an eighth of "
-               "spool.journal_mb) go through the intake journal; bigger "
-               "ones are committed file by file, where writing their bytes "
-               "a second time costs more than the flush it saves.",
+               "spool.journal_mb) are received into memory and go through "
+               "the intake journal, over 256 KiB one C-STORE at a time; "
+               "every other instance is committed file by file (copying a "
+               "file into the journal costs more than the flush it saves).",
     },
     {
         .path = "spool.journal_checkpoint_ms",

@@ -109,7 +109,7 @@ struct cfg_spool {
     unsigned min_free_mb;           /* 512, 0..1048576 */
     unsigned journal_mb;            /* 256, 0..65536; 0: no intake journal */
     unsigned journal_checkpoint_ms; /* 1000, 100..600000 */
-    unsigned journal_max_kb;        /* 256, 4..1048576 */
+    unsigned journal_max_kb;        /* 1024, 4..1048576 */
 };
 
 struct cfg_log {

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <exception>
 #include <memory>
@@ -782,14 +783,18 @@ static void serve_connection(struct scp_conn *conn)
     sa.assoc = assoc;
     if (scp->observer.association != NULL)
         scp->observer.association(scp->observer.ctx, 1);
-    sa.write_buffer = (unsigned char *)malloc(SCP_WRITE_BUFFER);
+    void *buffer = mmap(NULL, SCP_WRITE_BUFFER, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    sa.write_buffer =
+        buffer == MAP_FAILED ? NULL : static_cast<unsigned char *>(buffer);
     if (sa.write_buffer == NULL)
         log_err("event=dropped assoc=%lu from=%s@%s reason=\"out of memory\"",
                 sa.number, sa.calling_ae, sa.peer);
     else
         how = serve_commands(&sa);
     scp__commit_assoc_end(&sa);
-    free(sa.write_buffer);
+    if (sa.write_buffer != NULL)
+        (void)munmap(sa.write_buffer, SCP_WRITE_BUFFER);
     if (scp->observer.association != NULL)
         scp->observer.association(scp->observer.ctx, -1);
     end_association(&sa.assoc, how == END_ABORT);

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <new>
@@ -129,6 +130,12 @@ extern "C" int scp_new(const struct scp_params *params, struct scp **ret_scp,
         scp->listen_fd = -1;
         scp->wake_fd = -1;
         pthread_mutex_init(&scp->lock, NULL);
+        /* Untouched until an instance needs it (none: nothing is held
+         * over SCP_WRITE_BUFFER). */
+        void *big = mmap(NULL, SCP_BIG_HOLD, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        scp->big_hold_buffer =
+            big == MAP_FAILED ? nullptr : static_cast<unsigned char *>(big);
         if (util_trim_copy(scp->ae_title, sizeof(scp->ae_title),
                            params->ae_title) < 0 ||
             !util_ae_title_valid(scp->ae_title)) {
@@ -272,6 +279,8 @@ extern "C" void scp_free(struct scp *scp)
         }
         delete[] scp->callers;
     }
+    if (scp->big_hold_buffer != nullptr)
+        (void)munmap(scp->big_hold_buffer, SCP_BIG_HOLD);
     pthread_mutex_destroy(&scp->lock);
     delete scp;
 }

@@ -494,6 +494,14 @@ int scp_tls_validate(const struct scp_tls_params *params,
 /* Closes the listening sockets and frees @scp. Accepts NULL. */
 void scp_free(struct scp *scp);
 
+/*
+ * Tests only: @off true keeps the SCP's bigger receive buffer (store.cc,
+ * an instance over 256 KiB held in memory, one C-STORE at a time) from
+ * being used, as while another C-STORE has it. Production code never
+ * calls it.
+ */
+void scp__set_big_hold_off(bool off);
+
 #ifdef __cplusplus
 }
 #endif

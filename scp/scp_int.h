@@ -47,6 +47,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <string>
@@ -144,6 +145,11 @@ struct scp {
     scp_stop_fn should_stop;
     void *stop_ctx;
 
+    /* SCP_BIG_HOLD bytes, mapped (NULL: none), and whether a C-STORE
+     * has it (store.cc). */
+    unsigned char *big_hold_buffer = nullptr;
+    std::atomic<bool> big_hold_busy{ false };
+
     pthread_mutex_t lock;
     unsigned active;          /* associations holding a slot */
     unsigned pending;         /* connections still sending their RQ */
@@ -158,16 +164,33 @@ struct scp_conn {
     char peer[64];        /* dotted IPv4 or IPv6 */
 };
 
-/* The C-STORE write buffer of an association (store.cc): DCMTK hands
- * over one PDV fragment at a time, often ~10 KB, and one write(2) each
- * would cost more than the fsync. */
+/*
+ * The C-STORE receive buffers (store.cc), mapped (page aligned, so the
+ * journal writes a held instance from them in place; only the pages an
+ * instance used count in RSS):
+ *   SCP_WRITE_BUFFER  each association's, for its whole life. An instance
+ *                     up to this size (and spool.journal_max_kb) is held
+ *                     here whole and committed from memory; anything
+ *                     bigger goes to a spool file, written out each time
+ *                     the buffer fills (DCMTK hands over one PDV fragment
+ *                     at a time, often ~10 KB, and one write(2) each would
+ *                     cost more than the fsync);
+ *   SCP_BIG_HOLD      the SCP's one bigger buffer (a CT or MR image fits),
+ *                     taken by one C-STORE at a time whose instance
+ *                     outgrows its association's buffer (what it received
+ *                     is copied over), given back when that C-STORE ends:
+ *                     a bigger instance is held while it is free, else it
+ *                     goes to a spool file.
+ */
 #define SCP_WRITE_BUFFER (256u * 1024u)
+#define SCP_BIG_HOLD (1024u * 1024u)
 
 /* One association being served, owned by its thread. */
 struct scp_assoc {
     struct scp *scp;
     T_ASC_Association *assoc;
-    unsigned char *write_buffer; /* SCP_WRITE_BUFFER bytes */
+    unsigned char *write_buffer; /* SCP_WRITE_BUFFER bytes, mapped */
+    bool big_hold; /* its C-STORE has scp->big_hold_buffer (store.cc) */
     unsigned long number;
     char calling_ae[UTIL_AE_TITLE_MAX + 1];
     char peer[64];

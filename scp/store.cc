@@ -37,26 +37,39 @@
     "2.25.242422315187102122747475212045372960498"
 #define SCP_IMPLEMENTATION_VERSION_NAME "STOWBRIDGE_" STOWBRIDGE_VERSION
 
+/* Tests only (scp.h): read by association threads. */
+static std::atomic<bool> big_hold_off{ false };
+
+void scp__set_big_hold_off(bool off)
+{
+    big_hold_off.store(off);
+}
+
 /*
- * A DcmConsumer that collects the received file in @buffer
- * (SCP_WRITE_BUFFER bytes; DCMTK hands over one PDV fragment at a time,
- * often ~10 KB: one write(2) each would cost more than the fsync).
+ * A DcmConsumer that collects the received file in the association's
+ * receive buffer (@sa->write_buffer, SCP_WRITE_BUFFER bytes; DCMTK hands
+ * over one PDV fragment at a time, often ~10 KB: one write(2) each would
+ * cost more than the fsync).
  *
  * With a file (@fd >= 0) it writes the buffer out through
  * spool_write_all() whenever it fills. Without one (@fd < 0: the spool
  * takes instances held in memory, up to @hold_max bytes) it keeps
- * everything in the buffer; once the file outgrows @hold_max it creates
- * the spool file (spool_tmp_create(), which gives it a new ID) and goes on
- * as above. After the first failure it accepts nothing more and remembers
- * the errno, so the caller answers A700 whatever DCMTK made of the short
- * write. finish() must be called at the end.
+ * everything in memory: in the association's buffer, then, if the file
+ * outgrows it, @hold_max allows and the SCP's big-hold buffer is free, in
+ * that one (what came so far copied over; @sa->big_hold set, given back
+ * by scp__store_serve() when the C-STORE ends). Once the file outgrows
+ * what it may hold it creates the spool file (spool_tmp_create(), which
+ * gives it a new ID) and goes on as above. After the first failure it
+ * accepts nothing more and remembers the errno, so the caller answers
+ * A700 whatever DCMTK made of the short write. finish() must be called at
+ * the end.
  */
 class SpoolConsumer : public DcmConsumer {
 public:
-    SpoolConsumer(struct spool *spool, int fd, char *id, unsigned char *buffer,
-                  size_t hold_max)
-        : spool_(spool), fd_(fd), id_(id), error_(0), failed_call_("write"),
-          bytes_(0), buffer_(buffer), used_(0), hold_max_(hold_max)
+    SpoolConsumer(struct scp_assoc *sa, int fd, char *id, size_t hold_max)
+        : sa_(sa), spool_(sa->scp->spool), fd_(fd), id_(id), error_(0),
+          failed_call_("write"), bytes_(0), buffer_(sa->write_buffer), used_(0),
+          cap_(SCP_WRITE_BUFFER), hold_max_(hold_max)
     {
     }
 
@@ -78,13 +91,13 @@ public:
         if (error_ != 0 || buflen <= 0)
             return 0;
         while (left > 0) {
-            size_t room = SCP_WRITE_BUFFER - used_;
+            size_t room = cap_ - used_;
             size_t n = left < room ? left : room;
             memcpy(buffer_ + used_, p, n);
             used_ += n;
             p += n;
             left -= n;
-            if (used_ == SCP_WRITE_BUFFER && !drain())
+            if (used_ == cap_ && left > 0 && !grow() && !drain())
                 return 0;
         }
         bytes_ += (uint64_t)buflen;
@@ -117,6 +130,23 @@ public:
     uint64_t bytes() const { return bytes_; }
 
 private:
+    /* The association's buffer is full and more is coming: go on in the
+     * SCP's big-hold buffer if the file may be held that big and no other
+     * C-STORE has it. */
+    bool grow()
+    {
+        struct scp *scp = sa_->scp;
+
+        if (fd_ >= 0 || buffer_ != sa_->write_buffer ||
+            hold_max_ <= SCP_WRITE_BUFFER || scp->big_hold_buffer == nullptr ||
+            big_hold_off.load() || scp->big_hold_busy.exchange(true))
+            return false;
+        memcpy(scp->big_hold_buffer, buffer_, used_);
+        buffer_ = scp->big_hold_buffer;
+        cap_ = SCP_BIG_HOLD;
+        sa_->big_hold = true;
+        return true;
+    }
     bool drain()
     {
         if (error_ != 0)
@@ -136,6 +166,13 @@ private:
             return true;
         int r = spool_write_all(fd_, buffer_, used_);
         used_ = 0;
+        if (buffer_ != sa_->write_buffer) {
+            /* A file after all: the big-hold buffer is not needed. */
+            buffer_ = sa_->write_buffer;
+            cap_ = SCP_WRITE_BUFFER;
+            sa_->big_hold = false;
+            sa_->scp->big_hold_busy.store(false);
+        }
         if (r < 0) {
             error_ = -r;
             return false;
@@ -143,14 +180,16 @@ private:
         return true;
     }
 
+    struct scp_assoc *sa_;
     struct spool *spool_;
     int fd_;
     char *id_; /* SPOOL_ID_MAX bytes, the caller's */
     int error_;
     const char *failed_call_;
     uint64_t bytes_;
-    unsigned char *buffer_;
+    unsigned char *buffer_; /* the association's or the big-hold buffer */
     size_t used_;
+    size_t cap_; /* buffer_'s size */
     size_t hold_max_;
 };
 
@@ -175,6 +214,8 @@ struct store_result {
     bool publish;
     uint64_t seq;
     char id[SPOOL_ID_MAX];
+    const unsigned char
+        *held_data; /* the association's or the big-hold buffer */
     size_t held_len;
     struct spool_meta label;
 };
@@ -331,6 +372,7 @@ static bool commit_received(struct scp_assoc *sa, SpoolConsumer *consumer,
                               sizeof(err));
         if (r == 0) {
             res->publish = true;
+            res->held_data = consumer->held_data();
             res->held_len = consumer->held_len();
             memcpy(res->id, id, SPOOL_ID_MAX);
             return true;
@@ -414,8 +456,8 @@ static OFCondition receive_store(struct scp_assoc *sa,
      * the file fits (spool_commit_held()), else straight into a new
      * spool file. */
     size_t hold_max = spool_held_max(scp->spool);
-    if (hold_max > SCP_WRITE_BUFFER)
-        hold_max = SCP_WRITE_BUFFER;
+    if (hold_max > SCP_BIG_HOLD)
+        hold_max = SCP_BIG_HOLD;
     if (hold_max > 0) {
         r = spool_new_id(id);
         if (r < 0)
@@ -431,7 +473,7 @@ static OFCondition receive_store(struct scp_assoc *sa,
         return cond;
     }
 
-    SpoolConsumer consumer(scp->spool, fd, id, sa->write_buffer, hold_max);
+    SpoolConsumer consumer(sa, fd, id, hold_max);
     SpoolOutputStream stream(&consumer);
     T_ASC_PresentationContextID data_pres_id = pres_id;
     OFCondition cond = EC_Normal;
@@ -526,11 +568,31 @@ static OFCondition receive_store(struct scp_assoc *sa,
     return EC_Normal;
 }
 
+/* Gives back the big-hold buffer a C-STORE took (SpoolConsumer::grow())
+ * once its data is no longer needed, however the C-STORE ends. */
+class BigHoldRelease {
+public:
+    explicit BigHoldRelease(struct scp_assoc *sa) : sa_(sa) {}
+    ~BigHoldRelease()
+    {
+        if (sa_->big_hold) {
+            sa_->big_hold = false;
+            sa_->scp->big_hold_busy.store(false);
+        }
+    }
+    BigHoldRelease(const BigHoldRelease &) = delete;
+    BigHoldRelease &operator=(const BigHoldRelease &) = delete;
+
+private:
+    struct scp_assoc *sa_;
+};
+
 /* One C-STORE-RQ: receive, answer, and count it. */
 OFCondition scp__store_serve(struct scp_assoc *sa,
                              T_ASC_PresentationContextID pres_id,
                              T_DIMSE_Message *msg)
 {
+    BigHoldRelease release_after(sa);
     T_DIMSE_C_StoreRQ *req = &msg->msg.CStoreRQ;
     struct store_result res;
     char sop_class[UTIL_UID_MAX + 1];
@@ -599,9 +661,8 @@ OFCondition scp__store_serve(struct scp_assoc *sa,
         /* Durable in the journal since before the answer; now the entry
          * itself, off the modality's wait (spool.h). */
         char err[640];
-        if (spool_publish_held(sa->scp->spool, res.id, res.seq,
-                               sa->write_buffer, res.held_len, &res.label, err,
-                               sizeof(err)) < 0)
+        if (spool_publish_held(sa->scp->spool, res.id, res.seq, res.held_data,
+                               res.held_len, &res.label, err, sizeof(err)) < 0)
             log_err("event=spool-error assoc=%lu id=%s reason=\"%s\"",
                     sa->number, res.id, err);
     }

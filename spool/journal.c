@@ -22,10 +22,12 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -216,6 +218,32 @@ static int pwrite_all(int fd, const void *buf, size_t len, off_t off)
     return 0;
 }
 
+/* Writes all of @iov (@count entries, changed on a short write). */
+static int pwritev_all(int fd, struct iovec *iov, int count, off_t off)
+{
+    while (count > 0) {
+        ssize_t n = spool__io.pwritev(fd, iov, count, off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            return -EIO;
+        off += n;
+        while (count > 0 && (size_t)n >= iov->iov_len) {
+            n -= (ssize_t)iov->iov_len;
+            iov++;
+            count--;
+        }
+        if (count > 0) {
+            iov->iov_base = (unsigned char *)iov->iov_base + n;
+            iov->iov_len -= (size_t)n;
+        }
+    }
+    return 0;
+}
+
 /* Reads exactly @len bytes (-EIO on a short file). */
 static int pread_all(int fd, void *buf, size_t len, off_t off)
 {
@@ -273,6 +301,31 @@ static int seg_pwrite(struct spool_journal *j, int seg_fd, const void *buf,
                        "journal writes through the page cache\"",
                        j->spool_dir);
         r = pwrite_all(seg_fd, buf, len, (off_t)off);
+    }
+    return r;
+}
+
+/* seg_pwrite() for @count pieces (at most 3) written as one. */
+static int seg_pwritev(struct spool_journal *j, int seg_fd,
+                       const struct iovec *iov, int count, uint64_t off)
+{
+    struct iovec left[3];
+    int r;
+
+    memcpy(left, iov, (size_t)count * sizeof(*iov));
+    r = pwritev_all(seg_fd, left, count, (off_t)off);
+    if (r == -EINVAL) {
+        bool was_direct = atomic_exchange(&j->direct, false);
+        (void)segments_set_direct(j, false);
+        if (was_direct)
+            log_notice("event=spool-journal-buffered dir=%s reason=\"the "
+                       "file system refused a direct write (EINVAL); the "
+                       "journal writes through the page cache\"",
+                       j->spool_dir);
+        /* Written again from the start: a partial first try is simply
+         * overwritten, the record's space is its own. */
+        memcpy(left, iov, (size_t)count * sizeof(*iov));
+        r = pwritev_all(seg_fd, left, count, (off_t)off);
     }
     return r;
 }
@@ -835,13 +888,52 @@ static void header_fill(unsigned char *hdr, uint64_t seq, const char *id,
 }
 
 /*
+ * Writes a record whose @data (@data_len bytes) starts on a block
+ * boundary in memory (an instance held in the association's page-aligned
+ * receive buffer) without copying it: the header block, the data's whole
+ * blocks where they are and its last partial block copied and padded
+ * with zeros, in one pwritev().
+ */
+static int record_write_in_place(struct spool_journal *j, int seg_fd,
+                                 uint64_t off, uint64_t seq, const char *id,
+                                 const char *label, size_t label_len,
+                                 const void *data, uint64_t data_len)
+{
+    size_t whole_blocks = (size_t)(data_len / JOURNAL_BLOCK * JOURNAL_BLOCK);
+    size_t rest = (size_t)data_len - whole_blocks;
+    unsigned char *blocks = NULL; /* the header, then the last block */
+    struct iovec iov[3];
+    int count = 0;
+    int r;
+
+    if (posix_memalign((void **)&blocks, JOURNAL_BLOCK, 2 * JOURNAL_BLOCK) != 0)
+        return -ENOMEM;
+    header_fill(blocks, seq, id, label, label_len, data_len,
+                spool_crc32c(0, data, (size_t)data_len));
+    iov[count++] = (struct iovec){ blocks, JOURNAL_BLOCK };
+    if (whole_blocks > 0)
+        iov[count++] = (struct iovec){ (void *)data, whole_blocks };
+    if (rest > 0) {
+        memcpy(blocks + JOURNAL_BLOCK,
+               (const unsigned char *)data + whole_blocks, rest);
+        memset(blocks + JOURNAL_BLOCK + rest, 0, JOURNAL_BLOCK - rest);
+        iov[count++] = (struct iovec){ blocks + JOURNAL_BLOCK, JOURNAL_BLOCK };
+    }
+    r = seg_pwritev(j, seg_fd, iov, count, off);
+    free(blocks);
+    return r;
+}
+
+/*
  * Writes record @seq at @off of segment @seg_fd (outside the mutex), its
  * data from @data if it is not NULL, else the first @data_len bytes of
- * @data_fd, always from an aligned buffer in whole blocks (the record's
- * space is JOURNAL_BLOCK + round_block(@data_len), so the padding stays
- * inside it). A record that fits JOURNAL_WRITE_CHUNK with its data in
- * memory is one write; otherwise the data goes first, chunk by chunk,
- * and the header, which holds the data's CRC, last.
+ * @data_fd, in whole blocks from aligned memory (the record's space is
+ * JOURNAL_BLOCK + round_block(@data_len), so the padding stays inside
+ * it). Data in memory on a block boundary is written in place
+ * (record_write_in_place()); other data in memory that fits
+ * JOURNAL_WRITE_CHUNK with its header is copied and written at once;
+ * otherwise the data goes first, chunk by chunk through a copy, and the
+ * header, which holds the data's CRC, last.
  */
 static int record_write(struct spool_journal *j, int seg_fd, uint64_t off,
                         uint64_t seq, const char *id, const char *label,
@@ -856,6 +948,9 @@ static int record_write(struct spool_journal *j, int seg_fd, uint64_t off,
     uint64_t done = 0;
     int r = 0;
 
+    if (data != NULL && (uintptr_t)data % JOURNAL_BLOCK == 0)
+        return record_write_in_place(j, seg_fd, off, seq, id, label, label_len,
+                                     data, data_len);
     if (posix_memalign((void **)&buf, JOURNAL_BLOCK, cap) != 0)
         return -ENOMEM;
     if (data != NULL && whole <= JOURNAL_WRITE_CHUNK) {

@@ -32,6 +32,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
+#include <sys/uio.h>
 #include <sys/utsname.h>
 #include <sys/vfs.h>
 #include <sys/xattr.h>
@@ -77,6 +78,7 @@ struct spool__io_ops spool__io = {
     .fsetxattr = spool_fsetxattr,
     .close = close,
     .pwrite = pwrite,
+    .pwritev = pwritev,
     .pread = pread,
     .fdatasync = fdatasync,
     .syncfs = syncfs,
@@ -86,6 +88,7 @@ bool spool__no_tmpfile = false;
 bool spool__journal_crash_on_close = false;
 enum spool__fs_mode spool__fs_mode = SPOOL__FS_DETECT;
 _Atomic bool spool__journal_refuses;
+uint64_t spool__journal_file_max = 256u * 1024u;
 
 void spool__io_reset(void)
 {
@@ -97,6 +100,7 @@ void spool__io_reset(void)
     spool__io.fsetxattr = spool_fsetxattr;
     spool__io.close = close;
     spool__io.pwrite = pwrite;
+    spool__io.pwritev = pwritev;
     spool__io.pread = pread;
     spool__io.fdatasync = fdatasync;
     spool__io.syncfs = syncfs;
@@ -1062,7 +1066,8 @@ static int spool_link_incoming(struct spool *spool, int fd, const char *name,
  * The journal's commit: the record made durable (one flush, shared with
  * concurrent commits), then the entry named in incoming/ with no fsync of
  * its own (the journal's checkpoint makes it durable). -EAGAIN: the
- * journal has no room for it now; nothing was done and @fd is still open.
+ * journal does not take it (too big, no room now); nothing was done and
+ * @fd is still open.
  */
 static int spool_commit_journal(struct spool *spool, const char *name,
                                 const char *id, int fd, const char *where,
@@ -1078,7 +1083,7 @@ static int spool_commit_journal(struct spool *spool, const char *name,
 
     if (label != NULL && (n = spool_label_text(label, text, sizeof(text))) < 0)
         n = 0;
-    if (fstat(fd, &st) < 0 ||
+    if (fstat(fd, &st) < 0 || (uint64_t)st.st_size > spool__journal_file_max ||
         (uint64_t)st.st_size > spool_journal_max_record(spool->journal))
         return -EAGAIN;
     r = spool_journal_append(spool->journal, id, text, (size_t)n, NULL, fd,

@@ -7,11 +7,12 @@
  * and the group commit's counters.
  *
  * The spool performs its receive-file creation (openat), write, fsync,
- * rename, link, label (fsetxattr) and close calls, and the journal its pwrite,
- * pread, fdatasync and syncfs calls, through spool__io. Tests replace entries
- * to make the N-th call fail with a chosen errno (EIO, ENOSPC) and check that
- * nothing is acknowledged and nothing is left in incoming/. Production code
- * never changes spool__io, spool__no_tmpfile or spool__journal_refuses.
+ * rename, link, label (fsetxattr) and close calls, and the journal its
+ * pwrite, pwritev, pread, fdatasync and syncfs calls, through spool__io. Tests
+ * replace entries to make the N-th call fail with a chosen errno (EIO, ENOSPC)
+ * and check that nothing is acknowledged and nothing is left in incoming/.
+ * Production code never changes spool__io, spool__no_tmpfile or
+ * spool__journal_refuses.
  */
 #ifndef STOWBRIDGE_SPOOL_INT_H
 #define STOWBRIDGE_SPOOL_INT_H
@@ -20,6 +21,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include "spool.h"
 
@@ -36,6 +38,7 @@ struct spool__io_ops {
                      int flags);
     int (*close)(int fd);
     ssize_t (*pwrite)(int fd, const void *buf, size_t len, off_t off);
+    ssize_t (*pwritev)(int fd, const struct iovec *iov, int count, off_t off);
     ssize_t (*pread)(int fd, void *buf, size_t len, off_t off);
     int (*fdatasync)(int fd);
     int (*syncfs)(int fd);
@@ -81,6 +84,15 @@ extern enum spool__fs_mode spool__fs_mode;
  * spool_commit_held() refuses and spool_commit_labelled() commits file by
  * file. */
 extern _Atomic bool spool__journal_refuses;
+
+/*
+ * The biggest file whose record the journal copies from the file (and up
+ * to spool.journal_max_kb), 256 KiB: above it the copy through memory
+ * costs more than the flushes it saves (docs/architecture.md §4), so held
+ * instances (spool_commit_held(), written in place) are the only bigger
+ * records. Tests raise it to give the journal big records from files.
+ */
+extern uint64_t spool__journal_file_max;
 
 /* When true, spool_close() leaves the journal as a crash would: no final
  * checkpoint, so the next spool_recover() replays it. */

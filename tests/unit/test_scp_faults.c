@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -241,13 +242,11 @@ static void empty_dir(const char *dir, const char *sub)
 
 /* Writes a small CT image with dump2dcm; @with_study false leaves out
  * StudyInstanceUID. */
-/* A CT instance of 512 x 640 pixels (655360 bytes), or 128 x 128
- * (32768 bytes) if @small. */
+/* A CT instance of @rows x @columns 16-bit pixels. */
 static int make_dicom(const char *dir, const char *name, const char *sop_uid,
-                      bool with_study, bool small, char *ret_path, size_t len)
+                      bool with_study, unsigned rows, unsigned columns,
+                      char *ret_path, size_t len)
 {
-    unsigned rows = small ? 128 : 512, columns = small ? 128 : 640;
-
     char dump[4096];
     char cmd[16384];
     FILE *f;
@@ -470,6 +469,85 @@ static void test_release_hold(struct server *srv, int port, unsigned timeout_s,
  * stands: the journal stops (the next C-STORE is committed file by file)
  * and the next start writes the entry from its record.
  */
+static atomic_int pwritev_calls;
+
+static ssize_t counting_pwritev(int fd, const struct iovec *iov, int count,
+                                off_t off)
+{
+    atomic_fetch_add(&pwritev_calls, 1);
+    return pwritev(fd, iov, count, off);
+}
+
+/*
+ * An instance over 256 KiB is held in memory (its journal record written
+ * in place from the SCP's big-hold buffer: one pwritev) while no other
+ * C-STORE has that buffer, and each C-STORE gives it back; while it is
+ * taken the instance goes through a spool file, stored all the same.
+ */
+static void test_big_holds(const char *dir, const char *medium,
+                           const struct scp_params *base)
+{
+    char spool_dir[4200];
+    char err[512];
+    struct spool_recovery rec;
+    struct spool_commit_stats cs;
+    struct scp_params params = *base;
+    struct spool *spool = NULL;
+    struct server srv;
+    char *out;
+
+    snprintf(spool_dir, sizeof(spool_dir), "%s/big-hold-spool", dir);
+    if (spool_open(spool_dir, SPOOL_OPEN_OWNER, &spool, err, sizeof(err)) < 0 ||
+        spool_recover(spool, &rec, err, sizeof(err)) < 0 ||
+        spool_journal_start(spool, 8, 3600u * 1000u, 0, err, sizeof(err)) < 0) {
+        CHECK_MSG(0, "journal spool: %s", err);
+        spool_close(spool);
+        return;
+    }
+    CHECK_MSG(spool_held_max(spool) > 600 * 1024,
+              "the journal takes a 524 KB instance");
+    spool__io.pwritev = counting_pwritev;
+    atomic_store(&stop_flag, false);
+    params.port = (uint16_t)free_port();
+    params.spool = spool;
+    params.min_free_mb = 0;
+    params.max_associations = 4;
+    params.timeout_s = 10;
+    CHECK_MSG(scp_new(&params, &srv.scp, err, sizeof(err)) == 0, "%s", err);
+    CHECK(pthread_create(&srv.thread, NULL, server_main, &srv) == 0);
+
+    fault_arm(FAULT_NONE, 0, 0);
+    for (int i = 0; i < 2; i++) {
+        out = run_storescu(params.port, medium);
+        CHECK_MSG(stored_ok(out), "store %d: %s", i + 1, out);
+        free(out);
+    }
+    CHECK_MSG(atomic_load(&pwritev_calls) == 2 &&
+                  count_entries(spool_dir, "incoming") == 2,
+              "both held and written in place: the buffer came back (%d)",
+              atomic_load(&pwritev_calls));
+
+    scp__set_big_hold_off(true);
+    out = run_storescu(params.port, medium);
+    CHECK_MSG(stored_ok(out), "big-hold buffer taken: stored all the same: %s",
+              out);
+    free(out);
+    spool_commit_counts(spool, &cs);
+    CHECK_MSG(atomic_load(&pwritev_calls) == 2 &&
+                  count_entries(spool_dir, "incoming") == 3 &&
+                  count_entries(spool_dir, "tmp") == 0 &&
+                  cs.journal_commits == 2 && cs.file_commits == 1,
+              "not held: committed file by file (%d)",
+              atomic_load(&pwritev_calls));
+    scp__set_big_hold_off(false);
+
+    atomic_store(&stop_flag, true);
+    pthread_join(srv.thread, NULL);
+    scp_free(srv.scp);
+    spool_close(spool);
+    spool__io.pwritev = pwritev;
+}
+
 static void test_journal_entry_fault(const char *dir, const char *file,
                                      const char *big,
                                      const struct scp_params *base)
@@ -486,7 +564,8 @@ static void test_journal_entry_fault(const char *dir, const char *file,
     snprintf(spool_dir, sizeof(spool_dir), "%s/journal-spool", dir);
     if (spool_open(spool_dir, SPOOL_OPEN_OWNER, &spool, err, sizeof(err)) < 0 ||
         spool_recover(spool, &rec, err, sizeof(err)) < 0 ||
-        spool_journal_start(spool, 8, 3600u * 1000u, 0, err, sizeof(err)) < 0) {
+        spool_journal_start(spool, 8, 3600u * 1000u, 256, err, sizeof(err)) <
+            0) {
         CHECK_MSG(0, "journal spool: %s", err);
         spool_close(spool);
         return;
@@ -597,9 +676,9 @@ int main(void)
 {
     static const struct fault_case cases[] = {
         { "open EMFILE", FAULT_OPEN, 1, EMFILE, ON_BOTH, false },
-        { "first write ENOSPC (meta header)", FAULT_WRITE, 1, ENOSPC, ON_BOTH,
-          false },
-        { "third write EIO (data set)", FAULT_WRITE, 3, EIO, ON_BOTH, false },
+        { "first write ENOSPC (meta header, data set start)", FAULT_WRITE, 1,
+          ENOSPC, ON_BOTH, false },
+        { "second write EIO (data set)", FAULT_WRITE, 2, EIO, ON_BOTH, false },
         { "file fsync EIO", FAULT_FSYNC, 1, EIO, ON_BOTH, false },
         { "incoming/ fsync EIO", FAULT_FSYNC, 2, EIO, ON_BOTH, false },
         { "tmp/ fsync EIO", FAULT_FSYNC, 3, EIO, ON_RENAME, false },
@@ -619,6 +698,7 @@ int main(void)
     char file[4200];
     char nostudy[4200];
     char small[4200];
+    char medium[4200];
     char err[512];
     struct spool_recovery rec;
     struct spool *spool = NULL;
@@ -635,12 +715,17 @@ int main(void)
     snprintf(spool_dir, sizeof(spool_dir), "%s/spool", dir);
     log_set_level(LOG_LEVEL_DEBUG);
 
-    CHECK(make_dicom(dir, "ct", "1.2.826.0.1.3680043.2.1125.1.3", true, false,
-                     file, sizeof(file)) == 0);
-    CHECK(make_dicom(dir, "small", "1.2.826.0.1.3680043.2.1125.1.5", true, true,
-                     small, sizeof(small)) == 0);
+    /* 1.3 MB: more than any association holds in memory, written out in
+     * several writes; 32 KB; 524 KB: held in memory while a big-hold slot
+     * is free. */
+    CHECK(make_dicom(dir, "ct", "1.2.826.0.1.3680043.2.1125.1.3", true, 1024,
+                     640, file, sizeof(file)) == 0);
+    CHECK(make_dicom(dir, "small", "1.2.826.0.1.3680043.2.1125.1.5", true, 128,
+                     128, small, sizeof(small)) == 0);
     CHECK(make_dicom(dir, "nostudy", "1.2.826.0.1.3680043.2.1125.1.4", false,
-                     false, nostudy, sizeof(nostudy)) == 0);
+                     1024, 640, nostudy, sizeof(nostudy)) == 0);
+    CHECK(make_dicom(dir, "medium", "1.2.826.0.1.3680043.2.1125.1.6", true, 512,
+                     512, medium, sizeof(medium)) == 0);
 
     spool__no_tmpfile = path == ON_RENAME;
     CHECK(spool_open(spool_dir, SPOOL_OPEN_OWNER, &spool, err, sizeof(err)) ==
@@ -803,6 +888,7 @@ int main(void)
 
     spool_close(spool);
     test_journal_entry_fault(dir, small, file, &params);
+    test_big_holds(dir, medium, &params);
     spool__io_reset();
     {
         char cmd[8600];

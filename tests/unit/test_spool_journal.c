@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "spool/journal.h"
@@ -41,9 +42,8 @@ static void reset_root(void)
 }
 
 /* A deterministic body of @len bytes for entry number @k. */
-static unsigned char *body(unsigned k, size_t len)
+static unsigned char *body_at(unsigned char *b, unsigned k, size_t len)
 {
-    unsigned char *b = malloc(len);
     uint32_t x = 2166136261u ^ k;
 
     for (size_t i = 0; b != NULL && i < len; i++) {
@@ -51,6 +51,22 @@ static unsigned char *body(unsigned k, size_t len)
         b[i] = (unsigned char)(x >> 24);
     }
     return b;
+}
+
+static unsigned char *body(unsigned k, size_t len)
+{
+    return body_at(malloc(len), k, len);
+}
+
+/* The same on a page boundary, as an association's receive buffer is
+ * (the journal writes such data in place). */
+static unsigned char *body_aligned(unsigned k, size_t len)
+{
+    void *b = NULL;
+
+    if (posix_memalign(&b, 4096, len > 0 ? len : 1) != 0)
+        return NULL;
+    return body_at(b, k, len);
 }
 
 /* Opens as the daemon does: open, recover, start the journal. */
@@ -183,16 +199,16 @@ static void test_commit(void)
         CHECK_MSG(entry_is(spool, SPOOL_INCOMING, id[k], k, sizes[k]),
                   "entry %u intact with its label", k);
     spool__journal_counts_of(spool, &records, &flushes, &ckpts);
-    CHECK_MSG(records == 3,
-              "three through the journal (1.5 MiB is over "
-              "half a segment: the file path), got %llu",
+    CHECK_MSG(records == 2,
+              "two through the journal (a file over 256 KiB is not copied "
+              "into it: the file path), got %llu",
               (unsigned long long)records);
-    CHECK_MSG(flushes == 3, "one fdatasync each, got %llu",
+    CHECK_MSG(flushes == 2, "one fdatasync each, got %llu",
               (unsigned long long)flushes);
     struct spool_commit_stats cs;
     spool_commit_counts(spool, &cs);
-    CHECK(cs.journal_up && cs.journal_commits == 3 && cs.file_commits == 1 &&
-          cs.journal_flushes == 3);
+    CHECK(cs.journal_up && cs.journal_commits == 2 && cs.file_commits == 2 &&
+          cs.journal_flushes == 2);
     CHECK(count_files("meta") == 0 && count_files("tmp") == 0);
     spool_close(spool);
 
@@ -338,6 +354,8 @@ static void test_ring(void)
     spool = open_daemon(8, NULL);
     if (spool == NULL)
         return;
+    /* Records of 300 KiB from files, as held instances make them. */
+    spool__journal_file_max = UINT64_MAX;
     for (unsigned k = 0; k < N; k++)
         CHECK_MSG(commit_body(spool, k, len, id[k]) == 0, "%u: %s", k, err);
     spool__journal_counts_of(spool, &records, &flushes, &ckpts);
@@ -390,6 +408,7 @@ static void test_ring(void)
                   "10 MiB: segments of 2.5 MiB");
         spool_close(spool);
     }
+    spool__journal_file_max = 256u * 1024u;
 }
 
 /* ---- group commit ---------------------------------------------------- */
@@ -473,6 +492,15 @@ static ssize_t f_pwrite(int fd, const void *b, size_t n, off_t off)
         return -1;
     }
     return pwrite(fd, b, n, off);
+}
+
+static ssize_t f_pwritev(int fd, const struct iovec *iov, int count, off_t off)
+{
+    if (fault_op == F_PWRITE) {
+        errno = fault_errno;
+        return -1;
+    }
+    return pwritev(fd, iov, count, off);
 }
 
 static ssize_t f_pread(int fd, void *b, size_t n, off_t off)
@@ -727,7 +755,7 @@ static int commit_held_body(struct spool *spool, unsigned k, size_t len,
     snprintf(label->study_uid, sizeof(label->study_uid), "1.2.3");
     snprintf(label->sop_uid, sizeof(label->sop_uid), "1.2.3.%u", k);
     snprintf(label->calling_ae, sizeof(label->calling_ae), "MODALITY");
-    *ret_body = body(k, len);
+    *ret_body = body_aligned(k, len);
     if (*ret_body == NULL || spool_new_id(id) < 0)
         return -ENOMEM;
     r = spool_commit_held(spool, id, *ret_body, len, label, ret_seq, err,
@@ -796,6 +824,36 @@ static void test_held(void)
     CHECK(entry_is(spool, SPOOL_INCOMING, id[0], 1, 5000));
     CHECK(entry_is(spool, SPOOL_INCOMING, id[1], 2, 70000));
 
+    /* Data of whole blocks (no partial last block), and data that is not
+     * on a block boundary in memory (copied into an aligned buffer),
+     * acknowledged and lost before their entries: both restored. */
+    {
+        char whole_id[SPOOL_ID_MAX], odd_id[SPOOL_ID_MAX];
+        unsigned char *raw = malloc(9001);
+        CHECK(commit_held_body(spool, 6, 8192, whole_id, &seq, &label, &b) ==
+              0);
+        free(b);
+        CHECK(raw != NULL && spool_new_id(odd_id) == 0);
+        snprintf(label.sop_uid, sizeof(label.sop_uid), "1.2.3.7");
+        if (raw != NULL) {
+            body_at(raw + 1, 7, 9000);
+            CHECK(spool_commit_held(spool, odd_id, raw + 1, 9000, &label, &seq,
+                                    err, sizeof(err)) == 0);
+        }
+        free(raw);
+        spool__journal_crash_on_close = true;
+        spool_close(spool);
+        spool__journal_crash_on_close = false;
+        spool = open_daemon(8, &rec);
+        if (spool == NULL)
+            return;
+        CHECK_MSG(rec.journal_restored == 2 &&
+                      entry_is(spool, SPOOL_INCOMING, whole_id, 6, 8192) &&
+                      entry_is(spool, SPOOL_INCOMING, odd_id, 7, 9000),
+                  "whole blocks and unaligned data restored (%u)",
+                  rec.journal_restored);
+    }
+
     /* A clean stop between the two: the checkpoint keeps the record. */
     CHECK(commit_held_body(spool, 3, 3000, id[2], &seq, &label, &b) == 0);
     free(b);
@@ -826,6 +884,7 @@ static void test_held(void)
             return;
         before = count_files("incoming");
         spool__io.pwrite = f_pwrite;
+        spool__io.pwritev = f_pwritev;
         spool__io.fdatasync = f_fdatasync;
         spool__io.fsync = f_fsync;
         fault_op = record_faults[i];
@@ -928,9 +987,20 @@ static ssize_t einval_pwrite(int fd, const void *b, size_t n, off_t off)
     return pwrite(fd, b, n, off);
 }
 
+static ssize_t einval_pwritev(int fd, const struct iovec *iov, int count,
+                              off_t off)
+{
+    if (atomic_fetch_sub(&einval_left, 1) > 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    return pwritev(fd, iov, count, off);
+}
+
 /* Records are written with O_DIRECT; a file system that refuses a direct
  * write (EINVAL) has the journal go on through the page cache, with no
- * commit refused and nothing lost. */
+ * commit refused and nothing lost: a record from a file (pwrite) and one
+ * held in memory, written in place (pwritev). */
 static void test_direct_fallback(void)
 {
     struct spool *spool;
@@ -965,6 +1035,35 @@ static void test_direct_fallback(void)
     CHECK(spool != NULL && entry_is(spool, SPOOL_INCOMING, id[0], 7, 12345) &&
           entry_is(spool, SPOOL_INCOMING, id[1], 8, 300));
     spool_close(spool);
+
+    /* A held instance written in place: the same. */
+    {
+        struct spool_meta label;
+        unsigned char *b = NULL;
+        uint64_t seq;
+
+        reset_root();
+        spool = open_daemon(8, NULL);
+        if (spool == NULL)
+            return;
+        spool__io.pwritev = einval_pwritev;
+        atomic_store(&einval_left, 1);
+        CHECK_MSG(
+            commit_held_body(spool, 9, 20000, id[0], &seq, &label, &b) == 0,
+            "held, EINVAL once: written again without O_DIRECT (%s)", err);
+        free(b);
+        spool__io_reset();
+        spool_commit_counts(spool, &cs);
+        CHECK(cs.journal_up && cs.journal_commits == 1);
+        spool__journal_crash_on_close = true;
+        spool_close(spool);
+        spool__journal_crash_on_close = false;
+        spool = open_daemon(8, &rec);
+        CHECK_MSG(spool != NULL && rec.journal_restored == 1 &&
+                      entry_is(spool, SPOOL_INCOMING, id[0], 9, 20000),
+                  "restored from its record: %u", rec.journal_restored);
+        spool_close(spool);
+    }
 }
 
 /* Both flushes: fdatasync() where the file system has a journal of its
