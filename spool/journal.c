@@ -279,6 +279,22 @@ static bool segments_set_direct(struct spool_journal *j, bool on)
     return all;
 }
 
+/* After a direct write refused with EINVAL: the journal goes on through
+ * the page cache, every segment, for good. Every thread that saw the
+ * EINVAL calls it (idempotent) before its retry, so none retries while
+ * the flags are still set. */
+static void journal_go_buffered(struct spool_journal *j)
+{
+    bool was_direct = atomic_exchange(&j->direct, false);
+
+    (void)segments_set_direct(j, false);
+    if (was_direct)
+        log_notice("event=spool-journal-buffered dir=%s reason=\"the file "
+                   "system refused a direct write (EINVAL); the journal "
+                   "writes through the page cache\"",
+                   j->spool_dir);
+}
+
 /*
  * pwrite_all() to a segment. With O_DIRECT a file system that does not
  * take direct writes after all answers EINVAL: the journal then goes on
@@ -291,15 +307,7 @@ static int seg_pwrite(struct spool_journal *j, int seg_fd, const void *buf,
     int r = pwrite_all(seg_fd, buf, len, (off_t)off);
 
     if (r == -EINVAL) {
-        /* Every thread that saw it clears the flags itself (idempotent)
-         * before its retry, so none retries while they are still set. */
-        bool was_direct = atomic_exchange(&j->direct, false);
-        (void)segments_set_direct(j, false);
-        if (was_direct)
-            log_notice("event=spool-journal-buffered dir=%s reason=\"the "
-                       "file system refused a direct write (EINVAL); the "
-                       "journal writes through the page cache\"",
-                       j->spool_dir);
+        journal_go_buffered(j);
         r = pwrite_all(seg_fd, buf, len, (off_t)off);
     }
     return r;
@@ -315,13 +323,7 @@ static int seg_pwritev(struct spool_journal *j, int seg_fd,
     memcpy(left, iov, (size_t)count * sizeof(*iov));
     r = pwritev_all(seg_fd, left, count, (off_t)off);
     if (r == -EINVAL) {
-        bool was_direct = atomic_exchange(&j->direct, false);
-        (void)segments_set_direct(j, false);
-        if (was_direct)
-            log_notice("event=spool-journal-buffered dir=%s reason=\"the "
-                       "file system refused a direct write (EINVAL); the "
-                       "journal writes through the page cache\"",
-                       j->spool_dir);
+        journal_go_buffered(j);
         /* Written again from the start: a partial first try is simply
          * overwritten, the record's space is its own. */
         memcpy(left, iov, (size_t)count * sizeof(*iov));

@@ -479,6 +479,55 @@ static ssize_t counting_pwritev(int fd, const struct iovec *iov, int count,
 }
 
 /*
+ * Opens @spool_dir as the daemon does, with an 8 MiB intake journal taking
+ * records up to @max_record_kb (0: its own limit), and starts an SCP on
+ * it (@base's settings, a free port) in @srv. False (and a failed check)
+ * if any of it fails; nothing is left open then.
+ */
+static bool journal_server_start(const char *spool_dir, unsigned max_record_kb,
+                                 const struct scp_params *base,
+                                 struct spool **ret_spool, struct server *srv,
+                                 struct scp_params *ret_params)
+{
+    char err[512];
+    struct spool_recovery rec;
+    struct spool *spool = NULL;
+
+    if (spool_open(spool_dir, SPOOL_OPEN_OWNER, &spool, err, sizeof(err)) < 0 ||
+        spool_recover(spool, &rec, err, sizeof(err)) < 0 ||
+        spool_journal_start(spool, 8, 3600u * 1000u, max_record_kb, err,
+                            sizeof(err)) < 0) {
+        CHECK_MSG(0, "journal spool: %s", err);
+        spool_close(spool);
+        return false;
+    }
+    *ret_params = *base;
+    ret_params->port = (uint16_t)free_port();
+    ret_params->spool = spool;
+    ret_params->min_free_mb = 0;
+    ret_params->max_associations = 4;
+    ret_params->timeout_s = 10;
+    atomic_store(&stop_flag, false);
+    if (scp_new(ret_params, &srv->scp, err, sizeof(err)) < 0) {
+        CHECK_MSG(0, "%s", err);
+        spool_close(spool);
+        return false;
+    }
+    CHECK(pthread_create(&srv->thread, NULL, server_main, srv) == 0);
+    *ret_spool = spool;
+    return true;
+}
+
+/* Stops what journal_server_start() started and closes the spool. */
+static void journal_server_stop(struct spool *spool, struct server *srv)
+{
+    atomic_store(&stop_flag, true);
+    pthread_join(srv->thread, NULL);
+    scp_free(srv->scp);
+    spool_close(spool);
+}
+
+/*
  * An instance over 256 KiB is held in memory (its journal record written
  * in place from the SCP's big-hold buffer: one pwritev) while no other
  * C-STORE has that buffer, and each C-STORE gives it back; while it is
@@ -488,33 +537,20 @@ static void test_big_holds(const char *dir, const char *medium,
                            const struct scp_params *base)
 {
     char spool_dir[4200];
-    char err[512];
-    struct spool_recovery rec;
     struct spool_commit_stats cs;
-    struct scp_params params = *base;
+    struct scp_params params;
     struct spool *spool = NULL;
     struct server srv;
     char *out;
 
     snprintf(spool_dir, sizeof(spool_dir), "%s/big-hold-spool", dir);
-    if (spool_open(spool_dir, SPOOL_OPEN_OWNER, &spool, err, sizeof(err)) < 0 ||
-        spool_recover(spool, &rec, err, sizeof(err)) < 0 ||
-        spool_journal_start(spool, 8, 3600u * 1000u, 0, err, sizeof(err)) < 0) {
-        CHECK_MSG(0, "journal spool: %s", err);
-        spool_close(spool);
+    spool__io.pwritev = counting_pwritev;
+    if (!journal_server_start(spool_dir, 0, base, &spool, &srv, &params)) {
+        spool__io.pwritev = pwritev;
         return;
     }
     CHECK_MSG(spool_held_max(spool) > 600 * 1024,
               "the journal takes a 524 KB instance");
-    spool__io.pwritev = counting_pwritev;
-    atomic_store(&stop_flag, false);
-    params.port = (uint16_t)free_port();
-    params.spool = spool;
-    params.min_free_mb = 0;
-    params.max_associations = 4;
-    params.timeout_s = 10;
-    CHECK_MSG(scp_new(&params, &srv.scp, err, sizeof(err)) == 0, "%s", err);
-    CHECK(pthread_create(&srv.thread, NULL, server_main, &srv) == 0);
 
     fault_arm(FAULT_NONE, 0, 0);
     for (int i = 0; i < 2; i++) {
@@ -540,11 +576,7 @@ static void test_big_holds(const char *dir, const char *medium,
               "not held: committed file by file (%d)",
               atomic_load(&pwritev_calls));
     scp__set_big_hold_off(false);
-
-    atomic_store(&stop_flag, true);
-    pthread_join(srv.thread, NULL);
-    scp_free(srv.scp);
-    spool_close(spool);
+    journal_server_stop(spool, &srv);
     spool__io.pwritev = pwritev;
 }
 
@@ -556,28 +588,14 @@ static void test_journal_entry_fault(const char *dir, const char *file,
     char err[512];
     struct spool_recovery rec;
     struct spool_commit_stats cs;
-    struct scp_params params = *base;
+    struct scp_params params;
     struct spool *spool = NULL;
     struct server srv;
     char *out;
 
     snprintf(spool_dir, sizeof(spool_dir), "%s/journal-spool", dir);
-    if (spool_open(spool_dir, SPOOL_OPEN_OWNER, &spool, err, sizeof(err)) < 0 ||
-        spool_recover(spool, &rec, err, sizeof(err)) < 0 ||
-        spool_journal_start(spool, 8, 3600u * 1000u, 256, err, sizeof(err)) <
-            0) {
-        CHECK_MSG(0, "journal spool: %s", err);
-        spool_close(spool);
+    if (!journal_server_start(spool_dir, 256, base, &spool, &srv, &params))
         return;
-    }
-    atomic_store(&stop_flag, false);
-    params.port = (uint16_t)free_port();
-    params.spool = spool;
-    params.min_free_mb = 0;
-    params.max_associations = 4;
-    params.timeout_s = 10;
-    CHECK_MSG(scp_new(&params, &srv.scp, err, sizeof(err)) == 0, "%s", err);
-    CHECK(pthread_create(&srv.thread, NULL, server_main, &srv) == 0);
 
     fault_arm(FAULT_NONE, 0, 0);
     out = run_storescu(params.port, file);
@@ -644,11 +662,7 @@ static void test_journal_entry_fault(const char *dir, const char *file,
     free(out);
     spool_commit_counts(spool, &cs);
     CHECK(count_entries(spool_dir, "incoming") == 3 && cs.file_commits == 2);
-
-    atomic_store(&stop_flag, true);
-    pthread_join(srv.thread, NULL);
-    scp_free(srv.scp);
-    spool_close(spool);
+    journal_server_stop(spool, &srv);
 
     /* The next start: the entry written from its record. */
     spool = NULL;
