@@ -891,8 +891,8 @@ static void header_fill(unsigned char *hdr, uint64_t seq, const char *id,
 
 /*
  * Writes a record whose @data (@data_len bytes) starts on a block
- * boundary in memory (an instance held in the association's page-aligned
- * receive buffer) without copying it: the header block, the data's whole
+ * boundary in memory (an instance held in one of the SCP's page-aligned
+ * receive buffers) without copying it: the header block, the data's whole
  * blocks where they are and its last partial block copied and padded
  * with zeros, in one pwritev().
  */

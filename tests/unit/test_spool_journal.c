@@ -158,6 +158,14 @@ static bool entry_is(struct spool *spool, enum spool_state state,
            strcmp(meta.calling_ae, "MODALITY") == 0;
 }
 
+/* Closes @spool as a crash would leave it: no final checkpoint. */
+static void crash_close(struct spool *spool)
+{
+    spool__journal_crash_on_close = true;
+    spool_close(spool);
+    spool__journal_crash_on_close = false;
+}
+
 static unsigned count_files(const char *sub)
 {
     char cmd[256];
@@ -249,9 +257,7 @@ static void test_replay(void)
     /* Moved on by the uploader before the crash. */
     CHECK(spool_move(spool, id[3], SPOOL_INCOMING, SPOOL_DEFERRED, err,
                      sizeof(err)) == 0);
-    spool__journal_crash_on_close = true;
-    spool_close(spool);
-    spool__journal_crash_on_close = false;
+    crash_close(spool);
 
     /* What a power cut can leave: a name with no data, a short file, a
      * file with other bytes, a lost name (also in another state). */
@@ -277,9 +283,7 @@ static void test_replay(void)
                   "entry %u intact after the replay", k);
     CHECK(count_files("incoming") == N - 1 && count_files("deferred") == 1);
     CHECK(count_files("tmp") == 0);
-    spool__journal_crash_on_close = true;
-    spool_close(spool);
-    spool__journal_crash_on_close = false;
+    crash_close(spool);
 
     /* The replay checkpointed: a second crash replays nothing. */
     spool = open_daemon(8, &rec);
@@ -291,9 +295,7 @@ static void test_replay(void)
     CHECK(commit_body(spool, 99, 10, id[5]) == 0);
     CHECK(spool__journal_checkpoint(spool) == 0);
     (void)unlink(entry_path(SPOOL_INCOMING, id[5]));
-    spool__journal_crash_on_close = true;
-    spool_close(spool);
-    spool__journal_crash_on_close = false;
+    crash_close(spool);
     spool = open_daemon(8, &rec);
     CHECK(rec.journal_records == 0 && count_files("incoming") == N - 2);
     spool_close(spool);
@@ -315,9 +317,7 @@ static void test_torn_record(void)
         return;
     for (unsigned k = 0; k < 3; k++)
         CHECK(commit_body(spool, k, len, id[k]) == 0);
-    spool__journal_crash_on_close = true;
-    spool_close(spool);
-    spool__journal_crash_on_close = false;
+    crash_close(spool);
     for (unsigned k = 0; k < 3; k++)
         (void)unlink(entry_path(SPOOL_INCOMING, id[k]));
     /* Damage the third record's data, as a write cut by the power. */
@@ -364,9 +364,7 @@ static void test_ring(void)
               (unsigned long long)records, (unsigned long long)ckpts);
     printf("# ring: %d commits, %llu through the journal, %llu checkpoints\n",
            N, (unsigned long long)records, (unsigned long long)ckpts);
-    spool__journal_crash_on_close = true;
-    spool_close(spool);
-    spool__journal_crash_on_close = false;
+    crash_close(spool);
     /* Lose every file: only records after the last checkpoint return. */
     for (unsigned k = 0; k < N; k++)
         (void)unlink(entry_path(SPOOL_INCOMING, id[k]));
@@ -643,9 +641,7 @@ static void test_faults_in(enum spool__fs_mode mode)
     CHECK(commit_body(spool, 6, 7000, id) == -ENOSPC);
     spool__io_reset();
     CHECK(access(entry_path(SPOOL_INCOMING, id), F_OK) < 0);
-    spool__journal_crash_on_close = true;
-    spool_close(spool);
-    spool__journal_crash_on_close = false;
+    crash_close(spool);
     spool = open_daemon(8, &rec);
     CHECK_MSG(rec.journal_records == 0 &&
                   access(entry_path(SPOOL_INCOMING, id), F_OK) < 0,
@@ -656,9 +652,7 @@ static void test_faults_in(enum spool__fs_mode mode)
      * records stay for the next attempt). */
     spool = open_daemon(8, NULL);
     CHECK(commit_body(spool, 5, 7000, id) == 0);
-    spool__journal_crash_on_close = true;
-    spool_close(spool);
-    spool__journal_crash_on_close = false;
+    crash_close(spool);
     (void)unlink(entry_path(SPOOL_INCOMING, id));
     {
         struct spool *s2 = NULL;
@@ -813,9 +807,7 @@ static void test_held(void)
     /* Acknowledged, then a crash before the entry was written. */
     CHECK(commit_held_body(spool, 2, 70000, id[1], &seq, &label, &b) == 0);
     free(b);
-    spool__journal_crash_on_close = true;
-    spool_close(spool);
-    spool__journal_crash_on_close = false;
+    crash_close(spool);
     spool = open_daemon(8, &rec);
     if (spool == NULL)
         return;
@@ -841,9 +833,7 @@ static void test_held(void)
                                     err, sizeof(err)) == 0);
         }
         free(raw);
-        spool__journal_crash_on_close = true;
-        spool_close(spool);
-        spool__journal_crash_on_close = false;
+        crash_close(spool);
         spool = open_daemon(8, &rec);
         if (spool == NULL)
             return;
@@ -897,9 +887,7 @@ static void test_held(void)
         spool_commit_counts(spool, &cs);
         CHECK(count_files("incoming") == before && !cs.journal_up &&
               spool_held_max(spool) == 0 && cs.journal_commits == 0);
-        spool__journal_crash_on_close = true;
-        spool_close(spool);
-        spool__journal_crash_on_close = false;
+        crash_close(spool);
         spool = open_daemon(8, &rec);
         CHECK_MSG(rec.journal_restored == 0 && count_files("incoming") == 0,
                   "a refused record is never replayed (%u)",
@@ -997,6 +985,53 @@ static ssize_t einval_pwritev(int fd, const struct iovec *iov, int count,
     return pwritev(fd, iov, count, off);
 }
 
+static atomic_int short_left;
+
+/* The first call writes only the first piece and one block of the
+ * second (block-aligned, as a direct write may stop): the caller must go
+ * on from the middle of a piece. */
+static ssize_t short_pwritev(int fd, const struct iovec *iov, int count,
+                             off_t off)
+{
+    if (count >= 2 && iov[1].iov_len > 4096 &&
+        atomic_fetch_sub(&short_left, 1) > 0) {
+        struct iovec part[2] = { iov[0], { iov[1].iov_base, 4096 } };
+        return pwritev(fd, part, 2, off);
+    }
+    return pwritev(fd, iov, count, off);
+}
+
+/* A held record whose pwritev() stops short is written to its end, and
+ * comes back whole after a crash. */
+static void test_held_short_write(void)
+{
+    struct spool *spool;
+    struct spool_recovery rec;
+    struct spool_meta label;
+    char id[SPOOL_ID_MAX];
+    unsigned char *b = NULL;
+    uint64_t seq;
+
+    reset_root();
+    spool = open_daemon(8, NULL);
+    if (spool == NULL)
+        return;
+    spool__io.pwritev = short_pwritev;
+    atomic_store(&short_left, 1);
+    CHECK_MSG(commit_held_body(spool, 11, 20000, id, &seq, &label, &b) == 0,
+              "held, a short pwritev: committed (%s)", err);
+    CHECK(atomic_load(&short_left) == 0);
+    free(b);
+    spool__io_reset();
+    crash_close(spool);
+    spool = open_daemon(8, &rec);
+    CHECK_MSG(spool != NULL && rec.journal_restored == 1 &&
+                  entry_is(spool, SPOOL_INCOMING, id, 11, 20000),
+              "the record was written whole: restored intact (%u)",
+              rec.journal_restored);
+    spool_close(spool);
+}
+
 /* Records are written with O_DIRECT; a file system that refuses a direct
  * write (EINVAL) has the journal go on through the page cache, with no
  * commit refused and nothing lost: a record from a file (pwrite) and one
@@ -1024,9 +1059,7 @@ static void test_direct_fallback(void)
     CHECK_MSG(records == 2 && cs.journal_up && cs.journal_commits == 2,
               "both through the journal, still up (%llu)",
               (unsigned long long)records);
-    spool__journal_crash_on_close = true;
-    spool_close(spool);
-    spool__journal_crash_on_close = false;
+    crash_close(spool);
     (void)unlink(entry_path(SPOOL_INCOMING, id[0]));
     (void)unlink(entry_path(SPOOL_INCOMING, id[1]));
     spool = open_daemon(8, &rec);
@@ -1055,9 +1088,7 @@ static void test_direct_fallback(void)
         spool__io_reset();
         spool_commit_counts(spool, &cs);
         CHECK(cs.journal_up && cs.journal_commits == 1);
-        spool__journal_crash_on_close = true;
-        spool_close(spool);
-        spool__journal_crash_on_close = false;
+        crash_close(spool);
         spool = open_daemon(8, &rec);
         CHECK_MSG(spool != NULL && rec.journal_restored == 1 &&
                       entry_is(spool, SPOOL_INCOMING, id[0], 9, 20000),
@@ -1095,6 +1126,7 @@ int main(void)
     test_held_faults_in(false);
     test_held_faults_in(true);
     test_direct_fallback();
+    test_held_short_write();
     (void)!system(cmd);
     return tap_done();
 }
