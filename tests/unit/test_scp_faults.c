@@ -195,8 +195,11 @@ static unsigned count_entries(const char *dir, const char *sub)
     unsigned n = 0;
     struct dirent *de;
     DIR *d;
+    int len;
 
-    snprintf(path, sizeof(path), "%s/%s", dir, sub);
+    len = snprintf(path, sizeof(path), "%s/%s", dir, sub);
+    if (len < 0 || (size_t)len >= sizeof(path))
+        return 9999;
     d = opendir(path);
     if (d == NULL)
         return 9999;
